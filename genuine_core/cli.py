@@ -1,0 +1,72 @@
+"""The ``genuine`` command line: one entry point, one module per subcommand.
+
+Each subcommand lives in a module exposing ``add_arguments(parser)`` and
+``run(args) -> int``. Those modules stay light at import time; heavy work is imported
+inside ``run``. Errors meant for the user (:class:`~genuine_core.errors.GenuineError`)
+become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from genuine_core.errors import GenuineError
+
+#: subcommand name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("genuine_core.commands.synth", "make synthetic FISH fields, benchmarks and probes"),
+    "segment": ("genuine_core.commands.segment", "segment nuclei in scans and extract patches"),
+    "train": ("training.cli_train", "train a model (GENUINE, baselines, detector, cellpose)"),
+    "evaluate": ("training.cli_evaluate", "evaluate models on a synthetic benchmark"),
+    "ingest": ("store.cli_ingest", "ingest scans into the store"),
+    "umap": ("store.cli_umap", "fit UMAP on stored embeddings"),
+    "demo": ("store.cli_demo", "build the demo store"),
+    "export": ("store.cli_export", "export sample reports and curated labels"),
+    "store": ("store.cli_store", "store maintenance (check, info)"),
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Build the parser with every subcommand whose module is installed."""
+    parser = argparse.ArgumentParser(prog="genuine", description="GENUINE: MYCN FISH nucleus classification")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # subcommand not built yet
+            raise
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; return the process exit code."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except GenuineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
