@@ -1,0 +1,47 @@
+"""The Cohn rule and the sample call: values from the INRG definitions."""
+
+import numpy as np
+import pytest
+
+from genuine_core.rules import ProbeRule, SampleCallRule, is_amplified, sample_call
+
+
+@pytest.mark.parametrize(
+    "nmi, mycn, cluster, expected",
+    [(2, 2, 0, 0), (2, 7, 0, 0), (2, 8, 0, 1), (2, 35, 0, 1), (2, 2, 1, 1), (3, 11, 0, 0), (3, 12, 0, 1), (0, 3, 0, 0), (0, 4, 0, 1)],
+)
+def test_cohn_rule_scalar(nmi, mycn, cluster, expected):
+    assert is_amplified(nmi, mycn, cluster) == expected
+
+
+def test_cohn_rule_vectorised_and_configurable():
+    out = is_amplified(np.array([2, 2, 2]), np.array([7, 8, 2]), np.array([0, 0, 1]))
+    assert out.tolist() == [0, 1, 1]
+    her2 = ProbeRule(target="HER2", reference="CEP17", amplification_ratio=2.0, cluster_is_amplified=False)
+    assert is_amplified(2, 4, 1, rule=her2) == 1
+    assert is_amplified(2, 3, 1, rule=her2) == 0
+
+
+def test_rule_validation():
+    with pytest.raises(ValueError):
+        ProbeRule(amplification_ratio=0)
+    with pytest.raises(ValueError):
+        SampleCallRule(min_nuclei=0)
+
+
+@pytest.mark.parametrize(
+    "n, k, call",
+    [(10, 10, "not enough nuclei"), (100, 60, "MNA"), (100, 50, "MNA"), (100, 5, "heterogeneous MNA"), (100, 4, "non-MNA"), (100, 0, "non-MNA")],
+)
+def test_sample_call(n, k, call):
+    assert sample_call(n, k) == call
+
+
+def test_core_stays_free_of_ui_and_db_imports():
+    import subprocess
+    import sys
+
+    code = "import sys, genuine_core, genuine_core.rules, genuine_core.cli; " \
+           "bad = [m for m in ('streamlit', 'duckdb', 'torch') if m in sys.modules]; print(bad); sys.exit(len(bad))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
