@@ -1,0 +1,144 @@
+"""Proportions with confidence intervals, and prevalence corrected for classifier error.
+
+- :func:`wilson_interval`: Wilson score interval for a binomial proportion
+  (Wilson, J Am Stat Assoc 1927; recommended over the Wald interval by
+  Brown, Cai & DasGupta, Stat Sci 2001).
+- :func:`rogan_gladen`: the Rogan-Gladen estimator of true prevalence from an
+  apparent (predicted) prevalence and the classifier's sensitivity and specificity
+  (Rogan & Gladen, Am J Epidemiol 1978), with a confidence interval.
+
+Used for sample-level MNA fractions: ``k`` of ``n`` nuclei called MNA by a model
+whose validation sensitivity/specificity are known.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+
+def _z(confidence: float) -> float:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def _check_counts(k: int, n: int) -> None:
+    if n < 0 or k < 0 or k > n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for the proportion ``k / n``.
+
+    Args:
+        k: successes (e.g. nuclei called MNA), ``0 <= k <= n``.
+        n: trials (nuclei scored).
+        confidence: two-sided confidence level.
+
+    Returns:
+        ``(low, high)`` as fractions in [0, 1]; ``(0.0, 1.0)`` when ``n == 0``.
+
+    Raises:
+        ValueError: counts out of range or confidence not in (0, 1).
+    """
+    _check_counts(k, n)
+    z = _z(confidence)
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    # Exact bounds at the edges (the formula gives them up to rounding).
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass(frozen=True)
+class PrevalenceEstimate:
+    """A prevalence corrected for misclassification.
+
+    Attributes:
+        estimate: corrected prevalence, clipped to [0, 1].
+        low: lower confidence bound, in [0, 1].
+        high: upper confidence bound, in [0, 1].
+        raw: the uncorrected Rogan-Gladen value (may lie outside [0, 1]).
+        method: ``"wilson-transformed"`` (sensitivity/specificity taken as known)
+            or ``"delta"`` (their sampling error included).
+    """
+
+    estimate: float
+    low: float
+    high: float
+    raw: float
+    method: str
+
+
+def _clip01(x: float) -> float:
+    return min(1.0, max(0.0, x))
+
+
+def rogan_gladen(
+    k: int,
+    n: int,
+    sensitivity: float,
+    specificity: float,
+    confidence: float = 0.95,
+    n_positive: int | None = None,
+    n_negative: int | None = None,
+) -> PrevalenceEstimate:
+    """Rogan-Gladen corrected prevalence with a confidence interval.
+
+    ``pi = (p + specificity - 1) / (sensitivity + specificity - 1)`` where ``p = k / n``
+    is the apparent prevalence.
+
+    Interval: when the validation set sizes ``n_positive`` (truly positive nuclei the
+    sensitivity was measured on) and ``n_negative`` (for specificity) are given, a
+    delta-method interval that adds the sampling error of sensitivity and specificity
+    to that of ``p`` (Reiczigel, Foeldi & Ozsvari, Epidemiol Infect 2010, eq. for the
+    Rogan-Gladen variance). Otherwise sensitivity and specificity are treated as
+    known and the Wilson bounds of ``p`` are mapped through the (monotone) correction.
+    Bounds and estimate are clipped to [0, 1].
+
+    Args:
+        k: nuclei called positive; n: nuclei scored.
+        sensitivity, specificity: classifier's validation values in [0, 1], with
+            ``sensitivity + specificity > 1`` (better than chance).
+        confidence: two-sided level.
+        n_positive, n_negative: validation counts behind sensitivity / specificity.
+
+    Raises:
+        ValueError: bad counts, rates outside [0, 1], or a classifier no better than chance.
+    """
+    _check_counts(k, n)
+    for name, v in (("sensitivity", sensitivity), ("specificity", specificity)):
+        if not 0 <= v <= 1 or math.isnan(v):
+            raise ValueError(f"{name} must be in [0, 1], got {v}")
+    youden = sensitivity + specificity - 1
+    if youden <= 0:
+        raise ValueError(f"sensitivity + specificity must exceed 1 for a correction, got {sensitivity + specificity}")
+    if n == 0:
+        return PrevalenceEstimate(float("nan"), 0.0, 1.0, float("nan"), "wilson-transformed")
+    p = k / n
+    raw = (p + specificity - 1) / youden
+    z = _z(confidence)
+    if n_positive and n_negative:
+        var = (
+            p * (1 - p) / n
+            + raw**2 * sensitivity * (1 - sensitivity) / n_positive
+            + (1 - raw) ** 2 * specificity * (1 - specificity) / n_negative
+        ) / youden**2
+        half = z * math.sqrt(max(var, 0.0))
+        return PrevalenceEstimate(_clip01(raw), _clip01(raw - half), _clip01(raw + half), raw, "delta")
+    lo, hi = wilson_interval(k, n, confidence)
+    return PrevalenceEstimate(
+        _clip01(raw),
+        _clip01((lo + specificity - 1) / youden),
+        _clip01((hi + specificity - 1) / youden),
+        raw,
+        "wilson-transformed",
+    )
