@@ -1,0 +1,544 @@
+"""Figures and patch images for the dashboard (pure functions, no Streamlit).
+
+Two kinds of helpers live here:
+
+- **images**: NumPy in, ``(H, W, 3) uint8`` out: a patch as RGB or as its separate
+  channels, detector boxes drawn on a patch, nucleus outlines drawn on a scan, a
+  labelled montage of many patches.
+- **figures**: pandas in, ``plotly.graph_objects.Figure`` out: the scan with outlines
+  and hover per nucleus, probability histograms, predicted-vs-expected MNA share
+  (the paper's Table 3 as a picture), UMAP scatters (WebGL), probe response curves
+  with the 0.5 crossing (the paper's Figure 4), probe conditions on a UMAP, training
+  curves.
+
+Channel order follows the code convention (NMI, MYCN, DAPI) = (R, G, B), so a patch
+displayed as RGB shows NMI red, MYCN green and DAPI blue, as on the microscope.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+#: detector class -> (name, RGB colour) for boxes; class ids as in docs/ARCHITECTURE.md
+BOX_CLASSES: dict[int, tuple[str, tuple[int, int, int]]] = {
+    1: ("NMI", (255, 80, 80)),
+    2: ("MYCN", (90, 255, 90)),
+    3: ("MYCN cluster", (255, 215, 0)),
+}
+CHANNEL_NAMES = ("NMI", "MYCN", "DAPI")
+#: label value -> display name; labels: 1 = MNA, 0 = non-MNA, -1 = excluded
+LABEL_NAMES = {1: "MNA", 0: "non-MNA", -1: "excluded"}
+#: colours used for labels and categorical classes throughout the dashboard
+LABEL_COLOURS = {"MNA": "#d62728", "non-MNA": "#1f77b4", "excluded": "#7f7f7f", "unlabelled": "#c7c7c7"}
+#: probability colour scale: non-MNA blue -> undecided pale -> MNA red (as the paper's Fig. 4)
+PROB_COLORSCALE = [[0.0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"], [0.75, "#ef8a62"], [1.0, "#b2182b"]]
+#: qualitative palette for samples/models
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+           "#bcbd22", "#7f7f7f"]
+_LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=40, b=45))
+
+
+# ----------------------------------------------------------------------------- images
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] (any float dtype) -> uint8; uint8 passes through unchanged."""
+    arr = np.asarray(image)
+    if arr.dtype == np.uint8:
+        return arr
+    return (np.clip(np.nan_to_num(arr.astype(np.float32)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _check_patch(patch: np.ndarray) -> np.ndarray:
+    arr = np.asarray(patch)
+    if arr.ndim != 3 or arr.shape[0] != 3:
+        raise ValueError(f"patch must be (3, P, P) channel-first, got shape {arr.shape}")
+    return arr
+
+
+def patch_rgb(patch: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    """A patch as an RGB image.
+
+    Args:
+        patch: (3, P, P) float in [0, 1], channels (NMI, MYCN, DAPI).
+        gain: brightness multiplier applied before clipping (display only).
+
+    Returns:
+        (P, P, 3) uint8 with R = NMI, G = MYCN, B = DAPI.
+    """
+    arr = _check_patch(patch).astype(np.float32)
+    return to_uint8(np.moveaxis(arr, 0, -1) * gain)
+
+
+def patch_channels(patch: np.ndarray, gain: float = 1.0) -> list[tuple[str, np.ndarray]]:
+    """Each channel of a patch on its own, in its own colour.
+
+    Args:
+        patch: (3, P, P) float in [0, 1], channels (NMI, MYCN, DAPI).
+        gain: brightness multiplier (display only).
+
+    Returns:
+        ``[("NMI", rgb), ("MYCN", rgb), ("DAPI", rgb)]``, each (P, P, 3) uint8 with only
+        that channel's colour lit (red, green, blue).
+    """
+    arr = _check_patch(patch).astype(np.float32)
+    out = []
+    for c, name in enumerate(CHANNEL_NAMES):
+        rgb = np.zeros(arr.shape[1:] + (3,), np.float32)
+        rgb[..., c] = arr[c] * gain
+        out.append((name, to_uint8(rgb)))
+    return out
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement by an integer factor ((H, W[, C]) -> (H*f, W*f[, C]))."""
+    if factor < 1:
+        raise ValueError("factor must be >= 1")
+    if factor == 1:
+        return np.asarray(image)
+    return np.repeat(np.repeat(np.asarray(image), factor, axis=0), factor, axis=1)
+
+
+def draw_boxes(rgb: np.ndarray, boxes: pd.DataFrame, scale: int = 1, thickness: int = 1,
+               min_score: float = 0.0) -> np.ndarray:
+    """Draw detector boxes on an RGB patch.
+
+    Args:
+        rgb: (P, P, 3) uint8 patch image.
+        boxes: rows with ``cls`` (1 NMI, 2 MYCN, 3 cluster) and ``x1, y1, x2, y2`` in patch
+            pixels (x = column); an optional ``score`` column is filtered by ``min_score``.
+        scale: enlarge the image by this integer factor first so thin boxes stay visible;
+            box coordinates are scaled with it.
+        thickness: line width in output pixels.
+        min_score: boxes with a lower ``score`` are skipped.
+
+    Returns:
+        (P*scale, P*scale, 3) uint8 copy with box outlines in the class colours of
+        :data:`BOX_CLASSES`.
+    """
+    out = upscale(np.asarray(rgb, np.uint8), scale).copy()
+    h, w = out.shape[:2]
+    if boxes is None or len(boxes) == 0:
+        return out
+    if "score" in boxes.columns and min_score > 0:
+        boxes = boxes[boxes["score"] >= min_score]
+    for cls, x1, y1, x2, y2 in boxes[["cls", "x1", "y1", "x2", "y2"]].itertuples(index=False):
+        colour = BOX_CLASSES.get(int(cls), ("?", (255, 255, 255)))[1]
+        c0 = int(np.clip(math.floor(min(x1, x2) * scale), 0, w - 1))
+        c1 = int(np.clip(math.ceil(max(x1, x2) * scale) - 1, 0, w - 1))
+        r0 = int(np.clip(math.floor(min(y1, y2) * scale), 0, h - 1))
+        r1 = int(np.clip(math.ceil(max(y1, y2) * scale) - 1, 0, h - 1))
+        t = max(1, int(thickness))
+        out[r0:min(r0 + t, r1 + 1), c0:c1 + 1] = colour
+        out[max(r1 - t + 1, r0):r1 + 1, c0:c1 + 1] = colour
+        out[r0:r1 + 1, c0:min(c0 + t, c1 + 1)] = colour
+        out[r0:r1 + 1, max(c1 - t + 1, c0):c1 + 1] = colour
+    return out
+
+
+def outline_pixels(masks: np.ndarray) -> np.ndarray:
+    """Inner boundary of each instance.
+
+    Args:
+        masks: (H, W) int instance labels, 0 = background.
+
+    Returns:
+        (H, W) bool, True on pixels of a nucleus whose 4-neighbour differs from it
+        (another nucleus, background or the image edge).
+    """
+    m = np.asarray(masks)
+    if m.ndim != 2:
+        raise ValueError(f"masks must be (H, W), got {m.shape}")
+    padded = np.pad(m, 1, mode="constant", constant_values=0)
+    centre = padded[1:-1, 1:-1]
+    edge = np.zeros(m.shape, bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        edge |= padded[dy:dy + m.shape[0], dx:dx + m.shape[1]] != centre
+    return edge & (m > 0)
+
+
+def colour_for_probability(prob: np.ndarray) -> np.ndarray:
+    """Map probabilities in [0, 1] to RGB on :data:`PROB_COLORSCALE`.
+
+    Args:
+        prob: (N,) float; NaN maps to grey.
+
+    Returns:
+        (N, 3) uint8.
+    """
+    p = np.asarray(prob, np.float64).ravel()
+    stops = np.array([s for s, _ in PROB_COLORSCALE])
+    cols = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for _, h in PROB_COLORSCALE], np.float64)
+    out = np.empty((p.size, 3), np.float64)
+    finite = np.isfinite(p)
+    pc = np.clip(np.where(finite, p, 0.0), 0.0, 1.0)
+    for k in range(3):
+        out[:, k] = np.interp(pc, stops, cols[:, k])
+    out[~finite] = (150, 150, 150)
+    return (out + 0.5).astype(np.uint8)
+
+
+def outline_overlay(image: np.ndarray, masks: np.ndarray, colours: Mapping[int, Sequence[int]],
+                    default: Sequence[int] = (200, 200, 200), thickness: int = 1, gain: float = 1.0) -> np.ndarray:
+    """Draw each nucleus outline in its own colour on a scan.
+
+    Args:
+        image: (H, W, 3) float in [0, 1] (NMI, MYCN, DAPI) or uint8.
+        masks: (H, W) int instance labels.
+        colours: mask label -> RGB (0-255) for that nucleus' outline.
+        default: colour for labelled nuclei missing from ``colours``.
+        thickness: outline width in pixels (grown inwards).
+        gain: brightness multiplier for the scan (display only).
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    base = np.asarray(image)
+    if base.ndim != 3 or base.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3), got {base.shape}")
+    m = np.asarray(masks)
+    if m.shape != base.shape[:2]:
+        raise ValueError(f"masks {m.shape} do not match image {base.shape[:2]}")
+    out = to_uint8(base.astype(np.float32) * gain if base.dtype != np.uint8 else base).copy()
+    edge = outline_pixels(m)
+    work = m.copy()
+    for _ in range(max(1, thickness) - 1):  # grow the outline inwards
+        work = np.where(edge, 0, work)
+        edge = edge | outline_pixels(work)
+    lut = np.tile(np.asarray(default, np.uint8), (int(m.max()) + 1, 1))
+    for label, colour in colours.items():
+        if 0 < int(label) < lut.shape[0]:
+            lut[int(label)] = np.asarray(colour, np.uint8)
+    out[edge] = lut[m[edge]]
+    return out
+
+
+def montage(images: Sequence[np.ndarray], ncols: int = 8, pad: int = 2,
+            borders: Sequence[Sequence[int] | None] | None = None, border: int = 2,
+            background: Sequence[int] = (255, 255, 255)) -> np.ndarray:
+    """Tile equally sized RGB images into one grid image.
+
+    Args:
+        images: each (P, P, 3) uint8 (e.g. from :func:`patch_rgb`).
+        ncols: tiles per row.
+        pad: gap between tiles in pixels.
+        borders: optional colour per tile drawn as a frame of ``border`` pixels (``None`` = no frame).
+        border: frame width.
+        background: gap colour.
+
+    Returns:
+        (rows*(P+pad)+pad, cols*(P+pad)+pad, 3) uint8; a (1, 1, 3) blank image for no tiles.
+    """
+    if len(images) == 0:
+        return np.full((1, 1, 3), background, np.uint8)
+    if ncols < 1:
+        raise ValueError("ncols must be >= 1")
+    h, w = np.asarray(images[0]).shape[:2]
+    ncols = min(ncols, len(images))
+    nrows = math.ceil(len(images) / ncols)
+    out = np.empty((nrows * (h + pad) + pad, ncols * (w + pad) + pad, 3), np.uint8)
+    out[:] = np.asarray(background, np.uint8)
+    for i, img in enumerate(images):
+        tile = np.asarray(img)
+        if tile.shape[:2] != (h, w):
+            raise ValueError(f"tile {i} is {tile.shape[:2]}, expected {(h, w)}")
+        tile = tile.copy()
+        if borders is not None and i < len(borders) and borders[i] is not None:
+            b = border
+            col = np.asarray(borders[i], np.uint8)
+            tile[:b], tile[-b:], tile[:, :b], tile[:, -b:] = col, col, col, col
+        r, c = divmod(i, ncols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        out[y:y + h, x:x + w] = tile
+    return out
+
+
+def png_data_uri(rgb: np.ndarray) -> str:
+    """Encode an (H, W, 3) uint8 image as a ``data:image/png;base64,...`` URI (for plotly images)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(rgb, np.uint8)).save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def hex_to_rgb(colour: str) -> tuple[int, int, int]:
+    """``"#d62728"`` -> ``(214, 39, 40)``."""
+    h = colour.lstrip("#")
+    if len(h) != 6:
+        raise ValueError(f"not a #rrggbb colour: {colour!r}")
+    return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------- figures
+def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", height: int = 640) -> go.Figure:
+    """A zoomable scan with per-nucleus hover.
+
+    Args:
+        overlay: (H, W, 3) uint8 scan with outlines already drawn (:func:`outline_overlay`).
+        nuclei: rows with ``cx, cy`` (pixels), ``prob`` (may be NaN), and optionally
+            ``nucleus_id`` and ``label`` for the hover text.
+        title: figure title.
+        height: figure height in pixels.
+
+    Returns:
+        Figure with the image (PNG, y axis pointing down, square pixels) and one WebGL
+        marker per nucleus coloured by probability with a colour bar.
+    """
+    h, w = overlay.shape[:2]
+    fig = go.Figure()
+    fig.add_trace(go.Image(source=png_data_uri(overlay), x0=0, y0=0, dx=1, dy=1, hoverinfo="skip"))
+    if len(nuclei):
+        hover = [f"nucleus {n}<br>P(MNA) {p:.2f}" if np.isfinite(p) else f"nucleus {n}<br>no prediction"
+                 for n, p in zip(nuclei.get("nucleus_id", pd.Series(range(len(nuclei)))), nuclei["prob"].astype(float))]
+        if "label" in nuclei.columns:
+            hover = [f"{t}<br>{lab}" for t, lab in zip(hover, nuclei["label"].astype(str))]
+        fig.add_trace(go.Scattergl(
+            x=nuclei["cx"], y=nuclei["cy"], mode="markers", text=hover, hoverinfo="text",
+            marker=dict(size=7, color=nuclei["prob"], cmin=0, cmax=1, colorscale=PROB_COLORSCALE,
+                        line=dict(width=1, color="white"),
+                        colorbar=dict(title="P(MNA)", thickness=12, len=0.6)),
+            showlegend=False, name="nuclei",
+        ))
+    fig.update_xaxes(visible=False, range=[0, w], constrain="domain")
+    fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x", constrain="domain")
+    fig.update_layout(**{**_LAYOUT, "margin": dict(l=0, r=0, t=40 if title else 5, b=0)},
+                      title=title, height=height, dragmode="zoom")
+    return fig
+
+
+def probability_histogram(preds: pd.DataFrame, threshold: float = 0.5, bins: int = 20, title: str = "") -> go.Figure:
+    """Overlaid histograms of per-nucleus MNA probability, one per model.
+
+    Args:
+        preds: rows with ``model`` and ``prob``.
+        threshold: decision threshold drawn as a dashed line.
+        bins: number of equal bins on [0, 1].
+    """
+    fig = go.Figure()
+    for i, (model, grp) in enumerate(preds.groupby("model", sort=True)):
+        fig.add_trace(go.Histogram(x=grp["prob"], name=str(model), opacity=0.6,
+                                   xbins=dict(start=0, end=1.0 + 1e-9, size=1.0 / bins),
+                                   marker_color=PALETTE[i % len(PALETTE)]))
+    fig.add_vline(x=threshold, line_dash="dash", line_color="#444",
+                  annotation_text=f"threshold {threshold:g}", annotation_position="top")
+    fig.update_layout(**_LAYOUT, barmode="overlay", title=title, height=320,
+                      xaxis_title="P(MNA)", yaxis_title="nuclei", legend=dict(orientation="h", y=1.12))
+    fig.update_xaxes(range=[0, 1])
+    return fig
+
+
+def predicted_vs_expected(summary: pd.DataFrame, band: float = 10.0, title: str = "") -> go.Figure:
+    """Predicted MNA % against the expected mixture % per model (the paper's Table 3 as a picture).
+
+    Args:
+        summary: rows with ``sample``, ``model``, ``expected_pct``, ``pred_pct`` and
+            optionally ``ci_low_pct``/``ci_high_pct`` (95 % interval), all in percent.
+            Rows without an expected value are ignored.
+        band: half-width in percentage points of the shaded agreement band around y = x
+            (the paper highlights deviations within +-10 %).
+    """
+    df = summary.dropna(subset=["expected_pct", "pred_pct"])
+    fig = go.Figure()
+    xs = np.array([0.0, 100.0])
+    fig.add_trace(go.Scatter(x=np.r_[xs, xs[::-1]], y=np.r_[xs + band, (xs - band)[::-1]], fill="toself",
+                             fillcolor="rgba(120,120,120,0.12)", line=dict(width=0), hoverinfo="skip",
+                             name=f"within ±{band:g} %"))
+    fig.add_trace(go.Scatter(x=xs, y=xs, mode="lines", line=dict(color="#888", dash="dash"),
+                             name="predicted = expected", hoverinfo="skip"))
+    models = sorted(df["model"].unique()) if len(df) else []
+    offsets = np.linspace(-1.2, 1.2, len(models)) if len(models) > 1 else [0.0]
+    for i, model in enumerate(models):
+        g = df[df["model"] == model]
+        err = None
+        if {"ci_low_pct", "ci_high_pct"} <= set(g.columns):
+            err = dict(type="data", symmetric=False, array=(g["ci_high_pct"] - g["pred_pct"]).clip(lower=0),
+                       arrayminus=(g["pred_pct"] - g["ci_low_pct"]).clip(lower=0), thickness=1)
+        fig.add_trace(go.Scatter(
+            x=g["expected_pct"] + offsets[i], y=g["pred_pct"], mode="markers", name=str(model), error_y=err,
+            marker=dict(size=9, color=PALETTE[i % len(PALETTE)], line=dict(width=1, color="white")),
+            text=g["sample"], customdata=np.c_[g["expected_pct"], g["pred_pct"] - g["expected_pct"]],
+            hovertemplate="%{text}<br>expected %{customdata[0]:.0f} %<br>predicted %{y:.1f} %"
+                          "<br>deviation %{customdata[1]:+.1f} pp<extra>" + str(model) + "</extra>",
+        ))
+    fig.update_layout(**_LAYOUT, title=title, height=420, xaxis_title="expected MNA nuclei (%)",
+                      yaxis_title="predicted MNA nuclei (%)", legend=dict(orientation="h", y=1.12))
+    fig.update_xaxes(range=[-4, 104])
+    fig.update_yaxes(range=[-4, 104])
+    return fig
+
+
+def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height: int = 520,
+                     categorical: bool | None = None, background: pd.DataFrame | None = None) -> go.Figure:
+    """WebGL scatter of UMAP coordinates.
+
+    Args:
+        points: rows with ``x``, ``y``, ``nucleus_id`` and the ``colour`` column; optional
+            ``sample`` for hover.
+        colour: column to colour by. Numeric columns in [0, 1] use the probability scale
+            unless ``categorical`` is True; others are categorical with one trace each.
+        title: subplot title.
+        height: pixels.
+        categorical: force categorical (True) or continuous (False) colouring.
+        background: optional points (``x``, ``y``) drawn first in light grey, not selectable.
+
+    Returns:
+        Figure whose point ``customdata`` is the ``nucleus_id`` (for selections).
+    """
+    fig = go.Figure()
+    if background is not None and len(background):
+        fig.add_trace(go.Scattergl(x=background["x"], y=background["y"], mode="markers", name="reference",
+                                   marker=dict(size=3, color="#d9d9d9"), hoverinfo="skip"))
+    values = points[colour] if colour in points.columns else pd.Series(["?"] * len(points), index=points.index)
+    if categorical is None:
+        categorical = not (pd.api.types.is_numeric_dtype(values) and values.dropna().between(0, 1).all()
+                           and values.nunique() > 3)
+    hover_sample = points["sample"].astype(str) if "sample" in points.columns else pd.Series([""] * len(points),
+                                                                                              index=points.index)
+    if categorical:
+        cats = values.astype("string").fillna("unlabelled")
+        order = sorted(cats.unique(), key=lambda c: (c not in LABEL_COLOURS, c))
+        for i, cat in enumerate(order):
+            sel = cats == cat
+            col = LABEL_COLOURS.get(cat, PALETTE[i % len(PALETTE)])
+            fig.add_trace(go.Scattergl(
+                x=points.loc[sel, "x"], y=points.loc[sel, "y"], mode="markers", name=str(cat),
+                customdata=points.loc[sel, "nucleus_id"], text=hover_sample[sel],
+                hovertemplate="nucleus %{customdata}<br>%{text}<extra>" + str(cat) + "</extra>",
+                marker=dict(size=5, color=col, opacity=0.8),
+            ))
+    else:
+        fig.add_trace(go.Scattergl(
+            x=points["x"], y=points["y"], mode="markers", name=colour, customdata=points["nucleus_id"],
+            text=hover_sample, hovertemplate="nucleus %{customdata}<br>%{text}<br>" + colour
+                                             + " %{marker.color:.2f}<extra></extra>",
+            marker=dict(size=5, color=values, cmin=0, cmax=1, colorscale=PROB_COLORSCALE, opacity=0.85,
+                        colorbar=dict(title=colour, thickness=12, len=0.6)),
+            showlegend=False,
+        ))
+    fig.update_layout(**_LAYOUT, title=title, height=height, dragmode="lasso", xaxis_title="UMAP 1",
+                      yaxis_title="UMAP 2", legend=dict(orientation="h", y=-0.15, itemsizing="constant"))
+    return fig
+
+
+def crossing(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> float | None:
+    """First x where the piecewise-linear curve y(x) crosses ``level`` (sorted by x).
+
+    Returns:
+        The interpolated x of the first sign change of ``y - level`` (an exact hit
+        returns that x), or None when the curve never reaches the level.
+    """
+    xs = np.asarray(x, np.float64)
+    ys = np.asarray(y, np.float64)
+    if xs.shape != ys.shape:
+        raise ValueError("x and y must have the same length")
+    order = np.argsort(xs, kind="stable")
+    xs, ys = xs[order], ys[order]
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[ok], ys[ok]
+    d = ys - level
+    for i in range(len(xs)):
+        if d[i] == 0:
+            return float(xs[i])
+        if i + 1 < len(xs) and d[i] * d[i + 1] < 0:
+            t = d[i] / (d[i] - d[i + 1])
+            return float(xs[i] + t * (xs[i + 1] - xs[i]))
+    return None
+
+
+def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, title: str = "",
+                rule_x: float | None = None) -> go.Figure:
+    """Mean prediction against a probe variable with the ``level`` crossing marked (paper Fig. 4).
+
+    Args:
+        curve: one row per condition with column ``x``, ``mean_pred`` in [0, 1], optional
+            ``sem`` (standard error, drawn as error bars) and optional ``model`` (one line each).
+        x: the probe variable column (e.g. ``"n_mycn"`` or ``"signal_size"``).
+        xlabel: axis title.
+        level: horizontal reference drawn dashed; each curve's crossing gets a marker.
+        rule_x: optional x where a rule expects the switch (e.g. Cohn rule at 4 x NMI), dotted.
+    """
+    fig = go.Figure()
+    groups = list(curve.groupby("model", sort=True)) if "model" in curve.columns else [("mean prediction", curve)]
+    for i, (model, g) in enumerate(groups):
+        g = g.sort_values(x)
+        col = PALETTE[i % len(PALETTE)]
+        err = dict(type="data", array=g["sem"], thickness=1) if "sem" in g.columns else None
+        fig.add_trace(go.Scatter(x=g[x], y=g["mean_pred"], mode="lines+markers", name=str(model), error_y=err,
+                                 line=dict(color=col, width=2),
+                                 marker=dict(size=9, color=g["mean_pred"], cmin=0, cmax=1,
+                                             colorscale=PROB_COLORSCALE, line=dict(width=1, color=col))))
+        xc = crossing(g[x], g["mean_pred"], level)
+        if xc is not None:
+            fig.add_trace(go.Scatter(x=[xc], y=[level], mode="markers+text", name=f"{model}: crosses {level:g}",
+                                     marker=dict(symbol="x", size=13, color=col, line=dict(width=2)),
+                                     text=[f"{xc:.1f}"], textposition="bottom right", showlegend=False,
+                                     hovertemplate=f"{model} crosses {level:g} at {xlabel} {xc:.2f}<extra></extra>"))
+    fig.add_hline(y=level, line_dash="dash", line_color="#666")
+    if rule_x is not None:
+        fig.add_vline(x=rule_x, line_dash="dot", line_color="#2ca02c",
+                      annotation_text="Cohn rule", annotation_position="top left")
+    fig.update_layout(**_LAYOUT, title=title, height=360, xaxis_title=xlabel, yaxis_title="mean prediction",
+                      legend=dict(orientation="h", y=1.15))
+    fig.update_yaxes(range=[-0.05, 1.05])
+    return fig
+
+
+def probe_embedding(reference: pd.DataFrame, probe: pd.DataFrame, group: str, title: str = "",
+                    height: int = 480) -> go.Figure:
+    """Probe conditions placed on a UMAP (paper Fig. 4): mean position, 1-SD ellipse, mean prediction.
+
+    Args:
+        reference: training nuclei ``x, y`` drawn in light green.
+        probe: probe nuclei with ``x, y``, ``pred`` (0/1 call or probability) and the ``group`` column.
+        group: condition column (e.g. ``"n_mycn"``); one ellipse and label per value.
+    """
+    fig = go.Figure()
+    if len(reference):
+        fig.add_trace(go.Scattergl(x=reference["x"], y=reference["y"], mode="markers", name="training nuclei",
+                                   marker=dict(size=3, color="rgba(44,160,44,0.25)"), hoverinfo="skip"))
+    t = np.linspace(0, 2 * np.pi, 48)
+    stats = probe.groupby(group).agg(mx=("x", "mean"), my=("y", "mean"), sx=("x", "std"), sy=("y", "std"),
+                                     mean_pred=("pred", "mean")).reset_index().fillna({"sx": 0.0, "sy": 0.0})
+    for row in stats.itertuples(index=False):
+        col = "rgb({},{},{})".format(*colour_for_probability([row.mean_pred])[0])
+        fig.add_trace(go.Scatter(x=row.mx + row.sx * np.cos(t), y=row.my + row.sy * np.sin(t), mode="lines",
+                                 line=dict(color=col, width=2), fill="toself", fillcolor=col, opacity=0.45,
+                                 hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(
+        x=stats["mx"], y=stats["my"], mode="markers+text", text=stats[group].astype(str), textposition="middle center",
+        textfont=dict(size=11, color="black"), name="probe conditions",
+        marker=dict(size=16, color=stats["mean_pred"], cmin=0, cmax=1, colorscale=PROB_COLORSCALE,
+                    line=dict(width=1, color="#333"), colorbar=dict(title="mean pred.", thickness=12, len=0.6)),
+        customdata=stats["mean_pred"], hovertemplate=group + " %{text}<br>mean prediction %{customdata:.2f}"
+                                                             "<extra></extra>",
+    ))
+    fig.update_layout(**_LAYOUT, title=title, height=height, xaxis_title="UMAP 1", yaxis_title="UMAP 2",
+                      legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+def training_curves(history: pd.DataFrame, title: str = "") -> go.Figure:
+    """Training curves from a model folder's history.
+
+    Args:
+        history: one row per epoch with an ``epoch`` column and any numeric metric
+            columns (e.g. ``train_loss``, ``val_loss``, ``val_f1``). Loss columns go on the
+            left axis, other metrics on the right axis.
+    """
+    fig = go.Figure()
+    cols = [c for c in history.columns if c != "epoch" and pd.api.types.is_numeric_dtype(history[c])]
+    for i, c in enumerate(cols):
+        is_loss = "loss" in c
+        fig.add_trace(go.Scatter(x=history["epoch"], y=history[c], mode="lines+markers", name=c,
+                                 yaxis="y" if is_loss else "y2", line=dict(color=PALETTE[i % len(PALETTE)],
+                                                                           dash="solid" if is_loss else "dot")))
+    fig.update_layout(**_LAYOUT, title=title, height=340, xaxis_title="epoch", yaxis=dict(title="loss"),
+                      yaxis2=dict(title="metric", overlaying="y", side="right", range=[0, 1.02], showgrid=False),
+                      legend=dict(orientation="h", y=1.15))
+    return fig
