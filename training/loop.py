@@ -212,7 +212,7 @@ def fit(task: Task, cfg: TrainConfig, out: str | Path, resume: bool = False) -> 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * count
+            loss_sum += loss.item() * count
             seen += count
             if n_correct is None:
                 has_acc = False

@@ -1,0 +1,342 @@
+"""Training building blocks: augmentations, early stopping, training-set format, loop, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from genuine_core.errors import InputError
+from training.augment import AugmentConfig, _geometric_image, augment_batch, augment_detection, make_generator, \
+    transform_boxes
+from training.datasets import ClassificationData, flip_labels
+from training.early_stopping import EarlyStopping
+from training.labelled import LabelledPatches
+from training.loop import TrainConfig, TrainingError, fit
+from training.tasks import ClassifierTask
+
+
+def _nucleus_batch(n=4, p=32, seed=0) -> torch.Tensor:
+    """Round 'nuclei' with a few bright spots; zero outside a disc."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:p, :p]
+    c = (p - 1) / 2  # symmetric under flips
+    disc = ((yy - c) ** 2 + (xx - c) ** 2) < (p / 2.5) ** 2
+    x = rng.uniform(0.1, 0.9, (n, 3, p, p)).astype(np.float32) * disc
+    return torch.from_numpy(x)
+
+
+# ------------------------------------------------------------------ augmentations
+def test_augment_keeps_shape_range_and_zero_background():
+    x = _nucleus_batch(8)
+    out = augment_batch(x, AugmentConfig(p_affine=0.0, noise_std=0.2, intensity=(0.5, 3.0)), make_generator(1))
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    outside = x.amax(dim=1, keepdim=True).expand_as(x) == 0
+    # without the affine, flips map the centred disc onto itself: background stays exactly 0
+    assert float(out[outside].abs().max()) == 0.0
+    # and the input is not modified in place
+    assert torch.equal(x, _nucleus_batch(8))
+
+
+def test_augment_is_seeded_and_does_something():
+    x = _nucleus_batch(6)
+    cfg = AugmentConfig()
+    a = augment_batch(x, cfg, make_generator(3))
+    b = augment_batch(x, cfg, make_generator(3))
+    c = augment_batch(x, cfg, make_generator(4))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not torch.equal(a, x)
+    full = augment_batch(x, cfg, make_generator(5))
+    assert float(full.min()) >= 0.0 and float(full.max()) <= 1.0
+
+
+def test_augment_none_is_identity():
+    x = _nucleus_batch(3)
+    assert torch.allclose(augment_batch(x, AugmentConfig.none(), make_generator(0)), x)
+
+
+def test_channel_drop_zeroes_red_and_blue_only():
+    x = _nucleus_batch(5)
+    cfg = AugmentConfig(p_hflip=0, p_vflip=0, p_affine=0, intensity=(1, 1), p_drop_red=1.0, p_drop_blue=1.0,
+                        noise_std=0)
+    out = augment_batch(x, cfg, make_generator(0))
+    assert float(out[:, 0].abs().max()) == 0.0 and float(out[:, 2].abs().max()) == 0.0
+    assert torch.allclose(out[:, 1], x[:, 1])
+
+
+@pytest.mark.parametrize("hflip", [False, True])
+@pytest.mark.parametrize("vflip", [False, True])
+@pytest.mark.parametrize("rot", [0, 1, 2, 3])
+def test_boxes_follow_the_image(hflip, vflip, rot):
+    p = 20
+    boxes = torch.tensor([[2.0, 3.0, 7.0, 5.0], [10.0, 12.0, 19.0, 20.0]])
+    img = torch.zeros(3, p, p)
+    for k, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+        img[k, y1:y2, x1:x2] = 1.0  # pixels [x1, x2) x [y1, y2)
+    out_img = _geometric_image(img, hflip, vflip, rot)
+    out_boxes = transform_boxes(boxes, p, hflip, vflip, rot)
+    for k in range(2):
+        ys, xs = torch.nonzero(out_img[k], as_tuple=True)
+        expect = [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+        assert out_boxes[k].tolist() == pytest.approx(expect)
+
+
+def test_augment_detection_consistent_and_empty_boxes_ok():
+    x = _nucleus_batch(4, p=24)
+    boxes = [torch.tensor([[1.0, 2.0, 5.0, 9.0]]), torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 24.0, 3.0]]),
+             torch.zeros(0, 4)]
+    imgs, out = augment_detection(x, boxes, AugmentConfig(), make_generator(2))
+    assert imgs.shape == x.shape and float(imgs.min()) >= 0 and float(imgs.max()) <= 1
+    assert [tuple(b.shape) for b in out] == [(1, 4), (0, 4), (1, 4), (0, 4)]
+    for b in out:
+        if len(b):
+            assert (b[:, 0] <= b[:, 2]).all() and (b[:, 1] <= b[:, 3]).all()
+            assert float(b.min()) >= 0 and float(b.max()) <= 24
+            # area is preserved by flips and quarter turns
+    assert float((out[0][0, 2] - out[0][0, 0]) * (out[0][0, 3] - out[0][0, 1])) == pytest.approx(4 * 7)
+    with pytest.raises(ValueError):
+        augment_detection(x, boxes[:2], AugmentConfig(), make_generator(2))
+
+
+def test_augment_config_validation():
+    with pytest.raises(ValueError):
+        AugmentConfig(p_hflip=1.5)
+    with pytest.raises(ValueError):
+        AugmentConfig(scale=(1.2, 0.8))
+    cfg = AugmentConfig(scale=(0.9, 1.1))
+    assert AugmentConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+# ------------------------------------------------------------------ early stopping
+def test_early_stopping_scripted_sequence():
+    es = EarlyStopping(patience=3)
+    seq = [1.0, 0.8, 0.9, 0.85, 0.79, 0.8, 0.81, 0.82, 0.5]
+    stopped_at = None
+    for epoch, v in enumerate(seq):
+        es.step(v)
+        if es.should_stop:
+            stopped_at = epoch
+            break
+    assert stopped_at == 7  # best at epoch 4, then 3 epochs without improvement
+    assert es.best_epoch == 4 and es.best == pytest.approx(0.79)
+    es2 = EarlyStopping(patience=3)
+    es2.load_state_dict(json.loads(json.dumps(es.state_dict())))
+    assert es2.should_stop and es2.best == es.best and es2.best_epoch == 4
+    with pytest.raises(ValueError):
+        EarlyStopping(patience=0)
+    with pytest.raises(ValueError):
+        EarlyStopping(2).step(float("nan"))
+
+
+def test_early_stopping_min_delta():
+    es = EarlyStopping(patience=2, min_delta=0.1)
+    assert es.step(1.0) is True
+    assert es.step(0.95) is False  # not enough improvement
+    assert es.step(0.85) is True
+
+
+# ------------------------------------------------------------------ labels and training-set files
+def test_flip_labels_rate_and_seed():
+    y = np.array([0, 1] * 5000)
+    a, fa = flip_labels(y, 0.2, np.random.default_rng(0))
+    b, _ = flip_labels(y, 0.2, np.random.default_rng(0))
+    assert np.array_equal(a, b)
+    assert abs(fa.mean() - 0.2) < 0.02
+    assert np.array_equal(a[fa], 1 - y[fa]) and np.array_equal(a[~fa], y[~fa])
+    assert not flip_labels(y, 0.0, np.random.default_rng(0))[1].any()
+    with pytest.raises(ValueError):
+        flip_labels(y, 1.5, np.random.default_rng(0))
+
+
+def _lp(n=30, p=8) -> LabelledPatches:
+    rng = np.random.default_rng(0)
+    return LabelledPatches(rng.random((n, 3, p, p)).astype(np.float16), np.arange(n) % 2,
+                           label_kind=np.array(["curated"] * n), nucleus_key=np.array([f"s:{i}" for i in range(n)]))
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_labelled_patches_round_trip(tmp_path, suffix):
+    lp = _lp().ensure_split(np.random.default_rng(1))
+    path = lp.save(tmp_path / f"set{suffix}") if suffix == ".npz" else lp.save_parquet(tmp_path / f"set{suffix}")
+    back = LabelledPatches.load(path)
+    assert np.array_equal(back.patches, lp.patches) and back.patches.dtype == np.float16
+    assert np.array_equal(back.labels, lp.labels)
+    assert list(back.split) == list(lp.split) and list(back.nucleus_key) == list(lp.nucleus_key)
+
+
+def test_labelled_patches_split_is_stratified():
+    lp = _lp(100).ensure_split(np.random.default_rng(2))
+    for s in ("train", "val", "test"):
+        sub = lp.subset(s)
+        assert set(sub.labels.tolist()) == {0, 1}
+    assert (lp.split == "train").sum() == 80
+
+
+def test_labelled_patches_bad_input(tmp_path):
+    with pytest.raises(InputError):
+        LabelledPatches(np.zeros((2, 3, 4, 4), np.float32), np.array([0, 2]))
+    with pytest.raises(InputError):
+        LabelledPatches(np.zeros((2, 4, 4), np.float32), np.array([0, 1]))
+    with pytest.raises(InputError):
+        LabelledPatches(np.zeros((2, 3, 4, 4), np.float32), np.array([0, 1]), split=np.array(["train", "dev"]))
+    bad = tmp_path / "x.npz"
+    np.savez(bad, patches=np.zeros((1, 3, 4, 4)))
+    with pytest.raises(InputError):
+        LabelledPatches.load(bad)
+    # a pickled object array is refused, never unpickled
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, format=np.array("genuine-labelled-patches/1"), patches=np.zeros((1, 3, 4, 4), np.float32),
+             labels=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(InputError):
+        LabelledPatches.load(evil)
+    with pytest.raises(InputError):
+        LabelledPatches.load(tmp_path / "missing.npz")
+
+
+# ------------------------------------------------------------------ loop with a tiny model
+class TinyNet(torch.nn.Module):
+    """A small CNN with the classifier interface (logits (N,), save to a folder)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3))
+        return self.fc(h).reshape(-1)
+
+    def save(self, path: Path, metrics: dict):
+        path.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path / "weights.safetensors"))
+        (path / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _toy_data(n, seed, p=12):
+    """Class 1 = bright green channel, class 0 = dim green."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.int8)
+    x = rng.uniform(0, 0.3, (n, 3, p, p)).astype(np.float32)
+    x[:, 1] += y[:, None, None] * 0.5
+    return ClassificationData(x.astype(np.float16), y, y, y, np.zeros(n, bool), pd.DataFrame(index=range(n)), "train")
+
+
+def _task(model, seed=0):
+    return ClassifierTask(model, _toy_data(64, seed), _toy_data(32, seed + 100), AugmentConfig.none(),
+                          lambda path, metrics: model.save(path, metrics))
+
+
+def test_two_steps_loss_finite_and_decreasing():
+    torch.manual_seed(0)
+    model = TinyNet()
+    task = _task(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    idx = np.arange(32)
+    losses = []
+    for _ in range(2):
+        model.train()
+        loss, correct, count = task.train_batch(idx, make_generator(0))
+        assert math.isfinite(loss.item()) and 0 <= correct <= count == 32
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.train()
+    after, _, _ = task.train_batch(idx, make_generator(0))
+    assert float(after) < losses[0]
+    assert losses[1] < losses[0]
+
+
+class ScriptedTask:
+    """A task whose validation losses follow a script (to test early stopping in fit)."""
+
+    def __init__(self, val_losses):
+        self.model = TinyNet()
+        self.val_losses = list(val_losses)
+        self.calls = 0
+        self.saved: list[dict] = []
+
+    def n_train(self):
+        return 8
+
+    def train_batch(self, idx, gen):
+        x = torch.rand(len(idx), 3, 6, 6, generator=gen)
+        return self.model(x).pow(2).mean(), 0, len(idx)
+
+    def validate(self):
+        v = self.val_losses[self.calls]
+        self.calls += 1
+        return v, 0.5
+
+    def save_model(self, path, metrics):
+        self.saved.append({"path": str(path), **metrics})
+        self.model.save(Path(path), metrics)
+
+
+def test_fit_stops_at_the_right_epoch(tmp_path):
+    task = ScriptedTask([1.0, 0.7, 0.8, 0.75, 0.71, 0.9, 0.1, 0.1])
+    res = fit(task, TrainConfig(epochs=8, patience=3, batch_size=4), tmp_path / "m")
+    assert len(res.history) == 5 and res.stopped_early
+    assert res.best_epoch == 1 and res.best_val_loss == pytest.approx(0.7)
+    assert [h["best"] for h in res.history] == [True, True, False, False, False]
+    hist = json.loads((tmp_path / "m" / "history.json").read_text())
+    assert [h["val_loss"] for h in hist] == [1.0, 0.7, 0.8, 0.75, 0.71]
+    best_saves = [s for s in task.saved if s["status"] == "training"]
+    assert [s["epoch"] for s in best_saves] == [1, 2]
+
+
+def test_fit_rejects_nan_loss(tmp_path):
+    task = ScriptedTask([1.0])
+    task.train_batch = lambda idx, gen: (torch.tensor(float("nan"), requires_grad=True), 0, len(idx))
+    with pytest.raises(TrainingError):
+        fit(task, TrainConfig(epochs=1, batch_size=4), tmp_path / "m")
+
+
+def test_resume_continues_from_checkpoint_and_matches_uninterrupted_run(tmp_path):
+    cfg4 = TrainConfig(epochs=4, patience=10, batch_size=16, lr=0.05, seed=3,
+                       augment=AugmentConfig(p_affine=0.0))
+    torch.manual_seed(0)
+    full = TinyNet()
+    fit(_task(full), cfg4, tmp_path / "full")
+
+    torch.manual_seed(0)
+    part = TinyNet()
+    fit(_task(part), TrainConfig.from_dict({**cfg4.to_dict(), "epochs": 2}), tmp_path / "part")
+    state = json.loads((tmp_path / "part" / "checkpoint" / "trainer.json").read_text())
+    assert state["epoch"] == 1 and len(state["history"]) == 2
+
+    torch.manual_seed(123)  # a fresh process would start from other random weights
+    resumed = TinyNet()
+    res = fit(_task(resumed), cfg4, tmp_path / "part", resume=True)
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4]
+    full_hist = json.loads((tmp_path / "full" / "history.json").read_text())
+    assert [h["val_loss"] for h in res.history] == pytest.approx([h["val_loss"] for h in full_hist], rel=1e-5)
+    # last-epoch weights agree with the uninterrupted run
+    a = load_file(str(tmp_path / "full" / "checkpoint" / "trainer.safetensors"))
+    b = load_file(str(tmp_path / "part" / "checkpoint" / "trainer.safetensors"))
+    for k in a:
+        if k.startswith("model."):
+            assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    with pytest.raises(TrainingError):
+        fit(ScriptedTask([1.0]), TrainConfig(epochs=1), tmp_path / "nothing", resume=True)
+
+
+def test_train_config_validation_and_round_trip():
+    with pytest.raises(ValueError):
+        TrainConfig(lr=0)
+    with pytest.raises(ValueError):
+        TrainConfig(patience=0)
+    cfg = TrainConfig(epochs=3, train_per_epoch=100)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
