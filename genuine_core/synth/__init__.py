@@ -1,0 +1,22 @@
+"""Synthetic FISH fields, benchmarks and probes with exact ground truth.
+
+Public API:
+    make_field, SynthField, Scene            -- one synthetic scan (fields.py)
+    Acquisition, NOMINAL, SHIFTED            -- imaging conditions (acquisition.py)
+    CellLine, Phenotype, DEFAULT_LINES       -- genotype models (lines.py)
+    make_benchmark, load_benchmark, BenchmarkSplit, SIZES  -- benchmark folders (benchmark.py)
+    make_probe, ProbeBatch                   -- probe patches for paper section 4.3 (probe.py)
+"""
+
+from genuine_core.synth.acquisition import NOMINAL, SHIFTED, Acquisition, acquire
+from genuine_core.synth.fields import BOX_COLUMNS, NUCLEI_COLUMNS, Scene, SynthField, make_field
+from genuine_core.synth.lines import DEFAULT_LINES, CellLine, Phenotype, uniform, with_natural_noise
+from genuine_core.synth.nuclei import Layout, NucleusStyle
+from genuine_core.synth.signals import CLUSTER, MYCN, NMI, SignalStyle
+
+__all__ = [
+    "Acquisition", "NOMINAL", "SHIFTED", "acquire",
+    "Scene", "SynthField", "make_field", "NUCLEI_COLUMNS", "BOX_COLUMNS",
+    "CellLine", "Phenotype", "DEFAULT_LINES", "uniform", "with_natural_noise",
+    "Layout", "NucleusStyle", "SignalStyle", "NMI", "MYCN", "CLUSTER",
+]
