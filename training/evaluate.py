@@ -1,0 +1,352 @@
+"""Evaluate model folders on a synthetic benchmark: the paper's Tables 1-3 and Figure 4.
+
+:func:`evaluate` returns a plain results dict (and :mod:`training.report` writes it):
+
+``{"meta": {...}, "models": [ModelResult, ...], "acceptance": {...}, "ordering": {...}}``
+
+with, per model (``ModelResult``):
+
+- ``name``, ``label``, ``folder``, ``kind``, ``preset``, ``beta`` (None for models
+  trained without labels, i.e. the detector), ``temperature``, ``training`` (epochs,
+  seconds, history from ``train_config.json`` / ``history.json``);
+- ``test_auto`` / ``test_truth``: :class:`training.metrics.BinaryMetrics` dicts on the
+  test split against the automatic and ground-truth labels (Tables 1 and 2);
+- ``mixtures``: one row per mixture sample: ``sample``, ``n``, ``nominal_pct``,
+  ``true_pct``, ``pred_pct``, ``diff_nominal``, ``diff_true``, ``corrected_pct``,
+  ``corrected_low_pct``, ``corrected_high_pct``, ``corrected_diff_true``,
+  ``corrected_diff_nominal`` (percent / percentage points; Table 3);
+  ``mixture_summary``: mean / max absolute deviations;
+- ``probe_count`` / ``probe_size``: ``x``, ``mean_call``, ``mean_prob``, ``crossing``
+  (Figure 4: 50 probe nuclei per condition);
+- ``detector`` (detector kind): per-class AP at IoU 0.5 and count accuracy on test;
+- ``speed``: nuclei per second of the test-split prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from genuine_core.errors import InputError
+from training.metrics import average_precision, binary_metrics, count_accuracy, crossing
+
+logger = logging.getLogger(__name__)
+
+CLASS_KEYS = {1: "nmi", 2: "mycn", 3: "cluster"}
+PROBE_N = 50
+PROBE_COUNTS = tuple(range(0, 36))
+PROBE_NMI = 2
+
+
+@dataclass
+class ProbeSet:
+    """Probe patches shared by every model (same nuclei for a fair comparison).
+
+    Attributes:
+        count_x: MYCN counts; ``count_patches[i]`` is ``(50, 3, P, P)`` for ``count_x[i]``.
+        size_x: signal sizes; ``size_patches[i]`` likewise.
+    """
+
+    count_x: list[float]
+    count_patches: list[np.ndarray]
+    size_x: list[float]
+    size_patches: list[np.ndarray]
+
+
+# ----------------------------------------------------------------------------- data access
+def _benchmark(data: Path, split: str):
+    from genuine_core.synth import load_benchmark
+
+    return load_benchmark(data, split)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def nominal_fractions(data: Path, nuclei: pd.DataFrame) -> dict[str, float]:
+    """Nominal MNA fraction (0..1) of each mixture sample.
+
+    Read from a per-nucleus column when the benchmark has one (``target_fraction`` /
+    ``mixture_fraction``), else from ``summary.json`` / ``config.json``
+    (``mixture_fractions``: list aligned with sorted sample names, or a dict).
+    """
+    for col in ("target_fraction", "mixture_fraction", "nominal_fraction"):
+        if col in nuclei.columns:
+            return {str(s): float(g[col].iloc[0]) for s, g in nuclei.groupby("sample", sort=True)}
+    samples = sorted(nuclei["sample"].astype(str).unique())
+    for name in ("summary.json", "config.json"):
+        d = _read_json(data / name)
+        for key in ("mixture_fractions", "mixtures"):
+            v = d.get(key)
+            if isinstance(v, dict):
+                out = {}
+                for s in samples:
+                    x = v.get(s)
+                    if isinstance(x, dict):
+                        x = x.get("target", x.get("fraction", x.get("nominal")))
+                    if x is not None:
+                        out[s] = float(x)
+                if len(out) == len(samples):
+                    return {s: f / 100 if f > 1 else f for s, f in out.items()}
+            if isinstance(v, list) and len(v) == len(samples) and all(isinstance(x, (int, float)) for x in v):
+                return {s: (f / 100 if f > 1 else float(f)) for s, f in zip(samples, v)}
+    raise InputError(f"cannot find the nominal mixture fractions in {data}")
+
+
+# ----------------------------------------------------------------------------- models
+def load_model(folder: Path):
+    """Load a model folder (checksum-verified, no unpickling)."""
+    from genuine_core.models import GenuineClassifier
+
+    return GenuineClassifier.from_folder(folder)
+
+
+def run_predict(model, patches: np.ndarray, batch_size: int = 128):
+    """``genuine_core.inference.predict`` on float32 patches."""
+    from genuine_core.inference import predict
+
+    return predict(model, np.asarray(patches, dtype=np.float32), batch_size=batch_size)
+
+
+def model_info(folder: Path) -> dict[str, Any]:
+    """Kind, preset, beta, temperature, training record and validation rates of a folder."""
+    cfg = _read_json(folder / "config.json")
+    tc = _read_json(folder / "train_config.json")
+    metrics = _read_json(folder / "metrics.json")
+    hist = _read_json(folder / "history.json")
+    kind = cfg.get("kind", "?")
+    beta = tc.get("beta") if kind != "detector" else None
+    return {
+        "name": folder.name,
+        "folder": str(folder),
+        "kind": kind,
+        "preset": cfg.get("preset", "?"),
+        "beta": None if beta is None else float(beta),
+        "temperature": cfg.get("temperature"),
+        "validation": metrics.get("validation", {}),
+        "training": {"epochs": tc.get("epochs_run"), "seconds": tc.get("wall_seconds"),
+                     "command": tc.get("command"), "history": hist if isinstance(hist, list) else []},
+    }
+
+
+def _label(info: dict) -> str:
+    names = {"genuine": "GENUINE", "resnet": "ResNet", "detector": "RetinaNet (counts)", "ratio": "Ratio"}
+    base = names.get(info["kind"], info["kind"])
+    return base if info["beta"] is None else f"{base} b={info['beta']:g}"
+
+
+# ----------------------------------------------------------------------------- pieces
+def mixture_rows(calls: np.ndarray, nuclei: pd.DataFrame, nominal: dict[str, float],
+                 validation: dict[str, Any]) -> tuple[list[dict], dict]:
+    """Per-sample predicted MNA % vs nominal and true %, raw and Rogan-Gladen corrected.
+
+    Args:
+        calls: ``(N,)`` 0/1 calls aligned with ``nuclei`` rows.
+        nuclei: mixture nuclei with ``sample`` and ``true_label``.
+        nominal: sample -> nominal fraction.
+        validation: the model's validation record (``sensitivity``, ``specificity``,
+            ``n_positive``, ``n_negative``); no correction when missing or no better than chance.
+    """
+    from genuine_core.stats import rogan_gladen
+
+    sens, spec = validation.get("sensitivity"), validation.get("specificity")
+    can_correct = sens is not None and spec is not None and sens + spec > 1
+    rows = []
+    samples = sorted(nuclei["sample"].astype(str).unique(), key=lambda s: (nominal.get(s, 0), s))
+    sample_col = nuclei["sample"].astype(str).to_numpy()
+    for s in samples:
+        m = sample_col == s
+        n, k = int(m.sum()), int(calls[m].sum())
+        true_pct = 100 * float(nuclei["true_label"].to_numpy()[m].mean())
+        pred_pct = 100 * k / n
+        nom = 100 * nominal[s]
+        r = {"sample": s, "n": n, "nominal_pct": nom, "true_pct": true_pct, "pred_pct": pred_pct,
+             "diff_nominal": pred_pct - nom, "diff_true": pred_pct - true_pct}
+        if can_correct:
+            est = rogan_gladen(k, n, float(sens), float(spec), n_positive=validation.get("n_positive"),
+                               n_negative=validation.get("n_negative"))
+            r.update(corrected_pct=100 * est.estimate, corrected_low_pct=100 * est.low,
+                     corrected_high_pct=100 * est.high, corrected_diff_true=100 * est.estimate - true_pct,
+                     corrected_diff_nominal=100 * est.estimate - nom)
+        rows.append(r)
+    summary = {}
+    for key, field in (("true", "diff_true"), ("nominal", "diff_nominal"), ("true_corrected", "corrected_diff_true")):
+        vals = np.abs([r[field] for r in rows if field in r])
+        if len(vals):
+            summary[f"mad_{key}"] = float(vals.mean())
+            summary[f"max_abs_{key}"] = float(vals.max())
+    return rows, summary
+
+
+def build_probes(data: Path, rng: np.random.Generator, patch_size: int, n: int = PROBE_N,
+                 sizes: Sequence[float] | None = None) -> ProbeSet:
+    """Probe nuclei for Figure 4: MYCN count 0..35 with 2 NMI, and signal size sweep.
+
+    Backgrounds are test-split nuclei (their DAPI channel carries the nucleus shape).
+    """
+    from genuine_core.synth import make_probe
+
+    bs = _benchmark(data, "test")
+    pick = rng.choice(len(bs.patches), size=min(len(bs.patches), 4 * n), replace=False)
+    backgrounds = np.asarray(bs.patches[np.sort(pick)], dtype=np.float32)
+    if backgrounds.shape[-1] != patch_size:
+        raise InputError(f"benchmark patches are {backgrounds.shape[-1]} px, models expect {patch_size}")
+    count_p = [np.asarray(make_probe(backgrounds, PROBE_NMI, c, None, n, rng).patches, np.float32)
+               for c in PROBE_COUNTS]
+    sizes = list(sizes) if sizes is not None else _default_sizes()
+    size_p = [np.asarray(make_probe(backgrounds, PROBE_NMI, 2, s, n, rng).patches, np.float32) for s in sizes]
+    return ProbeSet([float(c) for c in PROBE_COUNTS], count_p, [float(s) for s in sizes], size_p)
+
+
+def _default_sizes() -> list[float]:
+    return [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0]
+
+
+def probe_curve(model, xs: list[float], patches: list[np.ndarray]) -> dict[str, Any]:
+    """Mean call and mean calibrated probability per condition, and the 0.5 crossing of the calls."""
+    stacked = np.concatenate(patches)
+    pred = run_predict(model, stacked)
+    calls = pred.table["call"].to_numpy().astype(float)
+    probs = pred.table["prob_calibrated"].to_numpy().astype(float)
+    sizes = np.cumsum([0] + [len(p) for p in patches])
+    mean_call = [float(calls[a:b].mean()) for a, b in zip(sizes[:-1], sizes[1:])]
+    mean_prob = [float(probs[a:b].mean()) for a, b in zip(sizes[:-1], sizes[1:])]
+    return {"x": xs, "mean_call": mean_call, "mean_prob": mean_prob, "crossing": crossing(xs, mean_call)}
+
+
+def detector_metrics(pred, boxes: pd.DataFrame, n: int) -> dict[str, Any]:
+    """Per-class AP@0.5 and count accuracy of detections vs exact boxes (patch coords).
+
+    Args:
+        pred: a ``Prediction`` with ``detections`` (row, cls, x1..y2, score) and the
+            counted ``det_nmi/det_mycn/det_cluster`` columns in ``table``.
+        boxes: ground truth with ``patch_row, cls, x1, y1, x2, y2``.
+        n: number of patches.
+    """
+    det = pred.detections
+    ap = {}
+    for cls, key in CLASS_KEYS.items():
+        d = det[det["cls"] == cls]
+        g = boxes[boxes["cls"] == cls]
+        dg = {r: grp for r, grp in d.groupby("row")}
+        gg = {r: grp for r, grp in g.groupby("patch_row")}
+        pb = [dg[i][["x1", "y1", "x2", "y2"]].to_numpy() if i in dg else np.zeros((0, 4)) for i in range(n)]
+        ps = [dg[i]["score"].to_numpy() if i in dg else np.zeros(0) for i in range(n)]
+        gb = [gg[i][["x1", "y1", "x2", "y2"]].to_numpy() if i in gg else np.zeros((0, 4)) for i in range(n)]
+        ap[key] = average_precision(pb, ps, gb, iou=0.5)
+    true_counts = np.zeros((n, 3), np.int64)
+    for (row, cls), cnt in boxes.groupby(["patch_row", "cls"]).size().items():
+        if 0 <= row < n and 1 <= cls <= 3:
+            true_counts[int(row), int(cls) - 1] = cnt
+    pred_counts = pred.table[["det_nmi", "det_mycn", "det_cluster"]].to_numpy().astype(np.int64)
+    vals = [v for v in ap.values() if not np.isnan(v)]
+    return {"ap50": ap, "map50": float(np.mean(vals)) if vals else None,
+            "count_accuracy": count_accuracy(pred_counts, true_counts)}
+
+
+# ----------------------------------------------------------------------------- main entry
+def evaluate_model(folder: Path, data: Path, splits: dict[str, Any], probes: ProbeSet | None,
+                   nominal: dict[str, float]) -> dict[str, Any]:
+    """All measurements for one model folder (see the module docstring)."""
+    info = model_info(folder)
+    model = load_model(folder)
+    res = {**info, "label": _label(info)}
+    test = splits["test"]
+    t0 = time.perf_counter()
+    pred = run_predict(model, test.patches)
+    secs = time.perf_counter() - t0
+    calls = pred.table["call"].to_numpy().astype(np.int64)
+    res["speed"] = {"nuclei_per_s": len(calls) / secs if secs > 0 else None, "n": len(calls)}
+    res["test_auto"] = binary_metrics(calls, test.nuclei["auto_label"].to_numpy()).to_dict()
+    res["test_truth"] = binary_metrics(calls, test.nuclei["true_label"].to_numpy()).to_dict()
+    if info["kind"] == "detector":
+        res["detector"] = detector_metrics(pred, test.boxes, len(calls))
+    mix = splits["mixture"]
+    mpred = run_predict(model, mix.patches)
+    res["mixtures"], res["mixture_summary"] = mixture_rows(
+        mpred.table["call"].to_numpy().astype(np.int64), mix.nuclei, nominal, info["validation"])
+    if probes is not None:
+        res["probe_count"] = probe_curve(model, probes.count_x, probes.count_patches)
+        res["probe_size"] = probe_curve(model, probes.size_x, probes.size_patches)
+    logger.info("%s: truth acc %.3f, auto acc %.3f, mixture MAD(true) %.2f pp, crossing %s", res["label"],
+                res["test_truth"]["accuracy"] or 0, res["test_auto"]["accuracy"] or 0,
+                res["mixture_summary"].get("mad_true", float("nan")),
+                (res.get("probe_count") or {}).get("crossing"))
+    return res
+
+
+def acceptance(results: list[dict[str, Any]], shipped: str | None) -> dict[str, Any] | None:
+    """Issue 3 targets for the shipped GENUINE model (by folder name; default: the
+    GENUINE model with the largest beta)."""
+    gen = [m for m in results if m["kind"] == "genuine"]
+    if shipped:
+        gen = [m for m in gen if m["name"] == shipped] or gen
+    if not gen:
+        return None
+    m = sorted(gen, key=lambda r: (r.get("beta") or 0))[-1] if not shipped else gen[0]
+    summ = m.get("mixture_summary", {})
+    cross = (m.get("probe_count") or {}).get("crossing")
+    checks = [
+        {"target": "ground-truth test accuracy >= 0.97", "value": m["test_truth"]["accuracy"],
+         "ok": (m["test_truth"]["accuracy"] or 0) >= 0.97},
+        {"target": "mixture mean |pred - true| <= 3 pp", "value": summ.get("mad_true"),
+         "ok": summ.get("mad_true", 99) <= 3},
+        {"target": "no mixture |pred - true| > 6 pp", "value": summ.get("max_abs_true"),
+         "ok": summ.get("max_abs_true", 99) <= 6},
+        {"target": "mean prediction crosses 0.5 between 7 and 9 MYCN (2 NMI)", "value": cross,
+         "ok": cross is not None and 7 <= cross <= 9},
+    ]
+    return {"model": m["name"], "checks": checks, "all_ok": all(c["ok"] for c in checks)}
+
+
+def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 0, probes: bool = True,
+             shipped: str | None = None, probe_n: int = PROBE_N, command: str | None = None) -> dict[str, Any]:
+    """Evaluate several model folders on one benchmark; return the results dict.
+
+    Args:
+        model_folders: model folders (any kinds, mixed betas).
+        data: benchmark folder.
+        seed: seeds the probe nuclei.
+        probes: compute the Figure 4 probe curves.
+        shipped: folder name of the model the acceptance targets apply to.
+        probe_n: probe nuclei per condition (paper: 50).
+        command: the command line, recorded in the report.
+
+    Raises:
+        InputError: missing benchmark or model folder, mismatched patch sizes.
+    """
+    data = Path(data)
+    if not (data / "nuclei.parquet").is_file():
+        raise InputError(f"{data} is not a benchmark folder; make one with: "
+                         "genuine synth benchmark --size cpu --seed 0 --out data/bench_cpu")
+    folders = [Path(f) for f in model_folders]
+    for f in folders:
+        if not (f / "config.json").is_file():
+            raise InputError(f"not a model folder (no config.json): {f}")
+    splits = {s: _benchmark(data, s) for s in ("test", "mixture")}
+    nominal = nominal_fractions(data, splits["mixture"].nuclei)
+    probe_set = None
+    if probes:
+        p = int(splits["test"].patches.shape[-1])
+        probe_set = build_probes(data, np.random.default_rng(seed), p, n=probe_n)
+    results = [evaluate_model(f, data, splits, probe_set, nominal) for f in folders]
+    bcfg = _read_json(data / "config.json")
+    meta = {"data": str(data), "benchmark_seed": bcfg.get("seed"), "benchmark_size": bcfg.get("size"),
+            "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": command or "genuine evaluate", "probe_seed": seed, "probe_n": probe_n,
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "n_test": int(len(splits["test"].patches)), "n_mixture": int(len(splits["mixture"].patches))}
+    return {"meta": meta, "models": results, "acceptance": acceptance(results, shipped)}
