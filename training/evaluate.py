@@ -79,31 +79,22 @@ def _read_json(path: Path) -> dict:
 def nominal_fractions(data: Path, nuclei: pd.DataFrame) -> dict[str, float]:
     """Nominal MNA fraction (0..1) of each mixture sample.
 
-    Read from a per-nucleus column when the benchmark has one (``target_fraction`` /
-    ``mixture_fraction``), else from ``summary.json`` / ``config.json``
-    (``mixture_fractions``: list aligned with sorted sample names, or a dict).
+    Read from ``summary.json`` (``mixtures[sample]["target_fraction"]``, written by
+    ``genuine synth benchmark``), else from a per-nucleus ``target_fraction`` column.
+
+    Raises:
+        InputError: a sample without a nominal fraction.
     """
-    for col in ("target_fraction", "mixture_fraction", "nominal_fraction"):
-        if col in nuclei.columns:
-            return {str(s): float(g[col].iloc[0]) for s, g in nuclei.groupby("sample", sort=True)}
-    samples = sorted(nuclei["sample"].astype(str).unique())
-    for name in ("summary.json", "config.json"):
-        d = _read_json(data / name)
-        for key in ("mixture_fractions", "mixtures"):
-            v = d.get(key)
-            if isinstance(v, dict):
-                out = {}
-                for s in samples:
-                    x = v.get(s)
-                    if isinstance(x, dict):
-                        x = x.get("target", x.get("fraction", x.get("nominal")))
-                    if x is not None:
-                        out[s] = float(x)
-                if len(out) == len(samples):
-                    return {s: f / 100 if f > 1 else f for s, f in out.items()}
-            if isinstance(v, list) and len(v) == len(samples) and all(isinstance(x, (int, float)) for x in v):
-                return {s: (f / 100 if f > 1 else float(f)) for s, f in zip(samples, v)}
-    raise InputError(f"cannot find the nominal mixture fractions in {data}")
+    samples = sorted(s for s in nuclei["sample"].astype(str).unique() if s)
+    mixtures = _read_json(data / "summary.json").get("mixtures", {})
+    out = {s: mixtures[s]["target_fraction"] for s in samples
+           if isinstance(mixtures.get(s), dict) and mixtures[s].get("target_fraction") is not None}
+    if len(out) < len(samples) and "target_fraction" in nuclei.columns:
+        out.update({str(s): float(g["target_fraction"].iloc[0]) for s, g in nuclei.groupby("sample") if s})
+    missing = [s for s in samples if s not in out]
+    if missing:
+        raise InputError(f"no nominal MNA fraction for mixture samples {missing} in {data}/summary.json")
+    return {s: float(v) for s, v in out.items()}
 
 
 # ----------------------------------------------------------------------------- models
@@ -165,7 +156,7 @@ def mixture_rows(calls: np.ndarray, nuclei: pd.DataFrame, nominal: dict[str, flo
     sens, spec = validation.get("sensitivity"), validation.get("specificity")
     can_correct = sens is not None and spec is not None and sens + spec > 1
     rows = []
-    samples = sorted(nuclei["sample"].astype(str).unique(), key=lambda s: (nominal.get(s, 0), s))
+    samples = sorted((s for s in nuclei["sample"].astype(str).unique() if s), key=lambda s: (nominal.get(s, 0), s))
     sample_col = nuclei["sample"].astype(str).to_numpy()
     for s in samples:
         m = sample_col == s
@@ -349,4 +340,8 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
             "command": command or "genuine evaluate", "probe_seed": seed, "probe_n": probe_n,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "n_test": int(len(splits["test"].patches)), "n_mixture": int(len(splits["mixture"].patches))}
-    return {"meta": meta, "models": results, "acceptance": acceptance(results, shipped)}
+    out = {"meta": meta, "models": results, "acceptance": acceptance(results, shipped)}
+    from training.report import ordering_sentence
+
+    out["ordering"] = ordering_sentence(out)
+    return out

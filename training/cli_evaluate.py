@@ -1,0 +1,54 @@
+"""``genuine evaluate``: the paper's tables and Figure 4 for several models on one benchmark.
+
+Example::
+
+    genuine evaluate --models models/genuine_cpu models/resnet_cpu_b02 models/detector_cpu \
+        --data data/bench_cpu --out reports/
+
+Writes ``evaluation.md``, ``evaluation.json`` and PNG figures into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``genuine evaluate`` options."""
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="model folders (default: every folder with a config.json under models/)")
+    parser.add_argument("--data", default="data/bench_cpu", help="benchmark folder (default data/bench_cpu)")
+    parser.add_argument("--out", default="reports", help="report folder (default reports/)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the probe nuclei")
+    parser.add_argument("--probe-n", type=int, default=50, help="probe nuclei per condition (paper: 50)")
+    parser.add_argument("--no-probes", action="store_true", help="skip the Figure 4 probe curves")
+    parser.add_argument("--shipped", default=None,
+                        help="folder name of the model the acceptance targets apply to "
+                             "(default: the GENUINE model with the largest beta)")
+
+
+def _default_models() -> list[str]:
+    root = Path("models")
+    return sorted(str(p.parent) for p in root.glob("*/config.json")) if root.is_dir() else []
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, write the report, print where it is and the ordering sentence."""
+    from genuine_core.errors import InputError
+    from training.evaluate import evaluate
+    from training.report import write_report
+
+    models = args.models or _default_models()
+    if not models:
+        raise InputError("no model folders given and none found under models/; pass --models DIR ...")
+    if args.probe_n < 1:
+        raise InputError("--probe-n must be >= 1")
+    results = evaluate(models, args.data, seed=args.seed, probes=not args.no_probes, shipped=args.shipped,
+                       probe_n=args.probe_n, command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    paths = write_report(results, args.out)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    print(results.get("ordering", {}).get("sentence", ""))
+    return 0

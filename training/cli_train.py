@@ -1,0 +1,105 @@
+"""``genuine train``: train a GENUINE model, a baseline or the signal detector.
+
+Examples::
+
+    genuine synth benchmark --size cpu --seed 0 --out data/bench_cpu
+    genuine train --kind detector --out models/detector_cpu
+    genuine train --kind genuine --detector models/detector_cpu --beta 0.2 --out models/genuine_cpu
+    genuine train --kind resnet --beta 0.2 --out runs/train/resnet_b02
+    genuine train --kind genuine --data curated.npz --out runs/train/genuine_curated
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: per-preset defaults: (epochs, patience, train patches per epoch)
+PRESET_DEFAULTS = {"cpu": (30, 6, 2048), "paper": (200, 30, None), "tiny": (3, 2, 64)}
+DEFAULT_DATA = "data/bench_cpu"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``genuine train`` options."""
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESET_DEFAULTS), help="model preset (default cpu)")
+    parser.add_argument("--kind", default="genuine", choices=["genuine", "resnet", "detector", "ratio"],
+                        help="model kind (default genuine)")
+    parser.add_argument("--data", default=DEFAULT_DATA,
+                        help=f"benchmark folder or LabelledPatches .npz/.parquet (default {DEFAULT_DATA})")
+    parser.add_argument("--out", default=None, help="model folder to write (default runs/train/<kind>_<preset>)")
+    parser.add_argument("--detector", default=None,
+                        help="trained detector folder for GENUINE (default models/detector_<preset>)")
+    parser.add_argument("--beta", type=float, default=0.0, help="flip training-pool labels with this probability")
+    parser.add_argument("--label", default="auto", choices=["auto", "truth"],
+                        help="train on automatic labels (paper) or ground truth")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (preset default)")
+    parser.add_argument("--patience", type=int, default=None, help="early-stopping patience (paper: 30)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (paper: 1e-3)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--train-per-epoch", type=int, default=-1,
+                        help="training patches drawn per epoch (preset default; 0 = all)")
+    parser.add_argument("--max-train", type=int, default=None, help="load at most this many training patches")
+    parser.add_argument("--max-val", type=int, default=None, help="use at most this many validation patches")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--no-augment", action="store_true", help="switch augmentations off")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing finished model folder")
+
+
+def _spec_from_args(args: argparse.Namespace):
+    from genuine_core.errors import InputError
+    from training.augment import AugmentConfig
+    from training.loop import TrainConfig
+    from training.train import RunSpec
+
+    epochs, patience, per_epoch = PRESET_DEFAULTS[args.preset]
+    if args.train_per_epoch != -1:
+        per_epoch = args.train_per_epoch or None
+    out = args.out or f"runs/train/{args.kind}_{args.preset}"
+    detector = args.detector
+    if args.kind == "genuine" and detector is None:
+        detector = f"models/detector_{args.preset}"
+    if args.kind == "genuine" and not (Path(detector) / "config.json").is_file():
+        raise InputError(f"no trained detector at {detector}; train one first: "
+                         f"genuine train --preset {args.preset} --kind detector --out {detector}")
+    data = Path(args.data)
+    if not data.exists():
+        raise InputError(f"training data {data} not found; make the benchmark with: "
+                         f"genuine synth benchmark --size {'paper' if args.preset == 'paper' else 'cpu'} "
+                         f"--seed 0 --out {data}")
+    if (Path(out) / "metrics.json").is_file() and not (args.resume or args.overwrite):
+        raise InputError(f"{out} already holds a model; pass --overwrite to replace it or --resume to continue")
+    try:
+        train = TrainConfig(
+            epochs=args.epochs or epochs, patience=args.patience or patience, lr=args.lr, momentum=args.momentum,
+            batch_size=args.batch_size, train_per_epoch=per_epoch, max_val=args.max_val, seed=args.seed,
+            threads=args.threads, augment=AugmentConfig.none() if args.no_augment else AugmentConfig())
+        return RunSpec(kind=args.kind, preset=args.preset, data=str(data), out=out, detector=detector,
+                       beta=args.beta, label=args.label, max_train=args.max_train, resume=args.resume, train=train,
+                       command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; print the folder and headline numbers."""
+    from training.train import train_model
+
+    spec = _spec_from_args(args)
+    summary = train_model(spec)
+    m = summary["metrics"]
+    line = f"trained {spec.kind} -> {summary['out']} in {summary['wall_seconds']:.0f} s ({summary['epochs_run']} epochs)"
+    if "sensitivity" in m:
+        line += f"; validation sensitivity {m['sensitivity']:.3f}, specificity {m['specificity']:.3f}"
+    if "test_detection" in m:
+        d = m["test_detection"]
+        line += f"; test mAP50 {d['map50']:.3f}, exact counts {d['count_accuracy']['exact']:.3f}"
+    print(line)
+    return 0

@@ -1,0 +1,265 @@
+"""Train one model end to end: data, model, loop, calibration, metrics, model folder.
+
+:func:`train_model` is what ``genuine train`` runs. Per kind:
+
+- ``detector``: RetinaNet on benchmark patches with their exact boxes (own loss),
+  early stopping on the validation loss; then the count score threshold is chosen on
+  validation (exact-count accuracy) and per-class AP@0.5 + count accuracy are measured
+  on the held-out test split. The folder is also the detector-count baseline
+  (Cohn rule on detected counts) and the frozen B of GENUINE.
+- ``genuine``: encoder + frozen trained detector (``--detector``) + MLP, BCE-with-logits.
+- ``resnet``: encoder + linear head, BCE-with-logits.
+- ``ratio``: no gradient training; the green/red intensity-ratio threshold is fitted on
+  the (noisy) training labels.
+
+Every classifier then gets a temperature fitted on the validation split and its
+validation sensitivity/specificity (the numbers a Rogan-Gladen prevalence correction
+needs), stored in ``metrics.json``; ``train_config.json`` records the data, beta, seed,
+optimiser settings, epochs run, wall time and the command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from genuine_core.errors import InputError
+from genuine_core.seeding import seed_everything
+from training import modelapi
+from training.datasets import ClassificationData, load_classification, load_detection, subsample
+from training.loop import TrainConfig, TrainingError, fit
+from training.metrics import bce_with_logits, binary_metrics
+from training.tasks import ClassifierTask, DetectorTask, predict_logits
+
+logger = logging.getLogger(__name__)
+
+TRAIN_CONFIG_FILE = "train_config.json"
+Kind = Literal["genuine", "resnet", "detector", "ratio"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run.
+
+    Attributes:
+        kind: model kind.
+        preset: model preset (``cpu``, ``paper``, ``tiny``).
+        data: benchmark folder or LabelledPatches file.
+        out: model folder to write.
+        detector: trained detector folder (required for ``genuine``).
+        beta: label-flip probability on the training pool.
+        label: train on ``auto`` labels (paper) or ``truth``.
+        calibrate_on: labels for temperature and sensitivity/specificity: ``truth`` when
+            the data has ground truth (benchmark; curated sets), else ``auto``.
+        max_train: cap on training rows loaded (seeded subsample; None = all).
+        resume: continue from ``<out>/checkpoint``.
+        train: optimisation settings.
+        command: the command line, recorded for reproduction.
+    """
+
+    kind: Kind
+    preset: str = "cpu"
+    data: str = "data/bench_cpu"
+    out: str = "models/genuine_cpu"
+    detector: str | None = None
+    beta: float = 0.0
+    label: Literal["auto", "truth"] = "auto"
+    calibrate_on: Literal["truth", "auto"] = "truth"
+    max_train: int | None = None
+    resume: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    command: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("genuine", "resnet", "detector", "ratio"):
+            raise ValueError(f"kind must be genuine|resnet|detector|ratio, got {self.kind!r}")
+        if not 0.0 <= self.beta < 0.5:
+            raise ValueError(f"beta must be in [0, 0.5), got {self.beta}")
+        if self.label not in ("auto", "truth") or self.calibrate_on not in ("truth", "auto"):
+            raise ValueError("label must be auto|truth and calibrate_on truth|auto")
+        if self.max_train is not None and self.max_train < 1:
+            raise ValueError("max_train must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view."""
+        d = dataclasses.asdict(self)
+        d["train"] = self.train.to_dict()
+        return d
+
+
+def _write_train_config(out: Path, spec: RunSpec, extra: dict[str, Any]) -> None:
+    rec = {**spec.to_dict(), **extra, "torch": torch.__version__, "python": sys.version.split()[0]}
+    (out / TRAIN_CONFIG_FILE).write_text(json.dumps(rec, indent=1) + "\n")
+
+
+def _load_pool(spec: RunSpec) -> tuple[ClassificationData, ClassificationData]:
+    train = load_classification(spec.data, "train", spec.label, spec.beta, spec.train.seed)
+    val = load_classification(spec.data, "val", spec.label, spec.beta, spec.train.seed)
+    rng = np.random.default_rng([spec.train.seed, 11])
+    if spec.max_train is not None and spec.max_train < len(train):
+        train = train.take(subsample(len(train), spec.max_train, rng))
+    if spec.train.max_val is not None and spec.train.max_val < len(val):
+        val = val.take(subsample(len(val), spec.train.max_val, rng))
+    else:
+        val = val.take(np.arange(len(val)))
+    return train, val
+
+
+def validation_record(logits: np.ndarray, val: ClassificationData, threshold_logit: float,
+                      calibrate_on: str) -> tuple[dict[str, Any], np.ndarray]:
+    """Validation rates of the calls ``logit >= threshold_logit``.
+
+    Returns the record stored in ``metrics.json["validation"]`` and the labels used for
+    calibration (ground truth when available and asked for, else the training labels).
+    """
+    calls = (logits >= threshold_logit).astype(np.int64)
+    use_truth = calibrate_on == "truth" and val.true_labels is not None
+    ref = val.true_labels if use_truth else val.labels
+    m = binary_metrics(calls, ref)
+    vs_train = binary_metrics(calls, val.labels)
+    rec = {
+        "labels": "truth" if use_truth else "auto",
+        "n": m.n, "n_positive": m.tp + m.fn, "n_negative": m.tn + m.fp,
+        "sensitivity": m.tpr, "specificity": m.tnr, "accuracy": m.accuracy, "f1": m.f1,
+        "accuracy_vs_training_labels": vs_train.accuracy,
+        "loss_vs_training_labels": bce_with_logits(logits, val.labels),
+        "n_flipped": int(val.flipped.sum()),
+    }
+    return rec, ref.astype(np.float64)
+
+
+def _finish_classifier(model, val: ClassificationData, spec: RunSpec, out: Path,
+                       logits: np.ndarray) -> dict[str, Any]:
+    """Fit the temperature, measure validation rates, write the final model folder."""
+    thr_logit = float(np.log(model.config.threshold / (1 - model.config.threshold)))
+    record, ref = validation_record(logits, val, thr_logit, spec.calibrate_on)
+    temperature = modelapi.fit_temperature(logits, ref)
+    modelapi.set_temperature(model, temperature)
+    record["temperature"] = temperature
+    return record
+
+
+def train_classifier(spec: RunSpec) -> dict[str, Any]:
+    """GENUINE or ResNet: SGD + early stopping, then calibration (see module docstring)."""
+    out = Path(spec.out)
+    seed_everything(spec.train.seed)
+    train, val = _load_pool(spec)
+    model = modelapi.build(spec.preset, spec.kind, spec.train.seed, train.patch_size, spec.detector)
+    task = ClassifierTask(model, train, val, spec.train.augment,
+                          lambda path, metrics: modelapi.save(model, path, metrics))
+    t0 = time.perf_counter()
+    result = fit(task, spec.train, out, resume=spec.resume)
+    logits = predict_logits(model, val.patches)
+    record = _finish_classifier(model, val, spec, out, logits)
+    metrics = {"status": "final", "best_epoch": result.best_epoch + 1, "best_val_loss": result.best_val_loss,
+               "validation": record, **_flat_rates(record)}
+    modelapi.save(model, out, metrics)
+    extra = {"epochs_run": len(result.history), "stopped_early": result.stopped_early,
+             "wall_seconds": result.seconds, "session_seconds": time.perf_counter() - t0,
+             "n_train": len(train), "n_val": len(val), "n_train_flipped": int(train.flipped.sum())}
+    _write_train_config(out, spec, extra)
+    logger.info("%s: best epoch %d, val sensitivity %.3f specificity %.3f (%s labels), T=%.2f, %.0f s", out,
+                result.best_epoch + 1, record["sensitivity"], record["specificity"], record["labels"],
+                record["temperature"], result.seconds)
+    return {"out": str(out), "metrics": metrics, **extra}
+
+
+def _flat_rates(record: dict[str, Any]) -> dict[str, Any]:
+    """Top-level copies of the numbers the store reads for prevalence correction."""
+    return {k: record[k] for k in ("sensitivity", "specificity", "n_positive", "n_negative", "temperature")}
+
+
+def train_ratio(spec: RunSpec) -> dict[str, Any]:
+    """Fit the intensity-ratio threshold on the training pool; calibrate on validation."""
+    out = Path(spec.out)
+    seed_everything(spec.train.seed)
+    t0 = time.perf_counter()
+    train, val = _load_pool(spec)
+    model = modelapi.build(spec.preset, "ratio", spec.train.seed, train.patch_size, None)
+    info = modelapi.fit_ratio_threshold(model, np.asarray(train.patches, np.float32), train.labels)
+    logits = predict_logits(model, val.patches)
+    record = _finish_classifier(model, val, spec, out, logits)
+    seconds = time.perf_counter() - t0
+    metrics = {"status": "final", "validation": record, "ratio_fit": info, **_flat_rates(record)}
+    out.mkdir(parents=True, exist_ok=True)
+    modelapi.save(model, out, metrics)
+    extra = {"epochs_run": 0, "stopped_early": False, "wall_seconds": seconds, "n_train": len(train),
+             "n_val": len(val), "n_train_flipped": int(train.flipped.sum())}
+    _write_train_config(out, spec, extra)
+    return {"out": str(out), "metrics": metrics, **extra}
+
+
+def train_detector(spec: RunSpec) -> dict[str, Any]:
+    """RetinaNet on exact boxes; count threshold on validation; AP/counts on test."""
+    from training.evaluate import detector_metrics
+
+    out = Path(spec.out)
+    seed_everything(spec.train.seed)
+    train = load_detection(spec.data, "train")
+    val = load_detection(spec.data, "val")
+    rng = np.random.default_rng([spec.train.seed, 13])
+    if spec.max_train is not None and spec.max_train < len(train):
+        train = train.take(subsample(len(train), spec.max_train, rng))
+    if spec.train.max_val is not None and spec.train.max_val < len(val):
+        val = val.take(subsample(len(val), spec.train.max_val, rng))
+    model = modelapi.build(spec.preset, "detector", spec.train.seed, int(train.patches.shape[-1]), None)
+    det = modelapi.trainable_detector(model)
+    task = DetectorTask(det, train, val, spec.train.augment, lambda path, metrics: modelapi.save(model, path, metrics))
+    result = fit(task, spec.train, out, resume=spec.resume)
+    modelapi.freeze_detector(model)
+    thr, thr_scores = modelapi.tune_count_threshold(model, val)
+    test = load_detection(spec.data, "test")
+    from training.evaluate import _benchmark, run_predict
+
+    bs = _benchmark(Path(spec.data), "test")
+    pred = run_predict(model, bs.patches)
+    det_metrics = detector_metrics(pred, bs.boxes, len(bs.patches))
+    calls = pred.table["call"].to_numpy().astype(np.int64)
+    rule = binary_metrics(calls, bs.nuclei["true_label"].to_numpy())
+    # the rule baseline's validation rates, for prevalence correction like any classifier
+    vpred = run_predict(model, val.patches)
+    vcalls = vpred.table["call"].to_numpy().astype(np.int64)
+    vtruth = val.meta["true_label"].to_numpy() if "true_label" in val.meta else None
+    vm = binary_metrics(vcalls, vtruth) if vtruth is not None else None
+    record = {} if vm is None else {"labels": "truth", "n": vm.n, "n_positive": vm.tp + vm.fn,
+                                    "n_negative": vm.tn + vm.fp, "sensitivity": vm.tpr, "specificity": vm.tnr,
+                                    "accuracy": vm.accuracy, "f1": vm.f1, "temperature": model.config.temperature}
+    metrics = {"status": "final", "best_epoch": result.best_epoch + 1, "best_val_loss": result.best_val_loss,
+               "count_threshold": thr, "count_threshold_scan": thr_scores, "test_detection": det_metrics,
+               "test_rule_vs_truth": rule.to_dict(), "validation": record,
+               **({} if not record else _flat_rates(record))}
+    modelapi.save(model, out, metrics)
+    extra = {"epochs_run": len(result.history), "stopped_early": result.stopped_early,
+             "wall_seconds": result.seconds, "n_train": len(train), "n_val": len(val), "n_test": len(test)}
+    _write_train_config(out, spec, extra)
+    logger.info("%s: AP50 %s, exact counts %.3f, rule accuracy vs truth %.3f", out,
+                {k: round(v, 3) for k, v in det_metrics["ap50"].items()},
+                det_metrics["count_accuracy"]["exact"], rule.accuracy)
+    return {"out": str(out), "metrics": metrics, **extra}
+
+
+def train_model(spec: RunSpec) -> dict[str, Any]:
+    """Dispatch on ``spec.kind``; returns a summary dict (also logged).
+
+    Raises:
+        InputError: bad data or detector folder; TrainingError: training failed.
+    """
+    if spec.kind == "genuine" and not spec.detector:
+        raise InputError("GENUINE needs a trained detector: --detector models/detector_cpu "
+                         "(train one with: genuine train --kind detector)")
+    if spec.resume and not (Path(spec.out) / "checkpoint").is_dir() and spec.kind != "ratio":
+        raise TrainingError(f"--resume: no checkpoint in {spec.out}/checkpoint")
+    if spec.kind == "detector":
+        return train_detector(spec)
+    if spec.kind == "ratio":
+        return train_ratio(spec)
+    return train_classifier(spec)
