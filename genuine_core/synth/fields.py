@@ -42,6 +42,7 @@ class Scene:
         haze: out-of-focus MYCN light inside nuclei, as a fraction of the blurred signal.
         debris: amount of green debris outside nuclei (0 = none, 1 = like the real image).
         specks: mean number of stray red/green specks outside nuclei per 512 x 512 px.
+        replace_tries: re-placements of a nucleus' signals when merging changed its Cohn label.
     """
 
     scale: float = 1.0
@@ -51,10 +52,13 @@ class Scene:
     haze: float = 1.0
     debris: float = 1.0
     specks: float = 6.0
+    replace_tries: int = 4
 
     def __post_init__(self) -> None:
         if not 0.25 <= self.scale <= 8:
             raise ValueError(f"scale must be in [0.25, 8], got {self.scale}")
+        if self.replace_tries < 0:
+            raise ValueError("replace_tries must be >= 0")
         for name in ("haze", "debris", "specks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
@@ -142,9 +146,9 @@ class _SpotSpecs:
 
 
 def _draw_phenotype(rng: np.random.Generator, owner: int, line: CellLine, style: SignalStyle,
-                    singles: _SpotSpecs, clusters: _SpotSpecs) -> None:
-    """Sample one nucleus' counts from its line and queue its spots for rendering."""
-    pheno, (n_nmi, n_mycn, n_cl), _ = line.sample(rng)
+                    singles: _SpotSpecs, clusters: _SpotSpecs) -> int:
+    """Sample one nucleus' counts from its line and queue its spots; returns the intended label."""
+    pheno, (n_nmi, n_mycn, n_cl), atyp = line.sample(rng)
     for _ in range(n_cl):
         amp = rng.uniform(*pheno.cluster_amplitude)
         offs, sigs = cluster_subspots(rng, rng.uniform(*pheno.cluster_radius), pheno.mycn_sigma)
@@ -158,6 +162,7 @@ def _draw_phenotype(rng: np.random.Generator, owner: int, line: CellLine, style:
                 amp *= rng.uniform(0.4, 0.65)
                 blur = rng.uniform(1.0, 2.0)
             singles.add(owner, np.zeros((1, 2)), [sigma], cls, amp, blur)
+    return line.label ^ int(atyp)
 
 
 def _debris(rng: np.random.Generator, shape: tuple[int, int], amount: float, scale: float) -> np.ndarray:
@@ -239,18 +244,23 @@ def make_field(
     green = np.zeros((h, w), np.float32)
 
     singles, clusters = _SpotSpecs(), _SpotSpecs()
-    for k, name in enumerate(names[:len(nuclei)]):
-        _draw_phenotype(rng, k, by_name[name], scene.signal, singles, clusters)
+    intended = [_draw_phenotype(rng, k, by_name[name], scene.signal, singles, clusters)
+                for k, name in enumerate(names[:len(nuclei)])]
     per_nucleus: list[list[Spot]] = [[] for _ in nuclei]
     for specs in (clusters, singles):
         for owner, spot in zip(specs.owner, specs.render(rng, scene.signal, sc)):
             per_nucleus[owner].append(spot)
 
     rows, box_rows = [], []
-    for nuc, name, b, spots in zip(nuclei, names, bright, per_nucleus):
+    for nuc, name, b, spots, want in zip(nuclei, names, bright, per_nucleus, intended):
         line = by_name[name]
         own = masks[nuc.sl] == nuc.label
-        ps = place_signals(rng, own, spots, scene.signal, sc)
+        # merging can change what a reader counts; re-place a few times so that the share of
+        # natural label noise stays what the line asks for (a crowded nucleus may still flip)
+        for _ in range(scene.replace_tries + 1):
+            ps = place_signals(rng, own, spots, scene.signal, sc)
+            if is_amplified(ps.n_nmi, ps.n_mycn, ps.n_cluster) == want:
+                break
         red[nuc.sl] += ps.red
         green[nuc.sl] += ps.green
         y0, x0 = nuc.sl[0].start, nuc.sl[1].start

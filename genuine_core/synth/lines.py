@@ -27,6 +27,13 @@ def uniform(lo: int, hi: int) -> Dist:
     return tuple((v, 1.0 / n) for v in range(lo, hi + 1))
 
 
+def decaying(lo: int, hi: int, scale: float) -> Dist:
+    """Counts ``lo..hi`` with weights ``exp(-(v - lo) / scale)`` (most mass near ``lo``)."""
+    if hi < lo or lo < 0 or scale <= 0:
+        raise ValueError(f"bad count range {lo}..{hi} or scale {scale}")
+    return tuple((v, float(np.exp(-(v - lo) / scale))) for v in range(lo, hi + 1))
+
+
 def _check_dist(name: str, d: Dist) -> Dist:
     if not d:
         raise ValueError(f"{name}: empty count distribution")
@@ -150,7 +157,7 @@ DEFAULT_LINES: tuple[CellLine, ...] = (
     ),
     CellLine(
         "mna_dm", True,
-        typical=Phenotype(nmi=((1, 0.05), (2, 0.85), (3, 0.1)), mycn=uniform(8, 35),
+        typical=Phenotype(nmi=((1, 0.05), (2, 0.85), (3, 0.1)), mycn=decaying(8, 35, 10.0),
                           mycn_sigma=(2.7, 3.8), mycn_amplitude=(0.5, 1.0)),
         atypical=Phenotype(nmi=((2, 1.0),), mycn=uniform(1, 5)), natural_noise=0.10,
     ),

@@ -1,0 +1,169 @@
+"""``genuine synth``: synthetic FISH fields, benchmark folders and probe patches.
+
+    genuine synth benchmark --out DIR --seed N [--size tiny|cpu|paper] [--beta B] [--workers K]
+    genuine synth field --out DIR --seed N [--lines mna_dm,nonmna_diploid] [--n-nuclei 25]
+    genuine synth probe --out FILE.npz --seed N [--nmi 2] [--mycn 0-35] [--signal-size 3.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from genuine_core.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def _int_list(text: str) -> list[int]:
+    """Parse ``"0-35"``, ``"2,4,8"`` or ``"0-10,20"`` into a sorted list of ints."""
+    out: set[int] = set()
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, sep, hi = part.partition("-")
+            out.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like '0-35' or '2,4,8', got {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("empty integer list")
+    return sorted(out)
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        vals = [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like '2,3.5,5', got {text!r}") from None
+    if not vals:
+        raise argparse.ArgumentTypeError("empty number list")
+    return vals
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``benchmark``, ``field`` and ``probe`` actions."""
+    sub = parser.add_subparsers(dest="synth_action", metavar="ACTION", required=True)
+
+    b = sub.add_parser("benchmark", help="write a benchmark folder (4 lines, splits, 8 mixtures)")
+    b.add_argument("--out", required=True, help="output directory (must be empty unless --overwrite)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--size", default="cpu", choices=["tiny", "cpu", "paper"],
+                   help="cpu: 6,000-nucleus pool, 8 x 256 mixtures, 96 px; paper: 50,000, 8 x 2,048, 192 px")
+    b.add_argument("--beta", type=float, default=0.0, help="auto-label flip rate of the training pool")
+    b.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
+    b.add_argument("--overwrite", action="store_true")
+
+    f = sub.add_parser("field", help="write one synthetic field (TIFF, masks, tables, preview PNG)")
+    f.add_argument("--out", required=True)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--lines", default="mna_dm,mna_hsr,nonmna_diploid,nonmna_gain",
+                   help="comma-separated cell lines mixed in equal shares")
+    f.add_argument("--n-nuclei", type=int, default=25)
+    f.add_argument("--shape", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    f.add_argument("--scale", type=float, default=1.0, help="length scale (1 = the real image)")
+    f.add_argument("--shifted", action="store_true", help="use the shifted (mixture) acquisition")
+    f.add_argument("--beta", type=float, default=0.0)
+
+    p = sub.add_parser("probe", help="write probe patches (paper 4.3) to an .npz")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nmi", type=_int_list, default=[2], help="NMI counts, e.g. 2 or 1-3")
+    p.add_argument("--mycn", type=_int_list, default=_int_list("0-35"), help="MYCN counts, e.g. 0-35")
+    p.add_argument("--signal-size", type=_float_list, default=[3.5], help="MYCN widths (sigma px), e.g. 2,3.5,5,7")
+    p.add_argument("--n", type=int, default=50, help="probes per condition")
+    p.add_argument("--backgrounds", default=None,
+                   help="(N,3,P,P) .npy patches to use as nuclei (red/green ignored); default: synthetic")
+    p.add_argument("--n-backgrounds", type=int, default=100, help="synthetic backgrounds to draw")
+    p.add_argument("--patch-size", type=int, default=96)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen action."""
+    return {"benchmark": _benchmark, "field": _field, "probe": _probe}[args.synth_action](args)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from genuine_core.synth.benchmark import make_benchmark
+
+    try:
+        summary = make_benchmark(args.out, seed=args.seed, size=args.size, beta=args.beta, workers=args.workers,
+                                 overwrite=args.overwrite)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    mix = {k: (v["target_fraction"], round(v["realised_fraction"], 4), round(v["true_mna_fraction"], 4))
+           for k, v in summary["mixtures"].items()}
+    print(json.dumps({"out": args.out, "per_split": summary["per_split"],
+                      "label_noise_rate": round(summary["label_noise_rate"], 4),
+                      "mixtures (target, realised, true MNA)": mix}, indent=1))
+    return 0
+
+
+def _field(args: argparse.Namespace) -> int:
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from genuine_core import io
+    from genuine_core.seeding import seed_everything
+    from genuine_core.synth.acquisition import NOMINAL, SHIFTED
+    from genuine_core.synth.fields import Scene, make_field
+
+    lines = [s.strip() for s in args.lines.split(",") if s.strip()]
+    rng = seed_everything(args.seed)
+    try:
+        f = make_field(rng, {name: 1.0 for name in lines}, args.n_nuclei, tuple(args.shape),
+                       SHIFTED if args.shifted else NOMINAL, args.beta, scene=Scene(scale=args.scale))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    os.makedirs(args.out, exist_ok=True)
+    io.write_scan_tiff(os.path.join(args.out, "field.tif"), f.image)
+    io.write_masks_tiff(os.path.join(args.out, "field_masks.tif"), f.masks)
+    f.nuclei.to_parquet(os.path.join(args.out, "nuclei.parquet"), index=False)
+    f.boxes.to_parquet(os.path.join(args.out, "boxes.parquet"), index=False)
+    Image.fromarray((np.clip(f.image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(os.path.join(args.out, "preview.png"))
+    print(f"{args.out}: {len(f.nuclei)} nuclei, {len(f.boxes)} signal boxes, "
+          f"{int(f.nuclei['true_label'].sum())} truly amplified")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+    from tqdm import tqdm
+
+    from genuine_core.seeding import seed_everything
+    from genuine_core.synth.probe import make_probe, synthetic_backgrounds
+
+    rng = seed_everything(args.seed)
+    if args.backgrounds:
+        try:
+            bg = np.load(args.backgrounds, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{args.backgrounds}: not a readable .npy array ({exc})") from None
+        bg = np.asarray(bg, np.float32)
+    else:
+        bg = synthetic_backgrounds(rng, args.n_backgrounds, args.patch_size)
+    conds = [(k, m, s) for k in args.nmi for m in args.mycn for s in args.signal_size]
+    patches, tables, boxes = [], [], []
+    offset = 0
+    try:
+        for cond, (k, m, s) in enumerate(tqdm(conds, desc="probe", unit="cond", disable=None)):
+            pb = make_probe(bg, k, m, s, n=args.n, rng=rng)
+            pb.table["condition"] = cond
+            pb.table["patch_row"] += offset
+            pb.boxes["patch_row"] += offset
+            offset += len(pb.patches)
+            patches.append(pb.patches.astype(np.float16))
+            tables.append(pb.table)
+            boxes.append(pb.boxes)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    table = pd.concat(tables, ignore_index=True)
+    box = pd.concat(boxes, ignore_index=True)
+    arrays = {"patches": np.concatenate(patches)}
+    arrays.update({f"table_{c}": table[c].to_numpy() for c in table.columns})
+    arrays.update({f"boxes_{c}": box[c].to_numpy() for c in box.columns})
+    np.savez(args.out, **arrays)
+    print(f"{args.out}: {len(table)} probe patches in {len(conds)} conditions")
+    return 0
