@@ -1,0 +1,233 @@
+"""Evaluation metrics on hand-computed examples, the evaluation driver on a hand-made
+benchmark folder (models replaced by a transparent fake), and the written report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import training.evaluate as ev
+from genuine_core.errors import InputError
+from training.metrics import average_precision, binary_metrics, box_iou, count_accuracy, crossing
+from training.report import MD_NAME, JSON_NAME, ordering_sentence, write_report
+
+
+# ------------------------------------------------------------------ metrics by hand
+def test_binary_metrics_hand_example():
+    m = binary_metrics([1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0])
+    assert (m.tp, m.fp, m.tn, m.fn) == (2, 1, 2, 1)
+    assert m.tpr == pytest.approx(2 / 3) and m.tnr == pytest.approx(2 / 3)
+    assert m.precision == pytest.approx(2 / 3) and m.f1 == pytest.approx(2 / 3)
+    assert m.accuracy == pytest.approx(4 / 6)
+    only_neg = binary_metrics([0, 1], [0, 0])
+    assert np.isnan(only_neg.tpr) and only_neg.tnr == 0.5 and only_neg.to_dict()["tpr"] is None
+    with pytest.raises(ValueError):
+        binary_metrics([0, 1], [0])
+    with pytest.raises(ValueError):
+        binary_metrics([0, 2], [0, 1])
+
+
+def test_average_precision_hand_example():
+    gt = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)]
+    pred = [np.array([[0, 0, 10, 10], [50, 50, 60, 60], [21, 21, 30, 30]], float)]
+    scores = [np.array([0.9, 0.8, 0.7])]
+    # ranks: TP (P=1, R=.5), FP (P=.5, R=.5), TP (P=2/3, R=1) -> AP = .5*1 + .5*(2/3)
+    assert average_precision(pred, scores, gt) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    # a duplicate of a matched box is a false positive
+    assert average_precision([np.array([[0, 0, 10, 10], [0, 0, 10, 10]], float)], [np.array([0.9, 0.8])],
+                             [np.array([[0, 0, 10, 10]], float)]) == pytest.approx(1.0)
+    assert average_precision([np.zeros((1, 4))], [np.array([0.5])], [np.zeros((0, 4))]) != \
+        average_precision([np.zeros((1, 4))], [np.array([0.5])], [np.zeros((0, 4))])  # NaN without ground truth
+    assert average_precision([np.zeros((0, 4))], [np.zeros(0)], [np.array([[0, 0, 4, 4]], float)]) == 0.0
+    assert box_iou(np.array([[0, 0, 2, 2]]), np.array([[1, 1, 3, 3]]))[0, 0] == pytest.approx(1 / 7)
+
+
+def test_count_accuracy_and_crossing():
+    c = count_accuracy(np.array([[2, 8, 0], [2, 3, 1]]), np.array([[2, 8, 0], [1, 3, 1]]))
+    assert c["exact"] == 0.5 and c["accuracy"] == [0.5, 1.0, 1.0] and c["mae"] == [0.5, 0.0, 0.0]
+    assert crossing([6, 7, 8, 9], [0.0, 0.2, 0.6, 1.0]) == pytest.approx(7.75)
+    assert crossing([0, 1], [0.1, 0.2]) is None
+    assert crossing([3, 4], [0.9, 1.0]) == 3.0
+
+
+def test_mixture_rows_raw_and_rogan_gladen():
+    nuclei = pd.DataFrame({"sample": ["a"] * 10 + ["b"] * 10 + [""] * 3,
+                           "true_label": [0] * 10 + [1] * 8 + [0] * 2 + [1] * 3})
+    calls = np.array([0] * 9 + [1] + [1] * 7 + [0] * 3 + [1] * 3)
+    nominal = {"a": 0.0, "b": 1.0}
+    rows, summ = ev.mixture_rows(calls, nuclei, nominal, {"sensitivity": 0.9, "specificity": 0.9})
+    assert [r["sample"] for r in rows] == ["a", "b"]  # the unassigned '' rows are left out
+    a, b = rows
+    assert a["pred_pct"] == pytest.approx(10) and a["diff_nominal"] == pytest.approx(10)
+    assert a["diff_true"] == pytest.approx(10)
+    assert b["pred_pct"] == pytest.approx(70) and b["true_pct"] == pytest.approx(80)
+    assert b["diff_nominal"] == pytest.approx(-30) and b["diff_true"] == pytest.approx(-10)
+    # Rogan-Gladen: (p + spec - 1) / (sens + spec - 1) = (0.1 + 0.9 - 1) / 0.8 = 0 and (0.7 - 0.1) / 0.8 = 0.75
+    assert a["corrected_pct"] == pytest.approx(0) and b["corrected_pct"] == pytest.approx(75)
+    assert b["corrected_low_pct"] <= 75 <= b["corrected_high_pct"]
+    assert summ["mad_true"] == pytest.approx(10) and summ["max_abs_nominal"] == pytest.approx(30)
+    assert summ["mad_true_corrected"] == pytest.approx((0 + 5) / 2)
+    rows2, summ2 = ev.mixture_rows(calls, nuclei, nominal, {})
+    assert "corrected_pct" not in rows2[0] and "mad_true_corrected" not in summ2
+
+
+# ------------------------------------------------------------------ a hand-made benchmark folder
+P = 16
+
+
+def _split_rows(split: str, labels: list[int], rng, sample: str = "") -> tuple[pd.DataFrame, np.ndarray]:
+    n = len(labels)
+    patches = rng.uniform(0, 0.2, (n, 3, P, P)).astype(np.float16)
+    patches[:, 1] += (np.array(labels, np.float16) * 0.6)[:, None, None]
+    nuc = pd.DataFrame({
+        "field_id": f"{split}_f0", "split": split, "sample": sample or split, "nucleus_id": np.arange(1, n + 1),
+        "auto_label": labels, "true_label": labels, "patch_row": np.arange(n),
+        "patch_y0": 0, "patch_x0": 0, "cell_line": ["L1" if v else "L0" for v in labels],
+    })
+    return nuc, patches
+
+
+def make_fake_benchmark(root: Path) -> Path:
+    """The files load_benchmark reads, with 'MNA' = bright green, one MYCN box per test nucleus."""
+    rng = np.random.default_rng(0)
+    (root / "patches").mkdir(parents=True)
+    parts = []
+    test_labels = [1, 1, 1, 0, 0, 0, 0, 1]
+    test_labels_auto = [1, 1, 0, 0, 0, 1, 0, 1]  # two noisy auto labels
+    for split, labels in (("train", [0, 1] * 6), ("val", [0, 1] * 3), ("test", test_labels)):
+        nuc, p = _split_rows(split, labels, rng)
+        if split == "test":
+            nuc["auto_label"] = test_labels_auto
+        np.save(root / "patches" / f"{split}.npy", p)
+        parts.append(nuc)
+    mix_parts, mix_p = [], []
+    for sample, labels in (("mix_000", [0] * 6), ("mix_050", [1, 1, 1, 0, 0, 0])):
+        nuc, p = _split_rows("mixture", labels, rng, sample)
+        nuc["field_id"] = f"{sample}_f0"
+        mix_parts.append(nuc)
+        mix_p.append(p)
+    mix = pd.concat(mix_parts, ignore_index=True)
+    mix["patch_row"] = np.arange(len(mix))
+    np.save(root / "patches" / "mixture.npy", np.concatenate(mix_p))
+    nuclei = pd.concat(parts + [mix], ignore_index=True)
+    nuclei.to_parquet(root / "nuclei.parquet", index=False)
+    boxes = pd.DataFrame({"field_id": "test_f0", "nucleus_id": np.arange(1, 9), "cls": 2,
+                          "x1": 2.0, "y1": 2.0, "x2": 6.0, "y2": 6.0})
+    boxes.to_parquet(root / "boxes.parquet", index=False)
+    (root / "summary.json").write_text(json.dumps({"mixtures": {"mix_000": {"target_fraction": 0.0},
+                                                               "mix_050": {"target_fraction": 0.5}}}))
+    (root / "config.json").write_text(json.dumps({"seed": 0, "size": {"name": "fake"}}))
+    return root
+
+
+class GreenModel:
+    """A transparent fake: MNA when mean green > threshold; detections = one MYCN box."""
+
+    def __init__(self, thr: float):
+        self.thr = thr
+
+
+def _fake_predict(model, patches, batch_size=128):
+    green = patches[:, 1].reshape(len(patches), -1).mean(1)
+    call = (green > model.thr).astype(int)
+    n = len(patches)
+    table = pd.DataFrame({"prob": call * 0.9 + 0.05, "prob_calibrated": call * 0.9 + 0.05, "call": call,
+                          "det_nmi": 0, "det_mycn": 1, "det_cluster": 0})
+    det = pd.DataFrame({"row": np.arange(n), "cls": 2, "x1": 2.0, "y1": 2.0, "x2": 6.0, "y2": 6.0, "score": 0.9})
+    return SimpleNamespace(table=table, detections=det, embeddings=np.zeros((n, 2), np.float32))
+
+
+def _model_folder(root: Path, name: str, kind: str, beta: float | None, thr: float) -> Path:
+    f = root / name
+    f.mkdir(parents=True)
+    (f / "config.json").write_text(json.dumps({"kind": kind, "preset": "tiny", "temperature": 1.0, "thr": thr}))
+    (f / "metrics.json").write_text(json.dumps({"validation": {"sensitivity": 1.0, "specificity": 1.0,
+                                                               "n_positive": 3, "n_negative": 3}}))
+    if beta is not None:
+        (f / "train_config.json").write_text(json.dumps({"beta": beta, "epochs_run": 2, "wall_seconds": 1.5}))
+    (f / "history.json").write_text(json.dumps([{"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_acc": 0.5},
+                                                {"epoch": 2, "train_loss": 0.5, "val_loss": 0.4, "val_acc": 0.9}]))
+    return f
+
+
+@pytest.fixture()
+def fake_env(tmp_path, monkeypatch):
+    bench = make_fake_benchmark(tmp_path / "bench")
+    models = [_model_folder(tmp_path / "models", "genuine_b02", "genuine", 0.2, 0.3),
+              _model_folder(tmp_path / "models", "resnet_b02", "resnet", 0.2, 0.05),
+              _model_folder(tmp_path / "models", "detector", "detector", None, 0.3)]
+    monkeypatch.setattr(ev, "load_model", lambda folder: GreenModel(json.loads((folder / "config.json")
+                                                                               .read_text())["thr"]))
+    monkeypatch.setattr(ev, "run_predict", _fake_predict)
+    return bench, models
+
+
+def test_evaluate_on_a_hand_made_benchmark(fake_env, tmp_path):
+    bench, models = fake_env
+    res = ev.evaluate(models, bench, probes=False)
+    g, r, d = res["models"]
+    # the green model is right on truth, and wrong on exactly the 2 noisy auto labels
+    assert g["test_truth"]["accuracy"] == 1.0
+    assert g["test_auto"]["accuracy"] == pytest.approx(6 / 8)
+    assert g["test_auto"]["tp"] == 3 and g["test_auto"]["fp"] == 1
+    # the low-threshold "ResNet" calls everything MNA
+    assert r["test_truth"]["tpr"] == 1.0 and r["test_truth"]["tnr"] == 0.0
+    assert [m["sample"] for m in g["mixtures"]] == ["mix_000", "mix_050"]
+    assert g["mixtures"][1]["pred_pct"] == pytest.approx(50) and g["mixture_summary"]["mad_true"] == 0
+    assert r["mixtures"][0]["diff_nominal"] == pytest.approx(100)
+    assert d["detector"]["ap50"]["mycn"] == pytest.approx(1.0) and d["detector"]["count_accuracy"]["exact"] == 1.0
+    assert d["beta"] is None and g["beta"] == 0.2
+    assert res["ordering"]["holds"] is True
+    assert res["acceptance"]["model"] == "genuine_b02"
+    checks = {c["target"]: c["ok"] for c in res["acceptance"]["checks"]}
+    assert checks["ground-truth test accuracy >= 0.97"] is True
+    assert checks["mean prediction crosses 0.5 between 7 and 9 MYCN (2 NMI)"] is False  # no probes run
+
+    paths = write_report(res, tmp_path / "reports")
+    names = {p.name for p in paths}
+    assert {MD_NAME, JSON_NAME, "mixtures.png", "training_curves.png"} <= names
+    md = (tmp_path / "reports" / MD_NAME).read_text()
+    # Table 1 rows: GENUINE / ResNet / detector columns at beta 0.2
+    assert "| Metric | GENUINE b=0.2 | ResNet b=0.2 | RetinaNet (counts) |" in md
+    assert "| Accuracy | **75.00** | 50.00 | **75.00** |" in md  # vs auto labels
+    assert "| Accuracy | **100.00** | 50.00 | **100.00** |" in md  # vs truth
+    assert "| TNR | **100.00** | 0.00 | **100.00** |" in md
+    assert "| mix_050 | 50 | 50.0 | +0.00 | +50.00 | +0.00 |" in md
+    assert "paper's ordering holds here" in md
+    back = json.loads((tmp_path / "reports" / JSON_NAME).read_text())
+    assert back["models"][0]["test_truth"]["accuracy"] == 1.0
+
+
+def test_probe_curve_and_figure(fake_env, tmp_path):
+    xs = [0.0, 1.0, 2.0]
+    patches = [np.full((4, 3, P, P), v, np.float32) for v in (0.1, 0.25, 0.5)]
+    curve = ev.probe_curve(GreenModel(0.3), xs, patches)
+    assert curve["mean_call"] == [0.0, 0.0, 1.0] and curve["crossing"] == pytest.approx(1.5)
+    res = {"meta": {}, "models": [{"name": "g", "label": "GENUINE", "kind": "genuine", "beta": 0.0,
+                                   "probe_count": curve, "probe_size": curve}]}
+    paths = write_report(res, tmp_path / "r")
+    assert (tmp_path / "r" / "fig4_mycn_count.png").stat().st_size > 1000
+    md = (tmp_path / "r" / MD_NAME).read_text()
+    assert "| 0.5 crossing | 1.50 |" in md
+    assert any(p.name == "fig4_signal_size.png" for p in paths)
+
+
+def test_evaluate_rejects_bad_folders(tmp_path, fake_env):
+    bench, models = fake_env
+    with pytest.raises(InputError):
+        ev.evaluate(models, tmp_path / "nope", probes=False)
+    with pytest.raises(InputError):
+        ev.evaluate([tmp_path / "not_a_model"], bench, probes=False)
+
+
+def test_ordering_sentence_when_it_fails():
+    mk = lambda kind, acc, mad: {"kind": kind, "beta": 0.2, "test_truth": {"accuracy": acc},  # noqa: E731
+                                 "mixture_summary": {"mad_true": mad}}
+    o = ordering_sentence({"models": [mk("genuine", 0.9, 5.0), mk("resnet", 0.95, 4.0)]})
+    assert o["holds"] is False and "does not hold" in o["sentence"] and "90.00" in o["sentence"]
+    assert ordering_sentence({"models": []})["holds"] is None
