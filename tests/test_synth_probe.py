@@ -1,0 +1,103 @@
+"""Probe patches (paper 4.3) and the ``genuine synth`` command line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from genuine_core.cli import main
+from genuine_core.rules import is_amplified
+from genuine_core.synth import make_probe, synthetic_backgrounds
+
+
+@pytest.fixture(scope="module")
+def backgrounds():
+    return synthetic_backgrounds(np.random.default_rng(0), 12, patch_size=96)
+
+
+def test_backgrounds_are_dapi_only(backgrounds):
+    assert backgrounds.shape == (12, 3, 96, 96)
+    assert backgrounds[:, :2].max() == 0.0
+    assert backgrounds[:, 2].max() <= 1.0 and (backgrounds[:, 2] > 0).mean() > 0.2
+
+
+@pytest.mark.parametrize("n_nmi,n_mycn,size", [(2, 2, 3.5), (2, 8, 3.0), (1, 0, 4.0), (2, 3, 7.0)])
+def test_probe_signals_inside_nucleus_with_boxes(backgrounds, n_nmi, n_mycn, size):
+    pb = make_probe(backgrounds, n_nmi, n_mycn, size, n=10, rng=np.random.default_rng(1))
+    assert pb.patches.shape == (10, 3, 96, 96) and pb.patches.dtype == np.float32
+    assert 0.0 <= pb.patches.min() and pb.patches.max() <= 1.0
+    mask = pb.patches[:, 2] > 0
+    assert (pb.patches[:, :2][~np.broadcast_to(mask[:, None], pb.patches[:, :2].shape)] == 0).all()
+    t = pb.table
+    assert len(t) == 10 and (t["n_nmi"] == n_nmi).all() and (t["n_mycn"] == n_mycn).all()
+    assert (t["n_nmi_visible"] <= n_nmi).all() and (t["n_mycn_visible"] + t["n_cluster_visible"] <= n_mycn).all()
+    assert (t["true_label"] == is_amplified(t["n_nmi_visible"], t["n_mycn_visible"], t["n_cluster_visible"])).all()
+    per = pb.boxes.groupby(["patch_row", "cls"]).size().unstack(fill_value=0).reindex(range(10), fill_value=0)
+    assert (per.get(1, 0) == t["n_nmi_visible"]).all()
+    for b in pb.boxes.itertuples():
+        ch = 0 if b.cls == 1 else 1
+        assert pb.patches[b.patch_row, ch, int(b.y1):int(b.y2), int(b.x1):int(b.x2)].max() > 0.3
+        cy, cx = int((b.y1 + b.y2 - 1) // 2), int((b.x1 + b.x2 - 1) // 2)
+        assert mask[b.patch_row, cy, cx]
+    # more MYCN signals -> more green
+    if n_mycn == 0:
+        assert pb.patches[:, 1].max() == 0.0
+
+
+def test_probe_accepts_dapi_with_masks_and_is_deterministic(backgrounds):
+    dapi = backgrounds[:, 2]
+    masks = dapi > 0
+    a = make_probe(dapi, 2, 4, 3.0, n=5, rng=np.random.default_rng(4), masks=masks)
+    b = make_probe(backgrounds, 2, 4, 3.0, n=5, rng=np.random.default_rng(4))
+    assert np.array_equal(a.patches, b.patches)
+    pd.testing.assert_frame_equal(a.boxes, b.boxes)
+    c = make_probe(backgrounds, 2, 4, 3.0, n=5, rng=np.random.default_rng(5))
+    assert not np.array_equal(a.patches, c.patches)
+
+
+def test_probe_default_batch_is_fifty(backgrounds):
+    assert len(make_probe(backgrounds, 2, 2, 3.0, rng=np.random.default_rng(0)).patches) == 50
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(n_nmi=-1), dict(n_mycn=2.5), dict(n=0), dict(signal_size=0.0), dict(signal_size=100.0),
+    dict(amplitude=(1.0, 0.5)),
+])
+def test_probe_rejects_bad_arguments(backgrounds, kwargs):
+    args = dict(backgrounds=backgrounds, n_nmi=2, n_mycn=2, signal_size=3.0, n=3, rng=np.random.default_rng(0))
+    args.update(kwargs)
+    with pytest.raises(ValueError):
+        make_probe(**args)
+
+
+def test_probe_rejects_bad_backgrounds(backgrounds):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError):
+        make_probe(np.zeros((2, 4, 32, 32)), 2, 2, 3.0, rng=rng)
+    with pytest.raises(ValueError, match="empty nucleus"):
+        make_probe(np.zeros((2, 32, 32)), 2, 2, 3.0, rng=rng)
+    with pytest.raises(ValueError):
+        make_probe(backgrounds, 2, 2, 3.0, rng=rng, masks=np.ones((1, 8, 8), bool))
+
+
+def test_cli_field_and_probe(tmp_path, capsys):
+    assert main(["synth", "field", "--out", str(tmp_path / "f"), "--seed", "2", "--n-nuclei", "5",
+                 "--shape", "256", "256", "--lines", "mna_hsr,nonmna_diploid"]) == 0
+    nuclei = pd.read_parquet(tmp_path / "f" / "nuclei.parquet")
+    assert set(nuclei["cell_line"]) <= {"mna_hsr", "nonmna_diploid"} and len(nuclei) == 5
+    assert (tmp_path / "f" / "field.tif").is_file() and (tmp_path / "f" / "preview.png").is_file()
+    out = tmp_path / "p.npz"
+    assert main(["synth", "probe", "--out", str(out), "--mycn", "0-2", "--n", "3", "--n-backgrounds", "4"]) == 0
+    z = np.load(out)
+    assert z["patches"].shape == (9, 3, 96, 96)
+    assert list(np.unique(z["table_n_mycn"])) == [0, 1, 2]
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    assert main(["synth", "field", "--out", str(tmp_path / "f"), "--lines", "no_such_line"]) == 2
+    assert "unknown cell line" in capsys.readouterr().err
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    assert main(["synth", "benchmark", "--out", str(tmp_path / "busy"), "--size", "tiny"]) == 2
+    assert main(["synth", "probe", "--out", str(tmp_path / "p.npz"), "--backgrounds", str(tmp_path / "busy" / "x")]) == 2
