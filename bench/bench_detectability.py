@@ -1,0 +1,195 @@
+"""Detectability of FISH signals for candidate ``cpu``-preset detectors (equal training budget).
+
+Generates synthetic fields (genuine_core.synth.make_field, the four default lines),
+extracts 96 px patches with their exact boxes, trains each candidate RetinaNet for the
+same number of steps (Adam, lr 1e-3, batch 16, flips / 90-degree rotations) and reports
+per-class AP at IoU 0.5, exact-count accuracy and Cohn-rule agreement on held-out
+patches, plus inference FLOPs per patch. Writes bench/results/detectability.json.
+
+This is a comparison at a short, equal budget (not the final detector training, which
+lives in ``training/``). Run from the repo root::
+
+    python bench/bench_detectability.py --steps 400 --train-fields 24 --test-fields 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from genuine_core.models.config import DetectorConfig
+from genuine_core.models.detector import SignalDetector, count_detections
+from genuine_core.patches import boxes_to_patch, extract_patches
+from genuine_core.rules import is_amplified
+from genuine_core.seeding import seed_everything
+from genuine_core.synth import DEFAULT_LINES, make_field
+
+P = 96
+
+CANDIDATES: dict[str, DetectorConfig] = {
+    # the cpu preset's detector: strides 4 + 8, small anchors
+    "r18_L12_w32_fpn32_h2": DetectorConfig(width=32, fpn_channels=32),
+    "r18_L12_w64_fpn64_h2": DetectorConfig(),
+    "r18_L23_w64_fpn64_h2": DetectorConfig(returned_layers=(2, 3), anchor_sizes=((6, 12), (20, 32))),
+    "r18_L2_w64_fpn64_h2": DetectorConfig(returned_layers=(2,), anchor_sizes=((6, 12, 24),)),
+    # torchvision-sized anchors (no small ones) on the same network: what small anchors buy
+    "r18_L12_w32_fpn32_h2_biganchors": DetectorConfig(width=32, fpn_channels=32, anchor_sizes=((32,), (64,))),
+}
+
+
+def make_data(n_fields: int, rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Patches (N, 3, P, P) float32 with boxes (M, 4) and labels (M,) per patch."""
+    comp = {line.name: 1.0 for line in DEFAULT_LINES}
+    xs, boxes, labels = [], [], []
+    for _ in range(n_fields):
+        field = make_field(rng, comp, 40, shape=(512, 512))
+        ps = extract_patches(field.image, field.masks, size=P)
+        b = boxes_to_patch(field.boxes, ps.table, size=P)
+        for row in range(len(ps.patches)):
+            sel = b[b.patch_row == row]
+            boxes.append(sel[["x1", "y1", "x2", "y2"]].to_numpy(np.float32).reshape(-1, 4))
+            labels.append(sel["cls"].to_numpy(np.int64))
+        xs.append(ps.patches)
+    return np.concatenate(xs), boxes, labels
+
+
+def augment(x: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal/vertical flip and transpose of one (3, P, P) patch, box-exact."""
+    b = boxes.clone()
+    if torch.rand(1, generator=gen) < 0.5:
+        x = x.flip(-1)
+        b[:, [0, 2]] = P - b[:, [2, 0]]
+    if torch.rand(1, generator=gen) < 0.5:
+        x = x.flip(-2)
+        b[:, [1, 3]] = P - b[:, [3, 1]]
+    if torch.rand(1, generator=gen) < 0.5:
+        x = x.transpose(-1, -2)
+        b = b[:, [1, 0, 3, 2]]
+    return x.contiguous(), b
+
+
+def average_precision(pred_boxes, pred_scores, gt_boxes, iou: float = 0.5) -> float:
+    """VOC-style all-point AP of one class over many patches (greedy matching)."""
+    from torchvision.ops import box_iou
+
+    n_gt = sum(len(g) for g in gt_boxes)
+    if n_gt == 0:
+        return float("nan")
+    recs = [(float(s), i, j) for i, ss in enumerate(pred_scores) for j, s in enumerate(ss)]
+    recs.sort(key=lambda r: -r[0])
+    ious = [box_iou(torch.as_tensor(p).reshape(-1, 4), torch.as_tensor(g).reshape(-1, 4)).numpy()
+            for p, g in zip(pred_boxes, gt_boxes)]
+    used = [np.zeros(len(g), bool) for g in gt_boxes]
+    tp = np.zeros(len(recs))
+    for k, (_, i, j) in enumerate(recs):
+        if ious[i].shape[1]:
+            cand = np.where(used[i], -1.0, ious[i][j])
+            best = int(np.argmax(cand))
+            if cand[best] >= iou:
+                used[i][best] = True
+                tp[k] = 1
+    ctp = np.cumsum(tp)
+    rec = ctp / n_gt
+    prec = ctp / np.arange(1, len(recs) + 1)
+    mrec = np.concatenate([[0.0], rec, [1.0]])
+    mpre = np.concatenate([[0.0], prec, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    idx = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def evaluate(det: SignalDetector, x: np.ndarray, boxes, labels, count_threshold: float = 0.5) -> dict:
+    """AP@0.5 per class, exact-count accuracy per class, Cohn-rule agreement."""
+    dets = []
+    for i in range(0, len(x), 64):
+        dets += det.detect(torch.from_numpy(x[i:i + 64]))
+    out: dict = {}
+    for c, name in ((1, "nmi"), (2, "mycn"), (3, "cluster")):
+        pb = [d["boxes"][d["labels"] == c].numpy() for d in dets]
+        ps = [d["scores"][d["labels"] == c].numpy() for d in dets]
+        gb = [b[lab == c] for b, lab in zip(boxes, labels)]
+        out[f"ap50_{name}"] = average_precision(pb, ps, gb)
+    pred = count_detections(dets, count_threshold).numpy()
+    true = np.stack([np.bincount(lab - 1, minlength=3)[:3] for lab in labels])
+    for k, name in enumerate(("nmi", "mycn", "cluster")):
+        out[f"count_exact_{name}"] = float(np.mean(pred[:, k] == true[:, k]))
+        out[f"count_mae_{name}"] = float(np.mean(np.abs(pred[:, k] - true[:, k])))
+    out["rule_agreement"] = float(np.mean(is_amplified(pred[:, 0], pred[:, 1], pred[:, 2])
+                                          == is_amplified(true[:, 0], true[:, 1], true[:, 2])))
+    out["map50"] = float(np.nanmean([out["ap50_nmi"], out["ap50_mycn"], out["ap50_cluster"]]))
+    return out
+
+
+def gflops(det: SignalDetector) -> float:
+    det.eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        det(torch.rand(4, 3, P, P))
+    return fc.get_total_flops() / 4 / 1e9
+
+
+def train_and_eval(name: str, cfg: DetectorConfig, data, steps: int, batch: int, seed: int) -> dict:
+    (xtr, btr, ltr), (xte, bte, lte) = data
+    torch.manual_seed(seed)
+    det = SignalDetector(cfg, P)
+    opt = torch.optim.Adam(det.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(seed)
+    det.train()
+    t0 = time.perf_counter()
+    losses = []
+    for step in range(steps):
+        idx = torch.randint(len(xtr), (batch,), generator=gen).tolist()
+        ims, tg = [], []
+        for i in idx:
+            im, b = augment(torch.from_numpy(xtr[i]), torch.from_numpy(btr[i]), gen)
+            ims.append(im)
+            tg.append({"boxes": b, "labels": torch.from_numpy(ltr[i])})
+        loss_dict = det(torch.stack(ims), tg)
+        loss = sum(loss_dict.values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        if (step + 1) % 50 == 0:
+            print(f"  {name} step {step + 1}/{steps} loss {np.mean(losses[-50:]):.3f}", flush=True)
+    train_s = time.perf_counter() - t0
+    res = evaluate(det, xte, bte, lte)
+    res.update(gflops_per_patch=gflops(det), train_seconds=train_s, final_loss=float(np.mean(losses[-50:])))
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--train-fields", type=int, default=24)
+    ap.add_argument("--test-fields", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", nargs="*", default=None, help="candidate names (default: all)")
+    ap.add_argument("--out", default="bench/results/detectability.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rng = seed_everything(args.seed)
+    train = make_data(args.train_fields, rng)
+    test = make_data(args.test_fields, rng)
+    print(f"train patches {len(train[0])}, test patches {len(test[0])}", flush=True)
+    results = {}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.only or CANDIDATES:
+        print(f"candidate {name}", flush=True)
+        results[name] = train_and_eval(name, CANDIDATES[name], (train, test), args.steps, args.batch, args.seed)
+        print(json.dumps({name: results[name]}, indent=1), flush=True)
+        out.write_text(json.dumps({"settings": vars(args), "n_train": len(train[0]), "n_test": len(test[0]),
+                                   "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
