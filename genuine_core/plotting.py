@@ -42,7 +42,12 @@ PROB_COLORSCALE = [[0.0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"], [0.75,
 #: qualitative palette for samples/models
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
            "#bcbd22", "#7f7f7f"]
-_LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=40, b=45))
+#: up to this many markers a scatter is drawn as SVG (no WebGL context needed); above it WebGL
+SVG_MAX_POINTS = 3000
+_LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=45, b=85),
+               title_font=dict(size=15), title_x=0.0, title_xanchor="left")
+#: legend under the plot area, so it never collides with the title
+_LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0)
 
 
 # ----------------------------------------------------------------------------- images
@@ -287,8 +292,8 @@ def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", heig
         height: figure height in pixels.
 
     Returns:
-        Figure with the image (PNG, y axis pointing down, square pixels) and one WebGL
-        marker per nucleus coloured by probability with a colour bar.
+        Figure with the image (PNG, y axis pointing down, square pixels) and one marker per
+        nucleus coloured by probability with a colour bar (WebGL above ``SVG_MAX_POINTS``).
     """
     h, w = overlay.shape[:2]
     fig = go.Figure()
@@ -298,7 +303,8 @@ def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", heig
                  for n, p in zip(nuclei.get("nucleus_id", pd.Series(range(len(nuclei)))), nuclei["prob"].astype(float))]
         if "label" in nuclei.columns:
             hover = [f"{t}<br>{lab}" for t, lab in zip(hover, nuclei["label"].astype(str))]
-        fig.add_trace(go.Scattergl(
+        trace = go.Scatter if len(nuclei) <= SVG_MAX_POINTS else go.Scattergl
+        fig.add_trace(trace(
             x=nuclei["cx"], y=nuclei["cy"], mode="markers", text=hover, hoverinfo="text",
             marker=dict(size=7, color=nuclei["prob"], cmin=0, cmax=1, colorscale=PROB_COLORSCALE,
                         line=dict(width=1, color="white"),
@@ -328,7 +334,7 @@ def probability_histogram(preds: pd.DataFrame, threshold: float = 0.5, bins: int
     fig.add_vline(x=threshold, line_dash="dash", line_color="#444",
                   annotation_text=f"threshold {threshold:g}", annotation_position="top")
     fig.update_layout(**_LAYOUT, barmode="overlay", title=title, height=320,
-                      xaxis_title="P(MNA)", yaxis_title="nuclei", legend=dict(orientation="h", y=1.12))
+                      xaxis_title="P(MNA)", yaxis_title="nuclei", legend=_LEGEND_BELOW)
     fig.update_xaxes(range=[0, 1])
     return fig
 
@@ -346,7 +352,7 @@ def predicted_vs_expected(summary: pd.DataFrame, band: float = 10.0, title: str 
     df = summary.dropna(subset=["expected_pct", "pred_pct"])
     fig = go.Figure()
     xs = np.array([0.0, 100.0])
-    fig.add_trace(go.Scatter(x=np.r_[xs, xs[::-1]], y=np.r_[xs + band, (xs - band)[::-1]], fill="toself",
+    fig.add_trace(go.Scatter(x=np.r_[xs, xs[::-1]], y=np.r_[xs + band, (xs - band)[::-1]], fill="toself", mode="lines",
                              fillcolor="rgba(120,120,120,0.12)", line=dict(width=0), hoverinfo="skip",
                              name=f"within ±{band:g} %"))
     fig.add_trace(go.Scatter(x=xs, y=xs, mode="lines", line=dict(color="#888", dash="dash"),
@@ -367,7 +373,7 @@ def predicted_vs_expected(summary: pd.DataFrame, band: float = 10.0, title: str 
                           "<br>deviation %{customdata[1]:+.1f} pp<extra>" + str(model) + "</extra>",
         ))
     fig.update_layout(**_LAYOUT, title=title, height=420, xaxis_title="expected MNA nuclei (%)",
-                      yaxis_title="predicted MNA nuclei (%)", legend=dict(orientation="h", y=1.12))
+                      yaxis_title="predicted MNA nuclei (%)", legend=_LEGEND_BELOW)
     fig.update_xaxes(range=[-4, 104])
     fig.update_yaxes(range=[-4, 104])
     return fig
@@ -422,7 +428,7 @@ def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height:
             showlegend=False,
         ))
     fig.update_layout(**_LAYOUT, title=title, height=height, dragmode="lasso", xaxis_title="UMAP 1",
-                      yaxis_title="UMAP 2", legend=dict(orientation="h", y=-0.15, itemsizing="constant"))
+                      yaxis_title="UMAP 2", legend={**_LEGEND_BELOW, "itemsizing": "constant"})
     return fig
 
 
@@ -484,7 +490,7 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
         fig.add_vline(x=rule_x, line_dash="dot", line_color="#2ca02c",
                       annotation_text="Cohn rule", annotation_position="top left")
     fig.update_layout(**_LAYOUT, title=title, height=360, xaxis_title=xlabel, yaxis_title="mean prediction",
-                      legend=dict(orientation="h", y=1.15))
+                      legend=_LEGEND_BELOW)
     fig.update_yaxes(range=[-0.05, 1.05])
     return fig
 
@@ -519,7 +525,7 @@ def probe_embedding(reference: pd.DataFrame, probe: pd.DataFrame, group: str, ti
                                                              "<extra></extra>",
     ))
     fig.update_layout(**_LAYOUT, title=title, height=height, xaxis_title="UMAP 1", yaxis_title="UMAP 2",
-                      legend=dict(orientation="h", y=-0.15))
+                      legend=_LEGEND_BELOW)
     return fig
 
 
@@ -540,5 +546,5 @@ def training_curves(history: pd.DataFrame, title: str = "") -> go.Figure:
                                                                            dash="solid" if is_loss else "dot")))
     fig.update_layout(**_LAYOUT, title=title, height=340, xaxis_title="epoch", yaxis=dict(title="loss"),
                       yaxis2=dict(title="metric", overlaying="y", side="right", range=[0, 1.02], showgrid=False),
-                      legend=dict(orientation="h", y=1.15))
+                      legend=_LEGEND_BELOW)
     return fig

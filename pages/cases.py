@@ -1,0 +1,238 @@
+"""Cases (home): one row per sample, predicted vs expected for mixtures, and a case drill-down."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from genuine_core import plotting
+from pages import common
+
+CASE_KEY = "case"
+
+
+# ----------------------------------------------------------------------------- cached queries
+@st.cache_data(show_spinner=False, max_entries=8)
+def summaries(db: str, data_rev: int, labels_rev: int, models_rev: int) -> pd.DataFrame:
+    """``store.summary.sample_summaries`` for every sample and model."""
+    from store.summary import sample_summaries
+
+    return sample_summaries(common._open(db))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def sample_nuclei(db: str, data_rev: int, labels_rev: int, sample: str, model: str) -> pd.DataFrame:
+    """``store.nuclei.sample_nuclei`` (one model's predictions and every label)."""
+    from store.nuclei import sample_nuclei as q
+
+    return q(common._open(db), sample, model)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def scans(db: str, data_rev: int, sample: str) -> pd.DataFrame:
+    """``store.scans.list_scans`` of one sample."""
+    from store.scans import list_scans
+
+    return list_scans(common._open(db), sample)
+
+
+@st.cache_data(show_spinner=False, max_entries=12)
+def scan_overlay(db: str, data_rev: int, labels_rev: int, scan_id: int, model: str) -> tuple[np.ndarray, pd.DataFrame]:
+    """Scan image with nucleus outlines coloured by ``model``'s probability, and the scan's nuclei."""
+    from store.nuclei import scan_nuclei
+    from store.scans import scan_images
+
+    s = common._open(db)
+    image, masks = scan_images(s, int(scan_id))
+    nuc = scan_nuclei(s, int(scan_id), model)
+    probs = nuc["prob"].to_numpy(np.float64)
+    colours = dict(zip(nuc["mask_label"].astype(int), map(tuple, plotting.colour_for_probability(probs))))
+    for label in nuc.loc[nuc["excluded"].astype(bool), "mask_label"]:
+        colours[int(label)] = (128, 128, 128)
+    thickness = 2 if max(image.shape[:2]) >= 700 else 1
+    # nuclei without a row (cut by the border, not scored) keep a dim outline
+    overlay = plotting.outline_overlay(image, masks, colours, default=(90, 90, 90), thickness=thickness)
+    return overlay, nuc
+
+
+# ----------------------------------------------------------------------------- views
+CALL_COLOURS = {"MNA": "red", "heterogeneous MNA": "orange", "non-MNA": "blue", "not enough nuclei": "gray"}
+
+
+def call_badge(call: str) -> str:
+    """The clinical call as a coloured markdown badge."""
+    return f":{CALL_COLOURS.get(call, 'gray')}-badge[{call}]"
+
+
+def _primary_model(models: list[str], kinds: dict[str, str]) -> str:
+    """Default model for calls: the first GENUINE model, else the first model."""
+    return next((m for m in models if kinds.get(m) == "genuine"), models[0])
+
+
+def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.DataFrame:
+    """One row per sample: the primary model's call and numbers first, then every other model's MNA %."""
+    first = summary.drop_duplicates("sample").set_index("sample")
+    out = pd.DataFrame(index=pd.Index(sorted(summary["sample"].unique()), name="Sample"))
+    prim = summary[summary["model"] == primary].set_index("sample").reindex(out.index)
+    out["Kind"] = first["sample_kind"]
+    out["Nuclei scored"] = prim["n_scored"]
+    out["Call"] = prim["call"]
+    for model in [primary] + [m for m in models if m != primary]:
+        m = summary[summary["model"] == model].set_index("sample").reindex(out.index)
+        out[f"{model} MNA %"] = m["mna_pct"]
+        out[f"{model} 95 % CI"] = [f"{lo:.1f}–{hi:.1f}" if np.isfinite(lo) else ""
+                                   for lo, hi in zip(m["ci_low_pct"], m["ci_high_pct"])]
+        if model == primary:
+            out["Corrected %"] = prim["corrected_pct"]
+            out["Expected %"] = first["expected_pct"]
+            out["Deviation (pp)"] = prim["deviation_pp"]
+    out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
+    return out.reset_index()
+
+
+def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> str | None:
+    """Filters + the case table; returns the sample picked in the table (or None)."""
+    table = case_table(summary, models, primary)
+    f1, f2, f3, f4 = st.columns([2, 2, 2, 1.3])
+    text = f1.text_input("Search sample", placeholder="name contains ...", key="cases_search")
+    kinds = f2.multiselect("Kind", sorted(table["Kind"].dropna().unique()), key="cases_kinds")
+    calls = f3.multiselect("Call", sorted(table["Call"].dropna().unique()), key="cases_calls")
+    flagged_only = f4.toggle("QC-flagged only", key="cases_flagged")
+    view = table
+    if text:
+        view = view[view["Sample"].str.contains(text, case=False, regex=False)]
+    if kinds:
+        view = view[view["Kind"].isin(kinds)]
+    if calls:
+        view = view[view["Call"].isin(calls)]
+    if flagged_only:
+        view = view[view["QC flags"].map(len) > 0]
+    pct = st.column_config.NumberColumn(format="%.1f")
+    config = {c: pct for c in view.columns if c.endswith("%")}
+    config.update({
+        "Nuclei scored": st.column_config.NumberColumn(format="%d"),
+        "Deviation (pp)": st.column_config.NumberColumn(format="%+.1f",
+                                                        help="predicted minus expected MNA share (primary model)"),
+        "Corrected %": st.column_config.NumberColumn(
+            format="%.1f", help="Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity"),
+        "Call": st.column_config.TextColumn(help="MNA / heterogeneous MNA / non-MNA / not enough nuclei "
+                                                 "(INRG consensus; see genuine_core.rules)"),
+        "QC flags": st.column_config.ListColumn(),
+    })
+    st.caption(f"{len(view)} of {len(table)} samples · call, corrected estimate and deviation from **{primary}** · "
+               "click a row to open the case")
+    event = st.dataframe(view, hide_index=True, column_config=config, on_select="rerun", placeholder="–",
+                         selection_mode="single-row", key="cases_table", height=min(38 + 35 * len(view), 420))
+    rows = event.selection.rows if event is not None else []
+    return str(view.iloc[rows[0]]["Sample"]) if rows else None
+
+
+def render_mixture_chart(summary: pd.DataFrame) -> None:
+    """Predicted vs expected MNA % for samples with a known expected fraction."""
+    known = summary.dropna(subset=["expected_pct"]).rename(columns={"mna_pct": "pred_pct"})
+    if known.empty:
+        st.caption("No sample has an expected MNA fraction, so there is nothing to compare against.")
+        return
+    fig = plotting.predicted_vs_expected(known, title="Predicted vs expected MNA share (samples of known mixture)")
+    st.plotly_chart(fig, key="mixture_chart")
+
+
+def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], primary: str) -> None:
+    """Drill-down of one sample: key numbers, the scan with outlines, probability histogram, gallery."""
+    s = summary[(summary["sample"] == sample) & (summary["model"] == primary)]
+    st.subheader(f"Case {sample}")
+    if s.empty:
+        common.empty_state(f"predictions for {sample}")
+        return
+    r = s.iloc[0]
+    m1, m2, m3, m4, m5 = st.columns(5)
+    m1.metric("Nuclei scored", f"{int(r['n_scored']):,}")
+    m2.metric(f"MNA ({primary})", f"{r['mna_pct']:.1f} %",
+              help=f"95 % Wilson interval {r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
+    m3.metric("95 % CI", f"{r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
+    m4.metric("Corrected", "–" if not np.isfinite(r["corrected_pct"]) else f"{r['corrected_pct']:.1f} %",
+              delta=None if not np.isfinite(r["deviation_pp"]) else f"{r['deviation_pp']:+.1f} pp vs expected",
+              delta_color="off")
+    with m5:
+        st.markdown("Call")
+        st.markdown(f"### {call_badge(str(r['call']))}")
+    flags = list(r["qc_flags"]) if isinstance(r["qc_flags"], (list, np.ndarray)) else []
+    if flags:
+        st.warning("QC: " + ", ".join(flags), icon=":material/flag:")
+
+    sc = scans(db, common.rev("data"), sample)
+    c1, c2 = st.columns([1, 1])
+    colour_model = c1.selectbox("Colour outlines by", models, index=models.index(primary), key="case_colour_model")
+    scan_labels = {int(i): f"{f} ({n} nuclei)" for i, f, n in zip(sc["id"], sc["file_name"], sc["n_nuclei"])}
+    scan_id = c2.selectbox("Scan", list(scan_labels), format_func=scan_labels.get, key="case_scan") if len(sc) else None
+
+    left, right = st.columns([3, 2])
+    with left:
+        if scan_id is not None:
+            overlay, nuc = scan_overlay(db, common.rev("data"), common.rev("labels"), int(scan_id), colour_model)
+            nuc = nuc.assign(label=[("excluded" if e else f"curated {common.label_name(c)}"
+                                     if pd.notna(c) else f"auto {common.label_name(a)}")
+                                    for e, c, a in zip(nuc["excluded"], nuc["curated_label"], nuc["auto_label"])])
+            st.plotly_chart(plotting.scan_figure(overlay, nuc, title=f"{scan_labels[scan_id]} · P(MNA) by {colour_model}"),
+                            key="scan_figure", config={"scrollZoom": True, "displaylogo": False})
+            st.caption("Outline colour: blue = non-MNA, red = MNA (model probability); grey = excluded by a "
+                       "reviewer; dark grey = not scored (cut by the image border). Drag to zoom, double-click "
+                       "to reset.")
+    with right:
+        preds = pd.concat([sample_nuclei(db, common.rev("data"), common.rev("labels"), sample, m)
+                           .assign(model=m)[["model", "prob"]] for m in models], ignore_index=True).dropna()
+        st.plotly_chart(plotting.probability_histogram(preds, title="Per-nucleus P(MNA)"), key="case_hist")
+
+    nuc_all = sample_nuclei(db, common.rev("data"), common.rev("labels"), sample, primary)
+    st.markdown(f"**Nuclei** ({len(nuc_all):,}) · sorted by {primary} probability")
+    g1, g2, g3 = st.columns([2, 2, 1])
+    show = g1.segmented_control("Show", ["all", "called MNA", "called non-MNA", "uncertain"], default="all",
+                                key="case_gallery_filter")
+    order = g2.segmented_control("Order", ["most MNA first", "least MNA first"], default="most MNA first",
+                                 key="case_gallery_order")
+    n_show = g3.number_input("Max", min_value=8, max_value=200, value=32, step=8, key="case_gallery_n")
+    sel = nuc_all
+    if show == "called MNA":
+        sel = sel[sel["call"] == 1]
+    elif show == "called non-MNA":
+        sel = sel[sel["call"] == 0]
+    elif show == "uncertain":
+        sel = sel[(sel["prob"] - 0.5).abs() < 0.15]
+    sel = sel.sort_values("prob", ascending=(order == "least MNA first")).head(int(n_show))
+    captions = [f"#{i} · {p:.2f}" + (" · excl." if e else "") for i, p, e in
+                zip(sel["nucleus_id"], sel["prob"].fillna(np.nan), sel["excluded"])]
+    common.gallery(sel["nucleus_id"].tolist(), captions, ncols=8, db=db)
+
+
+# ----------------------------------------------------------------------------- page
+def main() -> None:
+    common.page_header("Cases", "One row per sample: nuclei scored, predicted MNA share per model with its "
+                                "95 % interval, the clinical call and QC flags.")
+    store = common.store_or_stop()
+    db = str(store.path)
+    summary = summaries(db, common.rev("data"), common.rev("labels"), common.rev("models"))
+    if summary.empty:
+        common.empty_state("scored samples")
+        return
+    models = list(dict.fromkeys(summary["model"]))
+    kinds = dict(zip(summary["model"], summary["model_kind"]))
+    primary = st.selectbox("Model for calls", models, index=models.index(_primary_model(models, kinds)),
+                           key="cases_primary", help="The model whose call, corrected estimate and deviation the "
+                                                     "table shows; every model's MNA % is listed.")
+    picked = render_table(summary, models, primary)
+    with st.expander("Predicted vs expected (mixtures)", expanded=True, icon=":material/insights:"):
+        render_mixture_chart(summary)
+    st.divider()
+    names = sorted(summary["sample"].unique())
+    # A new row picked in the table, or a new ?case= link, opens that case once; the
+    # selectbox stays free to change afterwards.
+    for source, wanted in (("_cases_last_pick", picked), ("_cases_last_link", st.query_params.get(CASE_KEY))):
+        if wanted in names and wanted != st.session_state.get(source):
+            st.session_state[source] = wanted
+            st.session_state["case_select"] = wanted
+    sample = st.selectbox("Open case", names, key="case_select")
+    render_case(db, sample, summary, models, primary)
+
+
+main()

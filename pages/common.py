@@ -1,0 +1,228 @@
+"""Shared UI plumbing for the dashboard pages (imported by ``app.py`` and every page).
+
+- the store: one connection per server process (``st.cache_resource``), opened from
+  ``GENUINE_DB`` (default ``demo/genuine_demo.duckdb``); never created by merely looking;
+- cache invalidation: cached queries take a *revision* number; writes bump the
+  revision of what they changed (``labels``, ``data``, ``models``, ``probes``), so every
+  session sees fresh numbers after a write while unchanged queries stay cached;
+- the sidebar (store status, reviewer name, reload) and the empty-store state;
+- small render helpers shared by several pages (patch gallery, label names).
+
+No SQL here: every query is a function of ``store/``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from genuine_core import plotting
+from genuine_core.errors import GenuineError, StoreError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DB = "demo/genuine_demo.duckdb"
+EMPTY_HINT = ("Nothing here yet: run `genuine demo` (or `bash scripts/run.sh`) to build the demo store, "
+              "or ingest a scan on the **Ingest** page.")
+REVIEWER_KEY = "reviewer"
+_REVISION_KINDS = ("labels", "data", "models", "probes")
+
+
+# ----------------------------------------------------------------------------- store access
+def db_path() -> Path:
+    """The store file: ``$GENUINE_DB`` (relative to the working directory) or ``demo/genuine_demo.duckdb``
+    under the repository."""
+    env = os.environ.get("GENUINE_DB", "").strip()
+    p = Path(env).expanduser() if env else REPO / DEFAULT_DB
+    return p.resolve()
+
+
+@st.cache_resource(show_spinner=False)
+def _open(path: str):
+    from store.db import open_store
+
+    return open_store(path, busy_timeout=3.0)
+
+
+def get_store(create: bool = False):
+    """The open store, or None when the file does not exist (and ``create`` is False).
+
+    Raises:
+        StoreError: the file exists but cannot be opened (locked by another process, not a store).
+    """
+    path = db_path()
+    if not path.is_file() and not create:
+        return None
+    return _open(str(path))
+
+
+def store_or_stop():
+    """The store, or render the empty state / the open error and stop the page."""
+    try:
+        store = get_store()
+    except GenuineError as exc:
+        st.error(f"The store cannot be opened: {exc}", icon=":material/error:")
+        st.caption(f"Store file: `{db_path()}`. Close other programs that write to it and reload.")
+        st.stop()
+    if store is None:
+        empty_state()
+        st.stop()
+    return store
+
+
+def empty_state(what: str = "") -> None:
+    """The standard 'nothing here yet' message (optionally naming what is missing)."""
+    lead = f"**No {what} in the store.** " if what else ""
+    st.info(lead + EMPTY_HINT, icon=":material/inbox:")
+
+
+# ----------------------------------------------------------------------------- revisions
+@st.cache_resource(show_spinner=False)
+def _revisions() -> dict:
+    return {"lock": threading.Lock(), **{k: 0 for k in _REVISION_KINDS}}
+
+
+def rev(kind: str) -> int:
+    """Current revision of one kind of data (part of cached queries' keys)."""
+    return _revisions()[kind]
+
+
+def bump(*kinds: str) -> None:
+    """Mark data as changed: cached queries keyed on these revisions recompute on next use."""
+    r = _revisions()
+    with r["lock"]:
+        for k in kinds or _REVISION_KINDS:
+            if k not in _REVISION_KINDS:
+                raise ValueError(f"unknown revision kind {k!r}")
+            r[k] += 1
+
+
+# ----------------------------------------------------------------------------- reviewer / sidebar
+def reviewer() -> str:
+    """The reviewer name entered in the sidebar ('' when none)."""
+    return str(st.session_state.get(REVIEWER_KEY, "") or "").strip()
+
+
+def sidebar() -> None:
+    """Store status, reviewer name (asked once per session) and a reload button."""
+    with st.sidebar:
+        st.text_input("Reviewer", key=REVIEWER_KEY, placeholder="your name (stamped on every decision)",
+                      help="Asked once per browser session; every label decision is recorded under this name.")
+        if not reviewer():
+            st.caption(":orange[:material/person_off: No reviewer set: review decisions are disabled.]")
+        path = db_path()
+        if not path.is_file():
+            st.caption(f":material/database: `{path.name}` not built yet")
+            return
+        try:
+            info = store_overview(str(path), rev("data"), rev("models"))
+        except GenuineError as exc:
+            st.caption(f":red[:material/error: store unavailable: {exc}]")
+            return
+        st.caption(f":material/database: `{path.name}` · {info['samples']} samples · "
+                   f"{info['nuclei']:,} nuclei · {info['models']} models")
+        if st.button("Reload data", icon=":material/refresh:", help="Re-read the store (after a CLI ingest)",
+                     key="reload_data", type="tertiary"):
+            bump()
+            st.cache_data.clear()
+
+
+# ----------------------------------------------------------------------------- cached queries
+@st.cache_data(show_spinner=False, max_entries=8)
+def store_overview(db: str, data_rev: int, models_rev: int) -> dict:
+    """Counts for the sidebar: samples, nuclei, models."""
+    from store.registry import list_models
+    from store.samples import list_samples
+
+    s = _open(db)
+    samples = list_samples(s)
+    return {"samples": len(samples), "nuclei": int(samples["n_nuclei"].sum()) if len(samples) else 0,
+            "models": len(list_models(s))}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def samples(db: str, data_rev: int) -> pd.DataFrame:
+    """``store.samples.list_samples``."""
+    from store.samples import list_samples
+
+    return list_samples(_open(db))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def models(db: str, models_rev: int) -> pd.DataFrame:
+    """``store.registry.list_models``."""
+    from store.registry import list_models
+
+    return list_models(_open(db))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def patch_rgbs(db: str, ids: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """Stored patches as (P, P, 3) uint8 RGB by nucleus id (``store.nuclei.patch_images``)."""
+    from store.nuclei import patch_images
+
+    return {i: plotting.patch_rgb(p) for i, p in patch_images(_open(db), list(ids)).items()}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def nucleus_info(db: str, labels_rev: int, ids: tuple[int, ...]) -> pd.DataFrame:
+    """``store.nuclei.nucleus_info`` (origin and labels of nuclei)."""
+    from store.nuclei import nucleus_info as q
+
+    return q(_open(db), list(ids))
+
+
+# ----------------------------------------------------------------------------- render helpers
+def label_name(value) -> str:
+    """1/0/NA -> 'MNA'/'non-MNA'/'-'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return "-"
+    try:
+        return plotting.LABEL_NAMES.get(int(value), str(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def curated_name(row) -> str:
+    """Current curated decision of a nucleus row (``excluded``, ``curated_label``)."""
+    if bool(row.get("excluded", False)):
+        return "excluded"
+    return label_name(row.get("curated_label"))
+
+
+def gallery(ids, captions: list[str] | None = None, ncols: int = 8, width: int = 96, db: str | None = None) -> None:
+    """Patch gallery: one image per nucleus id with an optional caption under each."""
+    ids = [int(i) for i in ids]
+    if not ids:
+        st.caption("No nuclei to show.")
+        return
+    imgs = patch_rgbs(db or str(db_path()), tuple(ids))
+    shown = [i for i in ids if i in imgs]
+    caps = captions if captions is not None else [f"#{i}" for i in ids]
+    cap_by_id = dict(zip(ids, caps))
+    for start in range(0, len(shown), ncols):
+        cols = st.columns(ncols)
+        for col, nid in zip(cols, shown[start:start + ncols]):
+            col.image(imgs[nid], caption=cap_by_id.get(nid, ""), width=width)
+
+
+def page_header(title: str, subtitle: str) -> None:
+    """Page title and one-line purpose."""
+    st.title(title)
+    st.caption(subtitle)
+
+
+def show_error(exc: Exception) -> None:
+    """A typed user-facing error as a red box (other exceptions propagate)."""
+    st.error(str(exc), icon=":material/error:")
+
+
+__all__ = [
+    "StoreError", "bump", "curated_name", "db_path", "empty_state", "gallery", "get_store", "label_name",
+    "models", "nucleus_info", "page_header", "patch_rgbs", "rev", "reviewer", "samples", "show_error",
+    "sidebar", "store_or_stop", "store_overview",
+]

@@ -1,0 +1,8 @@
+"""Models page (being built)."""
+
+import streamlit as st
+
+from pages import common
+
+common.page_header("Models", "under construction")
+common.store_or_stop()

@@ -1,0 +1,302 @@
+"""Review: walk the flagged nuclei, most informative first, and record curated labels.
+
+Every decision is written at once as one label event stamped with the reviewer's name
+(``store.labels.record_label_event``); undo appends a reverting event
+(``store.labels.undo_last``). Keyboard: M = MNA, N = non-MNA, X = exclude, S = skip,
+U = undo.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from genuine_core import plotting
+from genuine_core.errors import GenuineError
+from pages import common
+
+FLAG_NAMES = {
+    "auto_mismatch": "auto label ≠ prediction",
+    "models_disagree": "models disagree",
+    "high_uncertainty": "high uncertainty",
+    "low_confidence": "low-confidence call",
+}
+DECISIONS = {"mna": ("MNA", 1, "M", "primary"), "non": ("non-MNA", 0, "N", "primary"),
+             "exclude": ("Exclude", "exclude", "X", "secondary")}
+ALL = "All"
+QUEUE_PAGE = 50
+
+
+# ----------------------------------------------------------------------------- cached queries
+@st.cache_data(show_spinner=False, max_entries=32)
+def queue(db: str, labels_rev: int, data_rev: int, sample: str | None, model: str | None, flags: tuple[str, ...],
+          include_reviewed: bool, limit: int) -> pd.DataFrame:
+    """``store.review.review_queue``."""
+    from store.review import review_queue
+
+    return review_queue(common._open(db), sample=sample, model=model, flags=flags,
+                        include_reviewed=include_reviewed, limit=limit)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def progress(db: str, labels_rev: int, data_rev: int, sample: str | None, model: str | None,
+             flags: tuple[str, ...]) -> dict:
+    """``store.review.review_progress``."""
+    from store.review import review_progress
+
+    return review_progress(common._open(db), sample=sample, model=model, flags=flags)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def card_data(db: str, labels_rev: int, data_rev: int, nucleus_id: int) -> dict:
+    """Everything a review card shows for one nucleus: origin/labels, predictions, boxes."""
+    from store.nuclei import nucleus_detections, nucleus_info, nucleus_predictions
+
+    s = common._open(db)
+    return {"info": nucleus_info(s, [nucleus_id]), "preds": nucleus_predictions(s, [nucleus_id]),
+            "boxes": nucleus_detections(s, [nucleus_id])}
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def my_events(db: str, labels_rev: int, who: str, n: int = 10) -> pd.DataFrame:
+    """This reviewer's latest label events (``store.labels.audit_trail``)."""
+    from store.labels import audit_trail
+
+    trail = audit_trail(common._open(db))
+    return trail[trail["reviewer"] == who].tail(n).iloc[::-1]
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def curated_export(db: str, labels_rev: int) -> tuple[bytes, bytes, int]:
+    """(curated labels CSV, audit trail CSV, number of curated nuclei)."""
+    from store.labels import audit_trail, current_labels
+    from store.nuclei import nucleus_info
+
+    s = common._open(db)
+    cur = current_labels(s)
+    info = nucleus_info(s, cur["nucleus_id"].tolist()) if len(cur) else pd.DataFrame(columns=["nucleus_id"])
+    keep = ["nucleus_id", "sample", "scan_file", "mask_label", "cy", "cx", "auto_label", "true_label"]
+    table = cur.merge(info[[c for c in keep if c in info.columns]], on="nucleus_id", how="left")
+    return table.to_csv(index=False).encode(), audit_trail(s).to_csv(index=False).encode(), len(cur)
+
+
+# ----------------------------------------------------------------------------- actions
+def _say(kind: str, text: str) -> None:
+    st.session_state["review_msg"] = (kind, text)
+
+
+def decide(nucleus_id: int, value, label: str) -> None:
+    """Button callback: write one label event for ``nucleus_id`` with the sidebar reviewer."""
+    from store.labels import record_label_event
+
+    who = common.reviewer()
+    note = (st.session_state.get("review_note") or "").strip() or None
+    try:
+        event = record_label_event(common.get_store(), int(nucleus_id), value, who, note)
+    except GenuineError as exc:
+        _say("error", f"Not saved: {exc}")
+        return
+    common.bump("labels")
+    st.session_state["review_note"] = ""
+    _say("success", f"Nucleus {nucleus_id}: **{label}** recorded (event {event}, {who}).")
+
+
+def undo() -> None:
+    """Button callback: revert this reviewer's latest decision."""
+    from store.labels import undo_last
+
+    try:
+        event = undo_last(common.get_store(), common.reviewer())
+    except GenuineError as exc:
+        _say("error", f"Undo failed: {exc}")
+        return
+    if event is None:
+        _say("info", "Nothing to undo.")
+        return
+    common.bump("labels")
+    _say("success", f"Undone (event {event}).")
+
+
+def skip(nucleus_id: int) -> None:
+    """Button callback: move a nucleus to the end of this session's queue."""
+    st.session_state.setdefault("review_skipped", []).append(int(nucleus_id))
+
+
+# ----------------------------------------------------------------------------- views
+def _label(v) -> str:
+    return common.label_name(v)
+
+
+def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict[str, int]) -> None:
+    """The patch (RGB with detector boxes) and its three channels."""
+    imgs = common.patch_rgbs(db, (int(nucleus_id),))
+    if nucleus_id not in imgs:
+        st.warning("No stored patch for this nucleus.")
+        return
+    rgb = imgs[nucleus_id]
+    size = rgb.shape[0]
+    with_boxes = [m for m in boxes["model"].unique()] if len(boxes) else []
+    shown = boxes.iloc[0:0]
+    if with_boxes:
+        det_model = st.selectbox("Boxes from", with_boxes, key="review_box_model", label_visibility="collapsed")
+        shown = boxes[boxes["model"] == det_model].copy()
+        off = size // 2 - model_sizes.get(det_model, size) // 2  # model saw a centre crop of the stored patch
+        shown[["x1", "x2", "y1", "y2"]] += off
+    scale = max(1, 288 // size)
+    gain = st.session_state.get("review_gain", 1.0)
+    patch = rgb.astype(np.float32) / 255.0
+    big = plotting.draw_boxes(plotting.patch_rgb(np.moveaxis(patch, -1, 0), gain=gain), shown, scale=scale,
+                              thickness=2)
+    st.image(big, caption=("detector boxes: red NMI · green MYCN · yellow cluster" if len(shown)
+                           else "no detector boxes"), width=288)
+    chans = plotting.patch_channels(np.moveaxis(patch, -1, 0), gain=gain)
+    cols = st.columns(3)
+    for col, (name, img) in zip(cols, chans):
+        col.image(plotting.upscale(img, max(1, 96 // size)), caption=name, width=92)
+
+
+def predictions_panel(preds: pd.DataFrame) -> None:
+    """Each model's probability, call, uncertainty and detected counts."""
+    if preds.empty:
+        st.caption("No predictions.")
+        return
+    view = pd.DataFrame({
+        "Model": preds["model"], "Kind": preds["kind"], "P(MNA)": preds["prob_calibrated"].astype(float),
+        "Call": preds["call"].map(_label), "Uncertainty": preds["uncertainty"].astype(float),
+        "NMI": preds["det_nmi"], "MYCN": preds["det_mycn"], "Clusters": preds["det_cluster"],
+    })
+    st.dataframe(view, hide_index=True, column_config={
+        "P(MNA)": st.column_config.ProgressColumn(format="%.2f", min_value=0.0, max_value=1.0),
+        "Uncertainty": st.column_config.NumberColumn(format="%.2f"),
+        "NMI": st.column_config.NumberColumn(help="detected NMI (reference) signals"),
+        "MYCN": st.column_config.NumberColumn(help="detected single MYCN signals"),
+        "Clusters": st.column_config.NumberColumn(help="detected MYCN clusters"),
+    }, key="review_preds")
+
+
+def card(db: str, row: pd.Series, model_sizes: dict[str, int]) -> None:
+    """One nucleus: images on the left, facts and decision buttons on the right."""
+    nid = int(row["nucleus_id"])
+    data = card_data(db, common.rev("labels"), common.rev("data"), nid)
+    info = data["info"].iloc[0] if len(data["info"]) else pd.Series(dtype=object)
+    with st.container(border=True):
+        left, right = st.columns([2, 3], gap="large")
+        with left:
+            patch_panel(db, nid, data["boxes"], model_sizes)
+        with right:
+            st.markdown(f"#### Nucleus {nid}")
+            st.caption(f"sample **{info.get('sample', '?')}** · scan `{info.get('scan_file', '?')}` · "
+                       f"mask {info.get('mask_label', '?')} · centre ({info.get('cx', 0):.0f}, {info.get('cy', 0):.0f})"
+                       f" · informativeness {row['informativeness']:.2f}")
+            flags = [FLAG_NAMES[f] for f in FLAG_NAMES if bool(row.get(f, False))]
+            st.markdown(" ".join(f":orange-badge[{f}]" for f in flags) or ":gray-badge[no flag]")
+            l1, l2, l3 = st.columns(3)
+            l1.metric("Auto label", _label(info.get("auto_label")))
+            l2.metric("Curated", common.curated_name(info) if len(info) else "-",
+                      help=f"by {info.get('curated_by')}" if pd.notna(info.get("curated_by")) else None)
+            if pd.notna(info.get("true_label")):
+                l3.metric("Ground truth", _label(info.get("true_label")), help="synthetic sample: known truth")
+            predictions_panel(data["preds"])
+            decision_bar(nid)
+
+
+def decision_bar(nid: int) -> None:
+    """MNA / non-MNA / exclude / skip / undo with keyboard shortcuts, and the note."""
+    who = common.reviewer()
+    st.text_input("Note (optional)", key="review_note", placeholder="e.g. two overlapping nuclei")
+    cols = st.columns([1, 1, 1, 0.8, 0.8])
+    for col, (key, (label, value, shortcut, kind)) in zip(cols, DECISIONS.items()):
+        col.button(label, key=f"decide_{key}", type=kind, shortcut=shortcut, disabled=not who, width="stretch",
+                   on_click=decide, args=(nid, value, label), help=f"record '{label}' ({shortcut})")
+    cols[3].button("Skip", key="review_skip", shortcut="S", on_click=skip, args=(nid,), width="stretch",
+                   help="later (S)")
+    cols[4].button("Undo", key="review_undo", shortcut="U", on_click=undo, disabled=not who, width="stretch",
+                   icon=":material/undo:", help="revert your latest decision (U)")
+    if not who:
+        st.warning("Enter your name under **Reviewer** in the sidebar to record decisions.",
+                   icon=":material/person:")
+
+
+def export_panel(db: str) -> None:
+    """Download buttons for curated labels and the full audit trail."""
+    labels_csv, audit_csv, n = curated_export(db, common.rev("labels"))
+    c1, c2, c3 = st.columns([1, 1, 2])
+    c1.download_button(f"Curated labels ({n})", labels_csv, file_name="curated_labels.csv", mime="text/csv",
+                       icon=":material/download:", key="export_labels", disabled=n == 0)
+    c2.download_button("Audit trail", audit_csv, file_name="label_audit.csv", mime="text/csv",
+                       icon=":material/history:", key="export_audit")
+    c3.caption("Curated labels: the current decision per nucleus (latest event). The audit trail lists every "
+               "event with reviewer, time, previous value and note.")
+
+
+# ----------------------------------------------------------------------------- page
+def main() -> None:
+    common.page_header("Review", "Nuclei where the automatic label, the models or their confidence disagree, "
+                                 "most informative first. Each click records one decision under your name.")
+    store = common.store_or_stop()
+    db = str(store.path)
+    models = common.models(db, common.rev("models"))
+    smp = common.samples(db, common.rev("data"))
+    if models.empty or smp.empty:
+        common.empty_state("scored nuclei")
+        return
+    model_sizes = dict(zip(models["name"], models["patch_size"].astype(int)))
+
+    f1, f2, f3, f4 = st.columns([2, 2, 3, 1.2])
+    sample = f1.selectbox("Sample", [ALL] + smp["name"].tolist(), key="review_sample")
+    model = f2.selectbox("Focus model", [ALL] + models["name"].tolist(), key="review_model",
+                         help="flags and ordering use this model's predictions (All: every model)")
+    flags = f3.multiselect("Flags", list(FLAG_NAMES), default=list(FLAG_NAMES), format_func=FLAG_NAMES.get,
+                           key="review_flags")
+    include = f4.toggle("Show reviewed", key="review_include", help="also list nuclei that already have a decision")
+    sample_arg = None if sample == ALL else sample
+    model_arg = None if model == ALL else model
+    flags_t = tuple(flags)
+
+    msg = st.session_state.pop("review_msg", None)
+    if msg:
+        getattr(st, msg[0])(msg[1])
+
+    if not flags_t:
+        st.info("Choose at least one flag.")
+        return
+    prog = progress(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t)
+    total, done = prog["total"], prog["reviewed"]
+    st.progress(done / total if total else 1.0,
+                text=f"**{done} of {total} reviewed** · {prog['remaining']} to go · {prog['excluded']} excluded")
+
+    q = queue(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, include, QUEUE_PAGE)
+    skipped = st.session_state.get("review_skipped", [])
+    if skipped:  # skipped nuclei go to the back of this session's queue
+        q = pd.concat([q[~q["nucleus_id"].isin(skipped)], q[q["nucleus_id"].isin(skipped)]])
+    if q.empty:
+        if total:
+            st.success("Queue done: every flagged nucleus here has a decision.", icon=":material/task_alt:")
+        else:
+            common.empty_state("flagged nuclei for this filter")
+    else:
+        card(db, q.iloc[0], model_sizes)
+        upcoming = q.iloc[1:9]
+        if len(upcoming):
+            st.markdown("**Up next**")
+            common.gallery(upcoming["nucleus_id"].tolist(),
+                           [f"#{i} · p {p:.2f}" for i, p in zip(upcoming["nucleus_id"], upcoming["prob"])],
+                           ncols=8, width=80, db=db)
+    st.slider("Display brightness", 0.5, 3.0, 1.0, 0.25, key="review_gain",
+              help="display only; decisions and models are unaffected")
+
+    st.divider()
+    who = common.reviewer()
+    if who:
+        ev = my_events(db, common.rev("labels"), who)
+        if len(ev):
+            st.markdown(f"**Your latest decisions** ({who})")
+            show = ev[["event_id", "created_at", "nucleus_id", "sample", "previous", "value", "note"]]
+            st.dataframe(show, hide_index=True, key="review_recent",
+                         column_config={"created_at": st.column_config.DatetimeColumn("time (UTC)",
+                                                                                      format="YYYY-MM-DD HH:mm:ss")})
+    export_panel(db)
+
+
+main()
