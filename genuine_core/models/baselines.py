@@ -135,7 +135,7 @@ class RatioBaseline(GenuineClassifier, kind="ratio"):
     @property
     def ratio_threshold(self) -> float:
         """The fitted green/red ratio at which the call flips (probability 0.5)."""
-        return float(self.log_threshold.exp())
+        return float(self.log_threshold.detach().exp())
 
     @torch.no_grad()
     def log_ratios(self, patches, batch_size: int = 256) -> torch.Tensor:

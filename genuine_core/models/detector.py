@@ -140,7 +140,7 @@ def detections_to_features(detections: Detections, top_k: int, patch_size: int) 
     device = detections[0]["boxes"].device if n else torch.device("cpu")
     out = torch.zeros(n, NUM_SIGNAL_CLASSES, top_k, BOX_FEATURES, dtype=torch.float32, device=device)
     if n == 0:
-        return out.reshape(0, -1)
+        return out.reshape(0, NUM_SIGNAL_CLASSES * top_k * BOX_FEATURES)
     img = torch.cat([torch.full((len(d["scores"]),), i, dtype=torch.int64, device=device)
                      for i, d in enumerate(detections)])
     boxes = torch.cat([d["boxes"] for d in detections]).float()
