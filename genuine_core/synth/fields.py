@@ -28,6 +28,8 @@ NUCLEI_COLUMNS = [
     "dapi_level",
 ]
 BOX_COLUMNS = ["nucleus_id", "cls", "x1", "y1", "x2", "y2"]
+_DTYPES = {"cell_line": object, "noise": object, "label_noisy": bool, "natural": bool, "flipped": bool,
+           "cy": np.float64, "cx": np.float64, "dapi_level": np.float64}
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,17 @@ class _SpotSpecs:
         self.blur.append(float(blur))
 
     def render(self, rng: np.random.Generator, style: SignalStyle, scale: float) -> list[Spot]:
-        return render_spots(rng, self.offsets, self.sigmas, np.asarray(self.cls), np.asarray(self.amp),
-                            np.asarray(self.blur), style, scale)
+        """Render all queued spots; in-focus and out-of-focus ones in separate batches (canvas sizes differ)."""
+        out: list[Spot | None] = [None] * len(self.owner)
+        blur = np.asarray(self.blur)
+        for sel in (np.flatnonzero(blur == 0), np.flatnonzero(blur > 0)):
+            if sel.size == 0:
+                continue
+            spots = render_spots(rng, [self.offsets[i] for i in sel], [self.sigmas[i] for i in sel],
+                                 np.asarray(self.cls)[sel], np.asarray(self.amp)[sel], blur[sel], style, scale)
+            for i, sp in zip(sel, spots):
+                out[i] = sp
+        return out  # type: ignore[return-value]
 
 
 def _draw_phenotype(rng: np.random.Generator, owner: int, line: CellLine, style: SignalStyle,
@@ -292,8 +303,8 @@ def make_field(
     green += stray_g * outside
 
     image = acquire(np.stack([red, green, dapi], axis=-1), acquisition, rng, sc)
-    nuclei_df = pd.DataFrame(rows, columns=NUCLEI_COLUMNS)
-    nuclei_df = nuclei_df.astype({"true_label": np.int64, "auto_label": np.int64, "line_label": np.int64,
-                                  "label_noisy": bool, "natural": bool, "flipped": bool})
-    boxes_df = pd.DataFrame(box_rows, columns=BOX_COLUMNS).astype(np.int64)
+    cols = list(zip(*rows)) if rows else [[] for _ in NUCLEI_COLUMNS]
+    nuclei_df = pd.DataFrame({name: np.asarray(col, dtype=_DTYPES.get(name, np.int64))
+                              for name, col in zip(NUCLEI_COLUMNS, cols)})
+    boxes_df = pd.DataFrame(np.asarray(box_rows, np.int64).reshape(-1, len(BOX_COLUMNS)), columns=BOX_COLUMNS)
     return SynthField(image=image, masks=masks, nuclei=nuclei_df, boxes=boxes_df)

@@ -45,9 +45,15 @@ def _check_dist(name: str, d: Dist) -> Dist:
 
 
 def _sample(d: Dist, rng: np.random.Generator) -> int:
-    vals = [v for v, _ in d]
-    p = np.asarray([w for _, w in d], np.float64)
-    return int(vals[int(rng.choice(len(vals), p=p / p.sum()))])
+    """One draw from a count distribution (inverse CDF on a uniform draw)."""
+    total = sum(w for _, w in d)
+    u = rng.random() * total
+    acc = 0.0
+    for v, w in d:
+        acc += w
+        if u < acc:
+            return v
+    return d[-1][0]
 
 
 def _check_pair(name: str, pair: tuple[float, float], lo: float = 0.0) -> tuple[float, float]:

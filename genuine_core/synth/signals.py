@@ -89,9 +89,9 @@ class Spot:
 
 
 def _displacement_margin(style: SignalStyle, scale: float) -> float:
-    """~3 sd of the elastic displacement (white noise smoothed in 2-D has sd ~ 0.577 / (2 sqrt(pi) sigma))."""
+    """~2.5 sd of the elastic displacement (white noise smoothed in 2-D has sd ~ 0.577 / (2 sqrt(pi) sigma))."""
     sd = style.elastic_alpha * scale**2 * 0.577 / (2.0 * math.sqrt(math.pi) * style.elastic_sigma * scale)
-    return 3.0 * sd
+    return 2.5 * sd
 
 
 def _tile(stack: np.ndarray, cols: int) -> np.ndarray:
