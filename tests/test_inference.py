@@ -1,0 +1,201 @@
+"""Batched inference (predict) and temperature calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.special import expit
+
+from genuine_core.calibration import (
+    apply_temperature,
+    binary_entropy,
+    binary_nll,
+    calibrate_model,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_table,
+)
+from genuine_core.errors import InputError
+from genuine_core.inference import DETECTION_COLUMNS, TABLE_COLUMNS, predict
+from genuine_core.models import MODEL_KINDS, build_model, preset_config
+
+P = 32
+
+
+def tiny(kind: str = "genuine", **kw):
+    return build_model(preset_config("tiny", kind, **kw))
+
+
+def patches(n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).random((n, 3, P, P), dtype=np.float32)
+    x[:, :, :4] = 0  # some background
+    return x
+
+
+def crafted_detections(start: int, stop: int) -> list[dict[str, torch.Tensor]]:
+    """Patch i: i % 3 NMI boxes (score 0.9), 2 MYCN (0.8, 0.3), no cluster."""
+    out = []
+    for i in range(start, stop):
+        labels = [1] * (i % 3) + [2, 2]
+        scores = [0.9] * (i % 3) + [0.8, 0.3]
+        boxes = [[1.0 + j, 2.0, 5.0 + j, 6.0] for j in range(len(labels))]
+        out.append({"boxes": torch.tensor(boxes).reshape(-1, 4), "scores": torch.tensor(scores),
+                    "labels": torch.tensor(labels, dtype=torch.int64)})
+    return out
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_predict_schema(kind):
+    model = tiny(kind)
+    pred = predict(model, patches(5), batch_size=2, progress=False)
+    assert list(pred.table.columns) == TABLE_COLUMNS and len(pred.table) == 5
+    assert list(pred.detections.columns) == DETECTION_COLUMNS
+    assert pred.embeddings.dtype == np.float32 and pred.embeddings.shape[0] == 5
+    t = pred.table
+    assert ((t.prob >= 0) & (t.prob <= 1)).all() and set(t["call"].unique()) <= {0, 1}
+    assert str(t.det_nmi.dtype) == "Int64"
+    assert t.det_mycn.isna().all() == (not model.has_detector)
+    assert pred.model_kind == kind and pred.uncertainty_method == "entropy"
+
+
+def test_batch_of_one_agrees_with_batch_of_n():
+    model = tiny("genuine", seed=2)
+    x = patches(7, seed=3)
+    a = predict(model, x, batch_size=7, progress=False)
+    b = predict(model, x, batch_size=1, progress=False)
+    np.testing.assert_allclose(a.table.logit, b.table.logit, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.embeddings, b.embeddings, rtol=1e-4, atol=1e-5)
+    pd.testing.assert_frame_equal(a.table[["call", "det_nmi", "det_mycn", "det_cluster"]],
+                                  b.table[["call", "det_nmi", "det_mycn", "det_cluster"]])
+
+
+def test_model_mode_restored_and_fusion_norm_not_updated():
+    model = tiny("genuine").train()
+    before = model.fusion_norm.running_mean.clone()
+    predict(model, patches(4), progress=False)
+    assert model.training and not model.detector.training
+    assert torch.equal(model.fusion_norm.running_mean, before)
+
+
+def test_detections_table_and_counts_agree():
+    model = tiny("detector")
+    n = 5
+    seen = [0]
+
+    def fake_detect(x):  # called once per batch, in order
+        out = crafted_detections(seen[0], seen[0] + len(x))
+        seen[0] += len(x)
+        return out
+
+    model.detector.detect = fake_detect
+    pred = predict(model, patches(n), batch_size=2, progress=False)
+    t = pred.table
+    assert t.det_nmi.tolist() == [i % 3 for i in range(n)]
+    assert t.det_mycn.tolist() == [1] * n  # the 0.3 box is below the 0.5 count threshold
+    assert (t.det_cluster == 0).all()
+    # default min_score = count threshold: the table lists exactly the counted boxes, rows offset per batch
+    per_row = pred.detections.groupby(["row", "cls"]).size().unstack(fill_value=0)
+    assert per_row.reindex(range(n), fill_value=0).get(2, 0).tolist() == [1] * n
+    assert pred.detections.row.max() == n - 1 and pred.detections.score.min() >= 0.5
+    # the rule: MNA only where MYCN (1) >= 4 x max(NMI, 1) -> never
+    assert (t["call"] == 0).all()
+    seen[0] = 0
+    low = predict(model, patches(n), batch_size=2, min_score=0.0, progress=False)
+    assert len(low.detections) == len(pred.detections) + n
+
+
+def test_temperature_and_threshold_from_config():
+    model = tiny("resnet", seed=4)
+    x = patches(6)
+    base = predict(model, x, progress=False).table
+    model.set_calibration(temperature=2.0, threshold=0.3)
+    t = predict(model, x, progress=False).table
+    np.testing.assert_allclose(t.prob_calibrated, expit(t.logit.astype(np.float64) / 2.0), rtol=1e-5)
+    np.testing.assert_allclose(t.prob, base.prob, rtol=1e-6)
+    assert (t["call"] == (t.prob >= 0.3)).all()
+    np.testing.assert_allclose(t.uncertainty, binary_entropy(t.prob_calibrated), rtol=1e-4)
+
+
+def test_mc_dropout_uncertainty():
+    model = tiny("genuine", dropout=0.5)
+    x = patches(6)
+    a = predict(model, x, mc_samples=16, seed=1, progress=False)
+    b = predict(model, x, mc_samples=16, seed=1, progress=False)
+    det = predict(model, x, progress=False)
+    assert a.uncertainty_method == "mc_dropout_std"
+    assert (a.table.uncertainty > 0).all() and (a.table.uncertainty < 0.5).all()
+    np.testing.assert_allclose(a.table.uncertainty, b.table.uncertainty)  # seeded
+    np.testing.assert_allclose(a.table.prob, det.table.prob, rtol=1e-6)  # prob stays deterministic
+    no_drop = predict(tiny("genuine", dropout=0.0), x, mc_samples=4, progress=False)
+    assert no_drop.uncertainty_method == "entropy"
+
+
+def test_float16_memmap_like_input(tmp_path):
+    x = patches(3).astype(np.float16)
+    np.save(tmp_path / "p.npy", x)
+    mm = np.load(tmp_path / "p.npy", mmap_mode="r")
+    pred = predict(tiny("ratio"), mm, progress=False)
+    ref = predict(tiny("ratio"), x.astype(np.float32), progress=False)
+    np.testing.assert_allclose(pred.table.logit, ref.table.logit, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 3, 16, 16), np.float32), r"\(N, 3, 32, 32\)"),
+    (np.zeros((3, 32, 32), np.float32), "shape"),
+    (np.zeros((2, 3, 32, 32), np.uint8), "floating point"),
+    (np.full((2, 3, 32, 32), np.nan, np.float32), "NaN"),
+    (np.full((2, 3, 32, 32), 255.0, np.float32), r"\[0, 1\]"),
+])
+def test_predict_rejects_bad_patches(bad, match):
+    with pytest.raises(InputError, match=match):
+        predict(tiny("ratio"), bad, progress=False)
+
+
+def test_predict_rejects_bad_arguments():
+    with pytest.raises(InputError):
+        predict(tiny("ratio"), patches(2), batch_size=0)
+    with pytest.raises(InputError):
+        predict(tiny("ratio"), patches(2), mc_samples=-1)
+
+
+# ---------------------------------------------------------------- calibration
+def synthetic_logits(t_true: float, n: int = 20000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 3, n)
+    y = (rng.random(n) < expit(z)).astype(int)
+    return z * t_true, y  # logits that are over-confident by a factor t_true
+
+
+@pytest.mark.parametrize("t_true", [0.5, 1.0, 2.5])
+def test_fit_temperature_recovers_known_temperature(t_true):
+    logits, y = synthetic_logits(t_true)
+    t = fit_temperature(logits, y)
+    assert t == pytest.approx(t_true, rel=0.05)
+    assert binary_nll(logits, y, t) <= binary_nll(logits, y, t * 1.2)
+    assert binary_nll(logits, y, t) <= binary_nll(logits, y, t / 1.2)
+
+
+def test_calibration_lowers_ece_and_is_stored_in_model():
+    logits, y = synthetic_logits(3.0)
+    model = tiny("ratio")
+    t = calibrate_model(model, torch.tensor(logits), torch.tensor(y))
+    assert model.config.temperature == pytest.approx(t)
+    raw = expected_calibration_error(apply_temperature(logits, 1.0), y)
+    cal = expected_calibration_error(apply_temperature(logits, t), y)
+    assert cal < 0.02 < raw
+
+
+def test_calibration_input_errors_and_helpers():
+    with pytest.raises(InputError, match="both classes"):
+        fit_temperature([1.0, 2.0], [1, 1])
+    with pytest.raises(InputError):
+        fit_temperature([1.0, 2.0], [1])
+    with pytest.raises(InputError):
+        fit_temperature([1.0, np.inf], [0, 1])
+    with pytest.raises(InputError):
+        fit_temperature([1.0, 2.0], [0, 2])
+    assert binary_entropy([0.5, 1.0, 0.0]).round(6).tolist() == [1.0, 0.0, 0.0]
+    table = reliability_table([0.05, 0.15, 0.95, 0.97], [0, 0, 1, 0], n_bins=10)
+    assert table["count"].tolist() == [1, 1, 2] and table.frac_pos.tolist() == [0.0, 0.0, 0.5]
