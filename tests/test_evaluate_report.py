@@ -132,7 +132,7 @@ class GreenModel:
         self.thr = thr
 
 
-def _fake_predict(model, patches, batch_size=128):
+def _fake_predict(model, patches, batch_size=128, min_score=None):
     green = patches[:, 1].reshape(len(patches), -1).mean(1)
     call = (green > model.thr).astype(int)
     n = len(patches)

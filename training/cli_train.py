@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", default=None,
                         help="trained detector folder for GENUINE (default models/detector_<preset>)")
     parser.add_argument("--beta", type=float, default=0.0, help="flip training-pool labels with this probability")
+    parser.add_argument("--encoder-width", type=int, default=None,
+                        help="override the preset's encoder width (stem channels; ResNet: 64)")
+    parser.add_argument("--encoder-stages", type=int, default=None, choices=[1, 2, 3, 4],
+                        help="override the preset's number of encoder stages")
     parser.add_argument("--label", default="auto", choices=["auto", "truth"],
                         help="train on automatic labels (paper) or ground truth")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (preset default)")
@@ -83,6 +87,8 @@ def _spec_from_args(args: argparse.Namespace):
             threads=args.threads, augment=AugmentConfig.none() if args.no_augment else AugmentConfig())
         return RunSpec(kind=args.kind, preset=args.preset, data=str(data), out=out, detector=detector,
                        beta=args.beta, label=args.label, max_train=args.max_train, resume=args.resume, train=train,
+                       encoder={k: v for k, v in (("width", args.encoder_width), ("stages", args.encoder_stages))
+                                if v is not None},
                        command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     except ValueError as exc:
         raise InputError(str(exc)) from exc

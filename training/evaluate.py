@@ -105,11 +105,12 @@ def load_model(folder: Path):
     return GenuineClassifier.from_folder(folder)
 
 
-def run_predict(model, patches: np.ndarray, batch_size: int = 128):
-    """``genuine_core.inference.predict`` on float32 patches."""
+def run_predict(model, patches: np.ndarray, batch_size: int = 128, min_score: float | None = None):
+    """``genuine_core.inference.predict`` (detections listed down to ``min_score``)."""
     from genuine_core.inference import predict
 
-    return predict(model, np.asarray(patches, dtype=np.float32), batch_size=batch_size)
+    kw = {} if min_score is None else {"min_score": float(min_score)}
+    return predict(model, patches, batch_size=batch_size, **kw)
 
 
 def model_info(folder: Path) -> dict[str, Any]:
@@ -257,7 +258,8 @@ def evaluate_model(folder: Path, data: Path, splits: dict[str, Any], probes: Pro
     res = {**info, "label": _label(info)}
     test = splits["test"]
     t0 = time.perf_counter()
-    pred = run_predict(model, test.patches)
+    min_score = model.config.detector.score_thresh if info["kind"] == "detector" else None
+    pred = run_predict(model, test.patches, min_score=min_score)
     secs = time.perf_counter() - t0
     calls = pred.table["call"].to_numpy().astype(np.int64)
     res["speed"] = {"nuclei_per_s": len(calls) / secs if secs > 0 else None, "n": len(calls)}

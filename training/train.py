@@ -62,6 +62,7 @@ class RunSpec:
             the data has ground truth (benchmark; curated sets), else ``auto``.
         max_train: cap on training rows loaded (seeded subsample; None = all).
         resume: continue from ``<out>/checkpoint``.
+        encoder: overrides of the preset's encoder fields (``width``, ``stages``, ...).
         train: optimisation settings.
         command: the command line, recorded for reproduction.
     """
@@ -76,6 +77,7 @@ class RunSpec:
     calibrate_on: Literal["truth", "auto"] = "truth"
     max_train: int | None = None
     resume: bool = False
+    encoder: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     command: str | None = None
 
@@ -153,7 +155,7 @@ def train_classifier(spec: RunSpec) -> dict[str, Any]:
     out = Path(spec.out)
     seed_everything(spec.train.seed)
     train, val = _load_pool(spec)
-    model = modelapi.build(spec.preset, spec.kind, spec.train.seed, train.patch_size, spec.detector)
+    model = modelapi.build(spec.preset, spec.kind, spec.train.seed, train.patch_size, spec.detector, spec.encoder)
     task = ClassifierTask(model, train, val, spec.train.augment,
                           lambda path, metrics: modelapi.save(model, path, metrics))
     t0 = time.perf_counter()
@@ -200,7 +202,7 @@ def train_ratio(spec: RunSpec) -> dict[str, Any]:
 
 def train_detector(spec: RunSpec) -> dict[str, Any]:
     """RetinaNet on exact boxes; count threshold on validation; AP/counts on test."""
-    from training.evaluate import detector_metrics
+    from training.evaluate import _benchmark, detector_metrics, run_predict
 
     out = Path(spec.out)
     seed_everything(spec.train.seed)
@@ -217,29 +219,22 @@ def train_detector(spec: RunSpec) -> dict[str, Any]:
     result = fit(task, spec.train, out, resume=spec.resume)
     modelapi.freeze_detector(model)
     thr, thr_scores = modelapi.tune_count_threshold(model, val)
-    test = load_detection(spec.data, "test")
-    from training.evaluate import _benchmark, run_predict
-
-    bs = _benchmark(Path(spec.data), "test")
-    pred = run_predict(model, bs.patches)
-    det_metrics = detector_metrics(pred, bs.boxes, len(bs.patches))
-    calls = pred.table["call"].to_numpy().astype(np.int64)
-    rule = binary_metrics(calls, bs.nuclei["true_label"].to_numpy())
-    # the rule baseline's validation rates, for prevalence correction like any classifier
-    vpred = run_predict(model, val.patches)
-    vcalls = vpred.table["call"].to_numpy().astype(np.int64)
-    vtruth = val.meta["true_label"].to_numpy() if "true_label" in val.meta else None
-    vm = binary_metrics(vcalls, vtruth) if vtruth is not None else None
-    record = {} if vm is None else {"labels": "truth", "n": vm.n, "n_positive": vm.tp + vm.fn,
-                                    "n_negative": vm.tn + vm.fp, "sensitivity": vm.tpr, "specificity": vm.tnr,
-                                    "accuracy": vm.accuracy, "f1": vm.f1, "temperature": model.config.temperature}
+    test = _benchmark(Path(spec.data), "test")
+    pred = run_predict(model, test.patches, min_score=model.config.detector.score_thresh)
+    det_metrics = detector_metrics(pred, test.boxes, len(test.patches))
+    rule = binary_metrics(pred.table["call"].to_numpy().astype(np.int64), test.nuclei["true_label"].to_numpy())
+    # the Cohn-rule baseline's validation rates, for prevalence correction like any classifier
+    vcalls = run_predict(model, val.patches).table["call"].to_numpy().astype(np.int64)
+    vm = binary_metrics(vcalls, val.meta["true_label"].to_numpy())
+    record = {"labels": "truth", "n": vm.n, "n_positive": vm.tp + vm.fn, "n_negative": vm.tn + vm.fp,
+              "sensitivity": vm.tpr, "specificity": vm.tnr, "accuracy": vm.accuracy, "f1": vm.f1,
+              "temperature": model.config.temperature}
     metrics = {"status": "final", "best_epoch": result.best_epoch + 1, "best_val_loss": result.best_val_loss,
                "count_threshold": thr, "count_threshold_scan": thr_scores, "test_detection": det_metrics,
-               "test_rule_vs_truth": rule.to_dict(), "validation": record,
-               **({} if not record else _flat_rates(record))}
+               "test_rule_vs_truth": rule.to_dict(), "validation": record, **_flat_rates(record)}
     modelapi.save(model, out, metrics)
     extra = {"epochs_run": len(result.history), "stopped_early": result.stopped_early,
-             "wall_seconds": result.seconds, "n_train": len(train), "n_val": len(val), "n_test": len(test)}
+             "wall_seconds": result.seconds, "n_train": len(train), "n_val": len(val), "n_test": len(test.patches)}
     _write_train_config(out, spec, extra)
     logger.info("%s: AP50 %s, exact counts %.3f, rule accuracy vs truth %.3f", out,
                 {k: round(v, 3) for k, v in det_metrics["ap50"].items()},

@@ -1,0 +1,165 @@
+"""The few calls training makes into ``genuine_core.models`` (one place to adapt).
+
+Builds models from presets, wires a trained detector into GENUINE, saves folders,
+stores calibration, tunes the detector's counting threshold and fits the ratio
+baseline's threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genuine_core.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+COUNT_THRESHOLDS = tuple(round(0.2 + 0.05 * i, 2) for i in range(13))  # 0.20 .. 0.80
+
+
+def build(preset: str, kind: str, seed: int, patch_size: int, detector_folder: str | None,
+          encoder: dict[str, Any] | None = None):
+    """A freshly initialised model of ``kind`` from ``preset``.
+
+    ``encoder`` overrides fields of the preset's encoder (e.g. ``{"width": 32}``); the
+    result is recorded in the model's ``config.json``.
+
+    For ``genuine`` the trained detector in ``detector_folder`` is copied in (its
+    detector settings are adopted, so architectures match) and frozen.
+
+    Raises:
+        InputError: the data's patch size differs from the preset's, or the detector
+            folder cannot be used.
+    """
+    from genuine_core.models import GenuineClassifier, preset_config
+
+    overrides: dict[str, Any] = {"seed": int(seed)}
+    if preset == "tiny":  # the test preset adapts to whatever patch size the fixture has
+        overrides["patch_size"] = int(patch_size)
+    det_model = None
+    if kind == "genuine":
+        if not detector_folder:
+            raise InputError("GENUINE needs --detector (a trained detector folder)")
+        det_model = GenuineClassifier.from_folder(detector_folder)
+        if not getattr(det_model, "has_detector", False):
+            raise InputError(f"{detector_folder} holds a {det_model.kind!r} model, not a detector")
+        overrides["detector"] = det_model.config.detector
+        if det_model.config.preset != preset:
+            logger.warning("detector preset %r differs from %r", det_model.config.preset, preset)
+    try:
+        if encoder:
+            overrides["encoder"] = dataclasses.replace(preset_config(preset, kind).encoder, **encoder)
+        config = preset_config(preset, kind, **overrides)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    if config.patch_size != patch_size:
+        raise InputError(f"the data has {patch_size} px patches but preset {preset!r} expects {config.patch_size} px")
+    model = GenuineClassifier.from_config(config)
+    if det_model is not None:
+        model.load_detector(det_model.detector.state_dict())
+    return model
+
+
+def save(model, path: Path, metrics: dict[str, Any]) -> None:
+    """Write a model folder (config, safetensors weights, metrics, checksums)."""
+    model.save(path, metrics)
+
+
+def set_temperature(model, temperature: float) -> None:
+    """Store the calibration temperature in the model's config."""
+    model.set_calibration(temperature=float(temperature))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature ``T`` minimising the NLL of ``sigmoid(logits / T)`` (Guo et al. 2017).
+
+    Uses ``genuine_core.calibration.fit_temperature`` when available; otherwise a
+    golden-section search over ``log T`` in [-4, 4].
+    """
+    try:
+        from genuine_core.calibration import fit_temperature as core_fit
+    except ImportError:
+        core_fit = None
+    if core_fit is not None:
+        return float(core_fit(np.asarray(logits, np.float64), np.asarray(labels, np.float64)))
+    from training.metrics import bce_with_logits
+
+    z, y = np.asarray(logits, np.float64), np.asarray(labels, np.float64)
+    f = lambda lt: bce_with_logits(z / math.exp(lt), y)  # noqa: E731
+    a, b = -4.0, 4.0
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    for _ in range(60):
+        if f(c) < f(d):
+            b = d
+        else:
+            a = c
+        c, d = b - g * (b - a), a + g * (b - a)
+    return float(math.exp((a + b) / 2))
+
+
+def trainable_detector(model) -> torch.nn.Module:
+    """The model's signal detector with gradients switched on (for detector training)."""
+    det = model.detector
+    for p in det.parameters():
+        p.requires_grad_(True)
+    return det
+
+
+def freeze_detector(model) -> None:
+    """Freeze the detector again (no gradients, eval mode)."""
+    from genuine_core.models import freeze
+
+    freeze(model.detector)
+
+
+@torch.no_grad()
+def _detect_all(model, patches: np.ndarray, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
+    out = []
+    for s in range(0, len(patches), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(patches[s:s + batch_size], dtype=np.float32))
+        out.extend(model.detector.detect(x))
+    return out
+
+
+def tune_count_threshold(model, val) -> tuple[float, dict[str, float]]:
+    """Pick the score threshold for counting signals that maximises exact-count accuracy.
+
+    Args:
+        model: a detector-kind model (its config is updated in place).
+        val: :class:`training.datasets.DetectionData` (validation).
+
+    Returns:
+        ``(threshold, {threshold: exact-count accuracy})``.
+    """
+    from genuine_core.models import count_detections
+
+    from training.metrics import count_accuracy
+
+    dets = _detect_all(model, np.asarray(val.patches))
+    truth = np.zeros((len(val), 3), np.int64)
+    for i, cls in enumerate(val.classes):
+        for c in np.asarray(cls, np.int64):
+            if 1 <= c <= 3:
+                truth[i, c - 1] += 1
+    scores = {}
+    for t in COUNT_THRESHOLDS:
+        pred = count_detections(dets, t).cpu().numpy()
+        scores[f"{t:.2f}"] = count_accuracy(pred, truth)["exact"]
+    best = max(COUNT_THRESHOLDS, key=lambda t: (scores[f"{t:.2f}"], -abs(t - 0.5)))
+    cfg = model.config
+    model.config = cfg.replace(detector=dataclasses.replace(cfg.detector, count_threshold=float(best)))
+    logger.info("count threshold %.2f (exact-count accuracy %.3f on validation)", best, scores[f"{best:.2f}"])
+    return float(best), scores
+
+
+def fit_ratio_threshold(model, patches: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Fit the ratio baseline's threshold and slope on (noisy) training labels."""
+    t = model.fit_threshold(patches, labels)
+    return {"ratio_threshold": float(t), "slope": float(model.log_slope.exp())}
