@@ -457,6 +457,27 @@ def crossing(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> floa
     return None
 
 
+def probe_summary(results: pd.DataFrame, x: str, group: str | None = None) -> pd.DataFrame:
+    """Mean prediction per probe condition (the numbers behind the paper's Figure 4).
+
+    Args:
+        results: one row per probe nucleus with the condition column ``x``, ``call``
+            (0/1) and ``prob`` (calibrated probability); optional ``group`` (e.g. model).
+        x: condition column (e.g. ``"n_mycn"`` or ``"signal_size"``).
+        group: optional column to summarise separately (kept in the output).
+
+    Returns:
+        One row per condition (and group), sorted by ``x``: ``x``, ``n``, ``mean_pred``
+        (mean call = the paper's mean prediction), ``sem`` (its standard error),
+        ``mean_prob`` (mean probability).
+    """
+    keys = [group, x] if group else [x]
+    g = results.groupby(keys, sort=True)
+    out = g.agg(n=("call", "size"), mean_pred=("call", "mean"), sd=("call", "std"), mean_prob=("prob", "mean"))
+    out["sem"] = (out.pop("sd").fillna(0.0) / np.sqrt(out["n"])).astype(float)
+    return out.reset_index()[keys + ["n", "mean_pred", "sem", "mean_prob"]]
+
+
 def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, title: str = "",
                 rule_x: float | None = None) -> go.Figure:
     """Mean prediction against a probe variable with the ``level`` crossing marked (paper Fig. 4).

@@ -13,6 +13,7 @@ No SQL here: every query is a function of ``store/``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from pathlib import Path
@@ -45,7 +46,9 @@ def db_path() -> Path:
 def _open(path: str):
     from store.db import open_store
 
-    return open_store(path, busy_timeout=3.0)
+    store = open_store(path, busy_timeout=3.0)
+    atexit.register(store.close)  # checkpoint and release the file when the server stops
+    return store
 
 
 def get_store(create: bool = False):

@@ -1,8 +1,154 @@
-"""Embeddings page (being built)."""
+"""Embeddings: stored UMAP coordinates of two models side by side (paper Figure 3).
 
+Colour by prediction, call, auto label, curated label, ground truth, sample or source
+(training vs mixture). Box or lasso selection in either map shows the selected nuclei
+as a patch gallery with their labels; nuclei can also be looked up by id.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
+from genuine_core import plotting
+from genuine_core.errors import GenuineError
 from pages import common
 
-common.page_header("Embeddings", "under construction")
-common.store_or_stop()
+COLOUR_BY = {
+    "prediction": "P(MNA) of the map's model",
+    "call": "call of the map's model",
+    "auto label": "automatic label (genotype)",
+    "curated label": "reviewers' decision",
+    "ground truth": "synthetic ground truth",
+    "sample": "sample",
+    "source": "training vs mixture (paper Fig. 3)",
+}
+MAX_GALLERY = 48
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def points(db: str, data_rev: int, labels_rev: int, model: str) -> pd.DataFrame | None:
+    """``store.umap.umap_points`` for one model (None when it has no fitted UMAP)."""
+    try:
+        from store import umap as umap_store
+    except ImportError:
+        return None
+    try:
+        df = umap_store.umap_points(common._open(db), model)
+    except GenuineError:
+        return None
+    return df if len(df) else None
+
+
+def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:
+    """Add the display column for ``how``; returns (frame, column, categorical)."""
+    names = {1: "MNA", 0: "non-MNA"}
+    out = df.copy()
+    if how == "prediction":
+        return out, "prob", False
+    if how == "call":
+        out["colour"] = out["call"].map(names)
+    elif how == "auto label":
+        out["colour"] = out["auto_label"].map(names)
+    elif how == "curated label":
+        out["colour"] = np.where(out["excluded"].fillna(False).astype(bool), "excluded",
+                                 out["curated_label"].map(names))
+    elif how == "ground truth":
+        out["colour"] = out["true_label"].map(names)
+    elif how == "sample":
+        out["colour"] = out["sample"]
+    else:  # source
+        split = out["split"].astype("string").fillna("")
+        out["colour"] = np.where(split.isin(["train", "val", "test"]), "training",
+                                 np.where(split == "mixture", "mixture", out["sample_kind"].astype(str)))
+    out["colour"] = out["colour"].astype("string").fillna("unlabelled")
+    return out, "colour", True
+
+
+def selected_ids(event) -> list[int]:
+    """Nucleus ids (``customdata``) of the points selected in a plotly chart event."""
+    if event is None:
+        return []
+    sel = event.get("selection", {}) if isinstance(event, dict) else getattr(event, "selection", {})
+    pts = sel.get("points", []) if isinstance(sel, dict) else getattr(sel, "points", [])
+    ids = []
+    for p in pts:
+        cd = p.get("customdata")
+        if isinstance(cd, (list, tuple)):
+            cd = cd[0] if cd else None
+        if cd is not None:
+            ids.append(int(cd))
+    return list(dict.fromkeys(ids))
+
+
+def parse_ids(text: str) -> list[int]:
+    """'12, 15 99' -> [12, 15, 99]."""
+    return [int(t) for t in re.findall(r"\d+", text or "")]
+
+
+def main() -> None:
+    common.page_header("Embeddings", "Where nuclei sit in each model's feature space (UMAP of the stored "
+                                     "embeddings). Select points with box or lasso to see the nuclei.")
+    store = common.store_or_stop()
+    db = str(store.path)
+    models = common.models(db, common.rev("models"))
+    have = [m for m in models["name"] if points(db, common.rev("data"), common.rev("labels"), m) is not None] \
+        if len(models) else []
+    if not have:
+        common.empty_state("UMAP coordinates")
+        st.caption("Fit one with `genuine umap --model NAME` (the demo store has them).")
+        return
+    kinds = dict(zip(models["name"], models["kind"]))
+    left_default = next((m for m in have if kinds.get(m) == "genuine"), have[0])
+    right_default = next((m for m in have if kinds.get(m) == "resnet" and m != left_default),
+                         next((m for m in have if m != left_default), left_default))
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 1.2])
+    left = c1.selectbox("Left map", have, index=have.index(left_default), key="emb_left_model")
+    right = c2.selectbox("Right map", have, index=have.index(right_default), key="emb_right_model")
+    how = c3.selectbox("Colour by", list(COLOUR_BY), format_func=lambda k: f"{k} · {COLOUR_BY[k]}",
+                       key="emb_colour")
+    max_points = c4.number_input("Max points", 1000, 500_000, 30_000, 5000, key="emb_max",
+                                 help="random subset per map for a responsive browser")
+    smp = common.samples(db, common.rev("data"))
+    only = st.multiselect("Samples", smp["name"].tolist(), key="emb_samples", placeholder="all samples")
+    find = st.text_input("Highlight nucleus ids", key="emb_find", placeholder="e.g. 1204, 1310")
+
+    chosen: list[int] = []
+    cols = st.columns(2) if right != left else [st.container()]
+    for col, model in zip(cols, dict.fromkeys([left, right])):
+        df = points(db, common.rev("data"), common.rev("labels"), model)
+        if only:
+            df = df[df["sample"].isin(only)]
+        if len(df) > max_points:
+            df = df.sample(int(max_points), random_state=0)
+        df, column, categorical = colour_column(df, how)
+        fig = plotting.embedding_figure(df, column, title=f"{model} ({kinds.get(model, '?')}) · {len(df):,} nuclei",
+                                        categorical=categorical)
+        marks = df[df["nucleus_id"].isin(parse_ids(find))]
+        if len(marks):
+            fig.add_scatter(x=marks["x"], y=marks["y"], mode="markers", name="highlighted",
+                            marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
+                            customdata=marks["nucleus_id"], hovertemplate="nucleus %{customdata}<extra></extra>")
+        with col:
+            event = st.plotly_chart(fig, key=f"emb_plot_{model}", on_select="rerun", selection_mode=("box", "lasso"),
+                                    config={"displaylogo": False})
+        chosen += selected_ids(event)
+    chosen = list(dict.fromkeys(chosen + parse_ids(find)))
+
+    st.subheader(f"Selected nuclei ({len(chosen)})")
+    if not chosen:
+        st.caption("Draw a box or lasso around points in either map (or type ids above) to see those nuclei.")
+        return
+    info = common.nucleus_info(db, common.rev("labels"), tuple(chosen[:MAX_GALLERY]))
+    if len(chosen) > MAX_GALLERY:
+        st.caption(f"showing the first {MAX_GALLERY}")
+    caps = [f"#{r.nucleus_id} · {r.sample} · auto {common.label_name(r.auto_label)} · "
+            f"cur. {common.curated_name(r._asdict())}" for r in info.itertuples(index=False)]
+    common.gallery(info["nucleus_id"].tolist(), caps, ncols=8, db=db)
+    st.dataframe(info, hide_index=True, key="emb_selected_table")
+
+
+main()

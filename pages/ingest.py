@@ -136,8 +136,8 @@ def main() -> None:
                                  "registered model. Each scan is stored in one transaction.")
     path = common.db_path()
     if not path.is_file():
-        st.info(f"No store yet at `{path}`: the first ingest creates it. (Or run `genuine demo` for the demo "
-                "store.)", icon=":material/database:")
+        common.empty_state()
+        st.caption(f"The first ingest creates the store at `{path}`.")
     files = st.file_uploader("Scans", type=["tif", "tiff", "png"], accept_multiple_files=True, key="ingest_files",
                              help="RGB or multi-channel; one sample may hold several scans")
     last = st.session_state.get("ingest_result")

@@ -1,8 +1,267 @@
-"""Models page (being built)."""
+"""Models: what is registered, how it was trained and how well it does; retrain on curated labels.
 
+A retraining run exports the current curated labels as a ``LabelledPatches`` training
+set, starts ``genuine train`` as a background process (it does not touch the store),
+shows its progress live from the run folder's ``history.json`` and log, and registers
+the finished model folder in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
+from genuine_core import plotting
+from genuine_core.errors import GenuineError, InputError
 from pages import common
 
-common.page_header("Models", "under construction")
-common.store_or_stop()
+MIN_CURATED = 10
+PRESET_EPOCHS = {"cpu": 30, "tiny": 3, "paper": 200}
+
+
+# ----------------------------------------------------------------------------- display helpers
+def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
+    """Turn a nested ``metrics.json`` into tables: scalars of each section in one table, lists of
+    records as their own table. Keys are section paths (``"metrics"`` for top-level scalars)."""
+    tables: dict[str, pd.DataFrame] = {}
+
+    def walk(node, path: str) -> None:
+        scalars = {}
+        for k, v in node.items():
+            sub = f"{path}/{k}" if path else str(k)
+            if isinstance(v, dict):
+                walk(v, sub)
+            elif isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
+                tables[sub] = pd.DataFrame(v)
+            elif isinstance(v, (int, float, str, bool)) or v is None:
+                scalars[k] = v
+            elif isinstance(v, list) and len(v) <= 12:
+                scalars[k] = ", ".join(map(str, v))
+        if scalars:
+            tables[path or "metrics"] = pd.DataFrame({"metric": list(scalars), "value": [
+                f"{x:.4g}" if isinstance(x, float) and math.isfinite(x) else str(x) for x in scalars.values()]})
+
+    walk(metrics or {}, "")
+    return tables
+
+
+def history(folder: str | None) -> pd.DataFrame | None:
+    """Per-epoch training history from ``<folder>/history.json`` (None when absent)."""
+    if not folder:
+        return None
+    f = Path(folder) / "history.json"
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict):
+        data = data.get("history", [])
+    df = pd.DataFrame(data)
+    if df.empty:
+        return None
+    if "epoch" not in df.columns:
+        df.insert(0, "epoch", np.arange(1, len(df) + 1))
+    return df.drop(columns=[c for c in ("seconds", "lr") if c in df.columns])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def verify(folder: str, mtime: float) -> tuple[bool, str]:
+    """Check a model folder's files against its checksum list (``genuine_core.models.folder.verify_folder``)."""
+    from genuine_core.models.folder import verify_folder
+
+    try:
+        verify_folder(folder)
+    except GenuineError as exc:
+        return False, str(exc)
+    return True, "weights and config match the recorded checksums"
+
+
+# ----------------------------------------------------------------------------- retraining runs
+@st.cache_resource(show_spinner=False)
+def runs() -> dict:
+    """Background training runs of this server process: run id -> record (survives reruns and pages)."""
+    return {}
+
+
+def export_curated(store, path: Path) -> int:
+    """Write the curated labels as a ``LabelledPatches`` training set; return its size.
+
+    Raises:
+        InputError: fewer than :data:`MIN_CURATED` curated (non-excluded) nuclei, or only one class.
+    """
+    from store.labels import current_labels
+    from store.nuclei import nucleus_info, patch_images
+    from training.labelled import LabelledPatches
+
+    cur = current_labels(store)
+    cur = cur[~cur["excluded"].astype(bool) & cur["label"].notna()]
+    if len(cur) < MIN_CURATED or cur["label"].nunique() < 2:
+        raise InputError(f"need at least {MIN_CURATED} curated nuclei of both classes to retrain, "
+                         f"have {len(cur)} ({cur['label'].value_counts().to_dict()})")
+    ids = cur["nucleus_id"].astype(int).tolist()
+    imgs = patch_images(store, ids)
+    info = nucleus_info(store, ids).set_index("nucleus_id")
+    keep = [i for i in ids if i in imgs]
+    labels = cur.set_index("nucleus_id").loc[keep, "label"].to_numpy(np.int8)
+    truth = info.reindex(keep)["true_label"].astype("Float64").fillna(-1).to_numpy(np.int8)
+    lp = LabelledPatches(np.stack([imgs[i] for i in keep]).astype(np.float16), labels,
+                         label_kind=np.array(["curated"] * len(keep)), true_label=truth,
+                         nucleus_key=np.array([str(i) for i in keep]))
+    lp.ensure_split(np.random.default_rng(0))
+    lp.save(path)
+    return len(keep)
+
+
+def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: str | None) -> str:
+    """Export the training set and start ``genuine train`` in the background; return the run id."""
+    run_id = f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    folder = store.folder / "runs" / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    n = export_curated(store, folder / "curated.npz")
+    out = folder / name
+    cmd = [sys.executable, "-m", "genuine_core.cli", "train", "--kind", kind, "--preset", preset,
+           "--data", str(folder / "curated.npz"), "--out", str(out), "--epochs", str(epochs), "--threads", "2"]
+    if kind == "genuine" and detector:
+        cmd += ["--detector", detector]
+    log = open(folder / "train.log", "w", encoding="utf-8")  # noqa: SIM115 (owned by the child's lifetime)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(common.REPO))
+    runs()[run_id] = {"proc": proc, "log_handle": log, "log": folder / "train.log", "out": out, "name": name, "epochs": epochs,
+                      "n": n, "started": time.time(), "cmd": cmd, "registered": False, "kind": kind}
+    return run_id
+
+
+def render_run(run_id: str, rec: dict) -> None:
+    """Live status of one run: epochs from history.json, log tail, register button when done."""
+    rc = rec["proc"].poll()
+    if rc is not None and not rec["log_handle"].closed:
+        rec["log_handle"].close()
+    hist = history(str(rec["out"]))
+    done = 0 if hist is None else len(hist)
+    elapsed = time.time() - rec["started"]
+    state = "running" if rc is None else ("finished" if rc == 0 else f"failed (exit {rc})")
+    st.markdown(f"**{run_id}** · {rec['kind']} on {rec['n']} curated nuclei · {state} · {elapsed:.0f} s")
+    st.progress(min(done / max(rec["epochs"], 1), 1.0) if rc is None else 1.0,
+                text=f"epoch {done} of at most {rec['epochs']} (early stopping may end it sooner)")
+    if hist is not None and len(hist) > 1:
+        st.plotly_chart(plotting.training_curves(hist, title="training curves"), key=f"run_curve_{run_id}")
+    tail = rec["log"].read_text(encoding="utf-8", errors="replace").splitlines()[-8:] if rec["log"].is_file() else []
+    if tail:
+        st.code("\n".join(tail), language=None)
+    if rc == 0 and not rec["registered"]:
+        if st.button(f"Register {rec['name']}", key=f"register_{run_id}", type="primary",
+                     icon=":material/library_add:"):
+            from genuine_core.pipeline import load_model
+            from store.registry import register_model
+
+            try:
+                register_model(common.get_store(), load_model(rec["out"], name=rec["name"]))
+            except GenuineError as exc:
+                common.show_error(exc)
+                return
+            rec["registered"] = True
+            common.bump("models")
+            st.success(f"Registered {rec['name']}. Score scans with it via `genuine ingest` to see its "
+                       "predictions in Cases.")
+    elif rec["registered"]:
+        st.caption(f":green[:material/check: registered as {rec['name']}]")
+
+
+@st.fragment(run_every=2.0)
+def live_runs() -> None:
+    """Refreshes every 2 s while a run is active."""
+    active = runs()
+    if not active:
+        st.caption("No retraining run in this session yet.")
+        return
+    for run_id, rec in reversed(list(active.items())):
+        with st.container(border=True):
+            render_run(run_id, rec)
+
+
+# ----------------------------------------------------------------------------- page
+def main() -> None:
+    common.page_header("Models", "Registered models, their evaluation and training history; retrain on the "
+                                 "curated labels.")
+    store = common.store_or_stop()
+    db = str(store.path)
+    models = common.models(db, common.rev("models"))
+    if models.empty:
+        common.empty_state("registered models")
+        return
+    view = pd.DataFrame({
+        "Model": models["name"], "Kind": models["kind"], "Preset": models["preset"],
+        "Patch px": models["patch_size"], "Checksum": models["checksum"].str[:12] + "…",
+        "Predictions": models["n_predictions"], "Scans": models["n_scans"],
+        "Registered": models["registered_at"], "Folder": models["folder"],
+    })
+    st.dataframe(view, hide_index=True, key="models_table", placeholder="–",
+                 column_config={"Registered": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+
+    name = st.selectbox("Model details", models["name"].tolist(), key="models_pick")
+    row = models[models["name"] == name].iloc[0]
+    folder = row["folder"] if isinstance(row["folder"], str) else None
+    tab_m, tab_h, tab_c, tab_i = st.tabs(["Metrics", "Training curves", "Configuration", "Integrity"])
+    with tab_m:
+        tables = metrics_tables(row["metrics"])
+        if not tables:
+            st.caption("No metrics recorded for this model.")
+        for title, table in tables.items():
+            st.markdown(f"**{title}**")
+            st.dataframe(table, hide_index=True, key=f"metrics_{name}_{title}")
+    with tab_h:
+        hist = history(folder)
+        if hist is None:
+            st.caption("No training history (`history.json`) in the model folder.")
+        else:
+            st.plotly_chart(plotting.training_curves(hist, title=f"{name}: training curves"), key="models_curves")
+    with tab_c:
+        st.json(row["config"], expanded=1)
+    with tab_i:
+        st.markdown(f"Full checksum: `{row['checksum']}`")
+        if folder and Path(folder).is_dir():
+            ok, msg = verify(folder, Path(folder).stat().st_mtime)
+            (st.success if ok else st.error)(f"`{folder}`: {msg}")
+        else:
+            st.warning("The model folder is not on this machine; the checksum cannot be re-verified.")
+
+    st.divider()
+    st.subheader("Retrain on curated labels")
+    from store.labels import current_labels
+
+    cur = current_labels(store)
+    usable = cur[~cur["excluded"].astype(bool)] if len(cur) else cur
+    counts = usable["label"].value_counts().to_dict() if len(usable) else {}
+    st.caption(f"{len(usable)} curated nuclei ({counts.get(1, 0)} MNA, {counts.get(0, 0)} non-MNA). The run "
+               "trains in a separate process; this page shows its progress.")
+    detectors = models[models["kind"] == "detector"]["folder"].dropna().tolist()
+    with st.form("retrain_form"):
+        c1, c2, c3, c4 = st.columns(4)
+        kind = c1.selectbox("Kind", ["genuine", "resnet"], key="retrain_kind")
+        preset = c2.selectbox("Preset", ["cpu", "tiny"], key="retrain_preset")
+        epochs = c3.number_input("Max epochs", 1, 500, 30, key="retrain_epochs")
+        out_name = c4.text_input("New model name", value=f"{kind}-curated", key="retrain_name")
+        detector = st.selectbox("Detector for GENUINE", detectors or ["(none registered)"], key="retrain_detector")
+        go = st.form_submit_button("Start retraining", type="primary", icon=":material/model_training:",
+                                   disabled=len(usable) < MIN_CURATED)
+    if go:
+        try:
+            run_id = start_run(store, kind, preset, int(epochs), out_name.strip() or f"{kind}-curated",
+                               detector if detectors else None)
+            st.toast(f"Started {run_id}", icon=":material/play_arrow:")
+        except (GenuineError, OSError) as exc:
+            common.show_error(exc)
+    live_runs()
+
+
+main()

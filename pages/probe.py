@@ -1,8 +1,263 @@
-"""Probe page (being built)."""
+"""Probe: how does a model's prediction react to the number and size of MYCN signals? (paper Fig. 4)
 
+Synthetic signals are drawn into DAPI-only nuclei (``genuine_core.synth.make_probe``):
+either synthetic nuclei or real nuclei from the store with their own signals removed.
+For each condition N probes are scored by the chosen model; the page shows the mean
+prediction (mean call) against the varied quantity with its 0.5 crossing, example
+patches, and, when the model has a fitted UMAP, where the probes land in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
 import streamlit as st
 
+from genuine_core import plotting
+from genuine_core.errors import GenuineError, InputError
 from pages import common
 
-common.page_header("Probe", "under construction")
-common.store_or_stop()
+EXPERIMENTS = {"count": "MYCN signal count", "size": "MYCN signal size"}
+RESULT_KEY = "probe_result"
+
+
+# ----------------------------------------------------------------------------- cached resources
+@st.cache_resource(show_spinner="Loading model ...", max_entries=4)
+def scoring_model(folder: str, checksum: str, name: str):
+    """``genuine_core.pipeline.load_model`` once per model folder and checksum."""
+    import torch
+
+    from genuine_core.pipeline import load_model
+
+    torch.set_num_threads(2)
+    return load_model(folder, name=name, mc_samples=0)
+
+
+@st.cache_data(show_spinner="Drawing synthetic background nuclei ...", max_entries=4)
+def synthetic_backgrounds(patch_size: int, n: int, seed: int) -> np.ndarray:
+    """(n, 3, P, P) DAPI-only synthetic nuclei (``genuine_core.synth.synthetic_backgrounds``)."""
+    from genuine_core.synth import synthetic_backgrounds as make
+
+    return make(np.random.default_rng(seed), n, patch_size)
+
+
+@st.cache_data(show_spinner="Loading real nuclei from the store ...", max_entries=4)
+def store_backgrounds(db: str, data_rev: int, sample: str, patch_size: int, n: int, seed: int) -> np.ndarray:
+    """(m, 3, P, P) real nuclei of ``sample`` (m <= n), cropped to the model's patch size.
+
+    Raises:
+        InputError: the stored patches are smaller than the model's input.
+    """
+    from genuine_core.pipeline import center_crop
+    from store.nuclei import patch_images, sample_nuclei
+
+    s = common._open(db)
+    ids = sample_nuclei(s, sample)["nucleus_id"].to_numpy()
+    if len(ids) == 0:
+        raise InputError(f"sample {sample!r} has no nuclei")
+    pick = np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False)
+    imgs = patch_images(s, pick.tolist())
+    stack = np.stack([imgs[int(i)] for i in pick if int(i) in imgs]).astype(np.float32)
+    if stack.shape[-1] < patch_size:
+        raise InputError(f"stored patches are {stack.shape[-1]} px, the model needs {patch_size} px")
+    return center_crop(stack, patch_size)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def umap_reference(db: str, data_rev: int, model: str) -> pd.DataFrame | None:
+    """Stored UMAP coordinates of ``model`` (None when no UMAP is fitted or the store cannot place points)."""
+    try:
+        from store import umap as umap_store
+    except ImportError:
+        return None
+    try:
+        return umap_store.umap_points(common._open(db), model)
+    except GenuineError:
+        return None
+
+
+# ----------------------------------------------------------------------------- experiment
+def conditions(experiment: str, n_nmi: int, counts: tuple[int, int], count_step: int, fixed_count: int,
+               sizes: tuple[float, float], n_sizes: int, fixed_size: float) -> pd.DataFrame:
+    """One row per probe condition: ``n_nmi, n_mycn, signal_size``."""
+    if experiment == "count":
+        values = list(range(int(counts[0]), int(counts[1]) + 1, max(1, int(count_step))))
+        return pd.DataFrame({"n_nmi": n_nmi, "n_mycn": values, "signal_size": float(fixed_size)})
+    values = np.round(np.linspace(float(sizes[0]), float(sizes[1]), max(2, int(n_sizes))), 2)
+    return pd.DataFrame({"n_nmi": n_nmi, "n_mycn": int(fixed_count), "signal_size": values})
+
+
+def run_probe(model, backgrounds: np.ndarray, conds: pd.DataFrame, n: int, seed: int, spaced: bool,
+              style, progress=None) -> dict:
+    """Draw and score ``n`` probes per condition.
+
+    Returns:
+        ``{"results": one row per probe (condition columns, visible counts, prob, call),
+        "embeddings": (N, D), "examples": {condition index: (3, P, P) patch}}``.
+    """
+    from genuine_core.synth import make_probe
+
+    rng = np.random.default_rng(seed)
+    tables, embs, examples = [], [], {}
+    for k, c in enumerate(conds.itertuples(index=False)):
+        if progress is not None:
+            progress(k / len(conds), f"condition {k + 1} of {len(conds)}: NMI {c.n_nmi}, MYCN {c.n_mycn}, "
+                                     f"size {c.signal_size:g}")
+        try:
+            pb = make_probe(backgrounds, int(c.n_nmi), int(c.n_mycn), float(c.signal_size), n=n, rng=rng,
+                            spaced=spaced, style=style)
+        except ValueError as exc:
+            raise InputError(f"cannot draw probes: {exc}") from None
+        pred = model.predict(pb.patches)
+        t = pb.table.drop(columns=["patch_row"]).assign(
+            condition=k, prob=pred.table["prob_calibrated"].to_numpy(float),
+            call=pred.table["call"].to_numpy(int))
+        tables.append(t)
+        embs.append(np.asarray(pred.embeddings, np.float32))
+        examples[k] = pb.patches[:4]
+    if progress is not None:
+        progress(1.0, "done")
+    return {"results": pd.concat(tables, ignore_index=True), "embeddings": np.concatenate(embs),
+            "examples": examples}
+
+
+# ----------------------------------------------------------------------------- views
+def show_result(res: dict, db: str) -> None:
+    """Curve with the 0.5 crossing, example patches, and the probes on the model's UMAP."""
+    x = res["x"]
+    xlabel = "MYCN signals per nucleus" if x == "n_mycn" else "MYCN signal size (σ, px)"
+    curve = res["curve"]
+    rule_x = 4 * res["n_nmi"] if x == "n_mycn" and res["n_nmi"] > 0 else None
+    both = pd.concat([curve.assign(model="mean call (prediction)"),
+                      curve.assign(model="mean P(MNA)", mean_pred=curve["mean_prob"], sem=0.0)])
+    xc = plotting.crossing(curve[x], curve["mean_pred"], 0.5)
+    c1, c2 = st.columns([3, 2])
+    with c1:
+        st.plotly_chart(plotting.probe_curve(both, x, xlabel, rule_x=rule_x,
+                                             title=f"{res['model']}: mean prediction vs {EXPERIMENTS[res['exp']]}"),
+                        key="probe_curve")
+    with c2:
+        st.metric("Mean prediction crosses 0.5 at", "never" if xc is None else f"{xc:.2f}",
+                  help="linear interpolation between conditions")
+        if rule_x is not None:
+            st.caption(f"The Cohn rule switches at {rule_x} MYCN signals for {res['n_nmi']} NMI signals "
+                       "(MNA when MYCN ≥ 4 × NMI).")
+        table = curve.rename(columns={x: xlabel, "n": "probes", "mean_pred": "mean prediction", "sem": "SEM",
+                                      "mean_prob": "mean P(MNA)"})
+        st.dataframe(table, hide_index=True, key="probe_table",
+                     column_config={"mean prediction": st.column_config.NumberColumn(format="%.2f"),
+                                    "SEM": st.column_config.NumberColumn(format="%.3f"),
+                                    "mean P(MNA)": st.column_config.NumberColumn(format="%.2f")})
+    st.markdown("**Example probes** (first probes of each condition; the model sees exactly these patches)")
+    conds = res["conds"]
+    per_row = 2
+    cols_per_line = 6
+    items = list(res["examples"].items())
+    for start in range(0, len(items), cols_per_line):
+        cols = st.columns(cols_per_line)
+        for col, (k, patches) in zip(cols, items[start:start + cols_per_line]):
+            col.image(plotting.montage([plotting.patch_rgb(p) for p in patches[:per_row]], ncols=per_row, pad=1),
+                      caption=f"{'MYCN' if x == 'n_mycn' else 'size'} {conds.iloc[k][x]:g}", width="stretch")
+
+    ref = umap_reference(db, common.rev("data"), res["model"])
+    placed = res.get("umap")
+    if ref is not None and placed is not None:
+        st.plotly_chart(plotting.probe_embedding(ref, placed, x, title="Probe conditions on the model's UMAP "
+                                                                       "(ellipse: 1 SD; colour: mean prediction)"),
+                        key="probe_umap")
+    else:
+        st.caption("No UMAP is fitted for this model in the store (run `genuine umap --model NAME`), so the "
+                   "probes are not placed in the embedding.")
+
+
+def place_on_umap(db: str, model: str, embeddings: np.ndarray) -> np.ndarray | None:
+    """UMAP coordinates for probe embeddings with the model's saved reducer (None when unavailable)."""
+    try:
+        from store import umap as umap_store
+    except ImportError:
+        return None
+    try:
+        return umap_store.transform(common._open(db), model, embeddings)
+    except GenuineError:
+        return None
+
+
+def main() -> None:
+    common.page_header("Probe", "Draw synthetic MYCN/NMI signals into nuclei and watch the model's prediction "
+                                "change with their number and size (paper Figure 4).")
+    store = common.store_or_stop()
+    db = str(store.path)
+    models = common.models(db, common.rev("models"))
+    usable = models[models["folder"].notna()] if len(models) else models
+    if usable.empty:
+        common.empty_state("model with a folder on disk")
+        return
+    from genuine_core.synth import signals as sig
+
+    with st.form("probe_form", border=True):
+        c1, c2, c3 = st.columns([2, 2, 1])
+        name = c1.selectbox("Model", usable["name"].tolist(), key="probe_model")
+        exp = c2.segmented_control("Vary", list(EXPERIMENTS), format_func=EXPERIMENTS.get, default="count",
+                                   key="probe_exp")
+        n = c3.number_input("N per condition", 1, 500, 50, key="probe_n")
+        c1, c2, c3 = st.columns(3)
+        n_nmi = c1.number_input("NMI signals per nucleus", 0, 10, 2, key="probe_nmi")
+        counts = c2.slider("MYCN count range", 0, 40, (0, 20), key="probe_counts")
+        step = c3.number_input("Count step", 1, 10, 1, key="probe_step")
+        c1, c2, c3 = st.columns(3)
+        sizes = c1.slider("Signal size range (σ, px)", 0.5, 12.0, (1.0, 8.0), 0.5, key="probe_sizes")
+        n_sizes = c2.number_input("Size steps", 2, 30, 11, key="probe_nsizes")
+        fixed_count = c3.number_input("MYCN count (size experiment)", 0, 40, 2, key="probe_fixed_count")
+        c1, c2, c3, c4 = st.columns(4)
+        fixed_size = c1.number_input("Signal size (count experiment)", 0.5, 12.0, 1.5, 0.5, key="probe_fixed_size")
+        elastic = c2.slider("Elastic deformation α", 0.0, 100.0, float(sig.SignalStyle().elastic_alpha), 5.0,
+                            key="probe_elastic")
+        blur = c3.slider("Blur σ", 0.0, 4.0, 1.5, 0.25, key="probe_blur")
+        clusters = c4.toggle("Let signals touch (clusters)", value=True, key="probe_clusters",
+                             help="independent positions: nearby signals may merge into a cluster (as in the paper); "
+                                  "off keeps them apart")
+        c1, c2, c3 = st.columns([2, 2, 1])
+        bg_kind = c1.radio("Background nuclei", ["synthetic", "real nuclei from the store"], horizontal=True,
+                           key="probe_bg")
+        smp = common.samples(db, common.rev("data"))
+        bg_sample = c2.selectbox("Real nuclei from sample", smp["name"].tolist(), key="probe_bg_sample")
+        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="probe_seed")
+        run = st.form_submit_button("Run probe", type="primary", icon=":material/play_arrow:")
+
+    if run:
+        row = usable[usable["name"] == name].iloc[0]
+        conds = conditions(exp or "count", int(n_nmi), counts, int(step), int(fixed_count), sizes, int(n_sizes),
+                           float(fixed_size))
+        try:
+            model = scoring_model(str(row["folder"]), str(row["checksum"]), name)
+            p = int(model.patch_size)
+            if bg_kind == "synthetic":
+                bg = synthetic_backgrounds(p, 40, int(seed))
+            else:
+                bg = store_backgrounds(db, common.rev("data"), bg_sample, p, 200, int(seed))
+            style = replace(sig.SignalStyle(), elastic_alpha=float(elastic), blur=float(blur))
+            bar = st.progress(0.0, text="Drawing and scoring probes ...")
+            out = run_probe(model, bg, conds, int(n), int(seed), not clusters, style,
+                            progress=lambda f, t: bar.progress(f, text=t))
+        except GenuineError as exc:
+            common.show_error(exc)
+            return
+        x = "n_mycn" if (exp or "count") == "count" else "signal_size"
+        res = {"model": name, "exp": exp or "count", "x": x, "n_nmi": int(n_nmi), "conds": conds, **out}
+        res["curve"] = plotting.probe_summary(out["results"], x)
+        xy = place_on_umap(db, name, out["embeddings"])
+        if xy is not None:
+            res["umap"] = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "pred": out["results"]["call"],
+                                        x: out["results"][x]})
+        st.session_state[RESULT_KEY] = res
+    res = st.session_state.get(RESULT_KEY)
+    if res is None:
+        st.caption("Set the conditions and press **Run probe**. The default (N = 50, MYCN 0-20 with 2 NMI) "
+                   "takes a few seconds per condition on a laptop CPU.")
+        return
+    show_result(res, db)
+
+
+main()

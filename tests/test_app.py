@@ -1,0 +1,261 @@
+"""Dashboard pages under ``streamlit.testing.v1.AppTest`` on the small test store.
+
+Each test copies the session's small store (see ``test_app_store.py``) so writes stay
+local, points ``GENUINE_DB`` at it and drives ``app.py`` like a browser session would.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from test_app_store import SAMPLES, small_store  # noqa: E402,F401  (fixture re-export)
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+PAGES = ["cases", "review", "embeddings", "probe", "ingest", "models"]
+TIMEOUT = 120
+
+
+@pytest.fixture()
+def store_copy(small_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
+    """A private copy of the small store, exported as ``GENUINE_DB``."""
+    src, counts = small_store
+    dst = tmp_path / "store.duckdb"
+    shutil.copy(src, dst)
+    monkeypatch.setenv("GENUINE_DB", str(dst))
+    return dst, counts
+
+
+def open_page(page: str, reviewer: str | None = None) -> AppTest:
+    """Run the app, switch to ``pages/<page>.py`` and run it."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if reviewer is not None:
+        at.session_state["reviewer"] = reviewer
+    at.run()
+    if page != "cases":
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """All markdown, captions, alerts and headings of the page, joined."""
+    parts = [e.value for e in at.markdown] + [e.value for e in at.caption]
+    for kind in (at.info, at.warning, at.error, at.success, at.title, at.subheader):
+        parts += [e.value for e in kind]
+    return "\n".join(str(p) for p in parts)
+
+
+def events(path: Path) -> pd.DataFrame:
+    """Label events of a store, oldest first (``store.labels.audit_trail``).
+
+    The app under test holds the same file open in this process; DuckDB shares the
+    database instance, so this sees its committed writes.
+    """
+    from store.db import open_store
+    from store.labels import audit_trail
+
+    return audit_trail(open_store(path))
+
+
+def frame_with(at: AppTest, column: str) -> pd.DataFrame:
+    """The first dataframe on the page that has ``column``."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+# ----------------------------------------------------------------------------- empty store
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_shows_the_empty_state_without_a_store(page, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENUINE_DB", str(tmp_path / "missing.duckdb"))
+    at = open_page(page)
+    body = texts(at)
+    assert "Nothing here yet" in body and "genuine demo" in body
+    assert not (tmp_path / "missing.duckdb").exists()  # looking never creates a store
+
+
+# ----------------------------------------------------------------------------- cases
+def test_cases_table_has_every_sample_with_its_nucleus_count(store_copy):
+    _, counts = store_copy
+    at = open_page("cases")
+    table = frame_with(at, "Sample")
+    assert sorted(table["Sample"]) == sorted(SAMPLES)
+    assert dict(zip(table["Sample"], table["Nuclei scored"])) == counts
+    assert {"ratio-test MNA %", "intensity-test MNA %", "ratio-test 95 % CI", "Call", "QC flags"} <= set(table.columns)
+    mix = table.set_index("Sample").loc["MIX-50"]
+    assert mix["Expected %"] == pytest.approx(50.0)
+    assert mix["Deviation (pp)"] == pytest.approx(mix["ratio-test MNA %"] - 50.0)
+    # few nuclei in every sample: the call says so and the QC flag is raised
+    assert set(table["Call"]) == {"not enough nuclei"}
+    assert all("few nuclei" in f for f in table["QC flags"])
+
+
+def test_cases_filter_and_drilldown(store_copy):
+    _, counts = store_copy
+    at = open_page("cases")
+    at.multiselect(key="cases_kinds").set_value(["mixture"]).run()
+    assert frame_with(at, "Sample")["Sample"].tolist() == ["MIX-50"]
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    assert not at.exception
+    assert "Case MIX-50" in [s.value for s in at.subheader]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Nuclei scored"] == str(counts["MIX-50"])
+    # one gallery image per nucleus (fewer than the default maximum of 32), captioned "#id · prob"
+    captions = [c for img in at.get("image") for c in img.captions if c.startswith("#")]
+    assert len(captions) == counts["MIX-50"]
+
+
+def test_cases_link_opens_the_case(store_copy):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["case"] = "LINE-NON"
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="case_select").value == "LINE-NON"
+    assert "Case LINE-NON" in [s.value for s in at.subheader]
+
+
+# ----------------------------------------------------------------------------- review
+def test_review_decision_writes_exactly_one_event_with_the_reviewer(store_copy):
+    path, _ = store_copy
+    at = open_page("review", reviewer="Dr. Test")
+    first = [m.value for m in at.markdown if m.value.startswith("#### Nucleus")][0]
+    nid = int(first.split()[-1])
+    progress_before = at.get("progress")[0].proto.text
+    at.text_input(key="review_note").input("clear amplification").run()
+    at.button(key="decide_mna").click().run()
+    assert not at.exception
+    ev = events(path)
+    assert len(ev) == 1
+    assert ev.iloc[0]["reviewer"] == "Dr. Test"
+    assert ev.iloc[0]["nucleus_id"] == nid and ev.iloc[0]["value"] == "1"
+    assert ev.iloc[0]["note"] == "clear amplification"
+    assert any("recorded" in s.value for s in at.success)
+    # the card moved on and the progress counts the decision
+    shown = [m.value for m in at.markdown if m.value.startswith("#### Nucleus")]
+    assert shown and int(shown[0].split()[-1]) != nid
+    before = int(progress_before.split("**")[1].split()[0])
+    after = int(at.get("progress")[0].proto.text.split("**")[1].split()[0])
+    assert after == before + 1
+    assert at.text_input(key="review_note").value == ""
+
+
+def test_review_undo_appends_a_reverting_event(store_copy):
+    path, _ = store_copy
+    at = open_page("review", reviewer="Dr. Test")
+    at.button(key="decide_exclude").click().run()
+    at.button(key="review_undo").click().run()
+    assert not at.exception
+    ev = events(path)
+    assert ev["value"].tolist() == ["exclude", "unset"]
+    assert ev.iloc[1]["undoes"] == ev.iloc[0]["event_id"]
+    assert set(ev["reviewer"]) == {"Dr. Test"}
+
+
+def test_review_needs_a_reviewer_name(store_copy):
+    path, _ = store_copy
+    at = open_page("review")
+    assert at.button(key="decide_mna").disabled
+    assert "Reviewer" in texts(at)
+    assert len(events(path)) == 0
+
+
+def test_review_exports_curated_labels(store_copy):
+    at = open_page("review", reviewer="Dr. Test")
+    at.button(key="decide_non").click().run()
+    labels = [b for b in at.get("download_button") if "Curated labels" in b.proto.label]
+    assert labels and labels[0].proto.label == "Curated labels (1)"
+
+
+# ----------------------------------------------------------------------------- probe
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory) -> Path:
+    """A tiny randomly initialised GENUINE model folder (32 px patches)."""
+    torch = pytest.importorskip("torch")
+    from genuine_core.models import GenuineClassifier, preset_config
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("models") / "tiny-genuine"
+    GenuineClassifier.from_config(preset_config("tiny", kind="genuine")).save(folder, metrics={})
+    return folder
+
+
+def test_probe_page_returns_a_curve_with_one_point_per_condition(store_copy, tiny_model_folder):
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    path, _ = store_copy
+    with open_store(path) as s:
+        register_model(s, load_model(tiny_model_folder))
+    at = open_page("probe")
+    at.selectbox(key="probe_model").set_value("tiny-genuine")
+    at.number_input(key="probe_n").set_value(3)
+    at.slider(key="probe_counts").set_value((0, 8))
+    at.number_input(key="probe_step").set_value(4)
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    res = at.session_state["probe_result"]
+    curve = res["curve"]
+    assert curve["n_mycn"].tolist() == [0, 4, 8]
+    assert curve["n"].tolist() == [3, 3, 3]
+    assert curve["mean_pred"].between(0, 1).all()
+    assert len(res["results"]) == 9
+    shown = frame_with(at, "mean prediction")
+    assert len(shown) == 3 and shown["probes"].tolist() == [3, 3, 3]
+
+
+# ----------------------------------------------------------------------------- ingest
+def _tiff_bytes(seed: int = 3) -> bytes:
+    from genuine_core.io import write_scan_tiff
+    from genuine_core.synth import make_field
+
+    f = make_field(np.random.default_rng(seed), {"mna_dm": 1.0}, 8, shape=(256, 256))
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "scan.tif"
+        write_scan_tiff(p, f.image)
+        return p.read_bytes()
+
+
+def test_ingest_stores_a_good_scan_and_reports_a_bad_one(store_copy):
+    path, _ = store_copy
+    at = open_page("ingest")
+    at.get("file_uploader")[0].set_value([("new_case.tif", _tiff_bytes(), "image/tiff"),
+                                          ("broken.tif", b"not an image at all", "image/tiff")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.text_input(key="ingest_sample").input("NEW-CASE")
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("new_case.tif" in s.value for s in at.success)
+    assert any("broken.tif" in e.value and "not stored" in e.value for e in at.error)
+    from store.db import open_store
+    from store.samples import list_samples
+
+    with open_store(path) as s:
+        smp = list_samples(s).set_index("name")
+    assert smp.loc["NEW-CASE", "n_scans"] == 1 and smp.loc["NEW-CASE", "n_nuclei"] > 0
+
+
+# ----------------------------------------------------------------------------- models / embeddings
+def test_models_page_lists_models_with_metrics(store_copy):
+    _, counts = store_copy
+    at = open_page("models")
+    table = frame_with(at, "Model")
+    assert table["Model"].tolist() == ["ratio-test", "intensity-test"]
+    assert table["Predictions"].tolist() == [sum(counts.values())] * 2
+    metrics = [d.value for d in at.dataframe if list(d.value.columns) == ["metric", "value"]]
+    assert metrics and dict(zip(metrics[0]["metric"], metrics[0]["value"]))["tpr"] == "0.9"
+    start = [b for b in at.button if b.label == "Start retraining"]
+    assert start and start[0].disabled  # no curated labels yet
+
+
+def test_embeddings_page_without_umap_says_how_to_fit_one(store_copy):
+    at = open_page("embeddings")
+    assert "genuine umap" in texts(at)
