@@ -386,8 +386,9 @@ def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height:
     Args:
         points: rows with ``x``, ``y``, ``nucleus_id`` and the ``colour`` column; optional
             ``sample`` for hover.
-        colour: column to colour by. Numeric columns in [0, 1] use the probability scale
-            unless ``categorical`` is True; others are categorical with one trace each.
+        colour: column to colour by. Float columns (probabilities in [0, 1]) use the
+            probability scale unless ``categorical`` is True; others are categorical with
+            one trace per value.
         title: subplot title.
         height: pixels.
         categorical: force categorical (True) or continuous (False) colouring.
@@ -402,8 +403,7 @@ def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height:
                                    marker=dict(size=3, color="#d9d9d9"), hoverinfo="skip"))
     values = points[colour] if colour in points.columns else pd.Series(["?"] * len(points), index=points.index)
     if categorical is None:
-        categorical = not (pd.api.types.is_numeric_dtype(values) and values.dropna().between(0, 1).all()
-                           and values.nunique() > 3)
+        categorical = not pd.api.types.is_float_dtype(values)
     hover_sample = points["sample"].astype(str) if "sample" in points.columns else pd.Series([""] * len(points),
                                                                                               index=points.index)
     if categorical:

@@ -1,0 +1,161 @@
+"""genuine_core.plotting: patch images, overlays and figure builders (values, not just shapes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from genuine_core import plotting as P
+
+
+def test_patch_rgb_keeps_channel_order_and_scales():
+    patch = np.zeros((3, 4, 4), np.float16)
+    patch[1, 1, 2] = 1.0  # MYCN -> green
+    patch[0, 0, 0] = 0.5  # NMI -> red, half
+    rgb = P.patch_rgb(patch)
+    assert rgb.shape == (4, 4, 3) and rgb.dtype == np.uint8
+    assert rgb[1, 2].tolist() == [0, 255, 0]
+    assert rgb[0, 0].tolist() == [128, 0, 0]
+    assert P.patch_rgb(patch, gain=2.0)[0, 0].tolist() == [255, 0, 0]
+    with pytest.raises(ValueError):
+        P.patch_rgb(np.zeros((4, 4, 3)))
+
+
+def test_patch_channels_light_only_their_own_colour():
+    patch = np.full((3, 2, 2), 0.5, np.float32)
+    chans = P.patch_channels(patch)
+    assert [n for n, _ in chans] == ["NMI", "MYCN", "DAPI"]
+    for c, (_, img) in enumerate(chans):
+        lit = img.reshape(-1, 3).max(0)
+        assert lit[c] == 128 and lit.sum() == 128
+
+
+def test_draw_boxes_outlines_in_class_colours_and_scales():
+    rgb = np.zeros((10, 10, 3), np.uint8)
+    boxes = pd.DataFrame({"cls": [2, 1], "x1": [2, 7], "y1": [2, 0], "x2": [6, 9], "y2": [5, 2], "score": [0.9, 0.1]})
+    out = P.draw_boxes(rgb, boxes, scale=2)
+    assert out.shape == (20, 20, 3)
+    green = P.BOX_CLASSES[2][1]
+    assert out[4, 4].tolist() == list(green) and out[9, 11].tolist() == list(green)  # corners of box 1 at x2
+    assert out[6, 6].tolist() == [0, 0, 0]  # inside stays untouched
+    assert out[0, 14].tolist() == list(P.BOX_CLASSES[1][1])
+    low = P.draw_boxes(rgb, boxes, min_score=0.5)
+    assert (low == P.BOX_CLASSES[1][1]).all(-1).sum() == 0
+    assert rgb.sum() == 0  # input not modified
+
+
+def test_outline_pixels_is_the_inner_boundary():
+    m = np.zeros((8, 8), np.int32)
+    m[2:6, 2:6] = 1
+    edge = P.outline_pixels(m)
+    assert edge.sum() == 12 and not edge[3:5, 3:5].any() and not edge[m == 0].any()
+    m[2:6, 4:6] = 2  # two touching nuclei: the shared border belongs to both outlines
+    edge = P.outline_pixels(m)
+    assert edge[3, 3] and edge[3, 4]
+
+
+def test_outline_overlay_colours_each_nucleus():
+    img = np.zeros((8, 8, 3), np.float32)
+    m = np.zeros((8, 8), np.int32)
+    m[1:4, 1:4] = 1
+    m[5:8, 5:8] = 2
+    out = P.outline_overlay(img, m, {1: (255, 0, 0)}, default=(9, 9, 9))
+    assert out[1, 1].tolist() == [255, 0, 0] and out[2, 2].tolist() == [0, 0, 0]
+    assert out[5, 5].tolist() == [9, 9, 9]
+    with pytest.raises(ValueError):
+        P.outline_overlay(img, m[:4], {})
+
+
+def test_probability_colours_follow_the_scale():
+    cols = P.colour_for_probability([0.0, 0.5, 1.0, np.nan, 2.0])
+    assert cols[0].tolist() == list(P.hex_to_rgb(P.PROB_COLORSCALE[0][1]))
+    assert cols[1].tolist() == list(P.hex_to_rgb(P.PROB_COLORSCALE[2][1]))
+    assert cols[2].tolist() == list(P.hex_to_rgb(P.PROB_COLORSCALE[-1][1]))
+    assert cols[3].tolist() == [150, 150, 150]
+    assert cols[4].tolist() == cols[2].tolist()  # clipped
+
+
+def test_montage_layout_and_frames():
+    tiles = [np.full((4, 4, 3), v, np.uint8) for v in (10, 20, 30)]
+    out = P.montage(tiles, ncols=2, pad=1, borders=[None, (255, 0, 0), None], border=1)
+    assert out.shape == (2 * 5 + 1, 2 * 5 + 1, 3)
+    assert out[1, 1].tolist() == [10, 10, 10]
+    assert out[1, 6].tolist() == [255, 0, 0] and out[2, 7].tolist() == [20, 20, 20]
+    assert out[6, 1].tolist() == [30, 30, 30] and out[6, 6].tolist() == [255, 255, 255]
+    assert P.montage([]).shape == (1, 1, 3)
+
+
+@pytest.mark.parametrize("x, y, expected", [
+    ([0, 1, 2, 3], [0, 0.2, 0.8, 1.0], 1.5),
+    ([3, 2, 1, 0], [1.0, 0.8, 0.2, 0], 1.5),          # unsorted input
+    ([0, 1, 2], [0.1, 0.5, 0.9], 1.0),                # exact hit
+    ([0, 10], [1.0, 0.0], 5.0),                        # falling curve
+    ([0, 1, 2], [0.1, 0.2, 0.3], None),               # never reaches the level
+])
+def test_crossing(x, y, expected):
+    got = P.crossing(x, y, 0.5)
+    assert (got is None) if expected is None else got == pytest.approx(expected)
+
+
+def test_probe_summary_matches_hand_computation():
+    res = pd.DataFrame({"n_mycn": [0, 0, 0, 0, 8, 8], "call": [0, 0, 1, 1, 1, 1], "prob": [.1, .2, .6, .7, .9, .8]})
+    s = P.probe_summary(res, "n_mycn")
+    assert s["n_mycn"].tolist() == [0, 8] and s["n"].tolist() == [4, 2]
+    assert s["mean_pred"].tolist() == [0.5, 1.0]
+    assert s["sem"].iloc[0] == pytest.approx(np.std([0, 0, 1, 1], ddof=1) / 2)
+    assert s["sem"].iloc[1] == 0.0
+    assert s["mean_prob"].iloc[0] == pytest.approx(0.4)
+
+
+def test_scan_figure_has_image_and_one_marker_per_nucleus():
+    overlay = np.zeros((20, 30, 3), np.uint8)
+    nuc = pd.DataFrame({"nucleus_id": [5, 6], "cx": [3.0, 20.0], "cy": [4.0, 10.0], "prob": [0.2, np.nan]})
+    fig = P.scan_figure(overlay, nuc)
+    assert fig.data[0].type == "image" and fig.data[0].source.startswith("data:image/png;base64,")
+    assert list(fig.data[1].x) == [3.0, 20.0] and "no prediction" in fig.data[1].text[1]
+    assert tuple(fig.layout.yaxis.range) == (20, 0)  # y points down like the image
+
+
+def test_predicted_vs_expected_uses_rows_with_a_target():
+    summ = pd.DataFrame({"sample": ["a", "b", "a", "c"], "model": ["m1", "m1", "m2", "m1"],
+                         "expected_pct": [25.0, 50.0, 25.0, np.nan], "pred_pct": [30.0, 45.0, 60.0, 10.0],
+                         "ci_low_pct": [20.0, 35.0, 50.0, 5.0], "ci_high_pct": [40.0, 55.0, 70.0, 20.0]})
+    fig = P.predicted_vs_expected(summ)
+    traces = {t.name: t for t in fig.data}
+    assert set(traces) >= {"m1", "m2"}
+    assert list(traces["m1"].y) == [30.0, 45.0]
+    assert list(traces["m1"].error_y.array) == [10.0, 10.0] and list(traces["m1"].error_y.arrayminus) == [10.0, 10.0]
+
+
+def test_embedding_figure_categories_carry_nucleus_ids():
+    pts = pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [0.0, 1.0, 2.0], "nucleus_id": [7, 8, 9],
+                        "colour": ["MNA", "non-MNA", "MNA"]})
+    fig = P.embedding_figure(pts, "colour")
+    mna = next(t for t in fig.data if t.name == "MNA")
+    assert mna.type == "scattergl" and list(mna.customdata) == [7, 9]
+    assert mna.marker.color == P.LABEL_COLOURS["MNA"]
+    cont = P.embedding_figure(pts.assign(p=[0.1, 0.5, 0.9]), "p")
+    assert len(cont.data) == 1 and list(cont.data[0].marker.color) == [0.1, 0.5, 0.9]
+
+
+def test_probe_curve_marks_the_crossing():
+    curve = pd.DataFrame({"n_mycn": [0, 4, 8, 12], "mean_pred": [0.0, 0.2, 0.8, 1.0], "sem": [0.0] * 4})
+    fig = P.probe_curve(curve, "n_mycn", "MYCN", rule_x=8)
+    marks = [t for t in fig.data if t.mode == "markers+text"]
+    assert len(marks) == 1 and marks[0].x[0] == pytest.approx(6.0)
+
+
+def test_training_curves_split_losses_and_metrics():
+    hist = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.5], "val_acc": [0.6, 0.7], "note": ["a", "b"]})
+    fig = P.training_curves(hist)
+    axes = {t.name: t.yaxis for t in fig.data}
+    assert axes == {"train_loss": "y", "val_acc": "y2"}
+
+
+def test_plotting_does_not_import_streamlit():
+    code = "import sys, genuine_core.plotting; sys.exit('streamlit' in sys.modules or 'duckdb' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
