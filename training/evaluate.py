@@ -45,6 +45,10 @@ CLASS_KEYS = {1: "nmi", 2: "mycn", 3: "cluster"}
 PROBE_N = 50
 PROBE_COUNTS = tuple(range(0, 36))
 PROBE_NMI = 2
+#: MYCN signal sigma (px) of the count probes: the middle of the benchmark lines' 3.0-4.2 px
+PROBE_COUNT_SIZE = 3.5
+#: signal sigmas (px) of the size sweep (2 MYCN + 2 NMI signals)
+PROBE_SIZES = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0)
 
 
 @dataclass
@@ -196,15 +200,11 @@ def build_probes(data: Path, rng: np.random.Generator, patch_size: int, n: int =
     backgrounds = np.asarray(bs.patches[np.sort(pick)], dtype=np.float32)
     if backgrounds.shape[-1] != patch_size:
         raise InputError(f"benchmark patches are {backgrounds.shape[-1]} px, models expect {patch_size}")
-    count_p = [np.asarray(make_probe(backgrounds, PROBE_NMI, c, None, n, rng).patches, np.float32)
+    count_p = [np.asarray(make_probe(backgrounds, PROBE_NMI, c, PROBE_COUNT_SIZE, n, rng).patches, np.float32)
                for c in PROBE_COUNTS]
-    sizes = list(sizes) if sizes is not None else _default_sizes()
+    sizes = list(sizes) if sizes is not None else list(PROBE_SIZES)
     size_p = [np.asarray(make_probe(backgrounds, PROBE_NMI, 2, s, n, rng).patches, np.float32) for s in sizes]
     return ProbeSet([float(c) for c in PROBE_COUNTS], count_p, [float(s) for s in sizes], size_p)
-
-
-def _default_sizes() -> list[float]:
-    return [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0]
 
 
 def probe_curve(model, xs: list[float], patches: list[np.ndarray]) -> dict[str, Any]:
