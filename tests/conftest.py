@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +68,30 @@ def make_toy_scan(seed: int = 0, shape=(256, 256), nuclei=TOY_NUCLEI) -> ToyScan
 def toy_scan() -> ToyScan:
     """256 x 256 scan with five elliptical nuclei (two touching, one cut by the border) and their masks."""
     return make_toy_scan()
+
+
+def make_bomb_tiff(width: int, height: int) -> bytes:
+    """A tiny deflate-compressed baseline TIFF whose header declares width x height 8-bit RGB."""
+    strip = zlib.compress(bytes(3 * width * 16))  # first 16 rows of zeros; the rest is missing
+    entries = [  # tag, type (3 SHORT, 4 LONG), count, value
+        (256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 8), (262, 3, 1, 2),
+        (273, 4, 1, 0), (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, len(strip)), (284, 3, 1, 1),
+    ]
+    ifd_offset = 8
+    data_offset = ifd_offset + 2 + 12 * len(entries) + 4
+    out = bytearray(b"II*\x00" + struct.pack("<I", ifd_offset) + struct.pack("<H", len(entries)))
+    for tag, typ, count, value in entries:
+        value = data_offset if tag == 273 else value
+        packed = struct.pack("<H", value) + b"\x00\x00" if typ == 3 else struct.pack("<I", value)
+        out += struct.pack("<HHI", tag, typ, count) + packed
+    out += struct.pack("<I", 0) + strip
+    return bytes(out)
+
+
+@pytest.fixture(scope="session")
+def bomb_tiff():
+    """``make_bomb_tiff(width, height) -> bytes``: a tiny TIFF whose header declares a huge image."""
+    return make_bomb_tiff
 
 
 @pytest.fixture(scope="session")

@@ -89,12 +89,16 @@ def load_cellpose(path: str, mtime: float):
     same model object with a ``CPnet`` of their own widths. Weights are read with
     ``torch.load(weights_only=True)``: no pickled objects.
     """
+    if not Path(path).is_file():  # never let cellpose fall back to downloading cyto3
+        raise ModelLoadError(f"cellpose model file {path} does not exist")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch zip or legacy pickle
+        raise ModelLoadError(f"cannot load cellpose model {path}: not a torch weights file")
     import torch
     from cellpose import models
     from cellpose.resnet_torch import CPnet
 
-    if not Path(path).is_file():  # never let cellpose fall back to downloading cyto3
-        raise ModelLoadError(f"cellpose model file {path} does not exist")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

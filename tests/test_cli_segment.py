@@ -1,0 +1,103 @@
+"""``genuine segment``: outputs on a good scan, exit code 2 and nothing written on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from genuine_core.cli import main
+from genuine_core.io import read_masks, write_scan_tiff
+
+
+@pytest.fixture()
+def toy_tif(tmp_path, toy_scan):
+    p = tmp_path / "in" / "toy.tif"
+    write_scan_tiff(p, toy_scan.image)
+    return p
+
+
+def test_segment_writes_masks_overlay_patches_table_summary(tmp_path, toy_tif, toy_scan, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", str(toy_tif), "--out", str(out), "--backend", "watershed", "--patch-size", "64"])
+    assert code == 0
+    masks = read_masks(out / "toy_masks.tif")
+    assert masks.shape == (256, 256) and masks.max() == 5
+    patches = np.load(out / "toy_patches.npy")
+    assert patches.shape == (4, 3, 64, 64) and patches.dtype == np.float16
+    assert 0 <= float(patches.min()) and float(patches.max()) <= 1
+    table = pd.read_parquet(out / "toy_nuclei.parquet")
+    assert len(table) == 4 and (table.scan_id == "toy").all()
+    from PIL import Image
+
+    assert Image.open(out / "toy_overlay.png").size == (256, 256)
+    summary = json.loads((out / "summary.json").read_text())
+    img = summary["images"][0]
+    assert (img["nuclei_found"], img["patches"], img["border_skipped"]) == (5, 4, 1)
+    assert img["backend"] == "watershed" and img["channel_map"] == "nmi=0,mycn=1,dapi=2"
+    assert set(img["seconds"]) == {"read", "segment", "patches", "write"}
+    assert "5 nuclei" in capsys.readouterr().out
+
+
+def test_segment_two_images_with_same_name_and_channel_map(tmp_path, toy_scan):
+    a = tmp_path / "a" / "scan.tif"
+    b = tmp_path / "b" / "scan.tif"
+    for p in (a, b):
+        p.parent.mkdir()
+        # channel-first 4-channel stack with DAPI in channel 3
+        stack = np.zeros((4, 256, 256), np.uint16)
+        stack[0] = toy_scan.image[..., 1] * 65535
+        stack[1] = toy_scan.image[..., 0] * 65535
+        stack[3] = toy_scan.image[..., 2] * 65535
+        tifffile.imwrite(p, stack, photometric="minisblack")
+    out = tmp_path / "out"
+    code = main(["segment", str(a), str(b), "--out", str(out), "--backend", "watershed",
+                 "--channels", "nmi=1,mycn=0,dapi=3"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [i["name"] for i in summary["images"]] == ["scan", "scan-2"]
+    assert summary["totals"]["nuclei_found"] == 10
+    assert (out / "scan-2_masks.tif").is_file()
+
+
+def _bad_inputs(tmp_path, bomb_tiff):
+    """name -> (path, extra args, expected fragment of the message)."""
+    text = tmp_path / "notes.tif"
+    text.write_text("hello, not an image")
+    two = tmp_path / "two.tif"
+    tifffile.imwrite(two, np.ones((2, 64, 64), np.uint8), photometric="minisblack")
+    black = tmp_path / "black.tif"
+    write_scan_tiff(black, np.zeros((64, 64, 3), np.float32))
+    good = tmp_path / "good.tif"
+    rng = np.random.default_rng(0)
+    write_scan_tiff(good, rng.random((64, 64, 3)).astype(np.float32))
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(good.read_bytes()[:4000])
+    bomb = tmp_path / "bomb.tif"
+    bomb.write_bytes(bomb_tiff(60_000, 60_000))
+    return {
+        "text": (text, [], "not an image"),
+        "two-channel": (two, [], "2 channel"),
+        "black": (black, [], "DAPI"),
+        "truncated": (cut, [], "truncated"),
+        "bomb": (bomb, [], "refusing to decode"),
+        "bad channel map": (good, ["--channels", "nmi=0,dapi=0"], "channel map"),
+        "missing cellpose model": (good, ["--backend", "cellpose", "--model", str(tmp_path / "none")], "not found"),
+        "missing file": (tmp_path / "absent.tif", [], "no such file"),
+    }
+
+
+@pytest.mark.parametrize("case", ["text", "two-channel", "black", "truncated", "bomb", "bad channel map",
+                                  "missing cellpose model", "missing file"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, toy_tif, bomb_tiff, case, capsys):
+    path, extra, fragment = _bad_inputs(tmp_path, bomb_tiff)[case]
+    out = tmp_path / "out"
+    # the good scan first: it must not be processed either when a later input is bad
+    code = main(["segment", str(toy_tif), str(path), "--out", str(out), *extra])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and fragment in err and "\n" not in err
+    assert not out.exists()
