@@ -1,0 +1,471 @@
+"""Processing one scan: file in, tables out (no database here).
+
+:func:`process_scan` reads a scan, segments its nuclei, cuts patches and runs every
+model on them, returning a :class:`ScanResult` of plain NumPy/pandas data. Writing a
+result to the store is a separate step (``store.scans.write_scan_result``), so the
+same function can be mapped over thousands of files elsewhere (e.g. a Dask cluster
+writing Parquet partitions).
+
+Models enter as :class:`ScoringModel` records: metadata plus a ``predict`` callable
+``(N, 3, P, P) float32 -> Prediction`` (see ``genuine_core.inference``).
+:func:`load_model` builds one from a model folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from genuine_core.errors import InputError, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+#: patch side used when no model dictates one
+DEFAULT_PATCH_SIZE = 96
+#: columns every model's prediction table must have
+PREDICTION_COLUMNS = ("prob", "prob_calibrated", "uncertainty", "call", "det_nmi", "det_mycn", "det_cluster")
+DETECTION_COLUMNS = ("row", "cls", "x1", "y1", "x2", "y2", "score")
+#: repository folder with the shipped models
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@dataclass
+class ScoringModel:
+    """A model ready to score patches, with the metadata the store records.
+
+    Attributes:
+        name: unique name in the store (default: the folder name).
+        kind: ``genuine`` | ``resnet`` | ``detector`` | ``ratio``.
+        preset: preset it was built from.
+        patch_size: P of its (N, 3, P, P) input.
+        checksum: sha256 of the weights (from the folder's ``checksum.sha256``).
+        config: the folder's ``config.json`` as a dict.
+        metrics: the folder's ``metrics.json`` as a dict (may be empty).
+        folder: model folder path, or None for in-memory models.
+        predict: ``patches (N, 3, P, P) float32 -> Prediction`` (table, embeddings, detections).
+    """
+
+    name: str
+    kind: str
+    preset: str
+    patch_size: int
+    checksum: str
+    config: dict
+    metrics: dict
+    folder: str | None
+    predict: Callable[[np.ndarray], Any]
+
+
+def _read_json(path: Path, required: bool) -> dict:
+    if not path.is_file():
+        if required:
+            raise ModelLoadError(f"{path.parent}: missing {path.name}")
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object")
+    return data
+
+
+def _folder_checksum(folder: Path) -> str:
+    f = folder / "checksum.sha256"
+    if f.is_file():
+        text = f.read_text(encoding="utf-8").split()
+        if text:
+            return text[0]
+    weights = folder / "weights.safetensors"
+    if not weights.is_file():
+        raise ModelLoadError(f"{folder}: no weights.safetensors")
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def load_model(folder: str | Path, name: str | None = None, batch_size: int = 64,
+               mc_samples: int | None = None) -> ScoringModel:
+    """Load a model folder (``GenuineClassifier.from_folder``) as a :class:`ScoringModel`.
+
+    Args:
+        folder: model folder (``config.json``, ``weights.safetensors``, ``metrics.json``,
+            ``checksum.sha256``).
+        name: name in the store; default the folder name.
+        batch_size: inference batch size.
+        mc_samples: MC-dropout passes for the uncertainty (None: inference's default).
+
+    Raises:
+        ModelLoadError: missing/tampered folder (raised by the loader) or bad JSON.
+    """
+    from genuine_core.inference import predict
+    from genuine_core.models import GenuineClassifier
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: no such model folder")
+    config = _read_json(folder / "config.json", required=True)
+    metrics = _read_json(folder / "metrics.json", required=False)
+    model = GenuineClassifier.from_folder(folder)
+    model.eval()
+    cfg = getattr(model, "config", None)
+    kind = getattr(cfg, "kind", config.get("kind", "genuine"))
+    preset = getattr(cfg, "preset", config.get("preset", ""))
+    patch_size = int(getattr(cfg, "patch_size", config.get("patch_size", DEFAULT_PATCH_SIZE)))
+    kwargs = {"batch_size": batch_size}
+    if mc_samples is not None:
+        kwargs["mc_samples"] = mc_samples
+
+    def _predict(patches: np.ndarray):
+        return predict(model, patches, **kwargs)
+
+    return ScoringModel(name=name or folder.name, kind=kind, preset=preset, patch_size=patch_size,
+                        checksum=_folder_checksum(folder), config=config, metrics=metrics,
+                        folder=str(folder.resolve()), predict=_predict)
+
+
+def model_folders(root: str | Path = SHIPPED_MODELS) -> list[Path]:
+    """Model folders (directories holding a ``config.json``) directly under ``root``, sorted by name."""
+    root = Path(root)
+    if (root / "config.json").is_file():
+        return [root]
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / "config.json").is_file())
+
+
+@dataclass
+class ModelOutput:
+    """One model's output on one scan, validated.
+
+    Attributes:
+        table: one row per nucleus (aligned with ``ScanResult.nuclei``) with
+            :data:`PREDICTION_COLUMNS`.
+        embeddings: (N, D) float32.
+        detections: one row per box with :data:`DETECTION_COLUMNS` (``row`` = nucleus row,
+            boxes in patch coordinates of the model's patch size).
+        seconds: wall time of the prediction.
+    """
+
+    table: pd.DataFrame
+    embeddings: np.ndarray
+    detections: pd.DataFrame
+    seconds: float = 0.0
+
+
+@dataclass
+class ScanResult:
+    """Everything extracted from one scan.
+
+    Attributes:
+        info: scan metadata: ``file_name, path, sha256, height, width, source_shape,
+            source_dtype, channel_map (dict), acquisition (dict), segmentation (dict)``.
+        masks: (H, W) int32 instance masks.
+        nuclei: one row per kept nucleus: ``mask_label, cy, cx, bbox_y0, bbox_x0, bbox_y1,
+            bbox_x1, area, mean_nmi, mean_mycn, mean_dapi, cropped``.
+        patches: (N, 3, P, P) float32 patches at ``patch_size`` (rows = ``nuclei`` rows).
+        patch_size: P of ``patches`` (the largest any model uses).
+        n_border_skipped: nuclei cut by the image border, not kept.
+        outputs: model name -> :class:`ModelOutput`.
+        preview: (H, W, 3) uint8 display image.
+        seconds: wall time per stage (read, segment, patches, model names).
+    """
+
+    info: dict
+    masks: np.ndarray
+    nuclei: pd.DataFrame
+    patches: np.ndarray
+    patch_size: int
+    n_border_skipped: int
+    outputs: dict[str, ModelOutput]
+    preview: np.ndarray
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def n_nuclei(self) -> int:
+        """Number of kept nuclei."""
+        return len(self.nuclei)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes.
+
+    Raises:
+        InputError: the file cannot be read.
+    """
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
+    return h.hexdigest()
+
+
+def center_crop(patches: np.ndarray, size: int) -> np.ndarray:
+    """Crop (N, C, P, P) patches to (N, C, size, size) around the same centre pixel.
+
+    ``extract_patches`` puts a patch's origin at ``round(c) - P // 2``; cropping at offset
+    ``P // 2 - size // 2`` gives exactly the patch it would cut at ``size``.
+    """
+    p = patches.shape[-1]
+    if size > p:
+        raise ValueError(f"cannot crop {p} px patches to {size} px")
+    if size == p:
+        return patches
+    o = p // 2 - size // 2
+    return np.ascontiguousarray(patches[..., o:o + size, o:o + size])
+
+
+def validate_output(prediction: Any, n: int, model_name: str) -> ModelOutput:
+    """Check a ``Prediction`` for ``n`` patches and return it as a :class:`ModelOutput`.
+
+    Raises:
+        RuntimeError: the model returned tables of the wrong length or columns (a bug, not user input).
+    """
+    table = pd.DataFrame(prediction.table).reset_index(drop=True)
+    missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
+    if missing or len(table) != n:
+        raise RuntimeError(f"model {model_name}: prediction table has {len(table)} rows for {n} patches, "
+                           f"missing columns {missing}")
+    emb = np.asarray(prediction.embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != n:
+        raise RuntimeError(f"model {model_name}: embeddings {emb.shape} for {n} patches")
+    det = pd.DataFrame(prediction.detections)
+    if len(det) == 0:
+        det = pd.DataFrame({c: pd.Series(dtype="float64") for c in DETECTION_COLUMNS})
+    missing = [c for c in DETECTION_COLUMNS if c not in det.columns]
+    if missing:
+        raise RuntimeError(f"model {model_name}: detections lack columns {missing}")
+    if len(det) and (det["row"].min() < 0 or det["row"].max() >= n):
+        raise RuntimeError(f"model {model_name}: detection rows out of range")
+    if not np.isfinite(table["prob"].to_numpy(np.float64)).all():
+        raise RuntimeError(f"model {model_name}: non-finite probabilities")
+    return ModelOutput(table[list(PREDICTION_COLUMNS)], emb, det[list(DETECTION_COLUMNS)].reset_index(drop=True))
+
+
+def display_image(image: np.ndarray, low: float = 0.5, high: float = 99.8) -> np.ndarray:
+    """(H, W, 3) float scan -> (H, W, 3) uint8 with each channel stretched between percentiles."""
+    out = np.empty(image.shape, np.uint8)
+    step = max(1, image[..., 0].size // 500_000)
+    for c in range(image.shape[-1]):
+        chan = image[..., c]
+        sample = chan.ravel()[::step]
+        lo, hi = np.percentile(sample, [low, high])
+        scale = 255.0 / max(float(hi - lo), 1e-6)
+        out[..., c] = np.clip((chan - lo) * scale, 0, 255).astype(np.uint8)
+    return out
+
+
+def process_scan(
+    path: str | Path,
+    models: Sequence[ScoringModel] = (),
+    channel_map=None,
+    backend: str | None = None,
+    segment_kwargs: dict | None = None,
+    segmenter: Callable[[np.ndarray], np.ndarray] | None = None,
+    patch_size: int | None = None,
+    max_pixels: int = 64_000_000,
+    acquisition: dict | None = None,
+    progress: bool = False,
+) -> ScanResult:
+    """Read, segment, cut patches and score one scan.
+
+    Args:
+        path: scan file (TIFF/PNG/JPEG).
+        models: models to run; each sees patches of its own ``patch_size`` (center crops
+            of one extraction at the largest size).
+        channel_map: ``genuine_core.io.ChannelMap`` (None: RGB for 3-channel images).
+        backend: segmentation backend (None: the default).
+        segment_kwargs: extra keyword arguments for ``segment`` (``model_path``, ``diameter``).
+        segmenter: replaces ``segment`` entirely: ``image (H, W, 3) -> masks (H, W) int``.
+        patch_size: patch side when no model is given (default :data:`DEFAULT_PATCH_SIZE`);
+            with models, the largest model patch size is used.
+        max_pixels: refuse larger images (checked before decoding).
+        acquisition: free-form acquisition metadata recorded with the scan.
+        progress: show a per-scan tqdm bar over the stages.
+
+    Returns:
+        ScanResult (may hold zero nuclei).
+
+    Raises:
+        InputError: the file cannot be read or is not a usable scan.
+        RuntimeError: a model returned malformed output.
+    """
+    from tqdm.auto import tqdm
+
+    from genuine_core.io import read_scan
+    from genuine_core.patches import extract_patches
+
+    stages = ["read", "segment", "patches"] + [m.name for m in models]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique, got {names}")
+    bar = tqdm(total=len(stages), desc=Path(path).name, leave=False, disable=not progress, unit="step")
+    seconds: dict[str, float] = {}
+    try:
+        t = time.perf_counter()
+        scan = read_scan(path, channel_map=channel_map, max_pixels=max_pixels)
+        seconds["read"] = time.perf_counter() - t
+        bar.update()
+
+        t = time.perf_counter()
+        seg_info: dict[str, Any] = {}
+        if segmenter is not None:
+            masks = segmenter(scan.image)
+            seg_info["backend"] = getattr(segmenter, "__name__", "custom")
+        else:
+            from genuine_core import segmentation
+
+            kwargs = dict(segment_kwargs or {})
+            if backend is not None:
+                kwargs["backend"] = backend
+            masks = segmentation.segment(scan.image, **kwargs)
+            seg_info["backend"] = backend or getattr(segmentation, "DEFAULT_BACKEND", "default")
+            seg_info.update({k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items() if k != "backend"})
+        masks = np.asarray(masks)
+        if masks.shape != scan.image.shape[:2]:
+            raise RuntimeError(f"segmenter returned masks {masks.shape} for an image {scan.image.shape[:2]}")
+        masks = masks.astype(np.int32, copy=False)
+        seconds["segment"] = time.perf_counter() - t
+        bar.update()
+
+        t = time.perf_counter()
+        size = max([m.patch_size for m in models], default=patch_size or DEFAULT_PATCH_SIZE)
+        ps = extract_patches(scan.image, masks, size=size, scan_id=scan.sha256[:12])
+        nuclei = ps.table.drop(columns=["scan_id", "y0", "x0"]).rename(columns={"nucleus_id": "mask_label"})
+        nuclei = nuclei.reset_index(drop=True)
+        seconds["patches"] = time.perf_counter() - t
+        bar.update()
+
+        outputs: dict[str, ModelOutput] = {}
+        n = len(nuclei)
+        for m in models:
+            t = time.perf_counter()
+            if n == 0:
+                out = ModelOutput(pd.DataFrame({c: pd.Series(dtype="float64") for c in PREDICTION_COLUMNS}),
+                                  np.zeros((0, 0), np.float32),
+                                  pd.DataFrame({c: pd.Series(dtype="float64") for c in DETECTION_COLUMNS}))
+            else:
+                out = validate_output(m.predict(center_crop(ps.patches, m.patch_size)), n, m.name)
+            out.seconds = time.perf_counter() - t
+            seconds[m.name] = out.seconds
+            outputs[m.name] = out
+            bar.update()
+    finally:
+        bar.close()
+
+    cmap = scan.channel_map
+    info = {
+        "file_name": Path(path).name,
+        "path": str(Path(path).resolve()),
+        "sha256": scan.sha256,
+        "height": int(scan.image.shape[0]),
+        "width": int(scan.image.shape[1]),
+        "source_shape": [int(s) for s in scan.source_shape],
+        "source_dtype": str(scan.source_dtype),
+        "channel_map": dataclasses.asdict(cmap) if dataclasses.is_dataclass(cmap) else dict(cmap),
+        "acquisition": dict(acquisition or {}),
+        "segmentation": seg_info,
+    }
+    return ScanResult(info=info, masks=masks, nuclei=nuclei, patches=ps.patches, patch_size=size,
+                      n_border_skipped=int(ps.n_border_skipped), outputs=outputs,
+                      preview=display_image(scan.image), seconds=seconds)
+
+
+# -- ground truth for synthetic scans ------------------------------------------------------
+
+
+def match_truth(masks: np.ndarray, gt_masks: np.ndarray, min_iou: float = 0.5) -> pd.DataFrame:
+    """Match segmented nuclei to ground-truth nuclei by mask overlap.
+
+    Each segmented nucleus takes the ground-truth nucleus it overlaps with the highest
+    IoU; pairs below ``min_iou`` are dropped, and each ground-truth nucleus keeps only its
+    best match (with ``min_iou >= 0.5`` matches are unique anyway).
+
+    Args:
+        masks: (H, W) int segmented labels.
+        gt_masks: (H, W) int ground-truth labels.
+        min_iou: smallest IoU accepted.
+
+    Returns:
+        DataFrame ``mask_label, gt_id, iou`` (one row per matched segmented nucleus).
+    """
+    masks = np.asarray(masks)
+    gt_masks = np.asarray(gt_masks)
+    if masks.shape != gt_masks.shape:
+        raise ValueError(f"masks {masks.shape} and ground truth {gt_masks.shape} differ in shape")
+    if not 0 < min_iou <= 1:
+        raise ValueError(f"min_iou must be in (0, 1], got {min_iou}")
+    p = masks.ravel().astype(np.int64)
+    g = gt_masks.ravel().astype(np.int64)
+    both = (p > 0) & (g > 0)
+    area_p = np.bincount(p, minlength=p.max() + 1 if p.size else 1)
+    area_g = np.bincount(g, minlength=g.max() + 1 if g.size else 1)
+    empty = pd.DataFrame({"mask_label": pd.Series(dtype="int64"), "gt_id": pd.Series(dtype="int64"),
+                          "iou": pd.Series(dtype="float64")})
+    if not both.any():
+        return empty
+    pairs, inter = np.unique(np.stack([p[both], g[both]], 1), axis=0, return_counts=True)
+    union = area_p[pairs[:, 0]] + area_g[pairs[:, 1]] - inter
+    df = pd.DataFrame({"mask_label": pairs[:, 0], "gt_id": pairs[:, 1], "iou": inter / union})
+    df = df.sort_values(["iou", "mask_label"], ascending=[False, True], kind="stable")
+    df = df.drop_duplicates("mask_label").drop_duplicates("gt_id")
+    df = df[df["iou"] >= min_iou]
+    return df.sort_values("mask_label").reset_index(drop=True)
+
+
+# -- patch and mask codecs (shared by the store and exports) ------------------------------------
+
+
+def encode_patch(patch: np.ndarray) -> bytes:
+    """(3, P, P) float [0, 1] patch -> PNG bytes of a (P, P, 3) uint8 RGB image."""
+    arr = np.clip(np.asarray(patch, dtype=np.float32), 0, 1)
+    img = (arr.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img, "RGB").save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def decode_patch(data: bytes) -> np.ndarray:
+    """PNG bytes from :func:`encode_patch` -> (3, P, P) float32 in [0, 1] (quantised to 1/255)."""
+    with Image.open(io.BytesIO(bytes(data))) as img:
+        arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def encode_image(image: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 image -> PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8), "RGB").save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """PNG bytes -> (H, W, 3) uint8."""
+    with Image.open(io.BytesIO(bytes(data))) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def encode_masks(masks: np.ndarray) -> bytes:
+    """(H, W) int masks -> compressed ``.npz`` bytes (array ``masks``, int32). Loaded without pickle."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, masks=np.asarray(masks, dtype=np.int32))
+    return buf.getvalue()
+
+
+def decode_masks(data: bytes) -> np.ndarray:
+    """Bytes from :func:`encode_masks` -> (H, W) int32 masks (``allow_pickle=False``)."""
+    with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as z:
+        return z["masks"].astype(np.int32, copy=False)

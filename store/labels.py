@@ -1,0 +1,167 @@
+"""Curated labels: an append-only log of reviewers' decisions, and the current label view.
+
+Every decision is a new row in ``label_events`` (value, previous value, reviewer, time,
+note). Nothing here updates or deletes an event: an undo is a new event that restores
+the previous value. The current curated label of a nucleus is the latest event
+(``curated_labels`` view); ``'unset'`` means "no decision".
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from genuine_core.errors import InputError, StoreError
+from store.db import Store
+
+#: accepted decisions -> stored value
+DECISIONS = {1: "1", 0: "0", "1": "1", "0": "0", "mna": "1", "non-mna": "0", "exclude": "exclude"}
+VALUES = ("0", "1", "exclude", "unset")
+
+
+def normalise_decision(value) -> str:
+    """Map 1/0/'mna'/'non-mna'/'exclude' (case-insensitive) to the stored value '1'/'0'/'exclude'.
+
+    Raises:
+        InputError: anything else.
+    """
+    key = value.strip().lower() if isinstance(value, str) else value
+    if isinstance(key, bool) or key not in DECISIONS:
+        raise InputError(f"a decision is 1 (MNA), 0 (non-MNA) or 'exclude', got {value!r}")
+    return DECISIONS[key]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _check_reviewer(reviewer: str) -> str:
+    reviewer = (reviewer or "").strip()
+    if not reviewer:
+        raise InputError("a reviewer name is required for every decision")
+    return reviewer
+
+
+def _current_value(cur, nucleus_id: int) -> str:
+    row = cur.execute(
+        "SELECT value FROM label_events WHERE nucleus_id = ? ORDER BY id DESC LIMIT 1", [nucleus_id]
+    ).fetchone()
+    return row[0] if row else "unset"
+
+
+def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note: str | None = None) -> int:
+    """Append a reviewer's decision for one nucleus; return the event id.
+
+    Args:
+        nucleus_id: global nucleus id.
+        value: 1 / 0 / 'mna' / 'non-mna' / 'exclude'.
+        reviewer: who decided (required).
+        note: optional free text.
+
+    Raises:
+        InputError: bad value or empty reviewer. StoreError: no such nucleus.
+    """
+    stored = normalise_decision(value)
+    reviewer = _check_reviewer(reviewer)
+    with store.transaction() as cur:
+        if not cur.execute("SELECT 1 FROM nuclei WHERE id = ?", [int(nucleus_id)]).fetchone():
+            raise StoreError(f"no nucleus with id {nucleus_id}")
+        previous = _current_value(cur, int(nucleus_id))
+        row = cur.execute(
+            "INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at, note) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            [int(nucleus_id), stored, previous, reviewer, _now(), note],
+        ).fetchone()
+    return int(row[0])
+
+
+def undo_event(store: Store, event_id: int, reviewer: str, note: str | None = None) -> int:
+    """Revert one event by appending a new event that restores its previous value.
+
+    Only the nucleus' latest decision can be undone (a later decision by anyone would
+    otherwise be silently overwritten).
+
+    Returns:
+        The id of the new (undo) event.
+
+    Raises:
+        StoreError: no such event, or the nucleus has been decided again since.
+    """
+    reviewer = _check_reviewer(reviewer)
+    with store.transaction() as cur:
+        ev = cur.execute("SELECT nucleus_id, value, previous FROM label_events WHERE id = ?", [int(event_id)]).fetchone()
+        if ev is None:
+            raise StoreError(f"no label event with id {event_id}")
+        nucleus_id, value, previous = ev
+        latest = cur.execute("SELECT max(id) FROM label_events WHERE nucleus_id = ?", [nucleus_id]).fetchone()[0]
+        if latest != int(event_id):
+            who = cur.execute("SELECT reviewer FROM label_events WHERE id = ?", [latest]).fetchone()[0]
+            raise StoreError(f"nucleus {nucleus_id} was decided again since (event {latest} by {who}); "
+                             "undo that decision instead")
+        row = cur.execute(
+            "INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at, note, undoes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [nucleus_id, previous, value, reviewer, _now(), note or f"undo of event {event_id}", int(event_id)],
+        ).fetchone()
+    return int(row[0])
+
+
+def undo_last(store: Store, reviewer: str) -> int | None:
+    """Undo this reviewer's most recent decision that is still the nucleus' current one.
+
+    Returns:
+        The undo event's id, or None when the reviewer has nothing left to undo.
+    """
+    reviewer = _check_reviewer(reviewer)
+    last = store.scalar(
+        """
+        SELECT e.id FROM label_events e
+        WHERE e.reviewer = ? AND e.undoes IS NULL
+          AND e.id = (SELECT max(id) FROM label_events x WHERE x.nucleus_id = e.nucleus_id)
+        ORDER BY e.id DESC LIMIT 1
+        """,
+        [reviewer],
+    )
+    return None if last is None else undo_event(store, int(last), reviewer)
+
+
+def current_labels(store: Store, nucleus_ids=None) -> pd.DataFrame:
+    """Current curated labels: ``nucleus_id, value, label (1/0/NA), excluded, reviewer, created_at, event_id``.
+
+    Args:
+        nucleus_ids: restrict to these ids (None: all curated nuclei).
+    """
+    if nucleus_ids is None:
+        return store.query("SELECT * FROM curated_labels ORDER BY nucleus_id")
+    ids = pd.DataFrame({"nucleus_id": pd.Series(list(nucleus_ids), dtype="int64")})
+    with store.frames(ids_in=ids):
+        return store.query("SELECT c.* FROM curated_labels c JOIN ids_in USING (nucleus_id) ORDER BY nucleus_id")
+
+
+def label_history(store: Store, nucleus_id: int) -> pd.DataFrame:
+    """All events of one nucleus, oldest first."""
+    return store.query("SELECT * FROM label_events WHERE nucleus_id = ? ORDER BY id", [int(nucleus_id)])
+
+
+def audit_trail(store: Store, since: datetime | None = None) -> pd.DataFrame:
+    """Every label event with where the nucleus comes from, oldest first.
+
+    Returns:
+        DataFrame ``event_id, created_at, reviewer, nucleus_id, sample, scan_file, scan_sha256,
+        mask_label, previous, value, note, undoes``.
+    """
+    return store.query(
+        """
+        SELECT e.id AS event_id, e.created_at, e.reviewer, e.nucleus_id, s.name AS sample,
+               c.file_name AS scan_file, c.sha256 AS scan_sha256, n.mask_label,
+               e.previous, e.value, e.note, e.undoes
+        FROM label_events e
+        LEFT JOIN nuclei n ON n.id = e.nucleus_id
+        LEFT JOIN scans c ON c.id = n.scan_id
+        LEFT JOIN samples s ON s.id = c.sample_id
+        WHERE ? IS NULL OR e.created_at >= ?
+        ORDER BY e.id
+        """,
+        [since, since],
+    )

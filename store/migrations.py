@@ -1,0 +1,57 @@
+"""Schema versions and the steps between them.
+
+``schema_version`` holds one row per applied step. Version 1 is ``schema.sql``; a
+later change appends ``(version, note, sql)`` to :data:`STEPS` (e.g. an
+``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``), and opening an older store for writing
+applies the missing steps in order, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib import resources
+
+import duckdb
+
+logger = logging.getLogger(__name__)
+
+
+def _schema_sql() -> str:
+    return resources.files("store").joinpath("schema.sql").read_text(encoding="utf-8")
+
+
+#: (version, note, SQL script); scripts must be idempotent.
+STEPS: list[tuple[int, str, callable]] = [
+    (1, "initial schema", _schema_sql),
+]
+LATEST = STEPS[-1][0]
+
+
+def current_version(conn: duckdb.DuckDBPyConnection) -> int:
+    """Highest applied version (0 for an empty database)."""
+    exists = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    v = conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    return int(v or 0)
+
+
+def migrate(conn: duckdb.DuckDBPyConnection) -> int:
+    """Apply every missing step; return the version reached."""
+    version = current_version(conn)
+    for step, note, script in STEPS:
+        if step <= version:
+            continue
+        logger.info("store: applying schema step %d (%s)", step, note)
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute(script())
+            conn.execute("INSERT INTO schema_version (version, note) VALUES (?, ?)", [step, note])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        version = step
+    return version

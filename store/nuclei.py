@@ -1,0 +1,140 @@
+"""Reading nuclei: per-sample tables with predictions and labels, patches, detections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from genuine_core.pipeline import decode_patch
+from store.db import Store
+
+
+def _ids_frame(nucleus_ids) -> pd.DataFrame:
+    return pd.DataFrame({"nucleus_id": pd.Series(np.asarray(list(nucleus_ids), dtype=np.int64))})
+
+
+def sample_nuclei(store: Store, sample: str, model: str | None = None) -> pd.DataFrame:
+    """Nuclei of one sample with one model's prediction and every label.
+
+    Args:
+        sample: sample name.
+        model: model name (None: no prediction columns are filled).
+
+    Returns:
+        DataFrame, one row per nucleus: ``nucleus_id, scan_id, scan_file, mask_label, cy, cx,
+        bbox_y0, bbox_x0, bbox_y1, bbox_x1, area, mean_nmi, mean_mycn, mean_dapi, split,
+        prob, prob_calibrated, uncertainty, call, det_nmi, det_mycn, det_cluster,
+        auto_label, true_label, curated_label, excluded``. Labels are nullable ints.
+    """
+    return store.query(
+        """
+        SELECT n.id AS nucleus_id, n.scan_id, c.file_name AS scan_file, n.mask_label, n.cy, n.cx,
+               n.bbox_y0, n.bbox_x0, n.bbox_y1, n.bbox_x1, n.area, n.mean_nmi, n.mean_mycn, n.mean_dapi,
+               c.split, p.prob, p.prob_calibrated, p.uncertainty, p.call, p.det_nmi, p.det_mycn, p.det_cluster,
+               la.label AS auto_label, lt.label AS true_label, cl.label AS curated_label,
+               coalesce(cl.excluded, false) AS excluded
+        FROM nuclei n
+        JOIN scans c ON c.id = n.scan_id
+        JOIN samples s ON s.id = c.sample_id
+        LEFT JOIN models m ON m.name = ?
+        LEFT JOIN predictions p ON p.nucleus_id = n.id AND p.model_id = m.id
+        LEFT JOIN labels la ON la.nucleus_id = n.id AND la.kind = 'auto'
+        LEFT JOIN labels lt ON lt.nucleus_id = n.id AND lt.kind = 'truth'
+        LEFT JOIN curated_labels cl ON cl.nucleus_id = n.id
+        WHERE s.name = ?
+        ORDER BY n.id
+        """,
+        [model, sample],
+    )
+
+
+def nucleus_info(store: Store, nucleus_ids) -> pd.DataFrame:
+    """Where nuclei come from and their labels: ``nucleus_id, sample, sample_kind, scan_id, scan_file,
+    mask_label, cy, cx, area, split, auto_label, true_label, curated_label, excluded, curated_by``."""
+    with store.frames(ids_in=_ids_frame(nucleus_ids)):
+        return store.query(
+            """
+            SELECT n.id AS nucleus_id, s.name AS sample, s.kind AS sample_kind, n.scan_id,
+                   c.file_name AS scan_file, n.mask_label, n.cy, n.cx, n.area, c.split,
+                   la.label AS auto_label, lt.label AS true_label, cl.label AS curated_label,
+                   coalesce(cl.excluded, false) AS excluded, cl.reviewer AS curated_by
+            FROM ids_in i
+            JOIN nuclei n ON n.id = i.nucleus_id
+            JOIN scans c ON c.id = n.scan_id
+            JOIN samples s ON s.id = c.sample_id
+            LEFT JOIN labels la ON la.nucleus_id = n.id AND la.kind = 'auto'
+            LEFT JOIN labels lt ON lt.nucleus_id = n.id AND lt.kind = 'truth'
+            LEFT JOIN curated_labels cl ON cl.nucleus_id = n.id
+            ORDER BY n.id
+            """
+        )
+
+
+def nucleus_predictions(store: Store, nucleus_ids) -> pd.DataFrame:
+    """Every model's prediction for the given nuclei (long form).
+
+    Returns:
+        DataFrame ``nucleus_id, model, kind, prob, prob_calibrated, uncertainty, call, det_nmi,
+        det_mycn, det_cluster``, ordered by nucleus then model id.
+    """
+    with store.frames(ids_in=_ids_frame(nucleus_ids)):
+        return store.query(
+            """
+            SELECT p.nucleus_id, m.name AS model, m.kind, p.prob, p.prob_calibrated, p.uncertainty, p.call,
+                   p.det_nmi, p.det_mycn, p.det_cluster
+            FROM ids_in i JOIN predictions p ON p.nucleus_id = i.nucleus_id JOIN models m ON m.id = p.model_id
+            ORDER BY p.nucleus_id, m.id
+            """
+        )
+
+
+def nucleus_detections(store: Store, nucleus_ids, model: str | None = None) -> pd.DataFrame:
+    """Detector boxes (patch coordinates) of the given nuclei: ``nucleus_id, model, cls, x1, y1, x2, y2, score``.
+
+    Args:
+        model: restrict to one model (None: every model that stored boxes).
+    """
+    with store.frames(ids_in=_ids_frame(nucleus_ids)):
+        return store.query(
+            """
+            SELECT d.nucleus_id, m.name AS model, d.cls, d.x1, d.y1, d.x2, d.y2, d.score
+            FROM ids_in i JOIN detections d ON d.nucleus_id = i.nucleus_id JOIN models m ON m.id = d.model_id
+            WHERE ? IS NULL OR m.name = ?
+            ORDER BY d.nucleus_id, m.id, d.score DESC
+            """,
+            [model, model],
+        )
+
+
+def patch_bytes(store: Store, nucleus_ids) -> dict[int, bytes]:
+    """PNG bytes of the stored patches (RGB uint8, P x P) by nucleus id (missing ids left out)."""
+    with store.frames(ids_in=_ids_frame(nucleus_ids)):
+        rows = store.cursor().execute(
+            "SELECT n.id, n.patch_png FROM ids_in i JOIN nuclei n ON n.id = i.nucleus_id WHERE n.patch_png IS NOT NULL"
+        ).fetchall()
+    return {int(i): bytes(b) for i, b in rows}
+
+
+def patch_images(store: Store, nucleus_ids) -> dict[int, np.ndarray]:
+    """Stored patches by nucleus id as (3, P, P) float32 in [0, 1] (quantised to 1/255)."""
+    return {i: decode_patch(b) for i, b in patch_bytes(store, nucleus_ids).items()}
+
+
+def scan_nuclei(store: Store, scan_id: int, model: str | None = None) -> pd.DataFrame:
+    """Nuclei of one scan (for outlines on the scan image): ``nucleus_id, mask_label, cy, cx, bbox_*,
+    prob, call, auto_label, curated_label, excluded``."""
+    return store.query(
+        """
+        SELECT n.id AS nucleus_id, n.mask_label, n.cy, n.cx, n.bbox_y0, n.bbox_x0, n.bbox_y1, n.bbox_x1,
+               p.prob, p.call, la.label AS auto_label, cl.label AS curated_label,
+               coalesce(cl.excluded, false) AS excluded
+        FROM nuclei n
+        LEFT JOIN models m ON m.name = ?
+        LEFT JOIN predictions p ON p.nucleus_id = n.id AND p.model_id = m.id
+        LEFT JOIN labels la ON la.nucleus_id = n.id AND la.kind = 'auto'
+        LEFT JOIN curated_labels cl ON cl.nucleus_id = n.id
+        WHERE n.scan_id = ?
+        ORDER BY n.mask_label
+        """,
+        [model, int(scan_id)],
+    )

@@ -1,0 +1,77 @@
+"""Registered models: name, kind, preset, weights checksum, config and metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from genuine_core.errors import StoreError
+from genuine_core.pipeline import ScoringModel
+from store.db import Store
+
+
+def register_model(store: Store, model: ScoringModel) -> int:
+    """Id of ``model`` in the store, registering it on first sight.
+
+    A model is known by name. Registering a name again with the same weights checksum
+    refreshes its metrics and folder; with different weights it is refused, because the
+    stored predictions would then mix two models under one name.
+
+    Raises:
+        StoreError: the name is registered with another checksum.
+    """
+    row = store.query("SELECT id, checksum FROM models WHERE name = ?", [model.name])
+    if not row.empty:
+        if row.at[0, "checksum"] != model.checksum:
+            raise StoreError(
+                f"model {model.name!r} is registered with other weights (checksum {row.at[0, 'checksum'][:12]}..., "
+                f"now {model.checksum[:12]}...); register the new weights under another name"
+            )
+        with store.transaction() as cur:
+            cur.execute("UPDATE models SET metrics = ?, folder = coalesce(?, folder) WHERE id = ?",
+                        [json.dumps(model.metrics), model.folder, int(row.at[0, "id"])])
+        return int(row.at[0, "id"])
+    with store.transaction() as cur:
+        new = cur.execute(
+            "INSERT INTO models (name, kind, preset, patch_size, checksum, config, metrics, folder) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [model.name, model.kind, model.preset, int(model.patch_size), model.checksum,
+             json.dumps(model.config), json.dumps(model.metrics), model.folder],
+        ).fetchone()
+    return int(new[0])
+
+
+def model_id(store: Store, name: str) -> int:
+    """Id of a registered model.
+
+    Raises:
+        StoreError: no such model.
+    """
+    mid = store.scalar("SELECT id FROM models WHERE name = ?", [name])
+    if mid is None:
+        known = store.query("SELECT name FROM models ORDER BY name")["name"].tolist()
+        raise StoreError(f"no model named {name!r} in the store (registered: {', '.join(known) or 'none'})")
+    return int(mid)
+
+
+def list_models(store: Store) -> pd.DataFrame:
+    """Registered models with prediction counts.
+
+    Returns:
+        DataFrame ``id, name, kind, preset, patch_size, checksum, folder, registered_at,
+        config (dict), metrics (dict), n_predictions, n_scans``, ordered by id.
+    """
+    df = store.query(
+        """
+        SELECT m.id, m.name, m.kind, m.preset, m.patch_size, m.checksum, m.folder, m.registered_at,
+               m.config, m.metrics,
+               coalesce(sum(sm.n_predictions), 0)::BIGINT AS n_predictions,
+               count(sm.scan_id)::INTEGER AS n_scans
+        FROM models m LEFT JOIN scan_models sm ON sm.model_id = m.id
+        GROUP BY ALL ORDER BY m.id
+        """
+    )
+    for col in ("config", "metrics"):
+        df[col] = [json.loads(v) if isinstance(v, str) and v else {} for v in df[col]]
+    return df

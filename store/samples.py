@@ -1,0 +1,116 @@
+"""Samples: a cell line, a mixture, a patient case or a probe set; scans belong to one."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from genuine_core.errors import InputError, StoreError
+from store.db import Store
+
+SAMPLE_KINDS = ("cell-line", "mixture", "case", "probe")
+_GENOTYPES = {"mna": "MNA", "non-mna": "non-MNA", "nonmna": "non-MNA", "non_mna": "non-MNA"}
+
+
+def normalise_genotype(genotype: str | None) -> str | None:
+    """``'mna'``/``'MNA'`` -> ``'MNA'``, ``'non-mna'``/``'non-MNA'`` -> ``'non-MNA'``; other text kept as is."""
+    if genotype is None or not str(genotype).strip():
+        return None
+    g = str(genotype).strip()
+    return _GENOTYPES.get(g.lower(), g)
+
+
+def genotype_label(genotype: str | None) -> int | None:
+    """Auto label implied by a genotype: 1 for MNA, 0 for non-MNA, None otherwise."""
+    g = normalise_genotype(genotype)
+    return {"MNA": 1, "non-MNA": 0}.get(g) if g else None
+
+
+def _validate(kind: str | None, expected: float | None) -> None:
+    if kind is not None and kind not in SAMPLE_KINDS:
+        raise InputError(f"sample kind must be one of {SAMPLE_KINDS}, got {kind!r}")
+    if expected is not None and (math.isnan(expected) or not 0 <= expected <= 1):
+        raise InputError(f"expected MNA fraction must be in [0, 1], got {expected}")
+
+
+def get_sample(store: Store, name: str) -> dict | None:
+    """The sample row as a dict, or None."""
+    df = store.query("SELECT * FROM samples WHERE name = ?", [name])
+    if df.empty:
+        return None
+    row = df.iloc[0].to_dict()
+    row["expected_mna"] = None if pd.isna(row["expected_mna"]) else float(row["expected_mna"])
+    return row
+
+
+def ensure_sample(store: Store, name: str, kind: str | None = None, expected: float | None = None,
+                  genotype: str | None = None, notes: str | None = None) -> int:
+    """Id of sample ``name``, created when missing.
+
+    Args:
+        name: unique sample name.
+        kind: ``cell-line`` | ``mixture`` | ``case`` | ``probe`` (default ``case`` when creating).
+        expected: expected MNA fraction in [0, 1], when known.
+        genotype: ``MNA`` / ``non-MNA`` (gives nuclei an auto label) or free text.
+        notes: free text.
+
+    Raises:
+        InputError: invalid kind/expected, or an existing sample with a different kind,
+            expected fraction or genotype than asked for.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise InputError("sample name must not be empty")
+    _validate(kind, expected)
+    genotype = normalise_genotype(genotype)
+    existing = get_sample(store, name)
+    if existing is not None:
+        clashes = []
+        if kind is not None and kind != existing["kind"]:
+            clashes.append(f"kind {existing['kind']!r} (asked {kind!r})")
+        if expected is not None and (existing["expected_mna"] is None or
+                                     abs(existing["expected_mna"] - expected) > 1e-9):
+            clashes.append(f"expected {existing['expected_mna']} (asked {expected})")
+        if genotype is not None and genotype != existing["genotype"]:
+            clashes.append(f"genotype {existing['genotype']!r} (asked {genotype!r})")
+        if clashes:
+            raise InputError(f"sample {name!r} already exists with " + ", ".join(clashes))
+        return int(existing["id"])
+    with store.transaction() as cur:
+        row = cur.execute(
+            "INSERT INTO samples (name, kind, expected_mna, genotype, notes) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            [name, kind or "case", expected, genotype, notes],
+        ).fetchone()
+    return int(row[0])
+
+
+def sample_id(store: Store, name: str) -> int:
+    """Id of an existing sample.
+
+    Raises:
+        StoreError: no such sample.
+    """
+    sid = store.scalar("SELECT id FROM samples WHERE name = ?", [name])
+    if sid is None:
+        raise StoreError(f"no sample named {name!r}")
+    return int(sid)
+
+
+def list_samples(store: Store) -> pd.DataFrame:
+    """All samples with their scan and nucleus counts.
+
+    Returns:
+        DataFrame ``id, name, kind, expected_mna, genotype, notes, created_at, n_scans,
+        n_nuclei``, ordered by kind then name.
+    """
+    return store.query(
+        """
+        SELECT s.id, s.name, s.kind, s.expected_mna, s.genotype, s.notes, s.created_at,
+               count(c.id)::INTEGER AS n_scans,
+               coalesce(sum(c.n_nuclei), 0)::BIGINT AS n_nuclei
+        FROM samples s LEFT JOIN scans c ON c.sample_id = s.id
+        GROUP BY ALL
+        ORDER BY s.kind, s.name
+        """
+    )

@@ -1,0 +1,207 @@
+"""Sample summaries: per sample and model, the MNA fraction with its uncertainty, the call and QC flags.
+
+Per (sample, model), over nuclei that have a prediction and are not excluded by a curator:
+
+- ``n_scored``, ``n_mna`` (model calls = 1), ``mna_pct`` with a Wilson 95 % interval;
+- ``corrected_pct``: Rogan-Gladen prevalence using the model's validation sensitivity and
+  specificity from its ``metrics.json`` (see :func:`validation_rates`), with its interval;
+- ``expected_pct`` (sample's expected MNA fraction), ``deviation_pp`` (= mna - expected,
+  percentage points) and ``corrected_deviation_pp``;
+- ``true_mna_pct``: ground-truth MNA share of the scored nuclei (synthetic samples);
+- ``call``: ``genuine_core.rules.sample_call`` (thresholds and their sources live there);
+- ``qc_flags``: ``few nuclei``, ``high uncertainty``, ``auto-label disagreement``,
+  ``no validation metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from genuine_core.rules import SAMPLE_CALL_RULE, SampleCallRule, sample_call
+from genuine_core.stats import rogan_gladen, wilson_interval
+from store.db import Store
+
+
+@dataclass(frozen=True)
+class SummaryConfig:
+    """QC thresholds for sample summaries.
+
+    Attributes:
+        uncertainty_threshold: a nucleus counts as uncertain at or above this uncertainty.
+        max_uncertain_share: flag ``high uncertainty`` above this share of uncertain nuclei.
+        max_disagreement_share: flag ``auto-label disagreement`` above this share of nuclei
+            whose call differs from their auto label.
+        confidence: level of the intervals.
+    """
+
+    uncertainty_threshold: float = 0.15
+    max_uncertain_share: float = 0.2
+    max_disagreement_share: float = 0.2
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not self.uncertainty_threshold > 0:
+            raise ValueError("uncertainty_threshold must be > 0")
+        for name in ("max_uncertain_share", "max_disagreement_share", "confidence"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in (0, 1)")
+
+
+SUMMARY_CONFIG = SummaryConfig()
+
+
+def _find_rates(node, path: str, found: list) -> None:
+    if isinstance(node, dict):
+        if "tpr" in node and "tnr" in node:
+            found.append((path, node))
+        for k, v in node.items():
+            _find_rates(v, f"{path}/{k}".lower(), found)
+
+
+def validation_rates(metrics: dict) -> dict | None:
+    """Sensitivity/specificity for prevalence correction from a model's ``metrics.json``.
+
+    Looks for a dict holding ``tpr`` and ``tnr`` (``training.metrics.BinaryMetrics``
+    layout: ``tp, fp, tn, fn, tpr, tnr, ...``), preferring one under a key naming the
+    validation split (``val``/``validation``), then any other (e.g. test).
+
+    Returns:
+        ``{"sensitivity", "specificity", "n_positive", "n_negative", "source"}`` (counts may
+        be None), or None when the metrics hold no usable rates.
+    """
+    found: list = []
+    _find_rates(metrics or {}, "", found)
+    if not found:
+        return None
+    found.sort(key=lambda item: (not any(t in item[0] for t in ("/val", "validation")), len(item[0])))
+    for path, node in found:
+        try:
+            se, sp = float(node["tpr"]), float(node["tnr"])
+        except (TypeError, ValueError):
+            continue
+        if math.isnan(se) or math.isnan(sp) or se + sp <= 1:
+            continue
+        n_pos = node.get("tp", 0) + node.get("fn", 0) if "tp" in node and "fn" in node else None
+        n_neg = node.get("tn", 0) + node.get("fp", 0) if "tn" in node and "fp" in node else None
+        return {"sensitivity": se, "specificity": sp, "n_positive": n_pos or None, "n_negative": n_neg or None,
+                "source": path.strip("/") or "metrics"}
+    return None
+
+
+_AGG_SQL = """
+SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mna,
+       m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics,
+       count(*) AS n_scored,
+       sum(p.call)::BIGINT AS n_mna,
+       count(*) FILTER (WHERE p.uncertainty >= ?) AS n_uncertain,
+       count(la.label) AS n_auto,
+       count(*) FILTER (WHERE la.label IS NOT NULL AND la.label <> p.call) AS n_auto_disagree,
+       count(lt.label) AS n_truth,
+       sum(lt.label)::BIGINT AS n_true_mna,
+       avg(p.prob_calibrated) AS mean_prob
+FROM predictions p
+JOIN models m ON m.id = p.model_id
+JOIN nuclei n ON n.id = p.nucleus_id
+JOIN scans c ON c.id = n.scan_id
+JOIN samples s ON s.id = c.sample_id
+LEFT JOIN labels la ON la.nucleus_id = p.nucleus_id AND la.kind = 'auto'
+LEFT JOIN labels lt ON lt.nucleus_id = p.nucleus_id AND lt.kind = 'truth'
+LEFT JOIN (SELECT nucleus_id FROM curated_labels WHERE excluded) ex ON ex.nucleus_id = p.nucleus_id
+WHERE ex.nucleus_id IS NULL
+  AND (? IS NULL OR m.name = ?)
+  AND (? IS NULL OR s.name = ?)
+GROUP BY ALL
+ORDER BY s.kind, s.name, m.id
+"""
+
+SUMMARY_COLUMNS = [
+    "sample", "sample_kind", "model", "model_kind", "n_scored", "n_mna", "mna_pct", "ci_low_pct", "ci_high_pct",
+    "corrected_pct", "corrected_low_pct", "corrected_high_pct", "expected_pct", "deviation_pp",
+    "corrected_deviation_pp", "true_mna_pct", "call", "qc_flags", "uncertain_share", "auto_disagreement_share",
+    "mean_prob", "correction",
+]
+
+
+def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAMPLE_CALL_RULE,
+                     config: SummaryConfig = SUMMARY_CONFIG) -> dict:
+    """Turn one (sample, model) row of counts into summary numbers.
+
+    Args:
+        row: ``n_scored, n_mna, n_uncertain, n_auto, n_auto_disagree, n_truth, n_true_mna,
+            expected_mna`` (fraction or None), ``mean_prob``.
+        metrics: the model's metrics (for :func:`validation_rates`).
+
+    Returns:
+        dict with the numeric :data:`SUMMARY_COLUMNS` (percentages in 0-100), ``call``,
+        ``qc_flags`` (list of str) and ``correction`` (where the rates came from).
+    """
+    n, k = int(row["n_scored"]), int(row["n_mna"] or 0)
+    lo, hi = wilson_interval(k, n, config.confidence)
+    out = {"n_scored": n, "n_mna": k, "mna_pct": 100.0 * k / n if n else math.nan,
+           "ci_low_pct": 100.0 * lo, "ci_high_pct": 100.0 * hi}
+    rates = validation_rates(metrics or {})
+    flags = []
+    if rates and n:
+        est = rogan_gladen(k, n, rates["sensitivity"], rates["specificity"], config.confidence,
+                           rates["n_positive"], rates["n_negative"])
+        out.update(corrected_pct=100 * est.estimate, corrected_low_pct=100 * est.low,
+                   corrected_high_pct=100 * est.high, correction=f"{rates['source']} ({est.method})")
+    else:
+        out.update(corrected_pct=math.nan, corrected_low_pct=math.nan, corrected_high_pct=math.nan, correction="")
+        if not rates:
+            flags.append("no validation metrics")
+    expected = row.get("expected_mna")
+    expected_pct = math.nan if expected is None or pd.isna(expected) else 100.0 * float(expected)
+    out["expected_pct"] = expected_pct
+    out["deviation_pp"] = out["mna_pct"] - expected_pct
+    out["corrected_deviation_pp"] = out["corrected_pct"] - expected_pct
+    n_truth = int(row.get("n_truth") or 0)
+    out["true_mna_pct"] = 100.0 * int(row.get("n_true_mna") or 0) / n_truth if n_truth else math.nan
+    out["call"] = sample_call(n, k, rule)
+    unc = int(row.get("n_uncertain") or 0) / n if n else math.nan
+    n_auto = int(row.get("n_auto") or 0)
+    dis = int(row.get("n_auto_disagree") or 0) / n_auto if n_auto else math.nan
+    out["uncertain_share"], out["auto_disagreement_share"] = unc, dis
+    out["mean_prob"] = float(row["mean_prob"]) if row.get("mean_prob") is not None else math.nan
+    if n < rule.min_nuclei:
+        flags.insert(0, "few nuclei")
+    if n and unc > config.max_uncertain_share:
+        flags.append("high uncertainty")
+    if n_auto and dis > config.max_disagreement_share:
+        flags.append("auto-label disagreement")
+    out["qc_flags"] = flags
+    return out
+
+
+def sample_summaries(store: Store, model: str | None = None, sample: str | None = None,
+                     rule: SampleCallRule = SAMPLE_CALL_RULE, config: SummaryConfig = SUMMARY_CONFIG) -> pd.DataFrame:
+    """One row per (sample, model) with the numbers described in the module docstring.
+
+    Args:
+        model: only this model (None: every model).
+        sample: only this sample (None: every sample).
+
+    Returns:
+        DataFrame with :data:`SUMMARY_COLUMNS` (``qc_flags`` as a list of str), ordered by
+        sample kind, sample, model id. Samples without predictions are left out.
+    """
+    agg = store.query(_AGG_SQL, [float(config.uncertainty_threshold), model, model, sample, sample])
+    rows = []
+    metrics_cache: dict[int, dict] = {}
+    for rec in agg.to_dict("records"):
+        mid = int(rec["model_id"])
+        if mid not in metrics_cache:
+            metrics_cache[mid] = json.loads(rec["metrics"]) if rec["metrics"] else {}
+        out = summarise_counts(rec, metrics_cache[mid], rule, config)
+        out.update(sample=rec["sample"], sample_kind=rec["sample_kind"], model=rec["model"],
+                   model_kind=rec["model_kind"])
+        rows.append(out)
+    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    for col in ("n_scored", "n_mna"):
+        df[col] = df[col].astype(np.int64)
+    return df

@@ -1,0 +1,74 @@
+"""Test doubles for the store/ingest tests: fake models with the real Prediction layout, scan files."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from genuine_core.io import write_scan_tiff
+from genuine_core.pipeline import ScoringModel
+
+
+@dataclass
+class FakePrediction:
+    """Same fields as ``genuine_core.inference.Prediction``."""
+
+    table: pd.DataFrame
+    embeddings: np.ndarray
+    detections: pd.DataFrame
+
+
+def fake_predict(patches: np.ndarray, bias: float = 0.0) -> FakePrediction:
+    """Deterministic 'model': MNA probability from the green/red mass ratio of each patch."""
+    n = len(patches)
+    red = patches[:, 0].reshape(n, -1).sum(1)
+    green = patches[:, 1].reshape(n, -1).sum(1)
+    ratio = green / np.maximum(red, 1e-6)
+    prob = 1.0 / (1.0 + np.exp(-(3.0 * (ratio - 1.5) + bias)))
+    table = pd.DataFrame({
+        "prob": prob.astype(np.float32),
+        "prob_calibrated": prob.astype(np.float32),
+        "uncertainty": (0.5 - np.abs(prob - 0.5)).astype(np.float32),
+        "call": (prob >= 0.5).astype(np.int64),
+        "det_nmi": np.full(n, 2), "det_mycn": np.full(n, 3), "det_cluster": np.zeros(n, np.int64),
+    })
+    emb = np.stack([patches.mean((2, 3))[:, c] for c in range(3)] + [patches.std((2, 3))[:, c] for c in range(3)]
+                   + [np.full(n, bias)], 1).astype(np.float32)
+    det = pd.DataFrame({"row": np.arange(n), "cls": np.full(n, 2), "x1": 10.0, "y1": 10.0, "x2": 14.0, "y2": 14.0,
+                        "score": 0.9})
+    return FakePrediction(table, emb, det)
+
+
+def fake_model(name: str = "fake", bias: float = 0.0, patch_size: int = 64, kind: str = "genuine",
+               metrics: dict | None = None) -> ScoringModel:
+    """A ScoringModel around :func:`fake_predict`."""
+    return ScoringModel(
+        name=name, kind=kind, preset="test", patch_size=patch_size,
+        checksum=hashlib.sha256(f"{name}:{bias}".encode()).hexdigest(),
+        config={"kind": kind, "patch_size": patch_size}, metrics=metrics or {}, folder=None,
+        predict=lambda p: fake_predict(p, bias),
+    )
+
+
+def threshold_segmenter(image: np.ndarray) -> np.ndarray:
+    """Fast test segmenter: DAPI above background, connected components (touching nuclei merge)."""
+    dapi = image[..., 2]
+    masks, _ = ndimage.label(dapi > 0.12)
+    return masks.astype(np.int32)
+
+
+def write_toy_scans(folder: Path, n: int, make_toy_scan) -> list[Path]:
+    """``n`` distinct toy scans written as RGB uint16 TIFFs; returns their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        toy = make_toy_scan(seed=100 + i)
+        p = folder / f"scan_{i}.tif"
+        write_scan_tiff(p, toy.image)
+        paths.append(p)
+    return paths
