@@ -24,7 +24,7 @@ import os
 import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +128,6 @@ class _Result:
     boxes: pd.DataFrame
     patches: np.ndarray  # (n, 3, P, P) float16, rows follow nuclei rows with extracted == True
     n_border_skipped: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _run_task(t: _Task) -> _Result:

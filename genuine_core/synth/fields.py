@@ -177,14 +177,13 @@ def _draw_phenotype(rng: np.random.Generator, owner: int, line: CellLine, style:
 
 
 def _debris(rng: np.random.Generator, shape: tuple[int, int], amount: float, scale: float) -> np.ndarray:
-    """Fibrous green debris: thresholded smooth noise gated by slow blotches."""
+    """Granular green debris clouds: clumps of small blobs, gated by slow blotches (like the real image)."""
     if amount <= 0:
         return np.zeros(shape, np.float32)
-    gate = smooth_noise(rng, shape, 90.0 * scale)
-    fib = np.abs(smooth_noise(rng, shape, 5.0 * scale))
-    strands = np.clip(1.0 - fib / 0.35, 0.0, None) ** 2  # thin bright ridges where the noise crosses zero
-    area = np.clip(gate - 0.9, 0.0, None)
-    out = (0.45 * strands + 0.04) * np.clip(area * 1.6, 0.0, 1.0)
+    gate = np.clip(smooth_noise(rng, shape, 110.0 * scale) - 0.75, 0.0, 0.6) / 0.6
+    fine = np.clip(smooth_noise(rng, shape, 4.0 * scale) - 0.4, 0.0, None)
+    coarse = np.clip(smooth_noise(rng, shape, 14.0 * scale) - 0.1, 0.0, None)
+    out = gate * (0.35 * fine + 0.25 * coarse + 0.03 * gate)
     return (amount * out).astype(np.float32)
 
 

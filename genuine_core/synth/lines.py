@@ -163,8 +163,8 @@ DEFAULT_LINES: tuple[CellLine, ...] = (
     ),
     CellLine(
         "mna_dm", True,
-        typical=Phenotype(nmi=((1, 0.05), (2, 0.85), (3, 0.1)), mycn=decaying(8, 35, 10.0),
-                          mycn_sigma=(2.7, 3.8), mycn_amplitude=(0.5, 1.0)),
+        typical=Phenotype(nmi=((1, 0.05), (2, 0.85), (3, 0.1)), mycn=decaying(8, 35, 14.0),
+                          mycn_sigma=(2.7, 3.8), mycn_amplitude=(0.6, 1.1)),
         atypical=Phenotype(nmi=((2, 1.0),), mycn=uniform(1, 5)), natural_noise=0.10,
     ),
     CellLine(

@@ -259,39 +259,15 @@ class PlacedSignals:
     n_merged: int
 
 
-def _pick_position(
-    rng: np.random.Generator,
-    dist: np.ndarray,
-    inside: np.ndarray,
-    extent: float,
-    placed: np.ndarray,
-    spaced: bool,
-    gap: float,
-    tries: int = 32,
-) -> tuple[int, int] | None:
-    """Random pixel with ``dist >= extent`` (deep enough inside the nucleus), spaced from ``placed`` if asked.
-
-    ``inside`` holds the flat indices of the nucleus pixels. When no spaced position is
-    found among ``tries`` candidates the one with the most room is taken (it may touch
-    a neighbour and merge with it).
-    """
-    if inside.size == 0:
-        return None
-    flat = dist.ravel()
-    picks = inside[rng.integers(0, inside.size, size=tries)]
-    picks = picks[flat[picks] >= extent]
-    if picks.size == 0:
-        cand = np.flatnonzero(flat >= min(extent, float(flat.max())))
-        picks = cand[rng.integers(0, cand.size, size=tries)]
-    ys, xs = np.divmod(picks, dist.shape[1])
-    if not len(placed) or not spaced:
-        return int(ys[0]), int(xs[0])
-    p = placed  # (M, 3): y, x, extent
-    d = np.hypot(ys[:, None] - p[None, :, 0], xs[:, None] - p[None, :, 1])
-    slack = (d - (p[None, :, 2] + extent + gap)).min(axis=1)
-    good = np.flatnonzero(slack >= 0)
-    i = int(good[0]) if good.size else int(np.argmax(slack))
-    return int(ys[i]), int(xs[i])
+def _footprints_touch(a: Spot, ay: int, ax: int, b: Spot, by: int, bx: int) -> bool:
+    """Whether spot ``a`` placed at (ay, ax) touches spot ``b`` at (by, bx) (a's halo meets b's footprint)."""
+    dy, dx = (by - b.half) - (ay - a.half), (bx - b.half) - (ax - a.half)  # b's canvas origin in a's canvas
+    sa, sb = a.halo.shape[0], b.footprint.shape[0]
+    y0, y1 = max(0, dy), min(sa, dy + sb)
+    x0, x1 = max(0, dx), min(sa, dx + sb)
+    if y0 >= y1 or x0 >= x1:
+        return False
+    return bool((a.halo[y0:y1, x0:x1] & b.footprint[y0 - dy:y1 - dy, x0 - dx:x1 - dx]).any())
 
 
 def place_signals(
@@ -300,14 +276,16 @@ def place_signals(
     spots: list[Spot],
     style: SignalStyle = SignalStyle(),
     scale: float = 1.0,
+    tries: int = 32,
 ) -> PlacedSignals:
     """Place rendered spots at random valid positions inside one nucleus and merge touching ones.
 
-    A spot's centre is chosen where the distance to the nucleus border is at least the
-    spot's footprint radius, so the visible signal lies inside the mask. Spots are
-    spaced by ``style.min_gap`` except with probability ``style.overlap_prob``; spots of
-    the same channel whose footprints touch are merged into one visible signal (a
-    MYCN spot touching a cluster joins the cluster).
+    A spot's centre is drawn among pixels whose distance to the nucleus border is at
+    least the spot's footprint radius, so the visible signal lies inside the mask. Spots
+    keep ``style.min_gap`` from each other, except with probability ``style.overlap_prob``
+    (and when no spaced position is found among ``tries`` candidates: then the
+    roomiest one is taken). Spots of the same channel whose footprints touch are merged
+    into one visible signal (a MYCN spot touching a cluster joins the cluster).
 
     Args:
         rng: random generator.
@@ -315,6 +293,7 @@ def place_signals(
         spots: rendered spots; placed largest first.
         style: spacing parameters.
         scale: length scale.
+        tries: candidate positions per spot.
 
     Returns:
         PlacedSignals with local-coordinate channels and boxes.
@@ -322,16 +301,23 @@ def place_signals(
     h, w = mask.shape
     red = np.zeros((h, w), np.float32)
     green = np.zeros((h, w), np.float32)
-    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    n = len(spots)
+    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1].ravel()
     inside = np.flatnonzero(mask.ravel())
-    order = sorted(range(len(spots)), key=lambda i: -spots[i].extent)
-    placed = np.zeros((len(spots), 3), np.float32)
-    n_placed = 0
-    # per channel label image of footprints (dilated by 1 px so touching counts as merging)
-    lab = {0: np.zeros((h, w), np.int32), 1: np.zeros((h, w), np.int32)}
-    parent: list[int] = []
-    recs: list[tuple[int, int, int, int, int, int]] = []  # chan, cls, y1, x1, y2, x2 (exclusive)
+    if n == 0 or inside.size == 0:
+        return PlacedSignals(red, green, np.zeros((0, 5), np.int64), 0, 0, 0, (0, 0, 0), 0)
+    order = sorted(range(n), key=lambda i: -spots[i].extent)
+    # all candidate positions at once: (n, tries) flat indices, their depth, rows and columns
+    cand = inside[rng.integers(0, inside.size, size=(n, tries))]
+    depth = dist[cand]
+    cy_all, cx_all = np.divmod(cand, w)
+    free = rng.random(n) < style.overlap_prob
     gap = style.min_gap * scale
+    deepest = float(dist.max())
+    pos = np.zeros((n, 3), np.float64)  # y, x, extent of placed spots (in placing order)
+    chan_of = np.zeros(n, np.int64)
+    parent = list(range(n))
+    recs: list[tuple[int, int, int, int, int]] = []  # cls, y1, x1, y2, x2 (exclusive)
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -339,54 +325,55 @@ def place_signals(
             i = parent[i]
         return i
 
-    for i in order:
+    for k, i in enumerate(order):
         s = spots[i]
-        spaced = rng.random() >= style.overlap_prob
-        pos = _pick_position(rng, dist, inside, s.extent, placed[:n_placed], spaced, gap)
-        if pos is None:
-            continue
-        cy, cx = pos
-        placed[n_placed] = (cy, cx, s.extent)
-        n_placed += 1
+        ok = depth[k] >= min(s.extent, deepest)
+        if not ok.any():  # nucleus too small for this footprint: use its deepest point
+            y, x = divmod(int(np.argmax(dist)), w)
+            ys, xs = np.array([y]), np.array([x])
+        else:
+            ys, xs = cy_all[k][ok], cx_all[k][ok]
         chan = 0 if s.cls == NMI else 1
-        # clip the canvas to the crop
-        y0, x0 = cy - s.half, cx - s.half
-        sy0, sx0 = max(0, -y0), max(0, -x0)
-        sy1 = min(s.canvas.shape[0], h - y0)
-        sx1 = min(s.canvas.shape[1], w - x0)
-        dst = (slice(y0 + sy0, y0 + sy1), slice(x0 + sx0, x0 + sx1))
-        src = (slice(sy0, sy1), slice(sx0, sx1))
-        target = red if chan == 0 else green
-        target[dst] += s.canvas[src] * np.float32(s.amplitude)
-        foot = s.footprint[src]
-        halo = s.halo[src]
-        idx = len(parent)
-        parent.append(idx)
-        region = lab[chan][dst]
-        touched = region[halo]
-        if touched.any():
-            for j in np.unique(touched[touched > 0]) - 1:
-                ri, rj = find(idx), find(int(j))
+        if k:
+            d = np.hypot(ys[:, None] - pos[None, :k, 0], xs[:, None] - pos[None, :k, 1])
+            if free[k]:
+                j = 0
+            else:
+                slack = (d - (pos[None, :k, 2] + s.extent + gap)).min(axis=1)
+                good = np.flatnonzero(slack >= 0)
+                j = int(good[0]) if good.size else int(np.argmax(slack))
+            # neighbours of the same channel whose footprints could touch this one
+            near = np.flatnonzero((d[j] < pos[:k, 2] + s.extent + 1.5) & (chan_of[:k] == chan))
+        else:
+            j, near = 0, ()
+        cy, cx = int(ys[j]), int(xs[j])
+        pos[k] = (cy, cx, s.extent)
+        chan_of[k] = chan
+        for m in near:
+            other = spots[order[m]]
+            if _footprints_touch(s, cy, cx, other, int(pos[m, 0]), int(pos[m, 1])):
+                ri, rj = find(k), find(int(m))
                 if ri != rj:
                     parent[rj] = ri
-        region[foot] = idx + 1
+        # draw (canvas clipped to the crop)
+        y0, x0 = cy - s.half, cx - s.half
+        sy0, sx0 = max(0, -y0), max(0, -x0)
+        sy1, sx1 = min(s.canvas.shape[0], h - y0), min(s.canvas.shape[1], w - x0)
+        target = red if chan == 0 else green
+        target[y0 + sy0:y0 + sy1, x0 + sx0:x0 + sx1] += s.canvas[sy0:sy1, sx0:sx1] * np.float32(s.amplitude)
         fy1, fx1, fy2, fx2 = s.fbox
-        recs.append((chan, s.cls, max(0, y0 + fy1), max(0, x0 + fx1), min(h, y0 + fy2), min(w, x0 + fx2)))
+        recs.append((s.cls, max(0, y0 + fy1), max(0, x0 + fx1), min(h, y0 + fy2), min(w, x0 + fx2)))
 
     groups: dict[int, list[int]] = {}
-    for i in range(len(recs)):
-        groups.setdefault(find(i), []).append(i)
+    for k in range(n):
+        groups.setdefault(find(k), []).append(k)
     boxes = []
     for members in groups.values():
-        cls_set = {recs[m][1] for m in members}
-        cls = CLUSTER if CLUSTER in cls_set else recs[members[0]][1]
-        y1 = min(recs[m][2] for m in members)
-        x1 = min(recs[m][3] for m in members)
-        y2 = max(recs[m][4] for m in members)
-        x2 = max(recs[m][5] for m in members)
-        boxes.append((cls, x1, y1, x2, y2))
+        classes = {recs[m][0] for m in members}
+        cls = CLUSTER if CLUSTER in classes else recs[members[0]][0]
+        boxes.append((cls, min(recs[m][2] for m in members), min(recs[m][1] for m in members),
+                      max(recs[m][4] for m in members), max(recs[m][3] for m in members)))
     boxes_arr = np.asarray(sorted(boxes), np.int64).reshape(-1, 5)
     counts = [int((boxes_arr[:, 0] == c).sum()) for c in (NMI, MYCN, CLUSTER)]
-    placed_counts = tuple(int(sum(1 for r in recs if r[1] == c)) for c in (NMI, MYCN, CLUSTER))
-    return PlacedSignals(red, green, boxes_arr, counts[0], counts[1], counts[2], placed_counts,
-                         len(recs) - len(groups))
+    placed_counts = tuple(sum(1 for r in recs if r[0] == c) for c in (NMI, MYCN, CLUSTER))
+    return PlacedSignals(red, green, boxes_arr, counts[0], counts[1], counts[2], placed_counts, n - len(groups))
