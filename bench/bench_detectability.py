@@ -1,20 +1,29 @@
-"""Detectability of FISH signals for candidate ``cpu``-preset detectors (equal training budget).
+"""Detectability of FISH signals for candidate ``cpu``-preset detectors.
 
-Generates synthetic fields (genuine_core.synth.make_field, the four default lines),
-extracts 96 px patches with their exact boxes, trains each candidate RetinaNet for the
-same number of steps (Adam, lr 1e-3, batch 16, flips / 90-degree rotations) and reports
-per-class AP at IoU 0.5, exact-count accuracy and Cohn-rule agreement on held-out
-patches, plus inference FLOPs per patch. Writes bench/results/detectability.json.
+Generates synthetic fields (genuine_core.synth.make_field, the four default lines) and
+extracts 96 px patches with their exact boxes. For every candidate RetinaNet it reports:
 
-This is a comparison at a short, equal budget (not the final detector training, which
-lives in ``training/``). Run from the repo root::
+- anchor coverage (no training, seconds): per class, the share of ground-truth boxes
+  whose best anchor has IoU >= 0.5 (a regular positive in training) and >= 0.3, the
+  median best IoU, positives per box, and ``collide``: the share of boxes whose best
+  anchor is also the best anchor of another box in the same patch (touching signals
+  that one anchor cannot both represent);
+- with ``--train``: a short training at equal budget (Adam, lr 1e-3, batch 16, flips /
+  transposes) and per-class AP at IoU 0.5, exact-count accuracy and Cohn-rule agreement
+  on held-out patches;
+- inference FLOPs per patch.
 
-    python bench/bench_detectability.py --steps 400 --train-fields 24 --test-fields 6
+Writes bench/results/detectability.json. The final detector training lives in
+``training/``; this only compares architectures. Run from the repo root::
+
+    python bench/bench_detectability.py                       # coverage only
+    python bench/bench_detectability.py --train --steps 300 --only r18_L12_w32_fpn32_h2
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -32,14 +41,21 @@ from genuine_core.synth import DEFAULT_LINES, make_field
 
 P = 96
 
+_S = dict(width=32, fpn_channels=32)  # anchor coverage does not depend on widths
 CANDIDATES: dict[str, DetectorConfig] = {
-    # the cpu preset's detector: strides 4 + 8, small anchors
-    "r18_L12_w32_fpn32_h2": DetectorConfig(width=32, fpn_channels=32),
-    "r18_L12_w64_fpn64_h2": DetectorConfig(),
-    "r18_L23_w64_fpn64_h2": DetectorConfig(returned_layers=(2, 3), anchor_sizes=((6, 12), (20, 32))),
-    "r18_L2_w64_fpn64_h2": DetectorConfig(returned_layers=(2,), anchor_sizes=((6, 12, 24),)),
-    # torchvision-sized anchors (no small ones) on the same network: what small anchors buy
-    "r18_L12_w32_fpn32_h2_biganchors": DetectorConfig(width=32, fpn_channels=32, anchor_sizes=((32,), (64,))),
+    # strides 4 + 8 (ResNet18 layers 1-2), small square anchors: the cpu preset's layout
+    "L12_a4-8_16-28": DetectorConfig(**_S, anchor_sizes=((4, 8), (16, 28))),
+    "L12_a4-6-8_12-18-26": DetectorConfig(**_S, anchor_sizes=((4, 6, 8), (12, 18, 26))),
+    "L12_a4-8_16-28_r3": DetectorConfig(**_S, anchor_sizes=((4, 8), (16, 28)), aspect_ratios=(0.5, 1.0, 2.0)),
+    "L12_a5-10_14-24_r3": DetectorConfig(**_S, anchor_sizes=((5, 10), (14, 24)), aspect_ratios=(0.5, 1.0, 2.0)),
+    # strides 8 + 16 (layers 2-3), the DESIGN.md starting point
+    "L23_a6-12_20-32": DetectorConfig(**_S, returned_layers=(2, 3), anchor_sizes=((6, 12), (20, 32))),
+    "L23_a6-12_20-32_r3": DetectorConfig(**_S, returned_layers=(2, 3), anchor_sizes=((6, 12), (20, 32)),
+                                         aspect_ratios=(0.5, 1.0, 2.0)),
+    # stride 8 only (layer 2)
+    "L2_a6-12-24": DetectorConfig(**_S, returned_layers=(2,), anchor_sizes=((6, 12, 24),)),
+    # torchvision-sized anchors (no small ones): what small anchors buy
+    "L12_a32_64": DetectorConfig(**_S, anchor_sizes=((32,), (64,))),
 }
 
 
@@ -126,6 +142,39 @@ def evaluate(det: SignalDetector, x: np.ndarray, boxes, labels, count_threshold:
     return out
 
 
+def anchor_coverage(det: SignalDetector, boxes, labels) -> dict:
+    """Best-anchor IoU statistics of the ground-truth boxes (see module docstring)."""
+    from torchvision.ops import box_iou
+
+    det.eval()
+    r = det.retinanet
+    with torch.inference_mode():
+        images, _ = r.transform([torch.zeros(3, P, P)])
+        feats = list(r.backbone(images.tensors).values())
+        anchors = r.anchor_generator(images, feats)[0]
+    best_iou, n_pos, collide, cls = [], [], [], []
+    for b, lab in zip(boxes, labels):
+        if not len(b):
+            continue
+        iou = box_iou(torch.from_numpy(b), anchors)
+        best, arg = iou.max(dim=1)
+        best_iou.append(best.numpy())
+        n_pos.append((iou >= 0.5).sum(dim=1).numpy())
+        shared = np.bincount(arg.numpy(), minlength=len(anchors))[arg.numpy()] > 1
+        collide.append(shared)
+        cls.append(lab)
+    best_iou, n_pos, collide, cls = map(np.concatenate, (best_iou, n_pos, collide, cls))
+    out = {"n_anchors": int(len(anchors))}
+    for c, name in ((1, "nmi"), (2, "mycn"), (3, "cluster")):
+        m = cls == c
+        out[f"iou50_{name}"] = float(np.mean(best_iou[m] >= 0.5))
+        out[f"iou30_{name}"] = float(np.mean(best_iou[m] >= 0.3))
+        out[f"median_best_iou_{name}"] = float(np.median(best_iou[m]))
+        out[f"positives_per_box_{name}"] = float(np.mean(n_pos[m]))
+        out[f"collide_{name}"] = float(np.mean(collide[m]))
+    return out
+
+
 def gflops(det: SignalDetector) -> float:
     det.eval()
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:
@@ -148,27 +197,28 @@ def train_and_eval(name: str, cfg: DetectorConfig, data, steps: int, batch: int,
         for i in idx:
             im, b = augment(torch.from_numpy(xtr[i]), torch.from_numpy(btr[i]), gen)
             ims.append(im)
-            tg.append({"boxes": b, "labels": torch.from_numpy(ltr[i])})
+            tg.append({"boxes": b, "labels": torch.from_numpy(ltr[i].copy())})
         loss_dict = det(torch.stack(ims), tg)
         loss = sum(loss_dict.values())
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (step + 1) % 50 == 0:
             print(f"  {name} step {step + 1}/{steps} loss {np.mean(losses[-50:]):.3f}", flush=True)
     train_s = time.perf_counter() - t0
     res = evaluate(det, xte, bte, lte)
-    res.update(gflops_per_patch=gflops(det), train_seconds=train_s, final_loss=float(np.mean(losses[-50:])))
+    res.update(train_steps=steps, train_seconds=train_s, final_loss=float(np.mean(losses[-50:])))
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--train", action="store_true", help="also train and evaluate each candidate")
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--train-fields", type=int, default=24)
-    ap.add_argument("--test-fields", type=int, default=6)
+    ap.add_argument("--train-fields", type=int, default=16)
+    ap.add_argument("--test-fields", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=None, help="candidate names (default: all)")
@@ -176,15 +226,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rng = seed_everything(args.seed)
-    train = make_data(args.train_fields, rng)
     test = make_data(args.test_fields, rng)
+    train = make_data(args.train_fields, rng) if args.train else test
     print(f"train patches {len(train[0])}, test patches {len(test[0])}", flush=True)
     results = {}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.only or CANDIDATES:
         print(f"candidate {name}", flush=True)
-        results[name] = train_and_eval(name, CANDIDATES[name], (train, test), args.steps, args.batch, args.seed)
+        torch.manual_seed(args.seed)
+        det = SignalDetector(CANDIDATES[name], P)
+        results[name] = {"config": dataclasses.asdict(CANDIDATES[name]), "gflops_per_patch": gflops(det),
+                         **anchor_coverage(det, test[1], test[2])}
+        if args.train:
+            results[name].update(train_and_eval(name, CANDIDATES[name], (train, test), args.steps, args.batch,
+                                                args.seed))
         print(json.dumps({name: results[name]}, indent=1), flush=True)
         out.write_text(json.dumps({"settings": vars(args), "n_train": len(train[0]), "n_test": len(test[0]),
                                    "results": results}, indent=2))
