@@ -72,3 +72,33 @@ def write_toy_scans(folder: Path, n: int, make_toy_scan) -> list[Path]:
         write_scan_tiff(p, toy.image)
         paths.append(p)
     return paths
+
+
+def synthetic_result(sha: str, probs_by_model: dict[str, np.ndarray], uncertainty: np.ndarray | None = None,
+                     patch_size: int = 8, emb_dim: int = 4, seed: int = 0):
+    """A hand-made ScanResult with the given per-model probabilities (no image processing)."""
+    from genuine_core.pipeline import ModelOutput, ScanResult
+
+    rng = np.random.default_rng(seed)
+    n = len(next(iter(probs_by_model.values())))
+    nuclei = pd.DataFrame({
+        "mask_label": np.arange(1, n + 1), "cy": rng.uniform(0, 100, n), "cx": rng.uniform(0, 100, n),
+        "bbox_y0": 0, "bbox_x0": 0, "bbox_y1": 10, "bbox_x1": 10, "area": 80,
+        "mean_nmi": 0.1, "mean_mycn": 0.2, "mean_dapi": 0.5, "cropped": False,
+    })
+    outputs = {}
+    for name, probs in probs_by_model.items():
+        probs = np.asarray(probs, np.float32)
+        unc = np.zeros(n, np.float32) if uncertainty is None else np.asarray(uncertainty, np.float32)
+        table = pd.DataFrame({"prob": probs, "prob_calibrated": probs, "uncertainty": unc,
+                              "call": (probs >= 0.5).astype(np.int64), "det_nmi": 2, "det_mycn": 2, "det_cluster": 0})
+        outputs[name] = ModelOutput(table, rng.normal(size=(n, emb_dim)).astype(np.float32),
+                                    pd.DataFrame({"row": [0], "cls": [2], "x1": [1.0], "y1": [1.0], "x2": [3.0],
+                                                  "y2": [3.0], "score": [0.8]}))
+    info = {"file_name": f"{sha[:8]}.tif", "path": f"/nowhere/{sha[:8]}.tif", "sha256": sha, "height": 16,
+            "width": 16, "source_shape": [16, 16, 3], "source_dtype": "uint8",
+            "channel_map": {"nmi": 0, "mycn": 1, "dapi": 2}, "acquisition": {}, "segmentation": {"backend": "test"}}
+    return ScanResult(info=info, masks=np.zeros((16, 16), np.int32), nuclei=nuclei,
+                      patches=rng.uniform(0, 1, (n, 3, patch_size, patch_size)).astype(np.float32),
+                      patch_size=patch_size, n_border_skipped=0, outputs=outputs,
+                      preview=np.zeros((16, 16, 3), np.uint8))

@@ -1,0 +1,355 @@
+"""The DuckDB store: schema/migrations, label events, review queue, summaries, SQL hygiene."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from _store_fakes import fake_model, synthetic_result
+from genuine_core.errors import InputError, StoreError
+from genuine_core.stats import rogan_gladen, wilson_interval
+from store import labels, migrations, nuclei, registry, review, samples, summary
+from store.db import Store
+from store.scans import write_scan_result
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = Store(tmp_path / "t.duckdb")
+    yield s
+    s.close()
+
+
+def _add_scan(store, sample_name, sha, probs_by_model, kind="case", expected=None, genotype=None,
+              uncertainty=None, metrics=None, truth=None):
+    """Write a hand-made scan; returns (scan_id, nucleus ids in mask-label order)."""
+    sid = samples.ensure_sample(store, sample_name, kind, expected, genotype)
+    mids = {m: registry.register_model(store, fake_model(m, metrics=(metrics or {}).get(m))) for m in probs_by_model}
+    result = synthetic_result(sha, probs_by_model, uncertainty)
+    n = len(next(iter(probs_by_model.values())))
+    frames = []
+    if truth is not None:
+        frames.append(pd.DataFrame({"mask_label": np.arange(1, n + 1), "kind": "truth", "label": truth,
+                                    "source": "test"}))
+    if samples.genotype_label(genotype) is not None:
+        frames.append(pd.DataFrame({"mask_label": np.arange(1, n + 1), "kind": "auto",
+                                    "label": samples.genotype_label(genotype), "source": "genotype"}))
+    lab = pd.concat(frames, ignore_index=True) if frames else None
+    scan_id = write_scan_result(store, sid, result, mids, labels=lab)
+    ids = store.query("SELECT id FROM nuclei WHERE scan_id = ? ORDER BY mask_label", [scan_id])["id"].to_numpy()
+    return scan_id, ids
+
+
+# -- schema ---------------------------------------------------------------------------------
+
+
+def test_schema_is_versioned_and_reopening_is_idempotent(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as s:
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 1
+        tables = set(s.query("SELECT table_name FROM information_schema.tables")["table_name"])
+    expected = {"samples", "scans", "nuclei", "labels", "label_events", "models", "predictions", "detections",
+                "embeddings", "umap_coords", "umap_fits", "probe_runs", "probe_results", "schema_version",
+                "curated_labels", "scan_models", "synthetic_truth"}
+    assert expected <= tables
+    with Store(path) as s:  # second open: no second version row, schema script still idempotent
+        assert s.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 1
+        s.cursor().execute(migrations.STEPS[0][2]())
+    with Store(path, read_only=True) as s:
+        assert s.scalar("SELECT max(version) FROM schema_version") == 1
+        with pytest.raises(StoreError):
+            with s.transaction():
+                pass
+
+
+def test_newer_store_is_refused(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as s:
+        s.execute("INSERT INTO schema_version (version, note) VALUES (99, 'future')")
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+
+
+def test_missing_store_read_only_and_not_a_database(tmp_path):
+    with pytest.raises(StoreError):
+        Store(tmp_path / "absent.duckdb", read_only=True)
+    bad = tmp_path / "bad.duckdb"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError):
+        Store(bad)
+
+
+def test_store_busy_in_another_process(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path):
+        code = ("import sys; from store.db import Store; from genuine_core.errors import StoreError\n"
+                "try:\n    Store(sys.argv[1], busy_timeout=0.3)\nexcept StoreError as e:\n    print(e); sys.exit(3)\n")
+        r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=REPO,
+                           timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert "store busy" in r.stdout
+
+
+def test_transaction_rolls_back_everything(store):
+    samples.ensure_sample(store, "a", "case")
+    with pytest.raises(RuntimeError):
+        with store.transaction() as cur:
+            cur.execute("INSERT INTO samples (name, kind) VALUES ('b', 'case')")
+            raise RuntimeError("boom")
+    assert samples.list_samples(store)["name"].tolist() == ["a"]
+
+
+def test_sample_validation_and_conflicts(store):
+    sid = samples.ensure_sample(store, "mix", "mixture", 0.25)
+    assert samples.ensure_sample(store, "mix") == sid
+    assert samples.ensure_sample(store, "mix", "mixture", 0.25) == sid
+    with pytest.raises(InputError, match="already exists"):
+        samples.ensure_sample(store, "mix", "case")
+    with pytest.raises(InputError):
+        samples.ensure_sample(store, "x", "tissue")
+    with pytest.raises(InputError):
+        samples.ensure_sample(store, "x", "case", 1.5)
+    with pytest.raises(InputError):
+        samples.ensure_sample(store, "  ")
+    assert samples.genotype_label("mna") == 1 and samples.genotype_label("Non-MNA") == 0
+    assert samples.genotype_label("HSR") is None
+
+
+def test_model_registration_refuses_other_weights_under_same_name(store):
+    mid = registry.register_model(store, fake_model("g"))
+    assert registry.register_model(store, fake_model("g")) == mid
+    with pytest.raises(StoreError, match="other weights"):
+        registry.register_model(store, fake_model("g", bias=2.0))
+    with pytest.raises(StoreError, match="no model named"):
+        registry.model_id(store, "nope")
+    df = registry.list_models(store)
+    assert df["name"].tolist() == ["g"] and isinstance(df.at[0, "config"], dict)
+
+
+def test_scan_roundtrip_patches_and_embeddings(store):
+    scan_id, ids = _add_scan(store, "c", "a" * 64, {"m1": [0.1, 0.9, 0.6]})
+    assert len(ids) == 3
+    imgs = nuclei.patch_images(store, ids)
+    assert set(imgs) == set(ids.tolist()) and imgs[ids[0]].shape == (3, 8, 8)
+    vec = store.query("SELECT vector FROM embeddings ORDER BY nucleus_id")["vector"]
+    assert len(vec) == 3 and len(vec[0]) == 4
+    preds = nuclei.nucleus_predictions(store, ids)
+    assert preds["prob"].tolist() == pytest.approx([0.1, 0.9, 0.6])
+    assert preds["call"].tolist() == [0, 1, 1]
+    det = nuclei.nucleus_detections(store, ids)
+    assert len(det) == 1 and det.at[0, "nucleus_id"] == ids[0]
+    # same sha256 again: nothing written
+    sid = samples.sample_id(store, "c")
+    assert write_scan_result(store, sid, synthetic_result("a" * 64, {"m1": [0.5]}),
+                             {"m1": registry.model_id(store, "m1")}) is None
+    assert store.scalar("SELECT count(*) FROM nuclei") == 3
+
+
+# -- label events ----------------------------------------------------------------------------
+
+
+def test_label_events_two_reviewers_with_undo(store):
+    _, ids = _add_scan(store, "c", "b" * 64, {"m1": [0.2, 0.8, 0.5]})
+    n1, n2, n3 = (int(i) for i in ids)
+    e1 = labels.record_label_event(store, n1, 1, "ann", note="clear amplification")
+    labels.record_label_event(store, n2, "non-mna", "bob")
+    e3 = labels.record_label_event(store, n1, 0, "bob")          # bob overrides ann
+    labels.record_label_event(store, n3, "exclude", "ann")
+    labels.record_label_event(store, n2, "MNA", "ann")
+    cur = labels.current_labels(store).set_index("nucleus_id")
+    assert cur.loc[n1, "value"] == "0" and cur.loc[n1, "reviewer"] == "bob"
+    assert cur.loc[n2, "label"] == 1 and cur.loc[n3, "excluded"]
+    # ann cannot undo her decision on n1: bob decided after her
+    with pytest.raises(StoreError, match="decided again"):
+        labels.undo_event(store, e1, "ann")
+    # bob undoes his last current decision (n1 back to ann's 1)
+    undo = labels.undo_last(store, "bob")
+    assert labels.current_labels(store, [n1]).at[0, "label"] == 1
+    # ann undoes twice: n2 back to bob's 0, then n3 exclusion removed (back to no decision)
+    labels.undo_last(store, "ann")
+    labels.undo_last(store, "ann")
+    cur = labels.current_labels(store).set_index("nucleus_id")
+    assert cur.loc[n2, "label"] == 0 and n3 not in cur.index
+    # append-only: every decision and every undo is a row; nothing was changed
+    hist = store.query("SELECT id, nucleus_id, value, previous, reviewer, undoes FROM label_events ORDER BY id")
+    assert len(hist) == 8
+    assert hist.loc[hist["id"] == undo, "undoes"].item() == e3
+    assert hist.loc[hist["id"] == e3, ["value", "previous"]].values.tolist() == [["0", "1"]]
+    assert hist["previous"].tolist()[:5] == ["unset", "unset", "1", "unset", "0"]
+    audit = labels.audit_trail(store)
+    assert len(audit) == 8 and set(audit["sample"]) == {"c"} and audit["event_id"].is_monotonic_increasing
+
+
+def test_label_event_validation(store):
+    _, ids = _add_scan(store, "c", "c" * 64, {"m1": [0.2]})
+    with pytest.raises(InputError):
+        labels.record_label_event(store, int(ids[0]), 2, "ann")
+    with pytest.raises(InputError):
+        labels.record_label_event(store, int(ids[0]), 1, " ")
+    with pytest.raises(StoreError):
+        labels.record_label_event(store, 999_999, 1, "ann")
+    assert labels.undo_last(store, "ann") is None
+
+
+def test_concurrent_reviewers_lose_no_event(store):
+    _, ids = _add_scan(store, "c", "d" * 64, {"m1": np.linspace(0, 1, 20)})
+
+    def work(name):
+        for k, nid in enumerate(ids):
+            labels.record_label_event(store, int(nid), k % 2, name)
+
+    threads = [threading.Thread(target=work, args=(f"r{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.scalar("SELECT count(*) FROM label_events") == 60
+    assert len(labels.current_labels(store)) == 20
+
+
+# -- review queue ----------------------------------------------------------------------------
+
+
+def test_review_queue_flags_order_and_pages(store):
+    # m1 and m2 disagree on nucleus 2 and 3; nucleus 1 is clear and agreed; auto label 0 (non-MNA line)
+    _add_scan(store, "line", "e" * 64, {"m1": [0.05, 0.55, 0.9, 0.97], "m2": [0.04, 0.45, 0.2, 0.96]},
+              kind="cell-line", genotype="non-MNA")
+    ids = store.query("SELECT id FROM nuclei ORDER BY mask_label")["id"].tolist()
+    q = review.review_queue(store, limit=10)
+    assert ids[0] not in q["nucleus_id"].tolist()  # nothing to learn there
+    row = q.set_index("nucleus_id")
+    assert row.loc[ids[1], "models_disagree"] and row.loc[ids[1], "low_confidence"]
+    assert row.loc[ids[2], "models_disagree"] and row.loc[ids[2], "auto_mismatch"]
+    assert row.loc[ids[3], "auto_mismatch"] and not row.loc[ids[3], "models_disagree"]
+    assert q["informativeness"].is_monotonic_decreasing
+    # informativeness = closeness + spread + 0.5 auto_mismatch (+ 0.5 high uncertainty):
+    # nucleus 3: 0.9 + 0.7 + 0.5 = 2.1; nucleus 2: 1.0 + 0.1 + 0.5 = 1.6; nucleus 4: 0.07 + 0.01 + 0.5 = 0.58
+    assert q["nucleus_id"].tolist() == [ids[2], ids[1], ids[3]]
+    assert q["informativeness"].tolist() == pytest.approx([2.1, 1.6, 0.58], abs=1e-5)
+    # one model in focus: m2 alone calls nucleus 3 non-MNA = auto label, so no auto mismatch from m2
+    q2 = review.review_queue(store, model="m2", flags=["auto_mismatch"]).set_index("nucleus_id")
+    assert ids[2] not in q2.index and ids[3] in q2.index
+    # pagination
+    p1 = review.review_queue(store, limit=2, offset=0)["nucleus_id"].tolist()
+    p2 = review.review_queue(store, limit=2, offset=2)["nucleus_id"].tolist()
+    assert p1 + p2 == q["nucleus_id"].tolist()
+    # progress and reviewed nuclei leaving the queue
+    assert review.review_progress(store) == {"total": 3, "reviewed": 0, "remaining": 3, "excluded": 0}
+    labels.record_label_event(store, ids[1], "exclude", "ann")
+    assert ids[1] not in review.review_queue(store)["nucleus_id"].tolist()
+    assert ids[1] in review.review_queue(store, include_reviewed=True)["nucleus_id"].tolist()
+    assert review.review_progress(store) == {"total": 3, "reviewed": 1, "remaining": 2, "excluded": 1}
+    with pytest.raises(ValueError):
+        review.review_queue(store, flags=["bogus"])
+
+
+# -- sample summary ---------------------------------------------------------------------------
+
+
+def test_sample_summary_matches_hand_computation(store):
+    # 62 nuclei; model calls 19 MNA; 16 nuclei uncertain; 2 get excluded (one MNA call, one not)
+    probs = np.array([0.9] * 19 + [0.1] * 43, np.float32)
+    unc = np.array([0.3] * 16 + [0.01] * 46, np.float32)
+    truth = np.array([1] * 15 + [0] * 47)
+    metrics = {"m1": {"val": {"tp": 90, "fn": 10, "tn": 95, "fp": 5, "tpr": 0.9, "tnr": 0.95}}}
+    _, ids = _add_scan(store, "mixA", "f" * 64, {"m1": probs}, kind="mixture", expected=0.25, uncertainty=unc,
+                       metrics=metrics, truth=truth)
+    labels.record_label_event(store, int(ids[0]), "exclude", "ann")   # an MNA call, uncertain, truth 1
+    labels.record_label_event(store, int(ids[-1]), "exclude", "ann")  # a non-MNA call, certain, truth 0
+    df = summary.sample_summaries(store)
+    assert len(df) == 1
+    r = df.iloc[0]
+    assert (r["n_scored"], r["n_mna"]) == (60, 18)
+    assert r["mna_pct"] == pytest.approx(30.0)
+    lo, hi = wilson_interval(18, 60)
+    assert (r["ci_low_pct"], r["ci_high_pct"]) == pytest.approx((100 * lo, 100 * hi))
+    # by hand: centre (0.3 + z^2/120) / (1 + z^2/60) = 0.31204, half-width 0.11305
+    assert r["ci_low_pct"] == pytest.approx(19.90, abs=0.01) and r["ci_high_pct"] == pytest.approx(42.51, abs=0.01)
+    assert r["corrected_pct"] == pytest.approx(100 * 0.25 / 0.85)
+    est = rogan_gladen(18, 60, 0.9, 0.95, n_positive=100, n_negative=100)
+    assert (r["corrected_low_pct"], r["corrected_high_pct"]) == pytest.approx((100 * est.low, 100 * est.high))
+    assert r["expected_pct"] == pytest.approx(25.0)
+    assert r["deviation_pp"] == pytest.approx(5.0)
+    assert r["true_mna_pct"] == pytest.approx(100 * 14 / 60)
+    assert r["call"] == "heterogeneous MNA"          # >= 50 nuclei, < 50 % MNA, >= 5 MNA nuclei
+    assert r["uncertain_share"] == pytest.approx(15 / 60)
+    assert r["qc_flags"] == ["high uncertainty"]
+    assert "val" in r["correction"]
+
+
+def test_summary_flags_few_nuclei_and_missing_metrics(store):
+    _add_scan(store, "tiny", "1" * 64, {"m1": [0.9, 0.8, 0.1]}, genotype="non-MNA")
+    r = summary.sample_summaries(store).iloc[0]
+    assert r["call"] == "not enough nuclei"
+    assert r["qc_flags"] == ["few nuclei", "no validation metrics", "auto-label disagreement"]
+    assert math.isnan(r["corrected_pct"]) and math.isnan(r["expected_pct"])
+    assert summary.sample_summaries(store, model="other").empty
+
+
+def test_validation_rates_prefers_validation_split():
+    m = {"test": {"tpr": 0.8, "tnr": 0.8, "tp": 8, "fn": 2, "tn": 8, "fp": 2},
+         "splits": {"val": {"tpr": 0.9, "tnr": 0.95, "tp": 9, "fn": 1, "tn": 19, "fp": 1}}}
+    r = summary.validation_rates(m)
+    assert (r["sensitivity"], r["specificity"], r["n_positive"], r["n_negative"]) == (0.9, 0.95, 10, 20)
+    assert summary.validation_rates({"val": {"tpr": 0.5, "tnr": 0.5}}) is None
+    assert summary.validation_rates({}) is None
+
+
+# -- hygiene ---------------------------------------------------------------------------------
+
+_SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|WHERE|FROM|VALUES)\b")
+
+
+def _python_files(*folders):
+    for folder in folders:
+        yield from (REPO / folder).rglob("*.py")
+
+
+def test_no_sql_built_with_values():
+    """No f-string, %-format or .format() builds SQL text anywhere in the code base."""
+    offenders = []
+    fstring = re.compile(r"""\bf(["']{1,3})(.*?)\1""")
+    for path in _python_files("store", "genuine_core", "training", "pages"):
+        text = path.read_text(encoding="utf-8")
+        for lineno, line in enumerate(text.splitlines(), 1):
+            for m in fstring.finditer(line):
+                body = m.group(2)
+                if _SQL_WORDS.search(body) and "{" in body and re.search(r"\b(SELECT|INSERT|UPDATE|DELETE)\b.*\b(FROM|INTO|SET|WHERE)\b", body):
+                    offenders.append(f"{path.relative_to(REPO)}:{lineno}")
+            if re.search(r"""["'][^"']*\b(SELECT|INSERT INTO|UPDATE|DELETE FROM)\b[^"']*%[sd][^"']*["']\s*%""", line):
+                offenders.append(f"{path.relative_to(REPO)}:{lineno}")
+            if re.search(r"""\b(SELECT|INSERT INTO|UPDATE|DELETE FROM)\b[^"']*\{\}[^"']*["']\.format\(""", line):
+                offenders.append(f"{path.relative_to(REPO)}:{lineno}")
+    assert offenders == []
+
+
+def test_sql_lives_in_store_and_label_events_are_never_changed():
+    """No SQL statements outside store/ (and app pages); no UPDATE/DELETE on label_events anywhere."""
+    stmt = re.compile(r"""["']\s*(SELECT\s.+\sFROM\s|INSERT\s+INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s)""", re.I)
+    outside = []
+    for path in _python_files("genuine_core", "training"):
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if stmt.search(line):
+                outside.append(f"{path.relative_to(REPO)}:{lineno}")
+    assert outside == []
+    mutate = re.compile(r"(UPDATE\s+label_events|DELETE\s+FROM\s+label_events)", re.I)
+    hits = [str(p.relative_to(REPO)) for p in list(_python_files("store", "genuine_core", "training", "pages"))
+            + list((REPO / "store").glob("*.sql")) if mutate.search(p.read_text(encoding="utf-8"))]
+    assert hits == []
+
+
+def test_genuine_core_never_imports_duckdb():
+    code = ("import sys, genuine_core.pipeline, genuine_core.stats, genuine_core.embedding\n"
+            "assert 'duckdb' not in sys.modules and 'streamlit' not in sys.modules, sorted(sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
