@@ -15,8 +15,8 @@ _GENOTYPES = {"mna": "MNA", "non-mna": "non-MNA", "nonmna": "non-MNA", "non_mna"
 
 def normalise_genotype(genotype: str | None) -> str | None:
     """``'mna'``/``'MNA'`` -> ``'MNA'``, ``'non-mna'``/``'non-MNA'`` -> ``'non-MNA'``; other text kept as is."""
-    if genotype is None or not str(genotype).strip():
-        return None
+    if not isinstance(genotype, str) or not genotype.strip():
+        return None  # None, NaN from a DataFrame, empty text
     g = str(genotype).strip()
     return _GENOTYPES.get(g.lower(), g)
 

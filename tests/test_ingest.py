@@ -1,0 +1,185 @@
+"""Ingest: one transaction per scan, idempotent re-ingest, bad files skipped, benchmark ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from _store_fakes import fake_model, threshold_segmenter, write_toy_scans
+from conftest import make_toy_scan
+from genuine_core.io import write_masks_tiff, write_scan_tiff
+from store import ingest, scans
+from store.db import Store
+
+TABLES = ("samples", "scans", "nuclei", "labels", "synthetic_truth", "models", "scan_models", "predictions",
+          "detections", "embeddings")
+
+
+def _counts(store: Store) -> dict[str, int]:
+    return {t: int(store.scalar("SELECT count(*) FROM " + t)) for t in TABLES}
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = Store(tmp_path / "t.duckdb")
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def models():
+    return [fake_model("gen", patch_size=64), fake_model("base", bias=1.0, patch_size=48, kind="resnet")]
+
+
+def _ingest(store, paths, models, **kw):
+    kw.setdefault("segmenter", threshold_segmenter)
+    return ingest.ingest_files(store, paths, kw.pop("sample", "case1"), models=models, progress=False, **kw)
+
+
+def test_ingest_writes_all_tables_and_reingest_is_a_noop(store, models, tmp_path):
+    paths = write_toy_scans(tmp_path / "scans", 2, make_toy_scan)
+    report = _ingest(store, paths, models, kind="cell-line", genotype="MNA")
+    assert [o.status for o in report.outcomes] == ["stored", "stored"] and report.exit_code == 0
+    c = _counts(store)
+    n = c["nuclei"]
+    assert n == report.n_nuclei > 0
+    assert c["predictions"] == c["embeddings"] == 2 * n
+    assert c["detections"] == 2 * n and c["scan_models"] == 4 and c["labels"] == n  # auto label per nucleus
+    assert store.scalar("SELECT count(DISTINCT label) FROM labels WHERE kind = 'auto'") == 1
+    assert store.scalar("SELECT min(label) FROM labels") == 1
+    # each model saw its own patch size, the store keeps the largest
+    assert set(store.query("SELECT patch_size FROM scans")["patch_size"]) == {64}
+    again = _ingest(store, paths, models)
+    assert [o.status for o in again.outcomes] == ["duplicate", "duplicate"]
+    assert "already stored" in again.outcomes[0].message and again.exit_code == 0
+    assert _counts(store) == c
+
+
+def test_failure_mid_scan_leaves_store_unchanged(store, models, tmp_path, monkeypatch):
+    paths = write_toy_scans(tmp_path / "scans", 2, make_toy_scan)
+    _ingest(store, paths[:1], models)
+    before = _counts(store)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full (injected)")
+
+    # nuclei, predictions and detections are already inserted when embeddings fail
+    monkeypatch.setattr(scans, "_insert_embeddings", boom)
+    report = _ingest(store, paths[1:], models)
+    assert report.outcomes[0].status == "failed" and "injected" in report.outcomes[0].message
+    assert report.exit_code == 2
+    assert _counts(store) == before
+    monkeypatch.undo()
+    # the same file goes in cleanly afterwards
+    report = _ingest(store, paths[1:], models)
+    assert report.outcomes[0].status == "stored"
+    assert _counts(store)["nuclei"] > before["nuclei"]
+
+
+def test_unreadable_file_is_skipped_rest_stored(store, models, tmp_path):
+    paths = write_toy_scans(tmp_path / "scans", 2, make_toy_scan)
+    bad = tmp_path / "scans" / "broken.tif"
+    bad.write_bytes(b"II*\x00" + b"\x00" * 10)  # TIFF magic, then nothing
+    text = tmp_path / "scans" / "notes.tif"
+    text.write_text("not an image")
+    report = _ingest(store, [paths[0], bad, text, paths[1], tmp_path / "missing.tif"], models)
+    assert [o.status for o in report.outcomes] == ["stored", "failed", "failed", "stored", "failed"]
+    assert report.exit_code == 1
+    assert all(o.message for o in report.outcomes if o.status == "failed")
+    assert store.scalar("SELECT count(*) FROM scans") == 2
+    assert "2 stored" in report.lines()[-1]
+    all_bad = _ingest(store, [bad, text], models)
+    assert all_bad.exit_code == 2
+
+
+def test_ingest_with_default_segmenter_and_real_patches(store, models, tmp_path):
+    """The real watershed segmenter and patch extractor on the toy scan."""
+    paths = write_toy_scans(tmp_path / "scans", 1, make_toy_scan)
+    report = ingest.ingest_files(store, paths, "case1", models=models, progress=False)
+    assert report.outcomes[0].status == "stored", report.outcomes[0].message
+    n = report.n_nuclei
+    assert 3 <= n <= 5  # 5 toy nuclei, one cut by the border
+    seg = json.loads(store.scalar("SELECT segmentation FROM scans"))
+    assert seg["backend"] == "watershed"
+    img, masks = scans.scan_images(store, int(store.scalar("SELECT id FROM scans")))
+    assert img.shape == (256, 256, 3) and img.dtype == np.uint8 and masks.max() >= n
+
+
+def test_resolve_models_prefers_given_then_registered(store, tmp_path):
+    folder = tmp_path / "m"
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "config.json").write_text("{}")
+    loaded = ingest.resolve_models(store, [folder], loader=lambda p: fake_model(p.name))
+    assert [m.name for m in loaded] == ["a", "b"]
+    with pytest.raises(Exception, match="no model folder"):
+        ingest.resolve_models(store, [tmp_path / "empty"], loader=lambda p: fake_model(p.name))
+
+
+def _write_benchmark(root: Path) -> Path:
+    """A two-field benchmark folder in the documented layout (ground truth = the toy masks)."""
+    (root / "fields").mkdir(parents=True)
+    rows = []
+    for k, (field_id, split, sample, auto) in enumerate([("f000", "train", "LINE-A", 1), ("f001", "mixture", "mix25", None)]):
+        toy = make_toy_scan(seed=k)
+        write_scan_tiff(root / "fields" / f"{field_id}.tif", toy.image)
+        write_masks_tiff(root / "fields" / f"{field_id}_masks.tif", toy.masks)
+        for nid in range(1, toy.masks.max() + 1):
+            true = int(nid % 2) if auto is None else (0 if nid == 2 else 1)  # nucleus 2 of the line is not amplified
+            rows.append({"field_id": field_id, "split": split, "sample": sample, "nucleus_id": nid,
+                         "cell_line": "LINE-A" if auto else ("LINE-A" if nid % 2 else "LINE-B"),
+                         "auto_label": 1 if auto else nid % 2, "true_label": true, "n_nmi": 2, "n_mycn": 8 * true,
+                         "n_cluster": 0, "noise": "natural" if auto and not true else "none"})
+    pd.DataFrame(rows).to_parquet(root / "nuclei.parquet")
+    (root / "summary.json").write_text(json.dumps({"mixtures": {"mix25": {"target": 0.25}}}))
+    (root / "config.json").write_text(json.dumps({"seed": 7}))
+    return root
+
+
+def test_benchmark_ingest_matches_ground_truth(store, models, tmp_path):
+    bench = _write_benchmark(tmp_path / "bench")
+    fields = ingest.benchmark_fields(bench)
+    assert fields[["sample", "kind", "split"]].values.tolist() == [["LINE-A", "cell-line", "train"],
+                                                                   ["mix25", "mixture", "mixture"]]
+    assert fields["expected_mna"].tolist() == [1.0, 0.25]
+    report = ingest.ingest_benchmark(store, bench, models, segmenter=lambda img: _gt_segmenter(bench, img),
+                                     progress=False)
+    assert report.exit_code == 0 and report.count("stored") == 2
+    truth = store.query(
+        "SELECT s.name, n.mask_label, t.gt_id, t.match_iou, la.label AS auto, lt.label AS truth, c.split "
+        "FROM synthetic_truth t JOIN nuclei n ON n.id = t.nucleus_id JOIN scans c ON c.id = n.scan_id "
+        "JOIN samples s ON s.id = c.sample_id "
+        "JOIN labels la ON la.nucleus_id = n.id AND la.kind = 'auto' "
+        "JOIN labels lt ON lt.nucleus_id = n.id AND lt.kind = 'truth' ORDER BY s.name, n.mask_label")
+    # segmentation = ground truth here, so every kept nucleus matches itself with IoU 1
+    assert (truth["mask_label"] == truth["gt_id"]).all() and np.allclose(truth["match_iou"], 1.0)
+    line = truth[truth["name"] == "LINE-A"].set_index("mask_label")
+    assert line.loc[2, "auto"] == 1 and line.loc[2, "truth"] == 0 and line.loc[1, "truth"] == 1
+    assert set(line["split"]) == {"train"}
+    mix = truth[truth["name"] == "mix25"]
+    assert (mix["truth"] == mix["mask_label"] % 2).all()
+    s = store.query("SELECT name, kind, expected_mna, genotype FROM samples ORDER BY name")
+    assert s[["name", "kind", "expected_mna"]].values.tolist() == [["LINE-A", "cell-line", 1.0],
+                                                                   ["mix25", "mixture", 0.25]]
+    assert s.at[0, "genotype"] == "MNA" and pd.isna(s.at[1, "genotype"])
+    assert ingest.ingest_benchmark(store, bench, models, progress=False,
+                                   segmenter=lambda img: _gt_segmenter(bench, img)).count("duplicate") == 2
+
+
+def _gt_segmenter(bench: Path, image: np.ndarray) -> np.ndarray:
+    """Returns the ground-truth masks of whichever benchmark field ``image`` is."""
+    from genuine_core.io import read_scan
+
+    for f in sorted((bench / "fields").glob("f???.tif")):
+        if np.array_equal(read_scan(f).image, image):
+            return ingest._read_gt_masks(f.with_name(f.stem + "_masks.tif"))
+    raise AssertionError("unknown field")
+
+
+def test_not_a_benchmark_folder(tmp_path):
+    with pytest.raises(Exception, match="not a benchmark folder"):
+        ingest.benchmark_fields(tmp_path)
