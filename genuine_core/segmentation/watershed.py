@@ -29,7 +29,7 @@ class WatershedConfig:
     diameter: float = 60.0
     smooth: float = 1 / 30
     intensity_smooth: float = 0.1
-    shape_weight: float = 0.5
+    shape_weight: float = 1.0
     threshold_scale: float = 1.0
     min_distance: float = 0.25
     min_area: float = 0.12
