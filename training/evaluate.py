@@ -337,7 +337,8 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
         probe_set = build_probes(data, np.random.default_rng(seed), p, n=probe_n)
     results = [evaluate_model(f, data, splits, probe_set, nominal) for f in folders]
     bcfg = _read_json(data / "config.json")
-    meta = {"data": str(data), "benchmark_seed": bcfg.get("seed"), "benchmark_size": bcfg.get("size"),
+    meta = {"data": str(data), "benchmark_seed": bcfg.get("seed"), "benchmark_size": (bcfg.get("size") or {}).get("name") if isinstance(bcfg.get("size"), dict)
+            else bcfg.get("size"),
             "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": command or "genuine evaluate", "probe_seed": seed, "probe_n": probe_n,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

@@ -52,7 +52,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _bold_best(values: list[float | None], text: list[str], higher: bool = True) -> list[str]:
     valid = [v for v in values if v is not None and not math.isnan(v)]
-    if not valid:
+    if len(values) < 2 or not valid:
         return text
     best = max(valid) if higher else min(valid)
     return [f"**{t}**" if v is not None and not math.isnan(v) and v == best else t for v, t in zip(values, text)]
@@ -231,7 +231,7 @@ def render_markdown(results: dict[str, Any], figures: list[str]) -> str:
     for m in models:
         t = m.get("training") or {}
         rows.append([m["label"], m["kind"], m.get("preset", "?"), "-" if m.get("beta") is None else f"{m['beta']:g}",
-                     str(t.get("epochs", "n/a")), _num(t.get("seconds"), 0), _num(m.get("temperature"), 2),
+                     "n/a" if t.get("epochs") is None else str(t["epochs"]), _num(t.get("seconds"), 0), _num(m.get("temperature"), 2),
                      _num((m.get("speed") or {}).get("nuclei_per_s"), 0)])
     lines += _table(["model", "kind", "preset", "beta", "epochs", "train s", "temperature", "nuclei/s (eval)"], rows)
     for title, key in (("Table 1: test split against the automatic (noisy) labels", "test_auto"),
