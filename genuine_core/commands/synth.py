@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 
 from genuine_core.errors import InputError
 
@@ -50,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--size", default="cpu", choices=["tiny", "cpu", "paper"],
                    help="cpu: 6,000-nucleus pool, 8 x 256 mixtures, 96 px; paper: 50,000, 8 x 2,048, 192 px")
     b.add_argument("--beta", type=float, default=0.0, help="auto-label flip rate of the training pool")
-    b.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
+    b.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="processes (output does not depend on it); default: up to 2")
     b.add_argument("--overwrite", action="store_true")
 
     f = sub.add_parser("field", help="write one synthetic field (TIFF, masks, tables, preview PNG)")
@@ -99,8 +101,6 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _field(args: argparse.Namespace) -> int:
-    import os
-
     import numpy as np
     from PIL import Image
 

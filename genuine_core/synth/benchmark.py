@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 from collections import Counter
@@ -327,7 +328,8 @@ def make_benchmark(
     nuclei_parts, box_parts = [], []
     n_skipped = 0
     bar = tqdm(total=total, unit="nuc", desc="synth benchmark", disable=(not progress) if progress is not None else None)
-    executor = ProcessPoolExecutor(workers) if workers > 1 else None
+    # spawn, not fork: the caller may hold threads (torch, BLAS) that a forked child would inherit locked
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
 
     def run(tasks: list[_Task]) -> Counter:
         """Run tasks in order; returns extracted nuclei per (sample, line)."""
