@@ -63,18 +63,17 @@ def normalisation_stats(image: np.ndarray, masks: np.ndarray) -> tuple[np.ndarra
         (background, scale), each (3,) float32. Background is 0 when nuclei cover the
         whole scan; scale is at least ``MIN_SCALE``.
     """
-    fg = masks > 0
+    fg = (masks > 0).ravel()
+    pix = image.reshape(-1, 3)
     bg = np.zeros(3, np.float32)
     hi = np.ones(3, np.float32)
-    # subsample large pixel sets: the median/percentile are stable and this keeps it fast
-    for c in range(3):
-        chan = image[..., c]
-        out = chan[~fg]
-        if out.size:
-            bg[c] = np.median(out[:: max(1, out.size // 250_000)])
-        inside = chan[fg]
-        if inside.size:
-            hi[c] = np.percentile(inside, UPPER_PERCENTILE)
+    out = pix[~fg]
+    if len(out):
+        # a strided subsample of large backgrounds keeps the median exact to ~1e-3 and fast
+        bg = np.median(out[:: max(1, len(out) // 250_000)], axis=0).astype(np.float32)
+    inside = pix[fg]
+    if len(inside):
+        hi = np.percentile(inside, UPPER_PERCENTILE, axis=0).astype(np.float32)
     scale = np.maximum(hi - bg, MIN_SCALE).astype(np.float32)
     return bg, scale
 
@@ -139,7 +138,9 @@ def extract_patches(image: np.ndarray, masks: np.ndarray, size: int = 96, scan_i
     y0 = np.floor(cy[ids] + 0.5).astype(np.int64) - half
     x0 = np.floor(cx[ids] + 0.5).astype(np.int64) - half
 
-    norm = (image - bg) / scale
+    norm = np.empty((3, h, w), np.float32)  # channel-first so crops copy contiguous rows
+    np.subtract(np.moveaxis(image, -1, 0), bg[:, None, None], out=norm)
+    norm /= scale[:, None, None]
     np.clip(norm, 0.0, 1.0, out=norm)
     patches = _gather(norm, masks, ids, y0, x0, size)
 
@@ -161,19 +162,19 @@ def extract_patches(image: np.ndarray, masks: np.ndarray, size: int = 96, scan_i
 
 def _gather(norm: np.ndarray, masks: np.ndarray, ids: np.ndarray, y0: np.ndarray, x0: np.ndarray,
             size: int) -> np.ndarray:
-    """Crop (N, 3, P, P) windows with origins (y0, x0) from (H, W, 3) ``norm``; zero outside each own label.
+    """Crop (N, 3, P, P) windows with origins (y0, x0) from (3, H, W) ``norm``; zero outside each own label.
 
     Windows reaching past the image edge are zero there.
     """
     h, w = masks.shape
-    out = np.zeros((ids.size, size, size, 3), np.float32)
+    out = np.zeros((ids.size, 3, size, size), np.float32)
     for i in range(ids.size):
         ya, xa = max(int(y0[i]), 0), max(int(x0[i]), 0)
         yb, xb = min(int(y0[i]) + size, h), min(int(x0[i]) + size, w)
         dy, dx = ya - int(y0[i]), xa - int(x0[i])
         inside = masks[ya:yb, xa:xb] == ids[i]
-        np.multiply(norm[ya:yb, xa:xb], inside[..., None], out=out[i, dy:dy + yb - ya, dx:dx + xb - xa])
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+        np.multiply(norm[:, ya:yb, xa:xb], inside, out=out[i, :, dy:dy + yb - ya, dx:dx + xb - xa])
+    return out
 
 
 def boxes_to_patch(boxes: pd.DataFrame, table: pd.DataFrame, size: int | None = None) -> pd.DataFrame:
