@@ -2,7 +2,9 @@
 
 Measures (1) ``make_field`` alone (nuclei rendered per second, in memory) and
 (2) ``make_benchmark`` end to end (render + TIFF write/read + patch extraction +
-parquet), with 1 and 2 worker processes. Writes bench/results/bench_synth.json.
+parquet), with 1 and 2 worker processes. Wall-clock rates depend on what else runs
+on the machine, so CPU-time rates (nuclei per CPU-second) are recorded as well, with
+the load average. Writes bench/results/bench_synth.json.
 
     python bench/bench_synth.py                # ~1 min on a 2-core machine
     python bench/bench_synth.py --full         # also times the full `--size cpu` benchmark
@@ -44,13 +46,17 @@ def bench_fields(n_fields: int, seed: int = 0) -> dict:
 def bench_benchmark(size: BenchmarkSize | str, workers: int, seed: int = 0) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), os.times()
         summary = make_benchmark(tmp / "b", seed=seed, size=size, workers=workers, progress=False)
-        wall = time.perf_counter() - t0
+        wall, c1 = time.perf_counter() - t0, os.times()
+        # CPU of this process and of the (joined) worker processes
+        cpu = (c1.user + c1.system + c1.children_user + c1.children_system
+               - c0.user - c0.system - c0.children_user - c0.children_system)
         n = summary["n_nuclei"]
         du = sum(p.stat().st_size for p in (tmp / "b").rglob("*") if p.is_file())
         return {"size": size if isinstance(size, str) else size.name, "workers": workers, "nuclei": n,
-                "wall_s": round(wall, 2), "nuclei_per_s": round(n / wall, 1), "disk_mb": round(du / 2**20, 1),
+                "wall_s": round(wall, 2), "nuclei_per_s": round(n / wall, 1), "cpu_s": round(cpu, 2),
+                "nuclei_per_cpu_s": round(n / cpu, 1), "disk_mb": round(du / 2**20, 1),
                 "label_noise_rate": round(summary["label_noise_rate"], 4)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
