@@ -133,13 +133,21 @@ def test_patches_come_from_the_quantised_tiff(tiny):
 
 
 def test_same_seed_is_byte_identical_and_seed_matters(tmp_path):
-    make_benchmark(tmp_path / "a", seed=11, size=MICRO, progress=False)
-    make_benchmark(tmp_path / "b", seed=11, size=MICRO, progress=False, workers=2)
-    make_benchmark(tmp_path / "c", seed=12, size=MICRO, progress=False)
+    kw = dict(size=MICRO, progress=False, mixture_fractions=(0.0, 0.5, 1.0))
+    make_benchmark(tmp_path / "a", seed=11, **kw)
+    make_benchmark(tmp_path / "b", seed=11, **kw)
+    make_benchmark(tmp_path / "c", seed=12, **kw)
     da, db, dc = _digest(tmp_path / "a"), _digest(tmp_path / "b"), _digest(tmp_path / "c")
-    assert da == db
+    assert len(da) > 10 and da == db
     assert da["patches/train.npy"] != dc["patches/train.npy"]
     assert da["nuclei.parquet"] != dc["nuclei.parquet"]
+
+
+@pytest.mark.slow
+def test_worker_processes_do_not_change_the_output(tmp_path):
+    make_benchmark(tmp_path / "a", seed=5, size=MICRO, progress=False)
+    make_benchmark(tmp_path / "b", seed=5, size=MICRO, progress=False, workers=2)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
 
 
 def test_bad_arguments(tmp_path):
