@@ -130,6 +130,7 @@ class GreenModel:
 
     def __init__(self, thr: float):
         self.thr = thr
+        self.config = SimpleNamespace(detector=SimpleNamespace(score_thresh=0.05))
 
 
 def _fake_predict(model, patches, batch_size=128, min_score=None):
@@ -231,3 +232,19 @@ def test_ordering_sentence_when_it_fails():
     o = ordering_sentence({"models": [mk("genuine", 0.9, 5.0), mk("resnet", 0.95, 4.0)]})
     assert o["holds"] is False and "does not hold" in o["sentence"] and "90.00" in o["sentence"]
     assert ordering_sentence({"models": []})["holds"] is None
+
+
+def test_merge_results_recomputes_summary(fake_env, tmp_path):
+    bench, models = fake_env
+    a = ev.evaluate(models[:1], bench, probes=False)
+    b = ev.evaluate(models[1:], bench, probes=False)
+    assert a["ordering"]["holds"] is None  # GENUINE alone: no pair
+    merged = ev.merge_results([json.loads(json.dumps(a)), json.loads(json.dumps(b))], shipped="genuine_b02")
+    assert [m["name"] for m in merged["models"]] == ["genuine_b02", "resnet_b02", "detector"]
+    assert merged["ordering"]["holds"] is True and merged["acceptance"]["model"] == "genuine_b02"
+    other = json.loads(json.dumps(b))
+    other["meta"]["data"] = "elsewhere"
+    with pytest.raises(InputError):
+        ev.merge_results([a, other])
+    with pytest.raises(InputError):
+        ev.merge_results([])

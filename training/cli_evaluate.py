@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe nuclei")
     parser.add_argument("--probe-n", type=int, default=50, help="probe nuclei per condition (paper: 50)")
     parser.add_argument("--no-probes", action="store_true", help="skip the Figure 4 probe curves")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="instead of evaluating, merge evaluation.json files of earlier runs "
+                             "(e.g. one per model, run in parallel) into one report")
     parser.add_argument("--shipped", default=None,
                         help="folder name of the model the acceptance targets apply to "
                              "(default: the GENUINE model with the largest beta)")
@@ -41,6 +44,23 @@ def run(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate
     from training.report import write_report
 
+    if args.merge:
+        import json
+
+        from training.evaluate import merge_results
+
+        parts = []
+        for path in args.merge:
+            try:
+                parts.append(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read {path}: {exc}") from exc
+        results = merge_results(parts, args.shipped,
+                                command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+        paths = write_report(results, args.out)
+        print(f"wrote {', '.join(str(p) for p in paths)}")
+        print(results["ordering"]["sentence"])
+        return 0
     models = args.models or _default_models()
     if not models:
         raise InputError("no model folders given and none found under models/; pass --models DIR ...")

@@ -348,3 +348,27 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
 
     out["ordering"] = ordering_sentence(out)
     return out
+
+
+def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
+                  command: str | None = None) -> dict[str, Any]:
+    """Combine results of several ``evaluate`` runs on the same benchmark (e.g. one process per
+    model, run in parallel) into one results dict with acceptance and ordering recomputed.
+
+    Raises:
+        InputError: no parts, or parts from different benchmarks or probe seeds.
+    """
+    if not parts:
+        raise InputError("nothing to merge")
+    keys = {(p["meta"].get("data"), p["meta"].get("probe_seed"), p["meta"].get("probe_n")) for p in parts}
+    if len(keys) > 1:
+        raise InputError(f"cannot merge results of different benchmarks / probe settings: {sorted(map(str, keys))}")
+    models = [m for p in parts for m in p["models"]]
+    meta = dict(parts[0]["meta"])
+    meta["command"] = command or meta.get("command")
+    meta["merged_from"] = [p["meta"].get("command") for p in parts]
+    out = {"meta": meta, "models": models, "acceptance": acceptance(models, shipped)}
+    from training.report import ordering_sentence
+
+    out["ordering"] = ordering_sentence(out)
+    return out

@@ -20,7 +20,7 @@ from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-COUNT_THRESHOLDS = tuple(round(0.2 + 0.05 * i, 2) for i in range(13))  # 0.20 .. 0.80
+COUNT_THRESHOLDS = tuple(round(0.05 + 0.05 * i, 2) for i in range(16))  # 0.05 .. 0.80
 
 
 def build(preset: str, kind: str, seed: int, patch_size: int, detector_folder: str | None,
