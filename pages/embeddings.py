@@ -60,10 +60,8 @@ def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:
         out["colour"] = out["true_label"].map(names)
     elif how == "sample":
         out["colour"] = out["sample"]
-    else:  # source
-        split = out["split"].astype("string").fillna("")
-        out["colour"] = np.where(split.isin(["train", "val", "test"]), "training",
-                                 np.where(split == "mixture", "mixture", out["sample_kind"].astype(str)))
+    else:  # source: training split vs mixture/case (store.umap.umap_points)
+        out["colour"] = out["source"]
     out["colour"] = out["colour"].astype("string").fillna("unlabelled")
     return out, "colour", True
 

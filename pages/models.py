@@ -30,8 +30,9 @@ PRESET_EPOCHS = {"cpu": 30, "tiny": 3, "paper": 200}
 
 # ----------------------------------------------------------------------------- display helpers
 def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
-    """Turn a nested ``metrics.json`` into tables: scalars of each section in one table, lists of
-    records as their own table. Keys are section paths (``"metrics"`` for top-level scalars)."""
+    """Turn a nested ``metrics.json`` into tables: the scalars of each section as one row (a column
+    per metric), lists of records as their own table. Keys are section paths (``"metrics"`` for
+    top-level scalars)."""
     tables: dict[str, pd.DataFrame] = {}
 
     def walk(node, path: str) -> None:
@@ -46,9 +47,9 @@ def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
                 scalars[k] = v
             elif isinstance(v, list) and len(v) <= 12:
                 scalars[k] = ", ".join(map(str, v))
-        if scalars:
-            tables[path or "metrics"] = pd.DataFrame({"metric": list(scalars), "value": [
-                f"{x:.4g}" if isinstance(x, float) and math.isfinite(x) else str(x) for x in scalars.values()]})
+        if scalars:  # one row, one column per metric
+            tables[path or "metrics"] = pd.DataFrame([{k: f"{x:.4g}" if isinstance(x, float) and math.isfinite(x)
+                                                       else str(x) for k, x in scalars.items()}])
 
     walk(metrics or {}, "")
     return tables

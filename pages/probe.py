@@ -179,7 +179,7 @@ def place_on_umap(db: str, model: str, embeddings: np.ndarray) -> np.ndarray | N
     except ImportError:
         return None
     try:
-        return umap_store.transform(common._open(db), model, embeddings)
+        return umap_store.transform_embeddings(common._open(db), model, embeddings)
     except GenuineError:
         return None
 

@@ -25,6 +25,13 @@ FLAG_NAMES = {
 DECISIONS = {"mna": ("MNA", 1, "M", "primary"), "non": ("non-MNA", 0, "N", "primary"),
              "exclude": ("Exclude", "exclude", "X", "secondary")}
 ALL = "All"
+#: decision buttons in the label colours used everywhere (MNA red, non-MNA blue); Streamlit tags keyed
+#: elements with a ``st-key-<key>`` class
+DECISION_CSS = """<style>
+.st-key-decide_mna button {background-color: #d62728; border-color: #d62728; color: white;}
+.st-key-decide_non button {background-color: #1f77b4; border-color: #1f77b4; color: white;}
+.st-key-decide_mna button:hover, .st-key-decide_non button:hover {filter: brightness(1.1); color: white;}
+</style>"""
 QUEUE_PAGE = 50
 
 
@@ -139,7 +146,7 @@ def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict
     with_boxes = [m for m in boxes["model"].unique()] if len(boxes) else []
     shown = boxes.iloc[0:0]
     if with_boxes:
-        det_model = st.selectbox("Boxes from", with_boxes, key="review_box_model", label_visibility="collapsed")
+        det_model = st.selectbox("Detector boxes from", with_boxes, key="review_box_model")
         shown = boxes[boxes["model"] == det_model].copy()
         off = size // 2 - model_sizes.get(det_model, size) // 2  # model saw a centre crop of the stored patch
         shown[["x1", "x2", "y1", "y2"]] += off
@@ -154,6 +161,8 @@ def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict
     cols = st.columns(3)
     for col, (name, img) in zip(cols, chans):
         col.image(plotting.upscale(img, max(1, 96 // size)), caption=name, width=92)
+    st.slider("Display brightness", 0.5, 3.0, 1.0, 0.25, key="review_gain",
+              help="display only; decisions and models are unaffected")
 
 
 def predictions_panel(preds: pd.DataFrame) -> None:
@@ -205,14 +214,14 @@ def decision_bar(nid: int) -> None:
     """MNA / non-MNA / exclude / skip / undo with keyboard shortcuts, and the note."""
     who = common.reviewer()
     st.text_input("Note (optional)", key="review_note", placeholder="e.g. two overlapping nuclei")
-    cols = st.columns([1, 1, 1, 0.8, 0.8])
+    cols = st.columns([1, 1.1, 1, 0.9, 1])
     for col, (key, (label, value, shortcut, kind)) in zip(cols, DECISIONS.items()):
         col.button(label, key=f"decide_{key}", type=kind, shortcut=shortcut, disabled=not who, width="stretch",
                    on_click=decide, args=(nid, value, label), help=f"record '{label}' ({shortcut})")
     cols[3].button("Skip", key="review_skip", shortcut="S", on_click=skip, args=(nid,), width="stretch",
                    help="later (S)")
     cols[4].button("Undo", key="review_undo", shortcut="U", on_click=undo, disabled=not who, width="stretch",
-                   icon=":material/undo:", help="revert your latest decision (U)")
+                   help="revert your latest decision (U)")
     if not who:
         st.warning("Enter your name under **Reviewer** in the sidebar to record decisions.",
                    icon=":material/person:")
@@ -232,6 +241,7 @@ def export_panel(db: str) -> None:
 
 # ----------------------------------------------------------------------------- page
 def main() -> None:
+    st.html(DECISION_CSS)
     common.page_header("Review", "Nuclei where the automatic label, the models or their confidence disagree, "
                                  "most informative first. Each click records one decision under your name.")
     store = common.store_or_stop()
@@ -249,7 +259,7 @@ def main() -> None:
                          help="flags and ordering use this model's predictions (All: every model)")
     flags = f3.multiselect("Flags", list(FLAG_NAMES), default=list(FLAG_NAMES), format_func=FLAG_NAMES.get,
                            key="review_flags")
-    include = f4.toggle("Show reviewed", key="review_include", help="also list nuclei that already have a decision")
+    include = f4.toggle("Reviewed too", key="review_include", help="also list nuclei that already have a decision")
     sample_arg = None if sample == ALL else sample
     model_arg = None if model == ALL else model
     flags_t = tuple(flags)
@@ -283,9 +293,6 @@ def main() -> None:
             common.gallery(upcoming["nucleus_id"].tolist(),
                            [f"#{i} · p {p:.2f}" for i, p in zip(upcoming["nucleus_id"], upcoming["prob"])],
                            ncols=8, width=80, db=db)
-    st.slider("Display brightness", 0.5, 3.0, 1.0, 0.25, key="review_gain",
-              help="display only; decisions and models are unaffected")
-
     st.divider()
     who = common.reviewer()
     if who:

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from test_app_store import SAMPLES, small_store  # noqa: E402,F401  (fixture re-export)
+from test_app_store import SAMPLES, small_store, umap_store  # noqa: E402,F401  (fixture re-export)
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -25,14 +25,28 @@ PAGES = ["cases", "review", "embeddings", "probe", "ingest", "models"]
 TIMEOUT = 120
 
 
+def _private_copy(src: Path, tmp_path: Path, monkeypatch) -> Path:
+    dst = tmp_path / "store.duckdb"
+    shutil.copy(src, dst)
+    side = src.with_name(src.stem + "_files")  # saved UMAP maps live beside the store
+    if side.is_dir():
+        shutil.copytree(side, dst.with_name(dst.stem + "_files"))
+    monkeypatch.setenv("GENUINE_DB", str(dst))
+    return dst
+
+
 @pytest.fixture()
 def store_copy(small_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
     """A private copy of the small store, exported as ``GENUINE_DB``."""
     src, counts = small_store
-    dst = tmp_path / "store.duckdb"
-    shutil.copy(src, dst)
-    monkeypatch.setenv("GENUINE_DB", str(dst))
-    return dst, counts
+    return _private_copy(src, tmp_path, monkeypatch), counts
+
+
+@pytest.fixture()
+def umap_store_copy(umap_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
+    """A private copy of the small store with fitted UMAPs (slow to build once per session)."""
+    src, counts = umap_store
+    return _private_copy(src, tmp_path, monkeypatch), counts
 
 
 def open_page(page: str, reviewer: str | None = None) -> AppTest:
@@ -250,8 +264,8 @@ def test_models_page_lists_models_with_metrics(store_copy):
     table = frame_with(at, "Model")
     assert table["Model"].tolist() == ["ratio-test", "intensity-test"]
     assert table["Predictions"].tolist() == [sum(counts.values())] * 2
-    metrics = [d.value for d in at.dataframe if list(d.value.columns) == ["metric", "value"]]
-    assert metrics and dict(zip(metrics[0]["metric"], metrics[0]["value"]))["tpr"] == "0.9"
+    metrics = frame_with(at, "tpr")
+    assert metrics.iloc[0][["tp", "fn", "tpr", "tnr"]].tolist() == ["90", "10", "0.9", "0.95"]
     start = [b for b in at.button if b.label == "Start retraining"]
     assert start and start[0].disabled  # no curated labels yet
 
@@ -259,3 +273,23 @@ def test_models_page_lists_models_with_metrics(store_copy):
 def test_embeddings_page_without_umap_says_how_to_fit_one(store_copy):
     at = open_page("embeddings")
     assert "genuine umap" in texts(at)
+
+
+@pytest.mark.slow
+def test_embeddings_page_shows_both_maps_and_looks_up_nuclei(umap_store_copy):
+    _, counts = umap_store_copy
+    at = open_page("embeddings")
+    assert at.selectbox(key="emb_left_model").value == "ratio-test"      # GENUINE-kind model left
+    assert at.selectbox(key="emb_right_model").value == "intensity-test"  # ResNet-kind model right
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    at.selectbox(key="emb_colour").set_value("source").run()
+    assert not at.exception
+    import json
+
+    names = {t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
+    assert {"training", "mixture"} <= names
+    at.text_input(key="emb_find").input("1, 2").run()
+    table = frame_with(at, "sample")
+    assert table["nucleus_id"].tolist() == [1, 2]
+    assert "Selected nuclei (2)" in [s.value for s in at.subheader]

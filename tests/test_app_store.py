@@ -87,8 +87,13 @@ def small_models() -> list[ScoringModel]:
     ]
 
 
-def build_small_store(path: str | Path, seed: int = 0, n_nuclei: int = 14) -> dict:
-    """Write the small store at ``path`` (a new file); return ``{sample: n_nuclei_stored}``."""
+def build_small_store(path: str | Path, seed: int = 0, n_nuclei: int = 14, with_umap: bool = False) -> dict:
+    """Write the small store at ``path`` (a new file); return ``{sample: n_nuclei_stored}``.
+
+    With ``with_umap`` a small UMAP is fitted per model (training-split nuclei as reference,
+    the mixture placed with the saved map); the first fit in a process compiles umap-learn's
+    numba code (~1 min), so tests that need it are marked slow.
+    """
     from store.db import open_store
     from store.registry import register_model
     from store.samples import ensure_sample
@@ -116,6 +121,12 @@ def build_small_store(path: str | Path, seed: int = 0, n_nuclei: int = 14) -> di
             sid = ensure_sample(s, name, kind=kind, expected=expected, genotype=genotype)
             write_scan_result(s, sid, result, ids, labels=labels, split="mixture" if kind == "mixture" else "train")
             counts[name] = result.n_nuclei
+        if with_umap:
+            from genuine_core.embedding import UmapConfig
+            from store.umap import fit_umap
+
+            for m in models:
+                fit_umap(s, m.name, UmapConfig(n_neighbors=5, n_epochs=50, seed=seed))
     return counts
 
 
@@ -124,6 +135,13 @@ def small_store(tmp_path_factory) -> tuple[Path, dict]:
     """(path, {sample: nuclei}) of a freshly built small store (shared by the session; copy before writing)."""
     path = tmp_path_factory.mktemp("store") / "small.duckdb"
     return path, build_small_store(path)
+
+
+@pytest.fixture(scope="session")
+def umap_store(tmp_path_factory) -> tuple[Path, dict]:
+    """Like ``small_store`` with a UMAP fitted per model (slow: numba compilation)."""
+    path = tmp_path_factory.mktemp("store_umap") / "small_umap.duckdb"
+    return path, build_small_store(path, with_umap=True)
 
 
 def test_small_store_holds_samples_models_and_flags(small_store):
@@ -139,3 +157,16 @@ def test_small_store_holds_samples_models_and_flags(small_store):
         got = summ[summ["model"] == "ratio-test"].set_index("sample")["n_scored"].to_dict()
         assert got == counts
         assert review_progress(s)["total"] > 0
+
+
+@pytest.mark.slow
+def test_umap_store_places_every_nucleus(umap_store):
+    from store.db import open_store
+    from store.umap import umap_points
+
+    path, counts = umap_store
+    with open_store(path, read_only=True) as s:
+        for model in ("ratio-test", "intensity-test"):
+            pts = umap_points(s, model)
+            assert len(pts) == sum(counts.values()) and set(pts["source"]) == {"training", "mixture"}
+            assert np.isfinite(pts[["x", "y"]].to_numpy()).all()

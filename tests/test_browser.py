@@ -1,0 +1,150 @@
+"""The served dashboard in a real headless Chromium (Playwright driving Debian's chromium).
+
+Serves ``app.py`` with ``streamlit run`` on a free localhost port against a fresh small
+store, opens every page and waits for its heading (and its main chart or table), makes
+one review decision through the UI, then stops the server and checks that the decision
+reached the store. Screenshots go to ``test-output/browser/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from test_app_store import build_small_store
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+OUT = REPO / "test-output" / "browser"
+#: url path -> (heading, selector that shows the page's main content has rendered)
+PAGES = {
+    "": ("Cases", "[data-testid='stDataFrame']"),
+    "review": ("Review", "[data-testid='stImage']"),
+    "embeddings": ("Embeddings", "[data-testid='stAlert'], .js-plotly-plot"),
+    "probe": ("Probe", "[data-testid='stForm']"),
+    "ingest": ("Ingest", "[data-testid='stFileUploader']"),
+    "models": ("Models", "[data-testid='stDataFrame']"),
+}
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync"]
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Poll Streamlit's health endpoint until it answers ``ok``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+def register_tiny_model(db: Path, folder: Path) -> None:
+    """Save a tiny random GENUINE model folder and register it in the store."""
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    GenuineClassifier.from_config(preset_config("tiny", kind="genuine")).save(folder, metrics={})
+    with open_store(db) as s:
+        register_model(s, load_model(folder))
+
+
+@pytest.fixture()
+def served_app(tmp_path):
+    """(base url, store path) of the app served against a fresh small store; stops the server after."""
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium)")
+    pytest.importorskip("playwright.sync_api")
+    db = tmp_path / "browser.duckdb"
+    build_small_store(db)
+    register_tiny_model(db, tmp_path / "tiny-genuine")  # a model folder, so the Probe page has a model
+    port = free_port()
+    env = {**os.environ, "GENUINE_DB": str(db), "PYTHONPATH": str(REPO)}
+    log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_healthy(port, proc)
+        yield f"http://127.0.0.1:{port}", db, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
+def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, db, proc = served_app
+    OUT.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1600})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            for path, (heading, body) in PAGES.items():
+                page.goto(f"{base}/{path}")
+                expect(page.get_by_role("heading", name=heading, level=1)).to_be_visible(timeout=90_000)
+                page.locator(body).first.wait_for(state="visible", timeout=90_000)
+                assert page.locator("[data-testid='stException']").count() == 0, f"exception on {heading}"
+                page.screenshot(path=str(OUT / f"{path or 'cases'}.png"))
+            # one decision through the UI: reviewer name in the sidebar, then the MNA button
+            page.goto(f"{base}/review")
+            expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible(timeout=90_000)
+            nucleus = page.get_by_role("heading", name="Nucleus", level=4).first
+            expect(nucleus).to_be_visible(timeout=90_000)
+            nid = int(nucleus.inner_text().split()[-1])
+            box = page.get_by_role("textbox", name="Reviewer")
+            box.fill("Dr. Browser")
+            box.press("Enter")
+            mna = page.get_by_role("button", name=re.compile(r"^MNA Shortcut M"))
+            expect(mna).to_be_enabled(timeout=60_000)
+            mna.click()
+            expect(page.get_by_text("recorded").first).to_be_visible(timeout=60_000)
+            page.screenshot(path=str(OUT / "review_after_decision.png"))
+            assert not errors, errors
+        finally:
+            browser.close()
+    proc.terminate()  # release the store's write lock, then read what the UI wrote
+    proc.wait(timeout=30)
+    from store.db import open_store
+    from store.labels import audit_trail
+
+    with open_store(db, read_only=True) as s:
+        ev = audit_trail(s)
+    assert len(ev) == 1
+    assert ev.iloc[0]["reviewer"] == "Dr. Browser" and ev.iloc[0]["value"] == "1"
+    assert int(ev.iloc[0]["nucleus_id"]) == nid
