@@ -37,6 +37,8 @@ DEFAULT_PATCH_SIZE = 96
 #: columns every model's prediction table must have
 PREDICTION_COLUMNS = ("prob", "prob_calibrated", "uncertainty", "call", "det_nmi", "det_mycn", "det_cluster")
 DETECTION_COLUMNS = ("row", "cls", "x1", "y1", "x2", "y2", "score")
+#: MC-dropout passes used for the per-nucleus uncertainty at ingest (head only; cheap)
+DEFAULT_MC_SAMPLES = 10
 #: repository folder with the shipped models
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -50,11 +52,15 @@ class ScoringModel:
         kind: ``genuine`` | ``resnet`` | ``detector`` | ``ratio``.
         preset: preset it was built from.
         patch_size: P of its (N, 3, P, P) input.
-        checksum: sha256 of the weights (from the folder's ``checksum.sha256``).
+        checksum: identity of the weights (``genuine_core.models.folder_digest``: sha256 of
+            the folder's verified checksum list).
         config: the folder's ``config.json`` as a dict.
         metrics: the folder's ``metrics.json`` as a dict (may be empty).
         folder: model folder path, or None for in-memory models.
         predict: ``patches (N, 3, P, P) float32 -> Prediction`` (table, embeddings, detections).
+        uncertainty_method: what its ``uncertainty`` column measures: ``mc_dropout_std``
+            (std of the calibrated probability over MC-dropout passes), ``entropy`` (binary
+            entropy of the calibrated probability, bits) or ``unknown``.
     """
 
     name: str
@@ -66,6 +72,7 @@ class ScoringModel:
     metrics: dict
     folder: str | None
     predict: Callable[[np.ndarray], Any]
+    uncertainty_method: str = "unknown"
 
 
 def _read_json(path: Path, required: bool) -> dict:
@@ -82,56 +89,39 @@ def _read_json(path: Path, required: bool) -> dict:
     return data
 
 
-def _folder_checksum(folder: Path) -> str:
-    f = folder / "checksum.sha256"
-    if f.is_file():
-        text = f.read_text(encoding="utf-8").split()
-        if text:
-            return text[0]
-    weights = folder / "weights.safetensors"
-    if not weights.is_file():
-        raise ModelLoadError(f"{folder}: no weights.safetensors")
-    return hashlib.sha256(weights.read_bytes()).hexdigest()
-
-
 def load_model(folder: str | Path, name: str | None = None, batch_size: int = 64,
-               mc_samples: int | None = None) -> ScoringModel:
-    """Load a model folder (``GenuineClassifier.from_folder``) as a :class:`ScoringModel`.
+               mc_samples: int = DEFAULT_MC_SAMPLES) -> ScoringModel:
+    """Load a model folder (``genuine_core.models.load_model``: checksums verified, no unpickling).
 
     Args:
         folder: model folder (``config.json``, ``weights.safetensors``, ``metrics.json``,
             ``checksum.sha256``).
         name: name in the store; default the folder name.
         batch_size: inference batch size.
-        mc_samples: MC-dropout passes for the uncertainty (None: inference's default).
+        mc_samples: MC-dropout passes for the uncertainty (models without dropout report
+            the predictive entropy instead).
 
     Raises:
-        ModelLoadError: missing/tampered folder (raised by the loader) or bad JSON.
+        ModelLoadError: missing, incomplete or tampered folder, or bad JSON.
     """
     from genuine_core.inference import predict
-    from genuine_core.models import GenuineClassifier
+    from genuine_core.models import folder_digest
+    from genuine_core.models import load_model as load_folder
 
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelLoadError(f"{folder}: no such model folder")
+    model = load_folder(folder)
     config = _read_json(folder / "config.json", required=True)
-    metrics = _read_json(folder / "metrics.json", required=False)
-    model = GenuineClassifier.from_folder(folder)
-    model.eval()
-    cfg = getattr(model, "config", None)
-    kind = getattr(cfg, "kind", config.get("kind", "genuine"))
-    preset = getattr(cfg, "preset", config.get("preset", ""))
-    patch_size = int(getattr(cfg, "patch_size", config.get("patch_size", DEFAULT_PATCH_SIZE)))
-    kwargs = {"batch_size": batch_size}
-    if mc_samples is not None:
-        kwargs["mc_samples"] = mc_samples
+    cfg = model.config
+    method = "mc_dropout_std" if mc_samples > 0 and model.has_dropout else "entropy"
 
     def _predict(patches: np.ndarray):
-        return predict(model, patches, **kwargs)
+        return predict(model, patches, batch_size=batch_size, mc_samples=mc_samples, progress=False)
 
-    return ScoringModel(name=name or folder.name, kind=kind, preset=preset, patch_size=patch_size,
-                        checksum=_folder_checksum(folder), config=config, metrics=metrics,
-                        folder=str(folder.resolve()), predict=_predict)
+    return ScoringModel(name=name or folder.name, kind=cfg.kind, preset=cfg.preset, patch_size=int(cfg.patch_size),
+                        checksum=folder_digest(folder), config=config, metrics=dict(model.metrics or {}),
+                        folder=str(folder.resolve()), predict=_predict, uncertainty_method=method)
 
 
 def model_folders(root: str | Path = SHIPPED_MODELS) -> list[Path]:

@@ -229,29 +229,44 @@ def benchmark_fields(bench_dir: str | Path) -> pd.DataFrame:
     table = bench / "nuclei.parquet"
     if not table.is_file() or not (bench / "fields").is_dir():
         raise InputError(f"{bench}: not a benchmark folder (needs nuclei.parquet and fields/)")
-    nuclei = pd.read_parquet(table, columns=["field_id", "split", "sample", "auto_label", "true_label"])
-    summary = {}
-    if (bench / "summary.json").is_file():
-        summary = json.loads((bench / "summary.json").read_text(encoding="utf-8"))
+    nuclei = pd.read_parquet(table, columns=["field_id", "split", "sample", "auto_label"])
+    summary = _read_json_file(bench / "summary.json")
+    config = _read_json_file(bench / "config.json")
     targets = _mixture_targets(summary)
+    line_mna = {str(line["name"]): bool(line["mna"]) for line in config.get("lines", [])
+                if isinstance(line, dict) and "name" in line and "mna" in line}
+    named = nuclei[nuclei["sample"].astype(str) != ""]  # '' marks surplus mixture nuclei
+    auto_share = named.groupby("sample")["auto_label"].mean()
     rows = []
-    for (field_id, split, sample_name), grp in nuclei.groupby(["field_id", "split", "sample"], sort=True):
+    for field_id, grp in named.groupby("field_id", sort=True):
         img = bench / "fields" / f"{field_id}.tif"
         if not img.is_file():
             continue
+        sample_name = str(grp["sample"].mode().iloc[0])
+        split = str(grp["split"].iloc[0])
         kind = "mixture" if split == "mixture" else "cell-line"
-        rows.append({"field_id": field_id, "path": str(img), "masks_path": str(bench / "fields" / f"{field_id}_masks.tif"),
-                     "sample": str(sample_name), "split": str(split), "kind": kind})
-    fields = pd.DataFrame(rows, columns=["field_id", "path", "masks_path", "sample", "split", "kind"])
-    # expected fraction: the mixture's nominal target; for a cell line its genotype (share of auto labels)
-    per_sample = nuclei.groupby("sample")["auto_label"].mean()
-    fields["expected_mna"] = [
-        targets.get(s, float(per_sample.get(s, np.nan))) if k == "mixture" else float(round(per_sample.get(s, np.nan)))
-        for s, k in zip(fields["sample"], fields["kind"])
-    ]
-    fields["genotype"] = [None if k == "mixture" else ("MNA" if e >= 0.5 else "non-MNA")
-                          for k, e in zip(fields["kind"], fields["expected_mna"])]
+        if kind == "mixture":
+            expected = targets.get(sample_name, float(auto_share.get(sample_name, np.nan)))
+            genotype = None
+        else:
+            mna = line_mna.get(sample_name, bool(round(float(auto_share.get(sample_name, 0.0)))))
+            expected, genotype = float(mna), ("MNA" if mna else "non-MNA")
+        rows.append({"field_id": str(field_id), "path": str(img),
+                     "masks_path": str(bench / "fields" / f"{field_id}_masks.tif"), "sample": sample_name,
+                     "split": split, "kind": kind, "expected_mna": expected, "genotype": genotype})
+    fields = pd.DataFrame(rows, columns=["field_id", "path", "masks_path", "sample", "split", "kind", "expected_mna",
+                                         "genotype"])
     return fields.sort_values(["kind", "sample", "field_id"], kind="stable").reset_index(drop=True)
+
+
+def _read_json_file(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    return data if isinstance(data, dict) else {}
 
 
 def _mixture_targets(summary: dict) -> dict[str, float]:
@@ -357,9 +372,7 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
     by_field = dict(tuple(nuclei.groupby("field_id", sort=False)))
     model_ids = _register(store, models)
     kwargs = dict(backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter, progress=progress)
-    config = {}
-    if (bench / "config.json").is_file():
-        config = json.loads((bench / "config.json").read_text(encoding="utf-8"))
+    config = _read_json_file(bench / "config.json")
     report = IngestReport()
     bar = tqdm(fields.to_dict("records"), desc=f"ingest {bench.name}", unit="scan", disable=not progress)
     for f in bar:

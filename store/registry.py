@@ -29,15 +29,16 @@ def register_model(store: Store, model: ScoringModel) -> int:
                 f"now {model.checksum[:12]}...); register the new weights under another name"
             )
         with store.transaction() as cur:
-            cur.execute("UPDATE models SET metrics = ?, folder = coalesce(?, folder) WHERE id = ?",
-                        [json.dumps(model.metrics), model.folder, int(row.at[0, "id"])])
+            cur.execute("UPDATE models SET metrics = ?, folder = coalesce(?, folder), uncertainty_method = ? "
+                        "WHERE id = ?",
+                        [json.dumps(model.metrics), model.folder, model.uncertainty_method, int(row.at[0, "id"])])
         return int(row.at[0, "id"])
     with store.transaction() as cur:
         new = cur.execute(
-            "INSERT INTO models (name, kind, preset, patch_size, checksum, config, metrics, folder) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO models (name, kind, preset, patch_size, checksum, uncertainty_method, config, metrics, "
+            "folder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [model.name, model.kind, model.preset, int(model.patch_size), model.checksum,
-             json.dumps(model.config), json.dumps(model.metrics), model.folder],
+             model.uncertainty_method, json.dumps(model.config), json.dumps(model.metrics), model.folder],
         ).fetchone()
     return int(new[0])
 
@@ -59,12 +60,13 @@ def list_models(store: Store) -> pd.DataFrame:
     """Registered models with prediction counts.
 
     Returns:
-        DataFrame ``id, name, kind, preset, patch_size, checksum, folder, registered_at,
+        DataFrame ``id, name, kind, preset, patch_size, checksum, uncertainty_method, folder, registered_at,
         config (dict), metrics (dict), n_predictions, n_scans``, ordered by id.
     """
     df = store.query(
         """
-        SELECT m.id, m.name, m.kind, m.preset, m.patch_size, m.checksum, m.folder, m.registered_at,
+        SELECT m.id, m.name, m.kind, m.preset, m.patch_size, m.checksum, m.uncertainty_method, m.folder,
+               m.registered_at,
                m.config, m.metrics,
                coalesce(sum(sm.n_predictions), 0)::BIGINT AS n_predictions,
                count(sm.scan_id)::INTEGER AS n_scans

@@ -4,7 +4,9 @@ Flags per nucleus (``focus`` = the chosen model, or every model when none is cho
 
 - ``auto_mismatch``: a focus model's call differs from the nucleus' auto label;
 - ``models_disagree``: the registered models do not all make the same call;
-- ``high_uncertainty``: a focus model's uncertainty is at least ``uncertainty_threshold``;
+- ``high_uncertainty``: a focus model's uncertainty is at least its threshold
+  (``mc_std_threshold`` for MC-dropout standard deviations, ``entropy_threshold`` for
+  predictive entropies in bits; see ``models.uncertainty_method``);
 - ``low_confidence``: a focus model's calibrated probability lies within
   ``confidence_margin`` of 0.5.
 
@@ -31,32 +33,40 @@ class ReviewConfig:
     """Flag thresholds.
 
     Attributes:
-        uncertainty_threshold: per-nucleus uncertainty at or above which it is flagged.
+        mc_std_threshold: flag when the MC-dropout std of the calibrated probability is at
+            least this (models with ``uncertainty_method`` other than ``entropy``).
+        entropy_threshold: flag when the predictive entropy (bits, max 1) is at least this
+            (0.9 bits: calibrated probability within about 0.32-0.68).
         confidence_margin: calibrated probabilities in ``(0.5 - m, 0.5 + m)`` are low-confidence.
     """
 
-    uncertainty_threshold: float = 0.15
+    mc_std_threshold: float = 0.1
+    entropy_threshold: float = 0.9
     confidence_margin: float = 0.15
 
     def __post_init__(self) -> None:
-        if not self.uncertainty_threshold > 0:
-            raise ValueError("uncertainty_threshold must be > 0")
+        if not 0 < self.mc_std_threshold <= 0.5:
+            raise ValueError("mc_std_threshold must be in (0, 0.5]")
+        if not 0 < self.entropy_threshold <= 1:
+            raise ValueError("entropy_threshold must be in (0, 1]")
         if not 0 < self.confidence_margin <= 0.5:
             raise ValueError("confidence_margin must be in (0, 0.5]")
 
 
 REVIEW_CONFIG = ReviewConfig()
 
-# Parameters, in order: focus model (twice), uncertainty threshold, margin, sample (twice).
+# Parameters, in order: focus model (twice), entropy and MC-std thresholds, margin, sample (twice), 4 flags.
 _FLAGGED = """
 WITH focus AS (
-    SELECT id AS model_id, (? IS NULL OR name = ?) AS is_focus FROM models
+    SELECT id AS model_id, (? IS NULL OR name = ?) AS is_focus,
+           CASE WHEN uncertainty_method = 'entropy' THEN ? ELSE ? END AS unc_threshold
+    FROM models
 ),
 agg AS (
     SELECT p.nucleus_id,
            avg(p.prob_calibrated) FILTER (WHERE f.is_focus) AS prob,
            max(p.uncertainty) FILTER (WHERE f.is_focus) AS uncertainty,
-           bool_or(p.uncertainty >= ?) FILTER (WHERE f.is_focus) AS high_uncertainty,
+           bool_or(p.uncertainty >= f.unc_threshold) FILTER (WHERE f.is_focus) AS high_uncertainty,
            bool_or(abs(p.prob_calibrated - 0.5) < ?) FILTER (WHERE f.is_focus) AS low_confidence,
            min(p.call) FILTER (WHERE f.is_focus) AS min_focus_call,
            max(p.call) FILTER (WHERE f.is_focus) AS max_focus_call,
@@ -98,7 +108,8 @@ def _params(model, sample, flags, config: ReviewConfig) -> list:
     unknown = set(flags) - set(FLAGS)
     if unknown:
         raise ValueError(f"unknown review flags {sorted(unknown)}; choose from {FLAGS}")
-    return [model, model, float(config.uncertainty_threshold), float(config.confidence_margin), sample, sample,
+    return [model, model, float(config.entropy_threshold), float(config.mc_std_threshold),
+            float(config.confidence_margin), sample, sample,
             *[f in flags for f in FLAGS]]
 
 

@@ -124,7 +124,8 @@ CREATE TABLE IF NOT EXISTS models (
     kind          VARCHAR NOT NULL,   -- genuine / resnet / detector / ratio
     preset        VARCHAR,
     patch_size    INTEGER NOT NULL,
-    checksum      VARCHAR NOT NULL,   -- weights checksum (sha256)
+    checksum      VARCHAR NOT NULL,   -- weights identity (sha256 of the folder's checksum list)
+    uncertainty_method VARCHAR NOT NULL DEFAULT 'unknown', -- mc_dropout_std | entropy | unknown
     config        VARCHAR NOT NULL,   -- JSON
     metrics       VARCHAR,            -- JSON
     folder        VARCHAR,

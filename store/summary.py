@@ -32,21 +32,23 @@ class SummaryConfig:
     """QC thresholds for sample summaries.
 
     Attributes:
-        uncertainty_threshold: a nucleus counts as uncertain at or above this uncertainty.
+        mc_std_threshold: a nucleus counts as uncertain when its MC-dropout std is at least this.
+        entropy_threshold: ... or, for models reporting entropy, when it is at least this (bits).
         max_uncertain_share: flag ``high uncertainty`` above this share of uncertain nuclei.
         max_disagreement_share: flag ``auto-label disagreement`` above this share of nuclei
             whose call differs from their auto label.
         confidence: level of the intervals.
     """
 
-    uncertainty_threshold: float = 0.15
+    mc_std_threshold: float = 0.1
+    entropy_threshold: float = 0.9
     max_uncertain_share: float = 0.2
     max_disagreement_share: float = 0.2
     confidence: float = 0.95
 
     def __post_init__(self) -> None:
-        if not self.uncertainty_threshold > 0:
-            raise ValueError("uncertainty_threshold must be > 0")
+        if not 0 < self.mc_std_threshold <= 0.5 or not 0 < self.entropy_threshold <= 1:
+            raise ValueError("mc_std_threshold must be in (0, 0.5] and entropy_threshold in (0, 1]")
         for name in ("max_uncertain_share", "max_disagreement_share", "confidence"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in (0, 1)")
@@ -98,7 +100,8 @@ SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mn
        m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics,
        count(*) AS n_scored,
        sum(p.call)::BIGINT AS n_mna,
-       count(*) FILTER (WHERE p.uncertainty >= ?) AS n_uncertain,
+       count(*) FILTER (WHERE p.uncertainty >= CASE WHEN m.uncertainty_method = 'entropy' THEN ? ELSE ? END)
+           AS n_uncertain,
        count(la.label) AS n_auto,
        count(*) FILTER (WHERE la.label IS NOT NULL AND la.label <> p.call) AS n_auto_disagree,
        count(lt.label) AS n_truth,
@@ -190,7 +193,8 @@ def sample_summaries(store: Store, model: str | None = None, sample: str | None 
         DataFrame with :data:`SUMMARY_COLUMNS` (``qc_flags`` as a list of str), ordered by
         sample kind, sample, model id. Samples without predictions are left out.
     """
-    agg = store.query(_AGG_SQL, [float(config.uncertainty_threshold), model, model, sample, sample])
+    agg = store.query(_AGG_SQL, [float(config.entropy_threshold), float(config.mc_std_threshold), model, model,
+                                 sample, sample])
     rows = []
     metrics_cache: dict[int, dict] = {}
     for rec in agg.to_dict("records"):

@@ -215,3 +215,10 @@ def umap_points(store: Store, model: str, sample: str | None = None) -> pd.DataF
         """,
         [model, sample, sample],
     )
+
+
+def models_with_embeddings(store: Store) -> list[str]:
+    """Names of models that have stored embeddings, by model id."""
+    return store.query(
+        "SELECT m.name FROM models m WHERE EXISTS (SELECT 1 FROM embeddings e WHERE e.model_id = m.id) ORDER BY m.id"
+    )["name"].tolist()

@@ -1,0 +1,102 @@
+"""Store integrity check and overview (``genuine store check | info``).
+
+The check verifies what the schema does not enforce itself: counts consistent, no
+orphan rows, every nucleus of a committed scan holds a prediction and an embedding
+from every model that scored the scan, UMAP map files present and unmodified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from store.db import Store
+
+# (description, query returning one count: 0 = fine). Constant SQL only.
+_CHECKS: list[tuple[str, str]] = [
+    ("scans whose sample does not exist",
+     "SELECT count(*) FROM scans c LEFT JOIN samples s ON s.id = c.sample_id WHERE s.id IS NULL"),
+    ("nuclei whose scan does not exist",
+     "SELECT count(*) FROM nuclei n LEFT JOIN scans c ON c.id = n.scan_id WHERE c.id IS NULL"),
+    ("scans whose n_nuclei differs from their stored nuclei",
+     "SELECT count(*) FROM scans c LEFT JOIN (SELECT scan_id, count(*) AS k FROM nuclei GROUP BY scan_id) n "
+     "ON n.scan_id = c.id WHERE coalesce(n.k, 0) <> c.n_nuclei"),
+    ("nuclei without a patch image", "SELECT count(*) FROM nuclei WHERE patch_png IS NULL"),
+    ("predictions of unknown nuclei",
+     "SELECT count(*) FROM predictions p LEFT JOIN nuclei n ON n.id = p.nucleus_id WHERE n.id IS NULL"),
+    ("predictions of unknown models",
+     "SELECT count(*) FROM predictions p LEFT JOIN models m ON m.id = p.model_id WHERE m.id IS NULL"),
+    ("detections of unknown nuclei or models",
+     "SELECT count(*) FROM detections d LEFT JOIN nuclei n ON n.id = d.nucleus_id "
+     "LEFT JOIN models m ON m.id = d.model_id WHERE n.id IS NULL OR m.id IS NULL"),
+    ("embeddings of unknown nuclei or models",
+     "SELECT count(*) FROM embeddings e LEFT JOIN nuclei n ON n.id = e.nucleus_id "
+     "LEFT JOIN models m ON m.id = e.model_id WHERE n.id IS NULL OR m.id IS NULL"),
+    ("labels of unknown nuclei",
+     "SELECT count(*) FROM labels l LEFT JOIN nuclei n ON n.id = l.nucleus_id WHERE n.id IS NULL"),
+    ("ground-truth rows of unknown nuclei",
+     "SELECT count(*) FROM synthetic_truth t LEFT JOIN nuclei n ON n.id = t.nucleus_id WHERE n.id IS NULL"),
+    ("label events of unknown nuclei",
+     "SELECT count(*) FROM label_events e LEFT JOIN nuclei n ON n.id = e.nucleus_id WHERE n.id IS NULL"),
+    ("label events whose 'previous' is not the value before them",
+     "SELECT count(*) FROM (SELECT previous, lag(value, 1, 'unset') OVER (PARTITION BY nucleus_id ORDER BY id) "
+     "AS before FROM label_events) WHERE previous <> before"),
+    ("UMAP coordinates of unknown nuclei or models",
+     "SELECT count(*) FROM umap_coords u LEFT JOIN nuclei n ON n.id = u.nucleus_id "
+     "LEFT JOIN models m ON m.id = u.model_id WHERE n.id IS NULL OR m.id IS NULL"),
+    ("scan/model pairs whose prediction count differs from the scan's nuclei",
+     "SELECT count(*) FROM scan_models sm JOIN scans c ON c.id = sm.scan_id "
+     "LEFT JOIN (SELECT n.scan_id, p.model_id, count(*) AS k FROM predictions p JOIN nuclei n ON n.id = p.nucleus_id "
+     "GROUP BY ALL) p ON p.scan_id = sm.scan_id AND p.model_id = sm.model_id "
+     "WHERE coalesce(p.k, 0) <> c.n_nuclei OR sm.n_predictions <> c.n_nuclei"),
+    ("scan/model pairs whose embedding count differs from the scan's nuclei",
+     "SELECT count(*) FROM scan_models sm JOIN scans c ON c.id = sm.scan_id "
+     "LEFT JOIN (SELECT n.scan_id, e.model_id, count(*) AS k FROM embeddings e JOIN nuclei n ON n.id = e.nucleus_id "
+     "GROUP BY ALL) e ON e.scan_id = sm.scan_id AND e.model_id = sm.model_id WHERE coalesce(e.k, 0) <> c.n_nuclei"),
+    ("predictions of a model on a scan it is not recorded to have scored",
+     "SELECT count(*) FROM predictions p JOIN nuclei n ON n.id = p.nucleus_id "
+     "LEFT JOIN scan_models sm ON sm.scan_id = n.scan_id AND sm.model_id = p.model_id WHERE sm.scan_id IS NULL"),
+]
+
+
+def check_store(store: Store) -> list[str]:
+    """Run every integrity check.
+
+    Returns:
+        One line per problem found (empty when the store is consistent).
+    """
+    problems = []
+    cur = store.cursor()
+    for what, sql in _CHECKS:
+        n = int(cur.execute(sql).fetchone()[0])
+        if n:
+            problems.append(f"{n} {what}")
+    fits = store.query(
+        "SELECT f.id, m.name, f.reducer_path, f.reducer_sha256 FROM umap_fits f JOIN models m ON m.id = f.model_id "
+        "WHERE f.id IN (SELECT max(id) FROM umap_fits GROUP BY model_id)"
+    )
+    for rec in fits.to_dict("records"):
+        path = store.folder / rec["reducer_path"]
+        if not path.is_file():
+            problems.append(f"UMAP map of model {rec['name']!r} missing: {path}")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != rec["reducer_sha256"]:
+            problems.append(f"UMAP map of model {rec['name']!r} does not match its recorded checksum: {path}")
+    return problems
+
+
+_COUNT_TABLES = ("samples", "scans", "nuclei", "models", "predictions", "detections", "embeddings", "labels",
+                 "synthetic_truth", "label_events", "umap_coords", "umap_fits", "probe_runs", "probe_results")
+_COUNT_SQL = {t: "SELECT count(*) FROM " + t for t in _COUNT_TABLES}
+
+
+def store_info(store: Store) -> dict:
+    """Schema version, file size and row counts per table."""
+    cur = store.cursor()
+    info = {
+        "path": str(store.path),
+        "size_mb": round(store.path.stat().st_size / 1e6, 2) if store.path.is_file() else 0.0,
+        "schema_version": int(cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0),
+        "counts": {t: int(cur.execute(_COUNT_SQL[t]).fetchone()[0]) for t in _COUNT_TABLES},
+        "curated_nuclei": int(cur.execute("SELECT count(*) FROM curated_labels").fetchone()[0]),
+    }
+    info["models"] = store.query("SELECT name, kind, preset FROM models ORDER BY id").to_dict("records")
+    return info

@@ -1,0 +1,41 @@
+"""``genuine export``: sample reports, curated labels as a training set, the audit trail."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from store.db import add_db_argument, default_db_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``genuine export sample NAME --out DIR | labels --out FILE | audit --out FILE``."""
+    sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
+    p = sub.add_parser("sample", help="nuclei table (CSV + Parquet) and summary (Markdown + HTML) of a sample")
+    p.add_argument("name", help="sample name")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    add_db_argument(p)
+    p = sub.add_parser("labels", help="curated labels with patches as a training set (.npz or .parquet)")
+    p.add_argument("--out", type=Path, required=True, help="output file (.npz or .parquet)")
+    p.add_argument("--sample", default=None, help="only this sample")
+    add_db_argument(p)
+    p = sub.add_parser("audit", help="every label event (.csv, .parquet or .jsonl)")
+    p.add_argument("--out", type=Path, required=True, help="output file")
+    add_db_argument(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the export and print what was written."""
+    from store import export
+    from store.db import Store
+
+    with Store(args.db or default_db_path(), read_only=True) as store:
+        if args.what == "sample":
+            for path in export.export_sample(store, args.name, args.out):
+                print(path)
+        elif args.what == "labels":
+            path = export.export_labels(store, args.out, args.sample)
+            print(f"{path}")
+        else:
+            print(export.export_audit(store, args.out))
+    return 0

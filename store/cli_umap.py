@@ -1,0 +1,53 @@
+"""``genuine umap``: fit a model's UMAP on its reference nuclei and store every nucleus' coordinates."""
+
+from __future__ import annotations
+
+import argparse
+
+from store.db import add_db_argument, default_db_path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``genuine umap``."""
+    parser.add_argument("--model", action="append", default=None, metavar="NAME",
+                        help="registered model (repeatable; default: every model with embeddings)")
+    parser.add_argument("--place-only", action="store_true",
+                        help="do not refit: place nuclei without coordinates on the saved map")
+    parser.add_argument("--neighbors", type=int, default=15, help="UMAP n_neighbors")
+    parser.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
+    parser.add_argument("--epochs", type=int, default=200, help="UMAP optimisation epochs")
+    parser.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (fit is deterministic for a seed)")
+    parser.add_argument("--max-reference", type=int, default=5000,
+                        help="fit on at most this many reference nuclei (seeded subset); the rest are placed")
+    add_db_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit (or place) and print one line per model."""
+    import time
+
+    from genuine_core.embedding import UmapConfig
+    from genuine_core.errors import InputError
+    from store import umap as umap_store
+    from store.db import Store
+
+    try:
+        config = UmapConfig(n_neighbors=args.neighbors, min_dist=args.min_dist, metric=args.metric,
+                            n_epochs=args.epochs, seed=args.seed, max_reference=args.max_reference)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    with Store(args.db or default_db_path()) as store:
+        names = args.model or umap_store.models_with_embeddings(store)
+        if not names:
+            raise InputError("no model has stored embeddings; ingest scans first")
+        for name in names:
+            t = time.perf_counter()
+            if args.place_only:
+                n = umap_store.place_missing(store, name)
+                print(f"{name}: placed {n} nuclei on the saved map ({time.perf_counter() - t:.1f} s)")
+                continue
+            r = umap_store.fit_umap(store, name, config)
+            print(f"{name}: fitted on {r['n_fitted']} of {r['n_reference']} reference nuclei ({r['reference']}), "
+                  f"placed {r['n_placed']} others; map {r['path']} ({time.perf_counter() - t:.1f} s)")
+    return 0

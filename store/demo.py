@@ -1,0 +1,197 @@
+"""The demo store: synthetic cell lines and mixtures (with ground truth) plus the real image.
+
+``build_demo`` generates a small synthetic benchmark beside the store (or uses a given
+one), ingests its fields with every shipped model (``models/``), ingests the real scan
+``../shared/data/real/FISH_RGB.TIF`` when present, and fits each model's UMAP. The store
+is built under a temporary name and renamed when complete, so a half-built demo never
+takes the place of a finished one.
+
+When no trained model folder exists yet, freshly initialised ``cpu``-preset models of
+the four kinds are created (and named ``*_untrained``) so the dashboard still opens onto
+content; their predictions mean nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from genuine_core.embedding import UmapConfig
+from genuine_core.errors import InputError
+from genuine_core.pipeline import SHIPPED_MODELS, ScoringModel, load_model, model_folders
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_IMAGE = REPO.parent / "shared" / "data" / "real" / "FISH_RGB.TIF"
+REAL_SAMPLE = "FISH_RGB (real scan)"
+MODEL_KINDS = ("genuine", "resnet", "detector", "ratio")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What goes into the demo store.
+
+    Attributes:
+        seed: seed of the generated benchmark and of the UMAP fits.
+        nuclei_per_line: nuclei per cell line in the generated benchmark (train/val/test by field).
+        mixture_nuclei: nuclei per mixture sample (8 mixtures at 0-100 % MNA).
+        nuclei_per_field: nuclei per synthetic 512 x 512 field.
+        max_fields_per_sample: at most this many fields per (sample, split) are ingested (None: all).
+        include_real: ingest the real scan when present.
+        mc_samples: MC-dropout passes for the uncertainty.
+    """
+
+    seed: int = 1
+    nuclei_per_line: int = 150
+    mixture_nuclei: int = 64
+    nuclei_per_field: int = 25
+    max_fields_per_sample: int | None = None
+    include_real: bool = True
+    mc_samples: int = 10
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError("seed must be >= 0")
+        if self.nuclei_per_line < 3 or self.mixture_nuclei < 1 or self.nuclei_per_field < 1:
+            raise ValueError("need >= 3 nuclei per line and >= 1 per mixture and field")
+        if self.max_fields_per_sample is not None and self.max_fields_per_sample < 1:
+            raise ValueError("max_fields_per_sample must be >= 1")
+        if self.mc_samples < 0:
+            raise ValueError("mc_samples must be >= 0")
+
+
+def make_demo_benchmark(out: Path, config: DemoConfig, progress: bool = True) -> Path:
+    """Generate (or reuse, when already complete) the demo's synthetic benchmark in ``out``."""
+    from genuine_core.synth.benchmark import BenchmarkSize, make_benchmark
+
+    if (out / "nuclei.parquet").is_file() and (out / "summary.json").is_file():
+        import json
+
+        cfg = json.loads((out / "config.json").read_text(encoding="utf-8")) if (out / "config.json").is_file() else {}
+        size = cfg.get("size", {})
+        if (cfg.get("seed") == config.seed and size.get("nuclei_per_line") == config.nuclei_per_line
+                and size.get("mixture_nuclei") == config.mixture_nuclei):
+            logger.info("demo: reusing the benchmark in %s", out)
+            return out
+    size = BenchmarkSize("demo", nuclei_per_line=config.nuclei_per_line, mixture_nuclei=config.mixture_nuclei,
+                         patch_size=96, field_shape=(512, 512), nuclei_per_field=config.nuclei_per_field)
+    make_benchmark(out, seed=config.seed, size=size, overwrite=True, progress=progress)
+    return out
+
+
+def untrained_models(folder: Path, seed: int = 0) -> list[Path]:
+    """Freshly initialised cpu-preset model folders of every kind (for a repo without trained models)."""
+    from genuine_core.models import build_model, preset_config, save_model
+
+    out = []
+    for kind in MODEL_KINDS:
+        path = folder / f"{kind}_untrained"
+        if not (path / "checksum.sha256").is_file():
+            save_model(build_model(preset_config("cpu", kind=kind, seed=seed)), path,
+                       metrics={"note": "untrained: random initial weights, for the demo only"})
+        out.append(path)
+    return out
+
+
+def demo_models(model_dirs, work: Path, mc_samples: int) -> list[ScoringModel]:
+    """Models for the demo: the given folders, else the shipped ones, else untrained ones."""
+    paths: list[Path] = []
+    for d in model_dirs or ():
+        found = model_folders(d)
+        if not found:
+            raise InputError(f"{d}: no model folder (a folder with config.json) found")
+        paths.extend(found)
+    if not paths:
+        paths = model_folders(SHIPPED_MODELS)
+    if not paths:
+        logger.warning("demo: no trained models under %s; using untrained models (predictions are random)",
+                       SHIPPED_MODELS)
+        paths = untrained_models(work / "untrained_models")
+    return [load_model(p, mc_samples=mc_samples) for p in paths]
+
+
+def _remove_store(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(path.with_name(path.stem + "_files"), ignore_errors=True)
+
+
+def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: str | Path | None = None,
+               model_dirs=None, force: bool = False, progress: bool = True) -> dict:
+    """Build the demo store at ``out``.
+
+    Args:
+        out: store file to create (its folder also receives ``demo_benchmark/``).
+        config: what to include.
+        benchmark: an existing benchmark folder to ingest instead of generating one.
+        model_dirs: model folders (default: shipped ``models/``; untrained ones when none exist).
+        force: replace an existing store.
+        progress: progress bars.
+
+    Returns:
+        ``{"path", "seconds": {stage: s}, "n_nuclei", "models", "samples", "failed"}``.
+
+    Raises:
+        InputError: ``out`` exists and ``force`` is False, or bad folders.
+    """
+    import torch
+
+    from store import umap as umap_store
+    from store.check import check_store
+    from store.db import Store
+    from store.ingest import ingest_benchmark, ingest_files
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out} exists; use --force to rebuild it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.stem + ".partial" + out.suffix)
+    _remove_store(partial)
+    seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    t = time.perf_counter()
+    bench = Path(benchmark) if benchmark else make_demo_benchmark(out.parent / "demo_benchmark", config, progress)
+    seconds["benchmark"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    models = demo_models(model_dirs, out.parent, config.mc_samples)
+    seconds["load_models"] = time.perf_counter() - t
+
+    failed: list[str] = []
+    with Store(partial) as store:
+        t = time.perf_counter()
+        rep = ingest_benchmark(store, bench, models, max_fields_per_sample=config.max_fields_per_sample,
+                               progress=progress, place_umap=False)
+        failed += [f"{o.path}: {o.message}" for o in rep.outcomes if o.status == "failed"]
+        seconds["ingest_benchmark"] = time.perf_counter() - t
+        if config.include_real and REAL_IMAGE.is_file():
+            t = time.perf_counter()
+            rep_real = ingest_files(store, [REAL_IMAGE], REAL_SAMPLE, kind="case", models=models,
+                                    progress=progress, place_umap=False)
+            failed += [f"{o.path}: {o.message}" for o in rep_real.outcomes if o.status == "failed"]
+            seconds["ingest_real"] = time.perf_counter() - t
+        elif config.include_real:
+            logger.warning("demo: real image not found at %s; skipped", REAL_IMAGE)
+        t = time.perf_counter()
+        for m in models:
+            umap_store.fit_umap(store, m.name, UmapConfig(seed=config.seed))
+        seconds["umap"] = time.perf_counter() - t
+        problems = check_store(store)
+        if problems:
+            raise RuntimeError("demo store failed its integrity check: " + "; ".join(problems))
+        n_nuclei = int(store.scalar("SELECT count(*) FROM nuclei"))
+        sample_names = store.query("SELECT name FROM samples ORDER BY kind, name")["name"].tolist()
+    _remove_store(out)
+    partial.rename(out)
+    files = partial.with_name(partial.stem + "_files")
+    if files.is_dir():
+        files.rename(out.with_name(out.stem + "_files"))
+    seconds["total"] = time.perf_counter() - t_all
+    return {"path": str(out), "seconds": {k: round(v, 1) for k, v in seconds.items()}, "n_nuclei": n_nuclei,
+            "models": [m.name for m in models], "samples": sample_names, "failed": failed}

@@ -1,0 +1,170 @@
+"""Exports: a sample report, curated labels as a training set, the audit trail."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from genuine_core.errors import InputError, StoreError
+from genuine_core.pipeline import center_crop, decode_patch
+from store import labels, samples, summary
+from store.db import Store
+from store.nuclei import nucleus_predictions, patch_bytes, sample_nuclei
+
+
+def _wide_nuclei(store: Store, sample: str) -> pd.DataFrame:
+    """One row per nucleus of a sample, with each model's prediction in its own columns."""
+    base = sample_nuclei(store, sample).drop(
+        columns=["prob", "prob_calibrated", "uncertainty", "call", "det_nmi", "det_mycn", "det_cluster"])
+    preds = nucleus_predictions(store, base["nucleus_id"])
+    if len(preds):
+        wide = preds.pivot(index="nucleus_id", columns="model",
+                           values=["prob", "prob_calibrated", "uncertainty", "call", "det_nmi", "det_mycn",
+                                   "det_cluster"])
+        wide.columns = [f"{value}__{model}" for value, model in wide.columns]
+        wide = wide.dropna(axis=1, how="all").reset_index()
+        base = base.merge(wide, on="nucleus_id", how="left")
+    return base
+
+
+def _fmt(v, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    if isinstance(v, list):
+        return ", ".join(v) or "-"
+    return str(v)
+
+
+_REPORT_COLUMNS = [("model", "model"), ("n_scored", "nuclei"), ("mna_pct", "MNA %"), ("ci_low_pct", "95% CI low"),
+                   ("ci_high_pct", "95% CI high"), ("corrected_pct", "corrected %"), ("expected_pct", "expected %"),
+                   ("deviation_pp", "deviation (pp)"), ("true_mna_pct", "true MNA %"), ("call", "call"),
+                   ("qc_flags", "QC flags")]
+
+
+def export_sample(store: Store, sample: str, out_dir: str | Path) -> list[Path]:
+    """Write a sample report folder.
+
+    Files: ``nuclei.csv`` and ``nuclei.parquet`` (one row per nucleus: position, size,
+    intensities, labels, and per model ``prob__<model>``, ``call__<model>`` ...),
+    ``summary.csv`` (the sample summaries), ``summary.md`` and ``summary.html``.
+
+    Raises:
+        StoreError: no such sample.
+    """
+    info = samples.get_sample(store, sample)
+    if info is None:
+        raise StoreError(f"no sample named {sample!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    nuclei = _wide_nuclei(store, sample)
+    summ = summary.sample_summaries(store, sample=sample)
+    written = [out / "nuclei.csv", out / "nuclei.parquet", out / "summary.csv", out / "summary.md", out / "summary.html"]
+    nuclei.to_csv(written[0], index=False)
+    nuclei.to_parquet(written[1], index=False)
+    flat = summ.copy()
+    flat["qc_flags"] = flat["qc_flags"].map(lambda f: "; ".join(f))
+    flat.to_csv(written[2], index=False)
+
+    n_curated = int(nuclei["curated_label"].notna().sum() + nuclei["excluded"].sum())
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    expected = "-" if info["expected_mna"] is None else f"{100 * info['expected_mna']:.1f} %"
+    facts = [("sample", sample), ("kind", info["kind"]), ("genotype", info.get("genotype") or "-"),
+             ("expected MNA", expected), ("scans", str(nuclei["scan_id"].nunique())), ("nuclei", str(len(nuclei))),
+             ("curated nuclei", str(n_curated)), ("exported", when)]
+    rows = [[_fmt(r[c]) for c, _ in _REPORT_COLUMNS] for r in summ.to_dict("records")]
+    heads = [h for _, h in _REPORT_COLUMNS]
+    note = ("MNA % is the share of scored nuclei the model calls MNA (Wilson 95 % interval); the corrected "
+            "estimate removes the model's validation error rates (Rogan-Gladen). Calls follow "
+            "genuine_core.rules.sample_call (INRG consensus, Ambros et al. 2009; heterogeneous MNA after "
+            "Theissen et al. 2009). Nuclei a curator excluded are not scored.")
+    md = [f"# Sample report: {sample}", ""] + [f"- **{k}**: {v}" for k, v in facts] + ["", "## Per model", ""]
+    md += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    md += ["| " + " | ".join(r) + " |" for r in rows] + ["", note, ""]
+    written[3].write_text("\n".join(md), encoding="utf-8")
+    e = html.escape
+    page = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>Sample report: {e(sample)}</title>",
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}</style>",
+            "</head><body>", f"<h1>Sample report: {e(sample)}</h1><ul>"]
+    page += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in facts]
+    page += ["</ul><h2>Per model</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr>"]
+    page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
+    page += [f"</table><p>{e(note)}</p></body></html>"]
+    written[4].write_text("\n".join(page), encoding="utf-8")
+    return written
+
+
+def curated_training_set(store: Store, sample: str | None = None):
+    """Curated labels (excluded nuclei left out) with their patches as ``training.labelled.LabelledPatches``.
+
+    Patches of scans stored at different sizes are centre-cropped to the smallest.
+    ``true_label`` carries the synthetic ground truth where known (else -1);
+    ``nucleus_key`` is ``<scan sha256>:<mask label>`` (stable across stores).
+
+    Raises:
+        StoreError: no curated labels.
+    """
+    from training.labelled import LabelledPatches
+
+    cur = store.query(
+        """
+        SELECT cl.nucleus_id, cl.label, c.sha256, n.mask_label, lt.label AS true_label
+        FROM curated_labels cl
+        JOIN nuclei n ON n.id = cl.nucleus_id
+        JOIN scans c ON c.id = n.scan_id
+        JOIN samples s ON s.id = c.sample_id
+        LEFT JOIN labels lt ON lt.nucleus_id = cl.nucleus_id AND lt.kind = 'truth'
+        WHERE NOT cl.excluded AND (? IS NULL OR s.name = ?)
+        ORDER BY cl.nucleus_id
+        """,
+        [sample, sample],
+    )
+    if cur.empty:
+        raise StoreError("no curated labels to export" + (f" in sample {sample!r}" if sample else ""))
+    blobs = patch_bytes(store, cur["nucleus_id"])
+    patches = [decode_patch(blobs[int(i)]) for i in cur["nucleus_id"]]
+    size = min(p.shape[-1] for p in patches)
+    arr = np.stack([center_crop(p[None], size)[0] for p in patches]).astype(np.float16)
+    keys = (cur["sha256"] + ":" + cur["mask_label"].astype(str)).to_numpy()
+    true = cur["true_label"].fillna(-1).astype(int).to_numpy()
+    return LabelledPatches(arr, cur["label"].astype(int).to_numpy(), None,
+                           np.full(len(cur), "curated"), true, keys)
+
+
+def export_labels(store: Store, out: str | Path, sample: str | None = None) -> Path:
+    """Write curated labels as a training set ``genuine train`` reads (``.npz`` or ``.parquet``).
+
+    Raises:
+        InputError: other suffix. StoreError: nothing curated.
+    """
+    out = Path(out)
+    if out.suffix not in (".npz", ".parquet"):
+        raise InputError(f"training-set file must end in .npz or .parquet, got {out.name}")
+    data = curated_training_set(store, sample)
+    return data.save(out) if out.suffix == ".npz" else data.save_parquet(out)
+
+
+def export_audit(store: Store, out: str | Path) -> Path:
+    """Write every label event (``labels.audit_trail``) as CSV, Parquet or JSON lines (by suffix)."""
+    out = Path(out)
+    trail = labels.audit_trail(store)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        trail.to_csv(out, index=False)
+    elif out.suffix == ".parquet":
+        trail.to_parquet(out, index=False)
+    elif out.suffix in (".jsonl", ".json"):
+        with open(out, "w", encoding="utf-8") as fh:
+            for rec in trail.to_dict("records"):
+                fh.write(json.dumps(rec, default=str) + "\n")
+    else:
+        raise InputError(f"audit export must end in .csv, .parquet or .jsonl, got {out.name}")
+    return out
