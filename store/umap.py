@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,22 +33,24 @@ _cache: dict[tuple[str, str], UmapMap] = {}
 _cache_lock = threading.Lock()
 
 
+_VECTORS_SQL = """
+SELECT e.nucleus_id, e.vector, c.split, s.kind AS sample_kind
+FROM embeddings e
+JOIN nuclei n ON n.id = e.nucleus_id
+JOIN scans c ON c.id = n.scan_id
+JOIN samples s ON s.id = c.sample_id
+LEFT JOIN umap_coords u ON u.model_id = e.model_id AND u.nucleus_id = e.nucleus_id
+WHERE e.model_id = ? AND (NOT ? OR u.nucleus_id IS NULL)
+ORDER BY e.nucleus_id
+"""
+
+
 def _vectors(store: Store, mid: int, only_missing: bool = False) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """(nucleus ids (N,), embeddings (N, D) float32, info frame) of one model's nuclei."""
     cur = store.cursor()
-    tbl = cur.execute(
-        """
-        SELECT e.nucleus_id, e.vector, c.split, s.kind AS sample_kind
-        FROM embeddings e
-        JOIN nuclei n ON n.id = e.nucleus_id
-        JOIN scans c ON c.id = n.scan_id
-        JOIN samples s ON s.id = c.sample_id
-        LEFT JOIN umap_coords u ON u.model_id = e.model_id AND u.nucleus_id = e.nucleus_id
-        WHERE e.model_id = ? AND (NOT ? OR u.nucleus_id IS NULL)
-        ORDER BY e.nucleus_id
-        """,
-        [mid, only_missing],
-    ).to_arrow_table()
+    with warnings.catch_warnings():  # "extra copy" notice of DB-API results; the copy is cheap here
+        warnings.simplefilter("ignore", UserWarning)
+        tbl = cur.execute(_VECTORS_SQL, [mid, only_missing]).to_arrow_table()
     ids = tbl.column("nucleus_id").to_numpy().astype(np.int64)
     if len(ids) == 0:
         return ids, np.zeros((0, 0), np.float32), pd.DataFrame({"split": [], "sample_kind": []})

@@ -1,0 +1,177 @@
+"""Exports, integrity check, probe runs, UMAP in the store, and the store CLIs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from _store_fakes import fake_model, synthetic_result, threshold_segmenter, write_toy_scans
+from conftest import make_toy_scan
+from genuine_core.cli import main
+from genuine_core.embedding import UmapConfig, UmapMap
+from genuine_core.errors import StoreError
+from store import check, export, labels, probes, registry, samples
+from store import umap as umap_store
+from store.db import Store
+from store.ingest import ingest_files
+from store.scans import write_scan_result
+
+
+@pytest.fixture()
+def filled(tmp_path):
+    """A store with two samples (hand-made predictions, 2 models) and a few curated labels."""
+    path = tmp_path / "s.duckdb"
+    s = Store(path)
+    rng = np.random.default_rng(0)
+    for k, (name, kind) in enumerate([("lineA", "cell-line"), ("mix", "mixture")]):
+        sid = samples.ensure_sample(s, name, kind, 0.5 if kind == "mixture" else 1.0)
+        probs = rng.uniform(0, 1, 30)
+        mids = {m: registry.register_model(s, fake_model(m)) for m in ("m1", "m2")}
+        res = synthetic_result(str(k) * 64, {"m1": probs, "m2": 1 - probs}, emb_dim=6, seed=k)
+        truth = pd.DataFrame({"mask_label": np.arange(1, 31), "kind": "truth", "label": (probs > 0.4).astype(int),
+                              "source": "t"})
+        write_scan_result(s, sid, res, mids, labels=truth, split="train" if kind == "cell-line" else "mixture")
+    ids = s.query("SELECT id FROM nuclei ORDER BY id")["id"].tolist()
+    labels.record_label_event(s, ids[0], 1, "ann")
+    labels.record_label_event(s, ids[1], 0, "ann")
+    labels.record_label_event(s, ids[2], "exclude", "bob")
+    labels.record_label_event(s, ids[31], 1, "bob")
+    yield s, path, ids
+    s.close()
+
+
+def test_export_sample_report(filled, tmp_path):
+    s, _, ids = filled
+    files = export.export_sample(s, "lineA", tmp_path / "rep")
+    assert [f.name for f in files] == ["nuclei.csv", "nuclei.parquet", "summary.csv", "summary.md", "summary.html"]
+    nuc = pd.read_parquet(tmp_path / "rep" / "nuclei.parquet")
+    assert len(nuc) == 30 and {"prob__m1", "prob__m2", "call__m1", "true_label", "curated_label"} <= set(nuc.columns)
+    assert np.allclose(nuc["prob__m1"] + nuc["prob__m2"], 1.0, atol=1e-6)
+    assert nuc.set_index("nucleus_id").loc[ids[0], "curated_label"] == 1
+    md = (tmp_path / "rep" / "summary.md").read_text()
+    assert "# Sample report: lineA" in md and "| m1 |" in md and "curated nuclei**: 3" in md
+    assert "<table>" in (tmp_path / "rep" / "summary.html").read_text()
+    with pytest.raises(StoreError):
+        export.export_sample(s, "nope", tmp_path / "x")
+
+
+def test_export_labels_is_a_training_set(filled, tmp_path):
+    from training.labelled import LabelledPatches
+
+    s, _, ids = filled
+    for suffix in (".npz", ".parquet"):
+        out = export.export_labels(s, tmp_path / f"cur{suffix}")
+        data = LabelledPatches.load(out)
+        assert len(data) == 3  # the excluded nucleus is left out
+        assert data.labels.tolist() == [1, 0, 1]
+        assert data.patches.shape == (3, 3, 8, 8)
+        stored = s.query("SELECT patch_png FROM nuclei WHERE id = ?", [ids[0]])
+        assert stored.shape == (1, 1)
+        assert set(data.label_kind) == {"curated"} and data.nucleus_key[0].endswith(":1")
+        assert data.true_label.tolist() == s.query(
+            "SELECT label FROM labels WHERE kind = 'truth' AND nucleus_id IN (?, ?, ?) ORDER BY nucleus_id",
+            [ids[0], ids[1], ids[31]])["label"].tolist()
+    assert len(export.curated_training_set(s, sample="mix")) == 1
+
+
+def test_export_audit_formats(filled, tmp_path):
+    s, _, _ = filled
+    csv = pd.read_csv(export.export_audit(s, tmp_path / "audit.csv"))
+    assert len(csv) == 4 and csv["reviewer"].tolist() == ["ann", "ann", "bob", "bob"]
+    lines = export.export_audit(s, tmp_path / "audit.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and '"reviewer": "ann"' in lines[0]
+
+
+def test_store_check_finds_orphans_and_tampering(filled):
+    s, _, ids = filled
+    assert check.check_store(s) == []
+    s.execute("INSERT INTO predictions (model_id, nucleus_id, prob, prob_calibrated, call) VALUES (1, 999999, .5, .5, 1)")
+    s.execute("DELETE FROM embeddings WHERE nucleus_id = ?", [ids[5]])
+    problems = check.check_store(s)
+    assert any("predictions of unknown nuclei" in p for p in problems)
+    assert any("embedding count differs" in p for p in problems)
+    info = check.store_info(s)
+    assert info["counts"]["nuclei"] == 60 and info["schema_version"] == 1 and info["curated_nuclei"] == 4
+
+
+def test_umap_in_store_with_saved_map(filled, monkeypatch):
+    s, _, ids = filled
+
+    def fake_fit(x, config):  # the real fit is covered by a slow test; here only the store plumbing
+        return UmapMap(x.astype(np.float32), x[:, :2].astype(np.float32) * 10, config)
+
+    monkeypatch.setattr(umap_store, "_fit", fake_fit)
+    r = umap_store.fit_umap(s, "m1", UmapConfig(n_neighbors=5, max_reference=20))
+    assert r["reference"] == "training split" and r["n_reference"] == 30 and r["n_fitted"] == 20
+    assert r["n_placed"] == 40
+    pts = umap_store.umap_points(s, "m1")
+    assert len(pts) == 60 and pts["fitted_on"].sum() == 20
+    assert set(pts.loc[pts["sample"] == "mix", "source"]) == {"mixture"}
+    assert set(pts.loc[pts["sample"] == "lineA", "source"]) == {"training"}
+    # a new scan is placed on the saved map without refitting
+    sid = samples.sample_id(s, "mix")
+    write_scan_result(s, sid, synthetic_result("9" * 64, {"m1": [0.2, 0.7]}, emb_dim=6, seed=5),
+                      {"m1": registry.model_id(s, "m1")})
+    assert umap_store.place_missing(s, "m1") == 2
+    assert len(umap_store.umap_points(s, "m1")) == 62
+    xy = umap_store.transform_embeddings(s, "m1", np.zeros((3, 6), np.float32))
+    assert xy.shape == (3, 2)
+    assert umap_store.transform_embeddings(s, "m2", np.zeros((1, 6))) is None
+    assert check.check_store(s) == []
+    # a tampered map file is refused
+    fit = umap_store.latest_fit(s, "m1")
+    path = s.folder / fit["reducer_path"]
+    path.write_bytes(path.read_bytes() + b"x")
+    umap_store._cache.clear()
+    with pytest.raises(StoreError, match="checksum"):
+        umap_store.load_map(s, "m1")
+    assert any("checksum" in p for p in check.check_store(s))
+
+
+def test_probe_runs_roundtrip(filled):
+    s, _, _ = filled
+    res = pd.DataFrame({"n_nmi": [2, 2, 2], "n_mycn": [2, 8, 20], "prob": [0.1, 0.6, 0.95], "signal_size": 3.0})
+    run = probes.record_probe_run(s, "m1", {"n_per_condition": 1, "seed": 0}, res,
+                                  patches=np.zeros((3, 3, 8, 8), np.float32), created_by="ann")
+    runs = probes.list_probe_runs(s)
+    assert runs.at[0, "id"] == run and runs.at[0, "params"]["n_per_condition"] == 1 and runs.at[0, "n_results"] == 3
+    back = probes.probe_results(s, run)
+    assert back["n_mycn"].tolist() == [2, 8, 20] and back["n_cluster"].tolist() == [0, 0, 0]
+    with pytest.raises(Exception):
+        probes.record_probe_run(s, "m1", {}, res.drop(columns=["prob"]))
+
+
+def test_cli_ingest_store_export(tmp_path, capsys, monkeypatch):
+    """The CLI path end to end with fake models (the loader is replaced; everything else is real)."""
+    import store.ingest as ingest_mod
+
+    scans = write_toy_scans(tmp_path / "scans", 2, make_toy_scan)
+    (tmp_path / "bad.tif").write_text("nope")
+    mdir = tmp_path / "models" / "fake1"
+    mdir.mkdir(parents=True)
+    (mdir / "config.json").write_text("{}")
+    monkeypatch.setattr("genuine_core.pipeline.load_model", lambda p, **kw: fake_model(p.name))
+    real_resolve = ingest_mod.resolve_models
+    monkeypatch.setattr(ingest_mod, "resolve_models",
+                        lambda store, folders, loader=None: real_resolve(store, folders, lambda p: fake_model(p.name)))
+    db = tmp_path / "cli.duckdb"
+    code = main(["ingest", *map(str, scans), str(tmp_path / "bad.tif"), "--sample", "S1", "--kind", "case",
+                 "--models", str(tmp_path / "models"), "--db", str(db), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 1 and "2 stored" in out and "failed" in out
+    assert main(["ingest", str(scans[0]), "--sample", "S1", "--db", str(db), "--quiet",
+                 "--models", str(tmp_path / "models")]) == 0
+    assert "already stored" in capsys.readouterr().out
+    assert main(["store", "check", "--db", str(db)]) == 0
+    assert "consistent" in capsys.readouterr().out
+    assert main(["store", "info", "--db", str(db)]) == 0
+    assert '"nuclei"' in capsys.readouterr().out
+    assert main(["export", "sample", "S1", "--out", str(tmp_path / "rep"), "--db", str(db)]) == 0
+    assert (tmp_path / "rep" / "summary.md").is_file()
+    assert main(["export", "audit", "--out", str(tmp_path / "audit.csv"), "--db", str(db)]) == 0
+    # nothing curated yet: a clear one-line error, exit 2
+    assert main(["export", "labels", "--out", str(tmp_path / "l.npz"), "--db", str(db)]) == 2
+    assert "no curated labels" in capsys.readouterr().err
+    assert main(["ingest", "--db", str(db)]) == 2
+    assert main(["store", "check", "--db", str(tmp_path / "absent.duckdb")]) == 2
