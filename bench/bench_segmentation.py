@@ -29,12 +29,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from genuine_core.segmentation import WatershedConfig, match_instances, segment  # noqa: E402
-from genuine_core.segmentation.cellpose_train import CellposeTrainConfig, make_training_fields, pooled_scores  # noqa: E402
+from genuine_core.segmentation import WatershedConfig, segment  # noqa: E402
+from genuine_core.segmentation.cellpose_train import CellposeTrainConfig, make_training_fields  # noqa: E402
+from genuine_core.segmentation.metrics import evaluate_segmenter  # noqa: E402
 from genuine_core.segmentation.watershed import segment_watershed  # noqa: E402
 
 REAL = REPO.parent / "shared" / "data" / "real" / "FISH_RGB.TIF"
-COUNT_KEYS = ("tp", "fp", "fn", "n_gt", "n_pred", "merged", "split", "touching_pairs", "touching_merged")
 
 
 def held_out_fields(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -44,16 +44,8 @@ def held_out_fields(n: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarra
 
 
 def score(fn, images, masks) -> dict:
-    """Pooled metrics and timing of ``fn(dapi) -> labels`` over fields."""
-    total = dict.fromkeys(COUNT_KEYS, 0)
-    t = time.perf_counter()
-    for img, gt in zip(images, masks):
-        r = match_instances(gt, fn(img))
-        for k in COUNT_KEYS:
-            total[k] += r[k]
-    dt = time.perf_counter() - t
-    out = pooled_scores(total)
-    out.update(fields=len(images), seconds=round(dt, 2), fields_per_second=round(len(images) / dt, 3))
+    """Pooled metrics and timing of ``fn(dapi) -> labels`` over fields, rounded for the report."""
+    out = evaluate_segmenter(fn, images, masks)
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from genuine_core.errors import ModelLoadError
-from genuine_core.segmentation import DEFAULT_BACKEND, WatershedConfig, match_instances, segment, touching_pairs
+from genuine_core.segmentation import (DEFAULT_BACKEND, WatershedConfig, evaluate_segmenter, match_instances, segment,
+                                      touching_pairs)
 from genuine_core.segmentation.cellpose_backend import infer_nbase, resolve_model_path
 
 
@@ -116,6 +117,17 @@ def test_match_instances_is_label_order_invariant(toy_scan):
     perm = np.array([0, 5, 3, 4, 1, 2], np.int32)  # relabel 1..5 arbitrarily
     r = match_instances(toy_scan.masks, perm[toy_scan.masks])
     assert (r["tp"], r["fp"], r["fn"], r["merged"], r["split"]) == (5, 0, 0, 0, 0)
+
+
+def test_evaluate_segmenter_pools_counts_over_fields(toy_scan):
+    fields = [toy_scan.masks, toy_scan.masks]
+    perfect = evaluate_segmenter(lambda m: m, fields, fields)
+    assert (perfect["tp"], perfect["fields"], perfect["f1"], perfect["mean_iou"]) == (10, 2, 1.0, 1.0)
+    calls = iter([toy_scan.masks, np.zeros_like(toy_scan.masks)])  # second field: nothing found
+    half = evaluate_segmenter(lambda m: next(calls), fields, fields)
+    assert (half["tp"], half["fn"], half["fp"]) == (5, 5, 0)
+    assert half["recall"] == pytest.approx(0.5) and half["precision"] == 1.0
+    assert half["f1"] == pytest.approx(2 * 5 / (2 * 5 + 5))
 
 
 def test_touching_pairs():

@@ -11,14 +11,15 @@ from typing import Literal
 
 import numpy as np
 
-from genuine_core.segmentation.metrics import match_instances, touching_pairs
+from genuine_core.segmentation.metrics import evaluate_segmenter, match_instances, touching_pairs
 from genuine_core.segmentation.watershed import WatershedConfig, segment_watershed
 
 BACKENDS = ("watershed", "cellpose")
 #: backend used when none is named (chosen by measurement, see BENCHMARKS.md)
 DEFAULT_BACKEND: Literal["watershed", "cellpose"] = "watershed"
 
-__all__ = ["BACKENDS", "DEFAULT_BACKEND", "WatershedConfig", "match_instances", "segment", "touching_pairs"]
+__all__ = ["BACKENDS", "DEFAULT_BACKEND", "WatershedConfig", "evaluate_segmenter", "match_instances", "segment",
+           "touching_pairs"]
 
 
 def segment(image: np.ndarray, backend: Literal["watershed", "cellpose"] = DEFAULT_BACKEND,
