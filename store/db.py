@@ -152,8 +152,8 @@ class Store:
 
     def scalar(self, sql: str, params: list | tuple | dict | None = None):
         """Run one statement and return the first column of the first row (None when no rows)."""
-        row = self.cursor().execute(sql, params or []).fetchone()
-        return None if row is None else row[0]
+        rows = self.cursor().execute(sql, params or []).fetchall()
+        return rows[0][0] if rows else None
 
     def execute(self, sql: str, params: list | tuple | dict | None = None) -> None:
         """Run one statement (autocommits unless inside :meth:`transaction`)."""
@@ -200,11 +200,13 @@ class Store:
         they are unregistered on exit.
         """
         cur = self.cursor()
+        _settle(cur)
         for name, frame in frames.items():
             cur.register(name, frame)
         try:
             yield
         finally:
+            _settle(cur)
             for name in frames:
                 with contextlib.suppress(Exception):
                     cur.unregister(name)
@@ -217,6 +219,13 @@ class Store:
             return []
         sql = _NEXTVAL_SQL[sequence]
         return [int(r[0]) for r in self.cursor().execute(sql, [n]).fetchall()]
+
+
+def _settle(cur: duckdb.DuckDBPyConnection) -> None:
+    """Run any half-read result of this cursor to its end (DuckDB refuses to register a frame before)."""
+    complete = getattr(cur, "complete", None)
+    if complete is not None:
+        complete()
 
 
 _SEQUENCES = ("sample_ids", "scan_ids", "nucleus_ids", "model_ids", "label_event_ids", "umap_fit_ids", "probe_run_ids")

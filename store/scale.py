@@ -1,0 +1,117 @@
+"""Synthetic bulk rows for scale tests: a store with a million nuclei in seconds.
+
+Only used by benchmarks and tests (``bench/bench_store.py``): it writes samples, scans,
+nuclei (no patch images), auto and truth labels, predictions of several models and some
+label events with set-based ``INSERT ... SELECT`` over ``range()``, never row loops.
+Values are random but plausible (per-sample MNA share, model probabilities that agree
+with the truth most of the time).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from store.db import Store
+
+
+def populate_synthetic(store: Store, n_nuclei: int = 1_000_000, n_models: int = 4, n_samples: int = 40,
+                       scans_per_sample: int = 5, n_events: int = 10_000, seed: int = 0) -> dict:
+    """Add synthetic samples/scans/nuclei/labels/predictions/events to ``store``.
+
+    Args:
+        n_nuclei: nuclei in total (spread evenly over the scans).
+        n_models: models registered (kinds cycle genuine/resnet/detector/ratio).
+        n_samples: samples (alternating mixture / case); each gets ``scans_per_sample`` scans.
+        n_events: label events on random nuclei, by two reviewers.
+        seed: seed of every random value.
+
+    Returns:
+        Counts of what was added.
+    """
+    rng = np.random.default_rng(seed)
+    n_scans = n_samples * scans_per_sample
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    kinds = ("genuine", "resnet", "detector", "ratio")
+    with store.transaction() as cur:
+        sample_ids = store.next_ids("sample_ids", n_samples)
+        expected = rng.choice([0.0, 0.25, 0.5, 0.75, 0.9, 1.0], n_samples)
+        samples = pd.DataFrame({"id": sample_ids, "name": [f"scale-{i:04d}-{seed}" for i in range(n_samples)],
+                                "kind": ["mixture" if i % 2 == 0 else "case" for i in range(n_samples)],
+                                "expected_mna": expected})
+        scan_ids = np.asarray(store.next_ids("scan_ids", n_scans), np.int64)
+        per_scan = np.full(n_scans, n_nuclei // n_scans)
+        per_scan[: n_nuclei % n_scans] += 1
+        scans = pd.DataFrame({"id": scan_ids, "sample_id": np.repeat(sample_ids, scans_per_sample),
+                              "file_name": [f"scale_{i}.tif" for i in scan_ids], "sha256": [f"scale-{seed}-{i}" for i in scan_ids],
+                              "n_nuclei": per_scan, "share": np.repeat(expected, scans_per_sample)})
+        model_ids = store.next_ids("model_ids", n_models)
+        models = pd.DataFrame({"id": model_ids, "name": [f"scale-{kinds[i % 4]}-{i}-{seed}" for i in range(n_models)],
+                               "kind": [kinds[i % 4] for i in range(n_models)],
+                               "noise": np.linspace(0.05, 0.25, n_models)})
+        first = store.next_ids("nucleus_ids", 1)[0]
+        cur.execute("SELECT setval('nucleus_ids', ?)", [first + n_nuclei])
+        with store.frames(s_in=samples, c_in=scans, m_in=models):
+            cur.execute("INSERT INTO samples (id, name, kind, expected_mna) SELECT id, name, kind, expected_mna FROM s_in")
+            cur.execute(
+                "INSERT INTO scans (id, sample_id, file_name, sha256, height, width, channel_map, patch_size, "
+                "n_nuclei, n_border_skipped, ingested_at) SELECT id, sample_id, file_name, sha256, 1000, 1000, "
+                "'{}', 96, n_nuclei, 0, ? FROM c_in", [now])
+            cur.execute(
+                "INSERT INTO models (id, name, kind, preset, patch_size, checksum, uncertainty_method, config, metrics) "
+                "SELECT id, name, kind, 'cpu', 96, 'scale-' || id, 'mc_dropout_std', '{}', ? FROM m_in",
+                [json.dumps({"val": {"tp": 90, "fn": 10, "tn": 95, "fp": 5, "tpr": 0.9, "tnr": 0.95}})])
+            cur.execute("SELECT setseed(?)", [((seed % 1000) + 1) / 1001.0])
+            # nuclei: scan of nucleus k from the cumulative per-scan counts
+            cur.execute(
+                """
+                CREATE TEMP TABLE scale_nuc AS
+                WITH bounds AS (
+                    SELECT id AS scan_id, share, sum(n_nuclei) OVER (ORDER BY id) - n_nuclei AS lo,
+                           sum(n_nuclei) OVER (ORDER BY id) AS hi FROM c_in
+                )
+                SELECT ? + r.range AS id, b.scan_id, (r.range - b.lo + 1)::INTEGER AS mask_label,
+                       (random() < b.share)::TINYINT AS truth
+                FROM range(?) r JOIN bounds b ON r.range >= b.lo AND r.range < b.hi
+                """,
+                [first, n_nuclei],
+            )
+            cur.execute(
+                "INSERT INTO nuclei (id, scan_id, mask_label, cy, cx, bbox_y0, bbox_x0, bbox_y1, bbox_x1, area, "
+                "mean_nmi, mean_mycn, mean_dapi, cropped) SELECT id, scan_id, mask_label, random() * 1000, "
+                "random() * 1000, 0, 0, 60, 60, 2800, random() * 0.3, random() * 0.5, 0.3 + random() * 0.4, false "
+                "FROM scale_nuc")
+            cur.execute("INSERT INTO labels (nucleus_id, kind, label, source) "
+                        "SELECT id, 'truth', truth, 'scale' FROM scale_nuc")
+            cur.execute("INSERT INTO labels (nucleus_id, kind, label, source) "
+                        "SELECT id, 'auto', CASE WHEN random() < 0.1 THEN 1 - truth ELSE truth END, 'scale' "
+                        "FROM scale_nuc")
+            cur.execute(
+                """
+                INSERT INTO predictions (model_id, nucleus_id, prob, prob_calibrated, uncertainty, call)
+                SELECT model_id, id, p, p, u, (p >= 0.5)::TINYINT FROM (
+                    SELECT m.id AS model_id, n.id,
+                           CASE WHEN random() < m.noise THEN random()
+                                ELSE greatest(0, least(1, n.truth * 0.8 + 0.1 + (random() - 0.5) * 0.2)) END AS p,
+                           random() * 0.2 AS u
+                    FROM scale_nuc n CROSS JOIN m_in m)
+                """
+            )
+            cur.execute("INSERT INTO scan_models (scan_id, model_id, n_predictions) "
+                        "SELECT c.id, m.id, c.n_nuclei FROM c_in c CROSS JOIN m_in m")
+        events = pd.DataFrame({
+            "id": store.next_ids("label_event_ids", n_events),
+            "nucleus_id": first + rng.integers(0, n_nuclei, n_events),
+            "value": rng.choice(["0", "1", "exclude"], n_events, p=[0.45, 0.45, 0.1]),
+            "reviewer": rng.choice(["ann", "bob"], n_events),
+        })
+        events["previous"] = events.groupby("nucleus_id")["value"].shift(1).fillna("unset")
+        with store.frames(e_in=events):
+            cur.execute("INSERT INTO label_events (id, nucleus_id, value, previous, reviewer, created_at) "
+                        "SELECT id, nucleus_id, value, previous, reviewer, ? FROM e_in", [now])
+        cur.execute("DROP TABLE scale_nuc")
+    return {"samples": n_samples, "scans": n_scans, "nuclei": n_nuclei, "models": n_models,
+            "predictions": n_nuclei * n_models, "label_events": n_events}
