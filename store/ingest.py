@@ -40,6 +40,7 @@ class FileOutcome:
     scan_id: int | None = None
     n_nuclei: int = 0
     seconds: float = 0.0
+    stages: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -135,7 +136,9 @@ def _ingest_one(store: Store, path: Path, sample_id: int, genotype: str | None, 
                 matched = truth_labels.loc[truth_labels["kind"] == "auto", "mask_label"]
                 labels = labels[~labels["mask_label"].isin(matched)]
             labels = pd.concat([x for x in (labels, truth_labels) if x is not None], ignore_index=True)
+        t_write = time.perf_counter()
         scan_id = write_scan_result(store, sample_id, result, model_ids, labels=labels, truth=truth, split=split)
+        stages = dict(result.seconds, write=time.perf_counter() - t_write)
     except GenuineError as exc:
         return FileOutcome(name, "failed", str(exc), seconds=time.perf_counter() - t0)
     except Exception as exc:  # a bug or an unexpected library error: report, keep the batch going
@@ -147,7 +150,7 @@ def _ingest_one(store: Store, path: Path, sample_id: int, genotype: str | None, 
         return FileOutcome(name, "duplicate", "stored meanwhile by another writer; nothing written", seconds=dt)
     msg = f"scan {scan_id}: {result.n_nuclei} nuclei ({result.n_border_skipped} at the border skipped), " \
           f"{len(models)} models, {dt:.1f} s"
-    return FileOutcome(name, "stored", msg, scan_id, result.n_nuclei, dt)
+    return FileOutcome(name, "stored", msg, scan_id, result.n_nuclei, dt, stages)
 
 
 def _register(store: Store, models: Sequence[ScoringModel]) -> dict[str, int]:
