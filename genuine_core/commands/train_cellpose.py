@@ -21,13 +21,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.005, help="AdamW learning rate (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--calibrate-only", action="store_true",
+                   help="do not train: re-calibrate the cellprob threshold of the model in --out and re-score it")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the config, train, print the held-out metrics."""
     from genuine_core.errors import InputError
-    from genuine_core.segmentation.cellpose_train import CellposeTrainConfig, train_cellpose
+    from genuine_core.segmentation.cellpose_train import CellposeTrainConfig, calibrate_folder, train_cellpose
 
+    if args.calibrate_only:
+        metrics = calibrate_folder(args.out)
+        print(json.dumps({k: metrics[k] for k in ("calibration", "val") if k in metrics}, indent=2))
+        return 0
     try:
         config = CellposeTrainConfig(n_fields=args.fields, n_val_fields=args.val_fields, epochs=args.epochs,
                                      nimg_per_epoch=args.images_per_epoch, learning_rate=args.lr,

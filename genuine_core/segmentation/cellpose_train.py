@@ -16,11 +16,12 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from genuine_core.errors import ModelLoadError
 from genuine_core.segmentation.cellpose_backend import MODEL_FILE
 
 logger = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ def train_cellpose(out_dir, config: CellposeTrainConfig = CellposeTrainConfig())
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
     seed_everything(config.seed)
-    train_rng, val_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2))
+    train_rng, val_rng = _field_rngs(config.seed)
     t0 = time.perf_counter()
     images, masks = make_training_fields(train_rng, config.n_fields, config)
     val_images, val_masks = make_training_fields(val_rng, config.n_val_fields, config)
@@ -216,14 +217,47 @@ def train_cellpose(out_dir, config: CellposeTrainConfig = CellposeTrainConfig())
         "final_train_loss": float(train_losses[-1]),
         "train_loss_curve": [float(x) for x in train_losses[:: max(1, len(train_losses) // 50)]],
     }
+    (out / "checksum.sha256").write_text(f"{file_sha256(out / MODEL_FILE)}  {MODEL_FILE}\n")
+    return _calibrate_and_score(out, val_images, val_masks, metrics)
+
+
+def _field_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for training and validation fields."""
+    a, b = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(a), np.random.default_rng(b)
+
+
+def _calibrate_and_score(out: Path, val_images, val_masks, metrics: dict) -> dict:
+    """Calibrate the cellprob threshold and score on validation fields; write ``metrics.json``."""
     if val_images:
         metrics["calibration"] = calibrate_thresholds(out, val_images, val_masks)
         metrics["val"] = evaluate_cellpose(out / MODEL_FILE, val_images, val_masks)
-        logger.info("held-out F1 %.3f (P %.3f, R %.3f)", metrics["val"]["f1"], metrics["val"]["precision"],
+        logger.info("validation F1 %.3f (P %.3f, R %.3f)", metrics["val"]["f1"], metrics["val"]["precision"],
                     metrics["val"]["recall"])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "checksum.sha256").write_text(f"{file_sha256(out / MODEL_FILE)}  {MODEL_FILE}\n")
     return metrics
+
+
+def calibrate_folder(out_dir) -> dict:
+    """Re-calibrate and re-score a model folder written by :func:`train_cellpose`.
+
+    Regenerates the validation fields from the seed in ``config.json`` (independent of
+    the training fields), then updates ``config.json`` and ``metrics.json``.
+    """
+    import torch
+
+    out = Path(out_dir)
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{out}: no readable config.json ({exc})") from None
+    names = {f.name for f in fields(CellposeTrainConfig)}
+    config = CellposeTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names})
+    torch.set_num_threads(config.threads)
+    _, val_rng = _field_rngs(config.seed)
+    images, masks = make_training_fields(val_rng, max(config.n_val_fields, 1), config)
+    metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
+    return _calibrate_and_score(out, images, masks, metrics)
 
 
 def _cellpose_version() -> str:

@@ -1,0 +1,53 @@
+"""``genuine train-cellpose``: argument checks (fast) and a tiny end-to-end run (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genuine_core.cli import main
+from genuine_core.segmentation.cellpose_train import CellposeTrainConfig
+
+
+@pytest.mark.parametrize("args", [["--epochs", "0"], ["--fields", "0"], ["--lr", "2"], ["--threads", "0"]])
+def test_bad_arguments_exit_2_and_write_nothing(tmp_path, args, capsys):
+    out = tmp_path / "model"
+    assert main(["train-cellpose", "--out", str(out), *args]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+    assert not out.exists()
+
+
+def test_calibrate_only_without_a_model_folder_exits_2(tmp_path, capsys):
+    assert main(["train-cellpose", "--out", str(tmp_path / "none"), "--calibrate-only"]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="min_train_masks"):
+        CellposeTrainConfig(nuclei=(3, 10))  # cellpose would silently drop such fields
+    with pytest.raises(ValueError, match="256"):
+        CellposeTrainConfig(nbase=(16, 32, 64, 128))  # cellpose's eval needs a 256-wide bottom
+    with pytest.raises(ValueError, match="multiple"):
+        CellposeTrainConfig(bsize=100)
+
+
+@pytest.mark.slow
+def test_tiny_training_run_writes_a_loadable_model_folder(tmp_path):
+    from genuine_core.segmentation.cellpose_backend import MODEL_FILE, model_settings
+    from genuine_core.segmentation.cellpose_train import calibrate_folder, file_sha256, train_cellpose
+
+    cfg = CellposeTrainConfig(n_fields=2, n_val_fields=1, epochs=2, field_size=256, nuclei=(6, 8),
+                              nbase=(8, 16, 256), bsize=64, save_every=1)
+    metrics = train_cellpose(tmp_path / "m", cfg)
+    folder = tmp_path / "m"
+    assert (folder / MODEL_FILE).is_file()
+    digest, name = (folder / "checksum.sha256").read_text().split()
+    assert name == MODEL_FILE and digest == file_sha256(folder / MODEL_FILE)
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["nbase"] == [8, 16, 256] and saved["cellprob_threshold"] in (-1.0, 0.0, 1.0, 2.0)
+    assert model_settings(folder / MODEL_FILE)["bsize"] == 64
+    assert json.loads((folder / "metrics.json").read_text())["val"]["n_gt"] == metrics["val"]["n_gt"] > 0
+    assert len(metrics["calibration"]["grid"]) == 4
+    again = calibrate_folder(folder)  # re-calibration regenerates the validation fields from the seed
+    assert again["val"]["n_gt"] == metrics["val"]["n_gt"]
