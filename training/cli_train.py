@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override the preset's encoder width (stem channels; ResNet: 64)")
     parser.add_argument("--encoder-stages", type=int, default=None, choices=[1, 2, 3, 4],
                         help="override the preset's number of encoder stages")
+    parser.add_argument("--encoder-input-size", type=int, default=None,
+                        help="override the side (px) the encoder resizes patches to (0 = no resizing)")
     parser.add_argument("--label", default="auto", choices=["auto", "truth"],
                         help="train on automatic labels (paper) or ground truth")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (preset default)")
@@ -87,11 +89,17 @@ def _spec_from_args(args: argparse.Namespace):
             threads=args.threads, augment=AugmentConfig.none() if args.no_augment else AugmentConfig())
         return RunSpec(kind=args.kind, preset=args.preset, data=str(data), out=out, detector=detector,
                        beta=args.beta, label=args.label, max_train=args.max_train, resume=args.resume, train=train,
-                       encoder={k: v for k, v in (("width", args.encoder_width), ("stages", args.encoder_stages))
-                                if v is not None},
+                       encoder=_encoder_overrides(args),
                        command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+
+
+def _encoder_overrides(args: argparse.Namespace) -> dict:
+    out = {k: v for k, v in (("width", args.encoder_width), ("stages", args.encoder_stages)) if v is not None}
+    if args.encoder_input_size is not None:
+        out["input_size"] = args.encoder_input_size or None
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -66,6 +66,25 @@ def build(preset: str, kind: str, seed: int, patch_size: int, detector_folder: s
     return model
 
 
+def from_checkpoint(out: str | Path):
+    """Rebuild the model of an interrupted run from ``<out>/checkpoint/config.json``.
+
+    Resuming uses the configuration the run started with, even if the preset has changed
+    since; the weights are then restored from the trainer state.
+
+    Raises:
+        InputError: no readable checkpoint config.
+    """
+    from genuine_core.models import GenuineClassifier, ModelConfig
+
+    path = Path(out) / "checkpoint" / "config.json"
+    try:
+        config = ModelConfig.from_json(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot resume: {path} is missing or invalid ({exc})") from exc
+    return GenuineClassifier.from_config(config)
+
+
 def save(model, path: Path, metrics: dict[str, Any]) -> None:
     """Write a model folder (config, safetensors weights, metrics, checksums)."""
     model.save(path, metrics)

@@ -155,7 +155,8 @@ def train_classifier(spec: RunSpec) -> dict[str, Any]:
     out = Path(spec.out)
     seed_everything(spec.train.seed)
     train, val = _load_pool(spec)
-    model = modelapi.build(spec.preset, spec.kind, spec.train.seed, train.patch_size, spec.detector, spec.encoder)
+    model = (modelapi.from_checkpoint(out) if spec.resume else
+             modelapi.build(spec.preset, spec.kind, spec.train.seed, train.patch_size, spec.detector, spec.encoder))
     task = ClassifierTask(model, train, val, spec.train.augment,
                           lambda path, metrics: modelapi.save(model, path, metrics))
     t0 = time.perf_counter()
@@ -213,7 +214,8 @@ def train_detector(spec: RunSpec) -> dict[str, Any]:
         train = train.take(subsample(len(train), spec.max_train, rng))
     if spec.train.max_val is not None and spec.train.max_val < len(val):
         val = val.take(subsample(len(val), spec.train.max_val, rng))
-    model = modelapi.build(spec.preset, "detector", spec.train.seed, int(train.patches.shape[-1]), None)
+    model = (modelapi.from_checkpoint(out) if spec.resume else
+             modelapi.build(spec.preset, "detector", spec.train.seed, int(train.patches.shape[-1]), None))
     det = modelapi.trainable_detector(model)
     task = DetectorTask(det, train, val, spec.train.augment, lambda path, metrics: modelapi.save(model, path, metrics))
     result = fit(task, spec.train, out, resume=spec.resume)
