@@ -45,23 +45,19 @@ def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
         ModelLoadError: nothing usable exists; the message says how to get a model.
     """
     given = model_path if model_path is not None else os.environ.get(MODEL_ENV)
-    candidates: list[Path] = []
     if given is not None and str(given) in _BUILTIN_FILES and not Path(given).exists():
         cached = _cellpose_cache_dir() / _BUILTIN_FILES[str(given)]
         if cached.is_file():
             return cached
         raise ModelLoadError(f"built-in cellpose model {given!r} is not cached at {cached} and will not be "
                              "downloaded; train one with `genuine train-cellpose` or pass a local model file")
-    if given is not None:
-        p = Path(given)
-        candidates = [p / MODEL_FILE, p] if p.is_dir() else [p]
+    if given is None:
+        candidate = DEFAULT_MODEL_DIR / MODEL_FILE
     else:
-        candidates = [DEFAULT_MODEL_DIR / MODEL_FILE]
-    for c in candidates:
-        if c.is_file():
-            return c
-    where = candidates[0] if candidates else given
-    raise ModelLoadError(f"cellpose model not found at {where}; train one with "
+        candidate = Path(given) / MODEL_FILE if Path(given).is_dir() else Path(given)
+    if candidate.is_file():
+        return candidate
+    raise ModelLoadError(f"cellpose model not found at {candidate}; train one with "
                          "`genuine train-cellpose --out models/cellpose_synth`, pass --model PATH, "
                          "or use --backend watershed")
 
