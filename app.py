@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 st.set_page_config(page_title="GENUINE · MYCN FISH review", page_icon="🧬", layout="wide")
-st.set_option("client.toolbarMode", "viewer")  # no developer "Deploy" menu in a clinical tool
+st.set_option("client.toolbarMode", "minimal")  # no developer "Deploy" menu in a clinical tool
 
 from pages import common  # noqa: E402  (after set_page_config)
 
@@ -33,4 +33,5 @@ PAGES = {
 
 page = st.navigation(PAGES)
 common.sidebar()
+common.mark_entry()
 page.run()

@@ -9,6 +9,8 @@ import streamlit as st
 from genuine_core import plotting
 from pages import common
 
+common.require_entrypoint()
+
 CASE_KEY = "case"
 
 
@@ -54,6 +56,16 @@ def scan_overlay(db: str, data_rev: int, labels_rev: int, scan_id: int, model: s
     # nuclei without a row (cut by the border, not scored) keep a dim outline
     overlay = plotting.outline_overlay(image, masks, colours, default=(90, 90, 90), thickness=thickness)
     return overlay, nuc
+
+
+@st.cache_data(show_spinner=False, max_entries=12)
+def scan_figure(db: str, data_rev: int, labels_rev: int, scan_id: int, model: str, title: str):
+    """The zoomable scan figure (PNG-encoded overlay + hover per nucleus), built once per scan/model."""
+    overlay, nuc = scan_overlay(db, data_rev, labels_rev, scan_id, model)
+    nuc = nuc.assign(label=[("excluded" if e else f"curated {common.label_name(c)}"
+                             if pd.notna(c) else f"auto {common.label_name(a)}")
+                            for e, c, a in zip(nuc["excluded"], nuc["curated_label"], nuc["auto_label"])])
+    return plotting.scan_figure(overlay, nuc, title=title)
 
 
 # ----------------------------------------------------------------------------- views
@@ -170,12 +182,9 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     left, right = st.columns([3, 2])
     with left:
         if scan_id is not None:
-            overlay, nuc = scan_overlay(db, common.rev("data"), common.rev("labels"), int(scan_id), colour_model)
-            nuc = nuc.assign(label=[("excluded" if e else f"curated {common.label_name(c)}"
-                                     if pd.notna(c) else f"auto {common.label_name(a)}")
-                                    for e, c, a in zip(nuc["excluded"], nuc["curated_label"], nuc["auto_label"])])
-            st.plotly_chart(plotting.scan_figure(overlay, nuc, title=f"{scan_labels[scan_id]} · P(MNA) by {colour_model}"),
-                            key="scan_figure", config={"scrollZoom": True, "displaylogo": False})
+            fig = scan_figure(db, common.rev("data"), common.rev("labels"), int(scan_id), colour_model,
+                              f"{scan_labels[scan_id]} · P(MNA) by {colour_model}")
+            st.plotly_chart(fig, key="scan_figure", config={"scrollZoom": True, "displaylogo": False})
             st.caption("Outline colour: blue = non-MNA, red = MNA (model probability); grey = excluded by a "
                        "reviewer; dark grey = not scored (cut by the image border). Drag to zoom, double-click "
                        "to reset.")

@@ -83,6 +83,32 @@ def empty_state(what: str = "") -> None:
     st.info(lead + EMPTY_HINT, icon=":material/inbox:")
 
 
+# ----------------------------------------------------------------------------- entry point
+_VIA_APP = "_genuine_via_app"
+
+
+def mark_entry() -> None:
+    """Called by ``app.py`` right before it runs the selected page."""
+    st.session_state[_VIA_APP] = True
+
+
+def require_entrypoint() -> None:
+    """Make sure this page runs inside ``app.py`` (navigation, sidebar, page config).
+
+    Streamlit decides once per server process whether the app uses the legacy ``pages/``
+    auto-discovery: until ``st.navigation`` has run, it does. So the very first request
+    of a fresh server for e.g. ``/probe`` executes ``pages/probe.py`` on its own. In that
+    case run ``app.py`` (which calls ``st.navigation`` and then this page) and stop the
+    outer run. Every later run goes through ``app.py`` directly.
+    """
+    if st.session_state.pop(_VIA_APP, False):
+        return
+    import runpy
+
+    runpy.run_path(str(REPO / "app.py"), run_name="__main__")
+    st.stop()
+
+
 # ----------------------------------------------------------------------------- revisions
 @st.cache_resource(show_spinner=False)
 def _revisions() -> dict:

@@ -17,6 +17,8 @@ from genuine_core import plotting
 from genuine_core.errors import GenuineError
 from pages import common
 
+common.require_entrypoint()
+
 COLOUR_BY = {
     "prediction": "P(MNA) of the map's model",
     "call": "call of the map's model",
@@ -48,7 +50,8 @@ def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:
     names = {1: "MNA", 0: "non-MNA"}
     out = df.copy()
     if how == "prediction":
-        return out, "prob", False
+        out["P(MNA)"] = out["prob"].astype(float)
+        return out, "P(MNA)", False
     if how == "call":
         out["colour"] = out["call"].map(names)
     elif how == "auto label":

@@ -18,6 +18,8 @@ from genuine_core import plotting
 from genuine_core.errors import GenuineError, InputError
 from pages import common
 
+common.require_entrypoint()
+
 KINDS = ["case", "mixture", "cell-line"]
 GENOTYPES = {"unknown": None, "MNA": "MNA", "non-MNA": "non-MNA"}
 NONE = "none"

@@ -24,6 +24,8 @@ from genuine_core import plotting
 from genuine_core.errors import GenuineError, InputError
 from pages import common
 
+common.require_entrypoint()
+
 MIN_CURATED = 10
 PRESET_EPOCHS = {"cpu": 30, "tiny": 3, "paper": 200}
 
@@ -73,7 +75,20 @@ def history(folder: str | None) -> pd.DataFrame | None:
         return None
     if "epoch" not in df.columns:
         df.insert(0, "epoch", np.arange(1, len(df) + 1))
-    return df.drop(columns=[c for c in ("seconds", "lr") if c in df.columns])
+    drop = [c for c in df.columns if c in ("seconds", "lr") or pd.api.types.is_bool_dtype(df[c])]
+    return df.drop(columns=drop)
+
+
+def train_config(folder: str | None) -> dict | None:
+    """How the model was trained (``<folder>/train_config.json``: data, labels, epochs, ...)."""
+    f = Path(folder) / "train_config.json" if folder else None
+    if f is None or not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -160,22 +175,28 @@ def render_run(run_id: str, rec: dict) -> None:
     if tail:
         st.code("\n".join(tail), language=None)
     if rc == 0 and not rec["registered"]:
-        if st.button(f"Register {rec['name']}", key=f"register_{run_id}", type="primary",
-                     icon=":material/library_add:"):
-            from genuine_core.pipeline import load_model
-            from store.registry import register_model
-
-            try:
-                register_model(common.get_store(), load_model(rec["out"], name=rec["name"]))
-            except GenuineError as exc:
-                common.show_error(exc)
-                return
-            rec["registered"] = True
-            common.bump("models")
-            st.success(f"Registered {rec['name']}. Score scans with it via `genuine ingest` to see its "
-                       "predictions in Cases.")
+        st.button(f"Register {rec['name']}", key=f"register_{run_id}", type="primary", icon=":material/library_add:",
+                  on_click=register_run, args=(run_id,))
     elif rec["registered"]:
-        st.caption(f":green[:material/check: registered as {rec['name']}]")
+        st.caption(f":green[:material/check: registered as {rec['name']}. Score scans with it via "
+                   "`genuine ingest` to see its predictions in Cases.]")
+    if rec.get("error"):
+        st.error(rec["error"], icon=":material/error:")
+
+
+def register_run(run_id: str) -> None:
+    """Button callback: register a finished run's model folder in the store (before the page reruns)."""
+    from genuine_core.pipeline import load_model
+    from store.registry import register_model
+
+    rec = runs()[run_id]
+    try:
+        register_model(common.get_store(), load_model(rec["out"], name=rec["name"]))
+    except GenuineError as exc:
+        rec["error"] = f"Not registered: {exc}"
+        return
+    rec["registered"], rec["error"] = True, None
+    common.bump("models")
 
 
 @st.fragment(run_every=2.0)
@@ -212,7 +233,8 @@ def main() -> None:
     name = st.selectbox("Model details", models["name"].tolist(), key="models_pick")
     row = models[models["name"] == name].iloc[0]
     folder = row["folder"] if isinstance(row["folder"], str) else None
-    tab_m, tab_h, tab_c, tab_i = st.tabs(["Metrics", "Training curves", "Configuration", "Integrity"])
+    tab_m, tab_h, tab_t, tab_c, tab_i = st.tabs(["Metrics", "Training curves", "Training data", "Configuration",
+                                                 "Integrity"])
     with tab_m:
         tables = metrics_tables(row["metrics"])
         if not tables:
@@ -226,6 +248,17 @@ def main() -> None:
             st.caption("No training history (`history.json`) in the model folder.")
         else:
             st.plotly_chart(plotting.training_curves(hist, title=f"{name}: training curves"), key="models_curves")
+    with tab_t:
+        tc = train_config(folder)
+        if tc is None:
+            st.caption("No training record (`train_config.json`) in the model folder.")
+        else:
+            keep = {k: tc.get(k) for k in ("data", "kind", "preset", "label", "beta", "detector", "calibrate_on")
+                    if k in tc}
+            st.dataframe(pd.DataFrame([{k: str(v) for k, v in keep.items()}]), hide_index=True,
+                         key="models_train_data")
+            with st.expander("Full training configuration"):
+                st.json(tc, expanded=1)
     with tab_c:
         st.json(row["config"], expanded=1)
     with tab_i:

@@ -19,6 +19,8 @@ from genuine_core import plotting
 from genuine_core.errors import GenuineError, InputError
 from pages import common
 
+common.require_entrypoint()
+
 EXPERIMENTS = {"count": "MYCN signal count", "size": "MYCN signal size"}
 RESULT_KEY = "probe_result"
 

@@ -16,6 +16,8 @@ from genuine_core import plotting
 from genuine_core.errors import GenuineError
 from pages import common
 
+common.require_entrypoint()
+
 FLAG_NAMES = {
     "auto_mismatch": "auto label ≠ prediction",
     "models_disagree": "models disagree",
@@ -171,16 +173,18 @@ def predictions_panel(preds: pd.DataFrame) -> None:
         st.caption("No predictions.")
         return
     view = pd.DataFrame({
-        "Model": preds["model"], "Kind": preds["kind"], "P(MNA)": preds["prob_calibrated"].astype(float),
-        "Call": preds["call"].map(_label), "Uncertainty": preds["uncertainty"].astype(float),
-        "NMI": preds["det_nmi"], "MYCN": preds["det_mycn"], "Clusters": preds["det_cluster"],
+        "Model": preds["model"] + " (" + preds["kind"] + ")", "P(MNA)": preds["prob_calibrated"].astype(float),
+        "Call": preds["call"].map(_label), "Unc.": preds["uncertainty"].astype(float),
+        "NMI": preds["det_nmi"], "MYCN": preds["det_mycn"], "Clust.": preds["det_cluster"],
     })
-    st.dataframe(view, hide_index=True, column_config={
-        "P(MNA)": st.column_config.ProgressColumn(format="%.2f", min_value=0.0, max_value=1.0),
-        "Uncertainty": st.column_config.NumberColumn(format="%.2f"),
-        "NMI": st.column_config.NumberColumn(help="detected NMI (reference) signals"),
-        "MYCN": st.column_config.NumberColumn(help="detected single MYCN signals"),
-        "Clusters": st.column_config.NumberColumn(help="detected MYCN clusters"),
+    small = "small"
+    st.dataframe(view, hide_index=True, placeholder="–", column_config={
+        "P(MNA)": st.column_config.ProgressColumn(format="%.2f", min_value=0.0, max_value=1.0, width="small"),
+        "Call": st.column_config.TextColumn(width=small),
+        "Unc.": st.column_config.NumberColumn(format="%.2f", width=small, help="uncertainty of the prediction"),
+        "NMI": st.column_config.NumberColumn(width=small, help="detected NMI (reference) signals"),
+        "MYCN": st.column_config.NumberColumn(width=small, help="detected single MYCN signals"),
+        "Clust.": st.column_config.NumberColumn(width=small, help="detected MYCN clusters"),
     }, key="review_preds")
 
 
@@ -253,13 +257,14 @@ def main() -> None:
         return
     model_sizes = dict(zip(models["name"], models["patch_size"].astype(int)))
 
-    f1, f2, f3, f4 = st.columns([2, 2, 3, 1.2])
+    f1, f2, f3, f4 = st.columns([2, 2, 3, 1.6])
     sample = f1.selectbox("Sample", [ALL] + smp["name"].tolist(), key="review_sample")
     model = f2.selectbox("Focus model", [ALL] + models["name"].tolist(), key="review_model",
                          help="flags and ordering use this model's predictions (All: every model)")
     flags = f3.multiselect("Flags", list(FLAG_NAMES), default=list(FLAG_NAMES), format_func=FLAG_NAMES.get,
                            key="review_flags")
-    include = f4.toggle("Reviewed too", key="review_include", help="also list nuclei that already have a decision")
+    include = f4.toggle("Include reviewed", key="review_include",
+                        help="also list nuclei that already have a decision")
     sample_arg = None if sample == ALL else sample
     model_arg = None if model == ALL else model
     flags_t = tuple(flags)

@@ -293,3 +293,44 @@ def test_embeddings_page_shows_both_maps_and_looks_up_nuclei(umap_store_copy):
     table = frame_with(at, "sample")
     assert table["nucleus_id"].tolist() == [1, 2]
     assert "Selected nuclei (2)" in [s.value for s in at.subheader]
+
+
+@pytest.mark.slow
+def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_copy):
+    """Curate 12 + 12 nuclei, start a tiny ResNet run from the page, wait for it, register it."""
+    import time
+
+    from store.db import open_store
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+
+    path, _ = store_copy
+    with open_store(path) as s:
+        for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
+            for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:12]:
+                record_label_event(s, nid, label, "Dr. Test")
+    at = open_page("models")
+    at.selectbox(key="retrain_kind").set_value("resnet")
+    at.selectbox(key="retrain_preset").set_value("tiny")
+    at.number_input(key="retrain_epochs").set_value(2)
+    at.text_input(key="retrain_name").set_value("resnet-curated")
+    start = next(b for b in at.button if b.label == "Start retraining")
+    assert not start.disabled
+    start.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        at.run()
+        register = [b for b in at.button if b.label == "Register resnet-curated"]
+        if register:
+            break
+        failed = [m.value for m in at.markdown if "failed (exit" in m.value]
+        assert not failed, failed + [c.value for c in at.code]
+        time.sleep(3)
+    else:
+        pytest.fail("retraining did not finish in 10 minutes")
+    register[0].click().run()
+    assert not at.exception
+    assert "resnet-curated" in frame_with(at, "Model")["Model"].tolist()
+    run_dir = next((path.parent / "store_files" / "runs").iterdir())
+    assert (run_dir / "curated.npz").is_file() and (run_dir / "resnet-curated" / "history.json").is_file()

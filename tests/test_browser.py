@@ -115,6 +115,12 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
             page = browser.new_page(viewport={"width": 1440, "height": 1600})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            # a deep link is the fresh server's first request: it must still get the app's navigation
+            # and sidebar (Streamlit would otherwise run pages/probe.py alone, see common.require_entrypoint)
+            page.goto(f"{base}/probe")
+            expect(page.get_by_role("heading", name="Probe", level=1)).to_be_visible(timeout=90_000)
+            expect(page.get_by_role("textbox", name="Reviewer")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("Curation", exact=True)).to_be_visible()
             for path, (heading, body) in PAGES.items():
                 page.goto(f"{base}/{path}")
                 expect(page.get_by_role("heading", name=heading, level=1)).to_be_visible(timeout=90_000)
