@@ -117,9 +117,12 @@ def main() -> None:
     only = st.multiselect("Samples", smp["name"].tolist(), key="emb_samples", placeholder="all samples")
     find = st.text_input("Highlight nucleus ids", key="emb_find", placeholder="e.g. 1204, 1310")
 
+    maps = list(dict.fromkeys([left, right]))
+    # linked brushing: nuclei selected in one map (state of the previous run) are ringed in the other
+    before = {m: selected_ids(st.session_state.get(f"emb_plot_{m}")) for m in maps}
     chosen: list[int] = []
-    cols = st.columns(2) if right != left else [st.container()]
-    for col, model in zip(cols, dict.fromkeys([left, right])):
+    cols = st.columns(2) if len(maps) == 2 else [st.container()]
+    for col, model in zip(cols, maps):
         df = points(db, common.rev("data"), common.rev("labels"), model)
         if only:
             df = df[df["sample"].isin(only)]
@@ -128,9 +131,10 @@ def main() -> None:
         df, column, categorical = colour_column(df, how)
         fig = plotting.embedding_figure(df, column, title=f"{model} ({kinds.get(model, '?')}) · {len(df):,} nuclei",
                                         categorical=categorical)
-        marks = df[df["nucleus_id"].isin(parse_ids(find))]
+        others = [i for m, ids in before.items() if m != model for i in ids]
+        marks = df[df["nucleus_id"].isin(parse_ids(find) + others)]
         if len(marks):
-            fig.add_scatter(x=marks["x"], y=marks["y"], mode="markers", name="highlighted",
+            fig.add_scatter(x=marks["x"], y=marks["y"], mode="markers", name="selected / looked up",
                             marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
                             customdata=marks["nucleus_id"], hovertemplate="nucleus %{customdata}<extra></extra>")
         with col:
@@ -146,10 +150,13 @@ def main() -> None:
     info = common.nucleus_info(db, common.rev("labels"), tuple(chosen[:MAX_GALLERY]))
     if len(chosen) > MAX_GALLERY:
         st.caption(f"showing the first {MAX_GALLERY}")
-    caps = [f"#{r.nucleus_id} · {r.sample} · auto {common.label_name(r.auto_label)} · "
-            f"cur. {common.curated_name(r._asdict())}" for r in info.itertuples(index=False)]
+    caps = []
+    for r in info.itertuples(index=False):
+        cur = common.curated_name(r._asdict())
+        caps.append(f"#{r.nucleus_id} · auto {common.label_name(r.auto_label)}" + (f" → {cur}" if cur != "-" else ""))
     common.gallery(info["nucleus_id"].tolist(), caps, ncols=8, db=db)
-    st.dataframe(info, hide_index=True, key="emb_selected_table")
+    st.caption("caption: nucleus id · automatic label (→ reviewer's decision, if any)")
+    st.dataframe(info, hide_index=True, key="emb_selected_table", placeholder="–")
 
 
 main()

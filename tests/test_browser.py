@@ -30,7 +30,7 @@ OUT = REPO / "test-output" / "browser"
 PAGES = {
     "": ("Cases", "[data-testid='stDataFrame']"),
     "review": ("Review", "[data-testid='stImage']"),
-    "embeddings": ("Embeddings", "[data-testid='stAlert'], .js-plotly-plot"),
+    "embeddings": ("Embeddings", ".js-plotly-plot .main-svg"),
     "probe": ("Probe", "[data-testid='stForm']"),
     "ingest": ("Ingest", "[data-testid='stFileUploader']"),
     "models": ("Models", "[data-testid='stDataFrame']"),
@@ -81,7 +81,7 @@ def served_app(tmp_path):
         pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api")
     db = tmp_path / "browser.duckdb"
-    build_small_store(db)
+    build_small_store(db, with_umap=True)
     register_tiny_model(db, tmp_path / "tiny-genuine")  # a model folder, so the Probe page has a model
     port = free_port()
     env = {**os.environ, "GENUINE_DB": str(db), "PYTHONPATH": str(REPO)}
@@ -127,6 +127,20 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
                 page.locator(body).first.wait_for(state="visible", timeout=90_000)
                 assert page.locator("[data-testid='stException']").count() == 0, f"exception on {heading}"
                 page.screenshot(path=str(OUT / f"{path or 'cases'}.png"))
+            # a lasso around the left UMAP selects nuclei and shows them as a gallery
+            page.goto(f"{base}/embeddings")
+            plot = page.locator(".js-plotly-plot").first
+            plot.locator(".main-svg").first.wait_for(state="visible", timeout=90_000)
+            expect(page.get_by_text("Selected nuclei (0)")).to_be_visible(timeout=30_000)
+            area = plot.locator(".nsewdrag").first.bounding_box()
+            page.mouse.move(area["x"] + 2, area["y"] + 2)
+            page.mouse.down()
+            for fx, fy in ((0.99, 0.0), (0.99, 0.99), (0.0, 0.99), (0.0, 0.0)):  # whole plot area
+                page.mouse.move(area["x"] + 2 + fx * (area["width"] - 4), area["y"] + 2 + fy * (area["height"] - 4),
+                                steps=6)
+            page.mouse.up()
+            expect(page.get_by_text(re.compile(r"Selected nuclei \([1-9]\d*\)"))).to_be_visible(timeout=60_000)
+            page.screenshot(path=str(OUT / "embeddings_selection.png"))
             # one decision through the UI: reviewer name in the sidebar, then the MNA button
             page.goto(f"{base}/review")
             expect(page.get_by_role("heading", name="Review", level=1)).to_be_visible(timeout=90_000)
