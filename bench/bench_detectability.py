@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name].update(train_and_eval(name, CANDIDATES[name], (train, test), args.steps, args.batch,
                                                 args.seed))
         print(json.dumps({name: results[name]}, indent=1), flush=True)
-        out.write_text(json.dumps({"settings": vars(args), "n_train": len(train[0]), "n_test": len(test[0]),
+        out.write_text(json.dumps({"settings": vars(args), "n_train": len(train[0]) if args.train else 0,
+                                   "n_test": len(test[0]),
                                    "results": results}, indent=2))
     return 0
 

@@ -68,7 +68,7 @@ def _check_patches(patches, patch_size: int) -> None:
         raise InputError(f"patches must be floating point in [0, 1], got {dtype}")
 
 
-def _to_batch(patches, start: int, stop: int, device: torch.device) -> torch.Tensor:
+def _to_batch(patches, start: int, stop: int, device: torch.device, channels_last: bool) -> torch.Tensor:
     chunk = patches[start:stop]
     x = chunk.float() if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.asarray(chunk, dtype=np.float32))
     if not torch.isfinite(x).all():
@@ -76,7 +76,8 @@ def _to_batch(patches, start: int, stop: int, device: torch.device) -> torch.Ten
     lo, hi = float(x.min()), float(x.max())
     if lo < -_VALUE_TOLERANCE or hi > 1 + _VALUE_TOLERANCE:
         raise InputError(f"patch values must be in [0, 1]; patches {start}..{stop - 1} span [{lo:.3g}, {hi:.3g}]")
-    return x.clamp_(0, 1).to(device)
+    x = x.clamp_(0, 1).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def _detections_frame(detections: list[Detections], offsets: list[int], min_score: float) -> pd.DataFrame:
@@ -100,7 +101,7 @@ def _detections_frame(detections: list[Detections], offsets: list[int], min_scor
 
 def predict(model: GenuineClassifier, patches, batch_size: int = 64, mc_samples: int = 0, *,
             device: str | torch.device | None = None, min_score: float | None = None, seed: int = 0,
-            progress: bool = True) -> Prediction:
+            channels_last: bool = True, progress: bool = True) -> Prediction:
     """Predict MNA for each patch.
 
     Args:
@@ -117,6 +118,8 @@ def predict(model: GenuineClassifier, patches, batch_size: int = 64, mc_samples:
         min_score: lowest detection score put in ``detections`` (default: the detector's
             count threshold, so the table's counts equal the listed boxes).
         seed: seed of the MC-dropout masks.
+        channels_last: run convolutions in channels-last memory format (the model's 4-D
+            weights are converted in place; values are unchanged). ~20% faster on CPU.
         progress: show a tqdm bar (auto-disabled when not a TTY).
 
     Returns:
@@ -143,13 +146,13 @@ def predict(model: GenuineClassifier, patches, batch_size: int = 64, mc_samples:
     all_dets: list[Detections] = []
     offsets: list[int] = []
     was_training = model.training
-    model.to(dev).eval()
+    model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format).eval()
     try:
         with torch.inference_mode(), torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(seed)
             for start in tqdm(range(0, n, batch_size), desc=f"predict {cfg.kind}", unit="batch",
                               disable=None if progress else True, leave=False):
-                x = _to_batch(patches, start, min(start + batch_size, n), dev)
+                x = _to_batch(patches, start, min(start + batch_size, n), dev, channels_last)
                 out = model.infer(x)
                 logits.append(out.logits.float().cpu())
                 embeddings.append(out.embedding.float().cpu())

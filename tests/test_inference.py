@@ -71,6 +71,15 @@ def test_batch_of_one_agrees_with_batch_of_n():
                                   b.table[["call", "det_nmi", "det_mycn", "det_cluster"]])
 
 
+def test_channels_last_gives_the_same_predictions():
+    model = tiny("genuine", seed=6)
+    x = patches(5, seed=8)
+    a = predict(model, x, channels_last=True, progress=False)
+    b = predict(model, x, channels_last=False, progress=False)
+    np.testing.assert_allclose(a.table.logit, b.table.logit, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(a.embeddings, b.embeddings, rtol=1e-4, atol=1e-5)
+
+
 def test_model_mode_restored_and_fusion_norm_not_updated():
     model = tiny("genuine").train()
     before = model.fusion_norm.running_mean.clone()
@@ -199,3 +208,14 @@ def test_calibration_input_errors_and_helpers():
     assert binary_entropy([0.5, 1.0, 0.0]).round(6).tolist() == [1.0, 0.0, 0.0]
     table = reliability_table([0.05, 0.15, 0.95, 0.97], [0, 0, 1, 0], n_bins=10)
     assert table["count"].tolist() == [1, 1, 2] and table.frac_pos.tolist() == [0.0, 0.0, 0.5]
+
+
+def test_save_after_predict_round_trips(tmp_path):
+    from genuine_core.models import GenuineClassifier
+
+    model = tiny("genuine", seed=9)
+    x = patches(4, seed=2)
+    before = predict(model, x, progress=False)  # converts weights to channels-last in place
+    loaded = GenuineClassifier.from_folder(model.save(tmp_path / "g"))
+    after = predict(loaded, x, progress=False)
+    np.testing.assert_allclose(after.table.logit, before.table.logit, rtol=1e-5, atol=1e-6)

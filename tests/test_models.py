@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -202,7 +201,7 @@ def test_detector_trains_with_torchvision_targets():
 
 def test_detector_does_not_resize_patches():
     cfg = preset_config("tiny")
-    detector = SignalDetector(dataclasses.replace(cfg.detector, score_thresh=0.0), cfg.patch_size)
+    detector = SignalDetector(cfg.detector.replace(score_thresh=0.0), cfg.patch_size)
     images, _ = detector.retinanet.transform(list(torch.rand(2, 3, P, P)))
     assert images.tensors.shape[-2:] == (P, P) and images.image_sizes == [(P, P), (P, P)]
     dets = detector.detect(torch.rand(2, 3, P, P))
@@ -353,6 +352,7 @@ class _Exploit:
         return (Path.touch, (self.marker,))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 @pytest.mark.parametrize("target", [WEIGHTS_FILE, LEGACY_WEIGHTS_FILE])
 def test_crafted_pickle_is_refused_and_never_executed(tmp_path, target):
     folder = tiny("ratio").save(tmp_path / "m")
@@ -410,3 +410,51 @@ def test_bad_folders_give_clear_errors(tmp_path):
 
 def test_genuine_model_type():
     assert isinstance(tiny("genuine"), GenuineModel) and isinstance(tiny("ratio"), RatioBaseline)
+
+
+def test_safetensors_header_length_ending_in_0x80_is_not_mistaken_for_pickle(tmp_path):
+    from safetensors.torch import save
+
+    model = tiny("ratio", seed=1)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    for k in range(300):  # find padding that makes the header length's low byte 0x80 (pickle's PROTO)
+        data = save(state, metadata={"pad": "x" * k})
+        if data[0] == 0x80:
+            break
+    assert data[0] == 0x80
+    folder = model.save(tmp_path / "m")
+    (folder / WEIGHTS_FILE).write_bytes(data)
+    _rewrite_checksums(folder)
+    loaded = GenuineClassifier.from_folder(folder)
+    torch.testing.assert_close(loaded.log_threshold, model.log_threshold)
+
+
+def test_garbage_weights_file_refused(tmp_path):
+    folder = tiny("ratio").save(tmp_path / "m")
+    (folder / WEIGHTS_FILE).write_bytes(b"not a tensor file at all")
+    _rewrite_checksums(folder)
+    with pytest.raises(ModelLoadError, match="not a valid safetensors"):
+        GenuineClassifier.from_folder(folder)
+
+
+def test_cpu_preset_builds_and_runs():
+    model = build_model(preset_config("cpu")).eval()
+    x = torch.rand(2, 3, 96, 96)
+    logits, emb = model(x, return_embedding=True)
+    assert logits.shape == (2,) and emb.shape == (2, 100)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params < 4_000_000  # shipped weights budget: ~12 MB per GENUINE folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["genuine", "resnet", "detector"])
+def test_paper_preset_builds_and_runs(kind):
+    model = build_model(preset_config("paper", kind)).eval()
+    with torch.inference_mode():
+        logits = model(torch.rand(1, 3, 192, 192))
+    assert logits.shape == (1,) and torch.isfinite(logits).all()
+
+
+def test_kind_mismatch_is_refused():
+    with pytest.raises(ValueError, match="kind"):
+        GenuineModel(preset_config("tiny", "resnet"))

@@ -65,8 +65,14 @@ def _check_prob(name: str, value: Any, low_open: bool = True, high_open: bool = 
                          f"got {value!r}")
 
 
+class _Replaceable:
+    def replace(self, **changes: Any):
+        """A validated copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(_Replaceable):
     """Image encoder E: a torchvision-style ResNet trunk without its classifier.
 
     Attributes:
@@ -93,7 +99,7 @@ class EncoderConfig:
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
+class DetectorConfig(_Replaceable):
     """Signal detector B: torchvision RetinaNet on a ResNet trunk + FPN.
 
     Attributes:
@@ -188,7 +194,7 @@ def _groupnorm_groups(channels: int) -> int:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Replaceable):
     """A whole classifier: what ``config.json`` of a model folder holds.
 
     Attributes:
@@ -279,10 +285,6 @@ class ModelConfig:
     def from_json(cls, text: str) -> "ModelConfig":
         """Parse JSON text (data only) into a validated config."""
         return cls.from_dict(json.loads(text))
-
-    def replace(self, **changes: Any) -> "ModelConfig":
-        """A validated copy with some fields changed (``dataclasses.replace``)."""
-        return dataclasses.replace(self, **changes)
 
     @property
     def box_feature_dim(self) -> int:

@@ -172,13 +172,23 @@ def _looks_pickled(head: bytes) -> bool:
     return head[:1] == b"\x80" or head[:2] == b"PK"
 
 
+def _check_safetensors_header(f: Path) -> None:
+    """A safetensors file is a little-endian u64 header length, then a JSON header ('{')."""
+    size = f.stat().st_size
+    with open(f, "rb") as fh:
+        head = fh.read(9)
+    n = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
+    if len(head) == 9 and head[8:9] == b"{" and 0 < n <= size - 8:
+        return
+    if _looks_pickled(head):
+        raise ModelLoadError(f"{f}: holds a pickled/zip object, not safetensors; refusing to unpickle it")
+    raise ModelLoadError(f"{f}: not a valid safetensors file (bad header)")
+
+
 def _read_weights(folder: Path, listed: dict[str, str]) -> dict[str, torch.Tensor]:
     if WEIGHTS_FILE in listed:
         f = folder / WEIGHTS_FILE
-        with open(f, "rb") as fh:
-            head = fh.read(8)
-        if _looks_pickled(head):
-            raise ModelLoadError(f"{f}: holds a pickled/zip object, not safetensors; refusing to unpickle it")
+        _check_safetensors_header(f)
         from safetensors.torch import load_file
 
         try:
