@@ -110,33 +110,20 @@ def runs() -> dict:
     return {}
 
 
-def export_curated(store, path: Path) -> int:
-    """Write the curated labels as a ``LabelledPatches`` training set; return its size.
+def check_curated(store) -> int:
+    """Number of usable curated nuclei.
 
     Raises:
-        InputError: fewer than :data:`MIN_CURATED` curated (non-excluded) nuclei, or only one class.
+        InputError: fewer than :data:`MIN_CURATED`, or only one class.
     """
     from store.labels import current_labels
-    from store.nuclei import nucleus_info, patch_images
-    from training.labelled import LabelledPatches
 
     cur = current_labels(store)
     cur = cur[~cur["excluded"].astype(bool) & cur["label"].notna()]
     if len(cur) < MIN_CURATED or cur["label"].nunique() < 2:
         raise InputError(f"need at least {MIN_CURATED} curated nuclei of both classes to retrain, "
                          f"have {len(cur)} ({cur['label'].value_counts().to_dict()})")
-    ids = cur["nucleus_id"].astype(int).tolist()
-    imgs = patch_images(store, ids)
-    info = nucleus_info(store, ids).set_index("nucleus_id")
-    keep = [i for i in ids if i in imgs]
-    labels = cur.set_index("nucleus_id").loc[keep, "label"].to_numpy(np.int8)
-    truth = info.reindex(keep)["true_label"].astype("Float64").fillna(-1).to_numpy(np.int8)
-    lp = LabelledPatches(np.stack([imgs[i] for i in keep]).astype(np.float16), labels,
-                         label_kind=np.array(["curated"] * len(keep)), true_label=truth,
-                         nucleus_key=np.array([str(i) for i in keep]))
-    lp.ensure_split(np.random.default_rng(0))
-    lp.save(path)
-    return len(keep)
+    return len(cur)
 
 
 def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: str | None) -> str:
@@ -144,7 +131,10 @@ def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: s
     run_id = f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
     folder = store.folder / "runs" / run_id
     folder.mkdir(parents=True, exist_ok=True)
-    n = export_curated(store, folder / "curated.npz")
+    from store.export import export_labels
+
+    n = check_curated(store)
+    export_labels(store, folder / "curated.npz")  # LabelledPatches, as `genuine train --data` reads
     out = folder / name
     cmd = [sys.executable, "-m", "genuine_core.cli", "train", "--kind", kind, "--preset", preset,
            "--data", str(folder / "curated.npz"), "--out", str(out), "--epochs", str(epochs), "--threads", "2"]

@@ -186,6 +186,62 @@ def place_on_umap(db: str, model: str, embeddings: np.ndarray) -> np.ndarray | N
         return None
 
 
+def save_run(model: str, params: dict, results: pd.DataFrame, xy: np.ndarray | None) -> int | None:
+    """Record the run in the store (``store.probes.record_probe_run``); None when it cannot be saved."""
+    from store.probes import record_probe_run
+
+    frame = pd.DataFrame({"n_nmi": results["n_nmi"], "n_mycn": results["n_mycn"],
+                          "n_cluster": results["n_cluster_visible"], "signal_size": results["signal_size"],
+                          "prob": results["prob"], "prob_calibrated": results["prob"], "call": results["call"]})
+    if xy is not None:
+        frame["umap_x"], frame["umap_y"] = xy[:, 0], xy[:, 1]
+    try:
+        run_id = record_probe_run(common.get_store(), model, params, frame, created_by=common.reviewer() or None)
+    except GenuineError as exc:
+        st.warning(f"The probe ran but was not saved: {exc}")
+        return None
+    common.bump("probes")
+    return run_id
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def saved_runs(db: str, probes_rev: int) -> pd.DataFrame:
+    """``store.probes.list_probe_runs``."""
+    from store.probes import list_probe_runs
+
+    return list_probe_runs(common._open(db))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def saved_results(db: str, run_id: int) -> pd.DataFrame:
+    """``store.probes.probe_results`` of one run."""
+    from store.probes import probe_results
+
+    return probe_results(common._open(db), run_id)
+
+
+def previous_runs(db: str) -> None:
+    """Saved probe runs: table and the curve of a chosen run."""
+    runs = saved_runs(db, common.rev("probes"))
+    if runs.empty:
+        return
+    with st.expander(f"Saved probe runs ({len(runs)})", icon=":material/history:"):
+        view = pd.DataFrame({"run": runs["id"], "model": runs["model"], "when (UTC)": runs["created_at"],
+                             "by": runs["created_by"], "probes": runs["n_results"],
+                             "experiment": [p.get("experiment", "?") for p in runs["params"]],
+                             "background": [p.get("background", "?") for p in runs["params"]]})
+        st.dataframe(view, hide_index=True, key="probe_runs", placeholder="–")
+        run_id = st.selectbox("Show run", runs["id"].tolist(), key="probe_show_run")
+        row = runs[runs["id"] == run_id].iloc[0]
+        x = "n_mycn" if row["params"].get("experiment", "count") == "count" else "signal_size"
+        curve = plotting.probe_summary(saved_results(db, int(run_id)), x)
+        label = "MYCN signals per nucleus" if x == "n_mycn" else "MYCN signal size (σ, px)"
+        n_nmi = int(row["params"].get("n_nmi", 0))
+        st.plotly_chart(plotting.probe_curve(curve, x, label, title=f"run {run_id}: {row['model']}",
+                                             rule_x=4 * n_nmi if x == "n_mycn" and n_nmi else None),
+                        key="probe_saved_curve")
+
+
 def main() -> None:
     common.page_header("Probe", "Draw synthetic MYCN/NMI signals into nuclei and watch the model's prediction "
                                 "change with their number and size (paper Figure 4).")
@@ -253,13 +309,23 @@ def main() -> None:
         if xy is not None:
             res["umap"] = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "pred": out["results"]["call"],
                                         x: out["results"][x]})
+        params = {"experiment": res["exp"], "n_per_condition": int(n), "n_nmi": int(n_nmi),
+                  "mycn_counts": list(counts), "count_step": int(step), "signal_sizes": list(sizes),
+                  "size_steps": int(n_sizes), "fixed_count": int(fixed_count), "fixed_size": float(fixed_size),
+                  "elastic_alpha": float(elastic), "blur": float(blur), "touching_signals": bool(clusters),
+                  "background": bg_kind if bg_kind == "synthetic" else f"store sample {bg_sample}",
+                  "seed": int(seed)}
+        res["run_id"] = save_run(name, params, out["results"], xy)
         st.session_state[RESULT_KEY] = res
     res = st.session_state.get(RESULT_KEY)
     if res is None:
         st.caption("Set the conditions and press **Run probe**. The default (N = 50, MYCN 0-20 with 2 NMI) "
                    "takes a few seconds per condition on a laptop CPU.")
-        return
-    show_result(res, db)
+    else:
+        if res.get("run_id") is not None:
+            st.caption(f"Saved as probe run {res['run_id']}.")
+        show_result(res, db)
+    previous_runs(db)
 
 
 main()

@@ -90,6 +90,17 @@ def curated_export(db: str, labels_rev: int) -> tuple[bytes, bytes, int]:
     return table.to_csv(index=False).encode(), audit_trail(s).to_csv(index=False).encode(), len(cur)
 
 
+def training_set_bytes(db: str) -> bytes:
+    """Curated labels as the ``.npz`` training set ``genuine train --data`` reads (``store.export.export_labels``)."""
+    import tempfile
+    from pathlib import Path
+
+    from store.export import export_labels
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return export_labels(common._open(db), Path(tmp) / "curated.npz").read_bytes()
+
+
 # ----------------------------------------------------------------------------- actions
 def _say(kind: str, text: str) -> None:
     st.session_state["review_msg"] = (kind, text)
@@ -234,12 +245,15 @@ def decision_bar(nid: int) -> None:
 def export_panel(db: str) -> None:
     """Download buttons for curated labels and the full audit trail."""
     labels_csv, audit_csv, n = curated_export(db, common.rev("labels"))
-    c1, c2, c3 = st.columns([1, 1, 2])
+    c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
     c1.download_button(f"Curated labels ({n})", labels_csv, file_name="curated_labels.csv", mime="text/csv",
                        icon=":material/download:", key="export_labels", disabled=n == 0)
-    c2.download_button("Audit trail", audit_csv, file_name="label_audit.csv", mime="text/csv",
+    c2.download_button("Training set (.npz)", lambda: training_set_bytes(db), file_name="curated.npz",
+                       mime="application/octet-stream", icon=":material/dataset:", key="export_training",
+                       disabled=n == 0, help="patches + curated labels for `genuine train --data curated.npz`")
+    c3.download_button("Audit trail", audit_csv, file_name="label_audit.csv", mime="text/csv",
                        icon=":material/history:", key="export_audit")
-    c3.caption("Curated labels: the current decision per nucleus (latest event). The audit trail lists every "
+    c4.caption("Curated labels: the current decision per nucleus (latest event). The audit trail lists every "
                "event with reviewer, time, previous value and note.")
 
 

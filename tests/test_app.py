@@ -224,6 +224,14 @@ def test_probe_page_returns_a_curve_with_one_point_per_condition(store_copy, tin
     assert len(res["results"]) == 9
     shown = frame_with(at, "mean prediction")
     assert len(shown) == 3 and shown["probes"].tolist() == [3, 3, 3]
+    # the run is recorded in the store with its settings and one result row per probe
+    from store.probes import list_probe_runs, probe_results
+
+    runs = list_probe_runs(open_store(path))
+    assert runs["id"].tolist() == [res["run_id"]] and runs.iloc[0]["params"]["n_per_condition"] == 3
+    saved = probe_results(open_store(path), res["run_id"])
+    assert len(saved) == 9 and saved["n_mycn"].tolist() == [0] * 3 + [4] * 3 + [8] * 3
+    assert frame_with(at, "run")["run"].tolist() == [res["run_id"]]
 
 
 # ----------------------------------------------------------------------------- ingest
