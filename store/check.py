@@ -31,8 +31,6 @@ _CHECKS: list[tuple[str, str]] = [
     ("embeddings of unknown nuclei or models",
      "SELECT count(*) FROM embeddings e LEFT JOIN nuclei n ON n.id = e.nucleus_id "
      "LEFT JOIN models m ON m.id = e.model_id WHERE n.id IS NULL OR m.id IS NULL"),
-    ("labels of unknown nuclei",
-     "SELECT count(*) FROM labels l LEFT JOIN nuclei n ON n.id = l.nucleus_id WHERE n.id IS NULL"),
     ("ground-truth rows of unknown nuclei",
      "SELECT count(*) FROM synthetic_truth t LEFT JOIN nuclei n ON n.id = t.nucleus_id WHERE n.id IS NULL"),
     ("label events of unknown nuclei",
@@ -52,6 +50,10 @@ _CHECKS: list[tuple[str, str]] = [
      "SELECT count(*) FROM scan_models sm JOIN scans c ON c.id = sm.scan_id "
      "LEFT JOIN (SELECT n.scan_id, e.model_id, count(*) AS k FROM embeddings e JOIN nuclei n ON n.id = e.nucleus_id "
      "GROUP BY ALL) e ON e.scan_id = sm.scan_id AND e.model_id = sm.model_id WHERE coalesce(e.k, 0) <> c.n_nuclei"),
+    ("nuclei whose review statistics are missing or stale",
+     "SELECT count(*) FROM (SELECT nucleus_id, count(*) AS k FROM predictions GROUP BY nucleus_id) p "
+     "FULL JOIN review_stats r USING (nucleus_id) WHERE r.nucleus_id IS NULL OR p.nucleus_id IS NULL "
+     "OR r.n_models <> p.k"),
     ("predictions of a model on a scan it is not recorded to have scored",
      "SELECT count(*) FROM predictions p JOIN nuclei n ON n.id = p.nucleus_id "
      "LEFT JOIN scan_models sm ON sm.scan_id = n.scan_id AND sm.model_id = p.model_id WHERE sm.scan_id IS NULL"),

@@ -116,12 +116,11 @@ def curated_training_set(store: Store, sample: str | None = None):
 
     cur = store.query(
         """
-        SELECT cl.nucleus_id, cl.label, c.sha256, n.mask_label, lt.label AS true_label
+        SELECT cl.nucleus_id, cl.label, c.sha256, n.mask_label, n.true_label
         FROM curated_labels cl
         JOIN nuclei n ON n.id = cl.nucleus_id
         JOIN scans c ON c.id = n.scan_id
         JOIN samples s ON s.id = c.sample_id
-        LEFT JOIN labels lt ON lt.nucleus_id = cl.nucleus_id AND lt.kind = 'truth'
         WHERE NOT cl.excluded AND (? IS NULL OR s.name = ?)
         ORDER BY cl.nucleus_id
         """,

@@ -31,15 +31,13 @@ def sample_nuclei(store: Store, sample: str, model: str | None = None) -> pd.Dat
         SELECT n.id AS nucleus_id, n.scan_id, c.file_name AS scan_file, n.mask_label, n.cy, n.cx,
                n.bbox_y0, n.bbox_x0, n.bbox_y1, n.bbox_x1, n.area, n.mean_nmi, n.mean_mycn, n.mean_dapi,
                c.split, p.prob, p.prob_calibrated, p.uncertainty, p.call, p.det_nmi, p.det_mycn, p.det_cluster,
-               la.label AS auto_label, lt.label AS true_label, cl.label AS curated_label,
+               n.auto_label, n.true_label, cl.label AS curated_label,
                coalesce(cl.excluded, false) AS excluded
         FROM nuclei n
         JOIN scans c ON c.id = n.scan_id
         JOIN samples s ON s.id = c.sample_id
         LEFT JOIN models m ON m.name = ?
         LEFT JOIN predictions p ON p.nucleus_id = n.id AND p.model_id = m.id
-        LEFT JOIN labels la ON la.nucleus_id = n.id AND la.kind = 'auto'
-        LEFT JOIN labels lt ON lt.nucleus_id = n.id AND lt.kind = 'truth'
         LEFT JOIN curated_labels cl ON cl.nucleus_id = n.id
         WHERE s.name = ?
         ORDER BY n.id
@@ -56,14 +54,12 @@ def nucleus_info(store: Store, nucleus_ids) -> pd.DataFrame:
             """
             SELECT n.id AS nucleus_id, s.name AS sample, s.kind AS sample_kind, n.scan_id,
                    c.file_name AS scan_file, n.mask_label, n.cy, n.cx, n.area, c.split,
-                   la.label AS auto_label, lt.label AS true_label, cl.label AS curated_label,
+                   n.auto_label, n.true_label, cl.label AS curated_label,
                    coalesce(cl.excluded, false) AS excluded, cl.reviewer AS curated_by
             FROM ids_in i
             JOIN nuclei n ON n.id = i.nucleus_id
             JOIN scans c ON c.id = n.scan_id
             JOIN samples s ON s.id = c.sample_id
-            LEFT JOIN labels la ON la.nucleus_id = n.id AND la.kind = 'auto'
-            LEFT JOIN labels lt ON lt.nucleus_id = n.id AND lt.kind = 'truth'
             LEFT JOIN curated_labels cl ON cl.nucleus_id = n.id
             ORDER BY n.id
             """
@@ -126,12 +122,11 @@ def scan_nuclei(store: Store, scan_id: int, model: str | None = None) -> pd.Data
     return store.query(
         """
         SELECT n.id AS nucleus_id, n.mask_label, n.cy, n.cx, n.bbox_y0, n.bbox_x0, n.bbox_y1, n.bbox_x1,
-               p.prob, p.call, la.label AS auto_label, cl.label AS curated_label,
+               p.prob, p.call, n.auto_label, cl.label AS curated_label,
                coalesce(cl.excluded, false) AS excluded
         FROM nuclei n
         LEFT JOIN models m ON m.name = ?
         LEFT JOIN predictions p ON p.nucleus_id = n.id AND p.model_id = m.id
-        LEFT JOIN labels la ON la.nucleus_id = n.id AND la.kind = 'auto'
         LEFT JOIN curated_labels cl ON cl.nucleus_id = n.id
         WHERE n.scan_id = ?
         ORDER BY n.mask_label

@@ -10,6 +10,10 @@ Flags per nucleus (``focus`` = the chosen model, or every model when none is cho
 - ``low_confidence``: a focus model's calibrated probability lies within
   ``confidence_margin`` of 0.5.
 
+Per-nucleus aggregates over all models are precomputed in ``review_stats`` (written in
+the same transaction as the predictions), so a page of the queue is one scan of that
+table even at a million nuclei.
+
 Informativeness (the queue order): ``closeness + spread + 0.5 * auto_mismatch +
 0.5 * high_uncertainty`` where ``closeness = 1 - 2 |p - 0.5|`` for the mean focus
 calibrated probability ``p`` and ``spread`` is the range of probabilities across all
@@ -19,6 +23,7 @@ come first.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -55,62 +60,82 @@ class ReviewConfig:
 
 REVIEW_CONFIG = ReviewConfig()
 
-# Parameters, in order: focus model (twice), entropy and MC-std thresholds, margin, sample (twice), 4 flags.
-_FLAGGED = """
-WITH focus AS (
-    SELECT id AS model_id, (? IS NULL OR name = ?) AS is_focus,
-           CASE WHEN uncertainty_method = 'entropy' THEN ? ELSE ? END AS unc_threshold
-    FROM models
-),
-agg AS (
-    SELECT p.nucleus_id,
-           avg(p.prob_calibrated) FILTER (WHERE f.is_focus) AS prob,
-           max(p.uncertainty) FILTER (WHERE f.is_focus) AS uncertainty,
-           bool_or(p.uncertainty >= f.unc_threshold) FILTER (WHERE f.is_focus) AS high_uncertainty,
-           bool_or(abs(p.prob_calibrated - 0.5) < ?) FILTER (WHERE f.is_focus) AS low_confidence,
-           min(p.call) FILTER (WHERE f.is_focus) AS min_focus_call,
-           max(p.call) FILTER (WHERE f.is_focus) AS max_focus_call,
-           min(p.call) <> max(p.call) AS models_disagree,
-           max(p.prob) - min(p.prob) AS spread,
-           count(*) AS n_models
-    FROM predictions p JOIN focus f USING (model_id)
-    GROUP BY p.nucleus_id
-),
+# SQL is assembled from the constant fragments below only; every value is a named parameter
+# ($model, $ent, $mc, $margin, $sample, $f_auto, $f_disagree, $f_unc, $f_conf, ...). Per-nucleus
+# aggregates over all models come precomputed from ``review_stats`` (written with the predictions).
+_SCOPE_ALL = ""
+_SCOPE_SAMPLE = """
+    WHERE r.sample_id = (SELECT id FROM samples WHERE name = $sample)
+"""
+# every model is in focus
+_AGG_ALL = """
+WITH agg AS (
+    SELECT r.nucleus_id, r.sample_id, r.scan_id, r.auto_label, r.mean_prob AS prob, r.max_uncertainty AS uncertainty,
+           r.spread, r.n_models, r.min_call <> r.max_call AS models_disagree,
+           coalesce(r.max_mc_std >= $mc, false) OR coalesce(r.max_entropy >= $ent, false) AS high_unc,
+           r.min_margin < $margin AS low_conf,
+           r.min_call AS min_focus_call, r.max_call AS max_focus_call
+    FROM review_stats r
+    {scope}
+)"""
+# one model in focus: its own prediction, plus agreement across all models
+_AGG_ONE = """
+WITH agg AS (
+    SELECT r.nucleus_id, r.sample_id, r.scan_id, r.auto_label, p.prob_calibrated AS prob, p.uncertainty,
+           r.spread, r.n_models, r.min_call <> r.max_call AS models_disagree,
+           p.uncertainty >= CASE WHEN m.uncertainty_method = 'entropy' THEN $ent ELSE $mc END AS high_unc,
+           abs(p.prob_calibrated - 0.5) < $margin AS low_conf,
+           p.call AS min_focus_call, p.call AS max_focus_call
+    FROM review_stats r
+    JOIN predictions p ON p.nucleus_id = r.nucleus_id
+    JOIN models m ON m.id = p.model_id AND m.name = $model
+    {scope}
+)"""
+_REST = """,
 flagged AS (
-    SELECT a.nucleus_id, s.name AS sample, n.scan_id, la.label AS auto_label,
+    SELECT a.nucleus_id, s.name AS sample, a.scan_id, a.auto_label,
            a.prob, a.uncertainty, a.spread, a.n_models,
-           coalesce(la.label IS NOT NULL AND (a.min_focus_call <> la.label OR a.max_focus_call <> la.label), false)
-               AS auto_mismatch,
+           coalesce(a.auto_label IS NOT NULL AND (a.min_focus_call <> a.auto_label OR a.max_focus_call <> a.auto_label),
+                    false) AS auto_mismatch,
            coalesce(a.models_disagree, false) AS models_disagree,
-           coalesce(a.high_uncertainty, false) AS high_uncertainty,
-           coalesce(a.low_confidence, false) AS low_confidence,
+           coalesce(a.high_unc, false) AS high_uncertainty,
+           coalesce(a.low_conf, false) AS low_confidence,
            cl.value AS curated_value, cl.reviewer AS curated_by
     FROM agg a
-    JOIN nuclei n ON n.id = a.nucleus_id
-    JOIN scans c ON c.id = n.scan_id
-    JOIN samples s ON s.id = c.sample_id
-    LEFT JOIN labels la ON la.nucleus_id = a.nucleus_id AND la.kind = 'auto'
+    JOIN samples s ON s.id = a.sample_id
     LEFT JOIN curated_labels cl ON cl.nucleus_id = a.nucleus_id
-    WHERE a.prob IS NOT NULL AND (? IS NULL OR s.name = ?)
+    WHERE a.prob IS NOT NULL
 ),
 scored AS (
     SELECT *,
            (1 - 2 * abs(prob - 0.5)) + spread + 0.5 * auto_mismatch::INTEGER + 0.5 * high_uncertainty::INTEGER
                AS informativeness
     FROM flagged
-    WHERE (? AND auto_mismatch) OR (? AND models_disagree) OR (? AND high_uncertainty) OR (? AND low_confidence)
+    WHERE ($f_auto AND auto_mismatch) OR ($f_disagree AND models_disagree) OR ($f_unc AND high_uncertainty)
+          OR ($f_conf AND low_confidence)
 )
 """
+_VARIANTS = {
+    (focus, one): (_AGG_ONE if focus else _AGG_ALL).replace("{scope}", _SCOPE_SAMPLE if one else _SCOPE_ALL) + _REST
+    for focus in (False, True) for one in (False, True)
+}
 
 
-def _params(model, sample, flags, config: ReviewConfig) -> list:
+def _flagged(model: str | None, sample: str | None) -> str:
+    return _VARIANTS[(model is not None, sample is not None)]
+
+
+def _params(sql: str, model, sample, flags, config: ReviewConfig, **extra) -> dict:
     flags = tuple(FLAGS if flags is None else flags)
     unknown = set(flags) - set(FLAGS)
     if unknown:
         raise ValueError(f"unknown review flags {sorted(unknown)}; choose from {FLAGS}")
-    return [model, model, float(config.entropy_threshold), float(config.mc_std_threshold),
-            float(config.confidence_margin), sample, sample,
-            *[f in flags for f in FLAGS]]
+    values = {"model": model, "sample": sample, "ent": float(config.entropy_threshold),
+              "mc": float(config.mc_std_threshold), "margin": float(config.confidence_margin),
+              "f_auto": "auto_mismatch" in flags, "f_disagree": "models_disagree" in flags,
+              "f_unc": "high_uncertainty" in flags, "f_conf": "low_confidence" in flags, **extra}
+    used = set(re.findall(r"\$(\w+)", sql))
+    return {k: v for k, v in values.items() if k in used}
 
 
 def review_queue(store: Store, sample: str | None = None, model: str | None = None, flags=None,
@@ -132,13 +157,14 @@ def review_queue(store: Store, sample: str | None = None, model: str | None = No
     """
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset must be >= 0")
-    sql = _FLAGGED + """
+    sql = _flagged(model, sample) + """
         SELECT * FROM scored
-        WHERE ? OR curated_value IS NULL
+        WHERE $include_reviewed OR curated_value IS NULL
         ORDER BY informativeness DESC, nucleus_id
-        LIMIT ? OFFSET ?
+        LIMIT $limit OFFSET $offset
     """
-    return store.query(sql, _params(model, sample, flags, config) + [include_reviewed, int(limit), int(offset)])
+    return store.query(sql, _params(sql, model, sample, flags, config, include_reviewed=bool(include_reviewed),
+                                    limit=int(limit), offset=int(offset)))
 
 
 def review_progress(store: Store, sample: str | None = None, model: str | None = None, flags=None,
@@ -148,12 +174,12 @@ def review_progress(store: Store, sample: str | None = None, model: str | None =
     ``total`` counts flagged nuclei whether decided or not; ``reviewed`` those with a
     current curated decision (``excluded`` among them: marked 'exclude').
     """
-    sql = _FLAGGED + """
+    sql = _flagged(model, sample) + """
         SELECT count(*) AS total,
                count(curated_value) AS reviewed,
                count(*) FILTER (WHERE curated_value = 'exclude') AS excluded
         FROM scored
     """
-    row = store.cursor().execute(sql, _params(model, sample, flags, config)).fetchone()
+    row = store.cursor().execute(sql, _params(sql, model, sample, flags, config)).fetchall()[0]
     total, reviewed, excluded = (int(v or 0) for v in row)
     return {"total": total, "reviewed": reviewed, "remaining": total - reviewed, "excluded": excluded}

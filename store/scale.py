@@ -81,14 +81,10 @@ def populate_synthetic(store: Store, n_nuclei: int = 1_000_000, n_models: int = 
             )
             cur.execute(
                 "INSERT INTO nuclei (id, scan_id, mask_label, cy, cx, bbox_y0, bbox_x0, bbox_y1, bbox_x1, area, "
-                "mean_nmi, mean_mycn, mean_dapi, cropped) SELECT id, scan_id, mask_label, random() * 1000, "
-                "random() * 1000, 0, 0, 60, 60, 2800, random() * 0.3, random() * 0.5, 0.3 + random() * 0.4, false "
+                "mean_nmi, mean_mycn, mean_dapi, cropped, auto_label, true_label) SELECT id, scan_id, mask_label, "
+                "random() * 1000, random() * 1000, 0, 0, 60, 60, 2800, random() * 0.3, random() * 0.5, "
+                "0.3 + random() * 0.4, false, CASE WHEN random() < 0.1 THEN 1 - truth ELSE truth END, truth "
                 "FROM scale_nuc")
-            cur.execute("INSERT INTO labels (nucleus_id, kind, label, source) "
-                        "SELECT id, 'truth', truth, 'scale' FROM scale_nuc")
-            cur.execute("INSERT INTO labels (nucleus_id, kind, label, source) "
-                        "SELECT id, 'auto', CASE WHEN random() < 0.1 THEN 1 - truth ELSE truth END, 'scale' "
-                        "FROM scale_nuc")
             cur.execute(
                 """
                 INSERT INTO predictions (model_id, nucleus_id, prob, prob_calibrated, uncertainty, call)
@@ -113,5 +109,8 @@ def populate_synthetic(store: Store, n_nuclei: int = 1_000_000, n_models: int = 
             cur.execute("INSERT INTO label_events (id, nucleus_id, value, previous, reviewer, created_at) "
                         "SELECT id, nucleus_id, value, previous, reviewer, ? FROM e_in", [now])
         cur.execute("DROP TABLE scale_nuc")
+        from store.scans import refresh_review_stats
+
+        refresh_review_stats(store, [int(i) for i in scan_ids])
     return {"samples": n_samples, "scans": n_scans, "nuclei": n_nuclei, "models": n_models,
             "predictions": n_nuclei * n_models, "label_events": n_events}

@@ -15,6 +15,7 @@ from store.db import Store
 
 NUCLEUS_COLUMNS = ["mask_label", "cy", "cx", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "area",
                    "mean_nmi", "mean_mycn", "mean_dapi", "cropped"]
+LABEL_KINDS = {"auto": "auto_label", "truth": "true_label"}
 
 
 def _now() -> datetime:
@@ -36,31 +37,51 @@ def scan_by_sha(store: Store, sha256: str) -> dict | None:
 # inject a failure between them.
 
 
-def _insert_scan(cur, scan_id: int, sample_id: int, result: ScanResult, split: str | None) -> None:
+def _insert_scan(cur, scan_id: int, sample_id: int, result: ScanResult, split: str | None,
+                 label_source: str | None) -> None:
     info = result.info
     cur.execute(
         "INSERT INTO scans (id, sample_id, file_name, path, sha256, height, width, source_shape, source_dtype, "
-        "channel_map, acquisition, segmentation, patch_size, split, n_nuclei, n_border_skipped, preview_png, "
-        "masks_npz, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "channel_map, acquisition, segmentation, patch_size, split, label_source, n_nuclei, n_border_skipped, "
+        "preview_png, masks_npz, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [scan_id, sample_id, info["file_name"], info.get("path"), info["sha256"], info["height"], info["width"],
          json.dumps(info.get("source_shape")), info.get("source_dtype"), json.dumps(info["channel_map"]),
          json.dumps(info.get("acquisition") or {}), json.dumps(info.get("segmentation") or {}),
-         int(result.patch_size), split, result.n_nuclei, int(result.n_border_skipped),
+         int(result.patch_size), split, label_source, result.n_nuclei, int(result.n_border_skipped),
          encode_image(result.preview), encode_masks(result.masks), _now()],
     )
 
 
-def _insert_nuclei(store: Store, cur, scan_id: int, ids: np.ndarray, result: ScanResult) -> None:
+def _label_columns(result: ScanResult, labels: pd.DataFrame | None) -> dict[str, pd.Series]:
+    """``auto_label`` / ``true_label`` per nucleus row (nullable Int8) from a long labels frame."""
+    keys = result.nuclei["mask_label"].to_numpy(np.int64)
+    out = {}
+    for kind, col in LABEL_KINDS.items():
+        values = pd.Series(pd.NA, index=keys, dtype="Int8")
+        if labels is not None and len(labels):
+            sel = labels[labels["kind"] == kind]
+            if sel["mask_label"].duplicated().any():
+                raise StoreError(f"two {kind} labels for one nucleus")
+            sel = sel[sel["mask_label"].isin(keys)]
+            values.loc[sel["mask_label"].to_numpy(np.int64)] = sel["label"].to_numpy(np.int64)
+        out[col] = values.to_numpy()
+    return out
+
+
+def _insert_nuclei(store: Store, cur, scan_id: int, ids: np.ndarray, result: ScanResult,
+                   labels: pd.DataFrame | None) -> None:
     frame = result.nuclei[NUCLEUS_COLUMNS].copy()
     frame.insert(0, "id", ids)
     frame.insert(1, "scan_id", scan_id)
+    for col, values in _label_columns(result, labels).items():
+        frame[col] = pd.array(values, dtype="Int8")
     frame["patch_png"] = [encode_patch(p) for p in result.patches]
     with store.frames(nuclei_in=frame):
         cur.execute(
             "INSERT INTO nuclei (id, scan_id, mask_label, cy, cx, bbox_y0, bbox_x0, bbox_y1, bbox_x1, area, "
-            "mean_nmi, mean_mycn, mean_dapi, cropped, patch_png) "
+            "mean_nmi, mean_mycn, mean_dapi, cropped, auto_label, true_label, patch_png) "
             "SELECT id, scan_id, mask_label, cy, cx, bbox_y0, bbox_x0, bbox_y1, bbox_x1, area, "
-            "mean_nmi, mean_mycn, mean_dapi, cropped, patch_png FROM nuclei_in"
+            "mean_nmi, mean_mycn, mean_dapi, cropped, auto_label, true_label, patch_png FROM nuclei_in"
         )
 
 
@@ -80,6 +101,39 @@ def _insert_predictions(store: Store, cur, ids: np.ndarray, result: ScanResult, 
             "det_nmi, det_mycn, det_cluster) SELECT model_id, nucleus_id, prob, prob_calibrated, uncertainty, "
             "call, det_nmi, det_mycn, det_cluster FROM pred_in"
         )
+
+
+# Per-nucleus aggregates over every prediction of the nuclei of the given scans ($scans).
+_STATS_SELECT = """
+SELECT p.nucleus_id, n.scan_id, c.sample_id, n.auto_label, count(*), avg(p.prob_calibrated),
+       max(p.prob) - min(p.prob), min(p.call), max(p.call), min(abs(p.prob_calibrated - 0.5)), max(p.uncertainty),
+       max(p.uncertainty) FILTER (WHERE m.uncertainty_method <> 'entropy'),
+       max(p.uncertainty) FILTER (WHERE m.uncertainty_method = 'entropy')
+FROM predictions p
+JOIN nuclei n ON n.id = p.nucleus_id
+JOIN scans c ON c.id = n.scan_id
+JOIN models m ON m.id = p.model_id
+WHERE n.scan_id IN (SELECT unnest($scans))
+GROUP BY ALL
+"""
+_STATS_INSERT = ("INSERT INTO review_stats (nucleus_id, scan_id, sample_id, auto_label, n_models, mean_prob, spread, "
+                 "min_call, max_call, min_margin, max_uncertainty, max_mc_std, max_entropy) " + _STATS_SELECT)
+
+
+def _insert_review_stats(cur, scan_ids: list[int]) -> None:
+    cur.execute(_STATS_INSERT, {"scans": [int(s) for s in scan_ids]})
+
+
+def refresh_review_stats(store: Store, scan_ids: list[int] | None = None) -> int:
+    """Rebuild the derived ``review_stats`` rows of some scans (None: every scan); returns rows written."""
+    with store.transaction() as cur:
+        if scan_ids is None:
+            scan_ids = [int(r[0]) for r in cur.execute("SELECT id FROM scans").fetchall()]
+        ids = {"scans": [int(s) for s in scan_ids]}
+        cur.execute("DELETE FROM review_stats WHERE scan_id IN (SELECT unnest($scans))", ids)
+        _insert_review_stats(cur, ids["scans"])
+        return int(cur.execute("SELECT count(*) FROM review_stats WHERE scan_id IN (SELECT unnest($scans))",
+                               ids).fetchall()[0][0])
 
 
 def _insert_detections(store: Store, cur, ids: np.ndarray, result: ScanResult, model_ids: dict[str, int]) -> None:
@@ -133,13 +187,7 @@ def _by_mask_label(frame: pd.DataFrame, ids: np.ndarray, result: ScanResult) -> 
     return frame.drop(columns=["mask_label"])
 
 
-def _insert_labels(store: Store, cur, ids: np.ndarray, result: ScanResult, labels: pd.DataFrame | None,
-                   truth: pd.DataFrame | None) -> None:
-    if labels is not None and len(labels):
-        frame = _by_mask_label(labels[["mask_label", "kind", "label", "source"]], ids, result)
-        with store.frames(labels_in=frame):
-            cur.execute("INSERT INTO labels (nucleus_id, kind, label, source) "
-                        "SELECT nucleus_id, kind, label, source FROM labels_in")
+def _insert_truth(store: Store, cur, ids: np.ndarray, result: ScanResult, truth: pd.DataFrame | None) -> None:
     if truth is not None and len(truth):
         cols = ["mask_label", "gt_id", "match_iou", "cell_line", "n_nmi", "n_mycn", "n_cluster", "noise"]
         frame = _by_mask_label(truth.reindex(columns=cols), ids, result)
@@ -159,7 +207,8 @@ def write_scan_result(store: Store, sample_id: int, result: ScanResult, model_id
         sample_id: sample the scan belongs to.
         result: output of ``genuine_core.pipeline.process_scan``.
         model_ids: model name -> registered id, for every model in ``result.outputs``.
-        labels: optional ``mask_label, kind ('auto'|'truth'), label (0/1), source``.
+        labels: optional ``mask_label, kind ('auto'|'truth'), label (0/1)`` (+ ``source``:
+            recorded once per scan as ``label_source``).
         truth: optional synthetic ground truth per segmented nucleus: ``mask_label, gt_id,
             match_iou, cell_line, n_nmi, n_mycn, n_cluster, noise``.
         split: benchmark split of a synthetic scan.
@@ -179,13 +228,17 @@ def write_scan_result(store: Store, sample_id: int, result: ScanResult, model_id
             return None
         scan_id = store.next_ids("scan_ids", 1)[0]
         ids = np.asarray(store.next_ids("nucleus_ids", result.n_nuclei), dtype=np.int64)
-        _insert_scan(cur, scan_id, sample_id, result, split)
-        _insert_nuclei(store, cur, scan_id, ids, result)
+        source = None
+        if labels is not None and len(labels) and "source" in labels.columns:
+            source = ",".join(sorted(set(labels["source"].dropna().astype(str)))) or None
+        _insert_scan(cur, scan_id, sample_id, result, split, source)
+        _insert_nuclei(store, cur, scan_id, ids, result, labels)
         _insert_predictions(store, cur, ids, result, model_ids)
+        _insert_review_stats(cur, [scan_id])
         _insert_detections(store, cur, ids, result, model_ids)
         _insert_embeddings(store, cur, ids, result, model_ids)
         _insert_scan_models(cur, scan_id, result, model_ids)
-        _insert_labels(store, cur, ids, result, labels, truth)
+        _insert_truth(store, cur, ids, result, truth)
     return scan_id
 
 

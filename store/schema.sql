@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS scans (
     segmentation     VARCHAR,         -- JSON {"backend": ..., ...}
     patch_size       INTEGER NOT NULL,
     split            VARCHAR,         -- benchmark split (train/val/test/mixture) when synthetic
+    label_source     VARCHAR,         -- where the nuclei's auto/true labels come from (genotype, benchmark)
     n_nuclei         INTEGER NOT NULL,
     n_border_skipped INTEGER NOT NULL,
     preview_png      BLOB,            -- display RGB, uint8 PNG
@@ -64,18 +65,20 @@ CREATE TABLE IF NOT EXISTS nuclei (
     mean_mycn  DOUBLE,
     mean_dapi  DOUBLE,
     cropped    BOOLEAN NOT NULL DEFAULT false,
+    auto_label TINYINT CHECK (auto_label IN (0, 1)),  -- from the scan's genotype (noisy); NULL unknown
+    true_label TINYINT CHECK (true_label IN (0, 1)),  -- synthetic ground truth; NULL unknown
     patch_png  BLOB,                  -- model input patch as RGB uint8 PNG (P x P)
     UNIQUE (scan_id, mask_label)
 );
 
--- Automatic labels: 'auto' (scan genotype, possibly noisy) and 'truth' (synthetic ground truth).
-CREATE TABLE IF NOT EXISTS labels (
-    nucleus_id BIGINT NOT NULL,
-    kind       VARCHAR NOT NULL CHECK (kind IN ('auto', 'truth')),
-    label      TINYINT NOT NULL CHECK (label IN (0, 1)),
-    source     VARCHAR,
-    PRIMARY KEY (nucleus_id, kind)
-);
+-- Automatic labels, one row per (nucleus, kind): 'auto' and 'truth'. Kept as columns of
+-- nuclei (written with the nucleus, read without extra joins); this view is the table form.
+CREATE OR REPLACE VIEW labels AS
+SELECT n.id AS nucleus_id, 'auto' AS kind, n.auto_label AS label, c.label_source AS source
+FROM nuclei n JOIN scans c ON c.id = n.scan_id WHERE n.auto_label IS NOT NULL
+UNION ALL
+SELECT n.id, 'truth', n.true_label, c.label_source
+FROM nuclei n JOIN scans c ON c.id = n.scan_id WHERE n.true_label IS NOT NULL;
 
 -- Ground-truth details of synthetic nuclei matched to segmented ones.
 CREATE TABLE IF NOT EXISTS synthetic_truth (
@@ -152,6 +155,24 @@ CREATE TABLE IF NOT EXISTS predictions (
     det_mycn        INTEGER,
     det_cluster     INTEGER,
     PRIMARY KEY (model_id, nucleus_id)
+);
+
+-- Derived, per nucleus over all its predictions (written with them; rebuilt by
+-- store.scans.refresh_review_stats). Makes the review queue one scan of this table.
+CREATE TABLE IF NOT EXISTS review_stats (
+    nucleus_id  BIGINT PRIMARY KEY,
+    scan_id     BIGINT NOT NULL,
+    sample_id   BIGINT NOT NULL,
+    auto_label  TINYINT,
+    n_models    INTEGER NOT NULL,
+    mean_prob   FLOAT NOT NULL,       -- mean calibrated probability
+    spread      FLOAT NOT NULL,       -- max - min probability across models
+    min_call    TINYINT NOT NULL,
+    max_call    TINYINT NOT NULL,
+    min_margin  FLOAT NOT NULL,       -- min |calibrated probability - 0.5|
+    max_uncertainty FLOAT,            -- max uncertainty, any method
+    max_mc_std  FLOAT,                -- max uncertainty of models reporting an MC-dropout std
+    max_entropy FLOAT                 -- max uncertainty of models reporting entropy
 );
 
 -- Detector boxes in PATCH coordinates; cls 1 NMI, 2 MYCN, 3 MYCN cluster.

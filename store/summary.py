@@ -95,30 +95,38 @@ def validation_rates(metrics: dict) -> dict | None:
     return None
 
 
+# Aggregate on ids only (strings and metrics are joined to the ~100 result rows afterwards).
+# Parameters: entropy threshold, MC-std threshold, model (twice), sample (twice).
 _AGG_SQL = """
+WITH thr AS (
+    SELECT id AS model_id, CASE WHEN uncertainty_method = 'entropy' THEN ? ELSE ? END AS unc_threshold
+    FROM models WHERE ? IS NULL OR name = ?
+),
+scope AS (
+    SELECT c.id AS scan_id, c.sample_id FROM scans c JOIN samples s ON s.id = c.sample_id
+    WHERE ? IS NULL OR s.name = ?
+),
+agg AS (
+    SELECT sc.sample_id, p.model_id,
+           count(*) AS n_scored,
+           sum(p.call)::BIGINT AS n_mna,
+           count(*) FILTER (WHERE p.uncertainty >= t.unc_threshold) AS n_uncertain,
+           count(n.auto_label) AS n_auto,
+           count(*) FILTER (WHERE n.auto_label <> p.call) AS n_auto_disagree,
+           count(n.true_label) AS n_truth,
+           sum(n.true_label)::BIGINT AS n_true_mna,
+           avg(p.prob_calibrated) AS mean_prob
+    FROM predictions p
+    JOIN thr t ON t.model_id = p.model_id
+    JOIN nuclei n ON n.id = p.nucleus_id
+    JOIN scope sc ON sc.scan_id = n.scan_id
+    WHERE NOT EXISTS (SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = p.nucleus_id)
+    GROUP BY sc.sample_id, p.model_id
+)
 SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mna,
        m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics,
-       count(*) AS n_scored,
-       sum(p.call)::BIGINT AS n_mna,
-       count(*) FILTER (WHERE p.uncertainty >= CASE WHEN m.uncertainty_method = 'entropy' THEN ? ELSE ? END)
-           AS n_uncertain,
-       count(la.label) AS n_auto,
-       count(*) FILTER (WHERE la.label IS NOT NULL AND la.label <> p.call) AS n_auto_disagree,
-       count(lt.label) AS n_truth,
-       sum(lt.label)::BIGINT AS n_true_mna,
-       avg(p.prob_calibrated) AS mean_prob
-FROM predictions p
-JOIN models m ON m.id = p.model_id
-JOIN nuclei n ON n.id = p.nucleus_id
-JOIN scans c ON c.id = n.scan_id
-JOIN samples s ON s.id = c.sample_id
-LEFT JOIN labels la ON la.nucleus_id = p.nucleus_id AND la.kind = 'auto'
-LEFT JOIN labels lt ON lt.nucleus_id = p.nucleus_id AND lt.kind = 'truth'
-LEFT JOIN (SELECT nucleus_id FROM curated_labels WHERE excluded) ex ON ex.nucleus_id = p.nucleus_id
-WHERE ex.nucleus_id IS NULL
-  AND (? IS NULL OR m.name = ?)
-  AND (? IS NULL OR s.name = ?)
-GROUP BY ALL
+       a.n_scored, a.n_mna, a.n_uncertain, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob
+FROM agg a JOIN samples s ON s.id = a.sample_id JOIN models m ON m.id = a.model_id
 ORDER BY s.kind, s.name, m.id
 """
 

@@ -202,7 +202,7 @@ def umap_points(store: Store, model: str, sample: str | None = None) -> pd.DataF
         """
         SELECT u.nucleus_id, u.x, u.y, u.fitted_on, s.name AS sample, s.kind AS sample_kind, c.split,
                CASE WHEN c.split IN ('train', 'val', 'test') THEN 'training' ELSE s.kind END AS source,
-               p.prob_calibrated AS prob, p.call, la.label AS auto_label, lt.label AS true_label,
+               p.prob_calibrated AS prob, p.call, n.auto_label, n.true_label,
                cl.label AS curated_label, coalesce(cl.excluded, false) AS excluded
         FROM umap_coords u
         JOIN models m ON m.id = u.model_id
@@ -210,8 +210,6 @@ def umap_points(store: Store, model: str, sample: str | None = None) -> pd.DataF
         JOIN scans c ON c.id = n.scan_id
         JOIN samples s ON s.id = c.sample_id
         LEFT JOIN predictions p ON p.model_id = u.model_id AND p.nucleus_id = u.nucleus_id
-        LEFT JOIN labels la ON la.nucleus_id = u.nucleus_id AND la.kind = 'auto'
-        LEFT JOIN labels lt ON lt.nucleus_id = u.nucleus_id AND lt.kind = 'truth'
         LEFT JOIN curated_labels cl ON cl.nucleus_id = u.nucleus_id
         WHERE m.name = ? AND (? IS NULL OR s.name = ?)
         ORDER BY u.nucleus_id
