@@ -353,3 +353,22 @@ def test_genuine_core_never_imports_duckdb():
             "assert 'duckdb' not in sys.modules and 'streamlit' not in sys.modules, sorted(sys.modules)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_uncertainty_thresholds_follow_each_models_method(store):
+    """Entropy (bits) and MC-dropout std are judged against their own thresholds."""
+    sid = samples.ensure_sample(store, "u", "case")
+    ent, mc = fake_model("ent"), fake_model("mc")
+    ent.uncertainty_method, mc.uncertainty_method = "entropy", "mc_dropout_std"
+    mids = {m.name: registry.register_model(store, m) for m in (ent, mc)}
+    res = synthetic_result("u" * 64, {"ent": [0.9, 0.9, 0.9], "mc": [0.9, 0.9, 0.9]})
+    res.outputs["ent"].table["uncertainty"] = np.array([0.5, 0.95, 0.5], np.float32)   # threshold 0.9 bits
+    res.outputs["mc"].table["uncertainty"] = np.array([0.05, 0.05, 0.2], np.float32)   # threshold 0.1
+    write_scan_result(store, sid, res, mids)
+    ids = store.query("SELECT id FROM nuclei ORDER BY mask_label")["id"].tolist()
+    for model, expected in (("ent", [ids[1]]), ("mc", [ids[2]]), (None, [ids[1], ids[2]])):
+        q = review.review_queue(store, model=model, flags=["high_uncertainty"])
+        assert sorted(q["nucleus_id"].tolist()) == expected, model
+    shares = summary.sample_summaries(store).set_index("model")["uncertain_share"]
+    assert shares["ent"] == pytest.approx(1 / 3) and shares["mc"] == pytest.approx(1 / 3)
+    assert registry.list_models(store).set_index("name").loc["ent", "uncertainty_method"] == "entropy"
