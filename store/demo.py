@@ -6,9 +6,9 @@ one), ingests its fields with every shipped model (``models/``), ingests the rea
 is built under a temporary name and renamed when complete, so a half-built demo never
 takes the place of a finished one.
 
-When no trained model folder exists yet, freshly initialised ``cpu``-preset models of
-the four kinds are created (and named ``*_untrained``) so the dashboard still opens onto
-content; their predictions mean nothing.
+When a model kind has no trained folder under ``models/`` yet, a freshly initialised
+``cpu``-preset model of that kind stands in (named ``<kind>_untrained``) so the dashboard
+still opens onto all four models; its predictions mean nothing.
 """
 
 from __future__ import annotations
@@ -83,12 +83,12 @@ def make_demo_benchmark(out: Path, config: DemoConfig, progress: bool = True) ->
     return out
 
 
-def untrained_models(folder: Path, seed: int = 0) -> list[Path]:
-    """Freshly initialised cpu-preset model folders of every kind (for a repo without trained models)."""
+def untrained_models(folder: Path, kinds=MODEL_KINDS, seed: int = 0) -> list[Path]:
+    """Freshly initialised cpu-preset model folders of the given kinds (for a repo without trained models)."""
     from genuine_core.models import build_model, preset_config, save_model
 
     out = []
-    for kind in MODEL_KINDS:
+    for kind in kinds:
         path = folder / f"{kind}_untrained"
         if not (path / "checksum.sha256").is_file():
             save_model(build_model(preset_config("cpu", kind=kind, seed=seed)), path,
@@ -97,20 +97,31 @@ def untrained_models(folder: Path, seed: int = 0) -> list[Path]:
     return out
 
 
+def _kind(folder: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def demo_models(model_dirs, work: Path, mc_samples: int) -> list[ScoringModel]:
-    """Models for the demo: the given folders, else the shipped ones, else untrained ones."""
+    """Models for the demo: the given folders; else the shipped ones, with untrained stand-ins
+    (named ``<kind>_untrained``) for any of the four kinds not shipped yet."""
     paths: list[Path] = []
     for d in model_dirs or ():
         found = model_folders(d)
         if not found:
             raise InputError(f"{d}: no model folder (a folder with config.json) found")
         paths.extend(found)
-    if not paths:
+    if not model_dirs:
         paths = model_folders(SHIPPED_MODELS)
-    if not paths:
-        logger.warning("demo: no trained models under %s; using untrained models (predictions are random)",
-                       SHIPPED_MODELS)
-        paths = untrained_models(work / "untrained_models")
+        missing = [k for k in MODEL_KINDS if k not in {_kind(p) for p in paths}]
+        if missing:
+            logger.warning("demo: no trained %s model under %s; using untrained stand-ins (random predictions)",
+                           "/".join(missing), SHIPPED_MODELS)
+            paths += untrained_models(work / "untrained_models", missing)
     return [load_model(p, mc_samples=mc_samples) for p in paths]
 
 

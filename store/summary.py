@@ -57,41 +57,51 @@ class SummaryConfig:
 SUMMARY_CONFIG = SummaryConfig()
 
 
+_RATE_KEYS = (("sensitivity", "specificity"), ("tpr", "tnr"))
+
+
 def _find_rates(node, path: str, found: list) -> None:
     if isinstance(node, dict):
-        if "tpr" in node and "tnr" in node:
+        if any(a in node and b in node for a, b in _RATE_KEYS):
             found.append((path, node))
         for k, v in node.items():
             _find_rates(v, f"{path}/{k}".lower(), found)
 
 
+def _count(node: dict, direct: str, a: str, b: str) -> int | None:
+    if isinstance(node.get(direct), (int, float)):
+        return int(node[direct]) or None
+    if isinstance(node.get(a), (int, float)) and isinstance(node.get(b), (int, float)):
+        return int(node[a] + node[b]) or None
+    return None
+
+
 def validation_rates(metrics: dict) -> dict | None:
     """Sensitivity/specificity for prevalence correction from a model's ``metrics.json``.
 
-    Looks for a dict holding ``tpr`` and ``tnr`` (``training.metrics.BinaryMetrics``
-    layout: ``tp, fp, tn, fn, tpr, tnr, ...``), preferring one under a key naming the
-    validation split (``val``/``validation``), then any other (e.g. test).
+    Accepts the training record layout (``{"validation": {"sensitivity", "specificity",
+    "n_positive", "n_negative"}}``) and ``training.metrics.BinaryMetrics`` dicts (``tp, fp,
+    tn, fn, tpr, tnr``) anywhere in the metrics, preferring one under a key naming the
+    validation split (``val``/``validation``), then the shallowest other one.
 
     Returns:
         ``{"sensitivity", "specificity", "n_positive", "n_negative", "source"}`` (counts may
-        be None), or None when the metrics hold no usable rates.
+        be None), or None when the metrics hold no usable rates (missing, NaN, or a
+        classifier no better than chance).
     """
     found: list = []
     _find_rates(metrics or {}, "", found)
-    if not found:
-        return None
-    found.sort(key=lambda item: (not any(t in item[0] for t in ("/val", "validation")), len(item[0])))
+    found.sort(key=lambda item: (not any(t in item[0] for t in ("/val", "validation")), item[0].count("/")))
     for path, node in found:
+        se_key, sp_key = next((a, b) for a, b in _RATE_KEYS if a in node and b in node)
         try:
-            se, sp = float(node["tpr"]), float(node["tnr"])
+            se, sp = float(node[se_key]), float(node[sp_key])
         except (TypeError, ValueError):
             continue
         if math.isnan(se) or math.isnan(sp) or se + sp <= 1:
             continue
-        n_pos = node.get("tp", 0) + node.get("fn", 0) if "tp" in node and "fn" in node else None
-        n_neg = node.get("tn", 0) + node.get("fp", 0) if "tn" in node and "fp" in node else None
-        return {"sensitivity": se, "specificity": sp, "n_positive": n_pos or None, "n_negative": n_neg or None,
-                "source": path.strip("/") or "metrics"}
+        return {"sensitivity": se, "specificity": sp, "n_positive": _count(node, "n_positive", "tp", "fn"),
+                "n_negative": _count(node, "n_negative", "tn", "fp"), "source": path.strip("/") or "metrics"}
     return None
 
 

@@ -303,6 +303,13 @@ def test_validation_rates_prefers_validation_split():
     assert (r["sensitivity"], r["specificity"], r["n_positive"], r["n_negative"]) == (0.9, 0.95, 10, 20)
     assert summary.validation_rates({"val": {"tpr": 0.5, "tnr": 0.5}}) is None
     assert summary.validation_rates({}) is None
+    # the training record layout (models/*/metrics.json)
+    rec = {"sensitivity": 0.8, "specificity": 0.8, "test_rule_vs_truth": {"tpr": 0.9, "tnr": 0.7, "tp": 1, "fn": 1},
+           "validation": {"sensitivity": 0.97, "specificity": 0.82, "n_positive": 93, "n_negative": 99}}
+    r = summary.validation_rates(rec)
+    assert (r["sensitivity"], r["specificity"], r["n_positive"], r["n_negative"]) == (0.97, 0.82, 93, 99)
+    assert r["source"] == "validation"
+    assert summary.validation_rates({"sensitivity": 0.9, "specificity": 0.9})["source"] == "metrics"
 
 
 # -- hygiene ---------------------------------------------------------------------------------

@@ -1,0 +1,42 @@
+"""The demo store builder, end to end on a miniature benchmark with tiny models (slow: UMAP's JIT)."""
+
+from __future__ import annotations
+
+import pytest
+
+from genuine_core.errors import InputError
+
+
+@pytest.mark.slow
+def test_build_demo_end_to_end(tmp_path):
+    from genuine_core.models import build_model, preset_config, save_model
+    from store import review, summary
+    from store import umap as umap_store
+    from store.check import check_store
+    from store.db import Store
+    from store.demo import DemoConfig, build_demo
+
+    models = tmp_path / "models"
+    for kind in ("genuine", "resnet", "detector", "ratio"):
+        save_model(build_model(preset_config("tiny", kind=kind)), models / kind)
+    cfg = DemoConfig(nuclei_per_line=12, mixture_nuclei=6, nuclei_per_field=6, include_real=False, mc_samples=2)
+    out = tmp_path / "demo" / "demo.duckdb"
+    report = build_demo(out, cfg, model_dirs=[models], progress=False)
+    assert report["failed"] == [] and out.is_file()
+    assert not (tmp_path / "demo" / "demo.partial.duckdb").exists()
+    assert sorted(report["models"]) == ["detector", "genuine", "ratio", "resnet"]
+    with Store(out, read_only=True) as s:
+        names = s.query("SELECT name, kind FROM samples ORDER BY name")
+        assert (names["kind"] == "mixture").sum() == 8 and (names["kind"] == "cell-line").sum() == 4
+        n = s.scalar("SELECT count(*) FROM nuclei")
+        assert n == report["n_nuclei"] > 0
+        assert s.scalar("SELECT count(*) FROM predictions") == 4 * n
+        for m in report["models"]:
+            pts = umap_store.umap_points(s, m)
+            assert len(pts) == n and pts["fitted_on"].any() and (pts.loc[pts["fitted_on"], "split"] == "train").all()
+        assert check_store(s) == []
+        assert len(summary.sample_summaries(s)) == 4 * len(names)
+        assert s.scalar("SELECT count(*) FROM nuclei WHERE true_label IS NOT NULL") > 0.8 * n
+        review.review_queue(s, limit=5)
+    with pytest.raises(InputError, match="exists"):
+        build_demo(out, cfg, model_dirs=[models], progress=False)
