@@ -87,6 +87,18 @@ def ingest_models(db: str, models_rev: int):
     return resolve_models(common._open(db))
 
 
+def planned_models(path: Path) -> list[str]:
+    """Names of the models an ingest will run (registered models with a folder, else the shipped ones)."""
+    from genuine_core.pipeline import model_folders
+
+    if path.is_file():
+        reg = common.models(str(path), common.rev("models"))
+        names = reg.loc[reg["folder"].notna(), "name"].tolist() if len(reg) else []
+        if len(reg):
+            return names or ["(no registered model has a folder: nuclei are stored without predictions)"]
+    return [f.name for f in model_folders()] or ["(no models: nuclei are stored without predictions)"]
+
+
 def channel_mapping(n_channels: int | None, key: str) -> tuple:
     """Three selectboxes role -> source channel; returns ``(nmi, mycn, dapi)`` (None = absent)."""
     n = n_channels or 3
@@ -171,6 +183,8 @@ def main() -> None:
         st.error(f"Invalid channel mapping: {exc}", icon=":material/error:")
 
     st.subheader("Sample")
+    st.caption("Scored by: " + ", ".join(f"`{m}`" for m in planned_models(path)) +
+               " · segmentation: the default backend")
     with st.form("ingest_form", border=True):
         c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
         default = Path(files[0].name).stem if len(files) == 1 else ""
