@@ -20,7 +20,7 @@ def summaries(db: str, data_rev: int, labels_rev: int, models_rev: int) -> pd.Da
     """``store.summary.sample_summaries`` for every sample and model."""
     from store.summary import sample_summaries
 
-    return sample_summaries(common._open(db))
+    return sample_summaries(common.store_at(db))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -28,7 +28,7 @@ def sample_nuclei(db: str, data_rev: int, labels_rev: int, sample: str, model: s
     """``store.nuclei.sample_nuclei`` (one model's predictions and every label)."""
     from store.nuclei import sample_nuclei as q
 
-    return q(common._open(db), sample, model)
+    return q(common.store_at(db), sample, model)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -36,7 +36,7 @@ def scans(db: str, data_rev: int, sample: str) -> pd.DataFrame:
     """``store.scans.list_scans`` of one sample."""
     from store.scans import list_scans
 
-    return list_scans(common._open(db), sample)
+    return list_scans(common.store_at(db), sample)
 
 
 @st.cache_data(show_spinner=False, max_entries=12)
@@ -45,7 +45,7 @@ def scan_overlay(db: str, data_rev: int, labels_rev: int, scan_id: int, model: s
     from store.nuclei import scan_nuclei
     from store.scans import scan_images
 
-    s = common._open(db)
+    s = common.store_at(db)
     image, masks = scan_images(s, int(scan_id))
     nuc = scan_nuclei(s, int(scan_id), model)
     probs = nuc["prob"].to_numpy(np.float64)

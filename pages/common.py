@@ -23,10 +23,10 @@ import pandas as pd
 import streamlit as st
 
 from genuine_core import plotting
-from genuine_core.errors import GenuineError, StoreError
+from genuine_core.errors import GenuineError
+from store.db import DEFAULT_DB
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DB = "demo/genuine_demo.duckdb"
 EMPTY_HINT = ("Nothing here yet: run `genuine demo` (or `bash scripts/run.sh`) to build the demo store, "
               "or ingest a scan on the **Ingest** page.")
 REVIEWER_KEY = "reviewer"
@@ -38,12 +38,16 @@ def db_path() -> Path:
     """The store file: ``$GENUINE_DB`` (relative to the working directory) or ``demo/genuine_demo.duckdb``
     under the repository."""
     env = os.environ.get("GENUINE_DB", "").strip()
-    p = Path(env).expanduser() if env else REPO / DEFAULT_DB
+    p = Path(env).expanduser() if env else REPO / DEFAULT_DB  # the default works from any working directory
     return p.resolve()
 
 
 @st.cache_resource(show_spinner=False)
-def _open(path: str):
+def store_at(path: str):
+    """The store at ``path``, opened once per server process (writable; created when missing).
+
+    Cached queries take the path string (hashable) and call this to get the connection.
+    """
     from store.db import open_store
 
     store = open_store(path, busy_timeout=3.0)
@@ -60,7 +64,7 @@ def get_store(create: bool = False):
     path = db_path()
     if not path.is_file() and not create:
         return None
-    return _open(str(path))
+    return store_at(str(path))
 
 
 def store_or_stop():
@@ -167,7 +171,7 @@ def store_overview(db: str, data_rev: int, models_rev: int) -> dict:
     from store.registry import list_models
     from store.samples import list_samples
 
-    s = _open(db)
+    s = store_at(db)
     samples = list_samples(s)
     return {"samples": len(samples), "nuclei": int(samples["n_nuclei"].sum()) if len(samples) else 0,
             "models": len(list_models(s))}
@@ -178,7 +182,7 @@ def samples(db: str, data_rev: int) -> pd.DataFrame:
     """``store.samples.list_samples``."""
     from store.samples import list_samples
 
-    return list_samples(_open(db))
+    return list_samples(store_at(db))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -186,7 +190,7 @@ def models(db: str, models_rev: int) -> pd.DataFrame:
     """``store.registry.list_models``."""
     from store.registry import list_models
 
-    return list_models(_open(db))
+    return list_models(store_at(db))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -194,7 +198,7 @@ def patch_rgbs(db: str, ids: tuple[int, ...]) -> dict[int, np.ndarray]:
     """Stored patches as (P, P, 3) uint8 RGB by nucleus id (``store.nuclei.patch_images``)."""
     from store.nuclei import patch_images
 
-    return {i: plotting.patch_rgb(p) for i, p in patch_images(_open(db), list(ids)).items()}
+    return {i: plotting.patch_rgb(p) for i, p in patch_images(store_at(db), list(ids)).items()}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -202,7 +206,7 @@ def nucleus_info(db: str, labels_rev: int, ids: tuple[int, ...]) -> pd.DataFrame
     """``store.nuclei.nucleus_info`` (origin and labels of nuclei)."""
     from store.nuclei import nucleus_info as q
 
-    return q(_open(db), list(ids))
+    return q(store_at(db), list(ids))
 
 
 # ----------------------------------------------------------------------------- render helpers
@@ -251,7 +255,7 @@ def show_error(exc: Exception) -> None:
 
 
 __all__ = [
-    "StoreError", "bump", "curated_name", "db_path", "empty_state", "gallery", "get_store", "label_name",
-    "models", "nucleus_info", "page_header", "patch_rgbs", "rev", "reviewer", "samples", "show_error",
-    "sidebar", "store_or_stop", "store_overview",
+    "bump", "curated_name", "db_path", "empty_state", "gallery", "get_store", "label_name",
+    "mark_entry", "models", "nucleus_info", "page_header", "patch_rgbs", "require_entrypoint", "rev", "reviewer",
+    "samples", "show_error", "sidebar", "store_at", "store_or_stop", "store_overview",
 ]

@@ -39,7 +39,7 @@ def points(db: str, data_rev: int, labels_rev: int, model: str) -> pd.DataFrame 
     except ImportError:
         return None
     try:
-        df = umap_store.umap_points(common._open(db), model)
+        df = umap_store.umap_points(common.store_at(db), model)
     except GenuineError:
         return None
     return df if len(df) else None

@@ -84,7 +84,7 @@ def ingest_models(db: str, models_rev: int):
     """The models an ingest runs (``store.ingest.resolve_models``), loaded once per model revision."""
     from store.ingest import resolve_models
 
-    return resolve_models(common._open(db))
+    return resolve_models(common.store_at(db))
 
 
 def planned_models(path: Path) -> list[str]:

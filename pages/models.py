@@ -142,8 +142,9 @@ def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: s
         cmd += ["--detector", detector]
     log = open(folder / "train.log", "w", encoding="utf-8")  # noqa: SIM115 (owned by the child's lifetime)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(common.REPO))
-    runs()[run_id] = {"proc": proc, "log_handle": log, "log": folder / "train.log", "out": out, "name": name, "epochs": epochs,
-                      "n": n, "started": time.time(), "cmd": cmd, "registered": False, "kind": kind}
+    runs()[run_id] = {"proc": proc, "log_handle": log, "log": folder / "train.log", "out": out, "name": name,
+                      "epochs": epochs, "n": n, "started": time.time(), "cmd": cmd, "registered": False,
+                      "kind": kind}
     return run_id
 
 

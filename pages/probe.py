@@ -55,7 +55,7 @@ def store_backgrounds(db: str, data_rev: int, sample: str, patch_size: int, n: i
     from genuine_core.pipeline import center_crop
     from store.nuclei import patch_images, sample_nuclei
 
-    s = common._open(db)
+    s = common.store_at(db)
     ids = sample_nuclei(s, sample)["nucleus_id"].to_numpy()
     if len(ids) == 0:
         raise InputError(f"sample {sample!r} has no nuclei")
@@ -75,7 +75,7 @@ def umap_reference(db: str, data_rev: int, model: str) -> pd.DataFrame | None:
     except ImportError:
         return None
     try:
-        return umap_store.umap_points(common._open(db), model)
+        return umap_store.umap_points(common.store_at(db), model)
     except GenuineError:
         return None
 
@@ -181,7 +181,7 @@ def place_on_umap(db: str, model: str, embeddings: np.ndarray) -> np.ndarray | N
     except ImportError:
         return None
     try:
-        return umap_store.transform_embeddings(common._open(db), model, embeddings)
+        return umap_store.transform_embeddings(common.store_at(db), model, embeddings)
     except GenuineError:
         return None
 
@@ -209,7 +209,7 @@ def saved_runs(db: str, probes_rev: int) -> pd.DataFrame:
     """``store.probes.list_probe_runs``."""
     from store.probes import list_probe_runs
 
-    return list_probe_runs(common._open(db))
+    return list_probe_runs(common.store_at(db))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -217,7 +217,7 @@ def saved_results(db: str, run_id: int) -> pd.DataFrame:
     """``store.probes.probe_results`` of one run."""
     from store.probes import probe_results
 
-    return probe_results(common._open(db), run_id)
+    return probe_results(common.store_at(db), run_id)
 
 
 def previous_runs(db: str) -> None:

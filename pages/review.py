@@ -44,7 +44,7 @@ def queue(db: str, labels_rev: int, data_rev: int, sample: str | None, model: st
     """``store.review.review_queue``."""
     from store.review import review_queue
 
-    return review_queue(common._open(db), sample=sample, model=model, flags=flags,
+    return review_queue(common.store_at(db), sample=sample, model=model, flags=flags,
                         include_reviewed=include_reviewed, limit=limit)
 
 
@@ -54,7 +54,7 @@ def progress(db: str, labels_rev: int, data_rev: int, sample: str | None, model:
     """``store.review.review_progress``."""
     from store.review import review_progress
 
-    return review_progress(common._open(db), sample=sample, model=model, flags=flags)
+    return review_progress(common.store_at(db), sample=sample, model=model, flags=flags)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -62,7 +62,7 @@ def card_data(db: str, labels_rev: int, data_rev: int, nucleus_id: int) -> dict:
     """Everything a review card shows for one nucleus: origin/labels, predictions, boxes."""
     from store.nuclei import nucleus_detections, nucleus_info, nucleus_predictions
 
-    s = common._open(db)
+    s = common.store_at(db)
     return {"info": nucleus_info(s, [nucleus_id]), "preds": nucleus_predictions(s, [nucleus_id]),
             "boxes": nucleus_detections(s, [nucleus_id])}
 
@@ -72,7 +72,7 @@ def my_events(db: str, labels_rev: int, who: str, n: int = 10) -> pd.DataFrame:
     """This reviewer's latest label events (``store.labels.audit_trail``)."""
     from store.labels import audit_trail
 
-    trail = audit_trail(common._open(db))
+    trail = audit_trail(common.store_at(db))
     return trail[trail["reviewer"] == who].tail(n).iloc[::-1]
 
 
@@ -82,7 +82,7 @@ def curated_export(db: str, labels_rev: int) -> tuple[bytes, bytes, int]:
     from store.labels import audit_trail, current_labels
     from store.nuclei import nucleus_info
 
-    s = common._open(db)
+    s = common.store_at(db)
     cur = current_labels(s)
     info = nucleus_info(s, cur["nucleus_id"].tolist()) if len(cur) else pd.DataFrame(columns=["nucleus_id"])
     keep = ["nucleus_id", "sample", "scan_file", "mask_label", "cy", "cx", "auto_label", "true_label"]
@@ -98,7 +98,7 @@ def training_set_bytes(db: str) -> bytes:
     from store.export import export_labels
 
     with tempfile.TemporaryDirectory() as tmp:
-        return export_labels(common._open(db), Path(tmp) / "curated.npz").read_bytes()
+        return export_labels(common.store_at(db), Path(tmp) / "curated.npz").read_bytes()
 
 
 # ----------------------------------------------------------------------------- actions

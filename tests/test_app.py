@@ -36,14 +36,14 @@ def _private_copy(src: Path, tmp_path: Path, monkeypatch) -> Path:
 
 
 @pytest.fixture()
-def store_copy(small_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
+def store_copy(small_store, tmp_path, monkeypatch) -> tuple[Path, dict]:  # noqa: F811
     """A private copy of the small store, exported as ``GENUINE_DB``."""
     src, counts = small_store
     return _private_copy(src, tmp_path, monkeypatch), counts
 
 
 @pytest.fixture()
-def umap_store_copy(umap_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
+def umap_store_copy(umap_store, tmp_path, monkeypatch) -> tuple[Path, dict]:  # noqa: F811
     """A private copy of the small store with fitted UMAPs (slow to build once per session)."""
     src, counts = umap_store
     return _private_copy(src, tmp_path, monkeypatch), counts

@@ -105,7 +105,7 @@ def build_small_store(path: str | Path, seed: int = 0, n_nuclei: int = 14, with_
     models = small_models()
     with open_store(path) as s:
         ids = {m.name: register_model(s, m) for m in models}
-        for k, (name, (kind, expected, genotype, comp)) in enumerate(SAMPLES.items()):
+        for name, (kind, expected, genotype, comp) in SAMPLES.items():
             field = make_field(rng, comp, n_nuclei, shape=(256, 256))
             tif = path.parent / f"{name}.tif"
             write_scan_tiff(tif, field.image)
