@@ -10,6 +10,7 @@ Usage (from the repository root)::
    the demo benchmark) -> committed rows, with the default segmenter and the shipped
    ``cpu``-preset models (untrained ``cpu`` models when none are shipped yet), once with
    every model and once with the GENUINE model alone. nuclei/s = stored nuclei / wall time.
+   Wall time depends on other load on the machine; CPU seconds of the process are recorded too.
 2. Query latency on the demo store (``--demo``, opened read-only) and on a fresh store
    filled with ``--nuclei`` synthetic nuclei x 4 models (``store.scale``): sample summaries
    (every sample x model), the first review-queue page (all samples; one sample), review
@@ -74,9 +75,9 @@ def ingest_throughput(files: list[Path], model_dirs, work: Path, genuine_only: b
         models = [m for m in models if m.kind == "genuine"][:1]
     db = work / ("ingest_genuine.duckdb" if genuine_only else "ingest_all.duckdb")
     with Store(db) as store:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         report = ingest_files(store, files, "bench", kind="case", models=models, progress=False, place_umap=False)
-        wall = time.perf_counter() - t
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     stages: dict[str, float] = {}
     for o in report.outcomes:
         for k, v in o.stages.items():
@@ -85,6 +86,9 @@ def ingest_throughput(files: list[Path], model_dirs, work: Path, genuine_only: b
         "models": [f"{m.name} ({m.kind}, {m.preset})" for m in models],
         "scans": report.count("stored"), "failed": report.count("failed"), "nuclei": report.n_nuclei,
         "seconds": round(wall, 2), "nuclei_per_s": round(report.n_nuclei / wall, 2) if wall else None,
+        # CPU seconds of this process (all threads): less sensitive to other load on a shared machine;
+        # with 2 threads on 2 idle cores, wall time would be about cpu_seconds / 2
+        "cpu_seconds": round(cpu, 2), "nuclei_per_cpu_s": round(report.n_nuclei / cpu, 2) if cpu else None,
         "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
     }
 
