@@ -263,13 +263,25 @@ def montage(images: Sequence[np.ndarray], ncols: int = 8, pad: int = 2,
     return out
 
 
-def png_data_uri(rgb: np.ndarray) -> str:
-    """Encode an (H, W, 3) uint8 image as a ``data:image/png;base64,...`` URI (for plotly images)."""
+def image_data_uri(rgb: np.ndarray, fmt: str = "png", quality: int = 92) -> str:
+    """Encode an (H, W, 3) uint8 image as a ``data:image/...;base64,`` URI (for plotly image traces).
+
+    Args:
+        fmt: ``"png"`` (lossless) or ``"jpeg"`` (about 7x smaller for a 1000 x 1000 scan, so
+            the browser gets and draws it much faster).
+        quality: JPEG quality.
+    """
     from PIL import Image
 
+    if fmt not in ("png", "jpeg"):
+        raise ValueError(f"fmt must be 'png' or 'jpeg', got {fmt!r}")
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(rgb, np.uint8)).save(buf, format="PNG", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    img = Image.fromarray(np.asarray(rgb, np.uint8))
+    if fmt == "png":
+        img.save(buf, format="PNG", compress_level=1)
+    else:
+        img.save(buf, format="JPEG", quality=int(quality))
+    return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
@@ -281,7 +293,8 @@ def hex_to_rgb(colour: str) -> tuple[int, int, int]:
 
 
 # ----------------------------------------------------------------------------- figures
-def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", height: int = 640) -> go.Figure:
+def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", height: int = 640,
+                image_format: str = "jpeg") -> go.Figure:
     """A zoomable scan with per-nucleus hover.
 
     Args:
@@ -290,14 +303,15 @@ def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", heig
             ``nucleus_id`` and ``label`` for the hover text.
         title: figure title.
         height: figure height in pixels.
+        image_format: encoding of the image in the figure (``"jpeg"`` or ``"png"``).
 
     Returns:
-        Figure with the image (PNG, y axis pointing down, square pixels) and one marker per
+        Figure with the image (y axis pointing down, square pixels) and one marker per
         nucleus coloured by probability with a colour bar (WebGL above ``SVG_MAX_POINTS``).
     """
     h, w = overlay.shape[:2]
     fig = go.Figure()
-    fig.add_trace(go.Image(source=png_data_uri(overlay), x0=0, y0=0, dx=1, dy=1, hoverinfo="skip"))
+    fig.add_trace(go.Image(source=image_data_uri(overlay, image_format), x0=0, y0=0, dx=1, dy=1, hoverinfo="skip"))
     if len(nuclei):
         hover = [f"nucleus {n}<br>P(MNA) {p:.2f}" if np.isfinite(p) else f"nucleus {n}<br>no prediction"
                  for n, p in zip(nuclei.get("nucleus_id", pd.Series(range(len(nuclei)))), nuclei["prob"].astype(float))]

@@ -68,6 +68,24 @@ def scan_figure(db: str, data_rev: int, labels_rev: int, scan_id: int, model: st
     return plotting.scan_figure(overlay, nuc, title=title)
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def mixture_figure(db: str, data_rev: int, labels_rev: int, models_rev: int):
+    """Predicted vs expected MNA % for samples with a known expected fraction (None when there are none)."""
+    known = summaries(db, data_rev, labels_rev, models_rev).dropna(subset=["expected_pct"])
+    if known.empty:
+        return None
+    return plotting.predicted_vs_expected(known.rename(columns={"mna_pct": "pred_pct"}),
+                                          title="Predicted vs expected MNA share (samples of known mixture)")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def histogram_figure(db: str, data_rev: int, labels_rev: int, sample: str, models: tuple[str, ...]):
+    """Per-nucleus probability histogram of one sample, one series per model."""
+    preds = pd.concat([sample_nuclei(db, data_rev, labels_rev, sample, m).assign(model=m)[["model", "prob"]]
+                       for m in models], ignore_index=True).dropna()
+    return plotting.probability_histogram(preds, title="Per-nucleus P(MNA)")
+
+
 # ----------------------------------------------------------------------------- views
 CALL_COLOURS = {"MNA": "red", "heterogeneous MNA": "orange", "non-MNA": "blue", "not enough nuclei": "gray"}
 
@@ -140,13 +158,12 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> str 
     return str(view.iloc[rows[0]]["Sample"]) if rows else None
 
 
-def render_mixture_chart(summary: pd.DataFrame) -> None:
+def render_mixture_chart(db: str) -> None:
     """Predicted vs expected MNA % for samples with a known expected fraction."""
-    known = summary.dropna(subset=["expected_pct"]).rename(columns={"mna_pct": "pred_pct"})
-    if known.empty:
+    fig = mixture_figure(db, common.rev("data"), common.rev("labels"), common.rev("models"))
+    if fig is None:
         st.caption("No sample has an expected MNA fraction, so there is nothing to compare against.")
         return
-    fig = plotting.predicted_vs_expected(known, title="Predicted vs expected MNA share (samples of known mixture)")
     st.plotly_chart(fig, key="mixture_chart")
 
 
@@ -189,9 +206,8 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
                        "reviewer; dark grey = not scored (cut by the image border). Drag to zoom, double-click "
                        "to reset.")
     with right:
-        preds = pd.concat([sample_nuclei(db, common.rev("data"), common.rev("labels"), sample, m)
-                           .assign(model=m)[["model", "prob"]] for m in models], ignore_index=True).dropna()
-        st.plotly_chart(plotting.probability_histogram(preds, title="Per-nucleus P(MNA)"), key="case_hist")
+        st.plotly_chart(histogram_figure(db, common.rev("data"), common.rev("labels"), sample, tuple(models)),
+                        key="case_hist")
 
     nuc_all = sample_nuclei(db, common.rev("data"), common.rev("labels"), sample, primary)
     st.markdown(f"**Nuclei** ({len(nuc_all):,}) · sorted by {primary} probability")
@@ -231,7 +247,7 @@ def main() -> None:
                                                      "table shows; every model's MNA % is listed.")
     picked = render_table(summary, models, primary)
     with st.expander("Predicted vs expected (mixtures)", expanded=True, icon=":material/insights:"):
-        render_mixture_chart(summary)
+        render_mixture_chart(db)
     st.divider()
     names = sorted(summary["sample"].unique())
     # A new row picked in the table, or a new ?case= link, opens that case once; the

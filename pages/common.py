@@ -202,6 +202,14 @@ def patch_rgbs(db: str, ids: tuple[int, ...]) -> dict[int, np.ndarray]:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
+def patch_pngs(db: str, ids: tuple[int, ...]) -> dict[int, bytes]:
+    """Stored patches as PNG bytes by nucleus id (``store.nuclei.patch_bytes``; shown without re-encoding)."""
+    from store.nuclei import patch_bytes
+
+    return patch_bytes(store_at(db), list(ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
 def nucleus_info(db: str, labels_rev: int, ids: tuple[int, ...]) -> pd.DataFrame:
     """``store.nuclei.nucleus_info`` (origin and labels of nuclei)."""
     from store.nuclei import nucleus_info as q
@@ -233,7 +241,7 @@ def gallery(ids, captions: list[str] | None = None, ncols: int = 8, width: int =
     if not ids:
         st.caption("No nuclei to show.")
         return
-    imgs = patch_rgbs(db or str(db_path()), tuple(ids))
+    imgs = patch_pngs(db or str(db_path()), tuple(ids))
     shown = [i for i in ids if i in imgs]
     caps = captions if captions is not None else [f"#{i}" for i in ids]
     cap_by_id = dict(zip(ids, caps))
@@ -255,7 +263,7 @@ def show_error(exc: Exception) -> None:
 
 
 __all__ = [
-    "bump", "curated_name", "db_path", "empty_state", "gallery", "get_store", "label_name",
-    "mark_entry", "models", "nucleus_info", "page_header", "patch_rgbs", "require_entrypoint", "rev", "reviewer",
-    "samples", "show_error", "sidebar", "store_at", "store_or_stop", "store_overview",
+    "bump", "curated_name", "db_path", "empty_state", "gallery", "get_store", "label_name", "mark_entry",
+    "models", "nucleus_info", "page_header", "patch_pngs", "patch_rgbs", "require_entrypoint", "rev",
+    "reviewer", "samples", "show_error", "sidebar", "store_at", "store_or_stop", "store_overview",
 ]

@@ -69,6 +69,26 @@ def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:
     return out, "colour", True
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def map_figure(db: str, data_rev: int, labels_rev: int, model: str, kind: str, how: str, only: tuple[str, ...],
+               max_points: int, marked: tuple[int, ...]):
+    """One model's UMAP scatter, coloured by ``how``, with ``marked`` nuclei ringed."""
+    df = points(db, data_rev, labels_rev, model)
+    if only:
+        df = df[df["sample"].isin(only)]
+    if len(df) > max_points:
+        df = df.sample(int(max_points), random_state=0)
+    df, column, categorical = colour_column(df, how)
+    fig = plotting.embedding_figure(df, column, title=f"{model} ({kind}) · {len(df):,} nuclei",
+                                    categorical=categorical)
+    marks = df[df["nucleus_id"].isin(marked)]
+    if len(marks):
+        fig.add_scatter(x=marks["x"], y=marks["y"], mode="markers", name="selected / looked up",
+                        marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
+                        customdata=marks["nucleus_id"], hovertemplate="nucleus %{customdata}<extra></extra>")
+    return fig
+
+
 def selected_ids(event) -> list[int]:
     """Nucleus ids (``customdata``) of the points selected in a plotly chart event."""
     if event is None:
@@ -123,20 +143,9 @@ def main() -> None:
     chosen: list[int] = []
     cols = st.columns(2) if len(maps) == 2 else [st.container()]
     for col, model in zip(cols, maps):
-        df = points(db, common.rev("data"), common.rev("labels"), model)
-        if only:
-            df = df[df["sample"].isin(only)]
-        if len(df) > max_points:
-            df = df.sample(int(max_points), random_state=0)
-        df, column, categorical = colour_column(df, how)
-        fig = plotting.embedding_figure(df, column, title=f"{model} ({kinds.get(model, '?')}) · {len(df):,} nuclei",
-                                        categorical=categorical)
-        others = [i for m, ids in before.items() if m != model for i in ids]
-        marks = df[df["nucleus_id"].isin(parse_ids(find) + others)]
-        if len(marks):
-            fig.add_scatter(x=marks["x"], y=marks["y"], mode="markers", name="selected / looked up",
-                            marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
-                            customdata=marks["nucleus_id"], hovertemplate="nucleus %{customdata}<extra></extra>")
+        others = tuple(i for m, ids in before.items() if m != model for i in ids)
+        fig = map_figure(db, common.rev("data"), common.rev("labels"), model, kinds.get(model, "?"), how,
+                         tuple(only), int(max_points), tuple(parse_ids(find)) + others)
         with col:
             event = st.plotly_chart(fig, key=f"emb_plot_{model}", on_select="rerun", selection_mode=("box", "lasso"),
                                     config={"displaylogo": False})

@@ -255,8 +255,10 @@ def main() -> None:
     with tab_i:
         st.markdown(f"Full checksum: `{row['checksum']}`")
         if folder and Path(folder).is_dir():
-            ok, msg = verify(folder, Path(folder).stat().st_mtime)
-            (st.success if ok else st.error)(f"`{folder}`: {msg}")
+            st.caption(f"Folder: `{folder}`")
+            if st.button("Verify files against the checksums", key="models_verify", icon=":material/verified:"):
+                ok, msg = verify(folder, Path(folder).stat().st_mtime)
+                (st.success if ok else st.error)(msg)
         else:
             st.warning("The model folder is not on this machine; the checksum cannot be re-verified.")
 

@@ -115,7 +115,8 @@ def test_scan_figure_has_image_and_one_marker_per_nucleus():
     overlay = np.zeros((20, 30, 3), np.uint8)
     nuc = pd.DataFrame({"nucleus_id": [5, 6], "cx": [3.0, 20.0], "cy": [4.0, 10.0], "prob": [0.2, np.nan]})
     fig = P.scan_figure(overlay, nuc)
-    assert fig.data[0].type == "image" and fig.data[0].source.startswith("data:image/png;base64,")
+    assert fig.data[0].type == "image" and fig.data[0].source.startswith("data:image/jpeg;base64,")
+    assert P.scan_figure(overlay, nuc, image_format="png").data[0].source.startswith("data:image/png;base64,")
     assert list(fig.data[1].x) == [3.0, 20.0] and "no prediction" in fig.data[1].text[1]
     assert tuple(fig.layout.yaxis.range) == (20, 0)  # y points down like the image
 
