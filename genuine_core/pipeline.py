@@ -124,14 +124,30 @@ def load_model(folder: str | Path, name: str | None = None, batch_size: int = 64
                         folder=str(folder.resolve()), predict=_predict, uncertainty_method=method)
 
 
+def is_model_folder(path: str | Path) -> bool:
+    """True for a classifier folder: ``config.json`` whose ``kind`` is a model kind, plus weights."""
+    path = Path(path)
+    if not ((path / "config.json").is_file() and
+            ((path / "weights.safetensors").is_file() or (path / "weights.pt").is_file())):
+        return False
+    try:
+        kind = json.loads((path / "config.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return kind in ("genuine", "resnet", "detector", "ratio")
+
+
 def model_folders(root: str | Path = SHIPPED_MODELS) -> list[Path]:
-    """Model folders (directories holding a ``config.json``) directly under ``root``, sorted by name."""
+    """Classifier folders (:func:`is_model_folder`): ``root`` itself, or its direct subfolders, sorted.
+
+    Other folders (e.g. the cellpose segmentation model beside the classifiers) are skipped.
+    """
     root = Path(root)
-    if (root / "config.json").is_file():
+    if is_model_folder(root):
         return [root]
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if (p / "config.json").is_file())
+    return sorted(p for p in root.iterdir() if p.is_dir() and is_model_folder(p))
 
 
 @dataclass

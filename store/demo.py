@@ -113,7 +113,7 @@ def demo_models(model_dirs, work: Path, mc_samples: int) -> list[ScoringModel]:
     for d in model_dirs or ():
         found = model_folders(d)
         if not found:
-            raise InputError(f"{d}: no model folder (a folder with config.json) found")
+            raise InputError(f"{d}: no model folder found (config.json with a model kind, and weights)")
         paths.extend(found)
     if not model_dirs:
         paths = model_folders(SHIPPED_MODELS)

@@ -95,7 +95,7 @@ def resolve_models(store: Store, folders: Sequence[str | Path] | None = None,
         for f in folders:
             found = model_folders(f)
             if not found:
-                raise InputError(f"{f}: no model folder (a folder with config.json) found")
+                raise InputError(f"{f}: no model folder found (config.json with a model kind, and weights)")
             paths.extend(found)
     else:
         reg = registry.list_models(store)

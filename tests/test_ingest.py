@@ -113,7 +113,8 @@ def test_resolve_models_prefers_given_then_registered(store, tmp_path):
     folder = tmp_path / "m"
     for name in ("a", "b"):
         (folder / name).mkdir(parents=True)
-        (folder / name / "config.json").write_text("{}")
+        (folder / name / "config.json").write_text('{"kind": "genuine"}')
+        (folder / name / "weights.safetensors").write_bytes(b"")
     loaded = ingest.resolve_models(store, [folder], loader=lambda p: fake_model(p.name))
     assert [m.name for m in loaded] == ["a", "b"]
     with pytest.raises(Exception, match="no model folder"):

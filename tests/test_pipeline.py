@@ -148,3 +148,19 @@ def test_fit_umap_is_seeded_and_separates_clusters():
     spread = max(a.coords[lab == k].std(0).max() for k in range(3))
     gaps = [np.linalg.norm(means[i] - means[j]) for i in range(3) for j in range(i + 1, 3)]
     assert min(gaps) > 3 * spread
+
+
+def test_model_folders_skip_other_folders(tmp_path):
+    good = tmp_path / "gen"
+    good.mkdir()
+    (good / "config.json").write_text('{"kind": "genuine"}')
+    (good / "weights.safetensors").write_bytes(b"x")
+    cellpose = tmp_path / "cellpose_synth"
+    cellpose.mkdir()
+    (cellpose / "config.json").write_text('{"epochs": 300}')
+    (cellpose / "weights.safetensors").write_bytes(b"x")
+    (tmp_path / "no_weights").mkdir()
+    (tmp_path / "no_weights" / "config.json").write_text('{"kind": "resnet"}')
+    assert pipeline.model_folders(tmp_path) == [good]
+    assert pipeline.model_folders(good) == [good]
+    assert pipeline.model_folders(tmp_path / "absent") == []

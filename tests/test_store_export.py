@@ -150,7 +150,8 @@ def test_cli_ingest_store_export(tmp_path, capsys, monkeypatch):
     (tmp_path / "bad.tif").write_text("nope")
     mdir = tmp_path / "models" / "fake1"
     mdir.mkdir(parents=True)
-    (mdir / "config.json").write_text("{}")
+    (mdir / "config.json").write_text('{"kind": "resnet"}')
+    (mdir / "weights.safetensors").write_bytes(b"")
     monkeypatch.setattr("genuine_core.pipeline.load_model", lambda p, **kw: fake_model(p.name))
     real_resolve = ingest_mod.resolve_models
     monkeypatch.setattr(ingest_mod, "resolve_models",
