@@ -274,6 +274,132 @@ def display_image(image: np.ndarray, low: float = 0.5, high: float = 99.8) -> np
     return out
 
 
+def prepare_scan(
+    path: str | Path,
+    patch_size: int = DEFAULT_PATCH_SIZE,
+    channel_map=None,
+    backend: str | None = None,
+    segment_kwargs: dict | None = None,
+    segmenter: Callable[[np.ndarray], np.ndarray] | None = None,
+    max_pixels: int = 64_000_000,
+    acquisition: dict | None = None,
+) -> ScanResult:
+    """Read, segment and cut patches of one scan (no model yet: ``outputs`` is empty).
+
+    Args:
+        path: scan file (TIFF/PNG/JPEG).
+        patch_size: patch side P to extract (the largest any model will use).
+        channel_map: ``genuine_core.io.ChannelMap`` (None: RGB for 3-channel images).
+        backend: segmentation backend (None: the default).
+        segment_kwargs: extra keyword arguments for ``segment`` (``model_path``, ``diameter``).
+        segmenter: replaces ``segment`` entirely: ``image (H, W, 3) -> masks (H, W) int``.
+        max_pixels: refuse larger images (checked before decoding).
+        acquisition: free-form acquisition metadata recorded with the scan.
+
+    Raises:
+        InputError: the file cannot be read or is not a usable scan.
+    """
+    from genuine_core.io import read_scan
+    from genuine_core.patches import extract_patches
+
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    scan = read_scan(path, channel_map=channel_map, max_pixels=max_pixels)
+    seconds["read"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    seg_info: dict[str, Any] = {}
+    if segmenter is not None:
+        masks = segmenter(scan.image)
+        seg_info["backend"] = getattr(segmenter, "__name__", "custom")
+    else:
+        from genuine_core import segmentation
+
+        kwargs = dict(segment_kwargs or {})
+        if backend is not None:
+            kwargs["backend"] = backend
+        masks = segmentation.segment(scan.image, **kwargs)
+        seg_info["backend"] = backend or getattr(segmentation, "DEFAULT_BACKEND", "default")
+        seg_info.update({k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items() if k != "backend"})
+    masks = np.asarray(masks)
+    if masks.shape != scan.image.shape[:2]:
+        raise RuntimeError(f"segmenter returned masks {masks.shape} for an image {scan.image.shape[:2]}")
+    masks = masks.astype(np.int32, copy=False)
+    seconds["segment"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ps = extract_patches(scan.image, masks, size=patch_size, scan_id=scan.sha256[:12])
+    nuclei = ps.table.drop(columns=["scan_id", "y0", "x0"]).rename(columns={"nucleus_id": "mask_label"})
+    seconds["patches"] = time.perf_counter() - t
+
+    cmap = scan.channel_map
+    info = {
+        "file_name": Path(path).name,
+        "path": str(Path(path).resolve()),
+        "sha256": scan.sha256,
+        "height": int(scan.image.shape[0]),
+        "width": int(scan.image.shape[1]),
+        "source_shape": [int(x) for x in scan.source_shape],
+        "source_dtype": str(scan.source_dtype),
+        "channel_map": dataclasses.asdict(cmap) if dataclasses.is_dataclass(cmap) else dict(cmap),
+        "acquisition": dict(acquisition or {}),
+        "segmentation": seg_info,
+    }
+    return ScanResult(info=info, masks=masks, nuclei=nuclei.reset_index(drop=True), patches=ps.patches,
+                      patch_size=int(patch_size), n_border_skipped=int(ps.n_border_skipped), outputs={},
+                      preview=display_image(scan.image), seconds=seconds)
+
+
+def _empty_output() -> ModelOutput:
+    return ModelOutput(pd.DataFrame({c: pd.Series(dtype="float64") for c in PREDICTION_COLUMNS}),
+                       np.zeros((0, 0), np.float32),
+                       pd.DataFrame({c: pd.Series(dtype="float64") for c in DETECTION_COLUMNS}))
+
+
+def score_scans(results: Sequence[ScanResult], models: Sequence[ScoringModel]) -> None:
+    """Run every model once over the patches of several prepared scans (in place).
+
+    Batching the nuclei of several small scans into one ``predict`` call per model saves
+    the models' per-call overhead; each scan's rows are then split back out, so the
+    outcome equals scoring the scans one by one. A model's wall time is shared among
+    the scans in proportion to their nuclei.
+
+    Raises:
+        RuntimeError: a model returned malformed output.
+        ValueError: duplicate model names, or a model needs larger patches than were cut.
+    """
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique, got {names}")
+    counts = [r.n_nuclei for r in results]
+    total = sum(counts)
+    bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    for m in models:
+        if total == 0:
+            for r in results:
+                r.outputs[m.name] = _empty_output()
+                r.seconds[m.name] = 0.0
+            continue
+        t = time.perf_counter()
+        batch = np.concatenate([center_crop(r.patches, m.patch_size) for r in results if r.n_nuclei])
+        out = validate_output(m.predict(batch), total, m.name)
+        dt = time.perf_counter() - t
+        rows = out.detections["row"].to_numpy(np.int64)
+        for i, r in enumerate(results):
+            lo, hi = int(bounds[i]), int(bounds[i + 1])
+            if hi == lo:
+                part = _empty_output()
+            else:
+                sel = (rows >= lo) & (rows < hi)
+                det = out.detections[sel].copy()
+                det["row"] = det["row"].to_numpy(np.int64) - lo
+                part = ModelOutput(out.table.iloc[lo:hi].reset_index(drop=True), out.embeddings[lo:hi],
+                                   det.reset_index(drop=True))
+            part.seconds = dt * (hi - lo) / total
+            r.outputs[m.name] = part
+            r.seconds[m.name] = part.seconds
+
+
 def process_scan(
     path: str | Path,
     models: Sequence[ScoringModel] = (),
@@ -284,23 +410,16 @@ def process_scan(
     patch_size: int | None = None,
     max_pixels: int = 64_000_000,
     acquisition: dict | None = None,
-    progress: bool = False,
 ) -> ScanResult:
-    """Read, segment, cut patches and score one scan.
+    """Read, segment, cut patches and score one scan: :func:`prepare_scan` then :func:`score_scans`.
 
     Args:
         path: scan file (TIFF/PNG/JPEG).
         models: models to run; each sees patches of its own ``patch_size`` (center crops
             of one extraction at the largest size).
-        channel_map: ``genuine_core.io.ChannelMap`` (None: RGB for 3-channel images).
-        backend: segmentation backend (None: the default).
-        segment_kwargs: extra keyword arguments for ``segment`` (``model_path``, ``diameter``).
-        segmenter: replaces ``segment`` entirely: ``image (H, W, 3) -> masks (H, W) int``.
         patch_size: patch side when no model is given (default :data:`DEFAULT_PATCH_SIZE`);
             with models, the largest model patch size is used.
-        max_pixels: refuse larger images (checked before decoding).
-        acquisition: free-form acquisition metadata recorded with the scan.
-        progress: show a per-scan tqdm bar over the stages.
+        other args: see :func:`prepare_scan`.
 
     Returns:
         ScanResult (may hold zero nuclei).
@@ -309,85 +428,14 @@ def process_scan(
         InputError: the file cannot be read or is not a usable scan.
         RuntimeError: a model returned malformed output.
     """
-    from tqdm.auto import tqdm
-
-    from genuine_core.io import read_scan
-    from genuine_core.patches import extract_patches
-
-    stages = ["read", "segment", "patches"] + [m.name for m in models]
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique, got {names}")
-    bar = tqdm(total=len(stages), desc=Path(path).name, leave=False, disable=not progress, unit="step")
-    seconds: dict[str, float] = {}
-    try:
-        t = time.perf_counter()
-        scan = read_scan(path, channel_map=channel_map, max_pixels=max_pixels)
-        seconds["read"] = time.perf_counter() - t
-        bar.update()
-
-        t = time.perf_counter()
-        seg_info: dict[str, Any] = {}
-        if segmenter is not None:
-            masks = segmenter(scan.image)
-            seg_info["backend"] = getattr(segmenter, "__name__", "custom")
-        else:
-            from genuine_core import segmentation
-
-            kwargs = dict(segment_kwargs or {})
-            if backend is not None:
-                kwargs["backend"] = backend
-            masks = segmentation.segment(scan.image, **kwargs)
-            seg_info["backend"] = backend or getattr(segmentation, "DEFAULT_BACKEND", "default")
-            seg_info.update({k: (str(v) if isinstance(v, Path) else v) for k, v in kwargs.items() if k != "backend"})
-        masks = np.asarray(masks)
-        if masks.shape != scan.image.shape[:2]:
-            raise RuntimeError(f"segmenter returned masks {masks.shape} for an image {scan.image.shape[:2]}")
-        masks = masks.astype(np.int32, copy=False)
-        seconds["segment"] = time.perf_counter() - t
-        bar.update()
-
-        t = time.perf_counter()
-        size = max([m.patch_size for m in models], default=patch_size or DEFAULT_PATCH_SIZE)
-        ps = extract_patches(scan.image, masks, size=size, scan_id=scan.sha256[:12])
-        nuclei = ps.table.drop(columns=["scan_id", "y0", "x0"]).rename(columns={"nucleus_id": "mask_label"})
-        nuclei = nuclei.reset_index(drop=True)
-        seconds["patches"] = time.perf_counter() - t
-        bar.update()
-
-        outputs: dict[str, ModelOutput] = {}
-        n = len(nuclei)
-        for m in models:
-            t = time.perf_counter()
-            if n == 0:
-                out = ModelOutput(pd.DataFrame({c: pd.Series(dtype="float64") for c in PREDICTION_COLUMNS}),
-                                  np.zeros((0, 0), np.float32),
-                                  pd.DataFrame({c: pd.Series(dtype="float64") for c in DETECTION_COLUMNS}))
-            else:
-                out = validate_output(m.predict(center_crop(ps.patches, m.patch_size)), n, m.name)
-            out.seconds = time.perf_counter() - t
-            seconds[m.name] = out.seconds
-            outputs[m.name] = out
-            bar.update()
-    finally:
-        bar.close()
-
-    cmap = scan.channel_map
-    info = {
-        "file_name": Path(path).name,
-        "path": str(Path(path).resolve()),
-        "sha256": scan.sha256,
-        "height": int(scan.image.shape[0]),
-        "width": int(scan.image.shape[1]),
-        "source_shape": [int(s) for s in scan.source_shape],
-        "source_dtype": str(scan.source_dtype),
-        "channel_map": dataclasses.asdict(cmap) if dataclasses.is_dataclass(cmap) else dict(cmap),
-        "acquisition": dict(acquisition or {}),
-        "segmentation": seg_info,
-    }
-    return ScanResult(info=info, masks=masks, nuclei=nuclei, patches=ps.patches, patch_size=size,
-                      n_border_skipped=int(ps.n_border_skipped), outputs=outputs,
-                      preview=display_image(scan.image), seconds=seconds)
+    size = max([m.patch_size for m in models], default=patch_size or DEFAULT_PATCH_SIZE)
+    result = prepare_scan(path, size, channel_map=channel_map, backend=backend, segment_kwargs=segment_kwargs,
+                          segmenter=segmenter, max_pixels=max_pixels, acquisition=acquisition)
+    score_scans([result], models)
+    return result
 
 
 # -- ground truth for synthetic scans ------------------------------------------------------

@@ -1,9 +1,11 @@
 """Ingest: scan files in, one committed transaction per scan out.
 
-For each file: hash it (a scan already stored is skipped with a message), run
-``genuine_core.pipeline.process_scan`` (read, segment, patches, every model), then
-``store.scans.write_scan_result`` in one transaction. A file that fails is reported
-and skipped; the rest of the batch goes on. Synthetic benchmark fields additionally
+For each file: hash it (a scan already stored is skipped with a message), read,
+segment and cut patches (``genuine_core.pipeline.prepare_scan``), score with every
+model (``score_scans``; the nuclei of a few consecutive small scans share one
+``predict`` call per model, which saves the models' per-call overhead), then write the
+scan with ``store.scans.write_scan_result`` in its own transaction. A file that fails
+is reported and skipped; the rest of the batch goes on. Synthetic benchmark fields additionally
 get their ground truth: segmented nuclei are matched to ground-truth nuclei by mask
 overlap and carry the generator's auto and true labels.
 """
@@ -21,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from genuine_core.errors import GenuineError, InputError
-from genuine_core.pipeline import (ScanResult, ScoringModel, load_model, match_truth, model_folders,
-                                   process_scan, sha256_file)
+from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel, load_model, match_truth,
+                                   model_folders, prepare_scan, score_scans, sha256_file)
 from store import registry, samples
 from store.db import Store
 from store.scans import scan_by_sha, write_scan_result
@@ -116,45 +118,138 @@ def _auto_labels(result: ScanResult, genotype: str | None) -> pd.DataFrame | Non
                          "label": label, "source": "genotype"})
 
 
-def _ingest_one(store: Store, path: Path, sample_id: int, genotype: str | None, models: Sequence[ScoringModel],
-                model_ids: dict[str, int], process_kwargs: dict, truth_fn=None, split: str | None = None,
-                acquisition: dict | None = None) -> FileOutcome:
-    t0 = time.perf_counter()
-    name = str(path)
-    try:
-        sha = sha256_file(path)
-        known = scan_by_sha(store, sha)
-        if known:
-            return FileOutcome(name, "duplicate", f"already stored as scan {known['id']} in sample "
-                               f"{known['sample']!r} (same sha256); nothing written", known["id"])
-        result = process_scan(path, models, acquisition=acquisition, **process_kwargs)
-        labels = _auto_labels(result, genotype)
-        truth = None
-        if truth_fn is not None:
-            truth, truth_labels = truth_fn(result)
-            if labels is not None:  # the generator's per-nucleus auto label wins where matched
-                matched = truth_labels.loc[truth_labels["kind"] == "auto", "mask_label"]
-                labels = labels[~labels["mask_label"].isin(matched)]
-            labels = pd.concat([x for x in (labels, truth_labels) if x is not None], ignore_index=True)
-        t_write = time.perf_counter()
-        scan_id = write_scan_result(store, sample_id, result, model_ids, labels=labels, truth=truth, split=split)
-        stages = dict(result.seconds, write=time.perf_counter() - t_write)
-    except GenuineError as exc:
-        return FileOutcome(name, "failed", str(exc), seconds=time.perf_counter() - t0)
-    except Exception as exc:  # a bug or an unexpected library error: report, keep the batch going
-        logger.exception("ingest of %s failed", name)
-        return FileOutcome(name, "failed", f"unexpected error: {type(exc).__name__}: {exc}",
-                           seconds=time.perf_counter() - t0)
-    dt = time.perf_counter() - t0
-    if scan_id is None:
-        return FileOutcome(name, "duplicate", "stored meanwhile by another writer; nothing written", seconds=dt)
-    msg = f"scan {scan_id}: {result.n_nuclei} nuclei ({result.n_border_skipped} at the border skipped), " \
-          f"{len(models)} models, {dt:.1f} s"
-    return FileOutcome(name, "stored", msg, scan_id, result.n_nuclei, dt, stages)
+#: nuclei gathered from consecutive scans before the models run on them together
+BATCH_NUCLEI = 192
+#: at most this many scans per model call
+BATCH_SCANS = 16
 
 
-def _register(store: Store, models: Sequence[ScoringModel]) -> dict[str, int]:
-    return {m.name: registry.register_model(store, m) for m in models}
+@dataclass
+class _Item:
+    """One file to ingest and where it goes."""
+
+    index: int
+    path: Path
+    sample_id: int
+    genotype: str | None
+    truth_fn: Callable | None = None
+    split: str | None = None
+    acquisition: dict | None = None
+
+
+def _failed(item: _Item, exc: Exception, t0: float) -> FileOutcome:
+    if isinstance(exc, GenuineError):
+        msg = str(exc)
+    else:  # a bug or an unexpected library error: report it, keep the batch going
+        logger.error("ingest of %s failed", item.path, exc_info=exc)
+        msg = f"unexpected error: {type(exc).__name__}: {exc}"
+    return FileOutcome(str(item.path), "failed", msg, seconds=time.perf_counter() - t0)
+
+
+class _Batcher:
+    """Prepares files one by one, scores them in batches, writes each in its own transaction."""
+
+    def __init__(self, store: Store, models: Sequence[ScoringModel], prepare_kwargs: dict, progress: bool,
+                 desc: str, total: int):
+        from tqdm.auto import tqdm
+
+        self.store, self.models, self.kwargs = store, list(models), prepare_kwargs
+        self.model_ids = {m.name: registry.register_model(store, m) for m in models}
+        self.patch_size = max([m.patch_size for m in models], default=DEFAULT_PATCH_SIZE)
+        self.pending: list[tuple[_Item, ScanResult, float]] = []
+        self.pending_sha: set[str] = set()
+        self.outcomes: list[tuple[int, FileOutcome]] = []
+        self.bar = tqdm(total=total, desc=desc, unit="scan", disable=not progress)
+        self.stage = tqdm(total=len(self.models), desc="models", unit="model", leave=False, disable=not progress)
+
+    def add(self, item: _Item) -> None:
+        """Hash, check, prepare one file; score and write when a batch is full."""
+        t0 = time.perf_counter()
+        try:
+            sha = sha256_file(item.path)
+            known = scan_by_sha(self.store, sha)
+            if known or sha in self.pending_sha:
+                where = (f"scan {known['id']} in sample {known['sample']!r}" if known
+                         else "an earlier file of this batch")
+                self._done(item, FileOutcome(str(item.path), "duplicate", f"already stored as {where} "
+                                             "(same sha256); nothing written", known["id"] if known else None))
+                return
+            self.bar.set_postfix_str(f"reading {item.path.name}")
+            result = prepare_scan(item.path, self.patch_size, acquisition=item.acquisition, **self.kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported per file
+            self._done(item, _failed(item, exc, t0))
+            return
+        self.pending.append((item, result, time.perf_counter() - t0))
+        self.pending_sha.add(result.info["sha256"])
+        if sum(r.n_nuclei for _, r, _ in self.pending) >= BATCH_NUCLEI or len(self.pending) >= BATCH_SCANS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Score the pending scans together, then write each in its own transaction."""
+        batch, self.pending, self.pending_sha = self.pending, [], set()
+        if not batch:
+            return
+        results = [r for _, r, _ in batch]
+        self.stage.reset(total=len(self.models))
+        try:
+            for m in self.models:
+                self.stage.set_description_str(f"{m.name} on {sum(r.n_nuclei for r in results)} nuclei")
+                score_scans(results, [m])
+                self.stage.update()
+        except Exception:  # noqa: BLE001 - find the file the models choke on: score one at a time
+            kept = []
+            for item, result, prep in batch:
+                result.outputs.clear()
+                try:
+                    score_scans([result], self.models)
+                    kept.append((item, result, prep))
+                except Exception as exc:  # noqa: BLE001
+                    self._done(item, _failed(item, exc, time.perf_counter() - prep))
+            batch = kept
+        for item, result, prep in batch:
+            self._write(item, result, prep)
+
+    def _write(self, item: _Item, result: ScanResult, prep_seconds: float) -> None:
+        t0 = time.perf_counter()
+        try:
+            labels = _auto_labels(result, item.genotype)
+            truth = None
+            if item.truth_fn is not None:
+                truth, truth_labels = item.truth_fn(result)
+                if labels is not None:  # the generator's per-nucleus auto label wins where matched
+                    matched = truth_labels.loc[truth_labels["kind"] == "auto", "mask_label"]
+                    labels = labels[~labels["mask_label"].isin(matched)]
+                labels = pd.concat([x for x in (labels, truth_labels) if x is not None], ignore_index=True)
+            scan_id = write_scan_result(self.store, item.sample_id, result, self.model_ids, labels=labels,
+                                        truth=truth, split=item.split)
+        except Exception as exc:  # noqa: BLE001 - reported per file
+            self._done(item, _failed(item, exc, t0))
+            return
+        write = time.perf_counter() - t0
+        seconds = prep_seconds + sum(result.seconds.get(m.name, 0.0) for m in self.models) + write
+        if scan_id is None:
+            self._done(item, FileOutcome(str(item.path), "duplicate",
+                                         "stored meanwhile by another writer; nothing written", seconds=seconds))
+            return
+        msg = (f"scan {scan_id}: {result.n_nuclei} nuclei ({result.n_border_skipped} at the border skipped), "
+               f"{len(self.models)} models, {seconds:.1f} s")
+        self._done(item, FileOutcome(str(item.path), "stored", msg, scan_id, result.n_nuclei, seconds,
+                                     dict(result.seconds, write=write)))
+
+    def _done(self, item: _Item, outcome: FileOutcome) -> None:
+        self.outcomes.append((item.index, outcome))
+        if outcome.status == "failed":
+            logger.warning("skipped %s: %s", item.path, outcome.message)
+        self.bar.update()
+        self.bar.set_postfix(nuclei=sum(o.n_nuclei for _, o in self.outcomes if o.status == "stored"),
+                             failed=sum(o.status == "failed" for _, o in self.outcomes))
+
+    def finish(self) -> list[FileOutcome]:
+        """Flush the last batch; the outcomes in input order."""
+        self.flush()
+        self.stage.close()
+        self.bar.close()
+        return [o for _, o in sorted(self.outcomes, key=lambda x: x[0])]
 
 
 def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: str | None = None,
@@ -173,30 +268,20 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
         channel_map: ``genuine_core.io.ChannelMap`` for the files (None: RGB).
         backend, segment_kwargs, segmenter: segmentation settings (see ``process_scan``).
         acquisition: metadata recorded with every scan.
-        progress: tqdm bars (overall and per scan).
+        progress: tqdm bars (overall per scan, and the models' progress on each batch).
         place_umap: place the new nuclei on every fitted UMAP afterwards.
 
     Returns:
         IngestReport (one outcome per file, in order).
     """
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     sid = samples.ensure_sample(store, sample, kind, expected, genotype)
     genotype = samples.get_sample(store, sample)["genotype"]
-    model_ids = _register(store, models)
-    kwargs = dict(channel_map=channel_map, backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter,
-                  progress=progress)
-    report = IngestReport()
-    bar = tqdm(list(paths), desc=f"ingest {sample}", unit="scan", disable=not progress)
-    for p in bar:
-        outcome = _ingest_one(store, Path(p), sid, genotype, models, model_ids, kwargs, acquisition=acquisition)
-        report.outcomes.append(outcome)
-        bar.set_postfix(nuclei=report.n_nuclei, failed=report.count("failed"))
-        if outcome.status == "failed":
-            logger.warning("skipped %s: %s", p, outcome.message)
-    bar.close()
-    report.seconds = time.perf_counter() - t0
+    kwargs = dict(channel_map=channel_map, backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter)
+    batcher = _Batcher(store, models, kwargs, progress, f"ingest {sample}", len(paths))
+    for i, p in enumerate(paths):
+        batcher.add(_Item(i, Path(p), sid, genotype, acquisition=acquisition))
+    report = IngestReport(batcher.finish(), time.perf_counter() - t0)
     if place_umap and report.count("stored"):
         _place_on_umaps(store, [m.name for m in models])
     return report
@@ -360,8 +445,6 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
         samples_filter: only these sample names.
         other args: as :func:`ingest_files`.
     """
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     bench = Path(bench_dir)
     fields = benchmark_fields(bench)
@@ -373,12 +456,10 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
         fields = fields.groupby(["sample", "split"], sort=False).head(max_fields_per_sample)
     nuclei = pd.read_parquet(bench / "nuclei.parquet")
     by_field = dict(tuple(nuclei.groupby("field_id", sort=False)))
-    model_ids = _register(store, models)
-    kwargs = dict(backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter, progress=progress)
     config = _read_json_file(bench / "config.json")
-    report = IngestReport()
-    bar = tqdm(fields.to_dict("records"), desc=f"ingest {bench.name}", unit="scan", disable=not progress)
-    for f in bar:
+    kwargs = dict(backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter)
+    batcher = _Batcher(store, models, kwargs, progress, f"ingest {bench.name}", len(fields))
+    for i, f in enumerate(fields.to_dict("records")):
         sid = samples.ensure_sample(store, f["sample"], f["kind"], None if pd.isna(f["expected_mna"]) else
                                     float(f["expected_mna"]), f["genotype"])
         gt_nuclei = by_field.get(f["field_id"], pd.DataFrame(columns=["nucleus_id", "auto_label", "true_label"]))
@@ -387,12 +468,8 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
             return truth_tables(result, _read_gt_masks(_f["masks_path"]), _gt, min_iou)
 
         acquisition = {"benchmark": bench.name, "field_id": f["field_id"], "seed": config.get("seed")}
-        outcome = _ingest_one(store, Path(f["path"]), sid, f["genotype"], models, model_ids, kwargs,
-                              truth_fn=truth_fn, split=f["split"], acquisition=acquisition)
-        report.outcomes.append(outcome)
-        bar.set_postfix(nuclei=report.n_nuclei, failed=report.count("failed"))
-    bar.close()
-    report.seconds = time.perf_counter() - t0
+        batcher.add(_Item(i, Path(f["path"]), sid, f["genotype"], truth_fn, f["split"], acquisition))
+    report = IngestReport(batcher.finish(), time.perf_counter() - t0)
     if place_umap and report.count("stored"):
         _place_on_umaps(store, [m.name for m in models])
     return report

@@ -164,3 +164,27 @@ def test_model_folders_skip_other_folders(tmp_path):
     assert pipeline.model_folders(tmp_path) == [good]
     assert pipeline.model_folders(good) == [good]
     assert pipeline.model_folders(tmp_path / "absent") == []
+
+
+def test_scoring_scans_together_equals_one_by_one(tmp_path):
+    """Batching nuclei of several scans into one model call must not change any scan's output."""
+    from conftest import make_toy_scan
+
+    paths = []
+    for seed in (1, 2, 3):
+        p = tmp_path / f"s{seed}.tif"
+        write_scan_tiff(p, make_toy_scan(seed=seed).image)
+        paths.append(p)
+    models = [fake_model("a", patch_size=48), fake_model("b", bias=1.0, patch_size=32)]
+    together = [pipeline.prepare_scan(p, 48, segmenter=threshold_segmenter) for p in paths]
+    together.insert(1, pipeline.prepare_scan(paths[0], 48, segmenter=lambda img: np.zeros(img.shape[:2], np.int32)))
+    pipeline.score_scans(together, models)
+    for r in together:
+        alone = pipeline.process_scan(r.info["path"], models, segmenter=threshold_segmenter
+                                      if r.n_nuclei else (lambda img: np.zeros(img.shape[:2], np.int32)))
+        for m in ("a", "b"):
+            pd.testing.assert_frame_equal(r.outputs[m].table, alone.outputs[m].table)
+            if r.n_nuclei:
+                assert np.array_equal(r.outputs[m].embeddings, alone.outputs[m].embeddings)
+            pd.testing.assert_frame_equal(r.outputs[m].detections, alone.outputs[m].detections, check_dtype=False)
+    assert sum(r.n_nuclei for r in together) > 6 and together[1].n_nuclei == 0
