@@ -101,13 +101,14 @@ def _primary_model(models: list[str], kinds: dict[str, str]) -> str:
 
 
 def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.DataFrame:
-    """One row per sample: the primary model's call and numbers first, then every other model's MNA %."""
+    """One row per sample: the primary model's call, QC flags and numbers first, then every other model's MNA %."""
     first = summary.drop_duplicates("sample").set_index("sample")
     out = pd.DataFrame(index=pd.Index(sorted(summary["sample"].unique()), name="Sample"))
     prim = summary[summary["model"] == primary].set_index("sample").reindex(out.index)
     out["Kind"] = first["sample_kind"]
     out["Nuclei scored"] = prim["n_scored"]
     out["Call"] = prim["call"]
+    out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
     for model in [primary] + [m for m in models if m != primary]:
         m = summary[summary["model"] == model].set_index("sample").reindex(out.index)
         out[f"{model} MNA %"] = m["mna_pct"]
@@ -117,7 +118,6 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.Dat
             out["Corrected %"] = prim["corrected_pct"]
             out["Expected %"] = first["expected_pct"]
             out["Deviation (pp)"] = prim["deviation_pp"]
-    out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
     return out.reset_index()
 
 

@@ -31,27 +31,35 @@ PRESET_EPOCHS = {"cpu": 30, "tiny": 3, "paper": 200}
 
 
 # ----------------------------------------------------------------------------- display helpers
+def _fmt(x) -> str:
+    """Numbers to 4 significant digits, lists element-wise, everything else as text."""
+    if isinstance(x, bool) or x is None:
+        return str(x)
+    if isinstance(x, float):
+        return f"{x:.4g}" if math.isfinite(x) else str(x)
+    if isinstance(x, list):
+        return ", ".join(_fmt(v) for v in x)
+    return str(x)
+
+
 def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
-    """Turn a nested ``metrics.json`` into tables: the scalars of each section as one row (a column
-    per metric), lists of records as their own table. Keys are section paths (``"metrics"`` for
-    top-level scalars)."""
+    """Turn a nested ``metrics.json`` into tables: the scalars (and short lists) of each section as
+    one row with a column per metric, lists of records as their own table. Keys are section paths
+    (``"metrics"`` for the top level, which comes first)."""
     tables: dict[str, pd.DataFrame] = {}
 
-    def walk(node, path: str) -> None:
-        scalars = {}
+    def walk(node: dict, path: str) -> None:
+        scalars = {k: v for k, v in node.items()
+                   if isinstance(v, (int, float, str, bool)) or v is None
+                   or (isinstance(v, list) and len(v) <= 12 and not any(isinstance(r, dict) for r in v))}
+        if scalars:
+            tables[path or "metrics"] = pd.DataFrame([{str(k): _fmt(v) for k, v in scalars.items()}])
         for k, v in node.items():
             sub = f"{path}/{k}" if path else str(k)
             if isinstance(v, dict):
                 walk(v, sub)
             elif isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
                 tables[sub] = pd.DataFrame(v)
-            elif isinstance(v, (int, float, str, bool)) or v is None:
-                scalars[k] = v
-            elif isinstance(v, list) and len(v) <= 12:
-                scalars[k] = ", ".join(map(str, v))
-        if scalars:  # one row, one column per metric
-            tables[path or "metrics"] = pd.DataFrame([{k: f"{x:.4g}" if isinstance(x, float) and math.isfinite(x)
-                                                       else str(x) for k, x in scalars.items()}])
 
     walk(metrics or {}, "")
     return tables

@@ -184,7 +184,7 @@ def predictions_panel(preds: pd.DataFrame) -> None:
         st.caption("No predictions.")
         return
     view = pd.DataFrame({
-        "Model": preds["model"] + " (" + preds["kind"] + ")", "P(MNA)": preds["prob_calibrated"].astype(float),
+        "Model": preds["model"], "P(MNA)": preds["prob_calibrated"].astype(float),
         "Call": preds["call"].map(_label), "Unc.": preds["uncertainty"].astype(float),
         "NMI": preds["det_nmi"], "MYCN": preds["det_mycn"], "Clust.": preds["det_cluster"],
     })
