@@ -96,6 +96,17 @@ def test_every_page_shows_the_empty_state_without_a_store(page, tmp_path, monkey
     assert not (tmp_path / "missing.duckdb").exists()  # looking never creates a store
 
 
+@pytest.mark.parametrize("page", ["cases", "review", "embeddings", "probe", "models"])
+def test_every_page_shows_the_empty_state_on_an_empty_store(page, tmp_path, monkeypatch):
+    from store.db import open_store
+
+    path = tmp_path / "empty.duckdb"
+    open_store(path).close()  # schema only, no samples or models
+    monkeypatch.setenv("GENUINE_DB", str(path))
+    at = open_page(page)
+    assert "Nothing here yet" in texts(at)
+
+
 # ----------------------------------------------------------------------------- cases
 def test_cases_table_has_every_sample_with_its_nucleus_count(store_copy):
     _, counts = store_copy
@@ -257,6 +268,8 @@ def test_ingest_stores_a_good_scan_and_reports_a_bad_one(store_copy):
     assert not at.exception, [e.value for e in at.exception]
     assert any("new_case.tif" in s.value for s in at.success)
     assert any("broken.tif" in e.value and "not stored" in e.value for e in at.error)
+    links = at.get("page_link")
+    assert links and links[0].proto.label == "Open case NEW-CASE" and "case=NEW-CASE" in links[0].proto.query_string
     from store.db import open_store
     from store.samples import list_samples
 
@@ -342,3 +355,24 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
     assert "resnet-curated" in frame_with(at, "Model")["Model"].tolist()
     run_dir = next((path.parent / "store_files" / "runs").iterdir())
     assert (run_dir / "curated.npz").is_file() and (run_dir / "resnet-curated" / "history.json").is_file()
+
+
+@pytest.mark.slow
+def test_cases_on_the_demo_store_match_the_store_summaries(tmp_path, monkeypatch):
+    """When the demo store has been built, the Cases table shows its samples with the stored counts."""
+    from store.db import open_store
+    from store.summary import sample_summaries
+
+    demo = REPO / "demo" / "genuine_demo.duckdb"
+    if not demo.is_file():
+        pytest.skip(f"no demo store at {demo} (genuine demo --out {demo})")
+    path = _private_copy(demo, tmp_path, monkeypatch)
+    with open_store(path, read_only=True) as s:
+        summ = sample_summaries(s)
+    at = open_page("cases")
+    primary = at.selectbox(key="cases_primary").value
+    table = frame_with(at, "Sample").set_index("Sample")
+    want = summ[summ["model"] == primary].set_index("sample")
+    assert sorted(table.index) == sorted(summ["sample"].unique())
+    assert table["Nuclei scored"].to_dict() == want["n_scored"].to_dict()
+    assert table["Call"].to_dict() == want["call"].to_dict()
