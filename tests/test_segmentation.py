@@ -130,6 +130,19 @@ def test_evaluate_segmenter_pools_counts_over_fields(toy_scan):
     assert half["f1"] == pytest.approx(2 * 5 / (2 * 5 + 5))
 
 
+def test_drop_dim_objects_and_keep_labels():
+    from genuine_core.segmentation.watershed import drop_dim_objects, keep_labels
+
+    labels = np.array([[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 0, 0]], np.int32)
+    fg = np.array([[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]], bool)
+    out = drop_dim_objects(labels, fg, 0.5)  # 1: 4/4, 2: 1/4, 3: 0/2 in the foreground
+    assert out.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0]]
+    assert drop_dim_objects(labels, fg, 0.25).max() == 2
+    assert drop_dim_objects(labels, fg, 0.0) is labels
+    assert keep_labels(labels, np.array([False, False, True, True])).tolist() == [[0, 0, 1, 1], [0, 0, 1, 1],
+                                                                                   [2, 2, 0, 0]]
+
+
 def test_touching_pairs():
     m = np.array([[1, 1, 2, 0], [3, 3, 2, 0], [0, 0, 0, 4]], np.int32)
     assert touching_pairs(m).tolist() == [[1, 2], [1, 3], [2, 3]]

@@ -46,6 +46,26 @@ class WatershedConfig:
             raise ValueError(f"threshold_scale must be in (0, 10), got {self.threshold_scale}")
 
 
+def otsu_foreground(dapi: np.ndarray, sigma: float = 2.0, scale: float = 1.0) -> np.ndarray:
+    """(H, W) bool: smoothed DAPI above ``scale`` x its Otsu threshold (all False for a constant image)."""
+    from skimage.filters import threshold_otsu
+
+    img = ndimage.gaussian_filter(np.asarray(dapi, np.float32), max(sigma, 0.5))
+    if float(img.max()) <= float(img.min()):
+        return np.zeros(img.shape, bool)
+    return img > threshold_otsu(img) * scale
+
+
+def drop_dim_objects(labels: np.ndarray, foreground: np.ndarray, min_fraction: float) -> np.ndarray:
+    """Remove labels with less than ``min_fraction`` of their pixels in ``foreground``; renumber 1..N."""
+    n = int(labels.max())
+    if n == 0 or min_fraction <= 0:
+        return labels
+    area = np.bincount(labels.ravel(), minlength=n + 1)
+    inside = np.bincount(labels.ravel(), weights=foreground.ravel().astype(np.float64), minlength=n + 1)
+    return keep_labels(labels, inside >= min_fraction * np.maximum(area, 1))
+
+
 def segment_watershed(dapi: np.ndarray, config: WatershedConfig = WatershedConfig()) -> np.ndarray:
     """Segment nuclei in a DAPI image.
 
@@ -62,29 +82,24 @@ def segment_watershed(dapi: np.ndarray, config: WatershedConfig = WatershedConfi
         (H, W) int32 instance labels 1..N, 0 = background.
     """
     from skimage.feature import peak_local_max
-    from skimage.filters import threshold_otsu
     from skimage.segmentation import watershed
 
     d = config.diameter
     raw = np.asarray(dapi, np.float32)
     if raw.ndim != 2:
         raise ValueError(f"dapi must be (H, W), got {raw.shape}")
-    img = ndimage.gaussian_filter(raw, max(config.smooth * d, 0.5))
-    if float(img.max()) <= float(img.min()):
-        return np.zeros(img.shape, np.int32)
-    fg = img > threshold_otsu(img) * config.threshold_scale
+    fg = otsu_foreground(raw, config.smooth * d, config.threshold_scale)
+    if not fg.any():
+        return np.zeros(raw.shape, np.int32)
     fg = ndimage.binary_opening(fg, structure=np.ones((3, 3), bool))
     fg = ndimage.binary_fill_holes(fg)
     min_area = config.min_area * np.pi * (d / 2) ** 2
-    comps, n = ndimage.label(fg)
+    comps = ndimage.label(fg)[0]
+    comps = keep_labels(comps, np.bincount(comps.ravel()) >= min_area)  # drop specks
+    n = int(comps.max())
     if n == 0:
-        return np.zeros(img.shape, np.int32)
-    big = np.bincount(comps.ravel()) >= min_area
-    big[0] = False
-    fg = big[comps]
-    comps, n = ndimage.label(fg)
-    if n == 0:
-        return np.zeros(img.shape, np.int32)
+        return np.zeros(raw.shape, np.int32)
+    fg = comps > 0
 
     dist = ndimage.distance_transform_edt(fg).astype(np.float32)
     shape = np.clip(dist / (d / 2), 0, 1) ** config.shape_weight
@@ -93,7 +108,7 @@ def segment_watershed(dapi: np.ndarray, config: WatershedConfig = WatershedConfi
     relief = ndimage.gaussian_filter(shape * relief, 1.0)
     peaks = peak_local_max(relief, min_distance=max(int(config.min_distance * d), 1), labels=comps,
                            exclude_border=False)
-    markers = np.zeros(img.shape, np.int32)
+    markers = np.zeros(raw.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
     # every component gets at least one seed (at its highest point)
     have = np.zeros(n + 1, bool)
@@ -104,12 +119,13 @@ def segment_watershed(dapi: np.ndarray, config: WatershedConfig = WatershedConfi
             markers[y, x] = k
     labels = watershed(-relief, markers, mask=fg).astype(np.int32)
     # drop fragments left too small by the split, then renumber 1..N
-    areas = np.bincount(labels.ravel())
-    small = areas < min_area
-    small[0] = False
-    labels[small[labels]] = 0
-    keep = np.unique(labels)
-    keep = keep[keep > 0]
-    lut = np.zeros(labels.max() + 1, np.int32)
-    lut[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
+    return keep_labels(labels, np.bincount(labels.ravel()) >= min_area)
+
+
+def keep_labels(labels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Keep labels where ``keep[label]`` (indexed 0..max) is True, zero the rest, renumber 1..N in order."""
+    keep = np.asarray(keep, bool).copy()
+    keep[0] = False
+    lut = np.zeros(keep.size, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return lut[labels]
