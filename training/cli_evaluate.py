@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="instead of evaluating, merge evaluation.json files of earlier runs "
                              "(e.g. one per model, run in parallel) into one report")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a sentence for the report's Notes section (repeatable)")
     parser.add_argument("--shipped", default=None,
                         help="folder name of the model the acceptance targets apply to "
                              "(default: the GENUINE model with the largest beta)")
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 parts.append(json.loads(Path(path).read_text()))
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot read {path}: {exc}") from exc
-        results = merge_results(parts, args.shipped,
+        results = merge_results(parts, args.shipped, notes=args.note,
                                 command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
         paths = write_report(results, args.out)
         print(f"wrote {', '.join(str(p) for p in paths)}")
@@ -68,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--probe-n must be >= 1")
     results = evaluate(models, args.data, seed=args.seed, probes=not args.no_probes, shipped=args.shipped,
                        probe_n=args.probe_n, command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    results["notes"] = list(args.note)
     paths = write_report(results, args.out)
     print(f"wrote {', '.join(str(p) for p in paths)}")
     print(results.get("ordering", {}).get("sentence", ""))

@@ -295,9 +295,9 @@ def acceptance(results: list[dict[str, Any]], shipped: str | None) -> dict[str, 
     checks = [
         {"target": "ground-truth test accuracy >= 0.97", "value": m["test_truth"]["accuracy"],
          "ok": (m["test_truth"]["accuracy"] or 0) >= 0.97},
-        {"target": "mixture mean |pred - true| <= 3 pp", "value": summ.get("mad_true"),
+        {"target": "mixture mean abs(pred - true) <= 3 pp", "value": summ.get("mad_true"),
          "ok": summ.get("mad_true", 99) <= 3},
-        {"target": "no mixture |pred - true| > 6 pp", "value": summ.get("max_abs_true"),
+        {"target": "no mixture abs(pred - true) > 6 pp", "value": summ.get("max_abs_true"),
          "ok": summ.get("max_abs_true", 99) <= 6},
         {"target": "mean prediction crosses 0.5 between 7 and 9 MYCN (2 NMI)", "value": cross,
          "ok": cross is not None and 7 <= cross <= 9},
@@ -351,7 +351,7 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
 
 
 def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
-                  command: str | None = None) -> dict[str, Any]:
+                  command: str | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
     """Combine results of several ``evaluate`` runs on the same benchmark (e.g. one process per
     model, run in parallel) into one results dict with acceptance and ordering recomputed.
 
@@ -367,7 +367,7 @@ def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
     meta = dict(parts[0]["meta"])
     meta["command"] = command or meta.get("command")
     meta["merged_from"] = [p["meta"].get("command") for p in parts]
-    out = {"meta": meta, "models": models, "acceptance": acceptance(models, shipped)}
+    out = {"meta": meta, "models": models, "acceptance": acceptance(models, shipped), "notes": list(notes)}
     from training.report import ordering_sentence
 
     out["ordering"] = ordering_sentence(out)
