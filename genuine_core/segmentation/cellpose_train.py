@@ -49,7 +49,8 @@ class CellposeTrainConfig:
         bsize: crop side for training and tile side for inference.
         nimg_per_epoch: images drawn per epoch (one optimiser step per ``batch_size``).
         min_train_masks: cellpose drops training images with fewer masks than this.
-        save_every: keep a checkpoint every this many epochs (in ``<out>/checkpoints``).
+        save_every: write a checkpoint every this many epochs to ``<out>/checkpoints``
+            (removed once training finishes).
         threads: torch CPU threads (1 is faster than 2 on a busy 2-core machine).
     """
 
@@ -208,6 +209,7 @@ def train_cellpose(out_dir, config: CellposeTrainConfig = CellposeTrainConfig())
         bsize=config.bsize, nimg_per_epoch=min(config.nimg_per_epoch, config.n_fields),
     )
     shutil.copyfile(path, out / MODEL_FILE)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # kept only while training (crash recovery)
     t_train = time.perf_counter() - t1
 
     (out / "config.json").write_text(json.dumps(asdict(config) | {"cellpose": _cellpose_version()}, indent=2))
