@@ -1,10 +1,12 @@
 """Processing one scan: file in, tables out (no database here).
 
 :func:`process_scan` reads a scan, segments its nuclei, cuts patches and runs every
-model on them, returning a :class:`ScanResult` of plain NumPy/pandas data. Writing a
-result to the store is a separate step (``store.scans.write_scan_result``), so the
-same function can be mapped over thousands of files elsewhere (e.g. a Dask cluster
-writing Parquet partitions).
+model on them, returning a :class:`ScanResult` of plain NumPy/pandas data. It is
+:func:`prepare_scan` (read, segment, patches) followed by :func:`score_scans` (models;
+several small scans may share one call per model). Writing a result to the store is
+a separate step (``store.scans.write_scan_result``), so the same functions can be
+mapped over thousands of files elsewhere (e.g. a Dask cluster writing Parquet
+partitions).
 
 Models enter as :class:`ScoringModel` records: metadata plus a ``predict`` callable
 ``(N, 3, P, P) float32 -> Prediction`` (see ``genuine_core.inference``).
