@@ -2,8 +2,9 @@
 
 Serves ``app.py`` with ``streamlit run`` on a free localhost port against a fresh small
 store, opens every page and waits for its heading (and its main chart or table), makes
-one review decision through the UI, then stops the server and checks that the decision
-reached the store. Screenshots go to ``test-output/browser/``.
+one review decision with the mouse and one with the keyboard (plus an undo by key), then
+stops the server and checks that exactly those events reached the store. Screenshots go
+to ``test-output/browser/``.
 """
 
 from __future__ import annotations
@@ -155,6 +156,14 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
             mna.click()
             expect(page.get_by_text("recorded").first).to_be_visible(timeout=60_000)
             page.screenshot(path=str(OUT / "review_after_decision.png"))
+            # keyboard: N records non-MNA for the next nucleus, U undoes it
+            expect(nucleus).not_to_have_text(f"Nucleus {nid}", timeout=60_000)
+            page.get_by_role("heading", name="Review", level=1).click()  # focus away from the text inputs
+            page.keyboard.press("n")
+            expect(page.get_by_text("non-MNA recorded")).to_be_visible(timeout=60_000)
+            page.get_by_role("heading", name="Review", level=1).click()
+            page.keyboard.press("u")
+            expect(page.get_by_text("Undone").first).to_be_visible(timeout=60_000)
             assert not errors, errors
         finally:
             browser.close()
@@ -165,6 +174,7 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
 
     with open_store(db, read_only=True) as s:
         ev = audit_trail(s)
-    assert len(ev) == 1
-    assert ev.iloc[0]["reviewer"] == "Dr. Browser" and ev.iloc[0]["value"] == "1"
-    assert int(ev.iloc[0]["nucleus_id"]) == nid
+    assert ev["value"].tolist() == ["1", "0", "unset"]  # click MNA, key N, key U
+    assert set(ev["reviewer"]) == {"Dr. Browser"}
+    assert int(ev.iloc[0]["nucleus_id"]) == nid and ev.iloc[1]["nucleus_id"] != nid
+    assert ev.iloc[2]["undoes"] == ev.iloc[1]["event_id"]
