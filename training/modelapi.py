@@ -181,4 +181,4 @@ def tune_count_threshold(model, val) -> tuple[float, dict[str, float]]:
 def fit_ratio_threshold(model, patches: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Fit the ratio baseline's threshold and slope on (noisy) training labels."""
     t = model.fit_threshold(patches, labels)
-    return {"ratio_threshold": float(t), "slope": float(model.log_slope.exp())}
+    return {"ratio_threshold": float(t), "slope": float(model.log_slope.detach().exp())}

@@ -102,7 +102,7 @@ def _frozen_norm(module: torch.nn.Module):
 def detection_targets(data: DetectionData, idx) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Boxes and classes of rows ``idx`` as tensors."""
     boxes = [torch.from_numpy(np.asarray(data.boxes[i], np.float32).reshape(-1, 4)) for i in idx]
-    labels = [torch.from_numpy(np.asarray(data.classes[i], np.int64)) for i in idx]
+    labels = [torch.from_numpy(np.array(data.classes[i], np.int64)) for i in idx]
     return boxes, labels
 
 
