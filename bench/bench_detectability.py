@@ -17,7 +17,8 @@ Writes bench/results/detectability.json. The final detector training lives in
 ``training/``; this only compares architectures. Run from the repo root::
 
     python bench/bench_detectability.py                       # coverage only
-    python bench/bench_detectability.py --train --steps 300 --only r18_L12_w32_fpn32_h2
+    python bench/bench_detectability.py --train --steps 200 --batch 8 --train-fields 10 \
+        --only L12_a4-8_16-28_r3 L23_a6-12_20-32_r3 L12_a32_64_r3 --out bench/results/detectability_train.json
 """
 
 from __future__ import annotations
@@ -41,21 +42,23 @@ from genuine_core.synth import DEFAULT_LINES, make_field
 
 P = 96
 
-_S = dict(width=32, fpn_channels=32)  # anchor coverage does not depend on widths
+_S = dict(width=32, fpn_channels=32)  # cpu-preset widths; anchor coverage does not depend on them
+_R1, _R3 = (1.0,), (0.5, 1.0, 2.0)  # anchor aspect ratios
 CANDIDATES: dict[str, DetectorConfig] = {
-    # strides 4 + 8 (ResNet18 layers 1-2), small square anchors: the cpu preset's layout
-    "L12_a4-8_16-28": DetectorConfig(**_S, anchor_sizes=((4, 8), (16, 28))),
-    "L12_a4-6-8_12-18-26": DetectorConfig(**_S, anchor_sizes=((4, 6, 8), (12, 18, 26))),
-    "L12_a4-8_16-28_r3": DetectorConfig(**_S, anchor_sizes=((4, 8), (16, 28)), aspect_ratios=(0.5, 1.0, 2.0)),
-    "L12_a5-10_14-24_r3": DetectorConfig(**_S, anchor_sizes=((5, 10), (14, 24)), aspect_ratios=(0.5, 1.0, 2.0)),
+    # strides 4 + 8 (ResNet18 layers 1-2); "L12_a4-8_16-28_r3" is the cpu preset's detector
+    "L12_a4-8_16-28": DetectorConfig(**_S, anchor_sizes=((4, 8), (16, 28)), aspect_ratios=_R1),
+    "L12_a4-6-8_12-18-26": DetectorConfig(**_S, anchor_sizes=((4, 6, 8), (12, 18, 26)), aspect_ratios=_R1),
+    "L12_a4-8_16-28_r3": DetectorConfig(**_S, anchor_sizes=((4, 8), (16, 28)), aspect_ratios=_R3),
+    "L12_a5-10_14-24_r3": DetectorConfig(**_S, anchor_sizes=((5, 10), (14, 24)), aspect_ratios=_R3),
     # strides 8 + 16 (layers 2-3), the DESIGN.md starting point
-    "L23_a6-12_20-32": DetectorConfig(**_S, returned_layers=(2, 3), anchor_sizes=((6, 12), (20, 32))),
+    "L23_a6-12_20-32": DetectorConfig(**_S, returned_layers=(2, 3), anchor_sizes=((6, 12), (20, 32)),
+                                      aspect_ratios=_R1),
     "L23_a6-12_20-32_r3": DetectorConfig(**_S, returned_layers=(2, 3), anchor_sizes=((6, 12), (20, 32)),
-                                         aspect_ratios=(0.5, 1.0, 2.0)),
+                                         aspect_ratios=_R3),
     # stride 8 only (layer 2)
-    "L2_a6-12-24": DetectorConfig(**_S, returned_layers=(2,), anchor_sizes=((6, 12, 24),)),
+    "L2_a6-12-24": DetectorConfig(**_S, returned_layers=(2,), anchor_sizes=((6, 12, 24),), aspect_ratios=_R1),
     # torchvision-sized anchors (no small ones): what small anchors buy
-    "L12_a32_64": DetectorConfig(**_S, anchor_sizes=((32,), (64,))),
+    "L12_a32_64_r3": DetectorConfig(**_S, anchor_sizes=((32,), (64,)), aspect_ratios=_R3),
 }
 
 
