@@ -167,7 +167,7 @@ def anchor_coverage(det: SignalDetector, boxes, labels) -> dict:
         collide.append(shared)
         cls.append(lab)
     best_iou, n_pos, collide, cls = map(np.concatenate, (best_iou, n_pos, collide, cls))
-    out = {"n_anchors": int(len(anchors))}
+    out = {"n_anchors": len(anchors)}
     for c, name in ((1, "nmi"), (2, "mycn"), (3, "cluster")):
         m = cls == c
         out[f"iou50_{name}"] = float(np.mean(best_iou[m] >= 0.5))

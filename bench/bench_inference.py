@@ -33,8 +33,12 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from genuine_core.inference import predict
-from genuine_core.models import MODEL_KINDS, GenuineClassifier, build_model, preset_config
-
+from genuine_core.models import (
+    MODEL_KINDS,
+    GenuineClassifier,
+    build_model,
+    preset_config,
+)
 
 YARDSTICK_IDLE_PER_S = 210.0
 

@@ -28,7 +28,13 @@ from genuine_core.models import (
     preset_config,
     rule_logits,
 )
-from genuine_core.models.folder import CHECKSUM_FILE, CONFIG_FILE, LEGACY_WEIGHTS_FILE, WEIGHTS_FILE, sha256_file
+from genuine_core.models.folder import (
+    CHECKSUM_FILE,
+    CONFIG_FILE,
+    LEGACY_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    sha256_file,
+)
 from genuine_core.rules import is_amplified
 
 P = 32
@@ -95,8 +101,8 @@ def test_presets_match_the_paper_and_cpu_design():
 
 
 @pytest.mark.parametrize("bad", [
-    dict(kind="svm"), dict(threshold=1.5), dict(temperature=0.0), dict(top_k=0), dict(patch_size=8),
-    dict(dropout=1.0), dict(hidden=0), dict(detector_head="magic"),
+    {"kind": "svm"}, {"threshold": 1.5}, {"temperature": 0.0}, {"top_k": 0}, {"patch_size": 8},
+    {"dropout": 1.0}, {"hidden": 0}, {"detector_head": "magic"},
 ])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):

@@ -14,7 +14,12 @@ Public API::
 """
 
 from genuine_core.models.base import GenuineClassifier, ModelOutput
-from genuine_core.models.baselines import DetectorBaseline, RatioBaseline, ResNetBaseline, rule_logits
+from genuine_core.models.baselines import (
+    DetectorBaseline,
+    RatioBaseline,
+    ResNetBaseline,
+    rule_logits,
+)
 from genuine_core.models.config import (
     CLASS_NAMES,
     MODEL_KINDS,
@@ -24,9 +29,20 @@ from genuine_core.models.config import (
     ModelConfig,
     preset_config,
 )
-from genuine_core.models.detector import SignalDetector, count_detections, detections_to_features, freeze
+from genuine_core.models.detector import (
+    SignalDetector,
+    count_detections,
+    detections_to_features,
+    freeze,
+)
 from genuine_core.models.encoder import PatchEncoder
-from genuine_core.models.folder import folder_digest, load_model, read_config, save_model, verify_folder
+from genuine_core.models.folder import (
+    folder_digest,
+    load_model,
+    read_config,
+    save_model,
+    verify_folder,
+)
 from genuine_core.models.genuine import GenuineModel
 
 
@@ -36,8 +52,29 @@ def build_model(config: ModelConfig) -> GenuineClassifier:
 
 
 __all__ = [
-    "CLASS_NAMES", "MODEL_KINDS", "PRESETS", "DetectorConfig", "EncoderConfig", "ModelConfig", "preset_config",
-    "SignalDetector", "count_detections", "detections_to_features", "freeze", "PatchEncoder",
-    "GenuineClassifier", "ModelOutput", "GenuineModel", "ResNetBaseline", "DetectorBaseline", "RatioBaseline",
-    "rule_logits", "save_model", "load_model", "read_config", "verify_folder", "folder_digest", "build_model",
+    "CLASS_NAMES",
+    "MODEL_KINDS",
+    "PRESETS",
+    "DetectorBaseline",
+    "DetectorConfig",
+    "EncoderConfig",
+    "GenuineClassifier",
+    "GenuineModel",
+    "ModelConfig",
+    "ModelOutput",
+    "PatchEncoder",
+    "RatioBaseline",
+    "ResNetBaseline",
+    "SignalDetector",
+    "build_model",
+    "count_detections",
+    "detections_to_features",
+    "folder_digest",
+    "freeze",
+    "load_model",
+    "preset_config",
+    "read_config",
+    "rule_logits",
+    "save_model",
+    "verify_folder",
 ]

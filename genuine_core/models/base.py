@@ -57,7 +57,7 @@ class GenuineClassifier(nn.Module):
 
     kind: ClassVar[str] = ""
     has_detector: ClassVar[bool] = False
-    _registry: ClassVar[dict[str, type["GenuineClassifier"]]] = {}
+    _registry: ClassVar[dict[str, type[GenuineClassifier]]] = {}
 
     def __init_subclass__(cls, kind: str = "", **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -76,7 +76,7 @@ class GenuineClassifier(nn.Module):
 
     # ---------------------------------------------------------------- building
     @classmethod
-    def from_config(cls, config: ModelConfig) -> "GenuineClassifier":
+    def from_config(cls, config: ModelConfig) -> GenuineClassifier:
         """A freshly initialised model of ``config.kind``; weights depend only on ``config.seed``."""
         _import_kinds()
         if config.kind not in cls._registry:
@@ -86,7 +86,7 @@ class GenuineClassifier(nn.Module):
             return cls._registry[config.kind](config)
 
     @classmethod
-    def from_folder(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "GenuineClassifier":
+    def from_folder(cls, path: str | Path, map_location: str | torch.device = "cpu") -> GenuineClassifier:
         """Load any model kind from a model folder (checksums verified, no unpickling).
 
         Raises:
@@ -179,5 +179,5 @@ class GenuineClassifier(nn.Module):
 
 def _import_kinds() -> None:
     """Import the modules that register the model kinds."""
-    import genuine_core.models.baselines  # noqa: F401
+    import genuine_core.models.baselines
     import genuine_core.models.genuine  # noqa: F401

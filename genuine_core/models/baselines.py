@@ -19,7 +19,12 @@ from torch import nn
 from genuine_core.errors import InputError
 from genuine_core.models.base import GenuineClassifier
 from genuine_core.models.config import ModelConfig
-from genuine_core.models.detector import Detections, SignalDetector, count_detections, freeze
+from genuine_core.models.detector import (
+    Detections,
+    SignalDetector,
+    count_detections,
+    freeze,
+)
 from genuine_core.models.encoder import PatchEncoder
 from genuine_core.models.genuine import FrozenDetectorMixin
 from genuine_core.rules import MYCN_RULE, ProbeRule, is_amplified

@@ -268,7 +268,7 @@ class ModelConfig(_Replaceable):
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Rebuild from :meth:`to_dict` output. Unknown keys raise ``ValueError``."""
         if not isinstance(data, dict):
             raise ValueError("model config must be a JSON object")
@@ -282,7 +282,7 @@ class ModelConfig(_Replaceable):
         return cls(encoder=enc, detector=det, **data)
 
     @classmethod
-    def from_json(cls, text: str) -> "ModelConfig":
+    def from_json(cls, text: str) -> ModelConfig:
         """Parse JSON text (data only) into a validated config."""
         return cls.from_dict(json.loads(text))
 

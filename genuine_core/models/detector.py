@@ -10,8 +10,8 @@ sorted by decreasing score.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -22,7 +22,12 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
-from genuine_core.models.config import BOX_FEATURES, NUM_SIGNAL_CLASSES, DetectorConfig, _groupnorm_groups
+from genuine_core.models.config import (
+    BOX_FEATURES,
+    NUM_SIGNAL_CLASSES,
+    DetectorConfig,
+    _groupnorm_groups,
+)
 from genuine_core.models.trunk import ResNetTrunk, stage_channels
 
 Detections = list[dict[str, torch.Tensor]]
@@ -31,14 +36,14 @@ Detections = list[dict[str, torch.Tensor]]
 class _NoExtraLevels(ExtraFPNBlock):
     """FPN without extra pooled levels (torchvision adds a max-pool level by default)."""
 
-    def forward(self, results, x, names):  # noqa: D102 - torchvision hook
+    def forward(self, results, x, names):
         return results, names
 
 
 class _PatchTransform(GeneralizedRCNNTransform):
     """RetinaNet's input transform without resizing (normalise + batch only)."""
 
-    def resize(self, image, target=None):  # noqa: D102 - torchvision hook
+    def resize(self, image, target=None):
         return image, target
 
 

@@ -71,7 +71,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"metrics value of type {type(obj).__name__} is not JSON serialisable")
 
 
-def save_model(model: "GenuineClassifier", path: str | Path, metrics: dict[str, Any] | None = None) -> Path:
+def save_model(model: GenuineClassifier, path: str | Path, metrics: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as a self-contained model folder.
 
     Args:
@@ -208,7 +208,7 @@ def _read_weights(folder: Path, listed: dict[str, str]) -> dict[str, torch.Tenso
     return state
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> "GenuineClassifier":
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GenuineClassifier:
     """Rebuild any model kind from a folder written by :func:`save_model`.
 
     Args:

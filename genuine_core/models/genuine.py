@@ -13,7 +13,12 @@ from torch import nn
 
 from genuine_core.models.base import GenuineClassifier
 from genuine_core.models.config import ModelConfig
-from genuine_core.models.detector import Detections, SignalDetector, detections_to_features, freeze
+from genuine_core.models.detector import (
+    Detections,
+    SignalDetector,
+    detections_to_features,
+    freeze,
+)
 from genuine_core.models.encoder import PatchEncoder
 
 
@@ -28,7 +33,7 @@ class FrozenDetectorMixin:
         self.detector.eval()
         return self
 
-    def load_detector(self, source: "SignalDetector | GenuineClassifier | dict[str, torch.Tensor]") -> None:
+    def load_detector(self, source: SignalDetector | GenuineClassifier | dict[str, torch.Tensor]) -> None:
         """Copy detector weights from a trained detector, a model holding one, or a state dict.
 
         The detector configs must match (same architecture); it stays frozen.
