@@ -176,6 +176,10 @@ def test_scoring_scans_together_equals_one_by_one(tmp_path):
         write_scan_tiff(p, make_toy_scan(seed=seed).image)
         paths.append(p)
     models = [fake_model("a", patch_size=48), fake_model("b", bias=1.0, patch_size=32)]
+    seen = []
+    predict_a = models[0].predict
+    models[0].predict = lambda p: seen.append(len(p)) or predict_a(p)
+    models[0].batch_size = 16  # calls padded to a multiple of 8
     together = [pipeline.prepare_scan(p, 48, segmenter=threshold_segmenter) for p in paths]
     together.insert(1, pipeline.prepare_scan(paths[0], 48, segmenter=lambda img: np.zeros(img.shape[:2], np.int32)))
     pipeline.score_scans(together, models)
@@ -188,3 +192,4 @@ def test_scoring_scans_together_equals_one_by_one(tmp_path):
                 assert np.array_equal(r.outputs[m].embeddings, alone.outputs[m].embeddings)
             pd.testing.assert_frame_equal(r.outputs[m].detections, alone.outputs[m].detections, check_dtype=False)
     assert sum(r.n_nuclei for r in together) > 6 and together[1].n_nuclei == 0
+    assert all(n % 8 == 0 for n in seen) and seen[0] >= sum(r.n_nuclei for r in together)
