@@ -438,6 +438,7 @@ def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height:
             text=hover_sample, hovertemplate="nucleus %{customdata}<br>%{text}<br>" + colour
                                              + " %{marker.color:.2f}<extra></extra>",
             marker=dict(size=5, color=values, cmin=0, cmax=1, colorscale=PROB_COLORSCALE, opacity=0.85,
+                        line=dict(width=0.5, color="rgba(60,60,60,0.35)"),  # keeps ~0.5 (near white) visible
                         colorbar=dict(title=colour, thickness=12, len=0.6)),
             showlegend=False,
         ))

@@ -148,7 +148,7 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> str 
             format="%.1f", help="Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity"),
         "Call": st.column_config.TextColumn(help="MNA / heterogeneous MNA / non-MNA / not enough nuclei "
                                                  "(INRG consensus; see genuine_core.rules)"),
-        "QC flags": st.column_config.ListColumn(),
+        "QC flags": st.column_config.ListColumn(width="medium"),
     })
     st.caption(f"{len(view)} of {len(table)} samples · call, corrected estimate and deviation from **{primary}** · "
                "click a row to open the case")
