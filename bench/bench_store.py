@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--demo", type=Path, default=REPO / "demo" / "genuine_demo.duckdb", help="demo store")
     ap.add_argument("--models", nargs="+", type=Path, default=None, help="model folders (default shipped)")
-    ap.add_argument("--fields", type=int, default=8, help="synthetic fields in the ingest benchmark")
+    ap.add_argument("--fields", type=int, default=24, help="synthetic fields in the ingest benchmark")
     ap.add_argument("--nuclei", type=int, default=1_000_000, help="nuclei in the scaled store")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-ingest", action="store_true")
