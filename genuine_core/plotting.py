@@ -550,7 +550,7 @@ def probe_embedding(reference: pd.DataFrame, probe: pd.DataFrame, group: str, ti
     for row in stats.itertuples(index=False):
         col = "rgb({},{},{})".format(*colour_for_probability([row.mean_pred])[0])
         fig.add_trace(go.Scatter(x=row.mx + row.sx * np.cos(t), y=row.my + row.sy * np.sin(t), mode="lines",
-                                 line=dict(color=col, width=2), fill="toself", fillcolor=col, opacity=0.45,
+                                 line=dict(color=col, width=1.5), fill="toself", fillcolor=col, opacity=0.25,
                                  hoverinfo="skip", showlegend=False))
     fig.add_trace(go.Scatter(
         x=stats["mx"], y=stats["my"], mode="markers+text", text=stats[group].astype(str), textposition="middle center",
