@@ -52,7 +52,7 @@ def _insert_scan(cur, scan_id: int, sample_id: int, result: ScanResult, split: s
     )
 
 
-def _label_columns(result: ScanResult, labels: pd.DataFrame | None) -> dict[str, pd.Series]:
+def _label_columns(result: ScanResult, labels: pd.DataFrame | None) -> dict[str, np.ndarray]:
     """``auto_label`` / ``true_label`` per nucleus row (nullable Int8) from a long labels frame."""
     keys = result.nuclei["mask_label"].to_numpy(np.int64)
     out = {}
