@@ -39,6 +39,7 @@ from genuine_core.patches import boxes_to_patch, extract_patches
 from genuine_core.rules import is_amplified
 from genuine_core.seeding import seed_everything
 from genuine_core.synth import DEFAULT_LINES, make_field
+from training.metrics import average_precision
 
 P = 96
 
@@ -91,36 +92,6 @@ def augment(x: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple
         x = x.transpose(-1, -2)
         b = b[:, [1, 0, 3, 2]]
     return x.contiguous(), b
-
-
-def average_precision(pred_boxes, pred_scores, gt_boxes, iou: float = 0.5) -> float:
-    """VOC-style all-point AP of one class over many patches (greedy matching)."""
-    from torchvision.ops import box_iou
-
-    n_gt = sum(len(g) for g in gt_boxes)
-    if n_gt == 0:
-        return float("nan")
-    recs = [(float(s), i, j) for i, ss in enumerate(pred_scores) for j, s in enumerate(ss)]
-    recs.sort(key=lambda r: -r[0])
-    ious = [box_iou(torch.as_tensor(p).reshape(-1, 4), torch.as_tensor(g).reshape(-1, 4)).numpy()
-            for p, g in zip(pred_boxes, gt_boxes)]
-    used = [np.zeros(len(g), bool) for g in gt_boxes]
-    tp = np.zeros(len(recs))
-    for k, (_, i, j) in enumerate(recs):
-        if ious[i].shape[1]:
-            cand = np.where(used[i], -1.0, ious[i][j])
-            best = int(np.argmax(cand))
-            if cand[best] >= iou:
-                used[i][best] = True
-                tp[k] = 1
-    ctp = np.cumsum(tp)
-    rec = ctp / n_gt
-    prec = ctp / np.arange(1, len(recs) + 1)
-    mrec = np.concatenate([[0.0], rec, [1.0]])
-    mpre = np.concatenate([[0.0], prec, [0.0]])
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    idx = np.where(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
 def evaluate(det: SignalDetector, x: np.ndarray, boxes, labels, count_threshold: float = 0.5) -> dict:
