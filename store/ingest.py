@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,20 @@ from store.db import Store
 from store.scans import scan_by_sha, write_scan_result
 
 logger = logging.getLogger(__name__)
+
+#: crash-test hook (tests/test_crash.py): ``GENUINE_TEST_KILL_AT=<stage>[:<n>]`` makes the process SIGKILL
+#: itself the n-th time (default 1st) it reaches ``stage``: read, scored, commit (inside the scan's
+#: transaction, before COMMIT), committed. Inert when the variable is unset.
+_KILL_AT = os.environ.get("GENUINE_TEST_KILL_AT", "")
+_kill_seen: dict[str, int] = {}
+
+
+def _kill_point(stage: str) -> None:
+    name, _, nth = _KILL_AT.partition(":")
+    if name == stage:
+        _kill_seen[stage] = _kill_seen.get(stage, 0) + 1
+        if _kill_seen[stage] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -179,6 +195,7 @@ class _Batcher:
         except Exception as exc:  # noqa: BLE001 - reported per file
             self._done(item, _failed(item, exc, t0))
             return
+        _kill_point("read")
         self.pending.append((item, result, time.perf_counter() - t0))
         self.pending_sha.add(result.info["sha256"])
         if sum(r.n_nuclei for _, r, _ in self.pending) >= BATCH_NUCLEI or len(self.pending) >= BATCH_SCANS:
@@ -206,6 +223,7 @@ class _Batcher:
                 except Exception as exc:  # noqa: BLE001
                     self._done(item, _failed(item, exc, time.perf_counter() - prep))
             batch = kept
+        _kill_point("scored")
         for item, result, prep in batch:
             self._write(item, result, prep)
 
@@ -220,11 +238,14 @@ class _Batcher:
                     matched = truth_labels.loc[truth_labels["kind"] == "auto", "mask_label"]
                     labels = labels[~labels["mask_label"].isin(matched)]
                 labels = pd.concat([x for x in (labels, truth_labels) if x is not None], ignore_index=True)
-            scan_id = write_scan_result(self.store, item.sample_id, result, self.model_ids, labels=labels,
-                                        truth=truth, split=item.split)
+            with self.store.transaction():  # write_scan_result joins it; lets the kill hook sit before COMMIT
+                scan_id = write_scan_result(self.store, item.sample_id, result, self.model_ids, labels=labels,
+                                            truth=truth, split=item.split)
+                _kill_point("commit")
         except Exception as exc:  # noqa: BLE001 - reported per file
             self._done(item, _failed(item, exc, t0))
             return
+        _kill_point("committed")
         write = time.perf_counter() - t0
         seconds = prep_seconds + sum(result.seconds.get(m.name, 0.0) for m in self.models) + write
         if scan_id is None:
