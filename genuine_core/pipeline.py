@@ -383,33 +383,42 @@ def score_scans(results: Sequence[ScanResult], models: Sequence[ScoringModel]) -
     counts = [r.n_nuclei for r in results]
     total = sum(counts)
     bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    if models and total:
+        from genuine_core.models.detector import shared_detections
+
+        with shared_detections():
+            for m in models:
+                _score_with(m, results, bounds, total)
+        return
     for m in models:
-        if total == 0:
-            for r in results:
-                r.outputs[m.name] = _empty_output()
-                r.seconds[m.name] = 0.0
-            continue
-        t = time.perf_counter()
-        parts = [center_crop(r.patches, m.patch_size) for r in results if r.n_nuclei]
-        pad = (-total) % max(1, int(m.batch_size) // 2)
-        if pad:
-            parts.append(np.zeros((pad,) + parts[0].shape[1:], np.float32))
-        out = validate_output(m.predict(np.concatenate(parts)), total + pad, m.name)
-        dt = time.perf_counter() - t
-        rows = out.detections["row"].to_numpy(np.int64)
-        for i, r in enumerate(results):
-            lo, hi = int(bounds[i]), int(bounds[i + 1])
-            if hi == lo:
-                part = _empty_output()
-            else:
-                sel = (rows >= lo) & (rows < hi)
-                det = out.detections[sel].copy()
-                det["row"] = det["row"].to_numpy(np.int64) - lo
-                part = ModelOutput(out.table.iloc[lo:hi].reset_index(drop=True), out.embeddings[lo:hi].copy(),
-                                   det.reset_index(drop=True))
-            part.seconds = dt * (hi - lo) / total
-            r.outputs[m.name] = part
-            r.seconds[m.name] = part.seconds
+        for r in results:
+            r.outputs[m.name] = _empty_output()
+            r.seconds[m.name] = 0.0
+
+
+def _score_with(m: ScoringModel, results: Sequence[ScanResult], bounds: np.ndarray, total: int) -> None:
+    """Score the nuclei of ``results`` (``total`` > 0, rows split at ``bounds``) with one model."""
+    t = time.perf_counter()
+    parts = [center_crop(r.patches, m.patch_size) for r in results if r.n_nuclei]
+    pad = (-total) % max(1, int(m.batch_size) // 2)
+    if pad:
+        parts.append(np.zeros((pad,) + parts[0].shape[1:], np.float32))
+    out = validate_output(m.predict(np.concatenate(parts)), total + pad, m.name)
+    dt = time.perf_counter() - t
+    rows = out.detections["row"].to_numpy(np.int64)
+    for i, r in enumerate(results):
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        if hi == lo:
+            part = _empty_output()
+        else:
+            sel = (rows >= lo) & (rows < hi)
+            det = out.detections[sel].copy()
+            det["row"] = det["row"].to_numpy(np.int64) - lo
+            part = ModelOutput(out.table.iloc[lo:hi].reset_index(drop=True), out.embeddings[lo:hi].copy(),
+                               det.reset_index(drop=True))
+        part.seconds = dt * (hi - lo) / total
+        r.outputs[m.name] = part
+        r.seconds[m.name] = part.seconds
 
 
 def process_scan(

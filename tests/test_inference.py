@@ -219,3 +219,27 @@ def test_save_after_predict_round_trips(tmp_path):
     loaded = GenuineClassifier.from_folder(model.save(tmp_path / "g"))
     after = predict(loaded, x, progress=False)
     np.testing.assert_allclose(after.table.logit, before.table.logit, rtol=1e-5, atol=1e-6)
+
+
+def test_shared_detections_runs_a_shared_detector_once(monkeypatch):
+    from genuine_core.models import detector as detector_module
+
+    genuine, baseline = tiny("genuine"), tiny("detector")
+    baseline.load_detector(genuine)  # the same frozen detector in both models
+    other = tiny("detector", seed=7)  # a different detector: must not be served genuine's result
+    x = patches(8)
+    alone = {name: predict(m, x, progress=False) for name, m in
+             (("genuine", genuine), ("baseline", baseline), ("other", other))}
+
+    calls = []
+    real = detector_module.SignalDetector._detect
+    monkeypatch.setattr(detector_module.SignalDetector, "_detect",
+                        lambda self, images: calls.append(1) or real(self, images))
+    with detector_module.shared_detections():
+        shared = {name: predict(m, x, batch_size=4, progress=False) for name, m in
+                  (("genuine", genuine), ("baseline", baseline), ("other", other))}
+    assert len(calls) == 4  # 2 batches for the shared detector + 2 for the other one
+    for name in alone:
+        pd.testing.assert_frame_equal(shared[name].table, alone[name].table, check_exact=False, atol=1e-5)
+    other_counts = shared["other"].table[["det_nmi", "det_mycn", "det_cluster"]]
+    pd.testing.assert_frame_equal(other_counts, alone["other"].table[["det_nmi", "det_mycn", "det_cluster"]])
