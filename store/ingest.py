@@ -12,19 +12,23 @@ overlap and carry the generator's auto and true labels.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from genuine_core.errors import GenuineError, InputError
+from genuine_core.io import max_pixels_limit
 from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel, load_model, match_truth,
                                    model_folders, prepare_scan, score_scans, sha256_file)
 from store import registry, samples
@@ -146,11 +150,25 @@ class _Item:
 
     index: int
     path: Path
-    sample_id: int
+    sample_id: int | Callable[[], int]  # a callable creates the sample with the first stored scan
     genotype: str | None
     truth_fn: Callable | None = None
     split: str | None = None
     acquisition: dict | None = None
+
+
+class _DryRun(Exception):
+    """Raised to roll back :func:`_dry_run`'s transaction."""
+
+
+def _dry_run(store: Store, write: Callable[[], object]) -> None:
+    """Run ``write`` in a transaction that is rolled back: its checks raise now, nothing is kept."""
+    try:
+        with store.transaction():
+            write()
+            raise _DryRun
+    except _DryRun:
+        pass
 
 
 def _failed(item: _Item, exc: Exception, t0: float) -> FileOutcome:
@@ -170,7 +188,10 @@ class _Batcher:
         from tqdm.auto import tqdm
 
         self.store, self.models, self.kwargs = store, list(models), prepare_kwargs
-        self.model_ids = {m.name: registry.register_model(store, m) for m in models}
+        # registered with the first stored scan (same transaction): a batch whose files all fail
+        # leaves the store unchanged; name clashes are still refused now
+        _dry_run(store, lambda: [registry.register_model(store, m) for m in models])
+        self.model_ids: dict[str, int] | None = None
         self.patch_size = max([m.patch_size for m in models], default=DEFAULT_PATCH_SIZE)
         self.pending: list[tuple[_Item, ScanResult, float]] = []
         self.pending_sha: set[str] = set()
@@ -239,9 +260,12 @@ class _Batcher:
                     labels = labels[~labels["mask_label"].isin(matched)]
                 labels = pd.concat([x for x in (labels, truth_labels) if x is not None], ignore_index=True)
             with self.store.transaction():  # write_scan_result joins it; lets the kill hook sit before COMMIT
-                scan_id = write_scan_result(self.store, item.sample_id, result, self.model_ids, labels=labels,
+                model_ids = self.model_ids or {m.name: registry.register_model(self.store, m) for m in self.models}
+                sid = item.sample_id() if callable(item.sample_id) else item.sample_id
+                scan_id = write_scan_result(self.store, sid, result, model_ids, labels=labels,
                                             truth=truth, split=item.split)
                 _kill_point("commit")
+            self.model_ids = model_ids
         except Exception as exc:  # noqa: BLE001 - reported per file
             self._done(item, _failed(item, exc, t0))
             return
@@ -277,8 +301,11 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
                  expected: float | None = None, genotype: str | None = None,
                  models: Sequence[ScoringModel] = (), channel_map=None, backend: str | None = None,
                  segment_kwargs: dict | None = None, segmenter=None, acquisition: dict | None = None,
-                 progress: bool = True, place_umap: bool = True) -> IngestReport:
+                 progress: bool = True, place_umap: bool = True, max_pixels: int | None = None) -> IngestReport:
     """Ingest scan files into one sample.
+
+    The sample is created and the models registered together with the first stored
+    scan: when every file fails, the store is left unchanged.
 
     Args:
         store: writable store.
@@ -291,20 +318,83 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
         acquisition: metadata recorded with every scan.
         progress: tqdm bars (overall per scan, and the models' progress on each batch).
         place_umap: place the new nuclei on every fitted UMAP afterwards.
+        max_pixels: refuse larger images from their header (None: ``$GENUINE_MAX_PIXELS`` or
+            ``genuine_core.io.DEFAULT_MAX_PIXELS``).
 
     Returns:
         IngestReport (one outcome per file, in order).
     """
     t0 = time.perf_counter()
-    sid = samples.ensure_sample(store, sample, kind, expected, genotype)
-    genotype = samples.get_sample(store, sample)["genotype"]
-    kwargs = dict(channel_map=channel_map, backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter)
+    sid = partial(samples.ensure_sample, store, sample, kind, expected, genotype)  # created with the first scan
+    _dry_run(store, sid)  # a clash with an existing sample is refused before any file is read
+    existing = samples.get_sample(store, sample)
+    genotype = existing["genotype"] if existing else samples.normalise_genotype(genotype)
+    kwargs = dict(channel_map=channel_map, backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter,
+                  max_pixels=max_pixels_limit(max_pixels))
     batcher = _Batcher(store, models, kwargs, progress, f"ingest {sample}", len(paths))
     for i, p in enumerate(paths):
         batcher.add(_Item(i, Path(p), sid, genotype, acquisition=acquisition))
     report = IngestReport(batcher.finish(), time.perf_counter() - t0)
     if place_umap and report.count("stored"):
         _place_on_umaps(store, [m.name for m in models])
+    return report
+
+
+def uploads_dir(store_path: str | Path) -> Path:
+    """Folder beside a store where uploaded scans are kept (``<store>_files/uploads``)."""
+    p = Path(store_path)
+    return p.with_name(p.stem + "_files") / "uploads"
+
+
+def upload_path(folder: str | Path, name: str, data: bytes) -> Path:
+    """Where :func:`save_upload` keeps these bytes: a safe file name prefixed by their hash."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).lstrip(".") or "scan"
+    return Path(folder) / f"{hashlib.sha256(data).hexdigest()[:12]}_{safe[:100]}"
+
+
+def save_upload(folder: str | Path, name: str, data: bytes, max_pixels: int | None = None) -> Path:
+    """Check an uploaded file's header, then keep its bytes under ``folder`` (see :func:`upload_path`).
+
+    Only the header is read (``genuine_core.io.inspect_scan``): non-images, unreadable or
+    truncated headers and decompression bombs are refused before anything is written.
+
+    Raises:
+        InputError: the bytes are not a usable scan header; nothing is written.
+    """
+    from genuine_core.io import inspect_scan
+
+    inspect_scan(data, max_pixels, name=Path(name).name)
+    path = upload_path(folder, name, data)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def ingest_upload(store: Store, folder: str | Path, name: str, data: bytes, sample: str, **kwargs) -> IngestReport:
+    """What the dashboard's Ingest page does with one uploaded file.
+
+    :func:`save_upload` (header check, bytes kept under ``folder``), then :func:`ingest_files`
+    with ``kwargs`` (``kind``, ``expected``, ``genotype``, ``models``, ``channel_map``, ...).
+    A refused file gets a ``failed`` outcome, and a file that fails to ingest is removed
+    from ``folder`` again: only stored scans keep their bytes there.
+
+    Returns:
+        IngestReport with one outcome.
+    """
+    t0 = time.perf_counter()
+    try:
+        path = save_upload(folder, name, data, kwargs.get("max_pixels"))
+    except InputError as exc:
+        outcome = FileOutcome(str(upload_path(folder, name, data)), "failed", str(exc),
+                              seconds=time.perf_counter() - t0)
+        return IngestReport([outcome], time.perf_counter() - t0)
+    kwargs.setdefault("progress", False)
+    report = ingest_files(store, [path], sample, **kwargs)
+    if report.outcomes[0].status == "failed":
+        path.unlink(missing_ok=True)
     return report
 
 
@@ -481,8 +571,9 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
     kwargs = dict(backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter)
     batcher = _Batcher(store, models, kwargs, progress, f"ingest {bench.name}", len(fields))
     for i, f in enumerate(fields.to_dict("records")):
-        sid = samples.ensure_sample(store, f["sample"], f["kind"], None if pd.isna(f["expected_mna"]) else
-                                    float(f["expected_mna"]), f["genotype"])
+        sid = partial(samples.ensure_sample, store, f["sample"], f["kind"],
+                      None if pd.isna(f["expected_mna"]) else float(f["expected_mna"]), f["genotype"])
+        _dry_run(store, sid)
         gt_nuclei = by_field.get(f["field_id"], pd.DataFrame(columns=["nucleus_id", "auto_label", "true_label"]))
 
         def truth_fn(result, _f=f, _gt=gt_nuclei):
