@@ -10,6 +10,7 @@ checked from the file header before any pixel is decoded (decompression bombs).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io as _io
 import logging
@@ -27,6 +28,10 @@ logger = logging.getLogger(__name__)
 ROLES = ("nmi", "mycn", "dapi")
 #: largest channel axis length treated as channels (larger axes are spatial)
 MAX_CHANNELS = 16
+#: images with more pixels (H x W) are refused from their header, before decoding
+DEFAULT_MAX_PIXELS = 64_000_000
+#: environment variable that overrides :data:`DEFAULT_MAX_PIXELS` (CLI and dashboard alike)
+MAX_PIXELS_ENV = "GENUINE_MAX_PIXELS"
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -121,7 +126,77 @@ class Scan:
     source_dtype: str
 
 
-def read_scan(path, channel_map: ChannelMap | None = None, max_pixels: int = 64_000_000) -> Scan:
+@dataclass(frozen=True)
+class ScanHeader:
+    """What a scan file declares, read from its header without decoding any pixel.
+
+    Attributes:
+        format: ``"tiff"``, ``"png"`` or ``"jpeg"``.
+        shape: array shape as stored (TIFF: the first series; Pillow: after mode conversion).
+        axes: axis letters of ``shape`` (tifffile's convention: Y, X, S samples, C channels, ...).
+        dtype: NumPy dtype name of the stored values.
+        height, width: image size in pixels.
+        channels: number of channels after bringing the image to (H, W, C).
+        channel_axis: where the channels are stored: ``"first"``, ``"last"`` or ``"none"`` (one channel).
+    """
+
+    format: str
+    shape: tuple[int, ...]
+    axes: str
+    dtype: str
+    height: int
+    width: int
+    channels: int
+    channel_axis: str
+
+
+def max_pixels_limit(max_pixels: int | None = None) -> int:
+    """The pixel limit in force: ``max_pixels`` when given, else ``$GENUINE_MAX_PIXELS``, else the default.
+
+    Raises:
+        InputError: the limit (argument or environment) is not a positive integer.
+    """
+    if max_pixels is None:
+        text = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+        if not text:
+            return DEFAULT_MAX_PIXELS
+        try:
+            max_pixels = int(text)
+        except ValueError:
+            raise InputError(f"${MAX_PIXELS_ENV}={text!r} is not an integer number of pixels") from None
+    if isinstance(max_pixels, bool) or int(max_pixels) < 1:
+        raise InputError(f"pixel limit must be a positive integer, got {max_pixels!r}")
+    return int(max_pixels)
+
+
+def inspect_scan(source, max_pixels: int | None = None, name: str | None = None) -> ScanHeader:
+    """Read a scan's header only: format, stored shape and dtype, size and channel count.
+
+    Nothing is decoded, so this is cheap even for a decompression bomb, which it refuses.
+
+    Args:
+        source: file path, or the file's bytes.
+        max_pixels: refuse images with more than this many pixels (H x W); None: see
+            :func:`max_pixels_limit`.
+        name: file name used in messages (default: the path, or ``"scan"`` for bytes).
+
+    Raises:
+        InputError: not an image, unreadable or truncated header, too large, or a layout
+            that is not a single 2-D image with at most :data:`MAX_CHANNELS` channels.
+    """
+    limit = max_pixels_limit(max_pixels)
+    data, default = _source_bytes(source, limit)
+    header, handle = _header(data, name or default, limit)
+    (handle[0] if header.format == "tiff" else handle).close()
+    return header
+
+
+def channel_count(source) -> int:
+    """Channels of a scan file or its bytes (from the header; see :func:`inspect_scan`)."""
+    return inspect_scan(source).channels
+
+
+def read_scan(path, channel_map: ChannelMap | None = None, max_pixels: int | None = None) -> Scan:
     """Read a scan file and map it to (NMI, MYCN, DAPI) float32 [0, 1].
 
     Args:
@@ -129,7 +204,7 @@ def read_scan(path, channel_map: ChannelMap | None = None, max_pixels: int = 64_
         channel_map: source channel per role. Required unless the image has exactly
             3 channels (then RGB = NMI, MYCN, DAPI is assumed).
         max_pixels: refuse images with more than this many pixels (H x W), checked
-            from the header before decoding.
+            from the header before decoding. None: ``$GENUINE_MAX_PIXELS`` or 64 million.
 
     Returns:
         Scan with ``image`` (H, W, 3) float32.
@@ -138,42 +213,45 @@ def read_scan(path, channel_map: ChannelMap | None = None, max_pixels: int = 64_
         InputError: missing/empty/unreadable file, not an image, truncated, too large,
             wrong channel count, NaN/inf values, constant DAPI channel.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{path}: no such file")
-    size = p.stat().st_size
-    if size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
-    # Refuse absurd files before reading them whole into memory.
-    limit = max(int(max_pixels) * 3 * 8 * 4, 1 << 20)
-    if size > limit:
-        raise InputError(f"{path}: file is {size / 1e9:.1f} GB, larger than any scan of <= {max_pixels} pixels")
-    data = p.read_bytes()
+    limit = max_pixels_limit(max_pixels)
+    data, name = _source_bytes(Path(path), limit)
+    scan = decode_scan(data, name, channel_map, limit)
+    scan.path = str(path)
+    return scan
+
+
+def decode_scan(data: bytes, name: str = "scan", channel_map: ChannelMap | None = None,
+                max_pixels: int | None = None) -> Scan:
+    """:func:`read_scan` on a file's bytes (e.g. an upload); ``name`` is used in messages and as ``path``.
+
+    Scaling to [0, 1]: integers of up to 16 bits by their type's maximum (255, 65535, ...),
+    so a 12-bit camera's data in 16-bit files stays dim but exact (every later step
+    normalises per scan); wider integers by 65535 when their values fit in 16 bits,
+    else by their maximum; floats are kept when their maximum is in [2^-16, 1], else
+    divided by it; negative values are clipped to 0. NaN or infinite values are refused.
+
+    Raises:
+        InputError: see :func:`read_scan`.
+    """
+    limit = max_pixels_limit(max_pixels)
+    if not data:
+        raise InputError(f"{name}: empty file (0 bytes)")
     digest = hashlib.sha256(data).hexdigest()
-    if data.startswith(_TIFF_MAGIC):
-        arr, axes = _decode_tiff(data, str(path), max_pixels)
-    elif data.startswith(_PNG_MAGIC) or data.startswith(_JPEG_MAGIC):
-        arr, axes = _decode_pillow(data, str(path), max_pixels)
-    else:
-        raise InputError(f"{path}: not an image (no TIFF, PNG or JPEG signature)")
-    source_shape, source_dtype = tuple(arr.shape), arr.dtype.name
-    hwc = _to_hwc(arr, axes, str(path))
-    h, w, c = hwc.shape
-    if h == 0 or w == 0:
-        raise InputError(f"{path}: image has zero size {h}x{w}")
-    if h * w > max_pixels:
-        raise InputError(f"{path}: image is {h}x{w} = {h * w} pixels, above the limit of {max_pixels}")
+    header, handle = _header(data, name, limit)
     if channel_map is None:
-        if c != 3:
+        if header.channels != 3:
             raise InputError(
-                f"{path}: image has {c} channel(s); only 3-channel images default to RGB = (NMI, MYCN, DAPI), "
-                "give a channel map such as 'nmi=0,mycn=1,dapi=2'"
+                f"{name}: image has {header.channels} channel(s); only 3-channel images default to RGB = "
+                "(NMI, MYCN, DAPI), give a channel map such as 'nmi=0,mycn=1,dapi=2'"
             )
         channel_map = RGB
-    if channel_map.max_index() >= c:
-        raise InputError(f"{path}: channel map {channel_map.text()} needs channel {channel_map.max_index()}, "
-                         f"but the image has {c} channel(s)")
-    norm = _normalise(hwc, str(path))
+    if channel_map.max_index() >= header.channels:
+        raise InputError(f"{name}: channel map {channel_map.text()} needs channel {channel_map.max_index()}, "
+                         f"but the image has {header.channels} channel(s)")
+    arr = _decode(handle, header, name)
+    hwc = _to_hwc(arr, header, name)
+    norm = _normalise(hwc, name)
+    h, w = header.height, header.width
     out = np.zeros((h, w, 3), dtype=np.float32)
     for k, role in enumerate(ROLES):
         src = getattr(channel_map, role)
@@ -181,54 +259,115 @@ def read_scan(path, channel_map: ChannelMap | None = None, max_pixels: int = 64_
             out[..., k] = norm[..., src]
     dapi = out[..., 2]
     if float(dapi.max()) <= float(dapi.min()):
-        raise InputError(f"{path}: DAPI channel (source channel {channel_map.dapi}) is constant "
+        raise InputError(f"{name}: DAPI channel (source channel {channel_map.dapi}) is constant "
                          f"({float(dapi.max()):.3g}); no nuclei can be found")
-    logger.debug("read %s: %s %s -> %dx%d, map %s", path, source_shape, source_dtype, h, w, channel_map.text())
-    return Scan(out, str(path), digest, channel_map, source_shape, source_dtype)
+    logger.debug("read %s: %s %s -> %dx%d, map %s", name, header.shape, header.dtype, h, w, channel_map.text())
+    return Scan(out, name, digest, channel_map, header.shape, header.dtype)
 
 
-def _decode_tiff(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, str]:
-    """Decode the first series of a TIFF after checking its header; return (array, axes)."""
+def _source_bytes(source, max_pixels: int) -> tuple[bytes, str]:
+    """The bytes of ``source`` (a path, or bytes) and the name used in messages."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source), "scan"
+    p = Path(source)
+    if not p.exists():
+        raise InputError(f"{source}: no such file")
+    if not p.is_file():
+        raise InputError(f"{source}: not a regular file")
+    size = p.stat().st_size
+    if size == 0:
+        raise InputError(f"{source}: empty file (0 bytes)")
+    # Refuse absurd files before reading them whole into memory (largest: float64, 16 channels).
+    limit = max(max_pixels * MAX_CHANNELS * 8 + (1 << 20), 1 << 20)
+    if size > limit:
+        raise InputError(f"{source}: file is {size / 1e9:.1f} GB, larger than any scan of <= {max_pixels} pixels")
+    try:
+        return p.read_bytes(), str(source)
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read file ({exc.strerror or exc})") from None
+
+
+def _header(data: bytes, name: str, max_pixels: int):
+    """(ScanHeader, decoder handle) after every header check; no pixel is decoded here."""
+    if data.startswith(_TIFF_MAGIC):
+        return _tiff_header(data, name, max_pixels)
+    if data.startswith(_PNG_MAGIC) or data.startswith(_JPEG_MAGIC):
+        return _pillow_header(data, name, max_pixels)
+    if not data:
+        raise InputError(f"{name}: empty file (0 bytes)")
+    raise InputError(f"{name}: not an image (no TIFF, PNG or JPEG signature)")
+
+
+class _QuietTifffile(logging.Filter):
+    """Keeps tifffile's warnings about a corrupt file off the console (our InputError says it in one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        logger.debug("tifffile: %s", record.getMessage())
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_tifffile():
+    log = logging.getLogger("tifffile")
+    f = _QuietTifffile()
+    log.addFilter(f)
+    try:
+        yield
+    finally:
+        log.removeFilter(f)
+
+
+def _tiff_header(data: bytes, name: str, max_pixels: int):
     import tifffile
 
-    try:
-        tif = tifffile.TiffFile(_io.BytesIO(data))
-    except Exception as exc:  # tifffile raises many types for corrupt headers
-        raise InputError(f"{name}: not a readable TIFF (truncated or corrupt header: {exc})") from None
-    with tif:
-        if not tif.series:
-            raise InputError(f"{name}: TIFF holds no image")
-        series = tif.series[0]
-        shape, axes = tuple(series.shape), series.axes
-        if 0 in shape:
-            raise InputError(f"{name}: image has zero size {shape}")
-        plane = 1
-        for n, ax in zip(shape, axes):
-            if ax in "YX":
-                plane *= n
-        if plane > max_pixels:
-            raise InputError(f"{name}: header declares {shape} ({plane} pixels per plane), above the limit of "
-                             f"{max_pixels}; refusing to decode")
-        if int(np.prod(shape)) > 16 * max_pixels:
-            raise InputError(f"{name}: header declares {shape}, too many values; refusing to decode")
-        for page in series.pages:
-            if page is None:
-                continue
-            offsets = getattr(page, "dataoffsets", ()) or ()
-            counts = getattr(page, "databytecounts", ()) or ()
-            for off, cnt in zip(offsets, counts):
-                if off + cnt > len(data):
-                    raise InputError(f"{name}: truncated TIFF (pixel data ends at byte {off + cnt}, "
-                                     f"file has {len(data)})")
+    with _quiet_tifffile():
         try:
-            arr = series.asarray()
-        except Exception as exc:
-            raise InputError(f"{name}: cannot decode TIFF pixel data (corrupt or truncated: {exc})") from None
-    return np.asarray(arr), axes
+            tif = tifffile.TiffFile(_io.BytesIO(data))
+        except Exception as exc:  # tifffile raises many types for corrupt headers
+            raise InputError(f"{name}: not a readable TIFF (truncated or corrupt header: {_short(exc)})") from None
+        try:
+            series = tif.series
+            if not series:
+                raise InputError(f"{name}: TIFF holds no image")
+            series = series[0]
+            shape, axes, dtype = tuple(int(n) for n in series.shape), str(series.axes), series.dtype
+            if 0 in shape:
+                raise InputError(f"{name}: image has zero size {shape}")
+            plane = 1
+            for n, ax in zip(shape, axes):
+                if ax in "YX":
+                    plane *= n
+            if plane > max_pixels:
+                raise InputError(f"{name}: header declares {shape} ({plane} pixels per plane), above the limit "
+                                 f"of {max_pixels}; refusing to decode")
+            if int(np.prod(shape, dtype=np.float64)) > MAX_CHANNELS * max_pixels:
+                raise InputError(f"{name}: header declares {shape}, too many values; refusing to decode")
+            if dtype is None:
+                raise InputError(f"{name}: unsupported TIFF sample format")
+            for page in series.pages:
+                if page is None:
+                    continue
+                offsets = getattr(page, "dataoffsets", ()) or ()
+                counts = getattr(page, "databytecounts", ()) or ()
+                for off, cnt in zip(offsets, counts):
+                    if off + cnt > len(data):
+                        raise InputError(f"{name}: truncated TIFF (pixel data ends at byte {off + cnt}, "
+                                         f"file has {len(data)})")
+        except InputError:
+            tif.close()
+            raise
+        except Exception as exc:  # a corrupt IFD can fail while the series is built
+            tif.close()
+            raise InputError(f"{name}: not a readable TIFF (corrupt image directory: {_short(exc)})") from None
+    try:
+        header = _make_header("tiff", shape, axes, np.dtype(dtype).name, name, max_pixels)
+    except BaseException:
+        tif.close()
+        raise
+    return header, (tif, series)
 
 
-def _decode_pillow(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray, str]:
-    """Decode a PNG/JPEG with Pillow after checking its header; return (array, axes)."""
+def _pillow_header(data: bytes, name: str, max_pixels: int):
     from PIL import Image
 
     try:
@@ -238,73 +377,161 @@ def _decode_pillow(data: bytes, name: str, max_pixels: int) -> tuple[np.ndarray,
     except Image.DecompressionBombError as exc:
         raise InputError(f"{name}: image header declares an absurd size ({exc}); refusing to decode") from None
     except Exception as exc:
-        raise InputError(f"{name}: not a readable image ({exc})") from None
+        raise InputError(f"{name}: not a readable image ({_short(exc)})") from None
     w, h = im.size
     if w * h == 0:
         raise InputError(f"{name}: image has zero size {h}x{w}")
     if w * h > max_pixels:
         raise InputError(f"{name}: header declares {h}x{w} = {h * w} pixels, above the limit of {max_pixels}; "
                          "refusing to decode")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im.load()
-    except Exception as exc:
-        raise InputError(f"{name}: cannot decode image data (truncated or corrupt: {exc})") from None
-    if im.mode in ("RGBA", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
-        im = im.convert("RGB")  # alpha / palette are not fluorescence channels
-    elif im.mode == "LA":
-        im = im.convert("L")
-    arr = np.asarray(im)
-    return arr, ("YXS" if arr.ndim == 3 else "YX")
+    mode = _pillow_mode(im.mode)
+    shape, dtype = _PILLOW_LAYOUT.get(mode, ((3,), "uint8"))
+    fmt = "png" if data.startswith(_PNG_MAGIC) else "jpeg"
+    if mode == "I;16B":
+        dtype = ">u2"
+    header = _make_header(fmt, (h, w) + shape, "YXS"[: 2 + len(shape)], np.dtype(dtype).name, name, max_pixels)
+    return header, im
 
 
-def _to_hwc(arr: np.ndarray, axes: str, name: str) -> np.ndarray:
-    """Bring a decoded array to (H, W, C) using its axes string (or shape heuristics)."""
-    if arr.ndim == len(axes):
-        keep = [i for i, (n, ax) in enumerate(zip(arr.shape, axes)) if n > 1 or ax in "YX"]
-        arr = arr.reshape([arr.shape[i] for i in keep])
-        axes = "".join(axes[i] for i in keep)
+#: Pillow modes read as they are: mode -> (trailing shape, dtype); other modes become RGB or L
+_PILLOW_LAYOUT = {"1": ((), "bool"), "L": ((), "uint8"), "I": ((), "int32"), "I;16": ((), "uint16"),
+                  "I;16L": ((), "uint16"), "I;16B": ((), "uint16"), "I;16N": ((), "uint16"),
+                  "F": ((), "float32"), "RGB": ((3,), "uint8")}
+
+
+def _pillow_mode(mode: str) -> str:
+    """The mode an image is converted to before reading: alpha, palettes and colour spaces become L or RGB."""
+    if mode in _PILLOW_LAYOUT:
+        return mode
+    return "L" if mode in ("LA", "La") else "RGB"
+
+
+def _make_header(fmt: str, shape: tuple[int, ...], axes: str, dtype: str, name: str, max_pixels: int) -> ScanHeader:
+    if np.dtype(dtype).kind not in "buif":
+        raise InputError(f"{name}: unsupported pixel type {dtype}; expected integer or real-valued pixels")
+    squeezed, _, where = _layout(shape, axes, name)
+    if where == "first":
+        c, h, w = squeezed
+    elif where == "last":
+        h, w, c = squeezed
     else:
-        arr = np.squeeze(arr)
-        axes = ""
-    if arr.ndim == 2:
-        return arr[..., None]
-    if arr.ndim != 3:
-        raise InputError(f"{name}: image has shape {arr.shape} (axes {axes or '?'}); expected a single 2-D "
+        (h, w), c = squeezed, 1
+    if h * w > max_pixels:
+        raise InputError(f"{name}: image is {h}x{w} = {h * w} pixels, above the limit of {max_pixels}; "
+                         "refusing to decode")
+    return ScanHeader(fmt, tuple(shape), axes, dtype, int(h), int(w), int(c), where)
+
+
+def _layout(shape: tuple[int, ...], axes: str, name: str) -> tuple[tuple[int, ...], str, str]:
+    """How to read ``shape`` as one 2-D image: (squeezed shape, its axes, channel axis first/last/none).
+
+    Length-1 axes other than Y and X are dropped. A third axis named S (samples) or C
+    (channels) beside Y, X is the channel axis. An unnamed or other axis (tifffile's Q, I,
+    Z, ...) is the channel axis when it is first or last and shorter than both others
+    (e.g. a NumPy (H, W, 5) array saved without metadata is stored as H pages of W x 5).
+    """
+    if len(axes) == len(shape):
+        keep = [i for i, (n, ax) in enumerate(zip(shape, axes)) if n > 1 or ax in "YX"]
+        squeezed = tuple(shape[i] for i in keep)
+        ax = "".join(axes[i] for i in keep)
+    else:
+        squeezed, ax = tuple(n for n in shape if n > 1), ""
+    if len(squeezed) == 2:
+        return squeezed, ax, "none"
+    if len(squeezed) != 3:
+        raise InputError(f"{name}: image has shape {tuple(shape)} (axes {axes or '?'}); expected a single 2-D "
                          "image with channels, not a Z/T stack")
-    if len(axes) == 3 and axes.index("Y") == len(axes) - 2 and axes.endswith("X"):
-        arr = np.moveaxis(arr, 0, -1)  # channel-first (CYX, SYX, ...)
-    elif len(axes) == 3 and axes.startswith("YX"):
-        pass  # channel-last (YXS)
-    else:  # no usable axes: smallest axis is the channel axis when it is first or last
-        if arr.shape[0] <= MAX_CHANNELS and arr.shape[0] < min(arr.shape[1:]):
-            arr = np.moveaxis(arr, 0, -1)
-        elif not (arr.shape[-1] <= MAX_CHANNELS and arr.shape[-1] < min(arr.shape[:2])):
-            raise InputError(f"{name}: cannot tell the channel axis of shape {arr.shape}")
-    if arr.shape[-1] > MAX_CHANNELS:
-        raise InputError(f"{name}: image has {arr.shape[-1]} channels; at most {MAX_CHANNELS} are supported")
+    if len(ax) == 3 and ax.endswith("YX") and ax[0] in "SC":
+        where = "first"
+    elif len(ax) == 3 and ax.startswith("YX") and ax[2] in "SC":
+        where = "last"
+    elif squeezed[0] <= MAX_CHANNELS and squeezed[0] < min(squeezed[1:]):
+        where = "first"
+    elif squeezed[-1] <= MAX_CHANNELS and squeezed[-1] < min(squeezed[:2]):
+        where = "last"
+    else:
+        raise InputError(f"{name}: cannot tell the channel axis of shape {tuple(shape)} (axes {axes or '?'}); "
+                         f"expected (C, H, W) or (H, W, C) with at most {MAX_CHANNELS} channels")
+    channels = squeezed[0] if where == "first" else squeezed[-1]
+    if channels > MAX_CHANNELS:
+        raise InputError(f"{name}: image has {channels} channels; at most {MAX_CHANNELS} are supported")
+    return squeezed, ax, where
+
+
+def _decode(handle, header: ScanHeader, name: str) -> np.ndarray:
+    """Decode the pixels of a checked header (tifffile series or Pillow image); returns the stored array."""
+    if header.format == "tiff":
+        tif, series = handle
+        with tif, _quiet_tifffile():
+            try:
+                arr = series.asarray(maxworkers=1)
+            except Exception as exc:
+                raise InputError(f"{name}: cannot decode TIFF pixel data (corrupt or truncated: "
+                                 f"{_short(exc)})") from None
+    else:
+        from PIL import Image
+
+        im = handle
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im.load()
+                mode = _pillow_mode(im.mode)
+                if mode != im.mode:
+                    im = im.convert(mode)
+                arr = np.asarray(im)
+        except Exception as exc:
+            raise InputError(f"{name}: cannot decode image data (truncated or corrupt: {_short(exc)})") from None
+    arr = np.asarray(arr)
+    if tuple(arr.shape) != header.shape:
+        raise InputError(f"{name}: decoded pixel data has shape {arr.shape}, header declares {header.shape}")
     return arr
 
 
+def _to_hwc(arr: np.ndarray, header: ScanHeader, name: str) -> np.ndarray:
+    """Bring a decoded array to (H, W, C) as planned from its header."""
+    squeezed, _, where = _layout(header.shape, header.axes, name)
+    arr = arr.reshape(squeezed)
+    if where == "none":
+        return arr[..., None]
+    return np.moveaxis(arr, 0, -1) if where == "first" else arr
+
+
+#: floats whose maximum is below this are treated as unscaled and divided by their maximum
+_MIN_FLOAT_TOP = 1.0 / 65536.0
+
+
 def _normalise(arr: np.ndarray, name: str) -> np.ndarray:
-    """Scale to float32 [0, 1]: integers by their dtype maximum, floats by their maximum when above 1."""
+    """Scale to float32 [0, 1] (see :func:`decode_scan` for the rules)."""
     if arr.dtype == np.bool_:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.integer):
         info = np.iinfo(arr.dtype)
-        out = arr.astype(np.float32) / np.float32(info.max)
-        return np.clip(out, 0.0, 1.0, out=out) if info.min < 0 else out
-    if np.issubdtype(arr.dtype, np.floating):
+        scale = float(info.max)
+        if info.bits > 16:  # 32/64-bit integers: 16-bit data in a wide container, else relative to the maximum
+            top = float(arr.max())
+            scale = 65535.0 if top <= 65535.0 else top
         out = arr.astype(np.float32)
-        if not np.isfinite(out).all():
-            raise InputError(f"{name}: image contains NaN or infinite values")
-        np.clip(out, 0.0, None, out=out)
-        top = float(out.max()) if out.size else 0.0
-        if top > 1.0:
-            out /= np.float32(top)
-        return out
+        out /= np.float32(scale)
+        return np.clip(out, 0.0, 1.0, out=out)
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.isfinite(arr)
+        if not finite.all():
+            raise InputError(f"{name}: image contains NaN or infinite values ({int((~finite).sum())} of {arr.size} "
+                             "values); refusing to guess them")
+        top = float(arr.max())
+        if top > 1.0 or 0.0 < top < _MIN_FLOAT_TOP:
+            out = (arr / top).astype(np.float32)  # divide first: float64 values may not fit float32
+        else:
+            out = arr.astype(np.float32)
+        return np.clip(out, 0.0, 1.0, out=out)
     raise InputError(f"{name}: unsupported pixel type {arr.dtype}")
+
+
+def _short(exc: Exception, limit: int = 160) -> str:
+    """An exception as one short line for a user message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:

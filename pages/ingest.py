@@ -1,14 +1,13 @@
 """Ingest: upload scans, map their channels with a preview, and run the store's ingest.
 
-Uploaded files are saved under the store's folder (``<store>_files/uploads/``) and
-ingested one by one with ``store.ingest.ingest_files`` (one transaction per scan; a
-bad file is reported and skipped, the others are stored).
+Uploaded files are header-checked and saved under the store's folder
+(``<store>_files/uploads/``, ``store.ingest.save_upload``), then ingested one by one with
+``store.ingest.ingest_upload`` (one transaction per scan; a bad file is reported and
+skipped, the others are stored; a refused file leaves the store unchanged).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from pathlib import Path
 
 import numpy as np
@@ -25,40 +24,15 @@ GENOTYPES = {"unknown": None, "MNA": "MNA", "non-MNA": "non-MNA"}
 NONE = "none"
 
 
-def uploads_dir(store_path: Path) -> Path:
-    """Folder beside the store where uploaded scans are kept."""
-    return store_path.with_name(store_path.stem + "_files") / "uploads"
-
-
-def save_upload(folder: Path, name: str, data: bytes) -> Path:
-    """Write uploaded bytes to ``folder`` under a safe name prefixed by their hash; return the path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name) or "scan"
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:12]}_{safe}"
-    if not path.is_file():
-        path.write_bytes(data)
-    return path
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def channel_count(path: str, mtime: float) -> int | None:
-    """Channels of a scan file (None when it cannot be read at all)."""
-    from genuine_core import io as gio
+    """Channels of a scan file from its header (None when it cannot be read at all)."""
+    from genuine_core.io import channel_count as count
 
-    counter = getattr(gio, "channel_count", None)
-    if counter is not None:
-        try:
-            return int(counter(path))
-        except GenuineError:
-            return None
-    # Fallback until io offers channel_count: ask for an impossible channel and read the count
-    # from the typed error.
     try:
-        gio.read_scan(path, gio.ChannelMap(nmi=None, mycn=None, dapi=gio.MAX_CHANNELS + 1))
-    except InputError as exc:
-        m = re.search(r"has (\d+) channel", str(exc))
-        return int(m.group(1)) if m else None
-    return None
+        return count(path)
+    except GenuineError:
+        return None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -110,19 +84,20 @@ def channel_mapping(n_channels: int | None, key: str) -> tuple:
     return (None if nmi == NONE else int(nmi), None if mycn == NONE else int(mycn), int(dapi))
 
 
-def run_ingest(store, paths: list[Path], mapping: tuple, sample: str, kind: str, expected: float | None,
+def run_ingest(store, files: list, mapping: tuple, sample: str, kind: str, expected: float | None,
                genotype: str | None) -> list:
-    """Ingest ``paths`` one by one with a progress bar; returns the outcomes."""
+    """Ingest uploaded ``files`` one by one (``store.ingest.ingest_upload``) with a progress bar; the outcomes."""
     from genuine_core.io import ChannelMap
-    from store.ingest import ingest_files
+    from store.ingest import ingest_upload, uploads_dir
 
     models = ingest_models(str(store.path), common.rev("models"))
-    bar = st.progress(0.0, text=f"Ingesting {len(paths)} scan(s) ...")
+    bar = st.progress(0.0, text=f"Ingesting {len(files)} scan(s) ...")
     outcomes = []
-    for k, p in enumerate(paths):
-        bar.progress(k / len(paths), text=f"Scan {k + 1} of {len(paths)}: {p.name.split('_', 1)[-1]}")
-        report = ingest_files(store, [p], sample, kind=kind, expected=expected, genotype=genotype, models=models,
-                              channel_map=ChannelMap(*mapping), progress=False)
+    for k, f in enumerate(files):
+        bar.progress(k / len(files), text=f"Scan {k + 1} of {len(files)}: {f.name}")
+        report = ingest_upload(store, uploads_dir(store.path), f.name, f.getvalue(), sample, kind=kind,
+                               expected=expected, genotype=genotype, models=models,
+                               channel_map=ChannelMap(*mapping))
         outcomes.extend(report.outcomes)
     bar.progress(1.0, text="Done")
     common.bump("data", "labels", "models")
@@ -159,25 +134,35 @@ def main() -> None:
         if last:
             show_outcomes(*last)
         return
+    from store.ingest import save_upload, uploads_dir
+
     folder = uploads_dir(path)
-    saved = [save_upload(folder, f.name, f.getvalue()) for f in files]
+    first, first_name = None, ""
+    for f in files:  # header check; the first readable upload is previewed
+        try:
+            saved = save_upload(folder, f.name, f.getvalue())
+        except InputError as exc:
+            st.warning(f"{exc} It will not be ingested.", icon=":material/warning:")
+            continue
+        if first is None:
+            first, first_name = saved, f.name
 
     st.subheader("Channel mapping")
-    first = saved[0]
-    n_ch = channel_count(str(first), first.stat().st_mtime)
-    st.caption(f"`{files[0].name}`: {n_ch if n_ch else '?'} channel(s). The same mapping is used for every "
-               "uploaded file; code order is (NMI, MYCN, DAPI) = (red, green, blue).")
+    n_ch = channel_count(str(first), first.stat().st_mtime) if first is not None else None
+    st.caption(f"`{first_name or files[0].name}`: {n_ch if n_ch else '?'} channel(s). The same mapping is used "
+               "for every uploaded file; code order is (NMI, MYCN, DAPI) = (red, green, blue).")
     mapping = channel_mapping(n_ch, "ingest_map")
-    ok = True
+    ok = first is not None
     try:
-        rgb, chans, shape = preview(str(first), first.stat().st_mtime, mapping)
-        cols = st.columns([2, 1, 1, 1])
-        cols[0].image(rgb, caption=f"composite · {shape}", width="stretch")
-        for col, (name, img) in zip(cols[1:], chans):
-            col.image(img, caption=name, width="stretch")
+        if first is not None:
+            rgb, chans, shape = preview(str(first), first.stat().st_mtime, mapping)
+            cols = st.columns([2, 1, 1, 1])
+            cols[0].image(rgb, caption=f"composite · {shape}", width="stretch")
+            for col, (name, img) in zip(cols[1:], chans):
+                col.image(img, caption=name, width="stretch")
     except GenuineError as exc:
         ok = False
-        st.error(f"`{files[0].name}` cannot be read with this mapping: {exc}", icon=":material/error:")
+        st.error(f"`{first_name}` cannot be read with this mapping: {exc}", icon=":material/error:")
     except ValueError as exc:  # ChannelMap validation (e.g. the same channel twice)
         ok = False
         st.error(f"Invalid channel mapping: {exc}", icon=":material/error:")
@@ -194,7 +179,7 @@ def main() -> None:
                                 help="a known genotype gives every nucleus an automatic label")
         expected = c4.number_input("Expected MNA %", min_value=0.0, max_value=100.0, value=None, step=5.0,
                                    key="ingest_expected", help="known mixture fraction, if any")
-        go = st.form_submit_button(f"Ingest {len(saved)} scan(s)", type="primary", disabled=not ok,
+        go = st.form_submit_button(f"Ingest {len(files)} scan(s)", type="primary", disabled=not ok,
                                    icon=":material/play_arrow:")
     if not go:
         if last:
@@ -205,7 +190,7 @@ def main() -> None:
         return
     try:
         store = common.get_store(create=True)
-        outcomes = run_ingest(store, saved, mapping, sample.strip(), kind,
+        outcomes = run_ingest(store, files, mapping, sample.strip(), kind,
                               None if expected is None else float(expected) / 100.0, GENOTYPES[genotype])
     except GenuineError as exc:
         common.show_error(exc)

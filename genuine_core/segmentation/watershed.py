@@ -24,6 +24,11 @@ class WatershedConfig:
         threshold_scale: multiplier on the Otsu threshold of the smoothed DAPI.
         min_distance: smallest distance between two seeds, fraction of the diameter.
         min_area: smallest object kept, fraction of the expected nucleus area.
+        min_contrast: the thresholded foreground's median must exceed the background's
+            (smoothed) by this many standard deviations of the smoothed pixel noise
+            (see :func:`foreground_contrast`), else the image holds no nuclei: Otsu splits
+            any image in two, and an empty field of pure noise would otherwise yield
+            dozens of noise blobs.
     """
 
     diameter: float = 60.0
@@ -33,6 +38,7 @@ class WatershedConfig:
     threshold_scale: float = 1.0
     min_distance: float = 0.25
     min_area: float = 0.12
+    min_contrast: float = 2.5
 
     def __post_init__(self) -> None:
         if not 4 <= self.diameter <= 2000:
@@ -44,16 +50,65 @@ class WatershedConfig:
             raise ValueError(f"shape_weight must be in [0, 4], got {self.shape_weight}")
         if not 0 < self.threshold_scale < 10:
             raise ValueError(f"threshold_scale must be in (0, 10), got {self.threshold_scale}")
+        if not 0 <= self.min_contrast < 1000:
+            raise ValueError(f"min_contrast must be in [0, 1000), got {self.min_contrast}")
 
 
 def otsu_foreground(dapi: np.ndarray, sigma: float = 2.0, scale: float = 1.0) -> np.ndarray:
     """(H, W) bool: smoothed DAPI above ``scale`` x its Otsu threshold (all False for a constant image)."""
+    return _smoothed_foreground(dapi, sigma, scale)[1]
+
+
+def _smoothed_foreground(dapi: np.ndarray, sigma: float, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(smoothed DAPI, its Otsu foreground); the Gaussian sigma is at least 0.5 px."""
     from skimage.filters import threshold_otsu
 
     img = ndimage.gaussian_filter(np.asarray(dapi, np.float32), max(sigma, 0.5))
     if float(img.max()) <= float(img.min()):
-        return np.zeros(img.shape, bool)
-    return img > threshold_otsu(img) * scale
+        return img, np.zeros(img.shape, bool)
+    return img, img > threshold_otsu(img) * scale
+
+
+def noise_sigma(image: np.ndarray, max_samples: int = 1_000_000) -> float:
+    """Robust standard deviation of pixel noise: MAD of horizontal neighbour differences / sqrt(2).
+
+    Differences cancel smooth structure (nuclei, illumination), so this measures the
+    per-pixel noise alone. Rows are subsampled to about ``max_samples`` differences.
+    """
+    img = np.asarray(image, np.float32)
+    if img.shape[1] < 2:
+        img = img.T
+    if img.shape[1] < 2:
+        return 0.0
+    step = max(1, img.shape[0] * (img.shape[1] - 1) // max_samples)
+    d = np.diff(img[::step], axis=1).ravel()
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
+
+
+def foreground_contrast(dapi: np.ndarray, smoothed: np.ndarray, foreground: np.ndarray, sigma: float) -> float:
+    """How far the foreground stands above the background, in units of smoothed pixel noise.
+
+    (median of ``smoothed`` inside - median outside ``foreground``) divided by the noise
+    a Gaussian of ``sigma`` leaves of white pixel noise (``noise_sigma(dapi) / (2 sqrt(pi) sigma)``).
+    Otsu's split of pure noise measures about 1.3-1.6; nuclei measure far more (real scan
+    640, synthetic fields 260 at normal exposure, 4 at the lowest exposure the generator
+    allows). Returns inf for a noise-free image with a foreground.
+
+    Args:
+        dapi: (H, W) raw DAPI.
+        smoothed: (H, W) ``dapi`` smoothed with a Gaussian of ``sigma`` pixels.
+        foreground: (H, W) bool, thresholded ``smoothed``.
+        sigma: the smoothing sigma in pixels.
+    """
+    inside, outside = smoothed[foreground], smoothed[~foreground]
+    if inside.size == 0 or outside.size == 0:
+        return 0.0
+    step_in, step_out = max(1, inside.size // 250_000), max(1, outside.size // 250_000)
+    sep = float(np.median(inside[::step_in]) - np.median(outside[::step_out]))
+    noise = noise_sigma(dapi) / (2.0 * np.sqrt(np.pi) * max(sigma, 0.5))
+    if noise <= 0:
+        return float("inf") if sep > 0 else 0.0
+    return sep / noise
 
 
 def drop_dim_objects(labels: np.ndarray, foreground: np.ndarray, min_fraction: float) -> np.ndarray:
@@ -88,8 +143,13 @@ def segment_watershed(dapi: np.ndarray, config: WatershedConfig = WatershedConfi
     raw = np.asarray(dapi, np.float32)
     if raw.ndim != 2:
         raise ValueError(f"dapi must be (H, W), got {raw.shape}")
-    fg = otsu_foreground(raw, config.smooth * d, config.threshold_scale)
+    smoothed, fg = _smoothed_foreground(raw, config.smooth * d, config.threshold_scale)
     if not fg.any():
+        return np.zeros(raw.shape, np.int32)
+    contrast = foreground_contrast(raw, smoothed, fg, config.smooth * d)
+    if contrast < config.min_contrast:
+        logger.info("DAPI foreground is only %.2f noise SDs above the background (< %.1f): no nuclei",
+                    contrast, config.min_contrast)
         return np.zeros(raw.shape, np.int32)
     fg = ndimage.binary_opening(fg, structure=np.ones((3, 3), bool))
     fg = ndimage.binary_fill_holes(fg)
