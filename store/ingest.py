@@ -171,6 +171,25 @@ def _dry_run(store: Store, write: Callable[[], object]) -> None:
         pass
 
 
+def _check_nuclei(result: ScanResult) -> None:
+    """Refuse a scan without a single scorable nucleus.
+
+    Such a scan is an empty field or, more often, a wrong channel map; stored, it would
+    also block the corrected re-ingest (same bytes = already stored).
+
+    Raises:
+        InputError: no nucleus found, or every nucleus found touches the image border.
+    """
+    if result.n_nuclei:
+        return
+    dapi = (result.info.get("channel_map") or {}).get("dapi")
+    if result.n_border_skipped:
+        raise InputError(f"{result.info['file_name']}: all {result.n_border_skipped} nuclei found touch the image "
+                         "border (incomplete nuclei are not scored); nothing stored")
+    raise InputError(f"{result.info['file_name']}: no nuclei found in the DAPI channel (source channel {dapi}): "
+                     "an empty field or a wrong channel map; nothing stored")
+
+
 def _failed(item: _Item, exc: Exception, t0: float) -> FileOutcome:
     if isinstance(exc, GenuineError):
         msg = str(exc)
@@ -213,6 +232,7 @@ class _Batcher:
                 return
             self.bar.set_postfix_str(f"reading {item.path.name}")
             result = prepare_scan(item.path, self.patch_size, acquisition=item.acquisition, **self.kwargs)
+            _check_nuclei(result)
         except Exception as exc:  # noqa: BLE001 - reported per file
             self._done(item, _failed(item, exc, t0))
             return
