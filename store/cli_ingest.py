@@ -1,4 +1,9 @@
-"""``genuine ingest``: scans (or a synthetic benchmark folder) into the store."""
+"""``genuine ingest``: scans (or a synthetic benchmark folder) into the store.
+
+While the dashboard runs it owns the store (see ``store.db``): the ingest waits up to
+``--wait`` seconds for the write lock, then exits 2 with one line saying who holds the
+store and what to do. It never writes to a store it could not lock.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,18 @@ from pathlib import Path
 from store.db import add_db_argument, default_db_path
 
 KINDS = ("case", "cell-line", "mixture", "probe")
+#: default seconds ``genuine ingest`` waits for a store another process holds
+DEFAULT_WAIT = 30.0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"--wait must be between 0 and 86400 seconds, got {text}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-fields", type=int, default=None, help="benchmark fields per sample and split")
     parser.add_argument("--no-umap", action="store_true", help="do not place new nuclei on fitted UMAPs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--wait", type=_seconds, default=DEFAULT_WAIT, metavar="SECONDS",
+                        help="how long to wait while another process (the dashboard) holds the store, "
+                             f"then exit 2 (default {DEFAULT_WAIT:.0f})")
     add_db_argument(parser)
 
 
@@ -41,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     """Ingest; print one line per file. Exit 0 all stored/known, 1 some failed, 2 all failed."""
     from genuine_core.errors import InputError
     from genuine_core.pipeline import DEFAULT_MC_SAMPLES, load_model
-    from store.db import Store
+    from store.db import Store, StoreBusy
     from store.ingest import ingest_benchmark, ingest_files, resolve_models
 
     if not args.files and args.benchmark is None:
@@ -64,7 +84,13 @@ def run(args: argparse.Namespace) -> int:
     if mc < 0:
         raise InputError("--mc-samples must be >= 0")
     progress = not args.quiet
-    with Store(args.db or default_db_path()) as store:
+    try:
+        store = Store(args.db or default_db_path(), busy_timeout=args.wait)
+    except StoreBusy as exc:
+        what = ("nothing was ingested; ingest on the dashboard's Ingest page, or stop the dashboard and re-run"
+                if exc.dashboard else "nothing was ingested; re-run when it has finished")
+        raise StoreBusy(exc.path, exc.holder, exc.waited, exc.dashboard, f"{what} (or give a longer --wait)") from None
+    with store:
         models = resolve_models(store, args.models, loader=lambda p: load_model(p, mc_samples=mc))
         if not models:
             print("warning: no models found; storing nuclei without predictions")

@@ -1,10 +1,27 @@
-"""The store's connection: one DuckDB connection per process, one cursor per thread.
+"""The store's connection and its concurrency policy.
 
-DuckDB lets one process open a database file for writing. Inside that process every
-thread (Streamlit runs each browser session in a thread) gets its own cursor
-(``conn.cursor()``, a separate connection context on the same database) so
-transactions of different threads never mix. Writes go through
-:meth:`Store.transaction`, which commits everything or nothing.
+Concurrency policy (DuckDB allows one writing process per file):
+
+1. **The dashboard process owns the store.** While ``streamlit run app.py`` serves, its
+   server process opens the store once (``pages.common.store_at``) and holds DuckDB's
+   write lock until it stops. No other process can open the file meanwhile, not even
+   read-only.
+2. **Sessions are threads.** Every browser session runs in its own thread of that process
+   and gets its own cursor on the shared connection (``conn.cursor()``), so transactions
+   of different sessions never mix. :meth:`Store.transaction` commits all or nothing.
+3. **Label decisions are short, serialised, retried writes** (:meth:`Store.write`): one
+   lock per store file and process serialises them, so each event reads its ``previous``
+   value after the last decision committed (DuckDB's snapshot isolation would let two
+   sessions read the same ``previous`` and both commit: a broken audit chain). A DuckDB
+   transaction conflict (``TransactionException`` "Conflict ...", e.g. with an ingest
+   running on the Ingest page) is retried with a bounded exponential backoff
+   (:data:`WRITE_ATTEMPTS`, :data:`WRITE_TIMEOUT`); then ``StoreError("store busy ...")`` is
+   raised and the page says "Not saved". A decision is never dropped silently.
+4. **Other processes wait, then give up cleanly.** A CLI ingest, export or check that
+   finds the file locked retries for its busy timeout (``genuine ingest --wait SECONDS``,
+   default 30) and then fails with one line naming the holder (:class:`StoreBusy`, exit
+   code 2): ingest through the dashboard's Ingest page, or stop the dashboard and re-run.
+   It never opened the file, so it cannot corrupt it.
 
 Files beside the store: ``<name>.duckdb`` and a folder ``<name>_files/`` for data the
 store references but does not hold (fitted UMAP reducers).
@@ -15,10 +32,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import pandas as pd
@@ -44,9 +63,72 @@ def add_db_argument(parser) -> None:
                         help=f"store file (default: $GENUINE_DB or {DEFAULT_DB})")
 
 
+#: attempts of one :meth:`Store.write` before it gives up with "store busy"
+WRITE_ATTEMPTS = 8
+#: seconds one :meth:`Store.write` may wait in total (for the write lock and between attempts)
+WRITE_TIMEOUT = 10.0
+_BACKOFF_START, _BACKOFF_MAX = 0.02, 1.0  # seconds: first pause after a conflict, longest pause
+
+T = TypeVar("T")
+
+
+class StoreBusy(StoreError):
+    """Another process holds the store's write lock (raised after the busy timeout).
+
+    Attributes:
+        path: the store file. holder: who holds it, e.g. "the GENUINE dashboard (PID 123)".
+        waited: seconds waited. dashboard: the holder is a Streamlit server.
+        advice: what the user should do (default: by holder).
+    """
+
+    def __init__(self, path: Path, holder: str, waited: float, dashboard: bool, advice: str | None = None):
+        self.path, self.holder, self.waited, self.dashboard = path, holder, waited, dashboard
+        if advice is None:
+            advice = ("while the dashboard runs it owns the store: use its pages (Ingest; Review for the audit "
+                      "export) or stop the dashboard, then retry" if dashboard
+                      else "wait until that process finishes, then retry")
+        super().__init__(f"store busy: {path} is open for writing by {holder} (waited {waited:.0f} s); {advice}")
+
+
+class WriteConflict(StoreError):
+    """A transaction's commit failed on a DuckDB conflict; nothing was saved (:meth:`Store.write` retries)."""
+
+
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc).lower()
     return "lock" in text and ("conflicting" in text or "could not set" in text or "already open" in text)
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """A DuckDB transaction conflict (another transaction touched the same rows): worth a retry."""
+    return isinstance(exc, (duckdb.TransactionException, WriteConflict)) and "conflict" in str(exc).lower()
+
+
+def lock_holder(exc: Exception) -> tuple[str, bool]:
+    """(description, is_dashboard) of the process named in DuckDB's lock error, from ``/proc``."""
+    m = re.search(r"PID (\d+)", str(exc))
+    if not m:
+        return "another process", False
+    pid = int(m.group(1))
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    if "streamlit" in cmd:
+        return f"the GENUINE dashboard (streamlit, PID {pid})", True
+    short = " ".join(Path(w).name if i == 0 else w for i, w in enumerate(cmd.split()[:4]))
+    return (f"process {pid} ({short})" if short else f"process {pid}"), False
+
+
+def _write_lock(path: Path) -> threading.RLock:
+    """The process-wide lock serialising :meth:`Store.write` on one store file."""
+    key = str(path.resolve())
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.RLock())
+
+
+_WRITE_LOCKS: dict[str, threading.RLock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
 
 
 class Store:
@@ -74,6 +156,9 @@ class Store:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._write_lock = _write_lock(self.path)
+        #: conflicts :meth:`write` retried so far (diagnostics)
+        self.retries = 0
         try:
             version = migrations.current_version(self._conn)
             if version < migrations.LATEST:
@@ -99,8 +184,8 @@ class Store:
                 if not _is_lock_error(exc):
                     raise StoreError(f"{self.path}: cannot open store: {exc}") from exc
                 if time.monotonic() >= deadline:
-                    raise StoreError(f"store busy: {self.path} is open for writing in another process "
-                                     f"(waited {busy_timeout:.0f} s)") from exc
+                    holder, dashboard = lock_holder(exc)
+                    raise StoreBusy(self.path, holder, busy_timeout, dashboard) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
             except duckdb.Error as exc:
@@ -190,7 +275,61 @@ class Store:
         except duckdb.TransactionException as exc:
             with contextlib.suppress(Exception):
                 cur.execute("ROLLBACK")
-            raise StoreError(f"write conflict, nothing was saved: {exc}") from exc
+            raise WriteConflict(f"write conflict, nothing was saved: {exc}") from exc
+
+    def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = WRITE_ATTEMPTS,
+              timeout: float = WRITE_TIMEOUT) -> T:
+        """Run ``fn(cursor)`` as one short write transaction, serialised and retried on conflicts.
+
+        Writes through this method on the same store file in this process run one at a
+        time, so what ``fn`` reads is what it writes on top of. A DuckDB transaction
+        conflict rolls the attempt back and retries after 0.02, 0.04, ... s (at most 1 s
+        each), up to ``attempts`` tries within ``timeout`` seconds. Inside an enclosing
+        transaction ``fn`` simply joins it (the outer one owns retries).
+
+        Args:
+            fn: does the reads and writes on the given cursor; may run more than once.
+            attempts: tries before giving up (>= 1).
+            timeout: seconds to wait in total for the lock and between attempts.
+
+        Returns:
+            What ``fn`` returned on the attempt that committed.
+
+        Raises:
+            StoreError: "store busy ..." when the lock or the conflicts outlast the budget
+                (nothing was saved); any error ``fn`` raises (rolled back, not retried).
+        """
+        if attempts < 1:
+            raise ValueError("attempts must be >= 1")
+        if self.read_only:
+            raise StoreError(f"{self.path}: store is open read-only")
+        if getattr(self._local, "depth", 0):
+            return fn(self.cursor())
+        start = time.monotonic()
+        if not self._write_lock.acquire(timeout=max(0.0, timeout)):
+            raise StoreError(f"store busy: other writes held {self.path} for {timeout:.0f} s; nothing was saved, "
+                             "try again")
+        try:
+            pause = _BACKOFF_START
+            for attempt in range(1, attempts + 1):
+                try:
+                    with self.transaction() as cur:
+                        return fn(cur)
+                except (duckdb.TransactionException, WriteConflict) as exc:
+                    if not _is_conflict(exc):
+                        raise
+                    left = timeout - (time.monotonic() - start)
+                    if attempt == attempts or left <= pause:
+                        raise StoreError(f"store busy: write conflict on {self.path} persisted after {attempt} "
+                                         f"attempt(s) in {time.monotonic() - start:.1f} s; nothing was saved, "
+                                         "try again") from exc
+                    self.retries += 1
+                    logger.info("write conflict on %s (attempt %d), retrying in %.2f s", self.path, attempt, pause)
+                    time.sleep(pause)
+                    pause = min(pause * 2, _BACKOFF_MAX)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            self._write_lock.release()
 
     @contextlib.contextmanager
     def frames(self, **frames) -> Iterator[None]:
@@ -234,5 +373,5 @@ _NEXTVAL_SQL = {s: "SELECT nextval('" + s + "') FROM range(?)" for s in _SEQUENC
 
 
 def open_store(path: str | Path, read_only: bool = False, busy_timeout: float = 10.0) -> Store:
-    """Open (and create/migrate when writable) the store at ``path``."""
+    """Open (and create/migrate when writable) the store at ``path``; see :class:`Store`."""
     return Store(path, read_only=read_only, busy_timeout=busy_timeout)

@@ -4,6 +4,11 @@ Every decision is a new row in ``label_events`` (value, previous value, reviewer
 note). Nothing here updates or deletes an event: an undo is a new event that restores
 the previous value. The current curated label of a nucleus is the latest event
 (``curated_labels`` view); ``'unset'`` means "no decision".
+
+Every write is one short transaction through :meth:`store.db.Store.write`: serialised
+per store within the process (so ``previous`` is always the value just before the event,
+whatever other sessions do at the same moment) and retried on DuckDB conflicts; when
+the store stays busy it raises ``StoreError("store busy ...")`` and nothing is saved.
 """
 
 from __future__ import annotations
@@ -50,6 +55,31 @@ def _current_value(cur, nucleus_id: int) -> str:
     return row[0] if row else "unset"
 
 
+def _insert(cur, nucleus_id: int, value: str, previous: str, reviewer: str, note: str | None,
+            undoes: int | None) -> int:
+    """Append one event row (the only INSERT into label_events); return its id."""
+    row = cur.execute(
+        "INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at, note, undoes) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        [nucleus_id, value, previous, reviewer, _now(), note, undoes],
+    ).fetchone()
+    return int(row[0])
+
+
+def _undo(cur, event_id: int, reviewer: str, note: str | None) -> int:
+    """Inside a write: append the event reverting ``event_id`` (must be its nucleus' latest)."""
+    ev = cur.execute("SELECT nucleus_id, value, previous FROM label_events WHERE id = ?", [event_id]).fetchone()
+    if ev is None:
+        raise StoreError(f"no label event with id {event_id}")
+    nucleus_id, value, previous = ev
+    latest, who = cur.execute("SELECT id, reviewer FROM label_events WHERE nucleus_id = ? ORDER BY id DESC LIMIT 1",
+                              [nucleus_id]).fetchone()
+    if latest != event_id:
+        raise StoreError(f"nucleus {nucleus_id} was decided again since (event {latest} by {who}); "
+                         "undo that decision instead")
+    return _insert(cur, nucleus_id, previous, value, reviewer, note or f"undo of event {event_id}", event_id)
+
+
 def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note: str | None = None) -> int:
     """Append a reviewer's decision for one nucleus; return the event id.
 
@@ -64,16 +94,14 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
     """
     stored = normalise_decision(value)
     reviewer = _check_reviewer(reviewer)
-    with store.transaction() as cur:
-        if not cur.execute("SELECT 1 FROM nuclei WHERE id = ?", [int(nucleus_id)]).fetchone():
+    nucleus_id = int(nucleus_id)
+
+    def append(cur) -> int:
+        if not cur.execute("SELECT 1 FROM nuclei WHERE id = ?", [nucleus_id]).fetchone():
             raise StoreError(f"no nucleus with id {nucleus_id}")
-        previous = _current_value(cur, int(nucleus_id))
-        row = cur.execute(
-            "INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at, note) "
-            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-            [int(nucleus_id), stored, previous, reviewer, _now(), note],
-        ).fetchone()
-    return int(row[0])
+        return _insert(cur, nucleus_id, stored, _current_value(cur, nucleus_id), reviewer, note, None)
+
+    return store.write(append)
 
 
 def undo_event(store: Store, event_id: int, reviewer: str, note: str | None = None) -> int:
@@ -89,41 +117,33 @@ def undo_event(store: Store, event_id: int, reviewer: str, note: str | None = No
         StoreError: no such event, or the nucleus has been decided again since.
     """
     reviewer = _check_reviewer(reviewer)
-    with store.transaction() as cur:
-        ev = cur.execute("SELECT nucleus_id, value, previous FROM label_events WHERE id = ?", [int(event_id)]).fetchone()
-        if ev is None:
-            raise StoreError(f"no label event with id {event_id}")
-        nucleus_id, value, previous = ev
-        latest = cur.execute("SELECT max(id) FROM label_events WHERE nucleus_id = ?", [nucleus_id]).fetchone()[0]
-        if latest != int(event_id):
-            who = cur.execute("SELECT reviewer FROM label_events WHERE id = ?", [latest]).fetchone()[0]
-            raise StoreError(f"nucleus {nucleus_id} was decided again since (event {latest} by {who}); "
-                             "undo that decision instead")
-        row = cur.execute(
-            "INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at, note, undoes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [nucleus_id, previous, value, reviewer, _now(), note or f"undo of event {event_id}", int(event_id)],
-        ).fetchone()
-    return int(row[0])
+    return store.write(lambda cur: _undo(cur, int(event_id), reviewer, note))
 
 
 def undo_last(store: Store, reviewer: str) -> int | None:
     """Undo this reviewer's most recent decision that is still the nucleus' current one.
 
+    Finding the decision and reverting it happen in one write, so a decision another
+    session makes meanwhile is never overwritten.
+
     Returns:
         The undo event's id, or None when the reviewer has nothing left to undo.
     """
     reviewer = _check_reviewer(reviewer)
-    last = store.scalar(
-        """
-        SELECT e.id FROM label_events e
-        WHERE e.reviewer = ? AND e.undoes IS NULL
-          AND e.id = (SELECT max(id) FROM label_events x WHERE x.nucleus_id = e.nucleus_id)
-        ORDER BY e.id DESC LIMIT 1
-        """,
-        [reviewer],
-    )
-    return None if last is None else undo_event(store, int(last), reviewer)
+
+    def revert(cur) -> int | None:
+        last = cur.execute(
+            """
+            SELECT e.id FROM label_events e
+            WHERE e.reviewer = ? AND e.undoes IS NULL
+              AND e.id = (SELECT max(id) FROM label_events x WHERE x.nucleus_id = e.nucleus_id)
+            ORDER BY e.id DESC LIMIT 1
+            """,
+            [reviewer],
+        ).fetchone()
+        return None if last is None else _undo(cur, int(last[0]), reviewer, None)
+
+    return store.write(revert)
 
 
 def current_labels(store: Store, nucleus_ids=None) -> pd.DataFrame:
