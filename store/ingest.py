@@ -109,7 +109,8 @@ def resolve_models(store: Store, folders: Sequence[str | Path] | None = None,
         loader: folder -> ScoringModel (tests pass fakes).
 
     Raises:
-        ModelLoadError: a folder cannot be loaded.
+        ModelLoadError: a folder cannot be loaded, or a registered folder no longer holds
+            the weights the store recorded at registration.
         InputError: a given folder holds no model.
     """
     paths: list[Path] = []
@@ -121,8 +122,18 @@ def resolve_models(store: Store, folders: Sequence[str | Path] | None = None,
             paths.extend(found)
     else:
         reg = registry.list_models(store)
-        paths = [Path(p) for p in reg["folder"].dropna()] if len(reg) else model_folders()
-    models = [loader(p) for p in paths]
+        if len(reg):  # registered folders: the weights must still be the ones registered
+            models = []
+            for rec in reg[reg["folder"].notna()].to_dict("records"):
+                models.append(loader(Path(rec["folder"])))
+                registry.verify_registered(store, models[-1], rec["name"])
+            return _unique(models)
+        paths = model_folders()
+    return _unique([loader(p) for p in paths])
+
+
+def _unique(models: list[ScoringModel]) -> list[ScoringModel]:
+    """``models``, refusing two with one name."""
     names = [m.name for m in models]
     dup = {n for n in names if names.count(n) > 1}
     if dup:

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from genuine_core.errors import StoreError
+from genuine_core.errors import ModelLoadError, StoreError
 from genuine_core.pipeline import ScoringModel
 from store.db import Store
 
@@ -41,6 +41,31 @@ def register_model(store: Store, model: ScoringModel) -> int:
              model.uncertainty_method, json.dumps(model.config), json.dumps(model.metrics), model.folder],
         ).fetchone()
     return int(new[0])
+
+
+def verify_registered(store: Store, model: ScoringModel, name: str | None = None) -> None:
+    """Refuse a model loaded from a registered folder whose weights are not the ones registered.
+
+    The checksum recorded at registration (``folder_digest``: the sha256 of the folder's
+    verified checksum list) must equal the loaded model's. A folder whose files were
+    replaced since, even with a consistent new checksum list, is refused.
+
+    Args:
+        model: the model as loaded now.
+        name: the registered name (default ``model.name``).
+
+    Raises:
+        ModelLoadError: the store recorded other weights under that name.
+        StoreError: no model of that name is registered.
+    """
+    name = name or model.name
+    recorded = store.scalar("SELECT checksum FROM models WHERE name = ?", [name])
+    if recorded is None:
+        raise StoreError(f"no model named {name!r} in the store")
+    if recorded != model.checksum:
+        raise ModelLoadError(
+            f"model {name!r}: the folder {model.folder} no longer holds the weights registered in the store "
+            f"(checksum {recorded[:12]}... recorded, {model.checksum[:12]}... now); refusing to use it")
 
 
 def model_id(store: Store, name: str) -> int:
