@@ -8,12 +8,21 @@ scans ingested later) is placed with ``UmapMap.transform``. The fitted map is sa
 in the store's side folder (``<store>_files/``) and its sha256 recorded in
 ``umap_fits``; loading verifies it (see ``genuine_core.embedding`` for the trust
 boundary).
+
+Crash consistency: a map file is written under a temporary name, renamed into place
+and flushed to disk before the row that references it commits, so a committed fit never
+points at a missing or half-written file. A process killed in between leaves at most an
+unreferenced file; the next fit of that model removes every file of the model but its new map.
+Crash tests stop a fit with ``GENUINE_TEST_KILL_AT=map_saved`` (map on disk, row not committed)
+or ``fit_committed`` (row committed, superseded files not yet removed); see ``store.ingest._kill_point``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 import warnings
 from datetime import datetime, timezone
@@ -25,6 +34,7 @@ import pandas as pd
 from genuine_core.embedding import UmapConfig, UmapMap, fit_umap as _fit, subsample
 from genuine_core.errors import InputError, StoreError
 from store.db import Store
+from store.ingest import _kill_point
 from store.registry import model_id
 
 logger = logging.getLogger(__name__)
@@ -112,8 +122,9 @@ def fit_umap(store: Store, model: str, config: UmapConfig = UmapConfig()) -> dic
     fit_id = store.next_ids("umap_fit_ids", 1)[0]
     rel = f"umap_model{mid}_fit{fit_id}.npz"
     path = store.folder / rel
-    sha = umap_map.save(path)
-    old = store.query("SELECT reducer_path FROM umap_fits WHERE model_id = ?", [mid])["reducer_path"].tolist()
+    sha = umap_map.save(path)  # temporary file + rename: never half-written under its final name
+    _sync(path)
+    _kill_point("map_saved")
     try:
         with store.transaction() as cur:
             cur.execute(
@@ -127,10 +138,27 @@ def fit_umap(store: Store, model: str, config: UmapConfig = UmapConfig()) -> dic
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    for o in old:  # superseded maps
-        (store.folder / o).unlink(missing_ok=True)
+    _kill_point("fit_committed")
+    for stale in store.folder.glob(f"umap_model{mid}_fit*"):  # superseded maps, leftovers of killed fits
+        if stale.name != rel:
+            stale.unlink(missing_ok=True)
     return {"model": model, "fit_id": fit_id, "n_reference": int(len(ref_rows)), "n_fitted": int(len(fit_rows)),
             "n_placed": int((~fitted).sum()), "reference": reference, "path": str(path)}
+
+
+def _sync(path: Path) -> None:
+    """Flush a written file and its folder entry to disk (the row referencing it commits after)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):  # folders cannot be fsynced on some platforms
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def latest_fit(store: Store, model: str) -> dict | None:
