@@ -366,7 +366,7 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
     for i, p in enumerate(paths):
         batcher.add(_Item(i, Path(p), sid, genotype, acquisition=acquisition))
     report = IngestReport(batcher.finish(), time.perf_counter() - t0)
-    if place_umap and report.count("stored"):
+    if place_umap:  # even when nothing new was stored: a killed earlier run may have left scans unplaced
         _place_on_umaps(store, [m.name for m in models])
     return report
 
@@ -613,6 +613,6 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
         acquisition = {"benchmark": bench.name, "field_id": f["field_id"], "seed": config.get("seed")}
         batcher.add(_Item(i, Path(f["path"]), sid, f["genotype"], truth_fn, f["split"], acquisition))
     report = IngestReport(batcher.finish(), time.perf_counter() - t0)
-    if place_umap and report.count("stored"):
+    if place_umap:  # even when nothing new was stored: a killed earlier run may have left scans unplaced
         _place_on_umaps(store, [m.name for m in models])
     return report

@@ -205,14 +205,13 @@ def place_missing(store: Store, model: str) -> int:
     Returns:
         How many were placed (0 when the model has no map yet).
     """
-    umap_map = load_map(store, model)
-    if umap_map is None:
+    if latest_fit(store, model) is None:
         return 0
     mid = model_id(store, model)
     ids, x, _ = _vectors(store, mid, only_missing=True)
-    if len(ids) == 0:
+    if len(ids) == 0:  # the usual case of a re-run: no map to read
         return 0
-    xy = umap_map.transform(x)
+    xy = load_map(store, model).transform(x)
     fit_id = int(latest_fit(store, model)["id"])
     with store.transaction() as cur:
         _insert_coords(store, cur, mid, fit_id, ids, xy, np.zeros(len(ids), bool))
