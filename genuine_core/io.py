@@ -15,6 +15,7 @@ import hashlib
 import io as _io
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -328,7 +329,7 @@ def _tiff_header(data: bytes, name: str, max_pixels: int):
         try:
             series = tif.series
             if not series:
-                raise InputError(f"{name}: TIFF holds no image")
+                raise InputError(f"{name}: not a readable TIFF (no image directory in it)")
             series = series[0]
             shape, axes, dtype = tuple(int(n) for n in series.shape), str(series.axes), series.dtype
             if 0 in shape:
@@ -374,8 +375,13 @@ def _pillow_header(data: bytes, name: str, max_pixels: int):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(_io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{name}: image header declares an absurd size ({exc}); refusing to decode") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own limit (2 x MAX_IMAGE_PIXELS) hit first
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{m.group(1)} pixels" if m else "an absurd size"
+        raise InputError(f"{name}: header declares {size}, above the limit of {max_pixels}; "
+                         "refusing to decode") from None
+    except Image.UnidentifiedImageError:
+        raise InputError(f"{name}: not a readable image (corrupt PNG/JPEG header)") from None
     except Exception as exc:
         raise InputError(f"{name}: not a readable image ({_short(exc)})") from None
     w, h = im.size

@@ -77,10 +77,14 @@ def channel_mapping(n_channels: int | None, key: str) -> tuple:
     """Three selectboxes role -> source channel; returns ``(nmi, mycn, dapi)`` (None = absent)."""
     n = n_channels or 3
     options = list(range(n))
+    # distinct defaults: 3+ channels RGB = (NMI, MYCN, DAPI); 2 = (none, 0, 1); 1 = DAPI only
+    d_nmi, d_mycn, d_dapi = (0, 1, 2) if n >= 3 else (None, 0, 1) if n == 2 else (None, None, 0)
     c1, c2, c3 = st.columns(3)
-    nmi = c1.selectbox("NMI (reference) channel", [NONE] + options, index=1 if n > 0 else 0, key=f"{key}_nmi")
-    mycn = c2.selectbox("MYCN channel", [NONE] + options, index=2 if n > 1 else 0, key=f"{key}_mycn")
-    dapi = c3.selectbox("DAPI channel", options, index=min(2, n - 1), key=f"{key}_dapi")
+    nmi = c1.selectbox("NMI (reference) channel", [NONE] + options, index=0 if d_nmi is None else d_nmi + 1,
+                       key=f"{key}_nmi")
+    mycn = c2.selectbox("MYCN channel", [NONE] + options, index=0 if d_mycn is None else d_mycn + 1,
+                        key=f"{key}_mycn")
+    dapi = c3.selectbox("DAPI channel", options, index=d_dapi, key=f"{key}_dapi")
     return (None if nmi == NONE else int(nmi), None if mycn == NONE else int(mycn), int(dapi))
 
 
