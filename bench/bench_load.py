@@ -62,6 +62,7 @@ _RUN_WATCH = """() => {
   });
   window.__genuineObs.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
 }"""
+_IDLE = """() => document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state') === 'notRunning'"""
 _RUN_DONE = """() => window.__genuineRan &&
   document.querySelector('[data-testid="stApp"]').getAttribute('data-test-script-state') === 'notRunning'"""
 
@@ -152,6 +153,24 @@ async def _act(page, click, timeout_ms: float) -> float:
     return time.perf_counter() - t0
 
 
+async def _open_review(page, base: str, reviewer: str, log: SessionLog, timeout_ms: float) -> None:
+    """Open the Review page, enter the reviewer name, switch "Include reviewed" on."""
+    t0 = time.perf_counter()
+    await page.goto(f"{base}/review", timeout=timeout_ms)
+    await page.get_by_role("heading", name="Nucleus", level=4).first.wait_for(timeout=timeout_ms)
+    await page.wait_for_function(_IDLE, timeout=timeout_ms, polling=25)  # the first run has finished
+    log.times["open"].append(time.perf_counter() - t0)
+    box = page.get_by_role("textbox", name="Reviewer")
+    await box.fill(reviewer)
+    await _act(page, lambda: box.press("Enter"), timeout_ms)
+    include = page.locator(".st-key-review_include input[type='checkbox']")
+    await include.wait_for(state="attached", timeout=timeout_ms)  # the toggle renders lazily
+    if not await include.is_checked():
+        await _act(page, lambda: page.locator(".st-key-review_include label").first.click(), timeout_ms)
+    if not await include.is_checked():
+        raise RuntimeError("could not switch 'Include reviewed' on")
+
+
 async def review_session(browser, base: str, reviewer: str, *, seconds: float | None = None,
                          actions: int | None = None, p_skip: float = 0.3, seed: int = 0,
                          timeout_ms: float = 90_000) -> SessionLog:
@@ -171,17 +190,11 @@ async def review_session(browser, base: str, reviewer: str, *, seconds: float | 
     ctx = await browser.new_context(viewport={"width": 1280, "height": 1200})
     try:
         page = await ctx.new_page()
-        t0 = time.perf_counter()
-        await page.goto(f"{base}/review", timeout=timeout_ms)
-        await page.get_by_role("heading", name="Nucleus", level=4).first.wait_for(timeout=timeout_ms)
-        log.times["open"].append(time.perf_counter() - t0)
-        box = page.get_by_role("textbox", name="Reviewer")
-        await box.fill(reviewer)
-        await _act(page, lambda: box.press("Enter"), timeout_ms)
-        include = page.locator(".st-key-review_include input[type='checkbox']")
-        await include.wait_for(state="attached", timeout=timeout_ms)  # the toggle renders lazily
-        if not await include.is_checked():
-            await _act(page, lambda: page.locator(".st-key-review_include label").first.click(), timeout_ms)
+        try:
+            await _open_review(page, base, reviewer, log, timeout_ms)
+        except Exception as exc:  # noqa: BLE001  (reported; the session does nothing more)
+            log.errors.append(f"setup: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            return log
         end = time.monotonic() + seconds if seconds is not None else float("inf")
         done = failures = 0
         while time.monotonic() < end and (actions is None or done < actions) and failures < MAX_FAILURES:

@@ -57,7 +57,7 @@ def _current_value(cur, nucleus_id: int) -> str:
 
 def _insert(cur, nucleus_id: int, value: str, previous: str, reviewer: str, note: str | None,
             undoes: int | None) -> int:
-    """Append one event row (the only INSERT into label_events); return its id."""
+    """Append one event row (the one statement in the code base that writes events); return its id."""
     row = cur.execute(
         "INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at, note, undoes) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
