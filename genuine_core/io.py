@@ -62,7 +62,7 @@ class ChannelMap:
             raise ValueError(f"channel map uses a source channel twice: {self.text()}")
 
     @classmethod
-    def parse(cls, text: str) -> "ChannelMap":
+    def parse(cls, text: str) -> ChannelMap:
         """Parse ``"nmi=0,mycn=1,dapi=2"`` (roles may be omitted, except dapi), ``"RGB"`` or ``"BGR"``.
 
         Raises:
@@ -292,7 +292,7 @@ def _header(data: bytes, name: str, max_pixels: int):
     """(ScanHeader, decoder handle) after every header check; no pixel is decoded here."""
     if data.startswith(_TIFF_MAGIC):
         return _tiff_header(data, name, max_pixels)
-    if data.startswith(_PNG_MAGIC) or data.startswith(_JPEG_MAGIC):
+    if data.startswith((_PNG_MAGIC, _JPEG_MAGIC)):
         return _pillow_header(data, name, max_pixels)
     if not data:
         raise InputError(f"{name}: empty file (0 bytes)")
@@ -324,7 +324,7 @@ def _tiff_header(data: bytes, name: str, max_pixels: int):
     with _quiet_tifffile():
         try:
             tif = tifffile.TiffFile(_io.BytesIO(data))
-        except Exception as exc:  # tifffile raises many types for corrupt headers
+        except Exception as exc:  # noqa: BLE001 - tifffile raises many types for corrupt headers
             raise InputError(f"{name}: not a readable TIFF (truncated or corrupt header: {_short(exc)})") from None
         try:
             series = tif.series
@@ -357,7 +357,7 @@ def _tiff_header(data: bytes, name: str, max_pixels: int):
         except InputError:
             tif.close()
             raise
-        except Exception as exc:  # a corrupt IFD can fail while the series is built
+        except Exception as exc:  # noqa: BLE001 - a corrupt IFD can fail while the series is built
             tif.close()
             raise InputError(f"{name}: not a readable TIFF (corrupt image directory: {_short(exc)})") from None
     try:
@@ -382,7 +382,7 @@ def _pillow_header(data: bytes, name: str, max_pixels: int):
                          "refusing to decode") from None
     except Image.UnidentifiedImageError:
         raise InputError(f"{name}: not a readable image (corrupt PNG/JPEG header)") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types on corrupt data
         raise InputError(f"{name}: not a readable image ({_short(exc)})") from None
     w, h = im.size
     if w * h == 0:
@@ -471,7 +471,7 @@ def _decode(handle, header: ScanHeader, name: str) -> np.ndarray:
         with tif, _quiet_tifffile():
             try:
                 arr = series.asarray(maxworkers=1)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - decoders raise many types on corrupt data
                 raise InputError(f"{name}: cannot decode TIFF pixel data (corrupt or truncated: "
                                  f"{_short(exc)})") from None
     else:
@@ -486,7 +486,7 @@ def _decode(handle, header: ScanHeader, name: str) -> np.ndarray:
                 if mode != im.mode:
                     im = im.convert(mode)
                 arr = np.asarray(im)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - decoders raise many types on corrupt data
             raise InputError(f"{name}: cannot decode image data (truncated or corrupt: {_short(exc)})") from None
     arr = np.asarray(arr)
     if tuple(arr.shape) != header.shape:
@@ -516,7 +516,7 @@ def _normalise(arr: np.ndarray, name: str) -> np.ndarray:
         scale = float(info.max)
         if info.bits > 16:  # 32/64-bit integers: 16-bit data in a wide container, else relative to the maximum
             top = float(arr.max())
-            scale = 65535.0 if top <= 65535.0 else top
+            scale = max(65535.0, top)
         out = arr.astype(np.float32)
         out /= np.float32(scale)
         return np.clip(out, 0.0, 1.0, out=out)
@@ -527,7 +527,9 @@ def _normalise(arr: np.ndarray, name: str) -> np.ndarray:
                              "values); refusing to guess them")
         top = float(arr.max())
         if top > 1.0 or 0.0 < top < _MIN_FLOAT_TOP:
-            out = (arr / top).astype(np.float32)  # divide first: float64 values may not fit float32
+            pos = np.clip(arr, 0.0, None)  # negatives first: -1e30 / 1e-9 would overflow
+            pos /= top  # before the cast: float64 values may not fit float32
+            out = pos.astype(np.float32)
         else:
             out = arr.astype(np.float32)
         return np.clip(out, 0.0, 1.0, out=out)
@@ -593,7 +595,7 @@ def read_masks(path) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     try:
         m = tifffile.imread(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types on corrupt data
         raise InputError(f"{path}: not a readable masks TIFF ({exc})") from None
     if m.ndim != 2 or not np.issubdtype(m.dtype, np.integer):
         raise InputError(f"{path}: masks must be a 2-D integer image, got {m.shape} {m.dtype}")

@@ -8,16 +8,17 @@ from the ingest (segmenting an empty field is not an error, storing it is).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image
-
 from conftest import make_bomb_tiff, make_toy_scan
+from PIL import Image
 
 #: a small pixel limit for the "configurable limit" case (the toy scan has 65 536 pixels)
 SMALL_LIMIT = 10_000
@@ -49,6 +50,21 @@ class Case:
     env: dict = field(default_factory=dict)
     segment: tuple[str, str] | None = None
     page_fragment: str | None = None
+
+
+def store_snapshot(db: Path) -> dict:
+    """Row count of every table, sha256 of the store file, and every file beside it (path -> sha256)."""
+    from store.db import Store
+
+    with Store(db, read_only=True) as s:
+        tables = s.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+                         "ORDER BY 1")["table_name"].tolist()
+        counts = {t: int(s.scalar(f'SELECT count(*) FROM "{t}"')) for t in tables}
+    side = db.with_name(db.stem + "_files")
+    files = {str(p.relative_to(side)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(side.rglob("*")) if p.is_file()} if side.is_dir() else {}
+    return {"counts": counts, "sha256": hashlib.sha256(db.read_bytes()).hexdigest(), "files": files,
+            "wal": db.with_name(db.name + ".wal").exists()}
 
 
 def tiff_bytes(arr: np.ndarray, **kwargs) -> bytes:

@@ -28,7 +28,6 @@ Decisions asserted here:
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import tracemalloc
@@ -36,12 +35,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_bomb_tiff, make_toy_scan
+from hostile_cases import SMALL_LIMIT, Case, hostile_cases, png_bomb, tiff_bytes
+from hostile_cases import store_snapshot as snapshot
 
 from genuine_core.cli import main
 from genuine_core.errors import InputError
-from genuine_core.io import ChannelMap, decode_scan, inspect_scan, read_scan, write_scan_tiff
-from hostile_cases import SMALL_LIMIT, Case, hostile_cases, png_bomb, tiff_bytes
-from conftest import make_bomb_tiff, make_toy_scan
+from genuine_core.io import (
+    ChannelMap,
+    decode_scan,
+    inspect_scan,
+    read_scan,
+    write_scan_tiff,
+)
 
 CASES = {c.name: c for c in hostile_cases()}
 SAMPLE = "HOSTILE"
@@ -92,21 +98,6 @@ def db(base_store, base_snapshot, tmp_path) -> Path:
     dst.parent.mkdir()
     shutil.copy(base_store, dst)
     return dst
-
-
-def snapshot(db: Path) -> dict:
-    """Row count of every table, sha256 of the store file, and every file beside it (path -> sha256)."""
-    from store.db import Store
-
-    with Store(db, read_only=True) as s:
-        tables = s.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-                         "ORDER BY 1")["table_name"].tolist()
-        counts = {t: int(s.scalar(f'SELECT count(*) FROM "{t}"')) for t in tables}
-    side = db.with_name(db.stem + "_files")
-    files = {str(p.relative_to(side)): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(side.rglob("*")) if p.is_file()} if side.is_dir() else {}
-    return {"counts": counts, "sha256": hashlib.sha256(db.read_bytes()).hexdigest(), "files": files,
-            "wal": db.with_name(db.name + ".wal").exists()}
 
 
 def check(db: Path) -> list[str]:
@@ -287,9 +278,10 @@ def test_channel_first_and_last_give_the_same_scan():
 
 
 def test_empty_and_full_fields():
+    from hostile_cases import noise_image, one_blob, tiled_nuclei
+
     from genuine_core.patches import extract_patches
     from genuine_core.segmentation import segment
-    from hostile_cases import noise_image, one_blob, tiled_nuclei
 
     assert _nuclei(noise_image()) == 0  # Otsu alone would split noise into dozens of blobs
     tiled = tiled_nuclei()
