@@ -61,35 +61,35 @@ _CHECKS: list[tuple[str, str]] = [
 
 # Which rows a failed check is about: description -> query giving up to 5 labels (one per row).
 _EXAMPLES: dict[str, str] = {
-    "scans whose sample does not exist":
+    "scans whose sample does not exist": (
         "SELECT 'scan ' || c.id || ' (' || c.file_name || ', sample id ' || c.sample_id || ')' FROM scans c "
-        "LEFT JOIN samples s ON s.id = c.sample_id WHERE s.id IS NULL ORDER BY c.id LIMIT 5",
-    "nuclei whose scan does not exist":
+        "LEFT JOIN samples s ON s.id = c.sample_id WHERE s.id IS NULL ORDER BY c.id LIMIT 5"),
+    "nuclei whose scan does not exist": (
         "SELECT 'nucleus ' || n.id || ' (scan id ' || n.scan_id || ')' FROM nuclei n "
-        "LEFT JOIN scans c ON c.id = n.scan_id WHERE c.id IS NULL ORDER BY n.id LIMIT 5",
-    "predictions of unknown nuclei":
+        "LEFT JOIN scans c ON c.id = n.scan_id WHERE c.id IS NULL ORDER BY n.id LIMIT 5"),
+    "predictions of unknown nuclei": (
         "SELECT 'nucleus ' || p.nucleus_id || ' (model id ' || p.model_id || ')' FROM predictions p "
-        "LEFT JOIN nuclei n ON n.id = p.nucleus_id WHERE n.id IS NULL ORDER BY p.nucleus_id, p.model_id LIMIT 5",
-    "embeddings of unknown nuclei or models":
+        "LEFT JOIN nuclei n ON n.id = p.nucleus_id WHERE n.id IS NULL ORDER BY p.nucleus_id, p.model_id LIMIT 5"),
+    "embeddings of unknown nuclei or models": (
         "SELECT 'nucleus ' || e.nucleus_id || ' (model id ' || e.model_id || ')' FROM embeddings e "
         "LEFT JOIN nuclei n ON n.id = e.nucleus_id LEFT JOIN models m ON m.id = e.model_id "
-        "WHERE n.id IS NULL OR m.id IS NULL ORDER BY e.nucleus_id, e.model_id LIMIT 5",
-    "scan/model pairs whose prediction count differs from the scan's nuclei":
+        "WHERE n.id IS NULL OR m.id IS NULL ORDER BY e.nucleus_id, e.model_id LIMIT 5"),
+    "scan/model pairs whose prediction count differs from the scan's nuclei": (
         "SELECT 'scan ' || c.id || ' (' || c.file_name || '), model ' || m.name || ': ' || coalesce(p.k, 0) "
         "|| ' predictions for ' || c.n_nuclei || ' nuclei' FROM scan_models sm JOIN scans c ON c.id = sm.scan_id "
         "JOIN models m ON m.id = sm.model_id LEFT JOIN (SELECT n.scan_id, p.model_id, count(*) AS k FROM predictions p "
         "JOIN nuclei n ON n.id = p.nucleus_id GROUP BY ALL) p ON p.scan_id = sm.scan_id AND p.model_id = sm.model_id "
-        "WHERE coalesce(p.k, 0) <> c.n_nuclei OR sm.n_predictions <> c.n_nuclei ORDER BY c.id, m.id LIMIT 5",
-    "scan/model pairs whose embedding count differs from the scan's nuclei":
+        "WHERE coalesce(p.k, 0) <> c.n_nuclei OR sm.n_predictions <> c.n_nuclei ORDER BY c.id, m.id LIMIT 5"),
+    "scan/model pairs whose embedding count differs from the scan's nuclei": (
         "SELECT 'scan ' || c.id || ' (' || c.file_name || '), model ' || m.name || ': ' || coalesce(e.k, 0) "
         "|| ' embeddings for ' || c.n_nuclei || ' nuclei' FROM scan_models sm JOIN scans c ON c.id = sm.scan_id "
         "JOIN models m ON m.id = sm.model_id LEFT JOIN (SELECT n.scan_id, e.model_id, count(*) AS k FROM embeddings e "
         "JOIN nuclei n ON n.id = e.nucleus_id GROUP BY ALL) e ON e.scan_id = sm.scan_id AND e.model_id = sm.model_id "
-        "WHERE coalesce(e.k, 0) <> c.n_nuclei ORDER BY c.id, m.id LIMIT 5",
-    "nuclei whose review statistics are missing or stale":
+        "WHERE coalesce(e.k, 0) <> c.n_nuclei ORDER BY c.id, m.id LIMIT 5"),
+    "nuclei whose review statistics are missing or stale": (
         "SELECT 'nucleus ' || coalesce(p.nucleus_id, r.nucleus_id) FROM (SELECT nucleus_id, count(*) AS k "
         "FROM predictions GROUP BY nucleus_id) p FULL JOIN review_stats r USING (nucleus_id) "
-        "WHERE r.nucleus_id IS NULL OR p.nucleus_id IS NULL OR r.n_models <> p.k ORDER BY 1 LIMIT 5",
+        "WHERE r.nucleus_id IS NULL OR p.nucleus_id IS NULL OR r.n_models <> p.k ORDER BY 1 LIMIT 5"),
 }
 
 
