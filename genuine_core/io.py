@@ -4,8 +4,12 @@ A scan on disk is a TIFF (8/16/32-bit integer or float; RGB or multi-channel,
 channel-first or channel-last) or a PNG/JPEG. :func:`read_scan` maps its channels to
 the code's fixed order (NMI, MYCN, DAPI) with an explicit :class:`ChannelMap`,
 normalises to float32 in [0, 1], and refuses files it cannot use with an
-:class:`~genuine_core.errors.InputError` that names the reason. Image sizes are
-checked from the file header before any pixel is decoded (decompression bombs).
+:class:`~genuine_core.errors.InputError` that names the reason (one line). The format
+comes from the bytes, never the file name. :func:`inspect_scan` reads the header only
+(size, pixel type, channel count); every reader checks it before any pixel is decoded,
+so a decompression bomb above the pixel limit (``max_pixels``, else
+``$GENUINE_MAX_PIXELS``, else 64 million) costs nothing. :func:`decode_scan` does the
+same on bytes (uploads).
 """
 
 from __future__ import annotations
@@ -188,7 +192,7 @@ def inspect_scan(source, max_pixels: int | None = None, name: str | None = None)
     limit = max_pixels_limit(max_pixels)
     data, default = _source_bytes(source, limit)
     header, handle = _header(data, name or default, limit)
-    (handle[0] if header.format == "tiff" else handle).close()
+    _close(handle, header)
     return header
 
 
@@ -239,17 +243,20 @@ def decode_scan(data: bytes, name: str = "scan", channel_map: ChannelMap | None 
         raise InputError(f"{name}: empty file (0 bytes)")
     digest = hashlib.sha256(data).hexdigest()
     header, handle = _header(data, name, limit)
-    if channel_map is None:
-        if header.channels != 3:
-            raise InputError(
-                f"{name}: image has {header.channels} channel(s); only 3-channel images default to RGB = "
-                "(NMI, MYCN, DAPI), give a channel map such as 'nmi=0,mycn=1,dapi=2'"
-            )
-        channel_map = RGB
-    if channel_map.max_index() >= header.channels:
-        raise InputError(f"{name}: channel map {channel_map.text()} needs channel {channel_map.max_index()}, "
-                         f"but the image has {header.channels} channel(s)")
-    arr = _decode(handle, header, name)
+    try:
+        if channel_map is None:
+            if header.channels != 3:
+                raise InputError(
+                    f"{name}: image has {header.channels} channel(s); only 3-channel images default to RGB = "
+                    "(NMI, MYCN, DAPI), give a channel map such as 'nmi=0,mycn=1,dapi=2'"
+                )
+            channel_map = RGB
+        if channel_map.max_index() >= header.channels:
+            raise InputError(f"{name}: channel map {channel_map.text()} needs channel {channel_map.max_index()}, "
+                             f"but the image has {header.channels} channel(s)")
+        arr = _decode(handle, header, name)
+    finally:
+        _close(handle, header)
     hwc = _to_hwc(arr, header, name)
     norm = _normalise(hwc, name)
     h, w = header.height, header.width
@@ -492,6 +499,11 @@ def _decode(handle, header: ScanHeader, name: str) -> np.ndarray:
     if tuple(arr.shape) != header.shape:
         raise InputError(f"{name}: decoded pixel data has shape {arr.shape}, header declares {header.shape}")
     return arr
+
+
+def _close(handle, header: ScanHeader) -> None:
+    """Release a decoder handle from :func:`_header` (closing twice is harmless)."""
+    (handle[0] if header.format == "tiff" else handle).close()
 
 
 def _to_hwc(arr: np.ndarray, header: ScanHeader, name: str) -> np.ndarray:
