@@ -194,9 +194,11 @@ def _check_nuclei(result: ScanResult) -> None:
     if result.n_nuclei:
         return
     dapi = (result.info.get("channel_map") or {}).get("dapi")
-    if result.n_border_skipped:
-        raise InputError(f"{result.info['file_name']}: all {result.n_border_skipped} nuclei found touch the image "
-                         "border (incomplete nuclei are not scored); nothing stored")
+    n = result.n_border_skipped
+    if n:
+        found = "the only nucleus found touches" if n == 1 else f"all {n} nuclei found touch"
+        raise InputError(f"{result.info['file_name']}: {found} the image border (incomplete nuclei are not "
+                         "scored); nothing stored")
     raise InputError(f"{result.info['file_name']}: no nuclei found in the DAPI channel (source channel {dapi}): "
                      "an empty field or a wrong channel map; nothing stored")
 
