@@ -284,6 +284,13 @@ def test_empty_and_full_fields():
     from genuine_core.segmentation import segment
 
     assert _nuclei(noise_image()) == 0  # Otsu alone would split noise into dozens of blobs
+    # ... while the noisiest field the generator makes (lowest exposure, contrast ~4 noise SDs) keeps its nuclei
+    from genuine_core.synth import make_field
+    from genuine_core.synth.acquisition import Acquisition
+
+    dim = make_field(np.random.default_rng(0), {"mna_dm": 1.0}, 8, shape=(256, 256),
+                     acquisition=Acquisition(exposure=0.05, full_well=100))
+    assert _nuclei(dim.image) == dim.masks.max() == 8
     tiled = tiled_nuclei()
     masks = segment(tiled)
     ps = extract_patches(tiled, masks, size=64)
