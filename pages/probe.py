@@ -17,6 +17,7 @@ import streamlit as st
 
 from genuine_core import plotting
 from genuine_core.errors import GenuineError, InputError
+from genuine_core.synth.probe import probe_conditions, run_probe
 from pages import common
 
 common.require_entrypoint()
@@ -81,50 +82,6 @@ def umap_reference(db: str, data_rev: int, model: str) -> pd.DataFrame | None:
 
 
 # ----------------------------------------------------------------------------- experiment
-def conditions(experiment: str, n_nmi: int, counts: tuple[int, int], count_step: int, fixed_count: int,
-               sizes: tuple[float, float], n_sizes: int, fixed_size: float) -> pd.DataFrame:
-    """One row per probe condition: ``n_nmi, n_mycn, signal_size``."""
-    if experiment == "count":
-        values = list(range(int(counts[0]), int(counts[1]) + 1, max(1, int(count_step))))
-        return pd.DataFrame({"n_nmi": n_nmi, "n_mycn": values, "signal_size": float(fixed_size)})
-    values = np.round(np.linspace(float(sizes[0]), float(sizes[1]), max(2, int(n_sizes))), 2)
-    return pd.DataFrame({"n_nmi": n_nmi, "n_mycn": int(fixed_count), "signal_size": values})
-
-
-def run_probe(model, backgrounds: np.ndarray, conds: pd.DataFrame, n: int, seed: int, spaced: bool,
-              style, progress=None) -> dict:
-    """Draw and score ``n`` probes per condition.
-
-    Returns:
-        ``{"results": one row per probe (condition columns, visible counts, prob, call),
-        "embeddings": (N, D), "examples": {condition index: (3, P, P) patch}}``.
-    """
-    from genuine_core.synth import make_probe
-
-    rng = np.random.default_rng(seed)
-    tables, embs, examples = [], [], {}
-    for k, c in enumerate(conds.itertuples(index=False)):
-        if progress is not None:
-            progress(k / len(conds), f"condition {k + 1} of {len(conds)}: NMI {c.n_nmi}, MYCN {c.n_mycn}, "
-                                     f"size {c.signal_size:g}")
-        try:
-            pb = make_probe(backgrounds, int(c.n_nmi), int(c.n_mycn), float(c.signal_size), n=n, rng=rng,
-                            spaced=spaced, style=style)
-        except ValueError as exc:
-            raise InputError(f"cannot draw probes: {exc}") from None
-        pred = model.predict(pb.patches)
-        t = pb.table.drop(columns=["patch_row"]).assign(
-            condition=k, prob=pred.table["prob_calibrated"].to_numpy(float),
-            call=pred.table["call"].to_numpy(int))
-        tables.append(t)
-        embs.append(np.asarray(pred.embeddings, np.float32))
-        examples[k] = pb.patches[:4]
-    if progress is not None:
-        progress(1.0, "done")
-    return {"results": pd.concat(tables, ignore_index=True), "embeddings": np.concatenate(embs),
-            "examples": examples}
-
-
 # ----------------------------------------------------------------------------- views
 def show_result(res: dict, db: str) -> None:
     """Curve with the 0.5 crossing, example patches, and the probes on the model's UMAP."""
@@ -286,7 +243,7 @@ def main() -> None:
 
     if run:
         row = usable[usable["name"] == name].iloc[0]
-        conds = conditions(exp or "count", int(n_nmi), counts, int(step), int(fixed_count), sizes, int(n_sizes),
+        conds = probe_conditions(exp or "count", int(n_nmi), counts, int(step), int(fixed_count), sizes, int(n_sizes),
                            float(fixed_size))
         try:
             model = scoring_model(str(row["folder"]), str(row["checksum"]), name)

@@ -101,3 +101,30 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     (tmp_path / "busy" / "x").write_text("x")
     assert main(["synth", "benchmark", "--out", str(tmp_path / "busy"), "--size", "tiny"]) == 2
     assert main(["synth", "probe", "--out", str(tmp_path / "p.npz"), "--backgrounds", str(tmp_path / "busy" / "x")]) == 2
+
+
+def test_probe_conditions_and_run_probe(backgrounds):
+    from types import SimpleNamespace
+
+    from genuine_core.synth.probe import PROBE_STYLE, probe_conditions, run_probe
+
+    counts = probe_conditions("count", 2, (0, 10), 2, 0, (1.0, 4.0), 3, 3.0)
+    assert counts["n_mycn"].tolist() == [0, 2, 4, 6, 8, 10] and set(counts["signal_size"]) == {3.0}
+    sizes = probe_conditions("size", 2, (0, 10), 2, 8, (1.0, 4.0), 4, 3.0)
+    assert sizes["signal_size"].tolist() == [1.0, 2.0, 3.0, 4.0] and set(sizes["n_mycn"]) == {8}
+
+    def predict(patches):  # a stand-in model: "MNA" when the green channel outweighs red 2x
+        g, r = patches[:, 1].sum(axis=(1, 2)), patches[:, 0].sum(axis=(1, 2))
+        prob = (g > 2 * r).astype(float)
+        table = pd.DataFrame({"prob_calibrated": prob, "call": prob.astype(int)})
+        return SimpleNamespace(table=table, embeddings=np.stack([g, r], 1))
+
+    seen = []
+    out = run_probe(SimpleNamespace(predict=predict), backgrounds, counts, n=5, seed=0, spaced=True,
+                    style=PROBE_STYLE, progress=lambda f, text: seen.append(f))
+    res = out["results"]
+    assert len(res) == 5 * len(counts) and out["embeddings"].shape == (len(res), 2)
+    assert sorted(out["examples"]) == list(range(len(counts)))
+    assert seen[0] == 0 and seen[-1] == 1.0
+    mean_call = res.groupby("n_mycn")["call"].mean()
+    assert mean_call[0] == 0 and mean_call[10] == 1  # monotone extremes of the stand-in rule

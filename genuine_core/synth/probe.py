@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from genuine_core.errors import InputError
 from genuine_core.rules import is_amplified
 from genuine_core.synth.signals import MYCN, NMI, SignalStyle, place_signals, render_spots
 
@@ -168,3 +169,60 @@ def synthetic_backgrounds(rng: np.random.Generator, n: int, patch_size: int = 96
     bg = np.concatenate(got)[:n]
     bg[:, :2] = 0.0
     return bg
+
+
+def probe_conditions(experiment: str, n_nmi: int, counts: tuple[int, int], count_step: int, fixed_count: int,
+                     sizes: tuple[float, float], n_sizes: int, fixed_size: float) -> pd.DataFrame:
+    """One row per probe condition: ``n_nmi, n_mycn, signal_size``.
+
+    ``experiment="count"`` varies the MYCN count over ``counts`` (inclusive, step
+    ``count_step``) at signal size ``fixed_size`` (px); ``"size"`` varies the size over
+    ``n_sizes`` evenly spaced values in ``sizes`` at ``fixed_count`` MYCN signals.
+    """
+    if experiment == "count":
+        values = list(range(int(counts[0]), int(counts[1]) + 1, max(1, int(count_step))))
+        return pd.DataFrame({"n_nmi": n_nmi, "n_mycn": values, "signal_size": float(fixed_size)})
+    values = np.round(np.linspace(float(sizes[0]), float(sizes[1]), max(2, int(n_sizes))), 2)
+    return pd.DataFrame({"n_nmi": n_nmi, "n_mycn": int(fixed_count), "signal_size": values})
+
+
+def run_probe(model, backgrounds: np.ndarray, conds: pd.DataFrame, n: int, seed: int, spaced: bool,
+              style: SignalStyle, progress=None) -> dict:
+    """Draw and score ``n`` probes per condition.
+
+    Args:
+        model: anything with ``predict(patches) -> Prediction`` (a pipeline ``ScoringModel``).
+        backgrounds: ``(B, 3, P, P)`` nucleus patches (their DAPI channel is used).
+        conds: :func:`probe_conditions` rows.
+        n: probes per condition.
+        seed: seeds the signal positions and backgrounds.
+        spaced: keep signals apart (no clusters by overlap).
+        style: :class:`SignalStyle` of the drawn signals.
+        progress: optional ``callback(fraction, text)``.
+
+    Returns:
+        ``{"results": one row per probe (condition columns, visible counts, prob, call),
+        "embeddings": (N, D), "examples": {condition index: (3, P, P) patch}}``.
+    """
+    rng = np.random.default_rng(seed)
+    tables, embs, examples = [], [], {}
+    for k, c in enumerate(conds.itertuples(index=False)):
+        if progress is not None:
+            progress(k / len(conds), f"condition {k + 1} of {len(conds)}: NMI {c.n_nmi}, MYCN {c.n_mycn}, "
+                                     f"size {c.signal_size:g}")
+        try:
+            pb = make_probe(backgrounds, int(c.n_nmi), int(c.n_mycn), float(c.signal_size), n=n, rng=rng,
+                            spaced=spaced, style=style)
+        except ValueError as exc:
+            raise InputError(f"cannot draw probes: {exc}") from None
+        pred = model.predict(pb.patches)
+        t = pb.table.drop(columns=["patch_row"]).assign(
+            condition=k, prob=pred.table["prob_calibrated"].to_numpy(float),
+            call=pred.table["call"].to_numpy(int))
+        tables.append(t)
+        embs.append(np.asarray(pred.embeddings, np.float32))
+        examples[k] = pb.patches[:4]
+    if progress is not None:
+        progress(1.0, "done")
+    return {"results": pd.concat(tables, ignore_index=True), "embeddings": np.concatenate(embs),
+            "examples": examples}
