@@ -9,9 +9,11 @@ same most-informative nuclei instead of draining the queue) and then loops: reco
 decision (MNA / non-MNA / exclude, by mouse) or skip to the next nucleus (paging).
 
 Per action it records the response time: click -> the Streamlit rerun it triggered has
-finished (the app's ``data-test-script-state`` went to running and back to notRunning,
-caught with a MutationObserver so short runs are not missed). Every acknowledged
-decision's event id is parsed from the page ("... recorded (event N, reviewer)").
+finished. Before each click the driver waits until the app is quiet (no run for 300 ms);
+a MutationObserver counts every change of the app's ``data-test-script-state``, so the
+action is done at the first change after the click once the state is ``notRunning``
+again (short runs are not missed). Every acknowledged decision's event id is parsed from
+the page ("... recorded (event N, reviewer)"), also after a timed-out action.
 After the run the server is stopped and the store is compared with what the sessions
 saw: ``events_lost`` = acknowledged ids missing from ``label_events``, ``events_extra``
 = rows no session acknowledged, plus ``genuine store check``.
@@ -53,18 +55,21 @@ DECISION_BUTTONS = {"MNA": "decide_mna", "non-MNA": "decide_non", "Exclude": "de
 #: the visible button itself (Streamlit also renders a hidden copy, and the tooltip wraps it)
 _BUTTON = "button[data-testid^='stBaseButton'] >> visible=true"
 _RECORDED = re.compile(r"Nucleus (\d+): (MNA|non-MNA|Exclude) recorded \(event (\d+),")
-_RUN_WATCH = """() => {
-  const app = document.querySelector('[data-testid="stApp"]');
-  window.__genuineRan = false;
-  if (window.__genuineObs) window.__genuineObs.disconnect();
-  window.__genuineObs = new MutationObserver(() => {
-    if (app.getAttribute('data-test-script-state') !== 'notRunning') window.__genuineRan = true;
+#: JS: count every change of the app's run state (running / notRunning / ...) on the page
+_WATCH = """() => {
+  if (window.__genuineObs) return;
+  window.__genuineSeq = 0;
+  window.__genuineLast = performance.now();
+  window.__genuineObs = new MutationObserver((records) => {
+    window.__genuineSeq += records.length;
+    window.__genuineLast = performance.now();
   });
-  window.__genuineObs.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+  window.__genuineObs.observe(document.body,
+    {attributes: true, subtree: true, attributeFilter: ['data-test-script-state']});
 }"""
-_IDLE = """() => document.querySelector('[data-testid="stApp"]')?.getAttribute('data-test-script-state') === 'notRunning'"""
-_RUN_DONE = """() => window.__genuineRan &&
-  document.querySelector('[data-testid="stApp"]').getAttribute('data-test-script-state') === 'notRunning'"""
+_STATE = "document.querySelector('[data-testid=\"stApp\"]')?.getAttribute('data-test-script-state')"
+#: JS: no run in progress and none started for 300 ms (so the next click's run is the next change)
+_QUIET = f"() => {_STATE} === 'notRunning' && performance.now() - window.__genuineLast > 300"
 
 
 # ----------------------------------------------------------------------------- the server
@@ -144,31 +149,88 @@ class SessionLog:
     errors: list[str] = field(default_factory=list)     # driver-side failures (timeouts, exceptions)
 
 
-async def _act(page, click, timeout_ms: float) -> float:
-    """Click and wait until the rerun it triggers has finished; return seconds taken."""
-    await page.evaluate(_RUN_WATCH)
+async def _act(page, click, timeout_ms: float, rerun_ms: float | None = None) -> float:
+    """Wait until the app is quiet, click, and wait until the rerun the click started has finished.
+
+    Args:
+        click: async callable doing the click (or key press).
+        timeout_ms: longest wait for quiet and for the rerun. rerun_ms: shorter limit for the rerun.
+
+    Returns:
+        Seconds from the click to the end of its rerun.
+
+    Raises:
+        RuntimeError: no rerun finished in time (with the page's run state).
+    """
+    await page.wait_for_function(_QUIET, timeout=timeout_ms, polling=50)
+    seq = await page.evaluate("window.__genuineSeq")
     t0 = time.perf_counter()
     await click()
-    await page.wait_for_function(_RUN_DONE, timeout=timeout_ms, polling=25)
+    try:
+        await page.wait_for_function(f"() => window.__genuineSeq > {seq} && {_STATE} === 'notRunning'",
+                                     timeout=rerun_ms or timeout_ms, polling=25)
+    except Exception as exc:
+        state = await page.evaluate(f"() => [{_STATE}, window.__genuineSeq, performance.now() - window.__genuineLast]")
+        raise RuntimeError(f"no rerun seen after the click (state, changes, ms since last change: {state}; "
+                           f"changes before the click: {seq})") from exc
     return time.perf_counter() - t0
 
 
+async def _acknowledgement(page) -> str:
+    """The text of the page's alerts (decision acknowledgements and errors)."""
+    return " ".join(await page.locator("[data-testid='stAlert']").all_inner_texts())
+
+
+async def _setup_step(page, done, do, timeout_ms: float, attempts: int = 4, per_attempt_ms: float = 15_000) -> None:
+    """Run the idempotent action ``do`` until ``done()`` holds (a rerun must follow each try).
+
+    Raises:
+        RuntimeError: still not done after ``attempts`` tries.
+    """
+    for _ in range(attempts):
+        if await done():
+            return
+        with contextlib.suppress(RuntimeError):
+            await _act(page, do, timeout_ms, rerun_ms=per_attempt_ms)
+    if not await done():
+        raise RuntimeError(f"not done after {attempts} attempts")
+
+
 async def _open_review(page, base: str, reviewer: str, log: SessionLog, timeout_ms: float) -> None:
-    """Open the Review page, enter the reviewer name, switch "Include reviewed" on."""
-    t0 = time.perf_counter()
-    await page.goto(f"{base}/review", timeout=timeout_ms)
-    await page.get_by_role("heading", name="Nucleus", level=4).first.wait_for(timeout=timeout_ms)
-    await page.wait_for_function(_IDLE, timeout=timeout_ms, polling=25)  # the first run has finished
-    log.times["open"].append(time.perf_counter() - t0)
-    box = page.get_by_role("textbox", name="Reviewer")
-    await box.fill(reviewer)
-    await _act(page, lambda: box.press("Enter"), timeout_ms)
-    include = page.locator(".st-key-review_include input[type='checkbox']")
-    await include.wait_for(state="attached", timeout=timeout_ms)  # the toggle renders lazily
-    if not await include.is_checked():
-        await _act(page, lambda: page.locator(".st-key-review_include label").first.click(), timeout_ms)
-    if not await include.is_checked():
-        raise RuntimeError("could not switch 'Include reviewed' on")
+    """Open the Review page, enter the reviewer name, switch "Include reviewed" on.
+
+    Raises:
+        RuntimeError: naming the step that failed.
+    """
+    step = "open the page"
+    try:
+        t0 = time.perf_counter()
+        await page.goto(f"{base}/review", timeout=timeout_ms)
+        await page.wait_for_selector("[data-testid='stApp']", state="attached", timeout=timeout_ms)
+        await page.evaluate(_WATCH)
+        await page.get_by_role("heading", name="Nucleus", level=4).first.wait_for(timeout=timeout_ms)
+        await page.wait_for_function(_QUIET, timeout=timeout_ms, polling=50)  # the first run(s) have finished
+        log.times["open"].append(time.perf_counter() - t0)
+        # right after the first render an input is now and then lost (no rerun follows): these two
+        # steps are idempotent, so they are retried with a short timeout per attempt
+        step = "enter the reviewer name"
+        box = page.get_by_role("textbox", name="Reviewer")
+
+        async def name_entered() -> bool:
+            return await page.locator(f".st-key-decide_mna {_BUTTON}").first.is_enabled()
+
+        async def enter_name() -> None:
+            await box.fill(reviewer)
+            await box.press("Enter")
+
+        await _setup_step(page, name_entered, enter_name, timeout_ms)
+        step = "switch 'Include reviewed' on"
+        include = page.locator(".st-key-review_include input[type='checkbox']")
+        await include.wait_for(state="attached", timeout=timeout_ms)  # the toggle renders lazily
+        await _setup_step(page, include.is_checked, page.locator(".st-key-review_include label").first.click,
+                          timeout_ms)
+    except Exception as exc:
+        raise RuntimeError(f"{step}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from exc
 
 
 async def review_session(browser, base: str, reviewer: str, *, seconds: float | None = None,
@@ -193,7 +255,7 @@ async def review_session(browser, base: str, reviewer: str, *, seconds: float | 
         try:
             await _open_review(page, base, reviewer, log, timeout_ms)
         except Exception as exc:  # noqa: BLE001  (reported; the session does nothing more)
-            log.errors.append(f"setup: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            log.errors.append(f"setup: {exc}")
             return log
         end = time.monotonic() + seconds if seconds is not None else float("inf")
         done = failures = 0
@@ -209,17 +271,22 @@ async def review_session(browser, base: str, reviewer: str, *, seconds: float | 
                 label = rng.choice(list(DECISION_BUTTONS))
                 button = page.locator(f".st-key-{DECISION_BUTTONS[label]} {_BUTTON}").first
                 log.attempts += 1
-                log.times["decide"].append(await _act(page, button.click, timeout_ms))
-                failures = 0
-                text = " ".join(await page.locator("[data-testid='stAlert']").all_inner_texts())
-                m = _RECORDED.search(text)
-                if m and m.group(2) == label:
-                    log.events.append(int(m.group(3)))
-                    log.nuclei.append(int(m.group(1)))
-                elif "Not saved" in text:
-                    log.not_saved.append(text.strip())
-                else:
-                    log.errors.append(f"no acknowledgement after {label}: {text.strip()[:200]!r}")
+                try:
+                    log.times["decide"].append(await _act(page, button.click, timeout_ms))
+                    failures = 0
+                finally:  # even after a timeout, count a decision the page did acknowledge
+                    if failures:
+                        with contextlib.suppress(Exception):
+                            await page.wait_for_function(_QUIET, timeout=timeout_ms, polling=50)
+                    text = await _acknowledgement(page)
+                    m = _RECORDED.search(text)
+                    if m and m.group(2) == label and int(m.group(3)) not in log.events:
+                        log.events.append(int(m.group(3)))
+                        log.nuclei.append(int(m.group(1)))
+                    elif "Not saved" in text:
+                        log.not_saved.append(text.strip())
+                    elif not failures:
+                        log.errors.append(f"no acknowledgement after {label}: {text.strip()[:200]!r}")
             except Exception as exc:  # noqa: BLE001  (recorded, the session carries on)
                 log.errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         if failures >= MAX_FAILURES:

@@ -101,7 +101,9 @@ def _is_lock_error(exc: Exception) -> bool:
 
 def _is_conflict(exc: BaseException) -> bool:
     """A DuckDB transaction conflict (another transaction touched the same rows): worth a retry."""
-    return isinstance(exc, (duckdb.TransactionException, WriteConflict)) and "conflict" in str(exc).lower()
+    if isinstance(exc, WriteConflict):
+        exc = exc.__cause__
+    return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
 
 
 def lock_holder(exc: Exception) -> tuple[str, bool]:
@@ -285,7 +287,8 @@ class Store:
         time, so what ``fn`` reads is what it writes on top of. A DuckDB transaction
         conflict rolls the attempt back and retries after 0.02, 0.04, ... s (at most 1 s
         each), up to ``attempts`` tries within ``timeout`` seconds. Inside an enclosing
-        transaction ``fn`` simply joins it (the outer one owns retries).
+        transaction ``fn`` simply joins it, unserialised (the outer one owns its snapshot
+        and retries), so call label writes outside other transactions.
 
         Args:
             fn: does the reads and writes on the given cursor; may run more than once.
@@ -310,24 +313,23 @@ class Store:
             raise StoreError(f"store busy: other writes held {self.path} for {timeout:.0f} s; nothing was saved, "
                              "try again")
         try:
-            pause = _BACKOFF_START
-            for attempt in range(1, attempts + 1):
+            pause, attempt = _BACKOFF_START, 0
+            while True:
+                attempt += 1
                 try:
                     with self.transaction() as cur:
                         return fn(cur)
                 except (duckdb.TransactionException, WriteConflict) as exc:
                     if not _is_conflict(exc):
                         raise
-                    left = timeout - (time.monotonic() - start)
-                    if attempt == attempts or left <= pause:
+                    if attempt >= attempts or timeout - (time.monotonic() - start) <= pause:
                         raise StoreError(f"store busy: write conflict on {self.path} persisted after {attempt} "
                                          f"attempt(s) in {time.monotonic() - start:.1f} s; nothing was saved, "
                                          "try again") from exc
-                    self.retries += 1
+                    self.retries += 1  # under the write lock: no race
                     logger.info("write conflict on %s (attempt %d), retrying in %.2f s", self.path, attempt, pause)
                     time.sleep(pause)
                     pause = min(pause * 2, _BACKOFF_MAX)
-            raise AssertionError("unreachable")  # pragma: no cover
         finally:
             self._write_lock.release()
 

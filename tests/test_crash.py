@@ -295,7 +295,7 @@ def _same_column(a: pd.Series, b: pd.Series) -> bool:
 
 def differences(got: dict[str, pd.DataFrame], want: dict[str, pd.DataFrame],
                 scans: set[str] | None = None) -> list[str]:
-    """How snapshot ``got`` differs from ``want`` (floats to 1e-5).
+    """How snapshot ``got`` differs from ``want`` (floats within rtol 1e-4, atol 1e-5).
 
     Args:
         scans: compare only the per-scan tables, restricted to these sha256 (the scans a
