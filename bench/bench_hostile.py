@@ -9,7 +9,7 @@ into a fresh copy of a store holding one scan, and the store is compared before/
 Writes ``bench/results/hostile.json``: ``{"cases": [{input, outcome (refused|accepted),
 message, store_unchanged, expected, exit_code, seconds}], "summary": {...}, "command": ...}``.
 
-    /work/venv/bin/python bench/bench_hostile.py [--models DIR] [--out bench/results/hostile.json]
+    python bench/bench_hostile.py [--models DIR] [--out bench/results/hostile.json]
 
 ``--models`` defaults to a tiny untrained ratio model built on the fly (what is tested
 here is the input handling, not the classifier).

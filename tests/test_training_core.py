@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from genuine_core.errors import InputError
 from training.augment import AugmentConfig, _geometric_image, augment_batch, augment_detection, make_generator, \
-    transform_boxes
+    random_blur, random_crosstalk, transform_boxes
 from training.datasets import ClassificationData, flip_labels
 from training.early_stopping import EarlyStopping
 from training.labelled import LabelledPatches
@@ -63,10 +63,35 @@ def test_augment_none_is_identity():
     assert torch.allclose(augment_batch(x, AugmentConfig.none(), make_generator(0)), x)
 
 
+def test_blur_smooths_inside_the_nucleus_and_keeps_background_zero():
+    x = _nucleus_batch(4)
+    cfg = AugmentConfig(p_blur=1.0, blur_sigma=(1.5, 1.5))
+    out = random_blur(x, cfg, make_generator(0))
+    outside = x.amax(dim=1, keepdim=True).expand_as(x) == 0
+    assert float(out[outside].abs().max()) == 0.0
+    # deep inside the disc (away from its edge) a blur keeps the mean and shrinks pixel-to-pixel variation
+    core = x[:, :, 14:18, 14:18], out[:, :, 14:18, 14:18]
+    assert float(core[1].std()) < 0.6 * float(core[0].std())
+    assert abs(float(core[1].mean()) - float(core[0].mean())) < 0.05
+    assert torch.equal(random_blur(x, AugmentConfig(p_blur=0.0), make_generator(0)), x)
+
+
+def test_crosstalk_bleeds_dapi_into_mycn_and_mycn_into_nmi():
+    x = torch.zeros(2, 3, 8, 8)
+    x[:, 2] = 0.5  # DAPI only
+    x[1, 1] = 0.4  # and MYCN in the second patch
+    out = random_crosstalk(x, AugmentConfig(crosstalk=0.1), make_generator(2))
+    assert torch.equal(out[:, 2], x[:, 2])
+    green_gain = out[:, 1] - x[:, 1]
+    assert float(green_gain.min()) >= 0.0 and 0.0 < float(green_gain.max()) <= 0.05 + 1e-6
+    assert float(out[0, 0].abs().max()) == 0.0  # no MYCN in patch 0: nothing bleeds into NMI
+    assert 0.0 < float(out[1, 0].max()) <= 0.1 * float(out[1, 1].max()) + 1e-6
+
+
 def test_channel_drop_zeroes_red_and_blue_only():
     x = _nucleus_batch(5)
     cfg = AugmentConfig(p_hflip=0, p_vflip=0, p_affine=0, intensity=(1, 1), p_drop_red=1.0, p_drop_blue=1.0,
-                        noise_std=0)
+                        noise_std=0, p_blur=0, crosstalk=0)
     out = augment_batch(x, cfg, make_generator(0))
     assert float(out[:, 0].abs().max()) == 0.0 and float(out[:, 2].abs().max()) == 0.0
     assert torch.allclose(out[:, 1], x[:, 1])

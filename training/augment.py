@@ -6,6 +6,13 @@ additive noise. All of them are implemented here on a batch ``(N, 3, P, P)`` flo
 tensor in [0, 1], drawing every random number from an explicit
 ``torch.Generator`` so a run is reproducible.
 
+Two more model what changes between scanners and scan days besides brightness and
+noise (see ``genuine_core.synth.acquisition``): extra optical blur (random Gaussian
+sigma) and channel bleed-through (DAPI into MYCN, MYCN into NMI). Without them a
+classifier trained on one acquisition over-calls MNA on a blurrier, noisier scan
+(measured in ``reports/evaluation.md``, Table 3). They are used for classifiers only:
+for the detector, blur would change the extent of the boxes it learns.
+
 Invariants kept by every transform:
 
 - shape and dtype are unchanged and values stay in [0, 1];
@@ -20,6 +27,7 @@ do not change the signals' identity (intensity scaling, noise); boxes ``(M, 4)``
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -52,6 +60,10 @@ class AugmentConfig:
         p_drop_red, p_drop_blue: probability of zeroing the NMI / DAPI channel.
         noise_std: Gaussian noise sd drawn per patch from ``[0, noise_std]``
             (intensity units), added inside the nucleus only.
+        p_blur: probability of an extra Gaussian blur (classifiers only).
+        blur_sigma: blur sd range in pixels, drawn per patch.
+        crosstalk: bleed-through fractions (DAPI into MYCN, MYCN into NMI) drawn per
+            patch from ``[0, crosstalk]`` (classifiers only).
     """
 
     p_hflip: float = 0.5
@@ -65,15 +77,21 @@ class AugmentConfig:
     p_drop_red: float = 0.05
     p_drop_blue: float = 0.1
     noise_std: float = 0.03
+    p_blur: float = 0.5
+    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    crosstalk: float = 0.08
 
     def __post_init__(self) -> None:
-        for name in ("p_hflip", "p_vflip", "p_affine", "p_drop_red", "p_drop_blue"):
+        for name in ("p_hflip", "p_vflip", "p_affine", "p_drop_red", "p_drop_blue", "p_blur"):
             _check_prob(name, getattr(self, name))
-        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
-        object.__setattr__(self, "intensity", tuple(float(v) for v in self.intensity))
+        for name in ("scale", "intensity", "blur_sigma"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
         _check_range("scale", self.scale, 1e-3)
         _check_range("intensity", self.intensity, 0.0)
-        for name in ("rotate_deg", "translate_px", "shear_deg", "noise_std"):
+        _check_range("blur_sigma", self.blur_sigma, 0.0)
+        if self.blur_sigma[1] > 8:
+            raise ValueError(f"blur_sigma must stay <= 8 px, got {self.blur_sigma!r}")
+        for name in ("rotate_deg", "translate_px", "shear_deg", "noise_std", "crosstalk"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -90,7 +108,7 @@ class AugmentConfig:
     def none(cls) -> "AugmentConfig":
         """A config that leaves patches unchanged."""
         return cls(p_hflip=0, p_vflip=0, p_affine=0, intensity=(1.0, 1.0), p_drop_red=0,
-                   p_drop_blue=0, noise_std=0)
+                   p_drop_blue=0, noise_std=0, p_blur=0, crosstalk=0)
 
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device) -> torch.Tensor:
@@ -104,6 +122,11 @@ def _bernoulli(n: int, p: float, gen: torch.Generator, device) -> torch.Tensor:
 def _check_batch(x: torch.Tensor) -> None:
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
         raise ValueError(f"expected a batch (N, 3, P, P), got shape {tuple(x.shape)}")
+
+
+def _inside(x: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, P, P)`` 1 inside the nucleus (any channel > 0), 0 outside."""
+    return (x.amax(dim=1, keepdim=True) > 0).to(x.dtype)
 
 
 def random_affine(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
@@ -159,7 +182,7 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
     """
     n = x.shape[0]
     dev = x.device
-    inside = (x.amax(dim=1, keepdim=True) > 0).to(x.dtype)  # (N, 1, P, P)
+    inside = _inside(x)
     gain = _uniform(3 * n, cfg.intensity[0], cfg.intensity[1], gen, dev).view(n, 3, 1, 1)
     x = x * gain
     if drop_channels:
@@ -174,8 +197,41 @@ def photometric(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
     return x.clamp_(0.0, 1.0)
 
 
+def random_blur(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Extra optical blur: a separable Gaussian of per-patch sigma, background kept at 0.
+
+    Args:
+        x: ``(N, 3, P, P)`` float32.
+        cfg: ``p_blur`` and ``blur_sigma`` (pixels); unselected patches are returned unchanged.
+        gen: torch generator.
+    """
+    n, c, p, _ = x.shape
+    dev = x.device
+    apply = _bernoulli(n, cfg.p_blur, gen, dev)
+    sigma = _uniform(n, cfg.blur_sigma[0], cfg.blur_sigma[1], gen, dev).clamp_min(1e-3)
+    if not bool(apply.any()) or cfg.blur_sigma[1] <= 0:
+        return x
+    r = max(1, math.ceil(3 * cfg.blur_sigma[1]))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=dev)
+    k = torch.exp(-0.5 * (t[None, :] / sigma[:, None]) ** 2)
+    k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N * 3, 2r + 1)
+    y = F.conv2d(F.pad(x.reshape(1, n * c, p, p), (r, r, 0, 0)), k.view(n * c, 1, 1, -1), groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, r, r)), k.view(n * c, 1, -1, 1), groups=n * c).view(n, c, p, p)
+    return torch.where(apply.view(n, 1, 1, 1), y * _inside(x), x)
+
+
+def random_crosstalk(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Channel bleed-through: MYCN += a * DAPI, NMI += b * MYCN, a and b from ``[0, crosstalk]`` per patch."""
+    n = x.shape[0]
+    ab = _uniform(2 * n, 0.0, cfg.crosstalk, gen, x.device).view(n, 2, 1, 1)
+    if cfg.crosstalk <= 0:
+        return x
+    red, green, blue = x.unbind(1)
+    return torch.stack([red + ab[:, 1] * green, green + ab[:, 0] * blue, blue], 1).clamp_(0.0, 1.0)
+
+
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Full classification augmentation: affine, flips, then photometric.
+    """Full classification augmentation: affine, flips, blur, crosstalk, then photometric.
 
     Args:
         x: ``(N, 3, P, P)`` float32 in [0, 1] (not modified in place).
@@ -189,6 +245,8 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     x = x.float()
     x = random_affine(x, cfg, gen)
     x = random_flips(x, cfg, gen)
+    x = random_blur(x, cfg, gen)
+    x = random_crosstalk(x, cfg, gen)
     return photometric(x, cfg, gen, drop_channels=True)
 
 
@@ -273,6 +331,8 @@ __all__ = [
     "make_generator",
     "photometric",
     "random_affine",
+    "random_blur",
+    "random_crosstalk",
     "random_flips",
     "transform_boxes",
 ]
