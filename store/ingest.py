@@ -260,13 +260,16 @@ class _Batcher:
         batch, self.pending, self.pending_sha = self.pending, [], set()
         if not batch:
             return
+        from genuine_core.models.detector import shared_detections
+
         results = [r for _, r, _ in batch]
         self.stage.reset(total=len(self.models))
         try:
-            for m in self.models:
-                self.stage.set_description_str(f"{m.name} on {sum(r.n_nuclei for r in results)} nuclei")
-                score_scans(results, [m])
-                self.stage.update()
+            with shared_detections():  # one detector pass for every model carrying the same detector
+                for m in self.models:
+                    self.stage.set_description_str(f"{m.name} on {sum(r.n_nuclei for r in results)} nuclei")
+                    score_scans(results, [m])
+                    self.stage.update()
         except Exception:  # noqa: BLE001 - find the file the models choke on: score one at a time
             kept = []
             for item, result, prep in batch:

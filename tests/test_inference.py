@@ -221,6 +221,27 @@ def test_save_after_predict_round_trips(tmp_path):
     np.testing.assert_allclose(after.table.logit, before.table.logit, rtol=1e-5, atol=1e-6)
 
 
+def test_nested_shared_detections_join_the_outer_memo(monkeypatch):
+    """Ingest scores one model per ``score_scans`` call inside one outer block: the detector must run once."""
+    from genuine_core.models import detector as detector_module
+
+    genuine, baseline = tiny("genuine"), tiny("detector")
+    baseline.load_detector(genuine)
+    x = patches(8)
+    calls = []
+    real = detector_module.SignalDetector._detect
+    monkeypatch.setattr(detector_module.SignalDetector, "_detect",
+                        lambda self, images: calls.append(1) or real(self, images))
+    with detector_module.shared_detections():
+        for m in (genuine, baseline):
+            with detector_module.shared_detections():
+                predict(m, x, batch_size=8, progress=False)
+    assert len(calls) == 1
+    with detector_module.shared_detections():  # the outer block ended: a new block starts afresh
+        predict(genuine, x, batch_size=8, progress=False)
+    assert len(calls) == 2
+
+
 def test_shared_detections_runs_a_shared_detector_once(monkeypatch):
     from genuine_core.models import detector as detector_module
 

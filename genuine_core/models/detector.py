@@ -56,9 +56,13 @@ def shared_detections() -> Iterator[None]:
     GENUINE and the detector baseline usually carry the same frozen detector; scoring
     both on the same patches would run it twice. Inside the block, a detector whose
     weights equal an earlier one's (compared by a digest of its state) returns the
-    earlier result for a batch of identical values. The memo lives only for the block,
-    so weights changed outside it are never served stale results.
+    earlier result for a batch of identical values. The memo lives only for the outermost
+    block (a nested block joins it), so weights changed outside it are never served stale
+    results.
     """
+    if _SHARED.get() is not None:
+        yield
+        return
     token = _SHARED.set({"fingerprints": {}, "results": {}})
     try:
         yield
