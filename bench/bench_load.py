@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "p_skip": args.p_skip,
         "runs": runs,
         "machine": {"cpus": os.cpu_count(), "load_avg_end": load_average(),
-                    "note": "2 shared cores; other jobs (model training, other agents) ran at the same time"},
+                    "note": "server, driver and every browser share these cores; each run records its load average"},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
