@@ -257,14 +257,19 @@ def test_two_app_sessions_relabelling_the_same_nucleus_lose_no_event(tmp_path, m
     acks: dict[str, list[tuple[int, int]]] = {}
     failures: list[str] = []
     both_open = threading.Barrier(2)
+    # AppTest's page switch is not thread-safe (now and then a concurrent switch_page leaves one
+    # session on the Cases page), so the sessions open the Review page one at a time; the
+    # decisions, the part under test, then run at the same time
+    opening = threading.Lock()
 
     def session(name: str) -> None:
         try:
-            at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-            at.session_state["reviewer"] = name
-            at.run()
-            at.switch_page("pages/review.py").run()
-            at.toggle(key="review_include").set_value(True).run()  # keep the same top nucleus in the queue
+            with opening:
+                at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+                at.session_state["reviewer"] = name
+                at.run()
+                at.switch_page("pages/review.py").run()
+                at.toggle(key="review_include").set_value(True).run()  # keep the same top nucleus in the queue
             both_open.wait(60)
             for i in range(clicks):
                 at.button(key="decide_mna" if i % 2 else "decide_non").click().run()
