@@ -9,10 +9,11 @@ same most-informative nuclei instead of draining the queue) and then loops: reco
 decision (MNA / non-MNA / exclude, by mouse) or skip to the next nucleus (paging).
 
 Per action it records the response time: click -> the Streamlit rerun it triggered has
-finished. Before each click the driver waits until the app is quiet (no run for 300 ms);
-a MutationObserver counts every change of the app's ``data-test-script-state``, so the
-action is done at the first change after the click once the state is ``notRunning``
-again (short runs are not missed). Every acknowledged decision's event id is parsed from
+finished. Before each click the driver waits until the app is quiet (no run and no
+websocket frame for 300 ms). The action is done once the page shows its answer (a
+decision: a new acknowledgement; a skip: the next nucleus's card), the app's
+``data-test-script-state`` is ``notRunning`` and the websocket has been quiet for 300 ms;
+its time ends at the answer's last websocket frame. Every acknowledged decision's event id is parsed from
 the page ("... recorded (event N, reviewer)"), also after a timed-out action.
 After the run the server is stopped and the store is compared with what the sessions
 saw: ``events_lost`` = acknowledged ids missing from ``label_events``, ``events_extra``
@@ -149,31 +150,105 @@ class SessionLog:
     errors: list[str] = field(default_factory=list)     # driver-side failures (timeouts, exceptions)
 
 
-async def _act(page, click, timeout_ms: float, rerun_ms: float | None = None) -> float:
+class Wire:
+    """Counts the frames of a page's Streamlit websocket (``sent``: browser to server).
+
+    A rerun always sends frames to the browser, even one so short that React never draws the
+    intermediate "running" state, so frames, not only the DOM, tell that a click was answered.
+    Attach it before the page opens the app.
+    """
+
+    def __init__(self, page) -> None:
+        self.sent = self.received = 0
+        self.last = time.monotonic()
+        page.on("websocket", self._attach)
+
+    def _attach(self, ws) -> None:
+        if "_stcore/stream" in ws.url:
+            ws.on("framesent", self._on_sent)
+            ws.on("framereceived", self._on_received)
+
+    def _on_sent(self, _frame) -> None:
+        self.sent += 1
+        self.last = time.monotonic()
+
+    def _on_received(self, _frame) -> None:
+        self.received += 1
+        self.last = time.monotonic()
+
+    def quiet_for(self) -> float:
+        """Seconds since the last frame either way."""
+        return time.monotonic() - self.last
+
+
+async def _wait_quiet(page, wire: Wire, timeout_ms: float) -> None:
+    """Until no run is in progress and neither the DOM state nor the websocket changed for 300 ms."""
+    end = time.monotonic() + timeout_ms / 1000
+    while True:
+        await page.wait_for_function(_QUIET, timeout=max(1.0, (end - time.monotonic()) * 1000), polling=50)
+        if wire.quiet_for() > 0.3:
+            return
+        if time.monotonic() > end:
+            raise RuntimeError("the app did not settle")
+        await asyncio.sleep(0.05)
+
+
+async def _act(page, wire: Wire, click, timeout_ms: float, rerun_ms: float | None = None,
+               answered=None) -> float:
     """Wait until the app is quiet, click, and wait until the rerun the click started has finished.
 
+    Done when the click was answered, the app is back to ``notRunning`` and the websocket has
+    been quiet for 300 ms; the time is taken at the answer's last frame. "Answered" is
+    ``answered()`` when given (what the click must change on the page, e.g. a new
+    acknowledgement), else a frame received after the click or a change of the app's run state.
+
     Args:
+        wire: the page's websocket frame counter.
         click: async callable doing the click (or key press).
         timeout_ms: longest wait for quiet and for the rerun. rerun_ms: shorter limit for the rerun.
+        answered: optional async predicate: the page shows the click's effect.
 
     Returns:
         Seconds from the click to the end of its rerun.
 
     Raises:
-        RuntimeError: no rerun finished in time (with the page's run state).
+        RuntimeError: no rerun finished in time (with the run state and the frames sent/received).
     """
-    await page.wait_for_function(_QUIET, timeout=timeout_ms, polling=50)
+    await _wait_quiet(page, wire, timeout_ms)
     seq = await page.evaluate("window.__genuineSeq")
-    t0 = time.perf_counter()
+    sent, received = wire.sent, wire.received
+
+    async def default_answered() -> bool:
+        return wire.received > received or await page.evaluate(f"window.__genuineSeq > {seq}")
+
+    answered = answered or default_answered
+    t0, t0_mono = time.perf_counter(), time.monotonic()
     await click()
-    try:
-        await page.wait_for_function(f"() => window.__genuineSeq > {seq} && {_STATE} === 'notRunning'",
-                                     timeout=rerun_ms or timeout_ms, polling=25)
-    except Exception as exc:
-        state = await page.evaluate(f"() => [{_STATE}, window.__genuineSeq, performance.now() - window.__genuineLast]")
-        raise RuntimeError(f"no rerun seen after the click (state, changes, ms since last change: {state}; "
-                           f"changes before the click: {seq})") from exc
-    return time.perf_counter() - t0
+    end = t0_mono + (rerun_ms or timeout_ms) / 1000
+    while time.monotonic() < end:
+        if (wire.quiet_for() > 0.3 and await page.evaluate(f"() => {_STATE} === 'notRunning'")
+                and await answered()):
+            return max(wire.last - t0_mono, 0.0) if wire.received > received else time.perf_counter() - t0
+        await asyncio.sleep(0.025)
+    state = await page.evaluate(f"() => [{_STATE}, window.__genuineSeq]")
+    raise RuntimeError(f"no rerun seen after the click (state, changes: {state}; changes before the click: {seq}; "
+                       f"websocket frames since the click: {wire.sent - sent} sent, {wire.received - received} "
+                       "received)")
+
+
+async def _changed(read):
+    """An ``answered`` predicate: ``read()`` (async, page text) differs from its value now."""
+    before = await read()
+
+    async def answered() -> bool:
+        return await read() != before
+
+    return answered
+
+
+async def _nucleus_heading(page) -> str:
+    """The current review card's heading ("Nucleus N ...")."""
+    return " ".join(await page.get_by_role("heading", name="Nucleus", level=4).all_inner_texts())
 
 
 async def _acknowledgement(page) -> str:
@@ -181,7 +256,8 @@ async def _acknowledgement(page) -> str:
     return " ".join(await page.locator("[data-testid='stAlert']").all_inner_texts())
 
 
-async def _setup_step(page, done, do, timeout_ms: float, attempts: int = 4, per_attempt_ms: float = 15_000) -> None:
+async def _setup_step(page, wire: Wire, done, do, timeout_ms: float, attempts: int = 4,
+                      per_attempt_ms: float = 15_000) -> None:
     """Run the idempotent action ``do`` until ``done()`` holds (a rerun must follow each try).
 
     Raises:
@@ -191,12 +267,12 @@ async def _setup_step(page, done, do, timeout_ms: float, attempts: int = 4, per_
         if await done():
             return
         with contextlib.suppress(RuntimeError):
-            await _act(page, do, timeout_ms, rerun_ms=per_attempt_ms)
+            await _act(page, wire, do, timeout_ms, rerun_ms=per_attempt_ms)
     if not await done():
         raise RuntimeError(f"not done after {attempts} attempts")
 
 
-async def _open_review(page, base: str, reviewer: str, log: SessionLog, timeout_ms: float) -> None:
+async def _open_review(page, wire: Wire, base: str, reviewer: str, log: SessionLog, timeout_ms: float) -> None:
     """Open the Review page, enter the reviewer name, switch "Include reviewed" on.
 
     Raises:
@@ -223,11 +299,11 @@ async def _open_review(page, base: str, reviewer: str, log: SessionLog, timeout_
             await box.fill(reviewer)
             await box.press("Enter")
 
-        await _setup_step(page, name_entered, enter_name, timeout_ms)
+        await _setup_step(page, wire, name_entered, enter_name, timeout_ms)
         step = "switch 'Include reviewed' on"
         include = page.locator(".st-key-review_include input[type='checkbox']")
         await include.wait_for(state="attached", timeout=timeout_ms)  # the toggle renders lazily
-        await _setup_step(page, include.is_checked, page.locator(".st-key-review_include label").first.click,
+        await _setup_step(page, wire, include.is_checked, page.locator(".st-key-review_include label").first.click,
                           timeout_ms)
     except Exception as exc:
         raise RuntimeError(f"{step}: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}") from exc
@@ -252,8 +328,9 @@ async def review_session(browser, base: str, reviewer: str, *, seconds: float | 
     ctx = await browser.new_context(viewport={"width": 1280, "height": 1200})
     try:
         page = await ctx.new_page()
+        wire = Wire(page)
         try:
-            await _open_review(page, base, reviewer, log, timeout_ms)
+            await _open_review(page, wire, base, reviewer, log, timeout_ms)
         except Exception as exc:  # noqa: BLE001  (reported; the session does nothing more)
             log.errors.append(f"setup: {exc}")
             return log
@@ -264,20 +341,22 @@ async def review_session(browser, base: str, reviewer: str, *, seconds: float | 
             failures += 1  # reset below when the action completes
             try:
                 if rng.random() < p_skip:
-                    log.times["skip"].append(await _act(page, page.locator(f".st-key-review_skip {_BUTTON}").first.click,
-                                                        timeout_ms))
+                    skip = page.locator(f".st-key-review_skip {_BUTTON}").first
+                    log.times["skip"].append(await _act(page, wire, skip.click, timeout_ms,
+                                                        answered=await _changed(lambda: _nucleus_heading(page))))
                     failures = 0
                     continue
                 label = rng.choice(list(DECISION_BUTTONS))
                 button = page.locator(f".st-key-{DECISION_BUTTONS[label]} {_BUTTON}").first
                 log.attempts += 1
                 try:
-                    log.times["decide"].append(await _act(page, button.click, timeout_ms))
+                    log.times["decide"].append(await _act(page, wire, button.click, timeout_ms,
+                                                          answered=await _changed(lambda: _acknowledgement(page))))
                     failures = 0
                 finally:  # even after a timeout, count a decision the page did acknowledge
                     if failures:
                         with contextlib.suppress(Exception):
-                            await page.wait_for_function(_QUIET, timeout=timeout_ms, polling=50)
+                            await _wait_quiet(page, wire, timeout_ms)
                     text = await _acknowledgement(page)
                     m = _RECORDED.search(text)
                     if m and m.group(2) == label and int(m.group(3)) not in log.events:
