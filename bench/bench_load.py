@@ -13,8 +13,8 @@ finished. Before each click the driver waits until the app is quiet (no run and 
 websocket frame for 300 ms). The action is done once the page shows its answer (a
 decision: a new acknowledgement; a skip: the next nucleus's card), the app's
 ``data-test-script-state`` is ``notRunning`` and the websocket has been quiet for 300 ms;
-its time ends at the answer's last websocket frame. Every acknowledged decision's event id is parsed from
-the page ("... recorded (event N, reviewer)"), also after a timed-out action.
+its time ends at the answer's last websocket frame. Every acknowledged decision's event id
+is parsed from the page ("... recorded (event N, reviewer)"), also after a timed-out action.
 After the run the server is stopped and the store is compared with what the sessions
 saw: ``events_lost`` = acknowledged ids missing from ``label_events``, ``events_extra``
 = rows no session acknowledged, plus ``genuine store check``.
@@ -153,9 +153,9 @@ class SessionLog:
 class Wire:
     """Counts the frames of a page's Streamlit websocket (``sent``: browser to server).
 
-    A rerun always sends frames to the browser, even one so short that React never draws the
-    intermediate "running" state, so frames, not only the DOM, tell that a click was answered.
-    Attach it before the page opens the app.
+    Frames tell that the server answered a click whatever the DOM drew (a short rerun may
+    never show the intermediate "running" state), and when the answer ended. Attach it
+    before the page opens the app.
     """
 
     def __init__(self, page) -> None:
@@ -222,13 +222,13 @@ async def _act(page, wire: Wire, click, timeout_ms: float, rerun_ms: float | Non
         return wire.received > received or await page.evaluate(f"window.__genuineSeq > {seq}")
 
     answered = answered or default_answered
-    t0, t0_mono = time.perf_counter(), time.monotonic()
+    t0 = time.monotonic()  # the clock of ``wire.last``
     await click()
-    end = t0_mono + (rerun_ms or timeout_ms) / 1000
+    end = t0 + (rerun_ms or timeout_ms) / 1000
     while time.monotonic() < end:
         if (wire.quiet_for() > 0.3 and await page.evaluate(f"() => {_STATE} === 'notRunning'")
                 and await answered()):
-            return max(wire.last - t0_mono, 0.0) if wire.received > received else time.perf_counter() - t0
+            return max((wire.last if wire.received > received else time.monotonic()) - t0, 0.0)
         await asyncio.sleep(0.025)
     state = await page.evaluate(f"() => [{_STATE}, window.__genuineSeq]")
     raise RuntimeError(f"no rerun seen after the click (state, changes: {state}; changes before the click: {seq}; "
