@@ -213,6 +213,17 @@ class Store:
             self._local.depth = 0
         return cur
 
+    def release_cursor(self) -> None:
+        """Close this thread's cursor (for worker threads that end before the store does)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            return
+        with self._lock:
+            self._cursors = [c for c in self._cursors if c is not cur]
+        with contextlib.suppress(Exception):
+            cur.close()
+        self._local.cursor = None
+
     def close(self) -> None:
         """Close every cursor and the connection (checkpoints the file)."""
         with self._lock:

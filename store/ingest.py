@@ -19,7 +19,9 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -153,6 +155,8 @@ def _auto_labels(result: ScanResult, genotype: str | None) -> pd.DataFrame | Non
 BATCH_NUCLEI = 192
 #: at most this many scans per model call
 BATCH_SCANS = 16
+#: files hashed, read and segmented ahead of the one being scored and written
+PREFETCH = 2
 
 
 @dataclass
@@ -212,8 +216,19 @@ def _failed(item: _Item, exc: Exception, t0: float) -> FileOutcome:
     return FileOutcome(str(item.path), "failed", msg, seconds=time.perf_counter() - t0)
 
 
+@dataclass
+class _Prepared:
+    """A file hashed and prepared by the worker: ``result`` None with no error = already stored."""
+
+    t0: float
+    sha: str | None = None
+    result: ScanResult | None = None
+    error: Exception | None = None
+    seconds: float = 0.0
+
+
 class _Batcher:
-    """Prepares files one by one, scores them in batches, writes each in its own transaction."""
+    """Prepares files ahead in a worker thread, scores them in batches, writes each in its own transaction."""
 
     def __init__(self, store: Store, models: Sequence[ScoringModel], prepare_kwargs: dict, progress: bool,
                  desc: str, total: int):
@@ -231,27 +246,70 @@ class _Batcher:
         self.bar = tqdm(total=total, desc=desc, unit="scan", disable=not progress)
         self.stage = tqdm(total=len(self.models), desc="models", unit="model", leave=False, disable=not progress)
 
-    def add(self, item: _Item) -> None:
-        """Hash, check, prepare one file; score and write when a batch is full."""
+    def run(self, items: Iterable[_Item]) -> list[FileOutcome]:
+        """Ingest ``items`` in order; the outcomes in input order.
+
+        A worker thread hashes, reads, segments and cuts the patches of the next
+        :data:`PREFETCH` files while this thread scores and writes (the segmenter and the
+        PNG/DuckDB writes are mostly single-threaded, so they overlap on two cores). The
+        worker never writes to the store; every check that decides what is written runs
+        here, in input order.
+        """
+        it = iter(items)
+        with ThreadPoolExecutor(1, thread_name_prefix="genuine-prepare") as pool:
+            ahead: deque[tuple[_Item, Future]] = deque()
+
+            def submit_next() -> None:
+                item = next(it, None)
+                if item is not None:
+                    ahead.append((item, pool.submit(self._prepare, item)))
+
+            for _ in range(PREFETCH):
+                submit_next()
+            try:
+                while ahead:
+                    item, prepared = ahead.popleft()
+                    submit_next()
+                    self._accept(item, prepared.result())
+            finally:
+                for _, prepared in ahead:
+                    prepared.cancel()
+                pool.submit(self.store.release_cursor)
+        return self.finish()
+
+    def _prepare(self, item: _Item) -> _Prepared:
+        """Hash and prepare one file (worker thread; reads the store, never writes)."""
         t0 = time.perf_counter()
         try:
             sha = sha256_file(item.path)
-            known = scan_by_sha(self.store, sha)
-            if known or sha in self.pending_sha:
-                where = (f"scan {known['id']} in sample {known['sample']!r}" if known
-                         else "an earlier file of this batch")
-                self._done(item, FileOutcome(str(item.path), "duplicate", f"already stored as {where} "
-                                             "(same sha256); nothing written", known["id"] if known else None))
-                return
-            self.bar.set_postfix_str(f"reading {item.path.name}")
+            if scan_by_sha(self.store, sha):
+                return _Prepared(t0, sha)
             result = prepare_scan(item.path, self.patch_size, acquisition=item.acquisition, **self.kwargs)
             _check_nuclei(result)
+            return _Prepared(t0, sha, result, seconds=time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - reported per file
-            self._done(item, _failed(item, exc, t0))
+            return _Prepared(t0, error=exc)
+
+    def _accept(self, item: _Item, prep: _Prepared) -> None:
+        """Skip a duplicate or failed file, else queue it; score and write when a batch is full."""
+        if prep.error is not None:
+            self._done(item, _failed(item, prep.error, prep.t0))
             return
+        known = scan_by_sha(self.store, prep.sha)
+        if known or prep.sha in self.pending_sha:
+            where = (f"scan {known['id']} in sample {known['sample']!r}" if known
+                     else "an earlier file of this batch")
+            self._done(item, FileOutcome(str(item.path), "duplicate", f"already stored as {where} "
+                                         "(same sha256); nothing written", known["id"] if known else None))
+            return
+        if prep.result is None:  # stored when the worker looked, gone since (deleted meanwhile): prepare now
+            prep = self._prepare(item)
+            if prep.error is not None or prep.result is None:
+                self._done(item, _failed(item, prep.error or InputError(f"{item.path}: changed while read"), prep.t0))
+                return
         _kill_point("read")
-        self.pending.append((item, result, time.perf_counter() - t0))
-        self.pending_sha.add(result.info["sha256"])
+        self.pending.append((item, prep.result, prep.seconds))
+        self.pending_sha.add(prep.sha)
         if sum(r.n_nuclei for _, r, _ in self.pending) >= BATCH_NUCLEI or len(self.pending) >= BATCH_SCANS:
             self.flush()
 
@@ -368,9 +426,8 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
     kwargs = dict(channel_map=channel_map, backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter,
                   max_pixels=max_pixels_limit(max_pixels))
     batcher = _Batcher(store, models, kwargs, progress, f"ingest {sample}", len(paths))
-    for i, p in enumerate(paths):
-        batcher.add(_Item(i, Path(p), sid, genotype, acquisition=acquisition))
-    report = IngestReport(batcher.finish(), time.perf_counter() - t0)
+    items = (_Item(i, Path(p), sid, genotype, acquisition=acquisition) for i, p in enumerate(paths))
+    report = IngestReport(batcher.run(items), time.perf_counter() - t0)
     if place_umap:  # even when nothing new was stored: a killed earlier run may have left scans unplaced
         _place_on_umaps(store, [m.name for m in models])
     return report
@@ -606,18 +663,21 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
     config = _read_json_file(bench / "config.json")
     kwargs = dict(backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter)
     batcher = _Batcher(store, models, kwargs, progress, f"ingest {bench.name}", len(fields))
-    for i, f in enumerate(fields.to_dict("records")):
-        sid = partial(samples.ensure_sample, store, f["sample"], f["kind"],
-                      None if pd.isna(f["expected_mna"]) else float(f["expected_mna"]), f["genotype"])
-        _dry_run(store, sid)
-        gt_nuclei = by_field.get(f["field_id"], pd.DataFrame(columns=["nucleus_id", "auto_label", "true_label"]))
 
-        def truth_fn(result, _f=f, _gt=gt_nuclei):
-            return truth_tables(result, _read_gt_masks(_f["masks_path"]), _gt, min_iou)
+    def items() -> Iterator[_Item]:
+        for i, f in enumerate(fields.to_dict("records")):
+            sid = partial(samples.ensure_sample, store, f["sample"], f["kind"],
+                          None if pd.isna(f["expected_mna"]) else float(f["expected_mna"]), f["genotype"])
+            _dry_run(store, sid)
+            gt_nuclei = by_field.get(f["field_id"], pd.DataFrame(columns=["nucleus_id", "auto_label", "true_label"]))
 
-        acquisition = {"benchmark": bench.name, "field_id": f["field_id"], "seed": config.get("seed")}
-        batcher.add(_Item(i, Path(f["path"]), sid, f["genotype"], truth_fn, f["split"], acquisition))
-    report = IngestReport(batcher.finish(), time.perf_counter() - t0)
+            def truth_fn(result, _f=f, _gt=gt_nuclei):
+                return truth_tables(result, _read_gt_masks(_f["masks_path"]), _gt, min_iou)
+
+            acquisition = {"benchmark": bench.name, "field_id": f["field_id"], "seed": config.get("seed")}
+            yield _Item(i, Path(f["path"]), sid, f["genotype"], truth_fn, f["split"], acquisition)
+
+    report = IngestReport(batcher.run(items()), time.perf_counter() - t0)
     if place_umap:  # even when nothing new was stored: a killed earlier run may have left scans unplaced
         _place_on_umaps(store, [m.name for m in models])
     return report

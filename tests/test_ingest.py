@@ -184,3 +184,21 @@ def _gt_segmenter(bench: Path, image: np.ndarray) -> np.ndarray:
 def test_not_a_benchmark_folder(tmp_path):
     with pytest.raises(Exception, match="not a benchmark folder"):
         ingest.benchmark_fields(tmp_path)
+
+
+
+def test_prefetch_keeps_input_order_and_same_file_twice_is_a_duplicate(store, models, tmp_path):
+    """Files are prepared ahead in a worker thread; outcomes stay in input order, the
+    worker's cursor is closed, and a file listed twice is stored once."""
+    paths = write_toy_scans(tmp_path / "scans", 4, make_toy_scan)
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"not an image")
+    batch = [paths[0], bad, paths[1], paths[0], paths[2], paths[3]]
+    store.cursor()  # this thread's cursor exists before; the worker's must be gone after
+    cursors = len(store._cursors)
+    report = _ingest(store, batch, models)
+    assert [o.status for o in report.outcomes] == ["stored", "failed", "stored", "duplicate", "stored", "stored"]
+    assert [o.path for o in report.outcomes] == [str(p) for p in batch]
+    assert "earlier file of this batch" in report.outcomes[3].message
+    assert store.scalar("SELECT count(*) FROM scans") == 4
+    assert len(store._cursors) == cursors

@@ -90,6 +90,34 @@ def test_config_json_round_trip(preset, kind):
     assert json.loads(cfg.to_json())["format_version"] == 1
 
 
+def test_count_features_put_the_detection_counts_before_the_box_features():
+    cfg = preset_config("tiny", count_features=True)
+    model = build_model(cfg).eval()
+    x = torch.rand(3, 3, P, P)
+    z, detections = model.features(x)
+    assert z.shape == (3, model.encoder.out_dim + 3 + 3 * cfg.top_k * 6) and model.feature_dim == z.shape[1]
+    counts = count_detections(detections, cfg.detector.count_threshold)
+    assert torch.equal(z[:, model.encoder.out_dim:model.encoder.out_dim + 3], counts.float())
+    assert model(x).shape == (3,)
+    # the detector baseline has its own count features; the flag changes nothing there
+    assert preset_config("tiny", "detector", count_features=True).box_feature_dim == 3 * cfg.top_k * 6
+    assert preset_config("cpu").count_features and not preset_config("paper").count_features
+
+
+def test_nested_boxes_of_one_class_are_dropped_after_nms():
+    from genuine_core.models.detector import nested_in_better
+
+    boxes = torch.tensor([[10, 10, 26, 26], [14, 14, 22, 22], [14, 14, 22, 22], [40, 40, 50, 50], [12, 12, 20, 20]],
+                         dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.6, 0.5, 0.8, 0.7])
+    labels = torch.tensor([2, 2, 1, 2, 1])
+    # box 1 sits inside box 0 (same class, lower score); box 2 is another class; box 4 overlaps box 2
+    # by 36/64 of itself but scores higher, so box 2 goes
+    assert nested_in_better(boxes, scores, labels, 0.5).tolist() == [False, True, True, False, False]
+    assert nested_in_better(boxes, scores, labels, 0.99).tolist() == [False, True, False, False, False]
+    assert nested_in_better(boxes[:1], scores[:1], labels[:1], 0.5).tolist() == [False]
+
+
 def test_presets_match_the_paper_and_cpu_design():
     paper, cpu = preset_config("paper"), preset_config("cpu")
     assert paper.patch_size == 192 and paper.encoder.arch == "resnet50" and paper.detector.backbone == "resnet50"

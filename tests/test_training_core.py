@@ -131,6 +131,21 @@ def test_augment_detection_consistent_and_empty_boxes_ok():
         augment_detection(x, boxes[:2], AugmentConfig(), make_generator(2))
 
 
+def test_augment_detection_blur_and_crosstalk_keep_boxes_and_background():
+    x = _nucleus_batch(4, p=24)
+    boxes = [torch.tensor([[1.0, 2.0, 5.0, 9.0]]) for _ in range(4)]
+    plain = AugmentConfig(p_blur=0, crosstalk=0)
+    imgs0, out0 = augment_detection(x, boxes, plain, make_generator(3))
+    imgs1, out1 = augment_detection(x, boxes, AugmentConfig(p_blur=1.0), make_generator(3))
+    assert all(torch.equal(a, b) for a, b in zip(out0, out1))  # geometry is drawn first: same boxes
+    assert not torch.allclose(imgs0, imgs1)
+    outside = x.amax(1) == 0  # the disc is symmetric: flips and quarter turns keep this mask
+    assert bool(outside.any()) and float(imgs1.amax(1)[outside].max()) == 0.0
+    # switched off, blur and crosstalk consume no random numbers (older detector runs repeat exactly)
+    again, _ = augment_detection(x, boxes, plain, make_generator(3))
+    assert torch.equal(imgs0, again)
+
+
 def test_augment_config_validation():
     with pytest.raises(ValueError):
         AugmentConfig(p_hflip=1.5)

@@ -115,6 +115,31 @@ def test_build_adopts_the_trained_detector(tmp_path):
         modelapi.build("tiny", "genuine", 0, P, None)
 
 
+def test_init_starts_from_a_trained_folder_and_checks_kind_and_size(tmp_path):
+    from genuine_core.errors import InputError
+    from training.train import RunSpec, _start_model
+
+    det_model = _tiny("detector", seed=5)
+    det_model.save(tmp_path / "det", {})
+    _tiny("resnet").save(tmp_path / "res", {})
+    spec = RunSpec(kind="detector", preset="tiny", out=str(tmp_path / "ft"), init=str(tmp_path / "det"))
+    started = _start_model(spec, P)
+    for k, v in det_model.state_dict().items():
+        assert torch.equal(started.state_dict()[k], v)
+    fresh = _start_model(RunSpec(kind="detector", preset="tiny", out=str(tmp_path / "new")), P)
+    assert not all(torch.equal(fresh.state_dict()[k], v) for k, v in det_model.state_dict().items())
+    with pytest.raises(InputError, match="not 'resnet'"):
+        _start_model(RunSpec(kind="resnet", preset="tiny", init=str(tmp_path / "det")), P)
+    with pytest.raises(InputError, match="px"):
+        _start_model(spec, 2 * P)
+    with pytest.raises(InputError, match="architecture"):
+        _start_model(RunSpec(kind="resnet", preset="tiny", init=str(tmp_path / "res"), encoder={"width": 4}), P)
+    with pytest.raises(InputError, match="no model folder"):
+        _start_model(RunSpec(kind="detector", preset="tiny", init=str(tmp_path / "missing")), P)
+    with pytest.raises(ValueError, match="only one"):
+        RunSpec(kind="detector", init=str(tmp_path / "det"), resume=True)
+
+
 def test_fit_temperature_recovers_a_known_temperature():
     rng = np.random.default_rng(0)
     true_logit = rng.normal(0, 2, 20000)

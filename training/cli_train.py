@@ -56,12 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--no-augment", action="store_true", help="switch augmentations off")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
+    parser.add_argument("--init", default=None, metavar="FOLDER",
+                        help="start from this trained model folder's weights (fine-tuning; same kind)")
+    parser.add_argument("--blur", type=float, default=None, metavar="P",
+                        help="probability of the extra optical-blur augmentation (default 0.5; 0 = off)")
+    parser.add_argument("--crosstalk", type=float, default=None, metavar="C",
+                        help="largest channel bleed-through fraction of that augmentation (default 0.08; 0 = off)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing finished model folder")
 
 
 def _spec_from_args(args: argparse.Namespace):
     from genuine_core.errors import InputError
-    from training.augment import AugmentConfig
     from training.loop import TrainConfig
     from training.train import RunSpec
 
@@ -86,13 +91,23 @@ def _spec_from_args(args: argparse.Namespace):
         train = TrainConfig(
             epochs=args.epochs or epochs, patience=args.patience or patience, lr=args.lr, momentum=args.momentum,
             batch_size=args.batch_size, train_per_epoch=per_epoch, max_val=args.max_val, seed=args.seed,
-            threads=args.threads, augment=AugmentConfig.none() if args.no_augment else AugmentConfig())
+            threads=args.threads, augment=_augment(args))
         return RunSpec(kind=args.kind, preset=args.preset, data=str(data), out=out, detector=detector,
-                       beta=args.beta, label=args.label, max_train=args.max_train, resume=args.resume, train=train,
+                       beta=args.beta, label=args.label, max_train=args.max_train, resume=args.resume,
+                       init=args.init, train=train,
                        encoder=_encoder_overrides(args),
                        command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+
+
+def _augment(args: argparse.Namespace):
+    from training.augment import AugmentConfig
+
+    if args.no_augment:
+        return AugmentConfig.none()
+    over = {k: v for k, v in (("p_blur", args.blur), ("crosstalk", args.crosstalk)) if v is not None}
+    return AugmentConfig(**over)
 
 
 def _encoder_overrides(args: argparse.Namespace) -> dict:

@@ -66,6 +66,31 @@ def build(preset: str, kind: str, seed: int, patch_size: int, detector_folder: s
     return model
 
 
+def load_weights(model, folder: str | Path) -> None:
+    """Copy the weights of a trained model folder into ``model`` (``--init``: fine-tuning).
+
+    Only the weights move: settings that are not learned (e.g. the detector's NMS and
+    containment thresholds) stay those of the preset ``model`` was built from.
+
+    Raises:
+        InputError: the folder is missing, holds another kind, or another architecture.
+    """
+    from genuine_core.models import GenuineClassifier
+
+    if not (Path(folder) / "config.json").is_file():
+        raise InputError(f"--init: no model folder at {folder} (config.json missing)")
+    source = GenuineClassifier.from_folder(folder)
+    if source.kind != model.kind:
+        raise InputError(f"--init: {folder} holds a {source.kind!r} model, not {model.kind!r}")
+    if source.config.patch_size != model.config.patch_size:
+        raise InputError(f"--init: {folder} expects {source.config.patch_size} px patches, "
+                         f"the run uses {model.config.patch_size} px")
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as exc:
+        raise InputError(f"--init: {folder} has another architecture than this run's preset: {exc}") from exc
+
+
 def from_checkpoint(out: str | Path):
     """Rebuild the model of an interrupted run from ``<out>/checkpoint/config.json``.
 

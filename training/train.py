@@ -62,6 +62,8 @@ class RunSpec:
             the data has ground truth (benchmark; curated sets), else ``auto``.
         max_train: cap on training rows loaded (seeded subsample; None = all).
         resume: continue from ``<out>/checkpoint``.
+        init: start from the weights of this trained model folder (same kind and patch
+            size; fine-tuning) instead of a fresh initialisation.
         encoder: overrides of the preset's encoder fields (``width``, ``stages``, ...).
         train: optimisation settings.
         command: the command line, recorded for reproduction.
@@ -77,6 +79,7 @@ class RunSpec:
     calibrate_on: Literal["truth", "auto"] = "truth"
     max_train: int | None = None
     resume: bool = False
+    init: str | None = None
     encoder: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     command: str | None = None
@@ -90,6 +93,8 @@ class RunSpec:
             raise ValueError("label must be auto|truth and calibrate_on truth|auto")
         if self.max_train is not None and self.max_train < 1:
             raise ValueError("max_train must be >= 1")
+        if self.init and self.resume:
+            raise ValueError("--init starts a new run and --resume continues one: pass only one")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view."""
@@ -150,13 +155,23 @@ def _finish_classifier(model, val: ClassificationData, spec: RunSpec, out: Path,
     return record
 
 
+def _start_model(spec: RunSpec, patch_size: int):
+    """The model a run starts from: its checkpoint (resume), else the preset, with the
+    weights of a trained folder copied in (init)."""
+    if spec.resume:
+        return modelapi.from_checkpoint(spec.out)
+    model = modelapi.build(spec.preset, spec.kind, spec.train.seed, patch_size, spec.detector, spec.encoder)
+    if spec.init:
+        modelapi.load_weights(model, spec.init)
+    return model
+
+
 def train_classifier(spec: RunSpec) -> dict[str, Any]:
     """GENUINE or ResNet: SGD + early stopping, then calibration (see module docstring)."""
     out = Path(spec.out)
     seed_everything(spec.train.seed)
     train, val = _load_pool(spec)
-    model = (modelapi.from_checkpoint(out) if spec.resume else
-             modelapi.build(spec.preset, spec.kind, spec.train.seed, train.patch_size, spec.detector, spec.encoder))
+    model = _start_model(spec, train.patch_size)
     task = ClassifierTask(model, train, val, spec.train.augment,
                           lambda path, metrics: modelapi.save(model, path, metrics))
     t0 = time.perf_counter()
@@ -214,8 +229,7 @@ def train_detector(spec: RunSpec) -> dict[str, Any]:
         train = train.take(subsample(len(train), spec.max_train, rng))
     if spec.train.max_val is not None and spec.train.max_val < len(val):
         val = val.take(subsample(len(val), spec.train.max_val, rng))
-    model = (modelapi.from_checkpoint(out) if spec.resume else
-             modelapi.build(spec.preset, "detector", spec.train.seed, int(train.patches.shape[-1]), None))
+    model = _start_model(spec, int(train.patches.shape[-1]))
     det = modelapi.trainable_detector(model)
     task = DetectorTask(det, train, val, spec.train.augment, lambda path, metrics: modelapi.save(model, path, metrics))
     result = fit(task, spec.train, out, resume=spec.resume)

@@ -115,6 +115,10 @@ class DetectorConfig(_Replaceable):
         head_groupnorm: GroupNorm in the head convs (torchvision's RetinaNet v2).
         score_thresh: minimum class score kept by post-processing.
         nms_thresh: IoU above which same-class boxes are suppressed.
+        containment_thresh: after NMS, also drop a box when its intersection with a
+            higher-scoring box of its class covers more than this share of the smaller
+            box (a small box nested in a large one on the same spot has a low IoU and
+            survives NMS; it would count one signal twice). 0 = off.
         detections_per_img: maximum boxes per patch after NMS.
         topk_candidates: boxes per level considered before NMS.
         count_threshold: score at or above which a detection is counted as a signal.
@@ -136,6 +140,7 @@ class DetectorConfig(_Replaceable):
     head_groupnorm: bool = True
     score_thresh: float = 0.05
     nms_thresh: float = 0.4
+    containment_thresh: float = 0.0
     detections_per_img: int = 100
     topk_candidates: int = 300
     count_threshold: float = 0.5
@@ -168,6 +173,7 @@ class DetectorConfig(_Replaceable):
         if self.head_groupnorm and self.fpn_channels % _groupnorm_groups(self.fpn_channels):
             raise ValueError("detector.fpn_channels must be divisible by its GroupNorm groups")
         _check_prob("detector.score_thresh", self.score_thresh, low_open=False)
+        _check_prob("detector.containment_thresh", self.containment_thresh, low_open=False)
         _check_prob("detector.nms_thresh", self.nms_thresh)
         _check_int("detector.detections_per_img", self.detections_per_img, 1)
         _check_int("detector.topk_candidates", self.topk_candidates, 1)
@@ -210,6 +216,11 @@ class ModelConfig(_Replaceable):
         top_k: detections kept per class and patch for the box features.
         fusion_norm: BatchNorm1d on the concatenated features before the MLP (balances the
             512-d encoder stream against the box stream).
+        count_features: GENUINE only: append the per-class detection counts (NMI, MYCN,
+            cluster at ``detector.count_threshold``) to the box features. They are a
+            function of B(P), so the paper's equation still holds, but the MLP no longer
+            has to learn counting from sorted scores (our addition; the ``cpu`` preset
+            uses it, the ``paper`` preset does not).
         detector_head: ``rule`` (Cohn rule on counts) or ``learned`` (MLP on box features).
         rule_logit_scale: logits per signal of margin for the rule head.
         embedding: what ``embed`` returns for ``genuine``: MLP ``hidden`` layer or the
@@ -228,6 +239,7 @@ class ModelConfig(_Replaceable):
     dropout: float = 0.2
     top_k: int = 12
     fusion_norm: bool = True
+    count_features: bool = False
     detector_head: DetectorHead = "rule"
     rule_logit_scale: float = 1.0
     embedding: EmbeddingKind = "hidden"
@@ -288,8 +300,9 @@ class ModelConfig(_Replaceable):
 
     @property
     def box_feature_dim(self) -> int:
-        """Length of the flattened detector features: 3 classes x top_k x 6."""
-        return NUM_SIGNAL_CLASSES * self.top_k * BOX_FEATURES
+        """Length of the flattened detector features: 3 classes x top_k x 6 (+ 3 counts)."""
+        counts = NUM_SIGNAL_CLASSES if self.count_features and self.kind == "genuine" else 0
+        return NUM_SIGNAL_CLASSES * self.top_k * BOX_FEATURES + counts
 
 
 def _reject_unknown(cls: type, data: dict[str, Any], what: str) -> None:
@@ -315,7 +328,7 @@ def _sub_config(cls: type, data: Any, what: str):
 # ---------------------------------------------------------------------- presets
 def _preset_base(name: str) -> ModelConfig:
     if name == "cpu":
-        return ModelConfig(preset="cpu")
+        return ModelConfig(preset="cpu", count_features=True, detector=DetectorConfig(containment_thresh=0.5))
     if name == "paper":
         return ModelConfig(
             preset="paper",

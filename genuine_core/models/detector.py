@@ -163,8 +163,29 @@ class SignalDetector(nn.Module):
         cleaned = []
         for d in out:
             keep = d["labels"] > 0
+            if self.config.containment_thresh > 0:
+                keep &= ~nested_in_better(d["boxes"], d["scores"], d["labels"], self.config.containment_thresh)
             cleaned.append({k: v[keep] for k, v in d.items()})
         return cleaned
+
+
+def nested_in_better(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, thresh: float) -> torch.Tensor:
+    """``(M,)`` bool: the box overlaps a higher-scoring box of its class by more than
+    ``thresh`` of the smaller box's area (intersection over minimum).
+
+    Judged against every better box at once (not greedily), like YOLACT's fast NMS.
+    """
+    if len(boxes) < 2:
+        return torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
+    area = (boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)
+    lt = torch.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    rb = torch.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = (rb - lt).clamp_min(0).prod(-1)
+    iomin = inter / torch.minimum(area[:, None], area[None, :]).clamp_min(1e-6)
+    idx = torch.arange(len(scores), device=boxes.device)
+    better = (scores[None, :] > scores[:, None]) | ((scores[None, :] == scores[:, None]) & (idx[None, :] < idx[:, None]))
+    same = labels[:, None] == labels[None, :]
+    return ((iomin > thresh) & better & same).any(1)
 
 
 def freeze(module: nn.Module) -> nn.Module:

@@ -16,6 +16,7 @@ from genuine_core.models.config import ModelConfig
 from genuine_core.models.detector import (
     Detections,
     SignalDetector,
+    count_detections,
     detections_to_features,
     freeze,
 )
@@ -56,11 +57,17 @@ class FrozenDetectorMixin:
         return detections_to_features(detections, cfg.top_k, cfg.patch_size), detections
 
 
+def _with_counts(box: torch.Tensor, detections: Detections, count_threshold: float) -> torch.Tensor:
+    """``(N, F)`` box features -> ``(N, 3 + F)``: counts (NMI, MYCN, cluster) first."""
+    return torch.cat([count_detections(detections, count_threshold).to(box.dtype), box], dim=1)
+
+
 class GenuineModel(FrozenDetectorMixin, GenuineClassifier, kind="genuine"):
     """The two-stream GENUINE classifier.
 
     ``features(x)`` = ``concat(E(x), flatten(B(x)))`` of size
-    ``encoder.out_dim + 3 * top_k * 6``; the head is
+    ``encoder.out_dim + 3 * top_k * 6`` (+ 3 detection counts with
+    ``config.count_features``); the head is
     ``[BatchNorm1d] -> Linear(hidden) -> ReLU -> Dropout -> Linear(1)``.
     ``embed`` returns the hidden layer (``config.embedding="hidden"``) or the
     concatenated vector (``"concat"``).
@@ -87,6 +94,8 @@ class GenuineModel(FrozenDetectorMixin, GenuineClassifier, kind="genuine"):
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, Detections]:
         box, detections = self.detect_features(x)
+        if self.config.count_features:
+            box = _with_counts(box, detections, self.config.detector.count_threshold)
         return torch.cat([self.encoder(x), box], dim=1), detections
 
     def head(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
