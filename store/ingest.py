@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -155,8 +156,9 @@ def _auto_labels(result: ScanResult, genotype: str | None) -> pd.DataFrame | Non
 BATCH_NUCLEI = 192
 #: at most this many scans per model call
 BATCH_SCANS = 16
-#: files hashed, read and segmented ahead of the one being scored and written
-PREFETCH = 2
+#: files hashed, read and segmented ahead of the one being scored and written (about a batch,
+#: so the worker can prepare the next batch while this one is written)
+PREFETCH = 8
 
 
 @dataclass
@@ -242,6 +244,8 @@ class _Batcher:
         self.patch_size = max([m.patch_size for m in models], default=DEFAULT_PATCH_SIZE)
         self.pending: list[tuple[_Item, ScanResult, float]] = []
         self.pending_sha: set[str] = set()
+        # the models use every core (torch threads); the worker prepares while this thread writes
+        self.models_running = threading.Lock()
         self.outcomes: list[tuple[int, FileOutcome]] = []
         self.bar = tqdm(total=total, desc=desc, unit="scan", disable=not progress)
         self.stage = tqdm(total=len(self.models), desc="models", unit="model", leave=False, disable=not progress)
@@ -250,8 +254,9 @@ class _Batcher:
         """Ingest ``items`` in order; the outcomes in input order.
 
         A worker thread hashes, reads, segments and cuts the patches of the next
-        :data:`PREFETCH` files while this thread scores and writes (the segmenter and the
-        PNG/DuckDB writes are mostly single-threaded, so they overlap on two cores). The
+        :data:`PREFETCH` files while this thread writes (PNG encoding and DuckDB inserts
+        are mostly single-threaded, so they overlap on two cores); it waits while the
+        models run, which use every core (two jobs on them slow torch's threads down). The
         worker never writes to the store; every check that decides what is written runs
         here, in input order.
         """
@@ -284,7 +289,8 @@ class _Batcher:
             sha = sha256_file(item.path)
             if scan_by_sha(self.store, sha):
                 return _Prepared(t0, sha)
-            result = prepare_scan(item.path, self.patch_size, acquisition=item.acquisition, **self.kwargs)
+            with self.models_running:
+                result = prepare_scan(item.path, self.patch_size, acquisition=item.acquisition, **self.kwargs)
             _check_nuclei(result)
             return _Prepared(t0, sha, result, seconds=time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - reported per file
@@ -323,7 +329,7 @@ class _Batcher:
         results = [r for _, r, _ in batch]
         self.stage.reset(total=len(self.models))
         try:
-            with shared_detections():  # one detector pass for every model carrying the same detector
+            with self.models_running, shared_detections():  # one detector pass for every model with that detector
                 for m in self.models:
                     self.stage.set_description_str(f"{m.name} on {sum(r.n_nuclei for r in results)} nuclei")
                     score_scans(results, [m])

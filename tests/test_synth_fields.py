@@ -112,6 +112,16 @@ def test_natural_noise_share_is_configurable():
     assert (n["auto_label"] == 1).all()  # no flips requested: the genotype
 
 
+def test_diploid_nuclei_sometimes_show_no_mycn_signal_and_stay_non_amplified():
+    """An empty green channel must not be HSR-only in the training pool (the Fig. 4 probe starts there)."""
+    diploid = DEFAULT_LINES[0]
+    rng = np.random.default_rng(0)
+    draws = [diploid.sample(rng) for _ in range(3000)]
+    empty = [(atyp, counts) for _, counts, atyp in draws if counts[1] == 0 and counts[2] == 0]
+    assert 40 <= len(empty) <= 140  # 3 % of the typical nuclei
+    assert all(not atyp and not is_amplified(*counts) for atyp, counts in empty)
+
+
 def test_field_is_deterministic(field):
     again = make_field(np.random.default_rng(7), ALL_LINES, 12, (320, 320), flip_rate=0.3)
     assert again.image.tobytes() == field.image.tobytes()

@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="probability of the extra optical-blur augmentation (default 0.5; 0 = off)")
     parser.add_argument("--crosstalk", type=float, default=None, metavar="C",
                         help="largest channel bleed-through fraction of that augmentation (default 0.08; 0 = off)")
+    parser.add_argument("--noise", type=float, default=None, metavar="SD",
+                        help="largest sd of the in-nucleus noise augmentation (default 0.03)")
+    parser.add_argument("--intensity", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="per-channel intensity scaling range of the augmentation (default 0.8 1.2)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing finished model folder")
 
 
@@ -106,7 +110,8 @@ def _augment(args: argparse.Namespace):
 
     if args.no_augment:
         return AugmentConfig.none()
-    over = {k: v for k, v in (("p_blur", args.blur), ("crosstalk", args.crosstalk)) if v is not None}
+    over = {k: v for k, v in (("p_blur", args.blur), ("crosstalk", args.crosstalk), ("noise_std", args.noise),
+                              ("intensity", tuple(args.intensity) if args.intensity else None)) if v is not None}
     return AugmentConfig(**over)
 
 

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test", "mixture")
 MIXTURE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: diploid nuclei may lose both MYCN signals
 _STAGE_POOL, _STAGE_MIX, _STAGE_SPLIT = 1, 2, 3
 
 
