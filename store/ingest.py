@@ -308,11 +308,9 @@ class _Batcher:
             self._done(item, FileOutcome(str(item.path), "duplicate", f"already stored as {where} "
                                          "(same sha256); nothing written", known["id"] if known else None))
             return
-        if prep.result is None:  # stored when the worker looked, gone since (deleted meanwhile): prepare now
-            prep = self._prepare(item)
-            if prep.error is not None or prep.result is None:
-                self._done(item, _failed(item, prep.error or InputError(f"{item.path}: changed while read"), prep.t0))
-                return
+        if prep.result is None:  # the worker saw it stored, it is gone since (deleted meanwhile): prepare it here
+            self._accept(item, self._prepare(item))
+            return
         _kill_point("read")
         self.pending.append((item, prep.result, prep.seconds))
         self.pending_sha.add(prep.sha)
