@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 from pathlib import Path
@@ -285,6 +286,20 @@ def test_count_detections_threshold():
     dets = [det([[0, 0, 1, 1]] * 5, [0.9, 0.6, 0.4, 0.8, 0.95], [1, 2, 2, 3, 2]), det([], [], [])]
     assert count_detections(dets, 0.5).tolist() == [[1, 2, 1], [0, 0, 0]]
     assert count_detections(dets, 0.3).tolist() == [[1, 3, 1], [0, 0, 0]]
+    # one threshold per class (NMI, MYCN, cluster)
+    assert count_detections(dets, (0.95, 0.3, 0.85)).tolist() == [[0, 3, 0], [0, 0, 0]]
+
+
+def test_per_class_count_thresholds_validate_and_round_trip():
+    cfg = preset_config("tiny")
+    per_class = cfg.replace(detector=dataclasses.replace(cfg.detector, count_threshold=[0.25, 0.3, 0.45]))
+    assert per_class.detector.count_threshold == (0.25, 0.3, 0.45)
+    assert per_class.detector.count_thresholds == (0.25, 0.3, 0.45)
+    assert cfg.detector.count_thresholds == (cfg.detector.count_threshold,) * 3
+    assert ModelConfig.from_json(per_class.to_json()) == per_class
+    for bad in ((0.3, 0.4), (0.3, 0.4, 1.5), ("a", 0.4, 0.5)):
+        with pytest.raises(ValueError, match="count_threshold"):
+            DetectorConfig(count_threshold=bad)
 
 
 # ---------------------------------------------------------------- baselines

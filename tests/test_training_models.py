@@ -160,6 +160,12 @@ def test_train_and_evaluate_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     common = ["--preset", "tiny", "--data", str(bench), "--epochs", "2", "--threads", "1"]
     assert main(["train", "--kind", "detector", "--out", "m/det", *common]) == 0
+    det_metrics = json.loads((tmp_path / "m/det/metrics.json").read_text())
+    # one count threshold per class, each the best of its validation scan
+    thr = GenuineClassifier.from_folder(tmp_path / "m/det").config.detector.count_threshold
+    assert len(thr) == 3 and list(thr) == det_metrics["count_threshold"]
+    for t, (name, scan) in zip(thr, det_metrics["count_threshold_scan"].items()):
+        assert scan[f"{t:.2f}"] == max(scan.values()), name
     assert main(["train", "--kind", "genuine", "--detector", "m/det", "--beta", "0.2", "--out", "m/gen", *common]) == 0
     assert main(["train", "--kind", "resnet", "--out", "m/res", *common]) == 0
     assert main(["train", "--kind", "ratio", "--out", "m/ratio", *common]) == 0

@@ -172,19 +172,18 @@ def _detect_all(model, patches: np.ndarray, batch_size: int = 64) -> list[dict[s
     return out
 
 
-def tune_count_threshold(model, val) -> tuple[float, dict[str, float]]:
-    """Pick the score threshold for counting signals that maximises exact-count accuracy.
+def tune_count_threshold(model, val) -> tuple[tuple[float, float, float], dict[str, dict[str, float]]]:
+    """Pick, per class, the score threshold for counting signals that maximises that class'
+    exact-count accuracy on validation (ties: the threshold nearest 0.5).
 
     Args:
         model: a detector-kind model (its config is updated in place).
         val: :class:`training.datasets.DetectionData` (validation).
 
     Returns:
-        ``(threshold, {threshold: exact-count accuracy})``.
+        ``((NMI, MYCN, cluster) thresholds, {class: {threshold: exact-count accuracy}})``.
     """
     from genuine_core.models import count_detections
-
-    from training.metrics import count_accuracy
 
     dets = _detect_all(model, np.asarray(val.patches))
     truth = np.zeros((len(val), 3), np.int64)
@@ -192,15 +191,17 @@ def tune_count_threshold(model, val) -> tuple[float, dict[str, float]]:
         for c in np.asarray(cls, np.int64):
             if 1 <= c <= 3:
                 truth[i, c - 1] += 1
-    scores = {}
-    for t in COUNT_THRESHOLDS:
-        pred = count_detections(dets, t).cpu().numpy()
-        scores[f"{t:.2f}"] = count_accuracy(pred, truth)["exact"]
-    best = max(COUNT_THRESHOLDS, key=lambda t: (scores[f"{t:.2f}"], -abs(t - 0.5)))
+    exact = {t: (count_detections(dets, t).cpu().numpy() == truth).mean(axis=0) for t in COUNT_THRESHOLDS}
+    best, scores = [], {}
+    for c, name in enumerate(("nmi", "mycn", "cluster")):
+        scores[name] = {f"{t:.2f}": float(exact[t][c]) for t in COUNT_THRESHOLDS}
+        best.append(max(COUNT_THRESHOLDS, key=lambda t: (exact[t][c], -abs(t - 0.5))))
+    best = tuple(float(t) for t in best)
     cfg = model.config
-    model.config = cfg.replace(detector=dataclasses.replace(cfg.detector, count_threshold=float(best)))
-    logger.info("count threshold %.2f (exact-count accuracy %.3f on validation)", best, scores[f"{best:.2f}"])
-    return float(best), scores
+    model.config = cfg.replace(detector=dataclasses.replace(cfg.detector, count_threshold=best))
+    logger.info("count thresholds NMI %.2f, MYCN %.2f, cluster %.2f (exact-count accuracy %s on validation)",
+                *best, ", ".join(f"{scores[k][f'{t:.2f}']:.3f}" for k, t in zip(scores, best)))
+    return best, scores
 
 
 def fit_ratio_threshold(model, patches: np.ndarray, labels: np.ndarray) -> dict[str, float]:

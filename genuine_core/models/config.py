@@ -121,7 +121,8 @@ class DetectorConfig(_Replaceable):
             survives NMS; it would count one signal twice). 0 = off.
         detections_per_img: maximum boxes per patch after NMS.
         topk_candidates: boxes per level considered before NMS.
-        count_threshold: score at or above which a detection is counted as a signal.
+        count_threshold: score at or above which a detection is counted as a signal: one
+            value for every class, or one per class (NMI, MYCN, cluster).
         fg_iou_thresh: anchor/box IoU for a positive anchor in training.
         bg_iou_thresh: anchor/box IoU below which an anchor is background in training.
         image_mean: per-channel mean subtracted from the [0, 1] input.
@@ -143,7 +144,7 @@ class DetectorConfig(_Replaceable):
     containment_thresh: float = 0.0
     detections_per_img: int = 100
     topk_candidates: int = 300
-    count_threshold: float = 0.5
+    count_threshold: float | tuple[float, float, float] = 0.5
     fg_iou_thresh: float = 0.5
     bg_iou_thresh: float = 0.4
     image_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -177,13 +178,27 @@ class DetectorConfig(_Replaceable):
         _check_prob("detector.nms_thresh", self.nms_thresh)
         _check_int("detector.detections_per_img", self.detections_per_img, 1)
         _check_int("detector.topk_candidates", self.topk_candidates, 1)
-        _check_prob("detector.count_threshold", self.count_threshold, low_open=False)
+        if isinstance(self.count_threshold, (tuple, list)):
+            if len(self.count_threshold) != NUM_SIGNAL_CLASSES:
+                raise ValueError(f"detector.count_threshold needs one value or {NUM_SIGNAL_CLASSES} "
+                                 f"(NMI, MYCN, cluster), got {self.count_threshold!r}")
+            object.__setattr__(self, "count_threshold", tuple(self.count_threshold))
+        for t in self.count_thresholds:
+            _check_prob("detector.count_threshold", t, low_open=False)
+        if isinstance(self.count_threshold, tuple):
+            object.__setattr__(self, "count_threshold", tuple(float(t) for t in self.count_threshold))
         _check_prob("detector.fg_iou_thresh", self.fg_iou_thresh)
         _check_prob("detector.bg_iou_thresh", self.bg_iou_thresh)
         if self.bg_iou_thresh > self.fg_iou_thresh:
             raise ValueError("detector.bg_iou_thresh must be <= fg_iou_thresh")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or any(s <= 0 for s in self.image_std):
             raise ValueError("detector.image_mean/image_std need 3 values, std > 0")
+
+    @property
+    def count_thresholds(self) -> tuple[float, float, float]:
+        """Count score threshold per class (NMI, MYCN, cluster)."""
+        t = self.count_threshold
+        return t if isinstance(t, tuple) else (t,) * NUM_SIGNAL_CLASSES
 
     @property
     def num_levels(self) -> int:

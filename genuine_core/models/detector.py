@@ -239,17 +239,24 @@ def detections_to_features(detections: Detections, top_k: int, patch_size: int) 
     return out.reshape(n, -1)
 
 
-def count_detections(detections: Detections, score_threshold: float) -> torch.Tensor:
+def count_detections(detections: Detections, score_threshold: float | Sequence[float]) -> torch.Tensor:
     """Per-patch signal counts: boxes with ``score >= score_threshold`` per class.
+
+    Args:
+        detections: per-patch detector outputs.
+        score_threshold: one threshold, or one per class (NMI, MYCN, cluster).
 
     Returns:
         ``(N, 3)`` int64 tensor, columns (NMI, MYCN, cluster).
     """
     n = len(detections)
     device = detections[0]["scores"].device if n else torch.device("cpu")
+    per_class = torch.as_tensor(score_threshold, dtype=torch.float32, device=device).expand(NUM_SIGNAL_CLASSES)
     counts = torch.zeros(n, NUM_SIGNAL_CLASSES, dtype=torch.int64, device=device)
     for i, d in enumerate(detections):
-        labels = d["labels"][d["scores"] >= score_threshold].long()
-        labels = labels[(labels >= 1) & (labels <= NUM_SIGNAL_CLASSES)]
+        labels = d["labels"].long()
+        valid = (labels >= 1) & (labels <= NUM_SIGNAL_CLASSES)
+        labels, scores = labels[valid], d["scores"][valid]
+        labels = labels[scores >= per_class[labels - 1]]
         counts[i] = torch.bincount(labels - 1, minlength=NUM_SIGNAL_CLASSES)[:NUM_SIGNAL_CLASSES]
     return counts
