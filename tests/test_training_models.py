@@ -140,6 +140,24 @@ def test_init_starts_from_a_trained_folder_and_checks_kind_and_size(tmp_path):
         RunSpec(kind="detector", init=str(tmp_path / "det"), resume=True)
 
 
+def test_genuine_init_keeps_the_detector_named_by_detector(tmp_path):
+    from training.train import RunSpec, _start_model
+
+    _tiny("detector", seed=5).save(tmp_path / "det_a", {})
+    new_det = _tiny("detector", seed=6)
+    new_det.save(tmp_path / "det_b", {})
+    old = modelapi.build("tiny", "genuine", 1, P, str(tmp_path / "det_a"))
+    old.save(tmp_path / "gen", {})
+    spec = RunSpec(kind="genuine", preset="tiny", out=str(tmp_path / "ft"), init=str(tmp_path / "gen"),
+                   detector=str(tmp_path / "det_b"))
+    started = _start_model(spec, P)
+    for k, v in new_det.detector.state_dict().items():
+        assert torch.equal(started.detector.state_dict()[k], v), k
+    for k, v in old.encoder.state_dict().items():
+        assert torch.equal(started.encoder.state_dict()[k], v), k
+    assert all(not p.requires_grad for p in started.detector.parameters())
+
+
 def test_fit_temperature_recovers_a_known_temperature():
     rng = np.random.default_rng(0)
     true_logit = rng.normal(0, 2, 20000)

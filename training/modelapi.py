@@ -70,7 +70,9 @@ def load_weights(model, folder: str | Path) -> None:
     """Copy the weights of a trained model folder into ``model`` (``--init``: fine-tuning).
 
     Only the weights move: settings that are not learned (e.g. the detector's NMS and
-    containment thresholds) stay those of the preset ``model`` was built from.
+    containment thresholds) stay those of the preset ``model`` was built from. A GENUINE
+    model keeps its frozen detector (the one ``--detector`` named): the encoder and head
+    start from ``folder``, so a GENUINE model can be fine-tuned over a retrained detector.
 
     Raises:
         InputError: the folder is missing, holds another kind, or another architecture.
@@ -85,8 +87,11 @@ def load_weights(model, folder: str | Path) -> None:
     if source.config.patch_size != model.config.patch_size:
         raise InputError(f"--init: {folder} expects {source.config.patch_size} px patches, "
                          f"the run uses {model.config.patch_size} px")
+    state = source.state_dict()
+    if model.kind == "genuine":
+        state.update({f"detector.{k}": v for k, v in model.detector.state_dict().items()})
     try:
-        model.load_state_dict(source.state_dict())
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise InputError(f"--init: {folder} has another architecture than this run's preset: {exc}") from exc
 
