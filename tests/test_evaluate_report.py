@@ -188,11 +188,14 @@ def test_evaluate_on_a_hand_made_benchmark(fake_env, tmp_path):
     checks = {c["target"]: c["ok"] for c in res["acceptance"]["checks"]}
     assert checks["ground-truth test accuracy >= 0.97"] is True
     assert checks["mean prediction crosses 0.5 between 7 and 9 MYCN (2 NMI)"] is False  # no probes run
+    corrected = res["acceptance"]["corrected"]
+    assert corrected["mad_true"] == g["mixture_summary"]["mad_true_corrected"]
 
     paths = write_report(res, tmp_path / "reports")
     names = {p.name for p in paths}
     assert {MD_NAME, JSON_NAME, "mixtures.png", "training_curves.png"} <= names
     md = (tmp_path / "reports" / MD_NAME).read_text()
+    assert f"by {corrected['mad_true']:.2f} pp on average" in md
     # Table 1 rows: GENUINE / ResNet / detector columns at beta 0.2
     assert "| Metric | GENUINE b=0.2 | ResNet b=0.2 | RetinaNet (counts) |" in md
     assert "| Accuracy | **75.00** | 50.00 | **75.00** |" in md  # vs auto labels

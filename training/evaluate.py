@@ -302,7 +302,8 @@ def acceptance(results: list[dict[str, Any]], shipped: str | None) -> dict[str, 
         {"target": "mean prediction crosses 0.5 between 7 and 9 MYCN (2 NMI)", "value": cross,
          "ok": cross is not None and 7 <= cross <= 9},
     ]
-    return {"model": m["name"], "checks": checks, "all_ok": all(c["ok"] for c in checks)}
+    corrected = {"mad_true": summ.get("mad_true_corrected"), "max_abs_true": summ.get("max_abs_true_corrected")}
+    return {"model": m["name"], "checks": checks, "all_ok": all(c["ok"] for c in checks), "corrected": corrected}
 
 
 def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 0, probes: bool = True,

@@ -178,15 +178,16 @@ class DetectorConfig(_Replaceable):
         _check_prob("detector.nms_thresh", self.nms_thresh)
         _check_int("detector.detections_per_img", self.detections_per_img, 1)
         _check_int("detector.topk_candidates", self.topk_candidates, 1)
-        if isinstance(self.count_threshold, (tuple, list)):
-            if len(self.count_threshold) != NUM_SIGNAL_CLASSES:
+        t = self.count_threshold
+        if isinstance(t, (tuple, list)):
+            if len(t) != NUM_SIGNAL_CLASSES:
                 raise ValueError(f"detector.count_threshold needs one value or {NUM_SIGNAL_CLASSES} "
-                                 f"(NMI, MYCN, cluster), got {self.count_threshold!r}")
-            object.__setattr__(self, "count_threshold", tuple(self.count_threshold))
-        for t in self.count_thresholds:
+                                 f"(NMI, MYCN, cluster), got {t!r}")
+            for v in t:
+                _check_prob("detector.count_threshold", v, low_open=False)
+            object.__setattr__(self, "count_threshold", tuple(float(v) for v in t))
+        else:
             _check_prob("detector.count_threshold", t, low_open=False)
-        if isinstance(self.count_threshold, tuple):
-            object.__setattr__(self, "count_threshold", tuple(float(t) for t in self.count_threshold))
         _check_prob("detector.fg_iou_thresh", self.fg_iou_thresh)
         _check_prob("detector.bg_iou_thresh", self.bg_iou_thresh)
         if self.bg_iou_thresh > self.fg_iou_thresh:
