@@ -174,3 +174,24 @@ def test_bad_arguments(tmp_path):
 def test_load_benchmark_rejects_unknown_split(tiny):
     with pytest.raises(InputError):
         load_benchmark(tiny[0], "validation")
+
+
+def test_a_failing_field_raises_its_own_error_and_leaves_no_patch_files(tmp_path, monkeypatch):
+    from genuine_core.synth import benchmark
+
+    calls = []
+
+    def failing(task):
+        calls.append(task.field_id)
+        if len(calls) == 2:
+            raise RuntimeError("renderer crashed")
+        return original(task)
+
+    original = benchmark._run_task
+    monkeypatch.setattr(benchmark, "_run_task", failing)
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        make_benchmark(tmp_path / "b", seed=0, size=MICRO, progress=False)
+    left = sorted(p.name for p in (tmp_path / "b" / "patches").iterdir())
+    assert left == [] and not (tmp_path / "b" / "nuclei.parquet").exists()
+    with pytest.raises(InputError, match="not a synthetic benchmark"):
+        load_benchmark(tmp_path / "b", "train")

@@ -191,6 +191,11 @@ class _NpyAppender:
             shutil.copyfileobj(src, out, 16 << 20)
         self.raw.unlink()
 
+    def discard(self) -> None:
+        """Close and delete the partial data (the run failed; no .npy is written)."""
+        self.fh.close()
+        self.raw.unlink(missing_ok=True)
+
 
 def _split_fields(n_fields: int, rng: np.random.Generator) -> list[str]:
     """80/10/10 split of one line's fields (val and test get >= 1 field when there are >= 3)."""
@@ -351,6 +356,7 @@ def make_benchmark(
             bar.update(len(res.task.lines_for_nuclei))
         return got
 
+    finished = False
     try:
         # training pool, then top-up rounds (into train) for nuclei that did not fit or were not extracted
         got = run(pool_tasks(0, pool_want, splits))
@@ -370,12 +376,13 @@ def make_benchmark(
                 break
             bar.total += sum(sum(d.values()) for d in short.values())
             got_mix.update(run(mix_tasks(round_, short)))
+        finished = True
     finally:
         bar.close()
         if executor:
             executor.shutdown()
-        for a in appenders.values():
-            a.close()
+        for a in appenders.values():  # a failed run leaves no patch file that looks complete
+            a.close() if finished else a.discard()
 
     nuclei = pd.concat(nuclei_parts, ignore_index=True)
     boxes = pd.concat(box_parts, ignore_index=True)
