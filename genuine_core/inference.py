@@ -135,8 +135,8 @@ def predict(model: GenuineClassifier, patches, batch_size: int = 64, mc_samples:
     cfg = model.config
     _check_patches(patches, cfg.patch_size)
     dev = torch.device(device) if device is not None else default_device()
-    count_threshold = cfg.detector.count_thresholds
-    min_score = min(count_threshold) if min_score is None else float(min_score)
+    count_thresholds = cfg.detector.count_thresholds
+    min_score = min(count_thresholds) if min_score is None else float(min_score)
     use_mc = mc_samples > 0 and model.has_dropout
     if mc_samples > 0 and not use_mc:
         logger.info("%s model has no dropout: uncertainty is the predictive entropy", cfg.kind)
@@ -157,7 +157,7 @@ def predict(model: GenuineClassifier, patches, batch_size: int = 64, mc_samples:
                 logits.append(out.logits.float().cpu())
                 embeddings.append(out.embedding.float().cpu())
                 if out.detections is not None:
-                    counts.append(count_detections(out.detections, count_threshold).cpu())
+                    counts.append(count_detections(out.detections, count_thresholds).cpu())
                     all_dets.append(out.detections)
                     offsets.append(start)
                 if use_mc:

@@ -190,18 +190,21 @@ def tune_count_threshold(model, val) -> tuple[tuple[float, float, float], dict[s
     """
     from genuine_core.models import count_detections
 
+    from training.evaluate import CLASS_KEYS
+    from training.metrics import count_accuracy
+
     dets = _detect_all(model, np.asarray(val.patches))
     truth = np.zeros((len(val), 3), np.int64)
     for i, cls in enumerate(val.classes):
         for c in np.asarray(cls, np.int64):
             if 1 <= c <= 3:
                 truth[i, c - 1] += 1
-    exact = {t: (count_detections(dets, t).cpu().numpy() == truth).mean(axis=0) for t in COUNT_THRESHOLDS}
+    per_class = {t: count_accuracy(count_detections(dets, t).cpu().numpy(), truth)["accuracy"] for t in COUNT_THRESHOLDS}
     best, scores = [], {}
-    for c, name in enumerate(("nmi", "mycn", "cluster")):
-        scores[name] = {f"{t:.2f}": float(exact[t][c]) for t in COUNT_THRESHOLDS}
-        best.append(max(COUNT_THRESHOLDS, key=lambda t: (exact[t][c], -abs(t - 0.5))))
-    best = tuple(float(t) for t in best)
+    for c, name in enumerate(CLASS_KEYS.values()):
+        scores[name] = {f"{t:.2f}": per_class[t][c] for t in COUNT_THRESHOLDS}
+        best.append(float(max(COUNT_THRESHOLDS, key=lambda t: (per_class[t][c], -abs(t - 0.5)))))
+    best = tuple(best)
     cfg = model.config
     model.config = cfg.replace(detector=dataclasses.replace(cfg.detector, count_threshold=best))
     logger.info("count thresholds NMI %.2f, MYCN %.2f, cluster %.2f (exact-count accuracy %s on validation)",

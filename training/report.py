@@ -143,8 +143,8 @@ def _acceptance_lines(acc: dict[str, Any] | None) -> list[str]:
     corr = acc.get("corrected") or {}
     if corr.get("mad_true") is not None:
         lines += [f"The mixture targets are measured on the raw calls. After Rogan-Gladen prevalence correction "
-                      f"(Table 3) the same model deviates from the true MNA % by {corr['mad_true']:.2f} pp on average "
-                      f"and by at most {corr['max_abs_true']:.2f} pp.", ""]
+                  f"(Table 3) the same model deviates from the true MNA % by {corr['mad_true']:.2f} pp on average "
+                  f"and by at most {corr['max_abs_true']:.2f} pp.", ""]
     return lines
 
 
