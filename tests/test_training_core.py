@@ -155,6 +155,20 @@ def test_augment_config_validation():
     assert AugmentConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
+
+def test_train_cli_augmentation_flags_reach_the_config():
+    import argparse
+
+    from training.cli_train import _augment, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = _augment(parser.parse_args(["--blur", "0.9", "--blur-sigma", "0.5", "2.0", "--intensity", "0.7", "1.3"]))
+    assert (cfg.p_blur, cfg.blur_sigma, cfg.intensity) == (0.9, (0.5, 2.0), (0.7, 1.3))
+    assert _augment(parser.parse_args([])) == AugmentConfig()
+    with pytest.raises(ValueError):
+        _augment(parser.parse_args(["--blur-sigma", "2.0", "0.5"]))
+
 # ------------------------------------------------------------------ early stopping
 def test_early_stopping_scripted_sequence():
     es = EarlyStopping(patience=3)

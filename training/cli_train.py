@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from this trained model folder's weights (fine-tuning; same kind)")
     parser.add_argument("--blur", type=float, default=None, metavar="P",
                         help="probability of the extra optical-blur augmentation (default 0.5; 0 = off)")
+    parser.add_argument("--blur-sigma", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="sd range (px) of that blur, drawn per patch (default 0.3 1.5)")
     parser.add_argument("--crosstalk", type=float, default=None, metavar="C",
                         help="largest channel bleed-through fraction of that augmentation (default 0.08; 0 = off)")
     parser.add_argument("--noise", type=float, default=None, metavar="SD",
@@ -111,7 +113,8 @@ def _augment(args: argparse.Namespace):
     if args.no_augment:
         return AugmentConfig.none()
     over = {k: v for k, v in (("p_blur", args.blur), ("crosstalk", args.crosstalk), ("noise_std", args.noise),
-                              ("intensity", tuple(args.intensity) if args.intensity else None)) if v is not None}
+                              ("intensity", tuple(args.intensity) if args.intensity else None),
+                              ("blur_sigma", tuple(args.blur_sigma) if args.blur_sigma else None)) if v is not None}
     return AugmentConfig(**over)
 
 
