@@ -237,6 +237,17 @@ def test_ordering_sentence_when_it_fails():
     assert ordering_sentence({"models": []})["holds"] is None
 
 
+def test_ordering_sentence_states_every_beta_and_judges_the_noisiest():
+    mk = lambda kind, beta, acc, mad: {"kind": kind, "beta": beta, "test_truth": {"accuracy": acc},  # noqa: E731
+                                       "mixture_summary": {"mad_true": mad}}
+    o = ordering_sentence({"models": [mk("genuine", 0.0, 0.90, 6.0), mk("resnet", 0.0, 0.95, 4.0),
+                                      mk("genuine", 0.2, 0.94, 8.0), mk("resnet", 0.2, 0.89, 15.0)]})
+    assert o["beta"] == 0.2 and o["holds"] is True
+    assert [b["beta"] for b in o["by_beta"]] == [0.2, 0.0] and o["by_beta"][1]["holds"] is False
+    first, second = o["sentence"].split("At label noise beta = ")[1:]
+    assert first.startswith("0.2, the paper's ordering holds") and second.startswith("0, the paper's ordering does not hold")
+
+
 def test_merge_results_recomputes_summary(fake_env, tmp_path):
     bench, models = fake_env
     a = ev.evaluate(models[:1], bench, probes=False)
