@@ -155,7 +155,6 @@ def test_augment_config_validation():
     assert AugmentConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
-
 def test_train_cli_augmentation_flags_reach_the_config():
     import argparse
 
@@ -168,6 +167,7 @@ def test_train_cli_augmentation_flags_reach_the_config():
     assert _augment(parser.parse_args([])) == AugmentConfig()
     with pytest.raises(ValueError):
         _augment(parser.parse_args(["--blur-sigma", "2.0", "0.5"]))
+
 
 # ------------------------------------------------------------------ early stopping
 def test_early_stopping_scripted_sequence():

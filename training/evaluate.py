@@ -41,7 +41,6 @@ from training.metrics import average_precision, binary_metrics, count_accuracy, 
 
 logger = logging.getLogger(__name__)
 
-CLASS_KEYS = {1: "nmi", 2: "mycn", 3: "cluster"}
 PROBE_N = 50
 PROBE_COUNTS = tuple(range(0, 36))
 PROBE_NMI = 2
@@ -228,9 +227,11 @@ def detector_metrics(pred, boxes: pd.DataFrame, n: int) -> dict[str, Any]:
         boxes: ground truth with ``patch_row, cls, x1, y1, x2, y2``.
         n: number of patches.
     """
+    from genuine_core.models import CLASS_NAMES
+
     det = pred.detections
     ap = {}
-    for cls, key in CLASS_KEYS.items():
+    for cls, key in CLASS_NAMES.items():
         d = det[det["cls"] == cls]
         g = boxes[boxes["cls"] == cls]
         dg = {r: grp for r, grp in d.groupby("row")}

@@ -188,9 +188,8 @@ def tune_count_threshold(model, val) -> tuple[tuple[float, float, float], dict[s
     Returns:
         ``((NMI, MYCN, cluster) thresholds, {class: {threshold: exact-count accuracy}})``.
     """
-    from genuine_core.models import count_detections
+    from genuine_core.models import CLASS_NAMES, count_detections
 
-    from training.evaluate import CLASS_KEYS
     from training.metrics import count_accuracy
 
     dets = _detect_all(model, np.asarray(val.patches))
@@ -201,7 +200,7 @@ def tune_count_threshold(model, val) -> tuple[tuple[float, float, float], dict[s
                 truth[i, c - 1] += 1
     per_class = {t: count_accuracy(count_detections(dets, t).cpu().numpy(), truth)["accuracy"] for t in COUNT_THRESHOLDS}
     best, scores = [], {}
-    for c, name in enumerate(CLASS_KEYS.values()):
+    for c, name in enumerate(CLASS_NAMES.values()):
         scores[name] = {f"{t:.2f}": per_class[t][c] for t in COUNT_THRESHOLDS}
         best.append(float(max(COUNT_THRESHOLDS, key=lambda t: (per_class[t][c], -abs(t - 0.5)))))
     best = tuple(best)
