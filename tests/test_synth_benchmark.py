@@ -143,6 +143,25 @@ def test_same_seed_is_byte_identical_and_seed_matters(tmp_path):
     assert da["nuclei.parquet"] != dc["nuclei.parquet"]
 
 
+
+def test_acquisition_jitter_changes_the_pool_images_not_the_truth(tmp_path):
+    kw = dict(seed=4, size=MICRO, progress=False, mixture_fractions=(0.0, 1.0))
+    make_benchmark(tmp_path / "a", **kw)
+    make_benchmark(tmp_path / "b", acquisition_jitter=1.0, **kw)
+    na, nb = pd.read_parquet(tmp_path / "a/nuclei.parquet"), pd.read_parquet(tmp_path / "b/nuclei.parquet")
+    cols = ["field_id", "nucleus_id", "split", "true_label", "auto_label", "n_nmi", "n_mycn", "n_cluster"]
+    pd.testing.assert_frame_equal(na[cols], nb[cols])  # the same scenes
+    pool = nb["split"] != "mixture"
+    assert set(nb.loc[pool, "acquisition"]) == {"jittered"} and set(nb.loc[~pool, "acquisition"]) == {"shifted"}
+    da, db = _digest(tmp_path / "a"), _digest(tmp_path / "b")
+    assert da["patches/train.npy"] != db["patches/train.npy"]
+    assert da["patches/mixture.npy"] == db["patches/mixture.npy"]  # mixtures keep their own acquisition
+    cfg = json.loads((tmp_path / "b/config.json").read_text())
+    assert cfg["acquisition_jitter"]["strength"] == 1.0
+    with pytest.raises(ValueError, match="acquisition_jitter"):
+        make_benchmark(tmp_path / "c", acquisition_jitter=3.0, **kw)
+    assert not (tmp_path / "c").exists()
+
 @pytest.mark.slow
 def test_worker_processes_do_not_change_the_output(tmp_path):
     make_benchmark(tmp_path / "a", seed=5, size=MICRO, progress=False)

@@ -150,6 +150,24 @@ def test_shifted_acquisition_changes_the_image_but_not_the_truth():
     assert not np.allclose(a.image, b.image, atol=0.02)
 
 
+
+def test_jittered_acquisition_stays_within_its_log_range_and_is_seeded():
+    from genuine_core.synth.acquisition import JITTER_LOG_HALF_WIDTH, jittered
+
+    assert jittered(NOMINAL, np.random.default_rng(0), 0.0) == NOMINAL
+    draws = [jittered(NOMINAL, np.random.default_rng(s)) for s in range(200)]
+    assert jittered(NOMINAL, np.random.default_rng(5)) == draws[5]
+    for name, half in JITTER_LOG_HALF_WIDTH.items():
+        base = np.atleast_1d(getattr(NOMINAL, name))
+        factors = np.array([np.atleast_1d(getattr(d, name)) / base for d in draws])
+        assert np.all(np.abs(np.log(factors)) <= half + 1e-9), name
+        assert np.abs(np.log(factors)).max() > 0.8 * half, name  # the range is used, not just its centre
+    # half strength halves the spread
+    half_draws = [jittered(NOMINAL, np.random.default_rng(s), 0.5).blur_sigma for s in range(200)]
+    assert np.abs(np.log(np.array(half_draws) / NOMINAL.blur_sigma)).max() <= 0.5 * JITTER_LOG_HALF_WIDTH["blur_sigma"]
+    with pytest.raises(ValueError, match="strength"):
+        jittered(NOMINAL, np.random.default_rng(0), 2.5)
+
 def test_intensity_levels_resemble_the_real_image(field):
     """Dark background and nuclear DAPI near the levels measured on FISH_RGB.TIF (8-bit / 255)."""
     out = field.masks == 0

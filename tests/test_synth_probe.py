@@ -100,6 +100,8 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
     assert main(["synth", "benchmark", "--out", str(tmp_path / "busy"), "--size", "tiny"]) == 2
+    assert main(["synth", "benchmark", "--out", str(tmp_path / "j"), "--size", "tiny", "--acquisition-jitter", "3"]) == 2
+    assert "acquisition_jitter must be in [0, 2]" in capsys.readouterr().err and not (tmp_path / "j").exists()
     assert main(["synth", "probe", "--out", str(tmp_path / "p.npz"), "--backgrounds", str(tmp_path / "busy" / "x")]) == 2
 
 

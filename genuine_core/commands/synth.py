@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--size", default="cpu", choices=["tiny", "cpu", "paper"],
                    help="cpu: 6,000-nucleus pool, 8 x 256 mixtures, 96 px; paper: 50,000, 8 x 2,048, 192 px")
     b.add_argument("--beta", type=float, default=0.0, help="auto-label flip rate of the training pool")
+    b.add_argument("--acquisition-jitter", type=float, default=0.0, metavar="S",
+                   help="give every training-pool field its own imaging conditions around the nominal "
+                        "ones (strength S in [0, 2]; 1 = exposure x0.74-1.35, blur x0.67-1.49); default 0")
     b.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes (output does not depend on it); default: up to 2")
     b.add_argument("--overwrite", action="store_true")
@@ -89,6 +92,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     try:
         summary = make_benchmark(args.out, seed=args.seed, size=args.size, beta=args.beta, workers=args.workers,
+                                 acquisition_jitter=args.acquisition_jitter,
                                  overwrite=args.overwrite)
     except ValueError as exc:
         raise InputError(str(exc)) from None

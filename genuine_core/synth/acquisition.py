@@ -21,6 +21,12 @@ def _check_range(name: str, value: float, lo: float, hi: float) -> None:
         raise ValueError(f"{name} must be in [{lo}, {hi}], got {value!r}")
 
 
+#: valid range of every acquisition parameter (per channel for the 3-tuples)
+_LIMITS = {"exposure": (0.05, 10.0), "channel_gain": (0.05, 10.0), "blur_sigma": (0.0, 10.0),
+           "crosstalk": (0.0, 0.5), "background": (0.0, 0.8), "vignetting": (0.0, 0.9),
+           "background_variation": (0.0, 1.0), "full_well": (1.0, 1e7), "read_noise": (0.0, 0.5)}
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """Imaging conditions of one scan.
@@ -51,22 +57,14 @@ class Acquisition:
     read_noise: float = 0.003
 
     def __post_init__(self) -> None:
-        _check_range("exposure", self.exposure, 0.05, 10.0)
-        _check_range("blur_sigma", self.blur_sigma, 0.0, 10.0)
-        _check_range("crosstalk", self.crosstalk, 0.0, 0.5)
-        _check_range("vignetting", self.vignetting, 0.0, 0.9)
-        _check_range("background_variation", self.background_variation, 0.0, 1.0)
-        _check_range("full_well", self.full_well, 1.0, 1e7)
-        _check_range("read_noise", self.read_noise, 0.0, 0.5)
         for name in ("channel_gain", "background"):
             val = getattr(self, name)
             if not isinstance(val, (tuple, list)) or len(val) != 3:
                 raise ValueError(f"{name} must be a 3-tuple (NMI, MYCN, DAPI), got {val!r}")
             object.__setattr__(self, name, tuple(float(v) for v in val))
-        for v in self.channel_gain:
-            _check_range("channel_gain", v, 0.05, 10.0)
-        for v in self.background:
-            _check_range("background", v, 0.0, 0.8)
+        for name, (lo, hi) in _LIMITS.items():
+            for v in np.atleast_1d(getattr(self, name)):
+                _check_range(name, v, lo, hi)
 
     def to_dict(self) -> dict:
         """Plain-JSON view (for config.json)."""
@@ -93,6 +91,40 @@ SHIFTED = Acquisition(
     full_well=900.0,
     read_noise=0.008,
 )
+
+
+#: scanner-day variation (``jittered``): half-width of the log-uniform factor on each
+#: parameter at strength 1 (per-channel factors are drawn per channel)
+JITTER_LOG_HALF_WIDTH = {
+    "exposure": 0.3, "channel_gain": 0.15, "blur_sigma": 0.4, "crosstalk": 0.7, "background": 0.3,
+    "vignetting": 0.5, "background_variation": 0.5, "full_well": 0.8, "read_noise": 1.0,
+}
+
+
+def jittered(base: Acquisition, rng: np.random.Generator, strength: float = 1.0) -> Acquisition:
+    """One scanner day's conditions drawn around ``base``.
+
+    Every parameter is multiplied by ``exp(u)``, ``u ~ U(-h, h) * strength`` with ``h`` from
+    :data:`JITTER_LOG_HALF_WIDTH` (at strength 1: exposure x0.74-1.35, blur x0.67-1.49, full
+    well x0.45-2.2), then clipped to the valid ranges.
+
+    Args:
+        base: centre of the variation.
+        rng: random generator.
+        strength: scales every half-width; 0 returns ``base``.
+
+    Raises:
+        ValueError: ``strength`` outside [0, 2].
+    """
+    if not 0.0 <= strength <= 2.0:
+        raise ValueError(f"acquisition jitter strength must be in [0, 2], got {strength}")
+    values = {}
+    for name, half in JITTER_LOG_HALF_WIDTH.items():
+        v = np.asarray(getattr(base, name), np.float64)
+        u = rng.uniform(-half, half, size=v.shape) * strength
+        v = np.clip(v * np.exp(u), *_LIMITS[name])
+        values[name] = tuple(float(x) for x in v) if v.ndim else float(v)
+    return Acquisition(**values)
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.ndarray:

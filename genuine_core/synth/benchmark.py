@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from genuine_core.errors import InputError
-from genuine_core.synth.acquisition import NOMINAL, SHIFTED, Acquisition
+from genuine_core.synth.acquisition import JITTER_LOG_HALF_WIDTH, NOMINAL, SHIFTED, Acquisition, jittered
 from genuine_core.synth.fields import Scene, make_field
 from genuine_core.synth.lines import DEFAULT_LINES, CellLine, lines_by_name
 
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test", "mixture")
 MIXTURE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 GENERATOR_VERSION = 2  # 2: diploid nuclei may lose both MYCN signals
-_STAGE_POOL, _STAGE_MIX, _STAGE_SPLIT = 1, 2, 3
+_STAGE_POOL, _STAGE_MIX, _STAGE_SPLIT, _STAGE_JITTER = 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -227,6 +227,7 @@ def make_benchmark(
     workers: int = 1,
     lines: tuple[CellLine, ...] = DEFAULT_LINES,
     acquisition: Acquisition = NOMINAL,
+    acquisition_jitter: float = 0.0,
     mixture_acquisition: Acquisition = SHIFTED,
     mixture_fractions: tuple[float, ...] = MIXTURE_FRACTIONS,
     scene: Scene | None = None,
@@ -243,6 +244,9 @@ def make_benchmark(
         workers: processes generating fields (results do not depend on it).
         lines: cell lines (the default four: two MNA, two non-MNA).
         acquisition: imaging conditions of the training pool.
+        acquisition_jitter: 0 = every pool field imaged with ``acquisition``; > 0 = each pool
+            field draws its own conditions around it (``synth.acquisition.jittered`` at this
+            strength, at most 2), like scans from many scanner days. Scenes do not change.
         mixture_acquisition: imaging conditions of the mixture samples (shifted by default).
         mixture_fractions: MNA-line shares of the mixture samples.
         scene: scene settings; default ``Scene(scale=size.scale)``.
@@ -267,6 +271,8 @@ def make_benchmark(
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if not 0.0 <= acquisition_jitter <= 2.0:
+        raise ValueError(f"acquisition_jitter must be in [0, 2], got {acquisition_jitter}")
     by_name = lines_by_name(tuple(lines))
     mna_lines = [l.name for l in lines if l.mna]
     non_lines = [l.name for l in lines if not l.mna]
@@ -295,8 +301,12 @@ def make_benchmark(
             per = _chunks([name] * wanted.get(name, 0), size.nuclei_per_field)
             for k, chunk in enumerate(per):
                 split = splits[name][k] if splits else "train"
+                acq, acq_name = acquisition, "nominal"
+                if acquisition_jitter:
+                    rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_JITTER, round_, li, k]))
+                    acq, acq_name = jittered(acquisition, rng, acquisition_jitter), "jittered"
                 tasks.append(_Task(f"{name}_r{round_}_{k:04d}", (seed, _STAGE_POOL, round_, li, k), chunk, split,
-                                   name, acquisition, "nominal", beta, **common))
+                                   name, acq, acq_name, beta, **common))
         return tasks
 
     def mix_tasks(round_: int, wanted: dict[str, dict[str, int]]) -> list[_Task]:
@@ -401,6 +411,7 @@ def make_benchmark(
         "patch_size": size.patch_size,
         "lines": [{"name": l.name, "mna": l.mna, "natural_noise": l.natural_noise} for l in lines],
         "acquisitions": {"nominal": acquisition.to_dict(), "shifted": mixture_acquisition.to_dict()},
+        "acquisition_jitter": {"strength": float(acquisition_jitter), "log_half_width": JITTER_LOG_HALF_WIDTH},
         "scene_scale": scene.scale,
         "mixture_fractions": list(mixture_fractions),
         "splits": "train/val/test 80/10/10 by field within each line; mixtures on shifted acquisition",
