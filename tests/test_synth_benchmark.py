@@ -143,7 +143,6 @@ def test_same_seed_is_byte_identical_and_seed_matters(tmp_path):
     assert da["nuclei.parquet"] != dc["nuclei.parquet"]
 
 
-
 def test_acquisition_jitter_changes_the_pool_images_not_the_truth(tmp_path):
     kw = dict(seed=4, size=MICRO, progress=False, mixture_fractions=(0.0, 1.0))
     make_benchmark(tmp_path / "a", **kw)
@@ -161,6 +160,7 @@ def test_acquisition_jitter_changes_the_pool_images_not_the_truth(tmp_path):
     with pytest.raises(ValueError, match="acquisition_jitter"):
         make_benchmark(tmp_path / "c", acquisition_jitter=3.0, **kw)
     assert not (tmp_path / "c").exists()
+
 
 @pytest.mark.slow
 def test_worker_processes_do_not_change_the_output(tmp_path):

@@ -150,7 +150,6 @@ def test_shifted_acquisition_changes_the_image_but_not_the_truth():
     assert not np.allclose(a.image, b.image, atol=0.02)
 
 
-
 def test_jittered_acquisition_stays_within_its_log_range_and_is_seeded():
     from genuine_core.synth.acquisition import JITTER_LOG_HALF_WIDTH, jittered
 
