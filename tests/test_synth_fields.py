@@ -167,6 +167,7 @@ def test_jittered_acquisition_stays_within_its_log_range_and_is_seeded():
     with pytest.raises(ValueError, match="strength"):
         jittered(NOMINAL, np.random.default_rng(0), 2.5)
 
+
 def test_intensity_levels_resemble_the_real_image(field):
     """Dark background and nuclear DAPI near the levels measured on FISH_RGB.TIF (8-bit / 255)."""
     out = field.masks == 0
