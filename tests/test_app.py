@@ -359,13 +359,15 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
 
 @pytest.mark.slow
 def test_cases_on_the_demo_store_match_the_store_summaries(tmp_path, monkeypatch):
-    """When the demo store has been built, the Cases table shows its samples with the stored counts."""
+    """A demo store built with the shipped models: the Cases table shows its samples with the stored counts."""
     from store.db import open_store
+    from store.demo import DemoConfig, build_demo
     from store.summary import sample_summaries
 
-    demo = REPO / "demo" / "genuine_demo.duckdb"
-    if not demo.is_file():
-        pytest.skip(f"no demo store at {demo} (genuine demo --out {demo})")
+    demo = tmp_path / "demo" / "genuine_demo.duckdb"
+    cfg = DemoConfig(nuclei_per_line=12, mixture_nuclei=6, nuclei_per_field=6, include_real=False, mc_samples=2)
+    report = build_demo(demo, cfg, progress=False)  # default model folders: the shipped models/
+    assert report["failed"] == [] and sorted(report["models"]) == ["detector_cpu", "genuine_cpu", "ratio_cpu", "resnet_cpu"]
     path = _private_copy(demo, tmp_path, monkeypatch)
     with open_store(path, read_only=True) as s:
         summ = sample_summaries(s)
