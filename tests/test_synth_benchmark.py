@@ -214,3 +214,20 @@ def test_a_failing_field_raises_its_own_error_and_leaves_no_patch_files(tmp_path
     assert left == [] and not (tmp_path / "b" / "nuclei.parquet").exists()
     with pytest.raises(InputError, match="not a synthetic benchmark"):
         load_benchmark(tmp_path / "b", "train")
+
+
+@pytest.mark.slow
+def test_workers_in_a_script_without_main_guard_get_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "make.py"
+    script.write_text("from genuine_core.synth import BenchmarkSize, make_benchmark\n"
+                      f"make_benchmark({str(tmp_path / 'b')!r}, size=BenchmarkSize('micro', nuclei_per_line=6, "
+                      "mixture_nuclei=6, patch_size=64, field_shape=(192, 192), nuclei_per_field=3), "
+                      "workers=2, progress=False)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode != 0
+    assert 'if __name__ == "__main__":' in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "b" / "nuclei.parquet").exists()

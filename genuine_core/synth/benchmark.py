@@ -25,6 +25,7 @@ import os
 import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -387,6 +388,11 @@ def make_benchmark(
             bar.total += sum(sum(d.values()) for d in short.values())
             got_mix.update(run(mix_tasks(round_, short)))
         finished = True
+    except BrokenProcessPool as exc:
+        raise RuntimeError(
+            f"a worker process of make_benchmark(workers={workers}) died: a script that calls it with "
+            "workers > 1 must do so under `if __name__ == \"__main__\":` (workers are spawned and re-import "
+            "the script); otherwise the machine may be out of memory. workers=1 uses no worker processes") from exc
     finally:
         bar.close()
         if executor:
