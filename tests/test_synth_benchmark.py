@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -218,9 +220,6 @@ def test_a_failing_field_raises_its_own_error_and_leaves_no_patch_files(tmp_path
 
 @pytest.mark.slow
 def test_workers_in_a_script_without_main_guard_get_a_clear_error(tmp_path):
-    import subprocess
-    import sys
-
     script = tmp_path / "make.py"
     script.write_text("from genuine_core.synth import BenchmarkSize, make_benchmark\n"
                       f"make_benchmark({str(tmp_path / 'b')!r}, size=BenchmarkSize('micro', nuclei_per_line=6, "
