@@ -13,7 +13,7 @@ import pytest
 
 import training.evaluate as ev
 from genuine_core.errors import InputError
-from training.metrics import average_precision, binary_metrics, box_iou, count_accuracy, crossing
+from training.metrics import average_precision, binary_metrics, box_iou, count_accuracy, crossing, true_counts
 from training.report import MD_NAME, JSON_NAME, ordering_sentence, write_report
 
 
@@ -53,6 +53,15 @@ def test_count_accuracy_and_crossing():
     assert crossing([6, 7, 8, 9], [0.0, 0.2, 0.6, 1.0]) == pytest.approx(7.75)
     assert crossing([0, 1], [0.1, 0.2]) is None
     assert crossing([3, 4], [0.9, 1.0]) == 3.0
+
+
+def test_true_counts_from_boxes():
+    # two MYCN and a cluster in patch 0, one NMI in patch 2; a background class, a row out of range
+    got = true_counts([0, 0, 0, 2, 1, 5], [2, 2, 3, 1, 0, 1], 3)
+    assert got.tolist() == [[0, 2, 1], [0, 0, 0], [1, 0, 0]] and got.dtype == np.int64
+    assert true_counts([], [], 2).tolist() == [[0, 0, 0], [0, 0, 0]]
+    with pytest.raises(ValueError, match="same length"):
+        true_counts([0, 1], [1], 2)
 
 
 def test_mixture_rows_raw_and_rogan_gladen():

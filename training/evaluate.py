@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from genuine_core.errors import InputError
-from training.metrics import average_precision, binary_metrics, count_accuracy, crossing
+from training.metrics import average_precision, binary_metrics, count_accuracy, crossing, true_counts
 
 logger = logging.getLogger(__name__)
 
@@ -240,14 +240,10 @@ def detector_metrics(pred, boxes: pd.DataFrame, n: int) -> dict[str, Any]:
         ps = [dg[i]["score"].to_numpy() if i in dg else np.zeros(0) for i in range(n)]
         gb = [gg[i][["x1", "y1", "x2", "y2"]].to_numpy() if i in gg else np.zeros((0, 4)) for i in range(n)]
         ap[key] = average_precision(pb, ps, gb, iou=0.5)
-    true_counts = np.zeros((n, 3), np.int64)
-    for (row, cls), cnt in boxes.groupby(["patch_row", "cls"]).size().items():
-        if 0 <= row < n and 1 <= cls <= 3:
-            true_counts[int(row), int(cls) - 1] = cnt
     pred_counts = pred.table[["det_nmi", "det_mycn", "det_cluster"]].to_numpy().astype(np.int64)
     vals = [v for v in ap.values() if not np.isnan(v)]
     return {"ap50": ap, "map50": float(np.mean(vals)) if vals else None,
-            "count_accuracy": count_accuracy(pred_counts, true_counts)}
+            "count_accuracy": count_accuracy(pred_counts, true_counts(boxes["patch_row"], boxes["cls"], n))}
 
 
 # ----------------------------------------------------------------------------- main entry

@@ -133,6 +133,27 @@ def average_precision(
     return float(np.sum((mrec[1:] - mrec[:-1]) * mpre[1:]))
 
 
+def true_counts(rows, classes, n: int) -> np.ndarray:
+    """Per-patch signal counts from ground-truth boxes.
+
+    Args:
+        rows: (B,) patch row of each box.
+        classes: (B,) class of each box (1 NMI, 2 MYCN, 3 cluster; others are ignored).
+        n: number of patches.
+
+    Returns:
+        (n, 3) int64 counts (NMI, MYCN, cluster); boxes with a row outside [0, n) are ignored.
+    """
+    r = np.asarray(rows, np.int64).ravel()
+    c = np.asarray(classes, np.int64).ravel()
+    if r.shape != c.shape:
+        raise ValueError(f"rows and classes must have the same length, got {r.shape} and {c.shape}")
+    keep = (r >= 0) & (r < n) & (c >= 1) & (c <= 3)
+    out = np.zeros((n, 3), np.int64)
+    np.add.at(out, (r[keep], c[keep] - 1), 1)
+    return out
+
+
 def count_accuracy(pred_counts: np.ndarray, true_counts: np.ndarray) -> dict:
     """Agreement of per-patch signal counts.
 

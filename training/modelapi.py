@@ -190,14 +190,12 @@ def tune_count_threshold(model, val) -> tuple[tuple[float, float, float], dict[s
     """
     from genuine_core.models import CLASS_NAMES, count_detections
 
-    from training.metrics import count_accuracy
+    from training.metrics import count_accuracy, true_counts
 
     dets = _detect_all(model, np.asarray(val.patches))
-    truth = np.zeros((len(val), 3), np.int64)
-    for i, cls in enumerate(val.classes):
-        for c in np.asarray(cls, np.int64):
-            if 1 <= c <= 3:
-                truth[i, c - 1] += 1
+    classes = [np.asarray(c, np.int64).ravel() for c in val.classes]
+    rows = np.repeat(np.arange(len(classes)), [len(c) for c in classes])
+    truth = true_counts(rows, np.concatenate([np.zeros(0, np.int64), *classes]), len(val))
     per_class = {t: count_accuracy(count_detections(dets, t).cpu().numpy(), truth)["accuracy"] for t in COUNT_THRESHOLDS}
     best, scores = [], {}
     for c, name in enumerate(CLASS_NAMES.values()):
