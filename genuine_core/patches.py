@@ -4,7 +4,9 @@ Each nucleus becomes a ``(3, P, P)`` float32 patch centred on the centroid of it
 mask (first image moments), with every pixel outside that nucleus' mask set to 0.
 Channels are normalised per scan: subtract the scan background (median outside all
 nuclei), divide by the scan's 99.9th percentile inside nuclei (minus background),
-clip to [0, 1]. Nuclei touching the image border are incomplete and skipped (and
+clip to [0, 1]. With ``normalisation="spot_flux"`` the MYCN channel is divided instead
+by a scale from the median integrated flux of its single spots (:func:`spot_flux_scale`),
+which follows the exposure even where the percentile sits at saturation. Nuclei touching the image border are incomplete and skipped (and
 counted); nuclei larger than the patch are kept, cropped, and flagged.
 """
 
@@ -27,6 +29,20 @@ TABLE_COLUMNS = [
 UPPER_PERCENTILE = 99.9
 #: smallest scale (in [0, 1] intensity units) a channel is divided by
 MIN_SCALE = 1.0 / 65535.0
+#: patch normalisations: the per-scan percentile, or the MYCN channel scaled by spot flux
+NORMALISATIONS = ("percentile", "spot_flux")
+#: spot_flux: a spot is a connected region of the smoothed channel above this fraction of the
+#: percentile scale, of at most SPOT_MAX_AREA px (larger ones are clusters or merged spots)
+SPOT_THRESHOLD = 0.3
+SPOT_MAX_AREA = 60
+#: spot_flux: flux = sum over a (2 * FLUX_HALF_WINDOW + 1)^2 window at the spot's peak, minus the
+#: local background: the median of the square ring 2 px outside that window
+FLUX_HALF_WINDOW = 4
+#: spot_flux: scale = median flux * FLUX_TO_SCALE; maps the synthetic nominal training fields'
+#: median single-spot flux (about 12.6 intensity x px) to the percentile scale there (0.918)
+FLUX_TO_SCALE = 0.918 / 12.6
+#: spot_flux: fewer spots than this keep the percentile scale
+MIN_SPOTS = 5
 
 
 @dataclass
@@ -52,12 +68,47 @@ class PatchSet:
     scale: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
 
 
-def normalisation_stats(image: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def spot_flux_scale(channel: np.ndarray, inside: np.ndarray, start_scale: float) -> float | None:
+    """MYCN scale from the median integrated flux of single spots (blur keeps a spot's flux,
+    and the median is not hit by saturation).
+
+    Args:
+        channel: (H, W) float background-subtracted channel.
+        inside: (H, W) bool, inside nuclei.
+        start_scale: the percentile scale; spots are regions above ``SPOT_THRESHOLD`` x it.
+
+    Returns:
+        ``median flux * FLUX_TO_SCALE``, or None with fewer than ``MIN_SPOTS`` spots.
+    """
+    smooth = ndimage.gaussian_filter(channel, 1.0)
+    lab, n = ndimage.label((smooth > SPOT_THRESHOLD * start_scale) & inside)
+    if n < MIN_SPOTS:
+        return None
+    idx = np.arange(1, n + 1)
+    area = ndimage.sum_labels(np.ones_like(smooth), lab, idx)
+    peaks = np.asarray(ndimage.maximum_position(smooth, lab, idx), np.int64).reshape(-1, 2)
+    r, m = FLUX_HALF_WINDOW, FLUX_HALF_WINDOW + 2  # half-widths of the window and of the ring
+    h, w = channel.shape
+    ok = (area <= SPOT_MAX_AREA) & (peaks[:, 0] >= m) & (peaks[:, 1] >= m) & (peaks[:, 0] < h - m) & (peaks[:, 1] < w - m)
+    flux = []
+    for y, x in peaks[ok]:
+        win = channel[y - m:y + m + 1, x - m:x + m + 1]
+        ring = np.concatenate([win[0], win[-1], win[1:-1, 0], win[1:-1, -1]])
+        flux.append(float(win[m - r:m + r + 1, m - r:m + r + 1].sum() - np.median(ring) * (2 * r + 1) ** 2))
+    if len(flux) < MIN_SPOTS:
+        return None
+    return float(np.median(flux)) * FLUX_TO_SCALE
+
+
+def normalisation_stats(image: np.ndarray, masks: np.ndarray,
+                        normalisation: str = "percentile") -> tuple[np.ndarray, np.ndarray]:
     """Per-channel background (median outside nuclei) and scale (99.9th pct inside nuclei - background).
 
     Args:
         image: (H, W, 3) float scan.
         masks: (H, W) int instance masks.
+        normalisation: ``"spot_flux"`` replaces the MYCN scale by :func:`spot_flux_scale`
+            (kept at the percentile when the scan has too few spots).
 
     Returns:
         (background, scale), each (3,) float32. Background is 0 when nuclei cover the
@@ -75,10 +126,15 @@ def normalisation_stats(image: np.ndarray, masks: np.ndarray) -> tuple[np.ndarra
     if len(inside):
         hi = np.percentile(inside, UPPER_PERCENTILE, axis=0).astype(np.float32)
     scale = np.maximum(hi - bg, MIN_SCALE).astype(np.float32)
+    if normalisation == "spot_flux":
+        flux = spot_flux_scale(image[..., 1].astype(np.float32) - bg[1], masks > 0, float(scale[1]))
+        if flux is not None:
+            scale[1] = max(flux, MIN_SCALE)
     return bg, scale
 
 
-def extract_patches(image: np.ndarray, masks: np.ndarray, size: int = 96, scan_id: str = "") -> PatchSet:
+def extract_patches(image: np.ndarray, masks: np.ndarray, size: int = 96, scan_id: str = "",
+                    normalisation: str = "percentile") -> PatchSet:
     """Cut one normalised, masked patch per complete nucleus.
 
     Args:
@@ -86,10 +142,13 @@ def extract_patches(image: np.ndarray, masks: np.ndarray, size: int = 96, scan_i
         masks: (H, W) int instance masks, 0 = background.
         size: patch side P in pixels (paper: 192).
         scan_id: written to the table's ``scan_id`` column.
+        normalisation: one of ``NORMALISATIONS`` (see the module docstring).
 
     Returns:
         PatchSet with patches (N, 3, P, P) float32, rows ordered by nucleus id.
     """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     if size < 2:
         raise ValueError(f"patch size must be >= 2, got {size}")
     image = np.asarray(image)
@@ -104,7 +163,7 @@ def extract_patches(image: np.ndarray, masks: np.ndarray, size: int = 96, scan_i
     masks = masks.astype(np.int32, copy=False)
     image = image.astype(np.float32, copy=False)
 
-    bg, scale = normalisation_stats(image, masks)
+    bg, scale = normalisation_stats(image, masks, normalisation)
     n_lab = int(masks.max()) if masks.size else 0
     slices = ndimage.find_objects(masks, max_label=n_lab) if n_lab > 0 else []
     ids = np.array([i + 1 for i, s in enumerate(slices) if s is not None], dtype=np.int32)

@@ -130,3 +130,54 @@ def test_real_image_patches(real_image_path):
     assert n > 10 and len(ps.patches) + ps.n_border_skipped == n
     assert ps.patches.min() >= 0 and ps.patches.max() <= 1
     assert 0 < ps.background[2] < 0.25
+
+
+def _spot_field(gain: float, blur: float, n_spots: int = 40, bright_every: int = 5):
+    """(H, W, 3) scan with one big nucleus holding n_spots MYCN spots, camera clipped at 1.
+
+    Every ``bright_every``-th spot is 4x brighter (0: none): it saturates at any gain used
+    here, as clusters do.
+    """
+    import cv2
+
+    h = w = 256
+    masks = np.zeros((h, w), np.int32)
+    masks[16:240, 16:240] = 1
+    scene = np.zeros((h, w, 3), np.float32)
+    scene[16:240, 16:240, 2] = 0.5
+    ys, xs = np.meshgrid(np.arange(40, 224, 23), np.arange(40, 224, 23), indexing="ij")
+    for k, (y, x) in enumerate(list(zip(ys.ravel(), xs.ravel()))[:n_spots]):
+        scene[y - 1:y + 2, x - 1:x + 2, 1] = 4.0 if bright_every and k % bright_every == 0 else 1.0
+    img = cv2.GaussianBlur(scene, (0, 0), blur) * gain + 0.05
+    return np.clip(img, 0, 1).astype(np.float32), masks
+
+
+def test_spot_flux_scale_follows_exposure_where_the_percentile_saturates():
+    bright, masks = _spot_field(gain=1.0, blur=1.0)
+    dim, _ = _spot_field(gain=0.6, blur=1.0)
+    assert dim[..., 1].max() == 1.0  # the brightest spots saturate in both scans
+    _, p_bright = normalisation_stats(bright, masks)
+    _, p_dim = normalisation_stats(dim, masks)
+    _, f_bright = normalisation_stats(bright, masks, "spot_flux")
+    _, f_dim = normalisation_stats(dim, masks, "spot_flux")
+    assert f_dim[1] / f_bright[1] == pytest.approx(0.6, rel=0.05)  # flux follows the exposure ...
+    assert p_dim[1] / p_bright[1] > 0.95  # ... where the saturated percentile does not
+    np.testing.assert_allclose(f_bright[[0, 2]], p_bright[[0, 2]])  # only MYCN changes
+
+
+def test_spot_flux_scale_keeps_its_value_under_more_blur():
+    sharp, masks = _spot_field(gain=0.8, blur=1.0, bright_every=0)
+    blurred, _ = _spot_field(gain=0.8, blur=1.8, bright_every=0)
+    _, p_sharp = normalisation_stats(sharp, masks)
+    _, p_blurred = normalisation_stats(blurred, masks)
+    _, f_sharp = normalisation_stats(sharp, masks, "spot_flux")
+    _, f_blurred = normalisation_stats(blurred, masks, "spot_flux")
+    assert f_blurred[1] == pytest.approx(f_sharp[1], rel=0.1)  # blur keeps a spot's flux ...
+    assert p_blurred[1] < 0.6 * p_sharp[1]  # ... and lowers its peak
+
+
+def test_spot_flux_falls_back_to_the_percentile_and_rejects_unknown_names():
+    few, masks = _spot_field(gain=0.5, blur=1.0, n_spots=3)
+    np.testing.assert_allclose(normalisation_stats(few, masks, "spot_flux")[1], normalisation_stats(few, masks)[1])
+    with pytest.raises(ValueError, match="normalisation"):
+        extract_patches(few, masks, size=64, normalisation="flux")

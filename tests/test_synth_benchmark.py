@@ -164,6 +164,24 @@ def test_acquisition_jitter_changes_the_pool_images_not_the_truth(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+
+def test_spot_flux_normalisation_rescales_only_the_mycn_channel(tmp_path):
+    kw = dict(seed=4, size=MICRO, progress=False, mixture_fractions=(0.0, 1.0))
+    make_benchmark(tmp_path / "a", **kw)
+    make_benchmark(tmp_path / "b", normalisation="spot_flux", **kw)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a/nuclei.parquet"),
+                                  pd.read_parquet(tmp_path / "b/nuclei.parquet"))
+    a = np.load(tmp_path / "a/patches/train.npy").astype(np.float32)
+    b = np.load(tmp_path / "b/patches/train.npy").astype(np.float32)
+    np.testing.assert_array_equal(a[:, [0, 2]], b[:, [0, 2]])
+    assert not np.array_equal(a[:, 1], b[:, 1])
+    assert ((a[:, 1] > 0) == (b[:, 1] > 0)).mean() > 0.99  # the same pixels, rescaled
+    assert json.loads((tmp_path / "a/config.json").read_text())["patch_normalisation"] == "percentile"
+    assert json.loads((tmp_path / "b/config.json").read_text())["patch_normalisation"] == "spot_flux"
+    with pytest.raises(ValueError, match="normalisation"):
+        make_benchmark(tmp_path / "c", normalisation="flux", **kw)
+    assert not (tmp_path / "c").exists()
+
 @pytest.mark.slow
 def test_worker_processes_do_not_change_the_output(tmp_path):
     make_benchmark(tmp_path / "a", seed=5, size=MICRO, progress=False)

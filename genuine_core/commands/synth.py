@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--acquisition-jitter", type=float, default=0.0, metavar="S",
                    help="give every training-pool field its own imaging conditions around the nominal "
                         "ones (strength S in [0, 2]; 1 = exposure x0.74-1.35, blur x0.67-1.49); default 0")
+    b.add_argument("--normalisation", default="percentile", choices=["percentile", "spot_flux"],
+                   help="patch normalisation: per-scan 99.9th percentile (default), or MYCN scaled by the "
+                        "median flux of its single spots (follows exposure where the percentile saturates)")
     b.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes (output does not depend on it); default: up to 2")
     b.add_argument("--overwrite", action="store_true")
@@ -92,7 +95,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     try:
         summary = make_benchmark(args.out, seed=args.seed, size=args.size, beta=args.beta, workers=args.workers,
-                                 acquisition_jitter=args.acquisition_jitter,
+                                 acquisition_jitter=args.acquisition_jitter, normalisation=args.normalisation,
                                  overwrite=args.overwrite)
     except ValueError as exc:
         raise InputError(str(exc)) from None

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from genuine_core.errors import InputError
+from genuine_core.patches import NORMALISATIONS
 from genuine_core.synth.acquisition import JITTER_LOG_HALF_WIDTH, NOMINAL, SHIFTED, Acquisition, jittered
 from genuine_core.synth.fields import Scene, make_field
 from genuine_core.synth.lines import DEFAULT_LINES, CellLine, lines_by_name
@@ -121,6 +122,7 @@ class _Task:
     scene: Scene
     lines: tuple[CellLine, ...]
     out: str
+    normalisation: str = "percentile"
 
 
 @dataclass
@@ -143,7 +145,8 @@ def _run_task(t: _Task) -> _Result:
     io.write_scan_tiff(tif, f.image)
     io.write_masks_tiff(os.path.join(t.out, "fields", f"{t.field_id}_masks.tif"), f.masks)
     quantised = io.read_scan(tif).image  # patches come from what a scanner would have written
-    ps = patches.extract_patches(quantised, f.masks, size=t.patch_size, scan_id=t.field_id)
+    ps = patches.extract_patches(quantised, f.masks, size=t.patch_size, scan_id=t.field_id,
+                                 normalisation=t.normalisation)
     nuc = f.nuclei
     tab = ps.table.set_index("nucleus_id")
     nuc.insert(0, "field_id", t.field_id)
@@ -232,6 +235,7 @@ def make_benchmark(
     mixture_acquisition: Acquisition = SHIFTED,
     mixture_fractions: tuple[float, ...] = MIXTURE_FRACTIONS,
     scene: Scene | None = None,
+    normalisation: str = "percentile",
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> dict:
@@ -251,6 +255,7 @@ def make_benchmark(
         mixture_acquisition: imaging conditions of the mixture samples (shifted by default).
         mixture_fractions: MNA-line shares of the mixture samples.
         scene: scene settings; default ``Scene(scale=size.scale)``.
+        normalisation: how patches are normalised (``genuine_core.patches.NORMALISATIONS``).
         overwrite: replace an existing benchmark in ``out``.
         progress: show a progress bar (None = when on a terminal).
 
@@ -274,6 +279,8 @@ def make_benchmark(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not 0.0 <= acquisition_jitter <= 2.0:
         raise ValueError(f"acquisition_jitter must be in [0, 2], got {acquisition_jitter}")
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     by_name = lines_by_name(tuple(lines))
     mna_lines = [l.name for l in lines if l.mna]
     non_lines = [l.name for l in lines if not l.mna]
@@ -294,7 +301,7 @@ def make_benchmark(
     (out / "patches").mkdir(parents=True, exist_ok=True)
 
     common = dict(shape=tuple(size.field_shape), patch_size=size.patch_size, scene=scene, lines=tuple(lines),
-                  out=str(out))
+                  out=str(out), normalisation=normalisation)
 
     def pool_tasks(round_: int, wanted: dict[str, int], splits: dict[str, list[str]] | None) -> list[_Task]:
         tasks = []
@@ -415,6 +422,7 @@ def make_benchmark(
         "size": asdict(size),
         "beta": float(beta),
         "patch_size": size.patch_size,
+        "patch_normalisation": normalisation,
         "lines": [{"name": l.name, "mna": l.mna, "natural_noise": l.natural_noise} for l in lines],
         "acquisitions": {"nominal": acquisition.to_dict(), "shifted": mixture_acquisition.to_dict()},
         "acquisition_jitter": {"strength": float(acquisition_jitter), "log_half_width": JITTER_LOG_HALF_WIDTH},
