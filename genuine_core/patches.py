@@ -6,8 +6,9 @@ Channels are normalised per scan: subtract the scan background (median outside a
 nuclei), divide by the scan's 99.9th percentile inside nuclei (minus background),
 clip to [0, 1]. With ``normalisation="spot_flux"`` the MYCN channel is divided instead
 by a scale from the median integrated flux of its single spots (:func:`spot_flux_scale`),
-which follows the exposure even where the percentile sits at saturation. Nuclei touching the image border are incomplete and skipped (and
-counted); nuclei larger than the patch are kept, cropped, and flagged.
+which follows the exposure even where the percentile sits at saturation. Nuclei touching
+the image border are incomplete and skipped (and counted); nuclei larger than the patch
+are kept, cropped, and flagged.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ class PatchSet:
     scale: np.ndarray = field(default_factory=lambda: np.ones(3, np.float32))
 
 
+def check_normalisation(name: str) -> None:
+    """Raise ValueError unless ``name`` is one of ``NORMALISATIONS``."""
+    if name not in NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {name!r}")
+
+
 def spot_flux_scale(channel: np.ndarray, inside: np.ndarray, start_scale: float) -> float | None:
     """MYCN scale from the median integrated flux of single spots (blur keeps a spot's flux,
     and the median is not hit by saturation).
@@ -85,7 +92,7 @@ def spot_flux_scale(channel: np.ndarray, inside: np.ndarray, start_scale: float)
     if n < MIN_SPOTS:
         return None
     idx = np.arange(1, n + 1)
-    area = ndimage.sum_labels(np.ones_like(smooth), lab, idx)
+    area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
     peaks = np.asarray(ndimage.maximum_position(smooth, lab, idx), np.int64).reshape(-1, 2)
     r, m = FLUX_HALF_WINDOW, FLUX_HALF_WINDOW + 2  # half-widths of the window and of the ring
     h, w = channel.shape
@@ -114,6 +121,7 @@ def normalisation_stats(image: np.ndarray, masks: np.ndarray,
         (background, scale), each (3,) float32. Background is 0 when nuclei cover the
         whole scan; scale is at least ``MIN_SCALE``.
     """
+    check_normalisation(normalisation)
     fg = (masks > 0).ravel()
     pix = image.reshape(-1, 3)
     bg = np.zeros(3, np.float32)
@@ -147,8 +155,6 @@ def extract_patches(image: np.ndarray, masks: np.ndarray, size: int = 96, scan_i
     Returns:
         PatchSet with patches (N, 3, P, P) float32, rows ordered by nucleus id.
     """
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
     if size < 2:
         raise ValueError(f"patch size must be >= 2, got {size}")
     image = np.asarray(image)

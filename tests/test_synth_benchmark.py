@@ -164,7 +164,6 @@ def test_acquisition_jitter_changes_the_pool_images_not_the_truth(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-
 def test_spot_flux_normalisation_rescales_only_the_mycn_channel(tmp_path):
     kw = dict(seed=4, size=MICRO, progress=False, mixture_fractions=(0.0, 1.0))
     make_benchmark(tmp_path / "a", **kw)
@@ -181,6 +180,7 @@ def test_spot_flux_normalisation_rescales_only_the_mycn_channel(tmp_path):
     with pytest.raises(ValueError, match="normalisation"):
         make_benchmark(tmp_path / "c", normalisation="flux", **kw)
     assert not (tmp_path / "c").exists()
+
 
 @pytest.mark.slow
 def test_worker_processes_do_not_change_the_output(tmp_path):

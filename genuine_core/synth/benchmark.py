@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from genuine_core.errors import InputError
-from genuine_core.patches import NORMALISATIONS
+from genuine_core.patches import check_normalisation
 from genuine_core.synth.acquisition import JITTER_LOG_HALF_WIDTH, NOMINAL, SHIFTED, Acquisition, jittered
 from genuine_core.synth.fields import Scene, make_field
 from genuine_core.synth.lines import DEFAULT_LINES, CellLine, lines_by_name
@@ -255,7 +255,7 @@ def make_benchmark(
         mixture_acquisition: imaging conditions of the mixture samples (shifted by default).
         mixture_fractions: MNA-line shares of the mixture samples.
         scene: scene settings; default ``Scene(scale=size.scale)``.
-        normalisation: how patches are normalised (``genuine_core.patches.NORMALISATIONS``).
+        normalisation: how patches are normalised (one of ``genuine_core.patches.NORMALISATIONS``).
         overwrite: replace an existing benchmark in ``out``.
         progress: show a progress bar (None = when on a terminal).
 
@@ -279,8 +279,7 @@ def make_benchmark(
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not 0.0 <= acquisition_jitter <= 2.0:
         raise ValueError(f"acquisition_jitter must be in [0, 2], got {acquisition_jitter}")
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {normalisation!r}")
+    check_normalisation(normalisation)  # before anything is written
     by_name = lines_by_name(tuple(lines))
     mna_lines = [l.name for l in lines if l.mna]
     non_lines = [l.name for l in lines if not l.mna]
