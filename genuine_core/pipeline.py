@@ -66,6 +66,8 @@ class ScoringModel:
             entropy of the calibrated probability, bits) or ``unknown``.
         batch_size: patches per forward pass inside ``predict``; :func:`score_scans` pads
             each call to a multiple of half of it (see there).
+        normalisation: how its input patches must be normalised
+            (``genuine_core.patches.NORMALISATIONS``).
     """
 
     name: str
@@ -79,6 +81,7 @@ class ScoringModel:
     predict: Callable[[np.ndarray], Any]
     uncertainty_method: str = "unknown"
     batch_size: int = 64
+    normalisation: str = "percentile"
 
 
 def _read_json(path: Path, required: bool) -> dict:
@@ -128,7 +131,21 @@ def load_model(folder: str | Path, name: str | None = None, batch_size: int = 64
     return ScoringModel(name=name or folder.name, kind=cfg.kind, preset=cfg.preset, patch_size=int(cfg.patch_size),
                         checksum=folder_digest(folder), config=config, metrics=dict(model.metrics or {}),
                         folder=str(folder.resolve()), predict=_predict, uncertainty_method=method,
-                        batch_size=batch_size)
+                        batch_size=batch_size, normalisation=cfg.patch_normalisation)
+
+
+def models_normalisation(models: Sequence[ScoringModel], default: str = "percentile") -> str:
+    """The patch normalisation every model in ``models`` expects (``default`` when there are none).
+
+    Raises:
+        InputError: the models expect different normalisations (patches are cut once per scan).
+    """
+    found = {m.normalisation for m in models}
+    if len(found) > 1:
+        detail = ", ".join(f"{m.name} ({m.normalisation})" for m in models)
+        raise InputError(f"the models expect differently normalised patches: {detail}; "
+                         "score a scan only with models trained on patches cut the same way")
+    return found.pop() if found else default
 
 
 def is_model_folder(path: str | Path) -> bool:
@@ -188,6 +205,7 @@ class ScanResult:
             bbox_x1, area, mean_nmi, mean_mycn, mean_dapi, cropped``.
         patches: (N, 3, P, P) float32 patches at ``patch_size`` (rows = ``nuclei`` rows).
         patch_size: P of ``patches`` (the largest any model uses).
+        normalisation: how ``patches`` were normalised (``genuine_core.patches.NORMALISATIONS``).
         n_border_skipped: nuclei cut by the image border, not kept.
         outputs: model name -> :class:`ModelOutput`.
         preview: (H, W, 3) uint8 display image.
@@ -203,6 +221,7 @@ class ScanResult:
     outputs: dict[str, ModelOutput]
     preview: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
+    normalisation: str = "percentile"
 
     @property
     def n_nuclei(self) -> int:
@@ -290,6 +309,7 @@ def prepare_scan(
     segmenter: Callable[[np.ndarray], np.ndarray] | None = None,
     max_pixels: int = 64_000_000,
     acquisition: dict | None = None,
+    normalisation: str = "percentile",
 ) -> ScanResult:
     """Read, segment and cut patches of one scan (no model yet: ``outputs`` is empty).
 
@@ -302,6 +322,7 @@ def prepare_scan(
         segmenter: replaces ``segment`` entirely: ``image (H, W, 3) -> masks (H, W) int``.
         max_pixels: refuse larger images (checked before decoding).
         acquisition: free-form acquisition metadata recorded with the scan.
+        normalisation: patch normalisation (the one the scoring models expect).
 
     Raises:
         InputError: the file cannot be read or is not a usable scan.
@@ -335,7 +356,7 @@ def prepare_scan(
     seconds["segment"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ps = extract_patches(scan.image, masks, size=patch_size, scan_id=scan.sha256[:12])
+    ps = extract_patches(scan.image, masks, size=patch_size, scan_id=scan.sha256[:12], normalisation=normalisation)
     nuclei = ps.table.drop(columns=["scan_id", "y0", "x0"]).rename(columns={"nucleus_id": "mask_label"})
     seconds["patches"] = time.perf_counter() - t
 
@@ -354,7 +375,7 @@ def prepare_scan(
     }
     return ScanResult(info=info, masks=masks, nuclei=nuclei.reset_index(drop=True), patches=ps.patches,
                       patch_size=int(patch_size), n_border_skipped=int(ps.n_border_skipped), outputs={},
-                      preview=display_image(scan.image), seconds=seconds)
+                      preview=display_image(scan.image), seconds=seconds, normalisation=normalisation)
 
 
 def _empty_output() -> ModelOutput:
@@ -376,11 +397,17 @@ def score_scans(results: Sequence[ScanResult], models: Sequence[ScoringModel]) -
 
     Raises:
         RuntimeError: a model returned malformed output.
-        ValueError: duplicate model names, or a model needs larger patches than were cut.
+        ValueError: duplicate model names, or a model needs larger patches than were cut, or
+            patches normalised otherwise than the ones cut.
     """
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique, got {names}")
+    for m in models:
+        for r in results:
+            if m.normalisation != r.normalisation:
+                raise ValueError(f"model {m.name} expects {m.normalisation!r}-normalised patches, "
+                                 f"{r.info.get('file_name', 'a scan')} was cut {r.normalisation!r}")
     counts = [r.n_nuclei for r in results]
     total = sum(counts)
     bounds = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -438,7 +465,7 @@ def process_scan(
     Args:
         path: scan file (TIFF/PNG/JPEG).
         models: models to run; each sees patches of its own ``patch_size`` (center crops
-            of one extraction at the largest size).
+            of one extraction at the largest size); all must expect the same normalisation.
         patch_size: patch side when no model is given (default :data:`DEFAULT_PATCH_SIZE`);
             with models, the largest model patch size is used.
         other args: see :func:`prepare_scan`.
@@ -447,7 +474,8 @@ def process_scan(
         ScanResult (may hold zero nuclei).
 
     Raises:
-        InputError: the file cannot be read or is not a usable scan.
+        InputError: the file cannot be read or is not a usable scan, or the models expect
+            differently normalised patches.
         RuntimeError: a model returned malformed output.
     """
     names = [m.name for m in models]
@@ -455,7 +483,8 @@ def process_scan(
         raise ValueError(f"model names must be unique, got {names}")
     size = max([m.patch_size for m in models], default=patch_size or DEFAULT_PATCH_SIZE)
     result = prepare_scan(path, size, channel_map=channel_map, backend=backend, segment_kwargs=segment_kwargs,
-                          segmenter=segmenter, max_pixels=max_pixels, acquisition=acquisition)
+                          segmenter=segmenter, max_pixels=max_pixels, acquisition=acquisition,
+                          normalisation=models_normalisation(models))
     score_scans([result], models)
     return result
 

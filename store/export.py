@@ -107,16 +107,18 @@ def curated_training_set(store: Store, sample: str | None = None):
 
     Patches of scans stored at different sizes are centre-cropped to the smallest.
     ``true_label`` carries the synthetic ground truth where known (else -1);
-    ``nucleus_key`` is ``<scan sha256>:<mask label>`` (stable across stores).
+    ``nucleus_key`` is ``<scan sha256>:<mask label>`` (stable across stores); the set's
+    ``normalisation`` is the one the scans' patches were cut with.
 
     Raises:
-        StoreError: no curated labels.
+        StoreError: no curated labels, or curated nuclei of scans whose patches were
+            normalised differently (they cannot form one training set).
     """
     from training.labelled import LabelledPatches
 
     cur = store.query(
         """
-        SELECT cl.nucleus_id, cl.label, c.sha256, n.mask_label, n.true_label
+        SELECT cl.nucleus_id, cl.label, c.sha256, n.mask_label, n.true_label, c.patch_normalisation
         FROM curated_labels cl
         JOIN nuclei n ON n.id = cl.nucleus_id
         JOIN scans c ON c.id = n.scan_id
@@ -128,6 +130,10 @@ def curated_training_set(store: Store, sample: str | None = None):
     )
     if cur.empty:
         raise StoreError("no curated labels to export" + (f" in sample {sample!r}" if sample else ""))
+    norms = sorted(cur["patch_normalisation"].unique())
+    if len(norms) > 1:
+        raise StoreError(f"the curated nuclei come from scans whose patches were normalised differently ({norms}); "
+                         "export one sample at a time (--sample)")
     blobs = patch_bytes(store, cur["nucleus_id"])
     patches = [decode_patch(blobs[int(i)]) for i in cur["nucleus_id"]]
     size = min(p.shape[-1] for p in patches)
@@ -135,7 +141,7 @@ def curated_training_set(store: Store, sample: str | None = None):
     keys = (cur["sha256"] + ":" + cur["mask_label"].astype(str)).to_numpy()
     true = cur["true_label"].fillna(-1).astype(int).to_numpy()
     return LabelledPatches(arr, cur["label"].astype(int).to_numpy(), None,
-                           np.full(len(cur), "curated"), true, keys)
+                           np.full(len(cur), "curated"), true, keys, norms[0])
 
 
 def export_labels(store: Store, out: str | Path, sample: str | None = None) -> Path:

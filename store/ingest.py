@@ -33,7 +33,7 @@ import pandas as pd
 from genuine_core.errors import GenuineError, InputError
 from genuine_core.io import max_pixels_limit
 from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel, load_model, match_truth,
-                                   model_folders, prepare_scan, score_scans, sha256_file)
+                                   model_folders, models_normalisation, prepare_scan, score_scans, sha256_file)
 from store import registry, samples
 from store.db import Store
 from store.scans import scan_by_sha, write_scan_result
@@ -237,6 +237,7 @@ class _Batcher:
         from tqdm.auto import tqdm
 
         self.store, self.models, self.kwargs = store, list(models), prepare_kwargs
+        self.normalisation = models_normalisation(self.models)  # refused before anything is read or written
         # registered with the first stored scan (same transaction): a batch whose files all fail
         # leaves the store unchanged; name clashes are still refused now
         _dry_run(store, lambda: [registry.register_model(store, m) for m in models])
@@ -290,7 +291,8 @@ class _Batcher:
             if scan_by_sha(self.store, sha):
                 return _Prepared(t0, sha)
             with self.models_running:
-                result = prepare_scan(item.path, self.patch_size, acquisition=item.acquisition, **self.kwargs)
+                result = prepare_scan(item.path, self.patch_size, acquisition=item.acquisition,
+                                      normalisation=self.normalisation, **self.kwargs)
             _check_nuclei(result)
             return _Prepared(t0, sha, result, seconds=time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - reported per file

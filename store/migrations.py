@@ -20,9 +20,15 @@ def _schema_sql() -> str:
     return resources.files("store").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
+def _patch_normalisation_sql() -> str:
+    # stores written before it was recorded hold percentile-normalised patches
+    return "ALTER TABLE scans ADD COLUMN IF NOT EXISTS patch_normalisation VARCHAR DEFAULT 'percentile';"
+
+
 #: (version, note, SQL script); scripts must be idempotent.
 STEPS: list[tuple[int, str, callable]] = [
     (1, "initial schema", _schema_sql),
+    (2, "scans.patch_normalisation: how the stored patches were normalised", _patch_normalisation_sql),
 ]
 LATEST = STEPS[-1][0]
 

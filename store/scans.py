@@ -42,13 +42,14 @@ def _insert_scan(cur, scan_id: int, sample_id: int, result: ScanResult, split: s
     info = result.info
     cur.execute(
         "INSERT INTO scans (id, sample_id, file_name, path, sha256, height, width, source_shape, source_dtype, "
-        "channel_map, acquisition, segmentation, patch_size, split, label_source, n_nuclei, n_border_skipped, "
-        "preview_png, masks_npz, ingested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "channel_map, acquisition, segmentation, patch_size, patch_normalisation, split, label_source, n_nuclei, "
+        "n_border_skipped, preview_png, masks_npz, ingested_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [scan_id, sample_id, info["file_name"], info.get("path"), info["sha256"], info["height"], info["width"],
          json.dumps(info.get("source_shape")), info.get("source_dtype"), json.dumps(info["channel_map"]),
          json.dumps(info.get("acquisition") or {}), json.dumps(info.get("segmentation") or {}),
-         int(result.patch_size), split, label_source, result.n_nuclei, int(result.n_border_skipped),
-         encode_image(result.preview), encode_masks(result.masks), _now()],
+         int(result.patch_size), result.normalisation, split, label_source, result.n_nuclei,
+         int(result.n_border_skipped), encode_image(result.preview), encode_masks(result.masks), _now()],
     )
 
 
@@ -247,11 +248,11 @@ def write_scan_result(store: Store, sample_id: int, result: ScanResult, model_id
 
 def list_scans(store: Store, sample: str | None = None) -> pd.DataFrame:
     """Scans (optionally of one sample): ``id, sample, file_name, path, sha256, height, width,
-    channel_map, split, n_nuclei, n_border_skipped, patch_size, ingested_at``."""
+    channel_map, split, n_nuclei, n_border_skipped, patch_size, patch_normalisation, ingested_at``."""
     return store.query(
         """
         SELECT c.id, s.name AS sample, c.file_name, c.path, c.sha256, c.height, c.width, c.channel_map,
-               c.split, c.n_nuclei, c.n_border_skipped, c.patch_size, c.ingested_at
+               c.split, c.n_nuclei, c.n_border_skipped, c.patch_size, c.patch_normalisation, c.ingested_at
         FROM scans c JOIN samples s ON s.id = c.sample_id
         WHERE ? IS NULL OR s.name = ?
         ORDER BY c.id

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS scans (
     acquisition      VARCHAR,         -- JSON, free-form acquisition metadata
     segmentation     VARCHAR,         -- JSON {"backend": ..., ...}
     patch_size       INTEGER NOT NULL,
+    -- patch_normalisation VARCHAR: added by migration step 2 (store/migrations.py)
     split            VARCHAR,         -- benchmark split (train/val/test/mixture) when synthetic
     label_source     VARCHAR,         -- where the nuclei's auto/true labels come from (genotype, benchmark)
     n_nuclei         INTEGER NOT NULL,

@@ -123,19 +123,20 @@ def test_init_starts_from_a_trained_folder_and_checks_kind_and_size(tmp_path):
     det_model.save(tmp_path / "det", {})
     _tiny("resnet").save(tmp_path / "res", {})
     spec = RunSpec(kind="detector", preset="tiny", out=str(tmp_path / "ft"), init=str(tmp_path / "det"))
-    started = _start_model(spec, P)
+    started = _start_model(spec, P, "percentile")
     for k, v in det_model.state_dict().items():
         assert torch.equal(started.state_dict()[k], v)
-    fresh = _start_model(RunSpec(kind="detector", preset="tiny", out=str(tmp_path / "new")), P)
+    fresh = _start_model(RunSpec(kind="detector", preset="tiny", out=str(tmp_path / "new")), P, "percentile")
     assert not all(torch.equal(fresh.state_dict()[k], v) for k, v in det_model.state_dict().items())
     with pytest.raises(InputError, match="not 'resnet'"):
-        _start_model(RunSpec(kind="resnet", preset="tiny", init=str(tmp_path / "det")), P)
+        _start_model(RunSpec(kind="resnet", preset="tiny", init=str(tmp_path / "det")), P, "percentile")
     with pytest.raises(InputError, match="px"):
-        _start_model(spec, 2 * P)
+        _start_model(spec, 2 * P, "percentile")
     with pytest.raises(InputError, match="architecture"):
-        _start_model(RunSpec(kind="resnet", preset="tiny", init=str(tmp_path / "res"), encoder={"width": 4}), P)
+        _start_model(RunSpec(kind="resnet", preset="tiny", init=str(tmp_path / "res"), encoder={"width": 4}), P,
+                     "percentile")
     with pytest.raises(InputError, match="no model folder"):
-        _start_model(RunSpec(kind="detector", preset="tiny", init=str(tmp_path / "missing")), P)
+        _start_model(RunSpec(kind="detector", preset="tiny", init=str(tmp_path / "missing")), P, "percentile")
     with pytest.raises(ValueError, match="only one"):
         RunSpec(kind="detector", init=str(tmp_path / "det"), resume=True)
 
@@ -150,7 +151,7 @@ def test_genuine_init_keeps_the_detector_named_by_detector(tmp_path):
     old.save(tmp_path / "gen", {})
     spec = RunSpec(kind="genuine", preset="tiny", out=str(tmp_path / "ft"), init=str(tmp_path / "gen"),
                    detector=str(tmp_path / "det_b"))
-    started = _start_model(spec, P)
+    started = _start_model(spec, P, "percentile")
     for k, v in new_det.detector.state_dict().items():
         assert torch.equal(started.detector.state_dict()[k], v), k
     for k, v in old.encoder.state_dict().items():

@@ -47,6 +47,7 @@ class ClassificationData:
         flipped: ``(N,)`` bool, True where ``beta`` flipped the label.
         meta: per-row table (benchmark nuclei columns, or LabelledPatches fields).
         split: split name.
+        normalisation: how the patches were normalised (``genuine_core.patches.NORMALISATIONS``).
     """
 
     patches: np.ndarray
@@ -56,6 +57,7 @@ class ClassificationData:
     flipped: np.ndarray
     meta: pd.DataFrame
     split: str
+    normalisation: str = "percentile"
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
@@ -71,7 +73,7 @@ class ClassificationData:
         opt = lambda a: None if a is None else a[idx]  # noqa: E731
         return ClassificationData(np.asarray(self.patches[idx]), self.labels[idx], opt(self.auto_labels),
                                   opt(self.true_labels), self.flipped[idx],
-                                  self.meta.iloc[idx].reset_index(drop=True), self.split)
+                                  self.meta.iloc[idx].reset_index(drop=True), self.split, self.normalisation)
 
 
 @dataclass
@@ -83,12 +85,14 @@ class DetectionData:
         boxes: N arrays ``(M_i, 4)`` float32 ``x1, y1, x2, y2`` in patch pixels.
         classes: N arrays ``(M_i,)`` int64 in {1 NMI, 2 MYCN, 3 cluster}.
         meta: per-row nuclei table.
+        normalisation: how the patches were normalised.
     """
 
     patches: np.ndarray
     boxes: list[np.ndarray]
     classes: list[np.ndarray]
     meta: pd.DataFrame = field(default_factory=pd.DataFrame)
+    normalisation: str = "percentile"
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
@@ -98,7 +102,8 @@ class DetectionData:
         idx = np.sort(np.asarray(idx))
         return DetectionData(np.asarray(self.patches[idx]), [self.boxes[i] for i in idx],
                              [self.classes[i] for i in idx],
-                             self.meta.iloc[idx].reset_index(drop=True) if len(self.meta) else self.meta)
+                             self.meta.iloc[idx].reset_index(drop=True) if len(self.meta) else self.meta,
+                             self.normalisation)
 
 
 def flip_labels(labels: np.ndarray, beta: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +180,7 @@ def load_classification(
         auto = nuclei["auto_label"].to_numpy().astype(np.int8)
         truth = nuclei["true_label"].to_numpy().astype(np.int8)
         base = truth if label == "truth" else auto
-        patches, meta = bs.patches, nuclei
+        patches, meta, normalisation = bs.patches, nuclei, bs.normalisation
     else:
         lp = LabelledPatches.load(src).ensure_split(np.random.default_rng(seed))
         if split not in ("train", "val", "test"):
@@ -188,7 +193,7 @@ def load_classification(
             raise InputError("label='truth' needs ground truth (true_label) for every patch")
         auto = lp.labels
         base = truth if label == "truth" else auto
-        patches = lp.patches
+        patches, normalisation = lp.patches, lp.normalisation
         meta = pd.DataFrame({k: getattr(lp, k) for k in ("label_kind", "nucleus_key") if getattr(lp, k) is not None})
         meta = meta if len(meta.columns) else pd.DataFrame(index=range(len(lp)))
     if split in TRAINING_POOL and beta > 0:
@@ -198,7 +203,7 @@ def load_classification(
         labels, flipped = base.astype(np.int8), np.zeros(len(base), bool)
     if len(labels) == 0:
         raise InputError(f"split {split!r} of {src} is empty")
-    return ClassificationData(patches, labels, auto, truth, flipped, meta, split)
+    return ClassificationData(patches, labels, auto, truth, flipped, meta, split, normalisation)
 
 
 def load_detection(source: str | Path, split: str) -> DetectionData:
@@ -220,7 +225,7 @@ def load_detection(source: str | Path, split: str) -> DetectionData:
         for row, grp in b.groupby("patch_row", sort=True):
             boxes[int(row)] = grp[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)
             classes[int(row)] = grp["cls"].to_numpy(np.int64)
-    return DetectionData(bs.patches, boxes, classes, bs.nuclei.reset_index(drop=True))
+    return DetectionData(bs.patches, boxes, classes, bs.nuclei.reset_index(drop=True), bs.normalisation)
 
 
 def subsample(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarray:

@@ -317,7 +317,7 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
         command: the command line, recorded in the report.
 
     Raises:
-        InputError: missing benchmark or model folder, mismatched patch sizes.
+        InputError: missing benchmark or model folder, mismatched patch sizes or normalisations.
     """
     data = Path(data)
     if not (data / "nuclei.parquet").is_file():
@@ -328,6 +328,12 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
         if not (f / "config.json").is_file():
             raise InputError(f"not a model folder (no config.json): {f}")
     splits = {s: _benchmark(data, s) for s in ("test", "mixture")}
+    for f in folders:
+        norm = _read_json(f / "config.json").get("patch_normalisation", "percentile")
+        if norm != splits["test"].normalisation:
+            raise InputError(f"{f} expects {norm!r}-normalised patches, but {data} holds "
+                             f"{splits['test'].normalisation!r}-normalised ones; evaluate it on a benchmark "
+                             f"made with: genuine synth benchmark --normalisation {norm}")
     nominal = nominal_fractions(data, splits["mixture"].nuclei)
     probe_set = None
     if probes:

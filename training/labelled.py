@@ -16,13 +16,16 @@ key              shape / dtype           meaning
 ``label_kind``   (N,) unicode            ``auto`` / ``truth`` / ``curated`` (optional)
 ``true_label``   (N,) int8               ground truth where known, else -1 (optional)
 ``nucleus_key``  (N,) unicode            stable id, e.g. ``"<scan sha>:<nucleus id>"`` (optional)
+``normalisation`` () unicode             how the patches were normalised (optional;
+                                         ``genuine_core.patches.NORMALISATIONS``, default
+                                         ``percentile``)
 ===============  ======================  ==========================================
 
 **Parquet** (``*.parquet``): one row per patch with columns ``patch`` (binary:
 ``3*P*P`` little-endian float16 values in C order), ``label`` (int), and optionally
 ``split``, ``label_kind``, ``true_label``, ``nucleus_key``; the patch side ``P`` is
 stored in the schema metadata key ``genuine.patch_size`` (or inferred from the byte
-length). This is what a DuckDB ``COPY ... TO`` of a table with a BLOB column gives.
+length), the normalisation in ``genuine.patch_normalisation`` (default ``percentile``). This is what a DuckDB ``COPY ... TO`` of a table with a BLOB column gives.
 
 When ``split`` is absent, :meth:`LabelledPatches.ensure_split` assigns a seeded
 80/10/10 train/val/test split.
@@ -37,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from genuine_core.errors import InputError
+from genuine_core.patches import NORMALISATIONS
 
 FORMAT = "genuine-labelled-patches/1"
 SPLITS = ("train", "val", "test")
@@ -54,6 +58,7 @@ class LabelledPatches:
         label_kind: ``(N,)`` str array of ``auto|truth|curated`` or None.
         true_label: ``(N,)`` int8 ground truth (-1 unknown) or None.
         nucleus_key: ``(N,)`` str ids or None.
+        normalisation: how the patches were normalised (a model trained on them expects the same).
     """
 
     patches: np.ndarray
@@ -62,8 +67,12 @@ class LabelledPatches:
     label_kind: np.ndarray | None = None
     true_label: np.ndarray | None = None
     nucleus_key: np.ndarray | None = None
+    normalisation: str = "percentile"
 
     def __post_init__(self) -> None:
+        self.normalisation = str(self.normalisation)
+        if self.normalisation not in NORMALISATIONS:
+            raise InputError(f"patch normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
         p = self.patches
         if p.ndim != 4 or p.shape[1] != 3 or p.shape[2] != p.shape[3]:
             raise InputError(f"patches must be (N, 3, P, P), got shape {p.shape}")
@@ -133,7 +142,8 @@ class LabelledPatches:
         m = self.split == split
         pick = lambda a: None if a is None else a[m]  # noqa: E731
         return LabelledPatches(np.asarray(self.patches[m]), self.labels[m], self.split[m],
-                               pick(self.label_kind), pick(self.true_label), pick(self.nucleus_key))
+                               pick(self.label_kind), pick(self.true_label), pick(self.nucleus_key),
+                               self.normalisation)
 
     def save(self, path: str | Path) -> Path:
         """Write the NPZ form (no pickled objects). Returns the path written."""
@@ -141,7 +151,8 @@ class LabelledPatches:
         if path.suffix != ".npz":
             raise InputError(f"LabelledPatches.save writes .npz, got {path.name}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {"format": np.array(FORMAT), "patches": self.patches, "labels": self.labels}
+        arrays = {"format": np.array(FORMAT), "patches": self.patches, "labels": self.labels,
+                  "normalisation": np.array(self.normalisation)}
         for name in ("split", "label_kind", "true_label", "nucleus_key"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
@@ -172,8 +183,9 @@ class LabelledPatches:
                 if "format" not in z or str(z["format"]) != FORMAT:
                     raise InputError(f"{path.name} is not a {FORMAT} file")
                 get = lambda k: z[k] if k in z else None  # noqa: E731
+                norm = get("normalisation")
                 return cls(z["patches"], z["labels"], get("split"), get("label_kind"),
-                           get("true_label"), get("nucleus_key"))
+                           get("true_label"), get("nucleus_key"), "percentile" if norm is None else str(norm))
         except (ValueError, OSError, KeyError) as exc:
             if isinstance(exc, InputError):
                 raise
@@ -201,8 +213,9 @@ class LabelledPatches:
             raise InputError(f"{path.name}: every patch must hold 3*{p}*{p} float16 values")
         patches = np.stack([np.frombuffer(b, dtype="<f2") for b in raw]).reshape(len(raw), 3, p, p)
         col = lambda k: np.asarray(table.column(k).to_pylist()) if k in cols else None  # noqa: E731
+        norm = meta.get(b"genuine.patch_normalisation", b"percentile").decode("utf-8", "replace")
         return cls(patches.astype(np.float16), col("label"), col("split"), col("label_kind"),
-                   col("true_label"), col("nucleus_key"))
+                   col("true_label"), col("nucleus_key"), norm)
 
     def save_parquet(self, path: str | Path) -> Path:
         """Write the Parquet form (float16 patch bytes). Returns the path written."""
@@ -218,6 +231,7 @@ class LabelledPatches:
         for name in ("split", "label_kind", "true_label", "nucleus_key"):
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
-        table = pa.table(data).replace_schema_metadata({"genuine.patch_size": str(self.patch_size)})
+        table = pa.table(data).replace_schema_metadata({"genuine.patch_size": str(self.patch_size),
+                                                        "genuine.patch_normalisation": self.normalisation})
         pq.write_table(table, path)
         return path

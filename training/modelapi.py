@@ -24,22 +24,23 @@ COUNT_THRESHOLDS = tuple(round(0.05 + 0.05 * i, 2) for i in range(16))  # 0.05 .
 
 
 def build(preset: str, kind: str, seed: int, patch_size: int, detector_folder: str | None,
-          encoder: dict[str, Any] | None = None):
+          encoder: dict[str, Any] | None = None, normalisation: str = "percentile"):
     """A freshly initialised model of ``kind`` from ``preset``.
 
     ``encoder`` overrides fields of the preset's encoder (e.g. ``{"width": 32}``); the
-    result is recorded in the model's ``config.json``.
+    result is recorded in the model's ``config.json``, as is ``normalisation``, the one of
+    the training data's patches.
 
     For ``genuine`` the trained detector in ``detector_folder`` is copied in (its
     detector settings are adopted, so architectures match) and frozen.
 
     Raises:
         InputError: the data's patch size differs from the preset's, or the detector
-            folder cannot be used.
+            folder cannot be used (e.g. it was trained on patches normalised another way).
     """
     from genuine_core.models import GenuineClassifier, preset_config
 
-    overrides: dict[str, Any] = {"seed": int(seed)}
+    overrides: dict[str, Any] = {"seed": int(seed), "patch_normalisation": normalisation}
     if preset == "tiny":  # the test preset adapts to whatever patch size the fixture has
         overrides["patch_size"] = int(patch_size)
     det_model = None
@@ -50,6 +51,7 @@ def build(preset: str, kind: str, seed: int, patch_size: int, detector_folder: s
         if not getattr(det_model, "has_detector", False):
             raise InputError(f"{detector_folder} holds a {det_model.kind!r} model, not a detector")
         overrides["detector"] = det_model.config.detector
+        check_same_normalisation(det_model.config.patch_normalisation, normalisation, f"--detector {detector_folder}")
         if det_model.config.preset != preset:
             logger.warning("detector preset %r differs from %r", det_model.config.preset, preset)
     try:
@@ -66,12 +68,24 @@ def build(preset: str, kind: str, seed: int, patch_size: int, detector_folder: s
     return model
 
 
+def check_same_normalisation(model_norm: str, data_norm: str, what: str) -> None:
+    """Refuse a model (``what``) trained on patches normalised otherwise than this run's data.
+
+    Raises:
+        InputError: the two normalisations differ.
+    """
+    if model_norm != data_norm:
+        raise InputError(f"{what} was trained on {model_norm!r}-normalised patches, but the training data's "
+                         f"patches are {data_norm!r}-normalised; use a model trained on data cut the same way")
+
+
 def load_weights(model, folder: str | Path) -> None:
     """Copy the weights of a trained model folder into ``model`` (``--init``: fine-tuning).
 
     Only the weights move: settings that are not learned (e.g. the detector's NMS and
-    containment thresholds) stay those of the preset ``model`` was built from. A GENUINE
-    model keeps its frozen detector (the one ``--detector`` named): the encoder and head
+    containment thresholds) stay those of the preset ``model`` was built from, and the patch
+    normalisation stays the training data's (weights trained on patches normalised another
+    way are only a starting point; a warning says so). A GENUINE model keeps its frozen detector (the one ``--detector`` named): the encoder and head
     start from ``folder``, so a GENUINE model can be fine-tuned over a retrained detector.
 
     Raises:
@@ -87,6 +101,9 @@ def load_weights(model, folder: str | Path) -> None:
     if source.config.patch_size != model.config.patch_size:
         raise InputError(f"--init: {folder} expects {source.config.patch_size} px patches, "
                          f"the run uses {model.config.patch_size} px")
+    if source.config.patch_normalisation != model.config.patch_normalisation:  # a starting point only
+        logger.warning("--init %s was trained on %r-normalised patches; this run trains it on %r-normalised ones",
+                       folder, source.config.patch_normalisation, model.config.patch_normalisation)
     state = source.state_dict()
     if model.kind == "genuine":
         state.update({f"detector.{k}": v for k, v in model.detector.state_dict().items()})

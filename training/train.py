@@ -155,12 +155,15 @@ def _finish_classifier(model, val: ClassificationData, spec: RunSpec, out: Path,
     return record
 
 
-def _start_model(spec: RunSpec, patch_size: int):
+def _start_model(spec: RunSpec, patch_size: int, normalisation: str):
     """The model a run starts from: its checkpoint (resume), else the preset, with the
-    weights of a trained folder copied in (init)."""
+    weights of a trained folder copied in (init). It takes the data's patch normalisation."""
     if spec.resume:
-        return modelapi.from_checkpoint(spec.out)
-    model = modelapi.build(spec.preset, spec.kind, spec.train.seed, patch_size, spec.detector, spec.encoder)
+        model = modelapi.from_checkpoint(spec.out)
+        modelapi.check_same_normalisation(model.config.patch_normalisation, normalisation, f"the checkpoint in {spec.out}")
+        return model
+    model = modelapi.build(spec.preset, spec.kind, spec.train.seed, patch_size, spec.detector, spec.encoder,
+                           normalisation)
     if spec.init:
         modelapi.load_weights(model, spec.init)
     return model
@@ -171,7 +174,7 @@ def train_classifier(spec: RunSpec) -> dict[str, Any]:
     out = Path(spec.out)
     seed_everything(spec.train.seed)
     train, val = _load_pool(spec)
-    model = _start_model(spec, train.patch_size)
+    model = _start_model(spec, train.patch_size, train.normalisation)
     task = ClassifierTask(model, train, val, spec.train.augment,
                           lambda path, metrics: modelapi.save(model, path, metrics))
     t0 = time.perf_counter()
@@ -202,7 +205,7 @@ def train_ratio(spec: RunSpec) -> dict[str, Any]:
     seed_everything(spec.train.seed)
     t0 = time.perf_counter()
     train, val = _load_pool(spec)
-    model = modelapi.build(spec.preset, "ratio", spec.train.seed, train.patch_size, None)
+    model = modelapi.build(spec.preset, "ratio", spec.train.seed, train.patch_size, None, normalisation=train.normalisation)
     info = modelapi.fit_ratio_threshold(model, np.asarray(train.patches, np.float32), train.labels)
     logits = predict_logits(model, val.patches)
     record = _finish_classifier(model, val, spec, out, logits)
@@ -229,7 +232,7 @@ def train_detector(spec: RunSpec) -> dict[str, Any]:
         train = train.take(subsample(len(train), spec.max_train, rng))
     if spec.train.max_val is not None and spec.train.max_val < len(val):
         val = val.take(subsample(len(val), spec.train.max_val, rng))
-    model = _start_model(spec, int(train.patches.shape[-1]))
+    model = _start_model(spec, int(train.patches.shape[-1]), train.normalisation)
     det = modelapi.trainable_detector(model)
     task = DetectorTask(det, train, val, spec.train.augment, lambda path, metrics: modelapi.save(model, path, metrics))
     result = fit(task, spec.train, out, resume=spec.resume)

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch-size", type=int, default=96, help="patch side in pixels (default: %(default)s)")
     p.add_argument("--model", default=None, help="cellpose model file or folder (cellpose backend)")
     p.add_argument("--diameter", type=float, default=None, help="expected nucleus diameter in pixels")
+    p.add_argument("--normalisation", default="percentile", choices=["percentile", "spot_flux"],
+                   help="patch normalisation; use the one of the models that will score the patches "
+                        "(their config.json patch_normalisation; default: %(default)s)")
 
 
 def _output_names(paths: list[Path]) -> list[str]:
@@ -79,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         t1 = time.perf_counter()
         masks = segment(scan.image, backend=backend, model_path=model_path, diameter=args.diameter)
         t2 = time.perf_counter()
-        ps = extract_patches(scan.image, masks, size=args.patch_size, scan_id=name)
+        ps = extract_patches(scan.image, masks, size=args.patch_size, scan_id=name,
+                             normalisation=args.normalisation)
         t3 = time.perf_counter()
         files = _write_outputs(out, name, scan.image, masks, ps)
         t4 = time.perf_counter()
@@ -96,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         })
     summary = {
         "backend": backend, "model": model_path, "patch_size": args.patch_size, "diameter": args.diameter,
-        "images": results,
+        "patch_normalisation": args.normalisation, "images": results,
         "totals": {k: sum(r[k] for r in results) for k in ("nuclei_found", "patches", "border_skipped")},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

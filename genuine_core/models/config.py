@@ -29,6 +29,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from genuine_core.patches import check_normalisation
+
 ModelKind = Literal["genuine", "resnet", "detector", "ratio"]
 ResNetArch = Literal["resnet18", "resnet34", "resnet50"]
 DetectorHead = Literal["rule", "learned"]
@@ -225,6 +227,9 @@ class ModelConfig(_Replaceable):
             or ``ratio`` (green/red intensity ratio with a learned threshold).
         preset: name of the preset it was built from (informational).
         patch_size: P, side of the (3, P, P) input patches in pixels.
+        patch_normalisation: how its input patches are normalised
+            (``genuine_core.patches.NORMALISATIONS``); patches cut another way must not
+            reach it. Set from the training data; older folders without it are ``percentile``.
         encoder: image encoder settings (``genuine``, ``resnet``).
         detector: signal detector settings (``genuine``, ``detector``).
         hidden: hidden units of the GENUINE MLP and of the learned detector head (paper: 100).
@@ -249,6 +254,7 @@ class ModelConfig(_Replaceable):
     kind: ModelKind = "genuine"
     preset: str = DEFAULT_PRESET
     patch_size: int = 96
+    patch_normalisation: str = "percentile"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     hidden: int = 100
@@ -268,6 +274,7 @@ class ModelConfig(_Replaceable):
         if not isinstance(self.preset, str) or not self.preset:
             raise ValueError("preset must be a non-empty string")
         _check_int("patch_size", self.patch_size, 16)
+        check_normalisation(self.patch_normalisation)
         if not isinstance(self.encoder, EncoderConfig):
             raise ValueError("encoder must be an EncoderConfig")
         if not isinstance(self.detector, DetectorConfig):

@@ -98,11 +98,14 @@ class BenchmarkSplit:
         patches: (N, 3, P, P) float16, memory-mapped (read-only).
         nuclei: N rows aligned with ``patches`` (``patch_row`` = 0..N-1).
         boxes: ``patch_row, cls, x1, y1, x2, y2`` (+ ``field_id, nucleus_id``) in patch coords.
+        normalisation: how the patches were normalised (``config.json`` ``patch_normalisation``;
+            benchmarks written before it was recorded: ``percentile``).
     """
 
     patches: np.ndarray
     nuclei: pd.DataFrame
     boxes: pd.DataFrame
+    normalisation: str = "percentile"
 
 
 @dataclass
@@ -535,4 +538,13 @@ def load_benchmark(path, split: str) -> BenchmarkSplit:
         columns={"field_id": "scan_id", "patch_y0": "y0", "patch_x0": "x0"})
     pboxes = boxes_to_patch(boxes.rename(columns={"field_id": "scan_id"}), table, size=patches.shape[-1])
     pboxes = pboxes.rename(columns={"scan_id": "field_id"})
-    return BenchmarkSplit(patches=patches, nuclei=nuclei, boxes=pboxes)
+    try:
+        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{root}/config.json is missing or not valid JSON ({exc})") from exc
+    normalisation = str(config.get("patch_normalisation", "percentile"))
+    try:
+        check_normalisation(normalisation)
+    except ValueError as exc:
+        raise InputError(f"{root}/config.json: {exc}") from None
+    return BenchmarkSplit(patches=patches, nuclei=nuclei, boxes=pboxes, normalisation=normalisation)
