@@ -4,9 +4,10 @@ Each nucleus becomes a ``(3, P, P)`` float32 patch centred on the centroid of it
 mask (first image moments), with every pixel outside that nucleus' mask set to 0.
 Channels are normalised per scan: subtract the scan background (median outside all
 nuclei), divide by the scan's 99.9th percentile inside nuclei (minus background),
-clip to [0, 1]. With ``normalisation="spot_flux"`` the MYCN channel is divided instead
-by a scale from the median integrated flux of its single spots (:func:`spot_flux_scale`),
-which follows the exposure even where the percentile sits at saturation. Nuclei touching
+clip to [0, 1]. With ``normalisation="spot_flux"`` (the default: the shipped models are
+trained on it) the MYCN channel is divided instead by a scale from the median integrated
+flux of its single spots (:func:`spot_flux_scale`), which follows the exposure even where
+the percentile sits at saturation. Nuclei touching
 the image border are incomplete and skipped (and counted); nuclei larger than the patch
 are kept, cropped, and flagged.
 """
@@ -32,6 +33,11 @@ UPPER_PERCENTILE = 99.9
 MIN_SCALE = 1.0 / 65535.0
 #: patch normalisations: the per-scan percentile, or the MYCN channel scaled by spot flux
 NORMALISATIONS = ("percentile", "spot_flux")
+#: how new patches are cut unless asked otherwise (the shipped models were trained on it)
+DEFAULT_NORMALISATION = "spot_flux"
+#: how patches were cut by anything that does not record it (models, benchmarks, stores, training
+#: sets written before the normalisation was recorded)
+LEGACY_NORMALISATION = "percentile"
 #: spot_flux: a spot is a connected region of the smoothed channel above this fraction of the
 #: percentile scale, of at most SPOT_MAX_AREA px (larger ones are clusters or merged spots)
 SPOT_THRESHOLD = 0.3
@@ -108,7 +114,7 @@ def spot_flux_scale(channel: np.ndarray, inside: np.ndarray, start_scale: float)
 
 
 def normalisation_stats(image: np.ndarray, masks: np.ndarray,
-                        normalisation: str = "percentile") -> tuple[np.ndarray, np.ndarray]:
+                        normalisation: str = DEFAULT_NORMALISATION) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel background (median outside nuclei) and scale (99.9th pct inside nuclei - background).
 
     Args:
@@ -142,7 +148,7 @@ def normalisation_stats(image: np.ndarray, masks: np.ndarray,
 
 
 def extract_patches(image: np.ndarray, masks: np.ndarray, size: int = 96, scan_id: str = "",
-                    normalisation: str = "percentile") -> PatchSet:
+                    normalisation: str = DEFAULT_NORMALISATION) -> PatchSet:
     """Cut one normalised, masked patch per complete nucleus.
 
     Args:

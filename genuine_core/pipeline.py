@@ -32,6 +32,7 @@ import pandas as pd
 from PIL import Image
 
 from genuine_core.errors import InputError, ModelLoadError
+from genuine_core.patches import DEFAULT_NORMALISATION
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class ScoringModel:
     predict: Callable[[np.ndarray], Any]
     uncertainty_method: str = "unknown"
     batch_size: int = 64
-    normalisation: str = "percentile"
+    normalisation: str = DEFAULT_NORMALISATION
 
 
 def _read_json(path: Path, required: bool) -> dict:
@@ -134,7 +135,7 @@ def load_model(folder: str | Path, name: str | None = None, batch_size: int = 64
                         batch_size=batch_size, normalisation=cfg.patch_normalisation)
 
 
-def models_normalisation(models: Sequence[ScoringModel], default: str = "percentile") -> str:
+def models_normalisation(models: Sequence[ScoringModel], default: str = DEFAULT_NORMALISATION) -> str:
     """The patch normalisation every model in ``models`` expects (``default`` when there are none).
 
     Raises:
@@ -221,7 +222,7 @@ class ScanResult:
     outputs: dict[str, ModelOutput]
     preview: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
-    normalisation: str = "percentile"
+    normalisation: str = DEFAULT_NORMALISATION
 
     @property
     def n_nuclei(self) -> int:
@@ -309,7 +310,7 @@ def prepare_scan(
     segmenter: Callable[[np.ndarray], np.ndarray] | None = None,
     max_pixels: int = 64_000_000,
     acquisition: dict | None = None,
-    normalisation: str = "percentile",
+    normalisation: str = DEFAULT_NORMALISATION,
 ) -> ScanResult:
     """Read, segment and cut patches of one scan (no model yet: ``outputs`` is empty).
 

@@ -30,8 +30,8 @@ from training.labelled import LabelledPatches
 P = 32
 
 
-def _flux_model(name: str = "flux", **kw):
-    return dataclasses.replace(fake_model(name, **kw), normalisation="spot_flux")
+def _model(name: str, normalisation: str, **kw):
+    return dataclasses.replace(fake_model(name, **kw), normalisation=normalisation)
 
 
 def test_model_config_records_it_and_older_configs_read_as_percentile():
@@ -91,39 +91,41 @@ def test_a_benchmark_reports_it_and_evaluate_refuses_a_model_cut_otherwise(tmp_p
 def test_process_scan_cuts_patches_the_models_way(tmp_path):
     toy = make_toy_scan(seed=3)
     path = write_toy_scans(tmp_path / "scans", 1, lambda seed: toy)[0]
-    result = process_scan(path, [_flux_model(patch_size=48)], segmenter=threshold_segmenter)
+    result = process_scan(path, [_model("flux", "spot_flux", patch_size=48)], segmenter=threshold_segmenter)
     assert result.normalisation == "spot_flux"
     from genuine_core.io import read_scan
 
     image = read_scan(path).image
     masks = threshold_segmenter(image)
     flux = extract_patches(image, masks, size=48, normalisation="spot_flux")
-    percentile = extract_patches(image, masks, size=48)
+    percentile = extract_patches(image, masks, size=48, normalisation="percentile")
     assert np.array_equal(result.patches, flux.patches)
     assert flux.scale[1] != percentile.scale[1]  # the toy scan has enough spots to differ
 
 
 def test_models_cut_differently_are_refused_together():
     with pytest.raises(InputError, match=r"a \(percentile\), b \(spot_flux\)"):
-        models_normalisation([fake_model("a"), _flux_model("b")])
-    assert models_normalisation([]) == "percentile"
-    result = synthetic_result("a" * 64, {"x": np.array([0.2, 0.8])})
+        models_normalisation([_model("a", "percentile"), _model("b", "spot_flux")])
+    assert models_normalisation([]) == "spot_flux"  # new patches are cut the shipped models' way
+    result = dataclasses.replace(synthetic_result("a" * 64, {"x": np.array([0.2, 0.8])}), normalisation="percentile")
     with pytest.raises(ValueError, match="expects 'spot_flux'"):
-        score_scans([result], [_flux_model("b", patch_size=8)])
+        score_scans([result], [_model("b", "spot_flux", patch_size=8)])
 
 
 def test_ingest_records_it_and_the_curated_export_carries_it(tmp_path):
     store = Store(tmp_path / "s.duckdb")
     paths = write_toy_scans(tmp_path / "scans", 1, make_toy_scan)
     with pytest.raises(InputError, match="differently normalised"):
-        ingest_files(store, paths, "mixed", models=[fake_model("a"), _flux_model("b")], progress=False,
+        ingest_files(store, paths, "mixed", models=[_model("a", "percentile"), _model("b", "spot_flux")], progress=False,
                      segmenter=threshold_segmenter)
     assert store.scalar("SELECT count(*) FROM samples") == 0  # refused before anything was written
-    ingest_files(store, paths, "fluxcase", models=[_flux_model()], progress=False, segmenter=threshold_segmenter)
+    ingest_files(store, paths, "fluxcase", models=[_model("flux", "spot_flux")], progress=False,
+                 segmenter=threshold_segmenter)
     assert list_scans(store)["patch_normalisation"].tolist() == ["spot_flux"]
     sid = samples.ensure_sample(store, "oldcase", "case")
-    mids = {"p": registry.register_model(store, fake_model("p"))}
-    write_scan_result(store, sid, synthetic_result("b" * 64, {"p": np.array([0.2, 0.9])}), mids)
+    mids = {"p": registry.register_model(store, _model("p", "percentile"))}
+    old = dataclasses.replace(synthetic_result("b" * 64, {"p": np.array([0.2, 0.9])}), normalisation="percentile")
+    write_scan_result(store, sid, old, mids)
     ids = store.query("SELECT n.id FROM nuclei n JOIN scans c ON c.id = n.scan_id ORDER BY c.id, n.id")["id"]
     labels.record_label_event(store, int(ids.iloc[0]), 1, "ann")
     assert export.curated_training_set(store).normalisation == "spot_flux"

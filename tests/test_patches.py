@@ -45,7 +45,7 @@ def test_centre_is_mask_centroid(toy_scan):
 
 def test_normalisation_matches_definition(toy_scan):
     img, masks = toy_scan.image, toy_scan.masks
-    bg, scale = normalisation_stats(img, masks)
+    bg, scale = normalisation_stats(img, masks, "percentile")
     for c in range(3):
         assert bg[c] == pytest.approx(np.median(img[..., c][masks == 0]), abs=2e-3)
         hi = np.percentile(img[..., c][masks > 0], 99.9)
@@ -156,8 +156,8 @@ def test_spot_flux_scale_follows_exposure_where_the_percentile_saturates():
     bright, masks = _spot_field(gain=1.0, blur=1.0)
     dim, _ = _spot_field(gain=0.6, blur=1.0)
     assert dim[..., 1].max() == 1.0  # the brightest spots saturate in both scans
-    _, p_bright = normalisation_stats(bright, masks)
-    _, p_dim = normalisation_stats(dim, masks)
+    _, p_bright = normalisation_stats(bright, masks, "percentile")
+    _, p_dim = normalisation_stats(dim, masks, "percentile")
     _, f_bright = normalisation_stats(bright, masks, "spot_flux")
     _, f_dim = normalisation_stats(dim, masks, "spot_flux")
     assert f_dim[1] / f_bright[1] == pytest.approx(0.6, rel=0.05)  # flux follows the exposure ...
@@ -168,8 +168,8 @@ def test_spot_flux_scale_follows_exposure_where_the_percentile_saturates():
 def test_spot_flux_scale_keeps_its_value_under_more_blur():
     sharp, masks = _spot_field(gain=0.8, blur=1.0, bright_every=0)
     blurred, _ = _spot_field(gain=0.8, blur=1.8, bright_every=0)
-    _, p_sharp = normalisation_stats(sharp, masks)
-    _, p_blurred = normalisation_stats(blurred, masks)
+    _, p_sharp = normalisation_stats(sharp, masks, "percentile")
+    _, p_blurred = normalisation_stats(blurred, masks, "percentile")
     _, f_sharp = normalisation_stats(sharp, masks, "spot_flux")
     _, f_blurred = normalisation_stats(blurred, masks, "spot_flux")
     assert f_blurred[1] == pytest.approx(f_sharp[1], rel=0.1)  # blur keeps a spot's flux ...
@@ -178,6 +178,7 @@ def test_spot_flux_scale_keeps_its_value_under_more_blur():
 
 def test_spot_flux_falls_back_to_the_percentile_and_rejects_unknown_names():
     few, masks = _spot_field(gain=0.5, blur=1.0, n_spots=3)
-    np.testing.assert_allclose(normalisation_stats(few, masks, "spot_flux")[1], normalisation_stats(few, masks)[1])
+    np.testing.assert_allclose(normalisation_stats(few, masks, "spot_flux")[1],
+                               normalisation_stats(few, masks, "percentile")[1])
     with pytest.raises(ValueError, match="normalisation"):
         extract_patches(few, masks, size=64, normalisation="flux")

@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from genuine_core.errors import InputError
+from genuine_core.patches import LEGACY_NORMALISATION
 from training.labelled import LabelledPatches
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class ClassificationData:
     flipped: np.ndarray
     meta: pd.DataFrame
     split: str
-    normalisation: str = "percentile"
+    normalisation: str = LEGACY_NORMALISATION
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
@@ -92,7 +93,7 @@ class DetectionData:
     boxes: list[np.ndarray]
     classes: list[np.ndarray]
     meta: pd.DataFrame = field(default_factory=pd.DataFrame)
-    normalisation: str = "percentile"
+    normalisation: str = LEGACY_NORMALISATION
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from genuine_core.errors import InputError
+from genuine_core.patches import LEGACY_NORMALISATION
 from training.metrics import average_precision, binary_metrics, count_accuracy, crossing, true_counts
 
 logger = logging.getLogger(__name__)
@@ -329,7 +330,7 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
             raise InputError(f"not a model folder (no config.json): {f}")
     splits = {s: _benchmark(data, s) for s in ("test", "mixture")}
     for f in folders:
-        norm = _read_json(f / "config.json").get("patch_normalisation", "percentile")
+        norm = _read_json(f / "config.json").get("patch_normalisation", LEGACY_NORMALISATION)
         if norm != splits["test"].normalisation:
             raise InputError(f"{f} expects {norm!r}-normalised patches, but {data} holds "
                              f"{splits['test'].normalisation!r}-normalised ones; evaluate it on a benchmark "

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from genuine_core.errors import InputError
-from genuine_core.patches import NORMALISATIONS
+from genuine_core.patches import LEGACY_NORMALISATION, NORMALISATIONS
 
 FORMAT = "genuine-labelled-patches/1"
 SPLITS = ("train", "val", "test")
@@ -67,7 +67,7 @@ class LabelledPatches:
     label_kind: np.ndarray | None = None
     true_label: np.ndarray | None = None
     nucleus_key: np.ndarray | None = None
-    normalisation: str = "percentile"
+    normalisation: str = LEGACY_NORMALISATION
 
     def __post_init__(self) -> None:
         self.normalisation = str(self.normalisation)
@@ -185,7 +185,7 @@ class LabelledPatches:
                 get = lambda k: z[k] if k in z else None  # noqa: E731
                 norm = get("normalisation")
                 return cls(z["patches"], z["labels"], get("split"), get("label_kind"),
-                           get("true_label"), get("nucleus_key"), "percentile" if norm is None else str(norm))
+                           get("true_label"), get("nucleus_key"), LEGACY_NORMALISATION if norm is None else str(norm))
         except (ValueError, OSError, KeyError) as exc:
             if isinstance(exc, InputError):
                 raise
@@ -213,7 +213,7 @@ class LabelledPatches:
             raise InputError(f"{path.name}: every patch must hold 3*{p}*{p} float16 values")
         patches = np.stack([np.frombuffer(b, dtype="<f2") for b in raw]).reshape(len(raw), 3, p, p)
         col = lambda k: np.asarray(table.column(k).to_pylist()) if k in cols else None  # noqa: E731
-        norm = meta.get(b"genuine.patch_normalisation", b"percentile").decode("utf-8", "replace")
+        norm = meta.get(b"genuine.patch_normalisation", LEGACY_NORMALISATION.encode()).decode("utf-8", "replace")
         return cls(patches.astype(np.float16), col("label"), col("split"), col("label_kind"),
                    col("true_label"), col("nucleus_key"), norm)
 

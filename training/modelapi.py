@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from genuine_core.errors import InputError
+from genuine_core.patches import LEGACY_NORMALISATION
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ COUNT_THRESHOLDS = tuple(round(0.05 + 0.05 * i, 2) for i in range(16))  # 0.05 .
 
 
 def build(preset: str, kind: str, seed: int, patch_size: int, detector_folder: str | None,
-          encoder: dict[str, Any] | None = None, normalisation: str = "percentile"):
+          encoder: dict[str, Any] | None = None, normalisation: str = LEGACY_NORMALISATION):
     """A freshly initialised model of ``kind`` from ``preset``.
 
     ``encoder`` overrides fields of the preset's encoder (e.g. ``{"width": 32}``); the

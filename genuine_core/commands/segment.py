@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch-size", type=int, default=96, help="patch side in pixels (default: %(default)s)")
     p.add_argument("--model", default=None, help="cellpose model file or folder (cellpose backend)")
     p.add_argument("--diameter", type=float, default=None, help="expected nucleus diameter in pixels")
-    p.add_argument("--normalisation", default="percentile", choices=["percentile", "spot_flux"],
+    p.add_argument("--normalisation", default="spot_flux", choices=["percentile", "spot_flux"],
                    help="patch normalisation; use the one of the models that will score the patches "
                         "(their config.json patch_normalisation; default: %(default)s)")
 

@@ -54,9 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--acquisition-jitter", type=float, default=0.0, metavar="S",
                    help="give every training-pool field its own imaging conditions around the nominal "
                         "ones (strength S in [0, 2]; 1 = exposure x0.74-1.35, blur x0.67-1.49); default 0")
-    b.add_argument("--normalisation", default="percentile", choices=["percentile", "spot_flux"],
-                   help="patch normalisation: per-scan 99.9th percentile (default), or MYCN scaled by the "
-                        "median flux of its single spots (follows exposure where the percentile saturates)")
+    b.add_argument("--normalisation", default="spot_flux", choices=["percentile", "spot_flux"],
+                   help="patch normalisation: MYCN scaled by the median flux of its single spots (default, "
+                        "as the shipped models; follows exposure where the percentile saturates), or every "
+                        "channel by its per-scan 99.9th percentile (models trained before 2026-12-03)")
     b.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes (output does not depend on it); default: up to 2")
     b.add_argument("--overwrite", action="store_true")

@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from genuine_core.patches import check_normalisation
+from genuine_core.patches import LEGACY_NORMALISATION, check_normalisation
 
 ModelKind = Literal["genuine", "resnet", "detector", "ratio"]
 ResNetArch = Literal["resnet18", "resnet34", "resnet50"]
@@ -254,7 +254,7 @@ class ModelConfig(_Replaceable):
     kind: ModelKind = "genuine"
     preset: str = DEFAULT_PRESET
     patch_size: int = 96
-    patch_normalisation: str = "percentile"
+    patch_normalisation: str = LEGACY_NORMALISATION
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     hidden: int = 100

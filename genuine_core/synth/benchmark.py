@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from genuine_core.errors import InputError
-from genuine_core.patches import check_normalisation
+from genuine_core.patches import DEFAULT_NORMALISATION, LEGACY_NORMALISATION, check_normalisation
 from genuine_core.synth.acquisition import JITTER_LOG_HALF_WIDTH, NOMINAL, SHIFTED, Acquisition, jittered
 from genuine_core.synth.fields import Scene, make_field
 from genuine_core.synth.lines import DEFAULT_LINES, CellLine, lines_by_name
@@ -105,7 +105,7 @@ class BenchmarkSplit:
     patches: np.ndarray
     nuclei: pd.DataFrame
     boxes: pd.DataFrame
-    normalisation: str = "percentile"
+    normalisation: str = LEGACY_NORMALISATION
 
 
 @dataclass
@@ -125,7 +125,7 @@ class _Task:
     scene: Scene
     lines: tuple[CellLine, ...]
     out: str
-    normalisation: str = "percentile"
+    normalisation: str = DEFAULT_NORMALISATION
 
 
 @dataclass
@@ -238,7 +238,7 @@ def make_benchmark(
     mixture_acquisition: Acquisition = SHIFTED,
     mixture_fractions: tuple[float, ...] = MIXTURE_FRACTIONS,
     scene: Scene | None = None,
-    normalisation: str = "percentile",
+    normalisation: str = DEFAULT_NORMALISATION,
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> dict:
@@ -542,7 +542,7 @@ def load_benchmark(path, split: str) -> BenchmarkSplit:
         config = json.loads((root / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"{root}/config.json is missing or not valid JSON ({exc})") from exc
-    normalisation = str(config.get("patch_normalisation", "percentile"))
+    normalisation = str(config.get("patch_normalisation", LEGACY_NORMALISATION))
     try:
         check_normalisation(normalisation)
     except ValueError as exc:
