@@ -97,19 +97,22 @@ def spot_flux_scale(channel: np.ndarray, inside: np.ndarray, start_scale: float)
     lab, n = ndimage.label((smooth > SPOT_THRESHOLD * start_scale) & inside)
     if n < MIN_SPOTS:
         return None
-    idx = np.arange(1, n + 1)
-    area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-    peaks = np.asarray(ndimage.maximum_position(smooth, lab, idx), np.int64).reshape(-1, 2)
-    r, m = FLUX_HALF_WINDOW, FLUX_HALF_WINDOW + 2  # half-widths of the window and of the ring
     h, w = channel.shape
+    area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    # each spot's peak: the last pixel of its label when sorted by (label, smoothed value)
+    pix = np.flatnonzero(lab)
+    pix = pix[np.lexsort((smooth.ravel()[pix], lab.ravel()[pix]))]
+    last = np.r_[np.flatnonzero(np.diff(lab.ravel()[pix])), pix.size - 1]
+    peaks = np.stack(np.divmod(pix[last], w), 1)
+    r, m = FLUX_HALF_WINDOW, FLUX_HALF_WINDOW + 2  # half-widths of the window and of the ring
     ok = (area <= SPOT_MAX_AREA) & (peaks[:, 0] >= m) & (peaks[:, 1] >= m) & (peaks[:, 0] < h - m) & (peaks[:, 1] < w - m)
-    flux = []
-    for y, x in peaks[ok]:
-        win = channel[y - m:y + m + 1, x - m:x + m + 1]
-        ring = np.concatenate([win[0], win[-1], win[1:-1, 0], win[1:-1, -1]])
-        flux.append(float(win[m - r:m + r + 1, m - r:m + r + 1].sum() - np.median(ring) * (2 * r + 1) ** 2))
-    if len(flux) < MIN_SPOTS:
+    if ok.sum() < MIN_SPOTS:
         return None
+    dy, dx = np.mgrid[-m:m + 1, -m:m + 1].reshape(2, -1)
+    ring = (np.abs(dy) == m) | (np.abs(dx) == m)
+    inner = (np.abs(dy) <= r) & (np.abs(dx) <= r)
+    win = channel[peaks[ok, :1] + dy, peaks[ok, 1:] + dx]  # (spots, (2m + 1)^2)
+    flux = win[:, inner].sum(1) - np.median(win[:, ring], axis=1) * inner.sum()
     return float(np.median(flux)) * FLUX_TO_SCALE
 
 
