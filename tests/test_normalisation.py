@@ -116,8 +116,8 @@ def test_ingest_records_it_and_the_curated_export_carries_it(tmp_path):
     store = Store(tmp_path / "s.duckdb")
     paths = write_toy_scans(tmp_path / "scans", 1, make_toy_scan)
     with pytest.raises(InputError, match="differently normalised"):
-        ingest_files(store, paths, "mixed", models=[_model("a", "percentile"), _model("b", "spot_flux")], progress=False,
-                     segmenter=threshold_segmenter)
+        ingest_files(store, paths, "mixed", models=[_model("a", "percentile"), _model("b", "spot_flux")],
+                     progress=False, segmenter=threshold_segmenter)
     assert store.scalar("SELECT count(*) FROM samples") == 0  # refused before anything was written
     ingest_files(store, paths, "fluxcase", models=[_model("flux", "spot_flux")], progress=False,
                  segmenter=threshold_segmenter)

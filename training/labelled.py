@@ -25,7 +25,8 @@ key              shape / dtype           meaning
 ``3*P*P`` little-endian float16 values in C order), ``label`` (int), and optionally
 ``split``, ``label_kind``, ``true_label``, ``nucleus_key``; the patch side ``P`` is
 stored in the schema metadata key ``genuine.patch_size`` (or inferred from the byte
-length), the normalisation in ``genuine.patch_normalisation`` (default ``percentile``). This is what a DuckDB ``COPY ... TO`` of a table with a BLOB column gives.
+length), the normalisation in ``genuine.patch_normalisation`` (default ``percentile``). This
+is what a DuckDB ``COPY ... TO`` of a table with a BLOB column gives.
 
 When ``split`` is absent, :meth:`LabelledPatches.ensure_split` assigns a seeded
 80/10/10 train/val/test split.
@@ -40,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from genuine_core.errors import InputError
-from genuine_core.patches import LEGACY_NORMALISATION, NORMALISATIONS
+from genuine_core.patches import LEGACY_NORMALISATION, check_normalisation
 
 FORMAT = "genuine-labelled-patches/1"
 SPLITS = ("train", "val", "test")
@@ -71,8 +72,10 @@ class LabelledPatches:
 
     def __post_init__(self) -> None:
         self.normalisation = str(self.normalisation)
-        if self.normalisation not in NORMALISATIONS:
-            raise InputError(f"patch normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
+        try:
+            check_normalisation(self.normalisation)
+        except ValueError as exc:
+            raise InputError(f"training set: {exc}") from None
         p = self.patches
         if p.ndim != 4 or p.shape[1] != 3 or p.shape[2] != p.shape[3]:
             raise InputError(f"patches must be (N, 3, P, P), got shape {p.shape}")

@@ -86,7 +86,8 @@ def load_weights(model, folder: str | Path) -> None:
     Only the weights move: settings that are not learned (e.g. the detector's NMS and
     containment thresholds) stay those of the preset ``model`` was built from, and the patch
     normalisation stays the training data's (weights trained on patches normalised another
-    way are only a starting point; a warning says so). A GENUINE model keeps its frozen detector (the one ``--detector`` named): the encoder and head
+    way are only a starting point; a warning says so). A GENUINE model keeps its frozen
+    detector (the one ``--detector`` named): the encoder and head
     start from ``folder``, so a GENUINE model can be fine-tuned over a retrained detector.
 
     Raises:

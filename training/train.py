@@ -160,7 +160,8 @@ def _start_model(spec: RunSpec, patch_size: int, normalisation: str):
     weights of a trained folder copied in (init). It takes the data's patch normalisation."""
     if spec.resume:
         model = modelapi.from_checkpoint(spec.out)
-        modelapi.check_same_normalisation(model.config.patch_normalisation, normalisation, f"the checkpoint in {spec.out}")
+        modelapi.check_same_normalisation(model.config.patch_normalisation, normalisation,
+                                          f"the checkpoint in {spec.out}")
         return model
     model = modelapi.build(spec.preset, spec.kind, spec.train.seed, patch_size, spec.detector, spec.encoder,
                            normalisation)
@@ -205,7 +206,8 @@ def train_ratio(spec: RunSpec) -> dict[str, Any]:
     seed_everything(spec.train.seed)
     t0 = time.perf_counter()
     train, val = _load_pool(spec)
-    model = modelapi.build(spec.preset, "ratio", spec.train.seed, train.patch_size, None, normalisation=train.normalisation)
+    model = modelapi.build(spec.preset, "ratio", spec.train.seed, train.patch_size, None,
+                           normalisation=train.normalisation)
     info = modelapi.fit_ratio_threshold(model, np.asarray(train.patches, np.float32), train.labels)
     logits = predict_logits(model, val.patches)
     record = _finish_classifier(model, val, spec, out, logits)
