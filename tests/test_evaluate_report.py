@@ -13,6 +13,7 @@ import pytest
 
 import training.evaluate as ev
 from genuine_core.errors import InputError
+from genuine_core.stats import wilson_interval
 from training.metrics import average_precision, binary_metrics, box_iou, count_accuracy, crossing, true_counts
 from training.report import MD_NAME, JSON_NAME, ordering_sentence, write_report
 
@@ -197,6 +198,8 @@ def test_evaluate_on_a_hand_made_benchmark(fake_env, tmp_path):
     checks = {c["target"]: c["ok"] for c in res["acceptance"]["checks"]}
     assert checks["ground-truth test accuracy >= 0.97"] is True
     assert checks["mean prediction crosses 0.5 between 7 and 9 MYCN (2 NMI)"] is False  # no probes run
+    acc_check = res["acceptance"]["checks"][0]
+    assert acc_check["n"] == 8 and acc_check["ci95"][0] == pytest.approx(wilson_interval(8, 8)[0])
     corrected = res["acceptance"]["corrected"]
     assert corrected["mad_true"] == g["mixture_summary"]["mad_true_corrected"]
 
@@ -205,6 +208,7 @@ def test_evaluate_on_a_hand_made_benchmark(fake_env, tmp_path):
     assert {MD_NAME, JSON_NAME, "mixtures.png", "training_curves.png"} <= names
     md = (tmp_path / "reports" / MD_NAME).read_text()
     assert f"by {corrected['mad_true']:.2f} pp on average" in md
+    assert f"| 1.000 (95 % CI {acc_check['ci95'][0]:.3f}-1.000, n = 8) | yes |" in md
     # Table 1 rows: GENUINE / ResNet / detector columns at beta 0.2
     assert "| Metric | GENUINE b=0.2 | ResNet b=0.2 | RetinaNet (counts) |" in md
     assert "| Accuracy | **75.00** | 50.00 | **75.00** |" in md  # vs auto labels
@@ -265,9 +269,33 @@ def test_merge_results_recomputes_summary(fake_env, tmp_path):
     merged = ev.merge_results([json.loads(json.dumps(a)), json.loads(json.dumps(b))], shipped="genuine_b02")
     assert [m["name"] for m in merged["models"]] == ["genuine_b02", "resnet_b02", "detector"]
     assert merged["ordering"]["holds"] is True and merged["acceptance"]["model"] == "genuine_b02"
+    # merging a merge keeps the original evaluation commands as provenance
+    again = ev.merge_results([json.loads(json.dumps(merged))], command="genuine evaluate --merge m.json")
+    assert again["meta"]["merged_from"] == merged["meta"]["merged_from"] == [a["meta"]["command"], b["meta"]["command"]]
+    assert again["meta"]["command"] == "genuine evaluate --merge m.json"
     other = json.loads(json.dumps(b))
     other["meta"]["data"] = "elsewhere"
     with pytest.raises(InputError):
         ev.merge_results([a, other])
     with pytest.raises(InputError):
         ev.merge_results([])
+
+
+def test_heldout_accuracy_pools_splits_with_ci_lines_and_agreement(fake_env, tmp_path, capsys):
+    from training import heldout_accuracy as ha
+
+    bench, (green, all_mna, _) = fake_env
+    res = ha.heldout_accuracy(bench, [green, all_mna])
+    assert res["n"] == 12 + 6 + 8 and res["splits"] == ["train", "val", "test"]
+    g, r = res["models"][str(green)], res["models"][str(all_mna)]
+    assert g["accuracy"] == 1.0 and g["accuracy_ci95"] == pytest.approx(list(wilson_interval(26, 26)))
+    n_neg = 6 + 3 + 4
+    assert r["tnr"] == 0.0 and r["errors_by_line"] == {"L0": {"n": n_neg, "errors": n_neg}, "L1": {"n": 13, "errors": 0}}
+    assert res["agreement"][f"{green} | {all_mna}"] == pytest.approx(13 / 26)
+    assert ha.main(["--data", str(bench), "--models", str(green), "--out", str(tmp_path / "h.json")]) == 0
+    out = capsys.readouterr().out
+    assert "26 nuclei of" in out and "| 1.0000 |" in out and "errors L0" in out
+    assert json.loads((tmp_path / "h.json").read_text())["models"][str(green)]["tp"] == 13
+    with pytest.raises(SystemExit) as stop:
+        ha.main(["--data", str(tmp_path / "nope"), "--models", str(green)])
+    assert stop.value.code == 2 and "not a synthetic benchmark" in capsys.readouterr().err

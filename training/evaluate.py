@@ -38,6 +38,7 @@ import pandas as pd
 
 from genuine_core.errors import InputError
 from genuine_core.patches import LEGACY_NORMALISATION
+from genuine_core.stats import wilson_interval
 from training.metrics import average_precision, binary_metrics, count_accuracy, crossing, true_counts
 
 logger = logging.getLogger(__name__)
@@ -290,9 +291,11 @@ def acceptance(results: list[dict[str, Any]], shipped: str | None) -> dict[str, 
     m = sorted(gen, key=lambda r: (r.get("beta") or 0))[-1] if not shipped else gen[0]
     summ = m.get("mixture_summary", {})
     cross = (m.get("probe_count") or {}).get("crossing")
+    truth = m["test_truth"]
     checks = [
-        {"target": "ground-truth test accuracy >= 0.97", "value": m["test_truth"]["accuracy"],
-         "ok": (m["test_truth"]["accuracy"] or 0) >= 0.97},
+        {"target": "ground-truth test accuracy >= 0.97", "value": truth["accuracy"],
+         "ok": (truth["accuracy"] or 0) >= 0.97, "n": truth["n"],
+         "ci95": list(wilson_interval(truth["tp"] + truth["tn"], truth["n"]))},
         {"target": "mixture mean abs(pred - true) <= 3 pp", "value": summ.get("mad_true"),
          "ok": summ.get("mad_true", 99) <= 3},
         {"target": "no mixture abs(pred - true) > 6 pp", "value": summ.get("max_abs_true"),
@@ -371,7 +374,8 @@ def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
     models = [m for p in parts for m in p["models"]]
     meta = dict(parts[0]["meta"])
     meta["command"] = command or meta.get("command")
-    meta["merged_from"] = [p["meta"].get("command") for p in parts]
+    # a part that is itself a merge contributes the evaluation runs it was merged from
+    meta["merged_from"] = [c for p in parts for c in p["meta"].get("merged_from", [p["meta"].get("command")])]
     out = {"meta": meta, "models": models, "acceptance": acceptance(models, shipped), "notes": list(notes)}
     from training.report import ordering_sentence
 

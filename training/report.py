@@ -150,7 +150,10 @@ def _acceptance_lines(acc: dict[str, Any] | None) -> list[str]:
     lines = [f"## Acceptance targets for the shipped GENUINE model (`{acc['model']}`)", ""]
     rows = []
     for item in acc["checks"]:
-        rows.append([item["target"], _num(item["value"], 3), "yes" if item["ok"] else "**no**"])
+        measured = _num(item["value"], 3)
+        if item.get("ci95"):
+            measured += f" (95 % CI {item['ci95'][0]:.3f}-{item['ci95'][1]:.3f}, n = {item['n']})"
+        rows.append([item["target"], measured, "yes" if item["ok"] else "**no**"])
     lines += _table(["target", "measured", "met"], rows)
     corr = acc.get("corrected") or {}
     if corr.get("mad_true") is not None:
