@@ -15,7 +15,7 @@ import training.evaluate as ev
 from genuine_core.errors import InputError
 from genuine_core.stats import wilson_interval
 from training.metrics import average_precision, binary_metrics, box_iou, count_accuracy, crossing, true_counts
-from training.report import MD_NAME, JSON_NAME, ordering_sentence, write_report
+from training.report import MD_NAME, JSON_NAME, ordering_sentence, render_markdown, write_report
 
 
 # ------------------------------------------------------------------ metrics by hand
@@ -273,6 +273,12 @@ def test_merge_results_recomputes_summary(fake_env, tmp_path):
     again = ev.merge_results([json.loads(json.dumps(merged))], command="genuine evaluate --merge m.json")
     assert again["meta"]["merged_from"] == merged["meta"]["merged_from"] == [a["meta"]["command"], b["meta"]["command"]]
     assert again["meta"]["command"] == "genuine evaluate --merge m.json"
+    # the report's header names the commands without repeating the notes' text
+    again["meta"]["command"] = "genuine evaluate --merge m.json --note 'long text' --out r"
+    again["notes"] = ["long text"]
+    md = render_markdown(again, [])
+    assert "by `genuine evaluate --merge m.json --note ... --out r`" in md and md.count("long text") == 1
+    assert f"- `{a['meta']['command']}`" in md
     other = json.loads(json.dumps(b))
     other["meta"]["data"] = "elsewhere"
     with pytest.raises(InputError):

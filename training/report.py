@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +236,15 @@ def _figures(results: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
+def _short_command(command: str) -> str:
+    """``command`` with the text of each ``--note`` replaced by ``...`` (the report lists the notes)."""
+    try:
+        args = shlex.split(command)
+    except ValueError:
+        return command
+    return " ".join("..." if i and args[i - 1] == "--note" else shlex.quote(a) for i, a in enumerate(args))
+
+
 def render_markdown(results: dict[str, Any], figures: list[str]) -> str:
     """The human-readable report."""
     models = results.get("models", [])
@@ -242,7 +252,10 @@ def render_markdown(results: dict[str, Any], figures: list[str]) -> str:
     meta = results.get("meta", {})
     lines += [f"Benchmark: `{meta.get('data', '?')}` (seed {meta.get('benchmark_seed', '?')}, "
               f"size {meta.get('benchmark_size', '?')}); generated {meta.get('generated', '?')} "
-              f"by `{meta.get('command', 'genuine evaluate')}`.", ""]
+              f"by `{_short_command(meta.get('command') or 'genuine evaluate')}` (notes: see Notes).", ""]
+    if meta.get("merged_from"):
+        lines += ["Merged from the evaluation runs:", ""] + [f"- `{_short_command(c)}`" for c in meta["merged_from"]]
+        lines += [""]
     order = results.get("ordering") or ordering_sentence(results)
     lines += ["## Summary", "", order["sentence"], ""]
     lines += _acceptance_lines(results.get("acceptance"))
