@@ -252,7 +252,8 @@ def render_markdown(results: dict[str, Any], figures: list[str]) -> str:
     meta = results.get("meta", {})
     lines += [f"Benchmark: `{meta.get('data', '?')}` (seed {meta.get('benchmark_seed', '?')}, "
               f"size {meta.get('benchmark_size', '?')}); generated {meta.get('generated', '?')} "
-              f"by `{_short_command(meta.get('command') or 'genuine evaluate')}` (notes: see Notes).", ""]
+              f"by `{_short_command(meta.get('command') or 'genuine evaluate')}`"
+              f"{' (the notes are listed under Notes)' if results.get('notes') else ''}.", ""]
     if meta.get("merged_from"):
         lines += ["Merged from the evaluation runs:", ""] + [f"- `{_short_command(c)}`" for c in meta["merged_from"]]
         lines += [""]
