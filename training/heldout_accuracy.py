@@ -27,6 +27,7 @@ import pandas as pd
 from genuine_core.errors import InputError
 from genuine_core.stats import wilson_interval
 from training.metrics import binary_metrics
+from training.report import markdown_table
 
 DEFAULT_SPLITS = ("train", "val", "test")
 
@@ -82,20 +83,18 @@ def heldout_accuracy(data: str | Path, folders: Sequence[str | Path],
 
 
 def render(result: dict[str, Any]) -> str:
-    """Markdown tables of a :func:`heldout_accuracy` result."""
-    lines_ = sorted({ln for m in result["models"].values() for ln in m["errors_by_line"]})
-    head = ["model", "accuracy", "95 % CI", "TPR", "TNR"] + [f"errors {ln}" for ln in lines_]
-    rows = [head, ["---"] * len(head)]
-    for name, m in result["models"].items():
-        rows.append([f"`{name}`", f"{m['accuracy']:.4f}", f"{m['accuracy_ci95'][0]:.4f}-{m['accuracy_ci95'][1]:.4f}",
-                     f"{m['tpr']:.4f}", f"{m['tnr']:.4f}"]
-                    + [f"{m['errors_by_line'].get(ln, {}).get('errors', 0)} / "
-                       f"{m['errors_by_line'].get(ln, {}).get('n', 0)}" for ln in lines_])
+    """Markdown table of a :func:`heldout_accuracy` result (every model scored the same nuclei)."""
+    line_names = sorted(next(iter(result["models"].values()))["errors_by_line"])
+    rows = [[f"`{name}`", f"{m['accuracy']:.4f}", f"{m['accuracy_ci95'][0]:.4f}-{m['accuracy_ci95'][1]:.4f}",
+             f"{m['tpr']:.4f}", f"{m['tnr']:.4f}"]
+            + [f"{m['errors_by_line'][ln]['errors']} / {m['errors_by_line'][ln]['n']}" for ln in line_names]
+            for name, m in result["models"].items()]
     out = [f"{result['n']} nuclei of `{result['data']}` (splits {', '.join(result['splits'])}), "
            "against the ground-truth labels.", ""]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
+    header = ["model", "accuracy", "95 % CI", "TPR", "TNR"] + [f"errors {ln}" for ln in line_names]
+    out += markdown_table(header, rows)
     if result["agreement"]:
-        out += ["", "Calls agree on: " + "; ".join(f"{k}: {v:.4f}" for k, v in result["agreement"].items())]
+        out += ["Calls agree on: " + "; ".join(f"{k}: {v:.4f}" for k, v in result["agreement"].items())]
     return "\n".join(out)
 
 

@@ -45,7 +45,8 @@ def _beta_groups(models: list[dict]) -> list[tuple[str, list[dict]]]:
     return [(f"beta = {b:g}", [m for m in models if m.get("beta") == b] + shared) for b in betas]
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a Markdown table (header, rule, rows), then an empty line."""
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return out + [""]
@@ -67,7 +68,7 @@ def _metric_table(group: list[dict], key: str) -> list[str]:
         rows.append([name] + _bold_best(vals, [_pct(v) for v in vals]))
     n = [(m.get(key) or {}).get("n") for m in group]
     rows.append(["n nuclei"] + [str(v) if v is not None else "n/a" for v in n])
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _mixture_table(group: list[dict], field: str, ci: bool = False) -> list[str]:
@@ -89,7 +90,7 @@ def _mixture_table(group: list[dict], field: str, ci: bool = False) -> list[str]
     mx = {"diff_true": "max_abs_true", "diff_nominal": "max_abs_nominal",
           "corrected_diff_true": "max_abs_true_corrected"}[field]
     rows.append(["max abs.", "", ""] + [_num((m.get("mixture_summary") or {}).get(mx), 2) for m in group])
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _probe_table(models: list[dict], key: str, xname: str) -> list[str]:
@@ -100,7 +101,7 @@ def _probe_table(models: list[dict], key: str, xname: str) -> list[str]:
     header = [xname] + [m["label"] for m in with_probe]
     rows = [[str(x)] + [_num(m[key]["mean_call"][i], 2) for m in with_probe] for i, x in enumerate(xs)]
     rows.append(["0.5 crossing"] + [_num(m[key].get("crossing"), 2) for m in with_probe])
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _ordering_at(b: float, g: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
@@ -155,7 +156,7 @@ def _acceptance_lines(acc: dict[str, Any] | None) -> list[str]:
         if item.get("ci95"):
             measured += f" (95 % CI {item['ci95'][0]:.3f}-{item['ci95'][1]:.3f}, n = {item['n']})"
         rows.append([item["target"], measured, "yes" if item["ok"] else "**no**"])
-    lines += _table(["target", "measured", "met"], rows)
+    lines += markdown_table(["target", "measured", "met"], rows)
     corr = acc.get("corrected") or {}
     if corr.get("mad_true") is not None:
         lines += [f"The mixture targets are measured on the raw calls. After Rogan-Gladen prevalence correction "
@@ -267,7 +268,8 @@ def render_markdown(results: dict[str, Any], figures: list[str]) -> str:
         rows.append([m["label"], m["kind"], m.get("preset", "?"), "-" if m.get("beta") is None else f"{m['beta']:g}",
                      "n/a" if t.get("epochs") is None else str(t["epochs"]), _num(t.get("seconds"), 0), _num(m.get("temperature"), 2),
                      _num((m.get("speed") or {}).get("nuclei_per_s"), 0)])
-    lines += _table(["model", "kind", "preset", "beta", "epochs", "train s", "temperature", "nuclei/s (eval)"], rows)
+    lines += markdown_table(["model", "kind", "preset", "beta", "epochs", "train s", "temperature",
+                             "nuclei/s (eval)"], rows)
     for title, key in (("Table 1: test split against the automatic (noisy) labels", "test_auto"),
                        ("Table 2: test split against the ground-truth labels", "test_truth")):
         lines += [f"## {title}", "", "Rates in %. Best per row in bold.", ""]
@@ -299,7 +301,7 @@ def render_markdown(results: dict[str, Any], figures: list[str]) -> str:
             rows.append([m["label"], _num(d["ap50"].get("nmi"), 3), _num(d["ap50"].get("mycn"), 3),
                          _num(d["ap50"].get("cluster"), 3), _num(d.get("map50"), 3), _pct(ca["exact"], 1),
                          " / ".join(_pct(v, 1) for v in ca["accuracy"]), " / ".join(_num(v, 2) for v in ca["mae"])])
-        lines += _table(["model", "AP50 NMI", "AP50 MYCN", "AP50 cluster", "mAP50", "counts exact %",
+        lines += markdown_table(["model", "AP50 NMI", "AP50 MYCN", "AP50 cluster", "mAP50", "counts exact %",
                          "count acc. % (NMI/MYCN/cluster)", "count MAE"], rows)
     notes = results.get("notes") or []
     if notes:
