@@ -10,4 +10,5 @@ if [ ! -f "$DB" ]; then
 fi
 export GENUINE_DB="$DB"
 exec .venv/bin/streamlit run app.py --server.address "${GENUINE_ADDRESS:-127.0.0.1}" \
-  --server.port "${GENUINE_PORT:-8501}" --server.headless true --browser.gatherUsageStats false --client.toolbarMode minimal
+  --server.port "${GENUINE_PORT:-8501}" --server.headless true --browser.gatherUsageStats false --client.toolbarMode minimal \
+  --server.fileWatcherType none
