@@ -7,7 +7,7 @@ measures that limit with an *oracle* for everything else:
 1. crops of ``--crop`` px (all three channels) centred on every ground-truth MYCN signal and
    cluster box of the ``--train`` benchmark's train and val patches train a small CNN to tell
    cluster (1) from single MYCN signal (0) (seeded; flips, 90-degree turns, intensity scaling);
-2. on every nucleus of ``--test`` (train, val and test splits: nuclei no model saw), each
+2. on every nucleus of ``--test`` (``--test-splits``, default all three: nuclei no model saw), each
    ground-truth MYCN signal or cluster is called a cluster when the CNN's probability is >= t;
    the Cohn rule then runs on the *true* NMI count, the true signal positions and these calls.
    The best accuracy over t (chosen on the same nuclei, so optimistic) is the ceiling a
@@ -153,8 +153,11 @@ def sweep(nuclei: pd.DataFrame, boxes: pd.DataFrame, prob: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--train", type=Path, default=Path("data/bench_cpu_flux_jit"))
-    ap.add_argument("--test", type=Path, default=Path("data/bench_nom_s5"))
+    ap.add_argument("--train", type=Path, default=Path("data/bench_cpu_flux_jit"),
+                    help="benchmark whose train and val boxes train the crop CNN")
+    ap.add_argument("--test", type=Path, default=Path("data/bench_nom_s5"), help="benchmark whose nuclei are scored")
+    ap.add_argument("--test-splits", nargs="+", default=["train", "val", "test"], choices=["train", "val", "test"],
+                    help="its splits to score (only unseen ones)")
     ap.add_argument("--detector", type=Path, help="also score a detector model folder's cluster scores")
     ap.add_argument("--crop", type=int, default=24, help="crop side (px)")
     ap.add_argument("--width", type=int, default=48, help="CNN width")
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     t0, load_start = time.time(), os.getloadavg()[0]
     x_train, b_train = signal_crops(args.train, ["train", "val"], args.crop)
-    test_splits = ["train", "val", "test"]
+    test_splits = args.test_splits
     x_test, b_test = signal_crops(args.test, test_splits, args.crop)
     nuclei = pd.concat([load_benchmark(args.test, s).nuclei.assign(split=s) for s in test_splits], ignore_index=True)
     print(f"{len(x_train)} training crops ({int(b_train.is_cluster.sum())} clusters), {len(x_test)} test crops, "
