@@ -16,8 +16,11 @@ measures that limit with an *oracle* for everything else:
    highest cluster detection at IoU > 0.3).
 
 A perfect cluster call gives accuracy 1.0 (checked and recorded). Writes ``--out`` JSON
-with the config. Run from the repo root (about 10 min on 2 cores at the defaults)::
+with the config. Run from the repo root (about 10 min on 2 cores at the defaults), after building
+the two benchmarks (about 1 min each)::
 
+    genuine synth benchmark --size cpu --seed 0 --acquisition-jitter 1 --out data/bench_cpu_flux_jit
+    genuine synth benchmark --size cpu --seed 5 --out data/bench_nom_s5
     python bench/bench_cluster_ceiling.py --train data/bench_cpu_flux_jit --test data/bench_nom_s5 \
         --detector models/detector_cpu --out bench/results/cluster_ceiling.json
 """
@@ -85,7 +88,7 @@ def train_crop_net(x: np.ndarray, y: np.ndarray, width: int, epochs: int, seed: 
     pos_weight = torch.tensor((1 - y.mean()) / y.mean())
     for epoch in range(epochs):
         t0, net = time.time(), net.train()
-        for i, idx in enumerate(np.array_split(rng.permutation(len(x)), -(-len(x) // 128))):
+        for idx in np.array_split(rng.permutation(len(x)), -(-len(x) // 128)):
             xb = torch.rot90(xt[idx], int(rng.integers(4)), (2, 3))
             if rng.random() < 0.5:
                 xb = xb.flip(-1)
