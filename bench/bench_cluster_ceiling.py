@@ -44,19 +44,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from genuine_core.rules import is_amplified  # noqa: E402
 from genuine_core.seeding import seed_everything  # noqa: E402
-from genuine_core.synth import load_benchmark  # noqa: E402
+from genuine_core.synth import BenchmarkSplit, load_benchmark  # noqa: E402
 from genuine_core.synth.signals import CLUSTER, MYCN  # noqa: E402
 
 #: thresholds are these quantiles of the scores (true clusters are about 6 % of the boxes)
 THRESHOLD_QUANTILES = np.linspace(0.80, 0.995, 79)
 
 
-def signal_crops(data: Path, splits: list[str], crop: int) -> tuple[np.ndarray, pd.DataFrame]:
+def load_splits(data: Path, splits: list[str]) -> dict[str, BenchmarkSplit]:
+    """``{split: BenchmarkSplit}`` of a benchmark folder, in the order given."""
+    return {split: load_benchmark(data, split) for split in splits}
+
+
+def signal_crops(parts: dict[str, BenchmarkSplit], crop: int) -> tuple[np.ndarray, pd.DataFrame]:
     """Crops ``(M, 3, crop, crop)`` float32 around each true MYCN/cluster box, and the box rows
     (``split, patch_row, is_cluster, x1, y1, x2, y2``)."""
     images, rows = [], []
-    for split in splits:
-        part = load_benchmark(data, split)
+    for split, part in parts.items():
         padded = np.pad(np.asarray(part.patches, dtype=np.float32), ((0, 0), (0, 0), (crop, crop), (crop, crop)))
         boxes = part.boxes[part.boxes.cls.isin([MYCN, CLUSTER])]
         for r, x1, y1, x2, y2, cls in boxes[["patch_row", "x1", "y1", "x2", "y2", "cls"]].itertuples(index=False):
@@ -108,17 +112,17 @@ def predict(net: nn.Module, x: np.ndarray) -> np.ndarray:
     return np.concatenate([torch.sigmoid(net(torch.from_numpy(x[i:i + 512]))).numpy() for i in range(0, len(x), 512)])
 
 
-def detector_cluster_scores(folder: Path, data: Path, splits: list[str], boxes: pd.DataFrame) -> np.ndarray:
-    """For each true box, the highest cluster-class detection score at IoU > 0.3 (0 when none)."""
-    from torchvision.ops import box_iou
-
+def detector_cluster_scores(folder: Path, parts: dict[str, BenchmarkSplit], boxes: pd.DataFrame) -> np.ndarray:
+    """For each true box of :func:`signal_crops`, the highest cluster-class detection score at
+    IoU > 0.3 (0 when none)."""
     from training.evaluate import load_model, run_predict
+    from training.metrics import box_iou
 
     model = load_model(folder)
     corners = ["x1", "y1", "x2", "y2"]
     out = np.zeros(len(boxes))
-    for split in splits:
-        det = run_predict(model, np.asarray(load_benchmark(data, split).patches), min_score=0.01).detections
+    for split, part in parts.items():
+        det = run_predict(model, np.asarray(part.patches), min_score=0.01).detections
         by_row = dict(tuple(det[det.cls == CLUSTER].groupby("row")))
         in_split = np.flatnonzero((boxes.split == split).to_numpy())
         for row, idx in boxes.iloc[in_split].groupby("patch_row").indices.items():
@@ -126,9 +130,8 @@ def detector_cluster_scores(folder: Path, data: Path, splits: list[str], boxes: 
             if d is None:
                 continue
             rows = in_split[idx]
-            iou = box_iou(torch.tensor(boxes.iloc[rows][corners].to_numpy(float)), torch.tensor(d[corners].to_numpy(float)))
-            scores = torch.tensor(d.score.to_numpy(float)).expand_as(iou)
-            out[rows] = torch.where(iou > 0.3, scores, 0.0).max(1).values.numpy()
+            iou = box_iou(boxes.iloc[rows][corners].to_numpy(), d[corners].to_numpy())
+            out[rows] = np.where(iou > 0.3, d.score.to_numpy()[None, :], 0.0).max(1)
     return out
 
 
@@ -171,10 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0, load_start = time.time(), os.getloadavg()[0]
-    x_train, b_train = signal_crops(args.train, ["train", "val"], args.crop)
-    test_splits = args.test_splits
-    x_test, b_test = signal_crops(args.test, test_splits, args.crop)
-    nuclei = pd.concat([load_benchmark(args.test, s).nuclei.assign(split=s) for s in test_splits], ignore_index=True)
+    x_train, b_train = signal_crops(load_splits(args.train, ["train", "val"]), args.crop)
+    test_parts = load_splits(args.test, args.test_splits)
+    x_test, b_test = signal_crops(test_parts, args.crop)
+    nuclei = pd.concat([part.nuclei for part in test_parts.values()], ignore_index=True)
     print(f"{len(x_train)} training crops ({int(b_train.is_cluster.sum())} clusters), {len(x_test)} test crops, "
           f"{len(nuclei)} test nuclei", flush=True)
     net = train_crop_net(x_train, b_train.is_cluster.to_numpy(), args.width, args.epochs, args.seed)
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
               "perfect_cluster_calls_accuracy": perfect,
               "crop_net": sweep(nuclei, b_test, predict(net, x_test))}
     if args.detector:
-        result["detector"] = sweep(nuclei, b_test, detector_cluster_scores(args.detector, args.test, test_splits, b_test))
+        result["detector"] = sweep(nuclei, b_test, detector_cluster_scores(args.detector, test_parts, b_test))
     result["seconds"] = round(time.time() - t0, 1)
     result["load_start_end"] = [load_start, os.getloadavg()[0]]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from genuine_core.rules import is_amplified
-from genuine_core.synth import load_benchmark, make_benchmark
+from genuine_core.synth import make_benchmark
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import bench_cluster_ceiling as ceiling  # noqa: E402
@@ -27,13 +27,10 @@ def bench(tmp_path_factory) -> Path:
     return out
 
 
-def _nuclei(bench: Path) -> pd.DataFrame:
-    return pd.concat([load_benchmark(bench, s).nuclei.assign(split=s) for s in SPLITS], ignore_index=True)
-
-
 def test_rule_oracle_is_exact_with_true_clusters_and_counts_clusters_as_singles_otherwise(bench):
-    crops, boxes = ceiling.signal_crops(bench, SPLITS, crop=16)
-    nuclei = _nuclei(bench)
+    parts = ceiling.load_splits(bench, SPLITS)
+    crops, boxes = ceiling.signal_crops(parts, crop=16)
+    nuclei = pd.concat([part.nuclei for part in parts.values()], ignore_index=True)
     assert crops.shape == (len(boxes), 3, 16, 16) and boxes.is_cluster.sum() > 0
     acc, errors = ceiling.rule_accuracy(nuclei, boxes, boxes.is_cluster.to_numpy().astype(bool))
     assert acc == 1.0 and sum(errors.values()) == 0

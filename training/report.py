@@ -302,7 +302,7 @@ def render_markdown(results: dict[str, Any], figures: list[str]) -> str:
                          _num(d["ap50"].get("cluster"), 3), _num(d.get("map50"), 3), _pct(ca["exact"], 1),
                          " / ".join(_pct(v, 1) for v in ca["accuracy"]), " / ".join(_num(v, 2) for v in ca["mae"])])
         lines += markdown_table(["model", "AP50 NMI", "AP50 MYCN", "AP50 cluster", "mAP50", "counts exact %",
-                         "count acc. % (NMI/MYCN/cluster)", "count MAE"], rows)
+                                 "count acc. % (NMI/MYCN/cluster)", "count MAE"], rows)
     notes = results.get("notes") or []
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
