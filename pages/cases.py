@@ -95,11 +95,6 @@ def call_badge(call: str) -> str:
     return f":{CALL_COLOURS.get(call, 'gray')}-badge[{call}]"
 
 
-def _primary_model(models: list[str], kinds: dict[str, str]) -> str:
-    """Default model for calls: the first GENUINE model, else the first model."""
-    return next((m for m in models if kinds.get(m) == "genuine"), models[0])
-
-
 def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.DataFrame:
     """One row per sample: the primary model's call, QC flags and numbers first, then every other model's MNA %."""
     first = summary.drop_duplicates("sample").set_index("sample")
@@ -242,7 +237,7 @@ def main() -> None:
         return
     models = list(dict.fromkeys(summary["model"]))
     kinds = dict(zip(summary["model"], summary["model_kind"]))
-    primary = st.selectbox("Model for calls", models, index=models.index(_primary_model(models, kinds)),
+    primary = st.selectbox("Model for calls", models, index=models.index(common.default_model(models, kinds)),
                            key="cases_primary", help="The model whose call, corrected estimate and deviation the "
                                                      "table shows; every model's MNA % is listed.")
     picked = render_table(summary, models, primary)

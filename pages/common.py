@@ -193,6 +193,11 @@ def models(db: str, models_rev: int) -> pd.DataFrame:
     return list_models(store_at(db))
 
 
+def default_model(names: list[str], kinds: dict[str, str]) -> str:
+    """The model a page starts on: the first GENUINE model, else the first one."""
+    return next((m for m in names if kinds.get(m) == "genuine"), names[0])
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def patch_rgbs(db: str, ids: tuple[int, ...]) -> dict[int, np.ndarray]:
     """Stored patches as (P, P, 3) uint8 RGB by nucleus id (``store.nuclei.patch_images``)."""

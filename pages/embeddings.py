@@ -123,7 +123,7 @@ def main() -> None:
         st.caption("Fit one with `genuine umap --model NAME` (the demo store has them).")
         return
     kinds = dict(zip(models["name"], models["kind"]))
-    left_default = next((m for m in have if kinds.get(m) == "genuine"), have[0])
+    left_default = common.default_model(have, kinds)
     right_default = next((m for m in have if kinds.get(m) == "resnet" and m != left_default),
                          next((m for m in have if m != left_default), left_default))
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1.2])

@@ -213,7 +213,9 @@ def main() -> None:
 
     with st.form("probe_form", border=True):
         c1, c2, c3 = st.columns([2, 2, 1])
-        name = c1.selectbox("Model", usable["name"].tolist(), key="probe_model")
+        names = usable["name"].tolist()
+        name = c1.selectbox("Model", names, key="probe_model",
+                            index=names.index(common.default_model(names, dict(zip(usable["name"], usable["kind"])))))
         exp = c2.segmented_control("Vary", list(EXPERIMENTS), format_func=EXPERIMENTS.get, default="count",
                                    key="probe_exp")
         n = c3.number_input("N per condition", 1, 500, 50, key="probe_n")

@@ -212,6 +212,23 @@ def tiny_model_folder(tmp_path_factory) -> Path:
     return folder
 
 
+def test_probe_page_starts_on_the_genuine_model(store_copy, tiny_model_folder, tmp_path):
+    from genuine_core.models import RatioBaseline, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    ratio_folder = tmp_path / "tiny-ratio"
+    RatioBaseline.from_config(preset_config("tiny", kind="ratio")).save(ratio_folder, metrics={})
+    path, _ = store_copy
+    with open_store(path) as s:
+        register_model(s, load_model(ratio_folder))  # registered first, listed first
+        register_model(s, load_model(tiny_model_folder))
+    at = open_page("probe")
+    assert at.selectbox(key="probe_model").options == ["tiny-ratio", "tiny-genuine"]
+    assert at.selectbox(key="probe_model").value == "tiny-genuine"
+
+
 def test_probe_page_returns_a_curve_with_one_point_per_condition(store_copy, tiny_model_folder):
     from genuine_core.pipeline import load_model
     from store.db import open_store
