@@ -170,7 +170,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
         common.empty_state(f"predictions for {sample}")
         return
     r = s.iloc[0]
-    m1, m2, m3, m4, m5 = st.columns(5)
+    m1, m2, m3, m4, m5 = st.columns([1, 1.1, 1.5, 1.3, 0.8])  # the interval needs the widest column
     m1.metric("Nuclei scored", f"{int(r['n_scored']):,}")
     m2.metric(f"MNA ({primary})", f"{r['mna_pct']:.1f} %",
               help=f"95 % Wilson interval {r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")

@@ -229,7 +229,9 @@ def main() -> None:
     st.dataframe(view, hide_index=True, key="models_table", placeholder="–",
                  column_config={"Registered": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
 
-    name = st.selectbox("Model details", models["name"].tolist(), key="models_pick")
+    names = models["name"].tolist()
+    name = st.selectbox("Model details", names, key="models_pick",
+                        index=names.index(common.default_model(names, dict(zip(models["name"], models["kind"])))))
     row = models[models["name"] == name].iloc[0]
     folder = row["folder"] if isinstance(row["folder"], str) else None
     tab_m, tab_h, tab_t, tab_c, tab_i = st.tabs(["Metrics", "Training curves", "Training data", "Configuration",
