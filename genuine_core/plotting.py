@@ -584,3 +584,30 @@ def training_curves(history: pd.DataFrame, title: str = "") -> go.Figure:
                       yaxis2=dict(title="metric", overlaying="y", side="right", range=[0, 1.02], showgrid=False),
                       legend=_LEGEND_BELOW)
     return fig
+
+
+def threshold_scan(scans: Mapping[str, Mapping[str, float]], chosen: Sequence[float] | None = None,
+                   title: str = "") -> go.Figure:
+    """A detector's exact-count accuracy against its counting score threshold, one line per class.
+
+    Args:
+        scans: ``{"nmi" | "mycn" | "cluster": {"0.25": accuracy}}`` (a detector's
+            ``count_threshold_scan`` metrics; accuracies in [0, 1]).
+        chosen: the thresholds in use, in class order NMI, MYCN, cluster; each is marked.
+    """
+    fig = go.Figure()
+    for i, (key, (label, rgb)) in enumerate(zip(("nmi", "mycn", "cluster"), BOX_CLASSES.values())):
+        if key not in scans:
+            continue
+        pts = sorted((float(t), float(a)) for t, a in scans[key].items())
+        colour = "#{:02x}{:02x}{:02x}".format(*(int(v * 0.8) for v in rgb))  # darker: readable on white
+        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=label,
+                                 line=dict(color=colour)))
+        if chosen is not None:
+            t = float(chosen[i])
+            acc = dict(pts).get(t)
+            fig.add_trace(go.Scatter(x=[t], y=[acc], mode="markers", showlegend=False, hoverinfo="skip",
+                                     marker=dict(symbol="circle-open", size=16, color=colour, line=dict(width=2))))
+    fig.update_layout(**_LAYOUT, title=title, height=340, xaxis_title="count threshold (detection score)",
+                      yaxis=dict(title="exact-count accuracy (validation)", range=[0, 1.02]), legend=_LEGEND_BELOW)
+    return fig

@@ -237,8 +237,14 @@ def main() -> None:
     tab_m, tab_h, tab_t, tab_c, tab_i = st.tabs(["Metrics", "Training curves", "Training data", "Configuration",
                                                  "Integrity"])
     with tab_m:
-        tables = metrics_tables(row["metrics"])
-        if not tables:
+        metrics = dict(row["metrics"] or {})
+        scans = metrics.pop("count_threshold_scan", None)
+        if scans:
+            st.plotly_chart(plotting.threshold_scan(scans, metrics.get("count_threshold"),
+                                                    title="Counting threshold per class (circled: in use)"),
+                            key=f"metrics_{name}_scan")
+        tables = metrics_tables(metrics)
+        if not tables and not scans:
             st.caption("No metrics recorded for this model.")
         for title, table in tables.items():
             st.markdown(f"**{title}**")

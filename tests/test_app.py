@@ -308,6 +308,29 @@ def test_models_page_lists_models_with_metrics(store_copy):
     assert start and start[0].disabled  # no curated labels yet
 
 
+def test_models_page_plots_a_detectors_count_threshold_scan(store_copy, tmp_path):
+    import json
+
+    from genuine_core.models import DetectorBaseline, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    folder = tmp_path / "tiny-detector"
+    scan = {"nmi": {"0.25": 0.9, "0.50": 0.7}, "mycn": {"0.25": 0.6, "0.50": 0.5}, "cluster": {"0.25": 0.8, "0.50": 0.9}}
+    DetectorBaseline.from_config(preset_config("tiny", kind="detector")).save(
+        folder, metrics={"count_threshold": [0.25, 0.25, 0.5], "count_threshold_scan": scan, "best_epoch": 3})
+    with open_store(store_copy[0]) as s:
+        register_model(s, load_model(folder))
+    at = open_page("models")
+    at.selectbox(key="models_pick").set_value("tiny-detector").run()
+    assert not at.exception
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert "Counting threshold" in spec["layout"]["title"]["text"]
+    assert {t.get("name") for t in spec["data"]} >= {"NMI", "MYCN", "MYCN cluster"}
+    assert frame_with(at, "best_epoch")["best_epoch"].tolist() == ["3"]  # the other metrics stay tables
+
+
 def test_embeddings_page_without_umap_says_how_to_fit_one(store_copy):
     at = open_page("embeddings")
     assert "genuine umap" in texts(at)

@@ -157,6 +157,15 @@ def test_training_curves_split_losses_and_metrics():
     assert axes == {"train_loss": "y", "val_acc": "y2"}
 
 
+def test_threshold_scan_draws_each_class_and_marks_the_chosen_threshold():
+    scans = {"cluster": {"0.50": 0.8, "0.30": 0.9}, "nmi": {"0.30": 0.5, "0.50": 0.7}}
+    fig = P.threshold_scan(scans, chosen=[0.5, 0.25, 0.3])
+    lines = {t.name: (list(t.x), list(t.y)) for t in fig.data if t.name}
+    assert lines == {"NMI": ([0.3, 0.5], [0.5, 0.7]), "MYCN cluster": ([0.3, 0.5], [0.9, 0.8])}
+    marks = [(t.x[0], t.y[0]) for t in fig.data if not t.name]
+    assert marks == [(0.5, 0.7), (0.3, 0.9)]  # no MYCN scan, so no MYCN mark
+
+
 def test_plotting_does_not_import_streamlit():
     code = "import sys, genuine_core.plotting; sys.exit('streamlit' in sys.modules or 'duckdb' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
