@@ -188,14 +188,14 @@ def predictions_panel(preds: pd.DataFrame) -> None:
         "Call": preds["call"].map(_label), "Unc.": preds["uncertainty"].astype(float),
         "NMI": preds["det_nmi"], "MYCN": preds["det_mycn"], "Clust.": preds["det_cluster"],
     })
-    small = "small"
+    narrow = 58  # px: seven columns must fit the card's right half on a laptop screen
     st.dataframe(view, hide_index=True, placeholder="–", column_config={
-        "P(MNA)": st.column_config.ProgressColumn(format="%.2f", min_value=0.0, max_value=1.0, width="small"),
-        "Call": st.column_config.TextColumn(width=small),
-        "Unc.": st.column_config.NumberColumn(format="%.2f", width=small, help="uncertainty of the prediction"),
-        "NMI": st.column_config.NumberColumn(width=small, help="detected NMI (reference) signals"),
-        "MYCN": st.column_config.NumberColumn(width=small, help="detected single MYCN signals"),
-        "Clust.": st.column_config.NumberColumn(width=small, help="detected MYCN clusters"),
+        "P(MNA)": st.column_config.ProgressColumn(format="%.2f", min_value=0.0, max_value=1.0, width=100),
+        "Call": st.column_config.TextColumn(width=72),
+        "Unc.": st.column_config.NumberColumn(format="%.2f", width=narrow, help="uncertainty of the prediction"),
+        "NMI": st.column_config.NumberColumn(width=narrow, help="detected NMI (reference) signals"),
+        "MYCN": st.column_config.NumberColumn(width=narrow, help="detected single MYCN signals"),
+        "Clust.": st.column_config.NumberColumn(width=narrow, help="detected MYCN clusters"),
     }, key="review_preds")
 
 
