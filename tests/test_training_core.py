@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -14,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from genuine_core.errors import InputError
 from training.augment import AugmentConfig, _geometric_image, augment_batch, augment_detection, make_generator, \
-    random_blur, random_crosstalk, transform_boxes
+    random_blur, random_crosstalk, remove_mycn_signals, transform_boxes
 from training.datasets import ClassificationData, flip_labels
 from training.early_stopping import EarlyStopping
 from training.labelled import LabelledPatches
@@ -97,6 +98,41 @@ def test_channel_drop_zeroes_red_and_blue_only():
     assert torch.allclose(out[:, 1], x[:, 1])
 
 
+def test_remove_mycn_signals_flattens_green_of_chosen_patches_only():
+    x = _nucleus_batch(6)
+    x[:, 1, 14:17, 14:17] = 1.0  # a bright MYCN spot in every nucleus
+    out, chosen = remove_mycn_signals(x, 0.5, make_generator(1))
+    assert 0 < int(chosen.sum()) < 6
+    inside = x.amax(1) > 0
+    for i in range(6):
+        if chosen[i]:
+            median = float(x[i, 1][inside[i]].median())
+            assert float(out[i, 1].max()) == pytest.approx(median)  # spot gone, background kept up to the median
+            assert torch.equal(out[i, [0, 2]], x[i, [0, 2]]) and torch.equal(out[i] == 0, x[i] == 0)
+        else:
+            assert torch.equal(out[i], x[i])
+    assert float(x[:, 1].max()) == 1.0  # input untouched
+
+
+def test_remove_mycn_signals_off_draws_no_random_numbers():
+    gen = make_generator(0)
+    out, chosen = remove_mycn_signals(_nucleus_batch(3), 0.0, gen)
+    assert not chosen.any()
+    assert torch.equal(torch.rand(2, generator=gen), torch.rand(2, generator=make_generator(0)))
+
+
+def test_classifier_task_labels_patches_without_mycn_non_mna():
+    data = _toy_data(16, 0)
+    data.labels[:] = 1
+    model = TinyNet()
+    task = ClassifierTask(model, data, _toy_data(8, 1), dataclasses.replace(AugmentConfig.none(), p_no_mycn=1.0),
+                          lambda path, metrics: None)
+    model.forward = lambda x: torch.full((len(x),), -1.0)
+    loss, correct, n = task.train_batch(np.arange(16), make_generator(0))
+    assert correct == n == 16  # every target became 0: the logit -1 (non-MNA) is right for all
+    assert float(loss) == pytest.approx(math.log1p(math.exp(-1)))
+
+
 @pytest.mark.parametrize("hflip", [False, True])
 @pytest.mark.parametrize("vflip", [False, True])
 @pytest.mark.parametrize("rot", [0, 1, 2, 3])
@@ -162,8 +198,9 @@ def test_train_cli_augmentation_flags_reach_the_config():
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    cfg = _augment(parser.parse_args(["--blur", "0.9", "--blur-sigma", "0.5", "2.0", "--intensity", "0.7", "1.3"]))
-    assert (cfg.p_blur, cfg.blur_sigma, cfg.intensity) == (0.9, (0.5, 2.0), (0.7, 1.3))
+    cfg = _augment(parser.parse_args(["--blur", "0.9", "--blur-sigma", "0.5", "2.0", "--intensity", "0.7", "1.3",
+                                      "--no-mycn", "0.05"]))
+    assert (cfg.p_blur, cfg.blur_sigma, cfg.intensity, cfg.p_no_mycn) == (0.9, (0.5, 2.0), (0.7, 1.3), 0.05)
     assert _augment(parser.parse_args([])) == AugmentConfig()
     with pytest.raises(ValueError):
         _augment(parser.parse_args(["--blur-sigma", "2.0", "0.5"]))

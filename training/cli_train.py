@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest channel bleed-through fraction of that augmentation (default 0.08; 0 = off)")
     parser.add_argument("--noise", type=float, default=None, metavar="SD",
                         help="largest sd of the in-nucleus noise augmentation (default 0.03)")
+    parser.add_argument("--no-mycn", type=float, default=None, metavar="P",
+                        help="probability of erasing a training patch's MYCN signals and labelling it non-MNA "
+                             "(classifiers; default 0 = off)")
     parser.add_argument("--intensity", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                         help="per-channel intensity scaling range of the augmentation (default 0.8 1.2)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing finished model folder")
@@ -113,6 +116,7 @@ def _augment(args: argparse.Namespace):
     if args.no_augment:
         return AugmentConfig.none()
     over = {k: v for k, v in (("p_blur", args.blur), ("crosstalk", args.crosstalk), ("noise_std", args.noise),
+                              ("p_no_mycn", args.no_mycn),
                               ("intensity", tuple(args.intensity) if args.intensity else None),
                               ("blur_sigma", tuple(args.blur_sigma) if args.blur_sigma else None)) if v is not None}
     return AugmentConfig(**over)

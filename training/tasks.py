@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.augment import AugmentConfig, augment_batch, augment_detection
+from training.augment import AugmentConfig, augment_batch, augment_detection, remove_mycn_signals
 from training.datasets import ClassificationData, DetectionData, to_tensor
 
 SaveFn = Callable[[Path, dict[str, Any]], None]
@@ -67,8 +67,9 @@ class ClassifierTask:
         return len(self.train_x)
 
     def train_batch(self, idx: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, int, int]:
-        x = augment_batch(to_tensor(self.train_x, idx), self.augment, gen)
-        y = self.train_y[torch.from_numpy(np.asarray(idx))]
+        x, no_mycn = remove_mycn_signals(to_tensor(self.train_x, idx), self.augment.p_no_mycn, gen)
+        x = augment_batch(x, self.augment, gen)
+        y = self.train_y[torch.from_numpy(np.asarray(idx))].masked_fill(no_mycn, 0.0)
         logits = self.model(x).reshape(-1)
         loss = F.binary_cross_entropy_with_logits(logits, y)
         correct = int(((logits.detach() >= 0).float() == y).sum())
