@@ -238,8 +238,8 @@ def remove_mycn_signals(x: torch.Tensor, p: float, gen: torch.Generator) -> tupl
 
     The MYCN channel of a chosen patch is capped at its median inside the nucleus: the spots go,
     the background stays. A nucleus with no MYCN signal is not amplified (Cohn rule), so the
-    caller labels these patches non-MNA. Without this, no training nucleus has fewer than two
-    MYCN signals, and GENUINE called about 1 in 8 probe nuclei with 0 or 1 MYCN signals MNA.
+    caller labels these patches non-MNA. Such nuclei are rare in the benchmark (under 1 %), and
+    without this GENUINE called about 1 in 8 probe nuclei with 0 or 1 MYCN signals MNA.
 
     Args:
         x: ``(N, 3, P, P)`` float32 (not modified in place).
