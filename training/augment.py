@@ -249,7 +249,8 @@ def remove_mycn_signals(x: torch.Tensor, p: float, gen: torch.Generator) -> tupl
     Returns:
         The patches and ``(N,)`` bool, True where the signals were removed.
     """
-    chosen = _bernoulli(x.shape[0], p, gen, x.device) if p > 0 else torch.zeros(x.shape[0], dtype=torch.bool)
+    chosen = _bernoulli(x.shape[0], p, gen, x.device) if p > 0 \
+        else torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     if not bool(chosen.any()):
         return x, chosen
     x = x.clone()
