@@ -153,6 +153,43 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> str 
     return str(view.iloc[rows[0]]["Sample"]) if rows else None
 
 
+def report_files(db: str, sample: str) -> dict[str, bytes]:
+    """The sample report folder of ``genuine export sample`` (``store.export.export_sample``) as bytes by file name."""
+    import tempfile
+    from pathlib import Path
+
+    from store.export import export_sample
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return {p.name: p.read_bytes() for p in export_sample(common.store_at(db), sample, Path(tmp))}
+
+
+def zipped(files: dict[str, bytes], folder: str) -> bytes:
+    """``files`` in one zip archive, inside ``folder/``."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            z.writestr(f"{folder}/{name}", data)
+    return buf.getvalue()
+
+
+def render_downloads(db: str, sample: str) -> None:
+    """The sample report (HTML) and the whole report folder (zip), built when clicked."""
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in sample)
+    c1, c2, c3 = st.columns([1, 1, 3])
+    c1.download_button("Report (HTML)", lambda: report_files(db, sample)["summary.html"],
+                       file_name=f"{stem}_report.html", mime="text/html", icon=":material/description:",
+                       key="case_report_html")
+    c2.download_button("All files (.zip)", lambda: zipped(report_files(db, sample), stem),
+                       file_name=f"{stem}_report.zip", mime="application/zip", icon=":material/folder_zip:",
+                       key="case_report_zip")
+    c3.caption("Every model's MNA %, interval, corrected estimate and call, plus one row per nucleus "
+               "(CSV and Parquet): the same as `genuine export sample`.")
+
+
 def render_mixture_chart(db: str) -> None:
     """Predicted vs expected MNA % for samples with a known expected fraction."""
     fig = mixture_figure(db, common.rev("data"), common.rev("labels"), common.rev("models"))
@@ -184,6 +221,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     flags = list(r["qc_flags"]) if isinstance(r["qc_flags"], (list, np.ndarray)) else []
     if flags:
         st.warning("QC: " + ", ".join(flags), icon=":material/flag:")
+    render_downloads(db, sample)
 
     sc = scans(db, common.rev("data"), sample)
     c1, c2 = st.columns([1, 1])

@@ -136,6 +136,8 @@ def test_cases_filter_and_drilldown(store_copy):
     # one gallery image per nucleus (fewer than the default maximum of 32), captioned "#id · prob"
     captions = [c for img in at.get("image") for c in img.captions if c.startswith("#")]
     assert len(captions) == counts["MIX-50"]
+    downloads = [b.proto.label for b in at.get("download_button")]
+    assert downloads == ["Report (HTML)", "All files (.zip)"]
 
 
 def test_cases_link_opens_the_case(store_copy):
