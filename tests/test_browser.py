@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,7 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1600})
+            page = browser.new_page(viewport={"width": 1440, "height": 1600}, accept_downloads=True)
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             # a deep link is the fresh server's first request: it must still get the app's navigation
@@ -128,6 +129,17 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
                 page.locator(body).first.wait_for(state="visible", timeout=90_000)
                 assert page.locator("[data-testid='stException']").count() == 0, f"exception on {heading}"
                 page.screenshot(path=str(OUT / f"{path or 'cases'}.png"))
+            # the open case's report downloads as HTML and as a zip of the report folder
+            page.goto(f"{base}/?case=MIX-50")
+            expect(page.get_by_text("Case MIX-50")).to_be_visible(timeout=90_000)
+            with page.expect_download(timeout=60_000) as html_download:
+                page.get_by_role("button", name="Report (HTML)").click()
+            assert "Sample report: MIX-50" in Path(html_download.value.path()).read_text()
+            with page.expect_download(timeout=60_000) as zip_download:
+                page.get_by_role("button", name="All files (.zip)").click()
+            with zipfile.ZipFile(zip_download.value.path()) as z:
+                assert sorted(z.namelist()) == [f"MIX-50/{f}" for f in ("nuclei.csv", "nuclei.parquet", "summary.csv",
+                                                                        "summary.html", "summary.md")]
             # a lasso around the left UMAP selects nuclei and shows them as a gallery
             page.goto(f"{base}/embeddings")
             plot = page.locator(".js-plotly-plot").first
