@@ -92,7 +92,7 @@ def show_result(res: dict, db: str) -> None:
     both = pd.concat([curve.assign(model="mean call (prediction)"),
                       curve.assign(model="mean P(MNA)", mean_pred=curve["mean_prob"], sem=0.0)])
     xc = plotting.crossing(curve[x], curve["mean_pred"], 0.5)
-    c1, c2 = st.columns([3, 2])
+    c1, c2 = st.columns([11, 9])
     with c1:
         st.plotly_chart(plotting.probe_curve(both, x, xlabel, rule_x=rule_x,
                                              title=f"{res['model']}: mean prediction vs {EXPERIMENTS[res['exp']]}"),
@@ -103,12 +103,16 @@ def show_result(res: dict, db: str) -> None:
         if rule_x is not None:
             st.caption(f"The Cohn rule switches at {rule_x} MYCN signals for {res['n_nmi']} NMI signals "
                        "(MNA when MYCN ≥ 4 × NMI).")
-        table = curve.rename(columns={x: xlabel, "n": "probes", "mean_pred": "mean prediction", "sem": "SEM",
+        short = "MYCN signals" if x == "n_mycn" else "size (σ, px)"
+        table = curve.rename(columns={x: short, "n": "probes", "mean_pred": "mean prediction", "sem": "SEM",
                                       "mean_prob": "mean P(MNA)"})
-        st.dataframe(table, hide_index=True, key="probe_table",
-                     column_config={"mean prediction": st.column_config.NumberColumn(format="%.2f"),
-                                    "SEM": st.column_config.NumberColumn(format="%.3f"),
-                                    "mean P(MNA)": st.column_config.NumberColumn(format="%.2f")})
+        st.dataframe(table, hide_index=True, key="probe_table",  # five narrow columns fit beside the chart
+                     column_config={short: st.column_config.NumberColumn(width=85, help=xlabel),
+                                    "probes": st.column_config.NumberColumn(width=55),
+                                    "mean prediction": st.column_config.NumberColumn(
+                                        format="%.2f", width=110, help="share of the probes called MNA (paper Fig. 4)"),
+                                    "SEM": st.column_config.NumberColumn(format="%.3f", width=55),
+                                    "mean P(MNA)": st.column_config.NumberColumn(format="%.2f", width=90)})
     st.markdown("**Example probes** (first probes of each condition; the model sees exactly these patches)")
     conds = res["conds"]
     per_row = 2
