@@ -79,12 +79,17 @@ def channel_mapping(n_channels: int | None, key: str) -> tuple:
     options = list(range(n))
     # distinct defaults: 3+ channels RGB = (NMI, MYCN, DAPI); 2 = (none, 0, 1); 1 = DAPI only
     d_nmi, d_mycn, d_dapi = (0, 1, 2) if n >= 3 else (None, 0, 1) if n == 2 else (None, None, 0)
+    colours = ("red", "green", "blue") if n in (3, 4) else ()  # RGB(A) files name their channels by colour
+
+    def label(c) -> str:
+        return c if c == NONE else f"{c} · {colours[c]}" if c < len(colours) else f"channel {c}"
+
     c1, c2, c3 = st.columns(3)
     nmi = c1.selectbox("NMI (reference) channel", [NONE] + options, index=0 if d_nmi is None else d_nmi + 1,
-                       key=f"{key}_nmi")
+                       key=f"{key}_nmi", format_func=label)
     mycn = c2.selectbox("MYCN channel", [NONE] + options, index=0 if d_mycn is None else d_mycn + 1,
-                        key=f"{key}_mycn")
-    dapi = c3.selectbox("DAPI channel", options, index=d_dapi, key=f"{key}_dapi")
+                        key=f"{key}_mycn", format_func=label)
+    dapi = c3.selectbox("DAPI channel", options, index=d_dapi, key=f"{key}_dapi", format_func=label)
     return (None if nmi == NONE else int(nmi), None if mycn == NONE else int(mycn), int(dapi))
 
 
