@@ -202,6 +202,11 @@ def test_train_cli_augmentation_flags_reach_the_config():
                                       "--no-mycn", "0.05"]))
     assert (cfg.p_blur, cfg.blur_sigma, cfg.intensity, cfg.p_no_mycn) == (0.9, (0.5, 2.0), (0.7, 1.3), 0.05)
     assert _augment(parser.parse_args([])) == AugmentConfig()
+    from training.cli_train import _spec_from_args
+
+    for kind in ("detector", "ratio"):  # they never see the relabelled patches
+        with pytest.raises(InputError, match="--no-mycn"):
+            _spec_from_args(parser.parse_args(["--kind", kind, "--no-mycn", "0.1"]))
     with pytest.raises(ValueError):
         _augment(parser.parse_args(["--blur-sigma", "2.0", "0.5"]))
 

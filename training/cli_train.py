@@ -89,6 +89,9 @@ def _spec_from_args(args: argparse.Namespace):
     if args.kind == "genuine" and not (Path(detector) / "config.json").is_file():
         raise InputError(f"no trained detector at {detector}; train one first: "
                          f"genuine train --preset {args.preset} --kind detector --out {detector}")
+    if args.no_mycn and args.kind not in ("genuine", "resnet"):
+        raise InputError(f"--no-mycn relabels training patches; it applies to the genuine and resnet classifiers, "
+                         f"not to --kind {args.kind}")
     data = Path(args.data)
     if not data.exists():
         raise InputError(f"training data {data} not found; make the benchmark with: "
