@@ -153,15 +153,17 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> str 
     return str(view.iloc[rows[0]]["Sample"]) if rows else None
 
 
-def report_files(db: str, sample: str) -> dict[str, bytes]:
-    """The sample report folder of ``genuine export sample`` (``store.export.export_sample``) as bytes by file name."""
+def report_files(db: str, sample: str, model: str, prepared_by: str | None) -> dict[str, bytes]:
+    """The sample report folder of ``genuine export sample`` (``store.export.export_sample``) as bytes by
+    file name, stating ``model``'s call first."""
     import tempfile
     from pathlib import Path
 
     from store.export import export_sample
 
     with tempfile.TemporaryDirectory() as tmp:
-        return {p.name: p.read_bytes() for p in export_sample(common.store_at(db), sample, Path(tmp))}
+        files = export_sample(common.store_at(db), sample, Path(tmp), model=model, prepared_by=prepared_by)
+        return {p.name: p.read_bytes() for p in files}
 
 
 def zipped(files: dict[str, bytes], folder: str) -> bytes:
@@ -176,18 +178,20 @@ def zipped(files: dict[str, bytes], folder: str) -> bytes:
     return buf.getvalue()
 
 
-def render_downloads(db: str, sample: str) -> None:
+def render_downloads(db: str, sample: str, primary: str) -> None:
     """The sample report (HTML) and the whole report folder (zip), built when clicked."""
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in sample)
+    who = common.reviewer() or None  # read now: the buttons build their files outside this script run
     c1, c2, c3 = st.columns([1, 1, 3])
-    c1.download_button("Report (HTML)", lambda: report_files(db, sample)["summary.html"],
+    c1.download_button("Report (HTML)", lambda: report_files(db, sample, primary, who)["summary.html"],
                        file_name=f"{stem}_report.html", mime="text/html", icon=":material/description:",
                        key="case_report_html")
-    c2.download_button("All files (.zip)", lambda: zipped(report_files(db, sample), stem),
+    c2.download_button("All files (.zip)", lambda: zipped(report_files(db, sample, primary, who), stem),
                        file_name=f"{stem}_report.zip", mime="application/zip", icon=":material/folder_zip:",
                        key="case_report_zip")
-    c3.caption("Every model's MNA %, interval, corrected estimate and call, plus one row per nucleus "
-               "(CSV and Parquet): the same as `genuine export sample`.")
+    c3.caption(f"{primary}'s call first, then every model's MNA %, interval, corrected estimate and call, and one "
+               "row per nucleus (CSV and Parquet); signed with the reviewer's name when one is set. The same as "
+               "`genuine export sample --model`.")
 
 
 def render_mixture_chart(db: str) -> None:
@@ -221,7 +225,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     flags = list(r["qc_flags"]) if isinstance(r["qc_flags"], (list, np.ndarray)) else []
     if flags:
         st.warning("QC: " + ", ".join(flags), icon=":material/flag:")
-    render_downloads(db, sample)
+    render_downloads(db, sample, primary)
 
     sc = scans(db, common.rev("data"), sample)
     c1, c2 = st.columns([1, 1])

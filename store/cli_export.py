@@ -14,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("sample", help="nuclei table (CSV + Parquet) and summary (Markdown + HTML) of a sample")
     p.add_argument("name", help="sample name")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--model", default=None, help="the model whose call the report states first")
+    p.add_argument("--by", default=None, metavar="NAME", help="name stated on the report as 'prepared by'")
     add_db_argument(p)
     p = sub.add_parser("labels", help="curated labels with patches as a training set (.npz or .parquet)")
     p.add_argument("--out", type=Path, required=True, help="output file (.npz or .parquet)")
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     with Store(args.db or default_db_path(), read_only=True) as store:
         if args.what == "sample":
-            for path in export.export_sample(store, args.name, args.out):
+            for path in export.export_sample(store, args.name, args.out, model=args.model, prepared_by=args.by):
                 print(path)
         elif args.what == "labels":
             path = export.export_labels(store, args.out, args.sample)

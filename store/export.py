@@ -49,23 +49,31 @@ _REPORT_COLUMNS = [("model", "model"), ("n_scored", "nuclei"), ("mna_pct", "MNA 
                    ("qc_flags", "QC flags")]
 
 
-def export_sample(store: Store, sample: str, out_dir: str | Path) -> list[Path]:
+def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | None = None,
+                  prepared_by: str | None = None) -> list[Path]:
     """Write a sample report folder.
 
     Files: ``nuclei.csv`` and ``nuclei.parquet`` (one row per nucleus: position, size,
     intensities, labels, and per model ``prob__<model>``, ``call__<model>`` ...),
     ``summary.csv`` (the sample summaries), ``summary.md`` and ``summary.html``.
 
+    Args:
+        model: the model whose call the report gives first (call, MNA % with its interval);
+            every model stays in the table.
+        prepared_by: name stated on the report.
+
     Raises:
-        StoreError: no such sample.
+        StoreError: no such sample, or ``model`` has no predictions for it.
     """
     info = samples.get_sample(store, sample)
     if info is None:
         raise StoreError(f"no sample named {sample!r}")
+    summ = summary.sample_summaries(store, sample=sample)
+    if model is not None and not (summ["model"] == model).any():
+        raise StoreError(f"model {model!r} has no predictions for sample {sample!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     nuclei = _wide_nuclei(store, sample)
-    summ = summary.sample_summaries(store, sample=sample)
     written = [out / "nuclei.csv", out / "nuclei.parquet", out / "summary.csv", out / "summary.md", out / "summary.html"]
     nuclei.to_csv(written[0], index=False)
     nuclei.to_parquet(written[1], index=False)
@@ -79,6 +87,14 @@ def export_sample(store: Store, sample: str, out_dir: str | Path) -> list[Path]:
     facts = [("sample", sample), ("kind", info["kind"]), ("genotype", info.get("genotype") or "-"),
              ("expected MNA", expected), ("scans", str(nuclei["scan_id"].nunique())), ("nuclei", str(len(nuclei))),
              ("curated nuclei", str(n_curated)), ("exported", when)]
+    if model is not None:
+        r = summ[summ["model"] == model].iloc[0]
+        corrected = "" if _fmt(r["corrected_pct"]) == "-" else f"; corrected {_fmt(r['corrected_pct'])} %"
+        facts[:0] = [(f"call ({model})", _fmt(r["call"])),
+                     (f"MNA % ({model})",
+                      f"{_fmt(r['mna_pct'])} % (95 % CI {_fmt(r['ci_low_pct'])}-{_fmt(r['ci_high_pct'])} %{corrected})")]
+    if prepared_by:
+        facts.append(("prepared by", prepared_by))
     rows = [[_fmt(r[c]) for c, _ in _REPORT_COLUMNS] for r in summ.to_dict("records")]
     heads = [h for _, h in _REPORT_COLUMNS]
     note = ("MNA % is the share of scored nuclei the model calls MNA (Wilson 95 % interval); the corrected "

@@ -134,7 +134,8 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
             expect(page.get_by_text("Case MIX-50")).to_be_visible(timeout=90_000)
             with page.expect_download(timeout=60_000) as html_download:
                 page.get_by_role("button", name="Report (HTML)").click()
-            assert "Sample report: MIX-50" in Path(html_download.value.path()).read_text()
+            report = Path(html_download.value.path()).read_text()
+            assert "Sample report: MIX-50" in report and "<b>call (ratio-test)</b>" in report  # the model for calls
             with page.expect_download(timeout=60_000) as zip_download:
                 page.get_by_role("button", name="All files (.zip)").click()
             with zipfile.ZipFile(zip_download.value.path()) as z:

@@ -54,6 +54,15 @@ def test_export_sample_report(filled, tmp_path):
     assert "<table>" in (tmp_path / "rep" / "summary.html").read_text()
     with pytest.raises(StoreError):
         export.export_sample(s, "nope", tmp_path / "x")
+    export.export_sample(s, "lineA", tmp_path / "signed", model="m2", prepared_by="Dr. Export")
+    md = (tmp_path / "signed" / "summary.md").read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("- **")]
+    assert lines[0].startswith("- **call (m2)**: ") and lines[1].startswith("- **MNA % (m2)**: ")
+    assert "95 % CI" in lines[1] and lines[-1] == "- **prepared by**: Dr. Export"
+    assert "Dr. Export" in (tmp_path / "signed" / "summary.html").read_text()
+    with pytest.raises(StoreError, match="no predictions"):
+        export.export_sample(s, "lineA", tmp_path / "y", model="nope")
+    assert not (tmp_path / "y").exists()  # refused before anything is written
 
 
 def test_export_labels_is_a_training_set(filled, tmp_path):
