@@ -135,26 +135,38 @@ def detector_cluster_scores(folder: Path, parts: dict[str, BenchmarkSplit], boxe
     return out
 
 
-def rule_accuracy(nuclei: pd.DataFrame, boxes: pd.DataFrame, is_cluster: np.ndarray) -> tuple[float, dict]:
-    """Cohn-rule accuracy with true NMI counts and true signal positions, cluster calls ``is_cluster``
-    per box; returns (accuracy, errors per cell line)."""
+def rule_calls(nuclei: pd.DataFrame, boxes: pd.DataFrame, is_cluster: np.ndarray) -> np.ndarray:
+    """Cohn-rule calls ``(N,)`` in {0, 1}, one per row of ``nuclei``, from the true NMI counts, the true
+    signal positions ``boxes`` and the cluster calls ``is_cluster`` per box."""
     calls = boxes.assign(cl=is_cluster.astype(int)).groupby(["split", "patch_row"]).agg(
         n_cl=("cl", "sum"), n_sig=("cl", "size")).reset_index()
     m = nuclei.merge(calls, on=["split", "patch_row"], how="left").fillna({"n_cl": 0, "n_sig": 0})
-    call = is_amplified(m.n_nmi.to_numpy(), (m.n_sig - m.n_cl).to_numpy(), m.n_cl.to_numpy())
-    wrong = call != m.true_label.to_numpy()
-    return float(1 - wrong.mean()), {k: int(v) for k, v in m.assign(w=wrong).groupby("cell_line").w.sum().items()}
+    return is_amplified(m.n_nmi.to_numpy(), (m.n_sig - m.n_cl).to_numpy(), m.n_cl.to_numpy()).astype(np.int64)
+
+
+def errors_by_line(calls: np.ndarray, nuclei: pd.DataFrame) -> dict[str, int]:
+    """Wrong calls per cell line (``training.heldout_accuracy.accuracy_summary``)."""
+    from training.heldout_accuracy import accuracy_summary
+
+    return {line: v["errors"] for line, v in accuracy_summary(calls, nuclei)["errors_by_line"].items()}
+
+
+def rule_accuracy(nuclei: pd.DataFrame, boxes: pd.DataFrame, is_cluster: np.ndarray) -> tuple[float, dict]:
+    """Accuracy of :func:`rule_calls` against ``nuclei.true_label``, and the errors per cell line."""
+    calls = rule_calls(nuclei, boxes, is_cluster)
+    return float(1 - (calls != nuclei.true_label.to_numpy()).mean()), errors_by_line(calls, nuclei)
 
 
 def sweep(nuclei: pd.DataFrame, boxes: pd.DataFrame, prob: np.ndarray) -> dict:
     """Accuracy per threshold (a grid of score quantiles) and the best one."""
     from sklearn.metrics import roc_auc_score
 
-    acc = {float(t): rule_accuracy(nuclei, boxes, prob >= t)[0] for t in np.unique(np.quantile(prob, THRESHOLD_QUANTILES))}
+    truth = nuclei.true_label.to_numpy()
+    calls = {float(t): rule_calls(nuclei, boxes, prob >= t) for t in np.unique(np.quantile(prob, THRESHOLD_QUANTILES))}
+    acc = {t: float(1 - (c != truth).mean()) for t, c in calls.items()}
     best = max(acc, key=acc.get)
     return {"box_auc": float(roc_auc_score(boxes.is_cluster, prob)), "accuracy_by_threshold": acc,
-            "best_threshold": best, "best_accuracy": acc[best],
-            "best_errors_by_line": rule_accuracy(nuclei, boxes, prob >= best)[1]}
+            "best_threshold": best, "best_accuracy": acc[best], "best_errors_by_line": errors_by_line(calls[best], nuclei)}
 
 
 def main(argv: list[str] | None = None) -> None:
