@@ -69,7 +69,8 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     if info is None:
         raise StoreError(f"no sample named {sample!r}")
     summ = summary.sample_summaries(store, sample=sample)
-    if model is not None and not (summ["model"] == model).any():
+    chosen = summ[summ["model"] == model]
+    if model is not None and chosen.empty:
         raise StoreError(f"model {model!r} has no predictions for sample {sample!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
              ("expected MNA", expected), ("scans", str(nuclei["scan_id"].nunique())), ("nuclei", str(len(nuclei))),
              ("curated nuclei", str(n_curated)), ("exported", when)]
     if model is not None:
-        r = summ[summ["model"] == model].iloc[0]
+        r = chosen.iloc[0]
         corrected = "" if _fmt(r["corrected_pct"]) == "-" else f"; corrected {_fmt(r['corrected_pct'])} %"
         facts[:0] = [(f"call ({model})", _fmt(r["call"])),
                      (f"MNA % ({model})",
