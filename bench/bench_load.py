@@ -36,21 +36,17 @@ import os
 import random
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from served_app import CHROMIUM, LAUNCH_ARGS, serve_app
+
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--disable-dev-shm-usage"]
 MAX_FAILURES = 5  # a session stops after this many failed actions in a row
 DECISION_BUTTONS = {"MNA": "decide_mna", "non-MNA": "decide_non", "Exclude": "decide_exclude"}
 #: the visible button itself (Streamlit also renders a hidden copy, and the tooltip wraps it)
@@ -74,60 +70,6 @@ _QUIET = f"() => {_STATE} === 'notRunning' && performance.now() - window.__genui
 
 
 # ----------------------------------------------------------------------------- the server
-def free_port() -> int:
-    """A TCP port on localhost that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Poll Streamlit's health endpoint until it answers ``ok``.
-
-    Raises:
-        RuntimeError: the server exited. TimeoutError: not healthy within ``timeout`` s.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        time.sleep(0.5)
-    raise TimeoutError("streamlit did not become healthy")
-
-
-def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """SIGTERM the server (it closes the store on exit), SIGKILL when it does not stop."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
-
-
-@contextlib.contextmanager
-def serve_app(db: Path, log_path: Path):
-    """Serve ``app.py`` on a free localhost port against ``db``; yields (base url, process); stops it after."""
-    port = free_port()
-    env = {**os.environ, "GENUINE_DB": str(db), "PYTHONPATH": str(REPO)}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_healthy(port, proc)
-            yield f"http://127.0.0.1:{port}", proc
-        finally:
-            stop(proc)
-
-
 def build_store(path: Path, n_nuclei: int = 40, seed: int = 0) -> dict:
     """The tests' small store (3 samples x ``n_nuclei`` per field, 2 models) at ``path``."""
     sys.path.insert(0, str(REPO / "tests"))

@@ -23,11 +23,12 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from served_app import CHROMIUM, LAUNCH_ARGS, serve_app
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ["cases", "review", "embeddings", "probe", "ingest", "models"]
@@ -40,7 +41,6 @@ BROWSER_TARGETS = {
     "ingest": ("Ingest", "[data-testid='stFileUploader']"),
     "models": ("Models", "[data-testid='stDataFrame']"),
 }
-CHROMIUM = "/usr/bin/chromium"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -96,33 +96,12 @@ def bench_scripts(db: Path, repeats: int) -> dict:
 
 def bench_browser(db: Path, visits: int, shots: Path | None = None) -> dict:
     """Navigation-to-content times per page in headless Chromium (seconds)."""
-    import socket
-    import urllib.request
-
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "GENUINE_DB": str(db), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out: dict = {}
-    try:
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                time.sleep(0.5)
-        base = f"http://127.0.0.1:{port}"
+    with serve_app(db) as (base, _proc):
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync"])
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
             page = browser.new_page(viewport={"width": 1440, "height": 1200})
             for visit in range(visits):
                 for name in PAGES:
@@ -148,9 +127,6 @@ def bench_browser(db: Path, visits: int, shots: Path | None = None) -> dict:
                     print(f"browser visit {visit + 1} {name:11s} heading {t_head:6.2f} s  content {t_body:6.2f} s",
                           flush=True)
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     for rec in out.values():
         rec["first_visit_content_s"] = rec["content_s"][0]
         rec["sidebar_click_content_median_s"] = round(statistics.median(rec["content_s"][1:] or rec["content_s"]), 3)

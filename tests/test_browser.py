@@ -9,13 +9,8 @@ to ``test-output/browser/``.
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -26,7 +21,9 @@ from test_app_store import build_small_store
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, str(REPO / "bench"))
+from served_app import CHROMIUM, LAUNCH_ARGS, serve_app  # noqa: E402
+
 OUT = REPO / "test-output" / "browser"
 #: url path -> (heading, selector that shows the page's main content has rendered)
 PAGES = {
@@ -37,31 +34,6 @@ PAGES = {
     "ingest": ("Ingest", "[data-testid='stFileUploader']"),
     "models": ("Models", "[data-testid='stDataFrame']"),
 }
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync"]
-
-
-def free_port() -> int:
-    """A TCP port on localhost that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Poll Streamlit's health endpoint until it answers ``ok``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError("streamlit did not become healthy")
 
 
 def register_tiny_model(db: Path, folder: Path) -> None:
@@ -85,25 +57,8 @@ def served_app(tmp_path):
     db = tmp_path / "browser.duckdb"
     build_small_store(db, with_umap=True)
     register_tiny_model(db, tmp_path / "tiny-genuine")  # a model folder, so the Probe page has a model
-    port = free_port()
-    env = {**os.environ, "GENUINE_DB": str(db), "PYTHONPATH": str(REPO)}
-    log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(port, proc)
-        yield f"http://127.0.0.1:{port}", db, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+    with serve_app(db, tmp_path / "streamlit.log") as (base, proc):
+        yield base, db, proc
 
 
 def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):

@@ -35,7 +35,8 @@ from store.scans import write_scan_result
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-import bench_load  # noqa: E402  (served app + browser session driver, shared with the load bench)
+import bench_load  # noqa: E402  (browser session driver, shared with the load bench)
+from served_app import serve_app, stop  # noqa: E402
 
 
 def _fill(store: Store, n: int = 6) -> list[int]:
@@ -413,7 +414,7 @@ def served_small(tmp_path):
 
     db = tmp_path / "served.duckdb"
     build_small_store(db)
-    with bench_load.serve_app(db, tmp_path / "streamlit.log") as (base, proc):
+    with serve_app(db, tmp_path / "streamlit.log") as (base, proc):
         yield base, proc, db
 
 
@@ -424,7 +425,7 @@ def test_two_browser_sessions_relabelling_the_same_nuclei_lose_no_event(served_s
 
     base, proc, db = served_small
     logs = asyncio.run(bench_load.run_sessions(base, 2, actions=10, p_skip=0.1, seed=3))
-    bench_load.stop(proc)  # release the store, then compare with what the pages acknowledged
+    stop(proc)  # release the store, then compare with what the pages acknowledged
     assert [e for log in logs for e in log.errors] == []
     assert all(log.not_saved == [] for log in logs)
     assert all(len(log.events) == log.attempts >= 5 for log in logs)
@@ -456,7 +457,7 @@ def test_cli_ingest_while_the_dashboard_serves_waits_reports_then_completes(serv
                               stderr=subprocess.PIPE, text=True)
     time.sleep(3.0)
     assert ingest.poll() is None  # waiting while the dashboard runs
-    bench_load.stop(proc)  # the curator stops the dashboard: the waiting ingest proceeds
+    stop(proc)  # the curator stops the dashboard: the waiting ingest proceeds
     out, err = ingest.communicate(timeout=300)
     assert ingest.returncode == 0, err
     with open_store(db, read_only=True) as s:
