@@ -9,7 +9,6 @@ import logging
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pytest
 
 from _store_fakes import fake_model, synthetic_result, threshold_segmenter, write_toy_scans

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _store_fakes import fake_model, synthetic_result, threshold_segmenter, write_toy_scans
+from _store_fakes import fake_model, synthetic_result, write_toy_scans
 from conftest import make_toy_scan
 from genuine_core.cli import main
 from genuine_core.embedding import UmapConfig, UmapMap
@@ -14,7 +14,6 @@ from genuine_core.errors import StoreError
 from store import check, export, labels, probes, registry, samples
 from store import umap as umap_store
 from store.db import Store
-from store.ingest import ingest_files
 from store.scans import write_scan_result
 
 
