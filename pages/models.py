@@ -42,27 +42,55 @@ def _fmt(x) -> str:
     return str(x)
 
 
+#: readable names of the keys model folders write in ``metrics.json``; other keys show with spaces for "_"
+METRIC_NAMES = {
+    "best_epoch": "best epoch", "best_val_loss": "best validation loss", "status": "training status",
+    "n": "nuclei", "n_positive": "MNA nuclei", "n_negative": "non-MNA nuclei", "n_flipped": "labels flipped (noise)",
+    "sensitivity": "sensitivity (TPR)", "specificity": "specificity (TNR)", "tpr": "TPR", "tnr": "TNR",
+    "accuracy": "accuracy", "f1": "F1", "precision": "precision", "labels": "scored against",
+    "tp": "true positives", "fp": "false positives", "tn": "true negatives", "fn": "false negatives",
+    "temperature": "calibration temperature", "accuracy_vs_training_labels": "accuracy vs training labels",
+    "loss_vs_training_labels": "loss vs training labels", "count_threshold": "count score threshold",
+    "map50": "mAP (IoU 0.5)", "ap50": "AP (IoU 0.5)", "exact": "exact counts, all classes",
+    "mae": "count mean absolute error", "ratio_threshold": "green/red ratio threshold", "slope": "logistic slope",
+}
+#: section path -> heading ("" = the top level: the figures the model is summarised by)
+SECTION_NAMES = {"": "summary", "validation": "validation", "test_detection": "test patches: detection",
+                 "test_detection/count_accuracy": "test patches: counting",
+                 "test_rule_vs_truth": "test nuclei: Cohn rule vs ground truth", "ratio_fit": "ratio fit"}
+#: per-class lists (count thresholds, count accuracy) are in this order; dict keys of classes read so
+SIGNAL_CLASSES = ("NMI", "MYCN", "cluster")
+CLASS_NAMES = {"nmi": "NMI", "mycn": "MYCN", "cluster": "cluster"}
+
+
 def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
-    """Turn a nested ``metrics.json`` into tables: the scalars (and short lists) of each section as
-    one row with a column per metric, lists of records as their own table. Keys are section paths
-    (``"metrics"`` for the top level, which comes first)."""
-    tables: dict[str, pd.DataFrame] = {}
+    """A nested ``metrics.json`` as one two-column table (Metric, Value as text) per section.
+
+    Nested dicts make sections (``test_detection`` -> "test patches: detection"), in the order they
+    first appear; a per-class dict (``ap50: {nmi, mycn, cluster}``) gives one row per class, and a list
+    of three numbers under a count key reads "NMI 0.25 · MYCN 0.25 · cluster 0.35".
+    """
+    sections: dict[str, list[tuple[str, str]]] = {}
+
+    def name(key: str) -> str:
+        return METRIC_NAMES.get(key, key.replace("_", " "))
 
     def walk(node: dict, path: str) -> None:
-        scalars = {k: v for k, v in node.items()
-                   if isinstance(v, (int, float, str, bool)) or v is None
-                   or (isinstance(v, list) and len(v) <= 12 and not any(isinstance(r, dict) for r in v))}
-        if scalars:
-            tables[path or "metrics"] = pd.DataFrame([{str(k): _fmt(v) for k, v in scalars.items()}])
-        for k, v in node.items():
-            sub = f"{path}/{k}" if path else str(k)
-            if isinstance(v, dict):
-                walk(v, sub)
-            elif isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
-                tables[sub] = pd.DataFrame(v)
+        rows = sections.setdefault(SECTION_NAMES.get(path, path.replace("_", " ").replace("/", ": ")), [])
+        for key, value in node.items():
+            sub = f"{path}/{key}" if path else str(key)
+            if isinstance(value, dict) and value and set(value) <= set(CLASS_NAMES):
+                rows.extend((f"{name(key)} · {CLASS_NAMES.get(k, k)}", _fmt(v)) for k, v in value.items())
+            elif isinstance(value, dict):
+                walk(value, sub)
+            elif isinstance(value, list) and len(value) == len(SIGNAL_CLASSES) and "count" in sub \
+                    and all(isinstance(v, (int, float)) for v in value):
+                rows.append((name(key), " · ".join(f"{c} {_fmt(v)}" for c, v in zip(SIGNAL_CLASSES, value))))
+            else:
+                rows.append((name(key), _fmt(value)))
 
     walk(metrics or {}, "")
-    return tables
+    return {title: pd.DataFrame(rows, columns=["Metric", "Value"]) for title, rows in sections.items() if rows}
 
 
 def history(folder: str | None) -> pd.DataFrame | None:
@@ -246,9 +274,15 @@ def main() -> None:
         tables = metrics_tables(metrics)
         if not tables and not scans:
             st.caption("No metrics recorded for this model.")
-        for title, table in tables.items():
-            st.markdown(f"**{title}**")
-            st.dataframe(table, hide_index=True, key=f"metrics_{name}_{title}")
+        for i, (title, table) in enumerate(tables.items()):
+            if i % 2 == 0:
+                cols = st.columns(2)
+            with cols[i % 2]:
+                st.markdown(f"**{title}**")
+                st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3,
+                             key=f"metrics_{name}_{title}",
+                             column_config={"Metric": st.column_config.TextColumn(width="medium"),
+                                            "Value": st.column_config.TextColumn(width="large")})
     with tab_h:
         hist = history(folder)
         if hist is None:

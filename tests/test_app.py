@@ -304,8 +304,8 @@ def test_models_page_lists_models_with_metrics(store_copy):
     table = frame_with(at, "Model")
     assert table["Model"].tolist() == ["ratio-test", "intensity-test"]
     assert table["Predictions"].tolist() == [sum(counts.values())] * 2
-    metrics = frame_with(at, "tpr")
-    assert metrics.iloc[0][["tp", "fn", "tpr", "tnr"]].tolist() == ["90", "10", "0.9", "0.95"]
+    metrics = dict(frame_with(at, "Metric").values)  # the first section (here "val")
+    assert [metrics[k] for k in ("true positives", "false negatives", "TPR", "TNR")] == ["90", "10", "0.9", "0.95"]
     start = [b for b in at.button if b.label == "Start retraining"]
     assert start and start[0].disabled  # no curated labels yet
 
@@ -321,7 +321,8 @@ def test_models_page_plots_a_detectors_count_threshold_scan(store_copy, tmp_path
     folder = tmp_path / "tiny-detector"
     scan = {"nmi": {"0.25": 0.9, "0.50": 0.7}, "mycn": {"0.25": 0.6, "0.50": 0.5}, "cluster": {"0.25": 0.8, "0.50": 0.9}}
     DetectorBaseline.from_config(preset_config("tiny", kind="detector")).save(
-        folder, metrics={"count_threshold": [0.25, 0.25, 0.5], "count_threshold_scan": scan, "best_epoch": 3})
+        folder, metrics={"count_threshold": [0.25, 0.25, 0.5], "count_threshold_scan": scan, "best_epoch": 3,
+                         "test_detection": {"ap50": {"nmi": 0.9, "mycn": 0.7, "cluster": 0.8}, "map50": 0.8}})
     with open_store(store_copy[0]) as s:
         register_model(s, load_model(folder))
     at = open_page("models")
@@ -330,7 +331,12 @@ def test_models_page_plots_a_detectors_count_threshold_scan(store_copy, tmp_path
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert "Counting threshold" in spec["layout"]["title"]["text"]
     assert {t.get("name") for t in spec["data"]} >= {"NMI", "MYCN", "MYCN cluster"}
-    assert frame_with(at, "best_epoch")["best_epoch"].tolist() == ["3"]  # the other metrics stay tables
+    # the other metrics: one readable two-column table per section, per-class figures spelled out
+    tables = [dict(d.value.values) for d in at.dataframe if list(d.value.columns) == ["Metric", "Value"]]
+    assert tables[0] == {"best epoch": "3", "count score threshold": "NMI 0.25 · MYCN 0.25 · cluster 0.5"}
+    assert tables[1] == {"AP (IoU 0.5) · NMI": "0.9", "AP (IoU 0.5) · MYCN": "0.7", "AP (IoU 0.5) · cluster": "0.8",
+                         "mAP (IoU 0.5)": "0.8"}
+    assert "**test patches: detection**" in [m.value for m in at.markdown]
 
 
 def test_embeddings_page_without_umap_says_how_to_fit_one(store_copy):
