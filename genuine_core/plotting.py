@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 #: detector class -> (name, RGB colour) for boxes; class ids as in docs/ARCHITECTURE.md
 BOX_CLASSES: dict[int, tuple[str, tuple[int, int, int]]] = {
@@ -565,24 +566,46 @@ def probe_embedding(reference: pd.DataFrame, probe: pd.DataFrame, group: str, ti
     return fig
 
 
+def _curve_name(column: str) -> str:
+    """``val_acc`` -> "validation accuracy", ``train_loss`` -> "train loss"."""
+    words = column.split("_")
+    words = ["validation" if w == "val" else "accuracy" if w == "acc" else w for w in words]
+    return " ".join(words)
+
+
 def training_curves(history: pd.DataFrame, title: str = "") -> go.Figure:
-    """Training curves from a model folder's history.
+    """Training curves from a model folder's history: losses on top, the other metrics below.
 
     Args:
-        history: one row per epoch with an ``epoch`` column and any numeric metric
-            columns (e.g. ``train_loss``, ``val_loss``, ``val_f1``). Loss columns go on the
-            left axis, other metrics on the right axis.
+        history: one row per epoch with an ``epoch`` column, numeric metric columns (e.g.
+            ``train_loss``, ``val_loss``, ``val_acc``; all-empty ones are left out) and optionally
+            ``best`` (bool: the epoch early stopping kept, marked by a dashed line; without it the
+            epoch of the lowest ``val_loss``).
     """
-    fig = go.Figure()
-    cols = [c for c in history.columns if c != "epoch" and pd.api.types.is_numeric_dtype(history[c])]
-    for i, c in enumerate(cols):
-        is_loss = "loss" in c
-        fig.add_trace(go.Scatter(x=history["epoch"], y=history[c], mode="lines+markers", name=c,
-                                 yaxis="y" if is_loss else "y2", line=dict(color=PALETTE[i % len(PALETTE)],
-                                                                           dash="solid" if is_loss else "dot")))
-    fig.update_layout(**_LAYOUT, title=title, height=340, xaxis_title="epoch", yaxis=dict(title="loss"),
-                      yaxis2=dict(title="metric", overlaying="y", side="right", range=[0, 1.02], showgrid=False),
-                      legend=_LEGEND_BELOW)
+    cols = [c for c in history.columns if c not in ("epoch", "best") and history[c].notna().any()
+            and pd.api.types.is_numeric_dtype(history[c]) and not pd.api.types.is_bool_dtype(history[c])]
+    losses = [c for c in cols if "loss" in c]
+    metrics = [c for c in cols if c not in losses]
+    panels = [p for p in (losses, metrics) if p]
+    fig = make_subplots(rows=max(len(panels), 1), cols=1, shared_xaxes=True, vertical_spacing=0.1)
+    for row, panel in enumerate(panels, start=1):
+        for c in panel:
+            split = "val" if c.startswith("val") else "train" if c.startswith("train") else c
+            colour = {"train": PALETTE[0], "val": PALETTE[4]}.get(split, PALETTE[2 + cols.index(c) % 6])
+            fig.add_trace(go.Scatter(x=history["epoch"], y=history[c], mode="lines+markers", name=_curve_name(c),
+                                     line=dict(color=colour, dash="solid" if row == 1 else "dot")), row=row, col=1)
+        fig.update_yaxes(title_text="loss" if panel is losses else
+                         "accuracy" if all("acc" in c for c in panel) else "metric", row=row, col=1)
+    best = None
+    if "best" in history.columns and history["best"].fillna(False).astype(bool).any():
+        best = history.loc[history["best"].fillna(False).astype(bool), "epoch"].iloc[-1]
+    elif "val_loss" in losses:
+        best = history.loc[history["val_loss"].idxmin(), "epoch"]
+    for row in range(1, len(panels) + 1) if best is not None else ():
+        fig.add_vline(x=float(best), line=dict(color="#888", dash="dash", width=1), row=row, col=1,
+                      **(dict(annotation_text=f"kept: epoch {best:g}", annotation_position="top left") if row == 1 else {}))
+    fig.update_xaxes(title_text="epoch", row=max(len(panels), 1), col=1)
+    fig.update_layout(**_LAYOUT, title=title, height=260 + 160 * len(panels), legend={**_LEGEND_BELOW, "y": -0.14})
     return fig
 
 

@@ -150,11 +150,16 @@ def test_probe_curve_marks_the_crossing():
     assert len(marks) == 1 and marks[0].x[0] == pytest.approx(6.0)
 
 
-def test_training_curves_split_losses_and_metrics():
-    hist = pd.DataFrame({"epoch": [1, 2], "train_loss": [0.7, 0.5], "val_acc": [0.6, 0.7], "note": ["a", "b"]})
+def test_training_curves_split_losses_and_metrics_and_mark_the_kept_epoch():
+    hist = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.5, 0.4], "val_loss": [0.6, 0.5, 0.55],
+                         "val_acc": [0.6, 0.7, 0.65], "train_acc": [None, None, None], "note": ["a", "b", "c"]})
     fig = P.training_curves(hist)
-    axes = {t.name: t.yaxis for t in fig.data}
-    assert axes == {"train_loss": "y", "val_acc": "y2"}
+    axes = {t.name: t.yaxis for t in fig.data}  # losses on the top panel, accuracy below; empty columns left out
+    assert axes == {"train loss": "y", "validation loss": "y", "validation accuracy": "y2"}
+    assert {s.x0 for s in fig.layout.shapes} == {2.0}  # no "best" column: the lowest validation loss (both panels)
+    fig = P.training_curves(hist.assign(best=[True, False, False]))
+    assert {s.x0 for s in fig.layout.shapes} == {1.0}
+    assert [a.text for a in fig.layout.annotations] == ["kept: epoch 1"]
 
 
 def test_threshold_scan_draws_each_class_and_marks_the_chosen_threshold():
