@@ -273,6 +273,8 @@ def test_merge_results_recomputes_summary(fake_env, tmp_path):
     again = ev.merge_results([json.loads(json.dumps(merged))], command="genuine evaluate --merge m.json")
     assert again["meta"]["merged_from"] == merged["meta"]["merged_from"] == [a["meta"]["command"], b["meta"]["command"]]
     assert again["meta"]["command"] == "genuine evaluate --merge m.json"
+    merged["meta"]["generated"] = "2020-01-01 00:00 UTC"
+    assert ev.merge_results([merged])["meta"]["generated"] > "2026"  # a merge states when it was written
     # the report's header names the commands without repeating the notes' text
     again["meta"]["command"] = "genuine evaluate --merge m.json --note 'long text' --out r"
     again["notes"] = ["long text"]

@@ -374,6 +374,7 @@ def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
     models = [m for p in parts for m in p["models"]]
     meta = dict(parts[0]["meta"])
     meta["command"] = command or meta.get("command")
+    meta["generated"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # when this report was written
     # a part that is itself a merge contributes the evaluation runs it was merged from
     meta["merged_from"] = [c for p in parts for c in p["meta"].get("merged_from", [p["meta"].get("command")])]
     out = {"meta": meta, "models": models, "acceptance": acceptance(models, shipped), "notes": list(notes)}
