@@ -596,9 +596,10 @@ def training_curves(history: pd.DataFrame, title: str = "") -> go.Figure:
                                      line=dict(color=colour, dash="solid" if row == 1 else "dot")), row=row, col=1)
         fig.update_yaxes(title_text="loss" if panel is losses else
                          "accuracy" if all("acc" in c for c in panel) else "metric", row=row, col=1)
+    kept = history["best"].fillna(False).astype(bool) if "best" in history.columns else pd.Series(False, history.index)
     best = None
-    if "best" in history.columns and history["best"].fillna(False).astype(bool).any():
-        best = history.loc[history["best"].fillna(False).astype(bool), "epoch"].iloc[-1]
+    if kept.any():
+        best = history.loc[kept, "epoch"].iloc[-1]
     elif "val_loss" in losses:
         best = history.loc[history["val_loss"].idxmin(), "epoch"]
     for row in range(1, len(panels) + 1) if best is not None else ():

@@ -58,8 +58,7 @@ METRIC_NAMES = {
 SECTION_NAMES = {"": "summary", "validation": "validation", "test_detection": "test patches: detection",
                  "test_detection/count_accuracy": "test patches: counting",
                  "test_rule_vs_truth": "test nuclei: Cohn rule vs ground truth", "ratio_fit": "ratio fit"}
-#: per-class lists (count thresholds, count accuracy) are in this order; dict keys of classes read so
-SIGNAL_CLASSES = ("NMI", "MYCN", "cluster")
+#: signal classes as dict keys -> as shown; per-class lists (count thresholds, count accuracy) are in this order
 CLASS_NAMES = {"nmi": "NMI", "mycn": "MYCN", "cluster": "cluster"}
 
 
@@ -80,12 +79,12 @@ def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
         for key, value in node.items():
             sub = f"{path}/{key}" if path else str(key)
             if isinstance(value, dict) and value and set(value) <= set(CLASS_NAMES):
-                rows.extend((f"{name(key)} · {CLASS_NAMES.get(k, k)}", _fmt(v)) for k, v in value.items())
+                rows.extend((f"{name(key)} · {CLASS_NAMES[k]}", _fmt(v)) for k, v in value.items())
             elif isinstance(value, dict):
                 walk(value, sub)
-            elif isinstance(value, list) and len(value) == len(SIGNAL_CLASSES) and "count" in sub \
+            elif isinstance(value, list) and len(value) == len(CLASS_NAMES) and "count" in sub \
                     and all(isinstance(v, (int, float)) for v in value):
-                rows.append((name(key), " · ".join(f"{c} {_fmt(v)}" for c, v in zip(SIGNAL_CLASSES, value))))
+                rows.append((name(key), " · ".join(f"{c} {_fmt(v)}" for c, v in zip(CLASS_NAMES.values(), value))))
             else:
                 rows.append((name(key), _fmt(value)))
 
