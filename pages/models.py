@@ -110,8 +110,7 @@ def history(folder: str | None) -> pd.DataFrame | None:
         return None
     if "epoch" not in df.columns:
         df.insert(0, "epoch", np.arange(1, len(df) + 1))
-    drop = [c for c in df.columns if c in ("seconds", "lr") or (c != "best" and pd.api.types.is_bool_dtype(df[c]))]
-    return df.drop(columns=drop)
+    return df.drop(columns=[c for c in ("seconds", "lr") if c in df.columns])  # numeric, but not curves
 
 
 def train_config(folder: str | None) -> dict | None:
