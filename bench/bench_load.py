@@ -352,13 +352,14 @@ def audit_store(db: Path, logs: list[SessionLog]) -> dict:
     """
     from store.check import check_store
     from store.db import open_store
+    from store.labels import audit_trail
 
     acked = {e: log.reviewer for log in logs for e in log.events}
     n_acks = sum(len(log.events) for log in logs)
     with open_store(db, read_only=True) as s:
-        rows = s.query("SELECT id, reviewer FROM label_events ORDER BY id")
+        rows = audit_trail(s)
         problems = check_store(s)
-    stored = dict(zip(rows["id"].astype(int), rows["reviewer"]))
+    stored = dict(zip(rows["event_id"].astype(int), rows["reviewer"]))
     return {
         "decisions": n_acks,
         "db_events": len(stored),

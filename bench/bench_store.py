@@ -48,10 +48,11 @@ def _timed(fn, repeats: int) -> dict:
 def query_latency(store, repeats: int) -> dict:
     """Latency of the dashboard's heavy queries on an open store."""
     from store import review, summary
+    from store.check import store_info
+    from store.samples import list_samples
 
-    samples = store.query("SELECT s.name FROM samples s JOIN scans c ON c.sample_id = s.id GROUP BY s.name "
-                          "ORDER BY count(*) DESC, s.name LIMIT 1")["name"].tolist()
-    one = samples[0] if samples else None
+    scanned = list_samples(store).query("n_scans > 0").sort_values(["n_scans", "name"], ascending=[False, True])
+    one = scanned["name"].iloc[0] if len(scanned) else None  # the sample with the most scans
     out = {
         "sample_summaries_all": _timed(lambda: summary.sample_summaries(store), repeats),
         "review_queue_page": _timed(lambda: review.review_queue(store, limit=50), repeats),
@@ -59,8 +60,8 @@ def query_latency(store, repeats: int) -> dict:
         "review_queue_page_20": _timed(lambda: review.review_queue(store, limit=50, offset=950), repeats),
         "review_progress": _timed(lambda: review.review_progress(store), repeats),
     }
-    out["n_nuclei"] = int(store.scalar("SELECT count(*) FROM nuclei"))
-    out["n_predictions"] = int(store.scalar("SELECT count(*) FROM predictions"))
+    counts = store_info(store)["counts"]
+    out["n_nuclei"], out["n_predictions"] = counts["nuclei"], counts["predictions"]
     out["n_summary_rows"] = int(len(summary.sample_summaries(store)))
     return out
 

@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("genuine_core.commands.synth", "make synthetic FISH fields, benchmarks and probes"),
     "segment": ("genuine_core.commands.segment", "segment nuclei in scans and extract patches"),
     "train-cellpose": ("genuine_core.commands.train_cellpose", "train a cellpose nuclei model on synthetic fields"),
-    "train": ("training.cli_train", "train a model (GENUINE, baselines, detector, cellpose)"),
+    "train": ("training.cli_train", "train a model (GENUINE, ResNet, detector, ratio)"),
     "evaluate": ("training.cli_evaluate", "evaluate models on a synthetic benchmark"),
     "ingest": ("store.cli_ingest", "ingest scans into the store"),
     "umap": ("store.cli_umap", "fit UMAP on stored embeddings"),

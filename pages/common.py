@@ -24,7 +24,7 @@ import streamlit as st
 
 from genuine_core import plotting
 from genuine_core.errors import GenuineError
-from store.db import DEFAULT_DB
+from store.location import DEFAULT_DB
 
 REPO = Path(__file__).resolve().parents[1]
 EMPTY_HINT = ("Nothing here yet: run `genuine demo` (or `bash scripts/run.sh`) to build the demo store, "

@@ -16,6 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from genuine_core import plotting
+from genuine_core.rules import MYCN_RULE
 from genuine_core.errors import GenuineError, InputError
 from genuine_core.synth.probe import probe_conditions, run_probe
 from pages import common
@@ -81,14 +82,18 @@ def umap_reference(db: str, data_rev: int, model: str) -> pd.DataFrame | None:
         return None
 
 
-# ----------------------------------------------------------------------------- experiment
 # ----------------------------------------------------------------------------- views
+def rule_switch(x: str, n_nmi: int) -> float | None:
+    """MYCN count at which the Cohn rule calls MNA for ``n_nmi`` NMI signals (None off the count axis)."""
+    return MYCN_RULE.amplification_ratio * n_nmi if x == "n_mycn" and n_nmi > 0 else None
+
+
 def show_result(res: dict, db: str) -> None:
     """Curve with the 0.5 crossing, example patches, and the probes on the model's UMAP."""
     x = res["x"]
     xlabel = "MYCN signals per nucleus" if x == "n_mycn" else "MYCN signal size (σ, px)"
     curve = res["curve"]
-    rule_x = 4 * res["n_nmi"] if x == "n_mycn" and res["n_nmi"] > 0 else None
+    rule_x = rule_switch(x, res["n_nmi"])
     both = pd.concat([curve.assign(model="mean call (prediction)"),
                       curve.assign(model="mean P(MNA)", mean_pred=curve["mean_prob"], sem=0.0)])
     xc = plotting.crossing(curve[x], curve["mean_pred"], 0.5)
@@ -101,8 +106,8 @@ def show_result(res: dict, db: str) -> None:
         st.metric("Mean prediction crosses 0.5 at", "never" if xc is None else f"{xc:.2f}",
                   help="linear interpolation between conditions")
         if rule_x is not None:
-            st.caption(f"The Cohn rule switches at {rule_x} MYCN signals for {res['n_nmi']} NMI signals "
-                       "(MNA when MYCN ≥ 4 × NMI).")
+            st.caption(f"The Cohn rule switches at {rule_x:g} MYCN signals for {res['n_nmi']} NMI signals "
+                       f"(MNA when MYCN ≥ {MYCN_RULE.amplification_ratio:g} × NMI).")
         short = "MYCN signals" if x == "n_mycn" else "size (σ, px)"
         table = curve.rename(columns={x: short, "n": "probes", "mean_pred": "mean prediction", "sem": "SEM",
                                       "mean_prob": "mean P(MNA)"})
@@ -199,7 +204,7 @@ def previous_runs(db: str) -> None:
         label = "MYCN signals per nucleus" if x == "n_mycn" else "MYCN signal size (σ, px)"
         n_nmi = int(row["params"].get("n_nmi", 0))
         st.plotly_chart(plotting.probe_curve(curve, x, label, title=f"run {run_id}: {row['model']}",
-                                             rule_x=4 * n_nmi if x == "n_mycn" and n_nmi else None),
+                                             rule_x=rule_switch(x, n_nmi)),
                         key="probe_saved_curve")
 
 

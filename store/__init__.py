@@ -2,7 +2,8 @@
 
 Modules (each returns pandas DataFrames / plain values; SQL uses bound parameters only):
 
-- ``db``: :class:`~store.db.Store` (one connection per process, a cursor per thread, transactions)
+- ``db``: :class:`~store.db.Store` (one connection per process, a cursor per thread, transactions);
+  ``location``: which store file (``--db``, ``$GENUINE_DB``, the default)
 - ``schema.sql`` + ``migrations``: versioned, idempotent schema
 - ``samples``, ``registry`` (models), ``scans`` (one-transaction scan writes), ``nuclei``
 - ``labels``: append-only label events and the current curated label

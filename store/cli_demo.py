@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from store.db import DEFAULT_DB
+from store.location import DEFAULT_DB
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

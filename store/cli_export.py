@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from store.db import add_db_argument, default_db_path
+from store.location import add_db_argument, default_db_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from store.db import add_db_argument, default_db_path
+from store.location import add_db_argument, default_db_path
 
 KINDS = ("case", "cell-line", "mixture", "probe")
 #: default seconds ``genuine ingest`` waits for a store another process holds

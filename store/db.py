@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import threading
 import time
@@ -46,21 +45,6 @@ from genuine_core.errors import StoreError
 from store import migrations
 
 logger = logging.getLogger(__name__)
-
-
-#: store used when neither ``--db`` nor ``$GENUINE_DB`` names one (the dashboard's default too)
-DEFAULT_DB = "demo/genuine_demo.duckdb"
-
-
-def default_db_path() -> Path:
-    """``$GENUINE_DB`` when set, else :data:`DEFAULT_DB` (relative to the working directory)."""
-    return Path(os.environ.get("GENUINE_DB", "").strip() or DEFAULT_DB)
-
-
-def add_db_argument(parser) -> None:
-    """The ``--db PATH`` option every store command shares."""
-    parser.add_argument("--db", type=Path, default=None,
-                        help=f"store file (default: $GENUINE_DB or {DEFAULT_DB})")
 
 
 #: attempts of one :meth:`Store.write` before it gives up with "store busy"

@@ -342,10 +342,10 @@ def test_no_sql_built_with_values():
 
 
 def test_sql_lives_in_store_and_label_events_are_never_changed():
-    """No SQL statements outside store/ (and app pages); no UPDATE/DELETE on label_events anywhere."""
+    """No SQL statements outside store/ (core, training, pages, benchmarks); no UPDATE/DELETE on label_events anywhere."""
     stmt = re.compile(r"""["']\s*(SELECT\s.+\sFROM\s|INSERT\s+INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s)""", re.I)
     outside = []
-    for path in _python_files("genuine_core", "training"):
+    for path in _python_files("genuine_core", "training", "pages", "bench"):
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if stmt.search(line):
                 outside.append(f"{path.relative_to(REPO)}:{lineno}")
@@ -359,6 +359,15 @@ def test_sql_lives_in_store_and_label_events_are_never_changed():
 def test_genuine_core_never_imports_duckdb():
     code = ("import sys, genuine_core.pipeline, genuine_core.stats, genuine_core.embedding\n"
             "assert 'duckdb' not in sys.modules and 'streamlit' not in sys.modules, sorted(sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_cli_parser_imports_no_heavy_library():
+    """``genuine --help`` and every command's parser stay light: the store's options come from store.location."""
+    code = ("import sys, genuine_core.cli as c; c.get_args_parser()\n"
+            "heavy = [m for m in ('duckdb', 'pandas', 'torch', 'streamlit') if m in sys.modules]\n"
+            "assert heavy == [], heavy\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
 
