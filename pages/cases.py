@@ -25,10 +25,15 @@ def summaries(db: str, data_rev: int, labels_rev: int, models_rev: int) -> pd.Da
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def sample_nuclei(db: str, data_rev: int, labels_rev: int, sample: str, model: str) -> pd.DataFrame:
-    """``store.nuclei.sample_nuclei`` (one model's predictions and every label)."""
+    """``store.nuclei.sample_nuclei`` (one model's predictions and every label), ``prob`` calibrated."""
     from store.nuclei import sample_nuclei as q
 
-    return q(common.store_at(db), sample, model)
+    return calibrated(q(common.store_at(db), sample, model))
+
+
+def calibrated(nuc: pd.DataFrame) -> pd.DataFrame:
+    """``prob`` := the temperature-calibrated P(MNA), the one every page shows (Review, Embeddings, summaries)."""
+    return nuc.assign(prob=nuc["prob_calibrated"])
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -47,7 +52,7 @@ def scan_overlay(db: str, data_rev: int, labels_rev: int, scan_id: int, model: s
 
     s = common.store_at(db)
     image, masks = scan_images(s, int(scan_id))
-    nuc = scan_nuclei(s, int(scan_id), model)
+    nuc = calibrated(scan_nuclei(s, int(scan_id), model))
     probs = nuc["prob"].to_numpy(np.float64)
     colours = dict(zip(nuc["mask_label"].astype(int), map(tuple, plotting.colour_for_probability(probs))))
     for label in nuc.loc[nuc["excluded"].astype(bool), "mask_label"]:
@@ -113,11 +118,13 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.Dat
             out["Corrected %"] = prim["corrected_pct"]
             out["Expected %"] = first["expected_pct"]
             out["Deviation (pp)"] = prim["deviation_pp"]
+            if prim["true_mna_pct"].notna().any():  # synthetic samples know their nuclei's truth
+                out["True % (synthetic)"] = prim["true_mna_pct"]
     return out.reset_index()
 
 
-def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> str | None:
-    """Filters + the case table; returns the sample picked in the table (or None)."""
+def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tuple[str | None, list[str]]:
+    """Filters + the case table; returns the sample picked in the table (or None) and the samples shown."""
     table = case_table(summary, models, primary)
     f1, f2, f3, f4 = st.columns([2, 2, 2, 1.3])
     text = f1.text_input("Search sample", placeholder="name contains ...", key="cases_search")
@@ -136,9 +143,13 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> str 
     pct = st.column_config.NumberColumn(format="%.1f")
     config = {c: pct for c in view.columns if c.endswith("%")}
     config.update({
+        "Sample": st.column_config.TextColumn(pinned=True),  # stays in view when the table scrolls sideways
         "Nuclei scored": st.column_config.NumberColumn(format="%d"),
         "Deviation (pp)": st.column_config.NumberColumn(format="%+.1f",
                                                         help="predicted minus expected MNA share (primary model)"),
+        "True % (synthetic)": st.column_config.NumberColumn(
+            format="%.1f", help="ground-truth MNA share of the scored nuclei (synthetic samples only); below the "
+                                "expected share where amplified lines hold non-amplified nuclei"),
         "Corrected %": st.column_config.NumberColumn(
             format="%.1f", help="Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity"),
         "Call": st.column_config.TextColumn(help="MNA / heterogeneous MNA / non-MNA / not enough nuclei "
@@ -146,11 +157,14 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> str 
         "QC flags": st.column_config.ListColumn(width="medium"),
     })
     st.caption(f"{len(view)} of {len(table)} samples · call, corrected estimate and deviation from **{primary}** · "
-               "click a row to open the case")
+               "click a row to open the case below")
+    if view.empty:
+        st.info("No sample matches these filters.", icon=":material/filter_alt_off:")
+        return None, []
     event = st.dataframe(view, hide_index=True, column_config=config, on_select="rerun", placeholder="–",
                          selection_mode="single-row", key="cases_table", height=min(38 + 35 * len(view), 420))
     rows = event.selection.rows if event is not None else []
-    return str(view.iloc[rows[0]]["Sample"]) if rows else None
+    return (str(view.iloc[rows[0]]["Sample"]) if rows else None), view["Sample"].astype(str).tolist()
 
 
 def report_files(db: str, sample: str, model: str, prepared_by: str | None) -> dict[str, bytes]:
@@ -203,6 +217,11 @@ def render_mixture_chart(db: str) -> None:
     st.plotly_chart(fig, key="mixture_chart")
 
 
+def vs_expected(deviation_pp: float) -> str | None:
+    """A metric's delta text, e.g. "-2.3 pp vs expected" (None when the sample has no expected share)."""
+    return None if not np.isfinite(deviation_pp) else f"{deviation_pp:+.1f} pp vs expected"
+
+
 def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], primary: str) -> None:
     """Drill-down of one sample: key numbers, the scan with outlines, probability histogram, gallery."""
     s = summary[(summary["sample"] == sample) & (summary["model"] == primary)]
@@ -213,12 +232,12 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     r = s.iloc[0]
     m1, m2, m3, m4, m5 = st.columns([1, 1.1, 1.5, 1.3, 0.8])  # the interval needs the widest column
     m1.metric("Nuclei scored", f"{int(r['n_scored']):,}")
-    m2.metric(f"MNA ({primary})", f"{r['mna_pct']:.1f} %",
+    m2.metric(f"MNA ({primary})", f"{r['mna_pct']:.1f} %", delta=vs_expected(r["deviation_pp"]), delta_color="off",
               help=f"95 % Wilson interval {r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
     m3.metric("95 % CI", f"{r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
     m4.metric("Corrected", "–" if not np.isfinite(r["corrected_pct"]) else f"{r['corrected_pct']:.1f} %",
-              delta=None if not np.isfinite(r["deviation_pp"]) else f"{r['deviation_pp']:+.1f} pp vs expected",
-              delta_color="off")
+              delta=vs_expected(r["corrected_deviation_pp"]), delta_color="off",
+              help="Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity")
     with m5:
         st.markdown("Call")
         st.markdown(f"### {call_badge(str(r['call']))}")
@@ -250,9 +269,9 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     st.markdown(f"**Nuclei** ({len(nuc_all):,}) · sorted by {primary} probability")
     g1, g2, g3 = st.columns([2, 2, 1])
     show = g1.segmented_control("Show", ["all", "called MNA", "called non-MNA", "uncertain"], default="all",
-                                key="case_gallery_filter")
+                                required=True, key="case_gallery_filter")
     order = g2.segmented_control("Order", ["most MNA first", "least MNA first"], default="most MNA first",
-                                 key="case_gallery_order")
+                                 required=True, key="case_gallery_order")
     n_show = g3.number_input("Max", min_value=8, max_value=200, value=32, step=8, key="case_gallery_n")
     sel = nuc_all
     if show == "called MNA":
@@ -265,6 +284,24 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     captions = [f"#{i} · {p:.2f}" + (" · excl." if e else "") for i, p, e in
                 zip(sel["nucleus_id"], sel["prob"].fillna(np.nan), sel["excluded"])]
     common.gallery(sel["nucleus_id"].tolist(), captions, ncols=8, db=db)
+
+
+def render_case_section(db: str, summary: pd.DataFrame, models: list[str], primary: str, picked: str | None,
+                        names: list[str]) -> None:
+    """The case picker (the samples the table shows) and the drill-down of the chosen one."""
+    # A new row picked in the table, or a new ?case= link, opens that case once; the
+    # selectbox stays free to change afterwards.
+    for source, wanted in (("_cases_last_pick", picked), ("_cases_last_link", st.query_params.get(CASE_KEY))):
+        if wanted in names and wanted != st.session_state.get(source):
+            st.session_state[source] = wanted
+            st.session_state["case_select"] = wanted
+    if st.session_state.get("case_select") not in names:
+        st.session_state.pop("case_select", None)
+    link = st.query_params.get(CASE_KEY)
+    if link and link not in set(summary["sample"]):
+        st.warning(f"No scored sample named '{link}' in this store.", icon=":material/search_off:")
+    sample = st.selectbox("Open case", names, key="case_select")
+    render_case(db, sample, summary, models, primary)
 
 
 # ----------------------------------------------------------------------------- page
@@ -282,19 +319,12 @@ def main() -> None:
     primary = st.selectbox("Model for calls", models, index=models.index(common.default_model(models, kinds)),
                            key="cases_primary", help="The model whose call, corrected estimate and deviation the "
                                                      "table shows; every model's MNA % is listed.")
-    picked = render_table(summary, models, primary)
+    picked, names = render_table(summary, models, primary)
+    if names:
+        render_case_section(db, summary, models, primary, picked, names)
+    st.divider()
     with st.expander("Predicted vs expected (mixtures)", expanded=True, icon=":material/insights:"):
         render_mixture_chart(db)
-    st.divider()
-    names = sorted(summary["sample"].unique())
-    # A new row picked in the table, or a new ?case= link, opens that case once; the
-    # selectbox stays free to change afterwards.
-    for source, wanted in (("_cases_last_pick", picked), ("_cases_last_link", st.query_params.get(CASE_KEY))):
-        if wanted in names and wanted != st.session_state.get(source):
-            st.session_state[source] = wanted
-            st.session_state["case_select"] = wanted
-    sample = st.selectbox("Open case", names, key="case_select")
-    render_case(db, sample, summary, models, primary)
 
 
 main()

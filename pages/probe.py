@@ -226,7 +226,7 @@ def main() -> None:
         name = c1.selectbox("Model", names, key="probe_model",
                             index=names.index(common.default_model(names, dict(zip(usable["name"], usable["kind"])))))
         exp = c2.segmented_control("Vary", list(EXPERIMENTS), format_func=EXPERIMENTS.get, default="count",
-                                   key="probe_exp")
+                                   required=True, key="probe_exp")
         n = c3.number_input("N per condition", 1, 500, 50, key="probe_n")
         c1, c2, c3 = st.columns(3)
         n_nmi = c1.number_input("NMI signals per nucleus", 0, 10, 2, key="probe_nmi")

@@ -118,11 +118,11 @@ def patch_images(store: Store, nucleus_ids) -> dict[int, np.ndarray]:
 
 def scan_nuclei(store: Store, scan_id: int, model: str | None = None) -> pd.DataFrame:
     """Nuclei of one scan (for outlines on the scan image): ``nucleus_id, mask_label, cy, cx, bbox_*,
-    prob, call, auto_label, curated_label, excluded``."""
+    prob, prob_calibrated, call, auto_label, curated_label, excluded``."""
     return store.query(
         """
         SELECT n.id AS nucleus_id, n.mask_label, n.cy, n.cx, n.bbox_y0, n.bbox_x0, n.bbox_y1, n.bbox_x1,
-               p.prob, p.call, n.auto_label, cl.label AS curated_label,
+               p.prob, p.prob_calibrated, p.call, n.auto_label, cl.label AS curated_label,
                coalesce(cl.excluded, false) AS excluded
         FROM nuclei n
         LEFT JOIN models m ON m.name = ?

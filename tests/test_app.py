@@ -140,6 +140,49 @@ def test_cases_filter_and_drilldown(store_copy):
     assert downloads == ["Report (HTML)", "All files (.zip)"]
 
 
+def test_cases_drilldown_states_each_deviation_beside_its_own_estimate(store_copy):
+    from store.db import open_store
+    from store.summary import sample_summaries
+
+    at = open_page("cases")
+    primary = at.selectbox(key="cases_primary").value
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    with open_store(store_copy[0]) as s:
+        row = sample_summaries(s).query("sample == 'MIX-50' and model == @primary").iloc[0]
+    deltas = {m.label: m.delta for m in at.metric}
+    assert deltas[f"MNA ({primary})"] == f"{row['deviation_pp']:+.1f} pp vs expected"
+    assert deltas["Corrected"] == f"{row['corrected_deviation_pp']:+.1f} pp vs expected"
+
+
+def test_cases_gallery_shows_the_calibrated_probability(store_copy):
+    from store.db import open_store
+    from store.nuclei import sample_nuclei
+
+    at = open_page("cases")
+    primary = at.selectbox(key="cases_primary").value
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    with open_store(store_copy[0]) as s:
+        nuc = sample_nuclei(s, "MIX-50", primary).set_index("nucleus_id")
+    captions = [c for img in at.get("image") for c in img.captions if c.startswith("#")]
+    shown = {int(c.split(" · ")[0][1:]): float(c.split(" · ")[1]) for c in captions}
+    assert shown and all(p == pytest.approx(nuc.loc[i, "prob_calibrated"], abs=0.005) for i, p in shown.items())
+
+
+def test_cases_filters_without_a_match_say_so_and_open_no_case(store_copy):
+    at = open_page("cases")
+    at.text_input(key="cases_search").set_value("no-such-sample").run()
+    assert not at.exception
+    assert any("No sample matches" in i.value for i in at.info)
+    assert not [s.value for s in at.subheader if s.value.startswith("Case ")]
+
+
+def test_cases_link_to_an_unknown_sample_warns(store_copy):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["case"] = "NOPE"
+    at.run()
+    assert any("No scored sample named 'NOPE'" in w.value for w in at.warning)
+
+
 def test_cases_link_opens_the_case(store_copy):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["case"] = "LINE-NON"
