@@ -110,6 +110,14 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(np.asarray(image), factor, axis=0), factor, axis=1)
 
 
+def counted_boxes(boxes: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """The stored boxes a detector counted: ``score`` at or above the count threshold of the box's
+    ``cls`` (1-3) in the model's ``config["detector"]["count_threshold"]`` (one value or one per class)."""
+    thresholds = np.broadcast_to(np.asarray(config.get("detector", {}).get("count_threshold", 0.0), float),
+                                 (len(BOX_CLASSES),))
+    return boxes[boxes["score"].to_numpy(float) >= thresholds[boxes["cls"].to_numpy(int) - 1]]
+
+
 def draw_boxes(rgb: np.ndarray, boxes: pd.DataFrame, scale: int = 1, thickness: int = 1,
                min_score: float = 0.0) -> np.ndarray:
     """Draw detector boxes on an RGB patch.

@@ -27,12 +27,15 @@ FLAG_NAMES = {
 DECISIONS = {"mna": ("MNA", 1, "M", "primary"), "non": ("non-MNA", 0, "N", "primary"),
              "exclude": ("Exclude", "exclude", "X", "secondary")}
 ALL = "All"
+#: stored label-event values as the page names them
+EVENT_NAMES = {"1": "MNA", "0": "non-MNA", "exclude": "excluded", "unset": "no decision"}
 #: decision buttons in the label colours used everywhere (MNA red, non-MNA blue); Streamlit tags keyed
 #: elements with a ``st-key-<key>`` class
 DECISION_CSS = """<style>
 .st-key-decide_mna button {background-color: #d62728; border-color: #d62728; color: white;}
 .st-key-decide_non button {background-color: #1f77b4; border-color: #1f77b4; color: white;}
 .st-key-decide_mna button:hover, .st-key-decide_non button:hover {filter: brightness(1.1); color: white;}
+.st-key-review_card [data-testid="stMetricValue"] {font-size: 1.6rem;}
 </style>"""
 QUEUE_PAGE = 50
 
@@ -135,12 +138,17 @@ def undo() -> None:
         _say("info", "Nothing to undo.")
         return
     common.bump("labels")
-    _say("success", f"Undone (event {event}).")
+    from store.labels import audit_trail
+
+    undone = audit_trail(common.get_store()).set_index("event_id").loc[event]
+    _say("success", f"Undone: nucleus {int(undone['nucleus_id'])} is back to "
+                    f"**{EVENT_NAMES.get(undone['value'], undone['value'])}** (event {event}).")
 
 
 def skip(nucleus_id: int) -> None:
     """Button callback: move a nucleus to the end of this session's queue."""
     st.session_state.setdefault("review_skipped", []).append(int(nucleus_id))
+    _say("info", f"Nucleus {nucleus_id} skipped: it comes back at the end of the queue (this browser session).")
 
 
 # ----------------------------------------------------------------------------- views
@@ -148,7 +156,8 @@ def _label(v) -> str:
     return common.label_name(v)
 
 
-def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict[str, int]) -> None:
+def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict[str, int],
+                model_configs: dict[str, dict]) -> None:
     """The patch (RGB with detector boxes) and its three channels."""
     imgs = common.patch_rgbs(db, (int(nucleus_id),))
     if nucleus_id not in imgs:
@@ -161,6 +170,10 @@ def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict
     if with_boxes:
         det_model = st.selectbox("Detector boxes from", with_boxes, key="review_box_model")
         shown = boxes[boxes["model"] == det_model].copy()
+        if not st.toggle("Also boxes below the count threshold", key="review_weak_boxes",
+                         help="The detector stores weaker boxes too; the counts in the table use only those at or "
+                              "above its per-class count threshold."):
+            shown = plotting.counted_boxes(shown, model_configs.get(det_model, {}))
         off = size // 2 - model_sizes.get(det_model, size) // 2  # model saw a centre crop of the stored patch
         shown[["x1", "x2", "y1", "y2"]] += off
     scale = max(1, 288 // size)
@@ -183,31 +196,31 @@ def predictions_panel(preds: pd.DataFrame) -> None:
     if preds.empty:
         st.caption("No predictions.")
         return
+    counted = preds["det_nmi"].notna()
     view = pd.DataFrame({
         "Model": preds["model"], "P(MNA)": preds["prob_calibrated"].astype(float),
         "Call": preds["call"].map(_label), "Unc.": preds["uncertainty"].astype(float),
-        "NMI": preds["det_nmi"], "MYCN": preds["det_mycn"], "Clust.": preds["det_cluster"],
+        "Signals": np.where(counted, [f"{a:.0f} · {b:.0f} · {c:.0f}" for a, b, c in
+                                      preds[["det_nmi", "det_mycn", "det_cluster"]].fillna(0).to_numpy()], None),
     })
-    narrow = 58  # px: seven columns must fit the card's right half on a laptop screen
+    # the five columns fit the card's right half on a 1280 px laptop screen
     st.dataframe(view, hide_index=True, placeholder="–", column_config={
-        "P(MNA)": st.column_config.ProgressColumn(format="%.2f", min_value=0.0, max_value=1.0, width=100),
+        "P(MNA)": st.column_config.ProgressColumn(format="%.2f", min_value=0.0, max_value=1.0, width=96),
         "Call": st.column_config.TextColumn(width=72),
-        "Unc.": st.column_config.NumberColumn(format="%.2f", width=narrow, help="uncertainty of the prediction"),
-        "NMI": st.column_config.NumberColumn(width=narrow, help="detected NMI (reference) signals"),
-        "MYCN": st.column_config.NumberColumn(width=narrow, help="detected single MYCN signals"),
-        "Clust.": st.column_config.NumberColumn(width=narrow, help="detected MYCN clusters"),
+        "Unc.": st.column_config.NumberColumn(format="%.2f", width=52, help="uncertainty of the prediction"),
+        "Signals": st.column_config.TextColumn(width=80, help="detected NMI · MYCN · MYCN-cluster signals"),
     }, key="review_preds")
 
 
-def card(db: str, row: pd.Series, model_sizes: dict[str, int]) -> None:
+def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: dict[str, dict]) -> None:
     """One nucleus: images on the left, facts and decision buttons on the right."""
     nid = int(row["nucleus_id"])
     data = card_data(db, common.rev("labels"), common.rev("data"), nid)
     info = data["info"].iloc[0] if len(data["info"]) else pd.Series(dtype=object)
-    with st.container(border=True):
+    with st.container(border=True, key="review_card"):
         left, right = st.columns([2, 3], gap="large")
         with left:
-            patch_panel(db, nid, data["boxes"], model_sizes)
+            patch_panel(db, nid, data["boxes"], model_sizes, model_configs)
         with right:
             st.markdown(f"#### Nucleus {nid}")
             st.caption(f"sample **{info.get('sample', '?')}** · scan `{info.get('scan_file', '?')}` · "
@@ -229,14 +242,14 @@ def decision_bar(nid: int) -> None:
     """MNA / non-MNA / exclude / skip / undo with keyboard shortcuts, and the note."""
     who = common.reviewer()
     st.text_input("Note (optional)", key="review_note", placeholder="e.g. two overlapping nuclei")
-    cols = st.columns([1, 1.1, 1, 0.9, 1])
-    for col, (key, (label, value, shortcut, kind)) in zip(cols, DECISIONS.items()):
+    for col, (key, (label, value, shortcut, kind)) in zip(st.columns(3), DECISIONS.items()):
         col.button(label, key=f"decide_{key}", type=kind, shortcut=shortcut, disabled=not who, width="stretch",
                    on_click=decide, args=(nid, value, label), help=f"record '{label}' ({shortcut})")
-    cols[3].button("Skip", key="review_skip", shortcut="S", on_click=skip, args=(nid,), width="stretch",
-                   help="later (S)")
-    cols[4].button("Undo", key="review_undo", shortcut="U", on_click=undo, disabled=not who, width="stretch",
-                   help="revert your latest decision (U)")
+    skip_col, undo_col, _ = st.columns(3)
+    skip_col.button("Skip", key="review_skip", shortcut="S", on_click=skip, args=(nid,), width="stretch",
+                    help="later (S)")
+    undo_col.button("Undo", key="review_undo", shortcut="U", on_click=undo, disabled=not who, width="stretch",
+                    help="revert your latest decision (U)")
     if not who:
         st.warning("Enter your name under **Reviewer** in the sidebar to record decisions.",
                    icon=":material/person:")
@@ -245,12 +258,12 @@ def decision_bar(nid: int) -> None:
 def export_panel(db: str) -> None:
     """Download buttons for curated labels and the full audit trail."""
     labels_csv, audit_csv, n = curated_export(db, common.rev("labels"))
-    c1, c2, c3, c4 = st.columns([1, 1, 1, 2])
+    c1, c2, c3, c4 = st.columns([1.2, 1.2, 1, 1.8])
     c1.download_button(f"Curated labels ({n})", labels_csv, file_name="curated_labels.csv", mime="text/csv",
                        icon=":material/download:", key="export_labels", disabled=n == 0)
-    c2.download_button("Training set (.npz)", lambda: training_set_bytes(db), file_name="curated.npz",
+    c2.download_button("Training set", lambda: training_set_bytes(db), file_name="curated.npz",
                        mime="application/octet-stream", icon=":material/dataset:", key="export_training",
-                       disabled=n == 0, help="patches + curated labels for `genuine train --data curated.npz`")
+                       disabled=n == 0, help="curated.npz: patches + curated labels for `genuine train --data curated.npz`")
     c3.download_button("Audit trail", audit_csv, file_name="label_audit.csv", mime="text/csv",
                        icon=":material/history:", key="export_audit")
     c4.caption("Curated labels: the current decision per nucleus (latest event). The audit trail lists every "
@@ -271,14 +284,15 @@ def main() -> None:
         return
     model_sizes = dict(zip(models["name"], models["patch_size"].astype(int)))
 
-    f1, f2, f3, f4 = st.columns([2, 2, 3, 1.6])
+    f1, f2, f3 = st.columns([2, 2, 1.4], vertical_alignment="bottom")
     sample = f1.selectbox("Sample", [ALL] + smp["name"].tolist(), key="review_sample")
     model = f2.selectbox("Focus model", [ALL] + models["name"].tolist(), key="review_model",
                          help="flags and ordering use this model's predictions (All: every model)")
-    flags = f3.multiselect("Flags", list(FLAG_NAMES), default=list(FLAG_NAMES), format_func=FLAG_NAMES.get,
-                           key="review_flags")
-    include = f4.toggle("Include reviewed", key="review_include",
+    include = f3.toggle("Include reviewed", key="review_include",
                         help="also list nuclei that already have a decision")
+    flags = st.pills("Flags", list(FLAG_NAMES), selection_mode="multi", default=list(FLAG_NAMES),
+                     format_func=FLAG_NAMES.get, key="review_flags",
+                     help="list nuclei with any of the chosen flags")
     sample_arg = None if sample == ALL else sample
     model_arg = None if model == ALL else model
     flags_t = tuple(flags)
@@ -302,15 +316,20 @@ def main() -> None:
     if q.empty:
         if total:
             st.success("Queue done: every flagged nucleus here has a decision.", icon=":material/task_alt:")
+        elif model_arg is not None and int(models.set_index("name").loc[model_arg, "n_predictions"]) == 0:
+            st.info(f"**{model_arg}** has no predictions yet: score scans with it on the Ingest page.",
+                    icon=":material/inbox:")
         else:
-            common.empty_state("flagged nuclei for this filter")
+            st.info("No flagged nuclei for this filter: try another sample or focus model, or more flags.",
+                    icon=":material/filter_alt_off:")
     else:
-        card(db, q.iloc[0], model_sizes)
+        card(db, q.iloc[0], model_sizes, dict(zip(models["name"], models["config"])))
         upcoming = q.iloc[1:9]
         if len(upcoming):
-            st.markdown("**Up next**")
+            whose = "mean P(MNA) of the models" if model_arg is None else f"P(MNA) of {model_arg}"
+            st.markdown(f"**Up next** <small>(#nucleus · {whose})</small>", unsafe_allow_html=True)
             common.gallery(upcoming["nucleus_id"].tolist(),
-                           [f"#{i} · p {p:.2f}" for i, p in zip(upcoming["nucleus_id"], upcoming["prob"])],
+                           [f"#{i} · {p:.2f}" for i, p in zip(upcoming["nucleus_id"], upcoming["prob"])],
                            ncols=8, width=80, db=db)
     st.divider()
     who = common.reviewer()
@@ -318,10 +337,14 @@ def main() -> None:
         ev = my_events(db, common.rev("labels"), who)
         if len(ev):
             st.markdown(f"**Your latest decisions** ({who})")
-            show = ev[["event_id", "created_at", "nucleus_id", "sample", "previous", "value", "note"]]
-            st.dataframe(show, hide_index=True, key="review_recent",
-                         column_config={"created_at": st.column_config.DatetimeColumn("time (UTC)",
-                                                                                      format="YYYY-MM-DD HH:mm:ss")})
+            show = pd.DataFrame({
+                "Time (UTC)": ev["created_at"], "Nucleus": ev["nucleus_id"], "Sample": ev["sample"],
+                "Before": ev["previous"].map(lambda v: EVENT_NAMES.get(v, v)),
+                "Decision": ev["value"].map(lambda v: EVENT_NAMES.get(v, v))
+                            + np.where(ev["undoes"].notna(), " (undo)", ""),
+                "Note": ev["note"], "Event": ev["event_id"]})
+            st.dataframe(show, hide_index=True, key="review_recent", placeholder="–", column_config={
+                "Time (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
     export_panel(db)
 
 

@@ -227,6 +227,19 @@ def test_review_undo_appends_a_reverting_event(store_copy):
     assert ev["value"].tolist() == ["exclude", "unset"]
     assert ev.iloc[1]["undoes"] == ev.iloc[0]["event_id"]
     assert set(ev["reviewer"]) == {"Dr. Test"}
+    nid = int(ev.iloc[0]["nucleus_id"])
+    assert any(f"nucleus {nid} is back to **no decision**" in m.value for m in at.success)
+    log = frame_with(at, "Decision")  # the reviewer's latest decisions, in words
+    assert log["Decision"].tolist() == ["no decision (undo)", "excluded"]
+    assert log["Before"].tolist() == ["excluded", "no decision"]
+
+
+def test_review_skip_says_where_the_nucleus_went(store_copy):
+    at = open_page("review", reviewer="Dr. Test")
+    first = [m.value for m in at.markdown if m.value.startswith("#### Nucleus")][0]
+    at.button(key="review_skip").click().run()
+    nid = first.split()[-1]
+    assert any(f"Nucleus {nid} skipped" in i.value for i in at.info)
 
 
 def test_review_needs_a_reviewer_name(store_copy):

@@ -174,3 +174,12 @@ def test_threshold_scan_draws_each_class_and_marks_the_chosen_threshold():
 def test_plotting_does_not_import_streamlit():
     code = "import sys, genuine_core.plotting; sys.exit('streamlit' in sys.modules or 'duckdb' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_counted_boxes_keep_only_boxes_at_their_class_threshold():
+    boxes = pd.DataFrame({"cls": [1, 2, 3, 3], "score": [0.3, 0.2, 0.36, 0.34],
+                          "x1": 0.0, "y1": 0.0, "x2": 1.0, "y2": 1.0})
+    kept = P.counted_boxes(boxes, {"detector": {"count_threshold": [0.25, 0.25, 0.35]}})
+    assert kept["score"].tolist() == [0.3, 0.36]
+    assert len(P.counted_boxes(boxes, {"detector": {"count_threshold": 0.1}})) == 4
+    assert len(P.counted_boxes(boxes, {})) == 4  # a model without a detector: nothing to filter
