@@ -40,9 +40,10 @@ LABEL_NAMES = {1: "MNA", 0: "non-MNA", -1: "excluded"}
 LABEL_COLOURS = {"MNA": "#d62728", "non-MNA": "#1f77b4", "excluded": "#7f7f7f", "unlabelled": "#c7c7c7"}
 #: probability colour scale: non-MNA blue -> undecided pale -> MNA red (as the paper's Fig. 4)
 PROB_COLORSCALE = [[0.0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"], [0.75, "#ef8a62"], [1.0, "#b2182b"]]
-#: qualitative palette for samples/models
+#: qualitative palette for samples/models: ten strong colours, then ten lighter ones (20 before a repeat)
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
-           "#bcbd22", "#7f7f7f"]
+           "#bcbd22", "#7f7f7f", "#aec7e8", "#ff9896", "#98df8a", "#c5b0d5", "#ffbb78", "#c49c94", "#f7b6d2",
+           "#9edae5", "#dbdb8d", "#393b79"]
 #: up to this many markers a scatter is drawn as SVG (no WebGL context needed); above it WebGL
 SVG_MAX_POINTS = 3000
 _LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=45, b=85),
@@ -456,12 +457,12 @@ def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height:
     return fig
 
 
-def crossing(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> float | None:
-    """First x where the piecewise-linear curve y(x) crosses ``level`` (sorted by x).
+def crossings(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> list[float]:
+    """Every x where the piecewise-linear curve y(x) crosses ``level`` (sorted by x), in order.
 
     Returns:
-        The interpolated x of the first sign change of ``y - level`` (an exact hit
-        returns that x), or None when the curve never reaches the level.
+        The interpolated x of each sign change of ``y - level`` (an exact hit counts at
+        that x); empty when the curve never reaches the level.
     """
     xs = np.asarray(x, np.float64)
     ys = np.asarray(y, np.float64)
@@ -472,13 +473,20 @@ def crossing(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> floa
     ok = np.isfinite(xs) & np.isfinite(ys)
     xs, ys = xs[ok], ys[ok]
     d = ys - level
+    out = []
     for i in range(len(xs)):
         if d[i] == 0:
-            return float(xs[i])
-        if i + 1 < len(xs) and d[i] * d[i + 1] < 0:
+            out.append(float(xs[i]))
+        elif i + 1 < len(xs) and d[i] * d[i + 1] < 0:
             t = d[i] / (d[i] - d[i + 1])
-            return float(xs[i] + t * (xs[i + 1] - xs[i]))
-    return None
+            out.append(float(xs[i] + t * (xs[i + 1] - xs[i])))
+    return out
+
+
+def crossing(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> float | None:
+    """First x where the curve crosses ``level`` (:func:`crossings`), or None when it never does."""
+    found = crossings(x, y, level)
+    return found[0] if found else None
 
 
 def probe_summary(results: pd.DataFrame, x: str, group: str | None = None) -> pd.DataFrame:
@@ -524,12 +532,13 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
                                  line=dict(color=col, width=2),
                                  marker=dict(size=9, color=g["mean_pred"], cmin=0, cmax=1,
                                              colorscale=PROB_COLORSCALE, line=dict(width=1, color=col))))
-        xc = crossing(g[x], g["mean_pred"], level)
-        if xc is not None:
-            fig.add_trace(go.Scatter(x=[xc], y=[level], mode="markers+text", name=f"{model}: crosses {level:g}",
+        xcs = crossings(g[x], g["mean_pred"], level)
+        if xcs:
+            fig.add_trace(go.Scatter(x=xcs, y=[level] * len(xcs), mode="markers+text",
+                                     name=f"{model}: crosses {level:g}",
                                      marker=dict(symbol="x", size=13, color=col, line=dict(width=2)),
-                                     text=[f"{xc:.1f}"], textposition="bottom right", showlegend=False,
-                                     hovertemplate=f"{model} crosses {level:g} at {xlabel} {xc:.2f}<extra></extra>"))
+                                     text=[f"{xc:.2f}" for xc in xcs], textposition="bottom right", showlegend=False,
+                                     hovertemplate=f"{model} crosses {level:g} at {xlabel} %{{x:.2f}}<extra></extra>"))
     fig.add_hline(y=level, line_dash="dash", line_color="#666")
     if rule_x is not None:
         fig.add_vline(x=rule_x, line_dash="dot", line_color="#2ca02c",

@@ -136,6 +136,14 @@ def main() -> None:
     smp = common.samples(db, common.rev("data"))
     only = st.multiselect("Samples", smp["name"].tolist(), key="emb_samples", placeholder="all samples")
     find = st.text_input("Highlight nucleus ids", key="emb_find", placeholder="e.g. 1204, 1310")
+    typed = parse_ids(find)
+    if typed:
+        known = set(common.nucleus_info(db, common.rev("labels"), tuple(typed))["nucleus_id"].astype(int))
+        missing = [i for i in typed if i not in known]
+        if missing:
+            st.warning(f"No nucleus with id {', '.join(map(str, missing))} in this store.",
+                       icon=":material/search_off:")
+        typed = [i for i in typed if i in known]
 
     maps = list(dict.fromkeys([left, right]))
     # linked brushing: nuclei selected in one map (state of the previous run) are ringed in the other
@@ -145,12 +153,12 @@ def main() -> None:
     for col, model in zip(cols, maps):
         others = tuple(i for m, ids in before.items() if m != model for i in ids)
         fig = map_figure(db, common.rev("data"), common.rev("labels"), model, kinds.get(model, "?"), how,
-                         tuple(only), int(max_points), tuple(parse_ids(find)) + others)
+                         tuple(only), int(max_points), tuple(typed) + others)
         with col:
             event = st.plotly_chart(fig, key=f"emb_plot_{model}", on_select="rerun", selection_mode=("box", "lasso"),
                                     config={"displaylogo": False})
         chosen += selected_ids(event)
-    chosen = list(dict.fromkeys(chosen + parse_ids(find)))
+    chosen = list(dict.fromkeys(chosen + typed))
 
     st.subheader(f"Selected nuclei ({len(chosen)})")
     if not chosen:

@@ -96,15 +96,18 @@ def show_result(res: dict, db: str) -> None:
     rule_x = rule_switch(x, res["n_nmi"])
     both = pd.concat([curve.assign(model="mean call (prediction)"),
                       curve.assign(model="mean P(MNA)", mean_pred=curve["mean_prob"], sem=0.0)])
-    xc = plotting.crossing(curve[x], curve["mean_pred"], 0.5)
+    xcs = plotting.crossings(curve[x], curve["mean_pred"], 0.5)
     c1, c2 = st.columns([11, 9])
     with c1:
         st.plotly_chart(plotting.probe_curve(both, x, xlabel, rule_x=rule_x,
                                              title=f"{res['model']}: mean prediction vs {EXPERIMENTS[res['exp']]}"),
                         key="probe_curve")
     with c2:
-        st.metric("Mean prediction crosses 0.5 at", "never" if xc is None else f"{xc:.2f}",
-                  help="linear interpolation between conditions")
+        st.metric("Mean prediction crosses 0.5 at", f"{xcs[0]:.2f}" if xcs else "never",
+                  help="first crossing; linear interpolation between conditions")
+        if len(xcs) > 1:
+            st.warning(f"The curve crosses 0.5 {len(xcs)} times (at {', '.join(f'{v:.2f}' for v in xcs)}): "
+                       "the model's response is not monotonic here.", icon=":material/ssid_chart:")
         if rule_x is not None:
             st.caption(f"The Cohn rule switches at {rule_x:g} MYCN signals for {res['n_nmi']} NMI signals "
                        f"(MNA when MYCN ≥ {MYCN_RULE.amplification_ratio:g} × NMI).")

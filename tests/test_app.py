@@ -321,36 +321,131 @@ def test_probe_page_returns_a_curve_with_one_point_per_condition(store_copy, tin
 
 
 # ----------------------------------------------------------------------------- ingest
-def _tiff_bytes(seed: int = 3) -> bytes:
+def _tiff_bytes(seed: int = 3, flat: bool = False) -> bytes:
+    """A synthetic 256 x 256 scan with nuclei (``flat``: a blank one, whose header is fine but has no nuclei)."""
     from genuine_core.io import write_scan_tiff
     from genuine_core.synth import make_field
 
     f = make_field(np.random.default_rng(seed), {"mna_dm": 1.0}, 8, shape=(256, 256))
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "scan.tif"
-        write_scan_tiff(p, f.image)
+        write_scan_tiff(p, np.zeros_like(f.image) if flat else f.image)
         return p.read_bytes()
 
 
-def test_ingest_stores_a_good_scan_and_reports_a_bad_one(store_copy):
-    path, _ = store_copy
-    at = open_page("ingest")
-    at.get("file_uploader")[0].set_value([("new_case.tif", _tiff_bytes(), "image/tiff"),
-                                          ("broken.tif", b"not an image at all", "image/tiff")]).run()
+def _upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
+    at.get("file_uploader")[0].set_value([(name, data, "image/tiff") for name, data in files]).run()
     assert not at.exception, [e.value for e in at.exception]
-    at.text_input(key="ingest_sample").input("NEW-CASE")
+    return at
+
+
+def _ingest(at: AppTest, sample: str) -> AppTest:
+    at.text_input(key="ingest_sample").input(sample)
     at.button[0].click().run(timeout=TIMEOUT)
     assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _sidebar_store_line(at: AppTest) -> str:
+    return next(c.value for c in at.sidebar.caption if "samples" in c.value)
+
+
+def test_ingest_stores_a_good_scan_and_reports_a_bad_one(store_copy):
+    path, counts = store_copy
+    at = open_page("ingest")
+    assert f"{len(counts)} samples" in _sidebar_store_line(at)
+    _upload(at, ("new_case.tif", _tiff_bytes()), ("broken.tif", b"not an image at all"),
+            ("blank.tif", _tiff_bytes(flat=True)))
+    # the file that fails the header check is named once, in a sentence, and not counted
+    assert [w.value for w in at.warning] == ["**broken.tif** will not be ingested: not an image (no TIFF, PNG or "
+                                             "JPEG signature)."]
+    assert at.button[0].label == "Ingest 2 scans"
+    _ingest(at, "NEW-CASE")
     assert any("new_case.tif" in s.value for s in at.success)
-    assert any("broken.tif" in e.value and "not stored" in e.value for e in at.error)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("**blank.tif** was not stored: DAPI channel")
+    assert errors[0].count("blank.tif") == 1 and errors[0].endswith(".")
+    assert not any("broken.tif" in e for e in errors)  # warned about above, never sent to the ingest
     links = at.get("page_link")
-    assert links and links[0].proto.label == "Open case NEW-CASE" and "case=NEW-CASE" in links[0].proto.query_string
+    assert [lk.proto.label for lk in links] == ["Open case NEW-CASE"] and "case=NEW-CASE" in links[0].proto.query_string
+    # the whole app reran on the new data: the sidebar counts the new sample without a reload
+    assert f"{len(counts) + 1} samples" in _sidebar_store_line(at)
     from store.db import open_store
     from store.samples import list_samples
 
     with open_store(path) as s:
         smp = list_samples(s).set_index("name")
     assert smp.loc["NEW-CASE", "n_scans"] == 1 and smp.loc["NEW-CASE", "n_nuclei"] > 0
+
+
+def test_ingest_hides_the_mapping_when_no_upload_will_be_ingested(store_copy):
+    at = _upload(open_page("ingest"), ("bad_scan.tif", b"renamed text file"))
+    assert [w.value for w in at.warning] == ["**bad_scan.tif** will not be ingested: not an image (no TIFF, PNG or "
+                                             "JPEG signature)."]
+    assert "Channel mapping" not in [h.value for h in at.subheader] and "channel(s)" not in texts(at)
+    assert not [b for b in at.button if b.label.startswith("Ingest")]
+    assert not [t for t in at.text_input if t.key == "ingest_sample"]
+
+
+def test_ingest_sample_name_follows_the_valid_uploads(store_copy):
+    bad, good = ("bad_scan.tif", b"renamed text file"), ("good_scan.tif", _tiff_bytes())
+    at = _upload(open_page("ingest"), bad)
+    _upload(at, bad, good)
+    assert at.text_input(key="ingest_sample").value == "good_scan"  # from the valid scan, not the first file
+    assert at.button[0].label == "Ingest 1 scan"
+    _upload(at, good, ("other.tif", _tiff_bytes(seed=4)))
+    assert at.text_input(key="ingest_sample").value == ""  # several scans: no guess
+    assert at.button[0].label == "Ingest 2 scans"
+    _upload(at, ("other.tif", _tiff_bytes(seed=4)))
+    assert at.text_input(key="ingest_sample").value == "other"
+    at.text_input(key="ingest_sample").input("CASE-17")
+    _upload(at, good)
+    assert at.text_input(key="ingest_sample").value == "CASE-17"  # a typed name is kept
+
+
+def test_ingest_of_a_stored_scan_links_the_sample_that_holds_it(store_copy):
+    path, _ = store_copy
+    data = _tiff_bytes()
+    at = _ingest(_upload(open_page("ingest"), ("FISH_RGB.tif", data)), "FIRST")
+    _ingest(_upload(at, ("FISH_RGB_copy.tif", data)), "QA-DUP")
+    assert [i.value for i in at.info if "already stored" in i.value] == [
+        "**FISH_RGB_copy.tif**: already stored as scan 4 in sample 'FIRST' (same sha256); nothing written."]
+    links = at.get("page_link")
+    assert [lk.proto.label for lk in links] == ["Open case FIRST"] and "case=FIRST" in links[0].proto.query_string
+    from store.db import open_store
+    from store.samples import get_sample
+
+    with open_store(path) as s:
+        assert get_sample(s, "QA-DUP") is None
+
+
+def test_ingest_records_the_original_file_name(store_copy, tmp_path):
+    import json
+
+    from genuine_core.models import RatioBaseline, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+    from store.scans import list_scans
+
+    path, _ = store_copy
+    folder = tmp_path / "tiny-ratio"  # a registered model with a folder: the ingest scores with it
+    RatioBaseline.from_config(preset_config("tiny", kind="ratio")).save(folder, metrics={})
+    with open_store(path) as s:
+        register_model(s, load_model(folder))
+    _ingest(_upload(open_page("ingest"), ("FISH RGB qa.tif", _tiff_bytes())), "NEW-CASE")
+    with open_store(path) as s:
+        scan = list_scans(s, "NEW-CASE").iloc[0]
+    assert scan["file_name"] == "FISH RGB qa.tif"
+    assert Path(scan["path"]).name.endswith("_FISH_RGB_qa.tif")  # kept under its unique hash-prefixed name
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["case"] = "NEW-CASE"
+    at.run()
+    at.selectbox(key="cases_primary").set_value("tiny-ratio").run()
+    assert not at.exception, [e.value for e in at.exception]
+    label = f"FISH RGB qa.tif ({scan['n_nuclei']} nuclei)"
+    assert at.selectbox(key="case_scan").options == [label]
+    assert json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["title"]["text"].startswith(label)
 
 
 # ----------------------------------------------------------------------------- models / embeddings
@@ -414,10 +509,11 @@ def test_embeddings_page_shows_both_maps_and_looks_up_nuclei(umap_store_copy):
 
     names = {t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert {"training", "mixture"} <= names
-    at.text_input(key="emb_find").input("1, 2").run()
+    at.text_input(key="emb_find").input("1, 2, 99999").run()
     table = frame_with(at, "sample")
     assert table["nucleus_id"].tolist() == [1, 2]
-    assert "Selected nuclei (2)" in [s.value for s in at.subheader]
+    assert "Selected nuclei (2)" in [s.value for s in at.subheader]  # the unknown id is not counted
+    assert any("No nucleus with id 99999" in w.value for w in at.warning)
 
 
 @pytest.mark.slow

@@ -101,6 +101,19 @@ def test_crossing(x, y, expected):
     assert (got is None) if expected is None else got == pytest.approx(expected)
 
 
+def test_crossings_lists_every_crossing_in_order():
+    x, y = [0, 1, 2, 3, 4], [0.2, 0.8, 0.4, 0.5, 0.9]
+    assert P.crossings(x, y) == pytest.approx([0.5, 1.75, 3.0])
+    assert P.crossing(x, y) == pytest.approx(0.5)
+    assert P.crossings([0, 1], [0.1, 0.2]) == []
+
+
+def test_probe_curve_marks_every_crossing():
+    curve = pd.DataFrame({"n_mycn": [0, 4, 8, 12], "mean_pred": [0.0, 1.0, 0.0, 1.0], "sem": [0.0] * 4})
+    marks = [t for t in P.probe_curve(curve, "n_mycn", "MYCN").data if t.mode == "markers+text"]
+    assert list(marks[0].x) == pytest.approx([2.0, 6.0, 10.0]) and list(marks[0].text) == ["2.00", "6.00", "10.00"]
+
+
 def test_probe_summary_matches_hand_computation():
     res = pd.DataFrame({"n_mycn": [0, 0, 0, 0, 8, 8], "call": [0, 0, 1, 1, 1, 1], "prob": [.1, .2, .6, .7, .9, .8]})
     s = P.probe_summary(res, "n_mycn")
