@@ -10,7 +10,8 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
 - ``true_mna_pct``: ground-truth MNA share of the scored nuclei (synthetic samples);
 - ``call``: ``genuine_core.rules.sample_call`` (thresholds and their sources live there);
 - ``qc_flags``: ``few nuclei``, ``high uncertainty``, ``auto-label disagreement``,
-  ``no validation metrics``.
+  ``no validation metrics``, ``MNA calls within false-positive range`` (a heterogeneous call whose
+  corrected interval reaches 0 %: the model's false-positive rate alone could explain its MNA nuclei).
 """
 
 from __future__ import annotations
@@ -195,6 +196,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
         flags.append("high uncertainty")
     if n_auto and dis > config.max_disagreement_share:
         flags.append("auto-label disagreement")
+    if out["call"] == "heterogeneous MNA" and out["corrected_low_pct"] <= 0:
+        flags.append("MNA calls within false-positive range")
     out["qc_flags"] = flags
     return out
 

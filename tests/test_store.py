@@ -297,6 +297,21 @@ def test_summary_flags_few_nuclei_and_missing_metrics(store):
     assert summary.sample_summaries(store, model="other").empty
 
 
+def test_summary_flags_a_heterogeneous_call_that_false_positives_explain(store):
+    # 60 nuclei, 5 called MNA: "heterogeneous MNA" by count, but at specificity 0.9 about 6 false MNA calls
+    # are expected among 60 non-MNA nuclei, so the corrected interval reaches 0 %
+    metrics = {"m1": {"val": {"tp": 90, "fn": 10, "tn": 90, "fp": 10, "tpr": 0.9, "tnr": 0.9}}}
+    _add_scan(store, "fp", "2" * 64, {"m1": [0.9] * 5 + [0.1] * 55}, metrics=metrics)
+    r = summary.sample_summaries(store).iloc[0]
+    assert r["call"] == "heterogeneous MNA" and r["corrected_low_pct"] == 0
+    assert "MNA calls within false-positive range" in r["qc_flags"]
+    # the same call from a model that almost never calls MNA falsely is not flagged
+    metrics = {"m2": {"val": {"tp": 90, "fn": 10, "tn": 999, "fp": 1, "tpr": 0.9, "tnr": 0.999}}}
+    _add_scan(store, "tp", "3" * 64, {"m2": [0.9] * 5 + [0.1] * 55}, metrics=metrics)
+    r = summary.sample_summaries(store, model="m2").iloc[0]
+    assert r["call"] == "heterogeneous MNA" and "MNA calls within false-positive range" not in r["qc_flags"]
+
+
 def test_validation_rates_prefers_validation_split():
     m = {"test": {"tpr": 0.8, "tnr": 0.8, "tp": 8, "fn": 2, "tn": 8, "fp": 2},
          "splits": {"val": {"tpr": 0.9, "tnr": 0.95, "tp": 9, "fn": 1, "tn": 19, "fp": 1}}}
