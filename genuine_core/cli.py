@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "umap": ("store.cli_umap", "fit UMAP on stored embeddings"),
     "demo": ("store.cli_demo", "build the demo store"),
     "export": ("store.cli_export", "export sample reports and curated labels"),
-    "store": ("store.cli_store", "store maintenance (check, info)"),
+    "store": ("store.cli_store", "store maintenance (check, info, scans, remove-scan)"),
 }
 
 
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     except GenuineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a command may say what was left and how to go on (genuine train: --resume)
+        print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
 
 

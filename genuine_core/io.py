@@ -245,6 +245,12 @@ def decode_scan(data: bytes, name: str = "scan", channel_map: ChannelMap | None 
     header, handle = _header(data, name, limit)
     try:
         if channel_map is None:
+            if header.channels < 3:
+                # a map cannot invent channels: at most DAPI (and one probe) can be read from such a file
+                raise InputError(
+                    f"{name}: image has {header.channels} channel(s); a MYCN FISH scan needs 3 (NMI reference, "
+                    "MYCN, DAPI), e.g. an RGB image or a multi-channel TIFF"
+                )
             if header.channels != 3:
                 raise InputError(
                     f"{name}: image has {header.channels} channel(s); only 3-channel images default to RGB = "

@@ -619,9 +619,13 @@ def training_curves(history: pd.DataFrame, title: str = "") -> go.Figure:
         best = history.loc[kept, "epoch"].iloc[-1]
     elif "val_loss" in losses:
         best = history.loc[history["val_loss"].idxmin(), "epoch"]
+    # the label goes on the side of the line with more room, so it stays inside the plot
+    side = "top right" if best is not None and best <= history["epoch"].median() else "top left"
     for row in range(1, len(panels) + 1) if best is not None else ():
         fig.add_vline(x=float(best), line=dict(color="#888", dash="dash", width=1), row=row, col=1,
-                      **(dict(annotation_text=f"kept: epoch {best:g}", annotation_position="top left") if row == 1 else {}))
+                      **(dict(annotation_text=f"kept: epoch {best:g}", annotation_position=side) if row == 1 else {}))
+    n = len(history)  # epochs are whole numbers: ticks 1 apart, or 2, 5, 10, ... apart for long runs
+    fig.update_xaxes(tick0=0, dtick=next((d for d in (1, 2, 5, 10, 20, 50, 100) if n / d <= 12), 200))
     fig.update_xaxes(title_text="epoch", row=max(len(panels), 1), col=1)
     fig.update_layout(**_LAYOUT, title=title, height=260 + 160 * len(panels), legend={**_LEGEND_BELOW, "y": -0.14})
     return fig

@@ -1,13 +1,17 @@
 """Ingest: upload scans, map their channels with a preview, and run the store's ingest.
 
 Uploaded files are header-checked and saved under the store's folder
-(``<store>_files/uploads/``, ``store.ingest.save_upload``), then ingested one by one with
-``store.ingest.ingest_upload`` (one transaction per scan; a bad file is reported and
-skipped, the others are stored; a refused file leaves the store unchanged).
+(``<store>_files/uploads/``, ``store.ingest.save_upload``); a file that fails the check is
+named with the reason and left out. The others are ingested one by one with
+``store.ingest.ingest_upload`` (one transaction per scan, recorded under the file's
+original name; a file that fails is reported and skipped, the others are stored). After a
+scan is stored the whole app reruns on bumped revisions, so the sidebar and every page
+see it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,24 @@ common.require_entrypoint()
 KINDS = ["case", "mixture", "cell-line"]
 GENOTYPES = {"unknown": None, "MNA": "MNA", "non-MNA": "non-MNA"}
 NONE = "none"
+RESULT_KEY = "ingest_result"
+NAME_KEY = "ingest_sample"
+NAME_DEFAULT_KEY = "_ingest_sample_default"  # (upload set, default name) last put into the name box
+
+
+def plural(n: int, word: str) -> str:
+    """'1 scan', '2 scans'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def reason(message: str, *names: str) -> str:
+    """An ingest message as a sentence, without the file name or path it starts with (shown beside it)."""
+    for name in names:
+        if name and message.startswith(f"{name}: "):
+            message = message[len(name) + 2:]
+            break
+    # no full stop after a number: it may end a command to copy (e.g. 'genuine store remove-scan 4')
+    return message if message[-1:] in ".!?" or message[-1:].isdigit() else message + "."
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -94,39 +116,69 @@ def channel_mapping(n_channels: int | None, key: str) -> tuple:
 
 
 def run_ingest(store, files: list, mapping: tuple, sample: str, kind: str, expected: float | None,
-               genotype: str | None) -> list:
-    """Ingest uploaded ``files`` one by one (``store.ingest.ingest_upload``) with a progress bar; the outcomes."""
+               genotype: str | None) -> list[tuple[str, str, str, str | None]]:
+    """Ingest uploaded ``files`` one by one (``store.ingest.ingest_upload``) with a progress bar.
+
+    Returns:
+        ``(file name, status, message, sample holding the scan or None)`` per file: a stored
+        scan is in ``sample``; an already stored one in the sample that holds it.
+    """
     from genuine_core.io import ChannelMap
     from store.ingest import ingest_upload, uploads_dir
+    from store.scans import scan_by_sha
 
     models = ingest_models(str(store.path), common.rev("models"))
-    bar = st.progress(0.0, text=f"Ingesting {len(files)} scan(s) ...")
-    outcomes = []
+    bar = st.progress(0.0, text=f"Ingesting {plural(len(files), 'scan')} ...")
+    rows = []
     for k, f in enumerate(files):
         bar.progress(k / len(files), text=f"Scan {k + 1} of {len(files)}: {f.name}")
-        report = ingest_upload(store, uploads_dir(store.path), f.name, f.getvalue(), sample, kind=kind,
-                               expected=expected, genotype=genotype, models=models,
-                               channel_map=ChannelMap(*mapping))
-        outcomes.extend(report.outcomes)
+        data = f.getvalue()
+        try:
+            report = ingest_upload(store, uploads_dir(store.path), f.name, data, sample, kind=kind,
+                                   expected=expected, genotype=genotype, models=models,
+                                   channel_map=ChannelMap(*mapping))
+        except GenuineError as exc:  # e.g. the sample exists with other attributes, the store is busy
+            rows.append((f.name, "failed", reason(str(exc)), None))
+            continue
+        for o in report.outcomes:
+            holder = sample if o.status == "stored" else None
+            if o.status == "duplicate":
+                known = scan_by_sha(store, hashlib.sha256(data).hexdigest())
+                holder = known["sample"] if known else None
+            rows.append((f.name, o.status, reason(o.message, o.path, Path(o.path).name, f.name), holder))
     bar.progress(1.0, text="Done")
-    common.bump("data", "labels", "models")
-    return outcomes
+    return rows
 
 
-def show_outcomes(outcomes: list, sample: str) -> None:
-    """One line per file (stored / already stored / failed) and a link to the case."""
-    stored = [o for o in outcomes if o.status == "stored"]
-    for o in outcomes:
-        name = Path(o.path).name.split("_", 1)[-1]
-        if o.status == "stored":
-            st.success(f"**{name}**: {o.message}", icon=":material/check_circle:")
-        elif o.status == "duplicate":
-            st.info(f"**{name}**: {o.message}", icon=":material/content_copy:")
+def show_outcomes(rows: list[tuple[str, str, str, str | None]]) -> None:
+    """One line per file (stored / already stored / failed) and a link to each sample holding its scans."""
+    for name, status, message, _ in rows:
+        if status == "stored":
+            st.success(f"**{name}**: {message}", icon=":material/check_circle:")
+        elif status == "duplicate":
+            st.info(f"**{name}**: {message}", icon=":material/content_copy:")
         else:
-            st.error(f"**{name}** was not stored: {o.message}", icon=":material/error:")
-    if stored or any(o.status == "duplicate" for o in outcomes):
+            st.error(f"**{name}** was not stored: {message}", icon=":material/error:")
+    for sample in dict.fromkeys(holder for *_, holder in rows if holder is not None):
         st.page_link("pages/cases.py", label=f"Open case {sample}", icon=":material/arrow_forward:",
                      query_params={"case": sample})
+
+
+def default_sample_name(names: list[str]) -> None:
+    """Put the default sample name of the valid uploads ``names`` (the stem of a single scan, else
+    none) into the name box when the upload set changed, unless the user typed a name there.
+
+    The name box is not in a form: a form would hold a typed name back until it is submitted,
+    and a change of uploads would overwrite it."""
+    key = tuple(names)
+    last_key, last_default = st.session_state.get(NAME_DEFAULT_KEY, ((), ""))
+    if key == last_key and NAME_KEY in st.session_state:
+        return
+    default = Path(names[0]).stem if len(names) == 1 else ""
+    current = st.session_state.get(NAME_KEY)
+    if current is None or current.strip() in ("", last_default):  # not typed by the user
+        st.session_state[NAME_KEY] = default
+    st.session_state[NAME_DEFAULT_KEY] = (key, default)
 
 
 def main() -> None:
@@ -138,37 +190,40 @@ def main() -> None:
         st.caption(f"The first ingest creates the store at `{path}`.")
     files = st.file_uploader("Scans", type=["tif", "tiff", "png"], accept_multiple_files=True, key="ingest_files",
                              help="RGB or multi-channel; one sample may hold several scans")
-    last = st.session_state.get("ingest_result")
+    last = st.session_state.get(RESULT_KEY)
     if not files:
         if last:
-            show_outcomes(*last)
+            show_outcomes(last)
         return
     from store.ingest import save_upload, uploads_dir
 
     folder = uploads_dir(path)
-    first, first_name = None, ""
-    for f in files:  # header check; the first readable upload is previewed
+    valid, saved = [], []  # the uploads that pass the header check, and where they are kept
+    for f in files:
         try:
-            saved = save_upload(folder, f.name, f.getvalue())
+            saved.append(save_upload(folder, f.name, f.getvalue()))
         except InputError as exc:
-            st.warning(f"{exc} It will not be ingested.", icon=":material/warning:")
+            st.warning(f"**{f.name}** will not be ingested: {reason(str(exc), f.name, Path(f.name).name)}",
+                       icon=":material/warning:")
             continue
-        if first is None:
-            first, first_name = saved, f.name
+        valid.append(f)
+    if not valid:
+        return
 
+    first, first_name = saved[0], valid[0].name  # previewed; its channels define the mapping's choices
     st.subheader("Channel mapping")
-    n_ch = channel_count(str(first), first.stat().st_mtime) if first is not None else None
-    st.caption(f"`{first_name or files[0].name}`: {n_ch if n_ch else '?'} channel(s). The same mapping is used "
-               "for every uploaded file; code order is (NMI, MYCN, DAPI) = (red, green, blue).")
+    n_ch = channel_count(str(first), first.stat().st_mtime)
+    same = "" if len(valid) == 1 else f" The same mapping is used for all {len(valid)} scans."
+    st.caption(f"`{first_name}`: {plural(n_ch, 'channel') if n_ch else 'unknown number of channels'}.{same} "
+               "Code order is (NMI, MYCN, DAPI) = (red, green, blue).")
     mapping = channel_mapping(n_ch, "ingest_map")
-    ok = first is not None
+    ok = True
     try:
-        if first is not None:
-            rgb, chans, shape = preview(str(first), first.stat().st_mtime, mapping)
-            cols = st.columns([2, 1, 1, 1])
-            cols[0].image(rgb, caption=f"composite · {shape}", width="stretch")
-            for col, (name, img) in zip(cols[1:], chans):
-                col.image(img, caption=name, width="stretch")
+        rgb, chans, shape = preview(str(first), first.stat().st_mtime, mapping)
+        cols = st.columns([2, 1, 1, 1])
+        cols[0].image(rgb, caption=f"composite · {shape}", width="stretch")
+        for col, (name, img) in zip(cols[1:], chans):
+            col.image(img, caption=name, width="stretch")
     except GenuineError as exc:
         ok = False
         st.error(f"`{first_name}` cannot be read with this mapping: {exc}", icon=":material/error:")
@@ -179,33 +234,36 @@ def main() -> None:
     st.subheader("Sample")
     st.caption("Scored by: " + ", ".join(f"`{m}`" for m in planned_models(path)) +
                " · segmentation: the default backend")
-    with st.form("ingest_form", border=True):
+    default_sample_name([f.name for f in valid])
+    with st.container(border=True):  # no form: a typed name is kept when the uploads change (see above)
         c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
-        default = Path(files[0].name).stem if len(files) == 1 else ""
-        sample = c1.text_input("Sample name", value=default, key="ingest_sample")
+        sample = c1.text_input("Sample name", key=NAME_KEY)
         kind = c2.selectbox("Kind", KINDS, key="ingest_kind")
         genotype = c3.selectbox("Genotype", list(GENOTYPES), key="ingest_genotype",
                                 help="a known genotype gives every nucleus an automatic label")
         expected = c4.number_input("Expected MNA %", min_value=0.0, max_value=100.0, value=None, step=5.0,
                                    key="ingest_expected", help="known mixture fraction, if any")
-        go = st.form_submit_button(f"Ingest {len(files)} scan(s)", type="primary", disabled=not ok,
-                                   icon=":material/play_arrow:")
+        go = st.button(f"Ingest {plural(len(valid), 'scan')}", type="primary", disabled=not ok,
+                       icon=":material/play_arrow:", key="ingest_go")
     if not go:
         if last:
-            show_outcomes(*last)
+            show_outcomes(last)
         return
     if not sample.strip():
         st.error("Give the sample a name.", icon=":material/error:")
         return
     try:
         store = common.get_store(create=True)
-        outcomes = run_ingest(store, files, mapping, sample.strip(), kind,
-                              None if expected is None else float(expected) / 100.0, GENOTYPES[genotype])
+        rows = run_ingest(store, valid, mapping, sample.strip(), kind,
+                          None if expected is None else float(expected) / 100.0, GENOTYPES[genotype])
     except GenuineError as exc:
         common.show_error(exc)
         return
-    st.session_state["ingest_result"] = (outcomes, sample.strip())
-    show_outcomes(outcomes, sample.strip())
+    st.session_state[RESULT_KEY] = rows
+    if any(status == "stored" for _, status, _, _ in rows):
+        common.bump("data", "labels", "models")  # new scans, their nuclei' labels, models registered with them
+        st.rerun(scope="app")  # the sidebar (drawn before this page) and every page read the new data
+    show_outcomes(rows)
 
 
 main()

@@ -1,19 +1,16 @@
 """Models: what is registered, how it was trained and how well it does; retrain on curated labels.
 
-A retraining run exports the current curated labels as a ``LabelledPatches`` training
-set, starts ``genuine train`` as a background process (it does not touch the store),
-shows its progress live from the run folder's ``history.json`` and log, and registers
-the finished model folder in the store.
+A retraining run (``pages/retrain.py``) exports the current curated labels as a
+``LabelledPatches`` training set and starts ``genuine train`` as a background process (it
+does not touch the store); this page shows every run of the server live from the run
+folder's ``history.json`` and log, warns when validation says the model is useless, and
+registers the finished model folder in the store.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-import time
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +18,10 @@ import pandas as pd
 import streamlit as st
 
 from genuine_core import plotting
-from genuine_core.errors import GenuineError, InputError
-from pages import common
+from genuine_core.errors import GenuineError
+from pages import common, retrain
 
 common.require_entrypoint()
-
-MIN_CURATED = 10
-PRESET_EPOCHS = {"cpu": 30, "tiny": 3, "paper": 200}
 
 
 # ----------------------------------------------------------------------------- display helpers
@@ -138,102 +132,137 @@ def verify(folder: str, mtime: float) -> tuple[bool, str]:
 
 
 # ----------------------------------------------------------------------------- retraining runs
-@st.cache_resource(show_spinner=False)
-def runs() -> dict:
-    """Background training runs of this server process: run id -> record (survives reruns and pages)."""
-    return {}
+def run_status(rec: dict, rc: int | None) -> str:
+    """'running · 12 s', 'finished after 40 s' or 'failed (exit 1) after 3 s' (the end time is fixed)."""
+    secs = retrain.duration(rec)
+    if rc is None:
+        return f"running · {secs:.0f} s"
+    state = "finished" if rc == 0 else f"failed (exit {rc})"
+    return f"{state} after {secs:.0f} s"
 
 
-def check_curated(store) -> int:
-    """Number of usable curated nuclei.
-
-    Raises:
-        InputError: fewer than :data:`MIN_CURATED`, or only one class.
-    """
-    from store.labels import current_labels
-
-    cur = current_labels(store)
-    cur = cur[~cur["excluded"].astype(bool) & cur["label"].notna()]
-    if len(cur) < MIN_CURATED or cur["label"].nunique() < 2:
-        raise InputError(f"need at least {MIN_CURATED} curated nuclei of both classes to retrain, "
-                         f"have {len(cur)} ({cur['label'].value_counts().to_dict()})")
-    return len(cur)
+def _stat(value, rate: bool) -> str:
+    """A validation figure as text: rates to 3 decimals, counts as integers, '–' when missing."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return "–"
+    return f"{value:.3f}" if rate else str(int(value))
 
 
-def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: str | None) -> str:
-    """Export the training set and start ``genuine train`` in the background; return the run id."""
-    run_id = f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    folder = store.folder / "runs" / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    from store.export import export_labels
+def show_validation(val: dict | None) -> None:
+    """The finished model's validation figures as metrics (readable, unlike the log's last line)."""
+    if not val:
+        return
+    figures = (("sensitivity", "validation sensitivity", True), ("specificity", "validation specificity", True),
+               ("n_positive", "validation MNA nuclei", False), ("n_negative", "validation non-MNA nuclei", False))
+    for col, (key, label, rate) in zip(st.columns(4), figures):
+        col.metric(label, _stat(val.get(key), rate))
 
-    n = check_curated(store)
-    export_labels(store, folder / "curated.npz")  # LabelledPatches, as `genuine train --data` reads
-    out = folder / name
-    cmd = [sys.executable, "-m", "genuine_core.cli", "train", "--kind", kind, "--preset", preset,
-           "--data", str(folder / "curated.npz"), "--out", str(out), "--epochs", str(epochs), "--threads", "2"]
-    if kind == "genuine" and detector:
-        cmd += ["--detector", detector]
-    log = open(folder / "train.log", "w", encoding="utf-8")  # noqa: SIM115 (owned by the child's lifetime)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(common.REPO))
-    runs()[run_id] = {"proc": proc, "log_handle": log, "log": folder / "train.log", "out": out, "name": name,
-                      "epochs": epochs, "n": n, "started": time.time(), "cmd": cmd, "registered": False,
-                      "kind": kind}
-    return run_id
+
+def register_button(run_id: str, rec: dict) -> None:
+    """Warning for a degenerate model, then the Register button; a registration reruns the whole app."""
+    reasons = retrain.degenerate_reasons(retrain.validation(rec["out"]))
+    if reasons:
+        st.warning("**This model is probably useless:** " + "; ".join(reasons) + ". Curate more nuclei of both "
+                   "classes and retrain, or register it only for testing.", icon=":material/warning:")
+        ok = st.checkbox("Register it anyway", key=f"register_anyway_{run_id}")
+    else:
+        ok = True
+    if st.button(f"Register {rec['name']}", key=f"register_{run_id}", type="primary",
+                 icon=":material/library_add:", disabled=not ok):
+        retrain.register(run_id)
+        st.rerun(scope="app")  # the models table and the sidebar live outside this fragment
 
 
 def render_run(run_id: str, rec: dict) -> None:
-    """Live status of one run: epochs from history.json, log tail, register button when done."""
-    rc = rec["proc"].poll()
-    if rc is not None and not rec["log_handle"].closed:
-        rec["log_handle"].close()
+    """Live status of one run: epochs from history.json, log tail, validation, register button when done."""
+    rc = retrain.poll(rec)
     hist = history(str(rec["out"]))
     done = 0 if hist is None else len(hist)
-    elapsed = time.time() - rec["started"]
-    state = "running" if rc is None else ("finished" if rc == 0 else f"failed (exit {rc})")
-    st.markdown(f"**{run_id}** · {rec['kind']} on {rec['n']} curated nuclei · {state} · {elapsed:.0f} s")
+    st.markdown(f"**{run_id}** · {rec['kind']} ({rec.get('preset', '?')} preset) on {rec['n']} curated nuclei · "
+                f"{run_status(rec, rc)}")
     st.progress(min(done / max(rec["epochs"], 1), 1.0) if rc is None else 1.0,
-                text=f"epoch {done} of at most {rec['epochs']} (early stopping may end it sooner)")
+                text=f"epoch {done} of at most {rec['epochs']} (stops early after {rec.get('patience', '?')} "
+                     "epochs without a better validation loss)")
     if hist is not None and len(hist) > 1:
         st.plotly_chart(plotting.training_curves(hist, title="training curves"), key=f"run_curve_{run_id}")
-    tail = rec["log"].read_text(encoding="utf-8", errors="replace").splitlines()[-8:] if rec["log"].is_file() else []
+    log = Path(rec["log"])
+    tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-8:] if log.is_file() else []
     if tail:
-        st.code("\n".join(tail), language=None)
+        st.code("\n".join(tail), language=None, wrap_lines=True)
+    if rc == 0:
+        show_validation(retrain.validation(rec["out"]))
     if rc == 0 and not rec["registered"]:
-        st.button(f"Register {rec['name']}", key=f"register_{run_id}", type="primary", icon=":material/library_add:",
-                  on_click=register_run, args=(run_id,))
+        register_button(run_id, rec)
     elif rec["registered"]:
-        st.caption(f":green[:material/check: registered as {rec['name']}. Score scans with it via "
-                   "`genuine ingest` to see its predictions in Cases.]")
+        st.caption(f":green[:material/check: registered as {rec['name']}.] Scans uploaded on the **Ingest** page "
+                   "are scored with it (and every other registered model); its predictions then show in Cases. "
+                   "The `genuine ingest` command cannot open the store while this app holds it: stop the app first.")
     if rec.get("error"):
         st.error(rec["error"], icon=":material/error:")
 
 
-def register_run(run_id: str) -> None:
-    """Button callback: register a finished run's model folder in the store (before the page reruns)."""
-    from genuine_core.pipeline import load_model
-    from store.registry import register_model
-
-    rec = runs()[run_id]
-    try:
-        register_model(common.get_store(), load_model(rec["out"], name=rec["name"]))
-    except GenuineError as exc:
-        rec["error"] = f"Not registered: {exc}"
-        return
-    rec["registered"], rec["error"] = True, None
-    common.bump("models")
-
-
 @st.fragment(run_every=2.0)
 def live_runs() -> None:
-    """Refreshes every 2 s while a run is active."""
-    active = runs()
+    """Every retraining run of this server (all sessions see the same runs); refreshes every 2 s."""
+    active = retrain.runs()
     if not active:
-        st.caption("No retraining run in this session yet.")
+        st.caption("No retraining run since the dashboard server started.")
         return
+    st.caption("Retraining runs since the dashboard server started, shared by everyone using it.")
     for run_id, rec in reversed(list(active.items())):
         with st.container(border=True):
             render_run(run_id, rec)
+
+
+# ----------------------------------------------------------------------------- retraining form
+def follow_default(key: str, default) -> None:
+    """Set widget ``key`` to ``default`` unless the user edited it (call before creating the widget)."""
+    mark = f"_{key}_default"
+    if st.session_state.get(key) in (None, "", st.session_state.get(mark)):
+        st.session_state[key] = default
+    st.session_state[mark] = default
+
+
+def retrain_section(store, models: pd.DataFrame) -> None:
+    """Retraining settings (name and epochs follow kind and preset unless edited) and the start button."""
+    st.subheader("Retrain on curated labels")
+    from store.labels import current_labels
+
+    cur = current_labels(store)
+    usable = cur[~cur["excluded"].astype(bool)] if len(cur) else cur
+    counts = usable["label"].value_counts().to_dict() if len(usable) else {}
+    st.caption(f"{len(usable)} curated nuclei ({counts.get(1, 0)} MNA, {counts.get(0, 0)} non-MNA); 10 % of them "
+               f"are held out for validation, so the validation figures need about {10 * retrain.MIN_VAL_PER_CLASS} "
+               "of each class to mean something. The run trains in a separate process; this page shows its progress.")
+    c1, c2, c3, c4 = st.columns(4)
+    kind = c1.selectbox("Kind", ["genuine", "resnet"], key="retrain_kind")
+    preset = c2.selectbox("Preset", ["cpu", "tiny"], key="retrain_preset")
+    settings = retrain.preset_settings(preset)
+    follow_default("retrain_epochs", settings["epochs"])
+    epochs = c3.number_input("Max epochs", 1, 500, key="retrain_epochs")
+    follow_default("retrain_name", f"{kind}-curated")
+    out_name = c4.text_input("New model name", key="retrain_name")
+    per_epoch = settings["per_epoch"] or "all"
+    st.caption(f"Preset **{preset}**: at most {settings['epochs']} epochs by default (this run: {int(epochs)}), "
+               f"early stopping after {settings['patience']} epochs without a better validation loss, "
+               f"{per_epoch} training patches per epoch.")
+    detector = None
+    if kind == "genuine":
+        dets = models[models["kind"] == "detector"].dropna(subset=["folder"])
+        if len(dets):
+            folder_names = dict(zip(dets["folder"], dets["name"]))
+            detector = st.selectbox("Detector for GENUINE", list(folder_names), key="retrain_detector",
+                                    format_func=folder_names.get)
+        else:
+            st.caption(f"No detector is registered: the run uses `models/detector_{preset}`.")
+    if st.button("Start retraining", type="primary", icon=":material/model_training:",
+                 disabled=len(usable) < retrain.MIN_CURATED, key="retrain_start"):
+        name = out_name.strip() or f"{kind}-curated"
+        try:
+            run_id = retrain.start_run(store, kind, preset, int(epochs), name, detector)
+            st.toast(f"Started {run_id}", icon=":material/play_arrow:")
+        except (GenuineError, OSError) as exc:
+            common.show_error(exc)
 
 
 # ----------------------------------------------------------------------------- page
@@ -311,31 +340,7 @@ def main() -> None:
             st.warning("The model folder is not on this machine; the checksum cannot be re-verified.")
 
     st.divider()
-    st.subheader("Retrain on curated labels")
-    from store.labels import current_labels
-
-    cur = current_labels(store)
-    usable = cur[~cur["excluded"].astype(bool)] if len(cur) else cur
-    counts = usable["label"].value_counts().to_dict() if len(usable) else {}
-    st.caption(f"{len(usable)} curated nuclei ({counts.get(1, 0)} MNA, {counts.get(0, 0)} non-MNA). The run "
-               "trains in a separate process; this page shows its progress.")
-    detectors = models[models["kind"] == "detector"]["folder"].dropna().tolist()
-    with st.form("retrain_form"):
-        c1, c2, c3, c4 = st.columns(4)
-        kind = c1.selectbox("Kind", ["genuine", "resnet"], key="retrain_kind")
-        preset = c2.selectbox("Preset", ["cpu", "tiny"], key="retrain_preset")
-        epochs = c3.number_input("Max epochs", 1, 500, 30, key="retrain_epochs")
-        out_name = c4.text_input("New model name", value=f"{kind}-curated", key="retrain_name")
-        detector = st.selectbox("Detector for GENUINE", detectors or ["(none registered)"], key="retrain_detector")
-        go = st.form_submit_button("Start retraining", type="primary", icon=":material/model_training:",
-                                   disabled=len(usable) < MIN_CURATED)
-    if go:
-        try:
-            run_id = start_run(store, kind, preset, int(epochs), out_name.strip() or f"{kind}-curated",
-                               detector if detectors else None)
-            st.toast(f"Started {run_id}", icon=":material/play_arrow:")
-        except (GenuineError, OSError) as exc:
-            common.show_error(exc)
+    retrain_section(store, models)
     live_runs()
 
 

@@ -8,11 +8,15 @@ store and what to do. It never writes to a store it could not lock.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from store.location import add_db_argument, default_db_path
 
 KINDS = ("case", "cell-line", "mixture", "probe")
+#: splits of a ``genuine synth benchmark`` folder (``genuine_core.synth.benchmark.SPLITS``; kept here so
+#: the parser imports nothing heavy)
+BENCHMARK_SPLITS = ("train", "val", "test", "mixture")
 #: default seconds ``genuine ingest`` waits for a store another process holds
 DEFAULT_WAIT = 30.0
 
@@ -47,8 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mc-samples", type=int, default=None, help="MC-dropout passes for the uncertainty")
     parser.add_argument("--benchmark", type=Path, default=None, metavar="DIR",
                         help="ingest the fields of a synthetic benchmark folder with their ground truth")
-    parser.add_argument("--splits", nargs="+", default=None, help="benchmark splits to ingest (default: all)")
-    parser.add_argument("--max-fields", type=int, default=None, help="benchmark fields per sample and split")
+    parser.add_argument("--splits", nargs="+", default=None, metavar="SPLIT",
+                        help=f"benchmark splits to ingest: {', '.join(BENCHMARK_SPLITS)} (default: all)")
+    parser.add_argument("--max-fields", type=int, default=None,
+                        help="benchmark fields per sample and split (>= 1; default: all)")
     parser.add_argument("--no-umap", action="store_true", help="do not place new nuclei on fitted UMAPs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--wait", type=_seconds, default=DEFAULT_WAIT, metavar="SECONDS",
@@ -58,7 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Ingest; print one line per file. Exit 0 all stored/known, 1 some failed, 2 all failed."""
+    """Ingest; print each file's line as it is done, then the total.
+
+    Exit 0 when every file was stored or already stored, 1 when some failed (the others
+    are stored), 2 when every file failed or an option is bad (nothing stored).
+    """
     from genuine_core.errors import InputError
     from genuine_core.pipeline import DEFAULT_MC_SAMPLES, load_model
     from store.db import Store, StoreBusy
@@ -75,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         from genuine_core.io import ChannelMap
 
         channel_map = ChannelMap.parse(args.channels)
+    _check_options(args)  # every option checked before the store is opened or a file read
     segment_kwargs = {}
     if args.cellpose_model is not None:
         segment_kwargs["model_path"] = str(args.cellpose_model)
@@ -90,20 +101,72 @@ def run(args: argparse.Namespace) -> int:
         what = ("nothing was ingested; ingest on the dashboard's Ingest page, or stop the dashboard and re-run"
                 if exc.dashboard else "nothing was ingested; re-run when it has finished")
         raise StoreBusy(exc.path, exc.holder, exc.waited, exc.dashboard, f"{what} (or give a longer --wait)") from None
+    done: list = []  # outcomes so far, each printed as its file is done (a stored file is committed by then)
+
+    def report_file(outcome) -> None:
+        from tqdm.auto import tqdm
+
+        done.append(outcome)
+        tqdm.write(outcome.line(), file=sys.stdout)  # above the progress bars (stderr)
+        sys.stdout.flush()
+
     with store:
         models = resolve_models(store, args.models, loader=lambda p: load_model(p, mc_samples=mc))
         if not models:
-            print("warning: no models found; storing nuclei without predictions")
-        if args.benchmark is not None:
-            report = ingest_benchmark(store, args.benchmark, models, splits=args.splits,
-                                      max_fields_per_sample=args.max_fields, backend=args.backend,
-                                      segment_kwargs=segment_kwargs or None, progress=progress,
-                                      place_umap=not args.no_umap)
-        else:
-            report = ingest_files(store, args.files, args.sample, kind=args.kind, expected=args.expected,
-                                  genotype=args.genotype, models=models, channel_map=channel_map,
-                                  backend=args.backend, segment_kwargs=segment_kwargs or None,
-                                  progress=progress, place_umap=not args.no_umap)
-    for line in report.lines():
-        print(line)
+            print("warning: no models found; storing nuclei without predictions", flush=True)
+        try:
+            if args.benchmark is not None:
+                report = ingest_benchmark(store, args.benchmark, models, splits=args.splits,
+                                          max_fields_per_sample=args.max_fields, backend=args.backend,
+                                          segment_kwargs=segment_kwargs or None, progress=progress,
+                                          place_umap=not args.no_umap, on_outcome=report_file)
+            else:
+                report = ingest_files(store, args.files, args.sample, kind=args.kind, expected=args.expected,
+                                      genotype=args.genotype, models=models, channel_map=channel_map,
+                                      backend=args.backend, segment_kwargs=segment_kwargs or None,
+                                      progress=progress, place_umap=not args.no_umap, on_outcome=report_file)
+        except KeyboardInterrupt:
+            stored = sum(o.status == "stored" for o in done)
+            raise KeyboardInterrupt(
+                f"{stored} file(s) stored before the interrupt (the 'stored' lines above), "
+                f"{len(done) - stored} other(s) done; the same command again skips what is stored") from None
+    print(report.summary_line(), flush=True)
     return report.exit_code
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse bad option values up front (one line, exit 2), as ``genuine segment`` does.
+
+    Raises:
+        InputError: a value out of range or unknown; ModelLoadError: no cellpose model.
+    """
+    from genuine_core.errors import InputError
+    from store import samples
+
+    if args.diameter is not None and not 4 <= args.diameter <= 2000:
+        raise InputError(f"--diameter must be in [4, 2000] px, got {args.diameter:g}")
+    if args.expected is not None and not 0 <= args.expected <= 1:
+        raise InputError(f"--expected must be an MNA fraction in [0, 1], got {args.expected:g}")
+    if args.genotype is not None and samples.genotype_label(args.genotype) is None:
+        raise InputError(f"--genotype must be MNA or non-MNA, got {args.genotype!r}")
+    if args.max_fields is not None and args.max_fields < 1:
+        raise InputError(f"--max-fields must be >= 1, got {args.max_fields}")
+    if args.splits is not None:
+        unknown = [s for s in args.splits if s not in BENCHMARK_SPLITS]
+        if unknown:
+            raise InputError(f"--splits: unknown split(s) {', '.join(map(repr, unknown))}; "
+                             f"choose from {', '.join(BENCHMARK_SPLITS)}")
+    if args.benchmark is None and (args.splits is not None or args.max_fields is not None):
+        raise InputError("--splits and --max-fields apply to --benchmark DIR only")
+    if args.benchmark is not None and (args.sample or args.kind or args.genotype or args.expected is not None):
+        raise InputError("--sample, --kind, --genotype and --expected apply to scan files; "
+                         "a benchmark folder names its own samples")
+    from genuine_core.segmentation import DEFAULT_BACKEND
+
+    backend = args.backend or DEFAULT_BACKEND
+    if args.cellpose_model is not None and backend != "cellpose":
+        raise InputError("--cellpose-model applies to --backend cellpose only")
+    if backend == "cellpose":
+        from genuine_core.segmentation.cellpose_backend import resolve_model_path
+
+        resolve_model_path(args.cellpose_model, option="--cellpose-model")

@@ -1,33 +1,134 @@
-"""``genuine store check | info``: integrity check and overview of a store file."""
+"""``genuine store check | info | scans | remove-scan``: integrity, overview, scan list, scan removal.
+
+``remove-scan SCAN_ID`` deletes one scan and everything derived from it in one transaction
+(``store.scans.remove_scan``), e.g. a scan ingested with the wrong channel map, so that the
+file can be ingested again. It refuses scans whose nuclei carry curators' label events (the
+audit trail is never deleted). Without ``--yes`` it shows what it would delete and asks; when
+stdin is not a terminal, ``--yes`` is required.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from store.location import add_db_argument, default_db_path
+from store.location import DEFAULT_DB, add_db_argument, default_db_path
+
+ACTIONS = ("check", "info", "scans", "remove-scan")
+
+
+def _scan_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a scan id is a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a scan id is a positive integer, got {text!r}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``genuine store``."""
-    parser.add_argument("action", choices=("check", "info"), help="check: integrity; info: counts")
     add_db_argument(parser)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    helps = {
+        "check": "integrity check (exit 1 when problems are found)",
+        "info": "schema version, size and row counts",
+        "scans": "list the stored scans: id, sample, file, channel map, nuclei",
+        "remove-scan": "delete one scan and everything derived from it (refused when curated)",
+    }
+    subs = {}
+    for name in ACTIONS:
+        p = sub.add_parser(name, help=helps[name], description=helps[name])
+        # --db after the action as well as before it; SUPPRESS keeps one given before
+        p.add_argument("--db", type=Path, default=argparse.SUPPRESS,
+                       help=f"store file (default: $GENUINE_DB or {DEFAULT_DB})")
+        subs[name] = p
+    subs["scans"].add_argument("--sample", default=None, help="only the scans of this sample")
+    subs["remove-scan"].add_argument("scan_id", type=_scan_id, metavar="SCAN_ID",
+                                     help="id of the scan (see: genuine store scans)")
+    subs["remove-scan"].add_argument("--yes", action="store_true",
+                                     help="do not ask for confirmation (required when stdin is not a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """``check`` exits 1 when problems are found; ``info`` prints counts."""
+    """``check`` exits 1 when problems are found; ``remove-scan`` exits 1 when not confirmed."""
+    db = args.db or default_db_path()
+    if args.action == "remove-scan":
+        return _remove_scan(db, args.scan_id, args.yes)
     import json
 
     from store.check import check_store, store_info
     from store.db import Store
 
-    with Store(args.db or default_db_path(), read_only=True) as store:
+    with Store(db, read_only=True) as store:
         if args.action == "info":
             print(json.dumps(store_info(store), indent=2, default=str))
             return 0
+        if args.action == "scans":
+            return _print_scans(store, args.sample)
         problems = check_store(store)
     if problems:
         for p in problems:
             print(f"problem: {p}")
         return 1
-    print(f"ok: {args.db or default_db_path()} is consistent")
+    print(f"ok: {db} is consistent")
+    return 0
+
+
+def _print_scans(store, sample: str | None) -> int:
+    from store.samples import get_sample
+    from store.scans import scan_overview
+
+    if sample is not None and get_sample(store, sample) is None:
+        from genuine_core.errors import StoreError
+
+        raise StoreError(f"no sample named {sample!r} in {store.path}")
+    df = scan_overview(store, sample)
+    if df.empty:
+        print(f"no scans in {store.path}" + (f" for sample {sample!r}" if sample else ""))
+        return 0
+    view = df.rename(columns={"file_name": "file", "channel_map": "channel map", "n_nuclei": "nuclei",
+                              "n_models": "models", "curated_nuclei": "curated"})
+    view["ingested_at"] = view["ingested_at"].astype(str).str[:19]
+    view = view.rename(columns={"ingested_at": "ingested"})
+    print(view.to_string(index=False))
+    return 0
+
+
+def _remove_scan(db, scan_id: int, yes: bool) -> int:
+    import shlex
+    import sys
+
+    from genuine_core.errors import InputError, StoreError
+    from store.db import Store
+    from store.scans import ScanHasLabelEvents, plan_scan_removal, remove_scan
+
+    if not Path(db).is_file():  # never create a store just to find it empty
+        raise StoreError(f"{db}: no such store")
+    with Store(db) as store:
+        plan = plan_scan_removal(store, scan_id)
+        if plan.label_events:
+            raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events,
+                                     plan.curated_nuclei)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise InputError(f"scan {scan_id} not removed: stdin is not a terminal, confirm with "
+                                 f"--yes (genuine store remove-scan {scan_id} --yes)")
+            print("would delete:")
+            for line in plan.lines():
+                print(line)
+            try:
+                answer = input(f"Remove scan {scan_id} and all of the above? [y/N] ")
+            except EOFError:
+                answer = ""
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing removed")
+                return 1
+        removal = remove_scan(store, scan_id)
+    print(f"removed scan {removal.scan_id} ({removal.file_name}, sample {removal.sample!r}): "
+          + ", ".join(f"{n} {t}" for t, n in removal.rows.items() if n and t != "scans")
+          + (f"; deleted {', '.join(str(f) for f in removal.files)}" if removal.files else ""))
+    print(f"sample {removal.sample!r} kept with {removal.sample_scans_left} other scan(s); ingest the file again "
+          f"with the right channel map: genuine ingest FILE --sample {shlex.quote(removal.sample)} --channels MAP")
     return 0

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from genuine_core.embedding import UmapConfig
-    from genuine_core.errors import InputError
+    from genuine_core.errors import InputError, StoreError
     from store import umap as umap_store
     from store.db import Store
 
@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
                             n_epochs=args.epochs, seed=args.seed, max_reference=args.max_reference)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
-    with Store(args.db or default_db_path()) as store:
+    path = args.db or default_db_path()
+    if not path.is_file():  # a typo must not create an empty store (as `genuine store` / `export`)
+        raise StoreError(f"{path}: no such store")
+    with Store(path) as store:
         names = args.model or umap_store.models_with_embeddings(store)
         if not names:
             raise InputError("no model has stored embeddings; ingest scans first")

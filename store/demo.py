@@ -151,13 +151,10 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     """
     import torch
 
-    from store import umap as umap_store
-    from store.check import check_store
-    from store.db import Store
-    from store.ingest import ingest_benchmark, ingest_files
-
     torch.set_num_threads(min(2, torch.get_num_threads()))
     out = Path(out)
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; give the store file to create, e.g. {out / 'genuine_demo.duckdb'}")
     if out.exists() and not force:
         raise InputError(f"{out} exists; use --force to rebuild it")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +172,32 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     seconds["load_models"] = time.perf_counter() - t
 
     failed: list[str] = []
+    try:
+        n_nuclei, sample_names = _fill_demo_store(partial, bench, models, config, progress, failed, seconds)
+    except BaseException:  # failure or Ctrl-C: no half-built store left beside the old one (which stays intact)
+        _remove_store(partial)
+        raise
+    _remove_store(out)
+    partial.rename(out)
+    files = partial.with_name(partial.stem + "_files")
+    if files.is_dir():
+        files.rename(out.with_name(out.stem + "_files"))
+    seconds["total"] = time.perf_counter() - t_all
+    return {"path": str(out), "seconds": {k: round(v, 1) for k, v in seconds.items()}, "n_nuclei": n_nuclei,
+            "models": [m.name for m in models], "samples": sample_names, "failed": failed}
+
+
+def _fill_demo_store(partial: Path, bench: Path, models, config: DemoConfig, progress: bool, failed: list[str],
+                     seconds: dict[str, float]) -> tuple[int, list[str]]:
+    """Ingest the benchmark (and the real scan), fit the UMAPs and check the store at ``partial``.
+
+    Appends failed files to ``failed`` and stage times to ``seconds``; returns ``(n_nuclei, sample names)``.
+    """
+    from store import umap as umap_store
+    from store.check import check_store
+    from store.db import Store
+    from store.ingest import ingest_benchmark, ingest_files
+
     with Store(partial) as store:
         t = time.perf_counter()
         rep = ingest_benchmark(store, bench, models, max_fields_per_sample=config.max_fields_per_sample,
@@ -198,11 +221,4 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
             raise RuntimeError("demo store failed its integrity check: " + "; ".join(problems))
         n_nuclei = int(store.scalar("SELECT count(*) FROM nuclei"))
         sample_names = store.query("SELECT name FROM samples ORDER BY kind, name")["name"].tolist()
-    _remove_store(out)
-    partial.rename(out)
-    files = partial.with_name(partial.stem + "_files")
-    if files.is_dir():
-        files.rename(out.with_name(out.stem + "_files"))
-    seconds["total"] = time.perf_counter() - t_all
-    return {"path": str(out), "seconds": {k: round(v, 1) for k, v in seconds.items()}, "n_nuclei": n_nuclei,
-            "models": [m.name for m in models], "samples": sample_names, "failed": failed}
+    return n_nuclei, sample_names

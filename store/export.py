@@ -13,7 +13,7 @@ import pandas as pd
 
 from genuine_core.errors import InputError, StoreError
 from genuine_core.pipeline import center_crop, decode_patch
-from store import labels, samples, summary
+from store import labels, registry, samples, summary
 from store.db import Store
 from store.nuclei import nucleus_predictions, patch_bytes, sample_nuclei
 
@@ -68,11 +68,17 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     info = samples.get_sample(store, sample)
     if info is None:
         raise StoreError(f"no sample named {sample!r}")
+    if model is not None:
+        known = registry.list_models(store)["name"].tolist()
+        if model not in known:
+            raise StoreError(f"no model named {model!r}; registered: {', '.join(known) or 'none'}")
     summ = summary.sample_summaries(store, sample=sample)
     chosen = summ[summ["model"] == model]
     if model is not None and chosen.empty:
         raise StoreError(f"model {model!r} has no predictions for sample {sample!r}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is not a folder (a file of that name exists)")
     out.mkdir(parents=True, exist_ok=True)
     nuclei = _wide_nuclei(store, sample)
     written = [out / "nuclei.csv", out / "nuclei.parquet", out / "summary.csv", out / "summary.md", out / "summary.html"]
@@ -133,6 +139,8 @@ def curated_training_set(store: Store, sample: str | None = None):
     """
     from training.labelled import LabelledPatches
 
+    if sample is not None and samples.get_sample(store, sample) is None:
+        raise StoreError(f"no sample named {sample!r}")
     cur = store.query(
         """
         SELECT cl.nucleus_id, cl.label, c.sha256, n.mask_label, n.true_label, c.patch_normalisation

@@ -36,7 +36,7 @@ from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel,
                                    model_folders, models_normalisation, prepare_scan, score_scans, sha256_file)
 from store import registry, samples
 from store.db import Store
-from store.scans import scan_by_sha, write_scan_result
+from store.scans import duplicate_note, scan_by_sha, write_scan_result
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,16 @@ class FileOutcome:
     n_nuclei: int = 0
     seconds: float = 0.0
     stages: dict = field(default_factory=dict)
+    error: BaseException | None = field(default=None, repr=False, compare=False)  # why a file failed
+
+    def line(self) -> str:
+        """The file's line of :meth:`IngestReport.lines` (the file named once, not again by its message)."""
+        message = self.message
+        for prefix in (f"{self.path}: ", f"{Path(self.path).name}: "):
+            if message.startswith(prefix):
+                message = message[len(prefix):]
+                break
+        return f"{self.status:9s} {self.path}: {message}"
 
 
 @dataclass
@@ -94,11 +104,13 @@ class IngestReport:
 
     def lines(self) -> list[str]:
         """One human-readable line per file plus a total."""
-        out = [f"{o.status:9s} {o.path}: {o.message}" for o in self.outcomes]
+        return [o.line() for o in self.outcomes] + [self.summary_line()]
+
+    def summary_line(self) -> str:
+        """The total: stored, already stored and failed files, nuclei and speed."""
         rate = self.n_nuclei / self.seconds if self.seconds > 0 else 0.0
-        out.append(f"{self.count('stored')} stored, {self.count('duplicate')} already stored, "
-                   f"{self.count('failed')} failed; {self.n_nuclei} nuclei in {self.seconds:.1f} s ({rate:.1f} nuclei/s)")
-        return out
+        return (f"{self.count('stored')} stored, {self.count('duplicate')} already stored, "
+                f"{self.count('failed')} failed; {self.n_nuclei} nuclei in {self.seconds:.1f} s ({rate:.1f} nuclei/s)")
 
 
 def resolve_models(store: Store, folders: Sequence[str | Path] | None = None,
@@ -172,6 +184,7 @@ class _Item:
     truth_fn: Callable | None = None
     split: str | None = None
     acquisition: dict | None = None
+    file_name: str | None = None  # recorded instead of the file's own name (an upload's original name)
 
 
 class _DryRun(Exception):
@@ -210,12 +223,12 @@ def _check_nuclei(result: ScanResult) -> None:
 
 
 def _failed(item: _Item, exc: Exception, t0: float) -> FileOutcome:
+    """A ``failed`` outcome; the batcher logs it (and the traceback of an unexpected error) once."""
     if isinstance(exc, GenuineError):
         msg = str(exc)
     else:  # a bug or an unexpected library error: report it, keep the batch going
-        logger.error("ingest of %s failed", item.path, exc_info=exc)
         msg = f"unexpected error: {type(exc).__name__}: {exc}"
-    return FileOutcome(str(item.path), "failed", msg, seconds=time.perf_counter() - t0)
+    return FileOutcome(str(item.path), "failed", msg, seconds=time.perf_counter() - t0, error=exc)
 
 
 @dataclass
@@ -233,10 +246,11 @@ class _Batcher:
     """Prepares files ahead in a worker thread, scores them in batches, writes each in its own transaction."""
 
     def __init__(self, store: Store, models: Sequence[ScoringModel], prepare_kwargs: dict, progress: bool,
-                 desc: str, total: int):
+                 desc: str, total: int, on_outcome: Callable[[FileOutcome], None] | None = None):
         from tqdm.auto import tqdm
 
         self.store, self.models, self.kwargs = store, list(models), prepare_kwargs
+        self.on_outcome = on_outcome  # called as each file is done (the CLI prints its line then)
         self.normalisation = models_normalisation(self.models)  # refused before anything is read or written
         # registered with the first stored scan (same transaction): a batch whose files all fail
         # leaves the store unchanged; name clashes are still refused now
@@ -293,6 +307,8 @@ class _Batcher:
             with self.models_running:
                 result = prepare_scan(item.path, self.patch_size, acquisition=item.acquisition,
                                       normalisation=self.normalisation, **self.kwargs)
+            if item.file_name:
+                result.info["file_name"] = item.file_name
             _check_nuclei(result)
             return _Prepared(t0, sha, result, seconds=time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - reported per file
@@ -305,10 +321,10 @@ class _Batcher:
             return
         known = scan_by_sha(self.store, prep.sha)
         if known or prep.sha in self.pending_sha:
-            where = (f"scan {known['id']} in sample {known['sample']!r}" if known
-                     else "an earlier file of this batch")
-            self._done(item, FileOutcome(str(item.path), "duplicate", f"already stored as {where} "
-                                         "(same sha256); nothing written", known["id"] if known else None))
+            # names the stored scan's channel map, and remove-scan when this ingest asked for another one
+            msg = (duplicate_note(known, self.kwargs.get("channel_map")) if known
+                   else "already stored as an earlier file of this batch (same sha256); nothing written")
+            self._done(item, FileOutcome(str(item.path), "duplicate", msg, known["id"] if known else None))
             return
         if prep.result is None:  # the worker saw it stored, it is gone since (deleted meanwhile): prepare it here
             self._accept(item, self._prepare(item))
@@ -384,7 +400,16 @@ class _Batcher:
     def _done(self, item: _Item, outcome: FileOutcome) -> None:
         self.outcomes.append((item.index, outcome))
         if outcome.status == "failed":
-            logger.warning("skipped %s: %s", item.path, outcome.message)
+            unexpected = outcome.error is not None and not isinstance(outcome.error, GenuineError)
+            if self.on_outcome is None:  # nobody reports it: the log does, once
+                if unexpected:
+                    logger.error("ingest of %s failed", item.path, exc_info=outcome.error)
+                else:
+                    logger.warning("skipped %s: %s", item.path, outcome.message)
+            elif unexpected:  # the callback states the reason; the traceback is for -v
+                logger.debug("ingest of %s failed", item.path, exc_info=outcome.error)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
         self.bar.update()
         self.bar.set_postfix(nuclei=sum(o.n_nuclei for _, o in self.outcomes if o.status == "stored"),
                              failed=sum(o.status == "failed" for _, o in self.outcomes))
@@ -401,7 +426,9 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
                  expected: float | None = None, genotype: str | None = None,
                  models: Sequence[ScoringModel] = (), channel_map=None, backend: str | None = None,
                  segment_kwargs: dict | None = None, segmenter=None, acquisition: dict | None = None,
-                 progress: bool = True, place_umap: bool = True, max_pixels: int | None = None) -> IngestReport:
+                 progress: bool = True, place_umap: bool = True, max_pixels: int | None = None,
+                 file_names: Sequence[str] | None = None,
+                 on_outcome: Callable[[FileOutcome], None] | None = None) -> IngestReport:
     """Ingest scan files into one sample.
 
     The sample is created and the models registered together with the first stored
@@ -420,6 +447,10 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
         place_umap: place the new nuclei on every fitted UMAP afterwards.
         max_pixels: refuse larger images from their header (None: ``$GENUINE_MAX_PIXELS`` or
             ``genuine_core.io.DEFAULT_MAX_PIXELS``).
+        file_names: the name to record for each file (None: the file's own; an upload is kept
+            under a hash-prefixed name, but users know it by its original name).
+        on_outcome: called with each file's outcome as soon as it is done (stored files are
+            committed by then); when given, it reports failures instead of the log.
 
     Returns:
         IngestReport (one outcome per file, in order).
@@ -431,8 +462,10 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
     genotype = existing["genotype"] if existing else samples.normalise_genotype(genotype)
     kwargs = dict(channel_map=channel_map, backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter,
                   max_pixels=max_pixels_limit(max_pixels))
-    batcher = _Batcher(store, models, kwargs, progress, f"ingest {sample}", len(paths))
-    items = (_Item(i, Path(p), sid, genotype, acquisition=acquisition) for i, p in enumerate(paths))
+    batcher = _Batcher(store, models, kwargs, progress, f"ingest {sample}", len(paths), on_outcome)
+    names = list(file_names) if file_names is not None else [None] * len(paths)
+    items = (_Item(i, Path(p), sid, genotype, acquisition=acquisition, file_name=n)
+             for i, (p, n) in enumerate(zip(paths, names, strict=True)))
     report = IngestReport(batcher.run(items), time.perf_counter() - t0)
     if place_umap:  # even when nothing new was stored: a killed earlier run may have left scans unplaced
         _place_on_umaps(store, [m.name for m in models])
@@ -476,7 +509,8 @@ def ingest_upload(store: Store, folder: str | Path, name: str, data: bytes, samp
     """What the dashboard's Ingest page does with one uploaded file.
 
     :func:`save_upload` (header check, bytes kept under ``folder``), then :func:`ingest_files`
-    with ``kwargs`` (``kind``, ``expected``, ``genotype``, ``models``, ``channel_map``, ...).
+    with ``kwargs`` (``kind``, ``expected``, ``genotype``, ``models``, ``channel_map``, ...); the
+    scan is recorded under its original file name ``name`` (its ``path`` is the saved file).
     A refused file gets a ``failed`` outcome, and a file that fails to ingest is removed
     from ``folder`` again: only stored scans keep their bytes there.
 
@@ -491,7 +525,7 @@ def ingest_upload(store: Store, folder: str | Path, name: str, data: bytes, samp
                               seconds=time.perf_counter() - t0)
         return IngestReport([outcome], time.perf_counter() - t0)
     kwargs.setdefault("progress", False)
-    report = ingest_files(store, [path], sample, **kwargs)
+    report = ingest_files(store, [path], sample, file_names=[Path(name).name], **kwargs)
     if report.outcomes[0].status == "failed":
         path.unlink(missing_ok=True)
     return report
@@ -640,7 +674,8 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
                      splits: Sequence[str] | None = None, max_fields_per_sample: int | None = None,
                      samples_filter: Sequence[str] | None = None, backend: str | None = None,
                      segment_kwargs: dict | None = None, segmenter=None, min_iou: float = 0.5,
-                     progress: bool = True, place_umap: bool = True) -> IngestReport:
+                     progress: bool = True, place_umap: bool = True,
+                     on_outcome: Callable[[FileOutcome], None] | None = None) -> IngestReport:
     """Ingest the fields of a synthetic benchmark with their ground truth.
 
     Each benchmark sample (cell line or mixture) becomes a store sample; fields keep their
@@ -668,7 +703,7 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
     by_field = dict(tuple(nuclei.groupby("field_id", sort=False)))
     config = _read_json_file(bench / "config.json")
     kwargs = dict(backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter)
-    batcher = _Batcher(store, models, kwargs, progress, f"ingest {bench.name}", len(fields))
+    batcher = _Batcher(store, models, kwargs, progress, f"ingest {bench.name}", len(fields), on_outcome)
 
     def items() -> Iterator[_Item]:
         for i, f in enumerate(fields.to_dict("records")):

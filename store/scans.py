@@ -1,17 +1,24 @@
-"""Scans and everything derived from one: written in one transaction, read back for display."""
+"""Scans and everything derived from one: written in one transaction, read back for display, removed in one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from genuine_core.errors import StoreError
+from genuine_core.io import ChannelMap
 from genuine_core.pipeline import ScanResult, decode_image, decode_masks, encode_image, encode_masks, encode_patch
 from store.db import Store
+
+logger = logging.getLogger(__name__)
 
 NUCLEUS_COLUMNS = ["mask_label", "cy", "cx", "bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1", "area",
                    "mean_nmi", "mean_mycn", "mean_dapi", "cropped"]
@@ -23,13 +30,70 @@ def _now() -> datetime:
 
 
 def scan_by_sha(store: Store, sha256: str) -> dict | None:
-    """``{"id", "file_name", "sample"}`` of the scan with these file bytes, or None."""
+    """``{"id", "file_name", "sample", "channel_map"}`` of the scan with these file bytes, or None.
+
+    ``channel_map`` is the map the scan was read with, ``{"nmi": i, "mycn": j, "dapi": k}``
+    (None when the stored value cannot be parsed).
+    """
     df = store.query(
-        "SELECT c.id, c.file_name, s.name AS sample FROM scans c JOIN samples s ON s.id = c.sample_id "
+        "SELECT c.id, c.file_name, s.name AS sample, c.channel_map FROM scans c JOIN samples s ON s.id = c.sample_id "
         "WHERE c.sha256 = ?",
         [sha256],
     )
-    return None if df.empty else df.iloc[0].to_dict()
+    if df.empty:
+        return None
+    rec = df.iloc[0].to_dict()
+    rec["id"] = int(rec["id"])
+    rec["channel_map"] = _parse_channel_map(rec["channel_map"])
+    return rec
+
+
+def _parse_channel_map(text) -> dict | None:
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _as_dict(channel_map) -> dict:
+    """``ChannelMap`` / dict / None (the RGB default) -> ``{"nmi", "mycn", "dapi"}``."""
+    if channel_map is None:
+        channel_map = ChannelMap()
+    return dataclasses.asdict(channel_map) if dataclasses.is_dataclass(channel_map) else dict(channel_map)
+
+
+def channel_map_text(channel_map) -> str:
+    """A channel map (``ChannelMap``, dict or None = RGB) as users write it: ``nmi=2,mycn=1,dapi=0 (BGR)``."""
+    d = _as_dict(channel_map)
+    text = ",".join(f"{r}={d[r]}" for r in ("nmi", "mycn", "dapi") if d.get(r) is not None)
+    names = {(0, 1, 2): "RGB", (2, 1, 0): "BGR"}
+    name = names.get((d.get("nmi"), d.get("mycn"), d.get("dapi")))
+    return f"{text} ({name})" if name else text
+
+
+def duplicate_note(known: dict, channel_map=None) -> str:
+    """Why a file is not ingested again: which scan holds it, read with which channel map.
+
+    Args:
+        known: :func:`scan_by_sha` of the file.
+        channel_map: the map this ingest asked for (``ChannelMap``; None = RGB).
+
+    Returns:
+        e.g. ``already stored as scan 3 in sample 'X' with channel map nmi=2,mycn=1,dapi=0 (BGR)
+        (same sha256); nothing written``, plus, when ``channel_map`` differs from the stored
+        one, that it does and the ``genuine store remove-scan`` command that allows a re-ingest.
+    """
+    stored = known.get("channel_map")
+    where = f"already stored as scan {known['id']} in sample {known['sample']!r}"
+    if stored is None:
+        return f"{where} (same sha256); nothing written"
+    note = f"{where} with channel map {channel_map_text(stored)} (same sha256); nothing written"
+    asked = _as_dict(channel_map)
+    if {r: asked.get(r) for r in ("nmi", "mycn", "dapi")} != {r: stored.get(r) for r in ("nmi", "mycn", "dapi")}:
+        note += (f"; this ingest asked for {channel_map_text(asked)}: to re-ingest the file with it, remove the "
+                 f"stored scan first with: genuine store remove-scan {known['id']}")
+    return note
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -271,3 +335,193 @@ def scan_images(store: Store, scan_id: int) -> tuple[np.ndarray, np.ndarray]:
     if row is None:
         raise StoreError(f"no scan with id {scan_id}")
     return decode_image(row[0]), decode_masks(row[1])
+
+
+def scan_overview(store: Store, sample: str | None = None) -> pd.DataFrame:
+    """One row per scan (optionally of one sample), for finding a scan's id.
+
+    Returns:
+        DataFrame ``id, sample, file_name, channel_map (text, see channel_map_text), n_nuclei,
+        n_models, curated_nuclei (nuclei with label events), ingested_at``, ordered by id.
+    """
+    df = store.query(
+        """
+        SELECT c.id, s.name AS sample, c.file_name, c.channel_map, c.n_nuclei,
+               (SELECT count(*) FROM scan_models sm WHERE sm.scan_id = c.id)::INTEGER AS n_models,
+               (SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id
+                WHERE n.scan_id = c.id)::INTEGER AS curated_nuclei,
+               c.ingested_at
+        FROM scans c JOIN samples s ON s.id = c.sample_id
+        WHERE ? IS NULL OR s.name = ?
+        ORDER BY c.id
+        """,
+        [sample, sample],
+    )
+    df["channel_map"] = [channel_map_text(m) if m is not None else "?"
+                         for m in (_parse_channel_map(t) for t in df["channel_map"])]
+    return df
+
+
+# -- removing --------------------------------------------------------------------------------
+# Every table holding rows of one scan or of its nuclei, in the order remove_scan deletes them
+# (constant SQL, the scan id bound as $scan). label_events is not here: the audit trail is never
+# deleted, so a scan whose nuclei have label events is refused. The sample, the models, UMAP fits
+# (maps stay valid functions) and probe runs do not belong to a scan and stay.
+_OF_SCAN = "SELECT id FROM nuclei WHERE scan_id = $scan"
+_REMOVE_TABLES: list[tuple[str, str]] = [
+    ("umap_coords", "FROM umap_coords WHERE nucleus_id IN (" + _OF_SCAN + ")"),
+    ("embeddings", "FROM embeddings WHERE nucleus_id IN (" + _OF_SCAN + ")"),
+    ("detections", "FROM detections WHERE nucleus_id IN (" + _OF_SCAN + ")"),
+    ("predictions", "FROM predictions WHERE nucleus_id IN (" + _OF_SCAN + ")"),
+    ("review_stats", "FROM review_stats WHERE scan_id = $scan OR nucleus_id IN (" + _OF_SCAN + ")"),
+    ("synthetic_truth", "FROM synthetic_truth WHERE nucleus_id IN (" + _OF_SCAN + ")"),
+    ("scan_models", "FROM scan_models WHERE scan_id = $scan"),
+    ("nuclei", "FROM nuclei WHERE scan_id = $scan"),
+    ("scans", "FROM scans WHERE id = $scan"),
+]
+_COUNT_SQL = {t: "SELECT count(*) " + where for t, where in _REMOVE_TABLES}
+_DELETE_SQL = {t: "DELETE " + where for t, where in _REMOVE_TABLES}
+_SCAN_SQL = ("SELECT c.id, c.sample_id, s.name AS sample, c.file_name, c.path, c.channel_map, c.n_nuclei, "
+             "c.ingested_at FROM scans c JOIN samples s ON s.id = c.sample_id WHERE c.id = $scan")
+_EVENTS_SQL = ("SELECT count(*), count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n "
+               "ON n.id = e.nucleus_id WHERE n.scan_id = $scan")
+_PATH_USERS_SQL = "SELECT count(*) FROM scans WHERE path = ? AND id <> ?"
+
+
+class ScanHasLabelEvents(StoreError):
+    """A scan cannot be removed: curators' label events refer to its nuclei (the audit trail stays).
+
+    Attributes:
+        scan_id: the scan. n_events: its label events. n_nuclei: nuclei with at least one.
+    """
+
+    def __init__(self, scan_id: int, file_name: str, sample: str, n_events: int, n_nuclei: int):
+        self.scan_id, self.n_events, self.n_nuclei = scan_id, n_events, n_nuclei
+        super().__init__(
+            f"scan {scan_id} ({file_name}, sample {sample!r}) is not removed: {n_events} label event(s) on "
+            f"{n_nuclei} of its nuclei refer to it, and the audit trail of curators' decisions is never "
+            "deleted; keep the scan (nothing was changed)")
+
+
+@dataclass
+class ScanRemoval:
+    """What removing one scan deletes (:func:`plan_scan_removal`) or deleted (:func:`remove_scan`).
+
+    Attributes:
+        scan_id, sample, file_name, channel_map (text), n_nuclei: the scan.
+        rows: table -> rows of that scan (``scans`` 1, ``nuclei`` n, predictions, ...).
+        label_events: label events on its nuclei (removal is refused when > 0).
+        curated_nuclei: nuclei with at least one label event.
+        files: files beside the store that belong to the scan only (an uploaded scan's kept bytes).
+        sample_scans_left: scans its sample holds besides this one (the sample itself stays).
+    """
+
+    scan_id: int
+    sample: str
+    file_name: str
+    channel_map: str
+    n_nuclei: int
+    rows: dict[str, int] = field(default_factory=dict)
+    label_events: int = 0
+    curated_nuclei: int = 0
+    files: list[Path] = field(default_factory=list)
+    sample_scans_left: int = 0
+
+    def lines(self) -> list[str]:
+        """Human-readable summary, one line per table with rows and per file."""
+        out = [f"scan {self.scan_id}: {self.file_name} in sample {self.sample!r}, channel map {self.channel_map}, "
+               f"{self.n_nuclei} nuclei"]
+        out += [f"  {n:8d} {t}" for t, n in self.rows.items() if n]
+        out += [f"  file {f}" for f in self.files]
+        left = f"{self.sample_scans_left} other scan(s)" if self.sample_scans_left else "no other scans"
+        out.append(f"  sample {self.sample!r} is kept ({left})")
+        return out
+
+
+def _plan(store: Store, cur, scan_id: int) -> ScanRemoval:
+    params = {"scan": int(scan_id)}
+    rows = cur.execute(_SCAN_SQL, params).fetchall()
+    if not rows:
+        raise StoreError(f"no scan with id {scan_id}; list them with: genuine store scans")
+    sid, sample_id, sample, file_name, path, cmap, n_nuclei, _ = rows[0]
+    cmap = _parse_channel_map(cmap)
+    n_events, n_curated = cur.execute(_EVENTS_SQL, params).fetchone()
+    counts = {t: int(cur.execute(_COUNT_SQL[t], params).fetchone()[0]) for t, _ in _REMOVE_TABLES}
+    left = int(cur.execute("SELECT count(*) FROM scans WHERE sample_id = ? AND id <> ?",
+                           [sample_id, sid]).fetchone()[0])
+    files = []
+    owned = _owned_file(store, path)
+    if owned is not None and not int(cur.execute(_PATH_USERS_SQL, [path, sid]).fetchone()[0]):
+        files.append(owned)
+    return ScanRemoval(int(sid), str(sample), str(file_name), channel_map_text(cmap) if cmap else "?", int(n_nuclei),
+                       counts, int(n_events), int(n_curated), files, left)
+
+
+def _owned_file(store: Store, path: str | None) -> Path | None:
+    """``path`` when it is an existing file inside the store's own uploads folder (``<store>_files/uploads``).
+
+    Files anywhere else (the user's scans, benchmark folders) are never the store's to delete.
+    """
+    if not path:
+        return None
+    uploads = (store.folder / "uploads").resolve()
+    p = Path(path).resolve()
+    return p if p.is_file() and p.is_relative_to(uploads) else None
+
+
+def plan_scan_removal(store: Store, scan_id: int) -> ScanRemoval:
+    """What :func:`remove_scan` would delete, without deleting anything.
+
+    Raises:
+        StoreError: no scan with that id.
+    """
+    return _plan(store, store.cursor(), scan_id)
+
+
+def remove_scan(store: Store, scan_id: int) -> ScanRemoval:
+    """Delete one scan and everything derived from it, in ONE transaction.
+
+    Deleted: the scan row (with its preview and masks), its nuclei (patches, auto and true
+    labels), their predictions, review statistics, detections, embeddings, UMAP coordinates
+    and synthetic ground truth, and the scan's ``scan_models`` rows; after the commit, the
+    uploaded file the scan was read from when it lies in the store's ``<store>_files/uploads``
+    folder. Kept: the sample (possibly without scans now), the models, UMAP fits and probe
+    runs. A later ingest of the same file stores it anew (with new scan and nucleus ids).
+
+    The label events of a scan's nuclei are the audit trail and are never deleted: such a
+    scan is refused, nothing is changed.
+
+    Args:
+        store: writable store.
+        scan_id: id of the scan (``genuine store scans`` lists them).
+
+    Returns:
+        :class:`ScanRemoval` with the rows deleted per table.
+
+    Raises:
+        ScanHasLabelEvents: label events refer to the scan's nuclei (nothing deleted).
+        StoreError: no such scan, the store is read-only or busy (nothing deleted).
+    """
+
+    def delete(cur) -> ScanRemoval:
+        plan = _plan(store, cur, scan_id)
+        if plan.label_events:
+            raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events,
+                                     plan.curated_nuclei)
+        params = {"scan": plan.scan_id}
+        deleted = {}
+        for table, _ in _REMOVE_TABLES:
+            deleted[table] = int(cur.execute(_DELETE_SQL[table], params).fetchone()[0])
+        if deleted != plan.rows:  # cannot happen inside one transaction; never commit a surprise
+            raise StoreError(f"scan {plan.scan_id}: deleted {deleted}, expected {plan.rows}; nothing removed")
+        return plan
+
+    removal = store.write(delete)
+    for f in removal.files:  # after the commit: a leftover file is harmless, a missing referenced one is not
+        try:
+            f.unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("scan %d removed, but its file %s could not be deleted: %s", removal.scan_id, f, exc)
+    logger.info("removed scan %d (%s, sample %r): %s", removal.scan_id, removal.file_name, removal.sample,
+                {t: n for t, n in removal.rows.items() if n})
+    return removal

@@ -341,7 +341,7 @@ def _upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
 
 def _ingest(at: AppTest, sample: str) -> AppTest:
     at.text_input(key="ingest_sample").input(sample)
-    at.button[0].click().run(timeout=TIMEOUT)
+    at.button(key="ingest_go").click().run(timeout=TIMEOUT)
     assert not at.exception, [e.value for e in at.exception]
     return at
 
@@ -359,7 +359,7 @@ def test_ingest_stores_a_good_scan_and_reports_a_bad_one(store_copy):
     # the file that fails the header check is named once, in a sentence, and not counted
     assert [w.value for w in at.warning] == ["**broken.tif** will not be ingested: not an image (no TIFF, PNG or "
                                              "JPEG signature)."]
-    assert at.button[0].label == "Ingest 2 scans"
+    assert at.button(key="ingest_go").label == "Ingest 2 scans"
     _ingest(at, "NEW-CASE")
     assert any("new_case.tif" in s.value for s in at.success)
     errors = [e.value for e in at.error]
@@ -392,10 +392,10 @@ def test_ingest_sample_name_follows_the_valid_uploads(store_copy):
     at = _upload(open_page("ingest"), bad)
     _upload(at, bad, good)
     assert at.text_input(key="ingest_sample").value == "good_scan"  # from the valid scan, not the first file
-    assert at.button[0].label == "Ingest 1 scan"
+    assert at.button(key="ingest_go").label == "Ingest 1 scan"
     _upload(at, good, ("other.tif", _tiff_bytes(seed=4)))
     assert at.text_input(key="ingest_sample").value == ""  # several scans: no guess
-    assert at.button[0].label == "Ingest 2 scans"
+    assert at.button(key="ingest_go").label == "Ingest 2 scans"
     _upload(at, ("other.tif", _tiff_bytes(seed=4)))
     assert at.text_input(key="ingest_sample").value == "other"
     at.text_input(key="ingest_sample").input("CASE-17")
@@ -408,8 +408,8 @@ def test_ingest_of_a_stored_scan_links_the_sample_that_holds_it(store_copy):
     data = _tiff_bytes()
     at = _ingest(_upload(open_page("ingest"), ("FISH_RGB.tif", data)), "FIRST")
     _ingest(_upload(at, ("FISH_RGB_copy.tif", data)), "QA-DUP")
-    assert [i.value for i in at.info if "already stored" in i.value] == [
-        "**FISH_RGB_copy.tif**: already stored as scan 4 in sample 'FIRST' (same sha256); nothing written."]
+    dup = [i.value for i in at.info if "already stored" in i.value]
+    assert len(dup) == 1 and dup[0].startswith("**FISH_RGB_copy.tif**: already stored as scan 4 in sample 'FIRST'")
     links = at.get("page_link")
     assert [lk.proto.label for lk in links] == ["Open case FIRST"] and "case=FIRST" in links[0].proto.query_string
     from store.db import open_store
@@ -417,6 +417,13 @@ def test_ingest_of_a_stored_scan_links_the_sample_that_holds_it(store_copy):
 
     with open_store(path) as s:
         assert get_sample(s, "QA-DUP") is None
+
+
+def test_ingest_into_a_sample_of_another_kind_says_why_and_links_nothing(store_copy):
+    at = _ingest(_upload(open_page("ingest"), ("new.tif", _tiff_bytes())), "MIX-50")  # a mixture; kind "case"
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("**new.tif** was not stored: sample 'MIX-50' already exists")
+    assert not at.get("page_link")
 
 
 def test_ingest_records_the_original_file_name(store_copy, tmp_path):
@@ -490,6 +497,109 @@ def test_models_page_plots_a_detectors_count_threshold_scan(store_copy, tmp_path
     assert "**test patches: detection**" in [m.value for m in at.markdown]
 
 
+@pytest.fixture()
+def models_runs():
+    """The Models page's run registry (``pages.retrain.runs``, shared by the server's sessions), empty."""
+    from pages import retrain
+
+    retrain.runs().clear()
+    yield retrain.runs()
+    retrain.runs().clear()
+
+
+def _models_finished_run(runs: dict, folder: Path, validation: dict, seconds: float = 7.0) -> str:
+    """A finished retraining run in the registry, without training: a tiny ResNet folder, a history, a log
+    last written ``seconds`` after the start (10 minutes ago), and an exited process."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from genuine_core.models import GenuineClassifier, preset_config
+
+    out = folder / "resnet-curated"
+    GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(out, metrics={"validation": validation})
+    (out / "history.json").write_text(json.dumps([
+        {"epoch": e, "train_loss": 0.7 - 0.1 * e, "val_loss": 0.6, "val_acc": 0.0, "best": e == 1} for e in (1, 2, 3)]))
+    log = folder / "train.log"
+    log.write_text("trained resnet -> " + "x" * 200 + f" in 1 s (3 epochs); validation sensitivity "
+                   f"{validation['sensitivity']:.3f}, specificity {validation['specificity']:.3f}\n")
+    started = time.time() - 600
+    os.utime(log, (started + seconds, started + seconds))
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    runs["run-1"] = {"proc": proc, "log_handle": None, "log": log, "out": out, "name": "resnet-curated",
+                     "epochs": 3, "patience": 2, "preset": "tiny", "n": 15, "started": started, "cmd": [],
+                     "registered": False, "kind": "resnet"}
+    return "run-1"
+
+
+def test_models_page_retrain_name_and_epochs_follow_kind_and_preset(store_copy, tmp_path):
+    from genuine_core.models import DetectorBaseline, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    folder = tmp_path / "tiny-detector"
+    DetectorBaseline.from_config(preset_config("tiny", kind="detector")).save(folder, metrics={})
+    with open_store(store_copy[0]) as s:
+        register_model(s, load_model(folder))
+    at = open_page("models")
+    name, epochs = at.text_input(key="retrain_name"), at.number_input(key="retrain_epochs")
+    assert (name.value, epochs.value) == ("genuine-curated", 30)
+    det = at.selectbox(key="retrain_detector")
+    assert det.options == ["tiny-detector"] and det.value == str(folder)  # shown by name, the folder is the value
+    at.selectbox(key="retrain_kind").set_value("resnet").run()
+    assert at.text_input(key="retrain_name").value == "resnet-curated"
+    assert not [s for s in at.selectbox if s.key == "retrain_detector"]  # a ResNet uses no detector
+    at.selectbox(key="retrain_preset").set_value("tiny").run()
+    assert at.number_input(key="retrain_epochs").value == 3
+    assert "early stopping after 2 epochs" in texts(at)
+    at.text_input(key="retrain_name").input("my-model").run()
+    at.selectbox(key="retrain_kind").set_value("genuine").run()
+    assert at.text_input(key="retrain_name").value == "my-model"  # typed by the user: kept
+
+
+def test_models_page_finished_run_shows_a_fixed_duration_and_readable_figures(store_copy, tmp_path, models_runs):
+    good = {"sensitivity": 0.9, "specificity": 0.95, "n_positive": 40, "n_negative": 60}
+    _models_finished_run(models_runs, tmp_path, good, seconds=7.0)
+    at = open_page("models")
+    for _ in range(2):
+        status = [m.value for m in at.markdown if "run-1" in m.value]
+        assert status and status[0].endswith("finished after 7 s")  # not the 600 s since the start
+        at.run()
+    assert at.code[0].proto.wrap_lines  # long log lines wrap instead of running off the box
+    figures = {m.label: m.value for m in at.metric}
+    assert figures == {"validation sensitivity": "0.900", "validation specificity": "0.950",
+                       "validation MNA nuclei": "40", "validation non-MNA nuclei": "60"}
+    assert not [w for w in at.warning if "useless" in w.value]
+    assert "shared by everyone" in texts(at) and "this session" not in texts(at)
+    import json
+
+    spec = json.loads(next(c for c in at.get("plotly_chart") if "training curves" in c.proto.spec).proto.spec)
+    assert spec["layout"]["xaxis"]["dtick"] == 1  # whole epochs
+    assert spec["layout"]["annotations"][0]["xanchor"] == "left"  # kept epoch 1: its label inside the plot
+
+
+def test_models_page_warns_before_registering_a_degenerate_model(store_copy, tmp_path, models_runs):
+    useless = {"sensitivity": 1.0, "specificity": 0.0, "n_positive": 2, "n_negative": 1}
+    _models_finished_run(models_runs, tmp_path, useless)
+    at = open_page("models")
+    warning = " ".join(w.value for w in at.warning)
+    assert "specificity 0.000" in warning and "only 2 MNA nuclei" in warning and "only 1 non-MNA" in warning
+    register = next(b for b in at.button if b.label == "Register resnet-curated")
+    assert register.disabled  # registering it takes a deliberate tick
+    at.checkbox(key="register_anyway_run-1").check().run()
+    next(b for b in at.button if b.label == "Register resnet-curated").click().run()
+    assert not at.exception
+    assert "resnet-curated" in frame_with(at, "Model")["Model"].tolist()  # the whole app reran
+    assert "3 models" in " ".join(c.value for c in at.sidebar.caption)
+    assert models_runs["run-1"]["registered"]
+    done = texts(at)
+    assert "registered as resnet-curated" in done and "**Ingest** page" in done
+
+
 def test_embeddings_page_without_umap_says_how_to_fit_one(store_copy):
     at = open_page("embeddings")
     assert "genuine umap" in texts(at)
@@ -517,7 +627,7 @@ def test_embeddings_page_shows_both_maps_and_looks_up_nuclei(umap_store_copy):
 
 
 @pytest.mark.slow
-def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_copy):
+def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_copy, models_runs):
     """Curate 12 + 12 nuclei, start a tiny ResNet run from the page, wait for it, register it."""
     import time
 
@@ -550,6 +660,11 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
         time.sleep(3)
     else:
         pytest.fail("retraining did not finish in 10 minutes")
+    anyway = [c for c in at.checkbox if c.label == "Register it anyway"]
+    if anyway:  # 24 curated nuclei leave a handful for validation: the page says so first
+        assert any("validation split" in w.value for w in at.warning)
+        anyway[0].check().run()
+        register = [b for b in at.button if b.label == "Register resnet-curated"]
     register[0].click().run()
     assert not at.exception
     assert "resnet-curated" in frame_with(at, "Model")["Model"].tolist()

@@ -101,3 +101,30 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, toy_tif, b
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and fragment in err and "\n" not in err
     assert not out.exists()
+
+
+def test_segment_reports_each_image_on_stderr_unless_quiet(tmp_path, toy_tif, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", str(toy_tif), "--out", str(out), "--backend", "watershed"]) == 0
+    err = capsys.readouterr().err
+    assert "[1/1] toy.tif: 256 x 256 px, segmenting (watershed) ..." in err  # before the slow part
+    assert "[1/1] toy.tif: 5 nuclei, 4 patches, 1 skipped at the border" in err
+    assert main(["segment", str(toy_tif), "--out", str(tmp_path / "q"), "--backend", "watershed", "--quiet"]) == 0
+    assert "[1/1]" not in capsys.readouterr().err
+
+
+def test_one_channel_image_says_three_channels_are_needed(tmp_path, capsys):
+    one = tmp_path / "one.tif"
+    tifffile.imwrite(one, np.ones((64, 64), np.uint8))
+    assert main(["segment", str(one), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "needs 3 (NMI reference, MYCN, DAPI)" in err and "such as 'nmi=0" not in err
+
+
+def test_out_naming_a_file_is_refused_before_any_image_is_read(tmp_path, capsys):
+    target = tmp_path / "FILE"
+    target.write_text("keep")
+    absent = tmp_path / "absent.tif"  # would fail the image check: the --out check comes first
+    assert main(["segment", str(absent), "--out", str(target)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {target} is not a folder (a file of that name exists)"
+    assert target.read_text() == "keep"

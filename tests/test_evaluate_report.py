@@ -307,3 +307,32 @@ def test_heldout_accuracy_pools_splits_with_ci_lines_and_agreement(fake_env, tmp
     with pytest.raises(SystemExit) as stop:
         ha.main(["--data", str(tmp_path / "nope"), "--models", str(green)])
     assert stop.value.code == 2 and "not a synthetic benchmark" in capsys.readouterr().err
+
+
+def test_cli_evaluate_out_naming_a_file_is_refused_before_any_work(tmp_path, fake_env, capsys, monkeypatch):
+    from genuine_core.cli import main
+
+    bench, models = fake_env
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **kw: pytest.fail("evaluated before checking --out"))
+    target = tmp_path / "FILE"
+    target.write_text("keep")
+    code = main(["evaluate", "--models", *map(str, models), "--data", str(bench), "--out", str(target)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {target} is not a folder (a file of that name exists)"
+    assert target.read_text() == "keep"
+
+
+def test_report_into_an_earlier_report_folder_leaves_no_stale_figure(tmp_path):
+    out = tmp_path / "r"
+    curve = {"x": [0.0, 1.0], "mean_call": [0.0, 1.0], "crossing": 0.5}
+    history = [{"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_acc": 0.5}]
+    first = {"meta": {}, "models": [{"name": "g", "label": "GENUINE", "kind": "genuine", "beta": 0.0,
+                                     "probe_count": curve, "probe_size": curve, "training": {"history": history}}]}
+    write_report(first, out)
+    (out / "notes.txt").write_text("mine")  # not the report's: kept
+    assert {"fig4_mycn_count.png", "fig4_signal_size.png", "training_curves.png"} <= {p.name for p in out.iterdir()}
+    second = {"meta": {}, "models": [{"name": "g", "label": "GENUINE", "kind": "genuine", "beta": 0.0}]}
+    paths = write_report(second, out)  # e.g. --no-probes, a model without history
+    assert sorted(p.name for p in out.iterdir()) == sorted([p.name for p in paths] + ["notes.txt"])
+    assert not (out / "fig4_mycn_count.png").exists() and not (out / "training_curves.png").exists()
+    assert "fig4_mycn_count.png" not in (out / MD_NAME).read_text()

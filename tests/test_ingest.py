@@ -202,3 +202,116 @@ def test_prefetch_keeps_input_order_and_same_file_twice_is_a_duplicate(store, mo
     assert "earlier file of this batch" in report.outcomes[3].message
     assert store.scalar("SELECT count(*) FROM scans") == 4
     assert len(store._cursors) == cursors
+
+
+# -- the `genuine ingest` command line ---------------------------------------------------------
+
+
+def _cli_models(tmp_path, monkeypatch) -> Path:
+    """A model folder the CLI resolves to a fake model (everything else real)."""
+    from _store_fakes import fake_model as fake
+
+    mdir = tmp_path / "models" / "fake1"
+    mdir.mkdir(parents=True)
+    (mdir / "config.json").write_text('{"kind": "resnet"}')
+    (mdir / "weights.safetensors").write_bytes(b"")
+    real_resolve = ingest.resolve_models
+    monkeypatch.setattr(ingest, "resolve_models",
+                        lambda store, folders, loader=None: real_resolve(store, folders, lambda p: fake(p.name)))
+    return tmp_path / "models"
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--diameter", "0"], "--diameter must be in [4, 2000]"),
+    (["--genotype", "maybe"], "--genotype must be MNA or non-MNA"),
+    (["--expected", "1.5"], "--expected must be"),
+    (["--backend", "cellpose", "--cellpose-model", "nope"], "pass --cellpose-model PATH"),
+    (["--cellpose-model", "nope"], "--cellpose-model applies to --backend cellpose"),
+    (["--max-fields", "2"], "apply to --benchmark DIR only"),
+])
+def test_cli_ingest_refuses_bad_options_up_front(tmp_path, capsys, extra, fragment):
+    from genuine_core.cli import main
+
+    scan = write_toy_scans(tmp_path / "scans", 1, make_toy_scan)[0]
+    db = tmp_path / "s.duckdb"
+    assert main(["ingest", str(scan), "--sample", "S", "--db", str(db), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and fragment in err and "\n" not in err and "Traceback" not in err
+    assert not db.exists()  # refused before the store was created or a file read
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--splits", "train", "bogus"], "unknown split(s) 'bogus'"),
+    (["--max-fields", "0"], "--max-fields must be >= 1"),
+    (["--sample", "S"], "a benchmark folder names its own samples"),
+])
+def test_cli_ingest_benchmark_refuses_options_that_would_ingest_nothing(tmp_path, capsys, extra, fragment):
+    from genuine_core.cli import main
+
+    db = tmp_path / "s.duckdb"
+    assert main(["ingest", "--benchmark", str(tmp_path), "--db", str(db), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and not db.exists()
+
+
+def test_cli_ingest_splits_match_the_benchmark_generator():
+    from genuine_core.synth.benchmark import SPLITS
+    from store.cli_ingest import BENCHMARK_SPLITS
+
+    assert tuple(BENCHMARK_SPLITS) == tuple(SPLITS)
+
+
+def test_cli_ingest_prints_each_file_once_as_it_is_done(tmp_path, capsys, monkeypatch):
+    """Each file's line appears when it is done (before the next file is written); a failure's reason once."""
+    from genuine_core.cli import main
+
+    models = _cli_models(tmp_path, monkeypatch)
+    scans_ = write_toy_scans(tmp_path / "scans", 2, make_toy_scan)
+    one = tmp_path / "one.tif"
+    import tifffile
+
+    tifffile.imwrite(one, np.zeros((64, 64), np.uint8))
+    printed_before_write: list[str] = []
+    real_write = ingest.write_scan_result
+
+    def spy(*a, **kw):  # what was on stdout when the next scan is written
+        printed_before_write.append(capsys.readouterr().out)
+        return real_write(*a, **kw)
+
+    monkeypatch.setattr(ingest, "write_scan_result", spy)
+    code = main(["ingest", str(one), *map(str, scans_), "--sample", "S", "--models", str(models),
+                 "--db", str(tmp_path / "s.duckdb"), "--quiet"])
+    captured = capsys.readouterr()
+    out = "".join(printed_before_write) + captured.out
+    assert code == 1  # some failed, the others stored (README: exit 1)
+    assert "stored    " + str(scans_[0]) in printed_before_write[1]  # first scan's line before the second's write
+    lines = out.strip().splitlines()
+    assert len(lines) == 4 and lines[-1].startswith("2 stored, 0 already stored, 1 failed")
+    reason = "a MYCN FISH scan needs 3"
+    assert (out + captured.err).count(reason) == 1  # said once: no WARNING log line beside the failed line
+    assert f"failed    {one}: image has 1 channel(s)" in out  # the file named once too
+
+
+def test_cli_ingest_interrupt_says_how_many_were_stored(tmp_path, capsys, monkeypatch):
+    from genuine_core.cli import main
+
+    models = _cli_models(tmp_path, monkeypatch)
+    scans_ = write_toy_scans(tmp_path / "scans", 3, make_toy_scan)
+    real_write = ingest.write_scan_result
+    calls = []
+
+    def interrupt_second(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_write(*a, **kw)
+
+    monkeypatch.setattr(ingest, "write_scan_result", interrupt_second)
+    db = tmp_path / "s.duckdb"
+    code = main(["ingest", *map(str, scans_), "--sample", "S", "--models", str(models), "--db", str(db), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert captured.out.count("stored    ") == 1 and str(scans_[0]) in captured.out
+    assert "1 file(s) stored before the interrupt" in captured.err
+    with Store(db, read_only=True) as s:
+        assert s.scalar("SELECT count(*) FROM scans") == 1

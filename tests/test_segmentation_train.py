@@ -51,3 +51,23 @@ def test_tiny_training_run_writes_a_loadable_model_folder(tmp_path):
     assert len(metrics["calibration"]["grid"]) == 4
     again = calibrate_folder(folder)  # re-calibration regenerates the validation fields from the seed
     assert again["val"]["n_gt"] == metrics["val"]["n_gt"]
+
+
+def test_train_cellpose_cli_refuses_to_replace_a_model_or_write_into_a_file(tmp_path, capsys, monkeypatch):
+    import genuine_core.segmentation.cellpose_train as ct
+    from genuine_core.cli import main
+
+    calls = []
+    monkeypatch.setattr(ct, "train_cellpose", lambda out, config: calls.append(out) or {"val": {}})
+    folder = tmp_path / "cp"
+    folder.mkdir()
+    (folder / "cellpose_nuclei").write_bytes(b"trained weights")
+    assert main(["train-cellpose", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already holds a trained cellpose model" in err and "--overwrite" in err and "\n" not in err
+    target = tmp_path / "FILE"
+    target.write_text("x")
+    assert main(["train-cellpose", "--out", str(target)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert calls == [] and (folder / "cellpose_nuclei").read_bytes() == b"trained weights"
+    assert main(["train-cellpose", "--out", str(folder), "--overwrite"]) == 0 and len(calls) == 1

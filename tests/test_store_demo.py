@@ -40,3 +40,33 @@ def test_build_demo_end_to_end(tmp_path):
         review.review_queue(s, limit=5)
     with pytest.raises(InputError, match="exists"):
         build_demo(out, cfg, model_dirs=[models], progress=False)
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_interrupted_rebuild_leaves_no_partial_store_and_keeps_the_old_one(tmp_path, monkeypatch, error):
+    import store.demo as demo
+    from store.db import Store
+
+    out = tmp_path / "demo.duckdb"
+    out.write_bytes(b"the old store")
+    partial = tmp_path / "demo.partial.duckdb"
+    monkeypatch.setattr(demo, "demo_models", lambda *a, **kw: [])
+
+    def half_built(path, *a, **kw):  # the store is half written when Ctrl-C (or an error) arrives
+        Store(path).close()
+        (path.with_name(path.stem + "_files")).mkdir()
+        assert path.is_file()
+        raise error("stop")
+
+    monkeypatch.setattr(demo, "_fill_demo_store", half_built)
+    with pytest.raises(error):
+        demo.build_demo(out, benchmark=tmp_path, force=True, progress=False)
+    assert not partial.exists() and not (tmp_path / "demo.partial_files").exists()
+    assert out.read_bytes() == b"the old store"
+
+
+def test_demo_out_naming_a_folder_is_refused(tmp_path, capsys):
+    from genuine_core.cli import main
+
+    assert main(["demo", "--out", str(tmp_path), "--force", "--quiet"]) == 2
+    assert "is a folder; give the store file" in capsys.readouterr().err

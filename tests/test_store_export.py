@@ -59,8 +59,11 @@ def test_export_sample_report(filled, tmp_path):
     assert lines[0].startswith("- **call (m2)**: ") and lines[1].startswith("- **MNA % (m2)**: ")
     assert "95 % CI" in lines[1] and lines[-1] == "- **prepared by**: Dr. Export"
     assert "Dr. Export" in (tmp_path / "signed" / "summary.html").read_text()
-    with pytest.raises(StoreError, match="no predictions"):
+    with pytest.raises(StoreError, match="no model named 'nope'; registered: m1, m2"):
         export.export_sample(s, "lineA", tmp_path / "y", model="nope")
+    registry.register_model(s, fake_model("m3"))  # registered, never run on lineA
+    with pytest.raises(StoreError, match="model 'm3' has no predictions for sample 'lineA'"):
+        export.export_sample(s, "lineA", tmp_path / "y", model="m3")
     assert not (tmp_path / "y").exists()  # refused before anything is written
 
 
@@ -184,3 +187,31 @@ def test_cli_ingest_store_export(tmp_path, capsys, monkeypatch):
     assert "no curated labels" in capsys.readouterr().err
     assert main(["ingest", "--db", str(db)]) == 2
     assert main(["store", "check", "--db", str(tmp_path / "absent.duckdb")]) == 2
+
+
+def test_cli_export_refuses_bad_out_and_unknown_names_with_one_line(filled, tmp_path, capsys):
+    _, path, _ = filled
+    target = tmp_path / "FILE"
+    target.write_text("keep")
+    db = ["--db", str(path)]
+    cases = [
+        (["export", "sample", "lineA", "--out", str(target)], f"--out {target} is not a folder"),
+        (["export", "labels", "--out", str(tmp_path)], "is a folder; give a file name"),
+        (["export", "audit", "--out", str(target / "a.csv")], "is a file, not a folder"),
+        (["export", "sample", "lineA", "--out", str(tmp_path / "rep"), "--model", "nope"],
+         "no model named 'nope'; registered: m1, m2"),
+        (["export", "labels", "--out", str(tmp_path / "l.npz"), "--sample", "NOPE"], "no sample named 'NOPE'"),
+    ]
+    filled[0].close()  # the CLI opens the store itself
+    for argv, fragment in cases:
+        assert main([*argv, *db]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and fragment in err and "\n" not in err, (argv, err)
+    assert target.read_text() == "keep" and not (tmp_path / "rep").exists()
+
+
+def test_cli_umap_does_not_create_a_store_for_a_typo(tmp_path, capsys):
+    typo = tmp_path / "no" / "such" / "TYPO.duckdb"
+    assert main(["umap", "--db", str(typo)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {typo}: no such store"
+    assert not (tmp_path / "no").exists()

@@ -133,3 +133,76 @@ def test_probe_conditions_and_run_probe(backgrounds):
     assert seen[0] == 0 and seen[-1] == 1.0
     mean_call = res.groupby("n_mycn")["call"].mean()
     assert mean_call[0] == 0 and mean_call[10] == 1  # monotone extremes of the stand-in rule
+
+
+@pytest.mark.parametrize("argv", [
+    ["synth", "field", "--n-nuclei", "3", "--shape", "128", "128"],
+    ["synth", "benchmark", "--size", "tiny"],
+])
+def test_cli_out_naming_a_file_is_one_line_exit_2(tmp_path, capsys, argv):
+    target = tmp_path / "FILE"
+    target.write_text("keep me")
+    assert main([*argv, "--out", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --out {target} is not a folder (a file of that name exists)"
+    assert target.read_text() == "keep me"
+    assert main([*argv, "--out", str(target / "sub")]) == 2  # below a file: refused as well
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_cli_field_refuses_to_replace_a_field_without_overwrite(tmp_path, capsys):
+    args = ["synth", "field", "--out", str(tmp_path / "f"), "--n-nuclei", "3", "--shape", "128", "128"]
+    assert main([*args, "--seed", "1"]) == 0
+    before = (tmp_path / "f" / "field.tif").read_bytes()
+    assert main([*args, "--seed", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a field" in err and "--overwrite" in err and "overwrite=" not in err
+    assert (tmp_path / "f" / "field.tif").read_bytes() == before
+    assert main([*args, "--seed", "2", "--overwrite"]) == 0
+    assert (tmp_path / "f" / "field.tif").read_bytes() != before
+
+
+def test_cli_benchmark_non_empty_message_names_the_option_not_a_parameter(tmp_path, capsys):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    assert main(["synth", "benchmark", "--out", str(tmp_path / "busy"), "--size", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --overwrite" in err and "overwrite=True" not in err
+
+
+@pytest.mark.parametrize("action, beta", [("benchmark", "0.9"), ("benchmark", "0.5"), ("benchmark", "-0.1"),
+                                          ("field", "0.9")])
+def test_cli_beta_range_is_the_one_train_accepts(tmp_path, capsys, action, beta):
+    out = tmp_path / "o"
+    assert main(["synth", action, "--out", str(out), "--size" if action == "benchmark" else "--n-nuclei",
+                 "tiny" if action == "benchmark" else "3", "--beta", beta]) == 2
+    assert "--beta must be in [0, 0.5)" in capsys.readouterr().err and not out.exists()
+    from training.train import RunSpec  # the same range as genuine train
+
+    with pytest.raises(ValueError, match=r"\[0, 0.5\)"):
+        RunSpec(kind="resnet", preset="tiny", data="d", out="o", beta=float(beta))
+
+
+def test_cli_probe_reports_the_file_it_wrote_and_checks_patch_size(tmp_path, capsys):
+    out = tmp_path / "x" / "bad"  # no .npz suffix, missing parent folder
+    assert main(["synth", "probe", "--out", str(out), "--mycn", "0-1", "--n", "2", "--n-backgrounds", "2",
+                 "--patch-size", "64"]) == 0
+    real = tmp_path / "x" / "bad.npz"
+    assert real.is_file() and not out.exists()
+    assert capsys.readouterr().out.startswith(f"{real}: 4 probe patches")
+    for size in ("4", "2000"):
+        assert main(["synth", "probe", "--out", str(tmp_path / "p.npz"), "--patch-size", size]) == 2
+        assert "--patch-size must be in [8, 1024]" in capsys.readouterr().err
+    assert main(["synth", "probe", "--out", str(tmp_path), "--n-backgrounds", "2"]) == 2  # a folder
+    assert "is a folder" in capsys.readouterr().err and not (tmp_path.parent / f"{tmp_path.name}.npz").exists()
+    assert main(["synth", "probe", "--out", str(tmp_path / "p.npz"), "--n-backgrounds", "0"]) == 2
+    assert "--n-backgrounds" in capsys.readouterr().err and not (tmp_path / "p.npz").exists()
+
+
+def test_cli_benchmark_progress_on_stderr_and_quiet(tmp_path, capsys):
+    assert main(["synth", "benchmark", "--out", str(tmp_path / "b"), "--size", "tiny", "--workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "synth benchmark: 18 nuclei per cell line" in err and "nuc" in err  # start line + tqdm bar
+    assert main(["synth", "benchmark", "--out", str(tmp_path / "q"), "--size", "tiny", "--workers", "1",
+                 "--quiet"]) == 0
+    assert capsys.readouterr().err == ""

@@ -348,7 +348,7 @@ def test_two_steps_loss_finite_and_decreasing():
         opt.step()
     model.train()
     after, _, _ = task.train_batch(idx, make_generator(0))
-    assert float(after) < losses[0]
+    assert after.item() < losses[0]
     assert losses[1] < losses[0]
 
 
@@ -436,3 +436,42 @@ def test_train_config_validation_and_round_trip():
         TrainConfig(patience=0)
     cfg = TrainConfig(epochs=3, train_per_epoch=100)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--epochs", "-1"], "--epochs must be >= 1, got -1"),
+    (["--patience", "0"], "--patience must be >= 1, got 0"),
+])
+def test_train_cli_zero_epochs_is_refused_not_the_preset_default(tmp_path, argv, fragment):
+    import argparse
+
+    from training.cli_train import _spec_from_args, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--kind", "resnet", "--preset", "tiny", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    with pytest.raises(InputError, match=fragment):
+        _spec_from_args(parser.parse_args([*base, *argv]))
+    bench = tmp_path / "bench"  # a benchmark folder as far as the check goes
+    bench.mkdir()
+    (bench / "nuclei.parquet").write_bytes(b"")
+    spec = _spec_from_args(parser.parse_args([*base[:4], "--data", str(bench), "--out", str(tmp_path / "o"),
+                                              "--epochs", "1", "--patience", "1"]))
+    assert (spec.train.epochs, spec.train.patience) == (1, 1)  # 1 is honoured, not replaced by the preset's
+    spec = _spec_from_args(parser.parse_args([*base[:4], "--data", str(bench), "--out", str(tmp_path / "o")]))
+    assert (spec.train.epochs, spec.train.patience) == (3, 2)  # no option: the tiny preset's defaults
+
+
+def test_train_cli_data_naming_another_file_says_what_is_expected(tmp_path, capsys):
+    from genuine_core.cli import main
+
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    assert main(["train", "--kind", "resnet", "--data", str(other), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a file but not a training set" in err and "benchmark folder" in err and ".npz/.parquet" in err
+    target = tmp_path / "FILE"
+    target.write_text("x")
+    assert main(["train", "--kind", "resnet", "--data", str(tmp_path), "--out", str(target)]) == 2
+    assert "is not a folder" in capsys.readouterr().err

@@ -42,10 +42,12 @@ def _default_models() -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report, print where it is and the ordering sentence."""
+    from genuine_core.commands.checks import output_folder
     from genuine_core.errors import InputError
     from training.evaluate import evaluate
     from training.report import write_report
 
+    output_folder(args.out)  # before any evaluation work
     if args.merge:
         import json
 

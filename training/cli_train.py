@@ -75,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec_from_args(args: argparse.Namespace):
+    from genuine_core.commands.checks import output_folder
     from genuine_core.errors import InputError
     from training.loop import TrainConfig
     from training.train import RunSpec
@@ -83,6 +84,7 @@ def _spec_from_args(args: argparse.Namespace):
     if args.train_per_epoch != -1:
         per_epoch = args.train_per_epoch or None
     out = args.out or f"runs/train/{args.kind}_{args.preset}"
+    output_folder(out)
     detector = args.detector
     if args.kind == "genuine" and detector is None:
         detector = f"models/detector_{args.preset}"
@@ -92,7 +94,14 @@ def _spec_from_args(args: argparse.Namespace):
     if args.no_mycn and args.kind not in ("genuine", "resnet"):
         raise InputError(f"--no-mycn relabels training patches; it applies to the genuine and resnet classifiers, "
                          f"not to --kind {args.kind}")
+    for name in ("epochs", "patience"):  # None = the preset's default; 0 is not "default", it is refused
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name} must be >= 1, got {value}")
     data = Path(args.data)
+    if data.is_file() and data.suffix not in (".npz", ".parquet"):
+        raise InputError(f"--data {data} is a file but not a training set: give a benchmark folder "
+                         "(genuine synth benchmark) or a labelled-patches .npz/.parquet file (genuine export labels)")
     if not data.exists():
         raise InputError(f"training data {data} not found; make the benchmark with: "
                          f"genuine synth benchmark --size {'paper' if args.preset == 'paper' else 'cpu'} "
@@ -101,7 +110,8 @@ def _spec_from_args(args: argparse.Namespace):
         raise InputError(f"{out} already holds a model; pass --overwrite to replace it or --resume to continue")
     try:
         train = TrainConfig(
-            epochs=args.epochs or epochs, patience=args.patience or patience, lr=args.lr, momentum=args.momentum,
+            epochs=epochs if args.epochs is None else args.epochs,
+            patience=patience if args.patience is None else args.patience, lr=args.lr, momentum=args.momentum,
             batch_size=args.batch_size, train_per_epoch=per_epoch, max_val=args.max_val, seed=args.seed,
             threads=args.threads, augment=_augment(args))
         return RunSpec(kind=args.kind, preset=args.preset, data=str(data), out=out, detector=detector,

@@ -145,6 +145,9 @@ def _check_source(source: str | Path) -> Path:
     if p.is_dir():
         raise InputError(f"{p} is not a benchmark folder (no nuclei.parquet); "
                          "make one with: genuine synth benchmark --size cpu --seed 0 --out data/bench_cpu")
+    if p.is_file():
+        raise InputError(f"{p} is a file but not a training set: expected a benchmark folder or a labelled-patches "
+                         ".npz/.parquet file (genuine export labels)")
     raise InputError(f"training data not found: {p}. Make a benchmark with: "
                      "genuine synth benchmark --size cpu --seed 0 --out data/bench_cpu "
                      "or pass a LabelledPatches .npz/.parquet file")

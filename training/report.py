@@ -23,6 +23,8 @@ FIG_COUNT = "fig4_mycn_count.png"
 FIG_SIZE = "fig4_signal_size.png"
 FIG_MIX = "mixtures.png"
 FIG_CURVES = "training_curves.png"
+#: every figure a report may write (``write_report`` removes those it did not draw this time)
+REPORT_FIGURES = (FIG_COUNT, FIG_SIZE, FIG_MIX, FIG_CURVES)
 METRIC_ROWS = (("TPR", "tpr"), ("TNR", "tnr"), ("F1-Score", "f1"), ("Accuracy", "accuracy"))
 
 
@@ -326,6 +328,10 @@ def _json_safe(obj: Any) -> Any:
 def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
     """Write ``evaluation.json``, ``evaluation.md`` and the PNG figures into ``out``.
 
+    A report owns these file names in ``out``: a figure of an earlier report that this one
+    does not draw (e.g. no probe curves with ``--no-probes``) is removed, so the folder never
+    shows another run's figure beside this report. Other files in ``out`` are left alone.
+
     Returns:
         Paths written.
     """
@@ -334,6 +340,8 @@ def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
     results = _json_safe(dict(results))
     results.setdefault("ordering", ordering_sentence(results))
     figures = _figures(results, out)
+    for stale in set(REPORT_FIGURES) - set(figures):
+        (out / stale).unlink(missing_ok=True)
     results["figures"] = figures
     (out / JSON_NAME).write_text(json.dumps(results, indent=1) + "\n")
     (out / MD_NAME).write_text(render_markdown(results, figures))

@@ -155,6 +155,46 @@ def _finish_classifier(model, val: ClassificationData, spec: RunSpec, out: Path,
     return record
 
 
+def resume_command(spec: RunSpec) -> str:
+    """The ``genuine train`` command that continues ``spec``'s run: its own command line with
+    ``--resume`` (``--overwrite`` and ``--init`` dropped, ``--out`` made explicit)."""
+    import shlex
+
+    if spec.command:
+        words = shlex.split(spec.command)
+    else:  # not started from the command line: the options that identify the run
+        words = ["genuine", "train", "--kind", spec.kind, "--preset", spec.preset, "--data", spec.data]
+        words += ["--detector", spec.detector] if spec.kind == "genuine" and spec.detector else []
+        words += ["--beta", f"{spec.beta:g}"] if spec.beta else []
+    kept, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        if w in ("--overwrite", "--resume") or w.startswith("--init="):
+            continue
+        if w == "--init":
+            skip = True
+            continue
+        kept.append(w)
+    if not any(w == "--out" or w.startswith("--out=") for w in kept):
+        kept += ["--out", str(spec.out)]
+    return " ".join(shlex.quote(w) for w in kept + ["--resume"])
+
+
+def _saver(model, spec: RunSpec):
+    """``task.save_model``: writes the model folder; an unfinished one (status ``training`` or
+    ``checkpoint``) records the command that resumes the run, which loading it then names."""
+    command = resume_command(spec)
+
+    def save(path, metrics: dict[str, Any]) -> None:
+        if metrics.get("status") != "final":
+            metrics = {**metrics, "resume_command": command}
+        modelapi.save(model, path, metrics)
+
+    return save
+
+
 def _start_model(spec: RunSpec, patch_size: int, normalisation: str):
     """The model a run starts from: its checkpoint (resume), else the preset, with the
     weights of a trained folder copied in (init). It takes the data's patch normalisation."""
@@ -176,8 +216,7 @@ def train_classifier(spec: RunSpec) -> dict[str, Any]:
     seed_everything(spec.train.seed)
     train, val = _load_pool(spec)
     model = _start_model(spec, train.patch_size, train.normalisation)
-    task = ClassifierTask(model, train, val, spec.train.augment,
-                          lambda path, metrics: modelapi.save(model, path, metrics))
+    task = ClassifierTask(model, train, val, spec.train.augment, _saver(model, spec))
     t0 = time.perf_counter()
     result = fit(task, spec.train, out, resume=spec.resume)
     logits = predict_logits(model, val.patches)
@@ -236,7 +275,7 @@ def train_detector(spec: RunSpec) -> dict[str, Any]:
         val = val.take(subsample(len(val), spec.train.max_val, rng))
     model = _start_model(spec, int(train.patches.shape[-1]), train.normalisation)
     det = modelapi.trainable_detector(model)
-    task = DetectorTask(det, train, val, spec.train.augment, lambda path, metrics: modelapi.save(model, path, metrics))
+    task = DetectorTask(det, train, val, spec.train.augment, _saver(model, spec))
     result = fit(task, spec.train, out, resume=spec.resume)
     modelapi.freeze_detector(model)
     thr, thr_scores = modelapi.tune_count_threshold(model, val)
@@ -274,8 +313,27 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
                          "(train one with: genuine train --kind detector)")
     if spec.resume and not (Path(spec.out) / "checkpoint").is_dir() and spec.kind != "ratio":
         raise TrainingError(f"--resume: no checkpoint in {spec.out}/checkpoint")
-    if spec.kind == "detector":
-        return train_detector(spec)
-    if spec.kind == "ratio":
-        return train_ratio(spec)
-    return train_classifier(spec)
+    try:
+        if spec.kind == "detector":
+            return train_detector(spec)
+        if spec.kind == "ratio":
+            return train_ratio(spec)
+        return train_classifier(spec)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(interrupted_message(spec)) from None
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train_model`; the message says what the folder holds and how to resume."""
+
+
+def interrupted_message(spec: RunSpec) -> str:
+    """What an interrupted run left in ``spec.out`` and the command that continues it (one line)."""
+    from training.checkpoint import has_checkpoint
+
+    out = Path(spec.out)
+    if spec.kind != "ratio" and has_checkpoint(out):
+        return (f"training stopped before it finished; {out} holds the best weights so far, marked unfinished "
+                f"(ingest, evaluate and registration refuse it). Continue the run with: {resume_command(spec)}")
+    return (f"training stopped before its first epoch was saved; nothing to resume in {out}. "
+            "Start it again with the same command")

@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
+
+from genuine_core.commands.checks import output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalisation", default="spot_flux", choices=["percentile", "spot_flux"],
                    help="patch normalisation; use the one of the models that will score the patches "
                         "(their config.json patch_normalisation; default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress (bar and per-image lines on stderr)")
 
 
 def _output_names(paths: list[Path]) -> list[str]:
@@ -67,19 +71,28 @@ def run(args: argparse.Namespace) -> int:
         from genuine_core.segmentation.cellpose_backend import resolve_model_path
 
         model_path = str(resolve_model_path(args.model))  # ModelLoadError before anything is written
+    out = output_folder(args.out)
     paths = [Path(p) for p in args.images]
-    for p in tqdm(paths, desc="checking", unit="image", disable=None, leave=False):
+    quiet = getattr(args, "quiet", False)
+    for p in tqdm(paths, desc="checking", unit="image", disable=True if quiet else None, leave=False):
         read_scan(p, channel_map)  # raises InputError with the reason; nothing written yet
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for path, name in tqdm(list(zip(paths, _output_names(paths))), desc="segmenting", unit="image", disable=None):
+    n = len(paths)
+
+    def say(text: str) -> None:  # per-image progress on stderr, also when stderr is not a terminal
+        if not quiet:
+            tqdm.write(text, file=sys.stderr)
+            sys.stderr.flush()
+
+    for i, (path, name) in enumerate(tqdm(list(zip(paths, _output_names(paths))), desc="segmenting", unit="image",
+                                          disable=True if quiet else None), start=1):
         t0 = time.perf_counter()
         scan = read_scan(path, channel_map)
         t1 = time.perf_counter()
+        h, w = scan.image.shape[:2]
+        say(f"[{i}/{n}] {path.name}: {h} x {w} px, segmenting ({backend}) ...")
         masks = segment(scan.image, backend=backend, model_path=model_path, diameter=args.diameter)
         t2 = time.perf_counter()
         ps = extract_patches(scan.image, masks, size=args.patch_size, scan_id=name,
@@ -98,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
                         "write": round(t4 - t3, 3)},
             "files": files,
         })
+        r = results[-1]
+        say(f"[{i}/{n}] {path.name}: {r['nuclei_found']} nuclei, {r['patches']} patches, "
+            f"{r['border_skipped']} skipped at the border ({t4 - t0:.1f} s)")
     summary = {
         "backend": backend, "model": model_path, "patch_size": args.patch_size, "diameter": args.diameter,
         "patch_normalisation": args.normalisation, "images": results,

@@ -11,7 +11,10 @@ import argparse
 import json
 import logging
 import os
+import sys
+from pathlib import Path
 
+from genuine_core.commands.checks import output_file, output_folder
 from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -60,10 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "channel by its per-scan 99.9th percentile (models trained before 2026-12-03)")
     b.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes (output does not depend on it); default: up to 2")
-    b.add_argument("--overwrite", action="store_true")
+    b.add_argument("--overwrite", action="store_true", help="replace the benchmark in a non-empty --out")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
 
     f = sub.add_parser("field", help="write one synthetic field (TIFF, masks, tables, preview PNG)")
-    f.add_argument("--out", required=True)
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--overwrite", action="store_true", help="replace a field already in --out")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--lines", default="mna_dm,mna_hsr,nonmna_diploid,nonmna_gain",
                    help="comma-separated cell lines mixed in equal shares")
@@ -83,7 +88,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--backgrounds", default=None,
                    help="(N,3,P,P) .npy patches to use as nuclei (red/green ignored); default: synthetic")
     p.add_argument("--n-backgrounds", type=int, default=100, help="synthetic backgrounds to draw")
-    p.add_argument("--patch-size", type=int, default=96)
+    p.add_argument("--patch-size", type=int, default=96,
+                   help=f"side (px) of the synthetic backgrounds, in [{PATCH_SIZE_RANGE[0]}, {PATCH_SIZE_RANGE[1]}] "
+                        "(default: %(default)s)")
+
+
+#: --patch-size range, as ``genuine segment``
+PATCH_SIZE_RANGE = (8, 1024)
+#: files ``genuine synth field`` writes into --out
+FIELD_FILES = ("field.tif", "field_masks.tif", "nuclei.parquet", "boxes.parquet", "preview.png")
+
+
+def _check_beta(beta: float) -> None:
+    """The label flip rate ``genuine train --beta`` accepts: [0, 0.5) (0.5 or more inverts the labels' meaning)."""
+    if not 0.0 <= beta < 0.5:
+        raise InputError(f"--beta must be in [0, 0.5) (as for genuine train), got {beta:g}")
+
+
+def _npz_path(out: str) -> Path:
+    """Where ``numpy.savez`` writes ``out``: ``.npz`` is appended unless the name already ends with it."""
+    return Path(out if str(out).endswith(".npz") else f"{out}.npz")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,12 +116,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from genuine_core.synth.benchmark import make_benchmark
+    from genuine_core.synth.benchmark import SIZES, make_benchmark
 
+    out = output_folder(args.out)
+    _check_beta(args.beta)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise InputError(f"--out {out} is not empty; pass --overwrite to replace the benchmark in it")
+    if not args.quiet:
+        size = SIZES[args.size]
+        print(f"synth benchmark: {size.nuclei_per_line} nuclei per cell line and {size.mixture_nuclei} per mixture "
+              f"sample, {size.patch_size} px patches -> {out}", file=sys.stderr, flush=True)
     try:
-        summary = make_benchmark(args.out, seed=args.seed, size=args.size, beta=args.beta, workers=args.workers,
+        summary = make_benchmark(out, seed=args.seed, size=args.size, beta=args.beta, workers=args.workers,
                                  acquisition_jitter=args.acquisition_jitter, normalisation=args.normalisation,
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite, progress=not args.quiet)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     mix = {k: (v["target_fraction"], round(v["realised_fraction"], 4), round(v["true_mna_fraction"], 4))
@@ -117,6 +149,11 @@ def _field(args: argparse.Namespace) -> int:
     from genuine_core.synth.acquisition import NOMINAL, SHIFTED
     from genuine_core.synth.fields import Scene, make_field
 
+    out = output_folder(args.out)
+    _check_beta(args.beta)
+    held = [name for name in FIELD_FILES if (out / name).exists()]
+    if held and not args.overwrite:
+        raise InputError(f"--out {out} already holds a field ({', '.join(held)}); pass --overwrite to replace it")
     lines = [s.strip() for s in args.lines.split(",") if s.strip()]
     rng = seed_everything(args.seed)
     try:
@@ -124,13 +161,13 @@ def _field(args: argparse.Namespace) -> int:
                        SHIFTED if args.shifted else NOMINAL, args.beta, scene=Scene(scale=args.scale))
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    os.makedirs(args.out, exist_ok=True)
-    io.write_scan_tiff(os.path.join(args.out, "field.tif"), f.image)
-    io.write_masks_tiff(os.path.join(args.out, "field_masks.tif"), f.masks)
-    f.nuclei.to_parquet(os.path.join(args.out, "nuclei.parquet"), index=False)
-    f.boxes.to_parquet(os.path.join(args.out, "boxes.parquet"), index=False)
-    Image.fromarray((np.clip(f.image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(os.path.join(args.out, "preview.png"))
-    print(f"{args.out}: {len(f.nuclei)} nuclei, {len(f.boxes)} signal boxes, "
+    out.mkdir(parents=True, exist_ok=True)
+    io.write_scan_tiff(out / "field.tif", f.image)
+    io.write_masks_tiff(out / "field_masks.tif", f.masks)
+    f.nuclei.to_parquet(out / "nuclei.parquet", index=False)
+    f.boxes.to_parquet(out / "boxes.parquet", index=False)
+    Image.fromarray((np.clip(f.image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(out / "preview.png")
+    print(f"{out}: {len(f.nuclei)} nuclei, {len(f.boxes)} signal boxes, "
           f"{int(f.nuclei['true_label'].sum())} truly amplified")
     return 0
 
@@ -143,6 +180,11 @@ def _probe(args: argparse.Namespace) -> int:
     from genuine_core.seeding import seed_everything
     from genuine_core.synth.probe import make_probe, synthetic_backgrounds
 
+    output_file(args.out)  # an existing folder is refused as given, before .npz is appended
+    out = output_file(_npz_path(args.out))
+    lo, hi = PATCH_SIZE_RANGE
+    if not lo <= args.patch_size <= hi:
+        raise InputError(f"--patch-size must be in [{lo}, {hi}], got {args.patch_size}")
     rng = seed_everything(args.seed)
     if args.backgrounds:
         try:
@@ -151,7 +193,10 @@ def _probe(args: argparse.Namespace) -> int:
             raise InputError(f"{args.backgrounds}: not a readable .npy array ({exc})") from None
         bg = np.asarray(bg, np.float32)
     else:
-        bg = synthetic_backgrounds(rng, args.n_backgrounds, args.patch_size)
+        try:
+            bg = synthetic_backgrounds(rng, args.n_backgrounds, args.patch_size)
+        except ValueError as exc:
+            raise InputError(f"--n-backgrounds: {exc}") from None
     conds = [(k, m, s) for k in args.nmi for m in args.mycn for s in args.signal_size]
     patches, tables, boxes = [], [], []
     offset = 0
@@ -172,6 +217,7 @@ def _probe(args: argparse.Namespace) -> int:
     arrays = {"patches": np.concatenate(patches)}
     arrays.update({f"table_{c}": table[c].to_numpy() for c in table.columns})
     arrays.update({f"boxes_{c}": box[c].to_numpy() for c in box.columns})
-    np.savez(args.out, **arrays)
-    print(f"{args.out}: {len(table)} probe patches in {len(conds)} conditions")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **arrays)
+    print(f"{out}: {len(table)} probe patches in {len(conds)} conditions")
     return 0

@@ -23,13 +23,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--calibrate-only", action="store_true",
                    help="do not train: re-calibrate the cellprob threshold of the model in --out and re-score it")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already trained in --out")
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the config, train, print the held-out metrics."""
+    from genuine_core.commands.checks import output_folder
     from genuine_core.errors import InputError
+    from genuine_core.segmentation.cellpose_backend import MODEL_FILE
     from genuine_core.segmentation.cellpose_train import CellposeTrainConfig, calibrate_folder, train_cellpose
 
+    out = output_folder(args.out)
     if args.calibrate_only:
         metrics = calibrate_folder(args.out)
         print(json.dumps({k: metrics[k] for k in ("calibration", "val") if k in metrics}, indent=2))
@@ -40,7 +44,10 @@ def run(args: argparse.Namespace) -> int:
                                      threads=args.threads, seed=args.seed)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    metrics = train_cellpose(args.out, config)
+    if (out / MODEL_FILE).exists() and not args.overwrite:
+        raise InputError(f"--out {out} already holds a trained cellpose model ({MODEL_FILE}); pass --overwrite to "
+                         "replace it (or --calibrate-only to re-calibrate it)")
+    metrics = train_cellpose(out, config)
     summary = {k: v for k, v in metrics.items() if k != "train_loss_curve"}
     print(json.dumps(summary, indent=2))
     logger.info("model written to %s", args.out)

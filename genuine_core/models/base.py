@@ -86,15 +86,20 @@ class GenuineClassifier(nn.Module):
             return cls._registry[config.kind](config)
 
     @classmethod
-    def from_folder(cls, path: str | Path, map_location: str | torch.device = "cpu") -> GenuineClassifier:
+    def from_folder(cls, path: str | Path, map_location: str | torch.device = "cpu",
+                    allow_unfinished: bool = False) -> GenuineClassifier:
         """Load any model kind from a model folder (checksums verified, no unpickling).
 
+        ``allow_unfinished=True`` also loads the folder of a training run that did not
+        finish (to inspect it; see ``genuine_core.models.folder.load_model``).
+
         Raises:
-            ModelLoadError: missing, incomplete, tampered or unsafe folder.
+            ModelLoadError: missing, incomplete, tampered or unsafe folder, or (``UnfinishedModelError``)
+                a training run that did not finish.
         """
         from genuine_core.models.folder import load_model
 
-        return load_model(path, map_location=map_location)
+        return load_model(path, map_location=map_location, allow_unfinished=allow_unfinished)
 
     def save(self, path: str | Path, metrics: dict[str, Any] | None = None) -> Path:
         """Write this model as a folder (config, safetensors weights, metrics, checksums)."""

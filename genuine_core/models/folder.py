@@ -7,6 +7,14 @@ weights with safetensors (or, for a legacy ``weights.pt`` state dict, with
 :class:`~genuine_core.errors.ModelLoadError` with a message naming the file.
 
 GENUINE and detector-baseline folders hold the detector weights too (self-contained).
+
+Training status: ``metrics.json["status"]`` is ``"final"`` once ``genuine train`` has
+finished a run (calibration and validation rates written). While it runs, the folder
+holds the best weights so far with status ``"training"``, and ``<out>/checkpoint/`` is a
+model folder with status ``"checkpoint"``; after an interruption (Ctrl-C, a crash) they
+stay so. :func:`load_model` refuses such folders unless ``allow_unfinished=True`` (for
+inspecting a run), so an unfinished model is never scored, evaluated or registered
+silently. Folders without a status (saved by hand, older folders) count as finished.
 """
 
 from __future__ import annotations
@@ -36,6 +44,11 @@ WEIGHTS_FILE = "weights.safetensors"
 LEGACY_WEIGHTS_FILE = "weights.pt"
 METRICS_FILE = "metrics.json"
 CHECKSUM_FILE = "checksum.sha256"
+
+#: ``metrics.json["status"]`` of a model whose training run finished
+FINAL_STATUS = "final"
+#: sub-folder of a run's output that holds its resumable checkpoint (``training.checkpoint.CHECKPOINT_DIR``)
+_CHECKPOINT_DIR = "checkpoint"
 
 _CHECK_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([A-Za-z0-9._-]+)$")
 
@@ -208,17 +221,106 @@ def _read_weights(folder: Path, listed: dict[str, str]) -> dict[str, torch.Tenso
     return state
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> GenuineClassifier:
+class UnfinishedModelError(ModelLoadError):
+    """A model folder whose training run did not finish (``metrics.json`` status not ``"final"``).
+
+    Attributes:
+        folder: the model folder. status: its training status (``"training"``, ``"checkpoint"``, ...).
+    """
+
+    def __init__(self, folder: Path, status: str, message: str):
+        self.folder, self.status = folder, status
+        super().__init__(message)
+
+
+def training_status(metrics: dict[str, Any]) -> str | None:
+    """The ``status`` a training run recorded in ``metrics.json`` (None: not recorded)."""
+    status = metrics.get("status") if isinstance(metrics, dict) else None
+    return None if status is None else str(status)
+
+
+def is_finished(metrics: dict[str, Any]) -> bool:
+    """True unless ``metrics`` record a training status other than :data:`FINAL_STATUS`.
+
+    Folders without a status (saved outside ``genuine train``, or before it recorded one)
+    count as finished.
+    """
+    status = training_status(metrics)
+    return status is None or status == FINAL_STATUS
+
+
+def _unfinished_message(folder: Path, metrics: dict[str, Any]) -> str:
+    """One line: the run did not finish, what the folder holds, and the command that continues it."""
+    status = training_status(metrics)
+    out, what = folder, f"its training run did not finish (status {status!r} in {METRICS_FILE})"
+    if status == "training":
+        epoch = metrics.get("epoch")
+        what += f"; it holds the best weights so far (epoch {epoch})" if epoch is not None else ""
+    elif status == "checkpoint" or folder.name == _CHECKPOINT_DIR:
+        out = folder.parent
+        what = f"it is the resumable checkpoint of the training run in {out}, not a finished model"
+        parent = _read_metrics_quietly(out)
+        if parent is not None and training_status(parent) == FINAL_STATUS:
+            return f"{folder}: {what}; that run finished: use {out}"
+    command = metrics.get("resume_command")
+    if not isinstance(command, str) or not command.strip():
+        command = f"genuine train <the run's options> --out {out} --resume"
+    return f"{folder}: {what}; refusing to use an unfinished model. Continue the run with: {command}"
+
+
+def _read_metrics_quietly(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_finished(path: str | Path) -> None:
+    """Refuse a model folder whose training run did not finish (see the module docstring).
+
+    Reads only ``metrics.json`` (no checksums, no weights): a cheap pre-flight check before
+    long work, e.g. ``genuine evaluate`` on several folders. :func:`load_model` checks the
+    same on the verified file.
+
+    Raises:
+        UnfinishedModelError: the recorded training status is not ``"final"``.
+    """
+    folder = Path(path)
+    metrics = _read_metrics_quietly(folder)
+    if metrics is not None and not is_finished(metrics):
+        raise UnfinishedModelError(folder, str(training_status(metrics)), _unfinished_message(folder, metrics))
+
+
+def _read_metrics(folder: Path, listed: dict[str, str]) -> dict[str, Any]:
+    if METRICS_FILE not in listed:
+        return {}
+    try:
+        metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ModelLoadError(f"{folder / METRICS_FILE}: invalid JSON ({exc})") from exc
+    if not isinstance(metrics, dict):
+        raise ModelLoadError(f"{folder / METRICS_FILE}: must hold a JSON object")
+    return metrics
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               allow_unfinished: bool = False) -> GenuineClassifier:
     """Rebuild any model kind from a folder written by :func:`save_model`.
 
     Args:
         path: the model folder.
         map_location: device the model is moved to.
+        allow_unfinished: also load a folder whose training run did not finish (status
+            ``"training"`` or ``"checkpoint"``), e.g. to inspect an interrupted run. Never
+            for scoring, evaluating or registering.
 
     Returns:
         The model (subclass for ``config.kind``) in eval mode, ``.metrics`` filled.
 
     Raises:
+        UnfinishedModelError: the training run did not finish (the message names the
+            ``genuine train ... --resume`` command that continues it).
         ModelLoadError: missing/incomplete/tampered folder, unsafe or invalid weights,
             invalid config, or weights that do not fit the config's architecture.
     """
@@ -227,6 +329,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ge
     folder = Path(path)
     listed = verify_folder(folder)
     config = _parse_config(folder)
+    metrics = _read_metrics(folder, listed)
+    if not allow_unfinished and not is_finished(metrics):
+        raise UnfinishedModelError(folder, str(training_status(metrics)), _unfinished_message(folder, metrics))
     state = _read_weights(folder, listed)
     model = GenuineClassifier.from_config(config)
     expected = model.state_dict()
@@ -239,13 +344,5 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Ge
             f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected "
             f"{unexpected[:3]}{'...' if len(unexpected) > 3 else ''}, wrong shape {bad_shapes[:3]})")
     model.load_state_dict(state, strict=True)
-    metrics: dict[str, Any] = {}
-    if METRICS_FILE in listed:
-        try:
-            metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ModelLoadError(f"{folder / METRICS_FILE}: invalid JSON ({exc})") from exc
-        if not isinstance(metrics, dict):
-            raise ModelLoadError(f"{folder / METRICS_FILE}: must hold a JSON object")
     model.metrics = metrics
     return model.to(map_location).eval()

@@ -34,12 +34,16 @@ def _cellpose_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cellpose" / "models"
 
 
-def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
+def resolve_model_path(model_path: str | os.PathLike | None = None, option: str = "--model") -> Path:
     """Find the cellpose model file to use, without downloading anything.
 
     Order: ``model_path`` (a file, a folder holding ``cellpose_nuclei``, or the name of
     a built-in model that is already in the cellpose cache), then ``$GENUINE_CELLPOSE_MODEL``,
     then ``models/cellpose_synth/cellpose_nuclei`` in the repository.
+
+    Args:
+        option: the command-line option that gives ``model_path``, named in the message
+            (``genuine segment --model``, ``genuine ingest --cellpose-model``).
 
     Raises:
         ModelLoadError: nothing usable exists; the message says how to get a model.
@@ -58,7 +62,7 @@ def resolve_model_path(model_path: str | os.PathLike | None = None) -> Path:
     if candidate.is_file():
         return candidate
     raise ModelLoadError(f"cellpose model not found at {candidate}; train one with "
-                         "`genuine train-cellpose --out models/cellpose_synth`, pass --model PATH, "
+                         f"`genuine train-cellpose --out models/cellpose_synth`, pass {option} PATH, "
                          "or use --backend watershed")
 
 

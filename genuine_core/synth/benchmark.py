@@ -294,7 +294,7 @@ def make_benchmark(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise InputError(f"{out} is not empty (use overwrite=True / --overwrite to replace it)")
+            raise InputError(f"{out} is not empty; pass --overwrite to replace the benchmark in it")
         for name in ("fields", "patches"):
             shutil.rmtree(out / name, ignore_errors=True)
         for name in ("nuclei.parquet", "boxes.parquet", "config.json", "summary.json"):

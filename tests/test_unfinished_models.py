@@ -1,0 +1,181 @@
+"""An interrupted training run is never used silently.
+
+A folder whose ``metrics.json`` status is not ``final`` (``training``: best weights of a run that
+did not finish; ``checkpoint``: ``<out>/checkpoint``) is refused by the loader, hence by ingest,
+evaluate and registration, with one line naming the ``genuine train ... --resume`` command; only
+``allow_unfinished=True`` loads it. Ctrl-C during ``genuine train`` says the same.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import pytest
+
+from genuine_core.cli import main
+from genuine_core.errors import ModelLoadError
+from genuine_core.models import GenuineClassifier, build_model, preset_config
+from genuine_core.models.folder import UnfinishedModelError, check_finished, is_finished, load_model
+
+
+def _tiny(kind="resnet"):
+    return build_model(preset_config("tiny", kind, seed=1))
+
+
+# ------------------------------------------------------------------------------- loader
+
+
+@pytest.mark.parametrize("metrics,finished", [({}, True), ({"status": "final"}, True), ({"val_loss": 1.0}, True),
+                                              ({"status": "training"}, False), ({"status": "checkpoint"}, False),
+                                              ({"status": "failed"}, False)])
+def test_is_finished(metrics, finished):
+    assert is_finished(metrics) is finished
+
+
+def test_unfinished_folder_is_refused_unless_allowed(tmp_path):
+    cmd = "genuine train --kind resnet --preset tiny --data bench --out run --resume"
+    folder = _tiny().save(tmp_path / "run", {"status": "training", "epoch": 3, "resume_command": cmd})
+    with pytest.raises(UnfinishedModelError) as info:
+        GenuineClassifier.from_folder(folder)
+    msg = str(info.value)
+    assert isinstance(info.value, ModelLoadError) and info.value.status == "training"
+    assert "did not finish" in msg and "epoch 3" in msg and msg.endswith(cmd) and "\n" not in msg
+    with pytest.raises(UnfinishedModelError):
+        check_finished(folder)  # the cheap pre-flight check agrees
+    m = GenuineClassifier.from_folder(folder, allow_unfinished=True)
+    assert m.metrics["status"] == "training"
+    assert load_model(folder, allow_unfinished=True).kind == "resnet"
+
+
+def test_without_a_recorded_command_the_message_still_says_resume(tmp_path):
+    folder = _tiny().save(tmp_path / "old_run", {"status": "training"})
+    with pytest.raises(UnfinishedModelError, match=r"genuine train .*--out .*old_run --resume$"):
+        load_model(folder)
+
+
+def test_checkpoint_folder_points_to_the_run(tmp_path):
+    out = tmp_path / "run"
+    _tiny().save(out, {"status": "training", "epoch": 1})
+    ck = _tiny().save(out / "checkpoint", {"status": "checkpoint", "epoch": 2})
+    with pytest.raises(UnfinishedModelError, match="resumable checkpoint of the training run in .*--resume"):
+        load_model(ck)
+    _tiny().save(out, {"status": "final"})  # the run finished since
+    with pytest.raises(UnfinishedModelError, match=r"that run finished: use .*run$"):
+        load_model(ck)
+    assert load_model(out).kind == "resnet"
+
+
+def test_finished_and_statusless_folders_load(tmp_path):
+    assert load_model(_tiny().save(tmp_path / "a", {"status": "final"})).metrics == {"status": "final"}
+    assert load_model(_tiny().save(tmp_path / "b", {})).metrics == {}
+    check_finished(tmp_path / "a")
+    check_finished(tmp_path / "nothing_here")  # no metrics: nothing to refuse (load_model reports the folder)
+
+
+def test_training_refuses_an_unfinished_detector_or_init_folder(tmp_path):
+    from training import modelapi
+
+    det = _tiny("detector").save(tmp_path / "det", {"status": "training", "epoch": 2})
+    with pytest.raises(UnfinishedModelError, match="did not finish"):
+        modelapi.build("tiny", "genuine", 0, 32, str(det))
+    res = _tiny("resnet").save(tmp_path / "res", {"status": "training"})
+    with pytest.raises(UnfinishedModelError, match="--resume"):
+        modelapi.load_weights(_tiny("resnet"), res)
+
+
+def test_resume_command_keeps_the_runs_options():
+    from training.train import RunSpec, resume_command
+
+    spec = RunSpec(kind="genuine", preset="tiny", data="my data", out="runs/g", detector="det",
+                   command="genuine train --kind genuine --data 'my data' --detector det --overwrite --out runs/g")
+    assert resume_command(spec) == ("genuine train --kind genuine --data 'my data' --detector det --out runs/g "
+                                    "--resume")
+    spec = RunSpec(kind="resnet", preset="tiny", data="d", out="o",
+                   command="genuine train --kind resnet --init models/resnet_cpu --data d")
+    assert resume_command(spec) == "genuine train --kind resnet --data d --out o --resume"
+    assert resume_command(RunSpec(kind="resnet", preset="tiny", data="d", out="o", beta=0.2)) == (
+        "genuine train --kind resnet --preset tiny --data d --beta 0.2 --out o --resume")
+
+
+# ------------------------------------------------------------------------------- end to end (tiny)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    from genuine_core.synth.benchmark import make_benchmark
+
+    path = tmp_path_factory.mktemp("bench") / "bench"
+    make_benchmark(path, seed=0, size="tiny")
+    return path
+
+
+def test_interrupted_run_is_refused_everywhere_until_resumed(bench, tmp_path, monkeypatch, capsys):
+    import training.loop as loop
+    from _store_fakes import write_toy_scans
+    from conftest import make_toy_scan
+    from genuine_core.pipeline import load_model as load_scoring_model
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(bench), "--epochs", "3",
+            "--threads", "1", "--out", "run"]
+    monkeypatch.setattr(sys, "argv", ["genuine", *argv])  # RunSpec.command comes from sys.argv
+    real_history = loop.write_history
+
+    def ctrl_c_in_epoch_2(out, history):
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        real_history(out, history)
+
+    monkeypatch.setattr(loop, "write_history", ctrl_c_in_epoch_2)
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    expected = "genuine " + " ".join(shlex.quote(a) for a in argv) + " --resume"
+    assert err.startswith("interrupted: training stopped before it finished") and err.endswith(expected)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "training" and metrics["resume_command"] == expected
+
+    # ingest, registration and evaluate refuse it with one line naming the resume command
+    scan = write_toy_scans(tmp_path / "scans", 1, make_toy_scan)[0]
+    db = tmp_path / "s.duckdb"
+    assert main(["ingest", str(scan), "--sample", "x", "--models", "run", "--db", str(db), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did not finish" in err and err.endswith(expected)
+    with pytest.raises(UnfinishedModelError):
+        load_scoring_model(tmp_path / "run")  # what the Models page registers after a run
+    assert main(["evaluate", "--models", "run", "--data", str(bench), "--out", "rep", "--no-probes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did not finish" in err and "--resume" in err
+    assert not (tmp_path / "rep" / "evaluation.json").exists()
+
+    # the printed command continues the run; then the folder is final and usable
+    monkeypatch.setattr(loop, "write_history", real_history)
+    resume = shlex.split(expected)[1:]
+    monkeypatch.setattr(sys, "argv", ["genuine", *resume])
+    assert main(resume) == 0
+    capsys.readouterr()
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    final = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert final["status"] == "final" and "resume_command" not in final
+    from store.db import Store
+    from store.registry import register_model
+
+    with Store(db) as s:
+        assert register_model(s, load_scoring_model(tmp_path / "run")) == 1
+
+
+def test_interrupt_before_the_first_epoch_says_there_is_nothing_to_resume(bench, tmp_path, monkeypatch, capsys):
+    import training.train as train
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "fit", ctrl_c)
+    argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(bench), "--out", "run2", "--threads", "1"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("interrupted: training stopped before its first epoch was saved")
+    assert "nothing to resume" in err
