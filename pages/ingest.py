@@ -27,6 +27,7 @@ KINDS = ["case", "mixture", "cell-line"]
 GENOTYPES = {"unknown": None, "MNA": "MNA", "non-MNA": "non-MNA"}
 NONE = "none"
 RESULT_KEY = "ingest_result"
+REMOVED_KEY = "ingest_removed"
 NAME_KEY = "ingest_sample"
 NAME_DEFAULT_KEY = "_ingest_sample_default"  # (upload set, default name) last put into the name box
 
@@ -181,9 +182,59 @@ def default_sample_name(names: list[str]) -> None:
     st.session_state[NAME_DEFAULT_KEY] = (key, default)
 
 
+def remove_scan_section() -> None:
+    """Stored scans with a Remove action (a scan read with the wrong channel map is removed, then uploaded again)."""
+    from store.scans import remove_scan, scan_overview
+
+    path = common.db_path()
+    if not path.is_file():
+        return
+    scans = scan_overview(common.store_at(str(path)))
+    with st.expander(f"Stored scans ({len(scans)}) · remove one", icon=":material/delete:"):
+        if scans.empty:
+            st.caption("No scans stored yet.")
+            return
+        st.caption("A scan ingested with the wrong channel mapping is a duplicate when uploaded again: remove it "
+                   "here first. Removing deletes the scan, its nuclei and everything derived from them in one "
+                   "transaction; a scan with curators' decisions on its nuclei is kept (the audit trail is never "
+                   "deleted).")
+        st.dataframe(scans.rename(columns={"id": "scan", "file_name": "file", "channel_map": "channel map",
+                                           "n_nuclei": "nuclei", "n_models": "models",
+                                           "curated_nuclei": "curated nuclei", "ingested_at": "ingested (UTC)"}),
+                     hide_index=True, key="ingest_scans", height=min(38 + 35 * len(scans), 320))
+        labels = {int(r.id): f"scan {r.id} · {r.file_name} · {r.sample}" for r in scans.itertuples(index=False)}
+        c1, c2, c3 = st.columns([3, 2, 1.2], vertical_alignment="bottom")
+        scan_id = c1.selectbox("Scan to remove", list(labels), format_func=labels.get, key="ingest_remove_id")
+        who = common.reviewer()
+        sure = c2.checkbox("Yes, remove it", key="ingest_remove_sure", disabled=not who)
+        if c3.button("Remove scan", key="ingest_remove", type="primary", disabled=not (who and sure),
+                     icon=":material/delete:"):
+            try:
+                gone = remove_scan(common.get_store(), int(scan_id), by=who)
+            except GenuineError as exc:
+                common.show_error(exc)
+                return
+            st.session_state[REMOVED_KEY] = (f"Scan {gone.scan_id} ({gone.file_name}, sample '{gone.sample}') removed "
+                                              f"by {who}: {gone.rows.get('nuclei', 0)} nuclei and their predictions.")
+            st.session_state.pop("ingest_remove_sure", None)
+            common.bump("data", "labels")
+            st.rerun(scope="app")
+        if not who:
+            st.caption("Enter your name under **Reviewer** in the sidebar to remove a scan.")
+
+
 def main() -> None:
     common.page_header("Ingest", "Upload FISH scans (TIFF or PNG), map their channels, and score them with every "
                                  "registered model. Each scan is stored in one transaction.")
+    removed = st.session_state.pop(REMOVED_KEY, None)
+    if removed:
+        st.success(removed, icon=":material/delete:")
+    upload_section()
+    remove_scan_section()
+
+
+def upload_section() -> None:
+    """Upload, header check, channel mapping with preview, sample fields and the ingest with its outcomes."""
     path = common.db_path()
     if not path.is_file():
         common.empty_state()

@@ -393,7 +393,7 @@ class _Batcher:
                                          "stored meanwhile by another writer; nothing written", seconds=seconds))
             return
         msg = (f"scan {scan_id}: {result.n_nuclei} nuclei ({result.n_border_skipped} at the border skipped), "
-               f"{len(self.models)} models, {seconds:.1f} s")
+               f"{len(self.models)} model{'' if len(self.models) == 1 else 's'}, {seconds:.1f} s")
         self._done(item, FileOutcome(str(item.path), "stored", msg, scan_id, result.n_nuclei, seconds,
                                      dict(result.seconds, write=write)))
 

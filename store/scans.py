@@ -478,7 +478,7 @@ def plan_scan_removal(store: Store, scan_id: int) -> ScanRemoval:
     return _plan(store, store.cursor(), scan_id)
 
 
-def remove_scan(store: Store, scan_id: int) -> ScanRemoval:
+def remove_scan(store: Store, scan_id: int, by: str | None = None) -> ScanRemoval:
     """Delete one scan and everything derived from it, in ONE transaction.
 
     Deleted: the scan row (with its preview and masks), its nuclei (patches, auto and true
@@ -494,6 +494,7 @@ def remove_scan(store: Store, scan_id: int) -> ScanRemoval:
     Args:
         store: writable store.
         scan_id: id of the scan (``genuine store scans`` lists them).
+        by: who removes it (written to the log with what was deleted).
 
     Returns:
         :class:`ScanRemoval` with the rows deleted per table.
@@ -522,6 +523,6 @@ def remove_scan(store: Store, scan_id: int) -> ScanRemoval:
             f.unlink(missing_ok=True)
         except OSError as exc:
             logger.warning("scan %d removed, but its file %s could not be deleted: %s", removal.scan_id, f, exc)
-    logger.info("removed scan %d (%s, sample %r): %s", removal.scan_id, removal.file_name, removal.sample,
-                {t: n for t, n in removal.rows.items() if n})
+    logger.info("removed scan %d (%s, sample %r)%s: %s", removal.scan_id, removal.file_name, removal.sample,
+                f" by {by}" if by else "", {t: n for t, n in removal.rows.items() if n})
     return removal

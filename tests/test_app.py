@@ -426,6 +426,36 @@ def test_ingest_into_a_sample_of_another_kind_says_why_and_links_nothing(store_c
     assert not at.get("page_link")
 
 
+def test_ingest_page_removes_a_scan_after_confirmation_and_keeps_a_curated_one(store_copy):
+    from store import labels
+    from store.db import open_store
+    from store.scans import scan_overview
+
+    path, _ = store_copy
+    with open_store(path) as s:
+        before = scan_overview(s)
+        curated, plain = int(before["id"].iloc[0]), int(before["id"].iloc[1])
+        nid = int(s.query("SELECT id FROM nuclei WHERE scan_id = ? LIMIT 1", [curated])["id"].iloc[0])
+        labels.record_label_event(s, nid, 1, "Dr. Test")
+    at = open_page("ingest")
+    assert at.button(key="ingest_remove").disabled  # no reviewer name, no confirmation
+    at = open_page("ingest", reviewer="Dr. Test")
+    at.selectbox(key="ingest_remove_id").set_value(plain).run()
+    assert at.button(key="ingest_remove").disabled  # not confirmed yet
+    at.checkbox(key="ingest_remove_sure").check().run()
+    at.button(key="ingest_remove").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Scan {plain} (" in m.value and "removed by Dr. Test" in m.value for m in at.success)
+    with open_store(path) as s:
+        assert plain not in set(scan_overview(s)["id"])
+    at.selectbox(key="ingest_remove_id").set_value(curated).run()
+    at.checkbox(key="ingest_remove_sure").check().run()
+    at.button(key="ingest_remove").click().run()
+    assert any("audit trail" in e.value for e in at.error)
+    with open_store(path) as s:
+        assert curated in set(scan_overview(s)["id"])
+
+
 def test_ingest_records_the_original_file_name(store_copy, tmp_path):
     import json
 
