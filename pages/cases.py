@@ -154,7 +154,7 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tupl
             format="%.1f", help="Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity"),
         "Call": st.column_config.TextColumn(help="MNA / heterogeneous MNA / non-MNA / not enough nuclei "
                                                  "(INRG consensus; see genuine_core.rules)"),
-        "QC flags": st.column_config.ListColumn(width="medium"),
+        "QC flags": st.column_config.ListColumn(width="medium", help="open the case for what each flag means"),
     })
     st.caption(f"{len(view)} of {len(table)} samples · call, corrected estimate and deviation from **{primary}** · "
                "click a row to open the case below")
@@ -230,7 +230,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
         common.empty_state(f"predictions for {sample}")
         return
     r = s.iloc[0]
-    m1, m2, m3, m4, m5 = st.columns([1, 1.1, 1.5, 1.3, 0.8])  # the interval needs the widest column
+    m1, m2, m3, m4, m5 = st.columns([0.9, 1.25, 1.4, 1.25, 1.3])  # the interval and the call need room
     m1.metric("Nuclei scored", f"{int(r['n_scored']):,}")
     m2.metric(f"MNA ({primary})", f"{r['mna_pct']:.1f} %", delta=vs_expected(r["deviation_pp"]), delta_color="off",
               help=f"95 % Wilson interval {r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
@@ -243,7 +243,9 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
         st.markdown(f"### {call_badge(str(r['call']))}")
     flags = list(r["qc_flags"]) if isinstance(r["qc_flags"], (list, np.ndarray)) else []
     if flags:
-        st.warning("QC: " + ", ".join(flags), icon=":material/flag:")
+        from store.summary import QC_FLAGS
+
+        st.warning("  \n".join(f"QC · **{f}**: {QC_FLAGS.get(f, '')}" for f in flags), icon=":material/flag:")
     render_downloads(db, sample, primary)
 
     sc = scans(db, common.rev("data"), sample)

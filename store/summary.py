@@ -10,7 +10,7 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
 - ``true_mna_pct``: ground-truth MNA share of the scored nuclei (synthetic samples);
 - ``call``: ``genuine_core.rules.sample_call`` (thresholds and their sources live there);
 - ``qc_flags``: ``few nuclei``, ``high uncertainty``, ``auto-label disagreement``,
-  ``no validation metrics``, ``MNA calls within false-positive range`` (a heterogeneous call whose
+  ``no validation metrics``, ``possible false positives`` (a heterogeneous call whose
   corrected interval reaches 0 %: the model's false-positive rate alone could explain its MNA nuclei).
 """
 
@@ -56,6 +56,16 @@ class SummaryConfig:
 
 
 SUMMARY_CONFIG = SummaryConfig()
+
+#: what each QC flag means, for the dashboard and reports
+QC_FLAGS = {
+    "few nuclei": "fewer scored nuclei than the INRG minimum for a call",
+    "high uncertainty": "many nuclei have an uncertain prediction",
+    "auto-label disagreement": "many calls differ from the nuclei's automatic (genotype) labels",
+    "no validation metrics": "the model has no validation sensitivity/specificity, so no corrected estimate",
+    "possible false positives": "the model's false-positive rate alone could explain the MNA nuclei "
+                                "(the corrected interval reaches 0 %)",
+}
 
 
 _RATE_KEYS = (("sensitivity", "specificity"), ("tpr", "tnr"))
@@ -197,7 +207,7 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
     if n_auto and dis > config.max_disagreement_share:
         flags.append("auto-label disagreement")
     if out["call"] == "heterogeneous MNA" and out["corrected_low_pct"] <= 0:
-        flags.append("MNA calls within false-positive range")
+        flags.append("possible false positives")
     out["qc_flags"] = flags
     return out
 
