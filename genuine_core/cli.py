@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand; return the process exit code."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # the command line as given (runs record it)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -73,10 +73,8 @@ class ChannelMap:
             InputError: the text is not a valid channel map.
         """
         t = text.strip()
-        if t.upper() == "RGB":
-            return cls(0, 1, 2)
-        if t.upper() == "BGR":
-            return cls(2, 1, 0)
+        if t.upper() in PRESETS:
+            return PRESETS[t.upper()]
         values: dict[str, int | None] = {"nmi": None, "mycn": None}
         seen = set()
         for part in filter(None, (p.strip() for p in t.split(","))):
@@ -102,12 +100,19 @@ class ChannelMap:
         """The map as ``"nmi=0,mycn=1,dapi=2"`` (missing roles left out); inverse of :meth:`parse`."""
         return ",".join(f"{r}={getattr(self, r)}" for r in ROLES if getattr(self, r) is not None)
 
+    def describe(self) -> str:
+        """:meth:`text`, with the preset's name when the map is one: ``"nmi=2,mycn=1,dapi=0 (BGR)"``."""
+        name = next((n for n, m in PRESETS.items() if m == self), None)
+        return f"{self.text()} ({name})" if name else self.text()
+
     def max_index(self) -> int:
         """Highest source channel index used."""
         return max(i for i in (self.nmi, self.mycn, self.dapi) if i is not None)
 
 
-RGB = ChannelMap(0, 1, 2)
+#: channel maps known by name (``ChannelMap.parse("BGR")``)
+PRESETS = {"RGB": ChannelMap(0, 1, 2), "BGR": ChannelMap(2, 1, 0)}
+RGB = PRESETS["RGB"]
 
 
 @dataclass

@@ -460,9 +460,12 @@ def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height:
 def crossings(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> list[float]:
     """Every x where the piecewise-linear curve y(x) crosses ``level`` (sorted by x), in order.
 
+    A sign change of ``y - level`` between neighbours is interpolated. Points exactly at the level
+    count once per run: at the run's middle when the curve passes from one side to the other, not
+    at all when it only touches the level and turns back; a run at either end counts once.
+
     Returns:
-        The interpolated x of each sign change of ``y - level`` (an exact hit counts at
-        that x); empty when the curve never reaches the level.
+        The crossings' x values; empty when the curve never reaches the level.
     """
     xs = np.asarray(x, np.float64)
     ys = np.asarray(y, np.float64)
@@ -472,14 +475,22 @@ def crossings(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> lis
     xs, ys = xs[order], ys[order]
     ok = np.isfinite(xs) & np.isfinite(ys)
     xs, ys = xs[ok], ys[ok]
-    d = ys - level
-    out = []
-    for i in range(len(xs)):
-        if d[i] == 0:
-            out.append(float(xs[i]))
-        elif i + 1 < len(xs) and d[i] * d[i + 1] < 0:
-            t = d[i] / (d[i] - d[i + 1])
-            out.append(float(xs[i] + t * (xs[i + 1] - xs[i])))
+    sign = np.sign(ys - level)
+    out, i, n = [], 0, len(xs)
+    while i < n:
+        if sign[i] == 0:  # a run of points at the level: xs[i..j-1]
+            j = i
+            while j < n and sign[j] == 0:
+                j += 1
+            before, after = (sign[i - 1] if i else 0), (sign[j] if j < n else 0)
+            if before * after < 0 or before == 0 or after == 0:
+                out.append(float((xs[i] + xs[j - 1]) / 2))
+            i = j
+            continue
+        if i + 1 < n and sign[i] * sign[i + 1] < 0:
+            d0, d1 = ys[i] - level, ys[i + 1] - level
+            out.append(float(xs[i] + d0 / (d0 - d1) * (xs[i + 1] - xs[i])))
+        i += 1
     return out
 
 

@@ -11,7 +11,6 @@ see it.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +125,6 @@ def run_ingest(store, files: list, mapping: tuple, sample: str, kind: str, expec
     """
     from genuine_core.io import ChannelMap
     from store.ingest import ingest_upload, uploads_dir
-    from store.scans import scan_by_sha
 
     models = ingest_models(str(store.path), common.rev("models"))
     bar = st.progress(0.0, text=f"Ingesting {plural(len(files), 'scan')} ...")
@@ -142,10 +140,7 @@ def run_ingest(store, files: list, mapping: tuple, sample: str, kind: str, expec
             rows.append((f.name, "failed", reason(str(exc)), None))
             continue
         for o in report.outcomes:
-            holder = sample if o.status == "stored" else None
-            if o.status == "duplicate":
-                known = scan_by_sha(store, hashlib.sha256(data).hexdigest())
-                holder = known["sample"] if known else None
+            holder = sample if o.status == "stored" else o.holder
             rows.append((f.name, o.status, reason(o.message, o.path, Path(o.path).name, f.name), holder))
     bar.progress(1.0, text="Done")
     return rows
@@ -206,7 +201,7 @@ def remove_scan_section() -> None:
         c1, c2, c3 = st.columns([3, 2, 1.2], vertical_alignment="bottom")
         scan_id = c1.selectbox("Scan to remove", list(labels), format_func=labels.get, key="ingest_remove_id")
         who = common.reviewer()
-        sure = c2.checkbox("Yes, remove it", key="ingest_remove_sure", disabled=not who)
+        sure = c2.checkbox("Yes, remove it", key=f"ingest_remove_sure_{scan_id}", disabled=not who)  # per scan
         if c3.button("Remove scan", key="ingest_remove", type="primary", disabled=not (who and sure),
                      icon=":material/delete:"):
             try:
@@ -216,8 +211,7 @@ def remove_scan_section() -> None:
                 return
             st.session_state[REMOVED_KEY] = (f"Scan {gone.scan_id} ({gone.file_name}, sample '{gone.sample}') removed "
                                               f"by {who}: {gone.rows.get('nuclei', 0)} nuclei and their predictions.")
-            st.session_state.pop("ingest_remove_sure", None)
-            common.bump("data", "labels")
+            common.bump("data", "labels", "models")  # models: their prediction and scan counts
             st.rerun(scope="app")
         if not who:
             st.caption("Enter your name under **Reviewer** in the sidebar to remove a scan.")

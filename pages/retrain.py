@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +30,8 @@ MIN_CURATED = 10
 MIN_VAL_PER_CLASS = 10
 #: validation sensitivity or specificity below this: the model is no better than a constant answer
 MIN_RATE = 0.5
+#: a new model's name: it becomes a folder name and the store's model name
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @st.cache_resource(show_spinner=False)
@@ -62,12 +65,18 @@ def check_curated(store) -> int:
 def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: str | None) -> str:
     """Export the training set and start ``genuine train`` in the background; return the run id.
 
-    The preset's early-stopping patience applies (``genuine train`` default); ``epochs`` caps the run.
+    The preset's early-stopping patience is passed explicitly (the page shows it); ``epochs`` caps the run.
+
+    Raises:
+        InputError: a name that cannot be a folder and model name, or too few curated nuclei.
     """
+    if not MODEL_NAME.fullmatch(name):
+        raise InputError(f"model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, not starting "
+                         "with '.', '_' or '-')")
     n = check_curated(store)
-    run_id = f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_id = f"{name}-{datetime.now():%Y%m%d-%H%M%S-%f}"  # microseconds: two starts never share a folder
     folder = store.folder / "runs" / run_id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True)
     from store.export import export_labels
 
     export_labels(store, folder / "curated.npz")  # LabelledPatches, as `genuine train --data` reads
@@ -79,7 +88,11 @@ def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: s
     if kind == "genuine" and detector:
         cmd += ["--detector", detector]
     log = open(folder / "train.log", "w", encoding="utf-8")  # noqa: SIM115 (owned by the child's lifetime)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(common.REPO))
+    try:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(common.REPO))
+    except OSError:
+        log.close()
+        raise
     runs()[run_id] = {"proc": proc, "log_handle": log, "log": folder / "train.log", "out": out, "name": name,
                       "epochs": epochs, "patience": patience, "preset": preset, "n": n, "started": time.time(),
                       "cmd": cmd, "registered": False, "kind": kind}

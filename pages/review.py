@@ -138,9 +138,9 @@ def undo() -> None:
         _say("info", "Nothing to undo.")
         return
     common.bump("labels")
-    from store.labels import audit_trail
+    from store.labels import label_event
 
-    undone = audit_trail(common.get_store()).set_index("event_id").loc[event]
+    undone = label_event(common.get_store(), event)
     _say("success", f"Undone: nucleus {int(undone['nucleus_id'])} is back to "
                     f"**{EVENT_NAMES.get(undone['value'], undone['value'])}** (event {event}).")
 

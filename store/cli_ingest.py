@@ -140,11 +140,13 @@ def _check_options(args: argparse.Namespace) -> None:
     Raises:
         InputError: a value out of range or unknown; ModelLoadError: no cellpose model.
     """
+    from genuine_core.commands.checks import in_range
     from genuine_core.errors import InputError
+    from genuine_core.segmentation import DIAMETER_RANGE
     from store import samples
 
-    if args.diameter is not None and not 4 <= args.diameter <= 2000:
-        raise InputError(f"--diameter must be in [4, 2000] px, got {args.diameter:g}")
+    if args.diameter is not None:
+        in_range(args.diameter, DIAMETER_RANGE, "--diameter", " px")
     if args.expected is not None and not 0 <= args.expected <= 1:
         raise InputError(f"--expected must be an MNA fraction in [0, 1], got {args.expected:g}")
     if args.genotype is not None and samples.genotype_label(args.genotype) is None:

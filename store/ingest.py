@@ -67,6 +67,7 @@ class FileOutcome:
     seconds: float = 0.0
     stages: dict = field(default_factory=dict)
     error: BaseException | None = field(default=None, repr=False, compare=False)  # why a file failed
+    holder: str | None = None  # a duplicate: the sample that already holds the scan
 
     def line(self) -> str:
         """The file's line of :meth:`IngestReport.lines` (the file named once, not again by its message)."""
@@ -324,7 +325,8 @@ class _Batcher:
             # names the stored scan's channel map, and remove-scan when this ingest asked for another one
             msg = (duplicate_note(known, self.kwargs.get("channel_map")) if known
                    else "already stored as an earlier file of this batch (same sha256); nothing written")
-            self._done(item, FileOutcome(str(item.path), "duplicate", msg, known["id"] if known else None))
+            self._done(item, FileOutcome(str(item.path), "duplicate", msg, known["id"] if known else None,
+                                         holder=known["sample"] if known else None))
             return
         if prep.result is None:  # the worker saw it stored, it is gone since (deleted meanwhile): prepare it here
             self._accept(item, self._prepare(item))

@@ -159,6 +159,19 @@ def current_labels(store: Store, nucleus_ids=None) -> pd.DataFrame:
         return store.query("SELECT c.* FROM curated_labels c JOIN ids_in USING (nucleus_id) ORDER BY nucleus_id")
 
 
+def label_event(store: Store, event_id: int) -> dict:
+    """One label event: ``{"id", "nucleus_id", "value", "previous", "reviewer", "undoes"}``.
+
+    Raises:
+        StoreError: no event with that id.
+    """
+    df = store.query("SELECT id, nucleus_id, value, previous, reviewer, undoes FROM label_events WHERE id = ?",
+                     [int(event_id)])
+    if df.empty:
+        raise StoreError(f"no label event with id {event_id}")
+    return df.iloc[0].to_dict()
+
+
 def label_history(store: Store, nucleus_id: int) -> pd.DataFrame:
     """All events of one nucleus, oldest first."""
     return store.query("SELECT * FROM label_events WHERE nucleus_id = ? ORDER BY id", [int(nucleus_id)])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from genuine_core.errors import StoreError
-from genuine_core.io import ChannelMap
+from genuine_core.io import RGB, ChannelMap
 from genuine_core.pipeline import ScanResult, decode_image, decode_masks, encode_image, encode_masks, encode_patch
 from store.db import Store
 
@@ -32,8 +31,8 @@ def _now() -> datetime:
 def scan_by_sha(store: Store, sha256: str) -> dict | None:
     """``{"id", "file_name", "sample", "channel_map"}`` of the scan with these file bytes, or None.
 
-    ``channel_map`` is the map the scan was read with, ``{"nmi": i, "mycn": j, "dapi": k}``
-    (None when the stored value cannot be parsed).
+    ``channel_map`` is the :class:`~genuine_core.io.ChannelMap` the scan was read with (None
+    when the stored value cannot be read).
     """
     df = store.query(
         "SELECT c.id, c.file_name, s.name AS sample, c.channel_map FROM scans c JOIN samples s ON s.id = c.sample_id "
@@ -44,40 +43,29 @@ def scan_by_sha(store: Store, sha256: str) -> dict | None:
         return None
     rec = df.iloc[0].to_dict()
     rec["id"] = int(rec["id"])
-    rec["channel_map"] = _parse_channel_map(rec["channel_map"])
+    rec["channel_map"] = stored_channel_map(rec["channel_map"])
     return rec
 
 
-def _parse_channel_map(text) -> dict | None:
+def stored_channel_map(value) -> ChannelMap | None:
+    """A scan's stored ``channel_map`` (JSON ``{"nmi", "mycn", "dapi"}``) as a ChannelMap; None when unreadable."""
     try:
-        value = json.loads(text) if isinstance(text, str) else text
-    except ValueError:
+        roles = json.loads(value) if isinstance(value, str) else value
+        return ChannelMap(**roles) if isinstance(roles, dict) else None
+    except (TypeError, ValueError):
         return None
-    return value if isinstance(value, dict) else None
 
 
-def _as_dict(channel_map) -> dict:
-    """``ChannelMap`` / dict / None (the RGB default) -> ``{"nmi", "mycn", "dapi"}``."""
-    if channel_map is None:
-        channel_map = ChannelMap()
-    return dataclasses.asdict(channel_map) if dataclasses.is_dataclass(channel_map) else dict(channel_map)
+def _describe(channel_map: ChannelMap | None) -> str:
+    return channel_map.describe() if channel_map is not None else "?"
 
 
-def channel_map_text(channel_map) -> str:
-    """A channel map (``ChannelMap``, dict or None = RGB) as users write it: ``nmi=2,mycn=1,dapi=0 (BGR)``."""
-    d = _as_dict(channel_map)
-    text = ",".join(f"{r}={d[r]}" for r in ("nmi", "mycn", "dapi") if d.get(r) is not None)
-    names = {(0, 1, 2): "RGB", (2, 1, 0): "BGR"}
-    name = names.get((d.get("nmi"), d.get("mycn"), d.get("dapi")))
-    return f"{text} ({name})" if name else text
-
-
-def duplicate_note(known: dict, channel_map=None) -> str:
+def duplicate_note(known: dict, channel_map: ChannelMap | None = None) -> str:
     """Why a file is not ingested again: which scan holds it, read with which channel map.
 
     Args:
         known: :func:`scan_by_sha` of the file.
-        channel_map: the map this ingest asked for (``ChannelMap``; None = RGB).
+        channel_map: the map this ingest asked for (None = RGB).
 
     Returns:
         e.g. ``already stored as scan 3 in sample 'X' with channel map nmi=2,mycn=1,dapi=0 (BGR)
@@ -88,10 +76,10 @@ def duplicate_note(known: dict, channel_map=None) -> str:
     where = f"already stored as scan {known['id']} in sample {known['sample']!r}"
     if stored is None:
         return f"{where} (same sha256); nothing written"
-    note = f"{where} with channel map {channel_map_text(stored)} (same sha256); nothing written"
-    asked = _as_dict(channel_map)
-    if {r: asked.get(r) for r in ("nmi", "mycn", "dapi")} != {r: stored.get(r) for r in ("nmi", "mycn", "dapi")}:
-        note += (f"; this ingest asked for {channel_map_text(asked)}: to re-ingest the file with it, remove the "
+    note = f"{where} with channel map {stored.describe()} (same sha256); nothing written"
+    asked = channel_map or RGB
+    if asked != stored:
+        note += (f"; this ingest asked for {asked.describe()}: to re-ingest the file with it, remove the "
                  f"stored scan first with: genuine store remove-scan {known['id']}")
     return note
 
@@ -341,7 +329,7 @@ def scan_overview(store: Store, sample: str | None = None) -> pd.DataFrame:
     """One row per scan (optionally of one sample), for finding a scan's id.
 
     Returns:
-        DataFrame ``id, sample, file_name, channel_map (text, see channel_map_text), n_nuclei,
+        DataFrame ``id, sample, file_name, channel_map (text, ``ChannelMap.describe``), n_nuclei,
         n_models, curated_nuclei (nuclei with label events), ingested_at``, ordered by id.
     """
     df = store.query(
@@ -357,8 +345,7 @@ def scan_overview(store: Store, sample: str | None = None) -> pd.DataFrame:
         """,
         [sample, sample],
     )
-    df["channel_map"] = [channel_map_text(m) if m is not None else "?"
-                         for m in (_parse_channel_map(t) for t in df["channel_map"])]
+    df["channel_map"] = [_describe(stored_channel_map(t)) for t in df["channel_map"]]
     return df
 
 
@@ -444,7 +431,6 @@ def _plan(store: Store, cur, scan_id: int) -> ScanRemoval:
     if not rows:
         raise StoreError(f"no scan with id {scan_id}; list them with: genuine store scans")
     sid, sample_id, sample, file_name, path, cmap, n_nuclei, _ = rows[0]
-    cmap = _parse_channel_map(cmap)
     n_events, n_curated = cur.execute(_EVENTS_SQL, params).fetchone()
     counts = {t: int(cur.execute(_COUNT_SQL[t], params).fetchone()[0]) for t, _ in _REMOVE_TABLES}
     left = int(cur.execute("SELECT count(*) FROM scans WHERE sample_id = ? AND id <> ?",
@@ -453,7 +439,7 @@ def _plan(store: Store, cur, scan_id: int) -> ScanRemoval:
     owned = _owned_file(store, path)
     if owned is not None and not int(cur.execute(_PATH_USERS_SQL, [path, sid]).fetchone()[0]):
         files.append(owned)
-    return ScanRemoval(int(sid), str(sample), str(file_name), channel_map_text(cmap) if cmap else "?", int(n_nuclei),
+    return ScanRemoval(int(sid), str(sample), str(file_name), _describe(stored_channel_map(cmap)), int(n_nuclei),
                        counts, int(n_events), int(n_curated), files, left)
 
 

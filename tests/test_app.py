@@ -442,14 +442,17 @@ def test_ingest_page_removes_a_scan_after_confirmation_and_keeps_a_curated_one(s
     at = open_page("ingest", reviewer="Dr. Test")
     at.selectbox(key="ingest_remove_id").set_value(plain).run()
     assert at.button(key="ingest_remove").disabled  # not confirmed yet
-    at.checkbox(key="ingest_remove_sure").check().run()
+    at.checkbox(key=f"ingest_remove_sure_{plain}").check().run()
+    at.selectbox(key="ingest_remove_id").set_value(curated).run()
+    assert at.button(key="ingest_remove").disabled  # the confirmation belongs to the scan it was given for
+    at.selectbox(key="ingest_remove_id").set_value(plain).run()
     at.button(key="ingest_remove").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"Scan {plain} (" in m.value and "removed by Dr. Test" in m.value for m in at.success)
     with open_store(path) as s:
         assert plain not in set(scan_overview(s)["id"])
     at.selectbox(key="ingest_remove_id").set_value(curated).run()
-    at.checkbox(key="ingest_remove_sure").check().run()
+    at.checkbox(key=f"ingest_remove_sure_{curated}").check().run()
     at.button(key="ingest_remove").click().run()
     assert any("audit trail" in e.value for e in at.error)
     with open_store(path) as s:
@@ -486,6 +489,17 @@ def test_ingest_records_the_original_file_name(store_copy, tmp_path):
 
 
 # ----------------------------------------------------------------------------- models / embeddings
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", "-x", "x" * 65])
+def test_retrain_refuses_a_model_name_that_cannot_be_a_folder(store_copy, name):
+    from genuine_core.errors import InputError
+    from pages import retrain
+    from store.db import open_store
+
+    with open_store(store_copy[0]) as s, pytest.raises(InputError, match="model name"):
+        retrain.start_run(s, "resnet", "tiny", 1, name, None)
+    assert not (Path(store_copy[0]).parent / (Path(store_copy[0]).stem + "_files") / "runs").exists()
+
+
 def test_models_page_lists_models_with_metrics(store_copy):
     _, counts = store_copy
     at = open_page("models")
@@ -690,11 +704,11 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
         time.sleep(3)
     else:
         pytest.fail("retraining did not finish in 10 minutes")
-    anyway = [c for c in at.checkbox if c.label == "Register it anyway"]
-    if anyway:  # 24 curated nuclei leave a handful for validation: the page says so first
-        assert any("validation split" in w.value for w in at.warning)
-        anyway[0].check().run()
-        register = [b for b in at.button if b.label == "Register resnet-curated"]
+    # 24 curated nuclei leave a handful for validation: the page says so before it registers
+    assert any("validation split" in w.value for w in at.warning)
+    assert register[0].disabled
+    next(c for c in at.checkbox if c.label == "Register it anyway").check().run()
+    register = [b for b in at.button if b.label == "Register resnet-curated"]
     register[0].click().run()
     assert not at.exception
     assert "resnet-curated" in frame_with(at, "Model")["Model"].tolist()

@@ -106,6 +106,8 @@ def test_crossings_lists_every_crossing_in_order():
     assert P.crossings(x, y) == pytest.approx([0.5, 1.75, 3.0])
     assert P.crossing(x, y) == pytest.approx(0.5)
     assert P.crossings([0, 1], [0.1, 0.2]) == []
+    assert P.crossings([0, 1, 2, 3], [0, 0.5, 0.5, 1]) == [1.5]  # a flat stretch at the level: one crossing
+    assert P.crossings([0, 1, 2], [0.2, 0.5, 0.3]) == []            # touches the level and turns back
 
 
 def test_probe_curve_marks_every_crossing():

@@ -120,7 +120,7 @@ def test_interrupted_run_is_refused_everywhere_until_resumed(bench, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(bench), "--epochs", "3",
             "--threads", "1", "--out", "run"]
-    monkeypatch.setattr(sys, "argv", ["genuine", *argv])  # RunSpec.command comes from sys.argv
+    monkeypatch.setattr(sys, "argv", ["pytest"])  # the resume command comes from main()'s argv, not sys.argv
     real_history = loop.write_history
 
     def ctrl_c_in_epoch_2(out, history):

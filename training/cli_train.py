@@ -118,7 +118,7 @@ def _spec_from_args(args: argparse.Namespace):
                        beta=args.beta, label=args.label, max_train=args.max_train, resume=args.resume,
                        init=args.init, train=train,
                        encoder=_encoder_overrides(args),
-                       command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                       command="genuine " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", sys.argv[1:])))
     except ValueError as exc:
         raise InputError(str(exc)) from exc
 

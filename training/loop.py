@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genuine_core.errors import GenuineError
+from genuine_core.models.folder import CHECKPOINT_STATUS, TRAINING_STATUS
 from training.augment import AugmentConfig, make_generator
 from training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from training.datasets import batches, subsample
@@ -239,7 +240,7 @@ def fit(task: Task, cfg: TrainConfig, out: str | Path, resume: bool = False) -> 
         metrics = {"epoch": epoch + 1, "val_loss": rec["val_loss"], "val_acc": rec["val_acc"]}
         if improved:
             best_state = _clone_state(model)
-            task.save_model(out, {**metrics, "status": "training"})
+            task.save_model(out, {**metrics, "status": TRAINING_STATUS})
         write_history(out, history)
         state = {
             "epoch": epoch,
@@ -249,7 +250,7 @@ def fit(task: Task, cfg: TrainConfig, out: str | Path, resume: bool = False) -> 
             "train_config": cfg.to_dict(),
         }
         ck = save_checkpoint(out, model, best_state, opt, state, extra={"augment_rng": gen.get_state()})
-        task.save_model(ck, {**metrics, "status": "checkpoint"})
+        task.save_model(ck, {**metrics, "status": CHECKPOINT_STATUS})
     if best_state is not None:
         model.load_state_dict(best_state)
     seconds = float(sum(h["seconds"] for h in history))

@@ -125,8 +125,9 @@ def from_checkpoint(out: str | Path):
         InputError: no readable checkpoint config.
     """
     from genuine_core.models import GenuineClassifier, ModelConfig
+    from training.checkpoint import CHECKPOINT_DIR
 
-    path = Path(out) / "checkpoint" / "config.json"
+    path = Path(out) / CHECKPOINT_DIR / "config.json"
     try:
         config = ModelConfig.from_json(path.read_text())
     except (OSError, ValueError) as exc:

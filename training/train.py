@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,8 +34,10 @@ import numpy as np
 import torch
 
 from genuine_core.errors import InputError
+from genuine_core.models.folder import FINAL_STATUS
 from genuine_core.seeding import seed_everything
 from training import modelapi
+from training.checkpoint import CHECKPOINT_DIR
 from training.datasets import ClassificationData, load_classification, load_detection, subsample
 from training.loop import TrainConfig, TrainingError, fit
 from training.metrics import bce_with_logits, binary_metrics
@@ -188,7 +191,7 @@ def _saver(model, spec: RunSpec):
     command = resume_command(spec)
 
     def save(path, metrics: dict[str, Any]) -> None:
-        if metrics.get("status") != "final":
+        if metrics.get("status") != FINAL_STATUS:
             metrics = {**metrics, "resume_command": command}
         modelapi.save(model, path, metrics)
 
@@ -221,7 +224,7 @@ def train_classifier(spec: RunSpec) -> dict[str, Any]:
     result = fit(task, spec.train, out, resume=spec.resume)
     logits = predict_logits(model, val.patches)
     record = _finish_classifier(model, val, spec, out, logits)
-    metrics = {"status": "final", "best_epoch": result.best_epoch + 1, "best_val_loss": result.best_val_loss,
+    metrics = {"status": FINAL_STATUS, "best_epoch": result.best_epoch + 1, "best_val_loss": result.best_val_loss,
                "validation": record, **_flat_rates(record)}
     modelapi.save(model, out, metrics)
     extra = {"epochs_run": len(result.history), "stopped_early": result.stopped_early,
@@ -251,7 +254,7 @@ def train_ratio(spec: RunSpec) -> dict[str, Any]:
     logits = predict_logits(model, val.patches)
     record = _finish_classifier(model, val, spec, out, logits)
     seconds = time.perf_counter() - t0
-    metrics = {"status": "final", "validation": record, "ratio_fit": info, **_flat_rates(record)}
+    metrics = {"status": FINAL_STATUS, "validation": record, "ratio_fit": info, **_flat_rates(record)}
     out.mkdir(parents=True, exist_ok=True)
     modelapi.save(model, out, metrics)
     extra = {"epochs_run": 0, "stopped_early": False, "wall_seconds": seconds, "n_train": len(train),
@@ -289,7 +292,7 @@ def train_detector(spec: RunSpec) -> dict[str, Any]:
     record = {"labels": "truth", "n": vm.n, "n_positive": vm.tp + vm.fn, "n_negative": vm.tn + vm.fp,
               "sensitivity": vm.tpr, "specificity": vm.tnr, "accuracy": vm.accuracy, "f1": vm.f1,
               "temperature": model.config.temperature}
-    metrics = {"status": "final", "best_epoch": result.best_epoch + 1, "best_val_loss": result.best_val_loss,
+    metrics = {"status": FINAL_STATUS, "best_epoch": result.best_epoch + 1, "best_val_loss": result.best_val_loss,
                "count_threshold": thr, "count_threshold_scan": thr_scores, "test_detection": det_metrics,
                "test_rule_vs_truth": rule.to_dict(), "validation": record, **_flat_rates(record)}
     modelapi.save(model, out, metrics)
@@ -311,8 +314,11 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     if spec.kind == "genuine" and not spec.detector:
         raise InputError("GENUINE needs a trained detector: --detector models/detector_cpu "
                          "(train one with: genuine train --kind detector)")
-    if spec.resume and not (Path(spec.out) / "checkpoint").is_dir() and spec.kind != "ratio":
-        raise TrainingError(f"--resume: no checkpoint in {spec.out}/checkpoint")
+    checkpoint = Path(spec.out) / CHECKPOINT_DIR
+    if spec.resume and not checkpoint.is_dir() and spec.kind != "ratio":
+        raise TrainingError(f"--resume: no checkpoint in {checkpoint}")
+    if not spec.resume:  # a new run (e.g. --overwrite): an earlier run's checkpoint must never be resumed
+        shutil.rmtree(checkpoint, ignore_errors=True)
     try:
         if spec.kind == "detector":
             return train_detector(spec)

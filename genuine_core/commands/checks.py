@@ -10,6 +10,9 @@ from pathlib import Path
 
 from genuine_core.errors import InputError
 
+#: side (px) of a square patch the commands accept (segment, synth probe backgrounds)
+PATCH_SIZE_RANGE = (8, 1024)
+
 
 def _check_parents(path: Path, option: str) -> None:
     """Refuse a path below an existing file (``FILE/sub``): it could never be created."""
@@ -18,6 +21,17 @@ def _check_parents(path: Path, option: str) -> None:
             if not parent.is_dir():
                 raise InputError(f"{option} {path}: {parent} is a file, not a folder")
             return
+
+
+def in_range(value: float, bounds: tuple[float, float], option: str, unit: str = "") -> None:
+    """Refuse ``value`` outside ``bounds`` (inclusive) with one line naming ``option``.
+
+    Raises:
+        InputError: e.g. ``--diameter must be in [4, 2000] px, got 0``.
+    """
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise InputError(f"{option} must be in [{lo:g}, {hi:g}]{unit}, got {value:g}")
 
 
 def output_folder(path: str | Path, option: str = "--out") -> Path:

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from genuine_core.commands.checks import output_folder
+from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +55,14 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from genuine_core.errors import InputError
     from genuine_core.io import ChannelMap, read_scan
     from genuine_core.patches import extract_patches
-    from genuine_core.segmentation import DEFAULT_BACKEND, segment
+    from genuine_core.segmentation import DEFAULT_BACKEND, DIAMETER_RANGE, segment
 
     backend = args.backend or DEFAULT_BACKEND
-    if not 8 <= args.patch_size <= 1024:
-        raise InputError(f"--patch-size must be in [8, 1024], got {args.patch_size}")
-    if args.diameter is not None and not 4 <= args.diameter <= 2000:
-        raise InputError(f"--diameter must be in [4, 2000] px, got {args.diameter}")
+    in_range(args.patch_size, PATCH_SIZE_RANGE, "--patch-size")
+    if args.diameter is not None:
+        in_range(args.diameter, DIAMETER_RANGE, "--diameter", " px")
     channel_map = ChannelMap.parse(args.channels) if args.channels else None
     model_path = None
     if backend == "cellpose":

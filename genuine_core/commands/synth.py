@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from genuine_core.commands.checks import output_file, output_folder
+from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, output_file, output_folder
 from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: --patch-size range, as ``genuine segment``
-PATCH_SIZE_RANGE = (8, 1024)
 #: files ``genuine synth field`` writes into --out
 FIELD_FILES = ("field.tif", "field_masks.tif", "nuclei.parquet", "boxes.parquet", "preview.png")
 
@@ -182,9 +181,7 @@ def _probe(args: argparse.Namespace) -> int:
 
     output_file(args.out)  # an existing folder is refused as given, before .npz is appended
     out = output_file(_npz_path(args.out))
-    lo, hi = PATCH_SIZE_RANGE
-    if not lo <= args.patch_size <= hi:
-        raise InputError(f"--patch-size must be in [{lo}, {hi}], got {args.patch_size}")
+    in_range(args.patch_size, PATCH_SIZE_RANGE, "--patch-size")
     rng = seed_everything(args.seed)
     if args.backgrounds:
         try:

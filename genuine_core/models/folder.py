@@ -45,8 +45,9 @@ LEGACY_WEIGHTS_FILE = "weights.pt"
 METRICS_FILE = "metrics.json"
 CHECKSUM_FILE = "checksum.sha256"
 
-#: ``metrics.json["status"]`` of a model whose training run finished
-FINAL_STATUS = "final"
+#: ``metrics.json["status"]``: the run finished / the folder holds the best weights of a running
+#: (or interrupted) run / the folder is a run's resumable checkpoint
+FINAL_STATUS, TRAINING_STATUS, CHECKPOINT_STATUS = "final", "training", "checkpoint"
 #: sub-folder of a run's output that holds its resumable checkpoint (``training.checkpoint.CHECKPOINT_DIR``)
 _CHECKPOINT_DIR = "checkpoint"
 
@@ -253,10 +254,10 @@ def _unfinished_message(folder: Path, metrics: dict[str, Any]) -> str:
     """One line: the run did not finish, what the folder holds, and the command that continues it."""
     status = training_status(metrics)
     out, what = folder, f"its training run did not finish (status {status!r} in {METRICS_FILE})"
-    if status == "training":
+    if status == TRAINING_STATUS:
         epoch = metrics.get("epoch")
         what += f"; it holds the best weights so far (epoch {epoch})" if epoch is not None else ""
-    elif status == "checkpoint" or folder.name == _CHECKPOINT_DIR:
+    elif status == CHECKPOINT_STATUS or folder.name == _CHECKPOINT_DIR:
         out = folder.parent
         what = f"it is the resumable checkpoint of the training run in {out}, not a finished model"
         parent = _read_metrics_quietly(out)

@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 
 from genuine_core.segmentation.metrics import evaluate_segmenter, match_instances, touching_pairs
-from genuine_core.segmentation.watershed import WatershedConfig, segment_watershed
+from genuine_core.segmentation.watershed import DIAMETER_RANGE, WatershedConfig, segment_watershed
 
 BACKENDS = ("watershed", "cellpose")
 #: Backend used when none is named, chosen by measurement (bench/bench_segmentation.py, 12 held-out
@@ -51,8 +51,8 @@ def segment(image: np.ndarray, backend: Literal["watershed", "cellpose"] = DEFAU
         dapi = img
     else:
         raise ValueError(f"image must be (H, W, 3) or (H, W), got {img.shape}")
-    if diameter is not None and not 4 <= diameter <= 2000:
-        raise ValueError(f"diameter must be in [4, 2000] px, got {diameter}")
+    if diameter is not None and not DIAMETER_RANGE[0] <= diameter <= DIAMETER_RANGE[1]:
+        raise ValueError(f"diameter must be in [{DIAMETER_RANGE[0]:g}, {DIAMETER_RANGE[1]:g}] px, got {diameter}")
     if backend == "watershed":
         cfg = WatershedConfig() if diameter is None else WatershedConfig(diameter=float(diameter))
         return segment_watershed(dapi, cfg)

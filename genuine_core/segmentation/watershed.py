@@ -11,6 +11,9 @@ from scipy import ndimage
 logger = logging.getLogger(__name__)
 
 
+#: nucleus diameters (px) a segmenter accepts
+DIAMETER_RANGE = (4.0, 2000.0)
+
 @dataclass(frozen=True)
 class WatershedConfig:
     """Watershed settings, most of them relative to the expected nucleus diameter.
@@ -41,8 +44,9 @@ class WatershedConfig:
     min_contrast: float = 2.5
 
     def __post_init__(self) -> None:
-        if not 4 <= self.diameter <= 2000:
-            raise ValueError(f"diameter must be in [4, 2000] px, got {self.diameter}")
+        if not DIAMETER_RANGE[0] <= self.diameter <= DIAMETER_RANGE[1]:
+            raise ValueError(f"diameter must be in [{DIAMETER_RANGE[0]:g}, {DIAMETER_RANGE[1]:g}] px, "
+                             f"got {self.diameter}")
         for name in ("smooth", "intensity_smooth", "min_distance", "min_area"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
