@@ -179,3 +179,21 @@ def test_interrupt_before_the_first_epoch_says_there_is_nothing_to_resume(bench,
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("interrupted: training stopped before its first epoch was saved")
     assert "nothing to resume" in err
+
+
+def test_a_new_run_clears_an_earlier_runs_checkpoint(tmp_path, monkeypatch):
+    """An --overwrite run interrupted before its first epoch must not point at the old run's checkpoint."""
+    import training.train as train
+    from training.checkpoint import CHECKPOINT_DIR
+
+    out = tmp_path / "run"
+    (out / CHECKPOINT_DIR).mkdir(parents=True)
+    (out / CHECKPOINT_DIR / "state.json").write_text("{}")  # left by an earlier, finished run
+
+    def interrupted(spec):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train_classifier", interrupted)
+    with pytest.raises(train.TrainingInterrupted, match="nothing to resume"):
+        train.train_model(train.RunSpec(kind="resnet", preset="tiny", data="d", out=str(out)))
+    assert not (out / CHECKPOINT_DIR).exists()
