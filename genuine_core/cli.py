@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from genuine_core.errors import GenuineError
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except GenuineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a reader that stopped (e.g. `| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush has nowhere to fail
+        return 0
     except KeyboardInterrupt as exc:  # a command may say what was left and how to go on (genuine train: --resume)
         print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130

@@ -195,7 +195,7 @@ def remove_scan_section() -> None:
                    "deleted).")
         st.dataframe(scans.rename(columns={"id": "scan", "file_name": "file", "channel_map": "channel map",
                                            "n_nuclei": "nuclei", "n_models": "models",
-                                           "curated_nuclei": "curated nuclei", "ingested_at": "ingested (UTC)"}),
+                                           "curated_nuclei": "reviewed nuclei", "ingested_at": "ingested (UTC)"}),
                      hide_index=True, key="ingest_scans", height=min(38 + 35 * len(scans), 320))
         labels = {int(r.id): f"scan {r.id} · {r.file_name} · {r.sample}" for r in scans.itertuples(index=False)}
         c1, c2, c3 = st.columns([3, 2, 1.2], vertical_alignment="bottom")

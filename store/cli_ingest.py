@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if mc < 0:
         raise InputError("--mc-samples must be >= 0")
     progress = not args.quiet
+    loader = lambda p: load_model(p, mc_samples=mc)  # noqa: E731
+    # given model folders are loaded before the store is opened: a bad one leaves no new, empty store behind
+    given = resolve_models(None, args.models, loader=loader) if args.models else None
     try:
         store = Store(args.db or default_db_path(), busy_timeout=args.wait)
     except StoreBusy as exc:
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     with store:
-        models = resolve_models(store, args.models, loader=lambda p: load_model(p, mc_samples=mc))
+        models = given if given is not None else resolve_models(store, None, loader=loader)
         if not models:
             print("warning: no models found; storing nuclei without predictions", flush=True)
         try:

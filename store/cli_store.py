@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "check": "integrity check (exit 1 when problems are found)",
         "info": "schema version, size and row counts",
         "scans": "list the stored scans: id, sample, file, channel map, nuclei",
-        "remove-scan": "delete one scan and everything derived from it (refused when curated)",
+        "remove-scan": "delete one scan and everything derived from it (refused once its nuclei were reviewed)",
     }
     subs = {}
     for name in ACTIONS:
@@ -89,7 +89,7 @@ def _print_scans(store, sample: str | None) -> int:
         print(f"no scans in {store.path}" + (f" for sample {sample!r}" if sample else ""))
         return 0
     view = df.rename(columns={"file_name": "file", "channel_map": "channel map", "n_nuclei": "nuclei",
-                              "n_models": "models", "curated_nuclei": "curated"})
+                              "n_models": "models", "curated_nuclei": "reviewed"})
     view["ingested_at"] = view["ingested_at"].astype(str).str[:19]
     view = view.rename(columns={"ingested_at": "ingested"})
     print(view.to_string(index=False))
@@ -106,25 +106,25 @@ def _remove_scan(db, scan_id: int, yes: bool) -> int:
 
     if not Path(db).is_file():  # never create a store just to find it empty
         raise StoreError(f"{db}: no such store")
-    with Store(db) as store:
+    with Store(db, read_only=True) as store:  # read-only while the user decides: others may use the store
         plan = plan_scan_removal(store, scan_id)
-        if plan.label_events:
-            raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events,
-                                     plan.curated_nuclei)
-        if not yes:
-            if not sys.stdin.isatty():
-                raise InputError(f"scan {scan_id} not removed: stdin is not a terminal, confirm with "
-                                 f"--yes (genuine store remove-scan {scan_id} --yes)")
-            print("would delete:")
-            for line in plan.lines():
-                print(line)
-            try:
-                answer = input(f"Remove scan {scan_id} and all of the above? [y/N] ")
-            except EOFError:
-                answer = ""
-            if answer.strip().lower() not in ("y", "yes"):
-                print("nothing removed")
-                return 1
+    if plan.label_events:
+        raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events, plan.curated_nuclei)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError(f"scan {scan_id} not removed: stdin is not a terminal, confirm with "
+                             f"--yes (genuine store remove-scan {scan_id} --yes)")
+        print("would delete:")
+        for line in plan.lines():
+            print(line)
+        try:
+            answer = input(f"Remove scan {scan_id} and all of the above? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 1
+    with Store(db) as store:  # remove_scan checks again inside its transaction (label events may be new)
         removal = remove_scan(store, scan_id)
     print(f"removed scan {removal.scan_id} ({removal.file_name}, sample {removal.sample!r}): "
           + ", ".join(f"{n} {t}" for t, n in removal.rows.items() if n and t != "scans")

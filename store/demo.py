@@ -163,13 +163,13 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
 
+    t = time.perf_counter()  # models first: a bad model folder is refused before the benchmark is written
+    models = demo_models(model_dirs, out.parent, config.mc_samples)
+    seconds["load_models"] = time.perf_counter() - t
+
     t = time.perf_counter()
     bench = Path(benchmark) if benchmark else make_demo_benchmark(out.parent / "demo_benchmark", config, progress)
     seconds["benchmark"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    models = demo_models(model_dirs, out.parent, config.mc_samples)
-    seconds["load_models"] = time.perf_counter() - t
 
     failed: list[str] = []
     try:

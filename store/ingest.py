@@ -114,11 +114,12 @@ class IngestReport:
                 f"{self.count('failed')} failed; {self.n_nuclei} nuclei in {self.seconds:.1f} s ({rate:.1f} nuclei/s)")
 
 
-def resolve_models(store: Store, folders: Sequence[str | Path] | None = None,
+def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = None,
                    loader: Callable[[Path], ScoringModel] = load_model) -> list[ScoringModel]:
     """The models an ingest runs.
 
     Args:
+        store: the store (only read when ``folders`` is None; may then not be None).
         folders: model folders (or folders of model folders) given by the user. When
             None: the models registered in the store (from their recorded folders), or,
             for a store without models, the shipped models under ``models/``.

@@ -363,6 +363,7 @@ def test_cli_ingest_while_another_process_holds_the_store_waits_and_reports(inge
     from genuine_core.cli import main
 
     db, scan, model = ingest_setup
+    _tiny_model(model)  # model folders are loaded before the store is opened
     before = _counts(db)
     holder = Holder(db)
     try:

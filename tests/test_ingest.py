@@ -228,6 +228,7 @@ def _cli_models(tmp_path, monkeypatch) -> Path:
     (["--backend", "cellpose", "--cellpose-model", "nope"], "pass --cellpose-model PATH"),
     (["--cellpose-model", "nope"], "--cellpose-model applies to --backend cellpose"),
     (["--max-fields", "2"], "apply to --benchmark DIR only"),
+    (["--models", "/nonexistent/model"], "no model folder found"),
 ])
 def test_cli_ingest_refuses_bad_options_up_front(tmp_path, capsys, extra, fragment):
     from genuine_core.cli import main

@@ -197,3 +197,20 @@ def test_a_new_run_clears_an_earlier_runs_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(train.TrainingInterrupted, match="nothing to resume"):
         train.train_model(train.RunSpec(kind="resnet", preset="tiny", data="d", out=str(out)))
     assert not (out / CHECKPOINT_DIR).exists()
+
+
+def test_resume_refuses_options_that_differ_from_the_run(bench, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(bench), "--epochs", "1",
+            "--threads", "1", "--out", "run"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = (tmp_path / "run" / "train_config.json").read_text()
+    assert main([*argv[:-2], "--lr", "0.5", "--out", "run", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "these differ: --lr 0.5 (the run: 0.001)" in err and "Resume with: genuine train" in err
+    assert main(["train", "--kind", "ratio", "--preset", "tiny", "--data", str(bench), "--out", "run",
+                 "--resume"]) == 2
+    assert "a ratio fit has no checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "run" / "train_config.json").read_text() == before  # nothing rewritten
+    assert main([*argv, "--resume"]) == 0  # the same options (threads may differ) resume

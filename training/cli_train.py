@@ -47,12 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, default=None, help="early-stopping patience (paper: 30)")
     parser.add_argument("--lr", type=float, default=1e-3, help="SGD learning rate (paper: 1e-3)")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="training patches per SGD step (default 32)")
     parser.add_argument("--train-per-epoch", type=int, default=-1,
                         help="training patches drawn per epoch (preset default; 0 = all)")
     parser.add_argument("--max-train", type=int, default=None, help="load at most this many training patches")
     parser.add_argument("--max-val", type=int, default=None, help="use at most this many validation patches")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, sampling and augmentation (default 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--no-augment", action="store_true", help="switch augmentations off")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
@@ -104,10 +104,12 @@ def _spec_from_args(args: argparse.Namespace):
                          "(genuine synth benchmark) or a labelled-patches .npz/.parquet file (genuine export labels)")
     if not data.exists():
         raise InputError(f"training data {data} not found; make the benchmark with: "
-                         f"genuine synth benchmark --size {'paper' if args.preset == 'paper' else 'cpu'} "
+                         f"genuine synth benchmark --size {args.preset} "
                          f"--seed 0 --out {data}")
     if (Path(out) / "metrics.json").is_file() and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model; pass --overwrite to replace it or --resume to continue")
+    if args.resume:
+        _check_resume(args, Path(out))
     try:
         train = TrainConfig(
             epochs=epochs if args.epochs is None else args.epochs,
@@ -121,6 +123,59 @@ def _spec_from_args(args: argparse.Namespace):
                        command="genuine " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", sys.argv[1:])))
     except ValueError as exc:
         raise InputError(str(exc)) from exc
+
+
+#: options that may differ between a run and its --resume (they do not change what is trained)
+RESUME_FREE = {"resume", "overwrite", "out", "threads"}
+
+
+def _recorded_argv(out: Path) -> list[str] | None:
+    """The ``genuine train`` options a run in ``out`` was started with (None when not recorded)."""
+    import json
+
+    for file, key in (("metrics.json", "resume_command"), ("train_config.json", "command")):
+        try:
+            command = json.loads((out / file).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        words = shlex.split(command) if isinstance(command, str) else []
+        if words[:2] == ["genuine", "train"]:
+            return words[2:]
+    return None
+
+
+def _check_resume(args: argparse.Namespace, out: Path) -> None:
+    """``--resume`` continues a run as it was started: refuse options that differ from the recorded ones.
+
+    Raises:
+        InputError: a ratio fit (nothing to resume) or options that differ, with the command to use.
+    """
+    from genuine_core.errors import InputError
+
+    if args.kind == "ratio":
+        raise InputError("--resume: a ratio fit has no checkpoint to resume; run it again with --overwrite")
+    recorded = _recorded_argv(out)
+    if recorded is None:
+        return
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    try:
+        old = parser.parse_args(recorded)
+    except SystemExit:  # recorded by an older version with other options: nothing to compare
+        return
+
+    def same(a, b) -> bool:
+        return a == b or (isinstance(a, (str, Path)) and isinstance(b, (str, Path))
+                          and Path(a).resolve() == Path(b).resolve())
+
+    differ = [f"--{k.replace('_', '-')} {getattr(args, k)} (the run: {v})" for k, v in vars(old).items()
+              if k not in RESUME_FREE and not same(getattr(args, k, None), v)]
+    if differ:
+        kept = [w for w, prev in zip(recorded, [None] + recorded)
+                if w not in ("--resume", "--overwrite", "--out") and prev != "--out"]
+        raise InputError("--resume continues the run with the options it started with; these differ: "
+                         + "; ".join(differ) + ". Resume with: genuine train "
+                         + " ".join(shlex.quote(w) for w in kept + ["--out", str(out), "--resume"]))
 
 
 def _augment(args: argparse.Namespace):

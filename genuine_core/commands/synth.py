@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--out", required=True, help="output directory (must be empty unless --overwrite)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--size", default="cpu", choices=["tiny", "cpu", "paper"],
-                   help="cpu: 6,000-nucleus pool, 8 x 256 mixtures, 96 px; paper: 50,000, 8 x 2,048, 192 px")
+                   help="tiny: a few hundred nuclei for tests; cpu (default): 6,000-nucleus pool, 8 x 256 mixtures, "
+                        "96 px; paper: 50,000, 8 x 2,048, 192 px")
     b.add_argument("--beta", type=float, default=0.0, help="auto-label flip rate of the training pool")
     b.add_argument("--acquisition-jitter", type=float, default=0.0, metavar="S",
                    help="give every training-pool field its own imaging conditions around the nominal "
@@ -72,11 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--lines", default="mna_dm,mna_hsr,nonmna_diploid,nonmna_gain",
                    help="comma-separated cell lines mixed in equal shares")
-    f.add_argument("--n-nuclei", type=int, default=25)
+    f.add_argument("--n-nuclei", type=int, default=25, help="nuclei in the field (default 25)")
     f.add_argument("--shape", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
     f.add_argument("--scale", type=float, default=1.0, help="length scale (1 = the real image)")
     f.add_argument("--shifted", action="store_true", help="use the shifted (mixture) acquisition")
-    f.add_argument("--beta", type=float, default=0.0)
+    f.add_argument("--beta", type=float, default=0.0, help="auto-label flip rate, in [0, 0.5) (default 0)")
 
     p = sub.add_parser("probe", help="write probe patches (paper 4.3) to an .npz")
     p.add_argument("--out", required=True, help="output .npz")
