@@ -548,7 +548,9 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
             fig.add_trace(go.Scatter(x=xcs, y=[level] * len(xcs), mode="markers+text",
                                      name=f"{model}: crosses {level:g}",
                                      marker=dict(symbol="x", size=13, color=col, line=dict(width=2)),
-                                     text=[f"{xc:.2f}" for xc in xcs], textposition="bottom right", showlegend=False,
+                                     # labelled when alone; several crossings would print over each other
+                                     text=[f"{xcs[0]:.2f}"] if len(xcs) == 1 else None,
+                                     textposition="bottom right", showlegend=False,
                                      hovertemplate=f"{model} crosses {level:g} at {xlabel} %{{x:.2f}}<extra></extra>"))
     fig.add_hline(y=level, line_dash="dash", line_color="#666")
     if rule_x is not None:

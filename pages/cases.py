@@ -230,7 +230,8 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
         common.empty_state(f"predictions for {sample}")
         return
     r = s.iloc[0]
-    m1, m2, m3, m4, m5 = st.columns([0.9, 1.25, 1.4, 1.25, 1.3])  # the interval and the call need room
+    st.html("<style>.st-key-case_metrics [data-testid='stMetricValue'] {font-size: 1.9rem;}</style>")
+    m1, m2, m3, m4, m5 = st.container(key="case_metrics").columns([0.9, 1.25, 1.4, 1.25, 1.3])  # fits 1280 px
     m1.metric("Nuclei scored", f"{int(r['n_scored']):,}")
     m2.metric(f"MNA ({primary})", f"{r['mna_pct']:.1f} %", delta=vs_expected(r["deviation_pp"]), delta_color="off",
               help=f"95 % Wilson interval {r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")

@@ -167,22 +167,22 @@ def sidebar() -> None:
 # ----------------------------------------------------------------------------- cached queries
 @st.cache_data(show_spinner=False, max_entries=8)
 def store_overview(db: str, data_rev: int, models_rev: int) -> dict:
-    """Counts for the sidebar: samples, nuclei, models."""
+    """Counts for the sidebar: samples (with scans), nuclei, models."""
     from store.registry import list_models
     from store.samples import list_samples
 
     s = store_at(db)
-    samples = list_samples(s)
+    samples = list_samples(s).query("n_scans > 0")
     return {"samples": len(samples), "nuclei": int(samples["n_nuclei"].sum()) if len(samples) else 0,
             "models": len(list_models(s))}
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def samples(db: str, data_rev: int) -> pd.DataFrame:
-    """``store.samples.list_samples``."""
+    """``store.samples.list_samples`` of the samples that hold scans (a removal can leave one empty)."""
     from store.samples import list_samples
 
-    return list_samples(store_at(db))
+    return list_samples(store_at(db)).query("n_scans > 0").reset_index(drop=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -11,6 +11,7 @@ see it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ GENOTYPES = {"unknown": None, "MNA": "MNA", "non-MNA": "non-MNA"}
 NONE = "none"
 RESULT_KEY = "ingest_result"
 REMOVED_KEY = "ingest_removed"
+REMOVE_ERROR_KEY = "ingest_remove_error"
 NAME_KEY = "ingest_sample"
 NAME_DEFAULT_KEY = "_ingest_sample_default"  # (upload set, default name) last put into the name box
 
@@ -151,7 +153,9 @@ def show_outcomes(rows: list[tuple[str, str, str, str | None]]) -> None:
     for name, status, message, _ in rows:
         if status == "stored":
             st.success(f"**{name}**: {message}", icon=":material/check_circle:")
-        elif status == "duplicate":
+        elif status == "duplicate":  # the CLI's remove-scan cannot open the store the app holds: point here
+            message = re.sub(r"remove the stored scan first with: genuine store remove-scan (\d+)\.?$",
+                             r"remove scan \1 under **Stored scans** below first, then upload it again.", message)
             st.info(f"**{name}**: {message}", icon=":material/content_copy:")
         else:
             st.error(f"**{name}** was not stored: {message}", icon=":material/error:")
@@ -177,18 +181,35 @@ def default_sample_name(names: list[str]) -> None:
     st.session_state[NAME_DEFAULT_KEY] = (key, default)
 
 
+def remove_clicked(scan_id: int, who: str) -> None:
+    """Remove button callback: remove the scan; the confirmation is used up either way."""
+    from store.scans import remove_scan
+
+    st.session_state.pop(f"ingest_remove_sure_{scan_id}", None)
+    try:
+        gone = remove_scan(common.get_store(), scan_id, by=who)
+    except GenuineError as exc:
+        st.session_state[REMOVE_ERROR_KEY] = str(exc)
+        return
+    st.session_state[REMOVED_KEY] = (f"Scan {gone.scan_id} ({gone.file_name}, sample '{gone.sample}') removed by "
+                                      f"{who}: {gone.rows.get('nuclei', 0)} nuclei and their predictions.")
+    st.session_state.pop(RESULT_KEY, None)  # an earlier ingest's outcome may name the removed scan
+    common.bump("data", "labels", "models")  # models: their prediction and scan counts
+
+
 def remove_scan_section() -> None:
     """Stored scans with a Remove action (a scan read with the wrong channel map is removed, then uploaded again)."""
-    from store.scans import remove_scan, scan_overview
+    from store.scans import scan_overview
 
     path = common.db_path()
     if not path.is_file():
         return
     scans = scan_overview(common.store_at(str(path)))
-    with st.expander(f"Stored scans ({len(scans)}) · remove one", icon=":material/delete:"):
+    with st.expander("Stored scans · remove one", icon=":material/delete:"):  # a fixed label keeps it open
         if scans.empty:
             st.caption("No scans stored yet.")
             return
+        st.caption(f"{len(scans)} scans in the store.")
         st.caption("A scan ingested with the wrong channel mapping is a duplicate when uploaded again: remove it "
                    "here first. Removing deletes the scan, its nuclei and everything derived from them in one "
                    "transaction; a scan with curators' decisions on its nuclei is kept (the audit trail is never "
@@ -202,17 +223,11 @@ def remove_scan_section() -> None:
         scan_id = c1.selectbox("Scan to remove", list(labels), format_func=labels.get, key="ingest_remove_id")
         who = common.reviewer()
         sure = c2.checkbox("Yes, remove it", key=f"ingest_remove_sure_{scan_id}", disabled=not who)  # per scan
-        if c3.button("Remove scan", key="ingest_remove", type="primary", disabled=not (who and sure),
-                     icon=":material/delete:"):
-            try:
-                gone = remove_scan(common.get_store(), int(scan_id), by=who)
-            except GenuineError as exc:
-                common.show_error(exc)
-                return
-            st.session_state[REMOVED_KEY] = (f"Scan {gone.scan_id} ({gone.file_name}, sample '{gone.sample}') removed "
-                                              f"by {who}: {gone.rows.get('nuclei', 0)} nuclei and their predictions.")
-            common.bump("data", "labels", "models")  # models: their prediction and scan counts
-            st.rerun(scope="app")
+        c3.button("Remove scan", key="ingest_remove", type="primary", disabled=not (who and sure),
+                  icon=":material/delete:", on_click=remove_clicked, args=(int(scan_id), who))
+        error = st.session_state.pop(REMOVE_ERROR_KEY, None)
+        if error:
+            st.error(error, icon=":material/error:")
         if not who:
             st.caption("Enter your name under **Reviewer** in the sidebar to remove a scan.")
 

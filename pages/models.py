@@ -240,7 +240,8 @@ def retrain_section(store, models: pd.DataFrame) -> None:
     settings = retrain.preset_settings(preset)
     follow_default("retrain_epochs", settings["epochs"])
     epochs = c3.number_input("Max epochs", 1, 500, key="retrain_epochs")
-    follow_default("retrain_name", f"{kind}-curated")
+    taken = set(models["name"]) | {rec["name"] for rec in retrain.runs().values()}
+    follow_default("retrain_name", retrain.free_name(f"{kind}-curated", taken))
     out_name = c4.text_input("New model name", key="retrain_name")
     per_epoch = settings["per_epoch"] or "all"
     st.caption(f"Preset **{preset}**: at most {settings['epochs']} epochs by default (this run: {int(epochs)}), "

@@ -244,7 +244,7 @@ def main() -> None:
         elastic = c2.slider("Elastic deformation α", 0.0, 100.0, float(sig.SignalStyle().elastic_alpha), 5.0,
                             key="probe_elastic")
         blur = c3.slider("Blur σ", 0.0, 4.0, 1.5, 0.25, key="probe_blur")
-        clusters = c4.toggle("Let signals touch (clusters)", value=True, key="probe_clusters",
+        clusters = c4.toggle("Signals may touch", value=True, key="probe_clusters",
                              help="independent positions: nearby signals may merge into a cluster (as in the paper); "
                                   "off keeps them apart")
         c1, c2, c3 = st.columns([2, 2, 1])

@@ -40,6 +40,11 @@ def runs() -> dict:
     return {}
 
 
+def free_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... : the first name not in ``taken`` (a new model's default name)."""
+    return next(n for n in (base if k == 1 else f"{base}-{k}" for k in range(1, len(taken) + 2)) if n not in taken)
+
+
 def preset_settings(preset: str) -> dict:
     """What ``genuine train --preset`` sets: ``epochs``, ``patience``, ``per_epoch`` (training patches per epoch)."""
     epochs, patience, per_epoch = PRESET_DEFAULTS[preset]

@@ -109,7 +109,7 @@ def _say(kind: str, text: str) -> None:
     st.session_state["review_msg"] = (kind, text)
 
 
-def decide(nucleus_id: int, value, label: str) -> None:
+def decide(nucleus_id: int, value) -> None:
     """Button callback: write one label event for ``nucleus_id`` with the sidebar reviewer."""
     from store.labels import record_label_event
 
@@ -122,7 +122,10 @@ def decide(nucleus_id: int, value, label: str) -> None:
         return
     common.bump("labels")
     st.session_state["review_note"] = ""
-    _say("success", f"Nucleus {nucleus_id}: **{label}** recorded (event {event}, {who}).")
+    from store.labels import normalise_decision
+
+    _say("success", f"Nucleus {nucleus_id}: **{EVENT_NAMES[normalise_decision(value)]}** recorded "
+                    f"(event {event}, {who}).")
 
 
 def undo() -> None:
@@ -148,7 +151,8 @@ def undo() -> None:
 def skip(nucleus_id: int) -> None:
     """Button callback: move a nucleus to the end of this session's queue."""
     st.session_state.setdefault("review_skipped", []).append(int(nucleus_id))
-    _say("info", f"Nucleus {nucleus_id} skipped: it comes back at the end of the queue (this browser session).")
+    _say("info", f"Nucleus {nucleus_id} skipped: it comes back at the end of the queue (this browser session; "
+                 "it is the only one left if it shows again).")
 
 
 # ----------------------------------------------------------------------------- views
@@ -244,7 +248,7 @@ def decision_bar(nid: int) -> None:
     st.text_input("Note (optional)", key="review_note", placeholder="e.g. two overlapping nuclei")
     for col, (key, (label, value, shortcut, kind)) in zip(st.columns(3), DECISIONS.items()):
         col.button(label, key=f"decide_{key}", type=kind, shortcut=shortcut, disabled=not who, width="stretch",
-                   on_click=decide, args=(nid, value, label), help=f"record '{label}' ({shortcut})")
+                   on_click=decide, args=(nid, value), help=f"record '{label}' ({shortcut})")
     skip_col, undo_col, _ = st.columns(3)
     skip_col.button("Skip", key="review_skip", shortcut="S", on_click=skip, args=(nid,), width="stretch",
                     help="later (S)")
@@ -316,6 +320,8 @@ def main() -> None:
     if q.empty:
         if total:
             st.success("Queue done: every flagged nucleus here has a decision.", icon=":material/task_alt:")
+            st.button("Undo", key="review_undo", shortcut="U", on_click=undo, disabled=not common.reviewer(),
+                      help="revert your latest decision (U)")
         elif model_arg is not None and int(models.set_index("name").loc[model_arg, "n_predictions"]) == 0:
             st.info(f"**{model_arg}** has no predictions yet: score scans with it on the Ingest page.",
                     icon=":material/inbox:")
@@ -344,7 +350,9 @@ def main() -> None:
                             + np.where(ev["undoes"].notna(), " (undo)", ""),
                 "Note": ev["note"], "Event": ev["event_id"]})
             st.dataframe(show, hide_index=True, key="review_recent", placeholder="–", column_config={
-                "Time (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
+                "Time (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+                "Decision": st.column_config.TextColumn(width="medium"),
+                "Note": st.column_config.TextColumn(width="large")})
     export_panel(db)
 
 

@@ -455,6 +455,7 @@ def test_ingest_page_removes_a_scan_after_confirmation_and_keeps_a_curated_one(s
     at.checkbox(key=f"ingest_remove_sure_{curated}").check().run()
     at.button(key="ingest_remove").click().run()
     assert any("audit trail" in e.value for e in at.error)
+    assert not at.checkbox(key=f"ingest_remove_sure_{curated}").value  # the confirmation is used up
     with open_store(path) as s:
         assert curated in set(scan_overview(s)["id"])
 
@@ -603,6 +604,13 @@ def test_models_page_retrain_name_and_epochs_follow_kind_and_preset(store_copy, 
     at.text_input(key="retrain_name").input("my-model").run()
     at.selectbox(key="retrain_kind").set_value("genuine").run()
     assert at.text_input(key="retrain_name").value == "my-model"  # typed by the user: kept
+
+
+def test_retrain_default_name_is_free():
+    from pages.retrain import free_name
+
+    assert free_name("resnet-curated", {"genuine_cpu"}) == "resnet-curated"
+    assert free_name("resnet-curated", {"resnet-curated", "resnet-curated-2"}) == "resnet-curated-3"
 
 
 def test_models_page_finished_run_shows_a_fixed_duration_and_readable_figures(store_copy, tmp_path, models_runs):
