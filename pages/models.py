@@ -156,6 +156,11 @@ def show_validation(val: dict | None) -> None:
                ("n_positive", "validation MNA nuclei", False), ("n_negative", "validation non-MNA nuclei", False))
     for col, (key, label, rate) in zip(st.columns(4), figures):
         col.metric(label, _stat(val.get(key), rate))
+    against = {"truth": "the ground truth known for these nuclei (synthetic samples)",
+               "auto": "the labels the run trained on"}
+    st.caption(f"Figures against {against.get(val.get('labels'), 'the validation labels')}, on the held-out "
+               "validation nuclei; the training curves' accuracy is against the labels the run trained on "
+               "(here the curated ones), so the two can differ.")
 
 
 def register_button(run_id: str, rec: dict) -> None:
