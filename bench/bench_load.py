@@ -49,9 +49,11 @@ from served_app import CHROMIUM, LAUNCH_ARGS, serve_app
 REPO = Path(__file__).resolve().parents[1]
 MAX_FAILURES = 5  # a session stops after this many failed actions in a row
 DECISION_BUTTONS = {"MNA": "decide_mna", "non-MNA": "decide_non", "Exclude": "decide_exclude"}
+#: the state each button's acknowledgement names ("Nucleus 4: excluded recorded ...")
+RECORDED_AS = {"MNA": "MNA", "non-MNA": "non-MNA", "Exclude": "excluded"}
 #: the visible button itself (Streamlit also renders a hidden copy, and the tooltip wraps it)
 _BUTTON = "button[data-testid^='stBaseButton'] >> visible=true"
-_RECORDED = re.compile(r"Nucleus (\d+): (MNA|non-MNA|Exclude) recorded \(event (\d+),")
+_RECORDED = re.compile(r"Nucleus (\d+): (MNA|non-MNA|excluded) recorded \(event (\d+),")
 #: JS: count every change of the app's run state (running / notRunning / ...) on the page
 _WATCH = """() => {
   if (window.__genuineObs) return;
@@ -301,7 +303,7 @@ async def review_session(browser, base: str, reviewer: str, *, seconds: float | 
                             await _wait_quiet(page, wire, timeout_ms)
                     text = await _acknowledgement(page)
                     m = _RECORDED.search(text)
-                    if m and m.group(2) == label and int(m.group(3)) not in log.events:
+                    if m and m.group(2) == RECORDED_AS[label] and int(m.group(3)) not in log.events:
                         log.events.append(int(m.group(3)))
                         log.nuclei.append(int(m.group(1)))
                     elif "Not saved" in text:

@@ -125,8 +125,8 @@ def _spec_from_args(args: argparse.Namespace):
         raise InputError(str(exc)) from exc
 
 
-#: options that may differ between a run and its --resume (they do not change what is trained)
-RESUME_FREE = {"resume", "overwrite", "out", "threads"}
+#: options that may differ between a run and its --resume: where it is, threads, and how long it goes on
+RESUME_FREE = {"resume", "overwrite", "out", "threads", "epochs", "patience"}
 
 
 def _recorded_argv(out: Path) -> list[str] | None:
