@@ -475,3 +475,12 @@ def test_train_cli_data_naming_another_file_says_what_is_expected(tmp_path, caps
     target.write_text("x")
     assert main(["train", "--kind", "resnet", "--data", str(tmp_path), "--out", str(target)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_train_cli_finds_the_shipped_detector_from_any_folder(tmp_path, monkeypatch, capsys):
+    from genuine_core.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no models/ here: the default detector is the shipped one
+    assert main(["train", "--kind", "genuine", "--preset", "cpu", "--data", "nope", "--out", "o"]) == 2
+    err = capsys.readouterr().err
+    assert "training data nope not found" in err and "no trained detector" not in err

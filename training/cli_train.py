@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"benchmark folder or LabelledPatches .npz/.parquet (default {DEFAULT_DATA})")
     parser.add_argument("--out", default=None, help="model folder to write (default runs/train/<kind>_<preset>)")
     parser.add_argument("--detector", default=None,
-                        help="trained detector folder for GENUINE (default models/detector_<preset>)")
+                        help="trained detector folder for GENUINE (default: models/detector_<preset> in the working "
+                             "folder, else the shipped one)")
     parser.add_argument("--beta", type=float, default=0.0, help="flip training-pool labels with this probability")
     parser.add_argument("--encoder-width", type=int, default=None,
                         help="override the preset's encoder width (stem channels; ResNet: 64)")
@@ -86,8 +87,11 @@ def _spec_from_args(args: argparse.Namespace):
     out = args.out or f"runs/train/{args.kind}_{args.preset}"
     output_folder(out)
     detector = args.detector
-    if args.kind == "genuine" and detector is None:
-        detector = f"models/detector_{args.preset}"
+    if args.kind == "genuine" and detector is None:  # the preset's detector here, else the shipped one
+        from genuine_core.pipeline import SHIPPED_MODELS
+
+        local = Path("models") / f"detector_{args.preset}"
+        detector = str(local if local.exists() else SHIPPED_MODELS / local.name)
     if args.kind == "genuine" and not (Path(detector) / "config.json").is_file():
         raise InputError(f"no trained detector at {detector}; train one first: "
                          f"genuine train --preset {args.preset} --kind detector --out {detector}")
