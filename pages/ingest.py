@@ -40,10 +40,9 @@ def plural(n: int, word: str) -> str:
 
 def reason(message: str, *names: str) -> str:
     """An ingest message as a sentence, without the file name or path it starts with (shown beside it)."""
-    for name in names:
-        if name and message.startswith(f"{name}: "):
-            message = message[len(name) + 2:]
-            break
+    from store.ingest import without_file_name
+
+    message = without_file_name(message, *names)
     # no full stop after a number: it may end a command to copy (e.g. 'genuine store remove-scan 4')
     return message if message[-1:] in ".!?" or message[-1:].isdigit() else message + "."
 

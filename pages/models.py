@@ -163,9 +163,10 @@ def show_validation(val: dict | None) -> None:
                "(here the curated ones), so the two can differ.")
 
 
-def register_button(run_id: str, rec: dict) -> None:
-    """Warning for a degenerate model, then the Register button; a registration reruns the whole app."""
-    reasons = retrain.degenerate_reasons(retrain.validation(rec["out"]))
+def register_button(run_id: str, rec: dict, val: dict | None) -> None:
+    """Warning for a degenerate model (its validation record ``val``), then the Register button; a
+    registration reruns the whole app."""
+    reasons = retrain.degenerate_reasons(val)
     if reasons:
         st.warning("**This model is probably useless:** " + "; ".join(reasons) + ". Curate more nuclei of both "
                    "classes and retrain, or register it only for testing.", icon=":material/warning:")
@@ -194,10 +195,11 @@ def render_run(run_id: str, rec: dict) -> None:
     tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-8:] if log.is_file() else []
     if tail:
         st.code("\n".join(tail), language=None, wrap_lines=True)
+    val = retrain.validation(rec["out"]) if rc == 0 else None  # metrics.json, read once per refresh
     if rc == 0:
-        show_validation(retrain.validation(rec["out"]))
+        show_validation(val)
     if rc == 0 and not rec["registered"]:
-        register_button(run_id, rec)
+        register_button(run_id, rec, val)
     elif rec["registered"]:
         st.caption(f":green[:material/check: registered as {rec['name']}.] Scans uploaded on the **Ingest** page "
                    "are scored with it (and every other registered model); its predictions then show in Cases. "

@@ -33,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from store.db import Store
 
     # before the store is opened: a bad --out ends with one line and nothing written
-    output_folder(args.out) if args.what == "sample" else output_file(args.out)
+    if args.what == "sample":
+        output_folder(args.out)
+    else:
+        output_file(args.out)
     with Store(args.db or default_db_path(), read_only=True) as store:
         if args.what == "sample":
             for path in export.export_sample(store, args.name, args.out, model=args.model, prepared_by=args.by):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genuine_core.commands.checks import output_folder
 from genuine_core.errors import InputError, StoreError
 from genuine_core.pipeline import center_crop, decode_patch
 from store import labels, registry, samples, summary
@@ -76,9 +77,7 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     chosen = summ[summ["model"] == model]
     if model is not None and chosen.empty:
         raise StoreError(f"model {model!r} has no predictions for sample {sample!r}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is not a folder (a file of that name exists)")
+    out = output_folder(out_dir, "output")
     out.mkdir(parents=True, exist_ok=True)
     nuclei = _wide_nuclei(store, sample)
     written = [out / "nuclei.csv", out / "nuclei.parquet", out / "summary.csv", out / "summary.md", out / "summary.html"]

@@ -71,12 +71,16 @@ class FileOutcome:
 
     def line(self) -> str:
         """The file's line of :meth:`IngestReport.lines` (the file named once, not again by its message)."""
-        message = self.message
-        for prefix in (f"{self.path}: ", f"{Path(self.path).name}: "):
-            if message.startswith(prefix):
-                message = message[len(prefix):]
-                break
-        return f"{self.status:9s} {self.path}: {message}"
+        return f"{self.status:9s} {self.path}: {without_file_name(self.message, self.path, Path(self.path).name)}"
+
+
+def without_file_name(message: str, *names: str) -> str:
+    """``message`` without a leading ``"<name>: "`` for the first of ``names`` it starts with
+    (a line that names the file already says it once)."""
+    for name in names:
+        if name and message.startswith(f"{name}: "):
+            return message[len(name) + 2:]
+    return message
 
 
 @dataclass

@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from genuine_core.errors import InputError
+from genuine_core.models.folder import CHECKPOINT_DIR
 
-CHECKPOINT_DIR = "checkpoint"
 TENSORS = "trainer.safetensors"
 STATE = "trainer.json"
 

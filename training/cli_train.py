@@ -103,13 +103,13 @@ def _spec_from_args(args: argparse.Namespace):
         if value is not None and value < 1:
             raise InputError(f"--{name} must be >= 1, got {value}")
     data = Path(args.data)
-    if data.is_file() and data.suffix not in (".npz", ".parquet"):
-        raise InputError(f"--data {data} is a file but not a training set: give a benchmark folder "
-                         "(genuine synth benchmark) or a labelled-patches .npz/.parquet file (genuine export labels)")
     if not data.exists():
         raise InputError(f"training data {data} not found; make the benchmark with: "
                          f"genuine synth benchmark --size {args.preset} "
                          f"--seed 0 --out {data}")
+    from training.datasets import check_source
+
+    check_source(data)  # a folder that is no benchmark, or a file that is no training set
     if (Path(out) / "metrics.json").is_file() and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model; pass --overwrite to replace it or --resume to continue")
     if args.resume:

@@ -136,7 +136,7 @@ def is_benchmark(source: str | Path) -> bool:
     return p.is_dir() and (p / "nuclei.parquet").is_file()
 
 
-def _check_source(source: str | Path) -> Path:
+def check_source(source: str | Path) -> Path:
     p = Path(source)
     if is_benchmark(p):
         return p
@@ -175,7 +175,7 @@ def load_classification(
     Raises:
         InputError: missing data, unknown split, or ``truth`` without ground truth.
     """
-    src = _check_source(source)
+    src = check_source(source)
     if label not in ("auto", "truth"):
         raise InputError(f"label must be 'auto' or 'truth', got {label!r}")
     if is_benchmark(src):
@@ -216,7 +216,7 @@ def load_detection(source: str | Path, split: str) -> DetectionData:
     Raises:
         InputError: ``source`` is not a benchmark folder.
     """
-    src = _check_source(source)
+    src = check_source(source)
     if not is_benchmark(src):
         raise InputError("detector training needs a benchmark folder with boxes, not a training-set file")
     bs = _load_split(src, split)

@@ -48,8 +48,8 @@ CHECKSUM_FILE = "checksum.sha256"
 #: ``metrics.json["status"]``: the run finished / the folder holds the best weights of a running
 #: (or interrupted) run / the folder is a run's resumable checkpoint
 FINAL_STATUS, TRAINING_STATUS, CHECKPOINT_STATUS = "final", "training", "checkpoint"
-#: sub-folder of a run's output that holds its resumable checkpoint (``training.checkpoint.CHECKPOINT_DIR``)
-_CHECKPOINT_DIR = "checkpoint"
+#: sub-folder of a run's output that holds its resumable checkpoint (``training.checkpoint`` writes it)
+CHECKPOINT_DIR = "checkpoint"
 
 _CHECK_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([A-Za-z0-9._-]+)$")
 
@@ -257,7 +257,7 @@ def _unfinished_message(folder: Path, metrics: dict[str, Any]) -> str:
     if status == TRAINING_STATUS:
         epoch = metrics.get("epoch")
         what += f"; it holds the best weights so far (epoch {epoch})" if epoch is not None else ""
-    elif status == CHECKPOINT_STATUS or folder.name == _CHECKPOINT_DIR:
+    elif status == CHECKPOINT_STATUS or folder.name == CHECKPOINT_DIR:
         out = folder.parent
         what = f"it is the resumable checkpoint of the training run in {out}, not a finished model"
         parent = _read_metrics_quietly(out)
@@ -289,7 +289,13 @@ def check_finished(path: str | Path) -> None:
     """
     folder = Path(path)
     metrics = _read_metrics_quietly(folder)
-    if metrics is not None and not is_finished(metrics):
+    if metrics is not None:
+        _refuse_unfinished(folder, metrics)
+
+
+def _refuse_unfinished(folder: Path, metrics: dict[str, Any]) -> None:
+    """Raise :class:`UnfinishedModelError` when ``metrics`` record an unfinished training run."""
+    if not is_finished(metrics):
         raise UnfinishedModelError(folder, str(training_status(metrics)), _unfinished_message(folder, metrics))
 
 
@@ -331,8 +337,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu",
     listed = verify_folder(folder)
     config = _parse_config(folder)
     metrics = _read_metrics(folder, listed)
-    if not allow_unfinished and not is_finished(metrics):
-        raise UnfinishedModelError(folder, str(training_status(metrics)), _unfinished_message(folder, metrics))
+    if not allow_unfinished:
+        _refuse_unfinished(folder, metrics)
     state = _read_weights(folder, listed)
     model = GenuineClassifier.from_config(config)
     expected = model.state_dict()
