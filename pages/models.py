@@ -132,13 +132,21 @@ def verify(folder: str, mtime: float) -> tuple[bool, str]:
 
 
 # ----------------------------------------------------------------------------- retraining runs
-def run_status(rec: dict, rc: int | None) -> str:
-    """'running · 12 s', 'finished after 40 s' or 'failed (exit 1) after 3 s' (the end time is fixed)."""
+#: runs shown open; older ones go in an expander
+SHOWN_RUNS = 3
+
+def run_status(rec: dict, state: str) -> str:
+    """'running · 12 s', 'finished after 40 s', 'failed (exit 1) after 3 s' or 'stopped after 9 s' (the end
+    time is fixed); a resumed run says so."""
     secs = retrain.duration(rec)
-    if rc is None:
-        return f"running · {secs:.0f} s"
-    state = "finished" if rc == 0 else f"failed (exit {rc})"
-    return f"{state} after {secs:.0f} s"
+    if state == retrain.RUNNING:
+        text = f"running · {secs:.0f} s"
+    elif state == retrain.FAILED:
+        text = f"failed (exit {rec['rc']}) after {secs:.0f} s"
+    else:
+        text = f"{state} after {secs:.0f} s"
+    resumed = int(rec.get("resumed") or 0)
+    return text + (f" (resumed {'once' if resumed == 1 else f'{resumed} times'})" if resumed else "")
 
 
 def _stat(value, rate: bool) -> str:
@@ -179,14 +187,31 @@ def register_button(run_id: str, rec: dict, val: dict | None) -> None:
         st.rerun(scope="app")  # the models table and the sidebar live outside this fragment
 
 
+def run_controls(run_id: str, rec: dict, state: str) -> None:
+    """Stop a running run (it keeps a checkpoint, as Ctrl-C does) or resume a stopped one from it."""
+    if state == retrain.RUNNING:
+        if st.button("Stop", key=f"stop_{run_id}", icon=":material/stop:",
+                     help="Stops after saving the best weights so far; the run can be resumed."):
+            retrain.stop_run(rec)
+            st.toast(f"Stopping {run_id}", icon=":material/stop:")
+    elif retrain.resumable(rec):
+        st.caption("The run did not finish; its checkpoint keeps the best weights so far. Ingest, evaluation and "
+                   "registration refuse the unfinished model until the run is resumed and finishes.")
+        if st.button("Resume", key=f"resume_{run_id}", icon=":material/play_arrow:", type="primary"):
+            try:
+                retrain.resume_run(rec)
+            except OSError as exc:
+                common.show_error(exc)
+
+
 def render_run(run_id: str, rec: dict) -> None:
-    """Live status of one run: epochs from history.json, log tail, validation, register button when done."""
-    rc = retrain.poll(rec)
+    """Live status of one run: epochs from history.json, log tail, validation, stop / resume / register."""
+    state = retrain.poll(rec)
     hist = history(str(rec["out"]))
     done = 0 if hist is None else len(hist)
     st.markdown(f"**{run_id}** · {rec['kind']} ({rec.get('preset', '?')} preset) on {rec['n']} curated nuclei · "
-                f"{run_status(rec, rc)}")
-    st.progress(min(done / max(rec["epochs"], 1), 1.0) if rc is None else 1.0,
+                f"{run_status(rec, state)}")
+    st.progress(min(done / max(rec["epochs"], 1), 1.0) if state != retrain.FINISHED else 1.0,
                 text=f"epoch {done} of at most {rec['epochs']} (stops early after {rec.get('patience', '?')} "
                      "epochs without a better validation loss)")
     if hist is not None and len(hist) > 1:
@@ -195,10 +220,11 @@ def render_run(run_id: str, rec: dict) -> None:
     tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-8:] if log.is_file() else []
     if tail:
         st.code("\n".join(tail), language=None, wrap_lines=True)
-    val = retrain.validation(rec["out"]) if rc == 0 else None  # metrics.json, read once per refresh
-    if rc == 0:
+    run_controls(run_id, rec, state)
+    val = retrain.validation(rec["out"]) if state == retrain.FINISHED else None  # metrics.json, once per refresh
+    if state == retrain.FINISHED:
         show_validation(val)
-    if rc == 0 and not rec["registered"]:
+    if state == retrain.FINISHED and not rec["registered"]:
         register_button(run_id, rec, val)
     elif rec["registered"]:
         st.caption(f":green[:material/check: registered as {rec['name']}.] Scans uploaded on the **Ingest** page "
@@ -210,15 +236,25 @@ def render_run(run_id: str, rec: dict) -> None:
 
 @st.fragment(run_every=2.0)
 def live_runs() -> None:
-    """Every retraining run of this server (all sessions see the same runs); refreshes every 2 s."""
-    active = retrain.runs()
-    if not active:
-        st.caption("No retraining run since the dashboard server started.")
+    """Every retraining run of this store (all sessions see the same runs, a restarted server reads them
+    back); refreshes every 2 s."""
+    store = common.get_store()
+    if store is not None:
+        retrain.recover_runs(store)
+    newest = sorted(retrain.runs().items(), key=lambda item: item[1]["started"], reverse=True)
+    if not newest:
+        st.caption("No retraining run in this store yet.")
         return
-    st.caption("Retraining runs since the dashboard server started, shared by everyone using it.")
-    for run_id, rec in reversed(list(active.items())):
-        with st.container(border=True):
-            render_run(run_id, rec)
+    st.caption("Retraining runs of this store, newest first, shared by everyone using it; they are kept in the "
+               "store's `runs/` folder.")
+    earlier = newest[SHOWN_RUNS:]
+    groups = [(st.container(), newest[:SHOWN_RUNS])]
+    if earlier:
+        groups.append((st.expander(f"{len(earlier)} earlier {'run' if len(earlier) == 1 else 'runs'}"), earlier))
+    for place, group in groups:
+        for run_id, rec in group:
+            with place, st.container(border=True):
+                render_run(run_id, rec)
 
 
 # ----------------------------------------------------------------------------- retraining form

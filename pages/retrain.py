@@ -2,16 +2,20 @@
 
 A run exports the current curated labels as a ``LabelledPatches`` training set, starts
 ``genuine train`` as a separate process (it does not touch the store) and writes into
-``<store files>/runs/<run id>/``: ``curated.npz``, ``train.log`` and the model folder.
-The run records live in one dict per server process, so every browser session on the
-server sees the same runs; they are forgotten when the server restarts (the folders stay).
+``<store files>/runs/<run id>/``: ``curated.npz``, ``train.log``, ``run.json`` (the run
+record) and the model folder. The records live in one dict per server process, so every
+browser session on the server sees the same runs; a restarted server reads them back from
+``run.json``. A run can be stopped (Ctrl-C to ``genuine train``: it keeps a checkpoint) and
+resumed from that checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -32,6 +36,13 @@ MIN_VAL_PER_CLASS = 10
 MIN_RATE = 0.5
 #: a new model's name: it becomes a folder name and the store's model name
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: the run record in a run's folder
+RUN_FILE = "run.json"
+#: what ``run.json`` keeps (the process and the log handle exist only in the server that started the run)
+SAVED = ("name", "kind", "preset", "epochs", "patience", "n", "started", "cmd", "out", "log", "pid",
+         "registered", "ended", "rc", "error", "resumed")
+#: a run's states, as :func:`poll` reports them
+RUNNING, FINISHED, FAILED, STOPPED = "running", "finished", "failed", "stopped"
 
 
 @st.cache_resource(show_spinner=False)
@@ -92,31 +103,131 @@ def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: s
            "--patience", str(patience), "--threads", "2"]
     if kind == "genuine" and detector:
         cmd += ["--detector", detector]
-    log = open(folder / "train.log", "w", encoding="utf-8")  # noqa: SIM115 (owned by the child's lifetime)
+    rec = {"log": folder / "train.log", "out": out, "name": name, "epochs": epochs, "patience": patience,
+           "preset": preset, "n": n, "cmd": cmd, "registered": False, "kind": kind, "resumed": 0}
+    _launch(rec, cmd, "w")
+    runs()[run_id] = rec
+    return run_id
+
+
+def _launch(rec: dict, cmd: list[str], log_mode: str) -> None:
+    """Start ``cmd`` with its output going to the run's log; record the process, its pid and the start."""
+    log = open(rec["log"], log_mode, encoding="utf-8")  # noqa: SIM115 (owned by the child's lifetime)
     try:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(common.REPO))
     except OSError:
         log.close()
         raise
-    runs()[run_id] = {"proc": proc, "log_handle": log, "log": folder / "train.log", "out": out, "name": name,
-                      "epochs": epochs, "patience": patience, "preset": preset, "n": n, "started": time.time(),
-                      "cmd": cmd, "registered": False, "kind": kind}
-    return run_id
+    rec.update(proc=proc, log_handle=log, pid=proc.pid, started=time.time())
+    for key in ("ended", "rc", "error"):
+        rec.pop(key, None)
+    save_record(rec)
 
 
-def poll(rec: dict) -> int | None:
-    """The run's exit code (None while it runs); on the first look after the end, fix its end time.
+def save_record(rec: dict) -> None:
+    """Write the run's :data:`SAVED` fields to ``run.json`` in its folder (atomically: a reader never sees half)."""
+    path = Path(rec["log"]).parent / RUN_FILE
+    data = {k: (str(rec[k]) if isinstance(rec[k], Path) else rec[k]) for k in SAVED if k in rec}
+    tmp = path.with_name(f".{RUN_FILE}.tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
 
-    The end time is the log file's last write (the child's final line), not the moment a page
-    happened to look, so a run nobody watched still shows how long it took.
+
+def recover_runs(store) -> None:
+    """Add the runs recorded under ``<store files>/runs/*/run.json`` that this server does not know yet
+    (it was restarted): they have no process handle; :func:`poll` finds out what became of them.
+    Unreadable records are skipped."""
+    known = runs()
+    for path in sorted((store.folder / "runs").glob(f"*/{RUN_FILE}")):
+        run_id = path.parent.name
+        if run_id in known:
+            continue
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            rec["log"], rec["out"] = Path(rec["log"]), Path(rec["out"])
+            float(rec["started"]), int(rec["epochs"]), str(rec["name"])
+        except (OSError, ValueError, TypeError, KeyError):
+            continue
+        known[run_id] = {**rec, "proc": None, "log_handle": None}
+
+
+def _pid_runs(rec: dict) -> bool:
+    """True while the run's process (started by an earlier server) still runs: its pid is alive and its
+    command line names the run's model folder (so a recycled pid does not count)."""
+    pid = rec.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(rec["out"]).encode() in cmdline
+
+
+def finished_model(out: str | Path) -> bool:
+    """True when the run's model folder holds a finished model (``metrics.json`` status final)."""
+    from genuine_core.models.folder import FINAL_STATUS, training_status
+
+    try:
+        metrics = json.loads((Path(out) / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return training_status(metrics) in (None, FINAL_STATUS) if isinstance(metrics, dict) else False
+
+
+def resumable(rec: dict) -> bool:
+    """True when the run ended unfinished but left a checkpoint that ``genuine train --resume`` continues."""
+    from genuine_core.models.folder import CHECKPOINT_DIR
+
+    return (Path(rec["out"]) / CHECKPOINT_DIR).is_dir() and not finished_model(rec["out"])
+
+
+def poll(rec: dict) -> str:
+    """The run's state: :data:`RUNNING`, :data:`FINISHED`, :data:`FAILED` (``rec["rc"]``: exit code) or
+    :data:`STOPPED` (interrupted; see :func:`resumable`).
+
+    On the first look after the end, fix the end time and save the record. The end time is the log
+    file's last write (the child's final line), not the moment a page happened to look, so a run
+    nobody watched still shows how long it took. A run whose process an earlier server started has
+    no exit code: its model folder tells whether it finished.
     """
-    rc = rec["proc"].poll()
-    if rc is not None and "ended" not in rec:
+    if "ended" not in rec:
+        if rec.get("proc") is not None:
+            rc = rec["proc"].poll()
+            if rc is None:
+                return RUNNING
+        elif _pid_runs(rec):
+            return RUNNING
+        else:
+            rc = None  # ended while no server watched it
         log = Path(rec["log"])
         rec["ended"] = max(rec["started"], min(time.time(), log.stat().st_mtime if log.is_file() else time.time()))
+        rec["rc"] = rc
         if rec.get("log_handle") is not None and not rec["log_handle"].closed:
             rec["log_handle"].close()
-    return rc
+        save_record(rec)
+    rc = rec.get("rc")
+    if rc == 0 or (rc is None and finished_model(rec["out"])):
+        return FINISHED
+    if rc is None or rc in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL):
+        return STOPPED
+    return FAILED
+
+
+def stop_run(rec: dict) -> None:
+    """Ask a running run to stop as Ctrl-C does: ``genuine train`` saves its checkpoint and exits 130."""
+    if rec.get("proc") is not None:
+        rec["proc"].send_signal(signal.SIGINT)
+    elif _pid_runs(rec):
+        os.kill(rec["pid"], signal.SIGINT)
+
+
+def resume_run(rec: dict) -> None:
+    """Continue a stopped run from its checkpoint (``genuine train ... --resume``), appending to its log."""
+    with open(rec["log"], "a", encoding="utf-8") as log:
+        log.write(f"\n--- resumed {datetime.now():%Y-%m-%d %H:%M:%S} ---\n")
+    rec["resumed"] = int(rec.get("resumed", 0)) + 1
+    _launch(rec, [*rec["cmd"], "--resume"], "a")
 
 
 def duration(rec: dict) -> float:
@@ -178,6 +289,8 @@ def register(run_id: str) -> None:
         register_model(common.get_store(), load_model(rec["out"], name=rec["name"]))
     except GenuineError as exc:
         rec["error"] = f"Not registered: {exc}"
+        save_record(rec)
         return
     rec["registered"], rec["error"] = True, None
+    save_record(rec)
     common.bump("models")

@@ -652,6 +652,104 @@ def test_models_page_warns_before_registering_a_degenerate_model(store_copy, tmp
     assert "registered as resnet-curated" in done and "**Ingest** page" in done
 
 
+def _recorded_run(store_path: Path, status: str, cmd: list[str], pid: int | None = None) -> Path:
+    """A retraining run as an earlier server left it in ``<store files>/runs/run-9``: ``run.json`` without an
+    exit code, a log, and a tiny ResNet folder whose ``metrics.json`` status is ``status`` (with a checkpoint
+    unless final)."""
+    import json
+    import time
+
+    from genuine_core.models import GenuineClassifier, preset_config
+
+    folder = store_path.with_name(store_path.stem + "_files") / "runs" / "run-9"
+    out = folder / "resnet-curated"
+    model = GenuineClassifier.from_config(preset_config("tiny", kind="resnet"))
+    validation = {"sensitivity": 0.9, "specificity": 0.95, "n_positive": 40, "n_negative": 60}
+    model.save(out, metrics={"status": status, "validation": validation})
+    if status != "final":
+        model.save(out / "checkpoint", metrics={"status": "checkpoint"})
+    (folder / "train.log").write_text("epoch 1 ...\n")
+    (folder / "run.json").write_text(json.dumps({
+        "name": "resnet-curated", "kind": "resnet", "preset": "tiny", "epochs": 3, "patience": 2, "n": 15,
+        "started": time.time() - 60, "cmd": cmd, "out": str(out), "log": str(folder / "train.log"),
+        "pid": pid, "registered": False, "resumed": 0}))
+    return folder
+
+
+def test_models_page_reads_back_runs_an_earlier_server_started(store_copy, models_runs):
+    """A restarted server lists the store's runs from run.json: a finished one can still be registered."""
+    import json
+
+    folder = _recorded_run(store_copy[0], "final", cmd=[])
+    (folder.parent / "broken").mkdir()
+    (folder.parent / "broken" / "run.json").write_text("{not json")  # skipped, not an error
+    at = open_page("models")
+    status = [m.value for m in at.markdown if "run-9" in m.value]
+    assert status and "· finished after" in status[0]
+    next(b for b in at.button if b.label == "Register resnet-curated").click().run()
+    assert not at.exception
+    assert "resnet-curated" in frame_with(at, "Model")["Model"].tolist()
+    saved = json.loads((folder / "run.json").read_text())
+    assert saved["registered"] and saved["rc"] is None and saved["ended"] >= saved["started"]
+
+
+def test_models_page_resumes_a_stopped_run_from_its_checkpoint(store_copy, models_runs, tmp_path):
+    """A run whose process ended unfinished is 'stopped'; Resume runs its command with --resume into the same log."""
+    import json
+    import sys
+    import time
+
+    marker = tmp_path / "argv.json"
+    cmd = [sys.executable, "-c", f"import json, sys; json.dump(sys.argv[1:], open({str(marker)!r}, 'w'))"]
+    folder = _recorded_run(store_copy[0], "training", cmd=cmd, pid=2 ** 22 + 7)  # no such process
+    at = open_page("models")
+    assert "· stopped after" in next(m.value for m in at.markdown if "run-9" in m.value)
+    assert "did not finish" in texts(at)
+    assert not [b for b in at.button if b.label == "Register resnet-curated"]  # unfinished: nothing to register
+    next(b for b in at.button if b.label == "Resume").click().run()
+    assert not at.exception
+    deadline = time.monotonic() + 60
+    while not marker.is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert json.loads(marker.read_text()) == ["--resume"]
+    assert "--- resumed" in (folder / "train.log").read_text()
+    assert json.loads((folder / "run.json").read_text())["resumed"] == 1
+
+
+def test_models_page_stops_a_running_run_as_ctrl_c_does(store_copy, tmp_path, models_runs):
+    """Stop sends SIGINT (genuine train then saves its checkpoint and exits 130); the run then reads 'stopped'."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    _models_finished_run(models_runs, tmp_path, {"sensitivity": 0.9, "specificity": 0.9})
+    models_runs["run-1"].update(proc=proc, pid=proc.pid)
+    at = open_page("models")
+    assert "· running ·" in next(m.value for m in at.markdown if "run-1" in m.value)
+    next(b for b in at.button if b.label == "Stop").click().run()
+    assert proc.wait(timeout=30) != 0
+    time.sleep(0.1)
+    at.run()
+    assert "· stopped after" in next(m.value for m in at.markdown if "run-1" in m.value)
+
+
+def test_a_run_started_by_an_earlier_server_still_running_is_watched(store_copy, models_runs):
+    """Its pid is alive and its command line names the run's model folder: running, and Stop reaches it."""
+    import subprocess
+    import sys
+
+    folder = _recorded_run(store_copy[0], "training", cmd=[])
+    out = folder / "resnet-curated"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", str(out)])
+    run = folder / "run.json"
+    run.write_text(run.read_text().replace('"pid": null', f'"pid": {proc.pid}'))
+    at = open_page("models")
+    assert "· running ·" in next(m.value for m in at.markdown if "run-9" in m.value)
+    next(b for b in at.button if b.label == "Stop").click().run()
+    assert proc.wait(timeout=30) != 0
+
+
 def test_embeddings_page_without_umap_says_how_to_fit_one(store_copy):
     at = open_page("embeddings")
     assert "genuine umap" in texts(at)
@@ -722,6 +820,47 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
     assert "resnet-curated" in frame_with(at, "Model")["Model"].tolist()
     run_dir = next((path.parent / "store_files" / "runs").iterdir())
     assert (run_dir / "curated.npz").is_file() and (run_dir / "resnet-curated" / "history.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_real_retraining_run_stopped_after_its_first_epoch_resumes_to_a_finished_model(store_copy, models_runs,
+                                                                                          monkeypatch):
+    """Start a tiny ResNet run of 8 epochs (no early stop), stop it (SIGINT) once an epoch is saved, resume it
+    from the checkpoint: it finishes, and the model loads."""
+    import json
+    import time
+
+    from genuine_core.pipeline import load_model
+    from pages import retrain
+    from store.db import open_store
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+
+    path, _ = store_copy
+    with open_store(path) as s:
+        for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
+            for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:12]:
+                record_label_event(s, nid, label, "Dr. Test")
+        monkeypatch.setitem(retrain.PRESET_DEFAULTS, "tiny", (8, 100, 64))  # patience 100: the run goes on
+        run_id = retrain.start_run(s, "resnet", "tiny", 8, "resnet-stopped", None)
+    rec = models_runs[run_id]
+
+    def wait(done, what: str, seconds: float = 600) -> None:
+        deadline = time.monotonic() + seconds
+        while not done():
+            assert time.monotonic() < deadline, f"{what} did not happen in {seconds:.0f} s"
+            time.sleep(0.05)
+
+    wait(lambda: (rec["out"] / "checkpoint").is_dir(), "a first checkpoint")
+    retrain.stop_run(rec)
+    wait(lambda: retrain.poll(rec) != retrain.RUNNING, "the stop")
+    assert retrain.poll(rec) == retrain.STOPPED and rec["rc"] == 130, rec["log"].read_text()[-2000:]
+    assert retrain.resumable(rec) and "--resume" in rec["log"].read_text()  # the log says how to go on
+    retrain.resume_run(rec)
+    wait(lambda: retrain.poll(rec) != retrain.RUNNING, "the resumed run's end")
+    assert retrain.poll(rec) == retrain.FINISHED, rec["log"].read_text()[-2000:]
+    assert not retrain.resumable(rec) and load_model(rec["out"]).kind == "resnet"
+    assert json.loads((rec["log"].parent / "run.json").read_text())["resumed"] == 1
 
 
 @pytest.mark.slow
