@@ -9,34 +9,39 @@ from store.location import add_db_argument, default_db_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``genuine export sample NAME --out DIR | labels --out FILE | audit --out FILE``."""
+    """``genuine export sample NAME --out DIR | labels --out FILE | audit --out FILE`` (each ``[--overwrite]``)."""
     sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
     p = sub.add_parser("sample", help="nuclei table (CSV + Parquet) and summary (Markdown + HTML) of a sample")
     p.add_argument("name", help="sample name")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a report already in --out (else refused)")
     p.add_argument("--model", default=None, help="the model whose call the report states first")
     p.add_argument("--by", default=None, metavar="NAME", help="name stated on the report as 'prepared by'")
     add_db_argument(p)
     p = sub.add_parser("labels", help="curated labels with patches as a training set (.npz or .parquet)")
     p.add_argument("--out", type=Path, required=True, help="output file (.npz or .parquet)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     p.add_argument("--sample", default=None, help="only this sample")
     add_db_argument(p)
     p = sub.add_parser("audit", help="every label event (.csv, .parquet or .jsonl)")
     p.add_argument("--out", type=Path, required=True, help="output file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     add_db_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the export and print what was written."""
-    from genuine_core.commands.checks import output_file, output_folder
+    from genuine_core.commands.checks import output_file, output_folder, refuse_existing
     from store import export
     from store.db import Store
 
-    # before the store is opened: a bad --out ends with one line and nothing written
+    # before the store is opened: a bad --out, or one holding files (unless --overwrite), ends with one line
+    # and nothing written
     if args.what == "sample":
-        output_folder(args.out)
+        out = output_folder(args.out)
+        refuse_existing([out / name for name in export.SAMPLE_FILES], args.overwrite, folder=out)
     else:
-        output_file(args.out)
+        refuse_existing([output_file(args.out)], args.overwrite)
     with Store(args.db or default_db_path(), read_only=True) as store:
         if args.what == "sample":
             for path in export.export_sample(store, args.name, args.out, model=args.model, prepared_by=args.by):

@@ -1,4 +1,8 @@
-"""Exports: a sample report, curated labels as a training set, the audit trail."""
+"""Exports: a sample report, curated labels as a training set, the audit trail.
+
+These functions write over files of the same name (the dashboard exports into fresh
+temporary folders); ``genuine export`` refuses existing files unless ``--overwrite``.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +48,9 @@ def _fmt(v, digits: int = 1) -> str:
     return str(v)
 
 
+#: the files ``export_sample`` writes into its folder, in the order it returns them
+SAMPLE_FILES = ("nuclei.csv", "nuclei.parquet", "summary.csv", "summary.md", "summary.html")
+
 _REPORT_COLUMNS = [("model", "model"), ("n_scored", "nuclei"), ("mna_pct", "MNA %"), ("ci_low_pct", "95% CI low"),
                    ("ci_high_pct", "95% CI high"), ("corrected_pct", "corrected %"), ("expected_pct", "expected %"),
                    ("deviation_pp", "deviation (pp)"), ("true_mna_pct", "true MNA %"), ("call", "call"),
@@ -80,7 +87,7 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     out = output_folder(out_dir, "output")
     out.mkdir(parents=True, exist_ok=True)
     nuclei = _wide_nuclei(store, sample)
-    written = [out / "nuclei.csv", out / "nuclei.parquet", out / "summary.csv", out / "summary.md", out / "summary.html"]
+    written = [out / name for name in SAMPLE_FILES]
     nuclei.to_csv(written[0], index=False)
     nuclei.to_parquet(written[1], index=False)
     flat = summ.copy()

@@ -128,3 +128,112 @@ def test_out_naming_a_file_is_refused_before_any_image_is_read(tmp_path, capsys)
     assert main(["segment", str(absent), "--out", str(target)]) == 2
     assert capsys.readouterr().err.strip() == f"error: --out {target} is not a folder (a file of that name exists)"
     assert target.read_text() == "keep"
+
+
+SEGMENT = ["--backend", "watershed", "--quiet"]
+
+
+def test_segment_refuses_to_write_over_earlier_outputs_unless_overwrite(tmp_path, toy_tif, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", str(toy_tif), "--out", str(out), *SEGMENT]) == 0
+    (out / "toy_overlay.png").write_bytes(b"keep")  # a marker: the refused run must not touch it
+    summary = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main(["segment", str(toy_tif), "--out", str(out), *SEGMENT]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --out {out} already holds toy_masks.tif, toy_overlay.png, toy_patches.npy and 1 more; "
+                   "pass --overwrite to replace them")
+    assert (out / "toy_overlay.png").read_bytes() == b"keep" and (out / "summary.json").read_bytes() == summary
+    assert main(["segment", str(toy_tif), "--out", str(out), *SEGMENT, "--overwrite"]) == 0
+    from PIL import Image
+
+    assert Image.open(out / "toy_overlay.png").size == (256, 256)  # replaced by the real overlay
+    assert [i["name"] for i in json.loads((out / "summary.json").read_text())["images"]] == ["toy"]
+
+
+def test_segment_refusal_comes_before_any_image_is_read(tmp_path, toy_tif, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "toy_nuclei.parquet").write_text("keep")
+    absent = tmp_path / "absent.tif"  # would fail the image check
+    assert main(["segment", str(toy_tif), str(absent), "--out", str(out), *SEGMENT]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --out {out} already holds toy_nuclei.parquet; "
+                                               "pass --overwrite to replace it")
+    assert sorted(p.name for p in out.iterdir()) == ["toy_nuclei.parquet"]
+
+
+def test_segment_summary_keeps_earlier_images_and_replaces_same_named_ones(tmp_path, toy_tif, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    # a summary written before images carried their settings, listing an image whose files are elsewhere
+    old = {"backend": "cellpose", "model": "m.pt", "patch_size": 128, "diameter": 60.0,
+           "patch_normalisation": "percentile", "totals": {"nuclei_found": 7, "patches": 6, "border_skipped": 1},
+           "images": [{"image": "x/old.tif", "name": "old", "nuclei_found": 7, "patches": 6, "border_skipped": 1}]}
+    (out / "summary.json").write_text(json.dumps(old))
+    other = tmp_path / "in" / "other.tif"
+    other.write_bytes(toy_tif.read_bytes())
+    assert main(["segment", str(toy_tif), "--out", str(out), *SEGMENT]) == 0
+    assert main(["segment", str(other), "--out", str(out), *SEGMENT]) == 0
+    assert "(summary.json lists 3 images)" in capsys.readouterr().out
+    assert main(["segment", str(toy_tif), "--out", str(out), *SEGMENT, "--overwrite", "--patch-size", "64"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    images = {i["name"]: i for i in summary["images"]}
+    assert [i["name"] for i in summary["images"]] == ["old", "other", "toy"]  # toy's entry replaced, not doubled
+    assert images["old"]["patch_size"] == 128 and images["old"]["backend"] == "cellpose"  # its run's settings
+    assert images["other"]["patch_size"] == 96 and images["toy"]["patch_size"] == 64
+    assert summary["patch_size"] == 64  # the top-level settings are the latest run's
+    assert summary["totals"] == {"nuclei_found": 7 + 5 + 5, "patches": 6 + 4 + 4, "border_skipped": 1 + 1 + 1}
+    assert not (out / "summary.json.tmp").exists()
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"{not json", "is not valid JSON (Expecting property name"),
+    (b"\xff\xfe{", "is not valid JSON"),  # not UTF-8
+    (b"[1, 2]", "is not a genuine segment summary"),
+    (b'{"images": {"toy": 1}}', "is not a genuine segment summary"),
+    (b'{"images": [{"name": "a"}]}', "is not a genuine segment summary"),  # no counts to total
+    (None, "cannot be read"),  # a folder of that name
+], ids=["json", "utf8", "list", "images-not-a-list", "no-counts", "folder"])
+def test_segment_refuses_an_unreadable_summary_and_writes_nothing(tmp_path, toy_tif, content, fragment, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    summary = out / "summary.json"
+    if content is None:
+        summary.mkdir()
+    else:
+        summary.write_bytes(content)
+    # --overwrite replaces image files, not the list of every image in --out
+    assert main(["segment", str(toy_tif), "--out", str(out), *SEGMENT, "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {summary} {fragment}") and err.endswith("move it away (or repair it) and run again")
+    assert "\n" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    assert content is None or summary.read_bytes() == content
+
+
+def test_output_names_never_clash():
+    from pathlib import Path
+
+    from genuine_core.commands.segment import _output_names
+
+    paths = [Path("a/scan.tif"), Path("b/scan.tif"), Path("c/scan-2.tif"), Path("d/scan.png")]
+    assert _output_names(paths) == ["scan", "scan-2", "scan-2-2", "scan-3"]
+
+
+def test_refuse_existing_names_three_files_then_counts(tmp_path):
+    from genuine_core.commands.checks import refuse_existing
+    from genuine_core.errors import InputError
+
+    files = [tmp_path / f"f{i}.txt" for i in range(5)]
+    refuse_existing(files, overwrite=False, folder=tmp_path)  # none exists: no error
+    for f in files:
+        f.write_text("x")
+    with pytest.raises(InputError, match=r"^--out \S+ already holds f0.txt, f1.txt, f2.txt and 2 more; "
+                                         r"pass --overwrite to replace them$"):
+        refuse_existing(files, overwrite=False, folder=tmp_path)
+    refuse_existing(files, overwrite=True, folder=tmp_path)
+    with pytest.raises(InputError, match=r"f0.txt already exists; pass --overwrite to replace it$"):
+        refuse_existing(files[:1], overwrite=False, option="--report")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(InputError, match="is a folder, not a file to replace"):
+        refuse_existing([tmp_path / "d"], overwrite=True)

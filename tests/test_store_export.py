@@ -210,6 +210,38 @@ def test_cli_export_refuses_bad_out_and_unknown_names_with_one_line(filled, tmp_
     assert target.read_text() == "keep" and not (tmp_path / "rep").exists()
 
 
+@pytest.mark.parametrize("what", ["sample", "labels-npz", "labels-parquet", "audit-csv", "audit-jsonl"])
+def test_cli_export_refuses_to_write_over_a_file_unless_overwrite(filled, tmp_path, capsys, what):
+    _, path, _ = filled
+    filled[0].close()  # the CLI opens the store itself
+    if what == "sample":
+        folder = tmp_path / "rep"
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")  # not a report file: no reason to refuse
+        assert main(["export", "sample", "lineA", "--out", str(folder), "--db", str(path)]) == 0
+        kept, argv = folder / "summary.md", ["export", "sample", "lineA", "--out", str(folder)]
+        kept.write_text("keep")
+        message = (f"--out {folder} already holds nuclei.csv, nuclei.parquet, summary.csv and 2 more; "
+                   "pass --overwrite to replace them")
+    else:
+        kind, suffix = what.split("-")
+        kept = tmp_path / f"out.{suffix}"
+        kept.write_text("keep")
+        argv = ["export", kind, "--out", str(kept)]
+        message = f"--out {kept} already exists; pass --overwrite to replace it"
+    assert main([*argv, "--db", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert kept.read_text() == "keep"
+    assert main([*argv, "--db", str(path), "--overwrite"]) == 0
+    assert kept.read_bytes() != b"keep" and kept.stat().st_size > 0
+    if what == "sample":
+        assert "# Sample report: lineA" in kept.read_text() and (tmp_path / "rep" / "notes.txt").read_text() == "mine"
+    elif what == "labels-npz":
+        from training.labelled import LabelledPatches
+
+        assert len(LabelledPatches.load(kept)) == 3
+
+
 def test_cli_umap_does_not_create_a_store_for_a_typo(tmp_path, capsys):
     typo = tmp_path / "no" / "such" / "TYPO.duckdb"
     assert main(["umap", "--db", str(typo)]) == 2

@@ -206,3 +206,15 @@ def test_cli_benchmark_progress_on_stderr_and_quiet(tmp_path, capsys):
     assert main(["synth", "benchmark", "--out", str(tmp_path / "q"), "--size", "tiny", "--workers", "1",
                  "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_cli_probe_refuses_to_write_over_its_file_unless_overwrite(tmp_path, capsys):
+    args = ["synth", "probe", "--mycn", "0-1", "--n", "2", "--n-backgrounds", "2", "--patch-size", "32"]
+    out = tmp_path / "p.npz"
+    out.write_bytes(b"keep")
+    for given in (out, tmp_path / "p"):  # without the suffix it names the file numpy would write
+        assert main([*args, "--out", str(given)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: --out {out} already exists; pass --overwrite to replace it"
+        assert out.read_bytes() == b"keep"
+    assert main([*args, "--out", str(tmp_path / "p"), "--overwrite"]) == 0
+    assert np.load(out)["patches"].shape == (4, 3, 32, 32)

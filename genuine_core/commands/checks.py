@@ -6,6 +6,7 @@ line and exit code 2 (:class:`~genuine_core.errors.InputError`) and nothing writ
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from genuine_core.errors import InputError
@@ -58,3 +59,33 @@ def output_file(path: str | Path, option: str = "--out") -> Path:
         raise InputError(f"{option} {p} is a folder; give a file name")
     _check_parents(p, option)
     return p
+
+
+def refuse_existing(paths: Iterable[str | Path], overwrite: bool, option: str = "--out",
+                    folder: str | Path | None = None, show: int = 3) -> None:
+    """Refuse to write over outputs that already exist, unless ``overwrite``.
+
+    The one line names up to ``show`` of them, then how many more: with ``folder`` (the
+    paths lie in it) ``--out DIR already holds a.tif, b.png, c.npy and 2 more; pass
+    --overwrite to replace them``, else ``--out FILE already exists; pass --overwrite to
+    replace it``.
+
+    Raises:
+        InputError: an output exists and ``overwrite`` is false, or an output is a folder
+            (no file can replace it, ``overwrite`` or not).
+    """
+    held = [Path(p) for p in paths if Path(p).exists()]
+    for p in held:
+        if p.is_dir():
+            where = f"{option} {p}" if folder is None else f"{option} {folder}: {p.name}"
+            raise InputError(f"{where} is a folder, not a file to replace")
+    if not held or overwrite:
+        return
+    names = [p.name if folder is not None else str(p) for p in held]
+    listed = ", ".join(names[:show]) + (f" and {len(names) - show} more" if len(names) > show else "")
+    one = len(held) == 1
+    if folder is not None:
+        said = f"{option} {folder} already holds {listed}"
+    else:
+        said = f"{option} {listed} already {'exists' if one else 'exist'}"
+    raise InputError(f"{said}; pass --overwrite to replace {'it' if one else 'them'}")

@@ -3,8 +3,11 @@
 For each image, ``OUT`` receives ``<name>_masks.tif`` (int32 instance masks),
 ``<name>_overlay.png`` (outlines on the scan), ``<name>_patches.npy`` ((N, 3, P, P)
 float16) and ``<name>_nuclei.parquet`` (the patch table), and ``OUT/summary.json``
-lists counts and timings for every image. Every input is checked before anything is
-written, so a bad file or a missing model leaves ``OUT`` untouched.
+lists counts, timings and settings for every image segmented into ``OUT``: a run adds its
+images to the summary already there (an image of the same name replaces its entry; the
+top-level settings are the latest run's). Every input is checked before anything is
+written, so a bad file, a missing model, an output file already in ``OUT`` (unless
+``--overwrite``) or an unreadable ``summary.json`` leaves ``OUT`` untouched.
 """
 
 from __future__ import annotations
@@ -12,13 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 
-from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, output_folder
+from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, output_folder, refuse_existing
+from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+#: the file in --out that lists every image segmented into it
+SUMMARY = "summary.json"
+#: settings of a run, recorded at the top of the summary (latest run) and with each image
+RUN_SETTINGS = ("backend", "model", "patch_size", "diameter", "patch_normalisation")
+#: per-image counts the summary totals
+TOTALS = ("nuclei_found", "patches", "border_skipped")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,18 +48,79 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalisation", default="spot_flux", choices=["percentile", "spot_flux"],
                    help="patch normalisation; use the one of the models that will score the patches "
                         "(their config.json patch_normalisation; default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files of the same name already in --out (else refused)")
     p.add_argument("--quiet", action="store_true", help="no progress (bar and per-image lines on stderr)")
 
 
 def _output_names(paths: list[Path]) -> list[str]:
-    """Unique file-name stems for the outputs (``name``, ``name-2``, ... on clashes)."""
-    seen: dict[str, int] = {}
+    """Unique file-name stems for the outputs (``name``, ``name-2``, ... on clashes).
+
+    Unique also when a stem looks like a renamed one (``scan``, ``scan``, ``scan-2`` ->
+    ``scan``, ``scan-2``, ``scan-2-2``), so no image writes over another's files.
+    """
+    used: set[str] = set()
     names = []
     for p in paths:
-        stem = p.stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+        name, k = p.stem, 1
+        while name in used:
+            k += 1
+            name = f"{p.stem}-{k}"
+        used.add(name)
+        names.append(name)
     return names
+
+
+def _output_files(name: str) -> dict[str, str]:
+    """The files one image writes into --out, by kind."""
+    return {"masks": f"{name}_masks.tif", "overlay": f"{name}_overlay.png",
+            "patches": f"{name}_patches.npy", "table": f"{name}_nuclei.parquet"}
+
+
+def _earlier_images(out: Path) -> list[dict]:
+    """The image entries of the ``summary.json`` already in ``out`` (``[]`` when there is none).
+
+    Entries of summaries written before images carried their settings get the run's
+    settings from the top of that summary.
+
+    Raises:
+        InputError: the file cannot be read, is not JSON, or is not a segment summary
+            (a list of images, each with a name and integer counts).
+    """
+    path = out / SUMMARY
+    if not path.exists():
+        return []
+    fix = "move it away (or repair it) and run again"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read ({exc.strerror}); {fix}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise InputError(f"{path} is not valid JSON ({exc}); {fix}") from None
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("name"), str)
+            and all(isinstance(e.get(k), int) for k in TOTALS) for e in images):
+        raise InputError(f"{path} is not a genuine segment summary (a list of images with names and counts); {fix}")
+    for entry in images:
+        for k in RUN_SETTINGS:
+            if k in data:
+                entry.setdefault(k, data[k])
+    return images
+
+
+def _write_summary(out: Path, settings: dict, earlier: list[dict], results: list[dict]) -> dict:
+    """Write ``summary.json``: the earlier entries not replaced by this run's, then this run's.
+
+    Written to a temporary file first and renamed, so an interruption never leaves half a file.
+    """
+    new = {r["name"] for r in results}
+    images = [e for e in earlier if e["name"] not in new] + results
+    summary = {**settings, "images": images, "totals": {k: sum(r[k] for r in images) for k in TOTALS}}
+    tmp = out / f"{SUMMARY}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / SUMMARY)
+    return summary
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,12 +144,17 @@ def run(args: argparse.Namespace) -> int:
         model_path = str(resolve_model_path(args.model))  # ModelLoadError before anything is written
     out = output_folder(args.out)
     paths = [Path(p) for p in args.images]
+    names = _output_names(paths)
+    refuse_existing([out / f for name in names for f in _output_files(name).values()], args.overwrite, folder=out)
+    earlier = _earlier_images(out)
     quiet = getattr(args, "quiet", False)
     for p in tqdm(paths, desc="checking", unit="image", disable=True if quiet else None, leave=False):
         read_scan(p, channel_map)  # raises InputError with the reason; nothing written yet
 
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    settings = {"backend": backend, "model": model_path, "patch_size": args.patch_size, "diameter": args.diameter,
+                "patch_normalisation": args.normalisation}
+    results: list[dict] = []
     n = len(paths)
 
     def say(text: str) -> None:  # per-image progress on stderr, also when stderr is not a terminal
@@ -84,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(text, file=sys.stderr)
             sys.stderr.flush()
 
-    for i, (path, name) in enumerate(tqdm(list(zip(paths, _output_names(paths))), desc="segmenting", unit="image",
+    for i, (path, name) in enumerate(tqdm(list(zip(paths, names)), desc="segmenting", unit="image",
                                           disable=True if quiet else None), start=1):
         t0 = time.perf_counter()
         scan = read_scan(path, channel_map)
@@ -101,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         results.append({
             "image": str(path), "name": name, "sha256": scan.sha256, "shape": list(scan.image.shape[:2]),
             "source_shape": list(scan.source_shape), "source_dtype": scan.source_dtype,
-            "channel_map": scan.channel_map.text(), "backend": backend,
+            "channel_map": scan.channel_map.text(), **settings,
             "nuclei_found": int(len(np.unique(masks)) - (1 if (masks == 0).any() else 0)),
             "patches": int(len(ps.patches)), "border_skipped": int(ps.n_border_skipped),
             "cropped": int(ps.table["cropped"].sum()) if len(ps.table) else 0,
@@ -109,18 +187,15 @@ def run(args: argparse.Namespace) -> int:
                         "write": round(t4 - t3, 3)},
             "files": files,
         })
+        summary = _write_summary(out, settings, earlier, results)  # after each image: it lists what is in OUT
         r = results[-1]
         say(f"[{i}/{n}] {path.name}: {r['nuclei_found']} nuclei, {r['patches']} patches, "
             f"{r['border_skipped']} skipped at the border ({t4 - t0:.1f} s)")
-    summary = {
-        "backend": backend, "model": model_path, "patch_size": args.patch_size, "diameter": args.diameter,
-        "patch_normalisation": args.normalisation, "images": results,
-        "totals": {k: sum(r[k] for r in results) for k in ("nuclei_found", "patches", "border_skipped")},
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    t = summary["totals"]
+    t = {k: sum(r[k] for r in results) for k in TOTALS}
+    listed = len(summary["images"])
     print(f"{len(results)} image(s): {t['nuclei_found']} nuclei, {t['patches']} patches, "
-          f"{t['border_skipped']} skipped at the border -> {out}")
+          f"{t['border_skipped']} skipped at the border -> {out}"
+          + (f" ({SUMMARY} lists {listed} images)" if listed > len(results) else ""))
     return 0
 
 
@@ -132,8 +207,7 @@ def _write_outputs(out: Path, name: str, image, masks, ps) -> dict[str, str]:
     from genuine_core.io import write_masks_tiff
     from genuine_core.plotting import outline_overlay
 
-    files = {"masks": f"{name}_masks.tif", "overlay": f"{name}_overlay.png",
-             "patches": f"{name}_patches.npy", "table": f"{name}_nuclei.parquet"}
+    files = _output_files(name)
     write_masks_tiff(out / files["masks"], masks)
     gain = 0.9 / max(float(np.percentile(image, 99.5)), 1e-3)
     Image.fromarray(outline_overlay(image, masks, {}, default=(255, 255, 0), thickness=2, gain=gain)).save(

@@ -2,7 +2,7 @@
 
     genuine synth benchmark --out DIR --seed N [--size tiny|cpu|paper] [--beta B] [--workers K]
     genuine synth field --out DIR --seed N [--lines mna_dm,nonmna_diploid] [--n-nuclei 25]
-    genuine synth probe --out FILE.npz --seed N [--nmi 2] [--mycn 0-35] [--signal-size 3.5]
+    genuine synth probe --out FILE.npz --seed N [--nmi 2] [--mycn 0-35] [--signal-size 3.5] [--overwrite]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, output_file, output_folder
+from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, output_file, output_folder, refuse_existing
 from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("probe", help="write probe patches (paper 4.3) to an .npz")
     p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nmi", type=_int_list, default=[2], help="NMI counts, e.g. 2 or 1-3")
     p.add_argument("--mycn", type=_int_list, default=_int_list("0-35"), help="MYCN counts, e.g. 0-35")
@@ -182,6 +183,7 @@ def _probe(args: argparse.Namespace) -> int:
 
     output_file(args.out)  # an existing folder is refused as given, before .npz is appended
     out = output_file(_npz_path(args.out))
+    refuse_existing([out], args.overwrite)
     in_range(args.patch_size, PATCH_SIZE_RANGE, "--patch-size")
     rng = seed_everything(args.seed)
     if args.backgrounds:
