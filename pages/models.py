@@ -194,6 +194,8 @@ def run_controls(run_id: str, rec: dict, state: str) -> None:
                      help="Stops after saving the best weights so far; the run can be resumed."):
             retrain.stop_run(rec)
             st.toast(f"Stopping {run_id}", icon=":material/stop:")
+    elif state == retrain.STOPPED and not retrain.resumable(rec):
+        st.caption("The run stopped before its first epoch was saved: there is nothing to resume. Start a new run.")
     elif retrain.resumable(rec):
         st.caption("The run did not finish; its checkpoint keeps the best weights so far. Ingest, evaluation and "
                    "registration refuse the unfinished model until the run is resumed and finishes.")
@@ -283,6 +285,7 @@ def retrain_section(store, models: pd.DataFrame) -> None:
     settings = retrain.preset_settings(preset)
     follow_default("retrain_epochs", settings["epochs"])
     epochs = c3.number_input("Max epochs", 1, 500, key="retrain_epochs")
+    retrain.recover_runs(store)  # after a server restart: their names are taken too
     taken = set(models["name"]) | {rec["name"] for rec in retrain.runs().values()}
     follow_default("retrain_name", retrain.free_name(f"{kind}-curated", taken))
     out_name = c4.text_input("New model name", key="retrain_name")

@@ -686,6 +686,8 @@ def test_models_page_reads_back_runs_an_earlier_server_started(store_copy, model
     at = open_page("models")
     status = [m.value for m in at.markdown if "run-9" in m.value]
     assert status and "· finished after" in status[0]
+    at.selectbox(key="retrain_kind").set_value("resnet").run()
+    assert at.text_input(key="retrain_name").value == "resnet-curated-2"  # the recovered run's name is taken
     next(b for b in at.button if b.label == "Register resnet-curated").click().run()
     assert not at.exception
     assert "resnet-curated" in frame_with(at, "Model")["Model"].tolist()
