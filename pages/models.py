@@ -131,6 +131,49 @@ def verify(folder: str, mtime: float) -> tuple[bool, str]:
     return True, "weights and config match the recorded checksums"
 
 
+# ----------------------------------------------------------------------------- scoring stored scans
+def score_section(store, row: pd.Series) -> None:
+    """How many stored scans the model of ``row`` (its registry row) has scored, and a button that scores
+    the others it can read (e.g. scans ingested before it was registered), with a progress bar."""
+    from store.rescore import model_to_score, registered_inputs, score_stored_scans, skip_reason, unscored_scans
+
+    name = row["name"]
+    todo = unscored_scans(store, name)
+    if todo.empty:
+        return
+    n_scans = int(store.query("SELECT count(*) AS n FROM scans")["n"].iloc[0])
+    size, normalisation = registered_inputs(row["config"])
+    reasons = [skip_reason(scan, size, normalisation) for scan in todo.to_dict("records")]
+    readable = todo[[not r for r in reasons]]
+    st.caption(f"**{name}** has scored {n_scans - len(todo)} of the {n_scans} stored scans; the other {len(todo)} "
+               f"({int(todo['n_nuclei'].sum())} nuclei) were ingested before it was registered. Scoring them "
+               "uses the patches the store keeps.")
+    unreadable = sorted({r for r in reasons if r})
+    if unreadable:
+        st.caption(f"{len(todo) - len(readable)} of them it cannot read: " + "; ".join(unreadable) + ".")
+    folder = row["folder"] if isinstance(row["folder"], str) else None
+    if readable.empty:
+        return
+    if not folder or not Path(folder).is_dir():
+        st.warning("Its folder is not on this machine, so it cannot score them.", icon=":material/warning:")
+        return
+    if not st.button(f"Score {len(readable)} scans ({int(readable['n_nuclei'].sum())} nuclei) with {name}",
+                     key=f"score_{name}", icon=":material/play_arrow:"):
+        return
+    bar = st.progress(0.0, text=f"loading {name}")
+    try:
+        model = model_to_score(store, name)
+        done = score_stored_scans(store, model, progress=False, on_scan=lambda outcome, i, n: bar.progress(
+            i / n, text=f"{i} of {n} scans: {outcome.line()}"))
+    except GenuineError as exc:
+        common.show_error(exc)
+        return
+    finally:
+        common.bump("data", "models")  # whatever was committed: predictions, counts, review statistics
+    st.toast(f"{name} scored {sum(o.status == 'scored' for o in done)} scans", icon=":material/check:")
+    st.rerun(scope="app")
+
+
 # ----------------------------------------------------------------------------- retraining runs
 #: runs shown open; older ones go in an expander
 SHOWN_RUNS = 3
@@ -229,8 +272,9 @@ def render_run(run_id: str, rec: dict) -> None:
     if state == retrain.FINISHED and not rec["registered"]:
         register_button(run_id, rec, val)
     elif rec["registered"]:
-        st.caption(f":green[:material/check: registered as {rec['name']}.] Scans uploaded on the **Ingest** page "
-                   "are scored with it (and every other registered model); its predictions then show in Cases. "
+        st.caption(f":green[:material/check: registered as {rec['name']}.] To score the scans already stored, "
+                   f"pick it under **Model details** above and press **Score**. Scans uploaded on the **Ingest** "
+                   "page are scored with it (and every other registered model); its predictions then show in Cases. "
                    "The `genuine ingest` command cannot open the store while this app holds it: stop the app first.")
     if rec.get("error"):
         st.error(rec["error"], icon=":material/error:")
@@ -336,6 +380,7 @@ def main() -> None:
                         index=names.index(common.default_model(names, dict(zip(models["name"], models["kind"])))))
     row = models[models["name"] == name].iloc[0]
     folder = row["folder"] if isinstance(row["folder"], str) else None
+    score_section(store, row)
     tab_m, tab_h, tab_t, tab_c, tab_i = st.tabs(["Metrics", "Training curves", "Training data", "Configuration",
                                                  "Integrity"])
     with tab_m:

@@ -1,4 +1,9 @@
-"""``genuine store check | info | scans | remove-scan``: integrity, overview, scan list, scan removal.
+"""``genuine store check | info | scans | remove-scan | score``: integrity, overview, scan list, scan
+removal, scoring stored scans with a model registered after them.
+
+``score MODEL`` runs a model (a folder, or a registered name) over the stored patches of every
+scan it has not scored yet (``store.rescore``), e.g. a model retrained on curated labels; each
+scan is committed on its own, so after Ctrl-C the same command scores the rest.
 
 ``remove-scan SCAN_ID`` deletes one scan and everything derived from it in one transaction
 (``store.scans.remove_scan``), e.g. a scan ingested with the wrong channel map, so that the
@@ -14,7 +19,7 @@ from pathlib import Path
 
 from store.location import DEFAULT_DB, add_db_argument, default_db_path
 
-ACTIONS = ("check", "info", "scans", "remove-scan")
+ACTIONS = ("check", "info", "scans", "remove-scan", "score")
 
 
 def _scan_id(text: str) -> int:
@@ -36,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "info": "schema version, size and row counts",
         "scans": "list the stored scans: id, sample, file, channel map, nuclei",
         "remove-scan": "delete one scan and everything derived from it (refused once its nuclei were reviewed)",
+        "score": "score the stored scans a model has not scored yet (e.g. one retrained on curated labels)",
     }
     subs = {}
     for name in ACTIONS:
@@ -49,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                      help="id of the scan (see: genuine store scans)")
     subs["remove-scan"].add_argument("--yes", action="store_true",
                                      help="do not ask for confirmation (required when stdin is not a terminal)")
+    subs["score"].add_argument("model", metavar="MODEL", help="a model folder, or the name of a registered model")
+    subs["score"].add_argument("--sample", default=None, help="only the scans of this sample")
+    subs["score"].add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     db = args.db or default_db_path()
     if args.action == "remove-scan":
         return _remove_scan(db, args.scan_id, args.yes)
+    if args.action == "score":
+        return _score(db, args.model, args.sample, not args.quiet)
     import json
 
     from store.check import check_store, store_info
@@ -132,3 +143,41 @@ def _remove_scan(db, scan_id: int, yes: bool) -> int:
     print(f"sample {removal.sample!r} kept with {removal.sample_scans_left} other scan(s); ingest the file again "
           f"with the right channel map: genuine ingest FILE --sample {shlex.quote(removal.sample)} --channels MAP")
     return 0
+
+
+def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
+    """Score the stored scans the model has not scored; exit 1 when some had to be skipped."""
+    import sys
+
+    from genuine_core.errors import StoreError
+    from store.db import Store
+    from store.rescore import model_to_score, score_stored_scans
+
+    if not Path(db).is_file():  # never create a store just to score nothing
+        raise StoreError(f"{db}: no such store")
+    from tqdm.auto import tqdm
+
+    done = []
+
+    def report(outcome, i: int, n: int) -> None:
+        done.append(outcome)
+        tqdm.write(outcome.line(), file=sys.stdout)  # above the progress bar (stderr)
+        sys.stdout.flush()
+
+    with Store(db) as store:
+        model = model_to_score(store, model_name)
+        try:
+            score_stored_scans(store, model, sample, progress=progress, on_scan=report)
+        except KeyboardInterrupt:
+            scored = sum(o.status == "scored" for o in done)
+            raise KeyboardInterrupt(f"{scored} scan(s) scored before the interrupt; the same command scores "
+                                    "the rest") from None
+    scored = [o for o in done if o.status == "scored"]
+    skipped = len(done) - len(scored)
+    if not done:
+        print(f"nothing to score: {model.name} has scored every stored scan"
+              + (f" of sample {sample!r}" if sample else ""))
+        return 0
+    print(f"{model.name}: scored {len(scored)} scan(s), {sum(o.n_nuclei for o in scored)} nuclei"
+          + (f"; {skipped} skipped (see above)" if skipped else ""))
+    return 1 if skipped else 0

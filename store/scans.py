@@ -295,6 +295,30 @@ def write_scan_result(store: Store, sample_id: int, result: ScanResult, model_id
     return scan_id
 
 
+def add_model_outputs(store: Store, scan_id: int, nucleus_ids: np.ndarray, result: ScanResult,
+                      model_ids: dict[str, int]) -> bool:
+    """Store the outputs of models that scored an already stored scan (``result.outputs``, rows in the
+    order of ``nucleus_ids``) in ONE transaction: predictions, detections, embeddings, the scan's
+    ``scan_models`` rows and its review statistics.
+
+    Returns:
+        False (nothing written) when one of the models has scored the scan meanwhile.
+    """
+    ids = np.asarray(nucleus_ids, dtype=np.int64)
+    with store.transaction() as cur:
+        held = cur.execute("SELECT count(*) FROM scan_models WHERE scan_id = ? AND model_id IN (SELECT unnest(?))",
+                           [int(scan_id), [int(model_ids[n]) for n in result.outputs]]).fetchall()[0][0]
+        if held:
+            return False
+        _insert_predictions(store, cur, ids, result, model_ids)
+        _insert_detections(store, cur, ids, result, model_ids)
+        _insert_embeddings(store, cur, ids, result, model_ids)
+        _insert_scan_models(cur, int(scan_id), result, model_ids)
+        cur.execute("DELETE FROM review_stats WHERE scan_id = ?", [int(scan_id)])
+        _insert_review_stats(cur, [int(scan_id)])
+    return True
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 

@@ -606,6 +606,39 @@ def test_models_page_retrain_name_and_epochs_follow_kind_and_preset(store_copy, 
     assert at.text_input(key="retrain_name").value == "my-model"  # typed by the user: kept
 
 
+def test_models_page_scores_the_stored_scans_with_a_model_registered_after_them(store_copy, tmp_path):
+    """A model registered after the scans has scored none; the button scores every stored scan it can read.
+    A model expecting other patches is told apart up front, with no button."""
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    with open_store(store_copy[0]) as s:
+        for name, normalisation in (("late-resnet", "spot_flux"), ("old-resnet", "percentile")):
+            cfg = preset_config("tiny", kind="resnet", patch_normalisation=normalisation)
+            GenuineClassifier.from_config(cfg).save(tmp_path / name, metrics={})
+            register_model(s, load_model(tmp_path / name))
+        n_nuclei, n_scans = s.query("SELECT (SELECT count(*) FROM nuclei) AS n, (SELECT count(*) FROM scans) AS c"
+                                    ).iloc[0].tolist()
+        assert s.query("SELECT DISTINCT patch_normalisation AS p FROM scans")["p"].tolist() == ["spot_flux"]
+    at = open_page("models")
+    at.selectbox(key="models_pick").set_value("old-resnet").run()
+    assert f"has scored 0 of the {n_scans} stored scans" in texts(at)
+    assert f"{n_scans} of them it cannot read: its patches are 'spot_flux'-normalised" in texts(at)
+    assert not [b for b in at.button if b.label.startswith("Score ")]
+    at.selectbox(key="models_pick").set_value("late-resnet").run()
+    next(b for b in at.button if b.label == f"Score {n_scans} scans ({n_nuclei} nuclei) with late-resnet").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "late-resnet** has scored" not in texts(at)  # nothing left to score: the section is gone
+    with open_store(store_copy[0]) as s:  # the app holds it writable: the same configuration
+        got = s.query("SELECT count(*) AS p, count(DISTINCT nucleus_id) AS n FROM predictions p JOIN models m "
+                      "ON m.id = p.model_id WHERE m.name = 'late-resnet'").iloc[0].tolist()
+        stats = s.query("SELECT min(n_models) AS lo FROM review_stats")["lo"].iloc[0]
+    assert got == [n_nuclei, n_nuclei]
+    assert stats >= 2  # the review statistics count the new model's predictions too
+
+
 def test_retrain_default_name_is_free():
     from pages.retrain import free_name
 

@@ -1,0 +1,139 @@
+"""Scoring stored scans with a model registered after them (``store.rescore``, ``genuine store score``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _store_fakes import fake_model, fake_predict, synthetic_result
+from genuine_core.cli import main
+from genuine_core.errors import InputError, StoreError
+from genuine_core.pipeline import decode_patch
+from store import registry, samples
+from store.check import check_store
+from store.db import Store
+from store.rescore import score_stored_scans, skip_reason, unscored_scans
+from store.scans import write_scan_result
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = Store(tmp_path / "t.duckdb")
+    yield s
+    s.close()
+
+
+def _add(store, sample: str, sha: str, n: int, seed: int = 0) -> int:
+    """A scan of ``n`` nuclei (16-px patches) scored by model ``m1``; returns its id."""
+    sid = samples.ensure_sample(store, sample, "case")
+    mid = registry.register_model(store, fake_model("m1", patch_size=16))
+    result = synthetic_result(sha, {"m1": np.random.default_rng(seed).uniform(0, 1, n)}, patch_size=16, seed=seed)
+    return write_scan_result(store, sid, result, {"m1": mid})
+
+
+def _count(store, sql: str, params=None) -> int:
+    return int(store.query(sql, params).iloc[0, 0])
+
+
+def test_a_late_model_scores_every_stored_scan_from_the_stored_patches(store):
+    a, b = _add(store, "A", "a" * 64, 5, seed=1), _add(store, "B", "b" * 64, 3, seed=2)
+    late = fake_model("late", bias=0.1, patch_size=16)
+    assert unscored_scans(store, "late")["id"].tolist() == [a, b]
+    seen = []
+    done = score_stored_scans(store, late, progress=False, on_scan=lambda o, i, n: seen.append((o.scan_id, i, n)))
+    assert [(o.scan_id, o.status, o.n_nuclei) for o in done] == [(a, "scored", 5), (b, "scored", 3)]
+    assert seen == [(a, 1, 2), (b, 2, 2)]
+    assert unscored_scans(store, "late").empty and not check_store(store)
+    # the model's answer on the stored (8-bit PNG) patches, row for row
+    rows = store.query("SELECT n.patch_png, p.prob FROM nuclei n JOIN predictions p ON p.nucleus_id = n.id "
+                       "JOIN models m ON m.id = p.model_id WHERE m.name = 'late' ORDER BY n.id")
+    expected = fake_predict(np.stack([decode_patch(png) for png in rows["patch_png"]]), 0.1).table["prob"]
+    np.testing.assert_allclose(rows["prob"].to_numpy(), expected, rtol=1e-6)
+    for table in ("embeddings", "detections"):
+        assert _count(store, f"SELECT count(DISTINCT nucleus_id) FROM {table} t JOIN models m ON m.id = t.model_id "
+                             "WHERE m.name = 'late'") == 8
+    assert _count(store, "SELECT min(n_models) FROM review_stats") == 2  # the late model counts in review
+    assert score_stored_scans(store, late, progress=False) == []  # nothing left: a second run does nothing
+
+
+def test_only_one_sample_and_an_unknown_sample(store):
+    _add(store, "A", "a" * 64, 4)
+    b = _add(store, "B", "b" * 64, 2)
+    done = score_stored_scans(store, fake_model("late", patch_size=16), sample="B", progress=False)
+    assert [o.scan_id for o in done] == [b]
+    assert unscored_scans(store, "late")["sample"].tolist() == ["A"]
+    with pytest.raises(InputError, match="no sample named 'C'"):
+        score_stored_scans(store, fake_model("late", patch_size=16), sample="C", progress=False)
+
+
+def test_scans_a_model_cannot_read_are_skipped_with_the_reason(store):
+    a = _add(store, "A", "a" * 64, 4)
+    done = score_stored_scans(store, fake_model("wide", patch_size=32), progress=False)
+    assert [(o.scan_id, o.status) for o in done] == [(a, "skipped")]
+    assert "its patches are 16 px, the model needs 32 px" in done[0].line()
+    assert _count(store, "SELECT count(*) FROM predictions p JOIN models m ON m.id = p.model_id "
+                         "WHERE m.name = 'wide'") == 0
+    scan = unscored_scans(store, "wide").iloc[0].to_dict()
+    assert "'percentile'" in skip_reason(scan, 16, "percentile") and skip_reason(scan, 16, "spot_flux") == ""
+
+
+def test_a_name_registered_with_other_weights_is_refused_before_anything_is_written(store):
+    _add(store, "A", "a" * 64, 4)
+    registry.register_model(store, fake_model("late", patch_size=16))
+    with pytest.raises(StoreError, match="registered with other weights"):
+        score_stored_scans(store, fake_model("late", bias=0.3, patch_size=16), progress=False)
+    assert _count(store, "SELECT count(*) FROM predictions") == 4
+
+
+def test_an_interrupt_leaves_whole_scans_and_the_rest_is_scored_next_time(store):
+    a, b = _add(store, "A", "a" * 64, 4), _add(store, "B", "b" * 64, 3)
+    late = fake_model("late", patch_size=16)
+
+    def stop(outcome, i, n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        score_stored_scans(store, late, progress=False, on_scan=stop)
+    assert unscored_scans(store, "late")["id"].tolist() == [b] and not check_store(store)
+    assert [o.scan_id for o in score_stored_scans(store, late, progress=False)] == [b]
+
+
+def _store_file(tmp_path):
+    path = tmp_path / "cli.duckdb"
+    with Store(path) as s:
+        _add(s, "A", "a" * 64, 4)
+    return path
+
+
+def test_cli_scores_with_a_registered_name_or_a_folder(tmp_path, capsys):
+    from genuine_core.models import GenuineClassifier, preset_config
+
+    path = _store_file(tmp_path)
+    folder = tmp_path / "late"
+    GenuineClassifier.from_config(preset_config("tiny", kind="resnet", patch_size=16, patch_normalisation="spot_flux")).save(folder, metrics={})
+    assert main(["store", "--db", str(path), "score", str(folder), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "scan 1 (A: " in out and "scored 4 nuclei" in out and "late: scored 1 scan(s), 4 nuclei" in out
+    assert main(["store", "score", "late", "--db", str(path)]) == 0  # now registered: by name, nothing left
+    assert "nothing to score: late has scored every stored scan" in capsys.readouterr().out
+
+
+def test_cli_refuses_unknown_models_samples_and_stores(tmp_path, capsys):
+    path = _store_file(tmp_path)
+    assert main(["store", "--db", str(path), "score", "nope"]) == 2
+    assert "'nope' is neither a model folder nor a registered model (registered: m1)" in capsys.readouterr().err
+    assert main(["store", "--db", str(path), "score", "m1"]) == 2  # registered without a folder
+    assert "not on this machine" in capsys.readouterr().err
+    assert main(["store", "--db", str(tmp_path / "none.duckdb"), "score", "m1"]) == 2
+    assert "no such store" in capsys.readouterr().err and not (tmp_path / "none.duckdb").exists()
+
+
+def test_cli_exits_1_when_scans_were_skipped(tmp_path, capsys):
+    from genuine_core.models import GenuineClassifier, preset_config
+
+    path = _store_file(tmp_path)
+    folder = tmp_path / "wide"
+    GenuineClassifier.from_config(preset_config("tiny", kind="resnet", patch_size=32, patch_normalisation="spot_flux")).save(folder, metrics={})
+    assert main(["store", "--db", str(path), "score", str(folder), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "skipped, its patches are 16 px, the model needs 32 px" in out and "1 skipped (see above)" in out
