@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -128,7 +129,7 @@ def save_record(rec: dict) -> None:
     """Write the run's :data:`SAVED` fields to ``run.json`` in its folder (atomically: a reader never sees half)."""
     path = Path(rec["log"]).parent / RUN_FILE
     data = {k: (str(rec[k]) if isinstance(rec[k], Path) else rec[k]) for k in SAVED if k in rec}
-    tmp = path.with_name(f".{RUN_FILE}.tmp")
+    tmp = path.with_name(f".{RUN_FILE}.{threading.get_ident()}.tmp")  # sessions are threads of one process
     tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
     os.replace(tmp, path)
 
@@ -222,12 +223,19 @@ def stop_run(rec: dict) -> None:
         os.kill(rec["pid"], signal.SIGINT)
 
 
+_RESUMING = threading.Lock()
+
+
 def resume_run(rec: dict) -> None:
-    """Continue a stopped run from its checkpoint (``genuine train ... --resume``), appending to its log."""
-    with open(rec["log"], "a", encoding="utf-8") as log:
-        log.write(f"\n--- resumed {datetime.now():%Y-%m-%d %H:%M:%S} ---\n")
-    rec["resumed"] = int(rec.get("resumed", 0)) + 1
-    _launch(rec, [*rec["cmd"], "--resume"], "a")
+    """Continue a stopped run from its checkpoint (``genuine train ... --resume``), appending to its log.
+    Nothing happens when it runs already (e.g. resumed from another browser tab a moment ago)."""
+    with _RESUMING:
+        if poll(rec) == RUNNING:
+            return
+        with open(rec["log"], "a", encoding="utf-8") as log:
+            log.write(f"\n--- resumed {datetime.now():%Y-%m-%d %H:%M:%S} ---\n")
+        rec["resumed"] = int(rec.get("resumed", 0)) + 1
+        _launch(rec, [*rec["cmd"], "--resume"], "a")
 
 
 def duration(rec: dict) -> float:
