@@ -105,12 +105,16 @@ def _store_file(tmp_path):
     return path
 
 
-def test_cli_scores_with_a_registered_name_or_a_folder(tmp_path, capsys):
+def _model_folder(tmp_path, name: str, patch_size: int):
+    """A tiny ResNet folder reading ``patch_size``-px ``spot_flux`` patches (as the stored ones are)."""
     from genuine_core.models import GenuineClassifier, preset_config
 
-    path = _store_file(tmp_path)
-    folder = tmp_path / "late"
-    GenuineClassifier.from_config(preset_config("tiny", kind="resnet", patch_size=16, patch_normalisation="spot_flux")).save(folder, metrics={})
+    cfg = preset_config("tiny", kind="resnet", patch_size=patch_size, patch_normalisation="spot_flux")
+    return GenuineClassifier.from_config(cfg).save(tmp_path / name, metrics={})
+
+
+def test_cli_scores_with_a_registered_name_or_a_folder(tmp_path, capsys):
+    path, folder = _store_file(tmp_path), _model_folder(tmp_path, "late", 16)
     assert main(["store", "--db", str(path), "score", str(folder), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "scan 1 (A: " in out and "scored 4 nuclei" in out and "late: scored 1 scan(s), 4 nuclei" in out
@@ -118,7 +122,7 @@ def test_cli_scores_with_a_registered_name_or_a_folder(tmp_path, capsys):
     assert "nothing to score: late has scored every stored scan" in capsys.readouterr().out
 
 
-def test_cli_refuses_unknown_models_samples_and_stores(tmp_path, capsys):
+def test_cli_refuses_unknown_models_stores_and_samples(tmp_path, capsys):
     path = _store_file(tmp_path)
     assert main(["store", "--db", str(path), "score", "nope"]) == 2
     assert "'nope' is neither a model folder nor a registered model (registered: m1)" in capsys.readouterr().err
@@ -126,14 +130,12 @@ def test_cli_refuses_unknown_models_samples_and_stores(tmp_path, capsys):
     assert "not on this machine" in capsys.readouterr().err
     assert main(["store", "--db", str(tmp_path / "none.duckdb"), "score", "m1"]) == 2
     assert "no such store" in capsys.readouterr().err and not (tmp_path / "none.duckdb").exists()
+    assert main(["store", "--db", str(path), "score", str(_model_folder(tmp_path, "late", 16)), "--sample", "B"]) == 2
+    assert "no sample named 'B'" in capsys.readouterr().err
 
 
 def test_cli_exits_1_when_scans_were_skipped(tmp_path, capsys):
-    from genuine_core.models import GenuineClassifier, preset_config
-
-    path = _store_file(tmp_path)
-    folder = tmp_path / "wide"
-    GenuineClassifier.from_config(preset_config("tiny", kind="resnet", patch_size=32, patch_normalisation="spot_flux")).save(folder, metrics={})
+    path, folder = _store_file(tmp_path), _model_folder(tmp_path, "wide", 32)
     assert main(["store", "--db", str(path), "score", str(folder), "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "skipped, its patches are 16 px, the model needs 32 px" in out and "1 skipped (see above)" in out
