@@ -110,6 +110,34 @@ def parse_ids(text: str) -> list[int]:
     return [int(t) for t in re.findall(r"\d+", text or "")]
 
 
+def fit_section(store, models: pd.DataFrame, have: list[str]) -> None:
+    """Models with stored predictions but no map (e.g. registered after the demo was built): fit one here,
+    as ``genuine umap --model NAME`` does with its defaults."""
+    without = [m for m, n in zip(models["name"], models["n_predictions"]) if n and m not in have] \
+        if len(models) else []
+    if not without:
+        return
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    model = c1.selectbox(f"{len(without)} model{'s have' if len(without) > 1 else ' has'} no map yet", without,
+                         key="emb_fit_model", help="UMAP of the model's stored embeddings, fitted on its "
+                         "reference nuclei (the training split when there is one) with the default settings")
+    if not c2.button("Fit a map", key="emb_fit", icon=":material/scatter_plot:"):
+        return
+    from store.umap import fit_umap
+
+    with st.spinner(f"Fitting a UMAP of {model}'s embeddings…"):
+        try:
+            r = fit_umap(store, model)
+        except GenuineError as exc:
+            common.show_error(exc)
+            return
+        finally:
+            common.bump("data")
+    st.toast(f"{model}: map fitted on {r['n_fitted']} nuclei, {r['n_placed']} others placed",
+             icon=":material/check:")
+    st.rerun()
+
+
 def main() -> None:
     common.page_header("Embeddings", "Where nuclei sit in each model's feature space (UMAP of the stored "
                                      "embeddings). Select points with box or lasso to see the nuclei.")
@@ -118,9 +146,10 @@ def main() -> None:
     models = common.models(db, common.rev("models"))
     have = [m for m in models["name"] if points(db, common.rev("data"), common.rev("labels"), m) is not None] \
         if len(models) else []
+    fit_section(store, models, have)
     if not have:
         common.empty_state("UMAP coordinates")
-        st.caption("Fit one with `genuine umap --model NAME` (the demo store has them).")
+        st.caption("Fit one above, or with `genuine umap --model NAME` (the demo store has them).")
         return
     kinds = dict(zip(models["name"], models["kind"]))
     left_default = common.default_model(have, kinds)

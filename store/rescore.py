@@ -150,7 +150,8 @@ def score_stored_scans(store: Store, model: ScoringModel, sample: str | None = N
 
     Returns:
         One :class:`ScanScore` per scan considered, in scan order. Scans whose stored patches the
-        model cannot read (smaller, or normalised otherwise) are skipped with the reason.
+        model cannot read (smaller, or normalised otherwise) are skipped with the reason. When the
+        model has a UMAP map, the newly scored nuclei are placed on it.
 
     Raises:
         InputError: an unknown sample.
@@ -170,4 +171,8 @@ def score_stored_scans(store: Store, model: ScoringModel, sample: str | None = N
         done.append(outcome)
         if on_scan is not None:
             on_scan(outcome, len(done), len(todo))
+    if any(o.status == "scored" for o in done):
+        from store.umap import place_missing
+
+        place_missing(store, model.name)  # on the model's map, when it has one
     return done

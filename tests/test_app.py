@@ -790,6 +790,24 @@ def test_embeddings_page_without_umap_says_how_to_fit_one(store_copy):
     assert "genuine umap" in texts(at)
 
 
+def test_embeddings_page_offers_to_fit_a_map_for_models_without_one(store_copy):
+    at = open_page("embeddings")
+    fit = at.selectbox(key="emb_fit_model")
+    assert fit.options == ["ratio-test", "intensity-test"] and fit.label == "2 models have no map yet"
+    assert "Fit one above" in texts(at)
+
+
+@pytest.mark.slow
+def test_embeddings_page_fits_a_map_and_shows_it(store_copy):
+    at = open_page("embeddings")
+    at.selectbox(key="emb_fit_model").set_value("intensity-test").run()
+    at.button(key="emb_fit").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="emb_left_model").value == "intensity-test"  # the one map there is
+    assert at.selectbox(key="emb_fit_model").options == ["ratio-test"]
+    assert len(at.get("plotly_chart")) == 1
+
+
 @pytest.mark.slow
 def test_embeddings_page_shows_both_maps_and_looks_up_nuclei(umap_store_copy):
     _, counts = umap_store_copy
