@@ -135,13 +135,14 @@ def verify(folder: str, mtime: float) -> tuple[bool, str]:
 def score_section(store, row: pd.Series) -> None:
     """How many stored scans the model of ``row`` (its registry row) has scored, and a button that scores
     the others it can read (e.g. scans ingested before it was registered), with a progress bar."""
-    from store.rescore import model_to_score, registered_inputs, score_stored_scans, skip_reason, unscored_scans
+    from store.rescore import (model_to_score, registered_inputs, score_stored_scans, skip_reason, stored_scan_count,
+                               unscored_scans)
 
     name = row["name"]
     todo = unscored_scans(store, name)
     if todo.empty:
         return
-    n_scans = int(store.query("SELECT count(*) AS n FROM scans")["n"].iloc[0])
+    n_scans = stored_scan_count(store)
     size, normalisation = registered_inputs(row["config"])
     reasons = [skip_reason(scan, size, normalisation) for scan in todo.to_dict("records")]
     readable = todo[[not r for r in reasons]]

@@ -73,6 +73,11 @@ def model_to_score(store: Store, name_or_folder: str) -> ScoringModel:
     return model
 
 
+def stored_scan_count(store: Store) -> int:
+    """Number of scans in the store."""
+    return int(store.cursor().execute("SELECT count(*) FROM scans").fetchone()[0])
+
+
 def unscored_scans(store: Store, model_name: str, sample: str | None = None) -> pd.DataFrame:
     """Scans (optionally of one sample) the model named ``model_name`` has not scored: ``id, sample,
     file_name, n_nuclei, patch_size, patch_normalisation``, by id. Every scan when the name is not registered."""
