@@ -250,8 +250,9 @@ def run_controls(run_id: str, rec: dict, state: str) -> None:
                 common.show_error(exc)
 
 
-def render_run(run_id: str, rec: dict) -> None:
-    """Live status of one run: epochs from history.json, log tail, validation, stop / resume / register."""
+def render_run(run_id: str, rec: dict, compact: bool = False) -> None:
+    """Live status of one run: epochs from history.json, log tail, validation, stop / resume / register;
+    ``compact`` (the folded earlier runs, redrawn every 2 s too) leaves out the curves and the log."""
     state = retrain.poll(rec)
     hist = history(str(rec["out"]))
     done = 0 if hist is None else len(hist)
@@ -260,10 +261,10 @@ def render_run(run_id: str, rec: dict) -> None:
     st.progress(min(done / max(rec["epochs"], 1), 1.0) if state != retrain.FINISHED else 1.0,
                 text=f"epoch {done} of at most {rec['epochs']} (stops early after {rec.get('patience', '?')} "
                      "epochs without a better validation loss)")
-    if hist is not None and len(hist) > 1:
+    if hist is not None and len(hist) > 1 and not compact:
         st.plotly_chart(plotting.training_curves(hist, title="training curves"), key=f"run_curve_{run_id}")
     log = Path(rec["log"])
-    tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-8:] if log.is_file() else []
+    tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-8:] if log.is_file() and not compact else []
     if tail:
         st.code("\n".join(tail), language=None, wrap_lines=True)
     run_controls(run_id, rec, state)
@@ -298,10 +299,10 @@ def live_runs() -> None:
     groups = [(st.container(), newest[:SHOWN_RUNS])]
     if earlier:
         groups.append((st.expander(f"{len(earlier)} earlier {'run' if len(earlier) == 1 else 'runs'}"), earlier))
-    for place, group in groups:
+    for i, (place, group) in enumerate(groups):
         for run_id, rec in group:
             with place, st.container(border=True):
-                render_run(run_id, rec)
+                render_run(run_id, rec, compact=i > 0)
 
 
 # ----------------------------------------------------------------------------- retraining form

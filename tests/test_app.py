@@ -709,6 +709,23 @@ def _recorded_run(store_path: Path, status: str, cmd: list[str], pid: int | None
     return folder
 
 
+def test_models_page_folds_runs_beyond_the_newest_three(store_copy, tmp_path, models_runs):
+    """Newest first; the fourth run sits in an expander, without its curves and log."""
+    good = {"sensitivity": 0.9, "specificity": 0.95, "n_positive": 40, "n_negative": 60}
+    for k in range(4):
+        folder = tmp_path / f"r{k}"
+        folder.mkdir()
+        one: dict = {}
+        _models_finished_run(one, folder, good)
+        models_runs[f"run-{k}"] = {**one["run-1"], "started": one["run-1"]["started"] + k}  # run-3 is the newest
+    at = open_page("models")
+    order = [m.value.split("**")[1] for m in at.markdown if m.value.startswith("**run-")]
+    assert order == ["run-3", "run-2", "run-1", "run-0"]
+    assert [e.label for e in at.expander] == ["1 earlier run"]
+    assert len([c for c in at.get("plotly_chart") if "training curves" in c.proto.spec]) == 3
+    assert len(at.code) == 3
+
+
 def test_models_page_reads_back_runs_an_earlier_server_started(store_copy, models_runs):
     """A restarted server lists the store's runs from run.json: a finished one can still be registered."""
     import json
