@@ -120,15 +120,19 @@ def train_config(folder: str | None) -> dict | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def verify(folder: str, mtime: float) -> tuple[bool, str]:
-    """Check a model folder's files against its checksum list (``genuine_core.models.folder.verify_folder``)."""
-    from genuine_core.models.folder import verify_folder
+def verify(folder: str, mtime: float, registered: str) -> tuple[bool, str]:
+    """Check a model folder's files against its checksum list, and that list against the ``registered``
+    checksum (``genuine_core.models.folder.folder_digest``)."""
+    from genuine_core.models.folder import folder_digest
 
     try:
-        verify_folder(folder)
+        digest = folder_digest(folder)
     except GenuineError as exc:
         return False, str(exc)
-    return True, "weights and config match the recorded checksums"
+    if digest != registered:
+        return False, (f"the folder holds other weights than the ones registered (checksum {digest[:12]}…, "
+                       f"registered {registered[:12]}…): its files were replaced after registration")
+    return True, "weights and config match the recorded checksums, and they are the registered ones"
 
 
 # ----------------------------------------------------------------------------- scoring stored scans
@@ -167,6 +171,7 @@ def score_section(store, row: pd.Series) -> None:
         done = score_stored_scans(store, model, progress=False, on_scan=lambda outcome, i, n: bar.progress(
             i / n, text=f"{i} of {n} scans: {outcome.line()}"))
     except GenuineError as exc:
+        bar.empty()
         common.show_error(exc)
         return
     finally:
@@ -238,9 +243,11 @@ def run_controls(run_id: str, rec: dict, state: str) -> None:
                      help="Stops after saving the best weights so far; the run can be resumed."):
             retrain.stop_run(rec)
             st.toast(f"Stopping {run_id}", icon=":material/stop:")
+    elif state == retrain.FAILED:
+        st.caption("The run failed; the log above says why. Start a new run once that is fixed.")
     elif state == retrain.STOPPED and not retrain.resumable(rec):
         st.caption("The run stopped before its first epoch was saved: there is nothing to resume. Start a new run.")
-    elif retrain.resumable(rec):
+    elif state == retrain.STOPPED:
         st.caption("The run did not finish; its checkpoint keeps the best weights so far. Ingest, evaluation and "
                    "registration refuse the unfinished model until the run is resumed and finishes.")
         if st.button("Resume", key=f"resume_{run_id}", icon=":material/play_arrow:", type="primary"):
@@ -275,7 +282,8 @@ def render_run(run_id: str, rec: dict, compact: bool = False) -> None:
         register_button(run_id, rec, val)
     elif rec["registered"]:
         st.caption(f":green[:material/check: registered as {rec['name']}.] To score the scans already stored, "
-                   f"pick it under **Model details** above and press **Score**. Scans uploaded on the **Ingest** "
+                   f"pick it under **Model details** above and press **Score**; the **Embeddings** page then fits "
+                   "its map. Scans uploaded on the **Ingest** "
                    "page are scored with it (and every other registered model); its predictions then show in Cases. "
                    "The `genuine ingest` command cannot open the store while this app holds it: stop the app first.")
     if rec.get("error"):
@@ -289,7 +297,7 @@ def live_runs() -> None:
     store = common.get_store()
     if store is not None:
         retrain.recover_runs(store)
-    newest = sorted(retrain.runs().items(), key=lambda item: item[1]["started"], reverse=True)
+    newest = sorted(retrain.runs().items(), key=lambda item: retrain.created(item[1]), reverse=True)
     if not newest:
         st.caption("No retraining run in this store yet.")
         return
@@ -322,9 +330,10 @@ def retrain_section(store, models: pd.DataFrame) -> None:
     cur = current_labels(store)
     usable = cur[~cur["excluded"].astype(bool)] if len(cur) else cur
     counts = usable["label"].value_counts().to_dict() if len(usable) else {}
-    st.caption(f"{len(usable)} curated nuclei ({counts.get(1, 0)} MNA, {counts.get(0, 0)} non-MNA); 10 % of them "
-               f"are held out for validation, so the validation figures need about {10 * retrain.MIN_VAL_PER_CLASS} "
-               "of each class to mean something. The run trains in a separate process; this page shows its progress.")
+    st.caption(f"{len(usable)} curated nuclei ({counts.get(1, 0)} MNA, {counts.get(0, 0)} non-MNA), split 80 / 10 / "
+               f"10 % into training, validation and test nuclei within each class; the validation figures need about "
+               f"{10 * retrain.MIN_VAL_PER_CLASS} of each class to mean something. The run trains in a separate "
+               "process; this page shows its progress.")
     c1, c2, c3, c4 = st.columns(4)
     kind = c1.selectbox("Kind", ["genuine", "resnet"], key="retrain_kind")
     preset = c2.selectbox("Preset", ["cpu", "tiny"], key="retrain_preset")
@@ -338,7 +347,7 @@ def retrain_section(store, models: pd.DataFrame) -> None:
     per_epoch = settings["per_epoch"] or "all"
     st.caption(f"Preset **{preset}**: at most {settings['epochs']} epochs by default (this run: {int(epochs)}), "
                f"early stopping after {settings['patience']} epochs without a better validation loss, "
-               f"{per_epoch} training patches per epoch.")
+               f"at most {per_epoch} training patches per epoch.")
     detector = None
     if kind == "genuine":
         dets = models[models["kind"] == "detector"].dropna(subset=["folder"])
@@ -348,14 +357,19 @@ def retrain_section(store, models: pd.DataFrame) -> None:
                                     format_func=folder_names.get)
         else:
             st.caption(f"No detector is registered: the run uses `models/detector_{preset}`.")
-    if st.button("Start retraining", type="primary", icon=":material/model_training:",
-                 disabled=len(usable) < retrain.MIN_CURATED, key="retrain_start"):
+    short = retrain.curated_shortfall(counts)
+    if short:
+        st.caption(f"Start is off: {short}. Curate more on the **Review** page.")
+    if st.button("Start retraining", type="primary", icon=":material/model_training:", disabled=bool(short),
+                 key="retrain_start"):
         name = out_name.strip() or f"{kind}-curated"
         try:
             run_id = retrain.start_run(store, kind, preset, int(epochs), name, detector)
-            st.toast(f"Started {run_id}", icon=":material/play_arrow:")
         except (GenuineError, OSError) as exc:
             common.show_error(exc)
+        else:
+            st.toast(f"Started {run_id}", icon=":material/play_arrow:")
+            st.rerun()  # the form's default name moves on to a free one
 
 
 # ----------------------------------------------------------------------------- page
@@ -428,7 +442,7 @@ def main() -> None:
         if folder and Path(folder).is_dir():
             st.caption(f"Folder: `{folder}`")
             if st.button("Verify files against the checksums", key="models_verify", icon=":material/verified:"):
-                ok, msg = verify(folder, Path(folder).stat().st_mtime)
+                ok, msg = verify(folder, Path(folder).stat().st_mtime, row["checksum"])
                 (st.success if ok else st.error)(msg)
         else:
             st.warning("The model folder is not on this machine; the checksum cannot be re-verified.")

@@ -12,6 +12,7 @@ resumed from that checkpoint.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -29,8 +30,12 @@ from genuine_core.errors import InputError
 from pages import common
 from training.cli_train import PRESET_DEFAULTS
 
+logger = logging.getLogger(__name__)
+
 #: fewest usable curated nuclei a run starts with
 MIN_CURATED = 10
+#: fewest of each class: the stratified 80/10/10 split then holds both classes in validation (calibration needs them)
+MIN_PER_CLASS = 5
 #: fewest validation nuclei of each class whose sensitivity / specificity are worth reading
 MIN_VAL_PER_CLASS = 10
 #: validation sensitivity or specificity below this: the model is no better than a constant answer
@@ -40,8 +45,8 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: the run record in a run's folder
 RUN_FILE = "run.json"
 #: what ``run.json`` keeps (the process and the log handle exist only in the server that started the run)
-SAVED = ("name", "kind", "preset", "epochs", "patience", "n", "started", "cmd", "out", "log", "pid",
-         "registered", "ended", "rc", "error", "resumed")
+SAVED = ("name", "kind", "preset", "epochs", "patience", "n", "created", "started", "spent", "cmd", "out", "log",
+         "pid", "registered", "ended", "rc", "error", "resumed")
 #: a run's states, as :func:`poll` reports them
 RUNNING, FINISHED, FAILED, STOPPED = "running", "finished", "failed", "stopped"
 
@@ -63,19 +68,28 @@ def preset_settings(preset: str) -> dict:
     return {"epochs": epochs, "patience": patience, "per_epoch": per_epoch}
 
 
+def curated_shortfall(counts: dict) -> str:
+    """Why curated label ``counts`` ({0: n, 1: n}) cannot start a run ('' when they can)."""
+    mna, non = int(counts.get(1, 0)), int(counts.get(0, 0))
+    if mna + non < MIN_CURATED or min(mna, non) < MIN_PER_CLASS:
+        return (f"a run needs at least {MIN_CURATED} curated nuclei, {MIN_PER_CLASS} of each class "
+                f"(have {mna} MNA, {non} non-MNA)")
+    return ""
+
+
 def check_curated(store) -> int:
     """Number of usable curated nuclei.
 
     Raises:
-        InputError: fewer than :data:`MIN_CURATED`, or only one class.
+        InputError: too few (see :func:`curated_shortfall`).
     """
     from store.labels import current_labels
 
     cur = current_labels(store)
     cur = cur[~cur["excluded"].astype(bool) & cur["label"].notna()]
-    if len(cur) < MIN_CURATED or cur["label"].nunique() < 2:
-        raise InputError(f"need at least {MIN_CURATED} curated nuclei of both classes to retrain, "
-                         f"have {len(cur)} ({cur['label'].value_counts().to_dict()})")
+    short = curated_shortfall(cur["label"].astype(int).value_counts().to_dict())
+    if short:
+        raise InputError(short)
     return len(cur)
 
 
@@ -85,11 +99,17 @@ def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: s
     The preset's early-stopping patience is passed explicitly (the page shows it); ``epochs`` caps the run.
 
     Raises:
-        InputError: a name that cannot be a folder and model name, or too few curated nuclei.
+        InputError: a name that cannot be a folder and model name, one a registered model or another run
+            has, or too few curated nuclei.
     """
+    from store.registry import list_models
+
     if not MODEL_NAME.fullmatch(name):
-        raise InputError(f"model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, not starting "
-                         "with '.', '_' or '-')")
+        raise InputError(f"model name {name!r}: use letters, digits, `.`, `_` or `-` (at most 64, not starting "
+                         "with `.`, `_` or `-`)")
+    recover_runs(store)
+    if name in set(list_models(store)["name"]) | {rec["name"] for rec in runs().values()}:
+        raise InputError(f"model name {name!r} is taken by a registered model or another run; choose another")
     n = check_curated(store)
     run_id = f"{name}-{datetime.now():%Y%m%d-%H%M%S-%f}"  # microseconds: two starts never share a folder
     folder = store.folder / "runs" / run_id
@@ -107,6 +127,8 @@ def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: s
     rec = {"log": folder / "train.log", "out": out, "name": name, "epochs": epochs, "patience": patience,
            "preset": preset, "n": n, "cmd": cmd, "registered": False, "kind": kind, "resumed": 0}
     _launch(rec, cmd, "w")
+    rec["created"] = rec["started"]
+    save_record(rec)
     runs()[run_id] = rec
     return run_id
 
@@ -115,7 +137,9 @@ def _launch(rec: dict, cmd: list[str], log_mode: str) -> None:
     """Start ``cmd`` with its output going to the run's log; record the process, its pid and the start."""
     log = open(rec["log"], log_mode, encoding="utf-8")  # noqa: SIM115 (owned by the child's lifetime)
     try:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(common.REPO))
+        # its own session: Ctrl-C in the server's terminal stops the server, not the run (Stop does)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(common.REPO),
+                                start_new_session=True)
     except OSError:
         log.close()
         raise
@@ -134,6 +158,9 @@ def save_record(rec: dict) -> None:
     os.replace(tmp, path)
 
 
+_UNREADABLE: set[Path] = set()
+
+
 def recover_runs(store) -> None:
     """Add the runs recorded under ``<store files>/runs/*/run.json`` that this server does not know yet
     (it was restarted): they have no process handle; :func:`poll` finds out what became of them.
@@ -147,7 +174,10 @@ def recover_runs(store) -> None:
             rec = json.loads(path.read_text(encoding="utf-8"))
             rec["log"], rec["out"] = Path(rec["log"]), Path(rec["out"])
             float(rec["started"]), int(rec["epochs"]), str(rec["name"])
-        except (OSError, ValueError, TypeError, KeyError):
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            if path not in _UNREADABLE:
+                _UNREADABLE.add(path)
+                logger.warning("retraining run %s not listed: %s is unreadable (%s)", run_id, path, exc)
             continue
         known[run_id] = {**rec, "proc": None, "log_handle": None}
 
@@ -235,12 +265,19 @@ def resume_run(rec: dict) -> None:
         with open(rec["log"], "a", encoding="utf-8") as log:
             log.write(f"\n--- resumed {datetime.now():%Y-%m-%d %H:%M:%S} ---\n")
         rec["resumed"] = int(rec.get("resumed", 0)) + 1
+        rec["spent"] = duration(rec)  # the earlier legs; the new one is timed from its own start
         _launch(rec, [*rec["cmd"], "--resume"], "a")
 
 
 def duration(rec: dict) -> float:
-    """Seconds from start to end (to now while running)."""
-    return rec.get("ended", time.time()) - rec["started"]
+    """Seconds the run has trained: earlier legs (before a stop and resume) plus the current one, from its
+    start to its end (to now while running)."""
+    return float(rec.get("spent") or 0.0) + rec.get("ended", time.time()) - rec["started"]
+
+
+def created(rec: dict) -> float:
+    """When the run was first started (epoch seconds): runs are listed by it, newest first."""
+    return float(rec.get("created") or rec["started"])
 
 
 def validation(out: str | Path) -> dict | None:

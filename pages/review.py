@@ -323,7 +323,8 @@ def main() -> None:
             st.button("Undo", key="review_undo", shortcut="U", on_click=undo, disabled=not common.reviewer(),
                       help="revert your latest decision (U)")
         elif model_arg is not None and int(models.set_index("name").loc[model_arg, "n_predictions"]) == 0:
-            st.info(f"**{model_arg}** has no predictions yet: score scans with it on the Ingest page.",
+            st.info(f"**{model_arg}** has no predictions yet: score the stored scans with it on the "
+                    "Models page (**Score**), or ingest new ones.",
                     icon=":material/inbox:")
         else:
             st.info("No flagged nuclei for this filter: try another sample or focus model, or more flags.",

@@ -149,8 +149,10 @@ def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
     """Score the stored scans the model has not scored; exit 1 when some had to be skipped."""
     import sys
 
+    import duckdb
+
     from genuine_core.errors import StoreError
-    from store.db import Store
+    from store.db import Store, interrupted_query
     from store.rescore import model_to_score, score_stored_scans
 
     if not Path(db).is_file():  # never create a store just to score nothing
@@ -168,7 +170,9 @@ def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
         model = model_to_score(store, model_name)
         try:
             score_stored_scans(store, model, sample, progress=progress, on_scan=report)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, RuntimeError, duckdb.InterruptException) as exc:
+            if not isinstance(exc, KeyboardInterrupt) and not interrupted_query(exc):
+                raise
             scored = sum(o.status == "scored" for o in done)
             raise KeyboardInterrupt(f"{scored} scan(s) scored before the interrupt; the same command scores "
                                     "the rest") from None

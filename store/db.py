@@ -68,10 +68,17 @@ class StoreBusy(StoreError):
     def __init__(self, path: Path, holder: str, waited: float, dashboard: bool, advice: str | None = None):
         self.path, self.holder, self.waited, self.dashboard = path, holder, waited, dashboard
         if advice is None:
-            advice = ("while the dashboard runs it owns the store: use its pages (Ingest; Review for the audit "
-                      "export) or stop the dashboard, then retry" if dashboard
+            advice = ("while the dashboard runs it owns the store: use its pages (Ingest; Models to score stored "
+                      "scans with a model; Review for the audit export) or stop the dashboard, then retry" if dashboard
                       else "wait until that process finishes, then retry")
         super().__init__(f"store busy: {path} is open for writing by {holder} (waited {waited:.0f} s); {advice}")
+
+
+def interrupted_query(exc: BaseException) -> bool:
+    """True for DuckDB's answer to Ctrl-C during a query (``InterruptException``, or a ``RuntimeError``
+    "Query interrupted"): the command was interrupted, as by a ``KeyboardInterrupt``."""
+    return isinstance(exc, duckdb.InterruptException) or (
+        isinstance(exc, RuntimeError) and "query interrupted" in str(exc).lower())
 
 
 class WriteConflict(StoreError):

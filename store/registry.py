@@ -11,6 +11,20 @@ from genuine_core.pipeline import ScoringModel
 from store.db import Store
 
 
+def check_name_free(store: Store, model: ScoringModel) -> None:
+    """Refuse ``model`` when its name is registered with other weights (its own weights are fine).
+
+    Raises:
+        StoreError: the name is registered with another checksum.
+    """
+    row = store.query("SELECT checksum FROM models WHERE name = ?", [model.name])
+    if not row.empty and row.at[0, "checksum"] != model.checksum:
+        raise StoreError(
+            f"model {model.name!r} is registered with other weights (checksum {row.at[0, 'checksum'][:12]}..., "
+            f"now {model.checksum[:12]}...); register the new weights under another name (rename the folder)"
+        )
+
+
 def register_model(store: Store, model: ScoringModel) -> int:
     """Id of ``model`` in the store, registering it on first sight.
 
@@ -21,13 +35,9 @@ def register_model(store: Store, model: ScoringModel) -> int:
     Raises:
         StoreError: the name is registered with another checksum.
     """
+    check_name_free(store, model)
     row = store.query("SELECT id, checksum FROM models WHERE name = ?", [model.name])
     if not row.empty:
-        if row.at[0, "checksum"] != model.checksum:
-            raise StoreError(
-                f"model {model.name!r} is registered with other weights (checksum {row.at[0, 'checksum'][:12]}..., "
-                f"now {model.checksum[:12]}...); register the new weights under another name"
-            )
         with store.transaction() as cur:
             cur.execute("UPDATE models SET metrics = ?, folder = coalesce(?, folder), uncertainty_method = ? "
                         "WHERE id = ?",

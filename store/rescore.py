@@ -148,7 +148,8 @@ def score_stored_scans(store: Store, model: ScoringModel, sample: str | None = N
 
     Args:
         store: open writable store.
-        model: the model; registered on first use (a name registered with other weights is refused).
+        model: the model; registered when it can read some scan's patches (a name registered with other
+            weights is refused, before anything is read).
         sample: only this sample's scans.
         progress: a progress bar on stderr.
         on_scan: called after each scan with (its outcome, scans done, scans to do).
@@ -166,11 +167,14 @@ def score_stored_scans(store: Store, model: ScoringModel, sample: str | None = N
 
     if sample is not None and store.query("SELECT 1 FROM samples WHERE name = ?", [sample]).empty:
         raise InputError(f"no sample named {sample!r} in the store")
+    registry.check_name_free(store, model)  # also when there is nothing to score: say so, not "all scored"
     todo = unscored_scans(store, model.name, sample).to_dict("records")
-    model_id = registry.register_model(store, model) if todo else None
+    reasons = [skip_reason(scan, model.patch_size, model.normalisation) for scan in todo]
+    # registered only when it scores something: a model that cannot read this store's patches stays out
+    model_id = registry.register_model(store, model) if not all(reasons) else None
     done: list[ScanScore] = []
-    for scan in tqdm(todo, desc=f"scoring with {model.name}", unit="scan", disable=not progress or not todo):
-        why = skip_reason(scan, model.patch_size, model.normalisation)
+    for scan, why in zip(tqdm(todo, desc=f"scoring with {model.name}", unit="scan",
+                              disable=not progress or not todo), reasons):
         outcome = (ScanScore(int(scan["id"]), scan["sample"], scan["file_name"], "skipped", reason=why) if why
                    else _score_one(store, model, model_id, scan))
         done.append(outcome)

@@ -726,6 +726,42 @@ def test_models_page_folds_runs_beyond_the_newest_three(store_copy, tmp_path, mo
     assert len(at.code) == 3
 
 
+def test_retraining_refuses_taken_names_and_too_few_of_a_class(store_copy, models_runs):
+    from genuine_core.errors import InputError
+    from pages import retrain
+    from store.db import open_store
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+
+    assert "(have 9 MNA, 1 non-MNA)" in retrain.curated_shortfall({1: 9, 0: 1})
+    assert retrain.curated_shortfall({1: 5, 0: 5}) == ""
+    with open_store(store_copy[0]) as s:
+        taken = s.query("SELECT name FROM models")["name"].iloc[0]
+        with pytest.raises(InputError, match="is taken by a registered model"):
+            retrain.start_run(s, "resnet", "tiny", 1, taken, None)
+        for nid in sample_nuclei(s, "LINE-MNA")["nucleus_id"].tolist()[:9]:
+            record_label_event(s, nid, 1, "Dr. Test")
+        record_label_event(s, sample_nuclei(s, "LINE-NON")["nucleus_id"].tolist()[0], 0, "Dr. Test")
+        with pytest.raises(InputError, match="5 of each class"):
+            retrain.start_run(s, "resnet", "tiny", 1, "fresh-name", None)
+    assert not list(store_copy[0].parent.glob("*_files/runs/*"))  # refused before a run folder was made
+    at = open_page("models")
+    assert "Start is off: a run needs at least 10 curated nuclei, 5 of each class" in texts(at)
+    assert next(b for b in at.button if b.label == "Start retraining").disabled
+
+
+def test_a_failed_run_offers_no_resume(store_copy, tmp_path, models_runs):
+    _models_finished_run(models_runs, tmp_path, {"sensitivity": 0.9, "specificity": 0.9})
+    rec = models_runs["run-1"]
+    (rec["out"] / "checkpoint").mkdir()
+    (rec["out"] / "metrics.json").write_text('{"status": "training"}')
+    rec.update(ended=rec["started"] + 3, rc=2)
+    at = open_page("models")
+    assert "· failed (exit 2) after 3 s" in next(m.value for m in at.markdown if "run-1" in m.value)
+    assert "The run failed; the log above says why" in texts(at)
+    assert not [b for b in at.button if b.label == "Resume"]
+
+
 def test_models_page_reads_back_runs_an_earlier_server_started(store_copy, models_runs):
     """A restarted server lists the store's runs from run.json: a finished one can still be registered."""
     import json

@@ -139,3 +139,25 @@ def test_cli_exits_1_when_scans_were_skipped(tmp_path, capsys):
     assert main(["store", "--db", str(path), "score", str(folder), "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "skipped, its patches are 16 px, the model needs 32 px" in out and "1 skipped (see above)" in out
+
+
+def test_a_model_that_can_read_no_scan_is_not_registered(store):
+    _add(store, "A", "a" * 64, 4)
+    done = score_stored_scans(store, fake_model("wide", patch_size=32), progress=False)
+    assert [o.status for o in done] == ["skipped"]
+    assert "wide" not in registry.list_models(store)["name"].tolist()  # ingest never meets it later
+
+
+def test_a_name_taken_by_other_weights_is_refused_when_nothing_is_left_to_score(store):
+    _add(store, "A", "a" * 64, 4)  # scored by m1
+    with pytest.raises(StoreError, match="registered with other weights"):
+        score_stored_scans(store, fake_model("m1", bias=0.5, patch_size=16), progress=False)
+
+
+def test_duckdb_interrupts_count_as_ctrl_c():
+    import duckdb
+
+    from store.db import interrupted_query
+
+    assert interrupted_query(RuntimeError("Query interrupted")) and interrupted_query(duckdb.InterruptException())
+    assert not interrupted_query(RuntimeError("model returned malformed output"))
