@@ -135,6 +135,40 @@ def verify(folder: str, mtime: float, registered: str) -> tuple[bool, str]:
     return True, "weights and config match the recorded checksums, and they are the registered ones"
 
 
+def remove_model_clicked(name: str, who: str) -> None:
+    """Remove button callback: unregister the model and delete what it produced."""
+    from store.registry import remove_model
+
+    st.session_state.pop(f"models_remove_sure_{name}", None)
+    try:
+        deleted = remove_model(common.get_store(), name, by=who)
+    except GenuineError as exc:
+        st.session_state["models_remove_error"] = str(exc)
+        return
+    st.session_state.pop("models_pick", None)
+    st.session_state["models_removed"] = (f"Model {name} removed by {who}: {deleted.get('predictions', 0)} "
+                                          "predictions and its maps deleted; its folder is untouched.")
+    common.bump("data", "models")
+
+
+def remove_model_section(name: str, n_predictions: int) -> None:
+    """Unregister the model (e.g. its folder is gone, or it was a mistake); needs the reviewer's name and a tick."""
+    st.divider()
+    st.markdown("**Remove this model**")
+    st.caption(f"Unregisters {name} and deletes its {n_predictions} predictions, its embeddings, maps and probe "
+               "runs in one transaction; curators' decisions stay. Its folder is left alone.")
+    who = common.reviewer()
+    c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
+    sure = c1.checkbox(f"Yes, remove {name}", key=f"models_remove_sure_{name}", disabled=not who)
+    c2.button("Remove model", key="models_remove", type="primary", icon=":material/delete:",
+              disabled=not (who and sure), on_click=remove_model_clicked, args=(name, who))
+    if not who:
+        st.caption("Enter your name under **Reviewer** in the sidebar to remove a model.")
+    error = st.session_state.pop("models_remove_error", None)
+    if error:
+        st.error(error, icon=":material/error:")
+
+
 # ----------------------------------------------------------------------------- scoring stored scans
 def score_section(store, row: pd.Series) -> None:
     """How many stored scans the model of ``row`` (its registry row) has scored, and a button that scores
@@ -378,6 +412,9 @@ def main() -> None:
                                  "curated labels.")
     store = common.store_or_stop()
     db = str(store.path)
+    removed = st.session_state.pop("models_removed", None)
+    if removed:
+        st.success(removed, icon=":material/delete:")
     models = common.models(db, common.rev("models"))
     if models.empty:
         common.empty_state("registered models")
@@ -445,7 +482,10 @@ def main() -> None:
                 ok, msg = verify(folder, Path(folder).stat().st_mtime, row["checksum"])
                 (st.success if ok else st.error)(msg)
         else:
-            st.warning("The model folder is not on this machine; the checksum cannot be re-verified.")
+            st.warning("The model folder is not on this machine; the checksum cannot be re-verified. While a "
+                       "registered model's folder is missing, ingesting new scans is refused: restore the folder "
+                       "or remove the model below.")
+        remove_model_section(name, int(row["n_predictions"]))
 
     st.divider()
     retrain_section(store, models)

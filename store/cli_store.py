@@ -1,5 +1,5 @@
-"""``genuine store check | info | scans | remove-scan | score``: integrity, overview, scan list, scan
-removal, scoring stored scans with a model registered after them.
+"""``genuine store check | info | scans | remove-scan | score | remove-model``: integrity, overview, scan
+list, scan removal, scoring stored scans with a model registered after them, model removal.
 
 ``score MODEL`` runs a model (a folder, or a registered name) over the stored patches of every
 scan it has not scored yet (``store.rescore``), e.g. a model retrained on curated labels; each
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from store.location import DEFAULT_DB, add_db_argument, default_db_path
 
-ACTIONS = ("check", "info", "scans", "remove-scan", "score")
+ACTIONS = ("check", "info", "scans", "remove-scan", "score", "remove-model")
 
 
 def _scan_id(text: str) -> int:
@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "scans": "list the stored scans: id, sample, file, channel map, nuclei",
         "remove-scan": "delete one scan and everything derived from it (refused once its nuclei were reviewed)",
         "score": "score the stored scans a model has not scored yet (e.g. one retrained on curated labels)",
+        "remove-model": "unregister a model and delete its predictions, embeddings and maps (not its folder)",
     }
     subs = {}
     for name in ACTIONS:
@@ -58,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subs["score"].add_argument("model", metavar="MODEL", help="a model folder, or the name of a registered model")
     subs["score"].add_argument("--sample", default=None, help="only the scans of this sample")
     subs["score"].add_argument("--quiet", action="store_true", help="no progress bar")
+    subs["remove-model"].add_argument("name", metavar="NAME", help="the registered model's name")
+    subs["remove-model"].add_argument("--yes", action="store_true",
+                                      help="do not ask for confirmation (required when stdin is not a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         return _remove_scan(db, args.scan_id, args.yes)
     if args.action == "score":
         return _score(db, args.model, args.sample, not args.quiet)
+    if args.action == "remove-model":
+        return _remove_model(db, args.name, args.yes)
     import json
 
     from store.check import check_store, store_info
@@ -185,3 +191,34 @@ def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
     print(f"{model.name}: scored {len(scored)} scan(s), {sum(o.n_nuclei for o in scored)} nuclei"
           + (f"; {skipped} skipped (see above)" if skipped else ""))
     return 1 if skipped else 0
+
+
+def _remove_model(db, name: str, yes: bool) -> int:
+    """Unregister a model and delete what it produced, after confirmation; exit 1 when not confirmed."""
+    import sys
+
+    from genuine_core.errors import InputError, StoreError
+    from store.db import Store
+    from store.registry import plan_model_removal, remove_model
+
+    if not Path(db).is_file():
+        raise StoreError(f"{db}: no such store")
+    with Store(db, read_only=True) as store:
+        plan = plan_model_removal(store, name)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InputError(f"model {name!r} not removed: stdin is not a terminal, confirm with --yes "
+                             f"(genuine store remove-model {name} --yes)")
+        print("would delete: " + ", ".join(f"{n} {t}" for t, n in plan.items() if n))
+        try:
+            answer = input(f"Remove model {name!r} and all of the above? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 1
+    with Store(db) as store:
+        deleted = remove_model(store, name)
+    print(f"removed model {name!r}: " + ", ".join(f"{n} {t}" for t, n in deleted.items() if n and t != "models")
+          + "; its folder is untouched")
+    return 0

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genuine_core.errors import GenuineError, InputError
+from genuine_core.errors import GenuineError, InputError, ModelLoadError, StoreError
 from genuine_core.io import max_pixels_limit
 from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel, load_model, match_truth,
                                    model_folders, models_normalisation, prepare_scan, score_scans, sha256_file)
@@ -146,8 +146,13 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
         if len(reg):  # registered folders: the weights must still be the ones registered
             models = []
             for rec in reg[reg["folder"].notna()].to_dict("records"):
-                models.append(loader(Path(rec["folder"])))
-                registry.verify_registered(store, models[-1], rec["name"])
+                try:
+                    models.append(loader(Path(rec["folder"])))
+                    registry.verify_registered(store, models[-1], rec["name"])
+                except (ModelLoadError, StoreError) as exc:  # one line that says how to get on
+                    kind = StoreError if isinstance(exc, StoreError) else ModelLoadError
+                    raise kind(f"registered model {rec['name']!r}: {exc}. Restore its folder, or remove the "
+                                    f"model (genuine store remove-model {rec['name']})") from None
             return _unique(models)
         paths = model_folders()
     return _unique([loader(p) for p in paths])

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pandas as pd
 
 from genuine_core.errors import ModelLoadError, StoreError
 from genuine_core.pipeline import ScoringModel
 from store.db import Store
+
+logger = logging.getLogger(__name__)
 
 
 def check_name_free(store: Store, model: ScoringModel) -> None:
@@ -112,3 +115,61 @@ def list_models(store: Store) -> pd.DataFrame:
     for col in ("config", "metrics"):
         df[col] = [json.loads(v) if isinstance(v, str) and v else {} for v in df[col]]
     return df
+
+
+#: what a model's removal deletes, in order: table -> rows of the model ($model: its id)
+_MODEL_ROWS = {
+    "probe_results": "FROM probe_results WHERE run_id IN (SELECT id FROM probe_runs WHERE model_id = $model)",
+    "probe_runs": "FROM probe_runs WHERE model_id = $model",
+    "umap_coords": "FROM umap_coords WHERE model_id = $model",
+    "umap_fits": "FROM umap_fits WHERE model_id = $model",
+    "embeddings": "FROM embeddings WHERE model_id = $model",
+    "detections": "FROM detections WHERE model_id = $model",
+    "predictions": "FROM predictions WHERE model_id = $model",
+    "scan_models": "FROM scan_models WHERE model_id = $model",
+    "models": "FROM models WHERE id = $model",
+}
+
+
+def plan_model_removal(store: Store, name: str) -> dict[str, int]:
+    """Rows :func:`remove_model` would delete, by table (read only).
+
+    Raises:
+        StoreError: no model of that name.
+    """
+    params = {"model": model_id(store, name)}
+    cur = store.cursor()
+    return {t: int(cur.execute("SELECT count(*) " + where, params).fetchone()[0]) for t, where in _MODEL_ROWS.items()}
+
+
+def remove_model(store: Store, name: str, by: str | None = None) -> dict[str, int]:
+    """Unregister a model and delete everything it produced (predictions, detections, embeddings, UMAP maps
+    and coordinates, probe runs, ``scan_models`` rows) in ONE transaction; the review statistics of the
+    scans it had scored are rebuilt from the remaining predictions. Label events are not touched. Its
+    map files are deleted after the commit; its model folder is left alone.
+
+    Args:
+        by: who removes it (logged).
+
+    Returns:
+        Rows deleted, by table.
+
+    Raises:
+        StoreError: no model of that name.
+    """
+    from store.scans import insert_review_stats
+
+    mid = model_id(store, name)
+    params = {"model": mid}
+    with store.transaction() as cur:
+        scans = [int(r[0]) for r in cur.execute("SELECT scan_id FROM scan_models WHERE model_id = $model",
+                                                params).fetchall()]
+        maps = [str(r[0]) for r in cur.execute("SELECT reducer_path FROM umap_fits WHERE model_id = $model",
+                                               params).fetchall()]
+        deleted = {t: int(cur.execute("DELETE " + where, params).fetchone()[0]) for t, where in _MODEL_ROWS.items()}
+        cur.execute("DELETE FROM review_stats WHERE scan_id IN (SELECT unnest($scans))", {"scans": scans})
+        insert_review_stats(cur, scans)
+    for rel in maps:  # after the commit: a leftover file is harmless, a missing referenced one is not
+        (store.folder / rel).unlink(missing_ok=True)
+    logger.info("model %r removed by %s: %s", name, by or "an unnamed user", deleted)
+    return deleted

@@ -639,6 +639,31 @@ def test_models_page_scores_the_stored_scans_with_a_model_registered_after_them(
     assert stats >= 2  # the review statistics count the new model's predictions too
 
 
+def test_models_page_removes_a_model_whose_folder_is_gone(store_copy, tmp_path):
+    """Ingest refuses while a registered folder is missing; the page removes the model (reviewer + tick)."""
+    import shutil
+
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(tmp_path / "gone", metrics={})
+    with open_store(store_copy[0]) as s:
+        register_model(s, load_model(tmp_path / "gone"))
+    shutil.rmtree(tmp_path / "gone")
+    at = open_page("models")
+    at.selectbox(key="models_pick").set_value("gone").run()
+    assert "ingesting new scans is refused" in texts(at)
+    assert at.checkbox(key="models_remove_sure_gone").disabled  # no reviewer yet
+    at.sidebar.text_input(key="reviewer").input("Dr. Test").run()
+    at.checkbox(key="models_remove_sure_gone").check().run()
+    at.button(key="models_remove").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Model gone removed by Dr. Test" in m.value for m in at.success)
+    assert "gone" not in frame_with(at, "Model")["Model"].tolist()
+
+
 def test_retrain_default_name_is_free():
     from pages.retrain import free_name
 

@@ -161,3 +161,48 @@ def test_duckdb_interrupts_count_as_ctrl_c():
 
     assert interrupted_query(RuntimeError("Query interrupted")) and interrupted_query(duckdb.InterruptException())
     assert not interrupted_query(RuntimeError("model returned malformed output"))
+
+
+def test_removing_a_model_takes_back_everything_it_added(store):
+    _add(store, "A", "a" * 64, 5, seed=1)
+    _add(store, "B", "b" * 64, 3, seed=2)
+    tables = ("predictions", "detections", "embeddings", "scan_models", "review_stats", "models")
+    before = {t: store.query(f"SELECT * FROM {t} ORDER BY ALL") for t in tables}
+    score_stored_scans(store, fake_model("late", patch_size=16), progress=False)
+    plan = registry.plan_model_removal(store, "late")
+    assert plan["predictions"] == 8 and plan["scan_models"] == 2 and plan["models"] == 1
+    assert registry.remove_model(store, "late") == plan
+    for t in tables:
+        after = store.query(f"SELECT * FROM {t} ORDER BY ALL")
+        assert after.drop(columns=["registered_at"], errors="ignore").equals(
+            before[t].drop(columns=["registered_at"], errors="ignore")), t
+    assert not check_store(store)
+    with pytest.raises(StoreError, match="no model named 'late'"):
+        registry.remove_model(store, "late")
+
+
+def test_cli_remove_model_asks_unless_yes(tmp_path, capsys):
+    path = _store_file(tmp_path)
+    assert main(["store", "--db", str(path), "score", str(_model_folder(tmp_path, "late", 16)), "--quiet"]) == 0
+    assert main(["store", "--db", str(path), "remove-model", "late"]) == 2  # stdin is not a terminal
+    assert "confirm with --yes" in capsys.readouterr().err
+    assert main(["store", "--db", str(path), "remove-model", "late", "--yes"]) == 0
+    assert "removed model 'late': 4 embeddings" in capsys.readouterr().out
+    with Store(path, read_only=True) as s:
+        assert registry.list_models(s)["name"].tolist() == ["m1"]
+    assert (tmp_path / "late" / "config.json").is_file()  # the folder is left alone
+
+
+def test_ingest_names_the_way_out_when_a_registered_folder_is_gone(tmp_path):
+    import shutil
+
+    from genuine_core.errors import ModelLoadError
+    from genuine_core.pipeline import load_model
+    from store.ingest import resolve_models
+
+    path = _store_file(tmp_path)
+    with Store(path) as s:
+        registry.register_model(s, load_model(_model_folder(tmp_path, "late", 16)))
+        shutil.rmtree(tmp_path / "late")
+        with pytest.raises(ModelLoadError, match=r"registered model 'late': .*remove-model late\)"):
+            resolve_models(s)
