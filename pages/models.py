@@ -291,10 +291,15 @@ def run_controls(run_id: str, rec: dict, state: str) -> None:
                 common.show_error(exc)
 
 
-def render_run(run_id: str, rec: dict, compact: bool = False) -> None:
+def render_run(run_id: str, rec: dict, registered: set[tuple[str, str]], compact: bool = False) -> None:
     """Live status of one run: epochs from history.json, log tail, validation, stop / resume / register;
-    ``compact`` (the folded earlier runs, redrawn every 2 s too) leaves out the curves and the log."""
+    ``registered``: (name, folder) of the registered models (a run registered by ``genuine store score``
+    while the app was stopped counts); ``compact`` (the folded earlier runs, redrawn every 2 s too) leaves
+    out the curves and the log."""
     state = retrain.poll(rec)
+    if not rec["registered"] and (rec["name"], str(rec["out"])) in registered:
+        rec["registered"] = True
+        retrain.save_record(rec)
     hist = history(str(rec["out"]))
     done = 0 if hist is None else len(hist)
     st.markdown(f"**{run_id}** · {rec['kind']} ({rec.get('preset', '?')} preset) on {rec['n']} curated nuclei · "
@@ -337,6 +342,8 @@ def live_runs() -> None:
         return
     st.caption("Retraining runs of this store, newest first, shared by everyone using it; they are kept in the "
                "store's `runs/` folder.")
+    models = common.models(str(store.path), common.rev("models")) if store is not None else pd.DataFrame()
+    registered = set(zip(models["name"], models["folder"].astype(str))) if len(models) else set()
     earlier = newest[SHOWN_RUNS:]
     groups = [(st.container(), newest[:SHOWN_RUNS])]
     if earlier:
@@ -344,7 +351,7 @@ def live_runs() -> None:
     for i, (place, group) in enumerate(groups):
         for run_id, rec in group:
             with place, st.container(border=True):
-                render_run(run_id, rec, compact=i > 0)
+                render_run(run_id, rec, registered, compact=i > 0)
 
 
 # ----------------------------------------------------------------------------- retraining form

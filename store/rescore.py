@@ -58,6 +58,8 @@ def model_to_score(store: Store, name_or_folder: str) -> ScoringModel:
 
     from genuine_core.pipeline import load_model
 
+    if not name_or_folder.strip():
+        raise InputError("no model given: name a model folder or a registered model")
     folder = Path(name_or_folder).expanduser()
     if folder.is_dir():
         return load_model(folder)

@@ -806,6 +806,19 @@ def test_models_page_reads_back_runs_an_earlier_server_started(store_copy, model
     assert saved["registered"] and saved["rc"] is None and saved["ended"] >= saved["started"]
 
 
+def test_a_run_registered_while_the_app_was_stopped_shows_as_registered(store_copy, models_runs):
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    folder = _recorded_run(store_copy[0], "final", cmd=[])
+    with open_store(store_copy[0]) as s:  # as `genuine store score <run folder>` does
+        register_model(s, load_model(folder / "resnet-curated"))
+    at = open_page("models")
+    assert "registered as resnet-curated" in texts(at)
+    assert not [b for b in at.button if b.label == "Register resnet-curated"]
+
+
 def test_models_page_resumes_a_stopped_run_from_its_checkpoint(store_copy, models_runs, tmp_path):
     """A run whose process ended unfinished is 'stopped'; Resume runs its command with --resume into the same log."""
     import json
