@@ -218,6 +218,7 @@ def score_section(store, row: pd.Series) -> None:
 #: runs shown open; older ones go in an expander
 SHOWN_RUNS = 3
 
+
 def run_status(rec: dict, state: str) -> str:
     """'running · 12 s', 'finished after 40 s', 'failed (exit 1) after 3 s' or 'stopped after 9 s' (the end
     time is fixed); a resumed run says so."""

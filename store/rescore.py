@@ -8,21 +8,19 @@ interrupted run leaves whole scans scored and running it again scores the rest.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from genuine_core.errors import InputError, StoreError
-from genuine_core.pipeline import ScanResult, ScoringModel, decode_patch, score_scans
+from genuine_core.pipeline import ScanResult, ScoringModel, decode_patch, load_model, score_scans
 from store import registry
 from store.db import Store
 from store.scans import add_model_outputs
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -54,10 +52,6 @@ def model_to_score(store: Store, name_or_folder: str) -> ScoringModel:
         ModelLoadError: the folder cannot be loaded, holds an unfinished run, or no longer holds the
             registered weights.
     """
-    from pathlib import Path
-
-    from genuine_core.pipeline import load_model
-
     if not name_or_folder.strip():
         raise InputError("no model given: name a model folder or a registered model")
     folder = Path(name_or_folder).expanduser()
