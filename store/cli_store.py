@@ -115,9 +115,8 @@ def _print_scans(store, sample: str | None) -> int:
 
 def _remove_scan(db, scan_id: int, yes: bool) -> int:
     import shlex
-    import sys
 
-    from genuine_core.errors import InputError, StoreError
+    from genuine_core.errors import StoreError
     from store.db import Store
     from store.scans import ScanHasLabelEvents, plan_scan_removal, remove_scan
 
@@ -127,20 +126,8 @@ def _remove_scan(db, scan_id: int, yes: bool) -> int:
         plan = plan_scan_removal(store, scan_id)
     if plan.label_events:
         raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events, plan.curated_nuclei)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise InputError(f"scan {scan_id} not removed: stdin is not a terminal, confirm with "
-                             f"--yes (genuine store remove-scan {scan_id} --yes)")
-        print("would delete:")
-        for line in plan.lines():
-            print(line)
-        try:
-            answer = input(f"Remove scan {scan_id} and all of the above? [y/N] ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing removed")
-            return 1
+    if not yes and not _confirmed(f"scan {scan_id}", f"remove-scan {scan_id}", plan.lines()):
+        return 1
     with Store(db) as store:  # remove_scan checks again inside its transaction (label events may be new)
         removal = remove_scan(store, scan_id)
     print(f"removed scan {removal.scan_id} ({removal.file_name}, sample {removal.sample!r}): "
@@ -195,9 +182,7 @@ def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
 
 def _remove_model(db, name: str, yes: bool) -> int:
     """Unregister a model and delete what it produced, after confirmation; exit 1 when not confirmed."""
-    import sys
-
-    from genuine_core.errors import InputError, StoreError
+    from genuine_core.errors import StoreError
     from store.db import Store
     from store.registry import plan_model_removal, remove_model
 
@@ -205,20 +190,37 @@ def _remove_model(db, name: str, yes: bool) -> int:
         raise StoreError(f"{db}: no such store")
     with Store(db, read_only=True) as store:
         plan = plan_model_removal(store, name)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise InputError(f"model {name!r} not removed: stdin is not a terminal, confirm with --yes "
-                             f"(genuine store remove-model {name} --yes)")
-        print("would delete: " + ", ".join(f"{n} {t}" for t, n in plan.items() if n))
-        try:
-            answer = input(f"Remove model {name!r} and all of the above? [y/N] ")
-        except EOFError:
-            answer = ""
-        if answer.strip().lower() not in ("y", "yes"):
-            print("nothing removed")
-            return 1
+    if not yes and not _confirmed(f"model {name!r}", f"remove-model {name}",
+                                  [f"  {n} {t}" for t, n in plan.items() if n]):
+        return 1
     with Store(db) as store:
         deleted = remove_model(store, name)
     print(f"removed model {name!r}: " + ", ".join(f"{n} {t}" for t, n in deleted.items() if n and t != "models")
           + "; its folder is untouched")
     return 0
+
+
+def _confirmed(what: str, command: str, lines: list[str]) -> bool:
+    """Show what a removal deletes and ask; False (and "nothing removed") unless the user says yes.
+
+    Raises:
+        InputError: stdin is not a terminal (the command needs --yes then).
+    """
+    import sys
+
+    from genuine_core.errors import InputError
+
+    if not sys.stdin.isatty():
+        raise InputError(f"{what} not removed: stdin is not a terminal, confirm with --yes "
+                         f"(genuine store {command} --yes)")
+    print("would delete:")
+    for line in lines:
+        print(line)
+    try:
+        answer = input(f"Remove {what} and all of the above? [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        print("nothing removed")
+        return False
+    return True

@@ -86,7 +86,8 @@ def test_a_name_registered_with_other_weights_is_refused_before_anything_is_writ
 
 
 def test_an_interrupt_leaves_whole_scans_and_the_rest_is_scored_next_time(store):
-    a, b = _add(store, "A", "a" * 64, 4), _add(store, "B", "b" * 64, 3)
+    _add(store, "A", "a" * 64, 4)
+    b = _add(store, "B", "b" * 64, 3)
     late = fake_model("late", patch_size=16)
 
     def stop(outcome, i, n):
