@@ -208,9 +208,9 @@ def finished_model(out: str | Path) -> bool:
 
 def resumable(rec: dict) -> bool:
     """True when the run ended unfinished but left a checkpoint that ``genuine train --resume`` continues."""
-    from genuine_core.models.folder import CHECKPOINT_DIR
+    from training.checkpoint import has_checkpoint
 
-    return (Path(rec["out"]) / CHECKPOINT_DIR).is_dir() and not finished_model(rec["out"])
+    return has_checkpoint(rec["out"]) and not finished_model(rec["out"])
 
 
 def poll(rec: dict) -> str:

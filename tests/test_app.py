@@ -724,8 +724,12 @@ def _recorded_run(store_path: Path, status: str, cmd: list[str], pid: int | None
     model = GenuineClassifier.from_config(preset_config("tiny", kind="resnet"))
     validation = {"sensitivity": 0.9, "specificity": 0.95, "n_positive": 40, "n_negative": 60}
     model.save(out, metrics={"status": status, "validation": validation})
-    if status != "final":
+    if status != "final":  # a resumable checkpoint: its model folder and (here empty) trainer state files
+        from training.checkpoint import STATE, TENSORS
+
         model.save(out / "checkpoint", metrics={"status": "checkpoint"})
+        for name in (STATE, TENSORS):
+            (out / "checkpoint" / name).write_text("")
     (folder / "train.log").write_text("epoch 1 ...\n")
     (folder / "run.json").write_text(json.dumps({
         "name": "resnet-curated", "kind": "resnet", "preset": "tiny", "epochs": 3, "patience": 2, "n": 15,
@@ -779,6 +783,8 @@ def test_a_failed_run_offers_no_resume(store_copy, tmp_path, models_runs):
     _models_finished_run(models_runs, tmp_path, {"sensitivity": 0.9, "specificity": 0.9})
     rec = models_runs["run-1"]
     (rec["out"] / "checkpoint").mkdir()
+    for name in ("config.json", "trainer.json", "trainer.safetensors"):  # resumable, as far as files go
+        (rec["out"] / "checkpoint" / name).write_text("")
     (rec["out"] / "metrics.json").write_text('{"status": "training"}')
     rec.update(ended=rec["started"] + 3, rc=2)
     at = open_page("models")
@@ -979,6 +985,7 @@ def test_a_real_retraining_run_stopped_after_its_first_epoch_resumes_to_a_finish
     from store.db import open_store
     from store.labels import record_label_event
     from store.nuclei import sample_nuclei
+    from training.checkpoint import has_checkpoint
 
     path, _ = store_copy
     with open_store(path) as s:
@@ -995,7 +1002,7 @@ def test_a_real_retraining_run_stopped_after_its_first_epoch_resumes_to_a_finish
             assert time.monotonic() < deadline, f"{what} did not happen in {seconds:.0f} s"
             time.sleep(0.05)
 
-    wait(lambda: (rec["out"] / "checkpoint").is_dir(), "a first checkpoint")
+    wait(lambda: has_checkpoint(rec["out"]), "a first checkpoint")
     retrain.stop_run(rec)
     wait(lambda: retrain.poll(rec) != retrain.RUNNING, "the stop")
     assert retrain.poll(rec) == retrain.STOPPED and rec["rc"] == 130, rec["log"].read_text()[-2000:]

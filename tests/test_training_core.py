@@ -484,3 +484,32 @@ def test_train_cli_finds_the_shipped_detector_from_any_folder(tmp_path, monkeypa
     assert main(["train", "--kind", "genuine", "--preset", "cpu", "--data", "nope", "--out", "o"]) == 2
     err = capsys.readouterr().err
     assert "training data nope not found" in err and "no trained detector" not in err
+
+
+def test_ctrl_c_while_a_checkpoint_is_written_never_leaves_a_half_one(tmp_path, monkeypatch):
+    """The checkpoint's model folder is written before the trainer state: an interrupt in between leaves
+    no resumable checkpoint after epoch 1, and epoch 1's complete one during epoch 2's."""
+    import training.loop as loop
+    from training.checkpoint import has_checkpoint
+
+    real, calls = loop.save_checkpoint, []
+
+    def interrupted_at(n):
+        def save(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+        return save
+
+    cfg = TrainConfig(epochs=3, patience=10, batch_size=16, lr=0.05, seed=3, augment=AugmentConfig(p_affine=0.0))
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted_at(1))
+    with pytest.raises(KeyboardInterrupt):
+        fit(_task(TinyNet()), cfg, tmp_path / "first")
+    assert not has_checkpoint(tmp_path / "first")
+    calls.clear()
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted_at(2))
+    with pytest.raises(KeyboardInterrupt):
+        fit(_task(TinyNet()), cfg, tmp_path / "second")
+    assert has_checkpoint(tmp_path / "second")
+    assert json.loads((tmp_path / "second" / "checkpoint" / "trainer.json").read_text())["epoch"] == 0

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genuine_core.errors import GenuineError
-from genuine_core.models.folder import CHECKPOINT_STATUS, TRAINING_STATUS
+from genuine_core.models.folder import CHECKPOINT_DIR, CHECKPOINT_STATUS, TRAINING_STATUS
 from training.augment import AugmentConfig, make_generator
 from training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from training.datasets import batches, subsample
@@ -249,8 +249,10 @@ def fit(task: Task, cfg: TrainConfig, out: str | Path, resume: bool = False) -> 
             "numpy_rng": rng.bit_generator.state,
             "train_config": cfg.to_dict(),
         }
-        ck = save_checkpoint(out, model, best_state, opt, state, extra={"augment_rng": gen.get_state()})
-        task.save_model(ck, {**metrics, "status": CHECKPOINT_STATUS})
+        # the model folder first, the trainer state last (has_checkpoint looks for it): Ctrl-C in between
+        # leaves no checkpoint after the first epoch, the previous epoch's complete one later
+        task.save_model(Path(out) / CHECKPOINT_DIR, {**metrics, "status": CHECKPOINT_STATUS})
+        save_checkpoint(out, model, best_state, opt, state, extra={"augment_rng": gen.get_state()})
     if best_state is not None:
         model.load_state_dict(best_state)
     seconds = float(sum(h["seconds"] for h in history))
