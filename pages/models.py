@@ -119,10 +119,10 @@ def train_config(folder: str | None) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def verify(folder: str, mtime: float, registered: str) -> tuple[bool, str]:
+def verify(folder: str, registered: str) -> tuple[bool, str]:
     """Check a model folder's files against its checksum list, and that list against the ``registered``
-    checksum (``genuine_core.models.folder.folder_digest``)."""
+    checksum (``genuine_core.models.folder.folder_digest``). Not cached: files copied over in place keep
+    the folder's time, and the check reads a few MB only when asked."""
     from genuine_core.models.folder import folder_digest
 
     try:
@@ -384,6 +384,8 @@ def retrain_section(store, models: pd.DataFrame) -> None:
     epochs = c3.number_input("Max epochs", 1, 500, key="retrain_epochs")
     retrain.recover_runs(store)  # after a server restart: their names are taken too
     taken = set(models["name"]) | {rec["name"] for rec in retrain.runs().values()}
+    if st.session_state.pop("_retrain_started", False):
+        st.session_state["retrain_name"] = ""  # the name just used is taken: back to a free default
     follow_default("retrain_name", retrain.free_name(f"{kind}-curated", taken))
     out_name = c4.text_input("New model name", key="retrain_name")
     per_epoch = settings["per_epoch"] or "all"
@@ -411,7 +413,8 @@ def retrain_section(store, models: pd.DataFrame) -> None:
             common.show_error(exc)
         else:
             st.toast(f"Started {run_id}", icon=":material/play_arrow:")
-            st.rerun()  # the form's default name moves on to a free one
+            st.session_state["_retrain_started"] = True
+            st.rerun()  # the name field moves on to a free name
 
 
 # ----------------------------------------------------------------------------- page
@@ -487,7 +490,7 @@ def main() -> None:
         if folder and Path(folder).is_dir():
             st.caption(f"Folder: `{folder}`")
             if st.button("Verify files against the checksums", key="models_verify", icon=":material/verified:"):
-                ok, msg = verify(folder, Path(folder).stat().st_mtime, row["checksum"])
+                ok, msg = verify(folder, row["checksum"])
                 (st.success if ok else st.error)(msg)
         else:
             st.warning("The model folder is not on this machine; the checksum cannot be re-verified. While a "

@@ -664,6 +664,29 @@ def test_models_page_removes_a_model_whose_folder_is_gone(store_copy, tmp_path):
     assert "gone" not in frame_with(at, "Model")["Model"].tolist()
 
 
+def test_models_page_integrity_check_notices_weights_replaced_in_place(store_copy, tmp_path):
+    import shutil
+
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    for name, normalisation in (("kept", "percentile"), ("other", "spot_flux")):  # two different models
+        cfg = preset_config("tiny", kind="resnet", patch_normalisation=normalisation)
+        GenuineClassifier.from_config(cfg).save(tmp_path / name, metrics={})
+    with open_store(store_copy[0]) as s:
+        register_model(s, load_model(tmp_path / "kept"))
+    at = open_page("models")
+    at.selectbox(key="models_pick").set_value("kept").run()
+    at.button(key="models_verify").click().run()
+    assert any("they are the registered ones" in m.value for m in at.success)
+    for f in (tmp_path / "other").iterdir():  # a consistent set of other weights, copied over in place
+        shutil.copy(f, tmp_path / "kept" / f.name)
+    at.button(key="models_verify").click().run()
+    assert any("holds other weights than the ones registered" in m.value for m in at.error)
+
+
 def test_retrain_default_name_is_free():
     from pages.retrain import free_name
 
@@ -949,6 +972,7 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
     assert not start.disabled
     start.click().run()
     assert not at.exception, [e.value for e in at.exception]
+    assert at.text_input(key="retrain_name").value == "resnet-curated-2"  # the typed name is taken now
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         at.run()
