@@ -157,7 +157,7 @@ def remove_model(store: Store, name: str, by: str | None = None) -> dict[str, in
     Raises:
         StoreError: no model of that name.
     """
-    from store.scans import insert_review_stats
+    from store.scans import rebuild_review_stats
 
     mid = model_id(store, name)
     params = {"model": mid}
@@ -167,8 +167,7 @@ def remove_model(store: Store, name: str, by: str | None = None) -> dict[str, in
         maps = [str(r[0]) for r in cur.execute("SELECT reducer_path FROM umap_fits WHERE model_id = $model",
                                                params).fetchall()]
         deleted = {t: int(cur.execute("DELETE " + where, params).fetchone()[0]) for t, where in _MODEL_ROWS.items()}
-        cur.execute("DELETE FROM review_stats WHERE scan_id IN (SELECT unnest($scans))", {"scans": scans})
-        insert_review_stats(cur, scans)
+        rebuild_review_stats(cur, scans)
     for rel in maps:  # after the commit: a leftover file is harmless, a missing referenced one is not
         (store.folder / rel).unlink(missing_ok=True)
     logger.info("model %r removed by %s: %s", name, by or "an unnamed user", deleted)

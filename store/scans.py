@@ -173,8 +173,16 @@ _STATS_INSERT = ("INSERT INTO review_stats (nucleus_id, scan_id, sample_id, auto
                  "min_call, max_call, min_margin, max_uncertainty, max_mc_std, max_entropy) " + _STATS_SELECT)
 
 
-def insert_review_stats(cur, scan_ids: list[int]) -> None:
+def _insert_review_stats(cur, scan_ids: list[int]) -> None:
     cur.execute(_STATS_INSERT, {"scans": [int(s) for s in scan_ids]})
+
+
+def rebuild_review_stats(cur, scan_ids: list[int]) -> None:
+    """Replace the ``review_stats`` rows of these scans by ones computed from their current predictions
+    (inside the caller's transaction ``cur``)."""
+    ids = {"scans": [int(s) for s in scan_ids]}
+    cur.execute("DELETE FROM review_stats WHERE scan_id IN (SELECT unnest($scans))", ids)
+    _insert_review_stats(cur, ids["scans"])
 
 
 def refresh_review_stats(store: Store, scan_ids: list[int] | None = None) -> int:
@@ -183,8 +191,7 @@ def refresh_review_stats(store: Store, scan_ids: list[int] | None = None) -> int
         if scan_ids is None:
             scan_ids = [int(r[0]) for r in cur.execute("SELECT id FROM scans").fetchall()]
         ids = {"scans": [int(s) for s in scan_ids]}
-        cur.execute("DELETE FROM review_stats WHERE scan_id IN (SELECT unnest($scans))", ids)
-        insert_review_stats(cur, ids["scans"])
+        rebuild_review_stats(cur, ids["scans"])
         return int(cur.execute("SELECT count(*) FROM review_stats WHERE scan_id IN (SELECT unnest($scans))",
                                ids).fetchall()[0][0])
 
@@ -287,7 +294,7 @@ def write_scan_result(store: Store, sample_id: int, result: ScanResult, model_id
         _insert_scan(cur, scan_id, sample_id, result, split, source)
         _insert_nuclei(store, cur, scan_id, ids, result, labels)
         _insert_predictions(store, cur, ids, result, model_ids)
-        insert_review_stats(cur, [scan_id])
+        _insert_review_stats(cur, [scan_id])
         _insert_detections(store, cur, ids, result, model_ids)
         _insert_embeddings(store, cur, ids, result, model_ids)
         _insert_scan_models(cur, scan_id, result, model_ids)
@@ -314,8 +321,7 @@ def add_model_outputs(store: Store, scan_id: int, nucleus_ids: np.ndarray, resul
         _insert_detections(store, cur, ids, result, model_ids)
         _insert_embeddings(store, cur, ids, result, model_ids)
         _insert_scan_models(cur, int(scan_id), result, model_ids)
-        cur.execute("DELETE FROM review_stats WHERE scan_id = ?", [int(scan_id)])
-        insert_review_stats(cur, [int(scan_id)])
+        rebuild_review_stats(cur, [int(scan_id)])
     return True
 
 
