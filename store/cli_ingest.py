@@ -69,11 +69,9 @@ def run(args: argparse.Namespace) -> int:
     Exit 0 when every file was stored or already stored, 1 when some failed (the others
     are stored), 2 when every file failed or an option is bad (nothing stored).
     """
-    import duckdb
-
     from genuine_core.errors import InputError
     from genuine_core.pipeline import DEFAULT_MC_SAMPLES, load_model
-    from store.db import Store, StoreBusy, interrupted_query
+    from store.db import INTERRUPTS, Store, StoreBusy, is_interrupt
     from store.ingest import ingest_benchmark, ingest_files, resolve_models
 
     if not args.files and args.benchmark is None:
@@ -130,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
                                       genotype=args.genotype, models=models, channel_map=channel_map,
                                       backend=args.backend, segment_kwargs=segment_kwargs or None,
                                       progress=progress, place_umap=not args.no_umap, on_outcome=report_file)
-        except (KeyboardInterrupt, RuntimeError, duckdb.InterruptException) as exc:
-            if not isinstance(exc, KeyboardInterrupt) and not interrupted_query(exc):
+        except INTERRUPTS as exc:
+            if not is_interrupt(exc):
                 raise
             stored = sum(o.status == "stored" for o in done)
             raise KeyboardInterrupt(

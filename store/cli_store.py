@@ -142,16 +142,14 @@ def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
     """Score the stored scans the model has not scored; exit 1 when some had to be skipped."""
     import sys
 
-    import duckdb
+    from tqdm.auto import tqdm
 
     from genuine_core.errors import StoreError
-    from store.db import Store, interrupted_query
+    from store.db import INTERRUPTS, Store, is_interrupt
     from store.rescore import model_to_score, score_stored_scans
 
     if not Path(db).is_file():  # never create a store just to score nothing
         raise StoreError(f"{db}: no such store")
-    from tqdm.auto import tqdm
-
     done = []
 
     def report(outcome, i: int, n: int) -> None:
@@ -163,8 +161,8 @@ def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
         model = model_to_score(store, model_name)
         try:
             score_stored_scans(store, model, sample, progress=progress, on_scan=report)
-        except (KeyboardInterrupt, RuntimeError, duckdb.InterruptException) as exc:
-            if not isinstance(exc, KeyboardInterrupt) and not interrupted_query(exc):
+        except INTERRUPTS as exc:
+            if not is_interrupt(exc):
                 raise
             scored = sum(o.status == "scored" for o in done)
             raise KeyboardInterrupt(f"{scored} scan(s) scored before the interrupt; the same command scores "

@@ -74,10 +74,14 @@ class StoreBusy(StoreError):
         super().__init__(f"store busy: {path} is open for writing by {holder} (waited {waited:.0f} s); {advice}")
 
 
-def interrupted_query(exc: BaseException) -> bool:
-    """True for DuckDB's answer to Ctrl-C during a query (``InterruptException``, or a ``RuntimeError``
-    "Query interrupted"): the command was interrupted, as by a ``KeyboardInterrupt``."""
-    return isinstance(exc, duckdb.InterruptException) or (
+#: what Ctrl-C during a store command can surface as: catch these, then ask :func:`is_interrupt`
+INTERRUPTS = (KeyboardInterrupt, RuntimeError, duckdb.InterruptException)
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """True for Ctrl-C: a ``KeyboardInterrupt``, or DuckDB's answer to it during a query
+    (``InterruptException``, or a ``RuntimeError`` "Query interrupted")."""
+    return isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
         isinstance(exc, RuntimeError) and "query interrupted" in str(exc).lower())
 
 

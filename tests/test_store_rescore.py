@@ -158,10 +158,11 @@ def test_a_name_taken_by_other_weights_is_refused_when_nothing_is_left_to_score(
 def test_duckdb_interrupts_count_as_ctrl_c():
     import duckdb
 
-    from store.db import interrupted_query
+    from store.db import is_interrupt
 
-    assert interrupted_query(RuntimeError("Query interrupted")) and interrupted_query(duckdb.InterruptException())
-    assert not interrupted_query(RuntimeError("model returned malformed output"))
+    assert is_interrupt(RuntimeError("Query interrupted")) and is_interrupt(duckdb.InterruptException())
+    assert is_interrupt(KeyboardInterrupt())
+    assert not is_interrupt(RuntimeError("model returned malformed output"))
 
 
 def test_removing_a_model_takes_back_everything_it_added(store):
