@@ -127,8 +127,6 @@ def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: s
     rec = {"log": folder / "train.log", "out": out, "name": name, "epochs": epochs, "patience": patience,
            "preset": preset, "n": n, "cmd": cmd, "registered": False, "kind": kind, "resumed": 0}
     _launch(rec, cmd, "w")
-    rec["created"] = rec["started"]
-    save_record(rec)
     runs()[run_id] = rec
     return run_id
 
@@ -144,6 +142,7 @@ def _launch(rec: dict, cmd: list[str], log_mode: str) -> None:
         log.close()
         raise
     rec.update(proc=proc, log_handle=log, pid=proc.pid, started=time.time())
+    rec.setdefault("created", rec["started"])  # the first start; a resume keeps it
     for key in ("ended", "rc", "error"):
         rec.pop(key, None)
     save_record(rec)
@@ -197,13 +196,13 @@ def _pid_runs(rec: dict) -> bool:
 
 def finished_model(out: str | Path) -> bool:
     """True when the run's model folder holds a finished model (``metrics.json`` status final)."""
-    from genuine_core.models.folder import FINAL_STATUS, training_status
+    from genuine_core.models.folder import is_finished
 
     try:
         metrics = json.loads((Path(out) / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return training_status(metrics) in (None, FINAL_STATUS) if isinstance(metrics, dict) else False
+    return isinstance(metrics, dict) and is_finished(metrics)
 
 
 def resumable(rec: dict) -> bool:

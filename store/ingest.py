@@ -152,7 +152,7 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
                 except (ModelLoadError, StoreError) as exc:  # one line that says how to get on
                     kind = StoreError if isinstance(exc, StoreError) else ModelLoadError
                     raise kind(f"registered model {rec['name']!r}: {exc}. Restore its folder, or remove the "
-                                    f"model (genuine store remove-model {rec['name']})") from None
+                               f"model (genuine store remove-model {rec['name']})") from None
             return _unique(models)
         paths = model_folders()
     return _unique([loader(p) for p in paths])
