@@ -158,8 +158,8 @@ def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
         sys.stdout.flush()
 
     with Store(db) as store:
-        model = model_to_score(store, model_name)
         try:
+            model = model_to_score(store, model_name)
             score_stored_scans(store, model, sample, progress=progress, on_scan=report)
         except INTERRUPTS as exc:
             if not is_interrupt(exc):

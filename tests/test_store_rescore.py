@@ -135,6 +135,17 @@ def test_cli_refuses_unknown_models_stores_and_samples(tmp_path, capsys):
     assert "no sample named 'B'" in capsys.readouterr().err
 
 
+def test_cli_ctrl_c_while_the_model_loads_says_what_was_scored(tmp_path, capsys, monkeypatch):
+    import store.rescore
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.rescore, "model_to_score", interrupted)
+    assert main(["store", "--db", str(_store_file(tmp_path)), "score", "m1"]) == 130
+    assert "interrupted: 0 scan(s) scored before the interrupt" in capsys.readouterr().err
+
+
 def test_cli_exits_1_when_scans_were_skipped(tmp_path, capsys):
     path, folder = _store_file(tmp_path), _model_folder(tmp_path, "wide", 32)
     assert main(["store", "--db", str(path), "score", str(folder), "--quiet"]) == 1
