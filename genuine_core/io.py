@@ -31,6 +31,8 @@ from genuine_core.errors import InputError
 logger = logging.getLogger(__name__)
 
 ROLES = ("nmi", "mycn", "dapi")
+#: how messages name the probe channels
+PROBE_NAMES = {"nmi": "NMI (reference)", "mycn": "MYCN"}
 #: largest channel axis length treated as channels (larger axes are spatial)
 MAX_CHANNELS = 16
 #: images with more pixels (H x W) are refused from their header, before decoding
@@ -48,7 +50,8 @@ class ChannelMap:
     """Source channel index for each role (NMI reference, MYCN, DAPI).
 
     ``None`` for ``nmi`` or ``mycn`` means the file has no such channel; it is
-    filled with zeros. DAPI is required (segmentation runs on it).
+    filled with zeros (enough to segment; scoring refuses it, see :meth:`require_probes`).
+    DAPI is required (segmentation runs on it).
     """
 
     nmi: int | None = 0
@@ -109,6 +112,17 @@ class ChannelMap:
         """Highest source channel index used."""
         return max(i for i in (self.nmi, self.mycn, self.dapi) if i is not None)
 
+    def require_probes(self) -> None:
+        """Refuse a map without both probe channels: MNA is called from NMI and MYCN signals.
+
+        Raises:
+            InputError: NMI or MYCN is not mapped.
+        """
+        missing = [PROBE_NAMES[r] for r in ("nmi", "mycn") if getattr(self, r) is None]
+        if missing:
+            raise InputError(f"channel map {self.text()} has no {' and no '.join(missing)} channel: MNA is "
+                             "scored from both probes, map them too (e.g. nmi=0,mycn=1,dapi=2)")
+
 
 #: channel maps known by name (``ChannelMap.parse("BGR")``)
 PRESETS = {"RGB": ChannelMap(0, 1, 2), "BGR": ChannelMap(2, 1, 0)}
@@ -134,6 +148,24 @@ class Scan:
     channel_map: ChannelMap
     source_shape: tuple[int, ...]
     source_dtype: str
+
+
+def check_scorable(scan: Scan) -> None:
+    """Refuse a scan whose probes cannot be counted: a probe not mapped, or a mapped probe channel blank.
+
+    Raises:
+        InputError: naming the file and the channel.
+    """
+    try:
+        scan.channel_map.require_probes()
+    except InputError as exc:
+        raise InputError(f"{scan.path}: {exc}") from None
+    for k, role in enumerate(("nmi", "mycn")):
+        channel = scan.image[..., k]
+        if float(channel.max()) <= float(channel.min()):
+            raise InputError(f"{scan.path}: {PROBE_NAMES[role]} channel (source channel "
+                             f"{getattr(scan.channel_map, role)}) is blank ({float(channel.max()):.3g} everywhere): "
+                             "no signals to count; check the channel map")
 
 
 @dataclass(frozen=True)

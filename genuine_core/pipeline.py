@@ -326,14 +326,16 @@ def prepare_scan(
         normalisation: patch normalisation (the one the scoring models expect).
 
     Raises:
-        InputError: the file cannot be read or is not a usable scan.
+        InputError: the file cannot be read or is not a usable scan (its NMI or MYCN probe
+            is not mapped, or blank: ``genuine_core.io.check_scorable``).
     """
-    from genuine_core.io import read_scan
+    from genuine_core.io import check_scorable, read_scan
     from genuine_core.patches import extract_patches
 
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     scan = read_scan(path, channel_map=channel_map, max_pixels=max_pixels)
+    check_scorable(scan)
     seconds["read"] = time.perf_counter() - t
 
     t = time.perf_counter()

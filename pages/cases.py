@@ -161,9 +161,13 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tupl
     if view.empty:
         st.info("No sample matches these filters.", icon=":material/filter_alt_off:")
         return None, []
+    # the selection is a row number: a table under other filters is another widget, so a row picked
+    # before the filter changed can never open the sample that now sits at that row
+    filters = repr((text, sorted(kinds), sorted(calls), flagged_only, primary))
     event = st.dataframe(view, hide_index=True, column_config=config, on_select="rerun", placeholder="–",
-                         selection_mode="single-row", key="cases_table", height=min(38 + 35 * len(view), 420))
-    rows = event.selection.rows if event is not None else []
+                         selection_mode="single-row", key=f"cases_table {filters}",
+                         height=min(38 + 35 * len(view), 420))
+    rows = [r for r in (event.selection.rows if event is not None else []) if r < len(view)]
     return (str(view.iloc[rows[0]]["Sample"]) if rows else None), view["Sample"].astype(str).tolist()
 
 

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model folders, or folders of model folders (default: the store's registered "
                              "models, else the shipped models/)")
     parser.add_argument("--channels", default=None,
-                        help="channel map, e.g. 'nmi=0,mycn=1,dapi=2', 'RGB' or 'BGR' (default RGB)")
+                        help="channel map, e.g. 'nmi=0,mycn=1,dapi=2', 'RGB' or 'BGR' (default RGB); NMI, "
+                             "MYCN and DAPI must all be mapped")
     parser.add_argument("--backend", choices=("watershed", "cellpose"), default=None,
                         help="segmentation backend (default: the project default)")
     parser.add_argument("--cellpose-model", type=Path, default=None, help="local cellpose model (cellpose backend)")
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         from genuine_core.io import ChannelMap
 
         channel_map = ChannelMap.parse(args.channels)
+        channel_map.require_probes()
     _check_options(args)  # every option checked before the store is opened or a file read
     segment_kwargs = {}
     if args.cellpose_model is not None:

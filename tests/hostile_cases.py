@@ -154,6 +154,9 @@ def hostile_cases() -> list[Case]:
     accept = "accepted"
     refuse = "refused"
     no_map = "channel"  # page: RGB mapping on a file with fewer channels
+    no_probe = r"has no NMI \(reference\) and no MYCN channel"  # scored nuclei need both probes
+    blank_mycn = u8.copy()
+    blank_mycn[..., 1] = 0
     return [
         # -- not images, whatever the extension says
         Case("text named .tif", "notes.tif", b"hello, this is a text file\n" * 20, refuse, "not an image"),
@@ -192,16 +195,20 @@ def hostile_cases() -> list[Case]:
         Case("float TIFF with +inf", "inf.tif", tiff_bytes(pinf, photometric="rgb"), refuse, "NaN or infinite"),
         Case("float TIFF with -inf", "ninf.tif", tiff_bytes(ninf, photometric="rgb"), refuse, "NaN or infinite"),
         Case("complex TIFF", "complex.tif", tiff_bytes(toy[..., 2].astype(np.complex64)), refuse, "unsupported pixel type"),
-        Case("16-bit grey PNG, DAPI only", "g16.png", png_bytes(u16[..., 2]), accept, channels="dapi=0"),
+        Case("16-bit grey PNG, DAPI only", "g16.png", png_bytes(u16[..., 2]), refuse, no_probe, channels="dapi=0",
+             segment=(accept, "")),
         # -- channel counts and layouts
         Case("1 channel, no map", "one.tif", tiff_bytes(u8[..., 2]), refuse, "1 channel", page_fragment=no_map),
-        Case("1 channel, DAPI only", "one.tif", tiff_bytes(u8[..., 2]), accept, channels="dapi=0"),
+        Case("1 channel, DAPI only", "one.tif", tiff_bytes(u8[..., 2]), refuse, no_probe, channels="dapi=0",
+             segment=(accept, "")),
         Case("2 channels (C, H, W), no map", "two.tif", tiff_bytes(np.stack([u8[..., 1], u8[..., 2]]),
                                                                   photometric="minisblack"), refuse, "2 channel",
              page_fragment=no_map),
         Case("2 channels (C, H, W), mapped", "two.tif", tiff_bytes(np.stack([u8[..., 1], u8[..., 2]]),
-                                                                  photometric="minisblack"), accept,
-             channels="mycn=0,dapi=1"),
+                                                                  photometric="minisblack"), refuse,
+             r"has no NMI \(reference\) channel", channels="mycn=0,dapi=1", segment=(accept, "")),
+        Case("RGB with a blank MYCN channel", "blank.tif", tiff_bytes(blank_mycn, photometric="rgb"), refuse,
+             r"MYCN channel \(source channel 1\) is blank", segment=(accept, "")),
         Case("4 channels (H, W, 4), no map", "four.tif", tiff_bytes(four), refuse, "4 channel",
              page_fragment=".*"),  # the page's RGB default reads channels 0-2 of a 4-channel file
         Case("4 channels (H, W, 4), mapped", "four.tif", tiff_bytes(four), accept, channels="nmi=0,mycn=1,dapi=2"),
