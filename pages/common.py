@@ -158,10 +158,15 @@ def sidebar() -> None:
             return
         st.caption(f":material/database: `{path.name}` · {info['samples']} samples · "
                    f"{info['nuclei']:,} nuclei · {info['models']} models")
-        if st.button("Reload data", icon=":material/refresh:", help="Re-read the store (after a CLI ingest)",
-                     key="reload_data", type="tertiary"):
-            bump()
-            st.cache_data.clear()
+        # a callback runs before the rerun draws anything, so these counts are fresh too
+        st.button("Reload data", icon=":material/refresh:", help="Re-read the store (after a CLI ingest)",
+                  key="reload_data", type="tertiary", on_click=reload_data)
+
+
+def reload_data() -> None:
+    """Forget every cached query: the next run reads the store again."""
+    bump()
+    st.cache_data.clear()
 
 
 # ----------------------------------------------------------------------------- cached queries

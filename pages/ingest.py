@@ -140,6 +140,10 @@ def run_ingest(store, files: list, mapping: tuple, sample: str, kind: str, expec
         except GenuineError as exc:  # e.g. the sample exists with other attributes, the store is busy
             rows.append((f.name, "failed", reason(str(exc)), None))
             continue
+        if any(o.status == "stored" for o in report.outcomes):
+            # at once, before the next Streamlit call: leaving the page stops this script there, and
+            # every session must still see the new scan, its nuclei' labels and the models it registered
+            common.bump("data", "labels", "models")
         for o in report.outcomes:
             holder = sample if o.status == "stored" else o.holder
             rows.append((f.name, o.status, reason(o.message, o.path, Path(o.path).name, f.name), holder))
@@ -325,7 +329,6 @@ def upload_section() -> None:
         return
     st.session_state[RESULT_KEY] = rows
     if any(status == "stored" for _, status, _, _ in rows):
-        common.bump("data", "labels", "models")  # new scans, their nuclei' labels, models registered with them
         st.rerun(scope="app")  # the sidebar (drawn before this page) and every page read the new data
     show_outcomes(rows)
 

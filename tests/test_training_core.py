@@ -513,3 +513,21 @@ def test_ctrl_c_while_a_checkpoint_is_written_never_leaves_a_half_one(tmp_path, 
         fit(_task(TinyNet()), cfg, tmp_path / "second")
     assert has_checkpoint(tmp_path / "second")
     assert json.loads((tmp_path / "second" / "checkpoint" / "trainer.json").read_text())["epoch"] == 0
+
+
+def test_validation_falls_back_to_the_training_labels_when_the_truth_has_one_class():
+    """A few curated nuclei may all be truly non-MNA while the curator labelled both classes."""
+    from training.train import validation_record
+
+    labels = np.array([0, 1, 0, 1], np.int8)
+    logits = np.array([-2.0, 1.5, 0.5, 2.0])
+
+    def val(truth):
+        return ClassificationData(np.zeros((4, 3, 8, 8), np.float32), labels, labels, truth, np.zeros(4, bool),
+                                  pd.DataFrame(index=range(4)), "val")
+
+    record, ref = validation_record(logits, val(np.zeros(4, np.int8)), 0.0, "truth")
+    assert record["labels"] == "auto" and ref.tolist() == labels.tolist()
+    assert record["sensitivity"] == 1.0 and record["specificity"] == 0.5
+    record, ref = validation_record(logits, val(np.array([0, 1, 1, 1], np.int8)), 0.0, "truth")
+    assert record["labels"] == "truth" and ref.tolist() == [0, 1, 1, 1] and record["specificity"] == 1.0

@@ -62,7 +62,8 @@ class RunSpec:
         beta: label-flip probability on the training pool.
         label: train on ``auto`` labels (paper) or ``truth``.
         calibrate_on: labels for temperature and sensitivity/specificity: ``truth`` when
-            the data has ground truth (benchmark; curated sets), else ``auto``.
+            the data has ground truth of both classes on the validation split (benchmark;
+            curated sets of synthetic nuclei), else the training labels.
         max_train: cap on training rows loaded (seeded subsample; None = all).
         resume: continue from ``<out>/checkpoint``.
         init: start from the weights of this trained model folder (same kind and patch
@@ -129,10 +130,12 @@ def validation_record(logits: np.ndarray, val: ClassificationData, threshold_log
     """Validation rates of the calls ``logit >= threshold_logit``.
 
     Returns the record stored in ``metrics.json["validation"]`` and the labels used for
-    calibration (ground truth when available and asked for, else the training labels).
+    calibration (ground truth when available, of both classes, and asked for; else the
+    training labels: a few curated nuclei may hold one true class only).
     """
     calls = (logits >= threshold_logit).astype(np.int64)
-    use_truth = calibrate_on == "truth" and val.true_labels is not None
+    use_truth = (calibrate_on == "truth" and val.true_labels is not None
+                 and len(np.unique(val.true_labels)) == 2)
     ref = val.true_labels if use_truth else val.labels
     m = binary_metrics(calls, ref)
     vs_train = binary_metrics(calls, val.labels)
