@@ -84,6 +84,19 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
                 page.locator(body).first.wait_for(state="visible", timeout=90_000)
                 assert page.locator("[data-testid='stException']").count() == 0, f"exception on {heading}"
                 page.screenshot(path=str(OUT / f"{path or 'cases'}.png"))
+            # a row picked in the case table, then a filter that leaves fewer rows: the same case stays open
+            page.goto(f"{base}/")
+            table = page.locator("[data-testid='stDataFrame']").first
+            table.wait_for(state="visible", timeout=90_000)
+            box = table.bounding_box()
+            page.mouse.click(box["x"] + 16, box["y"] + 36 + 35 * 1 + 17)  # row 2 (LINE-NON), its tick column
+            expect(page.get_by_text("Case LINE-NON")).to_be_visible(timeout=60_000)
+            search = page.get_by_placeholder("name contains ...")
+            search.fill("NON")
+            search.press("Enter")
+            expect(page.get_by_text("1 of 3 samples", exact=False)).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Case LINE-NON")).to_be_visible(timeout=60_000)
+            assert page.locator("[data-testid='stException']").count() == 0, "exception after filtering"
             # the open case's report downloads as HTML and as a zip of the report folder
             page.goto(f"{base}/?case=MIX-50")
             expect(page.get_by_text("Case MIX-50")).to_be_visible(timeout=90_000)
