@@ -149,6 +149,7 @@ class Store:
             raise StoreError(f"{self.path}: no such store")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        _check_duckdb_file(self.path)
         self._conn = self._connect(busy_timeout)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -378,6 +379,28 @@ def _settle(cur: duckdb.DuckDBPyConnection) -> None:
 _SEQUENCES = ("sample_ids", "scan_ids", "nucleus_ids", "model_ids", "label_event_ids", "umap_fit_ids", "probe_run_ids")
 # One literal statement per sequence (sequence names cannot be bound parameters).
 _NEXTVAL_SQL = {s: "SELECT nextval('" + s + "') FROM range(?)" for s in _SEQUENCES}
+
+
+#: where a DuckDB database file says what it is (bytes 8-11 of its header)
+_DUCKDB_MAGIC = (8, b"DUCK")
+
+
+def _check_duckdb_file(path: Path) -> None:
+    """Refuse an existing file that is not a DuckDB database before DuckDB opens it: DuckDB would
+    read a CSV, Parquet or JSON file as a throwaway in-memory database and every write would vanish.
+
+    Raises:
+        StoreError: a directory, or a non-empty file without DuckDB's header.
+    """
+    if path.is_dir():
+        raise StoreError(f"{path}: is a directory, not a store file")
+    if not path.is_file() or path.stat().st_size == 0:
+        return  # new (or empty) file: DuckDB creates the database
+    offset, magic = _DUCKDB_MAGIC
+    with open(path, "rb") as fh:
+        head = fh.read(offset + len(magic))
+    if head[offset:] != magic:
+        raise StoreError(f"{path}: not a DuckDB store file")
 
 
 def open_store(path: str | Path, read_only: bool = False, busy_timeout: float = 10.0) -> Store:

@@ -35,7 +35,7 @@ from genuine_core.io import max_pixels_limit
 from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel, load_model, match_truth,
                                    model_folders, models_normalisation, prepare_scan, score_scans, sha256_file)
 from store import registry, samples
-from store.db import Store
+from store.db import Store, is_interrupt
 from store.scans import duplicate_note, scan_by_sha, write_scan_result
 
 logger = logging.getLogger(__name__)
@@ -234,7 +234,14 @@ def _check_nuclei(result: ScanResult) -> None:
 
 
 def _failed(item: _Item, exc: Exception, t0: float) -> FileOutcome:
-    """A ``failed`` outcome; the batcher logs it (and the traceback of an unexpected error) once."""
+    """A ``failed`` outcome; the batcher logs it (and the traceback of an unexpected error) once.
+
+    Raises:
+        ``exc`` itself when it is Ctrl-C as DuckDB reports it (``store.db.is_interrupt``): the run
+        stops there, it is not this file's failure.
+    """
+    if is_interrupt(exc):
+        raise exc
     if isinstance(exc, GenuineError):
         msg = str(exc)
     else:  # a bug or an unexpected library error: report it, keep the batch going

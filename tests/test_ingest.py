@@ -293,7 +293,9 @@ def test_cli_ingest_prints_each_file_once_as_it_is_done(tmp_path, capsys, monkey
     assert f"failed    {one}: image has 1 channel(s)" in out  # the file named once too
 
 
-def test_cli_ingest_interrupt_says_how_many_were_stored(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, lambda: RuntimeError("Query interrupted")],
+                         ids=["python", "duckdb"])  # Ctrl-C during a DuckDB query reaches Python as the latter
+def test_cli_ingest_interrupt_says_how_many_were_stored(tmp_path, capsys, monkeypatch, interrupt):
     from genuine_core.cli import main
 
     models = _cli_models(tmp_path, monkeypatch)
@@ -304,7 +306,7 @@ def test_cli_ingest_interrupt_says_how_many_were_stored(tmp_path, capsys, monkey
     def interrupt_second(*a, **kw):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt
+            raise interrupt()
         return real_write(*a, **kw)
 
     monkeypatch.setattr(ingest, "write_scan_result", interrupt_second)

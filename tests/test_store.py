@@ -88,6 +88,18 @@ def test_missing_store_read_only_and_not_a_database(tmp_path):
     bad.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError):
         Store(bad)
+    # files DuckDB would read as a throwaway in-memory database: every write would vanish
+    table = tmp_path / "nuclei.csv"
+    table.write_text("nucleus_id,prob\n1,0.5\n")
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "t.parquet")
+    for path in (table, tmp_path / "t.parquet"):
+        before = path.read_bytes()
+        for read_only in (False, True):
+            with pytest.raises(StoreError, match="not a DuckDB store file"):
+                Store(path, read_only=read_only)
+        assert path.read_bytes() == before
+    with pytest.raises(StoreError, match="is a directory"):
+        Store(tmp_path)
 
 
 def test_store_busy_in_another_process(tmp_path):
