@@ -71,3 +71,10 @@ def test_train_cellpose_cli_refuses_to_replace_a_model_or_write_into_a_file(tmp_
     assert "is not a folder" in capsys.readouterr().err
     assert calls == [] and (folder / "cellpose_nuclei").read_bytes() == b"trained weights"
     assert main(["train-cellpose", "--out", str(folder), "--overwrite"]) == 0 and len(calls) == 1
+    other = tmp_path / "bench"  # someone else's folder: never written into, --overwrite or not
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    for extra in ([], ["--overwrite"]):
+        assert main(["train-cellpose", "--out", str(other), *extra]) == 2
+        assert "holds config.json, and is not a cellpose model folder" in capsys.readouterr().err
+    assert len(calls) == 1 and (other / "config.json").read_text() == "{}"

@@ -475,6 +475,15 @@ def test_train_cli_data_naming_another_file_says_what_is_expected(tmp_path, caps
     target.write_text("x")
     assert main(["train", "--kind", "resnet", "--data", str(tmp_path), "--out", str(target)]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    bench = tmp_path / "bench"  # --out naming a benchmark (or any folder that is not a model's)
+    bench.mkdir()
+    (bench / "nuclei.parquet").write_bytes(b"")
+    (bench / "config.json").write_text("{}")
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", "--kind", "ratio", "--preset", "tiny", "--data", str(bench), "--out", str(bench),
+                     *extra]) == 2
+        assert "holds config.json, nuclei.parquet, and is not a model folder" in capsys.readouterr().err
+    assert (bench / "config.json").read_text() == "{}"
 
 
 def test_train_cli_finds_the_shipped_detector_from_any_folder(tmp_path, monkeypatch, capsys):

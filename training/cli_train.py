@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec_from_args(args: argparse.Namespace):
-    from genuine_core.commands.checks import output_folder
+    from genuine_core.commands.checks import output_folder, refuse_foreign_folder
     from genuine_core.errors import InputError
     from training.loop import TrainConfig
     from training.train import RunSpec
@@ -110,6 +110,7 @@ def _spec_from_args(args: argparse.Namespace):
     from training.datasets import check_source
 
     check_source(data)  # a folder that is no benchmark, or a file that is no training set
+    refuse_foreign_folder(out, ("checksum.sha256", "checkpoint", "metrics.json"), "model")
     if (Path(out) / "metrics.json").is_file() and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model; pass --overwrite to replace it or --resume to continue")
     if args.resume:

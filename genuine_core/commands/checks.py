@@ -48,6 +48,26 @@ def output_folder(path: str | Path, option: str = "--out") -> Path:
     return p
 
 
+def refuse_foreign_folder(path: str | Path, markers: Iterable[str], what: str, option: str = "--out",
+                          show: int = 3) -> None:
+    """Refuse an existing, non-empty folder holding none of ``markers`` (the files or folders a
+    ``what`` folder always has): writing there would replace someone else's files (a benchmark's
+    ``config.json``), ``--overwrite`` or not.
+
+    Raises:
+        InputError: e.g. ``--out data/bench holds config.json, test, train and 2 more, and is not a model
+            folder; give a new or empty folder``.
+    """
+    p = Path(path)
+    if not p.is_dir() or any((p / m).exists() for m in markers):
+        return
+    held = sorted(c.name for c in p.iterdir())
+    if held:
+        more = f" and {len(held) - show} more" if len(held) > show else ""
+        raise InputError(f"{option} {p} holds {', '.join(held[:show])}{more}, and is not a {what} folder; "
+                         "give a new or empty folder")
+
+
 def output_file(path: str | Path, option: str = "--out") -> Path:
     """``path`` as a file to write: not an existing folder, not below an existing file.
 

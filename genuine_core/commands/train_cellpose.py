@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the config, train, print the held-out metrics."""
-    from genuine_core.commands.checks import output_folder
+    from genuine_core.commands.checks import output_folder, refuse_foreign_folder
     from genuine_core.errors import InputError
     from genuine_core.segmentation.cellpose_backend import MODEL_FILE
     from genuine_core.segmentation.cellpose_train import CellposeTrainConfig, calibrate_folder, train_cellpose
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
                                      threads=args.threads, seed=args.seed)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    refuse_foreign_folder(out, (MODEL_FILE, "checksum.sha256", "metrics.json"), "cellpose model")
     if (out / MODEL_FILE).exists() and not args.overwrite:
         raise InputError(f"--out {out} already holds a trained cellpose model ({MODEL_FILE}); pass --overwrite to "
                          "replace it (or --calibrate-only to re-calibrate it)")
