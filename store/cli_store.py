@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from store.location import DEFAULT_DB, add_db_argument, default_db_path
+from store.location import DEFAULT_DB, add_db_argument, default_db_path, genuine_command
 
 ACTIONS = ("check", "info", "scans", "remove-scan", "score", "remove-model")
 
@@ -126,7 +126,8 @@ def _remove_scan(db, scan_id: int, yes: bool) -> int:
         plan = plan_scan_removal(store, scan_id)
     if plan.label_events:
         raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events, plan.curated_nuclei)
-    if not yes and not _confirmed(f"scan {scan_id}", f"remove-scan {scan_id}", plan.lines()):
+    if not yes and not _confirmed(f"scan {scan_id}", genuine_command(f"store remove-scan {scan_id}", db),
+                                  plan.lines()):
         return 1
     with Store(db) as store:  # remove_scan checks again inside its transaction (label events may be new)
         removal = remove_scan(store, scan_id)
@@ -134,7 +135,8 @@ def _remove_scan(db, scan_id: int, yes: bool) -> int:
           + ", ".join(f"{n} {t}" for t, n in removal.rows.items() if n and t != "scans")
           + (f"; deleted {', '.join(str(f) for f in removal.files)}" if removal.files else ""))
     print(f"sample {removal.sample!r} kept with {removal.sample_scans_left} other scan(s); ingest the file again "
-          f"with the right channel map: genuine ingest FILE --sample {shlex.quote(removal.sample)} --channels MAP")
+          "with the right channel map: "
+          + genuine_command(f"ingest FILE --sample {shlex.quote(removal.sample)} --channels MAP", db))
     return 0
 
 
@@ -188,7 +190,7 @@ def _remove_model(db, name: str, yes: bool) -> int:
         raise StoreError(f"{db}: no such store")
     with Store(db, read_only=True) as store:
         plan = plan_model_removal(store, name)
-    if not yes and not _confirmed(f"model {name!r}", f"remove-model {name}",
+    if not yes and not _confirmed(f"model {name!r}", genuine_command(f"store remove-model {name}", db),
                                   [f"  {n} {t}" for t, n in plan.items() if n]):
         return 1
     with Store(db) as store:
@@ -201,6 +203,8 @@ def _remove_model(db, name: str, yes: bool) -> int:
 def _confirmed(what: str, command: str, lines: list[str]) -> bool:
     """Show what a removal deletes and ask; False (and "nothing removed") unless the user says yes.
 
+    ``command`` is the whole command that removes it (``genuine store remove-scan 3 --db ...``).
+
     Raises:
         InputError: stdin is not a terminal (the command needs --yes then).
     """
@@ -209,8 +213,7 @@ def _confirmed(what: str, command: str, lines: list[str]) -> bool:
     from genuine_core.errors import InputError
 
     if not sys.stdin.isatty():
-        raise InputError(f"{what} not removed: stdin is not a terminal, confirm with --yes "
-                         f"(genuine store {command} --yes)")
+        raise InputError(f"{what} not removed: stdin is not a terminal, confirm with --yes ({command} --yes)")
     print("would delete:")
     for line in lines:
         print(line)

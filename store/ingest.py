@@ -36,6 +36,7 @@ from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel,
                                    model_folders, models_normalisation, prepare_scan, score_scans, sha256_file)
 from store import registry, samples
 from store.db import Store, is_interrupt
+from store.location import genuine_command
 from store.scans import duplicate_note, scan_by_sha, write_scan_result
 
 logger = logging.getLogger(__name__)
@@ -151,8 +152,9 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
                     registry.verify_registered(store, models[-1], rec["name"])
                 except (ModelLoadError, StoreError) as exc:  # one line that says how to get on
                     kind = StoreError if isinstance(exc, StoreError) else ModelLoadError
+                    remove = genuine_command(f"store remove-model {rec['name']}", store.path)
                     raise kind(f"registered model {rec['name']!r}: {exc}. Restore its folder, or remove the "
-                               f"model (genuine store remove-model {rec['name']})") from None
+                               f"model ({remove})") from None
             return _unique(models)
         paths = model_folders()
     return _unique([loader(p) for p in paths])
@@ -340,7 +342,7 @@ class _Batcher:
         known = scan_by_sha(self.store, prep.sha)
         if known or prep.sha in self.pending_sha:
             # names the stored scan's channel map, and remove-scan when this ingest asked for another one
-            msg = (duplicate_note(known, self.kwargs.get("channel_map")) if known
+            msg = (duplicate_note(known, self.kwargs.get("channel_map"), self.store.path) if known
                    else "already stored as an earlier file of this batch (same sha256); nothing written")
             self._done(item, FileOutcome(str(item.path), "duplicate", msg, known["id"] if known else None,
                                          holder=known["sample"] if known else None))

@@ -14,6 +14,15 @@ def default_db_path() -> Path:
     return Path(os.environ.get("GENUINE_DB", "").strip() or DEFAULT_DB)
 
 
+def genuine_command(command: str, db: str | Path | None) -> str:
+    """``genuine COMMAND`` as a message suggests it, with ``--db PATH`` unless ``db`` is the store the
+    command would open anyway: the suggestion must act on the store the user is working on."""
+    import shlex
+
+    same = db is None or Path(db).expanduser().resolve() == default_db_path().expanduser().resolve()
+    return f"genuine {command}" + ("" if same else f" --db {shlex.quote(str(db))}")
+
+
 def add_db_argument(parser) -> None:
     """The ``--db PATH`` option every store command shares."""
     parser.add_argument("--db", type=Path, default=None,

@@ -20,6 +20,7 @@ from genuine_core.errors import InputError, StoreError
 from genuine_core.pipeline import ScanResult, ScoringModel, decode_patch, load_model, score_scans
 from store import registry
 from store.db import Store
+from store.location import genuine_command
 from store.scans import add_model_outputs
 
 
@@ -116,7 +117,8 @@ def _stored_patches(store: Store, scan_id: int) -> tuple[np.ndarray, np.ndarray]
     rows = store.cursor().execute("SELECT id, patch_png FROM nuclei WHERE scan_id = ? ORDER BY id",
                                   [scan_id]).fetchall()
     if any(png is None for _, png in rows):
-        raise StoreError(f"scan {scan_id}: some nuclei have no stored patch (run genuine store check)")
+        raise StoreError(f"scan {scan_id}: some nuclei have no stored patch "
+                         f"(run {genuine_command('store check', store.path)})")
     ids = np.asarray([r[0] for r in rows], dtype=np.int64)
     patches = np.stack([decode_patch(png) for _, png in rows]) if rows else np.zeros((0, 3, 1, 1), np.float32)
     return ids, patches

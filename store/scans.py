@@ -16,6 +16,7 @@ from genuine_core.errors import StoreError
 from genuine_core.io import RGB, ChannelMap
 from genuine_core.pipeline import ScanResult, decode_image, decode_masks, encode_image, encode_masks, encode_patch
 from store.db import Store
+from store.location import genuine_command
 
 logger = logging.getLogger(__name__)
 
@@ -60,12 +61,13 @@ def _describe(channel_map: ChannelMap | None) -> str:
     return channel_map.describe() if channel_map is not None else "?"
 
 
-def duplicate_note(known: dict, channel_map: ChannelMap | None = None) -> str:
+def duplicate_note(known: dict, channel_map: ChannelMap | None = None, db: str | Path | None = None) -> str:
     """Why a file is not ingested again: which scan holds it, read with which channel map.
 
     Args:
         known: :func:`scan_by_sha` of the file.
         channel_map: the map this ingest asked for (None = RGB).
+        db: the store file, named in the suggested command unless it is the default one.
 
     Returns:
         e.g. ``already stored as scan 3 in sample 'X' with channel map nmi=2,mycn=1,dapi=0 (BGR)
@@ -79,8 +81,9 @@ def duplicate_note(known: dict, channel_map: ChannelMap | None = None) -> str:
     note = f"{where} with channel map {stored.describe()} (same sha256); nothing written"
     asked = channel_map or RGB
     if asked != stored:
+        remove = genuine_command(f"store remove-scan {known['id']}", db)
         note += (f"; this ingest asked for {asked.describe()}: to re-ingest the file with it, remove the "
-                 f"stored scan first with: genuine store remove-scan {known['id']}")
+                 f"stored scan first with: {remove}")
     return note
 
 
@@ -459,7 +462,8 @@ def _plan(store: Store, cur, scan_id: int) -> ScanRemoval:
     params = {"scan": int(scan_id)}
     rows = cur.execute(_SCAN_SQL, params).fetchall()
     if not rows:
-        raise StoreError(f"no scan with id {scan_id}; list them with: genuine store scans")
+        raise StoreError(f"no scan with id {scan_id}; list them with: "
+                         f"{genuine_command('store scans', store.path)}")
     sid, sample_id, sample, file_name, path, cmap, n_nuclei, _ = rows[0]
     n_events, n_curated = cur.execute(_EVENTS_SQL, params).fetchone()
     counts = {t: int(cur.execute(_COUNT_SQL[t], params).fetchone()[0]) for t, _ in _REMOVE_TABLES}

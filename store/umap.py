@@ -34,6 +34,7 @@ import pandas as pd
 from genuine_core.embedding import UmapConfig, UmapMap, fit_umap as _fit, subsample
 from genuine_core.errors import InputError, StoreError
 from store.db import Store
+from store.location import genuine_command
 from store.ingest import _kill_point
 from store.registry import model_id
 
@@ -187,7 +188,8 @@ def load_map(store: Store, model: str) -> UmapMap | None:
     try:
         umap_map = UmapMap.load(path, fit["reducer_sha256"])
     except InputError as exc:
-        raise StoreError(f"UMAP map of {model!r}: {exc}; rerun `genuine umap --model {model}`") from exc
+        rerun = genuine_command(f"umap --model {model}", store.path)
+        raise StoreError(f"UMAP map of {model!r}: {exc}; rerun `{rerun}`") from exc
     with _cache_lock:
         _cache[key] = umap_map
     return umap_map

@@ -431,3 +431,15 @@ def test_uncertainty_thresholds_follow_each_models_method(store):
     shares = summary.sample_summaries(store).set_index("model")["uncertain_share"]
     assert shares["ent"] == pytest.approx(1 / 3) and shares["mc"] == pytest.approx(1 / 3)
     assert registry.list_models(store).set_index("name").loc["ent", "uncertainty_method"] == "entropy"
+
+
+def test_suggested_commands_name_the_store_unless_it_is_the_default(tmp_path, monkeypatch):
+    from store.location import genuine_command
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GENUINE_DB", raising=False)
+    assert genuine_command("store scans", "demo/genuine_demo.duckdb") == "genuine store scans"
+    assert genuine_command("store scans", tmp_path / "demo" / "genuine_demo.duckdb") == "genuine store scans"
+    assert genuine_command("store scans", "my store.duckdb") == "genuine store scans --db 'my store.duckdb'"
+    monkeypatch.setenv("GENUINE_DB", "my store.duckdb")
+    assert genuine_command("store scans", "my store.duckdb") == "genuine store scans"

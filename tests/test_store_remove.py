@@ -213,7 +213,7 @@ def test_wrong_channel_map_is_named_then_removed_and_reingested(store, tmp_path)
     msg = other.outcomes[0].message
     assert other.outcomes[0].status == "duplicate" and other.exit_code == 0
     assert "nmi=2,mycn=1,dapi=0 (BGR)" in msg and "asked for nmi=0,mycn=1,dapi=2 (RGB)" in msg
-    assert msg.endswith(f"genuine store remove-scan {wrong_id}")
+    assert msg.endswith(f"genuine store remove-scan {wrong_id} --db {store.path}")  # this store, not the default
     assert store.scalar("SELECT count(*) FROM scans") == 2
 
     remove_scan(store, wrong_id)

@@ -198,7 +198,8 @@ def test_cli_remove_model_asks_unless_yes(tmp_path, capsys):
     path = _store_file(tmp_path)
     assert main(["store", "--db", str(path), "score", str(_model_folder(tmp_path, "late", 16)), "--quiet"]) == 0
     assert main(["store", "--db", str(path), "remove-model", "late"]) == 2  # stdin is not a terminal
-    assert "confirm with --yes" in capsys.readouterr().err
+    # the command to run names this store: without --db it would act on the default one
+    assert f"confirm with --yes (genuine store remove-model late --db {path} --yes)" in capsys.readouterr().err
     assert main(["store", "--db", str(path), "remove-model", "late", "--yes"]) == 0
     assert "removed model 'late': 4 embeddings" in capsys.readouterr().out
     with Store(path, read_only=True) as s:
@@ -217,5 +218,5 @@ def test_ingest_names_the_way_out_when_a_registered_folder_is_gone(tmp_path):
     with Store(path) as s:
         registry.register_model(s, load_model(_model_folder(tmp_path, "late", 16)))
         shutil.rmtree(tmp_path / "late")
-        with pytest.raises(ModelLoadError, match=r"registered model 'late': .*remove-model late\)"):
+        with pytest.raises(ModelLoadError, match=r"registered model 'late': .*remove-model late --db .*cli.duckdb\)"):
             resolve_models(s)
