@@ -9,12 +9,16 @@ become one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
 import sys
 
 from genuine_core.errors import GenuineError
+
+#: OSError numbers that mean "this cannot be written here" (read-only, no permission, disk full)
+WRITE_REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
 #: subcommand name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -69,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a reader that stopped (e.g. `| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush has nowhere to fail
         return 0
+    except OSError as exc:  # the disk said no where no check could tell beforehand
+        if exc.errno not in WRITE_REFUSED:
+            raise
+        print(f"error: cannot access {exc.filename or 'an output file'}: {exc.strerror}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as exc:  # a command may say what was left and how to go on (genuine train: --resume)
         print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -128,6 +129,34 @@ def test_out_naming_a_file_is_refused_before_any_image_is_read(tmp_path, capsys)
     assert main(["segment", str(absent), "--out", str(target)]) == 2
     assert capsys.readouterr().err.strip() == f"error: --out {target} is not a folder (a file of that name exists)"
     assert target.read_text() == "keep"
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_image_is_read(tmp_path, toy_tif, capsys,
+                                                                          monkeypatch):
+    import genuine_core.commands.checks as checks
+
+    locked = tmp_path / "locked"  # a read-only mount or a folder without write permission (root ignores chmod)
+    locked.mkdir()
+    real_access = checks.os.access
+    monkeypatch.setattr(checks.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    assert main(["segment", str(toy_tif), "--out", str(locked / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --out {locked / 'out'}: cannot write in {locked} (read-only or no permission)"
+    assert list(locked.iterdir()) == []
+
+
+def test_a_write_the_disk_refuses_mid_run_ends_with_one_line(tmp_path, toy_tif, capsys, monkeypatch):
+    import errno
+
+    import genuine_core.commands.segment as segment
+
+    def refused(args):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "out" / "toy_masks.tif"))
+
+    monkeypatch.setattr(segment, "run", refused)
+    assert main(["segment", str(toy_tif), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: cannot access {tmp_path / 'out' / 'toy_masks.tif'}: "
+                                               "Read-only file system")
 
 
 SEGMENT = ["--backend", "watershed", "--quiet"]

@@ -6,6 +6,7 @@ line and exit code 2 (:class:`~genuine_core.errors.InputError`) and nothing writ
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,12 +17,15 @@ PATCH_SIZE_RANGE = (8, 1024)
 
 
 def _check_parents(path: Path, option: str) -> None:
-    """Refuse a path below an existing file (``FILE/sub``): it could never be created."""
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"{option} {path}: {parent} is a file, not a folder")
+    """Refuse a path below an existing file (``FILE/sub``): it could never be created; and one
+    whose nearest existing folder cannot be written (read-only file system, no permission)."""
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise InputError(f"{option} {path}: cannot write in {folder} (read-only or no permission)")
             return
+        if folder is not path and folder.exists():
+            raise InputError(f"{option} {path}: {folder} is a file, not a folder")
 
 
 def in_range(value: float, bounds: tuple[float, float], option: str, unit: str = "") -> None:
