@@ -214,3 +214,40 @@ def test_resume_refuses_options_that_differ_from_the_run(bench, tmp_path, monkey
     assert "a ratio fit has no checkpoint" in capsys.readouterr().err
     assert (tmp_path / "run" / "train_config.json").read_text() == before  # nothing rewritten
     assert main([*argv, "--resume"]) == 0  # the same options (threads may differ) resume
+
+
+def test_overwrite_starts_from_an_empty_folder_so_a_failed_run_leaves_no_old_model(bench, tmp_path, monkeypatch,
+                                                                                  capsys):
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--preset", "tiny", "--data", str(bench), "--epochs", "1", "--threads", "1", "--out", "run"]
+    assert main(base + ["--kind", "resnet"]) == 0
+    assert (tmp_path / "run" / "history.json").is_file()
+    # a learning rate that diverges: one line, and the earlier model is gone rather than left looking resumable
+    assert main(base + ["--kind", "resnet", "--lr", "1e9", "--overwrite"]) == 2
+    assert "lower the learning rate" in capsys.readouterr().err
+    assert not any((tmp_path / "run" / f).exists() for f in ("metrics.json", "checkpoint"))
+    # a ratio fit over a ResNet folder keeps none of the ResNet's curves
+    assert main(base + ["--kind", "resnet"]) == 0
+    assert main(base + ["--kind", "ratio", "--overwrite"]) == 0
+    assert not (tmp_path / "run" / "history.json").exists()
+
+
+def test_a_split_with_one_class_is_refused_before_training(bench, tmp_path, capsys):
+    argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(bench), "--epochs", "1", "--threads", "1",
+            "--out", str(tmp_path / "run")]
+    assert main([*argv, "--max-val", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "the val split holds" in err and "needs both classes" in err and "--max-val" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_last_batch_of_one_row_joins_the_one_before():
+    import numpy as np
+
+    from training.datasets import batches
+
+    assert [len(b) for b in batches(33, 32, None)] == [33]
+    assert [len(b) for b in batches(65, 32, np.random.default_rng(0))] == [32, 33]
+    assert [len(b) for b in batches(66, 32, None)] == [32, 32, 2]
+    assert [len(b) for b in batches(1, 32, None)] == [1]
+    assert sorted(np.concatenate(list(batches(65, 32, np.random.default_rng(1))))) == list(range(65))

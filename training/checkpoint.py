@@ -16,6 +16,7 @@ Everything is tensors + JSON, so resuming never unpickles code.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,26 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from genuine_core.errors import InputError
-from genuine_core.models.folder import CHECKPOINT_DIR
+from genuine_core.models.folder import (CHECKPOINT_DIR, CHECKSUM_FILE, CONFIG_FILE, LEGACY_WEIGHTS_FILE, METRICS_FILE,
+                                        WEIGHTS_FILE)
 
 TENSORS = "trainer.safetensors"
 STATE = "trainer.json"
+#: per-epoch curves and the run's settings, beside the model files
+HISTORY_FILE = "history.json"
+TRAIN_CONFIG_FILE = "train_config.json"
+#: what a training run writes into its model folder (besides ``CHECKPOINT_DIR``)
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, LEGACY_WEIGHTS_FILE, METRICS_FILE, CHECKSUM_FILE, HISTORY_FILE,
+             TRAIN_CONFIG_FILE)
+
+
+def clear_run(out: str | Path) -> None:
+    """Delete an earlier run's files from model folder ``out`` (a fresh run, ``--overwrite``): its
+    weights, curves or checkpoint must neither outlive a new run that fails nor mix with its output."""
+    out = Path(out)
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
 
 
 def _contiguous(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -240,12 +240,16 @@ def subsample(n: int, limit: int | None, rng: np.random.Generator) -> np.ndarray
 
 
 def batches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
-    """Yield index batches over ``range(n)``; shuffled when ``rng`` is given."""
+    """Yield index batches over ``range(n)``; shuffled when ``rng`` is given. A last batch of one
+    row joins the one before it (batch normalisation cannot train on a single row)."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     order = rng.permutation(n) if rng is not None else np.arange(n)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+    starts = list(range(0, n, batch_size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    for i, start in enumerate(starts):
+        yield order[start:starts[i + 1] if i + 1 < len(starts) else n]
 
 
 def to_tensor(patches: np.ndarray, idx: np.ndarray | None = None) -> torch.Tensor:

@@ -32,13 +32,11 @@ from tqdm.auto import tqdm
 from genuine_core.errors import GenuineError
 from genuine_core.models.folder import CHECKPOINT_DIR, CHECKPOINT_STATUS, TRAINING_STATUS
 from training.augment import AugmentConfig, make_generator
-from training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint import HISTORY_FILE, clear_run, has_checkpoint, load_checkpoint, save_checkpoint
 from training.datasets import batches, subsample
 from training.early_stopping import EarlyStopping
 
 logger = logging.getLogger(__name__)
-
-HISTORY_FILE = "history.json"
 
 
 class TrainingError(GenuineError):
@@ -195,6 +193,8 @@ def fit(task: Task, cfg: TrainConfig, out: str | Path, resume: bool = False) -> 
             gen.set_state(extra["augment_rng"])
         start = int(state["epoch"]) + 1
         logger.info("resuming after epoch %d (best val loss %.4f at epoch %d)", start, es.best, es.best_epoch + 1)
+    else:
+        clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     for epoch in range(start, cfg.epochs):
         if es.should_stop:
@@ -202,8 +202,8 @@ def fit(task: Task, cfg: TrainConfig, out: str | Path, resume: bool = False) -> 
         t0 = time.perf_counter()
         model.train()
         rows = subsample(task.n_train(), cfg.train_per_epoch, rng)
-        n_batches = math.ceil(len(rows) / cfg.batch_size)
-        bar = tqdm(batches(len(rows), cfg.batch_size, rng), total=n_batches, disable=None, leave=False,
+        chunks = list(batches(len(rows), cfg.batch_size, rng))
+        bar = tqdm(chunks, disable=None, leave=False,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
         loss_sum, seen, correct, has_acc = 0.0, 0, 0, True
         for b in bar:
@@ -223,6 +223,8 @@ def fit(task: Task, cfg: TrainConfig, out: str | Path, resume: bool = False) -> 
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
         bar.close()
         val_loss, val_acc = task.validate()
+        if not math.isfinite(val_loss):
+            raise TrainingError(f"validation loss became {val_loss} at epoch {epoch + 1}; lower the learning rate")
         improved = es.step(val_loss)
         rec = {
             "epoch": epoch + 1,

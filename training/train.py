@@ -37,7 +37,7 @@ from genuine_core.errors import InputError
 from genuine_core.models.folder import FINAL_STATUS
 from genuine_core.seeding import seed_everything
 from training import modelapi
-from training.checkpoint import CHECKPOINT_DIR
+from training.checkpoint import CHECKPOINT_DIR, TRAIN_CONFIG_FILE, clear_run
 from training.datasets import ClassificationData, load_classification, load_detection, subsample
 from training.loop import TrainConfig, TrainingError, fit
 from training.metrics import bce_with_logits, binary_metrics
@@ -45,7 +45,6 @@ from training.tasks import ClassifierTask, DetectorTask, predict_logits
 
 logger = logging.getLogger(__name__)
 
-TRAIN_CONFIG_FILE = "train_config.json"
 Kind = Literal["genuine", "resnet", "detector", "ratio"]
 
 
@@ -122,7 +121,21 @@ def _load_pool(spec: RunSpec) -> tuple[ClassificationData, ClassificationData]:
         val = val.take(subsample(len(val), spec.train.max_val, rng))
     else:
         val = val.take(np.arange(len(val)))
+    for data, option in ((train, "--max-train"), (val, "--max-val")):
+        _require_both_classes(data, option)
     return train, val
+
+
+def _require_both_classes(data: ClassificationData, option: str) -> None:
+    """Refuse, before any training, a split a classifier cannot learn or be calibrated on.
+
+    Raises:
+        InputError: the split holds one class only (or nothing).
+    """
+    counts = np.bincount(np.asarray(data.labels, np.int64), minlength=2)
+    if counts.min() == 0:
+        raise InputError(f"the {data.split} split holds {counts[1]} MNA and {counts[0]} non-MNA nuclei: training "
+                         f"needs both classes in training and validation (a larger {option}, or more labelled data)")
 
 
 def validation_record(logits: np.ndarray, val: ClassificationData, threshold_logit: float,
@@ -258,6 +271,7 @@ def train_ratio(spec: RunSpec) -> dict[str, Any]:
     record = _finish_classifier(model, val, spec, out, logits)
     seconds = time.perf_counter() - t0
     metrics = {"status": FINAL_STATUS, "validation": record, "ratio_fit": info, **_flat_rates(record)}
+    clear_run(out)
     out.mkdir(parents=True, exist_ok=True)
     modelapi.save(model, out, metrics)
     extra = {"epochs_run": 0, "stopped_early": False, "wall_seconds": seconds, "n_train": len(train),
