@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from genuine_core.commands.checks import seed_option
 from store.location import DEFAULT_DB
 
 
@@ -15,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ingest this benchmark folder instead of generating a small one")
     parser.add_argument("--models", nargs="+", type=Path, default=None, metavar="DIR",
                         help="model folders (default: the shipped models/)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the generated benchmark and the UMAP fits")
+    parser.add_argument("--seed", type=seed_option, default=1, help="seed of the generated benchmark and the UMAP fits")
     parser.add_argument("--nuclei-per-line", type=int, default=150, help="nuclei per synthetic cell line")
     parser.add_argument("--mixture-nuclei", type=int, default=64, help="nuclei per mixture sample")
     parser.add_argument("--max-fields", type=int, default=None, help="fields per sample and split (default all)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from genuine_core.commands.checks import seed_option
 from store.location import add_db_argument, default_db_path
 
 
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
     parser.add_argument("--epochs", type=int, default=200, help="UMAP optimisation epochs")
     parser.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (fit is deterministic for a seed)")
+    parser.add_argument("--seed", type=seed_option, default=0, help="random seed (fit is deterministic for a seed)")
     parser.add_argument("--max-reference", type=int, default=5000,
                         help="fit on at most this many reference nuclei (seeded subset); the rest are placed")
     add_db_argument(parser)

@@ -540,3 +540,38 @@ def test_validation_falls_back_to_the_training_labels_when_the_truth_has_one_cla
     assert record["sensitivity"] == 1.0 and record["specificity"] == 0.5
     record, ref = validation_record(logits, val(np.array([0, 1, 1, 1], np.int8)), 0.0, "truth")
     assert record["labels"] == "truth" and ref.tolist() == [0, 1, 1, 1] and record["specificity"] == 1.0
+
+
+@pytest.mark.parametrize("command", [["synth", "field", "--out", "o"], ["train-cellpose", "--out", "o"],
+                                     ["evaluate", "--out", "o"], ["umap", "--model", "m"], ["demo"]])
+def test_a_negative_seed_is_a_usage_error_in_every_command(command, tmp_path, capsys, monkeypatch):
+    from genuine_core.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--seed", "-1"])
+    assert stop.value.code == 2
+    assert "argument --seed: must be a non-negative integer, got '-1'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_merge_refuses_a_json_that_is_no_evaluation(tmp_path, capsys):
+    from genuine_core.cli import main
+
+    other = tmp_path / "config.json"
+    other.write_text('{"kind": "resnet"}')
+    assert main(["evaluate", "--merge", str(other), "--out", str(tmp_path / "r")]) == 2
+    assert "is not an evaluation.json written by genuine evaluate" in capsys.readouterr().err
+
+
+def test_init_from_another_architecture_says_so_in_one_line(tmp_path):
+    from genuine_core.models import GenuineClassifier, preset_config
+    from training.modelapi import load_weights
+
+    wide = preset_config("tiny", kind="resnet", patch_size=32)
+    folder = GenuineClassifier.from_config(dataclasses.replace(wide, encoder=dataclasses.replace(
+        wide.encoder, width=wide.encoder.width * 2))).save(tmp_path / "wide", metrics={})
+    with pytest.raises(InputError) as err:
+        load_weights(GenuineClassifier.from_config(wide), folder)
+    assert "another architecture" in str(err.value) and "tensors of other shapes" in str(err.value)
+    assert "\n" not in str(err.value)

@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from genuine_core.commands.checks import seed_option
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``genuine evaluate`` options."""
@@ -22,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model folders (default: every folder with a config.json under models/)")
     parser.add_argument("--data", default="data/bench_cpu", help="benchmark folder (default data/bench_cpu)")
     parser.add_argument("--out", default="reports", help="report folder (default reports/)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the probe nuclei")
+    parser.add_argument("--seed", type=seed_option, default=0, help="seed of the probe nuclei")
     parser.add_argument("--probe-n", type=int, default=50, help="probe nuclei per condition (paper: 50)")
     parser.add_argument("--no-probes", action="store_true", help="skip the Figure 4 probe curves")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -56,9 +58,13 @@ def run(args: argparse.Namespace) -> int:
         parts = []
         for path in args.merge:
             try:
-                parts.append(json.loads(Path(path).read_text()))
+                part = json.loads(Path(path).read_text())
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot read {path}: {exc}") from exc
+            if not (isinstance(part, dict) and isinstance(part.get("meta"), dict)
+                    and isinstance(part.get("models"), list)):
+                raise InputError(f"{path} is not an evaluation.json written by genuine evaluate (no meta and models)")
+            parts.append(part)
         results = merge_results(parts, args.shipped, notes=args.note,
                                 command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
         paths = write_report(results, args.out)

@@ -17,6 +17,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from genuine_core.commands.checks import seed_option
+
 logger = logging.getLogger(__name__)
 
 #: per-preset defaults: (epochs, patience, train patches per epoch)
@@ -53,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training patches drawn per epoch (preset default; 0 = all)")
     parser.add_argument("--max-train", type=int, default=None, help="load at most this many training patches")
     parser.add_argument("--max-val", type=int, default=None, help="use at most this many validation patches")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights, sampling and augmentation (default 0)")
+    parser.add_argument("--seed", type=seed_option, default=0, help="seed of weights, sampling and augmentation (default 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--no-augment", action="store_true", help="switch augmentations off")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")

@@ -111,8 +111,14 @@ def load_weights(model, folder: str | Path) -> None:
         state.update({f"detector.{k}": v for k, v in model.detector.state_dict().items()})
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise InputError(f"--init: {folder} has another architecture than this run's preset: {exc}") from exc
+    except RuntimeError as exc:  # torch lists every mismatched tensor: name the first and count them
+        own = model.state_dict()
+        differ = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        missing = sorted(set(own) ^ set(state))
+        first = (f"{differ[0]} is {tuple(state[differ[0]].shape)} there, {tuple(own[differ[0]].shape)} here"
+                 if differ else f"{missing[0]} is in one model only" if missing else str(exc).splitlines()[0])
+        raise InputError(f"--init: {folder} has another architecture than this run's preset "
+                         f"({len(differ)} tensors of other shapes, {len(missing)} in one model only; {first})") from None
 
 
 def from_checkpoint(out: str | Path):

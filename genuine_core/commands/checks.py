@@ -28,6 +28,20 @@ def _check_parents(path: Path, option: str) -> None:
             raise InputError(f"{option} {path}: {folder} is a file, not a folder")
 
 
+def seed_option(text: str) -> int:
+    """``--seed`` as argparse reads it: a non-negative integer (NumPy refuses negative seeds deep
+    inside a run), else a usage line and exit code 2."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return value
+
+
 def in_range(value: float, bounds: tuple[float, float], option: str, unit: str = "") -> None:
     """Refuse ``value`` outside ``bounds`` (inclusive) with one line naming ``option``.
 

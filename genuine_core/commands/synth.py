@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, output_file, output_folder, refuse_existing
+from genuine_core.commands.checks import (PATCH_SIZE_RANGE, in_range, output_file, output_folder, refuse_existing,
+                                          seed_option)
 from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     b = sub.add_parser("benchmark", help="write a benchmark folder (4 lines, splits, 8 mixtures)")
     b.add_argument("--out", required=True, help="output directory (must be empty unless --overwrite)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=seed_option, default=0)
     b.add_argument("--size", default="cpu", choices=["tiny", "cpu", "paper"],
                    help="tiny: a few hundred nuclei for tests; cpu (default): 6,000-nucleus pool, 8 x 256 mixtures, "
                         "96 px; paper: 50,000, 8 x 2,048, 192 px")
@@ -70,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f = sub.add_parser("field", help="write one synthetic field (TIFF, masks, tables, preview PNG)")
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--overwrite", action="store_true", help="replace a field already in --out")
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--seed", type=seed_option, default=0)
     f.add_argument("--lines", default="mna_dm,mna_hsr,nonmna_diploid,nonmna_gain",
                    help="comma-separated cell lines mixed in equal shares")
     f.add_argument("--n-nuclei", type=int, default=25, help="nuclei in the field (default 25)")
@@ -82,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("probe", help="write probe patches (paper 4.3) to an .npz")
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_option, default=0)
     p.add_argument("--nmi", type=_int_list, default=[2], help="NMI counts, e.g. 2 or 1-3")
     p.add_argument("--mycn", type=_int_list, default=_int_list("0-35"), help="MYCN counts, e.g. 0-35")
     p.add_argument("--signal-size", type=_float_list, default=[3.5], help="MYCN widths (sigma px), e.g. 2,3.5,5,7")

@@ -6,6 +6,8 @@ import argparse
 import json
 import logging
 
+from genuine_core.commands.checks import seed_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images-per-epoch", type=int, default=8, help="images drawn per epoch (default: %(default)s)")
     p.add_argument("--lr", type=float, default=0.005, help="AdamW learning rate (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=seed_option, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--calibrate-only", action="store_true",
                    help="do not train: re-calibrate the cellprob threshold of the model in --out and re-score it")
     p.add_argument("--overwrite", action="store_true", help="replace a model already trained in --out")
