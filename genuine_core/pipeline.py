@@ -43,6 +43,8 @@ PREDICTION_COLUMNS = ("prob", "prob_calibrated", "uncertainty", "call", "det_nmi
 DETECTION_COLUMNS = ("row", "cls", "x1", "y1", "x2", "y2", "score")
 #: MC-dropout passes used for the per-nucleus uncertainty at ingest (head only; cheap)
 DEFAULT_MC_SAMPLES = 10
+#: more passes barely change the uncertainty and multiply the scoring time
+MAX_MC_SAMPLES = 100
 #: repository folder with the shipped models
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     are stored), 2 when every file failed or an option is bad (nothing stored).
     """
     from genuine_core.errors import InputError
-    from genuine_core.pipeline import DEFAULT_MC_SAMPLES, load_model
+    from genuine_core.pipeline import DEFAULT_MC_SAMPLES, MAX_MC_SAMPLES, load_model
     from store.db import INTERRUPTS, Store, StoreBusy, is_interrupt
     from store.ingest import ingest_benchmark, ingest_files, resolve_models
 
@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     if args.diameter is not None:
         segment_kwargs["diameter"] = args.diameter
     mc = DEFAULT_MC_SAMPLES if args.mc_samples is None else args.mc_samples
-    if mc < 0:
-        raise InputError("--mc-samples must be >= 0")
+    if not 0 <= mc <= MAX_MC_SAMPLES:  # each pass is one more forward pass of every nucleus
+        raise InputError(f"--mc-samples must be in [0, {MAX_MC_SAMPLES}], got {mc}")
     progress = not args.quiet
     loader = lambda p: load_model(p, mc_samples=mc)  # noqa: E731
     # given model folders are loaded before the store is opened: a bad one leaves no new, empty store behind

@@ -575,3 +575,32 @@ def test_init_from_another_architecture_says_so_in_one_line(tmp_path):
         load_weights(GenuineClassifier.from_config(wide), folder)
     assert "another architecture" in str(err.value) and "tensors of other shapes" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "--kind", "resnet", "--threads", "1000"], "--threads must be in [1, 256]"),
+    (["train", "--kind", "resnet", "--encoder-width", "100000"], "--encoder-width must be in [1, 512]"),
+    (["train", "--kind", "resnet", "--encoder-input-size", "100000"], "--encoder-input-size must be in [0, 1024] px"),
+    (["train", "--kind", "resnet", "--train-per-epoch", "-5"], "--train-per-epoch must be -1"),
+    (["train", "--kind", "resnet", "--crosstalk", "5"], "crosstalk must be in [0, 1]"),
+    (["synth", "field", "--shape", "100000", "100000"], "--shape must be in [64, 8192] px"),
+    (["synth", "field", "--n-nuclei", "0"], "--n-nuclei must be in [1, 5000]"),
+    (["synth", "benchmark", "--workers", "1000"], "--workers must be in [1, 64]"),
+    (["ingest", "x.tif", "--sample", "S", "--mc-samples", "100000000"], "--mc-samples must be in [0, 100]"),
+    (["evaluate", "--models", "models/genuine_cpu", "--shipped", "nope"], "--shipped 'nope' is none of"),
+])
+def test_options_that_would_exhaust_the_machine_or_judge_another_model_are_refused(argv, fragment, tmp_path,
+                                                                                  capsys, monkeypatch):
+    from genuine_core.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    argv = [str(repo / a) if a.startswith("models/") else a for a in argv]
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "nuclei.parquet").write_bytes(b"")
+    extra = {"train": ["--preset", "tiny", "--data", str(bench)], "ingest": ["--db", str(tmp_path / "s.duckdb")],
+             "evaluate": ["--data", str(bench)]}.get(argv[0], [])
+    assert main([*argv, *extra, "--out", str(tmp_path / "o")] if argv[0] != "ingest" else [*argv, *extra]) == 2
+    assert fragment in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s.duckdb").exists()

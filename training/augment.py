@@ -94,6 +94,8 @@ class AugmentConfig:
         _check_range("blur_sigma", self.blur_sigma, 0.0)
         if self.blur_sigma[1] > 8:
             raise ValueError(f"blur_sigma must stay <= 8 px, got {self.blur_sigma!r}")
+        if self.crosstalk > 1:  # a fraction of one channel bled into another
+            raise ValueError(f"crosstalk must be in [0, 1], got {self.crosstalk}")
         for name in ("rotate_deg", "translate_px", "shear_deg", "noise_std", "crosstalk"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
                     and isinstance(part.get("models"), list)):
                 raise InputError(f"{path} is not an evaluation.json written by genuine evaluate (no meta and models)")
             parts.append(part)
+        _check_shipped(args.shipped, [m["name"] for part in parts for m in part["models"]])
         results = merge_results(parts, args.shipped, notes=args.note,
                                 command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
         paths = write_report(results, args.out)
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no model folders given and none found under models/; pass --models DIR ...")
     if args.probe_n < 1:
         raise InputError("--probe-n must be >= 1")
+    _check_shipped(args.shipped, [Path(m).name for m in models])
     results = evaluate(models, args.data, seed=args.seed, probes=not args.no_probes, shipped=args.shipped,
                        probe_n=args.probe_n, command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     results["notes"] = list(args.note)
@@ -83,3 +85,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(str(p) for p in paths)}")
     print(results.get("ordering", {}).get("sentence", ""))
     return 0
+
+
+def _check_shipped(shipped: str | None, names: list[str]) -> None:
+    """Refuse a ``--shipped`` name that is none of the models: the targets would be judged on another one."""
+    from genuine_core.errors import InputError
+
+    if shipped is not None and shipped not in names:
+        raise InputError(f"--shipped {shipped!r} is none of the evaluated models ({', '.join(names)})")

@@ -21,6 +21,10 @@ from genuine_core.commands.checks import seed_option
 
 logger = logging.getLogger(__name__)
 
+#: bounds of options that would otherwise run out of memory or oversubscribe the CPU
+THREADS_RANGE = (1, 256)
+ENCODER_WIDTH_RANGE = (1, 512)  # ResNet: 64
+ENCODER_INPUT_RANGE = (0, 1024)  # 0 = no resizing; the paper's patches are 192 px
 #: per-preset defaults: (epochs, patience, train patches per epoch)
 PRESET_DEFAULTS = {"cpu": (30, 6, 2048), "paper": (200, 30, None), "tiny": (3, 2, 64)}
 DEFAULT_DATA = "data/bench_cpu"
@@ -55,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training patches drawn per epoch (preset default; 0 = all)")
     parser.add_argument("--max-train", type=int, default=None, help="load at most this many training patches")
     parser.add_argument("--max-val", type=int, default=None, help="use at most this many validation patches")
-    parser.add_argument("--seed", type=seed_option, default=0, help="seed of weights, sampling and augmentation (default 0)")
+    parser.add_argument("--seed", type=seed_option, default=0,
+                        help="seed of weights, sampling and augmentation (default 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--no-augment", action="store_true", help="switch augmentations off")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
@@ -78,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec_from_args(args: argparse.Namespace):
-    from genuine_core.commands.checks import output_folder, refuse_foreign_folder
+    from genuine_core.commands.checks import in_range, output_folder, refuse_foreign_folder
     from genuine_core.errors import InputError
     from training.loop import TrainConfig
     from training.train import RunSpec
@@ -100,6 +105,13 @@ def _spec_from_args(args: argparse.Namespace):
     if args.no_mycn and args.kind not in ("genuine", "resnet"):
         raise InputError(f"--no-mycn relabels training patches; it applies to the genuine and resnet classifiers, "
                          f"not to --kind {args.kind}")
+    in_range(args.threads, THREADS_RANGE, "--threads")
+    if args.train_per_epoch < -1:
+        raise InputError(f"--train-per-epoch must be -1 (the preset's), 0 (all) or more, got {args.train_per_epoch}")
+    if args.encoder_width is not None:
+        in_range(args.encoder_width, ENCODER_WIDTH_RANGE, "--encoder-width")
+    if args.encoder_input_size is not None:
+        in_range(args.encoder_input_size, ENCODER_INPUT_RANGE, "--encoder-input-size", " px")
     for name in ("epochs", "patience"):  # None = the preset's default; 0 is not "default", it is refused
         value = getattr(args, name)
         if value is not None and value < 1:

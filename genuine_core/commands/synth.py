@@ -74,8 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--seed", type=seed_option, default=0)
     f.add_argument("--lines", default="mna_dm,mna_hsr,nonmna_diploid,nonmna_gain",
                    help="comma-separated cell lines mixed in equal shares")
-    f.add_argument("--n-nuclei", type=int, default=25, help="nuclei in the field (default 25)")
-    f.add_argument("--shape", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    f.add_argument("--n-nuclei", type=int, default=25,
+                   help=f"nuclei in the field, in [{FIELD_NUCLEI[0]}, {FIELD_NUCLEI[1]}] (default 25)")
+    f.add_argument("--shape", type=int, nargs=2, default=[512, 512], metavar=("H", "W"),
+                   help=f"field size in px, each side in [{FIELD_SIDE[0]}, {FIELD_SIDE[1]}] (default 512 512)")
     f.add_argument("--scale", type=float, default=1.0, help="length scale (1 = the real image)")
     f.add_argument("--shifted", action="store_true", help="use the shifted (mixture) acquisition")
     f.add_argument("--beta", type=float, default=0.0, help="auto-label flip rate, in [0, 0.5) (default 0)")
@@ -97,8 +99,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 #: --patch-size range, as ``genuine segment``
-#: files ``genuine synth field`` writes into --out
-FIELD_FILES = ("field.tif", "field_masks.tif", "nuclei.parquet", "boxes.parquet", "preview.png")
+#: files ``genuine synth field`` writes into --out (field.json: the command's settings and seed)
+FIELD_FILES = ("field.tif", "field_masks.tif", "nuclei.parquet", "boxes.parquet", "preview.png", "field.json")
+#: --shape side and --n-nuclei bounds of ``synth field`` (a 512 px field holds about 60 nuclei)
+FIELD_SIDE = (64, 8192)
+FIELD_NUCLEI = (1, 5000)
+#: --workers bound of ``synth benchmark``
+MAX_WORKERS = 64
 
 
 def _check_beta(beta: float) -> None:
@@ -122,6 +129,7 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     out = output_folder(args.out)
     _check_beta(args.beta)
+    in_range(args.workers, (1, MAX_WORKERS), "--workers")
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise InputError(f"--out {out} is not empty; pass --overwrite to replace the benchmark in it")
     if not args.quiet:
@@ -153,6 +161,9 @@ def _field(args: argparse.Namespace) -> int:
 
     out = output_folder(args.out)
     _check_beta(args.beta)
+    for side in args.shape:
+        in_range(side, FIELD_SIDE, "--shape", " px")
+    in_range(args.n_nuclei, FIELD_NUCLEI, "--n-nuclei")
     held = [name for name in FIELD_FILES if (out / name).exists()]
     if held and not args.overwrite:
         raise InputError(f"--out {out} already holds a field ({', '.join(held)}); pass --overwrite to replace it")
@@ -169,6 +180,8 @@ def _field(args: argparse.Namespace) -> int:
     f.nuclei.to_parquet(out / "nuclei.parquet", index=False)
     f.boxes.to_parquet(out / "boxes.parquet", index=False)
     Image.fromarray((np.clip(f.image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(out / "preview.png")
+    settings = {k: getattr(args, k) for k in ("seed", "lines", "n_nuclei", "shape", "scale", "shifted", "beta")}
+    (out / "field.json").write_text(json.dumps(settings, indent=1) + "\n")
     print(f"{out}: {len(f.nuclei)} nuclei, {len(f.boxes)} signal boxes, "
           f"{int(f.nuclei['true_label'].sum())} truly amplified")
     return 0
