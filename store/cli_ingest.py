@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from genuine_core.errors import InputError
     from genuine_core.pipeline import DEFAULT_MC_SAMPLES, MAX_MC_SAMPLES, load_model
     from store.db import INTERRUPTS, Store, StoreBusy, is_interrupt
-    from store.ingest import ingest_benchmark, ingest_files, resolve_models
+    from store.ingest import resolve_models
 
     if not args.files and args.benchmark is None:
         raise InputError("give scan files (with --sample) or --benchmark DIR")
@@ -100,8 +100,10 @@ def run(args: argparse.Namespace) -> int:
     loader = lambda p: load_model(p, mc_samples=mc)  # noqa: E731
     # given model folders are loaded before the store is opened: a bad one leaves no new, empty store behind
     given = resolve_models(None, args.models, loader=loader) if args.models else None
+    path = Path(args.db or default_db_path())
+    new_store = not path.exists()
     try:
-        store = Store(args.db or default_db_path(), busy_timeout=args.wait)
+        store = Store(path, busy_timeout=args.wait)
     except StoreBusy as exc:
         what = ("nothing was ingested; ingest on the dashboard's Ingest page, or stop the dashboard and re-run"
                 if exc.dashboard else "nothing was ingested; re-run when it has finished")
@@ -115,30 +117,50 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write(outcome.line(), file=sys.stdout)  # above the progress bars (stderr)
         sys.stdout.flush()
 
-    with store:
-        models = given if given is not None else resolve_models(store, None, loader=loader)
-        if not models:
-            print("warning: no models found; storing nuclei without predictions", flush=True)
-        try:
-            if args.benchmark is not None:
-                report = ingest_benchmark(store, args.benchmark, models, splits=args.splits,
-                                          max_fields_per_sample=args.max_fields, backend=args.backend,
-                                          segment_kwargs=segment_kwargs or None, progress=progress,
-                                          place_umap=not args.no_umap, on_outcome=report_file)
-            else:
-                report = ingest_files(store, args.files, args.sample, kind=args.kind, expected=args.expected,
-                                      genotype=args.genotype, models=models, channel_map=channel_map,
-                                      backend=args.backend, segment_kwargs=segment_kwargs or None,
-                                      progress=progress, place_umap=not args.no_umap, on_outcome=report_file)
-        except INTERRUPTS as exc:
-            if not is_interrupt(exc):
-                raise
-            stored = sum(o.status == "stored" for o in done)
-            raise KeyboardInterrupt(
-                f"{stored} file(s) stored before the interrupt (the 'stored' lines above), "
-                f"{len(done) - stored} other(s) done; the same command again skips what is stored") from None
+    try:
+        report = _ingest(store, args, models_given=given, loader=loader, channel_map=channel_map,
+                         segment_kwargs=segment_kwargs, progress=progress, on_outcome=report_file)
+    except INTERRUPTS as exc:
+        if not is_interrupt(exc):
+            raise
+        stored = sum(o.status == "stored" for o in done)
+        raise KeyboardInterrupt(
+            f"{stored} file(s) stored before the interrupt (the 'stored' lines above), "
+            f"{len(done) - stored} other(s) done; the same command again skips what is stored") from None
+    finally:
+        if new_store and not any(o.status == "stored" for o in done):
+            _remove_new_store(store)  # a first ingest that stored nothing leaves no empty store behind
     print(report.summary_line(), flush=True)
     return report.exit_code
+
+
+def _remove_new_store(store) -> None:
+    """Delete a store file this command created (and its WAL and files folder)."""
+    import shutil
+
+    for f in (store.path, store.path.with_name(store.path.name + ".wal")):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(store.folder, ignore_errors=True)
+
+
+def _ingest(store, args: argparse.Namespace, models_given, loader, channel_map, segment_kwargs, progress,
+            on_outcome):
+    """Ingest the files or the benchmark of ``args`` into ``store`` (closed after); the report."""
+    from store.ingest import ingest_benchmark, ingest_files, resolve_models
+
+    with store:
+        models = models_given if models_given is not None else resolve_models(store, None, loader=loader)
+        if not models:
+            print("warning: no models found; storing nuclei without predictions", flush=True)
+        if args.benchmark is not None:
+            return ingest_benchmark(store, args.benchmark, models, splits=args.splits,
+                                    max_fields_per_sample=args.max_fields, backend=args.backend,
+                                    segment_kwargs=segment_kwargs or None, progress=progress,
+                                    place_umap=not args.no_umap, on_outcome=on_outcome)
+        return ingest_files(store, args.files, args.sample, kind=args.kind, expected=args.expected,
+                            genotype=args.genotype, models=models, channel_map=channel_map,
+                            backend=args.backend, segment_kwargs=segment_kwargs or None,
+                            progress=progress, place_umap=not args.no_umap, on_outcome=on_outcome)
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -328,11 +328,12 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
         raise InputError(f"{data} is not a benchmark folder; make one with: "
                          "genuine synth benchmark --size cpu --seed 0 --out data/bench_cpu")
     folders = [Path(f) for f in model_folders]
-    from genuine_core.models.folder import check_finished
+    from genuine_core.models.folder import check_finished, verify_folder
 
     for f in folders:
         if not (f / "config.json").is_file():
             raise InputError(f"not a model folder (no config.json): {f}")
+        verify_folder(f)  # its files are the ones saved (checksums) before any of them is read
         check_finished(f)  # an interrupted training run is refused before any work (load_model refuses it too)
     splits = {s: _benchmark(data, s) for s in ("test", "mixture")}
     for f in folders:
