@@ -64,19 +64,29 @@ class DemoConfig:
             raise ValueError("mc_samples must be >= 0")
 
 
-def make_demo_benchmark(out: Path, config: DemoConfig, progress: bool = True) -> Path:
-    """Generate (or reuse, when already complete) the demo's synthetic benchmark in ``out``."""
+def make_demo_benchmark(out: Path, config: DemoConfig, progress: bool = True, force: bool = False) -> Path:
+    """Generate (or reuse, when already complete) the demo's synthetic benchmark in ``out``.
+
+    Raises:
+        InputError: ``out`` holds something else than a demo benchmark and not ``force``.
+    """
+    import json
+
     from genuine_core.synth.benchmark import BenchmarkSize, make_benchmark
 
+    try:
+        cfg = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = {}
+    size = cfg.get("size") if isinstance(cfg, dict) and isinstance(cfg.get("size"), dict) else {}
     if (out / "nuclei.parquet").is_file() and (out / "summary.json").is_file():
-        import json
-
-        cfg = json.loads((out / "config.json").read_text(encoding="utf-8")) if (out / "config.json").is_file() else {}
-        size = cfg.get("size", {})
         if (cfg.get("seed") == config.seed and size.get("nuclei_per_line") == config.nuclei_per_line
                 and size.get("mixture_nuclei") == config.mixture_nuclei):
             logger.info("demo: reusing the benchmark in %s", out)
             return out
+    if out.is_dir() and any(out.iterdir()) and size.get("name") != "demo" and not force:
+        raise InputError(f"{out} holds files that are not a demo benchmark; pass --force to replace them, "
+                         "or build the demo store elsewhere (--out)")
     size = BenchmarkSize("demo", nuclei_per_line=config.nuclei_per_line, mixture_nuclei=config.mixture_nuclei,
                          patch_size=96, field_shape=(512, 512), nuclei_per_field=config.nuclei_per_field)
     make_benchmark(out, seed=config.seed, size=size, overwrite=True, progress=progress)
@@ -140,7 +150,7 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
         config: what to include.
         benchmark: an existing benchmark folder to ingest instead of generating one.
         model_dirs: model folders (default: shipped ``models/``; untrained ones when none exist).
-        force: replace an existing store.
+        force: replace an existing store (and a folder `demo_benchmark/` beside it that is no demo benchmark).
         progress: progress bars.
 
     Returns:
@@ -168,7 +178,7 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     seconds["load_models"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    bench = Path(benchmark) if benchmark else make_demo_benchmark(out.parent / "demo_benchmark", config, progress)
+    bench = Path(benchmark) if benchmark else make_demo_benchmark(out.parent / "demo_benchmark", config, progress, force)
     seconds["benchmark"] = time.perf_counter() - t
 
     failed: list[str] = []

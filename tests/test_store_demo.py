@@ -70,3 +70,14 @@ def test_demo_out_naming_a_folder_is_refused(tmp_path, capsys):
 
     assert main(["demo", "--out", str(tmp_path), "--force", "--quiet"]) == 2
     assert "is a folder; give the store file" in capsys.readouterr().err
+
+
+def test_a_folder_named_demo_benchmark_that_is_no_demo_benchmark_is_left_alone(tmp_path, capsys):
+    from genuine_core.cli import main
+
+    theirs = tmp_path / "demo_benchmark"
+    theirs.mkdir()
+    (theirs / "config.json").write_text('{"mine": true}')
+    assert main(["demo", "--out", str(tmp_path / "d.duckdb"), "--quiet"]) == 2
+    assert "holds files that are not a demo benchmark; pass --force" in capsys.readouterr().err
+    assert (theirs / "config.json").read_text() == '{"mine": true}' and not (tmp_path / "d.duckdb").exists()
