@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     args._argv = list(sys.argv[1:] if argv is None else argv)  # the command line as given (runs record it)
+    quiet = getattr(args, "quiet", False)  # a command's --quiet silences the INFO lines of libraries too
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "_run", None):

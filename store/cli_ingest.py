@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.files and args.benchmark is not None:
         raise InputError("give either scan files or --benchmark, not both")
     channel_map = None
-    if args.channels:
+    if args.channels is not None:
         from genuine_core.io import ChannelMap
 
         channel_map = ChannelMap.parse(args.channels)

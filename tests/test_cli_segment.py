@@ -266,3 +266,27 @@ def test_refuse_existing_names_three_files_then_counts(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(InputError, match="is a folder, not a file to replace"):
         refuse_existing([tmp_path / "d"], overwrite=True)
+
+
+def test_an_image_interrupted_while_written_leaves_none_of_its_files(tmp_path, toy_tif, monkeypatch):
+    import genuine_core.commands.segment as segment
+
+    real = segment._write_outputs
+
+    def interrupted(out, name, *args):
+        real(out, name, *args)
+        raise KeyboardInterrupt  # as if Ctrl-C came before the last file was complete
+
+    monkeypatch.setattr(segment, "_write_outputs", interrupted)
+    out = tmp_path / "out"
+    assert main(["segment", str(toy_tif), "--out", str(out), *SEGMENT]) == 130
+    assert list(out.iterdir()) == []  # the same command runs again without --overwrite
+
+
+def test_model_without_the_cellpose_backend_and_an_empty_channel_map_are_refused(tmp_path, toy_tif, capsys):
+    assert main(["segment", str(toy_tif), "--out", str(tmp_path / "o"), "--backend", "watershed",
+                 "--model", "m.pt"]) == 2
+    assert "--model applies to --backend cellpose only" in capsys.readouterr().err
+    assert main(["segment", str(toy_tif), "--out", str(tmp_path / "o"), "--channels", ""]) == 2
+    assert "dapi=<index> is required" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

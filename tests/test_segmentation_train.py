@@ -71,6 +71,11 @@ def test_train_cellpose_cli_refuses_to_replace_a_model_or_write_into_a_file(tmp_
     assert "is not a folder" in capsys.readouterr().err
     assert calls == [] and (folder / "cellpose_nuclei").read_bytes() == b"trained weights"
     assert main(["train-cellpose", "--out", str(folder), "--overwrite"]) == 0 and len(calls) == 1
+    assert "warning" not in capsys.readouterr().err  # no validation F1 reported: nothing to warn about
+    monkeypatch.setattr(ct, "train_cellpose", lambda out, config: calls.append(out) or {"val": {"f1": 0.0}})
+    assert main(["train-cellpose", "--out", str(folder), "--overwrite"]) == 0
+    assert "warning: validation F1 0.000: this model misses most nuclei" in capsys.readouterr().err
+    calls.pop()
     other = tmp_path / "bench"  # someone else's folder: never written into, --overwrite or not
     other.mkdir()
     (other / "config.json").write_text("{}")

@@ -136,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     in_range(args.patch_size, PATCH_SIZE_RANGE, "--patch-size")
     if args.diameter is not None:
         in_range(args.diameter, DIAMETER_RANGE, "--diameter", " px")
-    channel_map = ChannelMap.parse(args.channels) if args.channels else None
+    channel_map = ChannelMap.parse(args.channels) if args.channels is not None else None
+    if args.model is not None and backend != "cellpose":
+        raise InputError("--model applies to --backend cellpose only")
     model_path = None
     if backend == "cellpose":
         from genuine_core.segmentation.cellpose_backend import resolve_model_path
@@ -174,7 +176,12 @@ def run(args: argparse.Namespace) -> int:
         ps = extract_patches(scan.image, masks, size=args.patch_size, scan_id=name,
                              normalisation=args.normalisation)
         t3 = time.perf_counter()
-        files = _write_outputs(out, name, scan.image, masks, ps)
+        try:
+            files = _write_outputs(out, name, scan.image, masks, ps)
+        except BaseException:  # Ctrl-C or a full disk mid-write: no half set of files that summary.json omits
+            for f in _output_files(name).values():
+                (out / f).unlink(missing_ok=True)
+            raise
         t4 = time.perf_counter()
         results.append({
             "image": str(path), "name": name, "sha256": scan.sha256, "shape": list(scan.image.shape[:2]),

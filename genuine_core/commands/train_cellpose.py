@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 from genuine_core.commands.checks import seed_option
 
 logger = logging.getLogger(__name__)
+
+#: below this validation F1 a trained model is reported as unusable (the watershed default reaches 0.975)
+MIN_USEFUL_F1 = 0.5
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,4 +58,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {k: v for k, v in metrics.items() if k != "train_loss_curve"}
     print(json.dumps(summary, indent=2))
     logger.info("model written to %s", args.out)
+    f1 = (metrics.get("val") or {}).get("f1")
+    if f1 is not None and f1 < MIN_USEFUL_F1:
+        print(f"warning: validation F1 {f1:.3f}: this model misses most nuclei; do not segment with it "
+              "(train longer or on more fields: --epochs, --fields)", file=sys.stderr)
     return 0
