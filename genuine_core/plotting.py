@@ -37,7 +37,7 @@ CHANNEL_NAMES = ("NMI", "MYCN", "DAPI")
 #: label value -> display name; labels: 1 = MNA, 0 = non-MNA, -1 = excluded
 LABEL_NAMES = {1: "MNA", 0: "non-MNA", -1: "excluded"}
 #: colours used for labels and categorical classes throughout the dashboard
-LABEL_COLOURS = {"MNA": "#d62728", "non-MNA": "#1f77b4", "excluded": "#7f7f7f", "unlabelled": "#c7c7c7"}
+LABEL_COLOURS = {"MNA": "#d62728", "non-MNA": "#1f77b4", "excluded": "#9467bd", "unlabelled": "#c7c7c7"}
 #: probability colour scale: non-MNA blue -> undecided pale -> MNA red (as the paper's Fig. 4)
 PROB_COLORSCALE = [[0.0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"], [0.75, "#ef8a62"], [1.0, "#b2182b"]]
 #: qualitative palette for samples/models: ten strong colours, then ten lighter ones (20 before a repeat)
@@ -378,7 +378,7 @@ def predicted_vs_expected(summary: pd.DataFrame, band: float = 10.0, title: str 
     xs = np.array([0.0, 100.0])
     fig.add_trace(go.Scatter(x=np.r_[xs, xs[::-1]], y=np.r_[xs + band, (xs - band)[::-1]], fill="toself", mode="lines",
                              fillcolor="rgba(120,120,120,0.12)", line=dict(width=0), hoverinfo="skip",
-                             name=f"within ±{band:g} %"))
+                             name=f"within ±{band:g} pp"))
     fig.add_trace(go.Scatter(x=xs, y=xs, mode="lines", line=dict(color="#888", dash="dash"),
                              name="predicted = expected", hoverinfo="skip"))
     models = sorted(df["model"].unique()) if len(df) else []

@@ -80,7 +80,8 @@ def mixture_figure(db: str, data_rev: int, labels_rev: int, models_rev: int):
     if known.empty:
         return None
     return plotting.predicted_vs_expected(known.rename(columns={"mna_pct": "pred_pct"}),
-                                          title="Predicted vs expected MNA share (samples of known mixture)")
+                                          title="Predicted vs expected MNA share (samples with an expected share: "
+                                                "mixtures, and cell lines by genotype)")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -240,9 +241,13 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     m2.metric(f"MNA ({primary})", f"{r['mna_pct']:.1f} %", delta=vs_expected(r["deviation_pp"]), delta_color="off",
               help=f"95 % Wilson interval {r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
     m3.metric("95 % CI", f"{r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
-    m4.metric("Corrected", "–" if not np.isfinite(r["corrected_pct"]) else f"{r['corrected_pct']:.1f} %",
+    corrected = np.isfinite(r["corrected_pct"])
+    m4.metric("Corrected", "–" if not corrected else f"{r['corrected_pct']:.1f} %",
               delta=vs_expected(r["corrected_deviation_pp"]), delta_color="off",
-              help="Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity")
+              help="Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity"
+                   + (f"; 95 % CI {r['corrected_low_pct']:.1f}–{r['corrected_high_pct']:.1f} %" if corrected else ""))
+    if corrected:
+        m4.caption(f"95 % CI {r['corrected_low_pct']:.1f}–{r['corrected_high_pct']:.1f} %")
     with m5:
         st.markdown("Call")
         st.markdown(f"### {call_badge(str(r['call']))}")

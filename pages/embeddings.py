@@ -158,8 +158,8 @@ def main() -> None:
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1.2])
     left = c1.selectbox("Left map", have, index=have.index(left_default), key="emb_left_model")
     right = c2.selectbox("Right map", have, index=have.index(right_default), key="emb_right_model")
-    how = c3.selectbox("Colour by", list(COLOUR_BY), format_func=lambda k: f"{k} · {COLOUR_BY[k]}",
-                       key="emb_colour")
+    how = c3.selectbox("Colour by", list(COLOUR_BY), key="emb_colour",  # the box is too narrow for more
+                       help="  \n".join(f"**{k}**: {v}" for k, v in COLOUR_BY.items()))
     max_points = c4.number_input("Max points", 1000, 500_000, 30_000, 5000, key="emb_max",
                                  help="random subset per map for a responsive browser")
     smp = common.samples(db, common.rev("data"))

@@ -60,8 +60,8 @@ def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
     """A nested ``metrics.json`` as one two-column table (Metric, Value as text) per section.
 
     Nested dicts make sections (``test_detection`` -> "test patches: detection"), in the order they
-    first appear; a per-class dict (``ap50: {nmi, mycn, cluster}``) gives one row per class, and a list
-    of three numbers under a count key reads "NMI 0.25 · MYCN 0.25 · cluster 0.35".
+    first appear; a per-class dict (``ap50: {nmi, mycn, cluster}``) and a list of three numbers under a
+    count key give one row per class ("count score threshold · MYCN": 0.25), which fits a half-width table.
     """
     sections: dict[str, list[tuple[str, str]]] = {}
 
@@ -78,7 +78,7 @@ def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
                 walk(value, sub)
             elif isinstance(value, list) and len(value) == len(CLASS_NAMES) and "count" in sub \
                     and all(isinstance(v, (int, float)) for v in value):
-                rows.append((name(key), " · ".join(f"{c} {_fmt(v)}" for c, v in zip(CLASS_NAMES.values(), value))))
+                rows.extend((f"{name(key)} · {c}", _fmt(v)) for c, v in zip(CLASS_NAMES.values(), value))
             else:
                 rows.append((name(key), _fmt(value)))
 

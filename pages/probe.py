@@ -111,16 +111,18 @@ def show_result(res: dict, db: str) -> None:
         if rule_x is not None:
             st.caption(f"The Cohn rule switches at {rule_x:g} MYCN signals for {res['n_nmi']} NMI signals "
                        f"(MNA when MYCN ≥ {MYCN_RULE.amplification_ratio:g} × NMI).")
-        short = "MYCN signals" if x == "n_mycn" else "size (σ, px)"
-        table = curve.rename(columns={x: short, "n": "probes", "mean_pred": "mean prediction", "sem": "SEM",
-                                      "mean_prob": "mean P(MNA)"})
+        short = "MYCN" if x == "n_mycn" else "σ (px)"
+        table = curve.rename(columns={x: short, "n": "probes", "mean_pred": "mean call", "sem": "SEM",
+                                      "mean_prob": "mean P"})
         st.dataframe(table, hide_index=True, key="probe_table",  # five narrow columns fit beside the chart
-                     column_config={short: st.column_config.NumberColumn(width=85, help=xlabel),
+                     column_config={short: st.column_config.NumberColumn(width=65, help=xlabel),
                                     "probes": st.column_config.NumberColumn(width=55),
-                                    "mean prediction": st.column_config.NumberColumn(
-                                        format="%.2f", width=110, help="share of the probes called MNA (paper Fig. 4)"),
+                                    "mean call": st.column_config.NumberColumn(
+                                        format="%.2f", width=80, help="mean prediction: share of the probes called "
+                                                                      "MNA (paper Fig. 4)"),
                                     "SEM": st.column_config.NumberColumn(format="%.3f", width=55),
-                                    "mean P(MNA)": st.column_config.NumberColumn(format="%.2f", width=90)})
+                                    "mean P": st.column_config.NumberColumn(format="%.2f", width=70,
+                                                                            help="mean P(MNA) of the probes")})
     st.markdown("**Example probes** (first probes of each condition; the model sees exactly these patches)")
     conds = res["conds"]
     per_row = 2

@@ -310,8 +310,9 @@ def main() -> None:
         return
     prog = progress(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t)
     total, done = prog["total"], prog["reviewed"]
-    st.progress(done / total if total else 1.0,
-                text=f"**{done} of {total} reviewed** · {prog['remaining']} to go · {prog['excluded']} excluded")
+    if total:
+        st.progress(done / total,
+                    text=f"**{done} of {total} reviewed** · {prog['remaining']} to go · {prog['excluded']} excluded")
 
     q = queue(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, include, QUEUE_PAGE)
     skipped = st.session_state.get("review_skipped", [])

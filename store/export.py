@@ -52,7 +52,9 @@ def _fmt(v, digits: int = 1) -> str:
 SAMPLE_FILES = ("nuclei.csv", "nuclei.parquet", "summary.csv", "summary.md", "summary.html")
 
 _REPORT_COLUMNS = [("model", "model"), ("n_scored", "nuclei"), ("mna_pct", "MNA %"), ("ci_low_pct", "95% CI low"),
-                   ("ci_high_pct", "95% CI high"), ("corrected_pct", "corrected %"), ("expected_pct", "expected %"),
+                   ("ci_high_pct", "95% CI high"), ("corrected_pct", "corrected %"),
+                   ("corrected_low_pct", "corrected CI low"), ("corrected_high_pct", "corrected CI high"),
+                   ("expected_pct", "expected %"),
                    ("deviation_pp", "deviation (pp)"), ("true_mna_pct", "true MNA %"), ("call", "call"),
                    ("qc_flags", "QC flags")]
 
@@ -102,21 +104,26 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
              ("curated nuclei", str(n_curated)), ("exported", when)]
     if model is not None:
         r = chosen.iloc[0]
-        corrected = "" if _fmt(r["corrected_pct"]) == "-" else f"; corrected {_fmt(r['corrected_pct'])} %"
+        corrected = ("" if _fmt(r["corrected_pct"]) == "-" else f"; corrected {_fmt(r['corrected_pct'])} % "
+                     f"(95 % CI {_fmt(r['corrected_low_pct'])}-{_fmt(r['corrected_high_pct'])} %)")
         facts[:0] = [(f"call ({model})", _fmt(r["call"])),
                      (f"MNA % ({model})",
                       f"{_fmt(r['mna_pct'])} % (95 % CI {_fmt(r['ci_low_pct'])}-{_fmt(r['ci_high_pct'])} %{corrected})")]
-    if prepared_by:
-        facts.append(("prepared by", prepared_by))
+    facts.append(("prepared by", prepared_by.strip() if prepared_by and prepared_by.strip()
+                   else "not signed (no reviewer name given)"))
     rows = [[_fmt(r[c]) for c, _ in _REPORT_COLUMNS] for r in summ.to_dict("records")]
     heads = [h for _, h in _REPORT_COLUMNS]
     note = ("MNA % is the share of scored nuclei the model calls MNA (Wilson 95 % interval); the corrected "
             "estimate removes the model's validation error rates (Rogan-Gladen). Calls follow "
             "genuine_core.rules.sample_call (INRG consensus, Ambros et al. 2009; heterogeneous MNA after "
             "Theissen et al. 2009). Nuclei a curator excluded are not scored.")
+    flags = sorted({f for fs in summ["qc_flags"] for f in fs})
+    explained = [(f, summary.QC_FLAGS.get(f, "")) for f in flags]
     md = [f"# Sample report: {sample}", ""] + [f"- **{k}**: {v}" for k, v in facts] + ["", "## Per model", ""]
     md += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    md += ["| " + " | ".join(r) + " |" for r in rows] + ["", note, ""]
+    md += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    md += (["## QC flags", ""] + [f"- **{f}**: {why}" for f, why in explained] + [""]) if flags else []
+    md += [note, ""]
     written[3].write_text("\n".join(md), encoding="utf-8")
     e = html.escape
     page = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>Sample report: {e(sample)}</title>",
@@ -126,7 +133,10 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     page += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in facts]
     page += ["</ul><h2>Per model</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr>"]
     page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
-    page += [f"</table><p>{e(note)}</p></body></html>"]
+    page += ["</table>"]
+    if flags:
+        page += ["<h2>QC flags</h2><ul>"] + [f"<li><b>{e(f)}</b>: {e(why)}</li>" for f, why in explained] + ["</ul>"]
+    page += [f"<p>{e(note)}</p></body></html>"]
     written[4].write_text("\n".join(page), encoding="utf-8")
     return written
 

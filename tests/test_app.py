@@ -308,7 +308,7 @@ def test_probe_page_returns_a_curve_with_one_point_per_condition(store_copy, tin
     assert curve["n"].tolist() == [3, 3, 3]
     assert curve["mean_pred"].between(0, 1).all()
     assert len(res["results"]) == 9
-    shown = frame_with(at, "mean prediction")
+    shown = frame_with(at, "mean call")
     assert len(shown) == 3 and shown["probes"].tolist() == [3, 3, 3]
     # the run is recorded in the store with its settings and one result row per probe
     from store.probes import list_probe_runs, probe_results
@@ -536,7 +536,8 @@ def test_models_page_plots_a_detectors_count_threshold_scan(store_copy, tmp_path
     assert {t.get("name") for t in spec["data"]} >= {"NMI", "MYCN", "MYCN cluster"}
     # the other metrics: one readable two-column table per section, per-class figures spelled out
     tables = [dict(d.value.values) for d in at.dataframe if list(d.value.columns) == ["Metric", "Value"]]
-    assert tables[0] == {"best epoch": "3", "count score threshold": "NMI 0.25 · MYCN 0.25 · cluster 0.5"}
+    assert tables[0] == {"best epoch": "3", "count score threshold · NMI": "0.25",
+                         "count score threshold · MYCN": "0.25", "count score threshold · cluster": "0.5"}
     assert tables[1] == {"AP (IoU 0.5) · NMI": "0.9", "AP (IoU 0.5) · MYCN": "0.7", "AP (IoU 0.5) · cluster": "0.8",
                          "mAP (IoU 0.5)": "0.8"}
     assert "**test patches: detection**" in [m.value for m in at.markdown]

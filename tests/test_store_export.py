@@ -57,8 +57,13 @@ def test_export_sample_report(filled, tmp_path):
     md = (tmp_path / "signed" / "summary.md").read_text()
     lines = [ln for ln in md.splitlines() if ln.startswith("- **")]
     assert lines[0].startswith("- **call (m2)**: ") and lines[1].startswith("- **MNA % (m2)**: ")
-    assert "95 % CI" in lines[1] and lines[-1] == "- **prepared by**: Dr. Export"
-    assert "Dr. Export" in (tmp_path / "signed" / "summary.html").read_text()
+    assert "95 % CI" in lines[1] and "- **prepared by**: Dr. Export" in lines
+    page = (tmp_path / "signed" / "summary.html").read_text()
+    assert "Dr. Export" in page
+    # every QC flag of the table is explained in the report itself
+    assert "<h2>QC flags</h2>" in page and "<b>no validation metrics</b>: the model has no validation" in page
+    assert "## QC flags" in md and "corrected CI low" in md
+    assert "**prepared by**: not signed" in (tmp_path / "rep" / "summary.md").read_text()  # no name: said so
     with pytest.raises(StoreError, match="no model named 'nope'; registered: m1, m2"):
         export.export_sample(s, "lineA", tmp_path / "y", model="nope")
     registry.register_model(s, fake_model("m3"))  # registered, never run on lineA
