@@ -279,16 +279,17 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
 
     nuc_all = sample_nuclei(db, common.rev("data"), common.rev("labels"), sample, primary)
     st.markdown(f"**Nuclei** ({len(nuc_all):,}) · sorted by {primary} probability")
-    g1, g2, g3 = st.columns([2, 2, 1])
-    show = g1.segmented_control("Show", ["all", "called MNA", "called non-MNA", "uncertain"], default="all",
-                                required=True, key="case_gallery_filter")
+    g1, g2, g3 = st.columns([2.4, 2, 1])  # every option stays in view at 1280 px
+    show = g1.segmented_control(f"Show ({primary}'s call)", ["all", "MNA", "non-MNA", "uncertain"], default="all",
+                                required=True, key="case_gallery_filter",
+                                help="uncertain: probability within 0.15 of 0.5")
     order = g2.segmented_control("Order", ["most MNA first", "least MNA first"], default="most MNA first",
                                  required=True, key="case_gallery_order")
     n_show = g3.number_input("Max", min_value=8, max_value=200, value=32, step=8, key="case_gallery_n")
     sel = nuc_all
-    if show == "called MNA":
+    if show == "MNA":
         sel = sel[sel["call"] == 1]
-    elif show == "called non-MNA":
+    elif show == "non-MNA":
         sel = sel[sel["call"] == 0]
     elif show == "uncertain":
         sel = sel[(sel["prob"] - 0.5).abs() < 0.15]
