@@ -48,6 +48,12 @@ def _check_reviewer(reviewer: str) -> str:
     return reviewer
 
 
+def _latest_event(cur, nucleus_id: int) -> tuple[int, str, str] | None:
+    """``(id, value, reviewer)`` of the nucleus' latest event, or None (no decision yet)."""
+    return cur.execute("SELECT id, value, reviewer FROM label_events WHERE nucleus_id = ? ORDER BY id DESC LIMIT 1",
+                       [nucleus_id]).fetchone()
+
+
 def _insert(cur, nucleus_id: int, value: str, previous: str, reviewer: str, note: str | None,
             undoes: int | None) -> int:
     """Append one event row (the one statement in the code base that writes events); return its id."""
@@ -95,8 +101,7 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
     def append(cur) -> int:
         if not cur.execute("SELECT 1 FROM nuclei WHERE id = ?", [nucleus_id]).fetchone():
             raise StoreError(f"no nucleus with id {nucleus_id}")
-        latest = cur.execute("SELECT id, value, reviewer FROM label_events WHERE nucleus_id = ? "
-                             "ORDER BY id DESC LIMIT 1", [nucleus_id]).fetchone()
+        latest = _latest_event(cur, nucleus_id)
         if latest is not None and note is None and tuple(latest[1:]) == (stored, reviewer):
             return int(latest[0])
         previous = latest[1] if latest is not None else "unset"

@@ -336,3 +336,16 @@ def test_report_into_an_earlier_report_folder_leaves_no_stale_figure(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted([p.name for p in paths] + ["notes.txt"])
     assert not (out / "fig4_mycn_count.png").exists() and not (out / "training_curves.png").exists()
     assert "fig4_mycn_count.png" not in (out / MD_NAME).read_text()
+
+
+def test_a_model_with_a_corrupt_config_is_reported_as_altered(fake_env, tmp_path):
+    import shutil
+
+    from genuine_core.errors import ModelLoadError
+
+    bench, _ = fake_env
+    folder = tmp_path / "ratio_cpu"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "models" / "ratio_cpu", folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ModelLoadError, match="checksum mismatch for config.json"):
+        ev.evaluate([folder], bench, probes=False)

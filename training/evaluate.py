@@ -333,7 +333,9 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
     for f in folders:
         if not (f / "config.json").is_file():
             raise InputError(f"not a model folder (no config.json): {f}")
-        verify_folder(f)  # its files are the ones saved (checksums) before any of them is read
+        if not _read_json(f / "config.json"):  # unreadable: say whether the folder was altered after saving
+            verify_folder(f)
+            raise InputError(f"{f}: config.json is not a model configuration")
         check_finished(f)  # an interrupted training run is refused before any work (load_model refuses it too)
     splits = {s: _benchmark(data, s) for s in ("test", "mixture")}
     for f in folders:
