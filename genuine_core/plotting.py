@@ -343,7 +343,8 @@ def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", heig
 
 
 def probability_histogram(preds: pd.DataFrame, threshold: float = 0.5, bins: int = 20, title: str = "") -> go.Figure:
-    """Overlaid histograms of per-nucleus MNA probability, one per model.
+    """Histograms of per-nucleus MNA probability, one per model, bars side by side per bin (overlaid
+    bars hid one model's behind another's where they agree, at 0 and 1).
 
     Args:
         preds: rows with ``model`` and ``prob``.
@@ -352,13 +353,13 @@ def probability_histogram(preds: pd.DataFrame, threshold: float = 0.5, bins: int
     """
     fig = go.Figure()
     for i, (model, grp) in enumerate(preds.groupby("model", sort=True)):
-        fig.add_trace(go.Histogram(x=grp["prob"], name=str(model), opacity=0.6,
+        fig.add_trace(go.Histogram(x=grp["prob"], name=str(model), opacity=0.85,
                                    xbins=dict(start=0, end=1.0 + 1e-9, size=1.0 / bins),
                                    marker_color=PALETTE[i % len(PALETTE)]))
     fig.add_vline(x=threshold, line_dash="dash", line_color="#444",
                   annotation_text=f"threshold {threshold:g}", annotation_position="top")
-    fig.update_layout(**_LAYOUT, barmode="overlay", title=title, height=320,
-                      xaxis_title="P(MNA)", yaxis_title="nuclei", legend=_LEGEND_BELOW)
+    fig.update_layout(**_LAYOUT, barmode="group", bargap=0.1, title=title, height=340,
+                      xaxis_title="P(MNA)", yaxis_title="nuclei", legend={**_LEGEND_BELOW, "y": -0.3})
     fig.update_xaxes(range=[0, 1])
     return fig
 

@@ -38,6 +38,8 @@ DECISION_CSS = """<style>
 .st-key-review_card [data-testid="stMetricValue"] {font-size: 1.6rem;}
 </style>"""
 QUEUE_PAGE = 50
+#: session key: the nucleus whose card the decision buttons were last drawn for
+SHOWN_KEY = "review_shown"
 
 
 # ----------------------------------------------------------------------------- cached queries
@@ -110,9 +112,16 @@ def _say(kind: str, text: str) -> None:
 
 
 def decide(nucleus_id: int, value) -> None:
-    """Button callback: write one label event for ``nucleus_id`` with the sidebar reviewer."""
+    """Button callback: write one label event for ``nucleus_id`` with the sidebar reviewer.
+
+    Only for the nucleus the page shows: a key pressed twice before the page caught up would
+    otherwise decide the same nucleus twice, and one undo would leave it decided.
+    """
     from store.labels import record_label_event
 
+    if st.session_state.get(SHOWN_KEY) != nucleus_id:
+        _say("info", f"Nucleus {nucleus_id} was decided a moment ago; the repeated press was ignored.")
+        return
     who = common.reviewer()
     note = (st.session_state.get("review_note") or "").strip() or None
     try:
@@ -121,6 +130,7 @@ def decide(nucleus_id: int, value) -> None:
         _say("error", f"Not saved: {exc}")
         return
     common.bump("labels")
+    st.session_state[SHOWN_KEY] = None  # decided: the next press waits for the next card
     st.session_state["review_note"] = ""
     from store.labels import normalise_decision
 
@@ -245,6 +255,7 @@ def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: di
 def decision_bar(nid: int) -> None:
     """MNA / non-MNA / exclude / skip / undo with keyboard shortcuts, and the note."""
     who = common.reviewer()
+    st.session_state[SHOWN_KEY] = nid  # the nucleus a decision button press may decide
     st.text_input("Note (optional)", key="review_note", placeholder="e.g. two overlapping nuclei")
     for col, (key, (label, value, shortcut, kind)) in zip(st.columns(3), DECISIONS.items()):
         col.button(label, key=f"decide_{key}", type=kind, shortcut=shortcut, disabled=not who, width="stretch",

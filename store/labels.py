@@ -48,10 +48,11 @@ def _check_reviewer(reviewer: str) -> str:
     return reviewer
 
 
-def _latest_event(cur, nucleus_id: int) -> tuple[int, str, str] | None:
-    """``(id, value, reviewer)`` of the nucleus' latest event, or None (no decision yet)."""
-    return cur.execute("SELECT id, value, reviewer FROM label_events WHERE nucleus_id = ? ORDER BY id DESC LIMIT 1",
-                       [nucleus_id]).fetchone()
+def _current_value(cur, nucleus_id: int) -> str:
+    row = cur.execute(
+        "SELECT value FROM label_events WHERE nucleus_id = ? ORDER BY id DESC LIMIT 1", [nucleus_id]
+    ).fetchone()
+    return row[0] if row else "unset"
 
 
 def _insert(cur, nucleus_id: int, value: str, previous: str, reviewer: str, note: str | None,
@@ -88,9 +89,6 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
         reviewer: who decided (required).
         note: optional free text.
 
-    Repeating one's own current decision without a note (a double click, a key pressed
-    twice) writes nothing and returns that decision's id, so one undo takes it back.
-
     Raises:
         InputError: bad value or empty reviewer. StoreError: no such nucleus.
     """
@@ -101,11 +99,7 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
     def append(cur) -> int:
         if not cur.execute("SELECT 1 FROM nuclei WHERE id = ?", [nucleus_id]).fetchone():
             raise StoreError(f"no nucleus with id {nucleus_id}")
-        latest = _latest_event(cur, nucleus_id)
-        if latest is not None and note is None and tuple(latest[1:]) == (stored, reviewer):
-            return int(latest[0])
-        previous = latest[1] if latest is not None else "unset"
-        return _insert(cur, nucleus_id, stored, previous, reviewer, note, None)
+        return _insert(cur, nucleus_id, stored, _current_value(cur, nucleus_id), reviewer, note, None)
 
     return store.write(append)
 

@@ -217,6 +217,20 @@ def test_review_decision_writes_exactly_one_event_with_the_reviewer(store_copy):
     assert at.text_input(key="review_note").value == ""
 
 
+def test_review_a_press_for_a_card_already_decided_is_ignored(store_copy):
+    """A key pressed twice before the page caught up reaches the server bound to the decided nucleus."""
+    path, _ = store_copy
+    at = open_page("review", reviewer="Dr. Test")
+    at.button(key="decide_non").click().run()
+    (decided,) = events(path)["nucleus_id"].tolist()
+    at.session_state["review_shown"] = None  # what the first press left: no card drawn since
+    at.button(key="decide_non").click().run()
+    assert not at.exception and len(events(path)) == 1
+    assert any("the repeated press was ignored" in m.value for m in at.info)
+    at.button(key="decide_non").click().run()  # the page has drawn the next card: that one is decided
+    assert len(events(path)) == 2 and events(path)["nucleus_id"].tolist()[1] != decided
+
+
 def test_review_undo_appends_a_reverting_event(store_copy):
     path, _ = store_copy
     at = open_page("review", reviewer="Dr. Test")

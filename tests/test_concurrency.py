@@ -99,16 +99,14 @@ def test_eight_threads_relabelling_the_same_nuclei_lose_no_event(store):
     for t in threads:
         t.join(timeout=120)
     assert errors == []
-    # a reviewer repeating the decision that is current gets its event back: nothing new is written
-    fresh = {name: list(dict.fromkeys(mine)) for name, mine in done.items()}
-    written = [e for mine in fresh.values() for e in mine]
-    assert len(written) > n_threads * per_thread * 0.5  # most actions write
+    written = [e for mine in done.values() for e in mine]
+    assert len(written) > n_threads * per_thread * 0.8  # most actions are decisions
     ev = store.query("SELECT id, reviewer, undoes FROM label_events ORDER BY id")
     assert len(ev) == len(written) == len(set(written))  # no event lost, none duplicated
     assert set(ev["id"]) == set(written)
     by_id = dict(zip(ev["id"], ev["reviewer"]))
     assert all(by_id[e] == name for name, mine in done.items() for e in mine)  # stamped with who wrote it
-    assert all(mine == sorted(mine) for mine in fresh.values())  # each session's events in its own order
+    assert all(mine == sorted(mine) for mine in done.values())  # each session's events in its own order
     assert_chain_and_current(store)
 
 
@@ -180,7 +178,7 @@ def test_write_gives_up_with_store_busy_and_saves_nothing(store):
 
 def test_label_event_retried_after_conflicts_is_written_once(store, monkeypatch):
     nid = _fill(store)[0]
-    real = labels._latest_event
+    real = labels._current_value
     calls = {"n": 0}
 
     def flaky(cur, nucleus_id):
@@ -189,7 +187,7 @@ def test_label_event_retried_after_conflicts_is_written_once(store, monkeypatch)
             raise duckdb.TransactionException("TransactionContext Error: Conflict on update!")
         return real(cur, nucleus_id)
 
-    monkeypatch.setattr(labels, "_latest_event", flaky)
+    monkeypatch.setattr(labels, "_current_value", flaky)
     event = labels.record_label_event(store, nid, 1, "ann")
     assert calls["n"] == 3 and store.retries == 2
     assert store.query("SELECT id FROM label_events")["id"].tolist() == [event]
@@ -203,7 +201,7 @@ def test_label_event_that_keeps_conflicting_raises_store_busy_and_writes_nothing
                     "VALUES (?, '1', 'unset', 'ghost', now())", [nucleus_id])  # rolled back with the attempt
         raise duckdb.TransactionException("TransactionContext Error: Conflict on update!")
 
-    monkeypatch.setattr(labels, "_latest_event", always)
+    monkeypatch.setattr(labels, "_current_value", always)
     monkeypatch.setattr(store_db, "_BACKOFF_START", 0.001)  # same attempts, shorter pauses
     with pytest.raises(StoreError, match="store busy") as info:
         labels.record_label_event(store, nid, 1, "ann")

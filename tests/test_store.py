@@ -203,20 +203,6 @@ def test_label_events_two_reviewers_with_undo(store):
     assert len(audit) == 8 and set(audit["sample"]) == {"c"} and audit["event_id"].is_monotonic_increasing
 
 
-def test_repeating_ones_own_decision_writes_nothing_so_one_undo_takes_it_back(store):
-    _, ids = _add_scan(store, "c", "d" * 64, {"m1": [0.2, 0.7]})
-    n1, n2 = (int(i) for i in ids)
-    first = labels.record_label_event(store, n1, 0, "ann")
-    assert labels.record_label_event(store, n1, "non-mna", "ann") == first  # a key pressed twice
-    labels.undo_last(store, "ann")
-    assert n1 not in labels.current_labels(store)["nucleus_id"].tolist()  # one undo: no decision left
-    # a second reviewer agreeing, or the same reviewer adding a note, is a new event
-    e2 = labels.record_label_event(store, n2, 1, "ann")
-    assert labels.record_label_event(store, n2, 1, "bob") > e2
-    assert labels.record_label_event(store, n2, 1, "bob", note="checked again") > e2 + 1
-    assert len(labels.audit_trail(store)) == 5  # ann 0, undo, ann 1, bob 1, bob 1 with the note
-
-
 def test_label_event_validation(store):
     _, ids = _add_scan(store, "c", "c" * 64, {"m1": [0.2]})
     with pytest.raises(InputError):
