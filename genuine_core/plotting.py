@@ -49,6 +49,8 @@ SVG_MAX_POINTS = 3000
 _LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=45, b=85),
                title_font=dict(size=15), title_x=0.0, title_xanchor="left")
 #: legend under the plot area, so it never collides with the title
+#: width (px) scan figures are laid out for: the half-page column of a 1280 px screen (less the colour bar)
+SCAN_FIGURE_WIDTH = 430
 _LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0)
 
 
@@ -303,7 +305,7 @@ def hex_to_rgb(colour: str) -> tuple[int, int, int]:
 
 
 # ----------------------------------------------------------------------------- figures
-def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", height: int = 640,
+def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", height: int | None = None,
                 image_format: str = "jpeg") -> go.Figure:
     """A zoomable scan with per-nucleus hover.
 
@@ -312,7 +314,8 @@ def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", heig
         nuclei: rows with ``cx, cy`` (pixels), ``prob`` (may be NaN), and optionally
             ``nucleus_id`` and ``label`` for the hover text.
         title: figure title.
-        height: figure height in pixels.
+        height: figure height in pixels (None: the scan's aspect at about 470 px wide, the half-page
+            column of a 1280 px screen, within 300-640 px; a fixed height left empty bands).
         image_format: encoding of the image in the figure (``"jpeg"`` or ``"png"``).
 
     Returns:
@@ -337,7 +340,10 @@ def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", heig
         ))
     fig.update_xaxes(visible=False, range=[0, w], constrain="domain")
     fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x", constrain="domain")
-    fig.update_layout(**{**_LAYOUT, "margin": dict(l=0, r=0, t=40 if title else 5, b=0)},
+    top = 40 if title else 5
+    if height is None:
+        height = int(np.clip(top + SCAN_FIGURE_WIDTH * h / max(w, 1), 300, 640))
+    fig.update_layout(**{**_LAYOUT, "margin": dict(l=0, r=0, t=top, b=0)},
                       title=title, height=height, dragmode="zoom")
     return fig
 
