@@ -31,6 +31,10 @@ REAL_SAMPLE = "FISH_RGB (real scan)"
 MODEL_KINDS = ("genuine", "resnet", "detector", "ratio")
 
 
+#: most nuclei per cell line or mixture sample the demo generates (its default is 150 and 64)
+MAX_DEMO_NUCLEI = 5000
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """What goes into the demo store.
@@ -58,6 +62,8 @@ class DemoConfig:
             raise ValueError("seed must be >= 0")
         if self.nuclei_per_line < 3 or self.mixture_nuclei < 1 or self.nuclei_per_field < 1:
             raise ValueError("need >= 3 nuclei per line and >= 1 per mixture and field")
+        if self.nuclei_per_line > MAX_DEMO_NUCLEI or self.mixture_nuclei > MAX_DEMO_NUCLEI:  # a demo, not a study
+            raise ValueError(f"at most {MAX_DEMO_NUCLEI} nuclei per line and per mixture")
         if self.max_fields_per_sample is not None and self.max_fields_per_sample < 1:
             raise ValueError("max_fields_per_sample must be >= 1")
         if self.mc_samples < 0:

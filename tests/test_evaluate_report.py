@@ -282,8 +282,10 @@ def test_merge_results_recomputes_summary(fake_env, tmp_path):
     assert "by `genuine evaluate --merge m.json --note ... --out r`" in md and md.count("long text") == 1
     assert f"- `{a['meta']['command']}`" in md
     other = json.loads(json.dumps(b))
-    other["meta"]["data"] = "elsewhere"
-    with pytest.raises(InputError):
+    other["meta"]["data"] = "elsewhere"  # the same benchmark under another path merges
+    assert len(ev.merge_results([a, other])["models"]) == len(a["models"]) + len(b["models"])
+    other["meta"]["benchmark_seed"] = 9  # another benchmark, whatever its folder is called
+    with pytest.raises(InputError, match="different benchmarks"):
         ev.merge_results([a, other])
     with pytest.raises(InputError):
         ev.merge_results([])

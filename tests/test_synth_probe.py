@@ -98,7 +98,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert main(["synth", "field", "--out", str(tmp_path / "f"), "--lines", "no_such_line"]) == 2
     assert "unknown cell line" in capsys.readouterr().err
     (tmp_path / "busy").mkdir()
-    (tmp_path / "busy" / "x").write_text("x")
+    (tmp_path / "busy" / "config.json").write_text('{"seed": 0, "size": {"name": "tiny"}}')  # an earlier benchmark
     assert main(["synth", "benchmark", "--out", str(tmp_path / "busy"), "--size", "tiny"]) == 2
     assert main(["synth", "benchmark", "--out", str(tmp_path / "j"), "--size", "tiny", "--acquisition-jitter", "3"]) == 2
     assert "acquisition_jitter must be in [0, 2]" in capsys.readouterr().err and not (tmp_path / "j").exists()
@@ -164,7 +164,7 @@ def test_cli_field_refuses_to_replace_a_field_without_overwrite(tmp_path, capsys
 
 def test_cli_benchmark_non_empty_message_names_the_option_not_a_parameter(tmp_path, capsys):
     (tmp_path / "busy").mkdir()
-    (tmp_path / "busy" / "x").write_text("x")
+    (tmp_path / "busy" / "config.json").write_text('{"seed": 0, "size": {"name": "tiny"}}')  # an earlier benchmark
     assert main(["synth", "benchmark", "--out", str(tmp_path / "busy"), "--size", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "pass --overwrite" in err and "overwrite=True" not in err
@@ -218,3 +218,22 @@ def test_cli_probe_refuses_to_write_over_its_file_unless_overwrite(tmp_path, cap
         assert out.read_bytes() == b"keep"
     assert main([*args, "--out", str(tmp_path / "p"), "--overwrite"]) == 0
     assert np.load(out)["patches"].shape == (4, 3, 32, 32)
+
+
+def test_benchmark_and_field_never_replace_files_that_are_not_theirs(tmp_path, capsys):
+    from genuine_core.cli import main
+
+    proj = tmp_path / "proj"  # someone's folder: --overwrite replaces a benchmark, not this
+    (proj / "patches").mkdir(parents=True)
+    (proj / "patches" / "my_annotations.csv").write_text("d")
+    (proj / "config.json").write_text("{}")
+    for extra in ([], ["--overwrite"]):
+        assert main(["synth", "benchmark", "--size", "tiny", "--out", str(proj), "--quiet", *extra]) == 2
+        assert "and no benchmark; give a new or empty folder" in capsys.readouterr().err
+    assert (proj / "patches" / "my_annotations.csv").read_text() == "d"
+    bench = tmp_path / "bench"  # a benchmark: a field written over it would break it
+    bench.mkdir()
+    (bench / "config.json").write_text('{"seed": 0, "size": {"name": "tiny"}}')
+    assert main(["synth", "field", "--out", str(bench), "--overwrite"]) == 2
+    assert "holds a benchmark; write the field to another folder" in capsys.readouterr().err
+    assert sorted(p.name for p in bench.iterdir()) == ["config.json"]

@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     models = args.models or _default_models()
     if not models:
         raise InputError("no model folders given and none found under models/; pass --models DIR ...")
-    if args.probe_n < 1:
-        raise InputError("--probe-n must be >= 1")
+    if not 1 <= args.probe_n <= 1000:  # the paper uses 50 per condition
+        raise InputError(f"--probe-n must be in [1, 1000], got {args.probe_n}")
     _check_shipped(args.shipped, [Path(m).name for m in models])
     results = evaluate(models, args.data, seed=args.seed, probes=not args.no_probes, shipped=args.shipped,
                        probe_n=args.probe_n, command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))

@@ -374,7 +374,10 @@ def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
     """
     if not parts:
         raise InputError("nothing to merge")
-    keys = {(p["meta"].get("data"), p["meta"].get("probe_seed"), p["meta"].get("probe_n")) for p in parts}
+    # the benchmark by what it is (seed, size, split sizes), not where it lies: one benchmark may be
+    # evaluated under two paths, and two benchmarks may share a folder name
+    keys = {tuple(p["meta"].get(k) for k in ("benchmark_seed", "benchmark_size", "n_test", "n_mixture",
+                                               "probe_seed", "probe_n")) for p in parts}
     if len(keys) > 1:
         raise InputError(f"cannot merge results of different benchmarks / probe settings: {sorted(map(str, keys))}")
     models = [m for p in parts for m in p["models"]]

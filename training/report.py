@@ -288,7 +288,8 @@ def render_markdown(results: dict[str, Any], figures: list[str]) -> str:
         lines += [f"**{name}: corrected - true (Rogan-Gladen)**", ""] + _mixture_table(group, "corrected_diff_true",
                                                                                           ci=True)
     lines += ["## Figure 4 analogues: synthetic probe nuclei", "",
-              "Mean predicted label over 50 probe nuclei per condition (paper section 4.3).", ""]
+              f"Mean predicted label over {meta.get('probe_n') or 50} probe nuclei per condition "
+              "(paper section 4.3).", ""]
     lines += ["**MYCN signal count, 2 NMI signals** (Cohn rule: MNA from 8 MYCN signals)", ""]
     lines += _probe_table(models, "probe_count", "MYCN signals")
     lines += ["**MYCN signal size, 2 MYCN + 2 NMI signals**", ""]

@@ -50,7 +50,8 @@ def in_range(value: float, bounds: tuple[float, float], option: str, unit: str =
     """
     lo, hi = bounds
     if not lo <= value <= hi:
-        raise InputError(f"{option} must be in [{lo:g}, {hi:g}]{unit}, got {value:g}")
+        shown = value if isinstance(value, int) else f"{value:g}"  # 100000000, not 1e+08
+        raise InputError(f"{option} must be in [{lo:g}, {hi:g}]{unit}, got {shown}")
 
 
 def output_folder(path: str | Path, option: str = "--out") -> Path:

@@ -104,6 +104,9 @@ FIELD_FILES = ("field.tif", "field_masks.tif", "nuclei.parquet", "boxes.parquet"
 #: --shape side and --n-nuclei bounds of ``synth field`` (a 512 px field holds about 60 nuclei)
 FIELD_SIDE = (64, 8192)
 FIELD_NUCLEI = (1, 5000)
+#: bounds of ``synth probe``: probes per condition (and backgrounds), and patches in all
+MAX_PROBES = 10_000
+MAX_PROBE_PATCHES = 200_000
 #: --workers bound of ``synth benchmark``
 MAX_WORKERS = 64
 
@@ -130,8 +133,13 @@ def _benchmark(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
     _check_beta(args.beta)
     in_range(args.workers, (1, MAX_WORKERS), "--workers")
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise InputError(f"--out {out} is not empty; pass --overwrite to replace the benchmark in it")
+    if out.is_dir() and any(out.iterdir()):
+        if not _is_benchmark(out):  # --overwrite replaces a benchmark, never someone else's files
+            held = sorted(p.name for p in out.iterdir())
+            raise InputError(f"--out {out} holds {', '.join(held[:3])}{' ...' if len(held) > 3 else ''} and no "
+                             "benchmark; give a new or empty folder")
+        if not args.overwrite:
+            raise InputError(f"--out {out} holds a benchmark; pass --overwrite to replace it")
     if not args.quiet:
         size = SIZES[args.size]
         print(f"synth benchmark: {size.nuclei_per_line} nuclei per cell line and {size.mixture_nuclei} per mixture "
@@ -150,6 +158,15 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_benchmark(folder: Path) -> bool:
+    """Whether ``folder`` holds a benchmark (or a partial one): its ``config.json`` names a seed and a size."""
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and {"seed", "size"} <= set(cfg)
+
+
 def _field(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
@@ -164,6 +181,8 @@ def _field(args: argparse.Namespace) -> int:
     for side in args.shape:
         in_range(side, FIELD_SIDE, "--shape", " px")
     in_range(args.n_nuclei, FIELD_NUCLEI, "--n-nuclei")
+    if _is_benchmark(out):
+        raise InputError(f"--out {out} holds a benchmark; write the field to another folder")
     held = [name for name in FIELD_FILES if (out / name).exists()]
     if held and not args.overwrite:
         raise InputError(f"--out {out} already holds a field ({', '.join(held)}); pass --overwrite to replace it")
@@ -199,6 +218,12 @@ def _probe(args: argparse.Namespace) -> int:
     out = output_file(_npz_path(args.out))
     refuse_existing([out], args.overwrite)
     in_range(args.patch_size, PATCH_SIZE_RANGE, "--patch-size")
+    in_range(args.n, (1, MAX_PROBES), "--n")
+    in_range(args.n_backgrounds, (1, MAX_PROBES), "--n-backgrounds")
+    n_conditions = len(args.nmi) * len(args.mycn) * len(args.signal_size)
+    if n_conditions * args.n > MAX_PROBE_PATCHES:
+        raise InputError(f"{n_conditions} conditions x {args.n} probes is more than {MAX_PROBE_PATCHES:,} patches; "
+                         "narrow --nmi/--mycn/--signal-size or lower --n")
     rng = seed_everything(args.seed)
     if args.backgrounds:
         try:
