@@ -131,7 +131,8 @@ def test_interrupted_run_is_refused_everywhere_until_resumed(bench, tmp_path, mo
     monkeypatch.setattr(loop, "write_history", ctrl_c_in_epoch_2)
     assert main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    expected = "genuine " + " ".join(shlex.quote(a) for a in argv) + " --resume"
+    # paths recorded absolute: the resume command works from any folder
+    expected = "genuine " + " ".join(shlex.quote(a) for a in argv[:-1]) + f" {tmp_path / 'run'} --resume"
     assert err.startswith("interrupted: training stopped before it finished") and err.endswith(expected)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "training" and metrics["resume_command"] == expected

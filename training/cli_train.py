@@ -139,13 +139,32 @@ def _spec_from_args(args: argparse.Namespace):
                        beta=args.beta, label=args.label, max_train=args.max_train, resume=args.resume,
                        init=args.init, train=train,
                        encoder=_encoder_overrides(args),
-                       command="genuine " + " ".join(shlex.quote(a) for a in getattr(args, "_argv", sys.argv[1:])))
+                       command="genuine " + " ".join(shlex.quote(a) for a in
+                                                     _absolute_paths(getattr(args, "_argv", sys.argv[1:]))))
     except ValueError as exc:
         raise InputError(str(exc)) from exc
 
 
 #: options that may differ between a run and its --resume: where it is, threads, and how long it goes on
 RESUME_FREE = {"resume", "overwrite", "out", "threads", "epochs", "patience"}
+
+
+#: options naming files or folders: recorded as absolute paths, so the run's resume command works from any folder
+PATH_OPTIONS = ("--data", "--detector", "--init", "--out")
+
+
+def _absolute_paths(argv: list[str]) -> list[str]:
+    """``argv`` with the values of :data:`PATH_OPTIONS` made absolute (``--data x`` and ``--data=x``)."""
+    out, previous = [], None
+    for word in argv:
+        option, eq, value = word.partition("=")
+        if previous in PATH_OPTIONS:
+            word = str(Path(word).resolve())
+        elif eq and option in PATH_OPTIONS:
+            word = f"{option}={Path(value).resolve()}"
+        out.append(word)
+        previous = word
+    return out
 
 
 def _recorded_argv(out: Path) -> list[str] | None:
