@@ -198,19 +198,23 @@ def export_labels(store: Store, out: str | Path, sample: str | None = None) -> P
     return data.save(out) if out.suffix == ".npz" else data.save_parquet(out)
 
 
+#: file types ``export_audit`` writes (JSON lines for .jsonl and .json)
+AUDIT_SUFFIXES = (".csv", ".parquet", ".jsonl", ".json")
+
+
 def export_audit(store: Store, out: str | Path) -> Path:
     """Write every label event (``labels.audit_trail``) as CSV, Parquet or JSON lines (by suffix)."""
     out = Path(out)
+    if out.suffix not in AUDIT_SUFFIXES:  # before anything is created
+        raise InputError(f"audit export must end in .csv, .parquet or .jsonl, got {out.name}")
     trail = labels.audit_trail(store)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":
         trail.to_csv(out, index=False)
     elif out.suffix == ".parquet":
         trail.to_parquet(out, index=False)
-    elif out.suffix in (".jsonl", ".json"):
+    else:
         with open(out, "w", encoding="utf-8") as fh:
             for rec in trail.to_dict("records"):
                 fh.write(json.dumps(rec, default=str) + "\n")
-    else:
-        raise InputError(f"audit export must end in .csv, .parquet or .jsonl, got {out.name}")
     return out

@@ -62,7 +62,8 @@ QC_FLAGS = {
     "few nuclei": "fewer scored nuclei than the INRG minimum for a call",
     "high uncertainty": "many nuclei have an uncertain prediction",
     "auto-label disagreement": "many calls differ from the nuclei's automatic (genotype) labels",
-    "no validation metrics": "the model has no validation sensitivity/specificity, so no corrected estimate",
+    "no validation metrics": "the model has no usable validation sensitivity/specificity (none recorded, or "
+                             "no better than chance: sensitivity + specificity <= 1), so no corrected estimate",
     "possible false positives": "the model's false-positive rate alone could explain the MNA nuclei "
                                 "(the corrected interval reaches 0 %)",
 }

@@ -61,7 +61,7 @@ def test_export_sample_report(filled, tmp_path):
     page = (tmp_path / "signed" / "summary.html").read_text()
     assert "Dr. Export" in page
     # every QC flag of the table is explained in the report itself
-    assert "<h2>QC flags</h2>" in page and "<b>no validation metrics</b>: the model has no validation" in page
+    assert "<h2>QC flags</h2>" in page and "<b>no validation metrics</b>: the model has no usable validation" in page
     assert "## QC flags" in md and "corrected CI low" in md
     assert "**prepared by**: not signed" in (tmp_path / "rep" / "summary.md").read_text()  # no name: said so
     with pytest.raises(StoreError, match="no model named 'nope'; registered: m1, m2"):
