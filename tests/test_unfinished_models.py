@@ -252,3 +252,32 @@ def test_a_last_batch_of_one_row_joins_the_one_before():
     assert [len(b) for b in batches(66, 32, None)] == [32, 32, 2]
     assert [len(b) for b in batches(1, 32, None)] == [1]
     assert sorted(np.concatenate(list(batches(65, 32, np.random.default_rng(1))))) == list(range(65))
+
+
+def test_resume_refuses_training_data_that_changed_since_the_run_started(bench, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import pandas as pd
+
+    import training.loop as loop
+
+    data = tmp_path / "bench"
+    shutil.copytree(bench, data)
+    argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(data), "--epochs", "3", "--threads", "1",
+            "--out", str(tmp_path / "run")]
+    real_history = loop.write_history
+
+    def ctrl_c_in_epoch_2(out, history):
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        real_history(out, history)
+
+    monkeypatch.setattr(loop, "write_history", ctrl_c_in_epoch_2)
+    assert main(argv) == 130
+    monkeypatch.setattr(loop, "write_history", real_history)
+    nuclei = pd.read_parquet(data / "nuclei.parquet")  # the benchmark made again in the same folder
+    nuclei.iloc[::-1].to_parquet(data / "nuclei.parquet", index=False)
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"--resume: the training data in {data} changed since the run started" in err

@@ -182,6 +182,29 @@ def _recorded_argv(out: Path) -> list[str] | None:
     return None
 
 
+def _check_same_data(data: Path, out: Path) -> None:
+    """Refuse to resume on training data that changed since the run started (e.g. a benchmark made
+    again in the same folder): half the run would have learned from other nuclei.
+
+    Raises:
+        InputError: the recorded fingerprint differs from the data's.
+    """
+    import json
+
+    from genuine_core.errors import InputError
+    from genuine_core.models.folder import CHECKPOINT_DIR
+    from training.datasets import data_fingerprint
+    from training.train import RESUME_DATA_KEY
+
+    try:
+        recorded = json.loads((out / CHECKPOINT_DIR / "metrics.json").read_text(encoding="utf-8")).get(RESUME_DATA_KEY)
+    except (OSError, ValueError, AttributeError):
+        return  # no checkpoint (said later) or one from before fingerprints
+    if recorded and recorded != data_fingerprint(data):
+        raise InputError(f"--resume: the training data in {data} changed since the run started; "
+                         f"start a new run with --overwrite")
+
+
 def _check_resume(args: argparse.Namespace, out: Path) -> None:
     """``--resume`` continues a run as it was started: refuse options that differ from the recorded ones.
 
@@ -192,6 +215,7 @@ def _check_resume(args: argparse.Namespace, out: Path) -> None:
 
     if args.kind == "ratio":
         raise InputError("--resume: a ratio fit has no checkpoint to resume; run it again with --overwrite")
+    _check_same_data(Path(args.data), out)
     recorded = _recorded_argv(out)
     if recorded is None:
         return

@@ -136,6 +136,15 @@ def is_benchmark(source: str | Path) -> bool:
     return p.is_dir() and (p / "nuclei.parquet").is_file()
 
 
+def data_fingerprint(source: str | Path) -> str:
+    """sha256 of what identifies a training source: a benchmark's ``nuclei.parquet`` (its nuclei, labels
+    and splits), or the training-set file itself. A resumed run compares it with the one it started on."""
+    from genuine_core.models.folder import sha256_file
+
+    p = Path(source)
+    return sha256_file(p / "nuclei.parquet" if is_benchmark(p) else p)
+
+
 def check_source(source: str | Path) -> Path:
     p = Path(source)
     if is_benchmark(p):

@@ -38,7 +38,7 @@ from genuine_core.models.folder import FINAL_STATUS
 from genuine_core.seeding import seed_everything
 from training import modelapi
 from training.checkpoint import CHECKPOINT_DIR, TRAIN_CONFIG_FILE, clear_run
-from training.datasets import ClassificationData, load_classification, load_detection, subsample
+from training.datasets import ClassificationData, data_fingerprint, load_classification, load_detection, subsample
 from training.loop import TrainConfig, TrainingError, fit
 from training.metrics import bce_with_logits, binary_metrics
 from training.tasks import ClassifierTask, DetectorTask, predict_logits
@@ -201,14 +201,19 @@ def resume_command(spec: RunSpec) -> str:
     return " ".join(shlex.quote(w) for w in kept + ["--resume"])
 
 
+#: unfinished model folders record the sha256 of their training data under this key (see ``data_fingerprint``)
+RESUME_DATA_KEY = "data_sha256"
+
+
 def _saver(model, spec: RunSpec):
     """``task.save_model``: writes the model folder; an unfinished one (status ``training`` or
     ``checkpoint``) records the command that resumes the run, which loading it then names."""
     command = resume_command(spec)
+    data = data_fingerprint(spec.data)
 
     def save(path, metrics: dict[str, Any]) -> None:
         if metrics.get("status") != FINAL_STATUS:
-            metrics = {**metrics, "resume_command": command}
+            metrics = {**metrics, "resume_command": command, RESUME_DATA_KEY: data}
         modelapi.save(model, path, metrics)
 
     return save
