@@ -125,8 +125,11 @@ def _spec_from_args(args: argparse.Namespace):
 
     check_source(data)  # a folder that is no benchmark, or a file that is no training set
     refuse_foreign_folder(out, ("checksum.sha256", "checkpoint", "metrics.json"), "model")
+    if args.resume and args.overwrite:
+        raise InputError("give --resume (continue the run) or --overwrite (start again), not both")
     if (Path(out) / "metrics.json").is_file() and not (args.resume or args.overwrite):
-        raise InputError(f"{out} already holds a model; pass --overwrite to replace it or --resume to continue")
+        raise InputError(f"{out} already holds a model; pass --overwrite to replace it or --resume to continue "
+                         "(a finished run goes on for more --epochs)")
     if args.resume:
         _check_resume(args, Path(out))
     try:
