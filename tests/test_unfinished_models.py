@@ -111,6 +111,21 @@ def bench(tmp_path_factory):
     return path
 
 
+def _ctrl_c_in_epoch_2(monkeypatch):
+    """Make a training run stop with Ctrl-C as it records its second epoch; returns the real recorder."""
+    import training.loop as loop
+
+    real_history = loop.write_history
+
+    def ctrl_c_in_epoch_2(out, history):
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        real_history(out, history)
+
+    monkeypatch.setattr(loop, "write_history", ctrl_c_in_epoch_2)
+    return real_history
+
+
 def test_interrupted_run_is_refused_everywhere_until_resumed(bench, tmp_path, monkeypatch, capsys):
     import training.loop as loop
     from _store_fakes import write_toy_scans
@@ -121,14 +136,7 @@ def test_interrupted_run_is_refused_everywhere_until_resumed(bench, tmp_path, mo
     argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(bench), "--epochs", "3",
             "--threads", "1", "--out", "run"]
     monkeypatch.setattr(sys, "argv", ["pytest"])  # the resume command comes from main()'s argv, not sys.argv
-    real_history = loop.write_history
-
-    def ctrl_c_in_epoch_2(out, history):
-        if len(history) == 2:
-            raise KeyboardInterrupt
-        real_history(out, history)
-
-    monkeypatch.setattr(loop, "write_history", ctrl_c_in_epoch_2)
+    real_history = _ctrl_c_in_epoch_2(monkeypatch)
     assert main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
     # paths recorded absolute: the resume command works from any folder
@@ -265,14 +273,7 @@ def test_resume_refuses_training_data_that_changed_since_the_run_started(bench, 
     shutil.copytree(bench, data)
     argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(data), "--epochs", "3", "--threads", "1",
             "--out", str(tmp_path / "run")]
-    real_history = loop.write_history
-
-    def ctrl_c_in_epoch_2(out, history):
-        if len(history) == 2:
-            raise KeyboardInterrupt
-        real_history(out, history)
-
-    monkeypatch.setattr(loop, "write_history", ctrl_c_in_epoch_2)
+    real_history = _ctrl_c_in_epoch_2(monkeypatch)
     assert main(argv) == 130
     monkeypatch.setattr(loop, "write_history", real_history)
     nuclei = pd.read_parquet(data / "nuclei.parquet")  # the benchmark made again in the same folder
