@@ -8,6 +8,9 @@ U = undo.
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -40,6 +43,10 @@ DECISION_CSS = """<style>
 QUEUE_PAGE = 50
 #: session key: the nucleus whose card the decision buttons were last drawn for
 SHOWN_KEY = "review_shown"
+#: a decision press this soon after the last one is a double press (no curator judges a new card this fast);
+#: $GENUINE_DECISION_GAP_S overrides it (0 for scripted sessions)
+MIN_DECISION_GAP_S = float(os.environ.get("GENUINE_DECISION_GAP_S", "0.4"))
+LAST_DECISION_KEY = "review_last_decision"
 
 
 # ----------------------------------------------------------------------------- cached queries
@@ -119,8 +126,11 @@ def decide(nucleus_id: int, value) -> None:
     """
     from store.labels import record_label_event
 
-    if st.session_state.get(SHOWN_KEY) != nucleus_id:
-        _say("info", f"Nucleus {nucleus_id} was decided a moment ago; the repeated press was ignored.")
+    now = time.monotonic()
+    if (st.session_state.get(SHOWN_KEY) != nucleus_id
+            or now - st.session_state.get(LAST_DECISION_KEY, -1e9) < MIN_DECISION_GAP_S):
+        _say("info", f"A press {MIN_DECISION_GAP_S:g} s or less after a decision was ignored (nucleus "
+                     f"{nucleus_id}): the next card may not have been seen yet.")
         return
     who = common.reviewer()
     note = (st.session_state.get("review_note") or "").strip() or None
@@ -131,6 +141,7 @@ def decide(nucleus_id: int, value) -> None:
         return
     common.bump("labels")
     st.session_state[SHOWN_KEY] = None  # decided: the next press waits for the next card
+    st.session_state[LAST_DECISION_KEY] = now
     st.session_state["review_note"] = ""
     from store.labels import normalise_decision
 

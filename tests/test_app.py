@@ -226,7 +226,10 @@ def test_review_a_press_for_a_card_already_decided_is_ignored(store_copy):
     at.session_state["review_shown"] = None  # what the first press left: no card drawn since
     at.button(key="decide_non").click().run()
     assert not at.exception and len(events(path)) == 1
-    assert any("the repeated press was ignored" in m.value for m in at.info)
+    at.button(key="decide_non").click().run()  # the next card is drawn, but the press came too soon after
+    assert len(events(path)) == 1
+    assert any("after a decision was ignored" in m.value for m in at.info)
+    at.session_state["review_last_decision"] = -1e9  # a moment later: the curator has seen the next card
     at.button(key="decide_non").click().run()  # the page has drawn the next card: that one is decided
     assert len(events(path)) == 2 and events(path)["nucleus_id"].tolist()[1] != decided
 

@@ -254,6 +254,7 @@ def test_two_app_sessions_relabelling_the_same_nucleus_lose_no_event(tmp_path, m
     db = tmp_path / "apps.duckdb"
     build_small_store(db)
     monkeypatch.setenv("GENUINE_DB", str(db))
+    monkeypatch.setenv("GENUINE_DECISION_GAP_S", "0")  # scripted clicks come faster than any curator's
     clicks = 6
     acks: dict[str, list[tuple[int, int]]] = {}
     failures: list[str] = []
