@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from genuine_core.errors import InputError
     from genuine_core.pipeline import DEFAULT_MC_SAMPLES, MAX_MC_SAMPLES, load_model
-    from store.db import INTERRUPTS, Store, StoreBusy, is_interrupt
+    from store.db import INTERRUPTS, Store, StoreBusy, is_interrupt, remove_store_files
     from store.ingest import resolve_models
 
     if not args.files and args.benchmark is None:
@@ -129,18 +129,9 @@ def run(args: argparse.Namespace) -> int:
             f"{len(done) - stored} other(s) done; the same command again skips what is stored") from None
     finally:
         if new_store and not any(o.status == "stored" for o in done):
-            _remove_new_store(store)  # a first ingest that stored nothing leaves no empty store behind
+            remove_store_files(store.path)  # a first ingest that stored nothing leaves no empty store behind
     print(report.summary_line(), flush=True)
     return report.exit_code
-
-
-def _remove_new_store(store) -> None:
-    """Delete a store file this command created (and its WAL and files folder)."""
-    import shutil
-
-    for f in (store.path, store.path.with_name(store.path.name + ".wal")):
-        f.unlink(missing_ok=True)
-    shutil.rmtree(store.folder, ignore_errors=True)
 
 
 def _ingest(store, args: argparse.Namespace, models_given, loader, channel_map, segment_kwargs, progress,

@@ -403,6 +403,16 @@ def _check_duckdb_file(path: Path) -> None:
         raise StoreError(f"{path}: not a DuckDB store file")
 
 
+def remove_store_files(path: str | Path) -> None:
+    """Delete a store file, its write-ahead log and its files folder (``Store.folder``), where present."""
+    import shutil
+
+    path = Path(path)
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(path.with_name(path.stem + "_files"), ignore_errors=True)
+
+
 def open_store(path: str | Path, read_only: bool = False, busy_timeout: float = 10.0) -> Store:
     """Open (and create/migrate when writable) the store at ``path``; see :class:`Store`."""
     return Store(path, read_only=read_only, busy_timeout=busy_timeout)

@@ -14,7 +14,6 @@ still opens onto all four models; its predictions mean nothing.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from genuine_core.embedding import UmapConfig
 from genuine_core.errors import InputError
 from genuine_core.pipeline import SHIPPED_MODELS, ScoringModel, load_model, model_folders
+from store.db import remove_store_files
 
 logger = logging.getLogger(__name__)
 
@@ -141,12 +141,6 @@ def demo_models(model_dirs, work: Path, mc_samples: int) -> list[ScoringModel]:
     return [load_model(p, mc_samples=mc_samples) for p in paths]
 
 
-def _remove_store(path: Path) -> None:
-    for p in (path, path.with_name(path.name + ".wal")):
-        p.unlink(missing_ok=True)
-    shutil.rmtree(path.with_name(path.stem + "_files"), ignore_errors=True)
-
-
 def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: str | Path | None = None,
                model_dirs=None, force: bool = False, progress: bool = True) -> dict:
     """Build the demo store at ``out``.
@@ -175,7 +169,7 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
         raise InputError(f"{out} exists; use --force to rebuild it")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.stem + ".partial" + out.suffix)
-    _remove_store(partial)
+    remove_store_files(partial)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -191,9 +185,9 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     try:
         n_nuclei, sample_names = _fill_demo_store(partial, bench, models, config, progress, failed, seconds)
     except BaseException:  # failure or Ctrl-C: no half-built store left beside the old one (which stays intact)
-        _remove_store(partial)
+        remove_store_files(partial)
         raise
-    _remove_store(out)
+    remove_store_files(out)
     partial.rename(out)
     files = partial.with_name(partial.stem + "_files")
     if files.is_dir():
