@@ -229,7 +229,8 @@ def test_benchmark_and_field_never_replace_files_that_are_not_theirs(tmp_path, c
     (proj / "config.json").write_text("{}")
     for extra in ([], ["--overwrite"]):
         assert main(["synth", "benchmark", "--size", "tiny", "--out", str(proj), "--quiet", *extra]) == 2
-        assert "and no benchmark; give a new or empty folder" in capsys.readouterr().err
+        assert "holds config.json, patches, and is not a benchmark folder; give a new or empty folder" \
+            in capsys.readouterr().err
     assert (proj / "patches" / "my_annotations.csv").read_text() == "d"
     bench = tmp_path / "bench"  # a benchmark: a field written over it would break it
     bench.mkdir()

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from genuine_core.commands.checks import (PATCH_SIZE_RANGE, in_range, output_file, output_folder, refuse_existing,
-                                          seed_option)
+                                          refuse_foreign_folder, seed_option)
 from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -135,9 +135,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     in_range(args.workers, (1, MAX_WORKERS), "--workers")
     if out.is_dir() and any(out.iterdir()):
         if not _is_benchmark(out):  # --overwrite replaces a benchmark, never someone else's files
-            held = sorted(p.name for p in out.iterdir())
-            raise InputError(f"--out {out} holds {', '.join(held[:3])}{' ...' if len(held) > 3 else ''} and no "
-                             "benchmark; give a new or empty folder")
+            refuse_foreign_folder(out, (), "benchmark")
         if not args.overwrite:
             raise InputError(f"--out {out} holds a benchmark; pass --overwrite to replace it")
     if not args.quiet:
