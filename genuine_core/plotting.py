@@ -48,9 +48,9 @@ PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 SVG_MAX_POINTS = 3000
 _LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=45, b=85),
                title_font=dict(size=15), title_x=0.0, title_xanchor="left")
-#: legend under the plot area, so it never collides with the title
 #: width (px) scan figures are laid out for: the half-page column of a 1280 px screen (less the colour bar)
 SCAN_FIGURE_WIDTH = 430
+#: legend under the plot area, so it never collides with the title
 _LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0)
 
 
@@ -314,8 +314,8 @@ def scan_figure(overlay: np.ndarray, nuclei: pd.DataFrame, title: str = "", heig
         nuclei: rows with ``cx, cy`` (pixels), ``prob`` (may be NaN), and optionally
             ``nucleus_id`` and ``label`` for the hover text.
         title: figure title.
-        height: figure height in pixels (None: the scan's aspect at about 470 px wide, the half-page
-            column of a 1280 px screen, within 300-640 px; a fixed height left empty bands).
+        height: figure height in pixels (None: the scan's aspect at :data:`SCAN_FIGURE_WIDTH` px wide,
+            within 300-640 px; a fixed height left empty bands).
         image_format: encoding of the image in the figure (``"jpeg"`` or ``"png"``).
 
     Returns:

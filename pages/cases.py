@@ -242,12 +242,13 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
               help=f"95 % Wilson interval {r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
     m3.metric("95 % CI", f"{r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
     corrected = np.isfinite(r["corrected_pct"])
+    corrected_ci = f"95 % CI {r['corrected_low_pct']:.1f}–{r['corrected_high_pct']:.1f} %" if corrected else ""
     m4.metric("Corrected", "–" if not corrected else f"{r['corrected_pct']:.1f} %",
               delta=vs_expected(r["corrected_deviation_pp"]), delta_color="off",
               help="Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity"
-                   + (f"; 95 % CI {r['corrected_low_pct']:.1f}–{r['corrected_high_pct']:.1f} %" if corrected else ""))
+                   + (f"; {corrected_ci}" if corrected else ""))
     if corrected:
-        m4.caption(f"95 % CI {r['corrected_low_pct']:.1f}–{r['corrected_high_pct']:.1f} %")
+        m4.caption(corrected_ci)
     with m5:
         st.markdown("Call")
         st.markdown(f"### {call_badge(str(r['call']))}")

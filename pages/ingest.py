@@ -293,11 +293,14 @@ def upload_section() -> None:
     except ValueError as exc:  # ChannelMap validation (e.g. the same channel twice)
         ok = False
         st.error(f"Invalid channel mapping: {exc}", icon=":material/error:")
-    if ok and None in mapping[:2]:  # a scan without a probe channel would be called non-MNA for want of signals
-        ok = False
-        missing = " and ".join(n for n, i in zip(("NMI", "MYCN"), mapping) if i is None)
-        st.error(f"Choose the {missing} channel: MNA is scored from both probe channels, so a scan without "
-                 "one cannot be ingested.", icon=":material/error:")
+    if ok:  # a scan without a probe channel would be called non-MNA for want of signals
+        from genuine_core.io import ChannelMap
+
+        try:
+            ChannelMap(*mapping).require_probes()
+        except InputError as exc:
+            ok = False
+            st.error(f"Choose the probe channels: {exc}", icon=":material/error:")
 
     st.subheader("Sample")
     st.caption("Scored by: " + ", ".join(f"`{m}`" for m in planned_models(path)) +

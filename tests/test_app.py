@@ -395,6 +395,15 @@ def test_ingest_stores_a_good_scan_and_reports_a_bad_one(store_copy):
     assert smp.loc["NEW-CASE", "n_scans"] == 1 and smp.loc["NEW-CASE", "n_nuclei"] > 0
 
 
+def test_ingest_refuses_a_mapping_without_a_probe_channel(store_copy):
+    at = _upload(open_page("ingest"), ("scan.tif", _tiff_bytes()))
+    at.selectbox(key="ingest_map_mycn").set_value("none").run()
+    errors = [e.value for e in at.error]
+    assert errors == ["Choose the probe channels: channel map nmi=0,dapi=2 has no MYCN channel: MNA is scored from "
+                      "both probes, map them too (e.g. nmi=0,mycn=1,dapi=2)"]
+    assert at.button(key="ingest_go").disabled
+
+
 def test_ingest_hides_the_mapping_when_no_upload_will_be_ingested(store_copy):
     at = _upload(open_page("ingest"), ("bad_scan.tif", b"renamed text file"))
     assert [w.value for w in at.warning] == ["**bad_scan.tif** will not be ingested: not an image (no TIFF, PNG or "

@@ -84,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _spec_from_args(args: argparse.Namespace):
     from genuine_core.commands.checks import in_range, output_folder, refuse_foreign_folder
+    from genuine_core.models.folder import CHECKPOINT_DIR, CHECKSUM_FILE, METRICS_FILE
     from genuine_core.errors import InputError
     from training.loop import TrainConfig
     from training.train import RunSpec
@@ -124,7 +125,7 @@ def _spec_from_args(args: argparse.Namespace):
     from training.datasets import check_source
 
     check_source(data)  # a folder that is no benchmark, or a file that is no training set
-    refuse_foreign_folder(out, ("checksum.sha256", "checkpoint", "metrics.json"), "model")
+    refuse_foreign_folder(out, (CHECKSUM_FILE, CHECKPOINT_DIR, METRICS_FILE), "model")
     if args.resume and args.overwrite:
         raise InputError("give --resume (continue the run) or --overwrite (start again), not both")
     if (Path(out) / "metrics.json").is_file() and not (args.resume or args.overwrite):
@@ -195,12 +196,12 @@ def _check_same_data(data: Path, out: Path) -> None:
     import json
 
     from genuine_core.errors import InputError
-    from genuine_core.models.folder import CHECKPOINT_DIR
+    from genuine_core.models.folder import CHECKPOINT_DIR, METRICS_FILE
     from training.datasets import data_fingerprint
     from training.train import RESUME_DATA_KEY
 
     try:
-        recorded = json.loads((out / CHECKPOINT_DIR / "metrics.json").read_text(encoding="utf-8")).get(RESUME_DATA_KEY)
+        recorded = json.loads((out / CHECKPOINT_DIR / METRICS_FILE).read_text(encoding="utf-8")).get(RESUME_DATA_KEY)
     except (OSError, ValueError, AttributeError):
         return  # no checkpoint (said later) or one from before fingerprints
     if recorded and recorded != data_fingerprint(data):
