@@ -5,7 +5,9 @@
   Brown, Cai & DasGupta, Stat Sci 2001).
 - :func:`rogan_gladen`: the Rogan-Gladen estimator of true prevalence from an
   apparent (predicted) prevalence and the classifier's sensitivity and specificity
-  (Rogan & Gladen, Am J Epidemiol 1978), with a confidence interval.
+  (Rogan & Gladen, Am J Epidemiol 1978), with a confidence interval that
+  includes the sampling error of sensitivity and specificity (Lang & Reiczigel,
+  Prev Vet Med 2014) when their validation counts are known.
 
 Used for sample-level MNA fractions: ``k`` of ``n`` nuclei called MNA by a model
 whose validation sensitivity/specificity are known.
@@ -68,7 +70,7 @@ class PrevalenceEstimate:
         high: upper confidence bound, in [0, 1].
         raw: the uncorrected Rogan-Gladen value (may lie outside [0, 1]).
         method: ``"wilson-transformed"`` (sensitivity/specificity taken as known)
-            or ``"delta"`` (their sampling error included).
+            or ``"lang-reiczigel"`` (their sampling error included).
     """
 
     estimate: float
@@ -97,11 +99,12 @@ def rogan_gladen(
     is the apparent prevalence.
 
     Interval: when the validation set sizes ``n_positive`` (truly positive nuclei the
-    sensitivity was measured on) and ``n_negative`` (for specificity) are given, a
-    delta-method interval that adds the sampling error of sensitivity and specificity
-    to that of ``p`` (Reiczigel, Foeldi & Ozsvari, Epidemiol Infect 2010, eq. for the
-    Rogan-Gladen variance). Otherwise sensitivity and specificity are treated as
-    known and the Wilson bounds of ``p`` are mapped through the (monotone) correction.
+    sensitivity was measured on) and ``n_negative`` (for specificity) are given, the
+    adjusted interval of Lang & Reiczigel (2014), which adds the sampling error of
+    sensitivity and specificity to that of ``p`` and, unlike the plain delta method,
+    keeps a width at 0 % or 100 % calls and at a validation sensitivity or
+    specificity of 1. Otherwise sensitivity and specificity are treated as known and
+    the Wilson bounds of ``p`` are mapped through the (monotone) correction.
     Bounds and estimate are clipped to [0, 1].
 
     Args:
@@ -127,13 +130,8 @@ def rogan_gladen(
     raw = (p + specificity - 1) / youden
     z = _z(confidence)
     if n_positive and n_negative:
-        var = (
-            p * (1 - p) / n
-            + raw**2 * sensitivity * (1 - sensitivity) / n_positive
-            + (1 - raw) ** 2 * specificity * (1 - specificity) / n_negative
-        ) / youden**2
-        half = z * math.sqrt(max(var, 0.0))
-        return PrevalenceEstimate(_clip01(raw), _clip01(raw - half), _clip01(raw + half), raw, "delta")
+        low, high = _lang_reiczigel_bounds(k, n, sensitivity, specificity, z, n_positive, n_negative)
+        return PrevalenceEstimate(_clip01(raw), low, high, raw, "lang-reiczigel")
     lo, hi = wilson_interval(k, n, confidence)
     return PrevalenceEstimate(
         _clip01(raw),
@@ -142,3 +140,28 @@ def rogan_gladen(
         raw,
         "wilson-transformed",
     )
+
+
+def _lang_reiczigel_bounds(k: int, n: int, sensitivity: float, specificity: float, z: float,
+                           n_positive: int, n_negative: int) -> tuple[float, float]:
+    """Adjusted Wald interval for the Rogan-Gladen prevalence (Lang & Reiczigel 2014, eqs 6-17).
+
+    Adds pseudo-counts (``z**2 / 2`` calls of each kind to the sample, one success
+    and one failure to each validation set), then centres a Wald interval on the
+    adjusted estimate shifted by the bias term ``dP``. Returns bounds in [0, 1].
+    """
+    z2 = z * z
+    n_adj = n + z2
+    p_adj = (k + z2 / 2) / n_adj
+    ns, nc = n_positive + 2, n_negative + 2
+    se = (n_positive * sensitivity + 1) / ns
+    sp = (n_negative * specificity + 1) / nc
+    youden = se + sp - 1
+    if youden <= 0:  # tiny validation sets pulled both rates to chance
+        return 0.0, 1.0
+    pi = (p_adj + sp - 1) / youden
+    var_se, var_sp = se * (1 - se) / ns, sp * (1 - sp) / nc
+    shift = 2 * z2 * (pi * var_se - (1 - pi) * var_sp)
+    var = (p_adj * (1 - p_adj) / n_adj + pi**2 * var_se + (1 - pi) ** 2 * var_sp) / youden**2
+    half = z * math.sqrt(var)
+    return _clip01(pi + shift - half), _clip01(pi + shift + half)

@@ -114,7 +114,8 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     rows = [[_fmt(r[c]) for c, _ in _REPORT_COLUMNS] for r in summ.to_dict("records")]
     heads = [h for _, h in _REPORT_COLUMNS]
     note = ("MNA % is the share of scored nuclei the model calls MNA (Wilson 95 % interval); the corrected "
-            "estimate removes the model's validation error rates (Rogan-Gladen). Calls follow "
+            "estimate removes the model's validation error rates (Rogan-Gladen; its interval also carries the "
+            "uncertainty of those rates, Lang & Reiczigel 2014). Calls follow "
             "genuine_core.rules.sample_call (INRG consensus, Ambros et al. 2009; heterogeneous MNA after "
             "Theissen et al. 2009). Nuclei a curator excluded are not scored.")
     flags = sorted({f for fs in summ["qc_flags"] for f in fs})

@@ -291,6 +291,28 @@ def test_merge_results_recomputes_summary(fake_env, tmp_path):
         ev.merge_results([])
 
 
+def test_merge_recomputes_corrected_mixture_columns_from_their_counts():
+    """A report merged after the estimator changed carries the current intervals; the raw numbers stay."""
+    from genuine_core.stats import rogan_gladen
+
+    validation = {"sensitivity": 0.95, "specificity": 0.9, "n_positive": 120, "n_negative": 180}
+    row = {"sample": "mix_025", "n": 200, "nominal_pct": 25.0, "true_pct": 22.0, "pred_pct": 30.0,
+           "diff_nominal": 5.0, "diff_true": 8.0, "corrected_pct": 1.0, "corrected_low_pct": 0.5,
+           "corrected_high_pct": 1.5, "corrected_diff_true": -21.0, "corrected_diff_nominal": -24.0}
+    part = {"meta": {"benchmark_seed": 0, "command": "genuine evaluate --models m"},
+            "models": [{"name": "m", "kind": "genuine", "beta": 0.0, "validation": validation,
+                        "mixtures": [row], "mixture_summary": {"mad_true": 8.0},
+                        "test_truth": {"accuracy": 0.97, "n": 100, "tp": 50, "tn": 47}}]}
+    merged = ev.merge_results([part])["models"][0]
+    est = rogan_gladen(60, 200, 0.95, 0.9, n_positive=120, n_negative=180)
+    r = merged["mixtures"][0]
+    assert (r["corrected_low_pct"], r["corrected_pct"], r["corrected_high_pct"]) == pytest.approx(
+        (100 * est.low, 100 * est.estimate, 100 * est.high))
+    assert r["corrected_diff_true"] == pytest.approx(100 * est.estimate - 22.0) and r["diff_true"] == 8.0
+    assert merged["mixture_summary"]["mad_true_corrected"] == pytest.approx(abs(100 * est.estimate - 22.0))
+    assert part["models"][0]["mixtures"][0]["corrected_pct"] == 1.0  # the input is not changed
+
+
 def test_heldout_accuracy_pools_splits_with_ci_lines_and_agreement(fake_env, tmp_path, capsys):
     from training import heldout_accuracy as ha
 

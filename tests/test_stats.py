@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from genuine_core.stats import rogan_gladen, wilson_interval
@@ -54,15 +55,43 @@ def test_rogan_gladen_perfect_classifier_is_identity():
     assert (est.low, est.high) == pytest.approx(wilson_interval(37, 120))
 
 
-def test_rogan_gladen_delta_interval_by_hand():
-    p, se, sp, n, npos, nneg = 0.30, 0.90, 0.95, 100, 200, 300
-    pi = 0.25 / 0.85
-    var = (p * (1 - p) / n + pi**2 * se * (1 - se) / npos + (1 - pi) ** 2 * sp * (1 - sp) / nneg) / 0.85**2
-    half = 1.959963984540054 * math.sqrt(var)
-    est = rogan_gladen(30, 100, se, sp, n_positive=npos, n_negative=nneg)
-    assert est.method == "delta"
-    assert est.low == pytest.approx(pi - half)
-    assert est.high == pytest.approx(pi + half)
+def test_rogan_gladen_lang_reiczigel_interval_by_hand():
+    # Lang & Reiczigel 2014: pseudo-counts, then a Wald interval around the adjusted estimate plus dP
+    k, n, se, sp, npos, nneg, z = 30, 100, 0.90, 0.95, 200, 300, 1.959963984540054
+    ap = (k + z * z / 2) / (n + z * z)
+    se_, sp_ = (npos * se + 1) / (npos + 2), (nneg * sp + 1) / (nneg + 2)
+    pi = (ap + sp_ - 1) / (se_ + sp_ - 1)
+    vse, vsp = se_ * (1 - se_) / (npos + 2), sp_ * (1 - sp_) / (nneg + 2)
+    d = 2 * z * z * (pi * vse - (1 - pi) * vsp)
+    half = z * math.sqrt((ap * (1 - ap) / (n + z * z) + pi**2 * vse + (1 - pi) ** 2 * vsp) / (se_ + sp_ - 1) ** 2)
+    est = rogan_gladen(k, n, se, sp, n_positive=npos, n_negative=nneg)
+    assert est.method == "lang-reiczigel"
+    assert est.estimate == pytest.approx(0.25 / 0.85)  # the point estimate stays the plain Rogan-Gladen value
+    assert est.low == pytest.approx(pi + d - half)
+    assert est.high == pytest.approx(pi + d + half)
+
+
+@pytest.mark.parametrize("k", [0, 40, 100])
+def test_rogan_gladen_interval_keeps_a_width_after_a_perfect_validation(k):
+    """Sensitivity and specificity of 1 on 200 + 300 nuclei do not make the correction exact
+    (the delta method gave an interval of width 0 at 0 % and 100 % calls)."""
+    est = rogan_gladen(k, 100, 1.0, 1.0, n_positive=200, n_negative=300)
+    assert est.high - est.low > 0.01
+    assert est.low <= est.estimate <= est.high
+
+
+@pytest.mark.parametrize("prevalence", [0.0, 0.05, 0.5, 0.95])
+def test_rogan_gladen_interval_covers_the_true_prevalence(prevalence):
+    """Simulated samples and validation sets: the 95 % interval holds the truth about 95 % of the time."""
+    rng = np.random.default_rng(7)
+    se, sp, n, npos, nneg, runs = 0.93, 0.96, 150, 120, 180, 2000
+    p_call = prevalence * se + (1 - prevalence) * (1 - sp)
+    hits = 0
+    for k, tp, tn in zip(rng.binomial(n, p_call, runs), rng.binomial(npos, se, runs), rng.binomial(nneg, sp, runs)):
+        se_hat, sp_hat = tp / npos, tn / nneg
+        est = rogan_gladen(int(k), n, se_hat, sp_hat, n_positive=npos, n_negative=nneg)
+        hits += est.low <= prevalence <= est.high
+    assert 0.92 <= hits / runs <= 0.995
 
 
 def test_rogan_gladen_clips_and_validates():

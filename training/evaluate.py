@@ -157,10 +157,6 @@ def mixture_rows(calls: np.ndarray, nuclei: pd.DataFrame, nominal: dict[str, flo
         validation: the model's validation record (``sensitivity``, ``specificity``,
             ``n_positive``, ``n_negative``); no correction when missing or no better than chance.
     """
-    from genuine_core.stats import rogan_gladen
-
-    sens, spec = validation.get("sensitivity"), validation.get("specificity")
-    can_correct = sens is not None and spec is not None and sens + spec > 1
     rows = []
     samples = sorted((s for s in nuclei["sample"].astype(str).unique() if s), key=lambda s: (nominal.get(s, 0), s))
     sample_col = nuclei["sample"].astype(str).to_numpy()
@@ -170,22 +166,44 @@ def mixture_rows(calls: np.ndarray, nuclei: pd.DataFrame, nominal: dict[str, flo
         true_pct = 100 * float(nuclei["true_label"].to_numpy()[m].mean())
         pred_pct = 100 * k / n
         nom = 100 * nominal[s]
-        r = {"sample": s, "n": n, "nominal_pct": nom, "true_pct": true_pct, "pred_pct": pred_pct,
-             "diff_nominal": pred_pct - nom, "diff_true": pred_pct - true_pct}
+        rows.append({"sample": s, "n": n, "nominal_pct": nom, "true_pct": true_pct, "pred_pct": pred_pct,
+                     "diff_nominal": pred_pct - nom, "diff_true": pred_pct - true_pct})
+    return correct_mixture_rows(rows, validation)
+
+
+def correct_mixture_rows(rows: list[dict], validation: dict[str, Any]) -> tuple[list[dict], dict]:
+    """Add the Rogan-Gladen corrected columns to mixture rows and summarise the deviations.
+
+    Args:
+        rows: per-sample dicts with ``n``, ``pred_pct``, ``true_pct``, ``nominal_pct`` and the raw
+            ``diff_*`` columns (percentages, 0-100); corrected columns already there are replaced.
+        validation: as for :func:`mixture_rows`.
+
+    Returns:
+        ``(rows, summary)``: new row dicts, and mean / max absolute deviations in pp.
+    """
+    from genuine_core.stats import rogan_gladen
+
+    sens, spec = validation.get("sensitivity"), validation.get("specificity")
+    can_correct = sens is not None and spec is not None and sens + spec > 1
+    out = []
+    for row in rows:
+        r = {key: v for key, v in row.items() if not key.startswith("corrected_")}
         if can_correct:
-            est = rogan_gladen(k, n, float(sens), float(spec), n_positive=validation.get("n_positive"),
+            k = round(r["pred_pct"] * r["n"] / 100)
+            est = rogan_gladen(k, r["n"], float(sens), float(spec), n_positive=validation.get("n_positive"),
                                n_negative=validation.get("n_negative"))
             r.update(corrected_pct=100 * est.estimate, corrected_low_pct=100 * est.low,
-                     corrected_high_pct=100 * est.high, corrected_diff_true=100 * est.estimate - true_pct,
-                     corrected_diff_nominal=100 * est.estimate - nom)
-        rows.append(r)
+                     corrected_high_pct=100 * est.high, corrected_diff_true=100 * est.estimate - r["true_pct"],
+                     corrected_diff_nominal=100 * est.estimate - r["nominal_pct"])
+        out.append(r)
     summary = {}
     for key, field in (("true", "diff_true"), ("nominal", "diff_nominal"), ("true_corrected", "corrected_diff_true")):
-        vals = np.abs([r[field] for r in rows if field in r])
+        vals = np.abs([r[field] for r in out if field in r])
         if len(vals):
             summary[f"mad_{key}"] = float(vals.mean())
             summary[f"max_abs_{key}"] = float(vals.max())
-    return rows, summary
+    return out, summary
 
 
 def build_probes(data: Path, rng: np.random.Generator, patch_size: int, n: int = PROBE_N,
@@ -367,7 +385,8 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
 def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
                   command: str | None = None, notes: Sequence[str] = ()) -> dict[str, Any]:
     """Combine results of several ``evaluate`` runs on the same benchmark (e.g. one process per
-    model, run in parallel) into one results dict with acceptance and ordering recomputed.
+    model, run in parallel) into one results dict with acceptance and ordering recomputed, and
+    the mixtures' corrected prevalences recomputed from their counts.
 
     Raises:
         InputError: no parts, or parts from different benchmarks or probe seeds.
@@ -380,7 +399,10 @@ def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
                                                "probe_seed", "probe_n")) for p in parts}
     if len(keys) > 1:
         raise InputError(f"cannot merge results of different benchmarks / probe settings: {sorted(map(str, keys))}")
-    models = [m for p in parts for m in p["models"]]
+    models = [dict(m) for p in parts for m in p["models"]]
+    for m in models:  # corrected columns by the current estimator (the counts behind them are in the rows)
+        if m.get("mixtures"):
+            m["mixtures"], m["mixture_summary"] = correct_mixture_rows(m["mixtures"], m.get("validation") or {})
     meta = dict(parts[0]["meta"])
     meta["command"] = command or meta.get("command")
     meta["generated"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # when this report was written
