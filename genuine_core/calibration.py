@@ -46,10 +46,14 @@ def binary_nll(logits, labels, temperature: float = 1.0) -> float:
 
 
 def fit_temperature(logits, labels) -> float:
-    """Temperature ``T`` minimising :func:`binary_nll` (searched in [0.01, 100]).
+    """Temperature ``T`` minimising the NLL of ``sigmoid(logits / T)`` (searched in [0.01, 100]).
 
-    The NLL is convex in ``1/T``, hence unimodal in ``log T``: a bounded Brent search
-    finds the global minimum.
+    The 0/1 labels are replaced by Platt's (1999) targets ``(N+ + 1) / (N+ + 2)`` and
+    ``1 / (N- + 2)``: on a validation set the model separates perfectly (small sets,
+    easy sets) the plain NLL keeps falling as ``T`` shrinks and would make every
+    probability 0 or 1; with these targets the minimum stays finite. On hundreds of
+    nuclei the targets differ from 0/1 by under 1 %. The NLL is convex in ``1/T``,
+    hence unimodal in ``log T``: a bounded Brent search finds the global minimum.
 
     Args:
         logits: ``(N,)`` uncalibrated logits (NumPy or torch).
@@ -65,8 +69,14 @@ def fit_temperature(logits, labels) -> float:
     z, y = _as_arrays(logits, labels)
     if y.min() == y.max():
         raise InputError("fit_temperature needs both classes in the labels")
-    res = minimize_scalar(lambda u: binary_nll(z, y, math.exp(u)), bounds=(math.log(T_MIN), math.log(T_MAX)),
-                          method="bounded", options={"xatol": 1e-7})
+    n_pos = y.sum()
+    target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (len(y) - n_pos + 2))
+
+    def nll(log_t: float) -> float:
+        s = z / math.exp(log_t)
+        return float(np.mean(np.logaddexp(0.0, s) - target * s))
+
+    res = minimize_scalar(nll, bounds=(math.log(T_MIN), math.log(T_MAX)), method="bounded", options={"xatol": 1e-7})
     return float(math.exp(res.x))
 
 

@@ -186,6 +186,19 @@ def test_fit_temperature_recovers_known_temperature(t_true):
     assert binary_nll(logits, y, t) <= binary_nll(logits, y, t / 1.2)
 
 
+@pytest.mark.parametrize("n", [4, 10, 40])
+def test_fit_temperature_stays_finite_on_a_separable_validation_set(n):
+    """Every nucleus right with a margin: the plain NLL would push T to its bound and every
+    probability to 0 or 1; Platt's targets keep a temperature that leaves doubt."""
+    rng = np.random.default_rng(n)
+    y = np.arange(n) % 2
+    logits = np.where(y == 1, 1.0, -1.0) * rng.uniform(1.0, 4.0, n)
+    t = fit_temperature(logits, y)
+    assert 0.05 < t < 100
+    p = apply_temperature(logits, t)
+    assert p.max() < 1 - 1e-4 and p.min() > 1e-4
+
+
 def test_calibration_lowers_ece_and_is_stored_in_model():
     logits, y = synthetic_logits(3.0)
     model = tiny("ratio")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -152,31 +151,10 @@ def set_temperature(model, temperature: float) -> None:
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature ``T`` minimising the NLL of ``sigmoid(logits / T)`` (Guo et al. 2017).
+    """Temperature ``T`` for ``sigmoid(logits / T)`` (see ``genuine_core.calibration.fit_temperature``)."""
+    from genuine_core.calibration import fit_temperature as core_fit
 
-    Uses ``genuine_core.calibration.fit_temperature`` when available; otherwise a
-    golden-section search over ``log T`` in [-4, 4].
-    """
-    try:
-        from genuine_core.calibration import fit_temperature as core_fit
-    except ImportError:
-        core_fit = None
-    if core_fit is not None:
-        return float(core_fit(np.asarray(logits, np.float64), np.asarray(labels, np.float64)))
-    from training.metrics import bce_with_logits
-
-    z, y = np.asarray(logits, np.float64), np.asarray(labels, np.float64)
-    f = lambda lt: bce_with_logits(z / math.exp(lt), y)  # noqa: E731
-    a, b = -4.0, 4.0
-    g = (math.sqrt(5) - 1) / 2
-    c, d = b - g * (b - a), a + g * (b - a)
-    for _ in range(60):
-        if f(c) < f(d):
-            b = d
-        else:
-            a = c
-        c, d = b - g * (b - a), a + g * (b - a)
-    return float(math.exp((a + b) / 2))
+    return float(core_fit(np.asarray(logits, np.float64), np.asarray(labels, np.float64)))
 
 
 def trainable_detector(model) -> torch.nn.Module:
