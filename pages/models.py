@@ -261,7 +261,8 @@ def register_button(run_id: str, rec: dict, val: dict | None) -> None:
     reasons = retrain.degenerate_reasons(val)
     if reasons:
         st.warning("**This model is probably useless:** " + "; ".join(reasons) + ". Curate more nuclei of both "
-                   "classes and retrain, or register it only for testing.", icon=":material/warning:")
+                   "classes and retrain, or register it only for testing: the Cases page and the sample reports "
+                   "flag its calls 'weak validation'.", icon=":material/warning:")
         ok = st.checkbox("Register it anyway", key=f"register_anyway_{run_id}")
     else:
         ok = True

@@ -28,6 +28,7 @@ import streamlit as st
 
 from genuine_core.errors import InputError
 from pages import common
+from store.summary import SUMMARY_CONFIG
 from training.cli_train import PRESET_DEFAULTS
 
 logger = logging.getLogger(__name__)
@@ -36,10 +37,10 @@ logger = logging.getLogger(__name__)
 MIN_CURATED = 10
 #: fewest of each class: the stratified 80/10/10 split then holds both classes in validation (calibration needs them)
 MIN_PER_CLASS = 5
-#: fewest validation nuclei of each class whose sensitivity / specificity are worth reading
-MIN_VAL_PER_CLASS = 10
-#: validation sensitivity or specificity below this: the model is no better than a constant answer
-MIN_RATE = 0.5
+#: fewest validation nuclei of each class whose sensitivity / specificity are worth reading, and the
+#: rate below which a model misses most nuclei of a class (the Cases page flags such models' calls)
+MIN_VAL_PER_CLASS = SUMMARY_CONFIG.min_validation_per_class
+MIN_RATE = SUMMARY_CONFIG.min_validation_rate
 #: a new model's name: it becomes a folder name and the store's model name
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: the run record in a run's folder

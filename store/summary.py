@@ -11,7 +11,8 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
 - ``call``: ``genuine_core.rules.sample_call`` (thresholds and their sources live there);
 - ``qc_flags``: ``few nuclei``, ``high uncertainty``, ``auto-label disagreement``,
   ``no validation metrics``, ``possible false positives`` (a heterogeneous call whose
-  corrected interval reaches 0 %: the model's false-positive rate alone could explain its MNA nuclei).
+  corrected interval reaches 0 %: the model's false-positive rate alone could explain its MNA nuclei),
+  ``weak validation`` (see :func:`weak_validation`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class SummaryConfig:
         max_disagreement_share: flag ``auto-label disagreement`` above this share of nuclei
             whose call differs from their auto label.
         confidence: level of the intervals.
+        min_validation_per_class: flag ``weak validation`` when the model's validation had
+            fewer truly MNA or non-MNA nuclei than this ...
+        min_validation_rate: ... or a sensitivity or specificity below this (a model that
+            misses most nuclei of a class; 0.5 = no better than a constant answer).
     """
 
     mc_std_threshold: float = 0.1
@@ -46,6 +51,8 @@ class SummaryConfig:
     max_uncertain_share: float = 0.2
     max_disagreement_share: float = 0.2
     confidence: float = 0.95
+    min_validation_per_class: int = 10
+    min_validation_rate: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.mc_std_threshold <= 0.5 or not 0 < self.entropy_threshold <= 1:
@@ -66,7 +73,18 @@ QC_FLAGS = {
                              "no better than chance: sensitivity + specificity <= 1), so no corrected estimate",
     "possible false positives": "the model's false-positive rate alone could explain the MNA nuclei "
                                 "(the corrected interval reaches 0 %)",
+    "weak validation": f"the model's validation had fewer than {SUMMARY_CONFIG.min_validation_per_class} nuclei "
+                       f"of a class, or a sensitivity or specificity below {SUMMARY_CONFIG.min_validation_rate:g} "
+                       "(e.g. a retrained model registered for testing): do not base a diagnosis on its calls",
 }
+
+
+def weak_validation(rates: dict, config: SummaryConfig = SUMMARY_CONFIG) -> bool:
+    """True when :func:`validation_rates` output rests on too few nuclei or shows a rate below
+    ``config.min_validation_rate`` (counts that are not recorded are not held against it)."""
+    if min(rates["sensitivity"], rates["specificity"]) < config.min_validation_rate:
+        return True
+    return any(n is not None and n < config.min_validation_per_class for n in (rates["n_positive"], rates["n_negative"]))
 
 
 _RATE_KEYS = (("sensitivity", "specificity"), ("tpr", "tnr"))
@@ -188,6 +206,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
         out.update(corrected_pct=math.nan, corrected_low_pct=math.nan, corrected_high_pct=math.nan, correction="")
         if not rates:
             flags.append("no validation metrics")
+    if rates and weak_validation(rates, config):
+        flags.append("weak validation")
     expected = row.get("expected_mna")
     expected_pct = math.nan if expected is None or pd.isna(expected) else 100.0 * float(expected)
     out["expected_pct"] = expected_pct

@@ -325,6 +325,21 @@ def test_summary_flags_a_heterogeneous_call_that_false_positives_explain(store):
     assert r["call"] == "heterogeneous MNA" and "possible false positives" not in r["qc_flags"]
 
 
+@pytest.mark.parametrize("val, weak", [
+    ({"sensitivity": 1.0, "specificity": 1.0, "n_positive": 1, "n_negative": 1}, True),   # 5+5 curated: 1+1
+    ({"sensitivity": 0.4, "specificity": 0.99, "n_positive": 200, "n_negative": 200}, True),  # misses most MNA
+    ({"sensitivity": 0.9, "specificity": 0.95, "n_positive": 100, "n_negative": 100}, False),
+    ({"sensitivity": 0.9, "specificity": 0.95}, False),  # counts not recorded: rates alone judge it
+])
+def test_summary_flags_calls_of_a_model_with_weak_validation(store, val, weak):
+    """A model registered despite a useless validation (the Retrain page's "Register it anyway")
+    has its calls flagged wherever a pathologist reads them."""
+    _add_scan(store, "s", "4" * 64, {"m1": [0.9] * 30 + [0.1] * 30}, metrics={"m1": {"validation": val}})
+    r = summary.sample_summaries(store).iloc[0]
+    assert ("weak validation" in r["qc_flags"]) is weak
+    assert "weak validation" in summary.QC_FLAGS
+
+
 def test_validation_rates_prefers_validation_split():
     m = {"test": {"tpr": 0.8, "tnr": 0.8, "tp": 8, "fn": 2, "tn": 8, "fp": 2},
          "splits": {"val": {"tpr": 0.9, "tnr": 0.95, "tp": 9, "fn": 1, "tn": 19, "fp": 1}}}
