@@ -232,6 +232,13 @@ def test_probe_curve_and_figure(fake_env, tmp_path):
     md = (tmp_path / "r" / MD_NAME).read_text()
     assert "| 0.5 crossing | 1.50 |" in md
     assert any(p.name == "fig4_signal_size.png" for p in paths)
+    # a curve that never crosses says why: it stays below, or it already starts at/above 0.5
+    high = ev.probe_curve(GreenModel(0.05), xs, patches)
+    low = ev.probe_curve(GreenModel(0.9), xs, patches)
+    assert high["crossing"] == 0.0 and low["crossing"] is None
+    res["models"] = [dict(res["models"][0], probe_count=high), dict(res["models"][0], name="h", probe_count=low)]
+    write_report(res, tmp_path / "r2")
+    assert "| 0.5 crossing | none: 1.00 already at 0.0 | never reaches 0.5 |" in (tmp_path / "r2" / MD_NAME).read_text()
 
 
 def test_evaluate_rejects_bad_folders(tmp_path, fake_env):

@@ -102,8 +102,17 @@ def _probe_table(models: list[dict], key: str, xname: str) -> list[str]:
     xs = with_probe[0][key]["x"]
     header = [xname] + [m["label"] for m in with_probe]
     rows = [[str(x)] + [_num(m[key]["mean_call"][i], 2) for m in with_probe] for i, x in enumerate(xs)]
-    rows.append(["0.5 crossing"] + [_num(m[key].get("crossing"), 2) for m in with_probe])
+    rows.append(["0.5 crossing"] + [_crossing_cell(m[key]) for m in with_probe])
     return markdown_table(header, rows)
+
+
+def _crossing_cell(curve: dict) -> str:
+    """The crossing, or why there is none: the curve never reaches 0.5, or already starts at/above it."""
+    if curve.get("crossing") is None:
+        return "never reaches 0.5"
+    if curve["mean_call"] and curve["mean_call"][0] >= 0.5:
+        return f"none: {_num(curve['mean_call'][0], 2)} already at {curve['x'][0]}"
+    return _num(curve["crossing"], 2)
 
 
 def _ordering_at(b: float, g: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
