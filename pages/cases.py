@@ -261,7 +261,9 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
 
     sc = scans(db, common.rev("data"), sample)
     c1, c2 = st.columns([1, 1])
-    colour_model = c1.selectbox("Colour outlines by", models, index=models.index(primary), key="case_colour_model")
+    if st.session_state.get("_cases_colour_follows") != primary:  # a new "Model for calls" recolours the scan
+        st.session_state["_cases_colour_follows"] = st.session_state["case_colour_model"] = primary
+    colour_model = c1.selectbox("Colour outlines by", models, key="case_colour_model")
     scan_labels = {int(i): f"{f} ({n} nuclei)" for i, f, n in zip(sc["id"], sc["file_name"], sc["n_nuclei"])}
     scan_id = c2.selectbox("Scan", list(scan_labels), format_func=scan_labels.get, key="case_scan") if len(sc) else None
 
@@ -315,6 +317,8 @@ def render_case_section(db: str, summary: pd.DataFrame, models: list[str], prima
     if link and link not in set(summary["sample"]):
         st.warning(f"No scored sample named '{link}' in this store.", icon=":material/search_off:")
     sample = st.selectbox("Open case", names, key="case_select")
+    if st.query_params.get(CASE_KEY) != sample:  # the address bar links to the open case
+        st.query_params[CASE_KEY] = st.session_state["_cases_last_link"] = sample
     render_case(db, sample, summary, models, primary)
 
 

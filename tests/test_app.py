@@ -192,6 +192,20 @@ def test_cases_link_opens_the_case(store_copy):
     assert "Case LINE-NON" in [s.value for s in at.subheader]
 
 
+def test_cases_address_follows_the_open_case_and_outlines_follow_the_model_for_calls(store_copy):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["case"] = "LINE-NON"
+    at.run()
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    assert at.query_params["case"] == "MIX-50"  # a copied address opens the case on screen
+    models = at.selectbox(key="cases_primary").options
+    assert len(models) > 1 and at.selectbox(key="case_colour_model").value == at.selectbox(key="cases_primary").value
+    other = next(m for m in models if m != at.selectbox(key="cases_primary").value)
+    at.selectbox(key="cases_primary").set_value(other).run()
+    assert not at.exception and at.selectbox(key="case_colour_model").value == other
+    assert at.selectbox(key="case_select").value == "MIX-50"
+
+
 # ----------------------------------------------------------------------------- review
 def test_review_decision_writes_exactly_one_event_with_the_reviewer(store_copy):
     path, _ = store_copy
