@@ -887,6 +887,12 @@ def test_a_run_registered_while_the_app_was_stopped_shows_as_registered(store_co
     at = open_page("models")
     assert "registered as resnet-curated" in texts(at)
     assert not [b for b in at.button if b.label == "Register resnet-curated"]
+    at.selectbox(key="models_pick").set_value("resnet-curated").run()  # removed again: registrable again
+    at.sidebar.text_input(key="reviewer").input("Dr. Test").run()
+    at.checkbox(key="models_remove_sure_resnet-curated").check().run()
+    at.button(key="models_remove").click().run()
+    assert not at.exception and "registered as resnet-curated" not in texts(at)
+    assert [b for b in at.button if b.label == "Register resnet-curated"]
 
 
 def test_models_page_resumes_a_stopped_run_from_its_checkpoint(store_copy, models_runs, tmp_path):
