@@ -120,10 +120,16 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
             "Theissen et al. 2009). Nuclei a curator excluded are not scored.")
     flags = sorted({f for fs in summ["qc_flags"] for f in fs})
     explained = [(f, summary.QC_FLAGS.get(f, "")) for f in flags]
+    models = registry.list_models(store).set_index("name").loc[list(dict.fromkeys(summ["model"]))]
+    model_heads = ["model", "kind", "preset", "weights checksum (SHA-256)", "registered"]
+    model_rows = [[name, m["kind"], m["preset"] or "-", m["checksum"] or "-", str(m["registered_at"])[:16]]
+                  for name, m in models.iterrows()]
     md = [f"# Sample report: {sample}", ""] + [f"- **{k}**: {v}" for k, v in facts] + ["", "## Per model", ""]
     md += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     md += ["| " + " | ".join(r) + " |" for r in rows] + [""]
     md += (["## QC flags", ""] + [f"- **{f}**: {why}" for f, why in explained] + [""]) if flags else []
+    md += ["## Models", "", "| " + " | ".join(model_heads) + " |", "|" + "---|" * len(model_heads)]
+    md += ["| " + " | ".join(r) + " |" for r in model_rows] + [""]
     md += [note, ""]
     written[3].write_text("\n".join(md), encoding="utf-8")
     e = html.escape
@@ -137,6 +143,8 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     page += ["</table>"]
     if flags:
         page += ["<h2>QC flags</h2><ul>"] + [f"<li><b>{e(f)}</b>: {e(why)}</li>" for f, why in explained] + ["</ul>"]
+    page += ["<h2>Models</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in model_heads) + "</tr>"]
+    page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in model_rows] + ["</table>"]
     page += [f"<p>{e(note)}</p></body></html>"]
     written[4].write_text("\n".join(page), encoding="utf-8")
     return written

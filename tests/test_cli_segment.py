@@ -39,6 +39,7 @@ def test_segment_writes_masks_overlay_patches_table_summary(tmp_path, toy_tif, t
     img = summary["images"][0]
     assert (img["nuclei_found"], img["patches"], img["border_skipped"]) == (5, 4, 1)
     assert img["backend"] == "watershed" and img["channel_map"] == "nmi=0,mycn=1,dapi=2"
+    assert img["command"] == summary["command"] == f"genuine segment {toy_tif} --out {out} --backend watershed --patch-size 64"
     assert set(img["seconds"]) == {"read", "segment", "patches", "write"}
     assert "5 nuclei" in capsys.readouterr().out
 

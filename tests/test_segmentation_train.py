@@ -39,13 +39,14 @@ def test_tiny_training_run_writes_a_loadable_model_folder(tmp_path):
 
     cfg = CellposeTrainConfig(n_fields=2, n_val_fields=1, epochs=2, field_size=256, nuclei=(6, 8),
                               nbase=(8, 16, 256), bsize=64, save_every=1)
-    metrics = train_cellpose(tmp_path / "m", cfg)
+    metrics = train_cellpose(tmp_path / "m", cfg, command="genuine train-cellpose --out m")
     folder = tmp_path / "m"
     assert (folder / MODEL_FILE).is_file()
     digest, name = (folder / "checksum.sha256").read_text().split()
     assert name == MODEL_FILE and digest == file_sha256(folder / MODEL_FILE)
     saved = json.loads((folder / "config.json").read_text())
     assert saved["nbase"] == [8, 16, 256] and saved["cellprob_threshold"] in (-1.0, 0.0, 1.0, 2.0)
+    assert saved["command"] == "genuine train-cellpose --out m"
     assert model_settings(folder / MODEL_FILE)["bsize"] == 64
     assert json.loads((folder / "metrics.json").read_text())["val"]["n_gt"] == metrics["val"]["n_gt"] > 0
     assert len(metrics["calibration"]["grid"]) == 4
@@ -58,7 +59,7 @@ def test_train_cellpose_cli_refuses_to_replace_a_model_or_write_into_a_file(tmp_
     from genuine_core.cli import main
 
     calls = []
-    monkeypatch.setattr(ct, "train_cellpose", lambda out, config: calls.append(out) or {"val": {}})
+    monkeypatch.setattr(ct, "train_cellpose", lambda out, config, command: calls.append(command) or {"val": {}})
     folder = tmp_path / "cp"
     folder.mkdir()
     (folder / "cellpose_nuclei").write_bytes(b"trained weights")
@@ -70,9 +71,10 @@ def test_train_cellpose_cli_refuses_to_replace_a_model_or_write_into_a_file(tmp_
     assert main(["train-cellpose", "--out", str(target)]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert calls == [] and (folder / "cellpose_nuclei").read_bytes() == b"trained weights"
-    assert main(["train-cellpose", "--out", str(folder), "--overwrite"]) == 0 and len(calls) == 1
+    assert main(["train-cellpose", "--out", str(folder), "--overwrite"]) == 0
+    assert calls == [f"genuine train-cellpose --out {folder} --overwrite"]  # recorded in its config.json
     assert "warning" not in capsys.readouterr().err  # no validation F1 reported: nothing to warn about
-    monkeypatch.setattr(ct, "train_cellpose", lambda out, config: calls.append(out) or {"val": {"f1": 0.0}})
+    monkeypatch.setattr(ct, "train_cellpose", lambda out, config, command: calls.append(command) or {"val": {"f1": 0.0}})
     assert main(["train-cellpose", "--out", str(folder), "--overwrite"]) == 0
     assert "warning: validation F1 0.000: this model misses most nuclei" in capsys.readouterr().err
     calls.pop()

@@ -63,6 +63,11 @@ def test_export_sample_report(filled, tmp_path):
     # every QC flag of the table is explained in the report itself
     assert "<h2>QC flags</h2>" in page and "<b>no validation metrics</b>: the model has no usable validation" in page
     assert "## QC flags" in md and "corrected CI low" in md
+    # the report names the exact weights behind every column
+    models = registry.list_models(s).set_index("name")
+    for name in ("m1", "m2"):
+        assert f"| {name} | {models.loc[name, 'kind']} |" in md and models.loc[name, "checksum"] in md
+        assert models.loc[name, "checksum"] in page
     assert "**prepared by**: not signed" in (tmp_path / "rep" / "summary.md").read_text()  # no name: said so
     with pytest.raises(StoreError, match="no model named 'nope'; registered: m1, m2"):
         export.export_sample(s, "lineA", tmp_path / "y", model="nope")

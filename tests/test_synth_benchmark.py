@@ -25,7 +25,7 @@ MICRO = BenchmarkSize("micro", nuclei_per_line=6, mixture_nuclei=6, patch_size=6
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "tiny"
-    summary = make_benchmark(out, seed=3, size="tiny", beta=0.25, progress=False)
+    summary = make_benchmark(out, seed=3, size="tiny", beta=0.25, progress=False, command="genuine synth benchmark")
     return out, summary
 
 
@@ -57,6 +57,7 @@ def test_folder_layout(tiny):
         assert col in nuclei.columns
     config = json.loads((out / "config.json").read_text())
     assert config["seed"] == 3 and config["beta"] == 0.25 and config["patch_size"] == 96
+    assert config["command"] == "genuine synth benchmark"
     assert set(config["acquisitions"]) == {"nominal", "shifted"}
 
 

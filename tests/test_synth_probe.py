@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,6 +93,9 @@ def test_cli_field_and_probe(tmp_path, capsys):
     assert main(["synth", "probe", "--out", str(out), "--mycn", "0-2", "--n", "3", "--n-backgrounds", "4"]) == 0
     z = np.load(out)
     assert z["patches"].shape == (9, 3, 96, 96)
+    assert int(z["seed"]) == 0 and str(z["command"]).startswith("genuine synth probe --out ")  # provenance
+    field = json.loads((tmp_path / "f" / "field.json").read_text())
+    assert field["seed"] == 2 and field["command"].startswith("genuine synth field --out ")
     assert list(np.unique(z["table_n_mycn"])) == [0, 1, 2]
 
 

@@ -11,11 +11,9 @@ Writes ``evaluation.md``, ``evaluation.json`` and PNG figures into ``--out``.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
-from genuine_core.commands.checks import seed_option
+from genuine_core.commands.checks import invoked_command, seed_option
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             parts.append(part)
         _check_shipped(args.shipped, [m["name"] for part in parts for m in part["models"]])
         results = merge_results(parts, args.shipped, notes=args.note,
-                                command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                                command=invoked_command(args))
         paths = write_report(results, args.out)
         print(f"wrote {', '.join(str(p) for p in paths)}")
         print(results["ordering"]["sentence"])
@@ -79,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--probe-n must be in [1, 1000], got {args.probe_n}")
     _check_shipped(args.shipped, [Path(m).name for m in models])
     results = evaluate(models, args.data, seed=args.seed, probes=not args.no_probes, shipped=args.shipped,
-                       probe_n=args.probe_n, command="genuine " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+                       probe_n=args.probe_n, command=invoked_command(args))
     results["notes"] = list(args.note)
     paths = write_report(results, args.out)
     print(f"wrote {', '.join(str(p) for p in paths)}")

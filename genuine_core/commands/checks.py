@@ -28,6 +28,14 @@ def _check_parents(path: Path, option: str) -> None:
             raise InputError(f"{option} {path}: {folder} is a file, not a folder")
 
 
+def invoked_command(args) -> str:
+    """The command line that ran, as ``genuine ...`` (recorded in the files a command writes)."""
+    import shlex
+    import sys
+
+    return "genuine " + shlex.join(getattr(args, "_argv", None) or sys.argv[1:])
+
+
 def seed_option(text: str) -> int:
     """``--seed`` as argparse reads it: a non-negative integer (NumPy refuses negative seeds deep
     inside a run), else a usage line and exit code 2."""

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, output_folder, refuse_existing
+from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, invoked_command, output_folder, refuse_existing
 from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 #: the file in --out that lists every image segmented into it
 SUMMARY = "summary.json"
 #: settings of a run, recorded at the top of the summary (latest run) and with each image
-RUN_SETTINGS = ("backend", "model", "patch_size", "diameter", "patch_normalisation")
+RUN_SETTINGS = ("backend", "model", "patch_size", "diameter", "patch_normalisation", "command")
 #: per-image counts the summary totals
 TOTALS = ("nuclei_found", "patches", "border_skipped")
 
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     settings = {"backend": backend, "model": model_path, "patch_size": args.patch_size, "diameter": args.diameter,
-                "patch_normalisation": args.normalisation}
+                "patch_normalisation": args.normalisation, "command": invoked_command(args)}
     results: list[dict] = []
     n = len(paths)
 

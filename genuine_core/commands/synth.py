@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from genuine_core.commands.checks import (PATCH_SIZE_RANGE, in_range, output_file, output_folder, refuse_existing,
-                                          refuse_foreign_folder, seed_option)
+                                          invoked_command, refuse_foreign_folder, seed_option)
 from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     try:
         summary = make_benchmark(out, seed=args.seed, size=args.size, beta=args.beta, workers=args.workers,
                                  acquisition_jitter=args.acquisition_jitter, normalisation=args.normalisation,
-                                 overwrite=args.overwrite, progress=not args.quiet)
+                                 overwrite=args.overwrite, progress=not args.quiet,
+                                 command=invoked_command(args))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     mix = {k: (v["target_fraction"], round(v["realised_fraction"], 4), round(v["true_mna_fraction"], 4))
@@ -198,6 +199,7 @@ def _field(args: argparse.Namespace) -> int:
     f.boxes.to_parquet(out / "boxes.parquet", index=False)
     Image.fromarray((np.clip(f.image, 0, 1) * 255 + 0.5).astype(np.uint8)).save(out / "preview.png")
     settings = {k: getattr(args, k) for k in ("seed", "lines", "n_nuclei", "shape", "scale", "shifted", "beta")}
+    settings["command"] = invoked_command(args)
     (out / "field.json").write_text(json.dumps(settings, indent=1) + "\n")
     print(f"{out}: {len(f.nuclei)} nuclei, {len(f.boxes)} signal boxes, "
           f"{int(f.nuclei['true_label'].sum())} truly amplified")
@@ -251,7 +253,7 @@ def _probe(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from None
     table = pd.concat(tables, ignore_index=True)
     box = pd.concat(boxes, ignore_index=True)
-    arrays = {"patches": np.concatenate(patches)}
+    arrays = {"patches": np.concatenate(patches), "seed": np.int64(args.seed), "command": np.str_(invoked_command(args))}
     arrays.update({f"table_{c}": table[c].to_numpy() for c in table.columns})
     arrays.update({f"boxes_{c}": box[c].to_numpy() for c in box.columns})
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -169,13 +169,14 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def train_cellpose(out_dir, config: CellposeTrainConfig = CellposeTrainConfig()) -> dict:
+def train_cellpose(out_dir, config: CellposeTrainConfig = CellposeTrainConfig(), command: str | None = None) -> dict:
     """Generate fields, train a cellpose nuclei model, evaluate it, and write the model folder.
 
     Args:
         out_dir: model folder to create (``cellpose_nuclei``, ``config.json``,
             ``metrics.json``, ``checksum.sha256``).
         config: the recipe.
+        command: the command line, recorded in ``config.json``.
 
     Returns:
         The metrics dict written to ``metrics.json``.
@@ -212,7 +213,8 @@ def train_cellpose(out_dir, config: CellposeTrainConfig = CellposeTrainConfig())
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # kept only while training (crash recovery)
     t_train = time.perf_counter() - t1
 
-    (out / "config.json").write_text(json.dumps(asdict(config) | {"cellpose": _cellpose_version()}, indent=2))
+    recipe = asdict(config) | {"cellpose": _cellpose_version()} | ({"command": command} if command else {})
+    (out / "config.json").write_text(json.dumps(recipe, indent=2))
     metrics: dict = {
         "train_fields": config.n_fields, "val_fields": config.n_val_fields,
         "data_seconds": round(t_data, 1), "train_seconds": round(t_train, 1),

@@ -241,6 +241,7 @@ def make_benchmark(
     normalisation: str = DEFAULT_NORMALISATION,
     overwrite: bool = False,
     progress: bool | None = None,
+    command: str | None = None,
 ) -> dict:
     """Generate a benchmark folder.
 
@@ -433,6 +434,8 @@ def make_benchmark(
         "splits": "train/val/test 80/10/10 by field within each line; mixtures on shifted acquisition",
         "flip_applies_to": ["train", "val", "test"],
     }
+    if command:
+        config["command"] = command
     summary = summarise(nuclei, mix_targets)
     summary["n_border_skipped"] = int(n_skipped)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
