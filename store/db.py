@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 WRITE_ATTEMPTS = 8
 #: seconds one :meth:`Store.write` may wait in total (for the write lock and between attempts)
 WRITE_TIMEOUT = 10.0
+#: seconds of waiting to open a locked store before the wait is announced (a longer silence looks like a hang)
+ANNOUNCE_WAIT_AFTER = 1.0
 _BACKOFF_START, _BACKOFF_MAX = 0.02, 1.0  # seconds: first pause after a conflict, longest pause
 
 T = TypeVar("T")
@@ -173,8 +175,9 @@ class Store:
             raise
 
     def _connect(self, busy_timeout: float) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + max(0.0, busy_timeout)
-        delay = 0.05
+        start = time.monotonic()
+        deadline = start + max(0.0, busy_timeout)
+        delay, announced = 0.05, False
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=self.read_only)
@@ -184,6 +187,10 @@ class Store:
                 if time.monotonic() >= deadline:
                     holder, dashboard = lock_holder(exc)
                     raise StoreBusy(self.path, holder, busy_timeout, dashboard) from exc
+                if not announced and time.monotonic() - start >= ANNOUNCE_WAIT_AFTER:
+                    announced = True
+                    logger.warning("%s is open for writing by %s; waiting up to %.0f s for it", self.path,
+                                   lock_holder(exc)[0], busy_timeout)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
             except duckdb.Error as exc:
