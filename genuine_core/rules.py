@@ -6,6 +6,8 @@ Sources:
   signals count as amplification.
 - Ambros et al., Br J Cancer 2009 (INRG consensus on MYCN testing): amplification is a
   more than 4-fold MYCN signal excess over the reference; a 2-4-fold excess is MYCN gain.
+  :func:`is_amplified` follows Cohn's "at least 4x" (exactly 4x counts as amplified), as the
+  GENUINE paper's labels do; ``ProbeRule.amplification_ratio`` moves the boundary.
 - Theissen et al., Clin Cancer Res 2009: heterogeneous MYCN amplification (hetMNA) when
   at least 5 amplified cells stand beside non-amplified tumour cells.
 
@@ -94,8 +96,17 @@ class SampleCallRule:
 SAMPLE_CALL_RULE = SampleCallRule()
 
 
-def sample_call(n_scored: int, n_mna: int, rule: SampleCallRule = SAMPLE_CALL_RULE) -> str:
+def sample_call(n_scored: int, n_mna: int, rule: SampleCallRule = SAMPLE_CALL_RULE,
+                beyond_false_positives: bool = True) -> str:
     """Clinical call for one sample from per-nucleus calls.
+
+    Args:
+        n_scored, n_mna: nuclei scored and nuclei called MNA by a classifier.
+        beyond_false_positives: whether the MNA calls exceed what the classifier's
+            false-positive rate explains (e.g. the lower bound of the corrected prevalence
+            is above 0). A classifier with specificity below 1 calls some non-amplified
+            nuclei MNA, so in a large enough non-MNA sample ``het_min_cells`` is always
+            reached: without this evidence the sample is called non-MNA, not heterogeneous.
 
     Returns one of ``"not enough nuclei"``, ``"MNA"``, ``"heterogeneous MNA"``, ``"non-MNA"``.
     """
@@ -103,6 +114,6 @@ def sample_call(n_scored: int, n_mna: int, rule: SampleCallRule = SAMPLE_CALL_RU
         return "not enough nuclei"
     if n_mna / n_scored >= rule.mna_fraction:
         return "MNA"
-    if n_mna >= rule.het_min_cells:
+    if n_mna >= rule.het_min_cells and beyond_false_positives:
         return "heterogeneous MNA"
     return "non-MNA"

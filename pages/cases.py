@@ -158,7 +158,8 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tupl
         "QC flags": st.column_config.ListColumn(width="medium", help="open the case for what each flag means"),
     })
     st.caption(f"{len(view)} of {len(table)} samples · call, corrected estimate and deviation from **{primary}** · "
-               "click a row to open the case below")
+               "click a row to open the case below · the numbers are the models' calls: nuclei a curator "
+               "excluded are left out, relabelled ones keep the model's call")
     if view.empty:
         st.info("No sample matches these filters.", icon=":material/filter_alt_off:")
         return None, []

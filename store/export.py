@@ -117,7 +117,9 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
             "estimate removes the model's validation error rates (Rogan-Gladen; its interval also carries the "
             "uncertainty of those rates, Lang & Reiczigel 2014). Calls follow "
             "genuine_core.rules.sample_call (INRG consensus, Ambros et al. 2009; heterogeneous MNA after "
-            "Theissen et al. 2009). Nuclei a curator excluded are not scored.")
+            "Theissen et al. 2009, when the MNA calls exceed what the model's false-positive rate explains). "
+            "Nuclei a curator excluded are not scored; a curator's relabelling does not change the model's "
+            "calls or these numbers (curated labels train the next model).")
     flags = sorted({f for fs in summ["qc_flags"] for f in fs})
     explained = [(f, summary.QC_FLAGS.get(f, "")) for f in flags]
     models = registry.list_models(store).set_index("name").loc[list(dict.fromkeys(summ["model"]))]

@@ -10,8 +10,9 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
 - ``true_mna_pct``: ground-truth MNA share of the scored nuclei (synthetic samples);
 - ``call``: ``genuine_core.rules.sample_call`` (thresholds and their sources live there);
 - ``qc_flags``: ``few nuclei``, ``high uncertainty``, ``auto-label disagreement``,
-  ``no validation metrics``, ``possible false positives`` (a heterogeneous call whose
-  corrected interval reaches 0 %: the model's false-positive rate alone could explain its MNA nuclei),
+  ``no validation metrics``, ``possible false positives`` (enough MNA nuclei for a heterogeneous
+  call, but the corrected interval reaches 0 %: the model's false-positive rate alone could explain
+  them, so the call is non-MNA),
   ``weak validation`` (see :func:`weak_validation`).
 """
 
@@ -71,8 +72,9 @@ QC_FLAGS = {
     "auto-label disagreement": "many calls differ from the nuclei's automatic (genotype) labels",
     "no validation metrics": "the model has no usable validation sensitivity/specificity (none recorded, or "
                              "no better than chance: sensitivity + specificity <= 1), so no corrected estimate",
-    "possible false positives": "the model's false-positive rate alone could explain the MNA nuclei "
-                                "(the corrected interval reaches 0 %)",
+    "possible false positives": "enough nuclei are called MNA for heterogeneous MNA, but the model's false-"
+                                "positive rate alone could explain them (the corrected interval reaches 0 %), so "
+                                "the sample is called non-MNA; review the nuclei called MNA",
     "weak validation": f"the model's validation had fewer than {SUMMARY_CONFIG.min_validation_per_class} nuclei "
                        f"of a class, or a sensitivity or specificity below {SUMMARY_CONFIG.min_validation_rate:g} "
                        "(e.g. a retrained model registered for testing): do not base a diagnosis on its calls",
@@ -215,7 +217,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
     out["corrected_deviation_pp"] = out["corrected_pct"] - expected_pct
     n_truth = int(row.get("n_truth") or 0)
     out["true_mna_pct"] = 100.0 * int(row.get("n_true_mna") or 0) / n_truth if n_truth else math.nan
-    out["call"] = sample_call(n, k, rule)
+    beyond = not (out["corrected_low_pct"] <= 0)  # NaN (no correction): the count rule alone
+    out["call"] = sample_call(n, k, rule, beyond_false_positives=beyond)
     unc = int(row.get("n_uncertain") or 0) / n if n else math.nan
     n_auto = int(row.get("n_auto") or 0)
     dis = int(row.get("n_auto_disagree") or 0) / n_auto if n_auto else math.nan
@@ -227,7 +230,7 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
         flags.append("high uncertainty")
     if n_auto and dis > config.max_disagreement_share:
         flags.append("auto-label disagreement")
-    if out["call"] == "heterogeneous MNA" and out["corrected_low_pct"] <= 0:
+    if out["call"] != sample_call(n, k, rule):  # heterogeneous by count, not beyond false positives
         flags.append("possible false positives")
     out["qc_flags"] = flags
     return out

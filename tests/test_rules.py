@@ -37,6 +37,20 @@ def test_sample_call(n, k, call):
     assert sample_call(n, k) == call
 
 
+def test_a_large_non_mna_sample_is_not_called_heterogeneous_for_its_false_positives():
+    """At specificity 0.97, 500 non-amplified nuclei bring about 15 false MNA calls: 5+ MNA nuclei alone
+    would call nearly every such sample heterogeneous; the corrected interval says they are noise."""
+    from genuine_core.stats import rogan_gladen
+
+    est = rogan_gladen(15, 500, 0.97, 0.97, n_positive=300, n_negative=300)
+    assert est.low == 0
+    assert sample_call(500, 15) == "heterogeneous MNA"  # the count rule alone
+    assert sample_call(500, 15, beyond_false_positives=est.low > 0) == "non-MNA"
+    more = rogan_gladen(60, 500, 0.97, 0.97, n_positive=300, n_negative=300)
+    assert sample_call(500, 60, beyond_false_positives=more.low > 0) == "heterogeneous MNA"  # beyond the noise
+    assert sample_call(500, 300, beyond_false_positives=False) == "MNA"  # the majority rule is not affected
+
+
 def test_core_stays_free_of_ui_and_db_imports():
     import subprocess
     import sys

@@ -323,13 +323,13 @@ def test_summary_flags_few_nuclei_and_missing_metrics(store):
     assert summary.sample_summaries(store, model="other").empty
 
 
-def test_summary_flags_a_heterogeneous_call_that_false_positives_explain(store):
+def test_summary_does_not_call_heterogeneous_what_false_positives_explain(store):
     # 60 nuclei, 5 called MNA: "heterogeneous MNA" by count, but at specificity 0.9 about 6 false MNA calls
-    # are expected among 60 non-MNA nuclei, so the corrected interval reaches 0 %
+    # are expected among 60 non-MNA nuclei, so the corrected interval reaches 0 %: non-MNA, flagged
     metrics = {"m1": {"val": {"tp": 90, "fn": 10, "tn": 90, "fp": 10, "tpr": 0.9, "tnr": 0.9}}}
     _add_scan(store, "fp", "2" * 64, {"m1": [0.9] * 5 + [0.1] * 55}, metrics=metrics)
     r = summary.sample_summaries(store).iloc[0]
-    assert r["call"] == "heterogeneous MNA" and r["corrected_low_pct"] == 0
+    assert r["call"] == "non-MNA" and r["corrected_low_pct"] == 0
     assert "possible false positives" in r["qc_flags"] and "possible false positives" in summary.QC_FLAGS
     # the same call from a model that almost never calls MNA falsely is not flagged
     metrics = {"m2": {"val": {"tp": 90, "fn": 10, "tn": 999, "fp": 1, "tpr": 0.9, "tnr": 0.999}}}
