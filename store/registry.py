@@ -14,18 +14,34 @@ from store.db import Store
 logger = logging.getLogger(__name__)
 
 
+#: how each uncertainty method is asked for on the command line
+_METHOD_OPTION = {"mc_dropout_std": "--mc-samples 2 or more", "entropy": "--mc-samples 0 or 1"}
+
+
 def check_name_free(store: Store, model: ScoringModel) -> None:
-    """Refuse ``model`` when its name is registered with other weights (its own weights are fine).
+    """Refuse ``model`` when its name is registered with other weights (its own weights are fine),
+    or when its stored predictions measure uncertainty another way (one threshold reads them all).
 
     Raises:
-        StoreError: the name is registered with another checksum.
+        StoreError: the name is registered with another checksum, or with predictions whose
+            ``uncertainty_method`` differs from ``model``'s.
     """
-    row = store.query("SELECT checksum FROM models WHERE name = ?", [model.name])
-    if not row.empty and row.at[0, "checksum"] != model.checksum:
+    row = store.query("SELECT id, checksum, uncertainty_method FROM models WHERE name = ?", [model.name])
+    if row.empty:
+        return
+    if row.at[0, "checksum"] != model.checksum:
         raise StoreError(
             f"model {model.name!r} is registered with other weights (checksum {row.at[0, 'checksum'][:12]}..., "
             f"now {model.checksum[:12]}...); register the new weights under another name (rename the folder)"
         )
+    stored = row.at[0, "uncertainty_method"]
+    if stored != model.uncertainty_method and store.scalar(
+            "SELECT count(*) FROM predictions WHERE model_id = ?", [int(row.at[0, "id"])]):
+        how = f" ({_METHOD_OPTION[stored]})" if stored in _METHOD_OPTION else ""
+        raise StoreError(
+            f"model {model.name!r} has stored uncertainties measured as {stored}{how}, this run would store "
+            f"{model.uncertainty_method}; use the same setting as before, so that one threshold reads every "
+            "nucleus of this model")
 
 
 def register_model(store: Store, model: ScoringModel) -> int:

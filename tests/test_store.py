@@ -162,6 +162,22 @@ def test_model_registration_refuses_other_weights_under_same_name(store):
     assert df["name"].tolist() == ["g"] and isinstance(df.at[0, "config"], dict)
 
 
+def test_a_model_with_stored_predictions_keeps_its_uncertainty_method(store):
+    """An ingest with another --mc-samples would make one threshold read MC-dropout stds and entropies alike."""
+    import dataclasses
+
+    mc = dataclasses.replace(fake_model("m1"), uncertainty_method="mc_dropout_std")
+    assert registry.register_model(store, mc) == registry.register_model(  # no predictions yet: it may change
+        store, dataclasses.replace(mc, uncertainty_method="entropy"))
+    registry.register_model(store, mc)
+    write_scan_result(store, samples.ensure_sample(store, "s", "case"), synthetic_result("5" * 64, {"m1": [0.9, 0.1]}),
+                      {"m1": registry.model_id(store, "m1")})
+    with pytest.raises(StoreError, match="measured as mc_dropout_std .--mc-samples 2 or more., this run would "
+                                         "store entropy"):
+        registry.register_model(store, dataclasses.replace(mc, uncertainty_method="entropy"))
+    assert registry.list_models(store).at[0, "uncertainty_method"] == "mc_dropout_std"
+
+
 def test_scan_roundtrip_patches_and_embeddings(store):
     scan_id, ids = _add_scan(store, "c", "a" * 64, {"m1": [0.1, 0.9, 0.6]})
     assert len(ids) == 3
