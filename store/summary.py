@@ -75,6 +75,10 @@ QC_FLAGS = {
     "possible false positives": "enough nuclei are called MNA for heterogeneous MNA, but the model's false-"
                                 "positive rate alone could explain them (the corrected interval reaches 0 %), so "
                                 "the sample is called non-MNA; review the nuclei called MNA",
+    "rates do not fit": "the share called MNA lies outside what the model's validation error rates allow "
+                        "(far below its false-positive rate or above its sensitivity), so the corrected "
+                        "estimate is pinned at 0 % or 100 % with no interval; read the MNA % and review the "
+                        "nuclei",
     "weak validation": f"the model's validation had fewer than {SUMMARY_CONFIG.min_validation_per_class} nuclei "
                        f"of a class, or a sensitivity or specificity below {SUMMARY_CONFIG.min_validation_rate:g} "
                        "(e.g. a retrained model registered for testing): do not base a diagnosis on its calls",
@@ -118,8 +122,8 @@ def validation_rates(metrics: dict) -> dict | None:
 
     Returns:
         ``{"sensitivity", "specificity", "n_positive", "n_negative", "source"}`` (counts may
-        be None), or None when the metrics hold no usable rates (missing, NaN, or a
-        classifier no better than chance).
+        be None), or None when the metrics hold no usable rates (missing, NaN, outside [0, 1],
+        or a classifier no better than chance).
     """
     found: list = []
     _find_rates(metrics or {}, "", found)
@@ -130,7 +134,7 @@ def validation_rates(metrics: dict) -> dict | None:
             se, sp = float(node[se_key]), float(node[sp_key])
         except (TypeError, ValueError):
             continue
-        if math.isnan(se) or math.isnan(sp) or se + sp <= 1:
+        if not (0 <= se <= 1 and 0 <= sp <= 1) or se + sp <= 1:  # NaN, percentages, no better than chance
             continue
         return {"sensitivity": se, "specificity": sp, "n_positive": _count(node, "n_positive", "tp", "fn"),
                 "n_negative": _count(node, "n_negative", "tn", "fp"), "source": path.strip("/") or "metrics"}
@@ -210,6 +214,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
             flags.append("no validation metrics")
     if rates and weak_validation(rates, config):
         flags.append("weak validation")
+    if rates and n and est.low >= est.high:  # the whole interval lay beyond 0 % or 100 % and was clipped
+        flags.append("rates do not fit")
     expected = row.get("expected_mna")
     expected_pct = math.nan if expected is None or pd.isna(expected) else 100.0 * float(expected)
     out["expected_pct"] = expected_pct

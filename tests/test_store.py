@@ -369,6 +369,18 @@ def test_summary_flags_calls_of_a_model_with_weak_validation(store, val, weak):
     assert "weak validation" in summary.QC_FLAGS
 
 
+def test_summary_flags_a_corrected_interval_pinned_at_100_and_skips_rates_given_in_percent(store):
+    # all 63 nuclei called MNA by a model that finds only 82 % of MNA nuclei: more than its rates allow
+    metrics = {"m1": {"validation": {"sensitivity": 0.8218, "specificity": 0.9231, "n_positive": 275,
+                                     "n_negative": 325}},
+               "m2": {"validation": {"sensitivity": 97.4, "specificity": 96.9}}}  # percentages: not rates
+    _add_scan(store, "all", "6" * 64, {"m1": [0.9] * 63, "m2": [0.9] * 63}, metrics=metrics)
+    rows = summary.sample_summaries(store).set_index("model")
+    assert rows.at["m1", "corrected_low_pct"] == rows.at["m1", "corrected_high_pct"] == 100
+    assert "rates do not fit" in rows.at["m1", "qc_flags"] and "rates do not fit" in summary.QC_FLAGS
+    assert "no validation metrics" in rows.at["m2", "qc_flags"] and math.isnan(rows.at["m2", "corrected_pct"])
+
+
 def test_validation_rates_prefers_validation_split():
     m = {"test": {"tpr": 0.8, "tnr": 0.8, "tp": 8, "fn": 2, "tn": 8, "fp": 2},
          "splits": {"val": {"tpr": 0.9, "tnr": 0.95, "tp": 9, "fn": 1, "tn": 19, "fp": 1}}}
