@@ -472,7 +472,9 @@ def crossings(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> lis
     at all when it only touches the level and turns back; a run at either end counts once.
 
     Returns:
-        The crossings' x values; empty when the curve never reaches the level.
+        The crossings' x values; empty when the curve never reaches the level. (The evaluation's
+        single number is ``training.metrics.crossing``: the first x the curve reaches the level
+        from below.)
     """
     xs = np.asarray(x, np.float64)
     ys = np.asarray(y, np.float64)
@@ -499,12 +501,6 @@ def crossings(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> lis
             out.append(float(xs[i] + d0 / (d0 - d1) * (xs[i + 1] - xs[i])))
         i += 1
     return out
-
-
-def crossing(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> float | None:
-    """First x where the curve crosses ``level`` (:func:`crossings`), or None when it never does."""
-    found = crossings(x, y, level)
-    return found[0] if found else None
 
 
 def probe_summary(results: pd.DataFrame, x: str, group: str | None = None) -> pd.DataFrame:

@@ -97,14 +97,13 @@ def test_montage_layout_and_frames():
     ([0, 1, 2], [0.1, 0.2, 0.3], None),               # never reaches the level
 ])
 def test_crossing(x, y, expected):
-    got = P.crossing(x, y, 0.5)
-    assert (got is None) if expected is None else got == pytest.approx(expected)
+    got = P.crossings(x, y, 0.5)
+    assert got == ([] if expected is None else [pytest.approx(expected)])
 
 
 def test_crossings_lists_every_crossing_in_order():
     x, y = [0, 1, 2, 3, 4], [0.2, 0.8, 0.4, 0.5, 0.9]
     assert P.crossings(x, y) == pytest.approx([0.5, 1.75, 3.0])
-    assert P.crossing(x, y) == pytest.approx(0.5)
     assert P.crossings([0, 1], [0.1, 0.2]) == []
     assert P.crossings([0, 1, 2, 3], [0, 0.5, 0.5, 1]) == [1.5]  # a flat stretch at the level: one crossing
     assert P.crossings([0, 1, 2], [0.2, 0.5, 0.3]) == []            # touches the level and turns back
