@@ -282,11 +282,18 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
                         key="case_hist")
 
     nuc_all = sample_nuclei(db, common.rev("data"), common.rev("labels"), sample, primary)
-    st.markdown(f"**Nuclei** ({len(nuc_all):,}) · sorted by {primary} probability")
+    n_excluded = int(nuc_all["excluded"].sum())
+    st.markdown(f"**Nuclei** ({len(nuc_all):,}" + (f", {n_excluded:,} of them excluded by a curator" if n_excluded else "")
+                + f") · sorted by {primary} probability")
     g1, g2, g3 = st.columns([2.4, 2, 1])  # every option stays in view at 1280 px
+    from store.summary import uncertainty_threshold
+
+    method = common.models(db, common.rev("models")).set_index("name").at[primary, "uncertainty_method"]
+    threshold = uncertainty_threshold(method)
     show = g1.segmented_control(f"Show ({primary}'s call)", ["all", "MNA", "non-MNA", "uncertain"], default="all",
                                 required=True, key="case_gallery_filter",
-                                help="uncertain: probability within 0.15 of 0.5")
+                                help=f"uncertain: {method} of at least {threshold:g}, the nuclei the 'high "
+                                     "uncertainty' QC flag counts")
     order = g2.segmented_control("Order", ["most MNA first", "least MNA first"], default="most MNA first",
                                  required=True, key="case_gallery_order")
     n_show = g3.number_input("Max", min_value=8, max_value=200, value=32, step=8, key="case_gallery_n")
@@ -296,7 +303,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     elif show == "non-MNA":
         sel = sel[sel["call"] == 0]
     elif show == "uncertain":
-        sel = sel[(sel["prob"] - 0.5).abs() < 0.15]
+        sel = sel[sel["uncertainty"] >= threshold]
     sel = sel.sort_values("prob", ascending=(order == "least MNA first")).head(int(n_show))
     captions = [f"#{i} · {p:.2f}" + (" · excl." if e else "") for i, p, e in
                 zip(sel["nucleus_id"], sel["prob"].fillna(np.nan), sel["excluded"])]

@@ -65,6 +65,12 @@ class SummaryConfig:
 
 SUMMARY_CONFIG = SummaryConfig()
 
+
+def uncertainty_threshold(method: str, config: SummaryConfig = SUMMARY_CONFIG) -> float:
+    """The stored ``uncertainty`` at or above which a nucleus counts as uncertain, for a model's
+    ``uncertainty_method`` (entropy in bits, else an MC-dropout std)."""
+    return config.entropy_threshold if method == "entropy" else config.mc_std_threshold
+
 #: what each QC flag means, for the dashboard and reports
 QC_FLAGS = {
     "few nuclei": "fewer scored nuclei than the INRG minimum for a call",

@@ -168,6 +168,25 @@ def test_cases_gallery_shows_the_calibrated_probability(store_copy):
     assert shown and all(p == pytest.approx(nuc.loc[i, "prob_calibrated"], abs=0.005) for i, p in shown.items())
 
 
+def test_cases_gallery_uncertain_means_what_the_qc_flag_counts(store_copy):
+    from store.db import open_store
+    from store.nuclei import sample_nuclei
+    from store.registry import list_models
+    from store.summary import uncertainty_threshold
+
+    at = open_page("cases")
+    primary = at.selectbox(key="cases_primary").value
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    at.segmented_control(key="case_gallery_filter").set_value("uncertain").run()
+    at.number_input(key="case_gallery_n").set_value(200).run()
+    with open_store(store_copy[0]) as s:
+        method = list_models(s).set_index("name").at[primary, "uncertainty_method"]
+        nuc = sample_nuclei(s, "MIX-50", primary)
+    want = set(nuc.loc[nuc["uncertainty"] >= uncertainty_threshold(method), "nucleus_id"])
+    shown = {int(c.split(" · ")[0][1:]) for img in at.get("image") for c in img.captions if c.startswith("#")}
+    assert want and shown == want
+
+
 def test_cases_filters_without_a_match_say_so_and_open_no_case(store_copy):
     at = open_page("cases")
     at.text_input(key="cases_search").set_value("no-such-sample").run()
