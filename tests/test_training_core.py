@@ -588,6 +588,8 @@ def test_init_from_another_architecture_says_so_in_one_line(tmp_path):
     (["synth", "benchmark", "--workers", "1000"], "--workers must be in [1, 64]"),
     (["ingest", "x.tif", "--sample", "S", "--mc-samples", "100000000"], "--mc-samples must be in [0, 100]"),
     (["evaluate", "--models", "models/genuine_cpu", "--shipped", "nope"], "--shipped 'nope' is none of"),
+    (["evaluate", "--models", "models/genuine_cpu", "models/resnet_cpu", "--shipped", "resnet_cpu"],
+     "--shipped 'resnet_cpu' is a resnet model; the targets apply to a GENUINE model"),
 ])
 def test_options_that_would_exhaust_the_machine_or_judge_another_model_are_refused(argv, fragment, tmp_path,
                                                                                   capsys, monkeypatch):

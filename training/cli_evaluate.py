@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                     and isinstance(part.get("models"), list)):
                 raise InputError(f"{path} is not an evaluation.json written by genuine evaluate (no meta and models)")
             parts.append(part)
-        _check_shipped(args.shipped, [m["name"] for part in parts for m in part["models"]])
+        _check_shipped(args.shipped, {m["name"]: m.get("kind") for part in parts for m in part["models"]})
         results = merge_results(parts, args.shipped, notes=args.note,
                                 command=invoked_command(args))
         paths = write_report(results, args.out)
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no model folders given and none found under models/; pass --models DIR ...")
     if not 1 <= args.probe_n <= 1000:  # the paper uses 50 per condition
         raise InputError(f"--probe-n must be in [1, 1000], got {args.probe_n}")
-    _check_shipped(args.shipped, [Path(m).name for m in models])
+    _check_shipped(args.shipped, {Path(m).name: _kind(Path(m)) for m in models})
     results = evaluate(models, args.data, seed=args.seed, probes=not args.no_probes, shipped=args.shipped,
                        probe_n=args.probe_n, command=invoked_command(args))
     results["notes"] = list(args.note)
@@ -85,9 +85,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_shipped(shipped: str | None, names: list[str]) -> None:
-    """Refuse a ``--shipped`` name that is none of the models: the targets would be judged on another one."""
+def _kind(folder: Path) -> str | None:
+    """The ``kind`` in a model folder's ``config.json`` (None when unreadable: evaluation says why later)."""
+    import json
+
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_shipped(shipped: str | None, kinds: dict[str, str | None]) -> None:
+    """Refuse, before any work, a ``--shipped`` name that is none of the models (name -> kind) or
+    not a GENUINE model: the targets would be judged on another one."""
     from genuine_core.errors import InputError
 
-    if shipped is not None and shipped not in names:
-        raise InputError(f"--shipped {shipped!r} is none of the evaluated models ({', '.join(names)})")
+    if shipped is None:
+        return
+    if shipped not in kinds:
+        raise InputError(f"--shipped {shipped!r} is none of the evaluated models ({', '.join(kinds)})")
+    if kinds[shipped] not in (None, "genuine"):
+        raise InputError(f"--shipped {shipped!r} is a {kinds[shipped]} model; the targets apply to a GENUINE model")

@@ -303,7 +303,9 @@ def acceptance(results: list[dict[str, Any]], shipped: str | None) -> dict[str, 
     GENUINE model with the largest beta)."""
     gen = [m for m in results if m["kind"] == "genuine"]
     if shipped:
-        gen = [m for m in gen if m["name"] == shipped] or gen
+        gen = [m for m in gen if m["name"] == shipped]
+        if not gen:  # judging another model instead would report its numbers as the shipped one's
+            raise InputError(f"shipped model {shipped!r} is not a GENUINE model among the evaluated ones")
     if not gen:
         return None
     m = sorted(gen, key=lambda r: (r.get("beta") or 0))[-1] if not shipped else gen[0]
