@@ -304,8 +304,9 @@ def render_run(run_id: str, rec: dict, registered: set[tuple[str, str]], compact
         retrain.save_record(rec)
     hist = history(str(rec["out"]))
     done = 0 if hist is None else len(hist)
-    st.markdown(f"**{run_id}** · {rec['kind']} ({rec.get('preset', '?')} preset) on {rec['n']} curated nuclei · "
-                f"{run_status(rec, state)}")
+    start = f" from {rec['init']}" if rec.get("init") else ""
+    st.markdown(f"**{run_id}** · {rec['kind']} ({rec.get('preset', '?')} preset){start} on {rec['n']} curated "
+                f"nuclei · {run_status(rec, state)}")
     st.progress(min(done / max(rec["epochs"], 1), 1.0) if state != retrain.FINISHED else 1.0,
                 text=f"epoch {done} of at most {rec['epochs']} (stops early after {rec.get('patience', '?')} "
                      "epochs without a better validation loss)")
@@ -393,6 +394,12 @@ def retrain_section(store, models: pd.DataFrame) -> None:
     st.caption(f"Preset **{preset}**: at most {settings['epochs']} epochs by default (this run: {int(epochs)}), "
                f"early stopping after {settings['patience']} epochs without a better validation loss, "
                f"at most {per_epoch} training patches per epoch.")
+    same = models[(models["kind"] == kind) & (models["preset"] == preset)].dropna(subset=["folder"])
+    starts = {"": "random weights", **{f: f"{n} (fine-tune)" for f, n in zip(same["folder"], same["name"])}}
+    init = st.selectbox("Start from", list(starts), index=min(1, len(starts) - 1), format_func=starts.get,
+                        key=f"retrain_init_{kind}_{preset}",
+                        help="Fine-tuning a registered model of this kind and preset keeps what it learnt from the "
+                             "benchmark; a few hundred curated nuclei are too few to learn from random weights.")
     detector = None
     if kind == "genuine":
         dets = models[models["kind"] == "detector"].dropna(subset=["folder"])
@@ -409,7 +416,7 @@ def retrain_section(store, models: pd.DataFrame) -> None:
                  key="retrain_start"):
         name = out_name.strip() or f"{kind}-curated"
         try:
-            run_id = retrain.start_run(store, kind, preset, int(epochs), name, detector)
+            run_id = retrain.start_run(store, kind, preset, int(epochs), name, detector, init or None)
         except (GenuineError, OSError) as exc:
             common.show_error(exc)
         else:

@@ -47,7 +47,7 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RUN_FILE = "run.json"
 #: what ``run.json`` keeps (the process and the log handle exist only in the server that started the run)
 SAVED = ("name", "kind", "preset", "epochs", "patience", "n", "created", "started", "spent", "cmd", "out", "log",
-         "pid", "registered", "ended", "rc", "error", "resumed")
+         "pid", "registered", "ended", "rc", "error", "resumed", "init")
 #: a run's states, as :func:`poll` reports them
 RUNNING, FINISHED, FAILED, STOPPED = "running", "finished", "failed", "stopped"
 
@@ -94,10 +94,12 @@ def check_curated(store) -> int:
     return len(cur)
 
 
-def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: str | None) -> str:
+def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: str | None,
+              init: str | None = None) -> str:
     """Export the training set and start ``genuine train`` in the background; return the run id.
 
-    The preset's early-stopping patience is passed explicitly (the page shows it); ``epochs`` caps the run.
+    The preset's early-stopping patience is passed explicitly (the page shows it); ``epochs`` caps the run;
+    ``init``: a trained model folder of the same kind and preset to fine-tune (``--init``), else random weights.
 
     Raises:
         InputError: a name that cannot be a folder and model name, one a registered model or another run
@@ -125,8 +127,11 @@ def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: s
            "--patience", str(patience), "--threads", "2"]
     if kind == "genuine" and detector:
         cmd += ["--detector", detector]
+    if init:
+        cmd += ["--init", str(init)]
     rec = {"log": folder / "train.log", "out": out, "name": name, "epochs": epochs, "patience": patience,
-           "preset": preset, "n": n, "cmd": cmd, "registered": False, "kind": kind, "resumed": 0}
+           "preset": preset, "n": n, "cmd": cmd, "registered": False, "kind": kind, "resumed": 0,
+           "init": Path(init).name if init else None}
     _launch(rec, cmd, "w")
     runs()[run_id] = rec
     return run_id

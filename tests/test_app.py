@@ -1062,6 +1062,41 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
     assert (run_dir / "curated.npz").is_file() and (run_dir / "resnet-curated" / "history.json").is_file()
 
 
+def test_retraining_fine_tunes_a_registered_model_of_the_same_kind_by_default(store_copy, models_runs, tmp_path,
+                                                                           monkeypatch):
+    import sys
+
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from pages import retrain
+    from store.db import open_store
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+    from store.registry import register_model
+
+    folder = tmp_path / "resnet-base"
+    GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(folder, metrics={})
+    with open_store(store_copy[0]) as s:
+        register_model(s, load_model(folder))
+        for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
+            for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:6]:
+                record_label_event(s, nid, label, "Dr. Test")
+    launched, launch = [], retrain._launch
+    monkeypatch.setattr(retrain, "_launch",  # record the command, run nothing
+                        lambda rec, cmd, mode: launched.append(cmd) or launch(rec, [sys.executable, "-c", "pass"], mode))
+    at = open_page("models")
+    at.selectbox(key="retrain_kind").set_value("resnet").run()
+    at.selectbox(key="retrain_preset").set_value("tiny").run()
+    start_from = at.selectbox(key="retrain_init_resnet_tiny")
+    assert start_from.options == ["random weights", "resnet-base (fine-tune)"] and start_from.value == str(folder)
+    next(b for b in at.button if b.label == "Start retraining").click().run()
+    assert not at.exception and launched and launched[0][launched[0].index("--init") + 1] == str(folder)
+    assert "from resnet-base on 12 curated nuclei" in texts(at)
+    at.selectbox(key="retrain_init_resnet_tiny").set_value("").run()  # random weights: no --init
+    next(b for b in at.button if b.label == "Start retraining").click().run()
+    assert len(launched) == 2 and "--init" not in launched[1]
+
+
 @pytest.mark.slow
 def test_a_real_retraining_run_stopped_after_its_first_epoch_resumes_to_a_finished_model(store_copy, models_runs,
                                                                                           monkeypatch):
