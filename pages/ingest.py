@@ -273,14 +273,23 @@ def upload_section() -> None:
     if not valid:
         return
 
-    first, first_name = saved[0], valid[0].name  # previewed; its channels define the mapping's choices
     st.subheader("Channel mapping")
-    n_ch = channel_count(str(first), first.stat().st_mtime)
-    same = "" if len(valid) == 1 else f" The same mapping is used for all {len(valid)} scans."
-    st.caption(f"`{first_name}`: {plural(n_ch, 'channel') if n_ch else 'unknown number of channels'}.{same} "
+    counts = [channel_count(str(p), p.stat().st_mtime) for p in saved]
+    n_ch = counts[0]  # the first scan's channels define the mapping's choices
+    pick = 0
+    if len(valid) > 1:
+        pick = st.selectbox("Preview", range(len(valid)), format_func=lambda i: valid[i].name, key="ingest_preview",
+                            help=f"The same mapping is used for all {len(valid)} scans: check each of them here.")
+    first, first_name = saved[pick], valid[pick].name  # the scan previewed
+    st.caption(f"`{valid[0].name}`: {plural(n_ch, 'channel') if n_ch else 'unknown number of channels'}. "
                "Code order is (NMI, MYCN, DAPI) = (red, green, blue).")
     mapping = channel_mapping(n_ch, "ingest_map")
     ok = True
+    other = [f"`{f.name}` ({c if c else 'unknown'})" for f, c in zip(valid, counts) if c != n_ch]
+    if other:  # one mapping cannot fit scans of different channel layouts
+        ok = False
+        st.error(f"These scans have another number of channels than `{valid[0].name}` ({n_ch}): "
+                 f"{', '.join(other)}. Upload scans with the same channel layout together.", icon=":material/error:")
     try:
         rgb, chans, shape = preview(str(first), first.stat().st_mtime, mapping)
         cols = st.columns([2, 1, 1, 1])

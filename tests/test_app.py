@@ -437,6 +437,25 @@ def test_ingest_refuses_a_mapping_without_a_probe_channel(store_copy):
     assert at.button(key="ingest_go").disabled
 
 
+def test_ingest_previews_any_upload_and_refuses_one_mapping_for_different_channel_layouts(store_copy):
+    import io as bytes_io
+
+    import tifffile
+
+    at = _upload(open_page("ingest"), ("a.tif", _tiff_bytes(3)), ("b.tif", _tiff_bytes(4)))
+    preview = at.selectbox(key="ingest_preview")
+    assert preview.options == ["a.tif", "b.tif"] and not at.error
+    first = at.get("image")[0].proto.imgs[0].url
+    assert at.run().get("image")[0].proto.imgs[0].url == first  # the same scan keeps its picture
+    at.selectbox(key="ingest_preview").set_value(1).run()
+    assert not at.exception and at.get("image")[0].proto.imgs[0].url != first  # b.tif is shown now
+    four = bytes_io.BytesIO()
+    tifffile.imwrite(four, np.zeros((64, 64, 4), np.uint16), photometric="minisblack", planarconfig="contig")
+    at = _upload(open_page("ingest"), ("a.tif", _tiff_bytes(3)), ("four.tif", four.getvalue()))
+    assert any("another number of channels" in e.value and "`four.tif` (4)" in e.value for e in at.error)
+    assert at.button(key="ingest_go").disabled
+
+
 def test_ingest_hides_the_mapping_when_no_upload_will_be_ingested(store_copy):
     at = _upload(open_page("ingest"), ("bad_scan.tif", b"renamed text file"))
     assert [w.value for w in at.warning] == ["**bad_scan.tif** will not be ingested: not an image (no TIFF, PNG or "
