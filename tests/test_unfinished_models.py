@@ -223,6 +223,10 @@ def test_resume_refuses_options_that_differ_from_the_run(bench, tmp_path, monkey
     assert "a ratio fit has no checkpoint" in capsys.readouterr().err
     assert (tmp_path / "run" / "train_config.json").read_text() == before  # nothing rewritten
     assert main([*argv, "--resume"]) == 0  # the same options (threads may differ) resume
+    tc = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    first, = tc["earlier_commands"]  # the session that started the run stays on record beside the resume's
+    assert first.startswith("genuine train --kind resnet") and "--resume" not in first
+    assert tc["command"].endswith("--resume")
 
 
 def test_overwrite_starts_from_an_empty_folder_so_a_failed_run_leaves_no_old_model(bench, tmp_path, monkeypatch,

@@ -70,6 +70,8 @@ class RunSpec:
         encoder: overrides of the preset's encoder fields (``width``, ``stages``, ...).
         train: optimisation settings.
         command: the command line, recorded for reproduction.
+        earlier_commands: the command lines of the sessions a resumed run continues (the
+            first one started it, e.g. with its ``--init``); set by :func:`train_model`.
     """
 
     kind: Kind
@@ -86,6 +88,7 @@ class RunSpec:
     encoder: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     command: str | None = None
+    earlier_commands: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ("genuine", "resnet", "detector", "ratio"):
@@ -203,6 +206,17 @@ def resume_command(spec: RunSpec) -> str:
 
 #: unfinished model folders record the sha256 of their training data under this key (see ``data_fingerprint``)
 RESUME_DATA_KEY = "data_sha256"
+#: ... and the command lines of the sessions so far, which a resumed run records as ``earlier_commands``
+SESSIONS_KEY = "session_commands"
+
+
+def _earlier_sessions(checkpoint: Path) -> tuple[str, ...]:
+    """The session commands an unfinished run's checkpoint recorded (empty when it recorded none)."""
+    try:
+        found = json.loads((checkpoint / "metrics.json").read_text(encoding="utf-8")).get(SESSIONS_KEY)
+    except (OSError, ValueError, AttributeError):
+        return ()
+    return tuple(c for c in found if isinstance(c, str)) if isinstance(found, list) else ()
 
 
 def _saver(model, spec: RunSpec):
@@ -211,9 +225,11 @@ def _saver(model, spec: RunSpec):
     command = resume_command(spec)
     data = data_fingerprint(spec.data)
 
+    sessions = [*spec.earlier_commands, spec.command or command]
+
     def save(path, metrics: dict[str, Any]) -> None:
         if metrics.get("status") != FINAL_STATUS:
-            metrics = {**metrics, "resume_command": command, RESUME_DATA_KEY: data}
+            metrics = {**metrics, "resume_command": command, RESUME_DATA_KEY: data, SESSIONS_KEY: sessions}
         modelapi.save(model, path, metrics)
 
     return save
@@ -341,6 +357,8 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         raise TrainingError(f"--resume: no checkpoint in {checkpoint}")
     if not spec.resume:  # a new run (e.g. --overwrite): an earlier run's checkpoint must never be resumed
         shutil.rmtree(checkpoint, ignore_errors=True)
+    else:
+        spec = dataclasses.replace(spec, earlier_commands=_earlier_sessions(checkpoint))
     try:
         if spec.kind == "detector":
             return train_detector(spec)
