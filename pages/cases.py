@@ -283,8 +283,8 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
 
     nuc_all = sample_nuclei(db, common.rev("data"), common.rev("labels"), sample, primary)
     n_excluded = int(nuc_all["excluded"].sum())
-    st.markdown(f"**Nuclei** ({len(nuc_all):,}" + (f", {n_excluded:,} of them excluded by a curator" if n_excluded else "")
-                + f") · sorted by {primary} probability")
+    excluded = f", {n_excluded:,} of them excluded by a curator" if n_excluded else ""
+    st.markdown(f"**Nuclei** ({len(nuc_all):,}{excluded}) · sorted by {primary} probability")
     g1, g2, g3 = st.columns([2.4, 2, 1])  # every option stays in view at 1280 px
     from store.summary import uncertainty_threshold
 

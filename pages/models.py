@@ -296,8 +296,8 @@ def run_controls(run_id: str, rec: dict, state: str) -> None:
 def render_run(run_id: str, rec: dict, registered: set[tuple[str, str]], compact: bool = False) -> None:
     """Live status of one run: epochs from history.json, log tail, validation, stop / resume / register;
     ``registered``: (name, folder) of the registered models (a run registered by ``genuine store score``
-    while the app was stopped counts, one removed from the store does not); ``compact`` (the folded earlier runs, redrawn every 2 s too) leaves
-    out the curves and the log."""
+    while the app was stopped counts, one removed from the store does not); ``compact`` (the folded
+    earlier runs, redrawn every 2 s too) leaves out the curves and the log."""
     state = retrain.poll(rec)
     if rec["registered"] != ((rec["name"], str(rec["out"])) in registered):  # registered or removed elsewhere
         rec["registered"] = not rec["registered"]

@@ -96,7 +96,8 @@ def weak_validation(rates: dict, config: SummaryConfig = SUMMARY_CONFIG) -> bool
     ``config.min_validation_rate`` (counts that are not recorded are not held against it)."""
     if min(rates["sensitivity"], rates["specificity"]) < config.min_validation_rate:
         return True
-    return any(n is not None and n < config.min_validation_per_class for n in (rates["n_positive"], rates["n_negative"]))
+    counts = (rates["n_positive"], rates["n_negative"])
+    return any(n is not None and n < config.min_validation_per_class for n in counts)
 
 
 _RATE_KEYS = (("sensitivity", "specificity"), ("tpr", "tnr"))

@@ -253,7 +253,8 @@ def _probe(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from None
     table = pd.concat(tables, ignore_index=True)
     box = pd.concat(boxes, ignore_index=True)
-    arrays = {"patches": np.concatenate(patches), "seed": np.int64(args.seed), "command": np.str_(invoked_command(args))}
+    arrays = {"patches": np.concatenate(patches), "seed": np.int64(args.seed),
+              "command": np.str_(invoked_command(args))}
     arrays.update({f"table_{c}": table[c].to_numpy() for c in table.columns})
     arrays.update({f"boxes_{c}": box[c].to_numpy() for c in box.columns})
     out.parent.mkdir(parents=True, exist_ok=True)
