@@ -13,7 +13,10 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
   ``no validation metrics``, ``possible false positives`` (enough MNA nuclei for a heterogeneous
   call, but the corrected interval reaches 0 %: the model's false-positive rate alone could explain
   them, so the call is non-MNA),
-  ``weak validation`` (see :func:`weak_validation`).
+  ``weak validation`` (see :func:`weak_validation`), ``rates do not fit`` (the corrected interval
+  was clipped to a point), ``possible false negatives`` (a non-MNA or heterogeneous call whose
+  corrected interval reaches the MNA share), ``partly scored`` (the model scored some of the
+  sample's scans only).
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ QC_FLAGS = {
     "possible false positives": "enough nuclei are called MNA for heterogeneous MNA, but the model's false-"
                                 "positive rate alone could explain them (the corrected interval reaches 0 %), so "
                                 "the sample is called non-MNA; review the nuclei called MNA",
+    "possible false negatives": f"the corrected interval reaches {100 * SAMPLE_CALL_RULE.mna_fraction:g} %: "
+                                "with the model's miss rate the sample may be MNA; review before signing",
+    "partly scored": "the model has not scored every scan of the sample (an interrupted or skipped `genuine store "
+                     "score`, or scans whose patches it cannot read); score the rest before reading its call",
     "rates do not fit": "the share called MNA lies outside what the model's validation error rates allow "
                         "(far below its false-positive rate or above its sensitivity), so the corrected "
                         "estimate is pinned at 0 % or 100 % with no interval; read the MNA % and review the "
@@ -159,6 +166,7 @@ scope AS (
     SELECT c.id AS scan_id, c.sample_id FROM scans c JOIN samples s ON s.id = c.sample_id
     WHERE ? IS NULL OR s.name = ?
 ),
+scans_in AS (SELECT sample_id, count(*) AS n_scans FROM scope GROUP BY sample_id),
 agg AS (
     SELECT sc.sample_id, p.model_id,
            count(*) AS n_scored,
@@ -168,7 +176,8 @@ agg AS (
            count(*) FILTER (WHERE n.auto_label <> p.call) AS n_auto_disagree,
            count(n.true_label) AS n_truth,
            sum(n.true_label)::BIGINT AS n_true_mna,
-           avg(p.prob_calibrated) AS mean_prob
+           avg(p.prob_calibrated) AS mean_prob,
+           count(DISTINCT n.scan_id) AS n_scans_scored
     FROM predictions p
     JOIN thr t ON t.model_id = p.model_id
     JOIN nuclei n ON n.id = p.nucleus_id
@@ -178,8 +187,10 @@ agg AS (
 )
 SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mna,
        m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics,
-       a.n_scored, a.n_mna, a.n_uncertain, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob
+       a.n_scored, a.n_mna, a.n_uncertain, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob,
+       a.n_scans_scored, si.n_scans
 FROM agg a JOIN samples s ON s.id = a.sample_id JOIN models m ON m.id = a.model_id
+JOIN scans_in si ON si.sample_id = a.sample_id
 ORDER BY s.kind, s.name, m.id
 """
 
@@ -197,7 +208,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
 
     Args:
         row: ``n_scored, n_mna, n_uncertain, n_auto, n_auto_disagree, n_truth, n_true_mna,
-            expected_mna`` (fraction or None), ``mean_prob``.
+            expected_mna`` (fraction or None), ``mean_prob``; optional ``n_scans_scored`` (scans the
+            model scored) and ``n_scans`` (scans of the sample).
         metrics: the model's metrics (for :func:`validation_rates`).
 
     Returns:
@@ -245,6 +257,10 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
         flags.append("auto-label disagreement")
     if out["call"] != sample_call(n, k, rule):  # heterogeneous by count, not beyond false positives
         flags.append("possible false positives")
+    if out["call"] in ("non-MNA", "heterogeneous MNA") and out["corrected_high_pct"] >= 100 * rule.mna_fraction:
+        flags.append("possible false negatives")
+    if int(row.get("n_scans_scored") or 0) < int(row.get("n_scans") or 0):
+        flags.append("partly scored")
     out["qc_flags"] = flags
     return out
 

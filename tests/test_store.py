@@ -381,6 +381,21 @@ def test_summary_flags_a_corrected_interval_pinned_at_100_and_skips_rates_given_
     assert "no validation metrics" in rows.at["m2", "qc_flags"] and math.isnan(rows.at["m2", "corrected_pct"])
 
 
+def test_summary_flags_a_model_that_scored_part_of_a_sample_and_a_call_its_misses_could_overturn(store):
+    good = {"validation": {"sensitivity": 0.95, "specificity": 0.95, "n_positive": 300, "n_negative": 300}}
+    blind = {"validation": {"sensitivity": 0.55, "specificity": 0.99, "n_positive": 300, "n_negative": 300}}
+    _add_scan(store, "two", "7" * 64, {"m1": [0.1] * 60, "m2": [0.1] * 60}, metrics={"m1": good, "m2": good})
+    _add_scan(store, "two", "8" * 64, {"m1": [0.1] * 60}, metrics={"m1": good})  # m2 interrupted before this one
+    rows = summary.sample_summaries(store).set_index("model")
+    assert "partly scored" in rows.at["m2", "qc_flags"] and "partly scored" not in rows.at["m1", "qc_flags"]
+    # 25 of 100 called MNA by a model that misses 45 % of MNA nuclei: the sample may well be MNA
+    _add_scan(store, "blind", "9" * 64, {"m3": [0.9] * 25 + [0.1] * 75}, metrics={"m3": blind})
+    r = summary.sample_summaries(store, model="m3").iloc[0]
+    assert r["call"] == "heterogeneous MNA" and r["corrected_high_pct"] >= 50
+    assert "possible false negatives" in r["qc_flags"]
+    assert {"partly scored", "possible false negatives"} <= set(summary.QC_FLAGS)
+
+
 def test_validation_rates_prefers_validation_split():
     m = {"test": {"tpr": 0.8, "tnr": 0.8, "tp": 8, "fn": 2, "tn": 8, "fp": 2},
          "splits": {"val": {"tpr": 0.9, "tnr": 0.95, "tp": 9, "fn": 1, "tn": 19, "fp": 1}}}
