@@ -14,6 +14,8 @@ from store.db import Store
 logger = logging.getLogger(__name__)
 
 
+#: checksums of the models whose weak validation this process has warned about
+_WARNED: set[str] = set()
 #: how each uncertainty method is asked for on the command line
 _METHOD_OPTION = {"mc_dropout_std": "--mc-samples 2 or more", "entropy": "--mc-samples 0 or 1"}
 
@@ -62,6 +64,16 @@ def register_model(store: Store, model: ScoringModel) -> int:
                         "WHERE id = ?",
                         [json.dumps(model.metrics), model.folder, model.uncertainty_method, int(row.at[0, "id"])])
         return int(row.at[0, "id"])
+    from store.summary import validation_rates, weak_validation
+
+    rates = validation_rates(model.metrics)
+    if (rates is None or weak_validation(rates)) and model.checksum not in _WARNED:
+        _WARNED.add(model.checksum)  # once per process (an ingest registers in a dry run first)
+        logger.warning("model %r: %s; its calls are flagged on the Cases page and in sample reports", model.name,
+                       "no usable validation sensitivity/specificity" if rates is None else
+                       f"weak validation (sensitivity {rates['sensitivity']:.2f}, specificity "
+                       f"{rates['specificity']:.2f}, on {rates['n_positive']} MNA and {rates['n_negative']} non-MNA "
+                       "nuclei)")
     with store.transaction() as cur:
         new = cur.execute(
             "INSERT INTO models (name, kind, preset, patch_size, checksum, uncertainty_method, config, metrics, "

@@ -151,6 +151,20 @@ def test_sample_validation_and_conflicts(store):
     assert samples.genotype_label("HSR") is None
 
 
+def test_registering_a_model_with_weak_validation_warns_once(store, caplog, monkeypatch):
+    monkeypatch.setattr(registry, "_WARNED", set())  # the process may have warned about these before
+    weak = fake_model("weak", metrics={"validation": {"sensitivity": 0.25, "specificity": 0.875, "n_positive": 4,
+                                                      "n_negative": 8}})
+    with caplog.at_level("WARNING", logger="store.registry"):
+        registry.register_model(store, weak)
+        registry.register_model(store, fake_model("weak2", bias=1.0, metrics=weak.metrics))
+        registry.register_model(store, fake_model("good", metrics={"validation": {
+            "sensitivity": 0.95, "specificity": 0.95, "n_positive": 300, "n_negative": 300}}))
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and "model 'weak': weak validation (sensitivity 0.25, specificity 0.88, on 4 MNA" in warned[0]
+    assert "flagged on the Cases page" in warned[0]
+
+
 def test_model_registration_refuses_other_weights_under_same_name(store):
     mid = registry.register_model(store, fake_model("g"))
     assert registry.register_model(store, fake_model("g")) == mid
