@@ -25,14 +25,13 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from genuine_core import atomic
 from genuine_core.errors import InputError
 
 FORMAT = "genuine-umap/1"
@@ -178,14 +177,7 @@ class UmapMap:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic.write_bytes(path, data)
         return hashlib.sha256(data).hexdigest()
 
     @classmethod

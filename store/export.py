@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genuine_core import atomic
 from genuine_core.commands.checks import output_folder
 from genuine_core.errors import InputError, StoreError
 from genuine_core.pipeline import center_crop, decode_patch
@@ -220,12 +221,13 @@ def export_audit(store: Store, out: str | Path) -> Path:
         raise InputError(f"audit export must end in .csv, .parquet or .jsonl, got {out.name}")
     trail = labels.audit_trail(store)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
-        trail.to_csv(out, index=False)
-    elif out.suffix == ".parquet":
-        trail.to_parquet(out, index=False)
-    else:
-        with open(out, "w", encoding="utf-8") as fh:
-            for rec in trail.to_dict("records"):
-                fh.write(json.dumps(rec, default=str) + "\n")
+    with atomic.replacing(out) as tmp:  # a refused write leaves an earlier export whole
+        if out.suffix == ".csv":
+            trail.to_csv(tmp, index=False)
+        elif out.suffix == ".parquet":
+            trail.to_parquet(tmp, index=False)
+        else:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for rec in trail.to_dict("records"):
+                    fh.write(json.dumps(rec, default=str) + "\n")
     return out

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genuine_core import atomic
 from genuine_core.errors import GenuineError, InputError, ModelLoadError, StoreError
 from genuine_core.io import max_pixels_limit
 from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel, load_model, match_truth,
@@ -520,9 +521,7 @@ def save_upload(folder: str | Path, name: str, data: bytes, max_pixels: int | No
     path = upload_path(folder, name, data)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        atomic.write_bytes(path, data)
     return path
 
 

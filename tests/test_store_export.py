@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,7 +12,7 @@ from _store_fakes import fake_model, synthetic_result, write_toy_scans
 from conftest import make_toy_scan
 from genuine_core.cli import main
 from genuine_core.embedding import UmapConfig, UmapMap
-from genuine_core.errors import StoreError
+from genuine_core.errors import InputError, StoreError
 from store import check, export, labels, probes, registry, samples
 from store import umap as umap_store
 from store.db import Store
@@ -94,6 +96,43 @@ def test_export_labels_is_a_training_set(filled, tmp_path):
             "SELECT label FROM labels WHERE kind = 'truth' AND nucleus_id IN (?, ?, ?) ORDER BY nucleus_id",
             [ids[0], ids[1], ids[31]])["label"].tolist()
     assert len(export.curated_training_set(s, sample="mix")) == 1
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".parquet", ".csv"])
+def test_an_export_that_fails_half_way_leaves_the_earlier_file_whole(filled, tmp_path, monkeypatch, suffix):
+    """A file-size limit, a full disk or Ctrl-C while writing: the earlier export stays, no temporary file."""
+    import pyarrow.parquet as pq
+
+    from training.labelled import LabelledPatches
+
+    s, _, _ = filled
+    write = (lambda: export.export_audit(s, out)) if suffix == ".csv" else (lambda: export.export_labels(s, out))
+    out = tmp_path / "exports" / f"cur{suffix}"
+    out.parent.mkdir()
+    write()
+    before = out.read_bytes()
+
+    def cut_off(target) -> None:  # some bytes reach the file, then the disk says no
+        if hasattr(target, "write"):
+            target.write(b"PK half")
+        else:
+            Path(target).write_bytes(b"half")
+        raise OSError(27, "File too large")
+
+    owner, name, writer = {".npz": (np, "savez", lambda fh, **arrays: cut_off(fh)),
+                           ".parquet": (pq, "write_table", lambda table, path, **kw: cut_off(path)),
+                           ".csv": (pd.DataFrame, "to_csv", lambda frame, path, **kw: cut_off(path))}[suffix]
+    monkeypatch.setattr(owner, name, writer)
+    with pytest.raises(OSError, match="File too large"):
+        write()
+    assert out.read_bytes() == before and [p.name for p in out.parent.iterdir()] == [out.name]
+    if suffix == ".npz":  # a file cut short elsewhere is refused with one line, not a traceback
+        out.write_bytes(before[: len(before) // 3])
+        with pytest.raises(InputError, match="cannot read training set cur.npz"):
+            LabelledPatches.load(out)
+        out.write_bytes(b"")
+        with pytest.raises(InputError, match="cannot read training set cur.npz"):
+            LabelledPatches.load(out)
 
 
 def test_export_audit_formats(filled, tmp_path):

@@ -35,11 +35,13 @@ When ``split`` is absent, :meth:`LabelledPatches.ensure_split` assigns a seeded
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from genuine_core import atomic
 from genuine_core.errors import InputError
 from genuine_core.patches import LEGACY_NORMALISATION, check_normalisation
 
@@ -159,7 +161,7 @@ class LabelledPatches:
         for name in ("split", "label_kind", "true_label", "nucleus_key"):
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
-        with open(path, "wb") as fh:
+        with atomic.replacing(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
         return path
 
@@ -189,10 +191,10 @@ class LabelledPatches:
                 norm = get("normalisation")
                 return cls(z["patches"], z["labels"], get("split"), get("label_kind"),
                            get("true_label"), get("nucleus_key"), LEGACY_NORMALISATION if norm is None else str(norm))
-        except (ValueError, OSError, KeyError) as exc:
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # e.g. a truncated file
             if isinstance(exc, InputError):
                 raise
-            raise InputError(f"cannot read training set {path.name}: {exc}") from exc
+            raise InputError(f"cannot read training set {path.name}: {exc or type(exc).__name__}") from exc
 
     @classmethod
     def _load_parquet(cls, path: Path) -> "LabelledPatches":
@@ -236,5 +238,6 @@ class LabelledPatches:
                 data[name] = getattr(self, name)
         table = pa.table(data).replace_schema_metadata({"genuine.patch_size": str(self.patch_size),
                                                         "genuine.patch_normalisation": self.normalisation})
-        pq.write_table(table, path)
+        with atomic.replacing(path) as tmp:
+            pq.write_table(table, tmp)
         return path

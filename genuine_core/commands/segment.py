@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
+from genuine_core import atomic
 from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, invoked_command, output_folder, refuse_existing
 from genuine_core.errors import InputError
 
@@ -117,9 +117,7 @@ def _write_summary(out: Path, settings: dict, earlier: list[dict], results: list
     new = {r["name"] for r in results}
     images = [e for e in earlier if e["name"] not in new] + results
     summary = {**settings, "images": images, "totals": {k: sum(r[k] for r in images) for k in TOTALS}}
-    tmp = out / f"{SUMMARY}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / SUMMARY)
+    atomic.write_bytes(out / SUMMARY, json.dumps(summary, indent=2).encode())
     return summary
 
 

@@ -22,15 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from genuine_core import atomic
 from genuine_core.errors import ModelLoadError
 from genuine_core.models.config import ModelConfig
 
@@ -61,18 +60,6 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _json_default(obj: Any) -> Any:
@@ -108,12 +95,12 @@ def save_model(model: GenuineClassifier, path: str | Path, metrics: dict[str, An
         METRICS_FILE: (json.dumps(metrics, indent=2, sort_keys=True, default=_json_default) + "\n").encode(),
     }
     for name, data in files.items():
-        _atomic_write(folder / name, data)
+        atomic.write_bytes(folder / name, data)
     stale = folder / LEGACY_WEIGHTS_FILE
     if stale.exists():
         stale.unlink()
     lines = "".join(f"{hashlib.sha256(files[n]).hexdigest()}  {n}\n" for n in sorted(files))
-    _atomic_write(folder / CHECKSUM_FILE, lines.encode())
+    atomic.write_bytes(folder / CHECKSUM_FILE, lines.encode())
     model.metrics = metrics
     logger.info("saved %s model to %s", model.config.kind, folder)
     return folder
