@@ -94,6 +94,10 @@ def check_curated(store) -> int:
     return len(cur)
 
 
+#: serialises run starts in this server process (the name check and the run's registration)
+_START_LOCK = threading.Lock()
+
+
 def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: str | None,
               init: str | None = None) -> str:
     """Export the training set and start ``genuine train`` in the background; return the run id.
@@ -105,11 +109,17 @@ def start_run(store, kind: str, preset: str, epochs: int, name: str, detector: s
         InputError: a name that cannot be a folder and model name, one a registered model or another run
             has, or too few curated nuclei.
     """
-    from store.registry import list_models
-
     if not MODEL_NAME.fullmatch(name):
         raise InputError(f"model name {name!r}: use letters, digits, `.`, `_` or `-` (at most 64, not starting "
                          "with `.`, `_` or `-`)")
+    with _START_LOCK:  # two sessions pressing Start at once must not both take the name
+        return _start(store, kind, preset, epochs, name, detector, init)
+
+
+def _start(store, kind: str, preset: str, epochs: int, name: str, detector: str | None, init: str | None) -> str:
+    """:func:`start_run` once its name is known to be well formed (under :data:`_START_LOCK`)."""
+    from store.registry import list_models
+
     recover_runs(store)
     if name in set(list_models(store)["name"]) | {rec["name"] for rec in runs().values()}:
         raise InputError(f"model name {name!r} is taken by a registered model or another run; choose another")

@@ -881,6 +881,42 @@ def test_retraining_refuses_taken_names_and_too_few_of_a_class(store_copy, model
     assert next(b for b in at.button if b.label == "Start retraining").disabled
 
 
+def test_two_sessions_starting_runs_of_one_name_at_once_get_one_run(store_copy, models_runs, monkeypatch):
+    import sys
+    import threading
+
+    from genuine_core.errors import InputError
+    from pages import retrain
+    from store.db import open_store
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+
+    with open_store(store_copy[0]) as s:
+        for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
+            for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:6]:
+                record_label_event(s, nid, label, "Dr. Test")
+    launch = retrain._launch
+    monkeypatch.setattr(retrain, "_launch", lambda rec, cmd, mode: launch(rec, [sys.executable, "-c", "pass"], mode))
+    outcomes, both_ready = [], threading.Barrier(2)
+
+    def press() -> None:
+        both_ready.wait()
+        with open_store(store_copy[0]) as s:
+            try:
+                outcomes.append(retrain.start_run(s, "resnet", "tiny", 1, "same", None))
+            except InputError as exc:
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=press) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(isinstance(o, str) for o in outcomes) == 1
+    assert "is taken" in str(next(o for o in outcomes if isinstance(o, InputError)))
+    assert [rec["name"] for rec in models_runs.values()] == ["same"]
+
+
 def test_a_failed_run_offers_no_resume(store_copy, tmp_path, models_runs):
     _models_finished_run(models_runs, tmp_path, {"sensitivity": 0.9, "specificity": 0.9})
     rec = models_runs["run-1"]
