@@ -166,7 +166,7 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     if out.is_dir():
         raise InputError(f"{out} is a folder; give the store file to create, e.g. {out / 'genuine_demo.duckdb'}")
     if out.exists() and not force:
-        raise InputError(f"{out} exists; use --force to rebuild it")
+        raise InputError(f"{out} exists{_work_in(out)}; use --force to rebuild it")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.stem + ".partial" + out.suffix)
     remove_store_files(partial)
@@ -195,6 +195,25 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     seconds["total"] = time.perf_counter() - t_all
     return {"path": str(out), "seconds": {k: round(v, 1) for k, v in seconds.items()}, "n_nuclei": n_nuclei,
             "models": [m.name for m in models], "samples": sample_names, "failed": failed}
+
+
+def _work_in(store_path: Path) -> str:
+    """What a rebuild would delete besides the demo data, as ' (it holds ...)', or '' (nothing, or unreadable)."""
+    from store.db import Store
+
+    parts = []
+    try:
+        with Store(store_path, read_only=True, busy_timeout=0, migrate=False) as s:
+            n = int(s.scalar("SELECT count(*) FROM label_events") or 0)
+        if n:
+            parts.append(f"{n} curators' label events")
+    except Exception:  # noqa: BLE001 (busy, foreign or old file: the plain refusal is enough)
+        pass
+    runs = store_path.with_name(store_path.stem + "_files") / "runs"
+    n_runs = sum(1 for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else 0
+    if n_runs:
+        parts.append(f"{n_runs} retraining run{'s' if n_runs > 1 else ''}")
+    return f" (it holds {' and '.join(parts)}, which --force deletes)" if parts else ""
 
 
 def _fill_demo_store(partial: Path, bench: Path, models, config: DemoConfig, progress: bool, failed: list[str],

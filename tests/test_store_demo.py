@@ -42,6 +42,25 @@ def test_build_demo_end_to_end(tmp_path):
         build_demo(out, cfg, model_dirs=[models], progress=False)
 
 
+def test_the_refusal_to_rebuild_names_the_curation_work_force_would_delete(tmp_path, capsys):
+    from genuine_core.cli import main
+    from store import samples
+    from store.db import Store
+
+    out = tmp_path / "demo.duckdb"
+    with Store(out) as s:
+        samples.ensure_sample(s, "plain", "case")
+    assert main(["demo", "--out", str(out), "--quiet"]) == 2
+    assert f"{out} exists; use --force to rebuild it" in capsys.readouterr().err  # nothing of a curator's in it
+    with Store(out) as s:
+        s.execute("INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at) VALUES "
+                  "(1, '1', 'unset', 'ann', now()), (2, '0', 'unset', 'bob', now())")
+    (tmp_path / "demo_files" / "runs" / "run-a").mkdir(parents=True)
+    assert main(["demo", "--out", str(out), "--quiet"]) == 2
+    assert "(it holds 2 curators' label events and 1 retraining run, which --force deletes)" in \
+        capsys.readouterr().err
+
+
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
 def test_interrupted_rebuild_leaves_no_partial_store_and_keeps_the_old_one(tmp_path, monkeypatch, error):
     import store.demo as demo

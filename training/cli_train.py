@@ -101,7 +101,8 @@ def _spec_from_args(args: argparse.Namespace):
         local = Path("models") / f"detector_{args.preset}"
         detector = str(local if local.exists() else SHIPPED_MODELS / local.name)
     if args.kind == "genuine" and not (Path(detector) / "config.json").is_file():
-        raise InputError(f"no trained detector at {detector}; train one first: "
+        raise InputError(f"no trained detector at {detector}; pass --detector FOLDER (models/ ships "
+                         f"detector_cpu, for --preset cpu) or train one first: "
                          f"genuine train --preset {args.preset} --kind detector --out {detector}")
     if args.no_mycn and args.kind not in ("genuine", "resnet"):
         raise InputError(f"--no-mycn relabels training patches; it applies to the genuine and resnet classifiers, "
