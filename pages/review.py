@@ -18,6 +18,7 @@ import streamlit as st
 from genuine_core import plotting
 from genuine_core.errors import GenuineError
 from pages import common
+from store.labels import VALUE_NAMES
 
 common.require_entrypoint()
 
@@ -30,8 +31,6 @@ FLAG_NAMES = {
 DECISIONS = {"mna": ("MNA", 1, "M", "primary"), "non": ("non-MNA", 0, "N", "primary"),
              "exclude": ("Exclude", "exclude", "X", "secondary")}
 ALL = "All"
-#: stored label-event values as the page names them
-EVENT_NAMES = {"1": "MNA", "0": "non-MNA", "exclude": "excluded", "unset": "no decision"}
 #: decision buttons in the label colours used everywhere (MNA red, non-MNA blue); Streamlit tags keyed
 #: elements with a ``st-key-<key>`` class
 DECISION_CSS = """<style>
@@ -118,11 +117,12 @@ def _say(kind: str, text: str) -> None:
     st.session_state["review_msg"] = (kind, text)
 
 
-def decide(nucleus_id: int, value) -> None:
+def decide(nucleus_id: int, value, seen: str) -> None:
     """Button callback: write one label event for ``nucleus_id`` with the sidebar reviewer.
 
     Only for the nucleus the page shows: a key pressed twice before the page caught up would
-    otherwise decide the same nucleus twice, and one undo would leave it decided.
+    otherwise decide the same nucleus twice, and one undo would leave it decided. ``seen``: the
+    decision the card showed; one another curator made since is not overwritten unseen.
     """
     from store.labels import record_label_event
 
@@ -135,8 +135,9 @@ def decide(nucleus_id: int, value) -> None:
     who = common.reviewer()
     note = (st.session_state.get("review_note") or "").strip() or None
     try:
-        event = record_label_event(common.get_store(), int(nucleus_id), value, who, note)
+        event = record_label_event(common.get_store(), int(nucleus_id), value, who, note, seen=seen)
     except GenuineError as exc:
+        common.bump("labels")  # e.g. decided meanwhile: the card shows the new decision
         _say("error", f"Not saved: {exc}")
         return
     common.bump("labels")
@@ -145,7 +146,7 @@ def decide(nucleus_id: int, value) -> None:
     st.session_state["review_note"] = ""
     from store.labels import normalise_decision
 
-    _say("success", f"Nucleus {nucleus_id}: **{EVENT_NAMES[normalise_decision(value)]}** recorded "
+    _say("success", f"Nucleus {nucleus_id}: **{VALUE_NAMES[normalise_decision(value)]}** recorded "
                     f"(event {event}, {who}).")
 
 
@@ -166,7 +167,7 @@ def undo() -> None:
 
     undone = label_event(common.get_store(), event)
     _say("success", f"Undone: nucleus {int(undone['nucleus_id'])} is back to "
-                    f"**{EVENT_NAMES.get(undone['value'], undone['value'])}** (event {event}).")
+                    f"**{VALUE_NAMES.get(undone['value'], undone['value'])}** (event {event}).")
 
 
 def skip(nucleus_id: int) -> None:
@@ -260,17 +261,20 @@ def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: di
             if pd.notna(info.get("true_label")):
                 l3.metric("Ground truth", _label(info.get("true_label")), help="synthetic sample: known truth")
             predictions_panel(data["preds"])
-            decision_bar(nid)
+            seen = "exclude" if bool(info.get("excluded", False)) else (
+                "unset" if pd.isna(info.get("curated_label")) else str(int(info.get("curated_label"))))
+            decision_bar(nid, seen)
 
 
-def decision_bar(nid: int) -> None:
-    """MNA / non-MNA / exclude / skip / undo with keyboard shortcuts, and the note."""
+def decision_bar(nid: int, seen: str) -> None:
+    """MNA / non-MNA / exclude / skip / undo with keyboard shortcuts, and the note; ``seen``: the
+    nucleus' stored decision the card shows ('0', '1', 'exclude', 'unset')."""
     who = common.reviewer()
     st.session_state[SHOWN_KEY] = nid  # the nucleus a decision button press may decide
     st.text_input("Note (optional)", key="review_note", placeholder="e.g. two overlapping nuclei")
     for col, (key, (label, value, shortcut, kind)) in zip(st.columns(3), DECISIONS.items()):
         col.button(label, key=f"decide_{key}", type=kind, shortcut=shortcut, disabled=not who, width="stretch",
-                   on_click=decide, args=(nid, value), help=f"record '{label}' ({shortcut})")
+                   on_click=decide, args=(nid, value, seen), help=f"record '{label}' ({shortcut})")
     skip_col, undo_col, _ = st.columns(3)
     skip_col.button("Skip", key="review_skip", shortcut="S", on_click=skip, args=(nid,), width="stretch",
                     help="later (S)")
@@ -369,8 +373,8 @@ def main() -> None:
             st.markdown(f"**Your latest decisions** ({who})")
             show = pd.DataFrame({
                 "Time (UTC)": ev["created_at"], "Nucleus": ev["nucleus_id"], "Sample": ev["sample"],
-                "Before": ev["previous"].map(lambda v: EVENT_NAMES.get(v, v)),
-                "Decision": ev["value"].map(lambda v: EVENT_NAMES.get(v, v))
+                "Before": ev["previous"].map(lambda v: VALUE_NAMES.get(v, v)),
+                "Decision": ev["value"].map(lambda v: VALUE_NAMES.get(v, v))
                             + np.where(ev["undoes"].notna(), " (undo)", ""),
                 "Note": ev["note"], "Event": ev["event_id"]})
             st.dataframe(show, hide_index=True, key="review_recent", placeholder="–", column_config={

@@ -80,7 +80,16 @@ def _undo(cur, event_id: int, reviewer: str, note: str | None) -> int:
     return _insert(cur, nucleus_id, previous, value, reviewer, note or f"undo of event {event_id}", event_id)
 
 
-def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note: str | None = None) -> int:
+class DecidedMeanwhile(StoreError):
+    """The nucleus' current decision is not the one the reviewer saw: someone decided it since."""
+
+
+#: stored values as reviewers read them
+VALUE_NAMES = {"1": "MNA", "0": "non-MNA", "exclude": "excluded", "unset": "no decision"}
+
+
+def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note: str | None = None,
+                       seen: str | None = None) -> int:
     """Append a reviewer's decision for one nucleus; return the event id.
 
     Args:
@@ -88,9 +97,12 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
         value: 1 / 0 / 'mna' / 'non-mna' / 'exclude'.
         reviewer: who decided (required).
         note: optional free text.
+        seen: the nucleus' value ('0', '1', 'exclude' or 'unset') the reviewer saw when deciding;
+            when given and another decision came since, nothing is written.
 
     Raises:
         InputError: bad value or empty reviewer. StoreError: no such nucleus.
+        DecidedMeanwhile: ``seen`` is not the current value any more.
     """
     stored = normalise_decision(value)
     reviewer = _check_reviewer(reviewer)
@@ -99,7 +111,13 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
     def append(cur) -> int:
         if not cur.execute("SELECT 1 FROM nuclei WHERE id = ?", [nucleus_id]).fetchone():
             raise StoreError(f"no nucleus with id {nucleus_id}")
-        return _insert(cur, nucleus_id, stored, _current_value(cur, nucleus_id), reviewer, note, None)
+        current = _current_value(cur, nucleus_id)
+        if seen is not None and current != seen:
+            event, who = cur.execute("SELECT id, reviewer FROM label_events WHERE nucleus_id = ? "
+                                     "ORDER BY id DESC LIMIT 1", [nucleus_id]).fetchone()
+            raise DecidedMeanwhile(f"nucleus {nucleus_id} was decided meanwhile: {VALUE_NAMES[current]} by {who} "
+                                   f"(event {event}); nothing was saved. Look at it again, then decide.")
+        return _insert(cur, nucleus_id, stored, current, reviewer, note, None)
 
     return store.write(append)
 

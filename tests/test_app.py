@@ -226,6 +226,21 @@ def test_cases_address_follows_the_open_case_and_outlines_follow_the_model_for_c
 
 
 # ----------------------------------------------------------------------------- review
+def test_review_a_second_curator_on_a_stale_card_does_not_overwrite_the_first(store_copy):
+    path, _ = store_copy
+    ann = open_page("review", reviewer="Ann")
+    bob = open_page("review", reviewer="Bob")
+    card = lambda at: int([m.value for m in at.markdown if m.value.startswith("#### Nucleus")][0].split()[-1])  # noqa: E731
+    nid = card(ann)
+    assert card(bob) == nid  # both look at the same nucleus
+    ann.button(key="decide_mna").click().run()
+    bob.button(key="decide_non").click().run()  # his card still says 'no decision'
+    assert not bob.exception
+    assert any(f"nucleus {nid} was decided meanwhile: MNA by Ann" in e.value for e in bob.error)
+    ev = events(path)
+    assert len(ev) == 1 and ev.iloc[0]["reviewer"] == "Ann"
+
+
 def test_review_decision_writes_exactly_one_event_with_the_reviewer(store_copy):
     path, _ = store_copy
     at = open_page("review", reviewer="Dr. Test")

@@ -120,6 +120,19 @@ def test_undo_only_reverts_the_current_decision_under_contention(store):
     assert_chain_and_current(store)
 
 
+def test_a_decision_on_a_stale_card_is_not_saved(store):
+    """Bob's card still shows 'no decision' while Ann decided the nucleus: his press must not overwrite hers unseen."""
+    nid = _fill(store)[0]
+    ann = labels.record_label_event(store, nid, 1, "ann", seen="unset")
+    with pytest.raises(labels.DecidedMeanwhile, match=f"nucleus {nid} was decided meanwhile: MNA by ann "
+                                                       f"\\(event {ann}\\); nothing was saved"):
+        labels.record_label_event(store, nid, 0, "bob", seen="unset")
+    assert labels.current_labels(store, [nid]).at[0, "reviewer"] == "ann"
+    labels.record_label_event(store, nid, 0, "bob", seen="1")  # having seen ann's decision, bob may overrule it
+    assert labels.current_labels(store, [nid]).at[0, "value"] == "0"
+    assert_chain_and_current(store)
+
+
 def test_store_objects_on_one_file_share_the_write_lock(tmp_path):
     with Store(tmp_path / "x.duckdb") as a, Store(tmp_path / "x.duckdb") as b:
         assert a._write_lock is b._write_lock  # two handles in one process still serialise their writes
