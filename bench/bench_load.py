@@ -91,6 +91,7 @@ class SessionLog:
     nuclei: list[int] = field(default_factory=list)     # nucleus of each acknowledged event
     attempts: int = 0                                    # decision clicks
     not_saved: list[str] = field(default_factory=list)  # "Not saved: ..." messages (visible failures)
+    stale: list[str] = field(default_factory=list)      # refused: another session decided the card meanwhile
     errors: list[str] = field(default_factory=list)     # driver-side failures (timeouts, exceptions)
 
 
@@ -306,6 +307,8 @@ async def review_session(browser, base: str, reviewer: str, *, seconds: float | 
                     if m and m.group(2) == RECORDED_AS[label] and int(m.group(3)) not in log.events:
                         log.events.append(int(m.group(3)))
                         log.nuclei.append(int(m.group(1)))
+                    elif "decided meanwhile" in text:  # the store kept the other session's decision
+                        log.stale.append(text.strip())
                     elif "Not saved" in text:
                         log.not_saved.append(text.strip())
                     elif not failures:
@@ -381,6 +384,7 @@ def summarise(logs: list[SessionLog], seconds: float | None) -> dict:
         "actions": {k: percentiles([t for log in logs for t in log.times[k]]) for k in ("open", "decide", "skip")},
         "decision_clicks": sum(log.attempts for log in logs),
         "not_saved": sum(len(log.not_saved) for log in logs),
+        "refused_stale": sum(len(log.stale) for log in logs),
         "driver_errors": [e for log in logs for e in log.errors][:20],
         "n_driver_errors": sum(len(log.errors) for log in logs),
         "distinct_nuclei_decided": len({n for log in logs for n in log.nuclei}),
