@@ -93,6 +93,9 @@ def histogram_figure(db: str, data_rev: int, labels_rev: int, sample: str, model
 
 
 # ----------------------------------------------------------------------------- views
+#: what the corrected estimate is, wherever the page shows it
+CORRECTED_HELP = ("Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity (measured on "
+                  "the split that also chose its best epoch, so slightly optimistic: the correction may fall short)")
 CALL_COLOURS = {"MNA": "red", "heterogeneous MNA": "orange", "non-MNA": "blue", "not enough nuclei": "gray"}
 
 
@@ -152,7 +155,7 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tupl
             format="%.1f", help="ground-truth MNA share of the scored nuclei (synthetic samples only); below the "
                                 "expected share where amplified lines hold non-amplified nuclei"),
         "Corrected %": st.column_config.NumberColumn(
-            format="%.1f", help="Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity"),
+            format="%.1f", help=CORRECTED_HELP),
         "Call": st.column_config.TextColumn(help="MNA / heterogeneous MNA / non-MNA / not enough nuclei "
                                                  "(INRG consensus; see genuine_core.rules)"),
         "QC flags": st.column_config.ListColumn(width="medium", help="open the case for what each flag means"),
@@ -246,7 +249,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     corrected_ci = f"95 % CI {r['corrected_low_pct']:.1f}–{r['corrected_high_pct']:.1f} %" if corrected else ""
     m4.metric("Corrected", "–" if not corrected else f"{r['corrected_pct']:.1f} %",
               delta=vs_expected(r["corrected_deviation_pp"]), delta_color="off",
-              help="Rogan-Gladen estimate corrected for the model's validation sensitivity/specificity"
+              help=CORRECTED_HELP
                    + (f"; {corrected_ci}" if corrected else ""))
     if corrected:
         m4.caption(corrected_ci)
