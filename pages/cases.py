@@ -249,8 +249,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     corrected_ci = f"95 % CI {r['corrected_low_pct']:.1f}–{r['corrected_high_pct']:.1f} %" if corrected else ""
     m4.metric("Corrected", "–" if not corrected else f"{r['corrected_pct']:.1f} %",
               delta=vs_expected(r["corrected_deviation_pp"]), delta_color="off",
-              help=CORRECTED_HELP
-                   + (f"; {corrected_ci}" if corrected else ""))
+              help=CORRECTED_HELP + (f"; {corrected_ci}" if corrected else ""))
     if corrected:
         m4.caption(corrected_ci)
     with m5:
