@@ -81,7 +81,10 @@ def ingest_models(db: str, models_rev: int):
     """The models an ingest runs (``store.ingest.resolve_models``), loaded once per model revision."""
     from store.ingest import resolve_models
 
-    return resolve_models(common.store_at(db))
+    from store.registry import as_stored
+
+    store = common.store_at(db)
+    return as_stored(store, resolve_models(store))
 
 
 def planned_models(path: Path) -> list[str]:

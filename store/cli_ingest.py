@@ -139,8 +139,12 @@ def _ingest(store, args: argparse.Namespace, models_given, loader, channel_map, 
     """Ingest the files or the benchmark of ``args`` into ``store`` (closed after); the report."""
     from store.ingest import ingest_benchmark, ingest_files, resolve_models
 
+    from store.registry import as_stored
+
     with store:
         models = models_given if models_given is not None else resolve_models(store, None, loader=loader)
+        if args.mc_samples is None:  # by default a model adds uncertainties of the kind it has stored
+            models = as_stored(store, models)
         if not models:
             print("warning: no models found; storing nuclei without predictions", flush=True)
         if args.benchmark is not None:

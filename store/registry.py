@@ -17,7 +17,7 @@ logger = logging.getLogger(__name__)
 #: checksums of the models whose weak validation this process has warned about
 _WARNED: set[str] = set()
 #: how each uncertainty method is asked for on the command line
-_METHOD_OPTION = {"mc_dropout_std": "--mc-samples 2 or more", "entropy": "--mc-samples 0 or 1"}
+_METHOD_OPTION = {"mc_dropout_std": "--mc-samples 1 or more", "entropy": "--mc-samples 0"}
 
 
 def check_name_free(store: Store, model: ScoringModel) -> None:
@@ -28,7 +28,7 @@ def check_name_free(store: Store, model: ScoringModel) -> None:
         StoreError: the name is registered with another checksum, or with predictions whose
             ``uncertainty_method`` differs from ``model``'s.
     """
-    row = store.query("SELECT id, checksum, uncertainty_method FROM models WHERE name = ?", [model.name])
+    row = store.query("SELECT checksum FROM models WHERE name = ?", [model.name])
     if row.empty:
         return
     if row.at[0, "checksum"] != model.checksum:
@@ -36,14 +36,36 @@ def check_name_free(store: Store, model: ScoringModel) -> None:
             f"model {model.name!r} is registered with other weights (checksum {row.at[0, 'checksum'][:12]}..., "
             f"now {model.checksum[:12]}...); register the new weights under another name (rename the folder)"
         )
-    stored = row.at[0, "uncertainty_method"]
-    if stored != model.uncertainty_method and store.scalar(
-            "SELECT count(*) FROM predictions WHERE model_id = ?", [int(row.at[0, "id"])]):
+    stored = stored_uncertainty(store, model.name)
+    if stored is not None and stored != model.uncertainty_method:
         how = f" ({_METHOD_OPTION[stored]})" if stored in _METHOD_OPTION else ""
         raise StoreError(
             f"model {model.name!r} has stored uncertainties measured as {stored}{how}, this run would store "
-            f"{model.uncertainty_method}; use the same setting as before, so that one threshold reads every "
-            "nucleus of this model")
+            f"{model.uncertainty_method}; use the same setting as before or leave --mc-samples out (each model "
+            "then keeps its kind), so that one threshold reads every nucleus of this model")
+
+
+def stored_uncertainty(store: Store, name: str) -> str | None:
+    """The ``uncertainty_method`` of a registered model's stored predictions (None: no predictions yet)."""
+    row = store.query("SELECT m.uncertainty_method FROM models m WHERE m.name = ? "
+                      "AND EXISTS (SELECT 1 FROM predictions p WHERE p.model_id = m.id)", [name])
+    return None if row.empty else row.iat[0, 0]
+
+
+def as_stored(store: Store, models: list[ScoringModel]) -> list[ScoringModel]:
+    """``models``, each loaded again (with or without MC dropout) where its stored predictions measure
+    uncertainty the other way, so that scoring with the default setting adds to what is there.
+    Models without a folder are left as they are (registration then says what differs)."""
+    from genuine_core.pipeline import DEFAULT_MC_SAMPLES, load_model
+
+    out = []
+    for m in models:
+        stored = stored_uncertainty(store, m.name)
+        if stored in _METHOD_OPTION and stored != m.uncertainty_method and m.folder:
+            m = load_model(m.folder, name=m.name, batch_size=m.batch_size,
+                           mc_samples=0 if stored == "entropy" else DEFAULT_MC_SAMPLES)
+        out.append(m)
+    return out
 
 
 def register_model(store: Store, model: ScoringModel) -> int:

@@ -57,7 +57,7 @@ def model_to_score(store: Store, name_or_folder: str) -> ScoringModel:
         raise InputError("no model given: name a model folder or a registered model")
     folder = Path(name_or_folder).expanduser()
     if folder.is_dir():
-        return load_model(folder)
+        return registry.as_stored(store, [load_model(folder)])[0]
     models = registry.list_models(store)
     row = models[models["name"] == name_or_folder]
     if row.empty:
@@ -67,7 +67,7 @@ def model_to_score(store: Store, name_or_folder: str) -> ScoringModel:
         raise InputError(f"model {name_or_folder!r}: its folder {row.iloc[0]['folder']} is not on this machine")
     model = load_model(row.iloc[0]["folder"], name=name_or_folder)
     registry.verify_registered(store, model, name_or_folder)
-    return model
+    return registry.as_stored(store, [model])[0]
 
 
 def stored_scan_count(store: Store) -> int:

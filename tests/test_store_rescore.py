@@ -220,3 +220,24 @@ def test_ingest_names_the_way_out_when_a_registered_folder_is_gone(tmp_path):
         shutil.rmtree(tmp_path / "late")
         with pytest.raises(ModelLoadError, match=r"registered model 'late': .*remove-model late --db .*cli.duckdb\)"):
             resolve_models(s)
+
+
+def test_a_model_stored_without_mc_dropout_scores_more_scans_the_same_way(store, tmp_path):
+    """Scans ingested with --mc-samples 0 hold entropies: scoring or ingesting more with the default setting
+    adds entropies too (loading it with MC dropout would be refused as another kind of uncertainty)."""
+    import dataclasses
+
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.rescore import model_to_score
+
+    folder = GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(tmp_path / "res", metrics={})
+    entropy = load_model(folder, mc_samples=0)
+    assert load_model(folder).uncertainty_method == "mc_dropout_std" != entropy.uncertainty_method
+    sid = samples.ensure_sample(store, "s", "case")
+    mid = registry.register_model(store, dataclasses.replace(entropy, predict=lambda p: fake_predict(p, 0.0)))
+    write_scan_result(store, sid, synthetic_result("a" * 64, {"res": [0.9, 0.1]}), {"res": mid})
+    assert registry.stored_uncertainty(store, "res") == "entropy"
+    for given in (str(folder), "res"):  # a folder or the registered name
+        assert model_to_score(store, given).uncertainty_method == "entropy"
+    assert [m.uncertainty_method for m in registry.as_stored(store, [load_model(folder)])] == ["entropy"]
