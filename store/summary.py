@@ -86,8 +86,9 @@ QC_FLAGS = {
                                 "the sample is called non-MNA; review the nuclei called MNA",
     "possible false negatives": f"the corrected interval reaches {100 * SAMPLE_CALL_RULE.mna_fraction:g} %: "
                                 "with the model's miss rate the sample may be MNA; review before signing",
-    "partly scored": "the model has not scored every scan of the sample (an interrupted or skipped `genuine store "
-                     "score`, or scans whose patches it cannot read); score the rest before reading its call",
+    "partly scored": "the model has scored fewer of the sample's scans than another model (an interrupted or "
+                     "skipped `genuine store score`, or scans whose patches it cannot read); score the rest "
+                     "before reading its call",
     "rates do not fit": "the share called MNA lies outside what the model's validation error rates allow "
                         "(far below its false-positive rate or above its sensitivity), so the corrected "
                         "estimate is pinned at 0 % or 100 % with no interval; read the MNA % and review the "
@@ -166,7 +167,7 @@ scope AS (
     SELECT c.id AS scan_id, c.sample_id FROM scans c JOIN samples s ON s.id = c.sample_id
     WHERE ? IS NULL OR s.name = ?
 ),
-scans_in AS (SELECT sample_id, count(*) AS n_scans FROM scope GROUP BY sample_id),
+
 agg AS (
     SELECT sc.sample_id, p.model_id,
            count(*) AS n_scored,
@@ -188,9 +189,9 @@ agg AS (
 SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mna,
        m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics,
        a.n_scored, a.n_mna, a.n_uncertain, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob,
-       a.n_scans_scored, si.n_scans
+       -- scans with a nucleus a curator has not excluded: this model's, and the most any model of the query has
+       a.n_scans_scored, max(a.n_scans_scored) OVER (PARTITION BY a.sample_id) AS n_scans
 FROM agg a JOIN samples s ON s.id = a.sample_id JOIN models m ON m.id = a.model_id
-JOIN scans_in si ON si.sample_id = a.sample_id
 ORDER BY s.kind, s.name, m.id
 """
 
@@ -209,7 +210,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
     Args:
         row: ``n_scored, n_mna, n_uncertain, n_auto, n_auto_disagree, n_truth, n_true_mna,
             expected_mna`` (fraction or None), ``mean_prob``; optional ``n_scans_scored`` (scans the
-            model scored) and ``n_scans`` (scans of the sample).
+            model scored) and ``n_scans`` (the most any model scored), both counting scans with a
+            nucleus no curator excluded.
         metrics: the model's metrics (for :func:`validation_rates`).
 
     Returns:
@@ -270,7 +272,7 @@ def sample_summaries(store: Store, model: str | None = None, sample: str | None 
     """One row per (sample, model) with the numbers described in the module docstring.
 
     Args:
-        model: only this model (None: every model).
+        model: only this model (None: every model; with one model, 'partly scored' has nothing to compare).
         sample: only this sample (None: every sample).
 
     Returns:

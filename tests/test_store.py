@@ -402,6 +402,11 @@ def test_summary_flags_a_model_that_scored_part_of_a_sample_and_a_call_its_misse
     _add_scan(store, "two", "8" * 64, {"m1": [0.1] * 60}, metrics={"m1": good})  # m2 interrupted before this one
     rows = summary.sample_summaries(store).set_index("model")
     assert "partly scored" in rows.at["m2", "qc_flags"] and "partly scored" not in rows.at["m1", "qc_flags"]
+    for nid in store.query("SELECT id FROM nuclei WHERE scan_id = (SELECT id FROM scans WHERE sha256 = ?)",
+                           ["8" * 64])["id"]:  # a curator excludes every nucleus of the scan m2 did not score
+        labels.record_label_event(store, int(nid), "exclude", "ann")
+    rows = summary.sample_summaries(store, sample="two").set_index("model")
+    assert not any("partly scored" in f for f in rows["qc_flags"])  # what m2 missed is left out anyway
     # 25 of 100 called MNA by a model that misses 45 % of MNA nuclei: the sample may well be MNA
     _add_scan(store, "blind", "9" * 64, {"m3": [0.9] * 25 + [0.1] * 75}, metrics={"m3": blind})
     r = summary.sample_summaries(store, model="m3").iloc[0]
