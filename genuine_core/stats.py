@@ -121,6 +121,9 @@ def rogan_gladen(
     for name, v in (("sensitivity", sensitivity), ("specificity", specificity)):
         if not 0 <= v <= 1 or math.isnan(v):
             raise ValueError(f"{name} must be in [0, 1], got {v}")
+    for name, count in (("n_positive", n_positive), ("n_negative", n_negative)):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+            raise ValueError(f"{name} must be a whole number >= 1 or None, got {count!r}")
     youden = sensitivity + specificity - 1
     if youden <= 0:
         raise ValueError(f"sensitivity + specificity must exceed 1 for a correction, got {sensitivity + specificity}")

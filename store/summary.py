@@ -120,11 +120,15 @@ def _find_rates(node, path: str, found: list) -> None:
 
 
 def _count(node: dict, direct: str, a: str, b: str) -> int | None:
-    if isinstance(node.get(direct), (int, float)):
-        return int(node[direct]) or None
-    if isinstance(node.get(a), (int, float)) and isinstance(node.get(b), (int, float)):
-        return int(node[a] + node[b]) or None
-    return None
+    """A validation count: ``node[direct]``, else ``node[a] + node[b]``; None unless a whole number >= 1."""
+    def number(v) -> float | None:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+        return float(v) if ok else None
+
+    value = number(node.get(direct))
+    if value is None and number(node.get(a)) is not None and number(node.get(b)) is not None:
+        value = number(node[a]) + number(node[b])
+    return int(value) if value is not None and value >= 1 and value == int(value) else None
 
 
 def validation_rates(metrics: dict) -> dict | None:

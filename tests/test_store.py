@@ -387,12 +387,15 @@ def test_summary_flags_a_corrected_interval_pinned_at_100_and_skips_rates_given_
     # all 63 nuclei called MNA by a model that finds only 82 % of MNA nuclei: more than its rates allow
     metrics = {"m1": {"validation": {"sensitivity": 0.8218, "specificity": 0.9231, "n_positive": 275,
                                      "n_negative": 325}},
-               "m2": {"validation": {"sensitivity": 97.4, "specificity": 96.9}}}  # percentages: not rates
-    _add_scan(store, "all", "6" * 64, {"m1": [0.9] * 63, "m2": [0.9] * 63}, metrics=metrics)
+               "m2": {"validation": {"sensitivity": 97.4, "specificity": 96.9}},  # percentages: not rates
+               "m3": {"validation": {"sensitivity": 0.9, "specificity": 0.95, "n_positive": float("nan"),
+                                     "n_negative": -2}}}  # unusable counts: rates taken as known
+    _add_scan(store, "all", "6" * 64, {"m1": [0.9] * 63, "m2": [0.9] * 63, "m3": [0.9] * 63}, metrics=metrics)
     rows = summary.sample_summaries(store).set_index("model")
     assert rows.at["m1", "corrected_low_pct"] == rows.at["m1", "corrected_high_pct"] == 100
     assert "rates do not fit" in rows.at["m1", "qc_flags"] and "rates do not fit" in summary.QC_FLAGS
     assert "no validation metrics" in rows.at["m2", "qc_flags"] and math.isnan(rows.at["m2", "corrected_pct"])
+    assert rows.at["m3", "correction"].endswith("(wilson-transformed)")
 
 
 def test_summary_flags_a_model_that_scored_part_of_a_sample_and_a_call_its_misses_could_overturn(store):
