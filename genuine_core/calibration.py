@@ -69,6 +69,7 @@ def fit_temperature(logits, labels) -> float:
     z, y = _as_arrays(logits, labels)
     if y.min() == y.max():
         raise InputError("fit_temperature needs both classes in the labels")
+    z = np.clip(z, -1e6, 1e6)  # beyond that a logit is certainty either way; z / T_MIN must stay finite
     n_pos = y.sum()
     target = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (len(y) - n_pos + 2))
 

@@ -17,8 +17,8 @@ import sys
 
 from genuine_core.errors import GenuineError
 
-#: OSError numbers that mean "this cannot be written here" (read-only, no permission, disk full)
-WRITE_REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+#: OSError numbers that mean "this cannot be written here" (read-only, no permission, disk full, file too large)
+WRITE_REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 #: subcommand name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {

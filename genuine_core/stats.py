@@ -134,7 +134,9 @@ def rogan_gladen(
     z = _z(confidence)
     if n_positive and n_negative:
         low, high = _lang_reiczigel_bounds(k, n, sensitivity, specificity, z, n_positive, n_negative)
-        return PrevalenceEstimate(_clip01(raw), low, high, raw, "lang-reiczigel")
+        # with a handful of validation nuclei the pseudo-counts move the interval off the estimate: keep it inside
+        est = _clip01(raw)
+        return PrevalenceEstimate(est, min(low, est), max(high, est), raw, "lang-reiczigel")
     lo, hi = wilson_interval(k, n, confidence)
     return PrevalenceEstimate(
         _clip01(raw),

@@ -210,7 +210,7 @@ def _work_in(store_path: Path) -> str:
     except Exception:  # noqa: BLE001 (busy, foreign or old file: the plain refusal is enough)
         pass
     runs = store_path.with_name(store_path.stem + "_files") / "runs"
-    n_runs = sum(1 for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else 0
+    n_runs = sum(1 for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs.is_dir() else 0
     if n_runs:
         parts.append(f"{n_runs} retraining run{'s' if n_runs > 1 else ''}")
     return f" (it holds {' and '.join(parts)}, which --force deletes)" if parts else ""

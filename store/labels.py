@@ -107,16 +107,19 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
     stored = normalise_decision(value)
     reviewer = _check_reviewer(reviewer)
     nucleus_id = int(nucleus_id)
+    if seen is not None and seen != "unset":
+        seen = normalise_decision(seen)
 
     def append(cur) -> int:
         if not cur.execute("SELECT 1 FROM nuclei WHERE id = ?", [nucleus_id]).fetchone():
             raise StoreError(f"no nucleus with id {nucleus_id}")
         current = _current_value(cur, nucleus_id)
         if seen is not None and current != seen:
-            event, who = cur.execute("SELECT id, reviewer FROM label_events WHERE nucleus_id = ? "
-                                     "ORDER BY id DESC LIMIT 1", [nucleus_id]).fetchone()
-            raise DecidedMeanwhile(f"nucleus {nucleus_id} was decided meanwhile: {VALUE_NAMES[current]} by {who} "
-                                   f"(event {event}); nothing was saved. Look at it again, then decide.")
+            last = cur.execute("SELECT id, reviewer FROM label_events WHERE nucleus_id = ? ORDER BY id DESC LIMIT 1",
+                               [nucleus_id]).fetchone()
+            by = f" by {last[1]} (event {last[0]})" if last else ""
+            raise DecidedMeanwhile(f"nucleus {nucleus_id} was decided meanwhile: {VALUE_NAMES[current]}{by}; "
+                                   "nothing was saved. Look at it again, then decide.")
         return _insert(cur, nucleus_id, stored, current, reviewer, note, None)
 
     return store.write(append)

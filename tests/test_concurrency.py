@@ -122,13 +122,16 @@ def test_undo_only_reverts_the_current_decision_under_contention(store):
 
 def test_a_decision_on_a_stale_card_is_not_saved(store):
     """Bob's card still shows 'no decision' while Ann decided the nucleus: his press must not overwrite hers unseen."""
-    nid = _fill(store)[0]
+    nid, other = _fill(store)[:2]
     ann = labels.record_label_event(store, nid, 1, "ann", seen="unset")
     with pytest.raises(labels.DecidedMeanwhile, match=f"nucleus {nid} was decided meanwhile: MNA by ann "
                                                        f"\\(event {ann}\\); nothing was saved"):
         labels.record_label_event(store, nid, 0, "bob", seen="unset")
     assert labels.current_labels(store, [nid]).at[0, "reviewer"] == "ann"
-    labels.record_label_event(store, nid, 0, "bob", seen="1")  # having seen ann's decision, bob may overrule it
+    labels.record_label_event(store, nid, 0, "bob", seen="mna")  # having seen ann's decision, bob may overrule it
+    # a card showing a decision the store no longer has (e.g. rebuilt meanwhile)
+    with pytest.raises(labels.DecidedMeanwhile, match=f"nucleus {other} was decided meanwhile: no decision; "):
+        labels.record_label_event(store, other, 1, "bob", seen=1)
     assert labels.current_labels(store, [nid]).at[0, "value"] == "0"
     assert_chain_and_current(store)
 

@@ -80,6 +80,12 @@ def test_rogan_gladen_interval_keeps_a_width_after_a_perfect_validation(k):
     assert est.low <= est.estimate <= est.high
 
 
+@pytest.mark.parametrize("k, n, se, sp, npos, nneg", [(1684, 3000, 0.9195, 1.0, 10000, 1), (2, 2662, 1.0, 1.0, 100, 3)])
+def test_rogan_gladen_estimate_stays_inside_its_interval_with_tiny_validation_sets(k, n, se, sp, npos, nneg):
+    est = rogan_gladen(k, n, se, sp, n_positive=npos, n_negative=nneg)
+    assert est.low <= est.estimate <= est.high and est.high > est.low
+
+
 @pytest.mark.parametrize("prevalence", [0.0, 0.05, 0.5, 0.95])
 def test_rogan_gladen_interval_covers_the_true_prevalence(prevalence):
     """Simulated samples and validation sets: the 95 % interval holds the truth about 95 % of the time."""

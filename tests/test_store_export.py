@@ -296,3 +296,20 @@ def test_cli_umap_does_not_create_a_store_for_a_typo(tmp_path, capsys):
     assert main(["umap", "--db", str(typo)]) == 2
     assert capsys.readouterr().err.strip() == f"error: {typo}: no such store"
     assert not (tmp_path / "no").exists()
+
+
+def test_an_export_over_a_private_file_stays_private(filled, tmp_path):
+    s, _, _ = filled
+    out = tmp_path / "audit.csv"
+    export.export_audit(s, out)
+    out.chmod(0o600)
+    export.export_audit(s, out)  # --overwrite: the new file takes the old one's permissions
+    assert out.stat().st_mode & 0o777 == 0o600
+    import os
+
+    old = os.umask(0o077)
+    try:  # a new file follows the umask, as an ordinary write would
+        export.export_audit(s, tmp_path / "new.csv")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.csv").stat().st_mode & 0o777 == 0o600

@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 
 #: the file in --out that lists every image segmented into it
 SUMMARY = "summary.json"
-#: settings of a run, recorded at the top of the summary (latest run) and with each image
-RUN_SETTINGS = ("backend", "model", "patch_size", "diameter", "patch_normalisation", "command")
+#: settings of a run, recorded at the top of the summary (latest run) and with each image (an image of an
+#: older summary without them takes the top's; not so the ``command``, which each run records with its images)
+RUN_SETTINGS = ("backend", "model", "patch_size", "diameter", "patch_normalisation")
 #: per-image counts the summary totals
 TOTALS = ("nuclei_found", "patches", "border_skipped")
 
