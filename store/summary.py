@@ -16,7 +16,7 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
   ``weak validation`` (see :func:`weak_validation`), ``rates do not fit`` (the corrected interval
   was clipped to a point), ``possible false negatives`` (a non-MNA or heterogeneous call whose
   corrected interval reaches the MNA share), ``partly scored`` (the model scored some of the
-  sample's scans only).
+  sample's scans only), ``call contradicts genotype`` (a genotype-labelled sample called otherwise).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import pandas as pd
 from genuine_core.rules import SAMPLE_CALL_RULE, SampleCallRule, sample_call
 from genuine_core.stats import rogan_gladen, wilson_interval
 from store.db import Store
+from store.samples import genotype_label
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,13 @@ QC_FLAGS = {
     "partly scored": "the model has scored fewer of the sample's scans than another model (an interrupted or "
                      "skipped `genuine store score`, or scans whose patches it cannot read); score the rest "
                      "before reading its call",
+    "call contradicts genotype": "the sample's recorded genotype says otherwise (e.g. gain nuclei with 3-7 MYCN "
+                                 "signals called MNA in a non-MNA line, a pattern validation rates do not "
+                                 "capture); review the nuclei before reading the call",
     "rates do not fit": "the share called MNA lies outside what the model's validation error rates allow "
                         "(far below its false-positive rate or above its sensitivity), so the corrected "
-                        "estimate is pinned at 0 % or 100 % with no interval; read the MNA % and review the "
-                        "nuclei",
+                        "estimate is pinned at 0 % or 100 % and its interval has no width; read the MNA % and "
+                        "review the nuclei",
     "weak validation": f"the model's validation had fewer than {SUMMARY_CONFIG.min_validation_per_class} nuclei "
                        f"of a class, or a sensitivity or specificity below {SUMMARY_CONFIG.min_validation_rate:g} "
                        "(e.g. a retrained model registered for testing): do not base a diagnosis on its calls",
@@ -190,7 +194,7 @@ agg AS (
     WHERE NOT EXISTS (SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = p.nucleus_id)
     GROUP BY sc.sample_id, p.model_id
 )
-SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mna,
+SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mna, s.genotype,
        m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics,
        a.n_scored, a.n_mna, a.n_uncertain, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob,
        -- scans with a nucleus a curator has not excluded: this model's, and the most any model of the query has
@@ -248,7 +252,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
     out["corrected_deviation_pp"] = out["corrected_pct"] - expected_pct
     n_truth = int(row.get("n_truth") or 0)
     out["true_mna_pct"] = 100.0 * int(row.get("n_true_mna") or 0) / n_truth if n_truth else math.nan
-    beyond = not (out["corrected_low_pct"] <= 0)  # NaN (no correction): the count rule alone
+    # the count rule alone without a correction (NaN) or with one too weak to judge false positives by
+    beyond = not (out["corrected_low_pct"] <= 0) or "weak validation" in flags
     out["call"] = sample_call(n, k, rule, beyond_false_positives=beyond)
     unc = int(row.get("n_uncertain") or 0) / n if n else math.nan
     n_auto = int(row.get("n_auto") or 0)
@@ -267,6 +272,9 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
         flags.append("possible false negatives")
     if int(row.get("n_scans_scored") or 0) < int(row.get("n_scans") or 0):
         flags.append("partly scored")
+    genotype = genotype_label(row.get("genotype"))
+    if genotype is not None and out["call"] not in ({1: "MNA", 0: "non-MNA"}[genotype], "not enough nuclei"):
+        flags.append("call contradicts genotype")
     out["qc_flags"] = flags
     return out
 

@@ -418,6 +418,20 @@ def test_summary_flags_a_model_that_scored_part_of_a_sample_and_a_call_its_misse
     assert {"partly scored", "possible false negatives"} <= set(summary.QC_FLAGS)
 
 
+def test_summary_flags_a_call_its_genotype_contradicts_and_keeps_weak_models_from_downgrading(store):
+    good = {"validation": {"sensitivity": 0.95, "specificity": 0.97, "n_positive": 300, "n_negative": 300}}
+    weak = {"validation": {"sensitivity": 0.9, "specificity": 0.9, "n_positive": 2, "n_negative": 2}}
+    # a non-MNA line whose gain nuclei the model calls MNA: 15 of 100, well beyond its validation false positives
+    _add_scan(store, "gain", "a" * 64, {"m1": [0.9] * 15 + [0.1] * 85, "w": [0.9] * 15 + [0.1] * 85},
+              genotype="non-MNA", metrics={"m1": good, "w": weak})
+    rows = summary.sample_summaries(store).set_index("model")
+    assert rows.at["m1", "call"] == "heterogeneous MNA" and "call contradicts genotype" in rows.at["m1", "qc_flags"]
+    # a weak model's corrected interval reaches 0 % whatever it sees: it must not turn the call into non-MNA
+    assert rows.at["w", "corrected_low_pct"] == 0 and rows.at["w", "call"] == "heterogeneous MNA"
+    assert "weak validation" in rows.at["w", "qc_flags"] and "possible false positives" not in rows.at["w", "qc_flags"]
+    assert "call contradicts genotype" in summary.QC_FLAGS
+
+
 def test_validation_rates_prefers_validation_split():
     m = {"test": {"tpr": 0.8, "tnr": 0.8, "tp": 8, "fn": 2, "tn": 8, "fp": 2},
          "splits": {"val": {"tpr": 0.9, "tnr": 0.95, "tp": 9, "fn": 1, "tn": 19, "fp": 1}}}
