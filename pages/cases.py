@@ -11,7 +11,10 @@ from pages import common
 
 common.require_entrypoint()
 
-CASE_KEY = "case"
+#: how the page names the stored uncertainty kinds
+UNCERTAINTY_NAMES = {"mc_dropout_std": "MC-dropout standard deviation", "entropy": "predictive entropy (bits)"}
+#: the address's query parameters: the open case, and the model whose calls the page shows
+CASE_KEY, MODEL_KEY = "case", "model"
 
 
 # ----------------------------------------------------------------------------- cached queries
@@ -246,7 +249,9 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
               help=f"95 % Wilson interval {r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
     m3.metric("95 % CI", f"{r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
     corrected = np.isfinite(r["corrected_pct"])
-    corrected_ci = f"95 % CI {r['corrected_low_pct']:.1f}–{r['corrected_high_pct']:.1f} %" if corrected else ""
+    corrected_ci = "" if not corrected else (
+        f"95 % CI {r['corrected_low_pct']:.1f}–{r['corrected_high_pct']:.1f} %"
+        if r["corrected_high_pct"] > r["corrected_low_pct"] else "no interval: the rates do not fit (see QC)")
     m4.metric("Corrected", "–" if not corrected else f"{r['corrected_pct']:.1f} %",
               delta=vs_expected(r["corrected_deviation_pp"]), delta_color="off",
               help=CORRECTED_HELP + (f"; {corrected_ci}" if corrected else ""))
@@ -277,8 +282,8 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
                               f"{scan_labels[scan_id]} · P(MNA) by {colour_model}")
             st.plotly_chart(fig, key="scan_figure", config={"scrollZoom": True, "displaylogo": False})
             st.caption("Outline colour: blue = non-MNA, red = MNA (model probability); grey = excluded by a "
-                       "reviewer; dark grey = not scored (cut by the image border). Drag to zoom, double-click "
-                       "to reset.")
+                       "reviewer; dark grey = not scored by this model (cut by the image border, or its scoring of "
+                       "this scan is missing). Drag to zoom, double-click to reset.")
     with right:
         st.plotly_chart(histogram_figure(db, common.rev("data"), common.rev("labels"), sample, tuple(models)),
                         key="case_hist")
@@ -294,8 +299,8 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     threshold = uncertainty_threshold(method)
     show = g1.segmented_control(f"Show ({primary}'s call)", ["all", "MNA", "non-MNA", "uncertain"], default="all",
                                 required=True, key="case_gallery_filter",
-                                help=f"uncertain: {method} of at least {threshold:g}, the nuclei the 'high "
-                                     "uncertainty' QC flag counts")
+                                help=f"uncertain: {UNCERTAINTY_NAMES.get(method, method)} of at least "
+                                     f"{threshold:g}, the nuclei the 'high uncertainty' QC flag counts")
     order = g2.segmented_control("Order", ["most MNA first", "least MNA first"], default="most MNA first",
                                  required=True, key="case_gallery_order")
     n_show = g3.number_input("Max", min_value=8, max_value=200, value=32, step=8, key="case_gallery_n")
@@ -306,7 +311,10 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
         sel = sel[sel["call"] == 0]
     elif show == "uncertain":
         sel = sel[sel["uncertainty"] >= threshold]
+    n_match = len(sel)
     sel = sel.sort_values("prob", ascending=(order == "least MNA first")).head(int(n_show))
+    st.caption(f"{len(sel):,} shown of {n_match:,} {'nuclei' if show == 'all' else show + ' nuclei'}"
+               + ("" if n_match == len(nuc_all) else f" ({len(nuc_all):,} in the sample)"))
     captions = [f"#{i} · {p:.2f}" + (" · excl." if e else "") for i, p, e in
                 zip(sel["nucleus_id"], sel["prob"].fillna(np.nan), sel["excluded"])]
     common.gallery(sel["nucleus_id"].tolist(), captions, ncols=8, db=db)
@@ -344,9 +352,16 @@ def main() -> None:
         return
     models = list(dict.fromkeys(summary["model"]))
     kinds = dict(zip(summary["model"], summary["model_kind"]))
-    primary = st.selectbox("Model for calls", models, index=models.index(common.default_model(models, kinds)),
-                           key="cases_primary", help="The model whose call, corrected estimate and deviation the "
-                                                     "table shows; every model's MNA % is listed.")
+    link = st.query_params.get(MODEL_KEY)  # a new ?model= link picks the model once, as ?case= picks the case
+    if link in models and link != st.session_state.get("_cases_last_model_link"):
+        st.session_state["_cases_last_model_link"] = st.session_state["cases_primary"] = link
+    if st.session_state.get("cases_primary") not in models:
+        st.session_state["cases_primary"] = common.default_model(models, kinds)
+    primary = st.selectbox("Model for calls", models, key="cases_primary",
+                           help="The model whose call, corrected estimate and deviation the table shows; every "
+                                "model's MNA % is listed.")
+    if st.query_params.get(MODEL_KEY) != primary:  # a copied address shows the same model's calls
+        st.query_params[MODEL_KEY] = st.session_state["_cases_last_model_link"] = primary
     picked, names = render_table(summary, models, primary)
     if names:
         render_case_section(db, summary, models, primary, picked, names)

@@ -307,9 +307,11 @@ def render_run(run_id: str, rec: dict, registered: set[tuple[str, str]], compact
     start = f" from {rec['init']}" if rec.get("init") else ""
     st.markdown(f"**{run_id}** · {rec['kind']} ({rec.get('preset', '?')} preset){start} on {rec['n']} curated "
                 f"nuclei · {run_status(rec, state)}")
+    patience = rec.get("patience")
+    early = (f" (stops early after {patience} epochs without a better validation loss)"
+             if isinstance(patience, int) and patience < rec["epochs"] else "")
     st.progress(min(done / max(rec["epochs"], 1), 1.0) if state != retrain.FINISHED else 1.0,
-                text=f"epoch {done} of at most {rec['epochs']} (stops early after {rec.get('patience', '?')} "
-                     "epochs without a better validation loss)")
+                text=f"epoch {done} of at most {rec['epochs']}{early}")
     if hist is not None and len(hist) > 1 and not compact:
         st.plotly_chart(plotting.training_curves(hist, title="training curves"), key=f"run_curve_{run_id}")
     log = Path(rec["log"])
@@ -376,7 +378,8 @@ def retrain_section(store, models: pd.DataFrame) -> None:
     counts = usable["label"].value_counts().to_dict() if len(usable) else {}
     st.caption(f"{len(usable)} curated nuclei ({counts.get(1, 0)} MNA, {counts.get(0, 0)} non-MNA), split 80 / 10 / "
                f"10 % into training, validation and test nuclei within each class; the validation figures need about "
-               f"{10 * retrain.MIN_VAL_PER_CLASS} of each class to mean something. The run trains in a separate "
+               f"{10 * retrain.MIN_VAL_PER_CLASS} curated nuclei of each class ({retrain.MIN_VAL_PER_CLASS} of them "
+               "then validate) to mean something. The run trains in a separate "
                "process; this page shows its progress.")
     c1, c2, c3, c4 = st.columns(4)
     kind = c1.selectbox("Kind", ["genuine", "resnet"], key="retrain_kind")

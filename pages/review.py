@@ -18,7 +18,7 @@ import streamlit as st
 from genuine_core import plotting
 from genuine_core.errors import GenuineError
 from pages import common
-from store.labels import VALUE_NAMES
+from store.labels import DecidedMeanwhile, VALUE_NAMES
 
 common.require_entrypoint()
 
@@ -136,8 +136,13 @@ def decide(nucleus_id: int, value, seen: str) -> None:
     note = (st.session_state.get("review_note") or "").strip() or None
     try:
         event = record_label_event(common.get_store(), int(nucleus_id), value, who, note, seen=seen)
+    except DecidedMeanwhile as exc:
+        common.bump("labels")  # the queue and the cards read the new decision
+        back = "" if st.session_state.get("review_include") else (
+            " The queue has moved on past it: turn on **Include reviewed** to see it again.")
+        _say("error", f"Not saved: {exc}{back}")
+        return
     except GenuineError as exc:
-        common.bump("labels")  # e.g. decided meanwhile: the card shows the new decision
         _say("error", f"Not saved: {exc}")
         return
     common.bump("labels")
@@ -152,9 +157,10 @@ def decide(nucleus_id: int, value, seen: str) -> None:
 
 def undo() -> None:
     """Button callback: revert this reviewer's latest decision."""
-    from store.labels import undo_last
+    from store.labels import overridden_latest, undo_last
 
     try:
+        overridden = overridden_latest(common.get_store(), common.reviewer())
         event = undo_last(common.get_store(), common.reviewer())
     except GenuineError as exc:
         _say("error", f"Undo failed: {exc}")
@@ -166,8 +172,11 @@ def undo() -> None:
     from store.labels import label_event
 
     undone = label_event(common.get_store(), event)
-    _say("success", f"Undone: nucleus {int(undone['nucleus_id'])} is back to "
-                    f"**{VALUE_NAMES.get(undone['value'], undone['value'])}** (event {event}).")
+    what = (f"nucleus {int(undone['nucleus_id'])} is back to **{VALUE_NAMES.get(undone['value'], undone['value'])}**"
+            f" (event {event}).")
+    _say("success", f"Undone: {what}" if overridden is None else
+         f"Your latest decision, on nucleus {overridden[0]}, was replaced by {overridden[1]} since, so the one "
+         f"before it was undone: {what}")
 
 
 def skip(nucleus_id: int) -> None:

@@ -124,7 +124,7 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     flags = sorted({f for fs in summ["qc_flags"] for f in fs})
     explained = [(f, summary.QC_FLAGS.get(f, "")) for f in flags]
     models = registry.list_models(store).set_index("name").loc[list(dict.fromkeys(summ["model"]))]
-    model_heads = ["model", "kind", "preset", "weights checksum (SHA-256)", "registered"]
+    model_heads = ["model", "kind", "preset", "model folder checksum (SHA-256 of its checksum.sha256)", "registered"]
     model_rows = [[name, m["kind"], m["preset"] or "-", m["checksum"] or "-", str(m["registered_at"])[:16]]
                   for name, m in models.iterrows()]
     md = [f"# Sample report: {sample}", ""] + [f"- **{k}**: {v}" for k, v in facts] + ["", "## Per model", ""]

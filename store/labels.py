@@ -167,6 +167,23 @@ def undo_last(store: Store, reviewer: str) -> int | None:
     return store.write(revert)
 
 
+def overridden_latest(store: Store, reviewer: str) -> tuple[int, str] | None:
+    """``(nucleus_id, reviewer)`` when this reviewer's latest decision (not undone) has been
+    replaced since by someone else's, else None; :func:`undo_last` then reverts an earlier one."""
+    row = store.query(
+        """
+        SELECT e.nucleus_id, (SELECT x.reviewer FROM label_events x WHERE x.nucleus_id = e.nucleus_id
+                              ORDER BY x.id DESC LIMIT 1) AS latest_by,
+               (SELECT max(x.id) FROM label_events x WHERE x.nucleus_id = e.nucleus_id) AS latest_id, e.id
+        FROM label_events e
+        WHERE e.reviewer = ? AND e.undoes IS NULL AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id)
+        ORDER BY e.id DESC LIMIT 1
+        """, [_check_reviewer(reviewer)])
+    if row.empty or int(row.at[0, "latest_id"]) == int(row.at[0, "id"]):
+        return None
+    return int(row.at[0, "nucleus_id"]), str(row.at[0, "latest_by"])
+
+
 def current_labels(store: Store, nucleus_ids=None) -> pd.DataFrame:
     """Current curated labels: ``nucleus_id, value, label (1/0/NA), excluded, reviewer, created_at, event_id``.
 

@@ -222,7 +222,12 @@ def test_cases_address_follows_the_open_case_and_outlines_follow_the_model_for_c
     other = next(m for m in models if m != at.selectbox(key="cases_primary").value)
     at.selectbox(key="cases_primary").set_value(other).run()
     assert not at.exception and at.selectbox(key="case_colour_model").value == other
-    assert at.selectbox(key="case_select").value == "MIX-50"
+    assert at.selectbox(key="case_select").value == "MIX-50" and at.query_params["model"] == other
+    again = AppTest.from_file(APP, default_timeout=TIMEOUT)  # the copied address, opened elsewhere
+    again.query_params.update(case="MIX-50", model=other)
+    again.run()
+    assert not again.exception and again.selectbox(key="cases_primary").value == other
+    assert again.selectbox(key="case_select").value == "MIX-50"
 
 
 # ----------------------------------------------------------------------------- review

@@ -116,7 +116,9 @@ def test_undo_only_reverts_the_current_decision_under_contention(store):
     labels.record_label_event(store, nid, 0, "bob")  # bob decided after ann
     with pytest.raises(StoreError, match="decided again since"):
         labels.undo_event(store, first, "ann")
+    assert labels.overridden_latest(store, "ann") == (nid, "bob")  # what the Review page tells ann on undo
     assert labels.undo_last(store, "ann") is None  # ann's decision is no longer current: nothing to undo
+    assert labels.overridden_latest(store, "bob") is None
     assert_chain_and_current(store)
 
 
