@@ -108,17 +108,19 @@ def call_badge(call: str) -> str:
 
 
 def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.DataFrame:
-    """One row per sample: the primary model's call, QC flags and numbers first, then every other model's MNA %."""
+    """One row per sample: the primary model's MNA %, call and QC flags first (in view without scrolling at
+    1280 px), then its other numbers, then every other model's MNA %."""
     first = summary.drop_duplicates("sample").set_index("sample")
     out = pd.DataFrame(index=pd.Index(sorted(summary["sample"].unique()), name="Sample"))
     prim = summary[summary["model"] == primary].set_index("sample").reindex(out.index)
-    out["Kind"] = first["sample_kind"]
-    out["Nuclei scored"] = prim["n_scored"]
-    out["Call"] = prim["call"]
-    out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
     for model in [primary] + [m for m in models if m != primary]:
         m = summary[summary["model"] == model].set_index("sample").reindex(out.index)
         out[f"{model} MNA %"] = m["mna_pct"]
+        if model == primary:
+            out["Call"] = prim["call"]
+            out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
+            out["Nuclei scored"] = prim["n_scored"]
+            out["Kind"] = first["sample_kind"]
         out[f"{model} 95 % CI"] = [f"{lo:.1f}–{hi:.1f}" if np.isfinite(lo) else ""
                                    for lo, hi in zip(m["ci_low_pct"], m["ci_high_pct"])]
         if model == primary:
@@ -159,8 +161,8 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tupl
                                 "expected share where amplified lines hold non-amplified nuclei"),
         "Corrected %": st.column_config.NumberColumn(
             format="%.1f", help=CORRECTED_HELP),
-        "Call": st.column_config.TextColumn(help="MNA / heterogeneous MNA / non-MNA / not enough nuclei "
-                                                 "(INRG consensus; see genuine_core.rules)"),
+        "Call": st.column_config.TextColumn(width="medium", help="MNA / heterogeneous MNA / non-MNA / not enough "
+                                                                 "nuclei (INRG consensus; see genuine_core.rules)"),
         "QC flags": st.column_config.ListColumn(width="medium", help="open the case for what each flag means"),
     })
     st.caption(f"{len(view)} of {len(table)} samples · call, corrected estimate and deviation from **{primary}** · "
