@@ -75,6 +75,7 @@ def uncertainty_threshold(method: str, config: SummaryConfig = SUMMARY_CONFIG) -
     ``uncertainty_method`` (entropy in bits, else an MC-dropout std)."""
     return config.entropy_threshold if method == "entropy" else config.mc_std_threshold
 
+
 #: what each QC flag means, for the dashboard and reports
 QC_FLAGS = {
     "few nuclei": "fewer scored nuclei than the INRG minimum for a call",
