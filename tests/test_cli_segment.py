@@ -291,3 +291,26 @@ def test_model_without_the_cellpose_backend_and_an_empty_channel_map_are_refused
     assert main(["segment", str(toy_tif), "--out", str(tmp_path / "o"), "--channels", ""]) == 2
     assert "dapi=<index> is required" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_second_command_writing_into_the_same_folder_is_refused(tmp_path, toy_tif, capsys):
+    """Two runs into one --out (two terminals, or the Retrain page and a terminal) would mix their files."""
+    import os
+
+    from genuine_core.commands.checks import writing_into
+    from genuine_core.errors import InputError
+
+    out = tmp_path / "new" / "out"
+    with writing_into(out):
+        with pytest.raises(InputError, match=f"is being written by another genuine command \\(pid {os.getpid()}\\)"):
+            with writing_into(out):
+                pass
+        assert main(["segment", str(toy_tif), "--out", str(out), "--backend", "watershed"]) == 2
+        assert "is being written by another genuine command" in capsys.readouterr().err
+        (tmp_path / "bench").mkdir()
+        (tmp_path / "bench" / "nuclei.parquet").write_bytes(b"")  # enough for the up-front checks
+        assert main(["train", "--kind", "resnet", "--preset", "tiny", "--data", str(tmp_path / "bench"),
+                     "--out", str(out)]) == 2
+        assert "is being written by another genuine command" in capsys.readouterr().err
+        assert not out.exists()
+    assert main(["segment", str(toy_tif), "--out", str(out), "--backend", "watershed"]) == 0  # released

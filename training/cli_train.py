@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from genuine_core.commands.checks import seed_option
+from genuine_core.commands.checks import seed_option, writing_into
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
     from training.train import train_model
 
     spec = _spec_from_args(args)
-    summary = train_model(spec)
+    with writing_into(spec.out):
+        summary = train_model(spec)
     m = summary["metrics"]
     line = f"trained {spec.kind} -> {summary['out']} in {summary['wall_seconds']:.0f} s ({summary['epochs_run']} epochs)"
     if "sensitivity" in m:

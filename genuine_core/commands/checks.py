@@ -7,7 +7,8 @@ line and exit code 2 (:class:`~genuine_core.errors.InputError`) and nothing writ
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from genuine_core.errors import InputError
@@ -73,6 +74,35 @@ def output_folder(path: str | Path, option: str = "--out") -> Path:
         raise InputError(f"{option} {p} is not a folder (a file of that name exists)")
     _check_parents(p, option)
     return p
+
+
+@contextmanager
+def writing_into(path: str | Path, option: str = "--out") -> Iterator[Path]:
+    """Hold an exclusive advisory lock on the output folder ``path`` while a command writes into it, so a
+    second command on the same folder (another terminal, the Retrain page) is refused instead of mixing
+    its files in. The lock file ``.<name>.genuine-lock`` sits beside the folder (created with its parents,
+    after the up-front checks); the operating system releases the lock when the process ends.
+
+    Raises:
+        InputError: another process holds the lock (its pid is named).
+    """
+    import fcntl
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p.parent / f".{p.name}.genuine-lock", "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise InputError(f"{option} {p} is being written by another genuine command ({holder}); wait for it "
+                             "to finish, or choose another folder") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        yield p
 
 
 def refuse_foreign_folder(path: str | Path, markers: Iterable[str], what: str, option: str = "--out",

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from genuine_core import atomic
-from genuine_core.commands.checks import PATCH_SIZE_RANGE, in_range, invoked_command, output_folder, refuse_existing
+from genuine_core.commands.checks import (PATCH_SIZE_RANGE, in_range, invoked_command, output_folder,
+                                          refuse_existing, writing_into)
 from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -124,12 +125,10 @@ def _write_summary(out: Path, settings: dict, earlier: list[dict], results: list
 
 def run(args: argparse.Namespace) -> int:
     """Check every input, then segment, extract patches and write outputs image by image."""
-    import numpy as np
     from tqdm import tqdm
 
     from genuine_core.io import ChannelMap, read_scan
-    from genuine_core.patches import extract_patches
-    from genuine_core.segmentation import DEFAULT_BACKEND, DIAMETER_RANGE, segment
+    from genuine_core.segmentation import DEFAULT_BACKEND, DIAMETER_RANGE
 
     backend = args.backend or DEFAULT_BACKEND
     in_range(args.patch_size, PATCH_SIZE_RANGE, "--patch-size")
@@ -147,23 +146,39 @@ def run(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.images]
     names = _output_names(paths)
     refuse_existing([out / f for name in names for f in _output_files(name).values()], args.overwrite, folder=out)
-    earlier = _earlier_images(out)
+    _earlier_images(out)  # an unreadable summary.json is refused before any work
     quiet = getattr(args, "quiet", False)
     for p in tqdm(paths, desc="checking", unit="image", disable=True if quiet else None, leave=False):
         read_scan(p, channel_map)  # raises InputError with the reason; nothing written yet
 
+    with writing_into(out):  # a second segment into the same folder is refused instead of mixing summaries
+        return _segment_into(out, args, list(zip(paths, names)), channel_map, backend, model_path,
+                             _earlier_images(out))  # read again under the lock
+
+
+def _segment_into(out: Path, args: argparse.Namespace, items: list[tuple[Path, str]], channel_map, backend: str,
+                  model_path: str | None, earlier: list[dict]) -> int:
+    """Segment ``items`` (path, output name) into ``out`` image by image, updating ``summary.json`` after each."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from genuine_core.io import read_scan
+    from genuine_core.patches import extract_patches
+    from genuine_core.segmentation import segment
+
+    quiet = getattr(args, "quiet", False)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"backend": backend, "model": model_path, "patch_size": args.patch_size, "diameter": args.diameter,
                 "patch_normalisation": args.normalisation, "command": invoked_command(args)}
     results: list[dict] = []
-    n = len(paths)
+    n = len(items)
 
     def say(text: str) -> None:  # per-image progress on stderr, also when stderr is not a terminal
         if not quiet:
             tqdm.write(text, file=sys.stderr)
             sys.stderr.flush()
 
-    for i, (path, name) in enumerate(tqdm(list(zip(paths, names)), desc="segmenting", unit="image",
+    for i, (path, name) in enumerate(tqdm(items, desc="segmenting", unit="image",
                                           disable=True if quiet else None), start=1):
         t0 = time.perf_counter()
         scan = read_scan(path, channel_map)
