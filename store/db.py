@@ -201,7 +201,7 @@ class Store:
     @property
     def folder(self) -> Path:
         """Folder beside the store file for files the store references (created on demand)."""
-        return self.path.with_name(self.path.stem + "_files")
+        return files_folder(self.path)
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor (created on first use)."""
@@ -410,6 +410,12 @@ def _check_duckdb_file(path: Path) -> None:
         raise StoreError(f"{path}: not a DuckDB store file")
 
 
+def files_folder(store_path: str | Path) -> Path:
+    """``<store>_files`` beside a store file: uploads, retraining runs and other files it references."""
+    p = Path(store_path)
+    return p.with_name(p.stem + "_files")
+
+
 def remove_store_files(path: str | Path) -> None:
     """Delete a store file, its write-ahead log and its files folder (``Store.folder``), where present."""
     import shutil
@@ -417,7 +423,7 @@ def remove_store_files(path: str | Path) -> None:
     path = Path(path)
     for p in (path, path.with_name(path.name + ".wal")):
         p.unlink(missing_ok=True)
-    shutil.rmtree(path.with_name(path.stem + "_files"), ignore_errors=True)
+    shutil.rmtree(files_folder(path), ignore_errors=True)
 
 
 def open_store(path: str | Path, read_only: bool = False, busy_timeout: float = 10.0) -> Store:

@@ -21,7 +21,7 @@ from pathlib import Path
 from genuine_core.embedding import UmapConfig
 from genuine_core.errors import InputError
 from genuine_core.pipeline import SHIPPED_MODELS, ScoringModel, load_model, model_folders
-from store.db import remove_store_files
+from store.db import files_folder, remove_store_files
 
 logger = logging.getLogger(__name__)
 
@@ -189,9 +189,8 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
         raise
     remove_store_files(out)
     partial.rename(out)
-    files = partial.with_name(partial.stem + "_files")
-    if files.is_dir():
-        files.rename(out.with_name(out.stem + "_files"))
+    if files_folder(partial).is_dir():
+        files_folder(partial).rename(files_folder(out))
     seconds["total"] = time.perf_counter() - t_all
     return {"path": str(out), "seconds": {k: round(v, 1) for k, v in seconds.items()}, "n_nuclei": n_nuclei,
             "models": [m.name for m in models], "samples": sample_names, "failed": failed}
@@ -209,7 +208,7 @@ def _work_in(store_path: Path) -> str:
             parts.append(f"{n} curators' label events")
     except Exception:  # noqa: BLE001 (busy, foreign or old file: the plain refusal is enough)
         pass
-    runs = store_path.with_name(store_path.stem + "_files") / "runs"
+    runs = files_folder(store_path) / "runs"
     n_runs = sum(1 for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs.is_dir() else 0
     if n_runs:
         parts.append(f"{n_runs} retraining run{'s' if n_runs > 1 else ''}")

@@ -36,7 +36,7 @@ from genuine_core.io import max_pixels_limit
 from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel, load_model, match_truth,
                                    model_folders, models_normalisation, prepare_scan, score_scans, sha256_file)
 from store import registry, samples
-from store.db import Store, is_interrupt
+from store.db import Store, files_folder, is_interrupt
 from store.location import genuine_command
 from store.scans import duplicate_note, scan_by_sha, write_scan_result
 
@@ -496,8 +496,7 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
 
 def uploads_dir(store_path: str | Path) -> Path:
     """Folder beside a store where uploaded scans are kept (``<store>_files/uploads``)."""
-    p = Path(store_path)
-    return p.with_name(p.stem + "_files") / "uploads"
+    return files_folder(store_path) / "uploads"
 
 
 def upload_path(folder: str | Path, name: str, data: bytes) -> Path:

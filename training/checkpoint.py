@@ -110,6 +110,16 @@ def save_checkpoint(
     return ck
 
 
+def checkpoint_metrics(out: str | Path) -> dict[str, Any]:
+    """The ``metrics.json`` of ``out``'s checkpoint (what an unfinished run recorded for its resume);
+    ``{}`` when there is none or it cannot be read."""
+    try:
+        metrics = json.loads((Path(out) / CHECKPOINT_DIR / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
 def has_checkpoint(out: str | Path) -> bool:
     """True when ``out`` holds a resumable checkpoint."""
     ck = Path(out) / CHECKPOINT_DIR

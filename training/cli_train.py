@@ -129,7 +129,7 @@ def _spec_from_args(args: argparse.Namespace):
     refuse_foreign_folder(out, (CHECKSUM_FILE, CHECKPOINT_DIR, METRICS_FILE), "model")
     if args.resume and args.overwrite:
         raise InputError("give --resume (continue the run) or --overwrite (start again), not both")
-    if (Path(out) / "metrics.json").is_file() and not (args.resume or args.overwrite):
+    if (Path(out) / METRICS_FILE).is_file() and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model; pass --overwrite to replace it or --resume to continue "
                          "(a finished run goes on for more --epochs)")
     if args.resume:
@@ -194,17 +194,12 @@ def _check_same_data(data: Path, out: Path) -> None:
     Raises:
         InputError: the recorded fingerprint differs from the data's.
     """
-    import json
-
     from genuine_core.errors import InputError
-    from genuine_core.models.folder import CHECKPOINT_DIR, METRICS_FILE
+    from training.checkpoint import checkpoint_metrics
     from training.datasets import data_fingerprint
     from training.train import RESUME_DATA_KEY
 
-    try:
-        recorded = json.loads((out / CHECKPOINT_DIR / METRICS_FILE).read_text(encoding="utf-8")).get(RESUME_DATA_KEY)
-    except (OSError, ValueError, AttributeError):
-        return  # no checkpoint (said later) or one from before fingerprints
+    recorded = checkpoint_metrics(out).get(RESUME_DATA_KEY)  # None: no checkpoint (said later) or an older one
     if recorded and recorded != data_fingerprint(data):
         raise InputError(f"--resume: the training data in {data} changed since the run started; "
                          f"start a new run with --overwrite")

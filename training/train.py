@@ -37,7 +37,7 @@ from genuine_core.errors import InputError
 from genuine_core.models.folder import FINAL_STATUS
 from genuine_core.seeding import seed_everything
 from training import modelapi
-from training.checkpoint import CHECKPOINT_DIR, TRAIN_CONFIG_FILE, clear_run
+from training.checkpoint import CHECKPOINT_DIR, TRAIN_CONFIG_FILE, checkpoint_metrics, clear_run
 from training.datasets import ClassificationData, data_fingerprint, load_classification, load_detection, subsample
 from training.loop import TrainConfig, TrainingError, fit
 from training.metrics import bce_with_logits, binary_metrics
@@ -210,12 +210,9 @@ RESUME_DATA_KEY = "data_sha256"
 SESSIONS_KEY = "session_commands"
 
 
-def _earlier_sessions(checkpoint: Path) -> tuple[str, ...]:
-    """The session commands an unfinished run's checkpoint recorded (empty when it recorded none)."""
-    try:
-        found = json.loads((checkpoint / "metrics.json").read_text(encoding="utf-8")).get(SESSIONS_KEY)
-    except (OSError, ValueError, AttributeError):
-        return ()
+def _earlier_sessions(out: str | Path) -> tuple[str, ...]:
+    """The session commands an unfinished run's checkpoint in ``out`` recorded (empty when it recorded none)."""
+    found = checkpoint_metrics(out).get(SESSIONS_KEY)
     return tuple(c for c in found if isinstance(c, str)) if isinstance(found, list) else ()
 
 
@@ -358,7 +355,7 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
     if not spec.resume:  # a new run (e.g. --overwrite): an earlier run's checkpoint must never be resumed
         shutil.rmtree(checkpoint, ignore_errors=True)
     else:
-        spec = dataclasses.replace(spec, earlier_commands=_earlier_sessions(checkpoint))
+        spec = dataclasses.replace(spec, earlier_commands=_earlier_sessions(spec.out))
     try:
         if spec.kind == "detector":
             return train_detector(spec)
