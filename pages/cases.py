@@ -112,23 +112,29 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.Dat
     1280 px), then its other numbers, then every other model's MNA %."""
     first = summary.drop_duplicates("sample").set_index("sample")
     out = pd.DataFrame(index=pd.Index(sorted(summary["sample"].unique()), name="Sample"))
-    prim = summary[summary["model"] == primary].set_index("sample").reindex(out.index)
-    for model in [primary] + [m for m in models if m != primary]:
-        m = summary[summary["model"] == model].set_index("sample").reindex(out.index)
+
+    def rows_of(model: str) -> pd.DataFrame:
+        return summary[summary["model"] == model].set_index("sample").reindex(out.index)
+
+    def interval(m: pd.DataFrame) -> list[str]:
+        return [f"{lo:.1f}–{hi:.1f}" if np.isfinite(lo) else "" for lo, hi in zip(m["ci_low_pct"], m["ci_high_pct"])]
+
+    prim = rows_of(primary)
+    out[f"{primary} MNA %"] = prim["mna_pct"]
+    out["Call"] = prim["call"]
+    out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
+    out["Nuclei scored"] = prim["n_scored"]
+    out["Kind"] = first["sample_kind"]
+    out[f"{primary} 95 % CI"] = interval(prim)
+    out["Corrected %"] = prim["corrected_pct"]
+    out["Expected %"] = first["expected_pct"]
+    out["Deviation (pp)"] = prim["deviation_pp"]
+    if prim["true_mna_pct"].notna().any():  # synthetic samples know their nuclei's truth
+        out["True % (synthetic)"] = prim["true_mna_pct"]
+    for model in (m for m in models if m != primary):
+        m = rows_of(model)
         out[f"{model} MNA %"] = m["mna_pct"]
-        if model == primary:
-            out["Call"] = prim["call"]
-            out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
-            out["Nuclei scored"] = prim["n_scored"]
-            out["Kind"] = first["sample_kind"]
-        out[f"{model} 95 % CI"] = [f"{lo:.1f}–{hi:.1f}" if np.isfinite(lo) else ""
-                                   for lo, hi in zip(m["ci_low_pct"], m["ci_high_pct"])]
-        if model == primary:
-            out["Corrected %"] = prim["corrected_pct"]
-            out["Expected %"] = first["expected_pct"]
-            out["Deviation (pp)"] = prim["deviation_pp"]
-            if prim["true_mna_pct"].notna().any():  # synthetic samples know their nuclei's truth
-                out["True % (synthetic)"] = prim["true_mna_pct"]
+        out[f"{model} 95 % CI"] = interval(m)
     return out.reset_index()
 
 

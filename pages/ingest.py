@@ -283,7 +283,7 @@ def upload_section() -> None:
     if len(valid) > 1:
         pick = st.selectbox("Preview", range(len(valid)), format_func=lambda i: valid[i].name, key="ingest_preview",
                             help=f"The same mapping is used for all {len(valid)} scans: check each of them here.")
-    first, first_name = saved[pick], valid[pick].name  # the scan previewed
+    shown, shown_name = saved[pick], valid[pick].name  # the scan previewed
     st.caption(f"`{valid[0].name}`: {plural(n_ch, 'channel') if n_ch else 'unknown number of channels'}. "
                "Code order is (NMI, MYCN, DAPI) = (red, green, blue).")
     mapping = channel_mapping(n_ch, "ingest_map")
@@ -294,14 +294,14 @@ def upload_section() -> None:
         st.error(f"These scans have another number of channels than `{valid[0].name}` ({n_ch}): "
                  f"{', '.join(other)}. Upload scans with the same channel layout together.", icon=":material/error:")
     try:
-        rgb, chans, shape = preview(str(first), first.stat().st_mtime, mapping)
+        rgb, chans, shape = preview(str(shown), shown.stat().st_mtime, mapping)
         cols = st.columns([2, 1, 1, 1])
         cols[0].image(rgb, caption=f"composite · {shape}", width="stretch")
         for col, (name, img) in zip(cols[1:], chans):
             col.image(img, caption=name, width="stretch")
     except GenuineError as exc:
         ok = False
-        st.error(f"`{first_name}` cannot be read with this mapping: {exc}", icon=":material/error:")
+        st.error(f"`{shown_name}` cannot be read with this mapping: {exc}", icon=":material/error:")
     except ValueError as exc:  # ChannelMap validation (e.g. the same channel twice)
         ok = False
         st.error(f"Invalid channel mapping: {exc}", icon=":material/error:")

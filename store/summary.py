@@ -176,7 +176,6 @@ scope AS (
     SELECT c.id AS scan_id, c.sample_id FROM scans c JOIN samples s ON s.id = c.sample_id
     WHERE ? IS NULL OR s.name = ?
 ),
-
 agg AS (
     SELECT sc.sample_id, p.model_id,
            count(*) AS n_scored,
@@ -242,7 +241,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
         out.update(corrected_pct=math.nan, corrected_low_pct=math.nan, corrected_high_pct=math.nan, correction="")
         if not rates:
             flags.append("no validation metrics")
-    if rates and weak_validation(rates, config):
+    weak = bool(rates) and weak_validation(rates, config)
+    if weak:
         flags.append("weak validation")
     if rates and n and est.low >= est.high:  # the whole interval lay beyond 0 % or 100 % and was clipped
         flags.append("rates do not fit")
@@ -254,7 +254,7 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
     n_truth = int(row.get("n_truth") or 0)
     out["true_mna_pct"] = 100.0 * int(row.get("n_true_mna") or 0) / n_truth if n_truth else math.nan
     # the count rule alone without a correction (NaN) or with one too weak to judge false positives by
-    beyond = not (out["corrected_low_pct"] <= 0) or "weak validation" in flags
+    beyond = not (out["corrected_low_pct"] <= 0) or weak
     out["call"] = sample_call(n, k, rule, beyond_false_positives=beyond)
     unc = int(row.get("n_uncertain") or 0) / n if n else math.nan
     n_auto = int(row.get("n_auto") or 0)
