@@ -139,7 +139,7 @@ def run_ingest(store, files: list, mapping: tuple, sample: str, kind: str, expec
         try:
             report = ingest_upload(store, uploads_dir(store.path), f.name, data, sample, kind=kind,
                                    expected=expected, genotype=genotype, models=models,
-                                   channel_map=ChannelMap(*mapping))
+                                   channel_map=ChannelMap(*mapping), by=common.reviewer() or None)
         except GenuineError as exc:  # e.g. the sample exists with other attributes, the store is busy
             rows.append((f.name, "failed", reason(str(exc)), None))
             continue

@@ -203,7 +203,7 @@ def score_section(store, row: pd.Series) -> None:
     try:
         model = model_to_score(store, name)
         done = score_stored_scans(store, model, progress=False, on_scan=lambda outcome, i, n: bar.progress(
-            i / n, text=f"{i} of {n} scans: {outcome.line()}"))
+            i / n, text=f"{i} of {n} scans: {outcome.line()}"), by=common.reviewer() or None)
     except GenuineError as exc:
         bar.empty()
         common.show_error(exc)
@@ -428,6 +428,42 @@ def retrain_section(store, models: pd.DataFrame) -> None:
             st.rerun()  # the name field moves on to a free name
 
 
+# ----------------------------------------------------------------------------- event log
+@st.cache_data(show_spinner=False, max_entries=8)
+def event_log(db: str, models_rev: int, data_rev: int) -> pd.DataFrame:
+    """``store.events.store_events``, newest first."""
+    from store.events import store_events
+
+    return store_events(common.store_at(db)).iloc[::-1].reset_index(drop=True)
+
+
+def _detail(detail: dict) -> str:
+    """An event's details in words: the folder, the sample, the rows a removal deleted."""
+    parts = [f"{k} {v}" for k, v in detail.items() if k != "deleted" and v is not None]
+    deleted = detail.get("deleted") or {}
+    if deleted:
+        parts.append("deleted " + ", ".join(f"{n} {t}" for t, n in deleted.items()))
+    return "; ".join(parts)
+
+
+def event_log_section(db: str) -> None:
+    """Who registered and removed which model weights, and who removed which scan, when (the store keeps it)."""
+    log = event_log(db, common.rev("models"), common.rev("data"))
+    with st.expander(f"Event log ({len(log)}): model registrations and removals, scan removals",
+                     icon=":material/history:"):
+        if log.empty:
+            st.caption("Nothing registered or removed yet.")
+            return
+        st.dataframe(pd.DataFrame({
+            "When": log["created_at"], "Action": log["action"], "Model or scan": log["subject"],
+            "Checksum": log["identity"].str[:12] + "…", "By": log["by_user"],
+            "Details": [_detail(d) for d in log["detail"]],
+        }), hide_index=True, key="models_event_log", placeholder="not named",
+            column_config={"When": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
+        st.caption("Kept by the store and never edited; `genuine store events` prints it. Sample reports name "
+                   "each model's checksum, which this log ties to when those weights came and went.")
+
+
 # ----------------------------------------------------------------------------- page
 def main() -> None:
     common.page_header("Models", "Registered models, their evaluation and training history; retrain on the "
@@ -440,6 +476,7 @@ def main() -> None:
     models = common.models(db, common.rev("models"))
     if models.empty:
         common.empty_state("registered models")
+        event_log_section(db)
         return
     view = pd.DataFrame({
         "Model": models["name"], "Kind": models["kind"], "Preset": models["preset"],
@@ -449,6 +486,7 @@ def main() -> None:
     })
     st.dataframe(view, hide_index=True, key="models_table", placeholder="–",
                  column_config={"Registered": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    event_log_section(db)
 
     names = models["name"].tolist()
     name = st.selectbox("Model details", names, key="models_pick",

@@ -346,7 +346,7 @@ def register(run_id: str) -> None:
 
     rec = runs()[run_id]
     try:
-        register_model(common.get_store(), load_model(rec["out"], name=rec["name"]))
+        register_model(common.get_store(), load_model(rec["out"], name=rec["name"]), by=common.reviewer() or None)
     except GenuineError as exc:
         rec["error"] = f"Not registered: {exc}"
         save_record(rec)

@@ -121,7 +121,7 @@ def check_store(store: Store) -> list[str]:
 
 
 _COUNT_TABLES = ("samples", "scans", "nuclei", "models", "predictions", "detections", "embeddings", "labels",
-                 "synthetic_truth", "label_events", "umap_coords", "umap_fits", "probe_runs", "probe_results")
+                 "synthetic_truth", "label_events", "store_events", "umap_coords", "umap_fits", "probe_runs", "probe_results")
 _COUNT_SQL = {t: "SELECT count(*) FROM " + t for t in _COUNT_TABLES}
 
 

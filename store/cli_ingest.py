@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from store.location import add_db_argument, default_db_path
+from store.location import add_by_option, add_db_argument, default_db_path
 
 KINDS = ("case", "cell-line", "mixture", "probe")
 #: splits of a ``genuine synth benchmark`` folder (``genuine_core.synth.benchmark.SPLITS``; kept here so
@@ -58,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="benchmark fields per sample and split (>= 1; default: all)")
     parser.add_argument("--no-umap", action="store_true", help="do not place new nuclei on fitted UMAPs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_by_option(parser)
     parser.add_argument("--wait", type=_seconds, default=DEFAULT_WAIT, metavar="SECONDS",
                         help="how long to wait while another process (the dashboard) holds the store, "
                              f"then exit 2 (default {DEFAULT_WAIT:.0f})")
@@ -151,11 +152,11 @@ def _ingest(store, args: argparse.Namespace, models_given, loader, channel_map, 
             return ingest_benchmark(store, args.benchmark, models, splits=args.splits,
                                     max_fields_per_sample=args.max_fields, backend=args.backend,
                                     segment_kwargs=segment_kwargs or None, progress=progress,
-                                    place_umap=not args.no_umap, on_outcome=on_outcome)
+                                    place_umap=not args.no_umap, on_outcome=on_outcome, by=args.by)
         return ingest_files(store, args.files, args.sample, kind=args.kind, expected=args.expected,
                             genotype=args.genotype, models=models, channel_map=channel_map,
                             backend=args.backend, segment_kwargs=segment_kwargs or None,
-                            progress=progress, place_umap=not args.no_umap, on_outcome=on_outcome)
+                            progress=progress, place_umap=not args.no_umap, on_outcome=on_outcome, by=args.by)
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -1,5 +1,6 @@
-"""``genuine store check | info | scans | remove-scan | score | remove-model``: integrity, overview, scan
-list, scan removal, scoring stored scans with a model registered after them, model removal.
+"""``genuine store check | info | scans | remove-scan | score | remove-model | events``: integrity, overview,
+scan list, scan removal, scoring stored scans with a model registered after them, model removal, and the
+log of who registered and removed models and removed scans.
 
 ``score MODEL`` runs a model (a folder, or a registered name) over the stored patches of every
 scan it has not scored yet (``store.rescore``), e.g. a model retrained on curated labels; each
@@ -17,9 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from store.location import DEFAULT_DB, add_db_argument, default_db_path, genuine_command
+from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command
 
-ACTIONS = ("check", "info", "scans", "remove-scan", "score", "remove-model")
+ACTIONS = ("check", "info", "scans", "remove-scan", "score", "remove-model", "events")
 
 
 def _scan_id(text: str) -> int:
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "remove-scan": "delete one scan and everything derived from it (refused once its nuclei were reviewed)",
         "score": "score the stored scans a model has not scored yet (e.g. one retrained on curated labels)",
         "remove-model": "unregister a model and delete its predictions, embeddings and maps (not its folder)",
+        "events": "who registered and removed models, and removed scans, when (oldest first)",
     }
     subs = {}
     for name in ACTIONS:
@@ -52,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"store file (default: $GENUINE_DB or {DEFAULT_DB})")
         subs[name] = p
     subs["scans"].add_argument("--sample", default=None, help="only the scans of this sample")
+    subs["events"].add_argument("--subject", default=None, metavar="NAME",
+                                help="only the events of this model name or scan file name")
     subs["remove-scan"].add_argument("scan_id", type=_scan_id, metavar="SCAN_ID",
                                      help="id of the scan (see: genuine store scans)")
     subs["remove-scan"].add_argument("--yes", action="store_true",
@@ -62,17 +66,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subs["remove-model"].add_argument("name", metavar="NAME", help="the registered model's name")
     subs["remove-model"].add_argument("--yes", action="store_true",
                                       help="do not ask for confirmation (required when stdin is not a terminal)")
+    for name in ("remove-scan", "score", "remove-model"):
+        add_by_option(subs[name])
 
 
 def run(args: argparse.Namespace) -> int:
     """``check`` exits 1 when problems are found; ``remove-scan`` exits 1 when not confirmed."""
     db = args.db or default_db_path()
     if args.action == "remove-scan":
-        return _remove_scan(db, args.scan_id, args.yes)
+        return _remove_scan(db, args.scan_id, args.yes, args.by)
     if args.action == "score":
-        return _score(db, args.model, args.sample, not args.quiet)
+        return _score(db, args.model, args.sample, not args.quiet, args.by)
     if args.action == "remove-model":
-        return _remove_model(db, args.name, args.yes)
+        return _remove_model(db, args.name, args.yes, args.by)
     import json
 
     from store.check import check_store, store_info
@@ -84,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if args.action == "scans":
             return _print_scans(store, args.sample)
+        if args.action == "events":
+            return _print_events(store, args.subject)
         problems = check_store(store)
     if problems:
         for p in problems:
@@ -113,7 +121,23 @@ def _print_scans(store, sample: str | None) -> int:
     return 0
 
 
-def _remove_scan(db, scan_id: int, yes: bool) -> int:
+def _print_events(store, subject: str | None) -> int:
+    from store.events import store_events
+
+    df = store_events(store, subject)
+    if df.empty:
+        print(f"no store events in {store.path}" + (f" for {subject!r}" if subject else ""))
+        return 0
+    df["created_at"] = df["created_at"].astype(str).str[:19]
+    df["identity"] = df["identity"].str[:12]
+    df["by_user"] = df["by_user"].fillna("(not named)")
+    df["detail"] = [", ".join(f"{k} {v}" for k, v in d.items()) for d in df["detail"]]
+    print(df.rename(columns={"event_id": "id", "created_at": "when", "identity": "checksum", "by_user": "by"})
+          .to_string(index=False))
+    return 0
+
+
+def _remove_scan(db, scan_id: int, yes: bool, by: str | None) -> int:
     import shlex
 
     from genuine_core.errors import StoreError
@@ -130,7 +154,7 @@ def _remove_scan(db, scan_id: int, yes: bool) -> int:
                                   plan.lines()):
         return 1
     with Store(db) as store:  # remove_scan checks again inside its transaction (label events may be new)
-        removal = remove_scan(store, scan_id)
+        removal = remove_scan(store, scan_id, by)
     print(f"removed scan {removal.scan_id} ({removal.file_name}, sample {removal.sample!r}): "
           + ", ".join(f"{n} {t}" for t, n in removal.rows.items() if n and t != "scans")
           + (f"; deleted {', '.join(str(f) for f in removal.files)}" if removal.files else ""))
@@ -140,7 +164,7 @@ def _remove_scan(db, scan_id: int, yes: bool) -> int:
     return 0
 
 
-def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
+def _score(db, model_name: str, sample: str | None, progress: bool, by: str | None) -> int:
     """Score the stored scans the model has not scored; exit 1 when some had to be skipped."""
     import sys
 
@@ -162,7 +186,7 @@ def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
     with Store(db) as store:
         try:
             model = model_to_score(store, model_name)
-            score_stored_scans(store, model, sample, progress=progress, on_scan=report)
+            score_stored_scans(store, model, sample, progress=progress, on_scan=report, by=by)
         except INTERRUPTS as exc:
             if not is_interrupt(exc):
                 raise
@@ -180,7 +204,7 @@ def _score(db, model_name: str, sample: str | None, progress: bool) -> int:
     return 1 if skipped else 0
 
 
-def _remove_model(db, name: str, yes: bool) -> int:
+def _remove_model(db, name: str, yes: bool, by: str | None) -> int:
     """Unregister a model and delete what it produced, after confirmation; exit 1 when not confirmed."""
     from genuine_core.errors import StoreError
     from store.db import Store
@@ -194,7 +218,7 @@ def _remove_model(db, name: str, yes: bool) -> int:
                                   [f"  {n} {t}" for t, n in plan.items() if n]):
         return 1
     with Store(db) as store:
-        deleted = remove_model(store, name)
+        deleted = remove_model(store, name, by)
     print(f"removed model {name!r}: " + ", ".join(f"{n} {t}" for t, n in deleted.items() if n and t != "models")
           + "; its folder is untouched")
     return 0

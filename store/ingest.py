@@ -267,11 +267,13 @@ class _Batcher:
     """Prepares files ahead in a worker thread, scores them in batches, writes each in its own transaction."""
 
     def __init__(self, store: Store, models: Sequence[ScoringModel], prepare_kwargs: dict, progress: bool,
-                 desc: str, total: int, on_outcome: Callable[[FileOutcome], None] | None = None):
+                 desc: str, total: int, on_outcome: Callable[[FileOutcome], None] | None = None,
+                 by: str | None = None):
         from tqdm.auto import tqdm
 
         self.store, self.models, self.kwargs = store, list(models), prepare_kwargs
         self.on_outcome = on_outcome  # called as each file is done (the CLI prints its line then)
+        self.by = by  # who registers the models (store_events)
         self.normalisation = models_normalisation(self.models)  # refused before anything is read or written
         # registered with the first stored scan (same transaction): a batch whose files all fail
         # leaves the store unchanged; name clashes are still refused now
@@ -398,7 +400,8 @@ class _Batcher:
                     labels = labels[~labels["mask_label"].isin(matched)]
                 labels = pd.concat([x for x in (labels, truth_labels) if x is not None], ignore_index=True)
             with self.store.transaction():  # write_scan_result joins it; lets the kill hook sit before COMMIT
-                model_ids = self.model_ids or {m.name: registry.register_model(self.store, m) for m in self.models}
+                model_ids = self.model_ids or {m.name: registry.register_model(self.store, m, self.by)
+                                               for m in self.models}
                 sid = item.sample_id() if callable(item.sample_id) else item.sample_id
                 scan_id = write_scan_result(self.store, sid, result, model_ids, labels=labels,
                                             truth=truth, split=item.split)
@@ -450,7 +453,7 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
                  segment_kwargs: dict | None = None, segmenter=None, acquisition: dict | None = None,
                  progress: bool = True, place_umap: bool = True, max_pixels: int | None = None,
                  file_names: Sequence[str] | None = None,
-                 on_outcome: Callable[[FileOutcome], None] | None = None) -> IngestReport:
+                 on_outcome: Callable[[FileOutcome], None] | None = None, by: str | None = None) -> IngestReport:
     """Ingest scan files into one sample.
 
     The sample is created and the models registered together with the first stored
@@ -473,6 +476,7 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
             under a hash-prefixed name, but users know it by its original name).
         on_outcome: called with each file's outcome as soon as it is done (stored files are
             committed by then); when given, it reports failures instead of the log.
+        by: who ingests (recorded when a model is registered on the way).
 
     Returns:
         IngestReport (one outcome per file, in order).
@@ -484,7 +488,7 @@ def ingest_files(store: Store, paths: Sequence[str | Path], sample: str, kind: s
     genotype = existing["genotype"] if existing else samples.normalise_genotype(genotype)
     kwargs = dict(channel_map=channel_map, backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter,
                   max_pixels=max_pixels_limit(max_pixels))
-    batcher = _Batcher(store, models, kwargs, progress, f"ingest {sample}", len(paths), on_outcome)
+    batcher = _Batcher(store, models, kwargs, progress, f"ingest {sample}", len(paths), on_outcome, by)
     names = list(file_names) if file_names is not None else [None] * len(paths)
     items = (_Item(i, Path(p), sid, genotype, acquisition=acquisition, file_name=n)
              for i, (p, n) in enumerate(zip(paths, names, strict=True)))
@@ -694,7 +698,7 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
                      samples_filter: Sequence[str] | None = None, backend: str | None = None,
                      segment_kwargs: dict | None = None, segmenter=None, min_iou: float = 0.5,
                      progress: bool = True, place_umap: bool = True,
-                     on_outcome: Callable[[FileOutcome], None] | None = None) -> IngestReport:
+                     on_outcome: Callable[[FileOutcome], None] | None = None, by: str | None = None) -> IngestReport:
     """Ingest the fields of a synthetic benchmark with their ground truth.
 
     Each benchmark sample (cell line or mixture) becomes a store sample; fields keep their
@@ -722,7 +726,7 @@ def ingest_benchmark(store: Store, bench_dir: str | Path, models: Sequence[Scori
     by_field = dict(tuple(nuclei.groupby("field_id", sort=False)))
     config = _read_json_file(bench / "config.json")
     kwargs = dict(backend=backend, segment_kwargs=segment_kwargs, segmenter=segmenter)
-    batcher = _Batcher(store, models, kwargs, progress, f"ingest {bench.name}", len(fields), on_outcome)
+    batcher = _Batcher(store, models, kwargs, progress, f"ingest {bench.name}", len(fields), on_outcome, by)
 
     def items() -> Iterator[_Item]:
         for i, f in enumerate(fields.to_dict("records")):

@@ -27,3 +27,19 @@ def add_db_argument(parser) -> None:
     """The ``--db PATH`` option every store command shares."""
     parser.add_argument("--db", type=Path, default=None,
                         help=f"store file (default: $GENUINE_DB or {DEFAULT_DB})")
+
+
+def login_name() -> str | None:
+    """The operating-system login running this process (None when it has none, e.g. some containers)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+def add_by_option(parser) -> None:
+    """``--by NAME``: who runs a command that registers or removes a model or removes a scan (``store_events``)."""
+    parser.add_argument("--by", metavar="NAME", default=login_name(),
+                        help="who does this, kept in the store's event log (default: your login, %(default)s)")

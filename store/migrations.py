@@ -25,10 +25,28 @@ def _patch_normalisation_sql() -> str:
     return "ALTER TABLE scans ADD COLUMN IF NOT EXISTS patch_normalisation VARCHAR DEFAULT 'percentile';"
 
 
+def _store_events_sql() -> str:
+    # APPEND-ONLY, like label_events: who registered or removed a model, or removed a scan. A removal
+    # deletes the rows that said so; this table keeps the record (which weights produced earlier calls).
+    return """
+    CREATE SEQUENCE IF NOT EXISTS store_event_ids START 1;
+    CREATE TABLE IF NOT EXISTS store_events (
+        id         BIGINT PRIMARY KEY DEFAULT nextval('store_event_ids'),
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        action     VARCHAR NOT NULL CHECK (action IN ('register model', 'remove model', 'remove scan')),
+        subject    VARCHAR NOT NULL,  -- model name, or scan file name
+        identity   VARCHAR NOT NULL,  -- model weights checksum, or scan sha256
+        by_user    VARCHAR,           -- who, when known (the dashboard's reviewer, a CLI's --by or login)
+        detail     VARCHAR            -- JSON: e.g. the model's folder, or the rows a removal deleted
+    );
+    """
+
+
 #: (version, note, SQL script); scripts must be idempotent.
 STEPS: list[tuple[int, str, callable]] = [
     (1, "initial schema", _schema_sql),
     (2, "scans.patch_normalisation: how the stored patches were normalised", _patch_normalisation_sql),
+    (3, "store_events: model registrations and removals, scan removals", _store_events_sql),
 ]
 LATEST = STEPS[-1][0]
 

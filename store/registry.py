@@ -10,6 +10,7 @@ import pandas as pd
 from genuine_core.errors import ModelLoadError, StoreError
 from genuine_core.pipeline import ScoringModel
 from store.db import Store
+from store.events import record_event
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,8 @@ def as_stored(store: Store, models: list[ScoringModel]) -> list[ScoringModel]:
     return out
 
 
-def register_model(store: Store, model: ScoringModel) -> int:
-    """Id of ``model`` in the store, registering it on first sight.
+def register_model(store: Store, model: ScoringModel, by: str | None = None) -> int:
+    """Id of ``model`` in the store, registering it on first sight (a ``store_events`` row says who: ``by``).
 
     A model is known by name. Registering a name again with the same weights checksum
     refreshes its metrics and folder; with different weights it is refused, because the
@@ -103,6 +104,8 @@ def register_model(store: Store, model: ScoringModel) -> int:
             [model.name, model.kind, model.preset, int(model.patch_size), model.checksum,
              model.uncertainty_method, json.dumps(model.config), json.dumps(model.metrics), model.folder],
         ).fetchone()
+        record_event(cur, "register model", model.name, model.checksum, by,
+                     {"kind": model.kind, "preset": model.preset, "folder": model.folder})
     return int(new[0])
 
 
@@ -199,7 +202,7 @@ def remove_model(store: Store, name: str, by: str | None = None) -> dict[str, in
     map files are deleted after the commit; its model folder is left alone.
 
     Args:
-        by: who removes it (logged).
+        by: who removes it (kept in ``store_events`` with the model's checksum and the rows deleted).
 
     Returns:
         Rows deleted, by table.
@@ -212,12 +215,15 @@ def remove_model(store: Store, name: str, by: str | None = None) -> dict[str, in
     mid = model_id(store, name)
     params = {"model": mid}
     with store.transaction() as cur:
+        checksum, folder = cur.execute("SELECT checksum, folder FROM models WHERE id = $model", params).fetchone()
         scans = [int(r[0]) for r in cur.execute("SELECT scan_id FROM scan_models WHERE model_id = $model",
                                                 params).fetchall()]
         maps = [str(r[0]) for r in cur.execute("SELECT reducer_path FROM umap_fits WHERE model_id = $model",
                                                params).fetchall()]
         deleted = {t: int(cur.execute("DELETE " + where, params).fetchone()[0]) for t, where in _MODEL_ROWS.items()}
         rebuild_review_stats(cur, scans)
+        record_event(cur, "remove model", name, checksum, by,
+                     {"folder": folder, "deleted": {t: n for t, n in deleted.items() if n}})
     for rel in maps:  # after the commit: a leftover file is harmless, a missing referenced one is not
         (store.folder / rel).unlink(missing_ok=True)
     logger.info("model %r removed by %s: %s", name, by or "an unnamed user", deleted)

@@ -141,7 +141,8 @@ def _score_one(store: Store, model: ScoringModel, model_id: int, scan: dict) -> 
 
 
 def score_stored_scans(store: Store, model: ScoringModel, sample: str | None = None, progress: bool = True,
-                       on_scan: Callable[[ScanScore, int, int], None] | None = None) -> list[ScanScore]:
+                       on_scan: Callable[[ScanScore, int, int], None] | None = None,
+                       by: str | None = None) -> list[ScanScore]:
     """Score every stored scan (optionally of one sample) that ``model`` has not scored yet.
 
     Args:
@@ -151,6 +152,7 @@ def score_stored_scans(store: Store, model: ScoringModel, sample: str | None = N
         sample: only this sample's scans.
         progress: a progress bar on stderr.
         on_scan: called after each scan with (its outcome, scans done, scans to do).
+        by: who scores (recorded when the model is registered now).
 
     Returns:
         One :class:`ScanScore` per scan considered, in scan order. Scans whose stored patches the
@@ -169,7 +171,7 @@ def score_stored_scans(store: Store, model: ScoringModel, sample: str | None = N
     todo = unscored_scans(store, model.name, sample).to_dict("records")
     reasons = [skip_reason(scan, model.patch_size, model.normalisation) for scan in todo]
     # registered only when it scores something: a model that cannot read this store's patches stays out
-    model_id = registry.register_model(store, model) if not all(reasons) else None
+    model_id = registry.register_model(store, model, by) if not all(reasons) else None
     done: list[ScanScore] = []
     for scan, why in zip(tqdm(todo, desc=f"scoring with {model.name}", unit="scan",
                               disable=not progress or not todo), reasons):

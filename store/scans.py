@@ -16,6 +16,7 @@ from genuine_core.errors import StoreError
 from genuine_core.io import RGB, ChannelMap
 from genuine_core.pipeline import ScanResult, decode_image, decode_masks, encode_image, encode_masks, encode_patch
 from store.db import Store
+from store.events import record_event
 from store.location import genuine_command
 
 logger = logging.getLogger(__name__)
@@ -402,7 +403,7 @@ _REMOVE_TABLES: list[tuple[str, str]] = [
 _COUNT_SQL = {t: "SELECT count(*) " + where for t, where in _REMOVE_TABLES}
 _DELETE_SQL = {t: "DELETE " + where for t, where in _REMOVE_TABLES}
 _SCAN_SQL = ("SELECT c.id, c.sample_id, s.name AS sample, c.file_name, c.path, c.channel_map, c.n_nuclei, "
-             "c.ingested_at FROM scans c JOIN samples s ON s.id = c.sample_id WHERE c.id = $scan")
+             "c.sha256 FROM scans c JOIN samples s ON s.id = c.sample_id WHERE c.id = $scan")
 _EVENTS_SQL = ("SELECT count(*), count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n "
                "ON n.id = e.nucleus_id WHERE n.scan_id = $scan")
 _PATH_USERS_SQL = "SELECT count(*) FROM scans WHERE path = ? AND id <> ?"
@@ -434,6 +435,7 @@ class ScanRemoval:
         curated_nuclei: nuclei with at least one label event.
         files: files beside the store that belong to the scan only (an uploaded scan's kept bytes).
         sample_scans_left: scans its sample holds besides this one (the sample itself stays).
+        sha256: the scan file's checksum.
     """
 
     scan_id: int
@@ -446,6 +448,7 @@ class ScanRemoval:
     curated_nuclei: int = 0
     files: list[Path] = field(default_factory=list)
     sample_scans_left: int = 0
+    sha256: str = ""
 
     def lines(self) -> list[str]:
         """Human-readable summary, one line per table with rows and per file."""
@@ -464,7 +467,7 @@ def _plan(store: Store, cur, scan_id: int) -> ScanRemoval:
     if not rows:
         raise StoreError(f"no scan with id {scan_id}; list them with: "
                          f"{genuine_command('store scans', store.path)}")
-    sid, sample_id, sample, file_name, path, cmap, n_nuclei, _ = rows[0]
+    sid, sample_id, sample, file_name, path, cmap, n_nuclei, sha256 = rows[0]
     n_events, n_curated = cur.execute(_EVENTS_SQL, params).fetchone()
     counts = {t: int(cur.execute(_COUNT_SQL[t], params).fetchone()[0]) for t, _ in _REMOVE_TABLES}
     left = int(cur.execute("SELECT count(*) FROM scans WHERE sample_id = ? AND id <> ?",
@@ -474,7 +477,7 @@ def _plan(store: Store, cur, scan_id: int) -> ScanRemoval:
     if owned is not None and not int(cur.execute(_PATH_USERS_SQL, [path, sid]).fetchone()[0]):
         files.append(owned)
     return ScanRemoval(int(sid), str(sample), str(file_name), _describe(stored_channel_map(cmap)), int(n_nuclei),
-                       counts, int(n_events), int(n_curated), files, left)
+                       counts, int(n_events), int(n_curated), files, left, str(sha256))
 
 
 def _owned_file(store: Store, path: str | None) -> Path | None:
@@ -514,7 +517,7 @@ def remove_scan(store: Store, scan_id: int, by: str | None = None) -> ScanRemova
     Args:
         store: writable store.
         scan_id: id of the scan (``genuine store scans`` lists them).
-        by: who removes it (written to the log with what was deleted).
+        by: who removes it (kept in ``store_events`` with what was deleted, and logged).
 
     Returns:
         :class:`ScanRemoval` with the rows deleted per table.
@@ -535,6 +538,8 @@ def remove_scan(store: Store, scan_id: int, by: str | None = None) -> ScanRemova
             deleted[table] = int(cur.execute(_DELETE_SQL[table], params).fetchone()[0])
         if deleted != plan.rows:  # cannot happen inside one transaction; never commit a surprise
             raise StoreError(f"scan {plan.scan_id}: deleted {deleted}, expected {plan.rows}; nothing removed")
+        record_event(cur, "remove scan", plan.file_name, plan.sha256, by,
+                     {"scan_id": plan.scan_id, "sample": plan.sample, "deleted": {t: n for t, n in deleted.items() if n}})
         return plan
 
     removal = store.write(delete)

@@ -122,6 +122,8 @@ FROM (
 ) latest
 WHERE rn = 1 AND value <> 'unset';
 
+-- store_events (who registered or removed a model, who removed a scan): added by migration step 3.
+
 CREATE TABLE IF NOT EXISTS models (
     id            BIGINT PRIMARY KEY DEFAULT nextval('model_ids'),
     name          VARCHAR NOT NULL UNIQUE,

@@ -761,6 +761,9 @@ def test_models_page_removes_a_model_whose_folder_is_gone(store_copy, tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     assert any("Model gone removed by Dr. Test" in m.value for m in at.success)
     assert "gone" not in frame_with(at, "Model")["Model"].tolist()
+    log = frame_with(at, "Action")  # the event log keeps what the removal deleted from the registry
+    assert log.iloc[0][["Action", "Model or scan", "By"]].tolist() == ["remove model", "gone", "Dr. Test"]
+    assert log["Model or scan"].tolist().count("gone") == 2 and pd.isna(log.iloc[1]["By"])  # registered in code
 
 
 def test_models_page_integrity_check_notices_weights_replaced_in_place(store_copy, tmp_path):
