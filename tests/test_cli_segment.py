@@ -312,5 +312,11 @@ def test_a_second_command_writing_into_the_same_folder_is_refused(tmp_path, toy_
         assert main(["train", "--kind", "resnet", "--preset", "tiny", "--data", str(tmp_path / "bench"),
                      "--out", str(out)]) == 2
         assert "is being written by another genuine command" in capsys.readouterr().err
+        assert main(["synth", "benchmark", "--size", "tiny", "--seed", "0", "--out", str(out), "--quiet"]) == 2
+        assert "is being written by another genuine command" in capsys.readouterr().err
+        for extra in ([], ["--calibrate-only"]):
+            assert main(["train-cellpose", "--out", str(out), "--epochs", "1", "--fields", "2", "--val-fields", "1",
+                         *extra]) == 2
+            assert "is being written by another genuine command" in capsys.readouterr().err
         assert not out.exists()
     assert main(["segment", str(toy_tif), "--out", str(out), "--backend", "watershed"]) == 0  # released

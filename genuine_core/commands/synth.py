@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from genuine_core.commands.checks import (PATCH_SIZE_RANGE, in_range, output_file, output_folder, refuse_existing,
-                                          invoked_command, refuse_foreign_folder, seed_option)
+                                          invoked_command, refuse_foreign_folder, seed_option, writing_into)
 from genuine_core.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -143,10 +143,11 @@ def _benchmark(args: argparse.Namespace) -> int:
         print(f"synth benchmark: {size.nuclei_per_line} nuclei per cell line and {size.mixture_nuclei} per mixture "
               f"sample, {size.patch_size} px patches -> {out}", file=sys.stderr, flush=True)
     try:
-        summary = make_benchmark(out, seed=args.seed, size=args.size, beta=args.beta, workers=args.workers,
-                                 acquisition_jitter=args.acquisition_jitter, normalisation=args.normalisation,
-                                 overwrite=args.overwrite, progress=not args.quiet,
-                                 command=invoked_command(args))
+        with writing_into(out):  # two generators in one folder would mix their fields
+            summary = make_benchmark(out, seed=args.seed, size=args.size, beta=args.beta, workers=args.workers,
+                                     acquisition_jitter=args.acquisition_jitter, normalisation=args.normalisation,
+                                     overwrite=args.overwrite, progress=not args.quiet,
+                                     command=invoked_command(args))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     mix = {k: (v["target_fraction"], round(v["realised_fraction"], 4), round(v["true_mna_fraction"], 4))

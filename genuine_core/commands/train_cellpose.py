@@ -34,14 +34,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the config, train, print the held-out metrics."""
-    from genuine_core.commands.checks import invoked_command, output_folder, refuse_foreign_folder
+    from genuine_core.commands.checks import invoked_command, output_folder, refuse_foreign_folder, writing_into
     from genuine_core.errors import InputError
     from genuine_core.segmentation.cellpose_backend import MODEL_FILE
     from genuine_core.segmentation.cellpose_train import CellposeTrainConfig, calibrate_folder, train_cellpose
 
     out = output_folder(args.out)
     if args.calibrate_only:
-        metrics = calibrate_folder(args.out)
+        with writing_into(out):
+            metrics = calibrate_folder(args.out)
         print(json.dumps({k: metrics[k] for k in ("calibration", "val") if k in metrics}, indent=2))
         return 0
     try:
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if (out / MODEL_FILE).exists() and not args.overwrite:
         raise InputError(f"--out {out} already holds a trained cellpose model ({MODEL_FILE}); pass --overwrite to "
                          "replace it (or --calibrate-only to re-calibrate it)")
-    metrics = train_cellpose(out, config, command=invoked_command(args))
+    with writing_into(out):  # a second run into the same folder is refused instead of mixing weights
+        metrics = train_cellpose(out, config, command=invoked_command(args))
     summary = {k: v for k, v in metrics.items() if k != "train_loss_curve"}
     print(json.dumps(summary, indent=2))
     logger.info("model written to %s", args.out)
