@@ -472,9 +472,10 @@ def crossings(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> lis
     at all when it only touches the level and turns back; a run at either end counts once.
 
     Returns:
-        The crossings' x values; empty when the curve never reaches the level. (The evaluation's
-        single number is ``training.metrics.crossing``: the first x the curve reaches the level
-        from below.)
+        The crossings' x values; empty when the curve never crosses the level (every point below
+        it, every point above it, or it only touches the level). (The evaluation's single number
+        is ``training.metrics.crossing``: the first x the curve reaches the level from below, or
+        the first x when the curve starts at or above it; :func:`crossing_text` words both.)
     """
     xs = np.asarray(x, np.float64)
     ys = np.asarray(y, np.float64)
@@ -501,6 +502,34 @@ def crossings(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> lis
             out.append(float(xs[i] + d0 / (d0 - d1) * (xs[i + 1] - xs[i])))
         i += 1
     return out
+
+
+def crossing_text(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> str:
+    """Where the curve y(x) crosses ``level``, in words a reader can trust.
+
+    The first of :func:`crossings` (``"8.50"``) when there is one; otherwise why there is none,
+    in the evaluation's terms (``training.metrics.crossing`` gives the first x when every
+    condition is at or above the level, and None when none reaches it):
+    ``"at or below 30 (every condition ≥ 0.5)"``, ``"above 40 (no condition reaches 0.5)"``,
+    or ``"touches 0.5 at 3 without crossing"``.
+
+    Args:
+        x: condition values (e.g. MYCN counts or signal sizes), any order.
+        y: the curve (e.g. mean prediction in [0, 1]) at ``x``.
+    """
+    xcs = crossings(x, y, level)
+    if xcs:
+        return f"{xcs[0]:.2f}"
+    xs, ys = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[ok], ys[ok]
+    if len(xs) == 0:
+        return "no conditions"
+    if ys.min() >= level:
+        return f"at or below {xs.min():g} (every condition ≥ {level:g})"
+    if ys.max() < level:
+        return f"above {xs.max():g} (no condition reaches {level:g})"
+    return f"touches {level:g} at {xs[ys >= level].min():g} without crossing"
 
 
 def probe_summary(results: pd.DataFrame, x: str, group: str | None = None) -> pd.DataFrame:

@@ -103,7 +103,7 @@ def show_result(res: dict, db: str) -> None:
                                              title=f"{res['model']}: mean prediction vs {EXPERIMENTS[res['exp']]}"),
                         key="probe_curve")
     with c2:
-        st.metric("Mean prediction crosses 0.5 at", f"{xcs[0]:.2f}" if xcs else "never",
+        st.metric("Mean prediction crosses 0.5 at", plotting.crossing_text(curve[x], curve["mean_pred"], 0.5),
                   help="first crossing; linear interpolation between conditions")
         if len(xcs) > 1:
             st.warning(f"The curve crosses 0.5 {len(xcs)} times (at {', '.join(f'{v:.2f}' for v in xcs)}): "

@@ -390,6 +390,79 @@ def test_probe_page_returns_a_curve_with_one_point_per_condition(store_copy, tin
     assert frame_with(at, "run")["run"].tolist() == [res["run_id"]]
 
 
+@pytest.fixture()
+def stub_probe_model(store_copy, tmp_path, monkeypatch):
+    """Register a model scored by a stand-in ``predict`` and return ``(path, name, set_predict)``.
+
+    ``set_predict(fn)`` sets ``fn(patches (N, 3, P, P)) -> (prob (N,), prob_calibrated (N,), call (N,))``;
+    ``genuine_core.pipeline.load_model`` is patched to hand the page this model (32 px patches),
+    so the page's probe run takes a second. The name is unique per test, so cached models never leak.
+    """
+    from types import SimpleNamespace
+
+    from genuine_core import pipeline
+    from store.db import open_store
+    from store.registry import register_model
+
+    path, _ = store_copy
+    fns = {"predict": lambda p: (np.full(len(p), 0.9), np.full(len(p), 0.8), np.ones(len(p), int))}
+
+    def predict(patches):
+        prob, cal, call = fns["predict"](patches)
+        table = pd.DataFrame({"prob": prob, "prob_calibrated": cal, "uncertainty": 0.0, "call": call})
+        green = patches[:, 1].mean(axis=(1, 2))
+        return SimpleNamespace(table=table, embeddings=np.stack([green, patches[:, 0].mean(axis=(1, 2))], 1))
+
+    name = f"stub-{tmp_path.name}"
+    model = pipeline.ScoringModel(name=name, kind="genuine", preset="test", patch_size=32, checksum="c" * 64,
+                                  config={"kind": "genuine"}, metrics={}, folder=str(tmp_path), predict=predict)
+    with open_store(path) as s:
+        register_model(s, model)
+    monkeypatch.setattr(pipeline, "load_model", lambda folder, name=None, mc_samples=0: model)
+    return path, name, lambda fn: fns.__setitem__("predict", fn)
+
+
+def probe_widget(at: AppTest, key: str):
+    """The widget with ``key`` (slider, number input, toggle, radio or selectbox)."""
+    for kind in (at.slider, at.number_input, at.toggle, at.radio, at.selectbox):
+        try:
+            return kind(key=key)
+        except KeyError:
+            continue
+    raise KeyError(key)
+
+
+def run_probe_page(name: str, **widgets) -> AppTest:
+    """Open the probe page, choose model ``name``, N = 3, set ``widgets`` (key suffix -> value), run."""
+    at = open_page("probe")
+    at.selectbox(key="probe_model").set_value(name)
+    at.number_input(key="probe_n").set_value(3)
+    for key, value in widgets.items():
+        probe_widget(at, f"probe_{key}").set_value(value)
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def crossing_metric(at: AppTest) -> str:
+    """The value of the page's 'crosses 0.5 at' metric."""
+    return next(m.value for m in at.metric if "crosses 0.5" in m.label)
+
+
+def test_probe_page_says_where_a_curve_above_the_level_starts(stub_probe_model):
+    _, name, set_predict = stub_probe_model
+    set_predict(lambda p: (np.full(len(p), 0.9), np.full(len(p), 0.8), np.ones(len(p), int)))
+    at = run_probe_page(name, counts=(30, 40), step=5, fixed_size=12.0)
+    assert crossing_metric(at) == "at or below 30 (every condition ≥ 0.5)"  # evaluate's crossing: x[0] = 30
+
+
+def test_probe_page_says_no_condition_reaches_the_level(stub_probe_model):
+    _, name, set_predict = stub_probe_model
+    set_predict(lambda p: (np.full(len(p), 0.1), np.full(len(p), 0.2), np.zeros(len(p), int)))
+    at = run_probe_page(name, counts=(30, 40), step=5)
+    assert crossing_metric(at) == "above 40 (no condition reaches 0.5)"
+
+
 # ----------------------------------------------------------------------------- ingest
 def _tiff_bytes(seed: int = 3, flat: bool = False) -> bytes:
     """A synthetic 256 x 256 scan with nuclei (``flat``: a blank one, whose header is fine but has no nuclei)."""

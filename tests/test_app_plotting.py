@@ -109,6 +109,17 @@ def test_crossings_lists_every_crossing_in_order():
     assert P.crossings([0, 1, 2], [0.2, 0.5, 0.3]) == []            # touches the level and turns back
 
 
+def test_crossing_text_explains_a_curve_without_crossing():
+    from training.metrics import crossing
+
+    assert P.crossing_text([0, 1, 2, 3], [0, 0.2, 0.8, 1.0]) == "1.50"
+    assert P.crossing_text([40, 30, 35], [1.0, 0.6, 0.5]) == "at or below 30 (every condition ≥ 0.5)"
+    assert crossing([30, 35, 40], [0.6, 0.5, 1.0]) == 30  # the evaluation's number for that curve
+    assert P.crossing_text([30, 40], [0.1, 0.4]) == "above 40 (no condition reaches 0.5)"
+    assert crossing([30, 40], [0.1, 0.4]) is None
+    assert P.crossing_text([0, 1, 2], [0.2, 0.5, 0.3]) == "touches 0.5 at 1 without crossing"
+
+
 def test_probe_curve_marks_every_crossing():
     curve = pd.DataFrame({"n_mycn": [0, 4, 8, 12], "mean_pred": [0.0, 1.0, 0.0, 1.0], "sem": [0.0] * 4})
     marks = [t for t in P.probe_curve(curve, "n_mycn", "MYCN").data if t.mode == "markers+text"]
