@@ -537,17 +537,19 @@ def probe_summary(results: pd.DataFrame, x: str, group: str | None = None) -> pd
 
     Args:
         results: one row per probe nucleus with the condition column ``x``, ``call``
-            (0/1) and ``prob`` (calibrated probability); optional ``group`` (e.g. model).
+            (0/1) and ``prob_calibrated`` (falls back to ``prob`` where missing or null);
+            optional ``group`` (e.g. model).
         x: condition column (e.g. ``"n_mycn"`` or ``"signal_size"``).
         group: optional column to summarise separately (kept in the output).
 
     Returns:
         One row per condition (and group), sorted by ``x``: ``x``, ``n``, ``mean_pred``
         (mean call = the paper's mean prediction), ``sem`` (its standard error),
-        ``mean_prob`` (mean probability).
+        ``mean_prob`` (mean calibrated probability, as ``training.evaluate.probe_curve``).
     """
     keys = [group, x] if group else [x]
-    g = results.groupby(keys, sort=True)
+    prob = results["prob_calibrated"].fillna(results["prob"]) if "prob_calibrated" in results else results["prob"]
+    g = results.assign(prob=prob.astype(float)).groupby(keys, sort=True)
     out = g.agg(n=("call", "size"), mean_pred=("call", "mean"), sd=("call", "std"), mean_prob=("prob", "mean"))
     out["sem"] = (out.pop("sd").fillna(0.0) / np.sqrt(out["n"])).astype(float)
     return out.reset_index()[keys + ["n", "mean_pred", "sem", "mean_prob"]]

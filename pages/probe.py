@@ -95,7 +95,7 @@ def show_result(res: dict, db: str) -> None:
     curve = res["curve"]
     rule_x = rule_switch(x, res["n_nmi"])
     both = pd.concat([curve.assign(model="mean call (prediction)"),
-                      curve.assign(model="mean P(MNA)", mean_pred=curve["mean_prob"], sem=0.0)])
+                      curve.assign(model="mean calibrated P(MNA)", mean_pred=curve["mean_prob"], sem=0.0)])
     xcs = plotting.crossings(curve[x], curve["mean_pred"], 0.5)
     c1, c2 = st.columns([11, 9])
     with c1:
@@ -121,8 +121,9 @@ def show_result(res: dict, db: str) -> None:
                                         format="%.2f", width=80, help="mean prediction: share of the probes called "
                                                                       "MNA (paper Fig. 4)"),
                                     "SEM": st.column_config.NumberColumn(format="%.3f", width=55),
-                                    "mean P": st.column_config.NumberColumn(format="%.2f", width=70,
-                                                                            help="mean P(MNA) of the probes")})
+                                    "mean P": st.column_config.NumberColumn(
+                                        format="%.2f", width=70, help="mean calibrated P(MNA) of the probes "
+                                                                      "(as the evaluation's probe curves)")})
     st.markdown("**Example probes** (first probes of each condition; the model sees exactly these patches)")
     conds = res["conds"]
     per_row = 2
@@ -163,7 +164,8 @@ def save_run(model: str, params: dict, results: pd.DataFrame, xy: np.ndarray | N
 
     frame = pd.DataFrame({"n_nmi": results["n_nmi"], "n_mycn": results["n_mycn"],
                           "n_cluster": results["n_cluster_visible"], "signal_size": results["signal_size"],
-                          "prob": results["prob"], "prob_calibrated": results["prob"], "call": results["call"]})
+                          "prob": results["prob"], "prob_calibrated": results["prob_calibrated"],
+                          "call": results["call"]})
     if xy is not None:
         frame["umap_x"], frame["umap_y"] = xy[:, 0], xy[:, 1]
     try:

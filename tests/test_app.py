@@ -463,6 +463,20 @@ def test_probe_page_says_no_condition_reaches_the_level(stub_probe_model):
     assert crossing_metric(at) == "above 40 (no condition reaches 0.5)"
 
 
+def test_probe_page_saves_raw_and_calibrated_probabilities_and_plots_calibrated(stub_probe_model):
+    from store.db import open_store
+    from store.probes import probe_results
+
+    path, name, set_predict = stub_probe_model
+    set_predict(lambda p: (np.full(len(p), 0.9), np.full(len(p), 0.7), np.ones(len(p), int)))
+    at = run_probe_page(name, counts=(0, 4), step=4)
+    res = at.session_state["probe_result"]
+    saved = probe_results(open_store(path), res["run_id"])
+    assert saved["prob"].tolist() == pytest.approx([0.9] * 6)
+    assert saved["prob_calibrated"].tolist() == pytest.approx([0.7] * 6)
+    assert frame_with(at, "mean P")["mean P"].tolist() == pytest.approx([0.7, 0.7])  # the calibrated one
+
+
 # ----------------------------------------------------------------------------- ingest
 def _tiff_bytes(seed: int = 3, flat: bool = False) -> bytes:
     """A synthetic 256 x 256 scan with nuclei (``flat``: a blank one, whose header is fine but has no nuclei)."""

@@ -134,6 +134,8 @@ def test_probe_summary_matches_hand_computation():
     assert s["sem"].iloc[0] == pytest.approx(np.std([0, 0, 1, 1], ddof=1) / 2)
     assert s["sem"].iloc[1] == 0.0
     assert s["mean_prob"].iloc[0] == pytest.approx(0.4)
+    calibrated = res.assign(prob_calibrated=[.0, .0, .0, .4, np.nan, .5])  # averaged, raw prob where missing
+    assert P.probe_summary(calibrated, "n_mycn")["mean_prob"].tolist() == pytest.approx([0.1, 0.7])
 
 
 def test_scan_figure_has_image_and_one_marker_per_nucleus():

@@ -126,7 +126,7 @@ def test_probe_conditions_and_run_probe(backgrounds):
     def predict(patches):  # a stand-in model: "MNA" when the green channel outweighs red 2x
         g, r = patches[:, 1].sum(axis=(1, 2)), patches[:, 0].sum(axis=(1, 2))
         prob = (g > 2 * r).astype(float)
-        table = pd.DataFrame({"prob_calibrated": prob, "call": prob.astype(int)})
+        table = pd.DataFrame({"prob": 0.1 + 0.8 * prob, "prob_calibrated": prob, "call": prob.astype(int)})
         return SimpleNamespace(table=table, embeddings=np.stack([g, r], 1))
 
     seen = []
@@ -136,6 +136,7 @@ def test_probe_conditions_and_run_probe(backgrounds):
     assert len(res) == 5 * len(counts) and out["embeddings"].shape == (len(res), 2)
     assert sorted(out["examples"]) == list(range(len(counts)))
     assert seen[0] == 0 and seen[-1] == 1.0
+    assert np.allclose(res["prob"], 0.1 + 0.8 * res["prob_calibrated"])  # raw and calibrated both kept
     mean_call = res.groupby("n_mycn")["call"].mean()
     assert mean_call[0] == 0 and mean_call[10] == 1  # monotone extremes of the stand-in rule
 

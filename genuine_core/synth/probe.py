@@ -201,8 +201,9 @@ def run_probe(model, backgrounds: np.ndarray, conds: pd.DataFrame, n: int, seed:
         progress: optional ``callback(fraction, text)``.
 
     Returns:
-        ``{"results": one row per probe (condition columns, visible counts, prob, call),
-        "embeddings": (N, D), "examples": {condition index: (3, P, P) patch}}``.
+        ``{"results": one row per probe (condition columns, visible counts, ``prob`` = the
+        model's raw sigmoid probability, ``prob_calibrated`` = after its temperature scaling,
+        ``call`` 0/1), "embeddings": (N, D), "examples": {condition index: (3, P, P) patch}}``.
     """
     rng = np.random.default_rng(seed)
     tables, embs, examples = [], [], {}
@@ -217,8 +218,8 @@ def run_probe(model, backgrounds: np.ndarray, conds: pd.DataFrame, n: int, seed:
             raise InputError(f"cannot draw probes: {exc}") from None
         pred = model.predict(pb.patches)
         t = pb.table.drop(columns=["patch_row"]).assign(
-            condition=k, prob=pred.table["prob_calibrated"].to_numpy(float),
-            call=pred.table["call"].to_numpy(int))
+            condition=k, prob=pred.table["prob"].to_numpy(float),
+            prob_calibrated=pred.table["prob_calibrated"].to_numpy(float), call=pred.table["call"].to_numpy(int))
         tables.append(t)
         embs.append(np.asarray(pred.embeddings, np.float32))
         examples[k] = pb.patches[:4]
