@@ -597,17 +597,18 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
 
 
 def probe_embedding(reference: pd.DataFrame, probe: pd.DataFrame, group: str, title: str = "",
-                    height: int = 480) -> go.Figure:
+                    height: int = 480, reference_name: str = "training nuclei") -> go.Figure:
     """Probe conditions placed on a UMAP (paper Fig. 4): mean position, 1-SD ellipse, mean prediction.
 
     Args:
-        reference: training nuclei ``x, y`` drawn in light green.
+        reference: backdrop nuclei ``x, y`` (UMAP units) drawn in light green, named ``reference_name``
+            in the legend (say what they are: training nuclei, or every stored nucleus).
         probe: probe nuclei with ``x, y``, ``pred`` (0/1 call or probability) and the ``group`` column.
         group: condition column (e.g. ``"n_mycn"``); one ellipse and label per value.
     """
     fig = go.Figure()
     if len(reference):
-        fig.add_trace(go.Scattergl(x=reference["x"], y=reference["y"], mode="markers", name="training nuclei",
+        fig.add_trace(go.Scattergl(x=reference["x"], y=reference["y"], mode="markers", name=reference_name,
                                    marker=dict(size=3, color="rgba(44,160,44,0.25)"), hoverinfo="skip"))
     t = np.linspace(0, 2 * np.pi, 48)
     stats = probe.groupby(group).agg(mx=("x", "mean"), my=("y", "mean"), sx=("x", "std"), sy=("y", "std"),

@@ -83,6 +83,16 @@ def umap_reference(db: str, data_rev: int, model: str) -> pd.DataFrame | None:
 
 
 # ----------------------------------------------------------------------------- views
+def umap_backdrop(ref: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The stored nuclei drawn behind the probes (``x, y`` rows of ``ref``) and their legend name.
+
+    The training split (``split == 'train'``) when the store records one for the map, else every
+    stored nucleus (mixtures, cases, all splits) under a name that says so.
+    """
+    train = (ref["split"] == "train").to_numpy()
+    return (ref[train], "training nuclei") if train.any() else (ref, "stored nuclei")
+
+
 def rule_switch(x: str, n_nmi: int) -> float | None:
     """MYCN count at which the Cohn rule calls MNA for ``n_nmi`` NMI signals (None off the count axis)."""
     return MYCN_RULE.amplification_ratio * n_nmi if x == "n_mycn" and n_nmi > 0 else None
@@ -138,8 +148,10 @@ def show_result(res: dict, db: str) -> None:
     ref = umap_reference(db, common.rev("data"), res["model"])
     placed = res.get("umap")
     if ref is not None and placed is not None:
-        st.plotly_chart(plotting.probe_embedding(ref, placed, x, title="Probe conditions on the model's UMAP "
-                                                                       "(ellipse: 1 SD; colour: mean prediction)"),
+        backdrop, backdrop_name = umap_backdrop(ref)
+        st.plotly_chart(plotting.probe_embedding(backdrop, placed, x, reference_name=backdrop_name,
+                                                 title="Probe conditions on the model's UMAP "
+                                                       "(ellipse: 1 SD; colour: mean prediction)"),
                         key="probe_umap")
     else:
         st.caption("No UMAP is fitted for this model in the store (run `genuine umap --model NAME`), so the "

@@ -6,6 +6,8 @@ local, points ``GENUINE_DB`` at it and drives ``app.py`` like a browser session 
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -475,6 +477,37 @@ def test_probe_page_saves_raw_and_calibrated_probabilities_and_plots_calibrated(
     assert saved["prob"].tolist() == pytest.approx([0.9] * 6)
     assert saved["prob_calibrated"].tolist() == pytest.approx([0.7] * 6)
     assert frame_with(at, "mean P")["mean P"].tolist() == pytest.approx([0.7, 0.7])  # the calibrated one
+
+
+def fake_umap(monkeypatch, splits: list) -> None:
+    """Patch ``store.umap`` so the page finds stored coordinates (one nucleus per ``splits`` entry) and a map."""
+    import store.umap as umap_store
+
+    points = pd.DataFrame({"nucleus_id": range(len(splits)), "x": np.arange(len(splits), dtype=float),
+                           "y": 0.0, "split": splits})
+    monkeypatch.setattr(umap_store, "umap_points", lambda store, model, sample=None: points)
+    monkeypatch.setattr(umap_store, "transform_embeddings",
+                        lambda store, model, emb: np.zeros((len(emb), 2), np.float32))
+
+
+def umap_backdrop_trace(at: AppTest) -> dict:
+    """The first (backdrop) trace of the page's probe UMAP."""
+    chart = next(c for c in at.get("plotly_chart") if "Probe conditions on the model" in c.proto.spec)
+    return json.loads(chart.proto.spec)["data"][0]
+
+
+@pytest.mark.parametrize("splits, name, xs", [
+    (["train", "mixture", "train", "test", None], "training nuclei", [0.0, 2.0]),
+    (["mixture", None, None], "stored nuclei", [0.0, 1.0, 2.0]),
+])
+def test_probe_umap_backdrop_is_what_its_legend_says(stub_probe_model, monkeypatch, splits, name, xs):
+    _, model, _ = stub_probe_model
+    fake_umap(monkeypatch, splits)
+    trace = umap_backdrop_trace(run_probe_page(model, counts=(0, 4), step=4))
+    got = trace["x"]  # plotly encodes numeric arrays as {"dtype", "bdata": base64}
+    if isinstance(got, dict):
+        got = np.frombuffer(base64.b64decode(got["bdata"]), np.dtype(got["dtype"])).tolist()
+    assert trace["name"] == name and got == xs
 
 
 # ----------------------------------------------------------------------------- ingest
