@@ -9,6 +9,7 @@ patches, and, when the model has a fitted UMAP, where the probes land in it.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 
 import numpy as np
@@ -20,6 +21,7 @@ from genuine_core.rules import MYCN_RULE
 from genuine_core.errors import GenuineError, InputError
 from genuine_core.synth.probe import probe_conditions, run_probe
 from pages import common
+from store.location import genuine_command
 
 common.require_entrypoint()
 
@@ -70,16 +72,11 @@ def store_backgrounds(db: str, data_rev: int, sample: str, patch_size: int, n: i
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def umap_reference(db: str, data_rev: int, model: str) -> pd.DataFrame | None:
-    """Stored UMAP coordinates of ``model`` (None when no UMAP is fitted or the store cannot place points)."""
-    try:
-        from store import umap as umap_store
-    except ImportError:
-        return None
-    try:
-        return umap_store.umap_points(common.store_at(db), model)
-    except GenuineError:
-        return None
+def umap_reference(db: str, data_rev: int, model: str) -> pd.DataFrame:
+    """Stored UMAP coordinates of ``model`` (``store.umap.umap_points``; GenuineError propagates)."""
+    from store import umap as umap_store
+
+    return umap_store.umap_points(common.store_at(db), model)
 
 
 # ----------------------------------------------------------------------------- views
@@ -145,29 +142,43 @@ def show_result(res: dict, db: str) -> None:
             col.image(plotting.montage([plotting.patch_rgb(p) for p in patches[:per_row]], ncols=per_row, pad=1),
                       caption=f"{'MYCN' if x == 'n_mycn' else 'size'} {conds.iloc[k][x]:g}", width="stretch")
 
-    ref = umap_reference(db, common.rev("data"), res["model"])
-    placed = res.get("umap")
-    if ref is not None and placed is not None:
-        backdrop, backdrop_name = umap_backdrop(ref)
-        st.plotly_chart(plotting.probe_embedding(backdrop, placed, x, reference_name=backdrop_name,
-                                                 title="Probe conditions on the model's UMAP "
-                                                       "(ellipse: 1 SD; colour: mean prediction)"),
-                        key="probe_umap")
-    else:
-        st.caption("No UMAP is fitted for this model in the store (run `genuine umap --model NAME`), so the "
-                   "probes are not placed in the embedding.")
+    show_umap(res, db)
+
+
+def show_umap(res: dict, db: str) -> None:
+    """The probes on the model's UMAP, or why they are not there (the store's own error text)."""
+    if res.get("umap_error"):
+        st.warning(f"The probes are not placed on the model's UMAP: {res['umap_error']}", icon=":material/error:")
+        return
+    if res.get("umap") is None:
+        fit = genuine_command(f"umap --model {shlex.quote(res['model'])}", db)
+        st.caption(f"No UMAP is fitted for this model in the store (run `{fit}`), so the probes are not placed "
+                   "in the embedding.")
+        return
+    try:
+        ref = umap_reference(db, common.rev("data"), res["model"])
+    except GenuineError as exc:
+        st.warning(f"The model's stored UMAP coordinates cannot be read: {exc}", icon=":material/error:")
+        return
+    backdrop, backdrop_name = umap_backdrop(ref)
+    st.plotly_chart(plotting.probe_embedding(backdrop, res["umap"], res["x"], reference_name=backdrop_name,
+                                             title="Probe conditions on the model's UMAP "
+                                                   "(ellipse: 1 SD; colour: mean prediction)"),
+                    key="probe_umap")
 
 
 def place_on_umap(db: str, model: str, embeddings: np.ndarray) -> np.ndarray | None:
-    """UMAP coordinates for probe embeddings with the model's saved reducer (None when unavailable)."""
+    """(N, 2) UMAP coordinates of (N, D) probe embeddings on the model's saved map; None when none is fitted.
+
+    Raises:
+        GenuineError: the map exists but cannot be used (missing or corrupt file: ``StoreError``),
+            or UMAP support is not installed (``InputError``).
+    """
     try:
         from store import umap as umap_store
-    except ImportError:
-        return None
-    try:
-        return umap_store.transform_embeddings(common.store_at(db), model, embeddings)
-    except GenuineError:
-        return None
+    except ImportError as exc:
+        raise InputError(f"UMAP support is not available ({exc})") from None
+    return umap_store.transform_embeddings(common.store_at(db), model, embeddings)
 
 
 def save_run(model: str, params: dict, results: pd.DataFrame, xy: np.ndarray | None) -> int | None:
@@ -292,7 +303,10 @@ def main() -> None:
         x = "n_mycn" if (exp or "count") == "count" else "signal_size"
         res = {"model": name, "exp": exp or "count", "x": x, "n_nmi": int(n_nmi), "conds": conds, **out}
         res["curve"] = plotting.probe_summary(out["results"], x)
-        xy = place_on_umap(db, name, out["embeddings"])
+        try:
+            xy = place_on_umap(db, name, out["embeddings"])
+        except GenuineError as exc:
+            xy, res["umap_error"] = None, str(exc)
         if xy is not None:
             res["umap"] = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "pred": out["results"]["call"],
                                         x: out["results"][x]})

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import threading
 import warnings
 from datetime import datetime, timezone
@@ -188,7 +189,7 @@ def load_map(store: Store, model: str) -> UmapMap | None:
     try:
         umap_map = UmapMap.load(path, fit["reducer_sha256"])
     except InputError as exc:
-        rerun = genuine_command(f"umap --model {model}", store.path)
+        rerun = genuine_command(f"umap --model {shlex.quote(model)}", store.path)
         raise StoreError(f"UMAP map of {model!r}: {exc}; rerun `{rerun}`") from exc
     with _cache_lock:
         _cache[key] = umap_map

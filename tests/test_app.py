@@ -415,7 +415,7 @@ def stub_probe_model(store_copy, tmp_path, monkeypatch):
         green = patches[:, 1].mean(axis=(1, 2))
         return SimpleNamespace(table=table, embeddings=np.stack([green, patches[:, 0].mean(axis=(1, 2))], 1))
 
-    name = f"stub-{tmp_path.name}"
+    name = f"stub probe {tmp_path.name}"  # a space: commands that name it must quote it
     model = pipeline.ScoringModel(name=name, kind="genuine", preset="test", patch_size=32, checksum="c" * 64,
                                   config={"kind": "genuine"}, metrics={}, folder=str(tmp_path), predict=predict)
     with open_store(path) as s:
@@ -508,6 +508,25 @@ def test_probe_umap_backdrop_is_what_its_legend_says(stub_probe_model, monkeypat
     if isinstance(got, dict):
         got = np.frombuffer(base64.b64decode(got["bdata"]), np.dtype(got["dtype"])).tolist()
     assert trace["name"] == name and got == xs
+
+
+def test_probe_page_without_a_umap_names_the_model_in_the_fit_command(stub_probe_model):
+    _, model, _ = stub_probe_model
+    body = texts(run_probe_page(model, counts=(0, 4), step=4))
+    assert f"No UMAP is fitted for this model in the store (run `genuine umap --model '{model}'" in body
+
+
+def test_probe_page_shows_why_a_missing_umap_map_cannot_place_the_probes(stub_probe_model, monkeypatch):
+    import store.umap as umap_store
+
+    _, model, _ = stub_probe_model
+    fit = {"id": 1, "reducer_path": "umap_gone.npz", "reducer_sha256": "0" * 64}
+    monkeypatch.setattr(umap_store, "latest_fit", lambda store, name: fit)  # a fit row whose file is gone
+    at = run_probe_page(model, counts=(0, 4), step=4)
+    warning = " ".join(w.value for w in at.warning)
+    assert "The probes are not placed on the model's UMAP: UMAP map of" in warning
+    assert "umap_gone.npz: cannot read UMAP map" in warning and f"genuine umap --model '{model}'" in warning
+    assert "No UMAP is fitted" not in texts(at)
 
 
 # ----------------------------------------------------------------------------- ingest
