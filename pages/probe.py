@@ -22,11 +22,20 @@ from genuine_core.errors import GenuineError, InputError
 from genuine_core.synth.probe import probe_conditions, run_probe
 from pages import common
 from store.location import genuine_command
+from training.evaluate import PROBE_COUNT_SIZE, PROBE_COUNTS, PROBE_N, PROBE_NMI, PROBE_SIZES
 
 common.require_entrypoint()
 
 EXPERIMENTS = {"count": "MYCN signal count", "size": "MYCN signal size"}
 RESULT_KEY = "probe_result"
+#: how the page's defaults relate to the evaluation report's Figure 4 (``training.evaluate``)
+REPORT_SETTINGS = (
+    f"The defaults are the evaluation report's Figure 4 settings: MYCN {PROBE_COUNTS[0]}-{PROBE_COUNTS[-1]} "
+    f"with {PROBE_NMI} NMI at σ {PROBE_COUNT_SIZE:g} px, N = {PROBE_N} per condition (about a minute for the "
+    "genuine_cpu model on a 2-core CPU; narrow the range or lower N for a quicker look). The size sweep spans the "
+    f"report's σ {min(PROBE_SIZES):g}-{max(PROBE_SIZES):g} px in {len(PROBE_SIZES)} even steps (the report's steps "
+    "are uneven). The report draws into benchmark test-split nuclei, the page into synthetic or stored nuclei, "
+    "so its curves are comparable but not identical.")
 
 
 # ----------------------------------------------------------------------------- cached resources
@@ -257,17 +266,19 @@ def main() -> None:
                             index=names.index(common.default_model(names, dict(zip(usable["name"], usable["kind"])))))
         exp = c2.segmented_control("Vary", list(EXPERIMENTS), format_func=EXPERIMENTS.get, default="count",
                                    required=True, key="probe_exp")
-        n = c3.number_input("N per condition", 1, 500, 50, key="probe_n")
+        n = c3.number_input("N per condition", 1, 500, PROBE_N, key="probe_n")
         c1, c2, c3 = st.columns(3)
-        n_nmi = c1.number_input("NMI signals per nucleus", 0, 10, 2, key="probe_nmi")
-        counts = c2.slider("MYCN count range", 0, 40, (0, 20), key="probe_counts")
+        n_nmi = c1.number_input("NMI signals per nucleus", 0, 10, PROBE_NMI, key="probe_nmi")
+        counts = c2.slider("MYCN count range", 0, 40, (PROBE_COUNTS[0], PROBE_COUNTS[-1]), key="probe_counts")
         step = c3.number_input("Count step", 1, 10, 1, key="probe_step")
         c1, c2, c3 = st.columns(3)
-        sizes = c1.slider("Signal size range (σ, px)", 0.5, 12.0, (1.0, 8.0), 0.5, key="probe_sizes")
-        n_sizes = c2.number_input("Size steps", 2, 30, 11, key="probe_nsizes")
+        sizes = c1.slider("Signal size range (σ, px)", 0.5, 12.0, (min(PROBE_SIZES), max(PROBE_SIZES)), 0.5,
+                          key="probe_sizes")
+        n_sizes = c2.number_input("Size steps", 2, 30, len(PROBE_SIZES), key="probe_nsizes")
         fixed_count = c3.number_input("MYCN count (size experiment)", 0, 40, 2, key="probe_fixed_count")
         c1, c2, c3, c4 = st.columns(4)
-        fixed_size = c1.number_input("Signal size (count experiment)", 0.5, 12.0, 1.5, 0.5, key="probe_fixed_size")
+        fixed_size = c1.number_input("Signal size (count experiment)", 0.5, 12.0, PROBE_COUNT_SIZE, 0.5,
+                                     key="probe_fixed_size")
         elastic = c2.slider("Elastic deformation α", 0.0, 100.0, float(sig.SignalStyle().elastic_alpha), 5.0,
                             key="probe_elastic")
         blur = c3.slider("Blur σ", 0.0, 4.0, 1.5, 0.25, key="probe_blur")
@@ -281,6 +292,7 @@ def main() -> None:
         bg_sample = c2.selectbox("Real nuclei from sample", smp["name"].tolist(), key="probe_bg_sample")
         seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="probe_seed")
         run = st.form_submit_button("Run probe", type="primary", icon=":material/play_arrow:")
+        st.caption(REPORT_SETTINGS)
 
     if run:
         row = usable[usable["name"] == name].iloc[0]
@@ -320,8 +332,7 @@ def main() -> None:
         st.session_state[RESULT_KEY] = res
     res = st.session_state.get(RESULT_KEY)
     if res is None:
-        st.caption("Set the conditions and press **Run probe**. The default (N = 50, MYCN 0-20 with 2 NMI) "
-                   "takes a few seconds per condition on a laptop CPU.")
+        st.caption("Set the conditions and press **Run probe**.")
     else:
         if res.get("run_id") is not None:
             st.caption(f"Saved as probe run {res['run_id']}.")

@@ -529,6 +529,17 @@ def test_probe_page_shows_why_a_missing_umap_map_cannot_place_the_probes(stub_pr
     assert "No UMAP is fitted" not in texts(at)
 
 
+def test_probe_page_defaults_are_the_evaluation_figure_4_settings(stub_probe_model):
+    from training.evaluate import PROBE_COUNT_SIZE, PROBE_COUNTS, PROBE_N, PROBE_NMI, PROBE_SIZES
+
+    at = open_page("probe")
+    assert at.number_input(key="probe_fixed_size").value == PROBE_COUNT_SIZE == 3.5
+    assert at.slider(key="probe_counts").value == (PROBE_COUNTS[0], PROBE_COUNTS[-1]) == (0, 35)
+    assert at.number_input(key="probe_nmi").value == PROBE_NMI and at.number_input(key="probe_n").value == PROBE_N
+    assert at.slider(key="probe_sizes").value == (min(PROBE_SIZES), max(PROBE_SIZES))
+    assert "The defaults are the evaluation report's Figure 4 settings: MYCN 0-35 with 2 NMI at σ 3.5 px" in texts(at)
+
+
 # ----------------------------------------------------------------------------- ingest
 def _tiff_bytes(seed: int = 3, flat: bool = False) -> bytes:
     """A synthetic 256 x 256 scan with nuclei (``flat``: a blank one, whose header is fine but has no nuclei)."""
