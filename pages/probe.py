@@ -28,6 +28,7 @@ common.require_entrypoint()
 
 EXPERIMENTS = {"count": "MYCN signal count", "size": "MYCN signal size"}
 RESULT_KEY = "probe_result"
+SHOW_RUN_KEY = "probe_show_run"
 #: how the page's defaults relate to the evaluation report's Figure 4 (``training.evaluate``)
 REPORT_SETTINGS = (
     f"The defaults are the evaluation report's Figure 4 settings: MYCN {PROBE_COUNTS[0]}-{PROBE_COUNTS[-1]} "
@@ -206,6 +207,7 @@ def save_run(model: str, params: dict, results: pd.DataFrame, xy: np.ndarray | N
         st.warning(f"The probe ran but was not saved: {exc}")
         return None
     common.bump("probes")
+    st.session_state[SHOW_RUN_KEY] = run_id  # "Saved probe runs" shows the newest run, not the one chosen before
     return run_id
 
 
@@ -236,7 +238,7 @@ def previous_runs(db: str) -> None:
                              "experiment": [p.get("experiment", "?") for p in runs["params"]],
                              "background": [p.get("background", "?") for p in runs["params"]]})
         st.dataframe(view, hide_index=True, key="probe_runs", placeholder="–")
-        run_id = st.selectbox("Show run", runs["id"].tolist(), key="probe_show_run")
+        run_id = st.selectbox("Show run", runs["id"].tolist(), key=SHOW_RUN_KEY)
         row = runs[runs["id"] == run_id].iloc[0]
         x = "n_mycn" if row["params"].get("experiment", "count") == "count" else "signal_size"
         curve = plotting.probe_summary(saved_results(db, int(run_id)), x)

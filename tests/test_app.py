@@ -540,6 +540,18 @@ def test_probe_page_defaults_are_the_evaluation_figure_4_settings(stub_probe_mod
     assert "The defaults are the evaluation report's Figure 4 settings: MYCN 0-35 with 2 NMI at σ 3.5 px" in texts(at)
 
 
+def test_saved_probe_runs_show_the_newest_run_after_a_save(stub_probe_model):
+    _, model, _ = stub_probe_model
+    at = run_probe_page(model, counts=(0, 4), step=4)
+    first = at.session_state["probe_result"]["run_id"]
+    assert at.selectbox(key="probe_show_run").value == first
+    at.button[0].click().run(timeout=TIMEOUT)
+    second = at.session_state["probe_result"]["run_id"]
+    assert second != first and at.selectbox(key="probe_show_run").value == second
+    chart = next(c for c in at.get("plotly_chart") if "run " in c.proto.spec and "probe_saved_curve" in c.proto.id)
+    assert json.loads(chart.proto.spec)["layout"]["title"]["text"] == f"run {second}: {model}"
+
+
 # ----------------------------------------------------------------------------- ingest
 def _tiff_bytes(seed: int = 3, flat: bool = False) -> bytes:
     """A synthetic 256 x 256 scan with nuclei (``flat``: a blank one, whose header is fine but has no nuclei)."""
