@@ -276,7 +276,8 @@ def main() -> None:
         c1, c2, c3 = st.columns(3)
         sizes = c1.slider("Signal size range (σ, px)", 0.5, 12.0, (min(PROBE_SIZES), max(PROBE_SIZES)), 0.5,
                           key="probe_sizes")
-        n_sizes = c2.number_input("Size steps", 2, 30, len(PROBE_SIZES), key="probe_nsizes")
+        n_sizes = c2.number_input("Size steps", 2, 30, len(PROBE_SIZES), key="probe_nsizes",
+                                  help="evenly spaced sizes over the range; equal range ends are one condition")
         fixed_count = c3.number_input("MYCN count (size experiment)", 0, 40, 2, key="probe_fixed_count")
         c1, c2, c3, c4 = st.columns(4)
         fixed_size = c1.number_input("Signal size (count experiment)", 0.5, 12.0, PROBE_COUNT_SIZE, 0.5,

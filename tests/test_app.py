@@ -552,6 +552,21 @@ def test_saved_probe_runs_show_the_newest_run_after_a_save(stub_probe_model):
     assert json.loads(chart.proto.spec)["layout"]["title"]["text"] == f"run {second}: {model}"
 
 
+def test_probe_size_experiment_with_equal_ends_is_one_condition_of_n_probes(stub_probe_model):
+    _, model, _ = stub_probe_model
+    at = open_page("probe")
+    at.selectbox(key="probe_model").set_value(model)
+    at.get("button_group")[0].set_value("size")
+    at.number_input(key="probe_n").set_value(5)
+    at.slider(key="probe_sizes").set_value((0.5, 0.5))
+    at.number_input(key="probe_nsizes").set_value(2)
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    shown = frame_with(at, "mean call")
+    assert shown["σ (px)"].tolist() == [0.5] and shown["probes"].tolist() == [5]
+    assert len(at.session_state["probe_result"]["results"]) == 5
+
+
 # ----------------------------------------------------------------------------- ingest
 def _tiff_bytes(seed: int = 3, flat: bool = False) -> bytes:
     """A synthetic 256 x 256 scan with nuclei (``flat``: a blank one, whose header is fine but has no nuclei)."""

@@ -122,6 +122,8 @@ def test_probe_conditions_and_run_probe(backgrounds):
     assert counts["n_mycn"].tolist() == [0, 2, 4, 6, 8, 10] and set(counts["signal_size"]) == {3.0}
     sizes = probe_conditions("size", 2, (0, 10), 2, 8, (1.0, 4.0), 4, 3.0)
     assert sizes["signal_size"].tolist() == [1.0, 2.0, 3.0, 4.0] and set(sizes["n_mycn"]) == {8}
+    same = probe_conditions("size", 2, (0, 10), 2, 8, (0.5, 0.5), 2, 3.0)  # equal ends: one condition
+    assert same.to_dict("list") == {"n_nmi": [2], "n_mycn": [8], "signal_size": [0.5]}
 
     def predict(patches):  # a stand-in model: "MNA" when the green channel outweighs red 2x
         g, r = patches[:, 1].sum(axis=(1, 2)), patches[:, 0].sum(axis=(1, 2))

@@ -177,12 +177,14 @@ def probe_conditions(experiment: str, n_nmi: int, counts: tuple[int, int], count
 
     ``experiment="count"`` varies the MYCN count over ``counts`` (inclusive, step
     ``count_step``) at signal size ``fixed_size`` (px); ``"size"`` varies the size over
-    ``n_sizes`` evenly spaced values in ``sizes`` at ``fixed_count`` MYCN signals.
+    ``n_sizes`` evenly spaced values in ``sizes`` (px, rounded to 0.01) at ``fixed_count``
+    MYCN signals. Sizes that coincide (equal range ends, or steps finer than the rounding)
+    are one condition, so each condition gets its own N probes.
     """
     if experiment == "count":
         values = list(range(int(counts[0]), int(counts[1]) + 1, max(1, int(count_step))))
         return pd.DataFrame({"n_nmi": n_nmi, "n_mycn": values, "signal_size": float(fixed_size)})
-    values = np.round(np.linspace(float(sizes[0]), float(sizes[1]), max(2, int(n_sizes))), 2)
+    values = np.unique(np.round(np.linspace(float(sizes[0]), float(sizes[1]), max(2, int(n_sizes))), 2))
     return pd.DataFrame({"n_nmi": n_nmi, "n_mycn": int(fixed_count), "signal_size": values})
 
 
