@@ -49,6 +49,12 @@ class ProbeRule:
 MYCN_RULE = ProbeRule()
 
 
+def amplification_threshold(n_reference: int, rule: ProbeRule = MYCN_RULE) -> float:
+    """Target count at or above which :func:`is_amplified` calls a nucleus with ``n_reference``
+    reference signals amplified (no reference signal counts as one)."""
+    return rule.amplification_ratio * max(int(n_reference), 1)
+
+
 def is_amplified(n_reference, n_target, n_cluster=0, rule: ProbeRule = MYCN_RULE):
     """Cohn rule per nucleus: 1 when target >= ratio x reference, or any cluster.
 

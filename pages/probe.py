@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from genuine_core import plotting
-from genuine_core.rules import MYCN_RULE
+from genuine_core.rules import MYCN_RULE, amplification_threshold
 from genuine_core.errors import GenuineError, InputError
 from genuine_core.synth.probe import probe_conditions, run_probe
 from pages import common
@@ -101,8 +101,11 @@ def umap_backdrop(ref: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def rule_switch(x: str, n_nmi: int) -> float | None:
-    """MYCN count at which the Cohn rule calls MNA for ``n_nmi`` NMI signals (None off the count axis)."""
-    return MYCN_RULE.amplification_ratio * n_nmi if x == "n_mycn" and n_nmi > 0 else None
+    """MYCN count at which the Cohn rule calls MNA for ``n_nmi`` NMI signals (None off the count axis).
+
+    0 NMI signals count as 1, as in ``genuine_core.rules.is_amplified``.
+    """
+    return amplification_threshold(n_nmi) if x == "n_mycn" else None
 
 
 def show_result(res: dict, db: str) -> None:
@@ -126,7 +129,8 @@ def show_result(res: dict, db: str) -> None:
             st.warning(f"The curve crosses 0.5 {len(xcs)} times (at {', '.join(f'{v:.2f}' for v in xcs)}): "
                        "the model's response is not monotonic here.", icon=":material/ssid_chart:")
         if rule_x is not None:
-            st.caption(f"The Cohn rule switches at {rule_x:g} MYCN signals for {res['n_nmi']} NMI signals "
+            zero = " (0 NMI is counted as 1, as the rule does)" if res["n_nmi"] == 0 else ""
+            st.caption(f"The Cohn rule switches at {rule_x:g} MYCN signals for {res['n_nmi']} NMI signals{zero} "
                        f"(MNA when MYCN ≥ {MYCN_RULE.amplification_ratio:g} × NMI).")
         short = "MYCN" if x == "n_mycn" else "σ (px)"
         table = curve.rename(columns={x: short, "n": "probes", "mean_pred": "mean call", "sem": "SEM",

@@ -567,6 +567,18 @@ def test_probe_size_experiment_with_equal_ends_is_one_condition_of_n_probes(stub
     assert len(at.session_state["probe_result"]["results"]) == 5
 
 
+def test_probe_page_draws_the_cohn_rule_at_4_mycn_for_0_nmi(stub_probe_model):
+    from genuine_core.rules import is_amplified
+
+    _, model, _ = stub_probe_model
+    at = run_probe_page(model, counts=(0, 8), step=4, nmi=0)
+    assert (is_amplified(0, 3), is_amplified(0, 4)) == (0, 1)  # the rule switches at 4 for 0 NMI
+    assert ("The Cohn rule switches at 4 MYCN signals for 0 NMI signals (0 NMI is counted as 1, as the rule does)"
+            in texts(at))
+    spec = json.loads(next(c for c in at.get("plotly_chart") if "probe_curve" in c.proto.id).proto.spec)
+    assert [s["x0"] for s in spec["layout"]["shapes"] if s.get("line", {}).get("dash") == "dot"] == [4]
+
+
 # ----------------------------------------------------------------------------- ingest
 def _tiff_bytes(seed: int = 3, flat: bool = False) -> bytes:
     """A synthetic 256 x 256 scan with nuclei (``flat``: a blank one, whose header is fine but has no nuclei)."""

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from genuine_core.rules import ProbeRule, SampleCallRule, is_amplified, sample_call
+from genuine_core.rules import ProbeRule, SampleCallRule, amplification_threshold, is_amplified, sample_call
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,10 @@ def test_core_stays_free_of_ui_and_db_imports():
            "bad = [m for m in ('streamlit', 'duckdb', 'torch') if m in sys.modules]; print(bad); sys.exit(len(bad))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("nmi", [0, 1, 2, 5])
+def test_amplification_threshold_is_where_the_rule_switches(nmi):
+    t = int(amplification_threshold(nmi))
+    assert (is_amplified(nmi, t - 1), is_amplified(nmi, t)) == (0, 1)
+    assert amplification_threshold(0) == 4.0  # no reference signal counts as one
