@@ -29,6 +29,10 @@ common.require_entrypoint()
 EXPERIMENTS = {"count": "MYCN signal count", "size": "MYCN signal size"}
 RESULT_KEY = "probe_result"
 SHOW_RUN_KEY = "probe_show_run"
+#: what the generator does with touching signals (``genuine_core.synth.signals.place_signals``)
+TOUCH_HELP = ("On: independent positions, so signals may overlap (as in the paper). Touching signals of one colour "
+              "read as one larger signal: they count as one MYCN (or NMI) signal in the visible counts, never as a "
+              "cluster. Off: signals are kept apart.")
 #: how the page's defaults relate to the evaluation report's Figure 4 (``training.evaluate``)
 REPORT_SETTINGS = (
     f"The defaults are the evaluation report's Figure 4 settings: MYCN {PROBE_COUNTS[0]}-{PROBE_COUNTS[-1]} "
@@ -289,9 +293,7 @@ def main() -> None:
         elastic = c2.slider("Elastic deformation α", 0.0, 100.0, float(sig.SignalStyle().elastic_alpha), 5.0,
                             key="probe_elastic")
         blur = c3.slider("Blur σ", 0.0, 4.0, 1.5, 0.25, key="probe_blur")
-        clusters = c4.toggle("Signals may touch", value=True, key="probe_clusters",
-                             help="independent positions: nearby signals may merge into a cluster (as in the paper); "
-                                  "off keeps them apart")
+        clusters = c4.toggle("Signals may touch", value=True, key="probe_clusters", help=TOUCH_HELP)
         c1, c2, c3 = st.columns([2, 2, 1])
         bg_kind = c1.radio("Background nuclei", ["synthetic", "real nuclei from the store"], horizontal=True,
                            key="probe_bg")

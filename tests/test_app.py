@@ -579,6 +579,12 @@ def test_probe_page_draws_the_cohn_rule_at_4_mycn_for_0_nmi(stub_probe_model):
     assert [s["x0"] for s in spec["layout"]["shapes"] if s.get("line", {}).get("dash") == "dot"] == [4]
 
 
+def test_probe_touching_signals_help_says_merged_signals_stay_mycn(stub_probe_model):
+    help_text = open_page("probe").toggle(key="probe_clusters").help
+    assert "count as one MYCN (or NMI) signal in the visible counts, never as a cluster" in help_text
+    assert "merge into a cluster" not in help_text
+
+
 # ----------------------------------------------------------------------------- ingest
 def _tiff_bytes(seed: int = 3, flat: bool = False) -> bytes:
     """A synthetic 256 x 256 scan with nuclei (``flat``: a blank one, whose header is fine but has no nuclei)."""

@@ -246,3 +246,10 @@ def test_benchmark_and_field_never_replace_files_that_are_not_theirs(tmp_path, c
     assert main(["synth", "field", "--out", str(bench), "--overwrite"]) == 2
     assert "holds a benchmark; write the field to another folder" in capsys.readouterr().err
     assert sorted(p.name for p in bench.iterdir()) == ["config.json"]
+
+
+def test_touching_mycn_signals_merge_into_one_mycn_signal_not_a_cluster(backgrounds):
+    """What the Probe page's "Signals may touch" help says: merged spots stay class MYCN."""
+    pb = make_probe(backgrounds, 2, 40, 3.5, n=10, rng=np.random.default_rng(0))
+    assert (pb.table["n_cluster_visible"] == 0).all() and (pb.boxes["cls"] != 3).all()
+    assert (pb.table["n_mycn_visible"] < 40).all()  # merged: fewer visible MYCN signals than drawn
