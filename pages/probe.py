@@ -29,6 +29,7 @@ common.require_entrypoint()
 EXPERIMENTS = {"count": "MYCN signal count", "size": "MYCN signal size"}
 RESULT_KEY = "probe_result"
 SHOW_RUN_KEY = "probe_show_run"
+NO_REAL_NUCLEI = "No sample in the store holds scans, so there are no real nuclei to draw into (ingest a scan)."
 #: what the generator does with touching signals (``genuine_core.synth.signals.place_signals``)
 TOUCH_HELP = ("On: independent positions, so signals may overlap (as in the paper). Touching signals of one colour "
               "read as one larger signal: they count as one MYCN (or NMI) signal in the visible counts, never as a "
@@ -295,15 +296,19 @@ def main() -> None:
         blur = c3.slider("Blur σ", 0.0, 4.0, 1.5, 0.25, key="probe_blur")
         clusters = c4.toggle("Signals may touch", value=True, key="probe_clusters", help=TOUCH_HELP)
         c1, c2, c3 = st.columns([2, 2, 1])
-        bg_kind = c1.radio("Background nuclei", ["synthetic", "real nuclei from the store"], horizontal=True,
-                           key="probe_bg")
         smp = common.samples(db, common.rev("data"))
-        bg_sample = c2.selectbox("Real nuclei from sample", smp["name"].tolist(), key="probe_bg_sample")
+        bg_kind = c1.radio("Background nuclei", ["synthetic", "real nuclei from the store"], horizontal=True,
+                           key="probe_bg", disabled=smp.empty, help=NO_REAL_NUCLEI if smp.empty else None)
+        bg_sample = c2.selectbox("Real nuclei from sample", smp["name"].tolist(), key="probe_bg_sample",
+                                 disabled=smp.empty)
         seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="probe_seed")
         run = st.form_submit_button("Run probe", type="primary", icon=":material/play_arrow:")
         st.caption(REPORT_SETTINGS)
 
     if run:
+        if bg_kind != "synthetic" and bg_sample is None:  # chosen before the last scan was removed
+            st.info(NO_REAL_NUCLEI + " This run uses synthetic backgrounds.", icon=":material/info:")
+            bg_kind = "synthetic"
         row = usable[usable["name"] == name].iloc[0]
         conds = probe_conditions(exp or "count", int(n_nmi), counts, int(step), int(fixed_count), sizes, int(n_sizes),
                            float(fixed_size))

@@ -585,6 +585,27 @@ def test_probe_touching_signals_help_says_merged_signals_stay_mycn(stub_probe_mo
     assert "merge into a cluster" not in help_text
 
 
+def test_probe_page_without_scans_falls_back_to_synthetic_backgrounds(stub_probe_model):
+    from store.db import open_store
+    from store.scans import list_scans, remove_scan
+
+    path, model, _ = stub_probe_model
+    with open_store(path) as s:
+        for scan_id in list_scans(s)["id"]:
+            remove_scan(s, int(scan_id))
+    at = open_page("probe")
+    assert at.radio(key="probe_bg").disabled
+    at.session_state["probe_bg"] = "real nuclei from the store"  # chosen before the scans were removed
+    at.selectbox(key="probe_model").set_value(model)
+    at.number_input(key="probe_n").set_value(3)
+    at.slider(key="probe_counts").set_value((0, 4))
+    at.number_input(key="probe_step").set_value(4)
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "No sample in the store holds scans" in " ".join(i.value for i in at.info)
+    assert len(at.session_state["probe_result"]["results"]) == 6
+
+
 # ----------------------------------------------------------------------------- ingest
 def _tiff_bytes(seed: int = 3, flat: bool = False) -> bytes:
     """A synthetic 256 x 256 scan with nuclei (``flat``: a blank one, whose header is fine but has no nuclei)."""
