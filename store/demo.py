@@ -99,6 +99,15 @@ def make_demo_benchmark(out: Path, config: DemoConfig, progress: bool = True, fo
     return out
 
 
+def demo_benchmark_folder(store_path: Path) -> Path:
+    """Where the demo store ``<name>.duckdb`` keeps its generated benchmark: ``<name>_benchmark/`` beside it.
+
+    Named after the store, so that building another store in the same folder never regenerates a
+    benchmark an earlier store's scans (and the user's ``genuine evaluate --data``) still refer to.
+    """
+    return store_path.with_name(f"{store_path.stem}_benchmark")
+
+
 def untrained_models(folder: Path, kinds=MODEL_KINDS, seed: int = 0) -> list[Path]:
     """Freshly initialised cpu-preset model folders of the given kinds (for a repo without trained models)."""
     from genuine_core.models import build_model, preset_config, save_model
@@ -146,11 +155,11 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     """Build the demo store at ``out``.
 
     Args:
-        out: store file to create (its folder also receives ``demo_benchmark/``).
+        out: store file to create (its benchmark goes beside it: :func:`demo_benchmark_folder`).
         config: what to include.
         benchmark: an existing benchmark folder to ingest instead of generating one.
         model_dirs: model folders (default: shipped ``models/``; untrained ones when none exist).
-        force: replace an existing store (and a folder `demo_benchmark/` beside it that is no demo benchmark).
+        force: replace an existing store (and a folder of its benchmark's name that is no demo benchmark).
         progress: progress bars.
 
     Returns:
@@ -178,7 +187,7 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     seconds["load_models"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    bench = Path(benchmark) if benchmark else make_demo_benchmark(out.parent / "demo_benchmark", config, progress, force)
+    bench = Path(benchmark) if benchmark else make_demo_benchmark(demo_benchmark_folder(out), config, progress, force)
     seconds["benchmark"] = time.perf_counter() - t
 
     failed: list[str] = []

@@ -91,12 +91,25 @@ def test_demo_out_naming_a_folder_is_refused(tmp_path, capsys):
     assert "is a folder; give the store file" in capsys.readouterr().err
 
 
-def test_a_folder_named_demo_benchmark_that_is_no_demo_benchmark_is_left_alone(tmp_path, capsys):
+def test_a_folder_named_like_the_demo_benchmark_that_is_no_demo_benchmark_is_left_alone(tmp_path, capsys):
     from genuine_core.cli import main
 
-    theirs = tmp_path / "demo_benchmark"
+    theirs = tmp_path / "d_benchmark"
     theirs.mkdir()
     (theirs / "config.json").write_text('{"mine": true}')
     assert main(["demo", "--out", str(tmp_path / "d.duckdb"), "--quiet"]) == 2
     assert "holds files that are not a demo benchmark; pass --force" in capsys.readouterr().err
     assert (theirs / "config.json").read_text() == '{"mine": true}' and not (tmp_path / "d.duckdb").exists()
+
+
+def test_each_demo_store_has_its_own_benchmark(tmp_path, monkeypatch):
+    """A second demo store built in the same folder never regenerates the first one's benchmark."""
+    from store import demo
+
+    made = []
+    monkeypatch.setattr("genuine_core.synth.benchmark.make_benchmark", lambda out, **kw: made.append(out))
+    monkeypatch.setattr(demo, "_fill_demo_store", lambda *a: (_ for _ in ()).throw(RuntimeError("stop")))
+    for name in ("first.duckdb", "second.duckdb"):
+        with pytest.raises(RuntimeError, match="stop"):
+            demo.build_demo(tmp_path / name, demo.DemoConfig(), model_dirs=[], progress=False)
+    assert made == [tmp_path / "first_benchmark", tmp_path / "second_benchmark"]
