@@ -72,8 +72,14 @@ def store_or_stop():
     try:
         store = get_store()
     except GenuineError as exc:
+        from store.db import StoreBusy
+
         st.error(f"The store cannot be opened: {exc}", icon=":material/error:")
-        st.caption(f"Store file: `{db_path()}`. Close other programs that write to it and reload.")
+        advice = ("Close other programs that write to it and reload." if isinstance(exc, StoreBusy) else
+                  "The dashboard opens it for writing: check that it is a GENUINE store and that this server's "
+                  "user may write to it and to its folder (command-line readers such as `genuine store info` "
+                  "can still read a read-only copy), then reload.")
+        st.caption(f"Store file: `{db_path()}`. {advice}")
         st.stop()
     if store is None:
         empty_state()

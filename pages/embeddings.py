@@ -76,12 +76,12 @@ def map_figure(db: str, data_rev: int, labels_rev: int, model: str, kind: str, h
     df = points(db, data_rev, labels_rev, model)
     if only:
         df = df[df["sample"].isin(only)]
+    marks = df[df["nucleus_id"].isin(marked)]  # before the subset: a looked-up nucleus is always ringed
     if len(df) > max_points:
         df = df.sample(int(max_points), random_state=0)
     df, column, categorical = colour_column(df, how)
     fig = plotting.embedding_figure(df, column, title=f"{model} ({kind}) · {len(df):,} nuclei",
                                     categorical=categorical)
-    marks = df[df["nucleus_id"].isin(marked)]
     if len(marks):
         fig.add_scatter(x=marks["x"], y=marks["y"], mode="markers", name="selected / looked up",
                         marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
@@ -105,9 +105,22 @@ def selected_ids(event) -> list[int]:
     return list(dict.fromkeys(ids))
 
 
-def parse_ids(text: str) -> list[int]:
-    """'12, 15 99' -> [12, 15, 99]."""
-    return [int(t) for t in re.findall(r"\d+", text or "")]
+#: the largest nucleus id (ids are BIGINT)
+MAX_ID = 2**63 - 1
+
+
+def parse_ids(text: str) -> tuple[list[int], list[str]]:
+    """'12, 15 99' -> ([12, 15, 99], []); tokens that are no nucleus id come back as the second list
+    ('-5', '1.5', '12e3', a number beyond BIGINT) instead of being read as other ids."""
+    ids, bad = [], []
+    for token in re.split(r"[\s,;]+", (text or "").strip()):
+        if not token:
+            continue
+        if token.isascii() and token.isdigit() and len(token) <= 19 and int(token) <= MAX_ID:
+            ids.append(int(token))
+        else:
+            bad.append(token if len(token) <= 24 else token[:21] + "...")
+    return list(dict.fromkeys(ids)), bad
 
 
 def fit_section(store, models: pd.DataFrame, have: list[str]) -> None:
@@ -148,8 +161,11 @@ def main() -> None:
         if len(models) else []
     fit_section(store, models, have)
     if not have:
-        common.empty_state("UMAP coordinates")
-        st.caption("Fit one above, or with `genuine umap --model NAME` (the demo store has them).")
+        if len(models) and models["n_predictions"].sum():  # scored nuclei, only no map yet
+            st.info("No model has a UMAP map yet. Fit one above, or with `genuine umap --model NAME`.",
+                    icon=":material/scatter_plot:")
+        else:
+            common.empty_state("UMAP coordinates")
         return
     kinds = dict(zip(models["name"], models["kind"]))
     left_default = common.default_model(have, kinds)
@@ -165,7 +181,9 @@ def main() -> None:
     smp = common.samples(db, common.rev("data"))
     only = st.multiselect("Samples", smp["name"].tolist(), key="emb_samples", placeholder="all samples")
     find = st.text_input("Highlight nucleus ids", key="emb_find", placeholder="e.g. 1204, 1310")
-    typed = parse_ids(find)
+    typed, bad = parse_ids(find)
+    if bad:
+        st.warning(f"Not a nucleus id (whole numbers only): {', '.join(bad)}", icon=":material/search_off:")
     if typed:
         known = set(common.nucleus_info(db, common.rev("labels"), tuple(typed))["nucleus_id"].astype(int))
         missing = [i for i in typed if i not in known]
@@ -175,6 +193,14 @@ def main() -> None:
         typed = [i for i in typed if i in known]
 
     maps = list(dict.fromkeys([left, right]))
+    for model in maps:  # a looked-up nucleus must not vanish silently
+        shown = points(db, common.rev("data"), common.rev("labels"), model)
+        shown = shown[shown["sample"].isin(only)] if only else shown
+        off = [i for i in typed if i not in set(shown["nucleus_id"])]
+        if off:
+            st.caption(f":material/visibility_off: Not on {model}'s map: nucleus {', '.join(map(str, off))} "
+                       + ("(outside the chosen samples, or not placed on this map)" if only else
+                          "(not placed on this map: e.g. not scored by this model)"))
     # linked brushing: nuclei selected in one map (state of the previous run) are ringed in the other
     before = {m: selected_ids(st.session_state.get(f"emb_plot_{m}")) for m in maps}
     chosen: list[int] = []

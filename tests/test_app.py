@@ -109,6 +109,16 @@ def test_every_page_shows_the_empty_state_on_an_empty_store(page, tmp_path, monk
     assert "Nothing here yet" in texts(at)
 
 
+def test_a_file_that_is_no_store_is_named_without_blaming_other_programs(tmp_path, monkeypatch):
+    path = tmp_path / "notes.duckdb"
+    path.write_text("not a database")
+    monkeypatch.setenv("GENUINE_DB", str(path))
+    at = open_page("cases")
+    assert any("The store cannot be opened" in e.value for e in at.error)
+    assert "check that it is a GENUINE store" in texts(at) and "Close other programs" not in texts(at)
+    assert path.read_text() == "not a database"
+
+
 # ----------------------------------------------------------------------------- cases
 def test_cases_table_has_every_sample_with_its_nucleus_count(store_copy):
     _, counts = store_copy
@@ -1302,11 +1312,17 @@ def test_embeddings_page_shows_both_maps_and_looks_up_nuclei(umap_store_copy):
 
     names = {t["name"] for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert {"training", "mixture"} <= names
-    at.text_input(key="emb_find").input("1, 2, 99999").run()
+    at.text_input(key="emb_find").input("1, 2, 99999 -5 1.5 99999999999999999999999").run()
+    assert not at.exception, [e.value for e in at.exception]
     table = frame_with(at, "sample")
     assert table["nucleus_id"].tolist() == [1, 2]
     assert "Selected nuclei (2)" in [s.value for s in at.subheader]  # the unknown id is not counted
     assert any("No nucleus with id 99999" in w.value for w in at.warning)
+    assert any("Not a nucleus id (whole numbers only): -5, 1.5, 99999999999999999999999" in w.value
+               for w in at.warning)  # not read as ids 5, 1 and 5, or an overflow
+    other = next(s for s in at.multiselect(key="emb_samples").options if s != table["sample"].iloc[0])
+    at.multiselect(key="emb_samples").set_value([other]).run()
+    assert "Not on ratio-test's map: nucleus 1" in texts(at)  # filtered out, said so instead of vanishing
 
 
 @pytest.mark.slow
