@@ -207,6 +207,23 @@ def test_cli_probe_reports_the_file_it_wrote_and_checks_patch_size(tmp_path, cap
     assert "--n-backgrounds" in capsys.readouterr().err and not (tmp_path / "p.npz").exists()
 
 
+def test_cli_probe_checks_every_count_and_size_before_any_work(tmp_path, capsys, monkeypatch):
+    import genuine_core.synth.probe as probe
+
+    monkeypatch.setattr(probe, "make_probe", lambda *a, **k: pytest.fail("probes drawn before the options were checked"))
+    out = tmp_path / "p.npz"
+    for options, message in ((["--mycn", "0-300"], "--mycn must be in [0, 200], got 300"),
+                             (["--nmi", "1,250"], "--nmi must be in [0, 200], got 250"),
+                             (["--signal-size", "3.5,60"], "--signal-size must be in (0, 40] px, got 60"),
+                             (["--signal-size", "nan"], "--signal-size must be in (0, 40] px, got nan")):
+        assert main(["synth", "probe", "--out", str(out), "--n", "1", *options]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {message}"
+    with pytest.raises(SystemExit) as exc:  # a range that would fill memory before any check
+        main(["synth", "probe", "--out", str(out), "--mycn", "0-1000000000"])
+    assert exc.value.code == 2 and "at most 1000 values in a range" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_benchmark_progress_on_stderr_and_quiet(tmp_path, capsys):
     assert main(["synth", "benchmark", "--out", str(tmp_path / "b"), "--size", "tiny", "--workers", "1"]) == 0
     err = capsys.readouterr().err

@@ -21,12 +21,18 @@ from genuine_core.errors import InputError
 logger = logging.getLogger(__name__)
 
 
+#: most values one range of an integer list may span ("0-35")
+MAX_LIST = 1000
+
+
 def _int_list(text: str) -> list[int]:
     """Parse ``"0-35"``, ``"2,4,8"`` or ``"0-10,20"`` into a sorted list of ints."""
     out: set[int] = set()
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             lo, sep, hi = part.partition("-")
+            if sep and int(hi) - int(lo) > MAX_LIST:
+                raise argparse.ArgumentTypeError(f"at most {MAX_LIST} values in a range, got {part!r}")
             out.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers like '0-35' or '2,4,8', got {text!r}") from None
@@ -213,7 +219,7 @@ def _probe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from genuine_core.seeding import seed_everything
-    from genuine_core.synth.probe import make_probe, synthetic_backgrounds
+    from genuine_core.synth.probe import MAX_SIGNAL_SIZE, MAX_SIGNALS, make_probe, synthetic_backgrounds
 
     output_file(args.out)  # an existing folder is refused as given, before .npz is appended
     out = output_file(_npz_path(args.out))
@@ -221,6 +227,11 @@ def _probe(args: argparse.Namespace) -> int:
     in_range(args.patch_size, PATCH_SIZE_RANGE, "--patch-size")
     in_range(args.n, (1, MAX_PROBES), "--n")
     in_range(args.n_backgrounds, (1, MAX_PROBES), "--n-backgrounds")
+    for option, counts in (("--nmi", args.nmi), ("--mycn", args.mycn)):  # every value, before any work
+        in_range(max(counts), (0, MAX_SIGNALS), option)  # (the parser takes no negative counts)
+    for size in args.signal_size:
+        if not 0 < size <= MAX_SIGNAL_SIZE:
+            raise InputError(f"--signal-size must be in (0, {MAX_SIGNAL_SIZE:g}] px, got {size:g}")
     n_conditions = len(args.nmi) * len(args.mycn) * len(args.signal_size)
     if n_conditions * args.n > MAX_PROBE_PATCHES:
         raise InputError(f"{n_conditions} conditions x {args.n} probes is more than {MAX_PROBE_PATCHES:,} patches; "

@@ -24,6 +24,11 @@ from genuine_core.synth.signals import MYCN, NMI, SignalStyle, place_signals, re
 PROBE_TABLE_COLUMNS = ["patch_row", "background", "n_nmi", "n_mycn", "signal_size", "nmi_size",
                        "n_nmi_visible", "n_mycn_visible", "n_cluster_visible", "true_label"]
 
+#: most signals of one probe, per probe (NMI and MYCN each)
+MAX_SIGNALS = 200
+#: largest signal width (Gaussian sigma, patch px)
+MAX_SIGNAL_SIZE = 40.0
+
 #: signal style of probes: the field renderer's, with the acquisition's optical blur folded in
 PROBE_STYLE = SignalStyle(blur=1.5)
 
@@ -98,12 +103,12 @@ def make_probe(
     if rng is None:
         rng = np.random.default_rng(0)
     for name, v in (("n_nmi", n_nmi), ("n_mycn", n_mycn)):
-        if not isinstance(v, (int, np.integer)) or v < 0 or v > 200:
-            raise ValueError(f"{name} must be an integer in [0, 200], got {v!r}")
+        if not isinstance(v, (int, np.integer)) or v < 0 or v > MAX_SIGNALS:
+            raise ValueError(f"{name} must be an integer in [0, {MAX_SIGNALS}], got {v!r}")
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not 0 < signal_size <= 40 or not 0 < nmi_size <= 40:
-        raise ValueError(f"signal sizes must be in (0, 40] px, got {signal_size}, {nmi_size}")
+    if not 0 < signal_size <= MAX_SIGNAL_SIZE or not 0 < nmi_size <= MAX_SIGNAL_SIZE:
+        raise ValueError(f"signal sizes must be in (0, {MAX_SIGNAL_SIZE:g}] px, got {signal_size}, {nmi_size}")
     if not 0 < amplitude[0] <= amplitude[1]:
         raise ValueError(f"amplitude must be (low, high) with 0 < low <= high, got {amplitude}")
     dapi = _as_dapi(backgrounds)
