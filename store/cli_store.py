@@ -16,6 +16,7 @@ stdin is not a terminal, ``--yes`` is required.
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command
@@ -138,7 +139,6 @@ def _print_events(store, subject: str | None) -> int:
 
 
 def _remove_scan(db, scan_id: int, yes: bool, by: str | None) -> int:
-    import shlex
 
     from genuine_core.errors import StoreError
     from store.db import Store
@@ -214,7 +214,7 @@ def _remove_model(db, name: str, yes: bool, by: str | None) -> int:
         raise StoreError(f"{db}: no such store")
     with Store(db, read_only=True) as store:
         plan = plan_model_removal(store, name)
-    if not yes and not _confirmed(f"model {name!r}", genuine_command(f"store remove-model {name}", db),
+    if not yes and not _confirmed(f"model {name!r}", genuine_command(f"store remove-model {shlex.quote(name)}", db),
                                   [f"  {n} {t}" for t, n in plan.items() if n]):
         return 1
     with Store(db) as store:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from genuine_core.commands.checks import seed_option
-from store.location import add_db_argument, default_db_path
+from store.location import add_db_argument, default_db_path, genuine_command
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +49,10 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             t = time.perf_counter()
             if args.place_only:
+                if umap_store.latest_fit(store, name) is None:
+                    fit = genuine_command(f"umap --model {shlex.quote(name)}", path)
+                    print(f"{name}: no map fitted yet, nothing placed; fit one with `{fit}`")
+                    continue
                 n = umap_store.place_missing(store, name)
                 print(f"{name}: placed {n} nuclei on the saved map ({time.perf_counter() - t:.1f} s)")
                 continue

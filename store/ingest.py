@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import threading
 import time
@@ -153,7 +154,7 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
                     registry.verify_registered(store, models[-1], rec["name"])
                 except (ModelLoadError, StoreError) as exc:  # one line that says how to get on
                     kind = StoreError if isinstance(exc, StoreError) else ModelLoadError
-                    remove = genuine_command(f"store remove-model {rec['name']}", store.path)
+                    remove = genuine_command(f"store remove-model {shlex.quote(rec['name'])}", store.path)
                     raise kind(f"registered model {rec['name']!r}: {exc}. Restore its folder, or remove the "
                                f"model ({remove})") from None
             return _unique(models)

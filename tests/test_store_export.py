@@ -313,3 +313,21 @@ def test_an_export_over_a_private_file_stays_private(filled, tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "new.csv").stat().st_mode & 0o777 == 0o600
+
+
+def test_cli_umap_place_only_without_a_map_says_so_with_a_command_that_runs(tmp_path, capsys):
+    import shlex
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        m = fake_model("cur ü")  # model names come from folder names: spaces happen
+        sid = samples.ensure_sample(s, "case", "case")
+        write_scan_result(s, sid, synthetic_result("1" * 64, {m.name: [0.2, 0.7]}, emb_dim=6),
+                          {m.name: registry.register_model(s, m)})
+    assert main(["umap", "--place-only", "--db", str(db)]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith("cur ü: no map fitted yet, nothing placed; fit one with `genuine umap --model 'cur ü'")
+    command = out.split("`")[1]
+    assert shlex.split(command)[1:4] == ["umap", "--model", "cur ü"]  # pastes as one argument
+    assert main(["store", "remove-model", "cur ü", "--db", str(db)]) == 2  # stdin is no terminal: needs --yes
+    assert "genuine store remove-model 'cur ü' --db" in capsys.readouterr().err
