@@ -19,6 +19,7 @@ import streamlit as st
 
 from genuine_core import plotting
 from genuine_core.errors import GenuineError
+from genuine_core.validation import MIN_VALIDATION_PER_CLASS, weak_validation_reasons
 from pages import common, retrain
 
 common.require_entrypoint()
@@ -258,7 +259,7 @@ def show_validation(val: dict | None) -> None:
 def register_button(run_id: str, rec: dict, val: dict | None) -> None:
     """Warning for a degenerate model (its validation record ``val``), then the Register button; a
     registration reruns the whole app."""
-    reasons = retrain.degenerate_reasons(val)
+    reasons = weak_validation_reasons(val)
     if reasons:
         st.warning("**This model is probably useless:** " + "; ".join(reasons) + ". Curate more nuclei of both "
                    "classes and retrain, or register it only for testing: the Cases page and the sample reports "
@@ -378,7 +379,7 @@ def retrain_section(store, models: pd.DataFrame) -> None:
     counts = usable["label"].value_counts().to_dict() if len(usable) else {}
     st.caption(f"{len(usable)} curated nuclei ({counts.get(1, 0)} MNA, {counts.get(0, 0)} non-MNA), split 80 / 10 / "
                f"10 % into training, validation and test nuclei within each class; the validation figures need about "
-               f"{10 * retrain.MIN_VAL_PER_CLASS} curated nuclei of each class ({retrain.MIN_VAL_PER_CLASS} of them "
+               f"{10 * MIN_VALIDATION_PER_CLASS} curated nuclei of each class ({MIN_VALIDATION_PER_CLASS} of them "
                "then validate) to mean something. The run trains in a separate "
                "process; this page shows its progress.")
     c1, c2, c3, c4 = st.columns(4)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -28,7 +27,6 @@ import streamlit as st
 
 from genuine_core.errors import InputError
 from pages import common
-from store.summary import SUMMARY_CONFIG
 from training.cli_train import PRESET_DEFAULTS
 
 logger = logging.getLogger(__name__)
@@ -37,10 +35,6 @@ logger = logging.getLogger(__name__)
 MIN_CURATED = 10
 #: fewest of each class: the stratified 80/10/10 split then holds both classes in validation (calibration needs them)
 MIN_PER_CLASS = 5
-#: fewest validation nuclei of each class whose sensitivity / specificity are worth reading, and the
-#: rate below which a model misses most nuclei of a class (the Cases page flags such models' calls)
-MIN_VAL_PER_CLASS = SUMMARY_CONFIG.min_validation_per_class
-MIN_RATE = SUMMARY_CONFIG.min_validation_rate
 #: a new model's name: it becomes a folder name and the store's model name
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: the run record in a run's folder
@@ -304,38 +298,6 @@ def validation(out: str | Path) -> dict | None:
         return None
     val = metrics.get("validation", metrics) if isinstance(metrics, dict) else None
     return val if isinstance(val, dict) and "sensitivity" in val else None
-
-
-def _number(val: dict, key: str) -> float:
-    """``val[key]`` as a float (NaN when missing or not a number)."""
-    try:
-        return float(val.get(key))
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def degenerate_reasons(val: dict | None) -> list[str]:
-    """Why validation says a model should not be trusted (empty list: nothing found).
-
-    Flags missing figures, fewer than :data:`MIN_VAL_PER_CLASS` validation nuclei of either class,
-    and sensitivity or specificity below :data:`MIN_RATE` (e.g. a model that always answers MNA).
-    """
-    if not val:
-        return ["the run wrote no validation figures"]
-    reasons = []
-    for key, what in (("n_positive", "MNA"), ("n_negative", "non-MNA")):
-        n = _number(val, key)
-        if not n >= MIN_VAL_PER_CLASS:
-            n = 0 if math.isnan(n) else int(n)
-            reasons.append(f"only {n} {what} {'nucleus' if n == 1 else 'nuclei'} in the validation split "
-                           f"(want at least {MIN_VAL_PER_CLASS})")
-    for key, what, misses in (("sensitivity", "sensitivity", "MNA"), ("specificity", "specificity", "non-MNA")):
-        x = _number(val, key)
-        if math.isnan(x):
-            reasons.append(f"validation {what} is undefined")
-        elif x < MIN_RATE:
-            reasons.append(f"validation {what} {x:.3f}: it misses most {misses} nuclei")
-    return reasons
 
 
 def register(run_id: str) -> None:

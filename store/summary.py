@@ -30,6 +30,7 @@ import pandas as pd
 
 from genuine_core.rules import SAMPLE_CALL_RULE, SampleCallRule, sample_call
 from genuine_core.stats import rogan_gladen, wilson_interval
+from genuine_core.validation import MIN_VALIDATION_PER_CLASS, MIN_VALIDATION_RATE
 from store.db import Store
 from store.samples import genotype_label
 
@@ -56,8 +57,8 @@ class SummaryConfig:
     max_uncertain_share: float = 0.2
     max_disagreement_share: float = 0.2
     confidence: float = 0.95
-    min_validation_per_class: int = 10
-    min_validation_rate: float = 0.5
+    min_validation_per_class: int = MIN_VALIDATION_PER_CLASS
+    min_validation_rate: float = MIN_VALIDATION_RATE
 
     def __post_init__(self) -> None:
         if not 0 < self.mc_std_threshold <= 0.5 or not 0 < self.entropy_threshold <= 1:

@@ -540,6 +540,31 @@ def test_validation_falls_back_to_the_training_labels_when_the_truth_has_one_cla
     assert record["sensitivity"] == 1.0 and record["specificity"] == 0.5
     record, ref = validation_record(logits, val(np.array([0, 1, 1, 1], np.int8)), 0.0, "truth")
     assert record["labels"] == "truth" and ref.tolist() == [0, 1, 1, 1] and record["specificity"] == 1.0
+    curated = val(None)
+    curated.meta["label_kind"] = "curated"  # a training set exported from reviewers' decisions
+    assert validation_record(logits, curated, 0.0, "truth")[0]["labels"] == "curated"
+
+
+def test_train_warns_when_its_validation_says_the_model_should_not_be_trusted(tmp_path, capsys, monkeypatch):
+    """The rule that gates registration on the Models page, said at the end of a command-line run."""
+    from types import SimpleNamespace
+
+    import training.train
+    from genuine_core.cli import main
+
+    weak = {"n_positive": 3, "n_negative": 3, "sensitivity": 1.0, "specificity": 0.0}
+    good = {"n_positive": 40, "n_negative": 60, "sensitivity": 0.95, "specificity": 0.97}
+    for validation, warned in ((weak, True), (good, False)):
+        monkeypatch.setattr(training.train, "train_model", lambda spec, v=validation: {
+            "out": str(spec.out), "wall_seconds": 1.0, "epochs_run": 1,
+            "metrics": {"validation": v, "sensitivity": v["sensitivity"], "specificity": v["specificity"]}})
+        monkeypatch.setattr("training.cli_train._spec_from_args",  # the options are checked elsewhere
+                            lambda args: SimpleNamespace(out=tmp_path / "m", kind="resnet"))
+        assert main(["train", "--kind", "resnet", "--data", str(tmp_path / "data.npz"), "--out",
+                     str(tmp_path / "m")]) == 0
+        err = capsys.readouterr().err
+        assert ("validation says it should not be trusted: only 3 MNA nuclei" in err
+                and "validation specificity 0.000: it misses most non-MNA nuclei" in err) == warned
 
 
 @pytest.mark.parametrize("command", [["synth", "field", "--out", "o"], ["train-cellpose", "--out", "o"],

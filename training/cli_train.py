@@ -274,4 +274,12 @@ def run(args: argparse.Namespace) -> int:
         d = m["test_detection"]
         line += f"; test mAP50 {d['map50']:.3f}, exact counts {d['count_accuracy']['exact']:.3f}"
     print(line)
+    if "validation" in m:  # classifiers; the same rule gates registration on the Models page
+        from genuine_core.validation import weak_validation_reasons
+
+        reasons = weak_validation_reasons(m["validation"])
+        if reasons:
+            print(f"warning: this model's validation says it should not be trusted: {'; '.join(reasons)}. Train on "
+                  "more labelled nuclei of both classes; registered as it is, its calls are flagged "
+                  "'weak validation'", file=sys.stderr)
     return 0

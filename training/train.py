@@ -145,18 +145,20 @@ def validation_record(logits: np.ndarray, val: ClassificationData, threshold_log
                       calibrate_on: str) -> tuple[dict[str, Any], np.ndarray]:
     """Validation rates of the calls ``logit >= threshold_logit``.
 
-    Returns the record stored in ``metrics.json["validation"]`` and the labels used for
-    calibration (ground truth when available, of both classes, and asked for; else the
-    training labels: a few curated nuclei may hold one true class only).
+    Returns the record stored in ``metrics.json["validation"]`` (its ``labels`` says what the rates
+    are measured against: ``truth``, ``curated`` or ``auto``) and the labels used for calibration
+    (ground truth when available, of both classes, and asked for; else the training labels: a few
+    curated nuclei may hold one true class only).
     """
     calls = (logits >= threshold_logit).astype(np.int64)
     use_truth = (calibrate_on == "truth" and val.true_labels is not None
                  and len(np.unique(val.true_labels)) == 2)
+    kinds = set(val.meta["label_kind"]) if "label_kind" in val.meta else set()
     ref = val.true_labels if use_truth else val.labels
     m = binary_metrics(calls, ref)
     vs_train = binary_metrics(calls, val.labels)
     rec = {
-        "labels": "truth" if use_truth else "auto",
+        "labels": "truth" if use_truth else ("curated" if kinds == {"curated"} else "auto"),
         "n": m.n, "n_positive": m.tp + m.fn, "n_negative": m.tn + m.fp,
         "sensitivity": m.tpr, "specificity": m.tnr, "accuracy": m.accuracy, "f1": m.f1,
         "accuracy_vs_training_labels": vs_train.accuracy,
