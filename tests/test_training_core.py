@@ -589,6 +589,21 @@ def test_merge_refuses_a_json_that_is_no_evaluation(tmp_path, capsys):
     assert "is not an evaluation.json written by genuine evaluate" in capsys.readouterr().err
 
 
+def test_a_merge_keeps_the_reports_notes_unless_notes_are_given(tmp_path):
+    """Re-rendering the shipped report from its own JSON must not drop its Notes section."""
+    from genuine_core.cli import main
+
+    shipped = Path(__file__).resolve().parents[1] / "reports" / "evaluation.json"
+    notes = json.loads(shipped.read_text())["notes"]
+    assert len(notes) > 3
+    merge = ["evaluate", "--merge", str(shipped), "--shipped", "genuine_cpu"]
+    assert main([*merge, "--out", str(tmp_path / "same")]) == 0
+    assert json.loads((tmp_path / "same" / "evaluation.json").read_text())["notes"] == notes
+    assert "## Notes" in (tmp_path / "same" / "evaluation.md").read_text()
+    assert main([*merge, "--note", "only this", "--out", str(tmp_path / "new")]) == 0
+    assert json.loads((tmp_path / "new" / "evaluation.json").read_text())["notes"] == ["only this"]
+
+
 def test_init_from_another_architecture_says_so_in_one_line(tmp_path):
     from genuine_core.models import GenuineClassifier, preset_config
     from training.modelapi import load_weights

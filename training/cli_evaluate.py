@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="instead of evaluating, merge evaluation.json files of earlier runs "
                              "(e.g. one per model, run in parallel) into one report")
     parser.add_argument("--note", action="append", default=[],
-                        help="a sentence for the report's Notes section (repeatable)")
+                        help="a sentence for the report's Notes section (repeatable; with --merge the notes given "
+                             "replace the merged reports' own, which are kept when none is given)")
     parser.add_argument("--shipped", default=None,
                         help="folder name of the model the acceptance targets apply to "
                              "(default: the GENUINE model with the largest beta)")
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"{path} is not an evaluation.json written by genuine evaluate (no meta and models)")
             parts.append(part)
         _check_shipped(args.shipped, {m["name"]: m.get("kind") for part in parts for m in part["models"]})
-        results = merge_results(parts, args.shipped, notes=args.note,
+        kept = [n for part in parts for n in part.get("notes") or [] if isinstance(n, str)]
+        results = merge_results(parts, args.shipped, notes=args.note or list(dict.fromkeys(kept)),
                                 command=invoked_command(args))
         paths = write_report(results, args.out)
         print(f"wrote {', '.join(str(p) for p in paths)}")
