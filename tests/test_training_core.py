@@ -604,6 +604,21 @@ def test_a_merge_keeps_the_reports_notes_unless_notes_are_given(tmp_path):
     assert json.loads((tmp_path / "new" / "evaluation.json").read_text())["notes"] == ["only this"]
 
 
+def test_evaluate_refuses_to_replace_a_report_unless_told(tmp_path, capsys):
+    from genuine_core.cli import main
+
+    shipped = Path(__file__).resolve().parents[1] / "reports" / "evaluation.json"
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "evaluation.md").write_text("the shipped report")
+    merge = ["evaluate", "--merge", str(shipped), "--shipped", "genuine_cpu", "--out", str(out)]
+    assert main(merge) == 2
+    assert capsys.readouterr().err.strip() == (f"error: --out {out} already holds evaluation.md; pass --overwrite "
+                                               "to replace it")
+    assert [p.name for p in out.iterdir()] == ["evaluation.md"]
+    assert main([*merge, "--overwrite"]) == 0 and (out / "evaluation.md").read_text() != "the shipped report"
+
+
 def test_init_from_another_architecture_says_so_in_one_line(tmp_path):
     from genuine_core.models import GenuineClassifier, preset_config
     from training.modelapi import load_weights

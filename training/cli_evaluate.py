@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--note", action="append", default=[],
                         help="a sentence for the report's Notes section (repeatable; with --merge the notes given "
                              "replace the merged reports' own, which are kept when none is given)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the report (evaluation.json / evaluation.md) already in --out")
     parser.add_argument("--shipped", default=None,
                         help="folder name of the model the acceptance targets apply to "
                              "(default: the GENUINE model with the largest beta)")
@@ -43,12 +45,13 @@ def _default_models() -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report, print where it is and the ordering sentence."""
-    from genuine_core.commands.checks import output_folder
+    from genuine_core.commands.checks import output_folder, refuse_existing
     from genuine_core.errors import InputError
     from training.evaluate import evaluate
-    from training.report import write_report
+    from training.report import JSON_NAME, MD_NAME, write_report
 
-    output_folder(args.out)  # before any evaluation work
+    out = output_folder(args.out)  # before any evaluation work
+    refuse_existing([out / JSON_NAME, out / MD_NAME], args.overwrite, folder=out)
     if args.merge:
         import json
 
