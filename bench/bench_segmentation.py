@@ -108,6 +108,15 @@ def main(argv=None) -> int:
         tune_imgs, tune_masks = held_out_fields(max(args.fields // 2, 4), args.seed + 1)
         result["watershed_sweep"] = sweep_watershed(tune_imgs, tune_masks)[:10]
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        if backend == "cellpose":  # not shipped: the benchmark runs without it, and says how to add it
+            from genuine_core.errors import ModelLoadError
+            from genuine_core.segmentation.cellpose_backend import resolve_model_path
+
+            try:
+                resolve_model_path(args.model)
+            except ModelLoadError as exc:
+                print(f"cellpose: skipped ({exc})", flush=True)
+                continue
         print(f"{backend}: {args.fields} held-out fields ...", flush=True)
         r = score(lambda d: segment(d, backend=backend, model_path=args.model), images, masks)
         r["real_image"] = real_image(backend, args.model, Path(args.overlay_dir)) if REAL.is_file() else None
