@@ -224,6 +224,13 @@ def test_cli_probe_checks_every_count_and_size_before_any_work(tmp_path, capsys,
     assert not out.exists()
 
 
+def test_cli_benchmark_checks_the_jitter_before_announcing_its_work(tmp_path, capsys):
+    for jitter in ("5", "nan"):
+        assert main(["synth", "benchmark", "--out", str(tmp_path / "b"), "--acquisition-jitter", jitter]) == 2
+        assert capsys.readouterr().err.strip() == f"error: --acquisition-jitter must be in [0, 2], got {jitter}"
+    assert not (tmp_path / "b").exists()
+
+
 def test_cli_benchmark_progress_on_stderr_and_quiet(tmp_path, capsys):
     assert main(["synth", "benchmark", "--out", str(tmp_path / "b"), "--size", "tiny", "--workers", "1"]) == 0
     err = capsys.readouterr().err

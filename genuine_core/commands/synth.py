@@ -134,11 +134,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from genuine_core.synth.benchmark import SIZES, make_benchmark
+    from genuine_core.synth.benchmark import MAX_ACQUISITION_JITTER, SIZES, make_benchmark
 
     out = output_folder(args.out)
     _check_beta(args.beta)
     in_range(args.workers, (1, MAX_WORKERS), "--workers")
+    in_range(args.acquisition_jitter, (0, MAX_ACQUISITION_JITTER), "--acquisition-jitter")  # before the banner
     if out.is_dir() and any(out.iterdir()):
         if not _is_benchmark(out):  # --overwrite replaces a benchmark, never someone else's files
             refuse_foreign_folder(out, (), "benchmark")

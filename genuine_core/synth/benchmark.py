@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test", "mixture")
 MIXTURE_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1.0)
 GENERATOR_VERSION = 2  # 2: diploid nuclei may lose both MYCN signals
+#: strongest per-field imaging jitter of the training pool (1 = exposure x0.74-1.35, blur x0.67-1.49)
+MAX_ACQUISITION_JITTER = 2.0
 _STAGE_POOL, _STAGE_MIX, _STAGE_SPLIT, _STAGE_JITTER = 1, 2, 3, 4
 
 
@@ -281,8 +283,8 @@ def make_benchmark(
         raise ValueError(f"beta must be in [0, 1], got {beta}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if not 0.0 <= acquisition_jitter <= 2.0:
-        raise ValueError(f"acquisition_jitter must be in [0, 2], got {acquisition_jitter}")
+    if not 0.0 <= acquisition_jitter <= MAX_ACQUISITION_JITTER:
+        raise ValueError(f"acquisition_jitter must be in [0, {MAX_ACQUISITION_JITTER:g}], got {acquisition_jitter}")
     check_normalisation(normalisation)  # before anything is written
     by_name = lines_by_name(tuple(lines))
     mna_lines = [l.name for l in lines if l.mna]
