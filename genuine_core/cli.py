@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "umap": ("store.cli_umap", "fit UMAP on stored embeddings"),
     "demo": ("store.cli_demo", "build the demo store"),
     "export": ("store.cli_export", "export sample reports and curated labels"),
-    "store": ("store.cli_store", "store maintenance (check, info, scans, remove-scan, score, remove-model)"),
+    "store": ("store.cli_store", "store maintenance (check, info, scans, remove-scan, score, remove-model, events)"),
 }
 
 
@@ -49,14 +49,16 @@ def get_args_parser() -> argparse.ArgumentParser:
             raise
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the subcommand; return the process exit code."""
     parser = get_args_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # the subcommand's usage, not the top-level one, says what it takes
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     args._argv = list(sys.argv[1:] if argv is None else argv)  # the command line as given (runs record it)
     quiet = getattr(args, "quiet", False)  # a command's --quiet silences the INFO lines of libraries too
     logging.basicConfig(
