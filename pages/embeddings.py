@@ -26,7 +26,7 @@ COLOUR_BY = {
     "curated label": "reviewers' decision",
     "ground truth": "synthetic ground truth",
     "sample": "sample",
-    "source": "training vs mixture (paper Fig. 3)",
+    "source": "benchmark split (training, validation, test) or sample kind (mixture, case): paper Fig. 3",
 }
 MAX_GALLERY = 48
 
@@ -63,7 +63,7 @@ def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:
         out["colour"] = out["true_label"].map(names)
     elif how == "sample":
         out["colour"] = out["sample"]
-    else:  # source: training split vs mixture/case (store.umap.umap_points)
+    else:  # source: benchmark split, else the sample kind (store.umap.umap_points)
         out["colour"] = out["source"]
     out["colour"] = out["colour"].astype("string").fillna("unlabelled")
     return out, "colour", True

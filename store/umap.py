@@ -226,12 +226,13 @@ def umap_points(store: Store, model: str, sample: str | None = None) -> pd.DataF
 
     Returns:
         DataFrame ``nucleus_id, x, y, fitted_on, sample, sample_kind, split, source ('training' |
-        'mixture' | 'case' | ...), prob, call, auto_label, true_label, curated_label, excluded``.
+        'validation' | 'test' for benchmark splits, else the sample kind: 'mixture' | 'case' | ...), prob, call, auto_label, true_label, curated_label, excluded``.
     """
     return store.query(
         """
         SELECT u.nucleus_id, u.x, u.y, u.fitted_on, s.name AS sample, s.kind AS sample_kind, c.split,
-               CASE WHEN c.split IN ('train', 'val', 'test') THEN 'training' ELSE s.kind END AS source,
+               CASE c.split WHEN 'train' THEN 'training' WHEN 'val' THEN 'validation' WHEN 'test' THEN 'test'
+                            ELSE s.kind END AS source,
                p.prob_calibrated AS prob, p.call, n.auto_label, n.true_label,
                cl.label AS curated_label, coalesce(cl.excluded, false) AS excluded
         FROM umap_coords u

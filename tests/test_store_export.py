@@ -179,6 +179,8 @@ def test_umap_in_store_with_saved_map(filled, monkeypatch):
     assert xy.shape == (3, 2)
     assert umap_store.transform_embeddings(s, "m2", np.zeros((1, 6))) is None
     assert check.check_store(s) == []
+    s.execute("UPDATE scans SET split = 'val' WHERE sample_id = ?", [samples.sample_id(s, "lineA")])
+    assert set(umap_store.umap_points(s, "m1", "lineA")["source"]) == {"validation"}  # not 'training'
     # a tampered map file is refused
     fit = umap_store.latest_fit(s, "m1")
     path = s.folder / fit["reducer_path"]
