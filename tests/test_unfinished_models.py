@@ -286,3 +286,23 @@ def test_resume_refuses_training_data_that_changed_since_the_run_started(bench, 
     assert main([*argv, "--resume"]) == 2
     err = capsys.readouterr().err
     assert f"--resume: the training data in {data} changed since the run started" in err
+
+
+def test_resume_compares_a_left_out_detector_as_it_resolves(tmp_path, monkeypatch):
+    """--detector left out resolves to the preset's detector: the same run, not 'these differ: --detector None'."""
+    import argparse
+
+    from genuine_core.errors import InputError
+    from training import cli_train
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "detector_tiny").mkdir(parents=True)
+    monkeypatch.setattr(cli_train, "_check_same_data", lambda data, out: None)
+    monkeypatch.setattr(cli_train, "_recorded_argv", lambda out: [
+        "--kind", "genuine", "--preset", "tiny", "--data", "d", "--detector", "models/detector_tiny", "--out", "run"])
+    parser = argparse.ArgumentParser()
+    cli_train.add_arguments(parser)
+    now = ["--kind", "genuine", "--preset", "tiny", "--data", "d", "--out", "run", "--resume"]
+    cli_train._check_resume(parser.parse_args(now), tmp_path / "run")  # nothing differs
+    with pytest.raises(InputError, match=r"these differ: --detector elsewhere \(the run: models/detector_tiny\)"):
+        cli_train._check_resume(parser.parse_args([*now, "--detector", "elsewhere"]), tmp_path / "run")

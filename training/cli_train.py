@@ -94,12 +94,7 @@ def _spec_from_args(args: argparse.Namespace):
         per_epoch = args.train_per_epoch or None
     out = args.out or f"runs/train/{args.kind}_{args.preset}"
     output_folder(out)
-    detector = args.detector
-    if args.kind == "genuine" and detector is None:  # the preset's detector here, else the shipped one
-        from genuine_core.pipeline import SHIPPED_MODELS
-
-        local = Path("models") / f"detector_{args.preset}"
-        detector = str(local if local.exists() else SHIPPED_MODELS / local.name)
+    detector = _detector(args.kind, args.preset, args.detector)
     if args.kind == "genuine" and not (Path(detector) / "config.json").is_file():
         raise InputError(f"no trained detector at {detector}; pass --detector FOLDER (models/ ships "
                          f"detector_cpu, for --preset cpu) or train one first: "
@@ -205,6 +200,17 @@ def _check_same_data(data: Path, out: Path) -> None:
                          f"start a new run with --overwrite")
 
 
+def _detector(kind: str, preset: str, given: str | None) -> str | None:
+    """The detector folder a run uses: ``given``; for a GENUINE run without one, the preset's detector in
+    ``models/`` here, else the shipped one."""
+    if kind != "genuine" or given is not None:
+        return given
+    from genuine_core.pipeline import SHIPPED_MODELS
+
+    local = Path("models") / f"detector_{preset}"
+    return str(local if local.exists() else SHIPPED_MODELS / local.name)
+
+
 def _check_resume(args: argparse.Namespace, out: Path) -> None:
     """``--resume`` continues a run as it was started: refuse options that differ from the recorded ones.
 
@@ -230,8 +236,10 @@ def _check_resume(args: argparse.Namespace, out: Path) -> None:
         return a == b or (isinstance(a, (str, Path)) and isinstance(b, (str, Path))
                           and Path(a).resolve() == Path(b).resolve())
 
-    differ = [f"--{k.replace('_', '-')} {getattr(args, k)} (the run: {v})" for k, v in vars(old).items()
-              if k not in RESUME_FREE and not same(getattr(args, k, None), v)]
+    now = vars(args) | {"detector": _detector(args.kind, args.preset, args.detector)}  # a default as resolved
+    then = vars(old) | {"detector": _detector(old.kind, old.preset, old.detector)}
+    differ = [f"--{k.replace('_', '-')} {now.get(k)} (the run: {v})" for k, v in then.items()
+              if k not in RESUME_FREE and not same(now.get(k), v)]
     if differ:
         kept = [w for w, prev in zip(recorded, [None] + recorded)
                 if w not in ("--resume", "--overwrite", "--out") and prev != "--out"]
