@@ -36,6 +36,7 @@ from genuine_core.errors import GenuineError, InputError, ModelLoadError, StoreE
 from genuine_core.io import max_pixels_limit
 from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel, load_model, match_truth,
                                    model_folders, models_normalisation, prepare_scan, score_scans, sha256_file)
+from genuine_core.segmentation import DEFAULT_BACKEND
 from store import registry, samples
 from store.db import Store, files_folder, is_interrupt
 from store.location import genuine_command
@@ -346,7 +347,8 @@ class _Batcher:
         known = scan_by_sha(self.store, prep.sha)
         if known or prep.sha in self.pending_sha:
             # names the stored scan's channel map, and remove-scan when this ingest asked for another one
-            msg = (duplicate_note(known, self.kwargs.get("channel_map"), self.store.path) if known
+            backend = None if self.kwargs.get("segmenter") else self.kwargs.get("backend") or DEFAULT_BACKEND
+            msg = (duplicate_note(known, self.kwargs.get("channel_map"), self.store.path, backend) if known
                    else "already stored as an earlier file of this batch (same sha256); nothing written")
             self._done(item, FileOutcome(str(item.path), "duplicate", msg, known["id"] if known else None,
                                          holder=known["sample"] if known else None))

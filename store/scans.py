@@ -31,14 +31,14 @@ def _now() -> datetime:
 
 
 def scan_by_sha(store: Store, sha256: str) -> dict | None:
-    """``{"id", "file_name", "sample", "channel_map"}`` of the scan with these file bytes, or None.
+    """``{"id", "file_name", "sample", "channel_map", "backend"}`` of the scan with these file bytes, or None.
 
     ``channel_map`` is the :class:`~genuine_core.io.ChannelMap` the scan was read with (None
-    when the stored value cannot be read).
+    when the stored value cannot be read); ``backend`` the segmentation backend (None: not recorded).
     """
     df = store.query(
-        "SELECT c.id, c.file_name, s.name AS sample, c.channel_map FROM scans c JOIN samples s ON s.id = c.sample_id "
-        "WHERE c.sha256 = ?",
+        "SELECT c.id, c.file_name, s.name AS sample, c.channel_map, c.segmentation FROM scans c "
+        "JOIN samples s ON s.id = c.sample_id WHERE c.sha256 = ?",
         [sha256],
     )
     if df.empty:
@@ -46,6 +46,10 @@ def scan_by_sha(store: Store, sha256: str) -> dict | None:
     rec = df.iloc[0].to_dict()
     rec["id"] = int(rec["id"])
     rec["channel_map"] = stored_channel_map(rec["channel_map"])
+    try:
+        rec["backend"] = json.loads(rec.pop("segmentation") or "{}").get("backend")
+    except (ValueError, AttributeError):
+        rec["backend"] = None
     return rec
 
 
@@ -62,13 +66,15 @@ def _describe(channel_map: ChannelMap | None) -> str:
     return channel_map.describe() if channel_map is not None else "?"
 
 
-def duplicate_note(known: dict, channel_map: ChannelMap | None = None, db: str | Path | None = None) -> str:
+def duplicate_note(known: dict, channel_map: ChannelMap | None = None, db: str | Path | None = None,
+                   backend: str | None = None) -> str:
     """Why a file is not ingested again: which scan holds it, read with which channel map.
 
     Args:
         known: :func:`scan_by_sha` of the file.
         channel_map: the map this ingest asked for (None = RGB).
         db: the store file, named in the suggested command unless it is the default one.
+        backend: the segmentation backend this ingest asked for (None: not compared).
 
     Returns:
         e.g. ``already stored as scan 3 in sample 'X' with channel map nmi=2,mycn=1,dapi=0 (BGR)
@@ -81,9 +87,12 @@ def duplicate_note(known: dict, channel_map: ChannelMap | None = None, db: str |
         return f"{where} (same sha256); nothing written"
     note = f"{where} with channel map {stored.describe()} (same sha256); nothing written"
     asked = channel_map or RGB
-    if asked != stored:
+    other = [asked.describe()] if asked != stored else []
+    if backend and known.get("backend") and backend != known["backend"]:
+        other.append(f"the {backend} segmentation (the scan was segmented with {known['backend']})")
+    if other:
         remove = genuine_command(f"store remove-scan {known['id']}", db)
-        note += (f"; this ingest asked for {asked.describe()}: to re-ingest the file with it, remove the "
+        note += (f"; this ingest asked for {' and '.join(other)}: to re-ingest the file so, remove the "
                  f"stored scan first with: {remove}")
     return note
 

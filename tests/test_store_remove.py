@@ -309,3 +309,17 @@ def test_cli_remove_scan_asks_on_a_terminal(db, capsys, monkeypatch):
     assert "removed scan 2" in capsys.readouterr().out
     assert _count(db) == 2
     assert main(["store", "check", "--db", str(db)]) == 0
+
+
+def test_a_duplicate_asked_for_another_segmentation_names_it_and_the_way_to_re_ingest(store):
+    from genuine_core.io import RGB
+
+    scan_id, _ = _add(store, "caseA", "a" * 64, 3)
+    known = scans.scan_by_sha(store, "a" * 64)
+    assert known["id"] == scan_id and known["channel_map"] == RGB
+    known["backend"] = "watershed"
+    note = scans.duplicate_note(known, RGB, store.path, backend="cellpose")
+    assert "this ingest asked for the cellpose segmentation (the scan was segmented with watershed)" in note
+    assert f"genuine store remove-scan {scan_id}" in note
+    assert "asked for" not in scans.duplicate_note(known, RGB, store.path, backend="watershed")
+    assert "asked for" not in scans.duplicate_note(known, RGB, store.path)  # a custom segmenter: not compared
