@@ -106,7 +106,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     (tmp_path / "busy" / "config.json").write_text('{"seed": 0, "size": {"name": "tiny"}}')  # an earlier benchmark
     assert main(["synth", "benchmark", "--out", str(tmp_path / "busy"), "--size", "tiny"]) == 2
     assert main(["synth", "benchmark", "--out", str(tmp_path / "j"), "--size", "tiny", "--acquisition-jitter", "3"]) == 2
-    assert "acquisition_jitter must be in [0, 2]" in capsys.readouterr().err and not (tmp_path / "j").exists()
+    assert "--acquisition-jitter must be in [0, 2]" in capsys.readouterr().err and not (tmp_path / "j").exists()
     with pytest.raises(SystemExit) as bad:  # argparse refuses a normalisation it does not know
         main(["synth", "benchmark", "--out", str(tmp_path / "n"), "--normalisation", "flux"])
     assert bad.value.code == 2 and "invalid choice" in capsys.readouterr().err and not (tmp_path / "n").exists()
