@@ -243,6 +243,8 @@ def test_overwrite_starts_from_an_empty_folder_so_a_failed_run_leaves_no_old_mod
     assert main(base + ["--kind", "resnet"]) == 0
     assert main(base + ["--kind", "ratio", "--overwrite"]) == 0
     assert not (tmp_path / "run" / "history.json").exists()
+    tc = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert tc["train"] == {"seed": 0, "threads": 1, "max_val": None}  # no epochs or augmentation it never used
 
 
 def test_a_split_with_one_class_is_refused_before_training(bench, tmp_path, capsys):

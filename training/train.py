@@ -109,8 +109,14 @@ class RunSpec:
         return d
 
 
+#: what a ratio fit uses of the training settings (no epochs, optimiser or augmentation: a threshold fit)
+_RATIO_TRAIN_KEYS = ("seed", "threads", "max_val")
+
+
 def _write_train_config(out: Path, spec: RunSpec, extra: dict[str, Any]) -> None:
     rec = {**spec.to_dict(), **extra, "torch": torch.__version__, "python": sys.version.split()[0]}
+    if spec.kind == "ratio":  # record what the fit used, not settings it never read
+        rec["train"] = {k: rec["train"][k] for k in _RATIO_TRAIN_KEYS}
     (out / TRAIN_CONFIG_FILE).write_text(json.dumps(rec, indent=1) + "\n")
 
 
