@@ -48,7 +48,9 @@ from served_app import CHROMIUM, LAUNCH_ARGS, serve_app
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_FAILURES = 5  # a session stops after this many failed actions in a row
-DECISION_BUTTONS = {"MNA": "decide_mna", "non-MNA": "decide_non", "Exclude": "decide_exclude"}
+#: the decision buttons' CSS selectors (their keys name the card: decide_<which>_<nucleus>_<shown decision>)
+DECISION_BUTTONS = {label: f'[class*="st-key-decide_{which}_"]'
+                    for label, which in (("MNA", "mna"), ("non-MNA", "non"), ("Exclude", "exclude"))}
 #: the state each button's acknowledgement names ("Nucleus 4: excluded recorded ...")
 RECORDED_AS = {"MNA": "MNA", "non-MNA": "non-MNA", "Exclude": "excluded"}
 #: the visible button itself (Streamlit also renders a hidden copy, and the tooltip wraps it)
@@ -238,7 +240,7 @@ async def _open_review(page, wire: Wire, base: str, reviewer: str, log: SessionL
         box = page.get_by_role("textbox", name="Reviewer")
 
         async def name_entered() -> bool:
-            return await page.locator(f".st-key-decide_mna {_BUTTON}").first.is_enabled()
+            return await page.locator(f"{DECISION_BUTTONS['MNA']} {_BUTTON}").first.is_enabled()
 
         async def enter_name() -> None:
             await box.fill(reviewer)
@@ -292,7 +294,7 @@ async def review_session(browser, base: str, reviewer: str, *, seconds: float | 
                     failures = 0
                     continue
                 label = rng.choice(list(DECISION_BUTTONS))
-                button = page.locator(f".st-key-{DECISION_BUTTONS[label]} {_BUTTON}").first
+                button = page.locator(f"{DECISION_BUTTONS[label]} {_BUTTON}").first
                 log.attempts += 1
                 try:
                     log.times["decide"].append(await _act(page, wire, button.click, timeout_ms,

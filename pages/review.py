@@ -34,9 +34,10 @@ ALL = "All"
 #: decision buttons in the label colours used everywhere (MNA red, non-MNA blue); Streamlit tags keyed
 #: elements with a ``st-key-<key>`` class
 DECISION_CSS = """<style>
-.st-key-decide_mna button {background-color: #d62728; border-color: #d62728; color: white;}
-.st-key-decide_non button {background-color: #1f77b4; border-color: #1f77b4; color: white;}
-.st-key-decide_mna button:hover, .st-key-decide_non button:hover {filter: brightness(1.1); color: white;}
+[class*="st-key-decide_mna_"] button {background-color: #d62728; border-color: #d62728; color: white;}
+[class*="st-key-decide_non_"] button {background-color: #1f77b4; border-color: #1f77b4; color: white;}
+[class*="st-key-decide_mna_"] button:hover, [class*="st-key-decide_non_"] button:hover {filter: brightness(1.1);
+  color: white;}
 .st-key-review_card [data-testid="stMetricValue"] {font-size: 1.6rem;}
 </style>"""
 QUEUE_PAGE = 50
@@ -275,6 +276,14 @@ def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: di
             decision_bar(nid, seen)
 
 
+def decision_key(which: str, nid: int, seen: str) -> str:
+    """The key of a decision button: it names the card (nucleus and the decision it shows), so a press made
+    on a card the browser still showed reaches the server as that card's button. Once the next card is
+    drawn, Streamlit drops a press on a button that is no longer on the page: a fast double press can
+    never decide a card the curator has not seen."""
+    return f"decide_{which}_{nid}_{seen}"
+
+
 def decision_bar(nid: int, seen: str) -> None:
     """MNA / non-MNA / exclude / skip / undo with keyboard shortcuts, and the note; ``seen``: the
     nucleus' stored decision the card shows ('0', '1', 'exclude', 'unset')."""
@@ -282,8 +291,8 @@ def decision_bar(nid: int, seen: str) -> None:
     st.session_state[SHOWN_KEY] = nid  # the nucleus a decision button press may decide
     st.text_input("Note (optional)", key="review_note", placeholder="e.g. two overlapping nuclei")
     for col, (key, (label, value, shortcut, kind)) in zip(st.columns(3), DECISIONS.items()):
-        col.button(label, key=f"decide_{key}", type=kind, shortcut=shortcut, disabled=not who, width="stretch",
-                   on_click=decide, args=(nid, value, seen), help=f"record '{label}' ({shortcut})")
+        col.button(label, key=decision_key(key, nid, seen), type=kind, shortcut=shortcut, disabled=not who,
+                   width="stretch", on_click=decide, args=(nid, value, seen), help=f"record '{label}' ({shortcut})")
     skip_col, undo_col, _ = st.columns(3)
     skip_col.button("Skip", key="review_skip", shortcut="S", on_click=skip, args=(nid,), width="stretch",
                     help="later (S)")

@@ -243,6 +243,11 @@ def test_cases_address_follows_the_open_case_and_outlines_follow_the_model_for_c
 
 
 # ----------------------------------------------------------------------------- review
+def decision(at: AppTest, which: str):
+    """The ``which`` (mna, non, exclude) decision button of the card on screen (its key names the card)."""
+    return next(b for b in at.button if str(b.key).startswith(f"decide_{which}_"))
+
+
 def test_review_a_second_curator_on_a_stale_card_does_not_overwrite_the_first(store_copy):
     path, _ = store_copy
     ann = open_page("review", reviewer="Ann")
@@ -250,8 +255,8 @@ def test_review_a_second_curator_on_a_stale_card_does_not_overwrite_the_first(st
     card = lambda at: int([m.value for m in at.markdown if m.value.startswith("#### Nucleus")][0].split()[-1])  # noqa: E731
     nid = card(ann)
     assert card(bob) == nid  # both look at the same nucleus
-    ann.button(key="decide_mna").click().run()
-    bob.button(key="decide_non").click().run()  # his card still says 'no decision'
+    decision(ann, "mna").click().run()
+    decision(bob, "non").click().run()  # his card still says 'no decision'
     assert not bob.exception
     assert any(f"nucleus {nid} was decided meanwhile: MNA by Ann" in e.value for e in bob.error)
     ev = events(path)
@@ -265,7 +270,7 @@ def test_review_decision_writes_exactly_one_event_with_the_reviewer(store_copy):
     nid = int(first.split()[-1])
     progress_before = at.get("progress")[0].proto.text
     at.text_input(key="review_note").input("clear amplification").run()
-    at.button(key="decide_mna").click().run()
+    decision(at, "mna").click().run()
     assert not at.exception
     ev = events(path)
     assert len(ev) == 1
@@ -282,27 +287,46 @@ def test_review_decision_writes_exactly_one_event_with_the_reviewer(store_copy):
     assert at.text_input(key="review_note").value == ""
 
 
-def test_review_a_press_for_a_card_already_decided_is_ignored(store_copy):
+def test_review_a_press_for_a_card_already_decided_is_ignored(store_copy, monkeypatch):
     """A key pressed twice before the page caught up reaches the server bound to the decided nucleus."""
+    monkeypatch.setenv("GENUINE_DECISION_GAP_S", "60")  # 'too soon' however slow this machine runs the page
     path, _ = store_copy
     at = open_page("review", reviewer="Dr. Test")
-    at.button(key="decide_non").click().run()
+    decision(at, "non").click().run()
     (decided,) = events(path)["nucleus_id"].tolist()
     at.session_state["review_shown"] = None  # what the first press left: no card drawn since
-    at.button(key="decide_non").click().run()
+    decision(at, "non").click().run()
     assert not at.exception and len(events(path)) == 1
-    at.button(key="decide_non").click().run()  # the next card is drawn, but the press came too soon after
+    decision(at, "non").click().run()  # the next card is drawn, but the press came too soon after
     assert len(events(path)) == 1
     assert any("after a decision was ignored" in m.value for m in at.info)
     at.session_state["review_last_decision"] = -1e9  # a moment later: the curator has seen the next card
-    at.button(key="decide_non").click().run()  # the page has drawn the next card: that one is decided
+    decision(at, "non").click().run()  # the page has drawn the next card: that one is decided
     assert len(events(path)) == 2 and events(path)["nucleus_id"].tolist()[1] != decided
+
+
+def test_review_a_double_press_never_decides_the_next_card_unseen(store_copy, monkeypatch):
+    """The second press of a double press reaches the server after the next card was drawn, but it was made
+    on the card the browser still showed: that button is gone, so nothing more is decided."""
+    monkeypatch.setenv("GENUINE_DECISION_GAP_S", "0")  # however late the second press arrives
+    path, _ = store_copy
+    at = open_page("review", reviewer="Dr. Test")
+    pressed = decision(at, "mna")  # the button the browser shows for the first card
+    pressed.click().run()
+    (first,) = events(path)["nucleus_id"].tolist()
+    shown = int([m.value for m in at.markdown if m.value.startswith("#### Nucleus")][0].split()[-1])
+    assert shown != first
+    pressed.click().run()  # the same key pressed again before the browser drew the next card
+    assert not at.exception and events(path)["nucleus_id"].tolist() == [first]
+    assert not at.error  # one's own double press is no conflict with another curator
+    decision(at, "mna").click().run()  # a press on the card now on screen decides it
+    assert events(path)["nucleus_id"].tolist() == [first, shown]
 
 
 def test_review_undo_appends_a_reverting_event(store_copy):
     path, _ = store_copy
     at = open_page("review", reviewer="Dr. Test")
-    at.button(key="decide_exclude").click().run()
+    decision(at, "exclude").click().run()
     at.button(key="review_undo").click().run()
     assert not at.exception
     ev = events(path)
@@ -327,14 +351,14 @@ def test_review_skip_says_where_the_nucleus_went(store_copy):
 def test_review_needs_a_reviewer_name(store_copy):
     path, _ = store_copy
     at = open_page("review")
-    assert at.button(key="decide_mna").disabled
+    assert decision(at, "mna").disabled
     assert "Reviewer" in texts(at)
     assert len(events(path)) == 0
 
 
 def test_review_exports_curated_labels(store_copy):
     at = open_page("review", reviewer="Dr. Test")
-    at.button(key="decide_non").click().run()
+    decision(at, "non").click().run()
     labels = [b for b in at.get("download_button") if "Curated labels" in b.proto.label]
     assert labels and labels[0].proto.label == "Curated labels (1)"
 

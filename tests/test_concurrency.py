@@ -293,7 +293,8 @@ def test_two_app_sessions_relabelling_the_same_nucleus_lose_no_event(tmp_path, m
                 at.toggle(key="review_include").set_value(True).run()  # keep the same top nucleus in the queue
             both_open.wait(60)
             for i in range(clicks):
-                at.button(key="decide_mna" if i % 2 else "decide_non").click().run()
+                which = "mna" if i % 2 else "non"
+                next(b for b in at.button if str(b.key).startswith(f"decide_{which}_")).click().run()
                 failures.extend(str(e.value) for e in at.exception)
                 stale = [e.value for e in at.error if "was decided meanwhile" in e.value]  # refused, nothing saved
                 conflicts[name] = conflicts.get(name, 0) + len(stale)
@@ -453,7 +454,8 @@ def test_two_browser_sessions_relabelling_the_same_nuclei_lose_no_event(served_s
     assert [e for log in logs for e in log.errors] == []
     assert all(log.not_saved == [] for log in logs)  # a refusal of a stale card is the only "not saved"
     assert all(len(log.events) + len(log.stale) == log.attempts >= 5 for log in logs)
-    assert set(logs[0].nuclei) & set(logs[1].nuclei)  # both sessions relabelled the same nucleus
+    # the sessions met on a nucleus: both relabelled it, or one was refused a card the other had just decided
+    assert set(logs[0].nuclei) & set(logs[1].nuclei) or any(log.stale for log in logs)
     audit = bench_load.audit_store(db, logs)
     assert audit["events_lost"] == 0 and audit["events_extra"] == 0 and audit["duplicate_acks"] == 0
     assert audit["reviewer_mismatch"] == 0 and audit["store_problems"] == []
