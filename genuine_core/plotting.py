@@ -50,6 +50,8 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=45, b=85),
                title_font=dict(size=15), title_x=0.0, title_xanchor="left")
 #: width (px) scan figures are laid out for: the half-page column of a 1280 px screen (less the colour bar)
 SCAN_FIGURE_WIDTH = 430
+#: where the crossing label of the i-th probe curve sits (cycled): below the level line, then above it, ...
+CROSSING_LABEL_POSITIONS = ("bottom right", "top right", "bottom left", "top left")
 #: legend under the plot area, so it never collides with the title
 _LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0)
 
@@ -564,7 +566,9 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
             ``sem`` (standard error, drawn as error bars) and optional ``model`` (one line each).
         x: the probe variable column (e.g. ``"n_mycn"`` or ``"signal_size"``).
         xlabel: axis title.
-        level: horizontal reference drawn dashed; each curve's crossing gets a marker.
+        level: horizontal reference drawn dashed; each crossing gets a marker, and each curve one label
+            at its first crossing listing all of them ("2.00, 6.00"), placed by
+            :data:`CROSSING_LABEL_POSITIONS` (the first curve's below the line, the second's above).
         rule_x: optional x where a rule expects the switch (e.g. Cohn rule at 4 x NMI), dotted.
     """
     fig = go.Figure()
@@ -579,12 +583,15 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
                                              colorscale=PROB_COLORSCALE, line=dict(width=1, color=col))))
         xcs = crossings(g[x], g["mean_pred"], level)
         if xcs:
+            # one label per curve, at its first crossing, listing every crossing (labels at each of several
+            # close crossings printed over each other); curves alternate below / above the level line, so two
+            # curves crossing near the same x ("9.67" and "10.03") never share a line of text
             fig.add_trace(go.Scatter(x=xcs, y=[level] * len(xcs), mode="markers+text",
                                      name=f"{model}: crosses {level:g}",
                                      marker=dict(symbol="x", size=13, color=col, line=dict(width=2)),
-                                     # labelled when alone; several crossings would print over each other
-                                     text=[f"{xcs[0]:.2f}"] if len(xcs) == 1 else None,
-                                     textposition="bottom right", showlegend=False,
+                                     text=[", ".join(f"{v:.2f}" for v in xcs)] + [""] * (len(xcs) - 1),
+                                     textposition=CROSSING_LABEL_POSITIONS[i % len(CROSSING_LABEL_POSITIONS)],
+                                     textfont=dict(color=col), showlegend=False,
                                      hovertemplate=f"{model} crosses {level:g} at {xlabel} %{{x:.2f}}<extra></extra>"))
     fig.add_hline(y=level, line_dash="dash", line_color="#666")
     if rule_x is not None:

@@ -123,7 +123,19 @@ def test_crossing_text_explains_a_curve_without_crossing():
 def test_probe_curve_marks_every_crossing():
     curve = pd.DataFrame({"n_mycn": [0, 4, 8, 12], "mean_pred": [0.0, 1.0, 0.0, 1.0], "sem": [0.0] * 4})
     marks = [t for t in P.probe_curve(curve, "n_mycn", "MYCN").data if t.mode == "markers+text"]
-    assert list(marks[0].x) == pytest.approx([2.0, 6.0, 10.0]) and marks[0].text is None  # hover only: no overlap
+    assert list(marks[0].x) == pytest.approx([2.0, 6.0, 10.0])
+    assert list(marks[0].text) == ["2.00, 6.00, 10.00", "", ""]  # one label lists them: none print over another
+
+
+def test_probe_curve_labels_of_two_curves_crossing_close_together_do_not_overprint():
+    # seen in a browser: mean call crossing at 9.67 and mean P at 10.03 printed as "9.6710.03"
+    x = [8, 12]
+    curve = pd.concat([pd.DataFrame({"n_mycn": x, "mean_pred": [0.0, 0.75], "model": "a call"}),
+                       pd.DataFrame({"n_mycn": x, "mean_pred": [0.2, 0.7], "model": "b prob"})])
+    marks = [t for t in P.probe_curve(curve, "n_mycn", "MYCN").data if t.mode == "markers+text"]
+    assert [list(t.text) for t in marks] == [["10.67"], ["10.40"]]
+    sides = [t.textposition.split()[0] for t in marks]
+    assert sides == ["bottom", "top"]  # one label under the 0.5 line, the other above it
 
 
 def test_probe_summary_matches_hand_computation():
