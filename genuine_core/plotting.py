@@ -638,21 +638,26 @@ def probe_embedding(reference: pd.DataFrame, probe: pd.DataFrame, group: str, ti
     return fig
 
 
-def _curve_name(column: str) -> str:
-    """``val_acc`` -> "validation accuracy", ``train_loss`` -> "train loss"."""
+def _curve_name(column: str, against: str = "") -> str:
+    """``val_acc`` -> "validation accuracy", ``train_loss`` -> "train loss"; validation curves name
+    ``against`` when given (``"val_acc", "training labels"`` -> "validation accuracy (vs training labels)")."""
     words = column.split("_")
     words = ["validation" if w == "val" else "accuracy" if w == "acc" else w for w in words]
-    return " ".join(words)
+    return " ".join(words) + (f" (vs {against})" if against and column.startswith("val") else "")
 
 
-def training_curves(history: pd.DataFrame, title: str = "") -> go.Figure:
+def training_curves(history: pd.DataFrame, title: str = "", against: str = "training labels") -> go.Figure:
     """Training curves from a model folder's history: losses on top, the other metrics below.
 
     Args:
         history: one row per epoch with an ``epoch`` column, numeric metric columns (e.g.
             ``train_loss``, ``val_loss``, ``val_acc``; all-empty ones are left out) and optionally
-            ``best`` (bool: the epoch early stopping kept, marked by a dashed line; without it the
-            epoch of the lowest ``val_loss``).
+            ``best`` (bool: the epoch early stopping kept, marked by a dashed line and named in the
+            legend, where no tick label can collide with it; without it the epoch of the lowest ``val_loss``).
+        against: the labels the curves are measured against, named in the validation curves' legend
+            entries (the axis titles stay short enough for a 200 px panel): training scores the validation split against the labels it
+            trained on (e.g. noisy auto labels), not the ground truth a model's metrics may use, so
+            the curves' validation accuracy can sit below the metrics' accuracy.
     """
     cols = [c for c in history.columns if c not in ("epoch", "best") and history[c].notna().any()
             and pd.api.types.is_numeric_dtype(history[c]) and not pd.api.types.is_bool_dtype(history[c])]
@@ -664,7 +669,8 @@ def training_curves(history: pd.DataFrame, title: str = "") -> go.Figure:
         for c in panel:
             split = "val" if c.startswith("val") else "train" if c.startswith("train") else c
             colour = {"train": PALETTE[0], "val": PALETTE[4]}.get(split, PALETTE[2 + cols.index(c) % 6])
-            fig.add_trace(go.Scatter(x=history["epoch"], y=history[c], mode="lines+markers", name=_curve_name(c),
+            fig.add_trace(go.Scatter(x=history["epoch"], y=history[c], mode="lines+markers",
+                                     name=_curve_name(c, against),
                                      line=dict(color=colour, dash="solid" if row == 1 else "dot")), row=row, col=1)
         fig.update_yaxes(title_text="loss" if panel is losses else
                          "accuracy" if all("acc" in c for c in panel) else "metric", row=row, col=1)
@@ -674,11 +680,12 @@ def training_curves(history: pd.DataFrame, title: str = "") -> go.Figure:
         best = history.loc[kept, "epoch"].iloc[-1]
     elif "val_loss" in losses:
         best = history.loc[history["val_loss"].idxmin(), "epoch"]
-    # the label goes on the side of the line with more room, so it stays inside the plot
-    side = "top right" if best is not None and best <= history["epoch"].median() else "top left"
+    kept_line = dict(color="#888", dash="dash", width=1)
     for row in range(1, len(panels) + 1) if best is not None else ():
-        fig.add_vline(x=float(best), line=dict(color="#888", dash="dash", width=1), row=row, col=1,
-                      **(dict(annotation_text=f"kept: epoch {best:g}", annotation_position=side) if row == 1 else {}))
+        fig.add_vline(x=float(best), line=kept_line, row=row, col=1)
+    if best is not None:  # named in the legend: a label on the line collided with the y axis' tick labels
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=kept_line, name=f"kept: epoch {best:g}",
+                                 hoverinfo="skip"), row=1, col=1)
     n = len(history)  # epochs are whole numbers: ticks 1 apart, or 2, 5, 10, ... apart for long runs
     fig.update_xaxes(tick0=0, dtick=next((d for d in (1, 2, 5, 10, 20, 50, 100) if n / d <= 12), 200))
     fig.update_xaxes(title_text="epoch", row=max(len(panels), 1), col=1)

@@ -120,6 +120,38 @@ def train_config(folder: str | None) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+#: what each training label kind is, for the training curves' caption
+LABEL_KINDS = {"auto": "auto labels from each scan's genotype, noisy", "curated": "curated labels",
+               "truth": "ground-truth labels"}
+
+
+def curves_against(tc: dict | None) -> str:
+    """The labels a model's training curves are measured against, for their legend ("auto training labels")."""
+    kind = (tc or {}).get("label")
+    return f"{kind} training labels" if kind in LABEL_KINDS else "training labels"
+
+
+def curves_caption(tc: dict | None, metrics: dict | None) -> str:
+    """Says what the training curves' validation numbers are measured against, beside the Metrics tab's.
+
+    Args:
+        tc: the folder's ``train_config.json`` (its ``label``: auto / curated / truth), or None.
+        metrics: the model's metrics (``validation.accuracy``, ``validation.labels``,
+            ``validation.accuracy_vs_training_labels``), or None.
+    """
+    kind = (tc or {}).get("label")
+    what = f"the labels it was trained on ({LABEL_KINDS[kind]})" if kind in LABEL_KINDS else "its training labels"
+    text = f"The curves score the validation split at each epoch against {what}."
+    val = (metrics or {}).get("validation") or {}
+    if isinstance(val, dict) and val.get("accuracy") is not None and val.get("labels") not in (None, kind):
+        text += (f" The Metrics tab's validation accuracy ({float(val['accuracy']):.4f}) is measured against "
+                 f"{val['labels']} labels, so it differs from the curve")
+        vs_train = val.get("accuracy_vs_training_labels")
+        text += (f" (the kept epoch scores {float(vs_train):.4f} against the training labels)."
+                 if vs_train is not None else ".")
+    return text
+
+
 def verify(folder: str, registered: str) -> tuple[bool, str]:
     """Check a model folder's files against its checksum list, and that list against the ``registered``
     checksum (``genuine_core.models.folder.folder_digest``). Not cached: files copied over in place keep
@@ -521,7 +553,10 @@ def main() -> None:
         if hist is None:
             st.caption("No training history (`history.json`) in the model folder.")
         else:
-            st.plotly_chart(plotting.training_curves(hist, title=f"{name}: training curves"), key="models_curves")
+            tc = train_config(folder)
+            st.plotly_chart(plotting.training_curves(hist, title=f"{name}: training curves",
+                                                     against=curves_against(tc)), key="models_curves")
+            st.caption(curves_caption(tc, row["metrics"]))
     with tab_t:
         tc = train_config(folder)
         if tc is None:

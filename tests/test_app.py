@@ -891,6 +891,33 @@ def test_models_page_plots_a_detectors_count_threshold_scan(store_copy, tmp_path
     assert "**test patches: detection**" in [m.value for m in at.markdown]
 
 
+def test_models_page_training_curves_say_they_are_measured_against_the_training_labels(store_copy, tmp_path):
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    folder = tmp_path / "resnet-auto"
+    validation = {"accuracy": 0.9717, "labels": "truth", "accuracy_vs_training_labels": 0.9133}
+    GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(folder, metrics={"validation": validation})
+    (folder / "history.json").write_text(json.dumps([
+        {"epoch": e, "train_loss": 0.3, "val_loss": 0.27, "val_acc": 0.91, "best": e == 2} for e in (1, 2, 3)]))
+    (folder / "train_config.json").write_text(json.dumps({"label": "auto", "kind": "resnet"}))
+    with open_store(store_copy[0]) as s:
+        register_model(s, load_model(folder))
+    at = open_page("models")
+    at.selectbox(key="models_pick").set_value("resnet-auto").run()
+    assert not at.exception
+    spec = json.loads(next(c for c in at.get("plotly_chart") if "models_curves" in c.proto.id).proto.spec)
+    names = [t.get("name") for t in spec["data"]]
+    assert "validation accuracy (vs auto training labels)" in names and "kept: epoch 2" in names
+    assert not spec["layout"].get("annotations")  # the kept epoch no longer labels its line beside the y ticks
+    assert ("The curves score the validation split at each epoch against the labels it was trained on (auto labels "
+            "from each scan's genotype, noisy). The Metrics tab's validation accuracy (0.9717) is measured against "
+            "truth labels, so it differs from the curve (the kept epoch scores 0.9133 against the training labels)."
+            in texts(at))
+
+
 @pytest.fixture()
 def models_runs():
     """The Models page's run registry (``pages.retrain.runs``, shared by the server's sessions), empty."""
@@ -1064,7 +1091,7 @@ def test_models_page_finished_run_shows_a_fixed_duration_and_readable_figures(st
 
     spec = json.loads(next(c for c in at.get("plotly_chart") if "training curves" in c.proto.spec).proto.spec)
     assert spec["layout"]["xaxis"]["dtick"] == 1  # whole epochs
-    assert spec["layout"]["annotations"][0]["xanchor"] == "left"  # kept epoch 1: its label inside the plot
+    assert "kept: epoch 1" in [t.get("name") for t in spec["data"]]  # named in the legend, clear of the ticks
 
 
 def test_models_page_warns_before_registering_a_degenerate_model(store_copy, tmp_path, models_runs):

@@ -194,11 +194,15 @@ def test_training_curves_split_losses_and_metrics_and_mark_the_kept_epoch():
                          "val_acc": [0.6, 0.7, 0.65], "train_acc": [None, None, None], "note": ["a", "b", "c"]})
     fig = P.training_curves(hist)
     axes = {t.name: t.yaxis for t in fig.data}  # losses on the top panel, accuracy below; empty columns left out
-    assert axes == {"train loss": "y", "validation loss": "y", "validation accuracy": "y2"}
+    assert axes == {"train loss": "y", "validation loss (vs training labels)": "y",
+                    "validation accuracy (vs training labels)": "y2", "kept: epoch 2": "y"}
     assert {s.x0 for s in fig.layout.shapes} == {2.0}  # no "best" column: the lowest validation loss (both panels)
-    fig = P.training_curves(hist.assign(best=[True, False, False]))
+    fig = P.training_curves(hist.assign(best=[True, False, False]), against="auto training labels")
     assert {s.x0 for s in fig.layout.shapes} == {1.0}
-    assert [a.text for a in fig.layout.annotations] == ["kept: epoch 1"]
+    assert "validation accuracy (vs auto training labels)" in [t.name for t in fig.data]
+    # the kept epoch is named in the legend (dashed like its line), not by a label that met the y tick labels
+    kept = next(t for t in fig.data if t.name == "kept: epoch 1")
+    assert kept.line.dash == "dash" and not fig.layout.annotations
 
 
 def test_threshold_scan_draws_each_class_and_marks_the_chosen_threshold():
