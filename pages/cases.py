@@ -138,6 +138,12 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.Dat
     return out.reset_index()
 
 
+def header_width(header: str) -> int:
+    """Column width (px) that shows ``header`` uncut: ~8 px per character of the 14 px table font, plus room
+    for the sort arrow (a width set from the cells alone cut long headers such as "genuine_cpu 95 % CI")."""
+    return 24 + 8 * len(header)
+
+
 def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tuple[str | None, list[str]]:
     """Filters + the case table; returns the sample picked in the table (or None) and the samples shown."""
     table = case_table(summary, models, primary)
@@ -155,21 +161,24 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tupl
         view = view[view["Call"].isin(calls)]
     if flagged_only:
         view = view[view["QC flags"].map(len) > 0]
-    pct = st.column_config.NumberColumn(format="%.1f")
-    config = {c: pct for c in view.columns if c.endswith("%")}
+    config = {c: st.column_config.NumberColumn(format="%.1f", width=header_width(c)) for c in view.columns
+              if c.endswith("%")}
+    config.update({c: st.column_config.TextColumn(width=header_width(c)) for c in view.columns if c.endswith(" CI")})
     config.update({
         "Sample": st.column_config.TextColumn(pinned=True),  # stays in view when the table scrolls sideways
-        "Nuclei scored": st.column_config.NumberColumn(format="%d"),
-        "Deviation (pp)": st.column_config.NumberColumn(format="%+.1f",
+        "Nuclei scored": st.column_config.NumberColumn(format="%d", width=header_width("Nuclei scored")),
+        "Deviation (pp)": st.column_config.NumberColumn(format="%+.1f", width=header_width("Deviation (pp)"),
                                                         help="predicted minus expected MNA share (primary model)"),
         "True % (synthetic)": st.column_config.NumberColumn(
-            format="%.1f", help="ground-truth MNA share of the scored nuclei (synthetic samples only); below the "
-                                "expected share where amplified lines hold non-amplified nuclei"),
+            format="%.1f", width=header_width("True % (synthetic)"),
+            help="ground-truth MNA share of the scored nuclei (synthetic samples only); below the "
+                 "expected share where amplified lines hold non-amplified nuclei"),
         "Corrected %": st.column_config.NumberColumn(
-            format="%.1f", help=CORRECTED_HELP),
+            format="%.1f", width=header_width("Corrected %"), help=CORRECTED_HELP),
         "Call": st.column_config.TextColumn(width="medium", help="MNA / heterogeneous MNA / non-MNA / not enough "
                                                                  "nuclei (INRG consensus; see genuine_core.rules)"),
-        "QC flags": st.column_config.ListColumn(width="medium", help="open the case for what each flag means"),
+        # "large" (400 px): two flags ("high uncertainty", "auto-label disagreement") were cut at "medium"
+        "QC flags": st.column_config.ListColumn(width="large", help="open the case for what each flag means"),
     })
     st.caption(f"{len(view)} of {len(table)} samples · call, corrected estimate and deviation from **{primary}** · "
                "click a row to open the case below · the numbers are the models' calls: nuclei a curator "

@@ -135,6 +135,17 @@ def test_cases_table_has_every_sample_with_its_nucleus_count(store_copy):
     assert all("few nuclei" in f for f in table["QC flags"])
 
 
+def test_cases_table_gives_qc_flags_and_every_header_room(store_copy):
+    at = open_page("cases")
+    table = next(d for d in at.dataframe if "Sample" in d.value.columns)
+    config = json.loads(table.proto.columns)
+    assert config["QC flags"]["width"] == "large"  # two flags were cut at "medium", even at 1920 px
+    # numeric and interval columns are sized for their header (the right-most one was cut), 8 px per character
+    sized = [c for c in table.value.columns if c.endswith(("%", " CI", "(pp)")) or c == "Nuclei scored"]
+    assert "intensity-test 95 % CI" in sized and table.value.columns[-1] in sized
+    assert {c: config[c]["width"] for c in sized} == {c: 24 + 8 * len(c) for c in sized}
+
+
 def test_cases_filter_and_drilldown(store_copy):
     _, counts = store_copy
     at = open_page("cases")
