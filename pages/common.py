@@ -251,8 +251,13 @@ def curated_name(row) -> str:
     return label_name(row.get("curated_label"))
 
 
-def gallery(ids, captions: list[str] | None = None, ncols: int = 8, width: int = 96, db: str | None = None) -> None:
-    """Patch gallery: one image per nucleus id with an optional caption under each."""
+def gallery(ids, captions: list[str] | None = None, ncols: int = 8, width: int | str = "stretch",
+            db: str | None = None) -> None:
+    """Patch gallery: one image per nucleus id with an optional caption under each.
+
+    ``width`` is each image's width in px, or ``"stretch"`` (default): as wide as its column, so ``ncols``
+    images always fit the page (eight fixed 96 px patches ran 8 px past the content edge at 1280 px).
+    """
     ids = [int(i) for i in ids]
     if not ids:
         st.caption("No nuclei to show.")

@@ -191,6 +191,24 @@ def test_cases_gallery_shows_the_calibrated_probability(store_copy):
     assert shown and all(p == pytest.approx(nuc.loc[i, "prob_calibrated"], abs=0.005) for i, p in shown.items())
 
 
+def test_cases_gallery_patches_fit_their_columns(store_copy, monkeypatch):
+    from streamlit.elements.image import ImageMixin
+
+    widths = []
+    draw = ImageMixin.image
+
+    def spy(self, image, caption=None, width="content", *args, **kwargs):
+        if isinstance(caption, str) and caption.startswith("#"):
+            widths.append(width)
+        return draw(self, image, caption, width, *args, **kwargs)
+
+    monkeypatch.setattr(ImageMixin, "image", spy)
+    at = open_page("cases")
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    # eight fixed 96 px patches per row ran 8 px past the content edge at 1280 px: each fills its column
+    assert widths and set(widths) == {"stretch"}
+
+
 def test_cases_gallery_uncertain_means_what_the_qc_flag_counts(store_copy):
     from store.db import open_store
     from store.nuclei import sample_nuclei
