@@ -372,42 +372,84 @@ def probability_histogram(preds: pd.DataFrame, threshold: float = 0.5, bins: int
     return fig
 
 
+#: marker symbols for sample kinds in :func:`predicted_vs_expected` (cycled, in sorted kind order)
+KIND_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "cross", "star", "x", "pentagon")
+
+
+def spread(values: Sequence[float], step: float = 1.0, max_half_width: float = 3.0) -> np.ndarray:
+    """Deterministic horizontal jitter: points sharing a value are spread symmetrically around it.
+
+    Args:
+        values: (N,) x values (e.g. expected MNA % in percent); equal values form one group.
+        step: gap between neighbours of a group (same unit as ``values``).
+        max_half_width: a group never spreads further than this either side (the step shrinks).
+
+    Returns:
+        (N,) float offsets in input order: 0 for a value held once; ``(-0.5, +0.5) * step`` for two, ...
+    """
+    v = np.asarray(values, np.float64)
+    out = np.zeros(v.shape, np.float64)
+    for value in np.unique(v[np.isfinite(v)]):
+        idx = np.flatnonzero(v == value)
+        k = len(idx)
+        if k > 1:
+            gap = min(step, 2 * max_half_width / (k - 1))
+            out[idx] = (np.arange(k) - (k - 1) / 2) * gap
+    return out
+
+
 def predicted_vs_expected(summary: pd.DataFrame, band: float = 10.0, title: str = "") -> go.Figure:
     """Predicted MNA % against the expected mixture % per model (the paper's Table 3 as a picture).
 
     Args:
         summary: rows with ``sample``, ``model``, ``expected_pct``, ``pred_pct`` and
-            optionally ``ci_low_pct``/``ci_high_pct`` (95 % interval), all in percent.
+            optionally ``ci_low_pct``/``ci_high_pct`` (95 % interval), all in percent, and
+            ``sample_kind`` (each kind its own marker symbol, named in the legend).
             Rows without an expected value are ignored.
         band: half-width in percentage points of the shaded agreement band around y = x
-            (the paper highlights deviations within +-10 %).
+            (the paper highlights deviations within +-10 %), clipped to the possible 0-100 %.
+
+    Samples of one model sharing an expected value (cell lines at 0 % and 100 %) are spread
+    sideways by :func:`spread` (1 pp apart, at most 3 pp either side) so each stays visible; the
+    hover names the sample with its exact expected share.
     """
     df = summary.dropna(subset=["expected_pct", "pred_pct"])
     fig = go.Figure()
-    xs = np.array([0.0, 100.0])
-    fig.add_trace(go.Scatter(x=np.r_[xs, xs[::-1]], y=np.r_[xs + band, (xs - band)[::-1]], fill="toself", mode="lines",
+    xs = np.unique(np.clip([0.0, band, 100.0 - band, 100.0], 0.0, 100.0))  # the band's corners inside 0-100
+    upper, lower = np.clip(xs + band, 0.0, 100.0), np.clip(xs - band, 0.0, 100.0)
+    fig.add_trace(go.Scatter(x=np.r_[xs, xs[::-1]], y=np.r_[upper, lower[::-1]], fill="toself", mode="lines",
                              fillcolor="rgba(120,120,120,0.12)", line=dict(width=0), hoverinfo="skip",
                              name=f"within ±{band:g} pp"))
-    fig.add_trace(go.Scatter(x=xs, y=xs, mode="lines", line=dict(color="#888", dash="dash"),
+    fig.add_trace(go.Scatter(x=[0.0, 100.0], y=[0.0, 100.0], mode="lines", line=dict(color="#888", dash="dash"),
                              name="predicted = expected", hoverinfo="skip"))
     models = sorted(df["model"].unique()) if len(df) else []
     offsets = np.linspace(-1.2, 1.2, len(models)) if len(models) > 1 else [0.0]
+    kinds = df["sample_kind"].fillna("?").astype(str) if "sample_kind" in df.columns else None
+    symbol_of = {k: KIND_SYMBOLS[i % len(KIND_SYMBOLS)] for i, k in
+                 enumerate(sorted(kinds.unique()))} if kinds is not None else {}
     for i, model in enumerate(models):
-        g = df[df["model"] == model]
+        g = df[df["model"] == model].sort_values("sample")
+        kind = kinds.loc[g.index] if kinds is not None else pd.Series("", index=g.index)
         err = None
         if {"ci_low_pct", "ci_high_pct"} <= set(g.columns):
             err = dict(type="data", symmetric=False, array=(g["ci_high_pct"] - g["pred_pct"]).clip(lower=0),
                        arrayminus=(g["pred_pct"] - g["ci_low_pct"]).clip(lower=0), thickness=1)
         fig.add_trace(go.Scatter(
-            x=g["expected_pct"] + offsets[i], y=g["pred_pct"], mode="markers", name=str(model), error_y=err,
-            marker=dict(size=9, color=PALETTE[i % len(PALETTE)], line=dict(width=1, color="white")),
-            text=g["sample"], customdata=np.c_[g["expected_pct"], g["pred_pct"] - g["expected_pct"]],
+            x=g["expected_pct"] + offsets[i] + spread(g["expected_pct"]), y=g["pred_pct"], mode="markers",
+            name=str(model), error_y=err,
+            marker=dict(size=9, color=PALETTE[i % len(PALETTE)], line=dict(width=1, color="white"),
+                        symbol=[symbol_of.get(k, "circle") for k in kind] if symbol_of else "circle"),
+            text=g["sample"] + np.where(kind != "", " (" + kind + ")", ""),
+            customdata=np.c_[g["expected_pct"], g["pred_pct"] - g["expected_pct"]],
             hovertemplate="%{text}<br>expected %{customdata[0]:.0f} %<br>predicted %{y:.1f} %"
                           "<br>deviation %{customdata[1]:+.1f} pp<extra>" + str(model) + "</extra>",
         ))
+    for kind, symbol in symbol_of.items() if len(symbol_of) > 1 else ():  # legend key for the symbols
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=kind, hoverinfo="skip",
+                                 marker=dict(size=9, color="#777", symbol=symbol)))
     fig.update_layout(**_LAYOUT, title=title, height=420, xaxis_title="expected MNA nuclei (%)",
                       yaxis_title="predicted MNA nuclei (%)", legend=_LEGEND_BELOW)
-    fig.update_xaxes(range=[-4, 104])
+    fig.update_xaxes(range=[-5, 105])
     fig.update_yaxes(range=[-4, 104])
     return fig
 

@@ -171,6 +171,26 @@ def test_predicted_vs_expected_uses_rows_with_a_target():
     assert list(traces["m1"].error_y.array) == [10.0, 10.0] and list(traces["m1"].error_y.arrayminus) == [10.0, 10.0]
 
 
+def test_predicted_vs_expected_clips_the_band_and_separates_samples_at_one_expected_share():
+    summ = pd.DataFrame({"sample": ["LINE-A", "LINE-B", "MIX-0", "LINE-C", "MIX-50"], "model": "m",
+                         "sample_kind": ["cell line", "cell line", "mixture", "cell line", "mixture"],
+                         "expected_pct": [0.0, 0.0, 0.0, 100.0, 50.0], "pred_pct": [1.0, 2.0, 0.5, 97.0, 52.0]})
+    fig = P.predicted_vs_expected(summ, band=10)
+    band = fig.data[0]
+    assert min(band.y) == 0.0 and max(band.y) == 100.0  # was drawn from -10 % to 110 %
+    assert list(zip(band.x, band.y)) == [(0, 10), (10, 20), (90, 100), (100, 100),
+                                        (100, 90), (90, 80), (10, 0), (0, 0)]
+    pts = next(t for t in fig.data if t.name == "m")
+    x = dict(zip([s.split(" (")[0] for s in pts.text], pts.x))
+    assert [x["LINE-A"], x["LINE-B"], x["MIX-0"]] == pytest.approx([-1.0, 0.0, 1.0])  # three at 0 %: 1 pp apart
+    assert x["LINE-C"] == 100.0 and x["MIX-50"] == 50.0  # alone at their share: not moved
+    symbols = dict(zip([s.split(" (")[0] for s in pts.text], pts.marker.symbol))
+    assert symbols["LINE-A"] == symbols["LINE-C"] != symbols["MIX-0"]  # one symbol per sample kind
+    assert {t.name for t in fig.data} >= {"cell line", "mixture"}  # the symbols' legend
+    assert "LINE-A (cell line)" in pts.text and list(pts.customdata[:, 0]) == [0.0, 0.0, 100.0, 0.0, 50.0]
+    assert P.spread([5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 7.0]).max() == pytest.approx(3.0)  # at most 3 pp aside
+
+
 def test_embedding_figure_categories_carry_nucleus_ids():
     pts = pd.DataFrame({"x": [0.0, 1.0, 2.0], "y": [0.0, 1.0, 2.0], "nucleus_id": [7, 8, 9],
                         "colour": ["MNA", "non-MNA", "MNA"]})
