@@ -314,14 +314,20 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
 
     method = common.models(db, common.rev("models")).set_index("name").at[primary, "uncertainty_method"]
     threshold = uncertainty_threshold(method)
-    show = g1.segmented_control(f"Show ({primary}'s call)", ["all", "MNA", "non-MNA", "uncertain"], default="all",
+    groups = ["all", "MNA", "non-MNA", "uncertain"] + (["excluded"] if n_excluded else [])
+    if st.session_state.get("case_gallery_filter") not in groups:  # "excluded" chosen in a sample without any
+        st.session_state.pop("case_gallery_filter", None)
+    show = g1.segmented_control(f"Show ({primary}'s call)", groups, default="all",
                                 required=True, key="case_gallery_filter",
-                                help=f"uncertain: {UNCERTAINTY_NAMES.get(method, method)} of at least "
+                                help=f"MNA, non-MNA, uncertain: the scored nuclei, as the metrics count them (a "
+                                     f"nucleus a curator excluded is in none of them, only in 'excluded'); "
+                                     f"uncertain: {UNCERTAINTY_NAMES.get(method, method)} of at least "
                                      f"{threshold:g}, the nuclei the 'high uncertainty' QC flag counts")
     order = g2.segmented_control("Order", ["most MNA first", "least MNA first"], default="most MNA first",
                                  required=True, key="case_gallery_order")
     n_show = g3.number_input("Max", min_value=8, max_value=200, value=32, step=8, key="case_gallery_n")
-    sel = nuc_all
+    excluded_mask = nuc_all["excluded"].astype(bool)
+    sel = nuc_all if show == "all" else nuc_all[excluded_mask] if show == "excluded" else nuc_all[~excluded_mask]
     if show == "MNA":
         sel = sel[sel["call"] == 1]
     elif show == "non-MNA":

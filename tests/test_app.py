@@ -209,6 +209,33 @@ def test_cases_gallery_patches_fit_their_columns(store_copy, monkeypatch):
     assert widths and set(widths) == {"stretch"}
 
 
+def test_cases_gallery_counts_an_excluded_nucleus_in_neither_class(store_copy):
+    from store.db import open_store
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+
+    with open_store(store_copy[0]) as s:  # before the page caches the sample (its cache follows the session)
+        gone = int(sample_nuclei(s, "MIX-50", "ratio-test")["nucleus_id"].iloc[0])
+        record_label_event(s, gone, "exclude", "qa")
+    at = open_page("cases")
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    with open_store(store_copy[0]) as s:
+        nuc = sample_nuclei(s, "MIX-50", at.selectbox(key="cases_primary").value)
+    at.number_input(key="case_gallery_n").set_value(200).run()
+    scored = int(next(m.value for m in at.metric if m.label == "Nuclei scored"))
+    assert scored == len(nuc) - 1
+
+    def shown(group: str) -> set[int]:
+        at.segmented_control(key="case_gallery_filter").set_value(group).run()
+        return {int(c.split(" · ")[0][1:]) for img in at.get("image") for c in img.captions if c.startswith("#")}
+
+    mna, non = shown("MNA"), shown("non-MNA")
+    assert gone not in mna | non and len(mna) + len(non) == scored  # as the metrics count: 53 + 10 = 63, not 11
+    assert shown("excluded") == {gone} and gone not in shown("uncertain")
+    assert f"{len(non)} shown of {len(non)} non-MNA nuclei" in texts(at.segmented_control(key="case_gallery_filter")
+                                                                      .set_value("non-MNA").run())
+
+
 def test_cases_gallery_uncertain_means_what_the_qc_flag_counts(store_copy):
     from store.db import open_store
     from store.nuclei import sample_nuclei
