@@ -113,14 +113,35 @@ def rule_switch(x: str, n_nmi: int) -> float | None:
     return amplification_threshold(n_nmi) if x == "n_mycn" else None
 
 
+def call_and_probability(curve: pd.DataFrame) -> pd.DataFrame:
+    """The two curves a probe chart draws from one ``plotting.probe_summary``: the mean call (with its SEM)
+    and the mean calibrated P(MNA), one ``model`` each (``plotting.probe_curve`` draws one line per model)."""
+    return pd.concat([curve.assign(model="mean call (prediction)"),
+                      curve.assign(model="mean calibrated P(MNA)", mean_pred=curve["mean_prob"], sem=0.0)])
+
+
+def run_range(params: dict) -> str:
+    """A saved run's conditions from its params: "MYCN 0-35 step 1, σ 3.5 px" (count experiment) or
+    "σ 0.5-6 px in 12, 2 MYCN" (size experiment); "?" for what the params do not record."""
+    def num(key: str) -> str:
+        return "?" if params.get(key) is None else f"{params[key]:g}"
+
+    count = params.get("experiment", "count") == "count"
+    lo_hi = params.get("mycn_counts" if count else "signal_sizes") or []
+    if len(lo_hi) != 2:
+        return "?"
+    if count:
+        return f"MYCN {lo_hi[0]:g}-{lo_hi[1]:g} step {num('count_step')}, σ {num('fixed_size')} px"
+    return f"σ {lo_hi[0]:g}-{lo_hi[1]:g} px in {num('size_steps')}, {num('fixed_count')} MYCN"
+
+
 def show_result(res: dict, db: str) -> None:
     """Curve with the 0.5 crossing, example patches, and the probes on the model's UMAP."""
     x = res["x"]
     xlabel = "MYCN signals per nucleus" if x == "n_mycn" else "MYCN signal size (σ, px)"
     curve = res["curve"]
     rule_x = rule_switch(x, res["n_nmi"])
-    both = pd.concat([curve.assign(model="mean call (prediction)"),
-                      curve.assign(model="mean calibrated P(MNA)", mean_pred=curve["mean_prob"], sem=0.0)])
+    both = call_and_probability(curve)
     xcs = plotting.crossings(curve[x], curve["mean_pred"], 0.5)
     c1, c2 = st.columns([11, 9])
     with c1:
@@ -245,15 +266,21 @@ def previous_runs(db: str) -> None:
         view = pd.DataFrame({"run": runs["id"], "model": runs["model"], "when (UTC)": runs["created_at"],
                              "by": runs["created_by"], "probes": runs["n_results"],
                              "experiment": [p.get("experiment", "?") for p in runs["params"]],
+                             "N": [p.get("n_per_condition") for p in runs["params"]],
+                             "NMI": [p.get("n_nmi") for p in runs["params"]],
+                             "range": [run_range(p) for p in runs["params"]],
                              "background": [p.get("background", "?") for p in runs["params"]]})
-        st.dataframe(view, hide_index=True, key="probe_runs", placeholder="–")
+        st.dataframe(view, hide_index=True, key="probe_runs", placeholder="–",
+                     column_config={"N": st.column_config.NumberColumn(help="probes per condition"),
+                                    "NMI": st.column_config.NumberColumn(help="NMI signals per nucleus")})
         run_id = st.selectbox("Show run", runs["id"].tolist(), key=SHOW_RUN_KEY)
         row = runs[runs["id"] == run_id].iloc[0]
         x = "n_mycn" if row["params"].get("experiment", "count") == "count" else "signal_size"
         curve = plotting.probe_summary(saved_results(db, int(run_id)), x)
         label = "MYCN signals per nucleus" if x == "n_mycn" else "MYCN signal size (σ, px)"
         n_nmi = int(row["params"].get("n_nmi", 0))
-        st.plotly_chart(plotting.probe_curve(curve, x, label, title=f"run {run_id}: {row['model']}",
+        st.plotly_chart(plotting.probe_curve(call_and_probability(curve), x, label,
+                                             title=f"run {run_id}: {row['model']}",
                                              rule_x=rule_switch(x, n_nmi)),
                         key="probe_saved_curve")
 
@@ -270,27 +297,32 @@ def main() -> None:
         return
     from genuine_core.synth import signals as sig
 
+    # outside the form: choosing the experiment reruns the page at once, so the controls it does not use
+    # are disabled (a widget inside a form only reports its value when the form is submitted)
+    exp = st.segmented_control("Vary", list(EXPERIMENTS), format_func=EXPERIMENTS.get, default="count",
+                               required=True, key="probe_exp") or "count"
+    count_off, size_off = exp != "count", exp != "size"  # True: that experiment's controls are disabled
     with st.form("probe_form", border=True):
-        c1, c2, c3 = st.columns([2, 2, 1])
+        c1, c3 = st.columns([4, 1])
         names = usable["name"].tolist()
         name = c1.selectbox("Model", names, key="probe_model",
                             index=names.index(common.default_model(names, dict(zip(usable["name"], usable["kind"])))))
-        exp = c2.segmented_control("Vary", list(EXPERIMENTS), format_func=EXPERIMENTS.get, default="count",
-                                   required=True, key="probe_exp")
         n = c3.number_input("N per condition", 1, 500, PROBE_N, key="probe_n")
         c1, c2, c3 = st.columns(3)
         n_nmi = c1.number_input("NMI signals per nucleus", 0, 10, PROBE_NMI, key="probe_nmi")
-        counts = c2.slider("MYCN count range", 0, 40, (PROBE_COUNTS[0], PROBE_COUNTS[-1]), key="probe_counts")
-        step = c3.number_input("Count step", 1, 10, 1, key="probe_step")
+        counts = c2.slider("MYCN count range", 0, 40, (PROBE_COUNTS[0], PROBE_COUNTS[-1]), key="probe_counts",
+                           disabled=count_off)
+        step = c3.number_input("Count step", 1, 10, 1, key="probe_step", disabled=count_off)
         c1, c2, c3 = st.columns(3)
         sizes = c1.slider("Signal size range (σ, px)", 0.5, 12.0, (min(PROBE_SIZES), max(PROBE_SIZES)), 0.5,
-                          key="probe_sizes")
-        n_sizes = c2.number_input("Size steps", 2, 30, len(PROBE_SIZES), key="probe_nsizes",
+                          key="probe_sizes", disabled=size_off)
+        n_sizes = c2.number_input("Size steps", 2, 30, len(PROBE_SIZES), key="probe_nsizes", disabled=size_off,
                                   help="evenly spaced sizes over the range; equal range ends are one condition")
-        fixed_count = c3.number_input("MYCN count (size experiment)", 0, 40, 2, key="probe_fixed_count")
+        fixed_count = c3.number_input("MYCN count (size experiment)", 0, 40, 2, key="probe_fixed_count",
+                                      disabled=size_off)
         c1, c2, c3, c4 = st.columns(4)
         fixed_size = c1.number_input("Signal size (count experiment)", 0.5, 12.0, PROBE_COUNT_SIZE, 0.5,
-                                     key="probe_fixed_size")
+                                     key="probe_fixed_size", disabled=count_off)
         elastic = c2.slider("Elastic deformation α", 0.0, 100.0, float(sig.SignalStyle().elastic_alpha), 5.0,
                             key="probe_elastic")
         blur = c3.slider("Blur σ", 0.0, 4.0, 1.5, 0.25, key="probe_blur")
@@ -310,7 +342,7 @@ def main() -> None:
             st.info(NO_REAL_NUCLEI + " This run uses synthetic backgrounds.", icon=":material/info:")
             bg_kind = "synthetic"
         row = usable[usable["name"] == name].iloc[0]
-        conds = probe_conditions(exp or "count", int(n_nmi), counts, int(step), int(fixed_count), sizes, int(n_sizes),
+        conds = probe_conditions(exp, int(n_nmi), counts, int(step), int(fixed_count), sizes, int(n_sizes),
                            float(fixed_size))
         try:
             model = scoring_model(str(row["folder"]), str(row["checksum"]), name)
@@ -326,8 +358,8 @@ def main() -> None:
         except GenuineError as exc:
             common.show_error(exc)
             return
-        x = "n_mycn" if (exp or "count") == "count" else "signal_size"
-        res = {"model": name, "exp": exp or "count", "x": x, "n_nmi": int(n_nmi), "conds": conds, **out}
+        x = "n_mycn" if exp == "count" else "signal_size"
+        res = {"model": name, "exp": exp, "x": x, "n_nmi": int(n_nmi), "conds": conds, **out}
         res["curve"] = plotting.probe_summary(out["results"], x)
         try:
             xy = place_on_umap(db, name, out["embeddings"])

@@ -642,11 +642,35 @@ def test_saved_probe_runs_show_the_newest_run_after_a_save(stub_probe_model):
     assert json.loads(chart.proto.spec)["layout"]["title"]["text"] == f"run {second}: {model}"
 
 
+def test_probe_form_disables_the_controls_the_chosen_experiment_does_not_use(stub_probe_model):
+    at = open_page("probe")
+    count_keys, size_keys = ("counts", "step", "fixed_size"), ("sizes", "nsizes", "fixed_count")
+
+    def disabled() -> dict:
+        return {k: probe_widget(at, f"probe_{k}").disabled for k in count_keys + size_keys + ("nmi", "n")}
+
+    assert disabled() == {"counts": False, "step": False, "fixed_size": False, "sizes": True, "nsizes": True,
+                          "fixed_count": True, "nmi": False, "n": False}
+    at.get("button_group")[0].set_value("size").run()  # outside the form: applies at once, not on submit
+    assert disabled() == {"counts": True, "step": True, "fixed_size": True, "sizes": False, "nsizes": False,
+                          "fixed_count": False, "nmi": False, "n": False}
+
+
+def test_saved_probe_runs_tell_runs_apart_and_plot_call_and_probability(stub_probe_model):
+    _, model, _ = stub_probe_model
+    at = run_probe_page(model, counts=(0, 4), step=4, nmi=1, fixed_size=2.5)
+    runs = frame_with(at, "run")
+    assert runs[["N", "NMI", "range"]].values.tolist() == [[3, 1, "MYCN 0-4 step 4, σ 2.5 px"]]
+    spec = json.loads(next(c for c in at.get("plotly_chart") if "probe_saved_curve" in c.proto.id).proto.spec)
+    lines = [t["name"] for t in spec["data"] if t.get("mode") == "lines+markers"]
+    assert lines == ["mean calibrated P(MNA)", "mean call (prediction)"]  # as the live chart
+
+
 def test_probe_size_experiment_with_equal_ends_is_one_condition_of_n_probes(stub_probe_model):
     _, model, _ = stub_probe_model
     at = open_page("probe")
     at.selectbox(key="probe_model").set_value(model)
-    at.get("button_group")[0].set_value("size")
+    at.get("button_group")[0].set_value("size").run()  # enables the size controls
     at.number_input(key="probe_n").set_value(5)
     at.slider(key="probe_sizes").set_value((0.5, 0.5))
     at.number_input(key="probe_nsizes").set_value(2)
