@@ -16,6 +16,7 @@ import os
 import sys
 
 from genuine_core.errors import GenuineError
+from genuine_core.interrupts import interrupted, remember_interrupts
 
 #: OSError numbers that mean "this cannot be written here" (read-only, no permission, disk full, file too large)
 WRITE_REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -68,22 +69,32 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    if argv is None:  # a real command line (not a call from Python): Ctrl-C is told apart from errors it causes
+        remember_interrupts()
     try:
         return int(args._run(args) or 0)
-    except GenuineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into a reader that stopped (e.g. `| head`): not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush has nowhere to fail
-        return 0
-    except OSError as exc:  # the disk said no where no check could tell beforehand
-        if exc.errno not in WRITE_REFUSED:
-            raise
-        print(f"error: cannot access {exc.filename or 'an output file'}: {exc.strerror}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt as exc:  # a command may say what was left and how to go on (genuine train: --resume)
         print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if interrupted():  # a library's own error made of Ctrl-C (numba's SystemError, DuckDB's Error)
+            print("interrupted", file=sys.stderr)
+            return 130
+        return _exit_code(exc)
+
+
+def _exit_code(exc: Exception) -> int:
+    """The exit code of an error meant for the user, said in one line on stderr; anything else is raised."""
+    if isinstance(exc, GenuineError):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, BrokenPipeError):  # output piped into a reader that stopped (e.g. `| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush has nowhere to fail
+        return 0
+    if isinstance(exc, OSError) and exc.errno in WRITE_REFUSED:  # the disk said no where no check could tell
+        print(f"error: cannot access {exc.filename or 'an output file'}: {exc.strerror}", file=sys.stderr)
+        return 2
+    raise exc
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import duckdb
 import pandas as pd
 
 from genuine_core.errors import StoreError
+from genuine_core.interrupts import interrupted
 from store import migrations
 
 logger = logging.getLogger(__name__)
@@ -81,10 +82,12 @@ INTERRUPTS = (KeyboardInterrupt, RuntimeError, duckdb.InterruptException)
 
 
 def is_interrupt(exc: BaseException) -> bool:
-    """True for Ctrl-C: a ``KeyboardInterrupt``, or DuckDB's answer to it during a query
-    (``InterruptException``, or a ``RuntimeError`` "Query interrupted")."""
+    """True for Ctrl-C: a ``KeyboardInterrupt``, DuckDB's answer to it during a query (``InterruptException``,
+    or a ``RuntimeError`` "Query interrupted"), or any error raised after the command saw Ctrl-C
+    (``genuine_core.interrupts``: e.g. a ``duckdb.Error`` wrapping the interrupt of a Python callback, or the
+    "transaction is aborted" that follows it)."""
     return isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)) or (
-        isinstance(exc, RuntimeError) and "query interrupted" in str(exc).lower())
+        isinstance(exc, RuntimeError) and "query interrupted" in str(exc).lower()) or interrupted()
 
 
 class WriteConflict(StoreError):

@@ -242,11 +242,11 @@ def _failed(item: _Item, exc: Exception, t0: float) -> FileOutcome:
     """A ``failed`` outcome; the batcher logs it (and the traceback of an unexpected error) once.
 
     Raises:
-        ``exc`` itself when it is Ctrl-C as DuckDB reports it (``store.db.is_interrupt``): the run
-        stops there, it is not this file's failure.
+        KeyboardInterrupt: ``exc`` is Ctrl-C as DuckDB or another library reports it
+            (``store.db.is_interrupt``): the run stops there, it is not this file's failure.
     """
     if is_interrupt(exc):
-        raise exc
+        raise KeyboardInterrupt(str(exc)) from exc
     if isinstance(exc, GenuineError):
         msg = str(exc)
     else:  # a bug or an unexpected library error: report it, keep the batch going

@@ -176,6 +176,43 @@ def test_duckdb_interrupts_count_as_ctrl_c():
     assert not is_interrupt(RuntimeError("model returned malformed output"))
 
 
+def test_an_error_a_library_makes_of_ctrl_c_stops_an_ingest_and_exits_130(tmp_path, monkeypatch, capsys):
+    """DuckDB may report Ctrl-C in a Python callback as a plain duckdb.Error (then 'transaction is aborted');
+    once the command saw SIGINT, such an error stops the batch instead of failing one file and going on."""
+    import threading
+
+    import duckdb
+
+    from _store_fakes import threshold_segmenter, write_toy_scans
+    from conftest import make_toy_scan
+    from genuine_core import interrupts
+    from genuine_core.cli import main
+    from store import ingest
+    from store.db import Store, is_interrupt
+
+    error = duckdb.Error("Traceback ...\nKeyboardInterrupt:")
+    assert not is_interrupt(error)  # without Ctrl-C it is an error like any other
+    seen = threading.Event()
+    monkeypatch.setattr(interrupts, "_SEEN", seen)
+    paths = write_toy_scans(tmp_path / "scans", 2, make_toy_scan)
+
+    def write_after_ctrl_c(*args, **kwargs):
+        seen.set()  # what the SIGINT handler does before Python raises KeyboardInterrupt
+        raise error
+
+    monkeypatch.setattr(ingest, "write_scan_result", write_after_ctrl_c)
+    with Store(tmp_path / "s.duckdb") as store, pytest.raises(KeyboardInterrupt):
+        ingest.ingest_files(store, paths, "case", models=[fake_model("m1")], progress=False,
+                            segmenter=threshold_segmenter)
+
+    def numba_like(args):
+        raise SystemError("CPUDispatcher(<function _extend_centers>) returned a result with an exception set")
+
+    monkeypatch.setattr("store.cli_store.run", numba_like)
+    assert main(["store", "info", "--db", str(tmp_path / "s.duckdb")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
 def test_removing_a_model_takes_back_everything_it_added(store):
     _add(store, "A", "a" * 64, 5, seed=1)
     _add(store, "B", "b" * 64, 3, seed=2)
