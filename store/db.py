@@ -153,6 +153,7 @@ class Store:
         if read_only and not self.path.is_file():
             raise StoreError(f"{self.path}: no such store")
         if not read_only:
+            refuse_taken_files_folder(self.path)
             self.path.parent.mkdir(parents=True, exist_ok=True)
         _check_duckdb_file(self.path)
         self._conn = self._connect(busy_timeout)
@@ -417,6 +418,20 @@ def files_folder(store_path: str | Path) -> Path:
     """``<store>_files`` beside a store file: uploads, retraining runs and other files it references."""
     p = Path(store_path)
     return p.with_name(p.stem + "_files")
+
+
+def refuse_taken_files_folder(store_path: str | Path) -> None:
+    """Refuse to create a store whose files folder already holds files: they belong to another store of the
+    same name stem (``case.db`` beside ``case.duckdb``) or to a deleted one, and the new store would take
+    them over (its maps, uploads and runs would mix with theirs, and a rebuild would delete them).
+
+    Raises:
+        StoreError: ``store_path`` does not exist and ``<stem>_files`` beside it is not empty.
+    """
+    path, folder = Path(store_path), files_folder(store_path)
+    if not path.exists() and folder.is_dir() and any(folder.iterdir()):
+        raise StoreError(f"{folder} already holds files of another store named {path.stem}.* (or of a deleted "
+                         f"one); give the new store another name, or remove that folder first")
 
 
 def remove_store_files(path: str | Path) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from genuine_core.embedding import UmapConfig
 from genuine_core.errors import InputError
 from genuine_core.pipeline import SHIPPED_MODELS, ScoringModel, load_model, model_folders
-from store.db import files_folder, remove_store_files
+from store.db import files_folder, refuse_taken_files_folder, remove_store_files
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +71,10 @@ class DemoConfig:
 
 
 def make_demo_benchmark(out: Path, config: DemoConfig, progress: bool = True, force: bool = False) -> Path:
-    """Generate (or reuse, when already complete) the demo's synthetic benchmark in ``out``.
+    """Generate (or reuse, when complete and of the same settings) the demo's synthetic benchmark in ``out``.
 
     Raises:
-        InputError: ``out`` holds something else than a demo benchmark and not ``force``.
+        InputError: ``out`` is a file, or holds anything else (another demo benchmark included) and not ``force``.
     """
     import json
 
@@ -90,9 +90,14 @@ def make_demo_benchmark(out: Path, config: DemoConfig, progress: bool = True, fo
                 and size.get("mixture_nuclei") == config.mixture_nuclei):
             logger.info("demo: reusing the benchmark in %s", out)
             return out
-    if out.is_dir() and any(out.iterdir()) and size.get("name") != "demo" and not force:
-        raise InputError(f"{out} holds files that are not a demo benchmark; pass --force to replace them, "
-                         "or build the demo store elsewhere (--out)")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file, where the demo keeps its benchmark folder; move it, or build the demo "
+                         "store elsewhere (--out)")
+    if out.is_dir() and any(out.iterdir()) and not force:  # another store's (same stem), or someone's files
+        what = ("a demo benchmark of other settings" if size.get("name") == "demo"
+                else "files that are not a demo benchmark")
+        raise InputError(f"{out} holds {what}; pass --force to replace them, or build the demo store elsewhere "
+                         "(--out)")
     size = BenchmarkSize("demo", nuclei_per_line=config.nuclei_per_line, mixture_nuclei=config.mixture_nuclei,
                          patch_size=96, field_shape=(512, 512), nuclei_per_field=config.nuclei_per_field)
     make_benchmark(out, seed=config.seed, size=size, overwrite=True, progress=progress)
@@ -176,6 +181,8 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
         raise InputError(f"{out} is a folder; give the store file to create, e.g. {out / 'genuine_demo.duckdb'}")
     if out.exists() and not force:
         raise InputError(f"{out} exists{_work_in(out)}; use --force to rebuild it")
+    if not force:  # a rebuild replaces these: here they are another store's (same stem) or a deleted one's
+        refuse_taken_files_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.stem + ".partial" + out.suffix)
     remove_store_files(partial)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genuine_core.errors import InputError
+from genuine_core.errors import InputError, StoreError
 
 
 @pytest.mark.slow
@@ -113,3 +113,27 @@ def test_each_demo_store_has_its_own_benchmark(tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match="stop"):
             demo.build_demo(tmp_path / name, demo.DemoConfig(), model_dirs=[], progress=False)
     assert made == [tmp_path / "first_benchmark", tmp_path / "second_benchmark"]
+
+
+def test_a_store_of_the_same_stem_never_takes_over_anothers_files_or_benchmark(tmp_path, capsys):
+    """case.db beside case.duckdb would share case_files/ and case_benchmark/: refused, nothing touched."""
+    from genuine_core.cli import main
+    from store.db import Store
+
+    theirs = tmp_path / "d_files"
+    theirs.mkdir()
+    (theirs / "umap_model1_fit1.npz").write_bytes(b"their map")
+    with pytest.raises(StoreError, match="already holds files of another store named d"):
+        Store(tmp_path / "d.db")
+    assert main(["demo", "--out", str(tmp_path / "d.db"), "--quiet"]) == 2
+    assert "d_files already holds files of another store" in capsys.readouterr().err
+    assert (theirs / "umap_model1_fit1.npz").read_bytes() == b"their map" and not (tmp_path / "d.db").exists()
+    bench = tmp_path / "e_benchmark"  # a complete demo benchmark of other settings: another store's
+    bench.mkdir()
+    (bench / "config.json").write_text('{"seed": 7, "size": {"name": "demo", "nuclei_per_line": 10}}')
+    assert main(["demo", "--out", str(tmp_path / "e.duckdb"), "--quiet"]) == 2
+    assert "holds a demo benchmark of other settings; pass --force" in capsys.readouterr().err
+    assert (bench / "config.json").read_text().startswith('{"seed": 7')
+    (tmp_path / "f_benchmark").write_text("a file")
+    assert main(["demo", "--out", str(tmp_path / "f.duckdb"), "--quiet"]) == 2
+    assert "f_benchmark is a file" in capsys.readouterr().err
