@@ -1,6 +1,6 @@
-"""``genuine store check | info | scans | remove-scan | score | remove-model | events``: integrity, overview,
-scan list, scan removal, scoring stored scans with a model registered after them, model removal, and the
-log of who registered and removed models and removed scans.
+"""``genuine store check | info | scans | remove-scan | score | remove-model | events | migrate``: integrity,
+overview, scan list, scan removal, scoring stored scans with a model registered after them, model removal,
+the log of who registered and removed models and removed scans, and bringing an older store up to date.
 
 ``score MODEL`` runs a model (a folder, or a registered name) over the stored patches of every
 scan it has not scored yet (``store.rescore``), e.g. a model retrained on curated labels; each
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command
 
-ACTIONS = ("check", "info", "scans", "remove-scan", "score", "remove-model", "events")
+ACTIONS = ("check", "info", "scans", "remove-scan", "score", "remove-model", "events", "migrate")
 
 
 def _scan_id(text: str) -> int:
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "score": "score the stored scans a model has not scored yet (e.g. one retrained on curated labels)",
         "remove-model": "unregister a model and delete its predictions, embeddings and maps (not its folder)",
         "events": "who registered and removed models, and removed scans, when (oldest first)",
+        "migrate": "bring a store written by an older version up to this version's schema",
     }
     subs = {}
     for name in ACTIONS:
@@ -80,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         return _score(db, args.model, args.sample, not args.quiet, args.by)
     if args.action == "remove-model":
         return _remove_model(db, args.name, args.yes, args.by)
+    if args.action == "migrate":
+        return _migrate(db)
     import json
 
     from store.check import check_store, store_info
@@ -119,6 +122,21 @@ def _print_scans(store, sample: str | None) -> int:
     view["ingested_at"] = view["ingested_at"].astype(str).str[:19]
     view = view.rename(columns={"ingested_at": "ingested"})
     print(view.to_string(index=False))
+    return 0
+
+
+def _migrate(db) -> int:
+    """Open the store for writing once, which applies the missing schema steps (``store.migrations``)."""
+    from genuine_core.errors import StoreError
+    from store import migrations
+    from store.db import Store
+
+    if not Path(db).is_file():  # never create a store just to migrate it
+        raise StoreError(f"{db}: no such store")
+    with Store(db, migrate=False) as store:
+        before = migrations.current_version(store.cursor())
+        after = migrations.migrate(store.cursor())
+    print(f"{db}: schema version {after}" + (f" (was {before})" if after != before else ", already up to date"))
     return 0
 
 

@@ -167,8 +167,11 @@ class Store:
             version = migrations.current_version(self._conn)
             if version < migrations.LATEST:
                 if read_only:
+                    from store.location import genuine_command
+
                     raise StoreError(f"{self.path}: schema version {version} is older than {migrations.LATEST}; "
-                                     "open it once for writing to migrate")
+                                     f"bring it up to date once with `{genuine_command('store migrate', self.path)}`"
+                                     " (or any command that writes to it)")
                 if migrate:
                     migrations.migrate(self._conn)
             elif version > migrations.LATEST:

@@ -107,6 +107,24 @@ def test_a_version_2_store_gains_an_empty_log(tmp_path):
         assert len(_events(s)) == 1
 
 
+def test_a_version_2_store_is_refused_read_only_with_the_command_that_migrates_it(tmp_path, capsys):
+    path = tmp_path / "v2.duckdb"
+    conn = duckdb.connect(str(path))
+    for version, note, script in migrations.STEPS[:2]:
+        conn.execute(script())
+        conn.execute("INSERT INTO schema_version (version, note) VALUES (?, ?)", [version, note])
+    conn.close()
+    assert main(["store", "events", "--db", str(path)]) == 2
+    assert f"bring it up to date once with `genuine store migrate --db {path}`" in capsys.readouterr().err
+    assert main(["store", "migrate", "--db", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: schema version 3 (was 2)"
+    assert main(["store", "migrate", "--db", str(path)]) == 0
+    assert "already up to date" in capsys.readouterr().out
+    assert main(["store", "events", "--db", str(path)]) == 0 and "no store events" in capsys.readouterr().out
+    assert main(["store", "migrate", "--db", str(tmp_path / "none.duckdb")]) == 2
+    assert not (tmp_path / "none.duckdb").exists()
+
+
 def test_cli_records_by_and_lists_events(tmp_path, capsys):
     db = tmp_path / "cli.duckdb"
     with Store(db) as s:
