@@ -318,5 +318,14 @@ def test_a_second_command_writing_into_the_same_folder_is_refused(tmp_path, toy_
             assert main(["train-cellpose", "--out", str(out), "--epochs", "1", "--fields", "2", "--val-fields", "1",
                          *extra]) == 2
             assert "is being written by another genuine command" in capsys.readouterr().err
+        link = tmp_path / "link"
+        link.symlink_to(out.parent, target_is_directory=True)
+        assert main(["segment", str(toy_tif), "--out", str(link / "out"), "--backend", "watershed"]) == 2
+        assert "is being written by another genuine command" in capsys.readouterr().err  # one lock per folder
         assert not out.exists()
+        (out / "fields").mkdir(parents=True)  # what the writer has made so far: not 'someone else's folder'
+        for command in (["synth", "benchmark", "--size", "tiny", "--seed", "0", "--quiet", "--overwrite"],
+                        ["train-cellpose", "--epochs", "1", "--fields", "2", "--val-fields", "1"]):
+            assert main([*command, "--out", str(out)]) == 2
+            assert "is being written by another genuine command" in capsys.readouterr().err
     assert main(["segment", str(toy_tif), "--out", str(out), "--backend", "watershed"]) == 0  # released

@@ -90,7 +90,8 @@ def writing_into(path: str | Path, option: str = "--out") -> Iterator[Path]:
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p.parent / f".{p.name}.genuine-lock", "a+", encoding="utf-8") as fh:
+    real = p.resolve()  # one lock per folder, whichever symlink names it
+    with open(real.parent / f".{real.name}.genuine-lock", "a+", encoding="utf-8") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -140,23 +140,23 @@ def _benchmark(args: argparse.Namespace) -> int:
     _check_beta(args.beta)
     in_range(args.workers, (1, MAX_WORKERS), "--workers")
     in_range(args.acquisition_jitter, (0, MAX_ACQUISITION_JITTER), "--acquisition-jitter")  # before the banner
-    if out.is_dir() and any(out.iterdir()):
-        if not _is_benchmark(out):  # --overwrite replaces a benchmark, never someone else's files
-            refuse_foreign_folder(out, (), "benchmark")
-        if not args.overwrite:
-            raise InputError(f"--out {out} holds a benchmark; pass --overwrite to replace it")
-    if not args.quiet:
-        size = SIZES[args.size]
-        print(f"synth benchmark: {size.nuclei_per_line} nuclei per cell line and {size.mixture_nuclei} per mixture "
-              f"sample, {size.patch_size} px patches -> {out}", file=sys.stderr, flush=True)
-    try:
-        with writing_into(out):  # two generators in one folder would mix their fields
+    with writing_into(out):  # first: a second generator into this folder is told who writes it
+        if out.is_dir() and any(out.iterdir()):
+            if not _is_benchmark(out):  # --overwrite replaces a benchmark, never someone else's files
+                refuse_foreign_folder(out, (), "benchmark")
+            if not args.overwrite:
+                raise InputError(f"--out {out} holds a benchmark; pass --overwrite to replace it")
+        if not args.quiet:
+            size = SIZES[args.size]
+            print(f"synth benchmark: {size.nuclei_per_line} nuclei per cell line and {size.mixture_nuclei} per "
+                  f"mixture sample, {size.patch_size} px patches -> {out}", file=sys.stderr, flush=True)
+        try:
             summary = make_benchmark(out, seed=args.seed, size=args.size, beta=args.beta, workers=args.workers,
                                      acquisition_jitter=args.acquisition_jitter, normalisation=args.normalisation,
                                      overwrite=args.overwrite, progress=not args.quiet,
                                      command=invoked_command(args))
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     mix = {k: (v["target_fraction"], round(v["realised_fraction"], 4), round(v["true_mna_fraction"], 4))
            for k, v in summary["mixtures"].items()}
     print(json.dumps({"out": args.out, "per_split": summary["per_split"],

@@ -51,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
                                      threads=args.threads, seed=args.seed)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    refuse_foreign_folder(out, (MODEL_FILE, "checksum.sha256", "metrics.json"), "cellpose model")
-    if (out / MODEL_FILE).exists() and not args.overwrite:
-        raise InputError(f"--out {out} already holds a trained cellpose model ({MODEL_FILE}); pass --overwrite to "
-                         "replace it (or --calibrate-only to re-calibrate it)")
-    with writing_into(out):  # a second run into the same folder is refused instead of mixing weights
+    with writing_into(out):  # first: a second run into this folder is told who writes it, not mixed in
+        # checkpoints/: what cellpose's trainer leaves of an interrupted run, which --overwrite may replace
+        refuse_foreign_folder(out, (MODEL_FILE, "checksum.sha256", "metrics.json", "checkpoints"), "cellpose model")
+        if (out / MODEL_FILE).exists() and not args.overwrite:
+            raise InputError(f"--out {out} already holds a trained cellpose model ({MODEL_FILE}); pass --overwrite "
+                             "to replace it (or --calibrate-only to re-calibrate it)")
         metrics = train_cellpose(out, config, command=invoked_command(args))
     summary = {k: v for k, v in metrics.items() if k != "train_loss_curve"}
     print(json.dumps(summary, indent=2))
