@@ -604,6 +604,20 @@ def test_a_merge_keeps_the_reports_notes_unless_notes_are_given(tmp_path):
     assert json.loads((tmp_path / "new" / "evaluation.json").read_text())["notes"] == ["only this"]
 
 
+def test_a_merge_refuses_a_model_twice_keeps_the_shipped_model_and_ignores_malformed_notes(tmp_path, capsys):
+    from genuine_core.cli import main
+
+    shipped = Path(__file__).resolve().parents[1] / "reports" / "evaluation.json"
+    assert main(["evaluate", "--merge", str(shipped), str(shipped), "--out", str(tmp_path / "twice")]) == 2
+    assert "is in more than one of the merged reports" in capsys.readouterr().err
+    odd = json.loads(shipped.read_text())
+    odd["notes"] = "one note as a string"  # hand-edited
+    (tmp_path / "odd.json").write_text(json.dumps(odd))
+    assert main(["evaluate", "--merge", str(tmp_path / "odd.json"), "--out", str(tmp_path / "r")]) == 0
+    merged = json.loads((tmp_path / "r" / "evaluation.json").read_text())
+    assert merged["notes"] == [] and merged["acceptance"]["model"] == odd["acceptance"]["model"] == "genuine_cpu"
+
+
 def test_evaluate_refuses_to_replace_a_report_unless_told(tmp_path, capsys):
     from genuine_core.cli import main
 
@@ -617,6 +631,10 @@ def test_evaluate_refuses_to_replace_a_report_unless_told(tmp_path, capsys):
                                                "to replace it")
     assert [p.name for p in out.iterdir()] == ["evaluation.md"]
     assert main([*merge, "--overwrite"]) == 0 and (out / "evaluation.md").read_text() != "the shipped report"
+    (out / "evaluation.md").unlink()
+    (out / "evaluation.json").unlink()
+    assert main(merge) == 2  # its figures are the report's files too
+    assert "already holds fig4_mycn_count.png" in capsys.readouterr().err
 
 
 def test_init_from_another_architecture_says_so_in_one_line(tmp_path):

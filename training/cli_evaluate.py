@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the report (evaluation.json / evaluation.md) already in --out")
     parser.add_argument("--shipped", default=None,
-                        help="folder name of the model the acceptance targets apply to "
-                             "(default: the GENUINE model with the largest beta)")
+                        help="folder name of the model the acceptance targets apply to (default: with --merge, "
+                             "the one the merged reports named; else the GENUINE model with the largest beta)")
 
 
 def _default_models() -> list[str]:
@@ -48,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
     from genuine_core.commands.checks import output_folder, refuse_existing
     from genuine_core.errors import InputError
     from training.evaluate import evaluate
-    from training.report import JSON_NAME, MD_NAME, write_report
+    from training.report import JSON_NAME, MD_NAME, REPORT_FIGURES, write_report
 
     out = output_folder(args.out)  # before any evaluation work
-    refuse_existing([out / JSON_NAME, out / MD_NAME], args.overwrite, folder=out)
+    refuse_existing([out / f for f in (JSON_NAME, MD_NAME, *REPORT_FIGURES)], args.overwrite, folder=out)
     if args.merge:
         import json
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"{path} is not an evaluation.json written by genuine evaluate (no meta and models)")
             parts.append(part)
         _check_shipped(args.shipped, {m["name"]: m.get("kind") for part in parts for m in part["models"]})
-        kept = [n for part in parts for n in part.get("notes") or [] if isinstance(n, str)]
+        kept = [n for part in parts if isinstance(part.get("notes"), list) for n in part["notes"] if isinstance(n, str)]
         results = merge_results(parts, args.shipped, notes=args.note or list(dict.fromkeys(kept)),
                                 command=invoked_command(args))
         paths = write_report(results, args.out)

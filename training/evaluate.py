@@ -390,8 +390,11 @@ def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
     model, run in parallel) into one results dict with acceptance and ordering recomputed, and
     the mixtures' corrected prevalences recomputed from their counts.
 
+    ``shipped`` None keeps the model the parts' acceptance tables named, when they agree on one that is
+    merged; else the default of :func:`acceptance`.
+
     Raises:
-        InputError: no parts, or parts from different benchmarks or probe seeds.
+        InputError: no parts, parts from different benchmarks or probe seeds, or one model in two parts.
     """
     if not parts:
         raise InputError("nothing to merge")
@@ -402,6 +405,14 @@ def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
     if len(keys) > 1:
         raise InputError(f"cannot merge results of different benchmarks / probe settings: {sorted(map(str, keys))}")
     models = [dict(m) for p in parts for m in p["models"]]
+    names = [m.get("name") for m in models]
+    twice = sorted({n for n in names if names.count(n) > 1}, key=str)
+    if twice:
+        raise InputError(f"model {', '.join(map(str, twice))} is in more than one of the merged reports; merge each "
+                         "model's evaluation once")
+    if shipped is None:
+        named = {(p.get("acceptance") or {}).get("model") for p in parts} - {None}
+        shipped = named.pop() if len(named) == 1 and named <= set(names) else None
     for m in models:  # corrected columns by the current estimator (the counts behind them are in the rows)
         if m.get("mixtures"):
             m["mixtures"], m["mixture_summary"] = correct_mixture_rows(m["mixtures"], m.get("validation") or {})
