@@ -50,8 +50,19 @@ def get_args_parser() -> argparse.ArgumentParser:
             raise
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run, _parser=p)
+        p.set_defaults(_run=module.run)
+        _name_parsers(p)
     return parser
+
+
+def _name_parsers(parser: argparse.ArgumentParser) -> None:
+    """Let each (sub)subcommand's parser name itself in ``args._parser``: an unknown option is then reported
+    with the usage of ``genuine store events``, not of ``genuine store``."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _name_parsers(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from genuine_core.embedding import UmapConfig
 from genuine_core.errors import InputError
 from genuine_core.pipeline import SHIPPED_MODELS, ScoringModel, load_model, model_folders
 from store.db import files_folder, refuse_taken_files_folder, remove_store_files
+from store.location import login_name
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ def _fill_demo_store(partial: Path, bench: Path, models, config: DemoConfig, pro
     with Store(partial) as store:
         t = time.perf_counter()
         rep = ingest_benchmark(store, bench, models, max_fields_per_sample=config.max_fields_per_sample,
-                               progress=progress, place_umap=False)
+                               progress=progress, place_umap=False, by=login_name())
         failed += [f"{o.path}: {o.message}" for o in rep.outcomes if o.status == "failed"]
         seconds["ingest_benchmark"] = time.perf_counter() - t
         if config.include_real and REAL_IMAGE.is_file():

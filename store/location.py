@@ -39,7 +39,22 @@ def login_name() -> str | None:
         return None
 
 
+def person_name(text: str) -> str | None:
+    """A ``--by`` value: stripped; empty means nobody named (None).
+
+    Raises:
+        argparse.ArgumentTypeError: control characters (a newline or a terminal escape would forge lines
+            of the event log as printed).
+    """
+    import argparse
+
+    name = text.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise argparse.ArgumentTypeError("a name without control characters (newlines, escapes)")
+    return name or None
+
+
 def add_by_option(parser) -> None:
     """``--by NAME``: who runs a command that registers or removes a model or removes a scan (``store_events``)."""
-    parser.add_argument("--by", metavar="NAME", default=login_name(),
+    parser.add_argument("--by", metavar="NAME", type=person_name, default=login_name(),
                         help="who does this, kept in the store's event log (default: your login, %(default)s)")

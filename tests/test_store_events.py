@@ -142,3 +142,15 @@ def test_cli_records_by_and_lists_events(tmp_path, capsys):
     assert len(out) == 3 and all("m2" in line for line in out[1:])
     assert main(["store", "events", "--subject", "nope", "--db", str(db)]) == 0
     assert "no store events" in capsys.readouterr().out
+    for forged in ("Zoë\nline2", "x\x1b[31mRED"):  # would forge lines or colours of the printed log
+        with pytest.raises(SystemExit) as exc:
+            main(["store", "remove-model", "m1", "--yes", "--by", forged, "--db", str(db)])
+        assert exc.value.code == 2 and "without control characters" in capsys.readouterr().err
+    assert main(["store", "remove-model", "m1", "--yes", "--by", "  Zoë  ", "--db", str(db)]) == 0
+    assert store_events_of(db)[-1] == ("remove model", "m1", "Zoë")
+
+
+def store_events_of(db) -> list[tuple]:
+    with Store(db, read_only=True) as s:
+        df = store_events(s)
+    return list(zip(df["action"], df["subject"], df["by_user"], strict=True))

@@ -219,8 +219,16 @@ def test_cli_probe_checks_every_count_and_size_before_any_work(tmp_path, capsys,
         assert main(["synth", "probe", "--out", str(out), "--n", "1", *options]) == 2
         assert capsys.readouterr().err.strip() == f"error: {message}"
     with pytest.raises(SystemExit) as exc:  # a range that would fill memory before any check
-        main(["synth", "probe", "--out", str(out), "--mycn", "0-1000000000"])
+        main(["synth", "probe", "--out", str(out), "--mycn", "0-1000"])  # 1001 values
     assert exc.value.code == 2 and "at most 1000 values in a range" in capsys.readouterr().err
+    for options in (["--patch-size", "1024", "--n", "10000", "--mycn", "3", "--n-backgrounds", "2"],
+                    ["--patch-size", "1024", "--n-backgrounds", "10000", "--mycn", "3"]):
+        assert main(["synth", "probe", "--out", str(out), *options]) == 2
+        assert "GiB (at most 4 GiB)" in capsys.readouterr().err
+    words = tmp_path / "words.npy"
+    np.save(words, np.array(["a", "b"]))
+    assert main(["synth", "probe", "--out", str(out), "--backgrounds", str(words)]) == 2
+    assert "expected an (N, 3, P, P) or (N, P, P) array of numbers" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -580,6 +580,18 @@ def test_a_negative_seed_is_a_usage_error_in_every_command(command, tmp_path, ca
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", [["umap"], ["store", "events"], ["synth", "probe", "--out", "x"]])
+def test_an_unknown_option_is_reported_with_the_usage_of_the_command_given(command, capsys):
+    from genuine_core.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--bogus"])
+    err = capsys.readouterr().err
+    name = " ".join(c for c in command if not c.startswith("-") and c != "x")
+    assert stop.value.code == 2 and err.startswith(f"usage: genuine {name} ")
+    assert f"genuine {name}: error: unrecognized arguments: --bogus" in err
+
+
 def test_merge_refuses_a_json_that_is_no_evaluation(tmp_path, capsys):
     from genuine_core.cli import main
 

@@ -31,7 +31,7 @@ def _int_list(text: str) -> list[int]:
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             lo, sep, hi = part.partition("-")
-            if sep and int(hi) - int(lo) > MAX_LIST:
+            if sep and int(hi) - int(lo) + 1 > MAX_LIST:
                 raise argparse.ArgumentTypeError(f"at most {MAX_LIST} values in a range, got {part!r}")
             out.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
     except ValueError:
@@ -113,6 +113,8 @@ FIELD_NUCLEI = (1, 5000)
 #: bounds of ``synth probe``: probes per condition (and backgrounds), and patches in all
 MAX_PROBES = 10_000
 MAX_PROBE_PATCHES = 200_000
+#: most memory (bytes) the probe patches (float16) or the backgrounds (float32) may take
+MAX_PROBE_BYTES = 4 * 2**30
 #: --workers bound of ``synth benchmark``
 MAX_WORKERS = 64
 
@@ -121,6 +123,16 @@ def _check_beta(beta: float) -> None:
     """The label flip rate ``genuine train --beta`` accepts: [0, 0.5) (0.5 or more inverts the labels' meaning)."""
     if not 0.0 <= beta < 0.5:
         raise InputError(f"--beta must be in [0, 0.5) (as for genuine train), got {beta:g}")
+
+
+def _check_probe_memory(n_patches: int, n_backgrounds: int, side: int) -> None:
+    """Refuse, before any work, probes whose patches (float16) or backgrounds (float32) would not fit in
+    :data:`MAX_PROBE_BYTES`."""
+    for what, n, itemsize in (("probe patches", n_patches, 2), ("backgrounds", n_backgrounds, 4)):
+        size = n * 3 * side * side * itemsize
+        if size > MAX_PROBE_BYTES:
+            raise InputError(f"{n:,} {what} of {side} px would take {size / 2**30:.0f} GiB (at most "
+                             f"{MAX_PROBE_BYTES / 2**30:.0f} GiB); lower --n, the conditions or the patch size")
 
 
 def _npz_path(out: str) -> Path:
@@ -237,12 +249,18 @@ def _probe(args: argparse.Namespace) -> int:
     if n_conditions * args.n > MAX_PROBE_PATCHES:
         raise InputError(f"{n_conditions} conditions x {args.n} probes is more than {MAX_PROBE_PATCHES:,} patches; "
                          "narrow --nmi/--mycn/--signal-size or lower --n")
+    if not args.backgrounds:
+        _check_probe_memory(n_conditions * args.n, args.n_backgrounds, args.patch_size)
     rng = seed_everything(args.seed)
     if args.backgrounds:
         try:
             bg = np.load(args.backgrounds, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InputError(f"{args.backgrounds}: not a readable .npy array ({exc})") from None
+        if bg.dtype.kind not in "biuf" or bg.ndim not in (3, 4):
+            raise InputError(f"{args.backgrounds}: expected an (N, 3, P, P) or (N, P, P) array of numbers, got "
+                             f"{bg.dtype} {bg.shape}")
+        _check_probe_memory(n_conditions * args.n, bg.shape[0], bg.shape[-1])
         bg = np.asarray(bg, np.float32)
     else:
         try:

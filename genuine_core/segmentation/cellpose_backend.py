@@ -62,7 +62,7 @@ def resolve_model_path(model_path: str | os.PathLike | None = None, option: str 
     if candidate.is_file():
         return candidate
     raise ModelLoadError(f"cellpose model not found at {candidate}; train one with "
-                         f"`genuine train-cellpose --out models/cellpose_synth`, pass {option} PATH, "
+                         f"`genuine train-cellpose --out {DEFAULT_MODEL_DIR}`, pass {option} PATH, "
                          "or use --backend watershed")
 
 
