@@ -97,11 +97,14 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     flat["qc_flags"] = flat["qc_flags"].map(lambda f: "; ".join(f))
     flat.to_csv(written[2], index=False)
 
-    n_curated = int(nuclei["curated_label"].notna().sum() + nuclei["excluded"].sum())
+    n_excluded = int(nuclei["excluded"].sum())
+    n_curated = int(nuclei["curated_label"].notna().sum()) + n_excluded
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     expected = "-" if info["expected_mna"] is None else f"{100 * info['expected_mna']:.1f} %"
     facts = [("sample", sample), ("kind", info["kind"]), ("genotype", info.get("genotype") or "-"),
-             ("expected MNA", expected), ("scans", str(nuclei["scan_id"].nunique())), ("nuclei", str(len(nuclei))),
+             ("expected MNA", expected), ("scans", str(nuclei["scan_id"].nunique())),
+             ("nuclei", f"{len(nuclei)}" + (f" ({n_excluded} excluded by a curator, {len(nuclei) - n_excluded} scored)"
+                                            if n_excluded else "")),
              ("curated nuclei", str(n_curated)), ("exported", when)]
     if model is not None:
         r = chosen.iloc[0]
@@ -122,7 +125,8 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
             "Nuclei a curator excluded are not scored; a curator's relabelling does not change the model's "
             "calls or these numbers (curated labels train the next model).")
     flags = sorted({f for fs in summ["qc_flags"] for f in fs})
-    explained = [(f, summary.QC_FLAGS.get(f, "")) for f in flags]
+    raised_by = {f: [m for m, fs in zip(summ["model"], summ["qc_flags"]) if f in fs] for f in flags}
+    explained = [(f"{f} ({', '.join(raised_by[f])})", summary.QC_FLAGS.get(f, "")) for f in flags]
     models = registry.list_models(store).set_index("name").loc[list(dict.fromkeys(summ["model"]))]
     model_heads = ["model", "kind", "preset", "model folder checksum (SHA-256 of its checksum.sha256)", "registered"]
     model_rows = [[name, m["kind"], m["preset"] or "-", m["checksum"] or "-", str(m["registered_at"])[:16]]
