@@ -95,10 +95,11 @@ QC_FLAGS = {
     "call contradicts genotype": "the sample's recorded genotype says otherwise (e.g. gain nuclei with 3-7 MYCN "
                                  "signals called MNA in a non-MNA line, a pattern validation rates do not "
                                  "capture); review the nuclei before reading the call",
-    "rates do not fit": "the share called MNA lies outside what the model's validation error rates allow "
-                        "(far below its false-positive rate or above its sensitivity), so the corrected "
-                        "estimate is pinned at 0 % or 100 % and its interval has no width; read the MNA % and "
-                        "review the nuclei",
+    "rates do not fit": "the share called MNA lies so far outside what the model's validation error rates allow "
+                        "(below its false-positive rate or above its sensitivity, beyond sampling error) that the "
+                        "corrected interval collapses to 0 % or 100 % with no width; read the MNA % and review "
+                        "the nuclei (a share just beyond the rates only pins the corrected estimate, and its "
+                        "interval still shows the uncertainty)",
     "weak validation": f"the model's validation had fewer than {SUMMARY_CONFIG.min_validation_per_class} nuclei "
                        f"of a class, or a sensitivity or specificity below {SUMMARY_CONFIG.min_validation_rate:g} "
                        "(e.g. a retrained model registered for testing): do not base a diagnosis on its calls",
