@@ -2,7 +2,9 @@
 
 Label decisions have theirs in ``label_events``; this table keeps what a removal deletes from the
 other tables, so that a sample report's model checksum can always be traced to when those weights
-came and went, and who removed them.
+came and went, and who removed them. Event ids increase with time but may skip numbers: a change
+that is rolled back (an ingest's dry-run registration, a refused removal) has drawn one. No code path
+updates or deletes a row.
 """
 
 from __future__ import annotations
