@@ -94,13 +94,18 @@ def test_unknown_action_is_refused(store):
     assert _events(store) == []
 
 
-def test_a_version_2_store_gains_an_empty_log(tmp_path):
-    path = tmp_path / "v2.duckdb"
+def _version_2_store(path) -> None:
+    """A store as the version before the event log wrote it (schema steps 1 and 2)."""
     conn = duckdb.connect(str(path))
     for version, note, script in migrations.STEPS[:2]:
         conn.execute(script())
         conn.execute("INSERT INTO schema_version (version, note) VALUES (?, ?)", [version, note])
     conn.close()
+
+
+def test_a_version_2_store_gains_an_empty_log(tmp_path):
+    path = tmp_path / "v2.duckdb"
+    _version_2_store(path)
     with Store(path) as s:
         assert migrations.current_version(s.cursor()) == 3 and _events(s) == []
         registry.register_model(s, fake_model("m1"), "ann")
@@ -109,11 +114,7 @@ def test_a_version_2_store_gains_an_empty_log(tmp_path):
 
 def test_a_version_2_store_is_refused_read_only_with_the_command_that_migrates_it(tmp_path, capsys):
     path = tmp_path / "v2.duckdb"
-    conn = duckdb.connect(str(path))
-    for version, note, script in migrations.STEPS[:2]:
-        conn.execute(script())
-        conn.execute("INSERT INTO schema_version (version, note) VALUES (?, ?)", [version, note])
-    conn.close()
+    _version_2_store(path)
     assert main(["store", "events", "--db", str(path)]) == 2
     assert f"bring it up to date once with `genuine store migrate --db {path}`" in capsys.readouterr().err
     assert main(["store", "migrate", "--db", str(path)]) == 0
