@@ -697,9 +697,9 @@ def training_curves(history: pd.DataFrame, title: str = "", against: str = "trai
             ``best`` (bool: the epoch early stopping kept, marked by a dashed line and named in the
             legend, where no tick label can collide with it; without it the epoch of the lowest ``val_loss``).
         against: the labels the curves are measured against, named in the validation curves' legend
-            entries (the axis titles stay short enough for a 200 px panel): training scores the validation split against the labels it
-            trained on (e.g. noisy auto labels), not the ground truth a model's metrics may use, so
-            the curves' validation accuracy can sit below the metrics' accuracy.
+            entries (not the axis titles, which must fit a 200 px panel). Training scores the validation
+            split against the labels it trained on (e.g. noisy auto labels), not the ground truth a
+            model's metrics may use, so the curves' validation accuracy can sit below the metrics'.
     """
     cols = [c for c in history.columns if c not in ("epoch", "best") and history[c].notna().any()
             and pd.api.types.is_numeric_dtype(history[c]) and not pd.api.types.is_bool_dtype(history[c])]
