@@ -55,6 +55,8 @@ SECTION_NAMES = {"": "summary", "validation": "validation", "test_detection": "t
                  "test_rule_vs_truth": "test nuclei: Cohn rule vs ground truth", "ratio_fit": "ratio fit"}
 #: signal classes as dict keys -> as shown; per-class lists (count thresholds, count accuracy) are in this order
 CLASS_NAMES = {"nmi": "NMI", "mycn": "MYCN", "cluster": "cluster"}
+#: why a button that changes the registered models waits for a name (the store's event log records who)
+NAME_NEEDED = "Enter your name under **Reviewer** in the sidebar to {what}: the store's event log records who."
 
 
 def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
@@ -196,7 +198,7 @@ def remove_model_section(name: str, n_predictions: int) -> None:
     c2.button("Remove model", key="models_remove", type="primary", icon=":material/delete:",
               disabled=not (who and sure), on_click=remove_model_clicked, args=(name, who))
     if not who:
-        st.caption("Enter your name under **Reviewer** in the sidebar to remove a model.")
+        st.caption(NAME_NEEDED.format(what="remove a model"))
     error = st.session_state.pop("models_remove_error", None)
     if error:
         st.error(error, icon=":material/error:")
@@ -229,14 +231,17 @@ def score_section(store, row: pd.Series) -> None:
     if not folder or not Path(folder).is_dir():
         st.warning("Its folder is not on this machine, so it cannot score them.", icon=":material/warning:")
         return
+    who = common.reviewer()
+    if not who:
+        st.caption(NAME_NEEDED.format(what="score them"))
     if not st.button(f"Score {len(readable)} scans ({int(readable['n_nuclei'].sum())} nuclei) with {name}",
-                     key=f"score_{name}", icon=":material/play_arrow:"):
+                     key=f"score_{name}", icon=":material/play_arrow:", disabled=not who):
         return
     bar = st.progress(0.0, text=f"loading {name}")
     try:
         model = model_to_score(store, name)
         done = score_stored_scans(store, model, progress=False, on_scan=lambda outcome, i, n: bar.progress(
-            i / n, text=f"{i} of {n} scans: {outcome.line()}"), by=common.reviewer() or None)
+            i / n, text=f"{i} of {n} scans: {outcome.line()}"), by=who)
     except GenuineError as exc:
         bar.empty()
         common.show_error(exc)
@@ -299,10 +304,13 @@ def register_button(run_id: str, rec: dict, val: dict | None) -> None:
         ok = st.checkbox("Register it anyway", key=f"register_anyway_{run_id}")
     else:
         ok = True
+    who = common.reviewer()
     if st.button(f"Register {rec['name']}", key=f"register_{run_id}", type="primary",
-                 icon=":material/library_add:", disabled=not ok):
-        retrain.register(run_id)
+                 icon=":material/library_add:", disabled=not (ok and who)):
+        retrain.register(run_id, who)
         st.rerun(scope="app")  # the models table and the sidebar live outside this fragment
+    if not who:
+        st.caption(NAME_NEEDED.format(what="register a model"))
 
 
 def run_controls(run_id: str, rec: dict, state: str) -> None:

@@ -300,15 +300,16 @@ def validation(out: str | Path) -> dict | None:
     return val if isinstance(val, dict) and "sensitivity" in val else None
 
 
-def register(run_id: str) -> None:
-    """Register a finished run's model folder in the store; on failure keep the message in the record."""
+def register(run_id: str, by: str) -> None:
+    """Register a finished run's model folder in the store (``by``: who, for its event log); on failure keep
+    the message in the record."""
     from genuine_core.errors import GenuineError
     from genuine_core.pipeline import load_model
     from store.registry import register_model
 
     rec = runs()[run_id]
     try:
-        register_model(common.get_store(), load_model(rec["out"], name=rec["name"]), by=common.reviewer() or None)
+        register_model(common.get_store(), load_model(rec["out"], name=rec["name"]), by=by)
     except GenuineError as exc:
         rec["error"] = f"Not registered: {exc}"
         save_record(rec)

@@ -1078,7 +1078,7 @@ def test_models_page_scores_the_stored_scans_with_a_model_registered_after_them(
         n_nuclei, n_scans = s.query("SELECT (SELECT count(*) FROM nuclei) AS n, (SELECT count(*) FROM scans) AS c"
                                     ).iloc[0].tolist()
         assert s.query("SELECT DISTINCT patch_normalisation AS p FROM scans")["p"].tolist() == ["spot_flux"]
-    at = open_page("models")
+    at = open_page("models", reviewer="Dr. Test")
     at.selectbox(key="models_pick").set_value("old-resnet").run()
     assert f"has scored 0 of the {n_scans} stored scans" in texts(at)
     assert f"{n_scans} of them it cannot read: its patches are 'spot_flux'-normalised" in texts(at)
@@ -1178,6 +1178,9 @@ def test_models_page_warns_before_registering_a_degenerate_model(store_copy, tmp
     useless = {"sensitivity": 1.0, "specificity": 0.0, "n_positive": 2, "n_negative": 1}
     _models_finished_run(models_runs, tmp_path, useless)
     at = open_page("models")
+    register = next(b for b in at.button if b.label == "Register resnet-curated")
+    assert register.disabled and "to register a model: the store's event log records who" in texts(at)
+    at.sidebar.text_input(key="reviewer").input("Dr. Test").run()
     warning = " ".join(w.value for w in at.warning)
     assert "specificity 0.000" in warning and "only 2 MNA nuclei" in warning and "only 1 non-MNA" in warning
     register = next(b for b in at.button if b.label == "Register resnet-curated")
@@ -1188,6 +1191,8 @@ def test_models_page_warns_before_registering_a_degenerate_model(store_copy, tmp
     assert "resnet-curated" in frame_with(at, "Model")["Model"].tolist()  # the whole app reran
     assert "3 models" in " ".join(c.value for c in at.sidebar.caption)
     assert models_runs["run-1"]["registered"]
+    assert frame_with(at, "Action").iloc[0][["Action", "Model or scan", "By"]].tolist() == [
+        "register model", "resnet-curated", "Dr. Test"]  # the event log says who registered it
     done = texts(at)
     assert "registered as resnet-curated" in done and "**Ingest** page" in done
 
@@ -1318,7 +1323,7 @@ def test_models_page_reads_back_runs_an_earlier_server_started(store_copy, model
     folder = _recorded_run(store_copy[0], "final", cmd=[])
     (folder.parent / "broken").mkdir()
     (folder.parent / "broken" / "run.json").write_text("{not json")  # skipped, not an error
-    at = open_page("models")
+    at = open_page("models", reviewer="Dr. Test")
     status = [m.value for m in at.markdown if "run-9" in m.value]
     assert status and "· finished after" in status[0]
     at.selectbox(key="retrain_kind").set_value("resnet").run()
@@ -1470,7 +1475,7 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
         for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
             for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:12]:
                 record_label_event(s, nid, label, "Dr. Test")
-    at = open_page("models")
+    at = open_page("models", reviewer="Dr. Test")
     at.selectbox(key="retrain_kind").set_value("resnet")
     at.selectbox(key="retrain_preset").set_value("tiny")
     at.number_input(key="retrain_epochs").set_value(2)
