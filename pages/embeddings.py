@@ -69,13 +69,17 @@ def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:
     return out, "colour", True
 
 
+def sample_points(db: str, data_rev: int, labels_rev: int, model: str, only: tuple[str, ...]) -> pd.DataFrame:
+    """:func:`points` of ``model`` in the samples ``only`` (all samples when empty)."""
+    df = points(db, data_rev, labels_rev, model)
+    return df[df["sample"].isin(only)] if only else df
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def map_figure(db: str, data_rev: int, labels_rev: int, model: str, kind: str, how: str, only: tuple[str, ...],
                max_points: int, marked: tuple[int, ...]):
     """One model's UMAP scatter, coloured by ``how``, with ``marked`` nuclei ringed."""
-    df = points(db, data_rev, labels_rev, model)
-    if only:
-        df = df[df["sample"].isin(only)]
+    df = sample_points(db, data_rev, labels_rev, model, only)
     marks = df[df["nucleus_id"].isin(marked)]  # before the subset: a looked-up nucleus is always ringed
     if len(df) > max_points:
         df = df.sample(int(max_points), random_state=0)
@@ -194,9 +198,8 @@ def main() -> None:
 
     maps = list(dict.fromkeys([left, right]))
     for model in maps:  # a looked-up nucleus must not vanish silently
-        shown = points(db, common.rev("data"), common.rev("labels"), model)
-        shown = shown[shown["sample"].isin(only)] if only else shown
-        off = [i for i in typed if i not in set(shown["nucleus_id"])]
+        placed = set(sample_points(db, common.rev("data"), common.rev("labels"), model, tuple(only))["nucleus_id"])
+        off = [i for i in typed if i not in placed]
         if off:
             st.caption(f":material/visibility_off: Not on {model}'s map: nucleus {', '.join(map(str, off))} "
                        + ("(outside the chosen samples, or not placed on this map)" if only else
