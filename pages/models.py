@@ -478,17 +478,10 @@ def event_log(db: str, models_rev: int, data_rev: int) -> pd.DataFrame:
     return store_events(common.store_at(db)).iloc[::-1].reset_index(drop=True)
 
 
-def _detail(detail: dict) -> str:
-    """An event's details in words: the folder, the sample, the rows a removal deleted."""
-    parts = [f"{k} {v}" for k, v in detail.items() if k != "deleted" and v is not None]
-    deleted = detail.get("deleted") or {}
-    if deleted:
-        parts.append("deleted " + ", ".join(f"{n} {t}" for t, n in deleted.items()))
-    return "; ".join(parts)
-
-
 def event_log_section(db: str) -> None:
     """Who registered and removed which model weights, and who removed which scan, when (the store keeps it)."""
+    from store.events import detail_text
+
     log = event_log(db, common.rev("models"), common.rev("data"))
     with st.expander(f"Event log ({len(log)}): model registrations and removals, scan removals",
                      icon=":material/history:"):
@@ -498,7 +491,7 @@ def event_log_section(db: str) -> None:
         st.dataframe(pd.DataFrame({
             "When": log["created_at"], "Action": log["action"], "Model or scan": log["subject"],
             "Checksum": log["identity"].str[:12] + "…", "By": log["by_user"],
-            "Details": [_detail(d) for d in log["detail"]],
+            "Details": [detail_text(d) for d in log["detail"]],
         }), hide_index=True, key="models_event_log", placeholder="not named",
             column_config={"When": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
         st.caption("Kept by the store and never edited; `genuine store events` prints it. Sample reports name "

@@ -141,7 +141,7 @@ def _migrate(db) -> int:
 
 
 def _print_events(store, subject: str | None) -> int:
-    from store.events import store_events
+    from store.events import detail_text, store_events
 
     df = store_events(store, subject)
     if df.empty:
@@ -150,7 +150,7 @@ def _print_events(store, subject: str | None) -> int:
     df["created_at"] = df["created_at"].astype(str).str[:19]
     df["identity"] = df["identity"].str[:12]
     df["by_user"] = df["by_user"].fillna("(not named)")
-    df["detail"] = [", ".join(f"{k} {v}" for k, v in d.items()) for d in df["detail"]]
+    df["detail"] = [detail_text(d) for d in df["detail"]]
     print(df.rename(columns={"event_id": "id", "created_at": "when", "identity": "checksum", "by_user": "by"})
           .to_string(index=False))
     return 0

@@ -29,6 +29,15 @@ def record_event(cur: duckdb.DuckDBPyConnection, action: str, subject: str, iden
                 [action, subject, identity, by or None, json.dumps(detail or {}, sort_keys=True)])
 
 
+def detail_text(detail: dict) -> str:
+    """An event's details in words: the folder, the sample, then the rows a removal deleted."""
+    parts = [f"{k} {v}" for k, v in detail.items() if k != "deleted" and v is not None]
+    deleted = detail.get("deleted") or {}
+    if deleted:
+        parts.append("deleted " + ", ".join(f"{n} {t}" for t, n in deleted.items()))
+    return "; ".join(parts)
+
+
 def store_events(store: Store, subject: str | None = None) -> pd.DataFrame:
     """Every store event, oldest first (only ``subject``'s when given).
 
