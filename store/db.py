@@ -44,6 +44,7 @@ import pandas as pd
 from genuine_core.errors import StoreError
 from genuine_core.interrupts import interrupted
 from store import migrations
+from store.location import genuine_command
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,18 @@ class StoreBusy(StoreError):
                       "scans with a model; Review for the audit export) or stop the dashboard, then retry" if dashboard
                       else "wait until that process finishes, then retry")
         super().__init__(f"store busy: {path} is open for writing by {holder} (waited {waited:.0f} s); {advice}")
+
+
+class NotAStore(StoreError):
+    """The file is not a GENUINE store: not a DuckDB database, or another program's DuckDB database.
+
+    Attributes:
+        path: the file. what: what it is instead, e.g. "not a DuckDB database".
+    """
+
+    def __init__(self, path: Path, what: str, advice: str = ""):
+        self.path, self.what = path, what
+        super().__init__(f"{path}: {what}, not a GENUINE store" + (f"; {advice}" if advice else ""))
 
 
 #: what Ctrl-C during a store command can surface as: catch these, then ask :func:`is_interrupt`
@@ -144,7 +157,8 @@ class Store:
 
     Raises:
         StoreError: the file is locked by another process past ``busy_timeout``, is not a
-            DuckDB database, was written by a newer version, or ``read_only`` on a missing file.
+            DuckDB database, is another program's DuckDB database (tables but no GENUINE schema), was
+            written by a newer version, or ``read_only`` on a missing or empty file.
     """
 
     def __init__(self, path: str | Path, read_only: bool = False, busy_timeout: float = 10.0, migrate: bool = True):
@@ -165,10 +179,17 @@ class Store:
         self.retries = 0
         try:
             version = migrations.current_version(self._conn)
+            foreign = migrations.other_tables(self._conn)
+            if foreign:
+                shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+                raise NotAStore(self.path, f"another program's DuckDB database, with tables {shown}",
+                                "GENUINE keeps its data in a file of its own: give a new path")
+            if version == 0 and read_only:
+                raise StoreError(f"{self.path}: an empty database, not yet a GENUINE store (its creation may have "
+                                 "been interrupted); any command that writes to it sets it up, e.g. "
+                                 f"`{genuine_command('store migrate', self.path)}`")
             if version < migrations.LATEST:
                 if read_only:
-                    from store.location import genuine_command
-
                     raise StoreError(f"{self.path}: schema version {version} is older than {migrations.LATEST}; "
                                      f"bring it up to date once with `{genuine_command('store migrate', self.path)}`"
                                      " (or any command that writes to it)")
@@ -414,7 +435,7 @@ def _check_duckdb_file(path: Path) -> None:
     with open(path, "rb") as fh:
         head = fh.read(offset + len(magic))
     if head[offset:] != magic:
-        raise StoreError(f"{path}: not a DuckDB store file")
+        raise NotAStore(path, "not a DuckDB database")
 
 
 def files_folder(store_path: str | Path) -> Path:

@@ -180,8 +180,10 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out} is a folder; give the store file to create, e.g. {out / 'genuine_demo.duckdb'}")
-    if out.exists() and not force:
-        raise InputError(f"{out} exists{_work_in(out)}; use --force to rebuild it")
+    if out.exists():
+        _refuse_not_a_store(out)  # even with --force: a rebuild never deletes another program's file
+        if not force:
+            raise InputError(_exists_refusal(out))
     if not force:  # a rebuild replaces these: here they are another store's (same stem) or a deleted one's
         refuse_taken_files_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -213,8 +215,21 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
             "models": [m.name for m in models], "samples": sample_names, "failed": failed}
 
 
-def _work_in(store_path: Path) -> str:
-    """What a rebuild would delete besides the demo data, as ' (it holds ...)', or '' (nothing, or unreadable)."""
+def _refuse_not_a_store(path: Path) -> None:
+    """Raise InputError when the existing file ``path`` is not a GENUINE store (see ``store.db.NotAStore``)."""
+    from store.db import NotAStore, Store
+
+    try:
+        Store(path, read_only=True, busy_timeout=0, migrate=False).close()
+    except NotAStore as exc:
+        raise InputError(f"{path} exists and is not a GENUINE store ({exc.what}); give another --out") from None
+    except Exception:  # noqa: BLE001 (busy, old or empty store: a rebuild may replace it)
+        pass
+
+
+def _exists_refusal(store_path: Path) -> str:
+    """Why an existing store is not rebuilt without --force, naming what the rebuild would delete besides the
+    demo data: curators' label events and retraining runs."""
     from store.db import Store
 
     parts = []
@@ -223,13 +238,14 @@ def _work_in(store_path: Path) -> str:
             n = int(s.scalar("SELECT count(*) FROM label_events") or 0)
         if n:
             parts.append(f"{n} curators' label events")
-    except Exception:  # noqa: BLE001 (busy, foreign or old file: the plain refusal is enough)
+    except Exception:  # noqa: BLE001 (busy or old file: the plain refusal is enough)
         pass
     runs = files_folder(store_path) / "runs"
     n_runs = sum(1 for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")) if runs.is_dir() else 0
     if n_runs:
         parts.append(f"{n_runs} retraining run{'s' if n_runs > 1 else ''}")
-    return f" (it holds {' and '.join(parts)}, which --force deletes)" if parts else ""
+    holds = f" (it holds {' and '.join(parts)}, which --force deletes)" if parts else ""
+    return f"{store_path} exists{holds}; use --force to rebuild it"
 
 
 def _fill_demo_store(partial: Path, bench: Path, models, config: DemoConfig, progress: bool, failed: list[str],

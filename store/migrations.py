@@ -62,6 +62,15 @@ def current_version(conn: duckdb.DuckDBPyConnection) -> int:
     return int(v or 0)
 
 
+def other_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Tables and views of a database that has no ``schema_version`` (sorted): a DuckDB file another
+    program wrote. Empty for a GENUINE store and for an empty database (new, or its creation interrupted)."""
+    if current_version(conn):
+        return []
+    rows = conn.execute("SELECT table_name FROM information_schema.tables ORDER BY table_name").fetchall()
+    return [r[0] for r in rows]
+
+
 def migrate(conn: duckdb.DuckDBPyConnection) -> int:
     """Apply every missing step; return the version reached."""
     version = current_version(conn)

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,11 +96,32 @@ def test_missing_store_read_only_and_not_a_database(tmp_path):
     for path in (table, tmp_path / "t.parquet"):
         before = path.read_bytes()
         for read_only in (False, True):
-            with pytest.raises(StoreError, match="not a DuckDB store file"):
+            with pytest.raises(StoreError, match="not a DuckDB database, not a GENUINE store"):
                 Store(path, read_only=read_only)
         assert path.read_bytes() == before
     with pytest.raises(StoreError, match="is a directory"):
         Store(tmp_path)
+
+
+def test_another_programs_duckdb_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / "lims.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE TABLE patients (id INTEGER, name VARCHAR)")
+        conn.execute("INSERT INTO patients VALUES (1, 'A')")
+    for read_only in (False, True):
+        with pytest.raises(StoreError, match="another program.s DuckDB database, with tables patients, not a GENUINE store"):
+            Store(path, read_only=read_only)
+    with duckdb.connect(str(path), read_only=True) as conn:
+        assert conn.execute("SELECT table_name FROM information_schema.tables").fetchall() == [("patients",)]
+
+
+def test_an_empty_database_reads_as_not_yet_a_store_and_a_writer_sets_it_up(tmp_path):
+    path = tmp_path / "interrupted.duckdb"
+    duckdb.connect(str(path)).close()  # what a creation interrupted before its first step leaves
+    with pytest.raises(StoreError, match="an empty database, not yet a GENUINE store"):
+        Store(path, read_only=True)
+    with Store(path) as store:
+        assert store.scalar("SELECT max(version) FROM schema_version") == migrations.LATEST
 
 
 def test_store_busy_in_another_process(tmp_path):

@@ -67,7 +67,8 @@ def test_interrupted_rebuild_leaves_no_partial_store_and_keeps_the_old_one(tmp_p
     from store.db import Store
 
     out = tmp_path / "demo.duckdb"
-    out.write_bytes(b"the old store")
+    Store(out).close()
+    old_store = out.read_bytes()
     partial = tmp_path / "demo.partial.duckdb"
     monkeypatch.setattr(demo, "demo_models", lambda *a, **kw: [])
 
@@ -81,7 +82,26 @@ def test_interrupted_rebuild_leaves_no_partial_store_and_keeps_the_old_one(tmp_p
     with pytest.raises(error):
         demo.build_demo(out, benchmark=tmp_path, force=True, progress=False)
     assert not partial.exists() and not (tmp_path / "demo.partial_files").exists()
-    assert out.read_bytes() == b"the old store"
+    assert out.read_bytes() == old_store
+
+
+def test_a_file_that_is_no_genuine_store_is_never_rebuilt_even_with_force(tmp_path, capsys):
+    import duckdb
+
+    from genuine_core.cli import main
+
+    theirs = tmp_path / "lims.duckdb"
+    with duckdb.connect(str(theirs)) as conn:
+        conn.execute("CREATE TABLE patients (id INTEGER)")
+    table = tmp_path / "calls.duckdb"
+    table.write_text("nucleus_id,call\n1,1\n")
+    for path, what in ((theirs, "another program's DuckDB database, with tables patients"),
+                       (table, "not a DuckDB database")):
+        before = path.read_bytes()
+        for force in ([], ["--force"]):
+            assert main(["demo", "--out", str(path), "--quiet", *force]) == 2
+            assert f"{path} exists and is not a GENUINE store ({what}); give another --out" in capsys.readouterr().err
+        assert path.read_bytes() == before
 
 
 def test_demo_out_naming_a_folder_is_refused(tmp_path, capsys):
