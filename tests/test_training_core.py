@@ -59,6 +59,18 @@ def test_augment_is_seeded_and_does_something():
     assert float(full.min()) >= 0.0 and float(full.max()) <= 1.0
 
 
+def test_augment_with_blur_and_bleed_through_off_repeats_the_stream_from_before_they_existed():
+    from dataclasses import replace
+
+    from training.augment import photometric, random_affine, random_flips
+
+    x = _nucleus_batch(4)
+    cfg = replace(AugmentConfig(), p_blur=0.0, crosstalk=0.0)
+    before, gen = x.float(), make_generator(7)  # the pipeline before blur and bleed-through: affine, flips, photometric
+    before = photometric(random_flips(random_affine(before, cfg, gen), cfg, gen), cfg, gen, drop_channels=True)
+    assert torch.equal(augment_batch(x, cfg, make_generator(7)), before)
+
+
 def test_augment_none_is_identity():
     x = _nucleus_batch(3)
     assert torch.allclose(augment_batch(x, AugmentConfig.none(), make_generator(0)), x)

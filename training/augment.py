@@ -279,8 +279,10 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     x = x.float()
     x = random_affine(x, cfg, gen)
     x = random_flips(x, cfg, gen)
-    x = random_blur(x, cfg, gen)
-    x = random_crosstalk(x, cfg, gen)
+    if cfg.p_blur > 0:  # off: no random numbers drawn, so runs made before blur and bleed-through repeat
+        x = random_blur(x, cfg, gen)
+    if cfg.crosstalk > 0:
+        x = random_crosstalk(x, cfg, gen)
     return photometric(x, cfg, gen, drop_channels=True)
 
 
