@@ -181,7 +181,7 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     if out.is_dir():
         raise InputError(f"{out} is a folder; give the store file to create, e.g. {out / 'genuine_demo.duckdb'}")
     if out.exists():
-        _refuse_not_a_store(out)  # even with --force: a rebuild never deletes another program's file
+        _refuse_to_replace(out)
         if not force:
             raise InputError(_exists_refusal(out))
     if not force:  # a rebuild replaces these: here they are another store's (same stem) or a deleted one's
@@ -203,6 +203,8 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     failed: list[str] = []
     try:
         n_nuclei, sample_names = _fill_demo_store(partial, bench, models, config, progress, failed, seconds)
+        if out.exists():
+            _refuse_to_replace(out)  # again: another process may have opened it while this one built
     except BaseException:  # failure or Ctrl-C: no half-built store left beside the old one (which stays intact)
         remove_store_files(partial)
         raise
@@ -215,15 +217,18 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
             "models": [m.name for m in models], "samples": sample_names, "failed": failed}
 
 
-def _refuse_not_a_store(path: Path) -> None:
-    """Raise InputError when the existing file ``path`` is not a GENUINE store (see ``store.db.NotAStore``)."""
-    from store.db import NotAStore, Store
+def _refuse_to_replace(path: Path) -> None:
+    """Refuse, even with --force, to replace an existing file that is not a GENUINE store (another program's:
+    InputError) or that another process has open, e.g. the dashboard (``store.db.StoreBusy``)."""
+    from store.db import NotAStore, Store, StoreBusy
 
     try:
-        Store(path, read_only=True, busy_timeout=0, migrate=False).close()
+        Store(path, busy_timeout=0, migrate=False).close()
     except NotAStore as exc:
         raise InputError(f"{path} exists and is not a GENUINE store ({exc.what}); give another --out") from None
-    except Exception:  # noqa: BLE001 (busy, old or empty store: a rebuild may replace it)
+    except StoreBusy:
+        raise
+    except Exception:  # noqa: BLE001 (an old, newer or empty store: a rebuild may replace it)
         pass
 
 

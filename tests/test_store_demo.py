@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from genuine_core.errors import InputError, StoreError
@@ -157,3 +159,26 @@ def test_a_store_of_the_same_stem_never_takes_over_anothers_files_or_benchmark(t
     (tmp_path / "f_benchmark").write_text("a file")
     assert main(["demo", "--out", str(tmp_path / "f.duckdb"), "--quiet"]) == 2
     assert "f_benchmark is a file" in capsys.readouterr().err
+
+
+def test_a_store_another_process_has_open_is_not_replaced_even_with_force(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from genuine_core.cli import main
+    from store.db import Store
+
+    out = tmp_path / "demo.duckdb"
+    Store(out).close()
+    before = out.read_bytes()
+    code = "import sys, time; from store.db import Store; s = Store(sys.argv[1]); print('open', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert main(["demo", "--out", str(out), "--force", "--quiet"]) == 2
+        assert f"store busy: {out} is open for writing by process {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.read_bytes() == before
