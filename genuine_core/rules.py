@@ -59,8 +59,8 @@ def is_amplified(n_reference, n_target, n_cluster=0, rule: ProbeRule = MYCN_RULE
     """Cohn rule per nucleus: 1 when target >= ratio x reference, or any cluster.
 
     Works on scalars or NumPy arrays (element-wise). A nucleus with no reference signal
-    counts as amplified only when it has target signals (ratio undefined, treated as
-    ``n_reference = 1`` so that 4+ target signals still call amplification).
+    counts as having one (the ratio is undefined otherwise): it is amplified with at least
+    ``ratio`` target signals, or a cluster.
 
     Returns:
         int or int array: 1 = MNA, 0 = non-MNA.

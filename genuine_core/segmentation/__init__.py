@@ -15,10 +15,10 @@ from genuine_core.segmentation.metrics import evaluate_segmenter, match_instance
 from genuine_core.segmentation.watershed import DIAMETER_RANGE, WatershedConfig, segment_watershed
 
 BACKENDS = ("watershed", "cellpose")
-#: Backend used when none is named, chosen by measurement (bench/bench_segmentation.py, 12 held-out
-#: synthetic fields, 439 nuclei): watershed F1 0.975 at IoU 0.5, ~10x faster than cellpose, and it
-#: needs no model file (the trained cellpose model is 26 MB and not in git). Cellpose (F1 0.999,
-#: better on dense clumps of the real scan) is one flag away once ``genuine train-cellpose`` has run.
+#: Backend used when none is named, chosen by measurement (bench/bench_segmentation.py; figures in
+#: BENCHMARKS.md "Segmentation"): watershed clears the F1 >= 0.90 bar on held-out synthetic fields, is
+#: several times faster than cellpose and needs no model file (none is shipped). Cellpose (better on dense
+#: clumps) is one flag away once ``genuine train-cellpose`` has run.
 DEFAULT_BACKEND: Literal["watershed", "cellpose"] = "watershed"
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "WatershedConfig", "evaluate_segmenter", "match_instances", "segment",
