@@ -1,10 +1,11 @@
 """Ingest: upload scans, map their channels with a preview, and run the store's ingest.
 
-Uploaded files are header-checked and saved under the store's folder
-(``<store>_files/uploads/``, ``store.ingest.save_upload``); a file that fails the check is
+Uploaded files are header-checked and previewed from memory: nothing is written before the
+Ingest button (so a new store's folder holds no orphan uploads). A file that fails the check is
 named with the reason and left out. The others are ingested one by one with
-``store.ingest.ingest_upload`` (one transaction per scan, recorded under the file's
-original name; a file that fails is reported and skipped, the others are stored). After a
+``store.ingest.ingest_upload`` (bytes kept under ``<store>_files/uploads/`` only for stored
+scans; one transaction per scan, recorded under the file's original name; a file that fails is
+reported and skipped, the others are stored). After a
 scan is stored the whole app reruns on bumped revisions, so the sidebar and every page
 see it.
 """
@@ -48,27 +49,29 @@ def reason(message: str, *names: str) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def channel_count(path: str, mtime: float) -> int | None:
-    """Channels of a scan file from its header (None when it cannot be read at all)."""
+def channel_count(file_id: str, _data: bytes) -> int | None:
+    """Channels of an upload (``file_id``, its bytes ``_data``) from its header (None when unreadable)."""
     from genuine_core.io import channel_count as count
 
     try:
-        return count(path)
+        return count(_data)
     except GenuineError:
         return None
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def preview(path: str, mtime: float, mapping: tuple) -> tuple[np.ndarray, list[tuple[str, np.ndarray]], str]:
-    """Display RGB (NMI, MYCN, DAPI) and each channel of a scan read with ``mapping``; (rgb, channels, shape).
+def preview(file_id: str, _data: bytes, name: str, mapping: tuple) -> tuple[np.ndarray, list[tuple[str, np.ndarray]],
+                                                                           str]:
+    """Display RGB (NMI, MYCN, DAPI) and each channel of an upload (``file_id``, its bytes ``_data``) read with
+    ``mapping``; (rgb, channels, shape).
 
     Raises:
         InputError: the file or the mapping is not usable.
     """
-    from genuine_core.io import ChannelMap, read_scan
+    from genuine_core.io import ChannelMap, decode_scan
     from genuine_core.pipeline import display_image
 
-    scan = read_scan(path, ChannelMap(*mapping))
+    scan = decode_scan(_data, Path(name).name, ChannelMap(*mapping))
     img = scan.image
     step = max(1, int(np.ceil(max(img.shape[:2]) / 600)))  # preview at most ~600 px
     small = display_image(img[::step, ::step])
@@ -261,13 +264,12 @@ def upload_section() -> None:
         if last:
             show_outcomes(last)
         return
-    from store.ingest import save_upload, uploads_dir
+    from genuine_core.io import inspect_scan
 
-    folder = uploads_dir(path)
-    valid, saved = [], []  # the uploads that pass the header check, and where they are kept
+    valid = []  # the uploads that pass the header check (read from memory: nothing is written yet)
     for f in files:
         try:
-            saved.append(save_upload(folder, f.name, f.getvalue()))
+            inspect_scan(f.getvalue(), name=Path(f.name).name)
         except InputError as exc:
             st.warning(f"**{f.name}** will not be ingested: {reason(str(exc), f.name, Path(f.name).name)}",
                        icon=":material/warning:")
@@ -277,13 +279,13 @@ def upload_section() -> None:
         return
 
     st.subheader("Channel mapping")
-    counts = [channel_count(str(p), p.stat().st_mtime) for p in saved]
+    counts = [channel_count(f.file_id, f.getvalue()) for f in valid]
     n_ch = counts[0]  # the first scan's channels define the mapping's choices
     pick = 0
     if len(valid) > 1:
         pick = st.selectbox("Preview", range(len(valid)), format_func=lambda i: valid[i].name, key="ingest_preview",
                             help=f"The same mapping is used for all {len(valid)} scans: check each of them here.")
-    shown, shown_name = saved[pick], valid[pick].name  # the scan previewed
+    shown = valid[pick]  # the scan previewed
     st.caption(f"`{valid[0].name}`: {plural(n_ch, 'channel') if n_ch else 'unknown number of channels'}. "
                "Code order is (NMI, MYCN, DAPI) = (red, green, blue).")
     mapping = channel_mapping(n_ch, "ingest_map")
@@ -294,14 +296,14 @@ def upload_section() -> None:
         st.error(f"These scans have another number of channels than `{valid[0].name}` ({n_ch}): "
                  f"{', '.join(other)}. Upload scans with the same channel layout together.", icon=":material/error:")
     try:
-        rgb, chans, shape = preview(str(shown), shown.stat().st_mtime, mapping)
+        rgb, chans, shape = preview(shown.file_id, shown.getvalue(), shown.name, mapping)
         cols = st.columns([2, 1, 1, 1])
         cols[0].image(rgb, caption=f"composite · {shape}", width="stretch")
         for col, (name, img) in zip(cols[1:], chans):
             col.image(img, caption=name, width="stretch")
     except GenuineError as exc:
         ok = False
-        st.error(f"`{shown_name}` cannot be read with this mapping: {exc}", icon=":material/error:")
+        st.error(f"`{shown.name}` cannot be read with this mapping: {exc}", icon=":material/error:")
     except ValueError as exc:  # ChannelMap validation (e.g. the same channel twice)
         ok = False
         st.error(f"Invalid channel mapping: {exc}", icon=":material/error:")

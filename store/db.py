@@ -168,7 +168,10 @@ class Store:
             raise StoreError(f"{self.path}: no such store")
         if not read_only:
             refuse_taken_files_folder(self.path)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{self.path}: cannot create its folder: {exc.strerror}") from None
         _check_duckdb_file(self.path)
         self._conn = self._connect(busy_timeout)
         self._local = threading.local()

@@ -537,22 +537,25 @@ def ingest_upload(store: Store, folder: str | Path, name: str, data: bytes, samp
     :func:`save_upload` (header check, bytes kept under ``folder``), then :func:`ingest_files`
     with ``kwargs`` (``kind``, ``expected``, ``genotype``, ``models``, ``channel_map``, ...); the
     scan is recorded under its original file name ``name`` (its ``path`` is the saved file).
-    A refused file gets a ``failed`` outcome, and a file that fails to ingest is removed
-    from ``folder`` again: only stored scans keep their bytes there.
+    A refused or unsavable file gets a ``failed`` outcome, and bytes this call saved for a file
+    that was not stored (failed, or a duplicate of a stored scan) are removed again: only stored
+    scans keep their bytes there.
 
     Returns:
         IngestReport with one outcome.
     """
     t0 = time.perf_counter()
+    kept = upload_path(folder, name, data)
+    saved_before = kept.is_file()  # the same bytes under the same name: a stored scan's file, never removed here
     try:
         path = save_upload(folder, name, data, kwargs.get("max_pixels"))
-    except InputError as exc:
-        outcome = FileOutcome(str(upload_path(folder, name, data)), "failed", str(exc),
-                              seconds=time.perf_counter() - t0)
+    except (InputError, OSError) as exc:
+        message = str(exc) if isinstance(exc, InputError) else f"cannot save the upload under {folder}: {exc.strerror}"
+        outcome = FileOutcome(str(kept), "failed", message, seconds=time.perf_counter() - t0)
         return IngestReport([outcome], time.perf_counter() - t0)
     kwargs.setdefault("progress", False)
     report = ingest_files(store, [path], sample, file_names=[Path(name).name], **kwargs)
-    if report.outcomes[0].status == "failed":
+    if report.outcomes[0].status != "stored" and not saved_before:
         path.unlink(missing_ok=True)
     return report
 

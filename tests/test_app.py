@@ -847,6 +847,30 @@ def test_ingest_of_a_stored_scan_links_the_sample_that_holds_it(store_copy):
         assert get_sample(s, "QA-DUP") is None
 
 
+def test_the_first_ingest_creates_the_store_and_only_stored_scans_keep_their_upload(tmp_path, monkeypatch):
+    import store.ingest
+    from store.db import files_folder, open_store
+
+    real_model_folders = store.ingest.model_folders  # a new store scores with the shipped models: here the cheap one
+    monkeypatch.setattr(store.ingest, "model_folders",
+                        lambda *a: real_model_folders(*a) if a else [REPO / "models" / "ratio_cpu"])
+    db = tmp_path / "lab" / "new.duckdb"
+    monkeypatch.setenv("GENUINE_DB", str(db))
+    data = _tiff_bytes()
+    at = _upload(open_page("ingest"), ("first.tif", data))
+    assert not db.parent.exists()  # previewed from memory: nothing written before the Ingest button
+    _ingest(at, "FIRST")
+    assert not at.error, [e.value for e in at.error]
+    with open_store(db) as s:  # the app's own configuration: it holds the store open in this process
+        assert s.scalar("SELECT count(*) FROM scans") == 1
+    uploads = files_folder(db) / "uploads"
+    kept = sorted(p.name for p in uploads.iterdir())
+    assert len(kept) == 1 and kept[0].endswith("_first.tif")
+    _ingest(_upload(at, ("copy_of_first.tif", data)), "FIRST")  # a duplicate under another name
+    assert any("already stored" in i.value for i in at.info)
+    assert sorted(p.name for p in uploads.iterdir()) == kept
+
+
 def test_ingest_into_a_sample_of_another_kind_says_why_and_links_nothing(store_copy):
     at = _ingest(_upload(open_page("ingest"), ("new.tif", _tiff_bytes())), "MIX-50")  # a mixture; kind "case"
     errors = [e.value for e in at.error]

@@ -96,6 +96,22 @@ def test_unreadable_file_is_skipped_rest_stored(store, models, tmp_path):
     assert all_bad.exit_code == 2
 
 
+def test_an_upload_that_cannot_be_saved_fails_with_the_reason_and_a_store_folder_that_cannot_be_made_too(
+        store, models, tmp_path):
+    data = write_toy_scans(tmp_path / "scans", 1, make_toy_scan)[0].read_bytes()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a folder cannot be made under a file (permissions do not stop root)
+    report = ingest.ingest_upload(store, blocker / "uploads", "scan.tif", data, "case1", models=models,
+                                  segmenter=threshold_segmenter)
+    assert report.outcomes[0].status == "failed"
+    assert report.outcomes[0].message.startswith(f"cannot save the upload under {blocker / 'uploads'}: ")
+    assert store.scalar("SELECT count(*) FROM scans") == 0
+    from genuine_core.errors import StoreError
+
+    with pytest.raises(StoreError, match="new.duckdb: cannot create its folder: "):
+        Store(blocker / "lab" / "new.duckdb")
+
+
 def test_ingest_with_default_segmenter_and_real_patches(store, models, tmp_path):
     """The real watershed segmenter and patch extractor on the toy scan."""
     paths = write_toy_scans(tmp_path / "scans", 1, make_toy_scan)
