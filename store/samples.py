@@ -71,9 +71,10 @@ def ensure_sample(store: Store, name: str, kind: str | None = None, expected: fl
             clashes.append(f"kind {existing['kind']!r} (asked {kind!r})")
         if expected is not None and (existing["expected_mna"] is None or
                                      abs(existing["expected_mna"] - expected) > 1e-9):
-            clashes.append(f"expected {existing['expected_mna']} (asked {expected})")
+            clashes.append(f"expected MNA {_percent(existing['expected_mna'])} (asked {_percent(expected)})")
         if genotype is not None and genotype != existing["genotype"]:
-            clashes.append(f"genotype {existing['genotype']!r} (asked {genotype!r})")
+            had = "unknown" if existing["genotype"] is None else repr(existing["genotype"])
+            clashes.append(f"genotype {had} (asked {genotype!r})")
         if clashes:
             raise InputError(f"sample {name!r} already exists with " + ", ".join(clashes))
         return int(existing["id"])
@@ -83,6 +84,11 @@ def ensure_sample(store: Store, name: str, kind: str | None = None, expected: fl
             [name, kind or "case", expected, genotype, notes],
         ).fetchone()
     return int(row[0])
+
+
+def _percent(fraction) -> str:
+    """0.25 -> '25 %'; None (not recorded) -> 'unknown'."""
+    return "unknown" if fraction is None or pd.isna(fraction) else f"{100 * float(fraction):g} %"
 
 
 def sample_id(store: Store, name: str) -> int:

@@ -124,6 +124,13 @@ def test_an_empty_database_reads_as_not_yet_a_store_and_a_writer_sets_it_up(tmp_
         assert store.scalar("SELECT max(version) FROM schema_version") == migrations.LATEST
 
 
+def test_a_sample_clash_names_the_stored_values_in_words(store):
+    samples.ensure_sample(store, "CROP", "mixture", None, None)
+    with pytest.raises(InputError, match=r"already exists with expected MNA unknown \(asked 25 %\), "
+                                         r"genotype unknown \(asked 'MNA'\)$"):
+        samples.ensure_sample(store, "CROP", "mixture", 0.25, "MNA")
+
+
 def test_store_busy_in_another_process(tmp_path):
     path = tmp_path / "s.duckdb"
     with Store(path):
