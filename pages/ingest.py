@@ -223,10 +223,11 @@ def remove_scan_section() -> None:
                    "here first. Removing deletes the scan, its nuclei and everything derived from them in one "
                    "transaction; a scan with curators' decisions on its nuclei is kept (the audit trail is never "
                    "deleted).")
-        st.dataframe(scans.rename(columns={"id": "scan", "file_name": "file", "channel_map": "channel map",
-                                           "n_nuclei": "nuclei", "n_models": "models",
-                                           "curated_nuclei": "reviewed nuclei", "ingested_at": "ingested (UTC)"}),
-                     hide_index=True, key="ingest_scans", height=min(38 + 35 * len(scans), 320))
+        names = {"id": "scan", "file_name": "file", "channel_map": "channel map", "backend": "segmentation",
+                 "n_nuclei": "nuclei", "n_models": "models", "curated_nuclei": "reviewed nuclei",
+                 "ingested_at": "ingested (UTC)"}
+        st.dataframe(scans.drop(columns="sha256").rename(columns=names), hide_index=True, key="ingest_scans",
+                     height=min(38 + 35 * len(scans), 320))
         labels = {int(r.id): f"scan {r.id} · {r.file_name} · {r.sample}" for r in scans.itertuples(index=False)}
         c1, c2, c3 = st.columns([3, 2, 1.2], vertical_alignment="bottom")
         scan_id = c1.selectbox("Scan to remove", list(labels), format_func=labels.get, key="ingest_remove_id")

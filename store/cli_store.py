@@ -120,7 +120,8 @@ def _print_scans(store, sample: str | None) -> int:
     view = df.rename(columns={"file_name": "file", "channel_map": "channel map", "n_nuclei": "nuclei",
                               "n_models": "models", "curated_nuclei": "reviewed"})
     view["ingested_at"] = view["ingested_at"].astype(str).str[:19]
-    view = view.rename(columns={"ingested_at": "ingested"})
+    view["sha256"] = view["sha256"].str[:12]  # enough to tell files apart; the full one is in the sample report
+    view = view.rename(columns={"ingested_at": "ingested", "backend": "segmentation"})
     print(view.to_string(index=False))
     return 0
 

@@ -19,7 +19,7 @@ from genuine_core import atomic
 from genuine_core.commands.checks import output_folder
 from genuine_core.errors import InputError, StoreError
 from genuine_core.pipeline import center_crop, decode_patch
-from store import labels, registry, samples, summary
+from store import labels, registry, samples, scans, summary
 from store.db import Store
 from store.nuclei import nucleus_predictions, patch_bytes, sample_nuclei
 
@@ -127,6 +127,9 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     flags = sorted({f for fs in summ["qc_flags"] for f in fs})
     raised_by = {f: [m for m, fs in zip(summ["model"], summ["qc_flags"]) if f in fs] for f in flags}
     explained = [(f"{f} ({', '.join(raised_by[f])})", summary.QC_FLAGS.get(f, "")) for f in flags]
+    scan_heads = ["scan", "file", "channel map", "segmentation", "nuclei", "ingested (UTC)", "file SHA-256"]
+    scan_rows = [[str(c["id"]), c["file_name"], c["channel_map"], c["backend"] or "-", str(c["n_nuclei"]),
+                  str(c["ingested_at"])[:16], c["sha256"]] for c in scans.scan_overview(store, sample).to_dict("records")]
     models = registry.list_models(store).set_index("name").loc[list(dict.fromkeys(summ["model"]))]
     model_heads = ["model", "kind", "preset", "model folder checksum (SHA-256 of its checksum.sha256)", "registered"]
     model_rows = [[name, m["kind"], m["preset"] or "-", m["checksum"] or "-", str(m["registered_at"])[:16]]
@@ -135,6 +138,8 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     md += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     md += ["| " + " | ".join(r) + " |" for r in rows] + [""]
     md += (["## QC flags", ""] + [f"- **{f}**: {why}" for f, why in explained] + [""]) if flags else []
+    md += ["## Scans (how each was read)", "", "| " + " | ".join(scan_heads) + " |", "|" + "---|" * len(scan_heads)]
+    md += ["| " + " | ".join(r) + " |" for r in scan_rows] + [""]
     md += ["## Models", "", "| " + " | ".join(model_heads) + " |", "|" + "---|" * len(model_heads)]
     md += ["| " + " | ".join(r) + " |" for r in model_rows] + [""]
     md += [note, ""]
@@ -150,6 +155,9 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     page += ["</table>"]
     if flags:
         page += ["<h2>QC flags</h2><ul>"] + [f"<li><b>{e(f)}</b>: {e(why)}</li>" for f, why in explained] + ["</ul>"]
+    page += ["<h2>Scans (how each was read)</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in scan_heads)
+             + "</tr>"]
+    page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in scan_rows] + ["</table>"]
     page += ["<h2>Models</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in model_heads) + "</tr>"]
     page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in model_rows] + ["</table>"]
     page += [f"<p>{e(note)}</p></body></html>"]

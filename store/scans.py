@@ -46,11 +46,16 @@ def scan_by_sha(store: Store, sha256: str) -> dict | None:
     rec = df.iloc[0].to_dict()
     rec["id"] = int(rec["id"])
     rec["channel_map"] = stored_channel_map(rec["channel_map"])
-    try:
-        rec["backend"] = json.loads(rec.pop("segmentation") or "{}").get("backend")
-    except (ValueError, AttributeError):
-        rec["backend"] = None
+    rec["backend"] = _backend(rec.pop("segmentation"))
     return rec
+
+
+def _backend(segmentation) -> str | None:
+    """The backend named in a scan's stored ``segmentation`` JSON (None: not recorded or unreadable)."""
+    try:
+        return json.loads(segmentation or "{}").get("backend")
+    except (ValueError, AttributeError):
+        return None
 
 
 def stored_channel_map(value) -> ChannelMap | None:
@@ -372,16 +377,17 @@ def scan_overview(store: Store, sample: str | None = None) -> pd.DataFrame:
     """One row per scan (optionally of one sample), for finding a scan's id.
 
     Returns:
-        DataFrame ``id, sample, file_name, channel_map (text, ``ChannelMap.describe``), n_nuclei,
-        n_models, curated_nuclei (nuclei with label events), ingested_at``, ordered by id.
+        DataFrame ``id, sample, file_name, channel_map (text, ``ChannelMap.describe``), backend
+        (segmentation; None when not recorded), n_nuclei, n_models, curated_nuclei (nuclei with label
+        events), ingested_at, sha256`` (of the file's bytes), ordered by id.
     """
     df = store.query(
         """
-        SELECT c.id, s.name AS sample, c.file_name, c.channel_map, c.n_nuclei,
+        SELECT c.id, s.name AS sample, c.file_name, c.channel_map, c.segmentation AS backend, c.n_nuclei,
                (SELECT count(*) FROM scan_models sm WHERE sm.scan_id = c.id)::INTEGER AS n_models,
                (SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id
                 WHERE n.scan_id = c.id)::INTEGER AS curated_nuclei,
-               c.ingested_at
+               c.ingested_at, c.sha256
         FROM scans c JOIN samples s ON s.id = c.sample_id
         WHERE ? IS NULL OR s.name = ?
         ORDER BY c.id
@@ -389,6 +395,7 @@ def scan_overview(store: Store, sample: str | None = None) -> pd.DataFrame:
         [sample, sample],
     )
     df["channel_map"] = [_describe(stored_channel_map(t)) for t in df["channel_map"]]
+    df["backend"] = [_backend(t) for t in df["backend"]]
     return df
 
 

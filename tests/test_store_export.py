@@ -73,6 +73,11 @@ def test_export_sample_report(filled, tmp_path):
         assert f"| {name} | {models.loc[name, 'kind']} |" in md and models.loc[name, "checksum"] in md
         assert models.loc[name, "checksum"] in page
     assert "**prepared by**: not signed" in (tmp_path / "rep" / "summary.md").read_text()  # no name: said so
+    # how each scan was read: a wrong channel map must be visible on the report a pathologist signs
+    scan = s.query("SELECT id, file_name, sha256 FROM scans c WHERE sample_id = "
+                   "(SELECT id FROM samples WHERE name = 'lineA')").iloc[0]
+    assert "## Scans (how each was read)" in md and "<h2>Scans (how each was read)</h2>" in page
+    assert f"| {scan['id']} | {scan['file_name']} | nmi=0,mycn=1,dapi=2 (RGB) |" in md and scan["sha256"] in md
     with pytest.raises(StoreError, match="no model named 'nope'; registered: m1, m2"):
         export.export_sample(s, "lineA", tmp_path / "y", model="nope")
     registry.register_model(s, fake_model("m3"))  # registered, never run on lineA

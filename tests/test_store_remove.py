@@ -255,10 +255,11 @@ def test_cli_scans_lists_ids_samples_maps_and_nuclei(db, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["id", "sample", "file", "channel"]
     assert [ln.split()[:2] for ln in lines[1:]] == [["1", "caseA"], ["2", "caseA"], ["3", "caseB"]]
-    assert "nmi=0,mycn=1,dapi=2 (RGB)" in lines[1] and lines[1].split()[5] == "6"  # nuclei
+    assert lines[0].split()[4:7] == ["map", "segmentation", "nuclei"] and lines[0].split()[-1] == "sha256"
+    assert "nmi=0,mycn=1,dapi=2 (RGB)" in lines[1] and lines[1].split()[6] == "6"  # nuclei
     assert main(["store", "--db", str(db), "scans", "--sample", "caseB"]) == 0  # --db before the action too
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 and out[1].split()[:2] == ["3", "caseB"] and out[1].split()[7] == "1"  # 1 curated
+    assert len(out) == 2 and out[1].split()[:2] == ["3", "caseB"] and out[1].split()[8] == "1"  # 1 curated
     assert main(["store", "scans", "--sample", "nope", "--db", str(db)]) == 2
     assert "no sample named 'nope'" in capsys.readouterr().err
 
