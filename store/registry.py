@@ -89,11 +89,11 @@ def register_model(store: Store, model: ScoringModel, by: str | None = None) -> 
         return int(row.at[0, "id"])
     from store.summary import validation_rates, weak_validation
 
-    rates = validation_rates(model.metrics)
+    rates = validation_rates(model.metrics) or validation_rates(model.metrics, useful_only=False)
     if (rates is None or weak_validation(rates)) and model.checksum not in _WARNED:
         _WARNED.add(model.checksum)  # once per process (an ingest registers in a dry run first)
         logger.warning("model %r: %s; its calls are flagged on the Cases page and in sample reports", model.name,
-                       "no usable validation sensitivity/specificity" if rates is None else
+                       "no validation sensitivity/specificity" if rates is None else
                        f"weak validation (sensitivity {rates['sensitivity']:.2f}, specificity "
                        f"{rates['specificity']:.2f}, on {rates['n_positive']} MNA and {rates['n_negative']} non-MNA "
                        "nuclei)")

@@ -82,8 +82,8 @@ QC_FLAGS = {
     "few nuclei": "fewer scored nuclei than the INRG minimum for a call",
     "high uncertainty": "many nuclei have an uncertain prediction",
     "auto-label disagreement": "many calls differ from the nuclei's automatic (genotype) labels",
-    "no validation metrics": "the model has no usable validation sensitivity/specificity (none recorded, or "
-                             "no better than chance: sensitivity + specificity <= 1), so no corrected estimate",
+    "no validation metrics": "the model has no validation sensitivity/specificity recorded, so no corrected "
+                             "estimate",
     "possible false positives": "enough nuclei are called MNA for heterogeneous MNA, but the model's false-"
                                 "positive rate alone could explain them (the corrected interval reaches 0 %), so "
                                 "the sample is called non-MNA; review the nuclei called MNA",
@@ -102,14 +102,17 @@ QC_FLAGS = {
                         "interval still shows the uncertainty)",
     "weak validation": f"the model's validation had fewer than {SUMMARY_CONFIG.min_validation_per_class} nuclei "
                        f"of a class, or a sensitivity or specificity below {SUMMARY_CONFIG.min_validation_rate:g} "
-                       "(e.g. a retrained model registered for testing): do not base a diagnosis on its calls",
+                       "(no better than chance, sensitivity + specificity <= 1, leaves no corrected estimate; e.g. "
+                       "a retrained model registered for testing): do not base a diagnosis on its calls",
 }
 
 
 def weak_validation(rates: dict, config: SummaryConfig = SUMMARY_CONFIG) -> bool:
-    """True when :func:`validation_rates` output rests on too few nuclei or shows a rate below
-    ``config.min_validation_rate`` (counts that are not recorded are not held against it)."""
-    if min(rates["sensitivity"], rates["specificity"]) < config.min_validation_rate:
+    """True when :func:`validation_rates` output rests on too few nuclei, shows a rate below
+    ``config.min_validation_rate`` or is no better than chance (counts that are not recorded are not
+    held against it)."""
+    se, sp = rates["sensitivity"], rates["specificity"]
+    if se + sp <= 1 or min(se, sp) < config.min_validation_rate:
         return True
     counts = (rates["n_positive"], rates["n_negative"])
     return any(n is not None and n < config.min_validation_per_class for n in counts)
@@ -138,7 +141,7 @@ def _count(node: dict, direct: str, a: str, b: str) -> int | None:
     return int(value) if value is not None and value >= 1 and value == int(value) else None
 
 
-def validation_rates(metrics: dict) -> dict | None:
+def validation_rates(metrics: dict, useful_only: bool = True) -> dict | None:
     """Sensitivity/specificity for prevalence correction from a model's ``metrics.json``.
 
     Accepts the training record layout (``{"validation": {"sensitivity", "specificity",
@@ -149,7 +152,7 @@ def validation_rates(metrics: dict) -> dict | None:
     Returns:
         ``{"sensitivity", "specificity", "n_positive", "n_negative", "source"}`` (counts may
         be None), or None when the metrics hold no usable rates (missing, NaN, outside [0, 1],
-        or a classifier no better than chance).
+        or, with ``useful_only``, a classifier no better than chance: sensitivity + specificity <= 1).
     """
     found: list = []
     _find_rates(metrics or {}, "", found)
@@ -160,7 +163,7 @@ def validation_rates(metrics: dict) -> dict | None:
             se, sp = float(node[se_key]), float(node[sp_key])
         except (TypeError, ValueError):
             continue
-        if not (0 <= se <= 1 and 0 <= sp <= 1) or se + sp <= 1:  # NaN, percentages, no better than chance
+        if not (0 <= se <= 1 and 0 <= sp <= 1) or (useful_only and se + sp <= 1):  # NaN, percentages, chance
             continue
         return {"sensitivity": se, "specificity": sp, "n_positive": _count(node, "n_positive", "tp", "fn"),
                 "n_negative": _count(node, "n_negative", "tn", "fp"), "source": path.strip("/") or "metrics"}
@@ -241,9 +244,10 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
                    corrected_high_pct=100 * est.high, correction=f"{rates['source']} ({est.method})")
     else:
         out.update(corrected_pct=math.nan, corrected_low_pct=math.nan, corrected_high_pct=math.nan, correction="")
-        if not rates:
-            flags.append("no validation metrics")
-    weak = bool(rates) and weak_validation(rates, config)
+    recorded = rates or validation_rates(metrics or {}, useful_only=False)  # with rates no better than chance
+    if not recorded:
+        flags.append("no validation metrics")
+    weak = bool(recorded) and weak_validation(recorded, config)
     if weak:
         flags.append("weak validation")
     if rates and n and est.low >= est.high:  # the whole interval lay beyond 0 % or 100 % and was clipped

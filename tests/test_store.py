@@ -427,6 +427,20 @@ def test_summary_flags_a_corrected_interval_pinned_at_100_and_skips_rates_given_
     assert rows.at["m3", "correction"].endswith("(wilson-transformed)")
 
 
+def test_rates_no_better_than_chance_are_weak_validation_not_missing_metrics(store):
+    # what the Models page warns about before registering a useless retrained model: 'weak validation'
+    metrics = {"useless": {"validation": {"sensitivity": 0.0, "specificity": 1.0, "n_positive": 12,
+                                          "n_negative": 30}},
+               "none": {}}
+    _add_scan(store, "s", "7" * 64, {"useless": [0.2] * 30, "none": [0.2] * 30}, metrics=metrics)
+    rows = summary.sample_summaries(store).set_index("model")
+    assert "weak validation" in rows.at["useless", "qc_flags"]
+    assert "no validation metrics" not in rows.at["useless", "qc_flags"]
+    assert math.isnan(rows.at["useless", "corrected_pct"])  # no correction from rates no better than chance
+    assert "no validation metrics" in rows.at["none", "qc_flags"] and "weak validation" not in rows.at["none",
+                                                                                                         "qc_flags"]
+
+
 def test_summary_flags_a_model_that_scored_part_of_a_sample_and_a_call_its_misses_could_overturn(store):
     good = {"validation": {"sensitivity": 0.95, "specificity": 0.95, "n_positive": 300, "n_negative": 300}}
     blind = {"validation": {"sensitivity": 0.55, "specificity": 0.99, "n_positive": 300, "n_negative": 300}}

@@ -64,7 +64,7 @@ def test_export_sample_report(filled, tmp_path):
     assert "Dr. Export" in page
     # every QC flag of the table is explained in the report itself
     assert "<h2>QC flags</h2>" in page  # each flag names the models that raised it
-    assert "<b>no validation metrics (m1, m2)</b>: the model has no usable validation" in page
+    assert "<b>no validation metrics (m1, m2)</b>: the model has no validation" in page
     assert "- **nuclei**: 30 (1 excluded by a curator, 29 scored)" in lines  # the per-model rows count 29
     assert "## QC flags" in md and "corrected CI low" in md
     # the report names the exact weights behind every column
