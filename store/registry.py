@@ -23,12 +23,18 @@ _METHOD_OPTION = {"mc_dropout_std": "--mc-samples 1 or more", "entropy": "--mc-s
 
 def check_name_free(store: Store, model: ScoringModel) -> None:
     """Refuse ``model`` when its name is registered with other weights (its own weights are fine),
-    or when its stored predictions measure uncertainty another way (one threshold reads them all).
+    when its weights are registered under another name (the same calls would count twice, as two
+    models), or when its stored predictions measure uncertainty another way (one threshold reads them all).
 
     Raises:
-        StoreError: the name is registered with another checksum, or with predictions whose
-            ``uncertainty_method`` differs from ``model``'s.
+        StoreError: the name is registered with another checksum, the checksum under another name, or
+            the name with predictions whose ``uncertainty_method`` differs from ``model``'s.
     """
+    twin = store.query("SELECT name FROM models WHERE checksum = ? AND name <> ?", [model.checksum, model.name])
+    if not twin.empty:
+        raise StoreError(f"model {model.name!r} has the same weights as the registered model {twin.at[0, 'name']!r} "
+                         f"(checksum {model.checksum[:12]}...); a model is registered once: use "
+                         f"{twin.at[0, 'name']!r}")
     row = store.query("SELECT checksum FROM models WHERE name = ?", [model.name])
     if row.empty:
         return

@@ -199,6 +199,11 @@ def test_model_registration_refuses_other_weights_under_same_name(store):
     assert registry.register_model(store, fake_model("g")) == mid
     with pytest.raises(StoreError, match="other weights"):
         registry.register_model(store, fake_model("g", bias=2.0))
+    import dataclasses
+
+    copy = dataclasses.replace(fake_model("g"), name="g_copy")  # a copied folder: the same weights, another name
+    with pytest.raises(StoreError, match="model 'g_copy' has the same weights as the registered model 'g'"):
+        registry.register_model(store, copy)
     with pytest.raises(StoreError, match="no model named"):
         registry.model_id(store, "nope")
     df = registry.list_models(store)
