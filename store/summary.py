@@ -9,7 +9,8 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
   percentage points) and ``corrected_deviation_pp``;
 - ``true_mna_pct``: ground-truth MNA share of the scored nuclei (synthetic samples);
 - ``call``: ``genuine_core.rules.sample_call`` (thresholds and their sources live there);
-- ``qc_flags``: ``few nuclei``, ``high uncertainty``, ``auto-label disagreement``,
+- ``qc_flags``: ``few nuclei``, ``high uncertainty``, ``auto-label disagreement``, ``oversized nuclei``
+  (many nuclei larger than the patch: merged clumps or another magnification),
   ``no validation metrics``, ``possible false positives`` (enough MNA nuclei for a heterogeneous
   call, but the corrected interval reaches 0 %: the model's false-positive rate alone could explain
   them, so the call is non-MNA),
@@ -45,6 +46,8 @@ class SummaryConfig:
         max_uncertain_share: flag ``high uncertainty`` above this share of uncertain nuclei.
         max_disagreement_share: flag ``auto-label disagreement`` above this share of nuclei
             whose call differs from their auto label.
+        max_cropped_share: flag ``oversized nuclei`` above this share of scored nuclei larger than
+            the patch (cropped to it).
         confidence: level of the intervals.
         min_validation_per_class: flag ``weak validation`` when the model's validation had
             fewer truly MNA or non-MNA nuclei than this ...
@@ -56,6 +59,7 @@ class SummaryConfig:
     entropy_threshold: float = 0.9
     max_uncertain_share: float = 0.2
     max_disagreement_share: float = 0.2
+    max_cropped_share: float = 0.1
     confidence: float = 0.95
     min_validation_per_class: int = MIN_VALIDATION_PER_CLASS
     min_validation_rate: float = MIN_VALIDATION_RATE
@@ -63,7 +67,7 @@ class SummaryConfig:
     def __post_init__(self) -> None:
         if not 0 < self.mc_std_threshold <= 0.5 or not 0 < self.entropy_threshold <= 1:
             raise ValueError("mc_std_threshold must be in (0, 0.5] and entropy_threshold in (0, 1]")
-        for name in ("max_uncertain_share", "max_disagreement_share", "confidence"):
+        for name in ("max_uncertain_share", "max_disagreement_share", "max_cropped_share", "confidence"):
             if not 0 < getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in (0, 1)")
 
@@ -82,6 +86,10 @@ QC_FLAGS = {
     "few nuclei": "fewer scored nuclei than the INRG minimum for a call",
     "high uncertainty": "many nuclei have an uncertain prediction",
     "auto-label disagreement": "many calls differ from the nuclei's automatic (genotype) labels",
+    "oversized nuclei": f"more than {100 * SUMMARY_CONFIG.max_cropped_share:g} % of the scored nuclei were larger "
+                        "than the model's patch and were cropped to it: merged clumps, or a scan at another "
+                        "magnification (then ingest it with --diameter); check the outlines on the scan before "
+                        "reading the call",
     "no validation metrics": "the model has no validation sensitivity/specificity recorded, so no corrected "
                              "estimate",
     "possible false positives": "enough nuclei are called MNA for heterogeneous MNA, but the model's false-"
@@ -186,6 +194,7 @@ agg AS (
            count(*) AS n_scored,
            sum(p.call)::BIGINT AS n_mna,
            count(*) FILTER (WHERE p.uncertainty >= t.unc_threshold) AS n_uncertain,
+           count(*) FILTER (WHERE n.cropped) AS n_cropped,
            count(n.auto_label) AS n_auto,
            count(*) FILTER (WHERE n.auto_label <> p.call) AS n_auto_disagree,
            count(n.true_label) AS n_truth,
@@ -201,7 +210,7 @@ agg AS (
 )
 SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mna, s.genotype,
        m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics,
-       a.n_scored, a.n_mna, a.n_uncertain, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob,
+       a.n_scored, a.n_mna, a.n_uncertain, a.n_cropped, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob,
        -- scans with a nucleus a curator has not excluded: this model's, and the most any model of the query has
        a.n_scans_scored, max(a.n_scans_scored) OVER (PARTITION BY a.sample_id) AS n_scans
 FROM agg a JOIN samples s ON s.id = a.sample_id JOIN models m ON m.id = a.model_id
@@ -221,7 +230,7 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
     """Turn one (sample, model) row of counts into summary numbers.
 
     Args:
-        row: ``n_scored, n_mna, n_uncertain, n_auto, n_auto_disagree, n_truth, n_true_mna,
+        row: ``n_scored, n_mna, n_uncertain, n_cropped, n_auto, n_auto_disagree, n_truth, n_true_mna,
             expected_mna`` (fraction or None), ``mean_prob``; optional ``n_scans_scored`` (scans the
             model scored) and ``n_scans`` (the most any model scored), both counting scans with a
             nucleus no curator excluded.
@@ -273,6 +282,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
         flags.append("high uncertainty")
     if n_auto and dis > config.max_disagreement_share:
         flags.append("auto-label disagreement")
+    if n and int(row.get("n_cropped") or 0) / n > config.max_cropped_share:
+        flags.append("oversized nuclei")
     if out["call"] != sample_call(n, k, rule):  # heterogeneous by count, not beyond false positives
         flags.append("possible false positives")
     if out["call"] in ("non-MNA", "heterogeneous MNA") and out["corrected_high_pct"] >= 100 * rule.mna_fraction:

@@ -432,6 +432,20 @@ def test_summary_flags_a_corrected_interval_pinned_at_100_and_skips_rates_given_
     assert rows.at["m3", "correction"].endswith("(wilson-transformed)")
 
 
+def test_many_nuclei_cropped_to_the_patch_raise_oversized_nuclei(store):
+    # a scan at another magnification, or merged clumps: nuclei larger than the patch are cropped
+    _add_scan(store, "big", "8" * 64, {"m1": [0.9] * 40})
+    _add_scan(store, "fine", "9" * 64, {"m1": [0.9] * 40})
+    store.execute("UPDATE nuclei SET cropped = mask_label <= 5 WHERE scan_id = "
+                  "(SELECT c.id FROM scans c JOIN samples s ON s.id = c.sample_id WHERE s.name = 'big')")
+    store.execute("UPDATE nuclei SET cropped = mask_label <= 4 WHERE scan_id = "
+                  "(SELECT c.id FROM scans c JOIN samples s ON s.id = c.sample_id WHERE s.name = 'fine')")
+    rows = summary.sample_summaries(store).set_index("sample")
+    assert "oversized nuclei" in rows.at["big", "qc_flags"]  # 5 of 40 = 12.5 %
+    assert "oversized nuclei" not in rows.at["fine", "qc_flags"]  # 4 of 40 = 10 %: not above the share
+    assert "--diameter" in summary.QC_FLAGS["oversized nuclei"]
+
+
 def test_rates_no_better_than_chance_are_weak_validation_not_missing_metrics(store):
     # what the Models page warns about before registering a useless retrained model: 'weak validation'
     metrics = {"useless": {"validation": {"sensitivity": 0.0, "specificity": 1.0, "n_positive": 12,
