@@ -206,6 +206,22 @@ def remove_clicked(scan_id: int, who: str) -> None:
     common.bump("data", "labels", "models")  # models: their prediction and scan counts
 
 
+def exclude_clicked(scan_id: int, who: str) -> None:
+    """Exclude button callback: an 'exclude' label event for each nucleus of the scan not excluded yet."""
+    from store.labels import exclude_scan
+
+    st.session_state.pop(f"ingest_exclude_sure_{scan_id}", None)
+    try:
+        n = exclude_scan(common.get_store(), scan_id, who, note="the whole scan excluded on the Ingest page")
+    except GenuineError as exc:
+        st.session_state[REMOVE_ERROR_KEY] = str(exc)
+        return
+    st.session_state[REMOVED_KEY] = (f"Scan {scan_id}: {n} nuclei excluded by {who}; they are left out of every "
+                                      "call (undo each on the Review page)." if n else
+                                      f"Scan {scan_id}: every nucleus was already excluded.")
+    common.bump("labels")
+
+
 def remove_scan_section() -> None:
     """Stored scans with a Remove action (a scan read with the wrong channel map is removed, then uploaded again)."""
     from store.scans import scan_overview
@@ -232,9 +248,18 @@ def remove_scan_section() -> None:
         c1, c2, c3 = st.columns([3, 2, 1.2], vertical_alignment="bottom")
         scan_id = c1.selectbox("Scan to remove", list(labels), format_func=labels.get, key="ingest_remove_id")
         who = common.reviewer()
-        sure = c2.checkbox("Yes, remove it", key=f"ingest_remove_sure_{scan_id}", disabled=not who)  # per scan
-        c3.button("Remove scan", key="ingest_remove", type="primary", disabled=not (who and sure),
-                  icon=":material/delete:", on_click=remove_clicked, args=(int(scan_id), who))
+        reviewed = int(scans.set_index("id").at[scan_id, "curated_nuclei"])
+        if reviewed:  # remove_scan refuses it: offer to take it out of every call instead
+            sure = c2.checkbox("Yes, exclude its nuclei", key=f"ingest_exclude_sure_{scan_id}", disabled=not who)
+            c3.button("Exclude scan", key="ingest_exclude", type="primary", disabled=not (who and sure),
+                      icon=":material/block:", on_click=exclude_clicked, args=(int(scan_id), who))
+            st.caption(f"Curators decided on {reviewed} of its nuclei, so it cannot be removed (the audit trail is "
+                       "never deleted). Excluding gives each of its nuclei an 'exclude' decision in your name: the "
+                       "scan is left out of every call, and the file still counts as stored.")
+        else:
+            sure = c2.checkbox("Yes, remove it", key=f"ingest_remove_sure_{scan_id}", disabled=not who)  # per scan
+            c3.button("Remove scan", key="ingest_remove", type="primary", disabled=not (who and sure),
+                      icon=":material/delete:", on_click=remove_clicked, args=(int(scan_id), who))
         error = st.session_state.pop(REMOVE_ERROR_KEY, None)
         if error:
             st.error(error, icon=":material/error:")

@@ -1,6 +1,7 @@
-"""``genuine store check | info | scans | remove-scan | score | remove-model | events | migrate``: integrity,
-overview, scan list, scan removal, scoring stored scans with a model registered after them, model removal,
-the log of who registered and removed models and removed scans, and bringing an older store up to date.
+"""``genuine store check | info | scans | remove-scan | exclude-scan | score | remove-model | events | migrate``:
+integrity, overview, scan list, scan removal, excluding a reviewed scan's nuclei, scoring stored scans with a
+model registered after them, model removal, the log of who registered and removed models and removed scans,
+and bringing an older store up to date.
 
 ``score MODEL`` runs a model (a folder, or a registered name) over the stored patches of every
 scan it has not scored yet (``store.rescore``), e.g. a model retrained on curated labels; each
@@ -10,7 +11,9 @@ scan is committed on its own, so after Ctrl-C the same command scores the rest.
 (``store.scans.remove_scan``), e.g. a scan ingested with the wrong channel map, so that the
 file can be ingested again. It refuses scans whose nuclei carry curators' label events (the
 audit trail is never deleted). Without ``--yes`` it shows what it would delete and asks; when
-stdin is not a terminal, ``--yes`` is required.
+stdin is not a terminal, ``--yes`` is required. ``exclude-scan SCAN_ID`` takes such a scan out of
+every call instead: each of its nuclei gets an 'exclude' label event by ``--by``
+(``store.labels.exclude_scan``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command
 
-ACTIONS = ("check", "info", "scans", "remove-scan", "score", "remove-model", "events", "migrate")
+ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "events", "migrate")
 
 
 def _scan_id(text: str) -> int:
@@ -43,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "info": "schema version, size and row counts",
         "scans": "list the stored scans: id, sample, file, channel map, nuclei",
         "remove-scan": "delete one scan and everything derived from it (refused once its nuclei were reviewed)",
+        "exclude-scan": "leave a reviewed scan out of every call: an 'exclude' label event for each of its nuclei",
         "score": "score the stored scans a model has not scored yet (e.g. one retrained on curated labels)",
         "remove-model": "unregister a model and delete its predictions, embeddings and maps (not its folder)",
         "events": "who registered and removed models, and removed scans, when (oldest first)",
@@ -62,13 +66,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                      help="id of the scan (see: genuine store scans)")
     subs["remove-scan"].add_argument("--yes", action="store_true",
                                      help="do not ask for confirmation (required when stdin is not a terminal)")
+    subs["exclude-scan"].add_argument("scan_id", type=_scan_id, metavar="SCAN_ID",
+                                      help="id of the scan (see: genuine store scans)")
+    subs["exclude-scan"].add_argument("--note", default=None, help="why, kept with each label event "
+                                      "(e.g. 'read with NMI and MYCN swapped')")
     subs["score"].add_argument("model", metavar="MODEL", help="a model folder, or the name of a registered model")
     subs["score"].add_argument("--sample", default=None, help="only the scans of this sample")
     subs["score"].add_argument("--quiet", action="store_true", help="no progress bar")
     subs["remove-model"].add_argument("name", metavar="NAME", help="the registered model's name")
     subs["remove-model"].add_argument("--yes", action="store_true",
                                       help="do not ask for confirmation (required when stdin is not a terminal)")
-    for name in ("remove-scan", "score", "remove-model"):
+    for name in ("remove-scan", "exclude-scan", "score", "remove-model"):
         add_by_option(subs[name])
 
 
@@ -77,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     db = args.db or default_db_path()
     if args.action == "remove-scan":
         return _remove_scan(db, args.scan_id, args.yes, args.by)
+    if args.action == "exclude-scan":
+        return _exclude_scan(db, args.scan_id, args.by, args.note)
     if args.action == "score":
         return _score(db, args.model, args.sample, not args.quiet, args.by)
     if args.action == "remove-model":
@@ -154,6 +164,21 @@ def _print_events(store, subject: str | None) -> int:
     df["detail"] = [detail_text(d) for d in df["detail"]]
     print(df.rename(columns={"event_id": "id", "created_at": "when", "identity": "checksum", "by_user": "by"})
           .to_string(index=False))
+    return 0
+
+
+def _exclude_scan(db, scan_id: int, by: str | None, note: str | None) -> int:
+    from genuine_core.errors import InputError, StoreError
+    from store.db import Store
+    from store.labels import exclude_scan
+
+    if not Path(db).is_file():  # never create a store just to find it empty
+        raise StoreError(f"{db}: no such store")
+    if not by:
+        raise InputError("exclude-scan records a label event per nucleus: name the curator with --by NAME")
+    with Store(db) as store:
+        n = exclude_scan(store, scan_id, by, note)
+    print(f"scan {scan_id}: {n} nuclei excluded by {by}" if n else f"scan {scan_id}: every nucleus was already excluded")
     return 0
 
 

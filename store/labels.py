@@ -125,6 +125,37 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
     return store.write(append)
 
 
+def exclude_scan(store: Store, scan_id: int, reviewer: str, note: str | None = None) -> int:
+    """Exclude every nucleus of one scan not excluded yet: one event each, in one transaction.
+
+    The way to take a scan out of every call (e.g. read with the wrong channel map) once curators
+    decided on its nuclei, when ``store.scans.remove_scan`` refuses it: the audit trail stays, and
+    each exclusion can be undone like any decision.
+
+    Returns:
+        the number of nuclei excluded now (0 when all already were).
+
+    Raises:
+        InputError: empty reviewer. StoreError: no such scan.
+    """
+    reviewer = _check_reviewer(reviewer)
+    scan_id = int(scan_id)
+
+    def append(cur) -> int:
+        if not cur.execute("SELECT 1 FROM scans WHERE id = ?", [scan_id]).fetchone():
+            raise StoreError(f"no scan with id {scan_id}")
+        current = cur.execute(
+            "SELECT n.id, coalesce((SELECT e.value FROM label_events e WHERE e.nucleus_id = n.id "
+            "ORDER BY e.id DESC LIMIT 1), 'unset') FROM nuclei n WHERE n.scan_id = ? ORDER BY n.id", [scan_id]
+        ).fetchall()
+        todo = [(nid, value) for nid, value in current if value != "exclude"]
+        for nid, value in todo:
+            _insert(cur, nid, "exclude", value, reviewer, note, None)
+        return len(todo)
+
+    return store.write(append)
+
+
 def undo_event(store: Store, event_id: int, reviewer: str, note: str | None = None) -> int:
     """Revert one event by appending a new event that restores its previous value.
 

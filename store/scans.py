@@ -31,20 +31,24 @@ def _now() -> datetime:
 
 
 def scan_by_sha(store: Store, sha256: str) -> dict | None:
-    """``{"id", "file_name", "sample", "channel_map", "backend"}`` of the scan with these file bytes, or None.
+    """``{"id", "file_name", "sample", "channel_map", "backend", "reviewed"}`` of the scan with these file
+    bytes, or None.
 
     ``channel_map`` is the :class:`~genuine_core.io.ChannelMap` the scan was read with (None
-    when the stored value cannot be read); ``backend`` the segmentation backend (None: not recorded).
+    when the stored value cannot be read); ``backend`` the segmentation backend (None: not recorded);
+    ``reviewed`` its nuclei with curators' label events (then it cannot be removed).
     """
     df = store.query(
-        "SELECT c.id, c.file_name, s.name AS sample, c.channel_map, c.segmentation FROM scans c "
-        "JOIN samples s ON s.id = c.sample_id WHERE c.sha256 = ?",
+        "SELECT c.id, c.file_name, s.name AS sample, c.channel_map, c.segmentation, "
+        "(SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id "
+        " WHERE n.scan_id = c.id) AS reviewed "
+        "FROM scans c JOIN samples s ON s.id = c.sample_id WHERE c.sha256 = ?",
         [sha256],
     )
     if df.empty:
         return None
     rec = df.iloc[0].to_dict()
-    rec["id"] = int(rec["id"])
+    rec["id"], rec["reviewed"] = int(rec["id"]), int(rec["reviewed"])
     rec["channel_map"] = stored_channel_map(rec["channel_map"])
     rec["backend"] = _backend(rec.pop("segmentation"))
     return rec
@@ -84,7 +88,8 @@ def duplicate_note(known: dict, channel_map: ChannelMap | None = None, db: str |
     Returns:
         e.g. ``already stored as scan 3 in sample 'X' with channel map nmi=2,mycn=1,dapi=0 (BGR)
         (same sha256); nothing written``, plus, when ``channel_map`` differs from the stored
-        one, that it does and the ``genuine store remove-scan`` command that allows a re-ingest.
+        one, that it does and the ``genuine store remove-scan`` command that allows a re-ingest
+        (``genuine store exclude-scan`` when curators decided on its nuclei: it cannot be removed).
     """
     stored = known.get("channel_map")
     where = f"already stored as scan {known['id']} in sample {known['sample']!r}"
@@ -95,7 +100,12 @@ def duplicate_note(known: dict, channel_map: ChannelMap | None = None, db: str |
     other = [asked.describe()] if asked != stored else []
     if backend and known.get("backend") and backend != known["backend"]:
         other.append(f"the {backend} segmentation (the scan was segmented with {known['backend']})")
-    if other:
+    if other and known.get("reviewed"):  # remove_scan refuses it: the audit trail stays
+        exclude = genuine_command(f"store exclude-scan {known['id']} --by NAME", db)
+        note += (f"; this ingest asked for {' and '.join(other)}, but curators decided on {known['reviewed']} of "
+                 "the stored scan's nuclei, so it is kept and the file cannot be stored again; to leave the "
+                 f"stored scan out of every call, exclude its nuclei with: {exclude}")
+    elif other:
         remove = genuine_command(f"store remove-scan {known['id']}", db)
         note += (f"; this ingest asked for {' and '.join(other)}: to re-ingest the file so, remove the "
                  f"stored scan first with: {remove}")
@@ -437,7 +447,8 @@ class ScanHasLabelEvents(StoreError):
         super().__init__(
             f"scan {scan_id} ({file_name}, sample {sample!r}) is not removed: {n_events} label event(s) on "
             f"{n_nuclei} of its nuclei refer to it, and the audit trail of curators' decisions is never "
-            "deleted; keep the scan (nothing was changed)")
+            f"deleted (nothing was changed); to leave it out of every call, exclude its nuclei: "
+            f"genuine store exclude-scan {scan_id} --by NAME")
 
 
 @dataclass

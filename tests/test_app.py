@@ -890,26 +890,33 @@ def test_ingest_page_removes_a_scan_after_confirmation_and_keeps_a_curated_one(s
         nid = int(s.query("SELECT id FROM nuclei WHERE scan_id = ? LIMIT 1", [curated])["id"].iloc[0])
         labels.record_label_event(s, nid, 1, "Dr. Test")
     at = open_page("ingest")
-    assert at.button(key="ingest_remove").disabled  # no reviewer name, no confirmation
+    assert at.button(key="ingest_exclude").disabled  # the first scan, a reviewed one: no reviewer name, no confirmation
     at = open_page("ingest", reviewer="Dr. Test")
     at.selectbox(key="ingest_remove_id").set_value(plain).run()
     assert at.button(key="ingest_remove").disabled  # not confirmed yet
     at.checkbox(key=f"ingest_remove_sure_{plain}").check().run()
     at.selectbox(key="ingest_remove_id").set_value(curated).run()
-    assert at.button(key="ingest_remove").disabled  # the confirmation belongs to the scan it was given for
+    assert at.button(key="ingest_exclude").disabled  # the confirmation belongs to the scan it was given for
     at.selectbox(key="ingest_remove_id").set_value(plain).run()
     at.button(key="ingest_remove").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"Scan {plain} (" in m.value and "removed by Dr. Test" in m.value for m in at.success)
     with open_store(path) as s:
         assert plain not in set(scan_overview(s)["id"])
-    at.selectbox(key="ingest_remove_id").set_value(curated).run()
-    at.checkbox(key=f"ingest_remove_sure_{curated}").check().run()
-    at.button(key="ingest_remove").click().run()
-    assert any("audit trail" in e.value for e in at.error)
-    assert not at.checkbox(key=f"ingest_remove_sure_{curated}").value  # the confirmation is used up
+    at.selectbox(key="ingest_remove_id").set_value(curated).run()  # reviewed: it can be excluded, not removed
+    assert not [b for b in at.button if b.key == "ingest_remove"]
+    assert any("cannot be removed (the audit trail is never deleted)" in c.value for c in at.caption)
+    at.checkbox(key=f"ingest_exclude_sure_{curated}").check().run()
+    at.button(key="ingest_exclude").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    n = int(before.set_index("id").at[curated, "n_nuclei"])
+    assert any(m.value.startswith(f"Scan {curated}: {n} nuclei excluded by Dr. Test") for m in at.success)
+    assert not at.checkbox(key=f"ingest_exclude_sure_{curated}").value  # the confirmation is used up
     with open_store(path) as s:
-        assert curated in set(scan_overview(s)["id"])
+        assert curated in set(scan_overview(s)["id"])  # kept, with its audit trail
+        left = s.scalar("SELECT count(*) FROM nuclei n WHERE n.scan_id = ? AND NOT EXISTS (SELECT 1 FROM "
+                        "curated_labels c WHERE c.nucleus_id = n.id AND c.excluded)", [curated])
+    assert left == 0
 
 
 def test_ingest_records_the_original_file_name(store_copy, tmp_path):

@@ -146,7 +146,7 @@ def test_scan_with_label_events_is_refused_and_nothing_changes(store):
     with pytest.raises(ScanHasLabelEvents, match=r"3 label event\(s\) on 2 of its nuclei") as info:
         remove_scan(store, s1)
     assert (info.value.n_events, info.value.n_nuclei) == (3, 2)
-    assert "keep the scan" in str(info.value) and "\n" not in str(info.value)
+    assert "nothing was changed" in str(info.value) and "\n" not in str(info.value)
     _assert_same(_snapshot(store), before)
     assert check_store(store) == []
 
@@ -271,7 +271,8 @@ def test_cli_remove_scan_needs_yes_without_a_terminal_and_refuses_curated(db, ca
     assert _count(db) == 3
     assert main(["store", "remove-scan", "3", "--yes", "--db", str(db)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "1 label event(s) on 1 of its nuclei" in err and "keep the scan" in err
+    assert len(err.splitlines()) == 1 and "1 label event(s) on 1 of its nuclei" in err
+    assert "nothing was changed" in err and err.endswith("genuine store exclude-scan 3 --by NAME")
     assert _count(db) == 3
     assert main(["store", "remove-scan", "42", "--yes", "--db", str(db)]) == 2
     assert "no scan with id 42" in capsys.readouterr().err
@@ -324,3 +325,38 @@ def test_a_duplicate_asked_for_another_segmentation_names_it_and_the_way_to_re_i
     assert f"genuine store remove-scan {scan_id}" in note
     assert "asked for" not in scans.duplicate_note(known, RGB, store.path, backend="watershed")
     assert "asked for" not in scans.duplicate_note(known, RGB, store.path)  # a custom segmenter: not compared
+
+
+def test_cli_exclude_scan_takes_a_reviewed_scan_out_of_every_call_and_keeps_the_trail(db, capsys):
+    from store import summary
+
+    with Store(db, read_only=True) as s:
+        before = summary.sample_summaries(s, sample="caseB")
+    assert (before["n_scored"] == 4).all()
+    assert main(["store", "exclude-scan", "3", "--by", "cat", "--note", "NMI and MYCN swapped", "--db", str(db)]) == 0
+    assert capsys.readouterr().out.strip() == "scan 3: 4 nuclei excluded by cat"
+    with Store(db, read_only=True) as s:
+        assert summary.sample_summaries(s, sample="caseB").empty  # no scored nucleus left in the sample
+        events = s.query("SELECT value, previous, reviewer, note FROM label_events ORDER BY id")
+    assert len(events) == 5 and events.iloc[0, :3].tolist() == ["0", "unset", "ann"]  # ann's decision kept
+    assert events.iloc[1:]["value"].eq("exclude").all() and events.iloc[1:]["reviewer"].eq("cat").all()
+    assert sorted(events.iloc[1:]["previous"]) == ["0", "unset", "unset", "unset"]
+    assert events.iloc[1:]["note"].eq("NMI and MYCN swapped").all()
+    assert main(["store", "exclude-scan", "3", "--by", "cat", "--db", str(db)]) == 0
+    assert "every nucleus was already excluded" in capsys.readouterr().out
+    assert main(["store", "exclude-scan", "42", "--by", "cat", "--db", str(db)]) == 2
+    assert "no scan with id 42" in capsys.readouterr().err
+    assert main(["store", "exclude-scan", "1", "--by", " ", "--db", str(db)]) == 2
+    assert "name the curator with --by NAME" in capsys.readouterr().err
+
+
+def test_a_duplicate_of_a_reviewed_scan_points_to_exclude_scan_not_remove_scan(store):
+    from genuine_core.io import ChannelMap
+
+    scan_id, ids = _add(store, "caseA", "d" * 64, 3)
+    labels.record_label_event(store, int(ids[0]), 1, "ann")
+    known = scans.scan_by_sha(store, "d" * 64)
+    assert known["reviewed"] == 1
+    note = scans.duplicate_note(known, ChannelMap(1, 0, 2), store.path)
+    assert "curators decided on 1 of the stored scan's nuclei, so it is kept" in note
+    assert f"genuine store exclude-scan {scan_id} --by NAME" in note and "remove-scan" not in note
