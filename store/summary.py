@@ -10,7 +10,8 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
 - ``true_mna_pct``: ground-truth MNA share of the scored nuclei (synthetic samples);
 - ``call``: ``genuine_core.rules.sample_call`` (thresholds and their sources live there);
 - ``qc_flags``: ``few nuclei``, ``high uncertainty``, ``auto-label disagreement``, ``oversized nuclei``
-  (many nuclei larger than the patch: merged clumps or another magnification),
+  (many nuclei larger than the patch: merged clumps or another magnification), ``MYCN below reference``
+  (the median nucleus has fewer detected MYCN than NMI signals: NMI and MYCN channels swapped?),
   ``no validation metrics``, ``possible false positives`` (enough MNA nuclei for a heterogeneous
   call, but the corrected interval reaches 0 %: the model's false-positive rate alone could explain
   them, so the call is non-MNA),
@@ -86,6 +87,10 @@ QC_FLAGS = {
     "few nuclei": "fewer scored nuclei than the INRG minimum for a call",
     "high uncertainty": "many nuclei have an uncertain prediction",
     "auto-label disagreement": "many calls differ from the nuclei's automatic (genotype) labels",
+    "MYCN below reference": "the model's detector finds fewer MYCN than NMI signals in the typical nucleus (the "
+                            "sample's median), which is unusual; check that the scan's channel map did not swap "
+                            "the NMI and MYCN channels (the sample report's Scans table names it): a swap turns "
+                            "amplified nuclei into non-amplified ones",
     "oversized nuclei": f"more than {100 * SUMMARY_CONFIG.max_cropped_share:g} % of the scored nuclei were larger "
                         "than the model's patch and were cropped to it: merged clumps, or a scan at another "
                         "magnification (then ingest it with --diameter); check the outlines on the scan before "
@@ -195,6 +200,8 @@ agg AS (
            sum(p.call)::BIGINT AS n_mna,
            count(*) FILTER (WHERE p.uncertainty >= t.unc_threshold) AS n_uncertain,
            count(*) FILTER (WHERE n.cropped) AS n_cropped,
+           -- signals the model's detector counted (detector-based models only; a cluster counts once)
+           median(p.det_nmi) AS median_nmi, median(p.det_mycn + coalesce(p.det_cluster, 0)) AS median_mycn,
            count(n.auto_label) AS n_auto,
            count(*) FILTER (WHERE n.auto_label <> p.call) AS n_auto_disagree,
            count(n.true_label) AS n_truth,
@@ -210,7 +217,7 @@ agg AS (
 )
 SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mna, s.genotype,
        m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics,
-       a.n_scored, a.n_mna, a.n_uncertain, a.n_cropped, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob,
+       a.n_scored, a.n_mna, a.n_uncertain, a.n_cropped, a.median_nmi, a.median_mycn, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob,
        -- scans with a nucleus a curator has not excluded: this model's, and the most any model of the query has
        a.n_scans_scored, max(a.n_scans_scored) OVER (PARTITION BY a.sample_id) AS n_scans
 FROM agg a JOIN samples s ON s.id = a.sample_id JOIN models m ON m.id = a.model_id
@@ -231,6 +238,7 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
 
     Args:
         row: ``n_scored, n_mna, n_uncertain, n_cropped, n_auto, n_auto_disagree, n_truth, n_true_mna,
+            median_nmi, median_mycn`` (detected signals per nucleus, None without a detector),
             expected_mna`` (fraction or None), ``mean_prob``; optional ``n_scans_scored`` (scans the
             model scored) and ``n_scans`` (the most any model scored), both counting scans with a
             nucleus no curator excluded.
@@ -284,6 +292,9 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
         flags.append("auto-label disagreement")
     if n and int(row.get("n_cropped") or 0) / n > config.max_cropped_share:
         flags.append("oversized nuclei")
+    nmi, mycn = row.get("median_nmi"), row.get("median_mycn")
+    if nmi is not None and mycn is not None and not pd.isna(nmi) and not pd.isna(mycn) and mycn < nmi:
+        flags.append("MYCN below reference")
     if out["call"] != sample_call(n, k, rule):  # heterogeneous by count, not beyond false positives
         flags.append("possible false positives")
     if out["call"] in ("non-MNA", "heterogeneous MNA") and out["corrected_high_pct"] >= 100 * rule.mna_fraction:

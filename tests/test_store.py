@@ -446,6 +446,22 @@ def test_many_nuclei_cropped_to_the_patch_raise_oversized_nuclei(store):
     assert "--diameter" in summary.QC_FLAGS["oversized nuclei"]
 
 
+def test_fewer_mycn_than_nmi_signals_in_the_typical_nucleus_suggest_swapped_channels(store):
+    _add_scan(store, "swapped", "a1" * 32, {"m1": [0.2] * 30})
+    _add_scan(store, "plain", "b1" * 32, {"m1": [0.2] * 30})
+    store.execute("UPDATE predictions SET det_nmi = 4, det_mycn = 2, det_cluster = 0 WHERE nucleus_id IN (SELECT n.id "
+                  "FROM nuclei n JOIN scans c ON c.id = n.scan_id JOIN samples s ON s.id = c.sample_id "
+                  "WHERE s.name = 'swapped')")
+    store.execute("UPDATE predictions SET det_nmi = 2, det_mycn = 1, det_cluster = 1 WHERE nucleus_id IN (SELECT n.id "
+                  "FROM nuclei n JOIN scans c ON c.id = n.scan_id JOIN samples s ON s.id = c.sample_id "
+                  "WHERE s.name = 'plain')")  # a cluster counts as a MYCN signal: 2 vs 2
+    rows = summary.sample_summaries(store).set_index("sample")
+    assert "MYCN below reference" in rows.at["swapped", "qc_flags"]
+    assert "MYCN below reference" not in rows.at["plain", "qc_flags"]
+    store.execute("UPDATE predictions SET det_nmi = NULL, det_mycn = NULL, det_cluster = NULL")  # no detector
+    assert not any("MYCN below reference" in f for f in summary.sample_summaries(store)["qc_flags"])
+
+
 def test_rates_no_better_than_chance_are_weak_validation_not_missing_metrics(store):
     # what the Models page warns about before registering a useless retrained model: 'weak validation'
     metrics = {"useless": {"validation": {"sensitivity": 0.0, "specificity": 1.0, "n_positive": 12,
