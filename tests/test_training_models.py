@@ -137,8 +137,9 @@ def test_init_starts_from_a_trained_folder_and_checks_kind_and_size(tmp_path):
                      "percentile")
     with pytest.raises(InputError, match="no model folder"):
         _start_model(RunSpec(kind="detector", preset="tiny", init=str(tmp_path / "missing")), P, "percentile")
-    with pytest.raises(ValueError, match="only one"):
-        RunSpec(kind="detector", init=str(tmp_path / "det"), resume=True)
+    resumed = RunSpec(kind="detector", preset="tiny", out=str(tmp_path / "ft"), init=str(tmp_path / "missing"),
+                      resume=True)  # init records where the run started; the weights come from the checkpoint
+    assert resumed.init == str(tmp_path / "missing")
 
 
 def test_genuine_init_keeps_the_detector_named_by_detector(tmp_path):

@@ -92,9 +92,12 @@ def test_resume_command_keeps_the_runs_options():
                    command="genuine train --kind genuine --data 'my data' --detector det --overwrite --out runs/g")
     assert resume_command(spec) == ("genuine train --kind genuine --data 'my data' --detector det --out runs/g "
                                     "--resume")
-    spec = RunSpec(kind="resnet", preset="tiny", data="d", out="o",
+    spec = RunSpec(kind="resnet", preset="tiny", data="d", out="o", init="models/resnet_cpu",
                    command="genuine train --kind resnet --init models/resnet_cpu --data d")
-    assert resume_command(spec) == "genuine train --kind resnet --data d --out o --resume"
+    assert resume_command(spec) == "genuine train --kind resnet --init models/resnet_cpu --data d --out o --resume"
+    spec = RunSpec(kind="resnet", preset="tiny", data="d", out="o", init="i", resume=True,
+                   command="genuine train --kind resnet --data d --out o --resume")  # a resume that left it out
+    assert resume_command(spec) == "genuine train --kind resnet --data d --out o --init i --resume"
     assert resume_command(RunSpec(kind="resnet", preset="tiny", data="d", out="o", beta=0.2)) == (
         "genuine train --kind resnet --preset tiny --data d --beta 0.2 --out o --resume")
 
@@ -227,6 +230,49 @@ def test_resume_refuses_options_that_differ_from_the_run(bench, tmp_path, monkey
     first, = tc["earlier_commands"]  # the session that started the run stays on record beside the resume's
     assert first.startswith("genuine train --kind resnet") and "--resume" not in first
     assert tc["command"].endswith("--resume")
+
+
+def test_a_fine_tuning_run_resumes_with_the_command_that_started_it(bench, tmp_path, monkeypatch, capsys):
+    """--init names where the run started: --resume accepts it unchanged (or left out) and the run keeps it."""
+    import training.loop as loop
+
+    monkeypatch.chdir(tmp_path)
+    build_model(preset_config("tiny", "resnet", seed=1, patch_size=96)).save(tmp_path / "base", {"status": "final"})
+    argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(bench), "--init", "base", "--epochs", "3",
+            "--patience", "5", "--threads", "1", "--out", "run"]
+    real_history = _ctrl_c_in_epoch_2(monkeypatch)
+    assert main(argv) == 130
+    monkeypatch.setattr(loop, "write_history", real_history)
+    resume = json.loads((tmp_path / "run" / "metrics.json").read_text())["resume_command"]
+    assert f"--init {tmp_path / 'base'}" in resume and capsys.readouterr().err.strip().endswith(resume)
+    assert main([*argv, "--init", "elsewhere", "--resume"]) == 2  # another --init is another run
+    err = capsys.readouterr().err
+    assert f"these differ: --init elsewhere (the run: {tmp_path / 'base'})" in err
+    assert main([*argv, "--resume"]) == 0  # the same command as the run's, as the Models page's Resume runs it
+    tc = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert tc["init"] == str(tmp_path / "base") and tc["epochs_run"] == 3
+    assert tc["earlier_commands"][0].startswith("genuine train") and "--init" in tc["earlier_commands"][0]
+
+
+def test_a_resume_left_out_init_keeps_the_runs_own(tmp_path, monkeypatch):
+    """Resume commands of older versions left --init out: the run's (from the session that started it) applies."""
+    import argparse
+
+    from training import cli_train
+
+    monkeypatch.setattr(cli_train, "_check_same_data", lambda data, out: None)
+    out = tmp_path / "run"
+    out.mkdir()
+    start = f"genuine train --kind resnet --preset tiny --data d --init {tmp_path / 'base'} --out {out}"
+    (out / "metrics.json").write_text(json.dumps({
+        "status": "training", "resume_command": f"genuine train --kind resnet --preset tiny --data d --out {out} "
+                                                "--resume", "session_commands": [start]}))
+    parser = argparse.ArgumentParser()
+    cli_train.add_arguments(parser)
+    now = ["--kind", "resnet", "--preset", "tiny", "--data", "d", "--out", str(out), "--resume"]
+    assert cli_train._check_resume(parser.parse_args(now), out) == str(tmp_path / "base")
+    assert cli_train._check_resume(parser.parse_args([*now, "--init", str(tmp_path / "base")]), out) == str(
+        tmp_path / "base")
 
 
 def test_overwrite_starts_from_an_empty_folder_so_a_failed_run_leaves_no_old_model(bench, tmp_path, monkeypatch,

@@ -127,8 +127,7 @@ def _spec_from_args(args: argparse.Namespace):
     if (Path(out) / METRICS_FILE).is_file() and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model; pass --overwrite to replace it or --resume to continue "
                          "(a finished run goes on for more --epochs)")
-    if args.resume:
-        _check_resume(args, Path(out))
+    init = _check_resume(args, Path(out)) if args.resume else args.init
     try:
         train = TrainConfig(
             epochs=epochs if args.epochs is None else args.epochs,
@@ -137,7 +136,7 @@ def _spec_from_args(args: argparse.Namespace):
             threads=args.threads, augment=_augment(args))
         return RunSpec(kind=args.kind, preset=args.preset, data=str(data), out=out, detector=detector,
                        beta=args.beta, label=args.label, max_train=args.max_train, resume=args.resume,
-                       init=args.init, train=train,
+                       init=init, train=train,
                        encoder=_encoder_overrides(args),
                        command="genuine " + " ".join(shlex.quote(a) for a in
                                                      _absolute_paths(getattr(args, "_argv", sys.argv[1:]))))
@@ -182,6 +181,26 @@ def _recorded_argv(out: Path) -> list[str] | None:
     return None
 
 
+def _started_argv(out: Path) -> list[str] | None:
+    """The ``genuine train`` options of the session that started the run in ``out`` (None when not recorded):
+    the first of an unfinished run's ``session_commands``, else of a finished run's ``earlier_commands``,
+    else its ``command``."""
+    import json
+
+    from training.train import SESSIONS_KEY
+
+    for file, key in (("metrics.json", SESSIONS_KEY), ("train_config.json", "earlier_commands"),
+                      ("train_config.json", "command")):
+        try:
+            commands = json.loads((out / file).read_text(encoding="utf-8")).get(key)
+            words = shlex.split(commands if isinstance(commands, str) else commands[0])
+        except (OSError, ValueError, AttributeError, TypeError, IndexError):
+            continue
+        if words[:2] == ["genuine", "train"]:
+            return words[2:]
+    return None
+
+
 def _check_same_data(data: Path, out: Path) -> None:
     """Refuse to resume on training data that changed since the run started (e.g. a benchmark made
     again in the same folder): half the run would have learned from other nuclei.
@@ -211,8 +230,9 @@ def _detector(kind: str, preset: str, given: str | None) -> str | None:
     return str(local if local.exists() else SHIPPED_MODELS / local.name)
 
 
-def _check_resume(args: argparse.Namespace, out: Path) -> None:
+def _check_resume(args: argparse.Namespace, out: Path) -> str | None:
     """``--resume`` continues a run as it was started: refuse options that differ from the recorded ones.
+    ``--init`` may be the run's own or left out; either way the run's is returned (where it started).
 
     Raises:
         InputError: a ratio fit (nothing to resume) or options that differ, with the command to use.
@@ -224,19 +244,24 @@ def _check_resume(args: argparse.Namespace, out: Path) -> None:
     _check_same_data(Path(args.data), out)
     recorded = _recorded_argv(out)
     if recorded is None:
-        return
+        return args.init
     parser = argparse.ArgumentParser(add_help=False)
     add_arguments(parser)
     try:
         old = parser.parse_args(recorded)
     except SystemExit:  # recorded by an older version with other options: nothing to compare
-        return
+        return args.init
+    try:  # older versions left --init out of the resume command: the session that started the run has it
+        old.init = parser.parse_args(_started_argv(out) or recorded).init or old.init
+    except SystemExit:
+        pass
 
     def same(a, b) -> bool:
         return a == b or (isinstance(a, (str, Path)) and isinstance(b, (str, Path))
                           and Path(a).resolve() == Path(b).resolve())
 
-    now = vars(args) | {"detector": _detector(args.kind, args.preset, args.detector)}  # a default as resolved
+    now = vars(args) | {"detector": _detector(args.kind, args.preset, args.detector),  # a default as resolved
+                        "init": args.init or old.init}  # left out: the run's own
     then = vars(old) | {"detector": _detector(old.kind, old.preset, old.detector)}
     differ = [f"--{k.replace('_', '-')} {now.get(k)} (the run: {v})" for k, v in then.items()
               if k not in RESUME_FREE and not same(now.get(k), v)]
@@ -246,6 +271,7 @@ def _check_resume(args: argparse.Namespace, out: Path) -> None:
         raise InputError("--resume continues the run with the options it started with; these differ: "
                          + "; ".join(differ) + ". Resume with: genuine train "
                          + " ".join(shlex.quote(w) for w in kept + ["--out", str(out), "--resume"]))
+    return old.init
 
 
 def _augment(args: argparse.Namespace):

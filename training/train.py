@@ -66,7 +66,8 @@ class RunSpec:
         max_train: cap on training rows loaded (seeded subsample; None = all).
         resume: continue from ``<out>/checkpoint``.
         init: start from the weights of this trained model folder (same kind and patch
-            size; fine-tuning) instead of a fresh initialisation.
+            size; fine-tuning) instead of a fresh initialisation. With ``resume``: the folder
+            the run started from (recorded; the weights come from the checkpoint).
         encoder: overrides of the preset's encoder fields (``width``, ``stages``, ...).
         train: optimisation settings.
         command: the command line, recorded for reproduction.
@@ -99,8 +100,6 @@ class RunSpec:
             raise ValueError("label must be auto|truth and calibrate_on truth|auto")
         if self.max_train is not None and self.max_train < 1:
             raise ValueError("max_train must be >= 1")
-        if self.init and self.resume:
-            raise ValueError("--init starts a new run and --resume continues one: pass only one")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view."""
@@ -187,7 +186,8 @@ def _finish_classifier(model, val: ClassificationData, spec: RunSpec, out: Path,
 
 def resume_command(spec: RunSpec) -> str:
     """The ``genuine train`` command that continues ``spec``'s run: its own command line with
-    ``--resume`` (``--overwrite`` and ``--init`` dropped, ``--out`` made explicit)."""
+    ``--resume`` (``--overwrite`` dropped, ``--out`` made explicit; ``--init`` kept: it names where the run
+    started, which ``--resume`` accepts unchanged)."""
     import shlex
 
     if spec.command:
@@ -196,17 +196,9 @@ def resume_command(spec: RunSpec) -> str:
         words = ["genuine", "train", "--kind", spec.kind, "--preset", spec.preset, "--data", spec.data]
         words += ["--detector", spec.detector] if spec.kind == "genuine" and spec.detector else []
         words += ["--beta", f"{spec.beta:g}"] if spec.beta else []
-    kept, skip = [], False
-    for w in words:
-        if skip:
-            skip = False
-            continue
-        if w in ("--overwrite", "--resume") or w.startswith("--init="):
-            continue
-        if w == "--init":
-            skip = True
-            continue
-        kept.append(w)
+    kept = [w for w in words if w not in ("--overwrite", "--resume")]
+    if spec.init and not any(w == "--init" or w.startswith("--init=") for w in kept):
+        kept += ["--init", str(spec.init)]  # a resumed session that left it out: the run's own
     if not any(w == "--out" or w.startswith("--out=") for w in kept):
         kept += ["--out", str(spec.out)]
     return " ".join(shlex.quote(w) for w in kept + ["--resume"])
