@@ -195,10 +195,11 @@ def test_train_and_evaluate_end_to_end(tmp_path, monkeypatch):
     assert {"sensitivity", "specificity", "n_positive", "n_negative", "temperature"} <= set(metrics)
     hist = json.loads((tmp_path / "m/gen/history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2]
-    # an existing model is not overwritten by accident; --resume continues
+    # an existing model is not overwritten by accident; --resume --overwrite trains a finished one on
     assert main(["train", "--kind", "resnet", "--out", "m/res", *common]) == 2
-    assert main(["train", "--kind", "resnet", "--out", "m/res", *common[:-4], "--epochs", "3", "--threads", "1",
-                 "--resume"]) == 0
+    more = ["train", "--kind", "resnet", "--out", "m/res", *common[:-4], "--epochs", "3", "--threads", "1", "--resume"]
+    assert main(more) == 2
+    assert main([*more, "--overwrite"]) == 0
     hist = json.loads((tmp_path / "m/res/history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     GenuineClassifier.from_folder(tmp_path / "m/gen")  # checksums still verify

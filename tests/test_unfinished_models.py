@@ -218,18 +218,19 @@ def test_resume_refuses_options_that_differ_from_the_run(bench, tmp_path, monkey
     assert main(argv) == 0
     capsys.readouterr()
     before = (tmp_path / "run" / "train_config.json").read_text()
-    assert main([*argv[:-2], "--lr", "0.5", "--out", "run", "--resume"]) == 2
+    assert main([*argv[:-2], "--lr", "0.5", "--out", "run", "--resume", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "these differ: --lr 0.5 (the run: 0.001)" in err and "Resume with: genuine train" in err
+    assert err.strip().endswith("--out run --resume --overwrite")  # the run is finished: the command says so
     assert main(["train", "--kind", "ratio", "--preset", "tiny", "--data", str(bench), "--out", "run",
                  "--resume"]) == 2
     assert "a ratio fit has no checkpoint" in capsys.readouterr().err
     assert (tmp_path / "run" / "train_config.json").read_text() == before  # nothing rewritten
-    assert main([*argv, "--resume"]) == 0  # the same options (threads may differ) resume
+    assert main([*argv, "--resume", "--overwrite"]) == 0  # the same options (threads may differ) resume
     tc = json.loads((tmp_path / "run" / "train_config.json").read_text())
     first, = tc["earlier_commands"]  # the session that started the run stays on record beside the resume's
     assert first.startswith("genuine train --kind resnet") and "--resume" not in first
-    assert tc["command"].endswith("--resume")
+    assert tc["command"].endswith("--resume --overwrite")
 
 
 def test_a_fine_tuning_run_resumes_with_the_command_that_started_it(bench, tmp_path, monkeypatch, capsys):
@@ -312,6 +313,32 @@ def test_a_last_batch_of_one_row_joins_the_one_before():
     assert [len(b) for b in batches(66, 32, None)] == [32, 32, 2]
     assert [len(b) for b in batches(1, 32, None)] == [1]
     assert sorted(np.concatenate(list(batches(65, 32, np.random.default_rng(1))))) == list(range(65))
+
+
+def test_resume_trains_a_finished_run_on_only_with_overwrite(bench, tmp_path, monkeypatch, capsys):
+    """A better epoch would replace a finished (maybe registered) model's weights: --resume alone refuses."""
+    import training.loop as loop
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(bench), "--epochs", "1", "--threads", "1",
+            "--out", "run"]
+    assert main(argv) == 0
+    files = {f: (tmp_path / "run" / f).read_bytes() for f in ("weights.safetensors", "metrics.json", "history.json")}
+    capsys.readouterr()
+    more = [*argv[:-5], "3", "--patience", "5", "--threads", "1", "--out", "run"]
+    assert main([*more, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a finished model: --resume would train it on" in err and "add --overwrite" in err
+    assert "--init run --out NEW_FOLDER" in err and len(err.splitlines()) == 1
+    assert {f: (tmp_path / "run" / f).read_bytes() for f in files} == files  # untouched
+    # told so, it trains on; stopped in its second epoch, the printed command continues it
+    real_history = _ctrl_c_in_epoch_2(monkeypatch)
+    assert main([*more, "--resume", "--overwrite"]) == 130
+    resume = capsys.readouterr().err.strip().splitlines()[-1].split("Continue the run with: ")[1]
+    assert resume.endswith("--overwrite --resume")
+    monkeypatch.setattr(loop, "write_history", real_history)
+    assert main(shlex.split(resume)[1:]) == 0
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 3
 
 
 def test_resume_refuses_training_data_that_changed_since_the_run_started(bench, tmp_path, monkeypatch, capsys):

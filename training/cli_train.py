@@ -79,7 +79,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(classifiers; default 0 = off)")
     parser.add_argument("--intensity", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                         help="per-channel intensity scaling range of the augmentation (default 0.8 1.2)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing finished model folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing finished model folder (with --resume: train a finished run on)")
 
 
 def _spec_from_args(args: argparse.Namespace):
@@ -122,11 +123,9 @@ def _spec_from_args(args: argparse.Namespace):
 
     check_source(data)  # a folder that is no benchmark, or a file that is no training set
     refuse_foreign_folder(out, (CHECKSUM_FILE, CHECKPOINT_DIR, METRICS_FILE), "model")
-    if args.resume and args.overwrite:
-        raise InputError("give --resume (continue the run) or --overwrite (start again), not both")
     if (Path(out) / METRICS_FILE).is_file() and not (args.resume or args.overwrite):
         raise InputError(f"{out} already holds a model; pass --overwrite to replace it or --resume to continue "
-                         "(a finished run goes on for more --epochs)")
+                         "(a finished run goes on for more --epochs with --resume --overwrite)")
     init = _check_resume(args, Path(out)) if args.resume else args.init
     try:
         train = TrainConfig(
@@ -179,6 +178,19 @@ def _recorded_argv(out: Path) -> list[str] | None:
         if words[:2] == ["genuine", "train"]:
             return words[2:]
     return None
+
+
+def _holds_finished_model(out: Path) -> bool:
+    """True when ``out`` holds a finished model (``metrics.json`` readable, status final or none)."""
+    import json
+
+    from genuine_core.models.folder import METRICS_FILE, is_finished
+
+    try:
+        metrics = json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(metrics, dict) and is_finished(metrics)
 
 
 def _started_argv(out: Path) -> list[str] | None:
@@ -235,12 +247,17 @@ def _check_resume(args: argparse.Namespace, out: Path) -> str | None:
     ``--init`` may be the run's own or left out; either way the run's is returned (where it started).
 
     Raises:
-        InputError: a ratio fit (nothing to resume) or options that differ, with the command to use.
+        InputError: a ratio fit (nothing to resume), a finished run without ``--overwrite`` (its weights
+            may be replaced) or options that differ, with the command to use.
     """
     from genuine_core.errors import InputError
 
     if args.kind == "ratio":
         raise InputError("--resume: a ratio fit has no checkpoint to resume; run it again with --overwrite")
+    if not args.overwrite and _holds_finished_model(out):
+        raise InputError(f"{out} holds a finished model: --resume would train it on, and a better epoch replaces "
+                         f"its weights (a registered model's too); add --overwrite to do so, or fine-tune a copy "
+                         f"with --init {out} --out NEW_FOLDER")
     _check_same_data(Path(args.data), out)
     recorded = _recorded_argv(out)
     if recorded is None:
@@ -270,7 +287,8 @@ def _check_resume(args: argparse.Namespace, out: Path) -> str | None:
                 if w not in ("--resume", "--overwrite", "--out") and prev != "--out"]
         raise InputError("--resume continues the run with the options it started with; these differ: "
                          + "; ".join(differ) + ". Resume with: genuine train "
-                         + " ".join(shlex.quote(w) for w in kept + ["--out", str(out), "--resume"]))
+                         + " ".join(shlex.quote(w) for w in kept + ["--out", str(out), "--resume"]
+                                    + ["--overwrite"] * bool(args.overwrite)))
     return old.init
 
 

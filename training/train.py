@@ -186,8 +186,9 @@ def _finish_classifier(model, val: ClassificationData, spec: RunSpec, out: Path,
 
 def resume_command(spec: RunSpec) -> str:
     """The ``genuine train`` command that continues ``spec``'s run: its own command line with
-    ``--resume`` (``--overwrite`` dropped, ``--out`` made explicit; ``--init`` kept: it names where the run
-    started, which ``--resume`` accepts unchanged)."""
+    ``--resume`` (a new run's ``--overwrite`` dropped, a resumed one's kept: its folder may still hold the
+    finished model it trains on; ``--out`` made explicit; ``--init`` kept: it names where the run started,
+    which ``--resume`` accepts unchanged)."""
     import shlex
 
     if spec.command:
@@ -196,7 +197,7 @@ def resume_command(spec: RunSpec) -> str:
         words = ["genuine", "train", "--kind", spec.kind, "--preset", spec.preset, "--data", spec.data]
         words += ["--detector", spec.detector] if spec.kind == "genuine" and spec.detector else []
         words += ["--beta", f"{spec.beta:g}"] if spec.beta else []
-    kept = [w for w in words if w not in ("--overwrite", "--resume")]
+    kept = [w for w in words if w != "--resume" and (spec.resume or w != "--overwrite")]
     if spec.init and not any(w == "--init" or w.startswith("--init=") for w in kept):
         kept += ["--init", str(spec.init)]  # a resumed session that left it out: the run's own
     if not any(w == "--out" or w.startswith("--out=") for w in kept):
