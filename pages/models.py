@@ -122,6 +122,16 @@ def train_config(folder: str | None) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def with_label_kind(tc: dict | None, metrics: dict | None) -> dict | None:
+    """``tc`` (a ``train_config.json``) with the kind of its training labels as recorded; a folder trained on a
+    curated export before ``label`` recorded the data's own kind says ``auto``, while its validation (against
+    those labels) says ``curated``: then ``curated``."""
+    val = (metrics or {}).get("validation")
+    if tc and tc.get("label") == "auto" and isinstance(val, dict) and val.get("labels") == "curated":
+        return {**tc, "label": "curated"}
+    return tc
+
+
 #: what each training label kind is, for the training curves' caption
 LABEL_KINDS = {"auto": "auto labels from each scan's genotype, noisy", "curated": "curated labels",
                "truth": "ground-truth labels"}
@@ -554,12 +564,12 @@ def main() -> None:
         if hist is None:
             st.caption("No training history (`history.json`) in the model folder.")
         else:
-            tc = train_config(folder)
+            tc = with_label_kind(train_config(folder), row["metrics"])
             st.plotly_chart(plotting.training_curves(hist, title=f"{name}: training curves",
                                                      against=curves_against(tc)), key="models_curves")
             st.caption(curves_caption(tc, row["metrics"]))
     with tab_t:
-        tc = train_config(folder)
+        tc = with_label_kind(train_config(folder), row["metrics"])
         if tc is None:
             st.caption("No training record (`train_config.json`) in the model folder.")
         else:

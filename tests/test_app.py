@@ -1029,6 +1029,32 @@ def test_models_page_training_curves_say_they_are_measured_against_the_training_
             in texts(at))
 
 
+@pytest.mark.parametrize("label", ["curated", "auto"])  # auto: recorded before label named the data's own kind
+def test_models_page_says_a_model_trained_on_curated_labels_was(store_copy, tmp_path, label):
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    folder = tmp_path / "resnet-curated"
+    validation = {"accuracy": 0.9, "labels": "curated", "accuracy_vs_training_labels": 0.9}
+    GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(folder, metrics={"validation": validation})
+    (folder / "history.json").write_text(json.dumps([
+        {"epoch": e, "train_loss": 0.3, "val_loss": 0.27, "val_acc": 0.9, "best": e == 1} for e in (1, 2)]))
+    (folder / "train_config.json").write_text(json.dumps({"label": label, "kind": "resnet", "data": "curated.npz"}))
+    with open_store(store_copy[0]) as s:
+        register_model(s, load_model(folder))
+    at = open_page("models")
+    at.selectbox(key="models_pick").set_value("resnet-curated").run()
+    assert not at.exception
+    spec = json.loads(next(c for c in at.get("plotly_chart") if "models_curves" in c.proto.id).proto.spec)
+    assert "validation accuracy (vs curated training labels)" in [t.get("name") for t in spec["data"]]
+    assert ("The curves score the validation split at each epoch against the labels it was trained on (curated "
+            "labels)." in texts(at)) and "noisy" not in texts(at)
+    train_data = next(d for d in at.dataframe if "data" in d.value.columns)
+    assert train_data.value["label"].tolist() == ["curated"]
+
+
 @pytest.fixture()
 def models_runs():
     """The Models page's run registry (``pages.retrain.runs``, shared by the server's sessions), empty."""

@@ -557,6 +557,26 @@ def test_validation_falls_back_to_the_training_labels_when_the_truth_has_one_cla
     assert validation_record(logits, curated, 0.0, "truth")[0]["labels"] == "curated"
 
 
+def test_train_config_records_the_kind_of_labels_the_data_has(tmp_path):
+    """A model trained on a curated export says so (``label: curated``), not the --label option's default."""
+    from training.train import RunSpec, trained_label_kind, train_model
+
+    data = _lp(40, 32)
+    data.save(tmp_path / "curated.npz")
+    spec = RunSpec(kind="resnet", preset="tiny", data=str(tmp_path / "curated.npz"), out=str(tmp_path / "m"),
+                   train=TrainConfig(epochs=1, threads=1, augment=AugmentConfig.none()))
+    train_model(spec)
+    assert json.loads((tmp_path / "m" / "train_config.json").read_text())["label"] == "curated"
+
+    def meta(**cols):
+        return ClassificationData(np.zeros((2, 3, 8, 8), np.float32), np.array([0, 1], np.int8), None, None,
+                                  np.zeros(2, bool), pd.DataFrame(cols, index=range(2)), "train")
+
+    assert trained_label_kind(meta(), "auto") == "auto"  # a benchmark's automatic labels
+    assert trained_label_kind(meta(label_kind=["curated", "auto"]), "auto") == "auto+curated"
+    assert trained_label_kind(meta(label_kind=["curated", "curated"]), "truth") == "truth"
+
+
 def test_train_warns_when_its_validation_says_the_model_should_not_be_trusted(tmp_path, capsys, monkeypatch):
     """The rule that gates registration on the Models page, said at the end of a command-line run."""
     from types import SimpleNamespace

@@ -59,7 +59,8 @@ class RunSpec:
         out: model folder to write.
         detector: trained detector folder (required for ``genuine``).
         beta: label-flip probability on the training pool.
-        label: train on ``auto`` labels (paper) or ``truth``.
+        label: train on ``auto`` labels (paper) or ``truth``; a training-set file's ``auto`` are its own
+            labels, which ``train_config.json["label"]`` records by their kind (e.g. ``curated``).
         calibrate_on: labels for temperature and sensitivity/specificity: ``truth`` when
             the data has ground truth of both classes on the validation split (benchmark;
             curated sets of synthetic nuclei), else the training labels.
@@ -144,6 +145,15 @@ def _require_both_classes(data: ClassificationData, option: str) -> None:
     if counts.min() == 0:
         raise InputError(f"the {data.split} split holds {counts[1]} MNA and {counts[0]} non-MNA nuclei: training "
                          f"needs both classes in training and validation (a larger {option}, or more labelled data)")
+
+
+def trained_label_kind(data: ClassificationData, label: str) -> str:
+    """What ``data``'s training labels are (``train_config.json["label"]``): ``truth`` when asked for, else the
+    data's own ``label_kind`` (a curated export: ``curated``; several kinds joined by ``+``), else ``auto``."""
+    if label == "truth":
+        return "truth"
+    kinds = sorted(set(data.meta["label_kind"].astype(str))) if "label_kind" in data.meta else []
+    return "+".join(kinds) or "auto"
 
 
 def validation_record(logits: np.ndarray, val: ClassificationData, threshold_logit: float,
@@ -264,7 +274,8 @@ def train_classifier(spec: RunSpec) -> dict[str, Any]:
     modelapi.save(model, out, metrics)
     extra = {"epochs_run": len(result.history), "stopped_early": result.stopped_early,
              "wall_seconds": result.seconds, "session_seconds": time.perf_counter() - t0,
-             "n_train": len(train), "n_val": len(val), "n_train_flipped": int(train.flipped.sum())}
+             "n_train": len(train), "n_val": len(val), "n_train_flipped": int(train.flipped.sum()),
+             "label": trained_label_kind(train, spec.label)}
     _write_train_config(out, spec, extra)
     logger.info("%s: best epoch %d, val sensitivity %.3f specificity %.3f (%s labels), T=%.2f, %.0f s", out,
                 result.best_epoch + 1, record["sensitivity"], record["specificity"], record["labels"],
@@ -294,7 +305,8 @@ def train_ratio(spec: RunSpec) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     modelapi.save(model, out, metrics)
     extra = {"epochs_run": 0, "stopped_early": False, "wall_seconds": seconds, "n_train": len(train),
-             "n_val": len(val), "n_train_flipped": int(train.flipped.sum())}
+             "n_val": len(val), "n_train_flipped": int(train.flipped.sum()),
+             "label": trained_label_kind(train, spec.label)}
     _write_train_config(out, spec, extra)
     return {"out": str(out), "metrics": metrics, **extra}
 
