@@ -1601,13 +1601,17 @@ def test_retraining_fine_tunes_a_registered_model_of_the_same_kind_by_default(st
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fine_tune", [False, True])
 def test_a_real_retraining_run_stopped_after_its_first_epoch_resumes_to_a_finished_model(store_copy, models_runs,
-                                                                                          monkeypatch):
-    """Start a tiny ResNet run of 8 epochs (no early stop), stop it (SIGINT) once an epoch is saved, resume it
-    from the checkpoint: it finishes, and the model loads."""
+                                                                                          monkeypatch, tmp_path,
+                                                                                          fine_tune):
+    """Start a tiny ResNet run of 8 epochs (no early stop), from random weights or fine-tuning a model folder
+    (--init), stop it (SIGINT) once an epoch is saved, resume it from the checkpoint: it finishes, the model
+    loads, and a fine-tune still records where it started."""
     import json
     import time
 
+    from genuine_core.models import GenuineClassifier, preset_config
     from genuine_core.pipeline import load_model
     from pages import retrain
     from store.db import open_store
@@ -1621,7 +1625,9 @@ def test_a_real_retraining_run_stopped_after_its_first_epoch_resumes_to_a_finish
             for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:12]:
                 record_label_event(s, nid, label, "Dr. Test")
         monkeypatch.setitem(retrain.PRESET_DEFAULTS, "tiny", (8, 100, 64))  # patience 100: the run goes on
-        run_id = retrain.start_run(s, "resnet", "tiny", 8, "resnet-stopped", None)
+        init = GenuineClassifier.from_config(preset_config("tiny", kind="resnet", patch_size=96)).save(
+            tmp_path / "resnet-base", metrics={}) if fine_tune else None
+        run_id = retrain.start_run(s, "resnet", "tiny", 8, "resnet-stopped", None, init=init)
     rec = models_runs[run_id]
 
     def wait(done, what: str, seconds: float = 600) -> None:
@@ -1630,7 +1636,8 @@ def test_a_real_retraining_run_stopped_after_its_first_epoch_resumes_to_a_finish
             assert time.monotonic() < deadline, f"{what} did not happen in {seconds:.0f} s"
             time.sleep(0.05)
 
-    wait(lambda: has_checkpoint(rec["out"]), "a first checkpoint")
+    wait(lambda: has_checkpoint(rec["out"]) or retrain.poll(rec) != retrain.RUNNING, "a first checkpoint")
+    assert has_checkpoint(rec["out"]), rec["log"].read_text()[-2000:]
     retrain.stop_run(rec)
     wait(lambda: retrain.poll(rec) != retrain.RUNNING, "the stop")
     assert retrain.poll(rec) == retrain.STOPPED and rec["rc"] == 130, rec["log"].read_text()[-2000:]
@@ -1640,6 +1647,8 @@ def test_a_real_retraining_run_stopped_after_its_first_epoch_resumes_to_a_finish
     assert retrain.poll(rec) == retrain.FINISHED, rec["log"].read_text()[-2000:]
     assert not retrain.resumable(rec) and load_model(rec["out"]).kind == "resnet"
     assert json.loads((rec["log"].parent / "run.json").read_text())["resumed"] == 1
+    tc = json.loads((rec["out"] / "train_config.json").read_text())
+    assert tc["init"] == (str(init) if fine_tune else None) and tc["label"] == "curated"
 
 
 @pytest.mark.slow
