@@ -182,7 +182,7 @@ def verify(folder: str, registered: str) -> tuple[bool, str]:
 
 def remove_model_clicked(name: str, who: str) -> None:
     """Remove button callback: unregister the model and delete what it produced."""
-    from store.registry import remove_model
+    from store.registry import list_models, remove_model
 
     st.session_state.pop(f"models_remove_sure_{name}", None)
     try:
@@ -190,7 +190,14 @@ def remove_model_clicked(name: str, who: str) -> None:
     except GenuineError as exc:
         st.session_state["models_remove_error"] = str(exc)
         return
-    st.session_state.pop("models_pick", None)
+    # Pick the default model explicitly: only popping the key leaves the browser showing the removed name
+    # over the default model's details (the widget keeps its value in the browser unless the app sets it).
+    left = list_models(common.get_store())
+    if left.empty:
+        st.session_state.pop("models_pick", None)
+    else:
+        st.session_state["models_pick"] = common.default_model(left["name"].tolist(),
+                                                               dict(zip(left["name"], left["kind"])))
     st.session_state["models_removed"] = (f"Model {name} removed by {who}: {deleted.get('predictions', 0)} "
                                           "predictions and its maps deleted; its folder is untouched.")
     common.bump("data", "models")

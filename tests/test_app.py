@@ -1175,6 +1175,12 @@ def test_models_page_removes_a_model_whose_folder_is_gone(store_copy, tmp_path):
     assert not at.exception, [e.value for e in at.exception]
     assert any("Model gone removed by Dr. Test" in m.value for m in at.success)
     assert "gone" not in frame_with(at, "Model")["Model"].tolist()
+    # the details switch to a model that exists, and the browser is told to show its name (a popped key left
+    # the browser's selectbox reading "gone" over another model's details and Remove section)
+    pick = at.selectbox(key="models_pick")
+    assert pick.value in pick.options and pick.value != "gone"
+    assert pick.proto.set_value and pick.proto.raw_value == pick.value
+    assert [c.label for c in at.checkbox if c.key.startswith("models_remove_sure_")] == [f"Yes, remove {pick.value}"]
     log = frame_with(at, "Action")  # the event log keeps what the removal deleted from the registry
     assert log.iloc[0][["Action", "Model or scan", "By"]].tolist() == ["remove model", "gone", "Dr. Test"]
     assert log["Model or scan"].tolist().count("gone") == 2 and pd.isna(log.iloc[1]["By"])  # registered in code
