@@ -102,6 +102,19 @@ def curated_export(db: str, labels_rev: int) -> tuple[bytes, bytes, int]:
     return table.to_csv(index=False).encode(), audit_trail(s).to_csv(index=False).encode(), len(cur)
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def training_set_problem(db: str, labels_rev: int, data_rev: int) -> str | None:
+    """Why the curated labels cannot be exported as a training set now (``store.export.curated_rows``),
+    else None. The download's file is made only when pressed, and an error then never reaches the page."""
+    from store.export import curated_rows
+
+    try:
+        curated_rows(common.store_at(db))
+    except GenuineError as exc:
+        return str(exc)
+    return None
+
+
 def training_set_bytes(db: str) -> bytes:
     """Curated labels as the ``.npz`` training set ``genuine train --data`` reads (``store.export.export_labels``)."""
     import tempfile
@@ -309,13 +322,18 @@ def export_panel(db: str) -> None:
     c1, c2, c3, c4 = st.columns([1.2, 1.2, 1, 1.8])
     c1.download_button(f"Curated labels ({n})", labels_csv, file_name="curated_labels.csv", mime="text/csv",
                        icon=":material/download:", key="export_labels", disabled=n == 0)
+    problem = training_set_problem(db, common.rev("labels"), common.rev("data"))
     c2.download_button("Training set", lambda: training_set_bytes(db), file_name="curated.npz",
                        mime="application/octet-stream", icon=":material/dataset:", key="export_training",
-                       disabled=n == 0, help="curated.npz: patches + curated labels for `genuine train --data curated.npz`")
+                       disabled=problem is not None,
+                       help=f"Not available: {problem}." if problem else
+                       "curated.npz: patches + curated labels for `genuine train --data curated.npz`")
     c3.download_button("Audit trail", audit_csv, file_name="label_audit.csv", mime="text/csv",
                        icon=":material/history:", key="export_audit")
     c4.caption("Curated labels: the current decision per nucleus (latest event). The audit trail lists every "
                "event with reviewer, time, previous value and note.")
+    if problem and n:
+        st.caption(f":orange[:material/info: Training set not available: {problem}.]")
 
 
 # ----------------------------------------------------------------------------- page

@@ -165,20 +165,15 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     return written
 
 
-def curated_training_set(store: Store, sample: str | None = None):
-    """Curated labels (excluded nuclei left out) with their patches as ``training.labelled.LabelledPatches``.
-
-    Patches of scans stored at different sizes are centre-cropped to the smallest.
-    ``true_label`` carries the synthetic ground truth where known (else -1);
-    ``nucleus_key`` is ``<scan sha256>:<mask label>`` (stable across stores); the set's
-    ``normalisation`` is the one the scans' patches were cut with.
+def curated_rows(store: Store, sample: str | None = None) -> pd.DataFrame:
+    """The curated nuclei a training set holds (excluded ones left out), one row each: nucleus_id, label,
+    sha256, mask_label, true_label, patch_normalisation. Cheap (no patches): callers check with it whether
+    :func:`curated_training_set` would succeed.
 
     Raises:
         StoreError: no curated labels, or curated nuclei of scans whose patches were
             normalised differently (they cannot form one training set).
     """
-    from training.labelled import LabelledPatches
-
     if sample is not None and samples.get_sample(store, sample) is None:
         raise StoreError(f"no sample named {sample!r}")
     cur = store.query(
@@ -194,11 +189,29 @@ def curated_training_set(store: Store, sample: str | None = None):
         [sample, sample],
     )
     if cur.empty:
-        raise StoreError("no curated labels to export" + (f" in sample {sample!r}" if sample else ""))
+        raise StoreError("no curated labels to export" + (f" in sample {sample!r}" if sample else "")
+                         + " (excluded nuclei are left out)")
     norms = sorted(cur["patch_normalisation"].unique())
     if len(norms) > 1:
         raise StoreError(f"the curated nuclei come from scans whose patches were normalised differently ({norms}); "
                          "export one sample at a time (--sample)")
+    return cur
+
+
+def curated_training_set(store: Store, sample: str | None = None):
+    """Curated labels (excluded nuclei left out) with their patches as ``training.labelled.LabelledPatches``.
+
+    Patches of scans stored at different sizes are centre-cropped to the smallest.
+    ``true_label`` carries the synthetic ground truth where known (else -1);
+    ``nucleus_key`` is ``<scan sha256>:<mask label>`` (stable across stores); the set's
+    ``normalisation`` is the one the scans' patches were cut with.
+
+    Raises:
+        StoreError: see :func:`curated_rows`.
+    """
+    from training.labelled import LabelledPatches
+
+    cur = curated_rows(store, sample)
     blobs = patch_bytes(store, cur["nucleus_id"])
     patches = [decode_patch(blobs[int(i)]) for i in cur["nucleus_id"]]
     size = min(p.shape[-1] for p in patches)
@@ -206,7 +219,7 @@ def curated_training_set(store: Store, sample: str | None = None):
     keys = (cur["sha256"] + ":" + cur["mask_label"].astype(str)).to_numpy()
     true = cur["true_label"].fillna(-1).astype(int).to_numpy()
     return LabelledPatches(arr, cur["label"].astype(int).to_numpy(), None,
-                           np.full(len(cur), "curated"), true, keys, norms[0])
+                           np.full(len(cur), "curated"), true, keys, cur["patch_normalisation"].iloc[0])
 
 
 def export_labels(store: Store, out: str | Path, sample: str | None = None) -> Path:

@@ -419,6 +419,27 @@ def test_review_exports_curated_labels(store_copy):
     assert labels and labels[0].proto.label == "Curated labels (1)"
 
 
+def test_review_training_set_download_says_why_it_is_unavailable(store_copy, monkeypatch):
+    """Only excluded nuclei: the training set would be empty, so its download is disabled with the reason (a
+    deferred download that fails gives the browser no file and the page no message)."""
+    monkeypatch.setenv("GENUINE_DECISION_GAP_S", "0")  # scripted clicks come faster than any curator's
+    at = open_page("review", reviewer="Dr. Test")
+
+    def training_set():
+        return next(b for b in at.get("download_button") if b.proto.label == "Training set")
+
+    assert training_set().proto.disabled  # nothing curated yet
+    decision(at, "exclude").click().run()
+    assert [b.proto.label for b in at.get("download_button") if "Curated labels" in b.proto.label] == \
+        ["Curated labels (1)"]
+    assert training_set().proto.disabled
+    assert "no curated labels to export (excluded nuclei are left out)" in training_set().proto.help
+    assert "Training set not available: no curated labels to export" in texts(at)
+    decision(at, "mna").click().run()
+    assert not training_set().proto.disabled
+    assert "Training set not available" not in texts(at)
+
+
 # ----------------------------------------------------------------------------- probe
 @pytest.fixture(scope="session")
 def tiny_model_folder(tmp_path_factory) -> Path:
