@@ -317,19 +317,23 @@ def decision_bar(nid: int, seen: str) -> None:
 
 
 def export_panel(db: str) -> None:
-    """Download buttons for curated labels and the full audit trail."""
+    """Download buttons for curated labels and the full audit trail.
+
+    A download does not rerun the page (``on_click="ignore"``): a rerun replaces the Training set's deferred
+    file, so a second download pressed before the browser had the new page was lost. Nothing here changes on
+    a download; the Training set is made from the store when pressed, the CSVs are the ones the labels show."""
     labels_csv, audit_csv, n = curated_export(db, common.rev("labels"))
     c1, c2, c3, c4 = st.columns([1.2, 1.2, 1, 1.8])
     c1.download_button(f"Curated labels ({n})", labels_csv, file_name="curated_labels.csv", mime="text/csv",
-                       icon=":material/download:", key="export_labels", disabled=n == 0)
+                       icon=":material/download:", key="export_labels", disabled=n == 0, on_click="ignore")
     problem = training_set_problem(db, common.rev("labels"), common.rev("data"))
     c2.download_button("Training set", lambda: training_set_bytes(db), file_name="curated.npz",
                        mime="application/octet-stream", icon=":material/dataset:", key="export_training",
-                       disabled=problem is not None,
+                       disabled=problem is not None, on_click="ignore",
                        help=f"Not available: {problem}." if problem else
                        "curated.npz: patches + curated labels for `genuine train --data curated.npz`")
     c3.download_button("Audit trail", audit_csv, file_name="label_audit.csv", mime="text/csv",
-                       icon=":material/history:", key="export_audit")
+                       icon=":material/history:", key="export_audit", on_click="ignore")
     c4.caption("Curated labels: the current decision per nucleus (latest event). The audit trail lists every "
                "event with reviewer, time, previous value and note.")
     if problem and n:

@@ -419,6 +419,40 @@ def test_review_exports_curated_labels(store_copy):
     assert labels and labels[0].proto.label == "Curated labels (1)"
 
 
+def test_review_downloads_do_not_rerun_the_page(store_copy, monkeypatch, tmp_path):
+    """A rerun replaces the Training set's deferred file: a download pressed right after another one asked
+    the server for a file it had dropped ('Deferred file ... not found') and gave nothing. The downloads
+    do not rerun the page, and the Training set made when pressed is the store's curated set."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    from store.db import open_store
+    from store.export import curated_training_set
+    from training.labelled import LabelledPatches
+
+    deferred = {}  # file id -> the callable the button's file is made by (the test runtime exists only in a run)
+    add_deferred = MediaFileManager.add_deferred
+
+    def keep(self, data_callable, *args, **kwargs):
+        file_id = add_deferred(self, data_callable, *args, **kwargs)
+        deferred[file_id] = data_callable
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
+    monkeypatch.setenv("GENUINE_DECISION_GAP_S", "0")
+    at = open_page("review", reviewer="Dr. Test")
+    decision(at, "mna").click().run()
+    decision(at, "non").click().run()
+    buttons = {b.proto.label: b.proto for b in at.get("download_button")}
+    assert set(buttons) == {"Curated labels (2)", "Training set", "Audit trail"}
+    assert all(b.ignore_rerun for b in buttons.values())
+    (tmp_path / "curated.npz").write_bytes(deferred[buttons["Training set"].deferred_file_id]())
+    got = LabelledPatches.load(tmp_path / "curated.npz")
+    with open_store(store_copy[0]) as s:
+        want = curated_training_set(s)
+    assert sorted(got.labels.tolist()) == [0, 1]
+    assert got.nucleus_key.tolist() == want.nucleus_key.tolist() and np.array_equal(got.patches, want.patches)
+
+
 def test_review_training_set_download_says_why_it_is_unavailable(store_copy, monkeypatch):
     """Only excluded nuclei: the training set would be empty, so its download is disabled with the reason (a
     deferred download that fails gives the browser no file and the page no message)."""
