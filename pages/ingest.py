@@ -237,10 +237,11 @@ def remove_scan_section() -> None:
         st.caption(f"{len(scans)} scans in the store.")
         st.caption("A scan ingested with the wrong channel mapping is a duplicate when uploaded again: remove it "
                    "here first. Removing deletes the scan, its nuclei and everything derived from them in one "
-                   "transaction; a scan with curators' decisions on its nuclei is kept (the audit trail is never "
-                   "deleted).")
+                   "transaction; a scan with label events on its nuclei (**ever labelled**, undone decisions too) "
+                   "is kept (the audit trail is never deleted). **Reviewed**: nuclei with a current decision.")
         names = {"id": "scan", "file_name": "file", "channel_map": "channel map", "backend": "segmentation",
-                 "n_nuclei": "nuclei", "n_models": "models", "curated_nuclei": "reviewed nuclei",
+                 "n_nuclei": "nuclei", "n_models": "models", "curated_nuclei": "reviewed",
+                 "labelled_nuclei": "ever labelled",
                  "ingested_at": "ingested (UTC)"}
         st.dataframe(scans.drop(columns="sha256").rename(columns=names), hide_index=True, key="ingest_scans",
                      height=min(38 + 35 * len(scans), 320))
@@ -248,13 +249,13 @@ def remove_scan_section() -> None:
         c1, c2, c3 = st.columns([3, 2, 1.2], vertical_alignment="bottom")
         scan_id = c1.selectbox("Scan to remove", list(labels), format_func=labels.get, key="ingest_remove_id")
         who = common.reviewer()
-        reviewed = int(scans.set_index("id").at[scan_id, "curated_nuclei"])
-        if reviewed:  # remove_scan refuses it: offer to take it out of every call instead
+        labelled = int(scans.set_index("id").at[scan_id, "labelled_nuclei"])
+        if labelled:  # remove_scan refuses it: offer to take it out of every call instead
             sure = c2.checkbox("Yes, exclude its nuclei", key=f"ingest_exclude_sure_{scan_id}", disabled=not who)
             c3.button("Exclude scan", key="ingest_exclude", type="primary", disabled=not (who and sure),
                       icon=":material/block:", on_click=exclude_clicked, args=(int(scan_id), who))
-            st.caption(f"Curators decided on {reviewed} of its nuclei, so it cannot be removed (the audit trail is "
-                       "never deleted). Excluding gives each of its nuclei an 'exclude' decision in your name: the "
+            st.caption(f"{labelled} of its nuclei carry curators' label events, so it cannot be removed (the "
+                       "audit trail is never deleted). Excluding gives each of its nuclei an 'exclude' decision in your name: the "
                        "scan is left out of every call, and the file still counts as stored.")
         else:
             sure = c2.checkbox("Yes, remove it", key=f"ingest_remove_sure_{scan_id}", disabled=not who)  # per scan

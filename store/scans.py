@@ -31,24 +31,24 @@ def _now() -> datetime:
 
 
 def scan_by_sha(store: Store, sha256: str) -> dict | None:
-    """``{"id", "file_name", "sample", "channel_map", "backend", "reviewed"}`` of the scan with these file
+    """``{"id", "file_name", "sample", "channel_map", "backend", "labelled"}`` of the scan with these file
     bytes, or None.
 
     ``channel_map`` is the :class:`~genuine_core.io.ChannelMap` the scan was read with (None
     when the stored value cannot be read); ``backend`` the segmentation backend (None: not recorded);
-    ``reviewed`` its nuclei with curators' label events (then it cannot be removed).
+    ``labelled`` its nuclei with curators' label events, undone ones too (then it cannot be removed).
     """
     df = store.query(
         "SELECT c.id, c.file_name, s.name AS sample, c.channel_map, c.segmentation, "
         "(SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id "
-        " WHERE n.scan_id = c.id) AS reviewed "
+        " WHERE n.scan_id = c.id) AS labelled "
         "FROM scans c JOIN samples s ON s.id = c.sample_id WHERE c.sha256 = ?",
         [sha256],
     )
     if df.empty:
         return None
     rec = df.iloc[0].to_dict()
-    rec["id"], rec["reviewed"] = int(rec["id"]), int(rec["reviewed"])
+    rec["id"], rec["labelled"] = int(rec["id"]), int(rec["labelled"])
     rec["channel_map"] = stored_channel_map(rec["channel_map"])
     rec["backend"] = _backend(rec.pop("segmentation"))
     return rec
@@ -100,11 +100,11 @@ def duplicate_note(known: dict, channel_map: ChannelMap | None = None, db: str |
     other = [asked.describe()] if asked != stored else []
     if backend and known.get("backend") and backend != known["backend"]:
         other.append(f"the {backend} segmentation (the scan was segmented with {known['backend']})")
-    if other and known.get("reviewed"):  # remove_scan refuses it: the audit trail stays
+    if other and known.get("labelled"):  # remove_scan refuses it: the audit trail stays
         exclude = genuine_command(f"store exclude-scan {known['id']} --by NAME", db)
-        note += (f"; this ingest asked for {' and '.join(other)}, but curators decided on {known['reviewed']} of "
-                 "the stored scan's nuclei, so it is kept and the file cannot be stored again; to leave the "
-                 f"stored scan out of every call, exclude its nuclei with: {exclude}")
+        note += (f"; this ingest asked for {' and '.join(other)}, but {known['labelled']} of the stored scan's "
+                 "nuclei carry curators' label events, so it is kept and the file cannot be stored again; to leave "
+                 f"the stored scan out of every call, exclude its nuclei with: {exclude}")
     elif other:
         remove = genuine_command(f"store remove-scan {known['id']}", db)
         note += (f"; this ingest asked for {' and '.join(other)}: to re-ingest the file so, remove the "
@@ -388,15 +388,19 @@ def scan_overview(store: Store, sample: str | None = None) -> pd.DataFrame:
 
     Returns:
         DataFrame ``id, sample, file_name, channel_map (text, ``ChannelMap.describe``), backend
-        (segmentation; None when not recorded), n_nuclei, n_models, curated_nuclei (nuclei with label
-        events), ingested_at, sha256`` (of the file's bytes), ordered by id.
+        (segmentation; None when not recorded), n_nuclei, n_models, curated_nuclei (nuclei with a current
+        curated decision, exclusions included: the Review page's "reviewed" and ``store info``'s
+        ``curated_nuclei``), labelled_nuclei (nuclei with any label event, undone ones too: such a scan
+        is not removed, see :func:`remove_scan`), ingested_at, sha256`` (of the file's bytes), ordered by id.
     """
     df = store.query(
         """
         SELECT c.id, s.name AS sample, c.file_name, c.channel_map, c.segmentation AS backend, c.n_nuclei,
                (SELECT count(*) FROM scan_models sm WHERE sm.scan_id = c.id)::INTEGER AS n_models,
-               (SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id
+               (SELECT count(*) FROM curated_labels cl JOIN nuclei n ON n.id = cl.nucleus_id
                 WHERE n.scan_id = c.id)::INTEGER AS curated_nuclei,
+               (SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id
+                WHERE n.scan_id = c.id)::INTEGER AS labelled_nuclei,
                c.ingested_at, c.sha256
         FROM scans c JOIN samples s ON s.id = c.sample_id
         WHERE ? IS NULL OR s.name = ?

@@ -960,7 +960,8 @@ def test_ingest_page_removes_a_scan_after_confirmation_and_keeps_a_curated_one(s
         assert plain not in set(scan_overview(s)["id"])
     at.selectbox(key="ingest_remove_id").set_value(curated).run()  # reviewed: it can be excluded, not removed
     assert not [b for b in at.button if b.key == "ingest_remove"]
-    assert any("cannot be removed (the audit trail is never deleted)" in c.value for c in at.caption)
+    assert any("label events, so it cannot be removed (the audit trail is never deleted)" in c.value
+               for c in at.caption)
     at.checkbox(key=f"ingest_exclude_sure_{curated}").check().run()
     at.button(key="ingest_exclude").click().run()
     assert not at.exception, [e.value for e in at.exception]

@@ -254,14 +254,35 @@ def test_cli_scans_lists_ids_samples_maps_and_nuclei(db, capsys):
     assert main(["store", "scans", "--db", str(db)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:4] == ["id", "sample", "file", "channel"]
-    assert [ln.split()[:2] for ln in lines[1:]] == [["1", "caseA"], ["2", "caseA"], ["3", "caseB"]]
+    assert [ln.split()[:2] for ln in lines[1:-1]] == [["1", "caseA"], ["2", "caseA"], ["3", "caseB"]]
     assert lines[0].split()[4:7] == ["map", "segmentation", "nuclei"] and lines[0].split()[-1] == "sha256"
     assert "nmi=0,mycn=1,dapi=2 (RGB)" in lines[1] and lines[1].split()[6] == "6"  # nuclei
     assert main(["store", "--db", str(db), "scans", "--sample", "caseB"]) == 0  # --db before the action too
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 and out[1].split()[:2] == ["3", "caseB"] and out[1].split()[8] == "1"  # 1 curated
+    assert len(out) == 3 and out[1].split()[:2] == ["3", "caseB"] and out[1].split()[8] == "1"  # 1 curated
     assert main(["store", "scans", "--sample", "nope", "--db", str(db)]) == 2
     assert "no sample named 'nope'" in capsys.readouterr().err
+
+
+def test_cli_scans_reviewed_counts_current_decisions_and_ever_labelled_any_event(db, capsys):
+    """An undone decision: not reviewed (as on the Review page and in 'store info'), but its label events
+    keep the scan from being removed, which the 'ever labelled' column shows."""
+    from store.check import store_info
+
+    with Store(db) as s:
+        nid = int(s.scalar("SELECT id FROM nuclei WHERE scan_id = 3 ORDER BY id LIMIT 1"))
+        labels.record_label_event(s, nid, 1, "bob")
+        assert labels.undo_last(s, "bob") is not None
+        assert store_info(s)["curated_nuclei"] == 1
+        view = scans.scan_overview(s).set_index("id")
+    assert view.loc[3, ["curated_nuclei", "labelled_nuclei"]].tolist() == [1, 2]
+    assert view.loc[1, ["curated_nuclei", "labelled_nuclei"]].tolist() == [0, 0]
+    assert main(["store", "scans", "--sample", "caseB", "--db", str(db)]) == 0
+    head, row, legend = capsys.readouterr().out.splitlines()
+    assert head.split()[7:11] == ["models", "reviewed", "ever", "labelled"] and row.split()[7:10] == ["2", "1", "2"]
+    assert "remove-scan refuses" in legend
+    assert main(["store", "remove-scan", "3", "--yes", "--db", str(db)]) == 2
+    assert "3 label event(s) on 2 of its nuclei" in capsys.readouterr().err
 
 
 def test_cli_remove_scan_needs_yes_without_a_terminal_and_refuses_curated(db, capsys):
@@ -356,7 +377,7 @@ def test_a_duplicate_of_a_reviewed_scan_points_to_exclude_scan_not_remove_scan(s
     scan_id, ids = _add(store, "caseA", "d" * 64, 3)
     labels.record_label_event(store, int(ids[0]), 1, "ann")
     known = scans.scan_by_sha(store, "d" * 64)
-    assert known["reviewed"] == 1
+    assert known["labelled"] == 1
     note = scans.duplicate_note(known, ChannelMap(1, 0, 2), store.path)
-    assert "curators decided on 1 of the stored scan's nuclei, so it is kept" in note
+    assert "1 of the stored scan's nuclei carry curators' label events, so it is kept" in note
     assert f"genuine store exclude-scan {scan_id} --by NAME" in note and "remove-scan" not in note
