@@ -197,7 +197,7 @@ def _remove_scan(db, scan_id: int, yes: bool, by: str | None) -> int:
         plan = plan_scan_removal(store, scan_id)
     if plan.label_events:
         raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events, plan.curated_nuclei)
-    if not yes and not _confirmed(f"scan {scan_id}", genuine_command(f"store remove-scan {scan_id}", db),
+    if not yes and not _confirmed(f"scan {scan_id}", genuine_command(f"store remove-scan {scan_id}{_by(by)}", db),
                                   plan.lines()):
         return 1
     with Store(db) as store:  # remove_scan checks again inside its transaction (label events may be new)
@@ -261,7 +261,8 @@ def _remove_model(db, name: str, yes: bool, by: str | None) -> int:
         raise StoreError(f"{db}: no such store")
     with Store(db, read_only=True) as store:
         plan = plan_model_removal(store, name)
-    if not yes and not _confirmed(f"model {name!r}", genuine_command(f"store remove-model {shlex.quote(name)}", db),
+    if not yes and not _confirmed(f"model {name!r}",
+                                  genuine_command(f"store remove-model {shlex.quote(name)}{_by(by)}", db),
                                   [f"  {n} {t}" for t, n in plan.items() if n]):
         return 1
     with Store(db) as store:
@@ -269,6 +270,14 @@ def _remove_model(db, name: str, yes: bool, by: str | None) -> int:
     print(f"removed model {name!r}: " + ", ".join(f"{n} {t}" for t, n in deleted.items() if n and t != "models")
           + "; its folder is untouched")
     return 0
+
+
+def _by(by: str | None) -> str:
+    """`` --by NAME`` for a suggested command when ``by`` is not the login ``--by`` defaults to: a user who
+    copies the suggestion is recorded under the name they gave, not under their login."""
+    from store.location import login_name
+
+    return f" --by {shlex.quote(by)}" if by and by != login_name() else ""
 
 
 def _confirmed(what: str, command: str, lines: list[str]) -> bool:

@@ -289,6 +289,8 @@ def test_cli_remove_scan_needs_yes_without_a_terminal_and_refuses_curated(db, ca
     assert main(["store", "remove-scan", "1", "--db", str(db)]) == 2  # pytest's stdin is not a TTY
     err = capsys.readouterr().err
     assert "--yes" in err and len(err.strip().splitlines()) == 1
+    assert main(["store", "remove-scan", "1", "--by", "Dr. Eve", "--db", str(db)]) == 2
+    assert f"(genuine store remove-scan 1 --by 'Dr. Eve' --db {db} --yes)" in capsys.readouterr().err
     assert _count(db) == 3
     assert main(["store", "remove-scan", "3", "--yes", "--db", str(db)]) == 2
     err = capsys.readouterr().err.strip()

@@ -237,6 +237,9 @@ def test_cli_remove_model_asks_unless_yes(tmp_path, capsys):
     assert main(["store", "--db", str(path), "remove-model", "late"]) == 2  # stdin is not a terminal
     # the command to run names this store: without --db it would act on the default one
     assert f"confirm with --yes (genuine store remove-model late --db {path} --yes)" in capsys.readouterr().err
+    # the suggestion keeps --by: copied, it records the name given, not the login
+    assert main(["store", "--db", str(path), "remove-model", "late", "--by", "Dr. Eve"]) == 2
+    assert f"(genuine store remove-model late --by 'Dr. Eve' --db {path} --yes)" in capsys.readouterr().err
     assert main(["store", "--db", str(path), "remove-model", "late", "--yes"]) == 0
     assert "removed model 'late': 4 embeddings" in capsys.readouterr().out
     with Store(path, read_only=True) as s:
