@@ -255,8 +255,8 @@ def remove_scan_section() -> None:
             c3.button("Exclude scan", key="ingest_exclude", type="primary", disabled=not (who and sure),
                       icon=":material/block:", on_click=exclude_clicked, args=(int(scan_id), who))
             st.caption(f"{labelled} of its nuclei carry curators' label events, so it cannot be removed (the "
-                       "audit trail is never deleted). Excluding gives each of its nuclei an 'exclude' decision in your name: the "
-                       "scan is left out of every call, and the file still counts as stored.")
+                       "audit trail is never deleted). Excluding gives each of its nuclei an 'exclude' decision in "
+                       "your name: the scan is left out of every call, and the file still counts as stored.")
         else:
             sure = c2.checkbox("Yes, remove it", key=f"ingest_remove_sure_{scan_id}", disabled=not who)  # per scan
             c3.button("Remove scan", key="ingest_remove", type="primary", disabled=not (who and sure),

@@ -181,7 +181,8 @@ def _exclude_scan(db, scan_id: int, by: str | None, note: str | None) -> int:
         raise InputError("exclude-scan records a label event per nucleus: name the curator with --by NAME")
     with Store(db) as store:
         n = exclude_scan(store, scan_id, by, note)
-    print(f"scan {scan_id}: {n} nuclei excluded by {by}" if n else f"scan {scan_id}: every nucleus was already excluded")
+    print(f"scan {scan_id}: {n} nuclei excluded by {by}" if n else
+          f"scan {scan_id}: every nucleus was already excluded")
     return 0
 
 
