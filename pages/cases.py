@@ -228,10 +228,10 @@ def render_downloads(db: str, sample: str, primary: str) -> None:
     c1, c2, c3 = st.columns([1, 1, 3])
     c1.download_button("Report (HTML)", lambda: report_files(db, sample, primary, who)["summary.html"],
                        file_name=f"{stem}_report.html", mime="text/html", icon=":material/description:",
-                       key="case_report_html")
+                       key="case_report_html", on_click="ignore")  # a rerun would drop a second click's file
     c2.download_button("All files (.zip)", lambda: zipped(report_files(db, sample, primary, who), stem),
                        file_name=f"{stem}_report.zip", mime="application/zip", icon=":material/folder_zip:",
-                       key="case_report_zip")
+                       key="case_report_zip", on_click="ignore")
     c3.caption(f"{primary}'s call first, then every model's MNA %, interval, corrected estimate and call, and one "
                "row per nucleus (CSV and Parquet); signed with the reviewer's name when one is set. The same as "
                "`genuine export sample --model`.")

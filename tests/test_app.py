@@ -161,6 +161,8 @@ def test_cases_filter_and_drilldown(store_copy):
     assert len(captions) == counts["MIX-50"]
     downloads = [b.proto.label for b in at.get("download_button")]
     assert downloads == ["Report (HTML)", "All files (.zip)"]
+    # no rerun on a download: a rerun replaces the deferred files, and a second quick click got none
+    assert all(b.proto.ignore_rerun for b in at.get("download_button"))
 
 
 def test_cases_drilldown_states_each_deviation_beside_its_own_estimate(store_copy):
