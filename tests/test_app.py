@@ -1060,23 +1060,30 @@ def test_models_page_plots_a_detectors_count_threshold_scan(store_copy, tmp_path
     assert "**test patches: detection**" in [m.value for m in at.markdown]
 
 
-def test_models_page_training_curves_say_they_are_measured_against_the_training_labels(store_copy, tmp_path):
+def _models_page_on_a_trained_resnet(store_copy, folder, validation: dict, history: list, train_config: dict):
+    """The Models page showing a tiny ResNet folder saved with these records and registered in the store."""
     from genuine_core.models import GenuineClassifier, preset_config
     from genuine_core.pipeline import load_model
     from store.db import open_store
     from store.registry import register_model
 
-    folder = tmp_path / "resnet-auto"
-    validation = {"accuracy": 0.9717, "labels": "truth", "accuracy_vs_training_labels": 0.9133}
     GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(folder, metrics={"validation": validation})
-    (folder / "history.json").write_text(json.dumps([
-        {"epoch": e, "train_loss": 0.3, "val_loss": 0.27, "val_acc": 0.91, "best": e == 2} for e in (1, 2, 3)]))
-    (folder / "train_config.json").write_text(json.dumps({"label": "auto", "kind": "resnet"}))
+    (folder / "history.json").write_text(json.dumps(history))
+    (folder / "train_config.json").write_text(json.dumps(train_config))
     with open_store(store_copy[0]) as s:
         register_model(s, load_model(folder))
     at = open_page("models")
-    at.selectbox(key="models_pick").set_value("resnet-auto").run()
+    at.selectbox(key="models_pick").set_value(folder.name).run()
     assert not at.exception
+    return at
+
+
+def test_models_page_training_curves_say_they_are_measured_against_the_training_labels(store_copy, tmp_path):
+    at = _models_page_on_a_trained_resnet(
+        store_copy, tmp_path / "resnet-auto",
+        {"accuracy": 0.9717, "labels": "truth", "accuracy_vs_training_labels": 0.9133},
+        [{"epoch": e, "train_loss": 0.3, "val_loss": 0.27, "val_acc": 0.91, "best": e == 2} for e in (1, 2, 3)],
+        {"label": "auto", "kind": "resnet"})
     spec = json.loads(next(c for c in at.get("plotly_chart") if "models_curves" in c.proto.id).proto.spec)
     names = [t.get("name") for t in spec["data"]]
     assert "validation accuracy (vs auto training labels)" in names and "kept: epoch 2" in names
@@ -1089,22 +1096,11 @@ def test_models_page_training_curves_say_they_are_measured_against_the_training_
 
 @pytest.mark.parametrize("label", ["curated", "auto"])  # auto: recorded before label named the data's own kind
 def test_models_page_says_a_model_trained_on_curated_labels_was(store_copy, tmp_path, label):
-    from genuine_core.models import GenuineClassifier, preset_config
-    from genuine_core.pipeline import load_model
-    from store.db import open_store
-    from store.registry import register_model
-
-    folder = tmp_path / "resnet-curated"
-    validation = {"accuracy": 0.9, "labels": "curated", "accuracy_vs_training_labels": 0.9}
-    GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(folder, metrics={"validation": validation})
-    (folder / "history.json").write_text(json.dumps([
-        {"epoch": e, "train_loss": 0.3, "val_loss": 0.27, "val_acc": 0.9, "best": e == 1} for e in (1, 2)]))
-    (folder / "train_config.json").write_text(json.dumps({"label": label, "kind": "resnet", "data": "curated.npz"}))
-    with open_store(store_copy[0]) as s:
-        register_model(s, load_model(folder))
-    at = open_page("models")
-    at.selectbox(key="models_pick").set_value("resnet-curated").run()
-    assert not at.exception
+    at = _models_page_on_a_trained_resnet(
+        store_copy, tmp_path / "resnet-curated",
+        {"accuracy": 0.9, "labels": "curated", "accuracy_vs_training_labels": 0.9},
+        [{"epoch": e, "train_loss": 0.3, "val_loss": 0.27, "val_acc": 0.9, "best": e == 1} for e in (1, 2)],
+        {"label": label, "kind": "resnet", "data": "curated.npz"})
     spec = json.loads(next(c for c in at.get("plotly_chart") if "models_curves" in c.proto.id).proto.spec)
     assert "validation accuracy (vs curated training labels)" in [t.get("name") for t in spec["data"]]
     assert ("The curves score the validation split at each epoch against the labels it was trained on (curated "
