@@ -22,7 +22,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command
+from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command, \
+    person_name
 
 ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "events", "migrate")
 
@@ -77,8 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subs["remove-model"].add_argument("name", metavar="NAME", help="the registered model's name")
     subs["remove-model"].add_argument("--yes", action="store_true",
                                       help="do not ask for confirmation (required when stdin is not a terminal)")
-    for name in ("remove-scan", "exclude-scan", "score", "remove-model"):
+    for name in ("remove-scan", "score", "remove-model"):
         add_by_option(subs[name])
+    subs["exclude-scan"].add_argument("--by", metavar="NAME", type=person_name, required=True,
+                                      help="the curator: each label event carries this name (required)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,7 +200,8 @@ def _remove_scan(db, scan_id: int, yes: bool, by: str | None) -> int:
     with Store(db, read_only=True) as store:  # read-only while the user decides: others may use the store
         plan = plan_scan_removal(store, scan_id)
     if plan.label_events:
-        raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events, plan.curated_nuclei)
+        raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events, plan.curated_nuclei,
+                                 db, by if _by(by) else None)  # the login default is no curator's name
     if not yes and not _confirmed(f"scan {scan_id}", genuine_command(f"store remove-scan {scan_id}{_by(by)}", db),
                                   plan.lines()):
         return 1

@@ -32,9 +32,9 @@ def check_name_free(store: Store, model: ScoringModel) -> None:
     """
     twin = store.query("SELECT name FROM models WHERE checksum = ? AND name <> ?", [model.checksum, model.name])
     if not twin.empty:
-        raise StoreError(f"model {model.name!r} has the same weights as the registered model {twin.at[0, 'name']!r} "
-                         f"(checksum {model.checksum[:12]}...); a model is registered once: use "
-                         f"{twin.at[0, 'name']!r}")
+        raise StoreError(f"model {model.name!r} has the same weights as the model {twin.at[0, 'name']!r} "
+                         f"(checksum {model.checksum[:12]}...; registered, or given in the same command): a model "
+                         f"is registered once, use {twin.at[0, 'name']!r} only")
     row = store.query("SELECT checksum FROM models WHERE name = ?", [model.name])
     if row.empty:
         return

@@ -31,24 +31,27 @@ def _now() -> datetime:
 
 
 def scan_by_sha(store: Store, sha256: str) -> dict | None:
-    """``{"id", "file_name", "sample", "channel_map", "backend", "labelled"}`` of the scan with these file
-    bytes, or None.
+    """``{"id", "file_name", "sample", "channel_map", "backend", "labelled", "not_excluded"}`` of the scan with
+    these file bytes, or None.
 
     ``channel_map`` is the :class:`~genuine_core.io.ChannelMap` the scan was read with (None
     when the stored value cannot be read); ``backend`` the segmentation backend (None: not recorded);
-    ``labelled`` its nuclei with curators' label events, undone ones too (then it cannot be removed).
+    ``labelled`` its nuclei with curators' label events, undone ones too (then it cannot be removed);
+    ``not_excluded`` its nuclei a curator has not excluded.
     """
     df = store.query(
         "SELECT c.id, c.file_name, s.name AS sample, c.channel_map, c.segmentation, "
         "(SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id "
-        " WHERE n.scan_id = c.id) AS labelled "
+        " WHERE n.scan_id = c.id) AS labelled, "
+        "(SELECT count(*) FROM nuclei n WHERE n.scan_id = c.id AND NOT EXISTS (SELECT 1 FROM curated_labels x "
+        " WHERE x.excluded AND x.nucleus_id = n.id)) AS not_excluded "
         "FROM scans c JOIN samples s ON s.id = c.sample_id WHERE c.sha256 = ?",
         [sha256],
     )
     if df.empty:
         return None
     rec = df.iloc[0].to_dict()
-    rec["id"], rec["labelled"] = int(rec["id"]), int(rec["labelled"])
+    rec["id"], rec["labelled"], rec["not_excluded"] = int(rec["id"]), int(rec["labelled"]), int(rec["not_excluded"])
     rec["channel_map"] = stored_channel_map(rec["channel_map"])
     rec["backend"] = _backend(rec.pop("segmentation"))
     return rec
@@ -101,10 +104,13 @@ def duplicate_note(known: dict, channel_map: ChannelMap | None = None, db: str |
     if backend and known.get("backend") and backend != known["backend"]:
         other.append(f"the {backend} segmentation (the scan was segmented with {known['backend']})")
     if other and known.get("labelled"):  # remove_scan refuses it: the audit trail stays
-        exclude = genuine_command(f"store exclude-scan {known['id']} --by NAME", db)
         note += (f"; this ingest asked for {' and '.join(other)}, but {known['labelled']} of the stored scan's "
-                 "nuclei carry curators' label events, so it is kept and the file cannot be stored again; to leave "
-                 f"the stored scan out of every call, exclude its nuclei with: {exclude}")
+                 "nuclei carry curators' label events, so it is kept and the file cannot be stored again")
+        if known.get("not_excluded", 1):
+            exclude = genuine_command(f"store exclude-scan {known['id']} --by NAME", db)
+            note += f"; to leave the stored scan out of every call, exclude its nuclei with: {exclude}"
+        else:
+            note += " (every nucleus of it is excluded already, so it counts in no call)"
     elif other:
         remove = genuine_command(f"store remove-scan {known['id']}", db)
         note += (f"; this ingest asked for {' and '.join(other)}: to re-ingest the file so, remove the "
@@ -444,15 +450,20 @@ class ScanHasLabelEvents(StoreError):
 
     Attributes:
         scan_id: the scan. n_events: its label events. n_nuclei: nuclei with at least one.
+        The message suggests ``genuine store exclude-scan`` on the store ``db`` (named unless it is the
+        default one) by ``by`` (``NAME`` when not known).
     """
 
-    def __init__(self, scan_id: int, file_name: str, sample: str, n_events: int, n_nuclei: int):
+    def __init__(self, scan_id: int, file_name: str, sample: str, n_events: int, n_nuclei: int,
+                 db: str | Path | None = None, by: str | None = None):
+        import shlex
+
         self.scan_id, self.n_events, self.n_nuclei = scan_id, n_events, n_nuclei
+        exclude = genuine_command(f"store exclude-scan {scan_id} --by {shlex.quote(by) if by else 'NAME'}", db)
         super().__init__(
             f"scan {scan_id} ({file_name}, sample {sample!r}) is not removed: {n_events} label event(s) on "
             f"{n_nuclei} of its nuclei refer to it, and the audit trail of curators' decisions is never "
-            f"deleted (nothing was changed); to leave it out of every call, exclude its nuclei: "
-            f"genuine store exclude-scan {scan_id} --by NAME")
+            f"deleted (nothing was changed); to leave it out of every call, exclude its nuclei: {exclude}")
 
 
 @dataclass
@@ -562,7 +573,7 @@ def remove_scan(store: Store, scan_id: int, by: str | None = None) -> ScanRemova
         plan = _plan(store, cur, scan_id)
         if plan.label_events:
             raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events,
-                                     plan.curated_nuclei)
+                                     plan.curated_nuclei, store.path, by)
         params = {"scan": plan.scan_id}
         deleted = {}
         for table, _ in _REMOVE_TABLES:

@@ -60,7 +60,7 @@ class SummaryConfig:
     entropy_threshold: float = 0.9
     max_uncertain_share: float = 0.2
     max_disagreement_share: float = 0.2
-    max_cropped_share: float = 0.1
+    max_cropped_share: float = 0.25
     confidence: float = 0.95
     min_validation_per_class: int = MIN_VALIDATION_PER_CLASS
     min_validation_rate: float = MIN_VALIDATION_RATE
@@ -87,8 +87,8 @@ QC_FLAGS = {
     "few nuclei": "fewer scored nuclei than the INRG minimum for a call",
     "high uncertainty": "many nuclei have an uncertain prediction",
     "auto-label disagreement": "many calls differ from the nuclei's automatic (genotype) labels",
-    "MYCN below reference": "the model's detector finds fewer MYCN than NMI signals in the typical nucleus (the "
-                            "sample's median), which is unusual; check that the scan's channel map did not swap "
+    "MYCN below reference": "the signal detector finds fewer MYCN than NMI signals in the sample's typical nucleus "
+                            "(the median), which is unusual; check that the scan's channel map did not swap "
                             "the NMI and MYCN channels (the sample report's Scans table names it): a swap turns "
                             "amplified nuclei into non-amplified ones",
     "oversized nuclei": f"more than {100 * SUMMARY_CONFIG.max_cropped_share:g} % of the scored nuclei were larger "
@@ -200,8 +200,6 @@ agg AS (
            sum(p.call)::BIGINT AS n_mna,
            count(*) FILTER (WHERE p.uncertainty >= t.unc_threshold) AS n_uncertain,
            count(*) FILTER (WHERE n.cropped) AS n_cropped,
-           -- signals the model's detector counted (detector-based models only; a cluster counts once)
-           median(p.det_nmi) AS median_nmi, median(p.det_mycn + coalesce(p.det_cluster, 0)) AS median_mycn,
            count(n.auto_label) AS n_auto,
            count(*) FILTER (WHERE n.auto_label <> p.call) AS n_auto_disagree,
            count(n.true_label) AS n_truth,
@@ -214,13 +212,26 @@ agg AS (
     JOIN scope sc ON sc.scan_id = n.scan_id
     WHERE NOT EXISTS (SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = p.nucleus_id)
     GROUP BY sc.sample_id, p.model_id
+),
+-- signals per nucleus as detectors counted them, over every detector-based model (not only the queried
+-- ones): a property of the sample's scans (e.g. swapped channels) that every model's row must show
+signals AS (
+    SELECT sc.sample_id, median(p.det_nmi) AS median_nmi,
+           median(p.det_mycn + coalesce(p.det_cluster, 0)) AS median_mycn
+    FROM predictions p
+    JOIN nuclei n ON n.id = p.nucleus_id
+    JOIN scope sc ON sc.scan_id = n.scan_id
+    WHERE p.det_nmi IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = p.nucleus_id)
+    GROUP BY sc.sample_id
 )
 SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mna, s.genotype,
        m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics,
-       a.n_scored, a.n_mna, a.n_uncertain, a.n_cropped, a.median_nmi, a.median_mycn, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob,
+       a.n_scored, a.n_mna, a.n_uncertain, a.n_cropped, g.median_nmi, g.median_mycn, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob,
        -- scans with a nucleus a curator has not excluded: this model's, and the most any model of the query has
        a.n_scans_scored, max(a.n_scans_scored) OVER (PARTITION BY a.sample_id) AS n_scans
 FROM agg a JOIN samples s ON s.id = a.sample_id JOIN models m ON m.id = a.model_id
+LEFT JOIN signals g ON g.sample_id = a.sample_id
 ORDER BY s.kind, s.name, m.id
 """
 
@@ -238,7 +249,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
 
     Args:
         row: ``n_scored, n_mna, n_uncertain, n_cropped, n_auto, n_auto_disagree, n_truth, n_true_mna,
-            median_nmi, median_mycn`` (detected signals per nucleus, None without a detector),
+            median_nmi, median_mycn`` (signals per nucleus as the sample's detector-based models counted
+            them, None without one),
             expected_mna`` (fraction or None), ``mean_prob``; optional ``n_scans_scored`` (scans the
             model scored) and ``n_scans`` (the most any model scored), both counting scans with a
             nucleus no curator excluded.

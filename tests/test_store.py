@@ -202,7 +202,7 @@ def test_model_registration_refuses_other_weights_under_same_name(store):
     import dataclasses
 
     copy = dataclasses.replace(fake_model("g"), name="g_copy")  # a copied folder: the same weights, another name
-    with pytest.raises(StoreError, match="model 'g_copy' has the same weights as the registered model 'g'"):
+    with pytest.raises(StoreError, match="model 'g_copy' has the same weights as the model 'g'"):
         registry.register_model(store, copy)
     with pytest.raises(StoreError, match="no model named"):
         registry.model_id(store, "nope")
@@ -436,28 +436,33 @@ def test_many_nuclei_cropped_to_the_patch_raise_oversized_nuclei(store):
     # a scan at another magnification, or merged clumps: nuclei larger than the patch are cropped
     _add_scan(store, "big", "8" * 64, {"m1": [0.9] * 40})
     _add_scan(store, "fine", "9" * 64, {"m1": [0.9] * 40})
-    store.execute("UPDATE nuclei SET cropped = mask_label <= 5 WHERE scan_id = "
+    store.execute("UPDATE nuclei SET cropped = mask_label <= 11 WHERE scan_id = "
                   "(SELECT c.id FROM scans c JOIN samples s ON s.id = c.sample_id WHERE s.name = 'big')")
-    store.execute("UPDATE nuclei SET cropped = mask_label <= 4 WHERE scan_id = "
+    store.execute("UPDATE nuclei SET cropped = mask_label <= 10 WHERE scan_id = "
                   "(SELECT c.id FROM scans c JOIN samples s ON s.id = c.sample_id WHERE s.name = 'fine')")
     rows = summary.sample_summaries(store).set_index("sample")
-    assert "oversized nuclei" in rows.at["big", "qc_flags"]  # 5 of 40 = 12.5 %
-    assert "oversized nuclei" not in rows.at["fine", "qc_flags"]  # 4 of 40 = 10 %: not above the share
+    assert "oversized nuclei" in rows.at["big", "qc_flags"]  # 11 of 40 = 27.5 %
+    assert "oversized nuclei" not in rows.at["fine", "qc_flags"]  # 10 of 40 = 25 %: not above the share
     assert "--diameter" in summary.QC_FLAGS["oversized nuclei"]
 
 
 def test_fewer_mycn_than_nmi_signals_in_the_typical_nucleus_suggest_swapped_channels(store):
-    _add_scan(store, "swapped", "a1" * 32, {"m1": [0.2] * 30})
-    _add_scan(store, "plain", "b1" * 32, {"m1": [0.2] * 30})
+    _add_scan(store, "swapped", "a1" * 32, {"m1": [0.2] * 30, "m2": [0.2] * 30})
+    _add_scan(store, "plain", "b1" * 32, {"m1": [0.2] * 30, "m2": [0.2] * 30})
     store.execute("UPDATE predictions SET det_nmi = 4, det_mycn = 2, det_cluster = 0 WHERE nucleus_id IN (SELECT n.id "
                   "FROM nuclei n JOIN scans c ON c.id = n.scan_id JOIN samples s ON s.id = c.sample_id "
                   "WHERE s.name = 'swapped')")
     store.execute("UPDATE predictions SET det_nmi = 2, det_mycn = 1, det_cluster = 1 WHERE nucleus_id IN (SELECT n.id "
                   "FROM nuclei n JOIN scans c ON c.id = n.scan_id JOIN samples s ON s.id = c.sample_id "
                   "WHERE s.name = 'plain')")  # a cluster counts as a MYCN signal: 2 vs 2
-    rows = summary.sample_summaries(store).set_index("sample")
-    assert "MYCN below reference" in rows.at["swapped", "qc_flags"]
-    assert "MYCN below reference" not in rows.at["plain", "qc_flags"]
+    store.execute("UPDATE predictions SET det_nmi = NULL, det_mycn = NULL, det_cluster = NULL WHERE model_id = "
+                  "(SELECT id FROM models WHERE name = 'm2')")  # a model without a detector (ResNet, ratio)
+    rows = summary.sample_summaries(store)
+    swapped, plain = rows[rows["sample"] == "swapped"], rows[rows["sample"] == "plain"]
+    assert all("MYCN below reference" in f for f in swapped["qc_flags"])  # every model's row: the scan's property
+    assert not any("MYCN below reference" in f for f in plain["qc_flags"])
+    only_m2 = summary.sample_summaries(store, model="m2")  # the detector's counts still judge the sample
+    assert "MYCN below reference" in only_m2.set_index("sample").at["swapped", "qc_flags"]
     store.execute("UPDATE predictions SET det_nmi = NULL, det_mycn = NULL, det_cluster = NULL")  # no detector
     assert not any("MYCN below reference" in f for f in summary.sample_summaries(store)["qc_flags"])
 

@@ -295,7 +295,7 @@ def test_cli_remove_scan_needs_yes_without_a_terminal_and_refuses_curated(db, ca
     assert main(["store", "remove-scan", "3", "--yes", "--db", str(db)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "1 label event(s) on 1 of its nuclei" in err
-    assert "nothing was changed" in err and err.endswith("genuine store exclude-scan 3 --by NAME")
+    assert "nothing was changed" in err and err.endswith(f"genuine store exclude-scan 3 --by NAME --db {db}")
     assert _count(db) == 3
     assert main(["store", "remove-scan", "42", "--yes", "--db", str(db)]) == 2
     assert "no scan with id 42" in capsys.readouterr().err
@@ -383,3 +383,21 @@ def test_a_duplicate_of_a_reviewed_scan_points_to_exclude_scan_not_remove_scan(s
     note = scans.duplicate_note(known, ChannelMap(1, 0, 2), store.path)
     assert "1 of the stored scan's nuclei carry curators' label events, so it is kept" in note
     assert f"genuine store exclude-scan {scan_id} --by NAME" in note and "remove-scan" not in note
+
+
+def test_the_exclude_suggestions_name_the_store_and_say_when_the_scan_is_excluded_already(db, tmp_path, capsys,
+                                                                                         monkeypatch):
+    from genuine_core.io import ChannelMap
+
+    monkeypatch.setenv("GENUINE_DB", str(tmp_path / "another.duckdb"))  # copied without --db it would act there
+    assert main(["store", "remove-scan", "3", "--yes", "--by", "Dr. Cat", "--db", str(db)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"genuine store exclude-scan 3 --by 'Dr. Cat' --db {db}")
+    with pytest.raises(SystemExit):  # label events carry a curator's name: --by has no login default here
+        main(["store", "exclude-scan", "3", "--db", str(db)])
+    assert "--by" in capsys.readouterr().err
+    assert main(["store", "exclude-scan", "3", "--by", "cat", "--db", str(db)]) == 0
+    with Store(db) as s:
+        known = scans.scan_by_sha(s, "c" * 64)
+    assert known["not_excluded"] == 0
+    note = scans.duplicate_note(known, ChannelMap(1, 0, 2), db)
+    assert "every nucleus of it is excluded already, so it counts in no call" in note and "exclude-scan" not in note
