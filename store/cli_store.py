@@ -87,6 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``check`` exits 1 when problems are found; ``remove-scan`` exits 1 when not confirmed."""
     db = args.db or default_db_path()
+    if not Path(db).is_file():  # every action works on an existing store: none creates one to find it empty
+        from genuine_core.errors import StoreError
+
+        raise StoreError(f"{db}: no such store")
     if args.action == "remove-scan":
         return _remove_scan(db, args.scan_id, args.yes, args.by)
     if args.action == "exclude-scan":
@@ -144,12 +148,9 @@ def _print_scans(store, sample: str | None) -> int:
 
 def _migrate(db) -> int:
     """Open the store for writing once, which applies the missing schema steps (``store.migrations``)."""
-    from genuine_core.errors import StoreError
     from store import migrations
     from store.db import Store
 
-    if not Path(db).is_file():  # never create a store just to migrate it
-        raise StoreError(f"{db}: no such store")
     with Store(db, migrate=False) as store:
         before = migrations.current_version(store.cursor())
         after = migrations.migrate(store.cursor())
@@ -174,12 +175,10 @@ def _print_events(store, subject: str | None) -> int:
 
 
 def _exclude_scan(db, scan_id: int, by: str | None, note: str | None) -> int:
-    from genuine_core.errors import InputError, StoreError
+    from genuine_core.errors import InputError
     from store.db import Store
     from store.labels import exclude_scan
 
-    if not Path(db).is_file():  # never create a store just to find it empty
-        raise StoreError(f"{db}: no such store")
     if not by:
         raise InputError("exclude-scan records a label event per nucleus: name the curator with --by NAME")
     with Store(db) as store:
@@ -191,12 +190,9 @@ def _exclude_scan(db, scan_id: int, by: str | None, note: str | None) -> int:
 
 def _remove_scan(db, scan_id: int, yes: bool, by: str | None) -> int:
 
-    from genuine_core.errors import StoreError
     from store.db import Store
     from store.scans import ScanHasLabelEvents, plan_scan_removal, remove_scan
 
-    if not Path(db).is_file():  # never create a store just to find it empty
-        raise StoreError(f"{db}: no such store")
     with Store(db, read_only=True) as store:  # read-only while the user decides: others may use the store
         plan = plan_scan_removal(store, scan_id)
     if plan.label_events:
@@ -222,12 +218,9 @@ def _score(db, model_name: str, sample: str | None, progress: bool, by: str | No
 
     from tqdm.auto import tqdm
 
-    from genuine_core.errors import StoreError
     from store.db import INTERRUPTS, Store, is_interrupt
     from store.rescore import model_to_score, score_stored_scans
 
-    if not Path(db).is_file():  # never create a store just to score nothing
-        raise StoreError(f"{db}: no such store")
     done = []
 
     def report(outcome, i: int, n: int) -> None:
@@ -258,12 +251,9 @@ def _score(db, model_name: str, sample: str | None, progress: bool, by: str | No
 
 def _remove_model(db, name: str, yes: bool, by: str | None) -> int:
     """Unregister a model and delete what it produced, after confirmation; exit 1 when not confirmed."""
-    from genuine_core.errors import StoreError
     from store.db import Store
     from store.registry import plan_model_removal, remove_model
 
-    if not Path(db).is_file():
-        raise StoreError(f"{db}: no such store")
     with Store(db, read_only=True) as store:
         plan = plan_model_removal(store, name)
     if not yes and not _confirmed(f"model {name!r}",

@@ -182,7 +182,7 @@ class Store:
         self.retries = 0
         try:
             version = migrations.current_version(self._conn)
-            foreign = migrations.other_tables(self._conn)
+            foreign = migrations.other_tables(self._conn) if version == 0 else []
             if foreign:
                 shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
                 raise NotAStore(self.path, f"another program's DuckDB database, with tables {shown}",

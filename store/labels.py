@@ -144,9 +144,9 @@ def exclude_scan(store: Store, scan_id: int, reviewer: str, note: str | None = N
     def append(cur) -> int:
         if not cur.execute("SELECT 1 FROM scans WHERE id = ?", [scan_id]).fetchone():
             raise StoreError(f"no scan with id {scan_id}")
-        current = cur.execute(
-            "SELECT n.id, coalesce((SELECT e.value FROM label_events e WHERE e.nucleus_id = n.id "
-            "ORDER BY e.id DESC LIMIT 1), 'unset') FROM nuclei n WHERE n.scan_id = ? ORDER BY n.id", [scan_id]
+        current = cur.execute(  # curated_labels: each nucleus' latest decision ('unset' ones are not in it)
+            "SELECT n.id, coalesce(c.value, 'unset') FROM nuclei n LEFT JOIN curated_labels c ON c.nucleus_id = n.id "
+            "WHERE n.scan_id = ? ORDER BY n.id", [scan_id]
         ).fetchall()
         todo = [(nid, value) for nid, value in current if value != "exclude"]
         for nid, value in todo:

@@ -63,10 +63,8 @@ def current_version(conn: duckdb.DuckDBPyConnection) -> int:
 
 
 def other_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """Tables, views and sequences of a database that has no ``schema_version`` (sorted): a DuckDB file another
-    program wrote. Empty for a GENUINE store and for an empty database (new, or its creation interrupted)."""
-    if current_version(conn):
-        return []
+    """Tables, views and sequences of a database whose :func:`current_version` is 0 (sorted): a DuckDB file
+    another program wrote. Empty for an empty database (new, or its creation interrupted)."""
     rows = conn.execute("SELECT table_name FROM information_schema.tables UNION ALL "
                         "SELECT sequence_name FROM duckdb_sequences() ORDER BY 1").fetchall()
     return [r[0] for r in rows]
