@@ -32,7 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "umap": ("store.cli_umap", "fit UMAP on stored embeddings"),
     "demo": ("store.cli_demo", "build the demo store"),
     "export": ("store.cli_export", "export sample reports and curated labels"),
-    "store": ("store.cli_store", "store maintenance (check, info, scans, remove-scan, score, remove-model, events, migrate)"),
+    "store": ("store.cli_store", "store maintenance (check, info, scans, remove-scan, exclude-scan, score, remove-model, "
+              "events, migrate)"),
 }
 
 

@@ -401,3 +401,11 @@ def test_the_exclude_suggestions_name_the_store_and_say_when_the_scan_is_exclude
     assert known["not_excluded"] == 0
     note = scans.duplicate_note(known, ChannelMap(1, 0, 2), db)
     assert "every nucleus of it is excluded already, so it counts in no call" in note and "exclude-scan" not in note
+
+
+def test_the_store_summary_in_genuine_help_names_every_store_action():
+    from genuine_core.cli import COMMANDS
+    from store.cli_store import ACTIONS
+
+    summary = COMMANDS["store"][1]
+    assert [a for a in ACTIONS if a not in summary.replace(",", " ").replace("(", " ").replace(")", " ").split()] == []
