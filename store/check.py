@@ -2,13 +2,16 @@
 
 The check verifies what the schema does not enforce itself: counts consistent, no
 orphan rows, every nucleus of a committed scan holds a prediction and an embedding
-from every model that scored the scan, UMAP map files present and unmodified.
+from every model that scored the scan, UMAP map files present and unmodified, and every
+registered model's folder present and holding the weights registered (ingest refuses otherwise).
 """
 
 from __future__ import annotations
 
 import hashlib
 
+from genuine_core.errors import ModelLoadError
+from genuine_core.models.folder import folder_digest
 from store.db import Store
 
 # (description, query returning one count: 0 = fine). Constant SQL only.
@@ -117,6 +120,23 @@ def check_store(store: Store) -> list[str]:
             problems.append(f"UMAP map of model {rec['name']!r} missing: {path}")
         elif hashlib.sha256(path.read_bytes()).hexdigest() != rec["reducer_sha256"]:
             problems.append(f"UMAP map of model {rec['name']!r} does not match its recorded checksum: {path}")
+    return problems + _model_folder_problems(store)
+
+
+def _model_folder_problems(store: Store) -> list[str]:
+    """One line per registered model whose folder is gone or holds other weights than registered."""
+    problems = []
+    for name, folder, checksum in store.query(
+            "SELECT name, folder, checksum FROM models WHERE folder IS NOT NULL ORDER BY id").itertuples(index=False):
+        try:
+            found = folder_digest(folder)
+        except ModelLoadError as exc:
+            problems.append(f"registered model {name!r}: {exc} (restore the folder; if it moved, one "
+                            "'genuine ingest ... --models NEW_DIR' records its new place)")
+            continue
+        if found != checksum:
+            problems.append(f"registered model {name!r}: {folder} holds other weights than registered "
+                            f"(checksum {checksum[:12]}... registered, {found[:12]}... now)")
     return problems
 
 

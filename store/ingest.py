@@ -156,8 +156,9 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
                 except (ModelLoadError, StoreError) as exc:  # one line that says how to get on
                     kind = StoreError if isinstance(exc, StoreError) else ModelLoadError
                     remove = genuine_command(f"store remove-model {shlex.quote(rec['name'])}", store.path)
-                    raise kind(f"registered model {rec['name']!r}: {exc}. Restore its folder, or remove the "
-                               f"model ({remove})") from None
+                    raise kind(f"registered model {rec['name']!r}: {exc}. Restore its folder (if it moved, one "
+                               f"'genuine ingest ... --models NEW_DIR' records its new place), or remove the model "
+                               f"({remove})") from None
             return _unique(models)
         paths = model_folders()
     return _unique([loader(p) for p in paths])

@@ -79,19 +79,23 @@ def register_model(store: Store, model: ScoringModel, by: str | None = None) -> 
     """Id of ``model`` in the store, registering it on first sight (a ``store_events`` row says who: ``by``).
 
     A model is known by name. Registering a name again with the same weights checksum
-    refreshes its metrics and folder; with different weights it is refused, because the
-    stored predictions would then mix two models under one name.
+    refreshes its metrics and folder (a new folder is an event too); with different weights it is
+    refused, because the stored predictions would then mix two models under one name.
 
     Raises:
         StoreError: the name is registered with another checksum.
     """
     check_name_free(store, model)
-    row = store.query("SELECT id, checksum FROM models WHERE name = ?", [model.name])
+    row = store.query("SELECT id, folder FROM models WHERE name = ?", [model.name])
     if not row.empty:
+        moved_from = row.at[0, "folder"] if model.folder and model.folder != row.at[0, "folder"] else None
         with store.transaction() as cur:
             cur.execute("UPDATE models SET metrics = ?, folder = coalesce(?, folder), uncertainty_method = ? "
                         "WHERE id = ?",
                         [json.dumps(model.metrics), model.folder, model.uncertainty_method, int(row.at[0, "id"])])
+            if moved_from is not None:  # the same weights found in another folder (moved, or a restored backup)
+                record_event(cur, "register model", model.name, model.checksum, by,
+                             {"folder": model.folder, "previous folder": moved_from})
         return int(row.at[0, "id"])
     from store.summary import validation_rates, weak_validation
 

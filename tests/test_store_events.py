@@ -7,6 +7,8 @@ each event commits or rolls back with its change.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import duckdb
 import numpy as np
 import pytest
@@ -155,3 +157,32 @@ def store_events_of(db) -> list[tuple]:
     with Store(db, read_only=True) as s:
         df = store_events(s)
     return list(zip(df["action"], df["subject"], df["by_user"], strict=True))
+
+
+def _saved(folder, seed: int):
+    """A fake model whose folder holds real saved (tiny ratio) weights."""
+    from genuine_core.models import build_model, preset_config, save_model
+    from genuine_core.models.folder import folder_digest
+
+    save_model(build_model(preset_config("tiny", kind="ratio", seed=seed)), folder)
+    return replace(fake_model("m1"), folder=str(folder), checksum=folder_digest(folder))
+
+
+def test_store_check_names_a_moved_or_changed_model_folder_and_a_new_folder_is_an_event(store, tmp_path):
+    from store.check import check_store
+
+    m = _saved(tmp_path / "models" / "m1", seed=0)
+    _scan(store, "a" * 64, m, by="ann")
+    assert check_store(store) == []
+    (tmp_path / "models").rename(tmp_path / "moved")
+    assert check_store(store) == [f"registered model 'm1': model folder not found: {m.folder} (restore the folder; "
+                                  "if it moved, one 'genuine ingest ... --models NEW_DIR' records its new place)"]
+    moved = str(tmp_path / "moved" / "m1")
+    registry.register_model(store, replace(m, folder=moved), by="bob")  # what an ingest with --models does
+    assert check_store(store) == []
+    assert _events(store)[-1] == ("register model", "m1", m.checksum, "bob")
+    assert store_events(store)["detail"].iloc[-1] == {"folder": moved, "previous folder": m.folder}
+    _saved(tmp_path / "moved" / "m1", seed=1)  # other weights saved over the registered ones
+    (problem,) = check_store(store)
+    assert problem.startswith(f"registered model 'm1': {moved} holds other weights than registered")
+
