@@ -25,7 +25,8 @@ from pathlib import Path
 from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command, \
     person_name
 
-ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "events", "migrate")
+ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "events", "migrate",
+           "backup")
 
 
 def _scan_id(text: str) -> int:
@@ -53,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "remove-model": "unregister a model and delete its predictions, embeddings and maps (not its folder)",
         "events": "who registered and removed models, and removed scans, when (oldest first)",
         "migrate": "bring a store written by an older version up to this version's schema",
+        "backup": "copy the store file, with its pending write-ahead log, and its <name>_files folder into a new "
+                  "folder (refused while another process, e.g. the dashboard, holds the store)",
     }
     subs = {}
     for name in ACTIONS:
@@ -72,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       help="id of the scan (see: genuine store scans)")
     subs["exclude-scan"].add_argument("--note", default=None, help="why, kept with each label event "
                                       "(e.g. 'read with NMI and MYCN swapped')")
+    subs["backup"].add_argument("dest", type=Path, metavar="DEST", help="a new folder for the copy")
     subs["score"].add_argument("model", metavar="MODEL", help="a model folder, or the name of a registered model")
     subs["score"].add_argument("--sample", default=None, help="only the scans of this sample")
     subs["score"].add_argument("--quiet", action="store_true", help="no progress bar")
@@ -101,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         return _remove_model(db, args.name, args.yes, args.by)
     if args.action == "migrate":
         return _migrate(db)
+    if args.action == "backup":
+        return _backup(db, args.dest)
     import json
 
     from store.check import check_store, store_info
@@ -120,6 +126,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"problem: {p}")
         return 1
     print(f"ok: {db} is consistent")
+    return 0
+
+
+def _backup(db: Path, dest: Path) -> int:
+    from store.backup import backup_store
+
+    done = backup_store(db, dest)
+    n = done["files"]
+    print(f"backed up {db} to {done['store']} and {done['store'].stem}_files/ ({n} file{'s' * (n != 1)} in the "
+          f"folder, {done['bytes'] / 1e6:.1f} MB in all)")
+    if done["models"]:
+        folders = sorted({str(Path(f).parent) for f in done["models"].values()})
+        print(f"not copied: the registered models' folders ({len(done['models'])}), in {', '.join(folders)}; "
+              "back them up too unless they are kept elsewhere (e.g. shipped with GENUINE)")
     return 0
 
 
