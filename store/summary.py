@@ -4,7 +4,8 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
 
 - ``n_scored``, ``n_mna`` (model calls = 1), ``mna_pct`` with a Wilson 95 % interval;
 - ``corrected_pct``: Rogan-Gladen prevalence using the model's validation sensitivity and
-  specificity from its ``metrics.json`` (see :func:`validation_rates`), with its interval;
+  specificity from its ``metrics.json`` (see :func:`validation_rates`), with its interval (none when
+  the validation is weak: its rates would amplify noise, e.g. a 16 % share to 100 %);
 - ``expected_pct`` (sample's expected MNA fraction), ``deviation_pp`` (= mna - expected,
   percentage points) and ``corrected_deviation_pp``;
 - ``true_mna_pct``: ground-truth MNA share of the scored nuclei (synthetic samples);
@@ -115,8 +116,8 @@ QC_FLAGS = {
                         "interval still shows the uncertainty)",
     "weak validation": f"the model's validation had fewer than {SUMMARY_CONFIG.min_validation_per_class} nuclei "
                        f"of a class, or a sensitivity or specificity below {SUMMARY_CONFIG.min_validation_rate:g} "
-                       "(no better than chance, sensitivity + specificity <= 1, leaves no corrected estimate; e.g. "
-                       "a retrained model registered for testing): do not base a diagnosis on its calls",
+                       "or no better than chance (sensitivity + specificity <= 1), so no corrected estimate is "
+                       "given (e.g. a retrained model registered for testing): do not base a diagnosis on its calls",
 }
 
 
@@ -265,22 +266,19 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
     out = {"n_scored": n, "n_mna": k, "mna_pct": 100.0 * k / n if n else math.nan,
            "ci_low_pct": 100.0 * lo, "ci_high_pct": 100.0 * hi}
     rates = validation_rates(metrics or {})
-    flags = []
-    if rates and n:
+    recorded = rates or validation_rates(metrics or {}, useful_only=False)  # with rates no better than chance
+    weak = bool(recorded) and weak_validation(recorded, config)
+    flags = ["weak validation"] if weak else [] if recorded else ["no validation metrics"]
+    # weak rates correct nothing: dividing by a small sensitivity + specificity - 1 sent a 16 % share to 100 %
+    if rates and n and not weak:
         est = rogan_gladen(k, n, rates["sensitivity"], rates["specificity"], config.confidence,
                            rates["n_positive"], rates["n_negative"])
         out.update(corrected_pct=100 * est.estimate, corrected_low_pct=100 * est.low,
                    corrected_high_pct=100 * est.high, correction=f"{rates['source']} ({est.method})")
+        if est.low >= est.high:  # the whole interval lay beyond 0 % or 100 % and was clipped
+            flags.append("rates do not fit")
     else:
         out.update(corrected_pct=math.nan, corrected_low_pct=math.nan, corrected_high_pct=math.nan, correction="")
-    recorded = rates or validation_rates(metrics or {}, useful_only=False)  # with rates no better than chance
-    if not recorded:
-        flags.append("no validation metrics")
-    weak = bool(recorded) and weak_validation(recorded, config)
-    if weak:
-        flags.append("weak validation")
-    if rates and n and est.low >= est.high:  # the whole interval lay beyond 0 % or 100 % and was clipped
-        flags.append("rates do not fit")
     expected = row.get("expected_mna")
     expected_pct = math.nan if expected is None or pd.isna(expected) else 100.0 * float(expected)
     out["expected_pct"] = expected_pct

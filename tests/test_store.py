@@ -509,10 +509,22 @@ def test_summary_flags_a_call_its_genotype_contradicts_and_keeps_weak_models_fro
               genotype="non-MNA", metrics={"m1": good, "w": weak})
     rows = summary.sample_summaries(store).set_index("model")
     assert rows.at["m1", "call"] == "heterogeneous MNA" and "call contradicts genotype" in rows.at["m1", "qc_flags"]
-    # a weak model's corrected interval reaches 0 % whatever it sees: it must not turn the call into non-MNA
-    assert rows.at["w", "corrected_low_pct"] == 0 and rows.at["w", "call"] == "heterogeneous MNA"
+    # a weak model's rates correct nothing (no corrected estimate), nor turn the call into non-MNA
+    assert np.isnan(rows.at["w", "corrected_low_pct"]) and rows.at["w", "call"] == "heterogeneous MNA"
     assert "weak validation" in rows.at["w", "qc_flags"] and "possible false positives" not in rows.at["w", "qc_flags"]
     assert "call contradicts genotype" in summary.QC_FLAGS
+
+
+def test_a_weak_model_gets_no_corrected_estimate_that_its_rates_would_blow_up():
+    """A retrained model that misses most MNA nuclei (sensitivity 0.083): 16 % called MNA is no 100 %."""
+    weak = {"validation": {"sensitivity": 0.083, "specificity": 0.99, "n_positive": 120, "n_negative": 120}}
+    row = {"n_scored": 63, "n_mna": 10, "mean_prob": 0.2}
+    out = summary.summarise_counts(row, weak)
+    assert round(out["mna_pct"], 1) == 15.9 and out["correction"] == ""
+    assert all(np.isnan(out[k]) for k in ("corrected_pct", "corrected_low_pct", "corrected_high_pct"))
+    assert out["qc_flags"] == ["weak validation"]
+    good = {"validation": {**weak["validation"], "sensitivity": 0.9}}
+    assert 0 < summary.summarise_counts(row, good)["corrected_pct"] < 20
 
 
 def test_validation_rates_prefers_validation_split():
