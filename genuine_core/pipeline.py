@@ -16,7 +16,6 @@ Models enter as :class:`ScoringModel` records: metadata plus a ``predict`` calla
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from genuine_core.checksums import sha256_file
 from genuine_core.errors import InputError, ModelLoadError
 from genuine_core.patches import DEFAULT_NORMALISATION
 
@@ -232,20 +232,16 @@ class ScanResult:
         return len(self.nuclei)
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes.
+def scan_sha256(path: str | Path) -> str:
+    """Hex sha256 of a scan file's bytes.
 
     Raises:
         InputError: the file cannot be read.
     """
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while block := f.read(chunk):
-                h.update(block)
+        return sha256_file(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
-    return h.hexdigest()
 
 
 def center_crop(patches: np.ndarray, size: int) -> np.ndarray:

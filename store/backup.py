@@ -3,7 +3,7 @@
 Copying ``<name>.duckdb`` by hand while a process holds the store misses the commits still in
 ``<name>.duckdb.wal`` (the dashboard's latest label decisions, say). Here the store is opened for
 writing, so nobody else can hold or change it meanwhile, its write-ahead log is checkpointed into
-the file, and the copy is checked table by table before it takes its final name.
+the file, and the copy is checked byte by byte before it takes its final name.
 """
 
 from __future__ import annotations
@@ -11,23 +11,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from genuine_core.checksums import sha256_file
 from genuine_core.errors import InputError, StoreError
 from store.db import Store, files_folder
-
-
-def _row_counts(store: Store) -> dict[str, int]:
-    """``{table: rows}`` of every table in the store."""
-    tables = [r[0] for r in store.cursor().execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() ORDER BY 1").fetchall()]
-    return {t: int(store.scalar(f'SELECT count(*) FROM "{t}"')) for t in tables}
 
 
 def backup_store(path: str | Path, dest: str | Path) -> dict:
     """Copy the store at ``path`` into the new folder ``dest`` (``dest/<name>.duckdb``, ``dest/<name>_files/``).
 
-    The copy is written to ``<dest>.partial`` and renamed to ``dest`` only once it opens with the same
-    row count in every table; a failure or Ctrl-C leaves no partial folder behind. The store's schema is
-    copied as it is (an older store is not migrated first).
+    The copy is written to ``<dest>.partial`` and renamed to ``dest`` only once its file has the same
+    SHA-256 as the store's and opens as a store; a failure or Ctrl-C leaves no partial folder behind.
+    The store's schema is copied as it is (an older store is not migrated first).
 
     Returns:
         ``{"store": copied store file, "files": files in the copied folder, "bytes": total size,
@@ -46,20 +40,17 @@ def backup_store(path: str | Path, dest: str | Path) -> dict:
     partial = dest.with_name(dest.name + ".partial")
     with Store(path, migrate=False) as store:
         store.execute("CHECKPOINT")  # the write-ahead log into the file; our write lock keeps it so
-        counts = _row_counts(store)
-        models = dict(store.cursor().execute(
-            "SELECT name, folder FROM models WHERE folder IS NOT NULL ORDER BY id").fetchall()) if "models" in counts else {}
+        models = dict(store.cursor().execute("SELECT name, folder FROM models WHERE folder IS NOT NULL ORDER BY id")
+                      .fetchall())
         try:
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
             shutil.copy2(path, partial / path.name)
             if files_folder(path).is_dir():
                 shutil.copytree(files_folder(path), files_folder(partial / path.name))
-            with Store(partial / path.name, read_only=True) as copy:
-                copied = _row_counts(copy)
-            if copied != counts:
-                differ = sorted(t for t in counts.keys() | copied.keys() if counts.get(t) != copied.get(t))
-                raise StoreError(f"the copy of {path} differs from it in table(s) {', '.join(differ)}; nothing kept")
+            if sha256_file(partial / path.name) != sha256_file(path):
+                raise StoreError(f"the copy of {path} differs from it; nothing kept")
+            Store(partial / path.name, read_only=True).close()  # it opens as a store
             partial.rename(dest)
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)

@@ -35,7 +35,7 @@ from genuine_core import atomic
 from genuine_core.errors import GenuineError, InputError, ModelLoadError, StoreError
 from genuine_core.io import max_pixels_limit
 from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel, load_model, match_truth,
-                                   model_folders, models_normalisation, prepare_scan, score_scans, sha256_file)
+                                   model_folders, models_normalisation, prepare_scan, score_scans, scan_sha256)
 from genuine_core.segmentation import DEFAULT_BACKEND
 from store import registry, samples
 from store.db import Store, files_folder, is_interrupt
@@ -327,7 +327,7 @@ class _Batcher:
         """Hash and prepare one file (worker thread; reads the store, never writes)."""
         t0 = time.perf_counter()
         try:
-            sha = sha256_file(item.path)
+            sha = scan_sha256(item.path)
             if scan_by_sha(self.store, sha):
                 return _Prepared(t0, sha)
             with self.models_running:

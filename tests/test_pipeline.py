@@ -33,7 +33,7 @@ def test_process_scan_tables_align(toy_file, toy_scan):
     ref = extract_patches(read_image(toy_file), toy_scan.masks, size=32).patches
     expected = models[1].predict(ref).table["prob"].to_numpy()
     assert np.allclose(res.outputs["small"].table["prob"].to_numpy(), expected, atol=1e-6)
-    assert res.info["sha256"] == pipeline.sha256_file(toy_file)
+    assert res.info["sha256"] == pipeline.scan_sha256(toy_file)
     assert res.info["channel_map"] == {"nmi": 0, "mycn": 1, "dapi": 2}
     assert res.preview.dtype == np.uint8 and res.preview.shape == (256, 256, 3)
     assert set(res.seconds) == {"read", "segment", "patches", "big", "small"}

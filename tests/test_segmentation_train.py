@@ -35,7 +35,8 @@ def test_config_validation():
 @pytest.mark.slow
 def test_tiny_training_run_writes_a_loadable_model_folder(tmp_path):
     from genuine_core.segmentation.cellpose_backend import MODEL_FILE, model_settings
-    from genuine_core.segmentation.cellpose_train import calibrate_folder, file_sha256, train_cellpose
+    from genuine_core.checksums import sha256_file
+    from genuine_core.segmentation.cellpose_train import calibrate_folder, train_cellpose
 
     cfg = CellposeTrainConfig(n_fields=2, n_val_fields=1, epochs=2, field_size=256, nuclei=(6, 8),
                               nbase=(8, 16, 256), bsize=64, save_every=1)
@@ -43,7 +44,7 @@ def test_tiny_training_run_writes_a_loadable_model_folder(tmp_path):
     folder = tmp_path / "m"
     assert (folder / MODEL_FILE).is_file()
     digest, name = (folder / "checksum.sha256").read_text().split()
-    assert name == MODEL_FILE and digest == file_sha256(folder / MODEL_FILE)
+    assert name == MODEL_FILE and digest == sha256_file(folder / MODEL_FILE)
     saved = json.loads((folder / "config.json").read_text())
     assert saved["nbase"] == [8, 16, 256] and saved["cellprob_threshold"] in (-1.0, 0.0, 1.0, 2.0)
     assert saved["command"] == "genuine train-cellpose --out m"

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from genuine_core import atomic
+from genuine_core.checksums import sha256_file
 from genuine_core.errors import ModelLoadError
 from genuine_core.models.config import ModelConfig
 
@@ -51,15 +52,6 @@ FINAL_STATUS, TRAINING_STATUS, CHECKPOINT_STATUS = "final", "training", "checkpo
 CHECKPOINT_DIR = "checkpoint"
 
 _CHECK_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([A-Za-z0-9._-]+)$")
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _json_default(obj: Any) -> Any:

@@ -11,7 +11,6 @@ The model folder holds ``cellpose_nuclei`` (cellpose state dict), ``config.json`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from genuine_core.checksums import sha256_file
 from genuine_core.errors import ModelLoadError
 from genuine_core.segmentation.cellpose_backend import MODEL_FILE
 
@@ -160,15 +160,6 @@ def calibrate_thresholds(model_dir, images: list[np.ndarray], masks: list[np.nda
     return {"cellprob_threshold": best["cellprob_threshold"], "grid": rows}
 
 
-def file_sha256(path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def train_cellpose(out_dir, config: CellposeTrainConfig = CellposeTrainConfig(), command: str | None = None) -> dict:
     """Generate fields, train a cellpose nuclei model, evaluate it, and write the model folder.
 
@@ -221,7 +212,7 @@ def train_cellpose(out_dir, config: CellposeTrainConfig = CellposeTrainConfig(),
         "final_train_loss": float(train_losses[-1]),
         "train_loss_curve": [float(x) for x in train_losses[:: max(1, len(train_losses) // 50)]],
     }
-    (out / "checksum.sha256").write_text(f"{file_sha256(out / MODEL_FILE)}  {MODEL_FILE}\n")
+    (out / "checksum.sha256").write_text(f"{sha256_file(out / MODEL_FILE)}  {MODEL_FILE}\n")
     return _calibrate_and_score(out, val_images, val_masks, metrics)
 
 
