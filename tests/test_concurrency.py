@@ -278,14 +278,16 @@ def test_two_app_sessions_relabelling_the_same_nucleus_lose_no_event(tmp_path, m
     conflicts: dict[str, int] = {}  # presses on a card another session had decided since
     failures: list[str] = []
     both_open = threading.Barrier(2)
-    # AppTest's page switch is not thread-safe (now and then a concurrent switch_page leaves one
-    # session on the Cases page), so the sessions open the Review page one at a time; the
-    # decisions, the part under test, then run at the same time
-    opening = threading.Lock()
+    # AppTest is not thread-safe: each run sets process-wide state (its mock Runtime, config options)
+    # and clears it when done, so a run overlapping another fails now and then ("Runtime hasn't been
+    # created!"). The two sessions' script runs therefore take turns; each still decides from the card
+    # it drew before the other's decision, which is the race under test (concurrent writes to one
+    # store are covered by test_eight_threads_relabelling_the_same_nuclei_lose_no_event and bench_load)
+    one_run_at_a_time = threading.Lock()
 
     def session(name: str) -> None:
         try:
-            with opening:
+            with one_run_at_a_time:
                 at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
                 at.session_state["reviewer"] = name
                 at.run()
@@ -294,7 +296,8 @@ def test_two_app_sessions_relabelling_the_same_nucleus_lose_no_event(tmp_path, m
             both_open.wait(60)
             for i in range(clicks):
                 which = "mna" if i % 2 else "non"
-                next(b for b in at.button if str(b.key).startswith(f"decide_{which}_")).click().run()
+                with one_run_at_a_time:
+                    next(b for b in at.button if str(b.key).startswith(f"decide_{which}_")).click().run()
                 failures.extend(str(e.value) for e in at.exception)
                 stale = [e.value for e in at.error if "was decided meanwhile" in e.value]  # refused, nothing saved
                 conflicts[name] = conflicts.get(name, 0) + len(stale)
