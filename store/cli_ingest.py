@@ -143,6 +143,7 @@ def _ingest(store, args: argparse.Namespace, models_given, loader, channel_map, 
     from store.registry import as_stored
 
     with store:
+        store.require_writable()  # before any scan is read and scored: the work could not be saved
         models = models_given if models_given is not None else resolve_models(store, None, loader=loader)
         if args.mc_samples is None:  # by default a model adds uncertainties of the kind it has stored
             models = as_stored(store, models)

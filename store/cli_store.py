@@ -173,7 +173,7 @@ def _migrate(db) -> int:
 
     with Store(db, migrate=False) as store:
         before = migrations.current_version(store.cursor())
-        after = migrations.migrate(store.cursor())
+        after = store.migrate()
     print(f"{db}: schema version {after}" + (f" (was {before})" if after != before else ", already up to date"))
     return 0
 

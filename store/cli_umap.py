@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():  # a typo must not create an empty store (as `genuine store` / `export`)
         raise StoreError(f"{path}: no such store")
     with Store(path) as store:
+        store.require_writable()  # before a fit: it could not be saved
         names = args.model or umap_store.models_with_embeddings(store)
         if not names:
             raise InputError("no model has stored embeddings; ingest scans first")

@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -105,6 +107,41 @@ def is_interrupt(exc: BaseException) -> bool:
 
 class WriteConflict(StoreError):
     """A transaction's commit failed on a DuckDB conflict; nothing was saved (:meth:`Store.write` retries)."""
+
+
+class StoreNotWritable(StoreError):
+    """A change cannot be saved for another reason than a conflict: the store's folder takes no new files
+    (DuckDB writes each change to ``<store>.wal`` beside the store first) or the disk refused; nothing was saved."""
+
+
+def _folder_refusal(path: Path) -> str | None:
+    """Why the store's folder takes no new file (the operating system's reason), or None when it does."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None
+
+
+def _not_writable(path: Path, reason: str) -> StoreNotWritable:
+    return StoreNotWritable(f"cannot write to the store {path}: its folder {path.parent} refuses new files "
+                            f"({reason}), and DuckDB must create {path.name}.wal there to save a change; "
+                            "nothing was saved")
+
+
+def _commit_failed(path: Path, exc: duckdb.Error) -> StoreError:
+    """What a commit DuckDB refused means: a conflict with another transaction (:class:`WriteConflict`, worth a
+    retry), else a store that cannot be written (:class:`StoreNotWritable`, naming the folder or DuckDB's reason)."""
+    if _is_conflict(exc):
+        return WriteConflict(f"write conflict, nothing was saved: {exc}")
+    reason = _folder_refusal(path)
+    if reason is not None:
+        return _not_writable(path, reason)
+    detail = str(exc).split("Failed to commit: ", 1)[-1]  # e.g. a .wal file of its own that cannot be written
+    return StoreNotWritable(f"cannot write to the store {path}: {detail}; nothing was saved")
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -197,7 +234,7 @@ class Store:
                                      f"bring it up to date once with `{genuine_command('store migrate', self.path)}`"
                                      " (or any command that writes to it)")
                 if migrate:
-                    migrations.migrate(self._conn)
+                    self.migrate()
             elif version > migrations.LATEST:
                 raise StoreError(f"{self.path}: schema version {version} is newer than this program "
                                  f"({migrations.LATEST}); update GENUINE")
@@ -226,6 +263,28 @@ class Store:
                 delay = min(delay * 2, 1.0)
             except duckdb.Error as exc:
                 raise StoreError(f"{self.path}: cannot open store: {exc}") from exc
+
+    def migrate(self) -> int:
+        """Apply the missing schema steps (``store.migrations``); the version reached.
+
+        Raises:
+            StoreNotWritable: a step could not be saved (the steps before it were).
+        """
+        try:
+            return migrations.migrate(self._conn)
+        except duckdb.TransactionException as exc:
+            raise _commit_failed(self.path, exc) from exc
+
+    def require_writable(self) -> None:
+        """Refuse a store whose changes could not be saved before a long job does its work (``genuine ingest``,
+        ``umap``): its folder takes no new files, so DuckDB cannot write its ``.wal`` there.
+
+        Raises:
+            StoreNotWritable: the folder refuses a new file.
+        """
+        reason = _folder_refusal(self.path)
+        if reason is not None:
+            raise _not_writable(self.path, reason)
 
     # -- connection handling -------------------------------------------------------------
 
@@ -322,7 +381,7 @@ class Store:
         except duckdb.TransactionException as exc:
             with contextlib.suppress(Exception):
                 cur.execute("ROLLBACK")
-            raise WriteConflict(f"write conflict, nothing was saved: {exc}") from exc
+            raise _commit_failed(self.path, exc) from exc
 
     def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = WRITE_ATTEMPTS,
               timeout: float = WRITE_TIMEOUT) -> T:
@@ -403,8 +462,8 @@ class Store:
             raise ValueError(f"unknown sequence {sequence!r}")
         if n <= 0:
             return []
-        sql = _NEXTVAL_SQL[sequence]
-        return [int(r[0]) for r in self.cursor().execute(sql, [n]).fetchall()]
+        with self.transaction() as cur:  # outside a transaction: committed here, where a refusal is explained
+            return [int(r[0]) for r in cur.execute(_NEXTVAL_SQL[sequence], [n]).fetchall()]
 
 
 def _settle(cur: duckdb.DuckDBPyConnection) -> None:

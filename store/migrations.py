@@ -8,6 +8,7 @@ applies the missing steps in order, each in its own transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from importlib import resources
 
@@ -83,7 +84,8 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> int:
             conn.execute("INSERT INTO schema_version (version, note) VALUES (?, ?)", [step, note])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT ended the transaction already
+                conn.execute("ROLLBACK")
             raise
         version = step
     return version

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
 import subprocess
 import sys
@@ -153,6 +155,71 @@ def test_a_long_wait_for_a_busy_store_is_announced(tmp_path):
                            timeout=60)
     assert r.returncode == 3, r.stderr
     assert r.stderr.count(f"{path} is open for writing by") == 1 and "waiting up to 4 s" in r.stderr
+
+
+@contextlib.contextmanager
+def refusing_new_files(folder: Path):
+    """``folder`` takes no new files inside the block: ``chattr +i`` as root (root ignores permissions), else
+    no write permission; the test is skipped where neither works. Undone on the way out, whatever happens."""
+    if os.geteuid() == 0:
+        lock, undo = ["chattr", "+i", str(folder)], ["chattr", "-i", str(folder)]
+    else:
+        lock, undo = ["chmod", "a-w", str(folder)], ["chmod", "u+w", str(folder)]
+    try:
+        if subprocess.run(lock, capture_output=True).returncode:
+            pytest.skip(f"{' '.join(lock[:2])} does not work here")
+        with contextlib.suppress(OSError):
+            (folder / "probe").touch()
+            pytest.skip(f"{' '.join(lock[:2])} does not keep new files out of a folder here")
+        yield
+    finally:
+        subprocess.run(undo, capture_output=True)
+
+
+def test_a_store_whose_folder_refuses_new_files_says_so_and_saves_nothing(tmp_path, capsys, monkeypatch):
+    """DuckDB saves a change through ``<store>.wal`` beside the store: a folder that refuses it is no 'write
+    conflict' (nothing to retry), and every write path says so in one line, naming the folder and the reason."""
+    import store.ingest as store_ingest
+    from genuine_core.cli import main
+
+    folder = tmp_path / "locked"
+    path = folder / "s.duckdb"
+    with Store(path) as s:
+        _, ids = _add_scan(s, "A", "a" * 64, {"m1": np.linspace(0.1, 0.9, 20)})
+        s.execute("DELETE FROM schema_version WHERE version = 3")  # an older store: opening it migrates
+    reason = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+    refusal = f"cannot write to the store {path}: its folder {folder} refuses new files ({reason})"
+    with refusing_new_files(folder):
+        with pytest.raises(StoreError, match=re.escape(refusal)):
+            Store(path)  # the migration's commit
+        assert main(["store", "migrate", "--db", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {refusal}") and err.rstrip().endswith(
+            "DuckDB must create s.duckdb.wal there to save a change; nothing was saved")
+        assert "conflict" not in err and len(err.strip().splitlines()) == 1
+    with Store(path) as s:  # migrated now; the folder refuses new files again below
+        pass
+    before = path.read_bytes()
+    with refusing_new_files(folder):
+        with Store(path) as s:
+            with pytest.raises(StoreError, match=re.escape(refusal)):
+                labels.record_label_event(s, int(ids[0]), 1, "ann")  # the Review page: "Not saved: ..."
+            with pytest.raises(StoreError, match=re.escape(refusal)):
+                s.next_ids("umap_fit_ids", 1)  # autocommitted outside a transaction (genuine umap, probes)
+        for argv in (["store", "exclude-scan", "1", "--by", "ann"], ["store", "remove-model", "m1", "--yes"],
+                     ["umap", "--model", "m1", "--neighbors", "5"]):
+            assert main([*argv, "--db", str(path)]) == 2, argv
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: {refusal}") and len(err.strip().splitlines()) == 1, (argv, err)
+        scan = tmp_path / "scan.tif"
+        scan.write_bytes(b"never read")
+        monkeypatch.setattr(store_ingest, "ingest_files", lambda *a, **k: pytest.fail("ingested into a store "
+                                                                                      "that cannot save it"))
+        assert main(["ingest", str(scan), "--sample", "B", "--quiet", "--db", str(path)]) == 2
+        assert capsys.readouterr().err.startswith(f"error: {refusal}")  # before any scan was read or scored
+        assert path.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["s.duckdb"]
+    with Store(path, read_only=True) as s:
+        assert s.scalar("SELECT count(*) FROM label_events") == 0 and s.scalar("SELECT count(*) FROM models") == 1
 
 
 def test_transaction_rolls_back_everything(store):
