@@ -24,7 +24,7 @@ import streamlit as st
 
 from genuine_core import plotting
 from genuine_core.errors import GenuineError
-from store.location import DEFAULT_DB
+from store.location import DEFAULT_DB, store_exists
 
 REPO = Path(__file__).resolve().parents[1]
 EMPTY_HINT = ("Nothing here yet: run `genuine demo` (or `bash scripts/run.sh`) to build the demo store, "
@@ -62,7 +62,7 @@ def get_store(create: bool = False):
         StoreError: the file exists but cannot be opened (locked by another process, not a store).
     """
     path = db_path()
-    if not path.is_file() and not create:
+    if not store_exists(path) and not create:  # missing, or an empty file (e.g. `touch`): no store yet
         return None
     return store_at(str(path))
 
@@ -154,7 +154,7 @@ def sidebar() -> None:
         if not reviewer():
             st.caption(":orange[:material/person_off: No reviewer set: review decisions are disabled.]")
         path = db_path()
-        if not path.is_file():
+        if not store_exists(path):
             st.caption(f":material/database: `{path.name}` not built yet")
             return
         try:

@@ -21,6 +21,7 @@ import streamlit as st
 from genuine_core import plotting
 from genuine_core.errors import GenuineError, InputError
 from pages import common
+from store.location import store_exists
 
 common.require_entrypoint()
 
@@ -94,7 +95,7 @@ def planned_models(path: Path) -> list[str]:
     """Names of the models an ingest will run (registered models with a folder, else the shipped ones)."""
     from genuine_core.pipeline import model_folders
 
-    if path.is_file():
+    if store_exists(path):
         reg = common.models(str(path), common.rev("models"))
         names = reg.loc[reg["folder"].notna(), "name"].tolist() if len(reg) else []
         if len(reg):
@@ -227,7 +228,7 @@ def remove_scan_section() -> None:
     from store.scans import scan_overview
 
     path = common.db_path()
-    if not path.is_file():
+    if not store_exists(path):
         return
     scans = scan_overview(common.store_at(str(path)))
     with st.expander("Stored scans · remove one", icon=":material/delete:"):  # a fixed label keeps it open
@@ -281,7 +282,7 @@ def main() -> None:
 def upload_section() -> None:
     """Upload, header check, channel mapping with preview, sample fields and the ingest with its outcomes."""
     path = common.db_path()
-    if not path.is_file():
+    if not store_exists(path):
         common.empty_state()
         st.caption(f"The first ingest creates the store at `{path}`.")
     files = st.file_uploader("Scans", type=["tif", "tiff", "png"], accept_multiple_files=True, key="ingest_files",

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from store.location import add_by_option, add_db_argument, default_db_path
+from store.location import add_by_option, add_db_argument, default_db_path, store_exists
 
 KINDS = ("case", "cell-line", "mixture", "probe")
 #: splits of a ``genuine synth benchmark`` folder (``genuine_core.synth.benchmark.SPLITS``; kept here so
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     # given model folders are loaded before the store is opened: a bad one leaves no new, empty store behind
     given = resolve_models(None, args.models, loader=loader) if args.models else None
     path = Path(args.db or default_db_path())
-    new_store = not path.exists()
+    new_store = not store_exists(path)  # missing, or an empty file (e.g. `touch`)
     try:
         store = Store(path, busy_timeout=args.wait)
     except StoreBusy as exc:

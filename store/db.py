@@ -187,7 +187,7 @@ class Store:
     """A GENUINE store file.
 
     Args:
-        path: the ``.duckdb`` file (created when missing unless ``read_only``).
+        path: the ``.duckdb`` file (created when missing or an empty file, unless ``read_only``).
         read_only: open without write access (several processes may read at once).
         busy_timeout: seconds to keep retrying while another process holds the write lock.
         migrate: bring an older schema up to date on open (writers only).
@@ -203,6 +203,9 @@ class Store:
         self.read_only = read_only
         if read_only and not self.path.is_file():
             raise StoreError(f"{self.path}: no such store")
+        if read_only and self.path.stat().st_size == 0:
+            raise StoreError(f"{self.path}: an empty file, not yet a GENUINE store; any command that writes to it "
+                             f"sets it up, e.g. `{genuine_command('store migrate', self.path)}`")
         if not read_only:
             refuse_taken_files_folder(self.path)
             try:
@@ -245,12 +248,22 @@ class Store:
     def _connect(self, busy_timeout: float) -> duckdb.DuckDBPyConnection:
         start = time.monotonic()
         deadline = start + max(0.0, busy_timeout)
-        delay, announced = 0.05, False
+        delay, announced, replaced = 0.05, False, False
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=self.read_only)
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc):
+                    if not (self.read_only or replaced) and self.path.is_file() and self.path.stat().st_size == 0:
+                        # an empty file (e.g. `touch`), which DuckDB refuses: it holds nothing, so the store takes
+                        # its place (only now: a store another process is creating meets DuckDB's lock error)
+                        try:
+                            self.path.unlink()
+                        except OSError as err:
+                            raise StoreError(f"{self.path}: an empty file, which cannot be replaced by a new "
+                                             f"store: {err.strerror}") from None
+                        replaced = True
+                        continue
                     raise StoreError(f"{self.path}: cannot open store: {exc}") from exc
                 if time.monotonic() >= deadline:
                     holder, dashboard = lock_holder(exc)
@@ -492,7 +505,7 @@ def _check_duckdb_file(path: Path) -> None:
     if path.is_dir():
         raise StoreError(f"{path}: is a directory, not a store file")
     if not path.is_file() or path.stat().st_size == 0:
-        return  # new (or empty) file: DuckDB creates the database
+        return  # new file: DuckDB creates the database; empty file: Store._connect puts the database in its place
     offset, magic = _DUCKDB_MAGIC
     with open(path, "rb") as fh:
         head = fh.read(offset + len(magic))

@@ -14,6 +14,13 @@ def default_db_path() -> Path:
     return Path(os.environ.get("GENUINE_DB", "").strip() or DEFAULT_DB)
 
 
+def store_exists(path: str | Path) -> bool:
+    """True when ``path`` is a file with something in it: an empty file (e.g. made by ``touch``) holds no store
+    yet, and the first command that writes creates the store in its place (``store.db.Store``)."""
+    p = Path(path)
+    return p.is_file() and p.stat().st_size > 0
+
+
 def genuine_command(command: str, db: str | Path | None) -> str:
     """``genuine COMMAND`` as a message suggests it, with ``--db PATH`` unless ``db`` is the store the
     command would open anyway: the suggestion must act on the store the user is working on."""

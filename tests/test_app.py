@@ -109,6 +109,17 @@ def test_every_page_shows_the_empty_state_on_an_empty_store(page, tmp_path, monk
     assert "Nothing here yet" in texts(at)
 
 
+@pytest.mark.parametrize("page", ["cases", "ingest"])
+def test_an_empty_file_shows_the_empty_state_like_a_missing_store(page, tmp_path, monkeypatch):
+    path = tmp_path / "touched.duckdb"
+    path.touch()  # e.g. `touch`: DuckDB refuses it as "not a valid DuckDB database file"
+    monkeypatch.setenv("GENUINE_DB", str(path))
+    at = open_page(page)
+    assert not at.exception and not at.error
+    assert "Nothing here yet" in texts(at)
+    assert path.stat().st_size == 0  # looking never creates a store
+
+
 def test_a_file_that_is_no_store_is_named_without_blaming_other_programs(tmp_path, monkeypatch):
     path = tmp_path / "notes.duckdb"
     path.write_text("not a database")

@@ -126,6 +126,28 @@ def test_an_empty_database_reads_as_not_yet_a_store_and_a_writer_sets_it_up(tmp_
         assert store.scalar("SELECT max(version) FROM schema_version") == migrations.LATEST
 
 
+def test_an_empty_file_is_no_store_yet_and_a_writer_creates_the_store_in_it(tmp_path, capsys):
+    from genuine_core.cli import main
+
+    path = tmp_path / "touched.duckdb"
+    path.touch()  # DuckDB refuses a zero-byte file as "not a valid DuckDB database file"
+    with pytest.raises(StoreError, match="an empty file, not yet a GENUINE store; any command that writes to it "
+                                         "sets it up, e.g. `genuine store migrate --db "):
+        Store(path, read_only=True)
+    assert main(["store", "info", "--db", str(path)]) == 2
+    assert "an empty file, not yet a GENUINE store" in capsys.readouterr().err
+    assert main(["store", "migrate", "--db", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: schema version {migrations.LATEST} (was 0)"
+    with Store(path, read_only=True) as store:
+        assert store.scalar("SELECT max(version) FROM schema_version") == migrations.LATEST
+    path.unlink()
+    path.touch()
+    with Store(path) as store:  # any writer: the file held nothing, the store takes its place
+        samples.ensure_sample(store, "A", "case")
+    with Store(path, read_only=True) as store:
+        assert samples.list_samples(store)["name"].tolist() == ["A"]
+
+
 def test_a_sample_clash_names_the_stored_values_in_words(store):
     samples.ensure_sample(store, "CROP", "mixture", None, None)
     with pytest.raises(InputError, match=r"already exists with expected MNA unknown \(asked 25 %\), "
