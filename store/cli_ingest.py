@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Ingest; print each file's line as it is done, then the total.
+    """Ingest; print each file's line as it is done, then ``created new store PATH`` when there was none (also
+    with ``--quiet``), then the total.
 
     Exit 0 when every file was stored or already stored, 1 when some failed (the others
     are stored), 2 when every file failed or an option is bad (nothing stored).
@@ -129,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
             f"{stored} file(s) stored before the interrupt (the 'stored' lines above), "
             f"{len(done) - stored} other(s) done; the same command again skips what is stored") from None
     finally:
-        if new_store and not any(o.status == "stored" for o in done):
+        if new_store and any(o.status == "stored" for o in done):  # an outcome worth a line even with --quiet:
+            print(f"created new store {path.resolve()}", flush=True)  # e.g. a typo in --db or $GENUINE_DB
+        elif new_store:
             remove_store_files(store.path)  # a first ingest that stored nothing leaves no empty store behind
     print(report.summary_line(), flush=True)
     return report.exit_code

@@ -296,17 +296,32 @@ def test_cli_ingest_prints_each_file_once_as_it_is_done(tmp_path, capsys, monkey
         return real_write(*a, **kw)
 
     monkeypatch.setattr(ingest, "write_scan_result", spy)
-    code = main(["ingest", str(one), *map(str, scans_), "--sample", "S", "--models", str(models),
-                 "--db", str(tmp_path / "s.duckdb"), "--quiet"])
+    db = tmp_path / "s.duckdb"
+    code = main(["ingest", str(one), *map(str, scans_), "--sample", "S", "--models", str(models), "--db", str(db),
+                 "--quiet"])
     captured = capsys.readouterr()
     out = "".join(printed_before_write) + captured.out
     assert code == 1  # some failed, the others stored (README: exit 1)
     assert "stored    " + str(scans_[0]) in printed_before_write[1]  # first scan's line before the second's write
     lines = out.strip().splitlines()
-    assert len(lines) == 4 and lines[-1].startswith("2 stored, 0 already stored, 1 failed")
+    assert len(lines) == 5 and lines[-1].startswith("2 stored, 0 already stored, 1 failed")
+    assert lines[-2] == f"created new store {db.resolve()}"  # a typo in --db is seen, even with --quiet
     reason = "a MYCN FISH scan needs 3"
     assert (out + captured.err).count(reason) == 1  # said once: no WARNING log line beside the failed line
     assert f"failed    {one}: image has 1 channel(s)" in out  # the file named once too
+    assert main(["ingest", str(scans_[0]), "--sample", "S", "--models", str(models), "--db", str(db)]) == 0
+    assert "created" not in capsys.readouterr().out  # the store was there
+
+
+def test_cli_ingest_that_stores_nothing_leaves_no_new_store_and_names_none(tmp_path, capsys, monkeypatch):
+    from genuine_core.cli import main
+
+    models = _cli_models(tmp_path, monkeypatch)
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"not an image")
+    db = tmp_path / "typo.duckdb"
+    assert main(["ingest", str(bad), "--sample", "S", "--models", str(models), "--db", str(db), "--quiet"]) == 2
+    assert "created" not in capsys.readouterr().out and not db.exists()
 
 
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, lambda: RuntimeError("Query interrupted")],
