@@ -217,7 +217,8 @@ def _remove_scan(db, scan_id: int, yes: bool, by: str | None) -> int:
         plan = plan_scan_removal(store, scan_id)
     if plan.label_events:
         raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events, plan.curated_nuclei,
-                                 db, by if _by(by) else None)  # the login default is no curator's name
+                                 db, by if _by(by) else None,  # the login default is no curator's name
+                                 all_excluded=not plan.not_excluded)
     if not yes and not _confirmed(f"scan {scan_id}", genuine_command(f"store remove-scan {scan_id}{_by(by)}", db),
                                   plan.lines()):
         return 1

@@ -19,6 +19,7 @@ import pandas as pd
 
 from genuine_core.errors import InputError, StoreError
 from store.db import Store
+from store.location import genuine_command
 
 #: accepted decisions -> stored value
 DECISIONS = {1: "1", 0: "0", "1": "1", "0": "0", "mna": "1", "non-mna": "0", "exclude": "exclude"}
@@ -143,7 +144,8 @@ def exclude_scan(store: Store, scan_id: int, reviewer: str, note: str | None = N
 
     def append(cur) -> int:
         if not cur.execute("SELECT 1 FROM scans WHERE id = ?", [scan_id]).fetchone():
-            raise StoreError(f"no scan with id {scan_id}")
+            raise StoreError(f"no scan with id {scan_id}; list them with: "
+                             f"{genuine_command('store scans', store.path)}")
         current = cur.execute(  # curated_labels: each nucleus' latest decision ('unset' ones are not in it)
             "SELECT n.id, coalesce(c.value, 'unset') FROM nuclei n LEFT JOIN curated_labels c ON c.nucleus_id = n.id "
             "WHERE n.scan_id = ? ORDER BY n.id", [scan_id]

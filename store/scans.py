@@ -443,6 +443,8 @@ _SCAN_SQL = ("SELECT c.id, c.sample_id, s.name AS sample, c.file_name, c.path, c
 _EVENTS_SQL = ("SELECT count(*), count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n "
                "ON n.id = e.nucleus_id WHERE n.scan_id = $scan")
 _PATH_USERS_SQL = "SELECT count(*) FROM scans WHERE path = ? AND id <> ?"
+_NOT_EXCLUDED_SQL = ("SELECT count(*) FROM nuclei n WHERE n.scan_id = $scan AND NOT EXISTS "
+                     "(SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = n.id)")
 
 
 class ScanHasLabelEvents(StoreError):
@@ -451,11 +453,11 @@ class ScanHasLabelEvents(StoreError):
     Attributes:
         scan_id: the scan. n_events: its label events. n_nuclei: nuclei with at least one.
         The message suggests ``genuine store exclude-scan`` on the store ``db`` (named unless it is the
-        default one) by ``by`` (``NAME`` when not known).
+        default one) by ``by`` (``NAME`` when not known), or says that ``all_excluded`` already.
     """
 
     def __init__(self, scan_id: int, file_name: str, sample: str, n_events: int, n_nuclei: int,
-                 db: str | Path | None = None, by: str | None = None):
+                 db: str | Path | None = None, by: str | None = None, all_excluded: bool = False):
         import shlex
 
         self.scan_id, self.n_events, self.n_nuclei = scan_id, n_events, n_nuclei
@@ -463,7 +465,9 @@ class ScanHasLabelEvents(StoreError):
         super().__init__(
             f"scan {scan_id} ({file_name}, sample {sample!r}) is not removed: {n_events} label event(s) on "
             f"{n_nuclei} of its nuclei refer to it, and the audit trail of curators' decisions is never "
-            f"deleted (nothing was changed); to leave it out of every call, exclude its nuclei: {exclude}")
+            "deleted (nothing was changed); "
+            + ("every nucleus of it is excluded already, so it counts in no call" if all_excluded else
+               f"to leave it out of every call, exclude its nuclei: {exclude}"))
 
 
 @dataclass
@@ -475,6 +479,7 @@ class ScanRemoval:
         rows: table -> rows of that scan (``scans`` 1, ``nuclei`` n, predictions, ...).
         label_events: label events on its nuclei (removal is refused when > 0).
         curated_nuclei: nuclei with at least one label event.
+        not_excluded: nuclei a curator has not excluded (0: the scan counts in no call).
         files: files beside the store that belong to the scan only (an uploaded scan's kept bytes).
         sample_scans_left: scans its sample holds besides this one (the sample itself stays).
         sha256: the scan file's checksum.
@@ -491,6 +496,7 @@ class ScanRemoval:
     files: list[Path] = field(default_factory=list)
     sample_scans_left: int = 0
     sha256: str = ""
+    not_excluded: int = 0
 
     def lines(self) -> list[str]:
         """Human-readable summary, one line per table with rows and per file."""
@@ -518,8 +524,9 @@ def _plan(store: Store, cur, scan_id: int) -> ScanRemoval:
     owned = _owned_file(store, path)
     if owned is not None and not int(cur.execute(_PATH_USERS_SQL, [path, sid]).fetchone()[0]):
         files.append(owned)
+    not_excluded = int(cur.execute(_NOT_EXCLUDED_SQL, params).fetchone()[0])
     return ScanRemoval(int(sid), str(sample), str(file_name), _describe(stored_channel_map(cmap)), int(n_nuclei),
-                       counts, int(n_events), int(n_curated), files, left, str(sha256))
+                       counts, int(n_events), int(n_curated), files, left, str(sha256), not_excluded)
 
 
 def _owned_file(store: Store, path: str | None) -> Path | None:
@@ -573,7 +580,7 @@ def remove_scan(store: Store, scan_id: int, by: str | None = None) -> ScanRemova
         plan = _plan(store, cur, scan_id)
         if plan.label_events:
             raise ScanHasLabelEvents(plan.scan_id, plan.file_name, plan.sample, plan.label_events,
-                                     plan.curated_nuclei, store.path, by)
+                                     plan.curated_nuclei, store.path, by, all_excluded=not plan.not_excluded)
         params = {"scan": plan.scan_id}
         deleted = {}
         for table, _ in _REMOVE_TABLES:

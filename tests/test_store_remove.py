@@ -368,7 +368,10 @@ def test_cli_exclude_scan_takes_a_reviewed_scan_out_of_every_call_and_keeps_the_
     assert main(["store", "exclude-scan", "3", "--by", "cat", "--db", str(db)]) == 0
     assert "every nucleus was already excluded" in capsys.readouterr().out
     assert main(["store", "exclude-scan", "42", "--by", "cat", "--db", str(db)]) == 2
-    assert "no scan with id 42" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()  # as remove-scan says it
+    assert err == f"error: no scan with id 42; list them with: genuine store scans --db {db}"
+    assert main(["store", "remove-scan", "42", "--yes", "--db", str(db)]) == 2
+    assert capsys.readouterr().err.strip() == err
     assert main(["store", "exclude-scan", "1", "--by", " ", "--db", str(db)]) == 2
     assert "name the curator with --by NAME" in capsys.readouterr().err
 
@@ -401,6 +404,13 @@ def test_the_exclude_suggestions_name_the_store_and_say_when_the_scan_is_exclude
     assert known["not_excluded"] == 0
     note = scans.duplicate_note(known, ChannelMap(1, 0, 2), db)
     assert "every nucleus of it is excluded already, so it counts in no call" in note and "exclude-scan" not in note
+    assert main(["store", "remove-scan", "3", "--yes", "--by", "Dr. Cat", "--db", str(db)]) == 2
+    err = capsys.readouterr().err.strip()  # no suggestion that would exclude nothing
+    assert err.endswith("(nothing was changed); every nucleus of it is excluded already, so it counts in no call")
+    assert "exclude-scan" not in err and len(err.splitlines()) == 1
+    with Store(db) as s, pytest.raises(ScanHasLabelEvents, match="excluded already") as exc:
+        remove_scan(s, 3)
+    assert "exclude-scan" not in str(exc.value)
 
 
 def test_the_store_summary_in_genuine_help_names_every_store_action():
