@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("store.cli_ingest", "ingest scans into the store"),
     "umap": ("store.cli_umap", "fit UMAP on stored embeddings"),
     "demo": ("store.cli_demo", "build the demo store"),
-    "export": ("store.cli_export", "export sample reports and curated labels"),
+    "export": ("store.cli_export", "export sample reports, curated labels and the audit trail of label events"),
     "store": ("store.cli_store", "store maintenance (check, info, scans, remove-scan, exclude-scan, score, remove-model, "
               "events, migrate, backup)"),
 }

@@ -11,20 +11,24 @@ from store.location import add_db_argument, default_db_path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``genuine export sample NAME --out DIR | labels --out FILE | audit --out FILE`` (each ``[--overwrite]``)."""
     sub = parser.add_subparsers(dest="what", metavar="WHAT", required=True)
-    p = sub.add_parser("sample", help="nuclei table (CSV + Parquet) and summary (Markdown + HTML) of a sample")
+    what = "nuclei table (CSV + Parquet) and summary (Markdown + HTML) of a sample"
+    p = sub.add_parser("sample", help=what, description=what)
     p.add_argument("name", help="sample name")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out (else refused)")
     p.add_argument("--model", default=None, help="the model whose call the report states first")
     p.add_argument("--by", default=None, metavar="NAME", help="name stated on the report as 'prepared by'")
     add_db_argument(p)
-    p = sub.add_parser("labels", help="curated labels with patches as a training set (.npz or .parquet)")
+    what = "curated labels with patches as a training set for `genuine train --data` (.npz or .parquet)"
+    p = sub.add_parser("labels", help=what, description=what)
     p.add_argument("--out", type=Path, required=True, help="output file (.npz or .parquet)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     p.add_argument("--sample", default=None, help="only this sample")
     add_db_argument(p)
-    p = sub.add_parser("audit", help="every label event (.csv, .parquet or .jsonl)")
-    p.add_argument("--out", type=Path, required=True, help="output file")
+    what = "the audit trail: every label event with its reviewer, time, previous value and note"
+    p = sub.add_parser("audit", help=what, description=what)
+    p.add_argument("--out", type=Path, required=True,
+                   help="output file: .csv, .parquet or .jsonl (JSON lines, also written for .json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
     add_db_argument(p)
 

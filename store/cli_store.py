@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     helps = {
         "check": "integrity check (exit 1 when problems are found)",
         "info": "schema version, size and row counts",
-        "scans": "list the stored scans: id, sample, file, channel map, nuclei",
+        "scans": "list the stored scans: id, sample, file, channel map, segmentation, nuclei, models that scored "
+                 "it, reviewed and ever labelled nuclei, when ingested, sha256",
         "remove-scan": "delete one scan and everything derived from it (refused once any of its nuclei has a label "
                        "event, even an undone one)",
         "exclude-scan": "leave a labelled scan out of every call: an 'exclude' label event for each of its nuclei",

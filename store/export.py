@@ -240,11 +240,17 @@ AUDIT_SUFFIXES = (".csv", ".parquet", ".jsonl", ".json")
 
 
 def export_audit(store: Store, out: str | Path) -> Path:
-    """Write every label event (``labels.audit_trail``) as CSV, Parquet or JSON lines (by suffix)."""
+    """Write every label event (``labels.audit_trail``) as CSV, Parquet or JSON lines (by suffix).
+
+    Raises:
+        InputError: other suffix. StoreError: no label events.
+    """
     out = Path(out)
     if out.suffix not in AUDIT_SUFFIXES:  # before anything is created
         raise InputError(f"audit export must end in .csv, .parquet or .jsonl, got {out.name}")
     trail = labels.audit_trail(store)
+    if trail.empty:  # as export_labels: nothing written
+        raise StoreError("no label events to export")
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic.replacing(out) as tmp:  # a refused write leaves an earlier export whole
         if out.suffix == ".csv":

@@ -230,10 +230,54 @@ def audited(tmp_path):
 
 
 def test_export_help_lists_the_audit_trail(capsys):
+    from genuine_core.cli import COMMANDS
+
     with pytest.raises(SystemExit) as exc:
         main(["export", "--help"])
     assert exc.value.code == 0
     assert "audit" in capsys.readouterr().out
+    summary = COMMANDS["export"][1]  # `genuine --help` and the head of `genuine export --help`
+    assert [w for w in ("sample", "labels", "audit") if w not in summary.replace(",", " ").split()] == []
+
+
+def test_every_command_and_action_says_what_it_does_and_every_option_has_a_help_text():
+    import argparse
+
+    from genuine_core.cli import get_args_parser
+
+    missing = []
+
+    def walk(parser, name):
+        if not parser.description:
+            missing.append(f"{name}: no description")
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child, sub in action.choices.items():
+                    walk(sub, f"{name} {child}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}: no help")
+
+    walk(get_args_parser(), "genuine")
+    assert missing == []
+
+
+def test_audit_export_help_names_the_file_types_it_writes(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "audit", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert all(suffix in out for suffix in export.AUDIT_SUFFIXES)
+
+
+def test_an_audit_export_without_label_events_is_refused_as_a_labels_export_is(tmp_path, capsys):
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        _scan(s, "first", "1" * 64)
+    for what, out, error in (("labels", tmp_path / "l.npz", "no curated labels to export"),
+                             ("audit", tmp_path / "a.jsonl", "no label events to export")):
+        assert main(["export", what, "--out", str(out), "--db", str(db)]) == 2
+        captured = capsys.readouterr()
+        assert error in captured.err and captured.out == "" and len(captured.err.strip().splitlines()) == 1
+        assert not out.exists()
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])

@@ -239,8 +239,9 @@ def test_cli_ingest_store_export(tmp_path, capsys, monkeypatch):
     assert '"nuclei"' in capsys.readouterr().out
     assert main(["export", "sample", "S1", "--out", str(tmp_path / "rep"), "--db", str(db)]) == 0
     assert (tmp_path / "rep" / "summary.md").is_file()
-    assert main(["export", "audit", "--out", str(tmp_path / "audit.csv"), "--db", str(db)]) == 0
     # nothing curated yet: a clear one-line error, exit 2
+    assert main(["export", "audit", "--out", str(tmp_path / "audit.csv"), "--db", str(db)]) == 2
+    assert "no label events to export" in capsys.readouterr().err
     assert main(["export", "labels", "--out", str(tmp_path / "l.npz"), "--db", str(db)]) == 2
     assert "no curated labels" in capsys.readouterr().err
     assert main(["ingest", "--db", str(db)]) == 2

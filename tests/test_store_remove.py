@@ -264,6 +264,15 @@ def test_cli_scans_lists_ids_samples_maps_and_nuclei(db, capsys):
     assert "no sample named 'nope'" in capsys.readouterr().err
 
 
+def test_the_scans_help_names_every_column_it_lists(db, capsys):
+    assert main(["store", "scans", "--db", str(db)]) == 0
+    columns = capsys.readouterr().out.splitlines()[0].split()
+    with pytest.raises(SystemExit):
+        main(["store", "scans", "--help"])
+    described = capsys.readouterr().out.replace(",", " ").split()
+    assert [c for c in columns if c not in described] == []
+
+
 def test_cli_scans_reviewed_counts_current_decisions_and_ever_labelled_any_event(db, capsys):
     """An undone decision: not reviewed (as on the Review page and in 'store info'), but its label events
     keep the scan from being removed, which the 'ever labelled' column shows."""

@@ -55,9 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``benchmark``, ``field`` and ``probe`` actions."""
     sub = parser.add_subparsers(dest="synth_action", metavar="ACTION", required=True)
 
-    b = sub.add_parser("benchmark", help="write a benchmark folder (4 lines, splits, 8 mixtures)")
+    what = "write a benchmark folder (4 lines, splits, 8 mixtures)"
+    b = sub.add_parser("benchmark", help=what, description=what)
     b.add_argument("--out", required=True, help="output directory (must be empty unless --overwrite)")
-    b.add_argument("--seed", type=seed_option, default=0)
+    b.add_argument("--seed", type=seed_option, default=0,
+                   help="random seed, >= 0 (default 0): the same seed and options write the same benchmark")
     b.add_argument("--size", default="cpu", choices=["tiny", "cpu", "paper"],
                    help="tiny: a few hundred nuclei for tests; cpu (default): 6,000-nucleus pool, 8 x 256 mixtures, "
                         "96 px; paper: 50,000, 8 x 2,048, 192 px")
@@ -74,10 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--overwrite", action="store_true", help="replace the benchmark in a non-empty --out")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    f = sub.add_parser("field", help="write one synthetic field (TIFF, masks, tables, preview PNG)")
+    what = "write one synthetic field (TIFF, masks, tables, preview PNG)"
+    f = sub.add_parser("field", help=what, description=what)
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--overwrite", action="store_true", help="replace a field already in --out")
-    f.add_argument("--seed", type=seed_option, default=0)
+    f.add_argument("--seed", type=seed_option, default=0,
+                   help="random seed, >= 0 (default 0): the same seed and options write the same field")
     f.add_argument("--lines", default="mna_dm,mna_hsr,nonmna_diploid,nonmna_gain",
                    help="comma-separated cell lines mixed in equal shares")
     f.add_argument("--n-nuclei", type=int, default=25,
@@ -88,10 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--shifted", action="store_true", help="use the shifted (mixture) acquisition")
     f.add_argument("--beta", type=float, default=0.0, help="auto-label flip rate, in [0, 0.5) (default 0)")
 
-    p = sub.add_parser("probe", help="write probe patches (paper 4.3) to an .npz")
+    what = "write probe patches (paper 4.3) to an .npz"
+    p = sub.add_parser("probe", help=what, description=what)
     p.add_argument("--out", required=True, help="output .npz")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file (else refused)")
-    p.add_argument("--seed", type=seed_option, default=0)
+    p.add_argument("--seed", type=seed_option, default=0,
+                   help="random seed, >= 0 (default 0): the same seed and options write the same probes")
     p.add_argument("--nmi", type=_int_list, default=[2], help="NMI counts, e.g. 2 or 1-3")
     p.add_argument("--mycn", type=_int_list, default=_int_list("0-35"), help="MYCN counts, e.g. 0-35")
     p.add_argument("--signal-size", type=_float_list, default=[3.5], help="MYCN widths (sigma px), e.g. 2,3.5,5,7")
