@@ -14,6 +14,7 @@ from pathlib import Path
 from genuine_core.checksums import sha256_file
 from genuine_core.errors import InputError, StoreError
 from store.db import Store, files_folder
+from store.location import store_exists
 
 
 def backup_store(path: str | Path, dest: str | Path) -> dict:
@@ -33,7 +34,7 @@ def backup_store(path: str | Path, dest: str | Path) -> dict:
             the dashboard), or the copy differs from the store.
     """
     path, dest = Path(path), Path(dest)
-    if not path.is_file():
+    if not store_exists(path):  # an empty file is no store yet: nothing to back up, and nothing to create
         raise StoreError(f"{path}: no such store")
     if dest.exists():
         raise InputError(f"{dest} exists already; a backup goes into a new folder")

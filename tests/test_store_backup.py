@@ -63,6 +63,10 @@ def test_a_backup_never_writes_into_an_existing_folder_nor_leaves_half_a_copy(st
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bk", "lab"]
     with pytest.raises(StoreError, match="no such store"):
         backup_store(tmp_path / "nope.duckdb", tmp_path / "bk3")
+    (tmp_path / "touched.duckdb").touch()
+    with pytest.raises(StoreError, match="no such store"):
+        backup_store(tmp_path / "touched.duckdb", tmp_path / "bk3")
+    assert (tmp_path / "touched.duckdb").stat().st_size == 0 and not (tmp_path / "bk3").exists()
 
 
 def test_cli_backup_names_the_copy_and_the_model_folders_it_leaves_out(store, tmp_path, capsys):
