@@ -135,8 +135,8 @@ def _backup(db: Path, dest: Path) -> int:
 
     done = backup_store(db, dest)
     n = done["files"]
-    print(f"backed up {db} to {done['store']} and {done['store'].stem}_files/ ({n} file{'s' * (n != 1)} in the "
-          f"folder, {done['bytes'] / 1e6:.1f} MB in all)")
+    folder = f" and {done['store'].stem}_files/ ({n} file{'s' * (n != 1)})" if n else ""
+    print(f"backed up {db} to {done['store']}{folder}, {done['bytes'] / 1e6:.1f} MB in all")
     if done["models"]:
         folders = sorted({str(Path(f).parent) for f in done["models"].values()})
         print(f"not copied: the registered models' folders ({len(done['models'])}), in {', '.join(folders)}; "
