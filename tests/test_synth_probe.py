@@ -285,3 +285,25 @@ def test_touching_mycn_signals_merge_into_one_mycn_signal_not_a_cluster(backgrou
     pb = make_probe(backgrounds, 2, 40, 3.5, n=10, rng=np.random.default_rng(0))
     assert (pb.table["n_cluster_visible"] == 0).all() and (pb.boxes["cls"] != 3).all()
     assert (pb.table["n_mycn_visible"] < 40).all()  # merged: fewer visible MYCN signals than drawn
+
+
+def test_cli_probe_backgrounds_from_an_npz_and_refused_ones_say_why(tmp_path, capsys):
+    args = ["synth", "probe", "--mycn", "0-1", "--n", "2", "--patch-size", "32"]
+    first = tmp_path / "first.npz"  # an earlier probe file: its patches carry the nuclei
+    assert main([*args, "--n-backgrounds", "3", "--out", str(first)]) == 0
+    np.save(tmp_path / "bg.npy", np.load(first)["patches"])
+    for name, given in (("from_npz", first), ("from_npy", tmp_path / "bg.npy")):
+        assert main([*args, "--seed", "4", "--backgrounds", str(given), "--out", str(tmp_path / name)]) == 0
+    from_npz, from_npy = (np.load(tmp_path / f"{name}.npz")["patches"] for name in ("from_npz", "from_npy"))
+    assert from_npz.shape == (4, 3, 32, 32) and np.array_equal(from_npz, from_npy)
+    capsys.readouterr()
+    other, empty = tmp_path / "other.npz", tmp_path / "empty.npy"
+    np.savez(other, masks=np.zeros((2, 32, 32)))
+    np.save(empty, np.zeros((0, 3, 96, 96), np.float32))
+    out = tmp_path / "p.npz"
+    for given, message in ((other, f"{other}: an .npz without a 'patches' array (it holds masks); --backgrounds "
+                                   "takes an (N, 3, P, P) .npy or an .npz holding one as 'patches'"),
+                           (empty, f"{empty}: holds no patches (shape (0, 3, 96, 96))")):
+        assert main([*args, "--backgrounds", str(given), "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {message}"
+    assert not out.exists()

@@ -103,7 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--signal-size", type=_float_list, default=[3.5], help="MYCN widths (sigma px), e.g. 2,3.5,5,7")
     p.add_argument("--n", type=int, default=50, help="probes per condition")
     p.add_argument("--backgrounds", default=None,
-                   help="(N,3,P,P) .npy patches to use as nuclei (red/green ignored); default: synthetic")
+                   help="patches to use as nuclei (red/green ignored): an (N,3,P,P) or (N,P,P) .npy, or an .npz "
+                        "holding them as 'patches' (as genuine synth probe and genuine export labels write); "
+                        "default: synthetic")
     p.add_argument("--n-backgrounds", type=int, default=100, help="synthetic backgrounds to draw")
     p.add_argument("--patch-size", type=int, default=96,
                    help=f"side (px) of the synthetic backgrounds, in [{PATCH_SIZE_RANGE[0]}, {PATCH_SIZE_RANGE[1]}] "
@@ -232,6 +234,35 @@ def _field(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_backgrounds(path: str):
+    """The ``--backgrounds`` array: an ``.npy``, or the ``patches`` of an ``.npz`` (memory-mapped when ``.npy``).
+
+    Raises:
+        InputError: unreadable, no ``patches`` in an ``.npz``, not (N, 3, P, P) / (N, P, P) numbers, or no patches.
+    """
+    import zipfile
+
+    import numpy as np
+
+    names: list[str] = []
+    try:
+        bg = np.load(path, mmap_mode="r", allow_pickle=False)
+        if isinstance(bg, np.lib.npyio.NpzFile):
+            with bg:
+                names = bg.files
+                bg = bg["patches"] if "patches" in names else None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: not a readable .npy or .npz array ({exc})") from None
+    if bg is None:
+        raise InputError(f"{path}: an .npz without a 'patches' array (it holds {', '.join(names) or 'nothing'}); "
+                         "--backgrounds takes an (N, 3, P, P) .npy or an .npz holding one as 'patches'")
+    if bg.dtype.kind not in "biuf" or bg.ndim not in (3, 4):
+        raise InputError(f"{path}: expected an (N, 3, P, P) or (N, P, P) array of numbers, got {bg.dtype} {bg.shape}")
+    if not len(bg):
+        raise InputError(f"{path}: holds no patches (shape {bg.shape})")
+    return bg
+
+
 def _probe(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
@@ -259,13 +290,7 @@ def _probe(args: argparse.Namespace) -> int:
         _check_probe_memory(n_conditions * args.n, args.n_backgrounds, args.patch_size)
     rng = seed_everything(args.seed)
     if args.backgrounds:
-        try:
-            bg = np.load(args.backgrounds, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{args.backgrounds}: not a readable .npy array ({exc})") from None
-        if bg.dtype.kind not in "biuf" or bg.ndim not in (3, 4):
-            raise InputError(f"{args.backgrounds}: expected an (N, 3, P, P) or (N, P, P) array of numbers, got "
-                             f"{bg.dtype} {bg.shape}")
+        bg = _load_backgrounds(args.backgrounds)
         _check_probe_memory(n_conditions * args.n, bg.shape[0], bg.shape[-1])
         bg = np.asarray(bg, np.float32)
     else:
