@@ -307,3 +307,10 @@ def test_cli_probe_backgrounds_from_an_npz_and_refused_ones_say_why(tmp_path, ca
         assert main([*args, "--backgrounds", str(given), "--out", str(out)]) == 2
         assert capsys.readouterr().err.strip() == f"error: {message}"
     assert not out.exists()
+
+
+def test_cli_probe_says_a_range_runs_backwards(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["synth", "probe", "--out", str(tmp_path / "p.npz"), "--mycn", "1,5-2"])
+    assert exc.value.code == 2 and "5-2: the range runs backwards, write 2-5" in capsys.readouterr().err
+    assert not (tmp_path / "p.npz").exists()

@@ -31,6 +31,8 @@ def _int_list(text: str) -> list[int]:
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             lo, sep, hi = part.partition("-")
+            if sep and int(hi) < int(lo):
+                raise argparse.ArgumentTypeError(f"{part}: the range runs backwards, write {hi}-{lo}")
             if sep and int(hi) - int(lo) + 1 > MAX_LIST:
                 raise argparse.ArgumentTypeError(f"at most {MAX_LIST} values in a range, got {part!r}")
             out.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
