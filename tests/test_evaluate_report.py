@@ -143,7 +143,7 @@ class GreenModel:
         self.config = SimpleNamespace(detector=SimpleNamespace(score_thresh=0.05))
 
 
-def _fake_predict(model, patches, batch_size=128, min_score=None):
+def _fake_predict(model, patches, batch_size=128, min_score=None, progress=True):
     green = patches[:, 1].reshape(len(patches), -1).mean(1)
     call = (green > model.thr).astype(int)
     n = len(patches)
@@ -380,3 +380,31 @@ def test_a_model_with_a_corrupt_config_is_reported_as_altered(fake_env, tmp_path
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="checksum mismatch for config.json"):
         ev.evaluate([folder], bench, probes=False)
+
+
+def test_cli_evaluate_shows_progress_on_stderr_unless_quiet_and_the_numbers_do_not_change(fake_env, tmp_path,
+                                                                                           capsys, monkeypatch):
+    from genuine_core.cli import main
+
+    bench, models = fake_env
+    bars = []  # the predictions' own per-batch bars follow --quiet too
+
+    def predict(*args, progress=True, **kw):
+        bars.append(progress)
+        return _fake_predict(*args, **kw)
+
+    monkeypatch.setattr(ev, "run_predict", predict)
+    base = ["evaluate", "--models", *map(str, models[:2]), "--data", str(bench), "--probe-n", "2"]
+    assert main([*base, "--out", str(tmp_path / "shown")]) == 0
+    err = capsys.readouterr().err
+    assert "evaluate: 100%" in err and "9/9" in err  # probe nuclei + 2 models x (test, mixtures, 2 probe sweeps)
+    assert "resnet_b02: signal size probes" in err and set(bars) == {True}
+    bars.clear()
+    assert main([*base, "--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert capsys.readouterr().err == "" and bars and set(bars) == {False}
+    shown, quiet = (json.loads((tmp_path / name / JSON_NAME).read_text()) for name in ("shown", "quiet"))
+    for res in (shown, quiet):
+        for m in res["models"]:
+            m.pop("speed")
+    assert shown["models"] == quiet["models"] and shown["ordering"] == quiet["ordering"]
+    assert shown["models"][0]["probe_count"]["mean_call"]  # the probe curves were computed

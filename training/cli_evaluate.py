@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shipped", default=None,
                         help="folder name of the model the acceptance targets apply to (default: with --merge, "
                              "the one the merged reports named; else the GENUINE model with the largest beta)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _default_models() -> list[str]:
@@ -81,8 +82,11 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.probe_n <= 1000:  # the paper uses 50 per condition
         raise InputError(f"--probe-n must be in [1, 1000], got {args.probe_n}")
     _check_shipped(args.shipped, {Path(m).name: _kind(Path(m)) for m in models})
-    results = evaluate(models, args.data, seed=args.seed, probes=not args.no_probes, shipped=args.shipped,
-                       probe_n=args.probe_n, command=invoked_command(args))
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm():  # each model's INFO line above the progress bar, not inside it
+        results = evaluate(models, args.data, seed=args.seed, probes=not args.no_probes, shipped=args.shipped,
+                           probe_n=args.probe_n, command=invoked_command(args), progress=not args.quiet)
     results["notes"] = list(args.note)
     paths = write_report(results, args.out)
     print(f"wrote {', '.join(str(p) for p in paths)}")

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from genuine_core.errors import InputError
 from genuine_core.patches import LEGACY_NORMALISATION
@@ -110,12 +111,14 @@ def load_model(folder: Path):
     return GenuineClassifier.from_folder(folder)
 
 
-def run_predict(model, patches: np.ndarray, batch_size: int = 128, min_score: float | None = None):
-    """``genuine_core.inference.predict`` (detections listed down to ``min_score``)."""
+def run_predict(model, patches: np.ndarray, batch_size: int = 128, min_score: float | None = None,
+                progress: bool = True):
+    """``genuine_core.inference.predict`` (detections listed down to ``min_score``; ``progress``: its
+    per-batch bar, on a terminal)."""
     from genuine_core.inference import predict
 
     kw = {} if min_score is None else {"min_score": float(min_score)}
-    return predict(model, patches, batch_size=batch_size, **kw)
+    return predict(model, patches, batch_size=batch_size, progress=progress, **kw)
 
 
 def model_info(folder: Path) -> dict[str, Any]:
@@ -226,10 +229,10 @@ def build_probes(data: Path, rng: np.random.Generator, patch_size: int, n: int =
     return ProbeSet([float(c) for c in PROBE_COUNTS], count_p, [float(s) for s in sizes], size_p)
 
 
-def probe_curve(model, xs: list[float], patches: list[np.ndarray]) -> dict[str, Any]:
+def probe_curve(model, xs: list[float], patches: list[np.ndarray], progress: bool = True) -> dict[str, Any]:
     """Mean call and mean calibrated probability per condition, and the 0.5 crossing of the calls."""
     stacked = np.concatenate(patches)
-    pred = run_predict(model, stacked)
+    pred = run_predict(model, stacked, progress=progress)
     calls = pred.table["call"].to_numpy().astype(float)
     probs = pred.table["prob_calibrated"].to_numpy().astype(float)
     sizes = np.cumsum([0] + [len(p) for p in patches])
@@ -268,15 +271,22 @@ def detector_metrics(pred, boxes: pd.DataFrame, n: int) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- main entry
 def evaluate_model(folder: Path, data: Path, splits: dict[str, Any], probes: ProbeSet | None,
-                   nominal: dict[str, float]) -> dict[str, Any]:
-    """All measurements for one model folder (see the module docstring)."""
+                   nominal: dict[str, float], bar=None) -> dict[str, Any]:
+    """All measurements for one model folder (see the module docstring).
+
+    ``bar``: a tqdm bar advanced by one per unit of work (test split, mixtures, each probe sweep); none
+    by default.
+    """
+    bar = tqdm(disable=True) if bar is None else bar
+    shown = not bar.disable  # the predictions' own per-batch bars too
+    bar.set_postfix_str(f"{folder.name}: test split")
     info = model_info(folder)
     model = load_model(folder)
     res = {**info, "label": _label(info)}
     test = splits["test"]
     t0 = time.perf_counter()
     min_score = model.config.detector.score_thresh if info["kind"] == "detector" else None
-    pred = run_predict(model, test.patches, min_score=min_score)
+    pred = run_predict(model, test.patches, min_score=min_score, progress=shown)
     secs = time.perf_counter() - t0
     calls = pred.table["call"].to_numpy().astype(np.int64)
     res["speed"] = {"nuclei_per_s": len(calls) / secs if secs > 0 else None, "n": len(calls)}
@@ -284,13 +294,19 @@ def evaluate_model(folder: Path, data: Path, splits: dict[str, Any], probes: Pro
     res["test_truth"] = binary_metrics(calls, test.nuclei["true_label"].to_numpy()).to_dict()
     if info["kind"] == "detector":
         res["detector"] = detector_metrics(pred, test.boxes, len(calls))
+    bar.update()
+    bar.set_postfix_str(f"{folder.name}: mixtures")
     mix = splits["mixture"]
-    mpred = run_predict(model, mix.patches)
+    mpred = run_predict(model, mix.patches, progress=shown)
     res["mixtures"], res["mixture_summary"] = mixture_rows(
         mpred.table["call"].to_numpy().astype(np.int64), mix.nuclei, nominal, info["validation"])
+    bar.update()
     if probes is not None:
-        res["probe_count"] = probe_curve(model, probes.count_x, probes.count_patches)
-        res["probe_size"] = probe_curve(model, probes.size_x, probes.size_patches)
+        for key, what, xs, patches in (("probe_count", "MYCN count probes", probes.count_x, probes.count_patches),
+                                       ("probe_size", "signal size probes", probes.size_x, probes.size_patches)):
+            bar.set_postfix_str(f"{folder.name}: {what}")
+            res[key] = probe_curve(model, xs, patches, progress=shown)
+            bar.update()
     logger.info("%s: truth acc %.3f, auto acc %.3f, mixture MAD(true) %.2f pp, crossing %s", res["label"],
                 res["test_truth"]["accuracy"] or 0, res["test_auto"]["accuracy"] or 0,
                 res["mixture_summary"].get("mad_true", float("nan")),
@@ -328,7 +344,8 @@ def acceptance(results: list[dict[str, Any]], shipped: str | None) -> dict[str, 
 
 
 def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 0, probes: bool = True,
-             shipped: str | None = None, probe_n: int = PROBE_N, command: str | None = None) -> dict[str, Any]:
+             shipped: str | None = None, probe_n: int = PROBE_N, command: str | None = None,
+             progress: bool | None = None) -> dict[str, Any]:
     """Evaluate several model folders on one benchmark; return the results dict.
 
     Args:
@@ -339,6 +356,9 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
         shipped: folder name of the model the acceptance targets apply to.
         probe_n: probe nuclei per condition (paper: 50).
         command: the command line, recorded in the report.
+        progress: a progress bar on stderr over the units of work (the probe nuclei; per model the test
+            split, the mixtures and each probe sweep); None = when on a terminal. The results do not
+            depend on it.
 
     Raises:
         InputError: missing benchmark or model folder, mismatched patch sizes or normalisations.
@@ -365,11 +385,16 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
                              f"{splits['test'].normalisation!r}-normalised ones; evaluate it on a benchmark "
                              f"made with: genuine synth benchmark --normalisation {norm}")
     nominal = nominal_fractions(data, splits["mixture"].nuclei)
-    probe_set = None
-    if probes:
-        p = int(splits["test"].patches.shape[-1])
-        probe_set = build_probes(data, np.random.default_rng(seed), p, n=probe_n)
-    results = [evaluate_model(f, data, splits, probe_set, nominal) for f in folders]
+    units = len(folders) * (4 if probes else 2) + (1 if probes else 0)
+    hide = (not progress) if progress is not None else None
+    with tqdm(total=units, desc="evaluate", unit="step", disable=hide) as bar:
+        probe_set = None
+        if probes:
+            bar.set_postfix_str("probe nuclei")
+            p = int(splits["test"].patches.shape[-1])
+            probe_set = build_probes(data, np.random.default_rng(seed), p, n=probe_n)
+            bar.update()
+        results = [evaluate_model(f, data, splits, probe_set, nominal, bar) for f in folders]
     bcfg = _read_json(data / "config.json")
     meta = {"data": str(data), "benchmark_seed": bcfg.get("seed"), "benchmark_size": (bcfg.get("size") or {}).get("name") if isinstance(bcfg.get("size"), dict)
             else bcfg.get("size"),
