@@ -283,6 +283,19 @@ def test_ordering_sentence_says_when_it_was_judged_on_few_test_nuclei():
     assert "too few" not in shipped["ordering"]["sentence"]
 
 
+def test_models_table_says_when_the_speed_is_mostly_warm_up():
+    model = {"name": "g", "label": "GENUINE", "kind": "genuine", "beta": 0.0, "speed": {"nuclei_per_s": 5.0, "n": 24}}
+    note = "nuclei/s (eval) is the wall time of predicting the 24 test nuclei, model warm-up included"
+    assert note in render_markdown({"meta": {}, "models": [model]}, [])
+    model["speed"]["n"] = 200
+    assert "warm-up" not in render_markdown({"meta": {}, "models": [model]}, [])
+    # the shipped report, rendered again from its JSON (ordering recomputed), reads word for word as shipped
+    reports = Path(__file__).resolve().parents[1] / "reports"
+    shipped = json.loads((reports / JSON_NAME).read_text())
+    again = render_markdown(dict(shipped, ordering=ordering_sentence(shipped)), shipped["figures"])
+    assert again == (reports / MD_NAME).read_text()
+
+
 def test_merge_results_recomputes_summary(fake_env, tmp_path):
     bench, models = fake_env
     a = ev.evaluate(models[:1], bench, probes=False)
