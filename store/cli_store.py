@@ -145,13 +145,13 @@ def _backup(db: Path, dest: Path) -> int:
 
 
 def _print_scans(store, sample: str | None) -> int:
-    from store.samples import get_sample
+    from store.samples import get_sample, name_list
     from store.scans import scan_overview
 
     if sample is not None and get_sample(store, sample) is None:
         from genuine_core.errors import StoreError
 
-        raise StoreError(f"no sample named {sample!r} in {store.path}")
+        raise StoreError(f"no sample named {sample!r} in {store.path}; samples: {name_list(store)}")
     df = scan_overview(store, sample)
     if df.empty:
         print(f"no scans in {store.path}" + (f" for sample {sample!r}" if sample else ""))

@@ -78,7 +78,7 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     """
     info = samples.get_sample(store, sample)
     if info is None:
-        raise StoreError(f"no sample named {sample!r}")
+        raise StoreError(f"no sample named {sample!r}; samples: {samples.name_list(store)}")
     if model is not None:
         known = registry.list_models(store)["name"].tolist()
         if model not in known:
@@ -175,7 +175,7 @@ def curated_rows(store: Store, sample: str | None = None) -> pd.DataFrame:
             normalised differently (they cannot form one training set).
     """
     if sample is not None and samples.get_sample(store, sample) is None:
-        raise StoreError(f"no sample named {sample!r}")
+        raise StoreError(f"no sample named {sample!r}; samples: {samples.name_list(store)}")
     cur = store.query(
         """
         SELECT cl.nucleus_id, cl.label, c.sha256, n.mask_label, n.true_label, c.patch_normalisation

@@ -21,6 +21,7 @@ from genuine_core.pipeline import ScanResult, ScoringModel, decode_patch, load_m
 from store import registry
 from store.db import Store
 from store.location import genuine_command
+from store.samples import name_list
 from store.scans import add_model_outputs
 
 
@@ -166,7 +167,7 @@ def score_stored_scans(store: Store, model: ScoringModel, sample: str | None = N
     from tqdm.auto import tqdm
 
     if sample is not None and store.query("SELECT 1 FROM samples WHERE name = ?", [sample]).empty:
-        raise InputError(f"no sample named {sample!r} in the store")
+        raise InputError(f"no sample named {sample!r} in the store; samples: {name_list(store)}")
     registry.check_name_free(store, model)  # also when there is nothing to score: say so, not "all scored"
     todo = unscored_scans(store, model.name, sample).to_dict("records")
     reasons = [skip_reason(scan, model.patch_size, model.normalisation) for scan in todo]

@@ -91,6 +91,17 @@ def _percent(fraction) -> str:
     return "unknown" if fraction is None or pd.isna(fraction) else f"{100 * float(fraction):g} %"
 
 
+#: sample names an error about an unknown sample lists before it cuts the list short with ", ..."
+LISTED_NAMES = 10
+
+
+def name_list(store: Store) -> str:
+    """The store's sample names, sorted, for an error about an unknown one: ``"A, B, ..."`` (the first
+    :data:`LISTED_NAMES`), or ``"none"``."""
+    names = store.query("SELECT name FROM samples ORDER BY name LIMIT ?", [LISTED_NAMES + 1])["name"].tolist()
+    return ", ".join(names[:LISTED_NAMES]) + (", ..." if len(names) > LISTED_NAMES else "") or "none"
+
+
 def sample_id(store: Store, name: str) -> int:
     """Id of an existing sample.
 
@@ -99,7 +110,7 @@ def sample_id(store: Store, name: str) -> int:
     """
     sid = store.scalar("SELECT id FROM samples WHERE name = ?", [name])
     if sid is None:
-        raise StoreError(f"no sample named {name!r}")
+        raise StoreError(f"no sample named {name!r}; samples: {name_list(store)}")
     return int(sid)
 
 

@@ -269,6 +269,21 @@ def test_cli_export_refuses_bad_out_and_unknown_names_with_one_line(filled, tmp_
     assert target.read_text() == "keep" and not (tmp_path / "rep").exists()
 
 
+def test_an_unknown_sample_is_refused_with_the_samples_there_are(filled, tmp_path, capsys):
+    s, path, _ = filled
+    with pytest.raises(StoreError, match=r"^no sample named 'nosuch'; samples: lineA, mix$"):
+        export.export_sample(s, "nosuch", tmp_path / "rep")
+    for i in range(12):  # a long list is cut after ten names
+        samples.ensure_sample(s, f"case{i:02d}", "case")
+    with pytest.raises(StoreError, match=r"^no sample named 'nosuch'; samples: case00, case01, .*, case09, \.\.\.$"):
+        export.curated_rows(s, "nosuch")
+    s.close()  # the CLI opens the store itself
+    assert main(["export", "sample", "nosuch", "--out", str(tmp_path / "rep"), "--db", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == ("error: no sample named 'nosuch'; samples: "
+                                               + ", ".join(f"case{i:02d}" for i in range(10)) + ", ...")
+    assert not (tmp_path / "rep").exists()
+
+
 @pytest.mark.parametrize("what", ["sample", "labels-npz", "labels-parquet", "audit-csv", "audit-jsonl"])
 def test_cli_export_refuses_to_write_over_a_file_unless_overwrite(filled, tmp_path, capsys, what):
     _, path, _ = filled
