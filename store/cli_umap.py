@@ -15,14 +15,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="registered model (repeatable; default: every model with embeddings)")
     parser.add_argument("--place-only", action="store_true",
                         help="do not refit: place nuclei without coordinates on the saved map")
-    parser.add_argument("--neighbors", type=int, default=15, help="UMAP n_neighbors")
-    parser.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist")
-    parser.add_argument("--epochs", type=int, default=200, help="UMAP optimisation epochs")
+    parser.add_argument("--neighbors", type=int, default=15, help="UMAP n_neighbors (default: %(default)s)")
+    parser.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=200, help="UMAP optimisation epochs (default: %(default)s)")
     parser.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean",
                         help="distance between embeddings (default: %(default)s)")
-    parser.add_argument("--seed", type=seed_option, default=0, help="random seed (fit is deterministic for a seed)")
+    parser.add_argument("--seed", type=seed_option, default=0,
+                        help="random seed (fit is deterministic for a seed; default: %(default)s)")
     parser.add_argument("--max-reference", type=int, default=5000,
-                        help="fit on at most this many reference nuclei (seeded subset); the rest are placed")
+                        help="fit on at most this many reference nuclei (seeded subset); the rest are placed "
+                             "(default: %(default)s)")
     add_db_argument(parser)
 
 

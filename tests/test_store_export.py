@@ -323,6 +323,17 @@ def test_cli_umap_does_not_create_a_store_for_a_typo(tmp_path, capsys):
     assert not (tmp_path / "no").exists()
 
 
+def test_cli_umap_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["umap", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # as one line, whatever argparse's wrapping
+    assert exc.value.code == 0
+    for shown in ("UMAP n_neighbors (default: 15)", "UMAP min_dist (default: 0.1)",
+                  "UMAP optimisation epochs (default: 200)", "the rest are placed (default: 5000)",
+                  "UMAP metric (default: euclidean)", "deterministic for a seed; default: 0)"):
+        assert shown in text
+
+
 def test_an_export_over_a_private_file_stays_private(filled, tmp_path):
     s, _, _ = filled
     out = tmp_path / "audit.csv"
