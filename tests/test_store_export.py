@@ -330,7 +330,7 @@ def test_cli_umap_help_shows_the_defaults(capsys):
     assert exc.value.code == 0
     for shown in ("UMAP n_neighbors (default: 15)", "UMAP min_dist (default: 0.1)",
                   "UMAP optimisation epochs (default: 200)", "the rest are placed (default: 5000)",
-                  "UMAP metric (default: euclidean)", "deterministic for a seed; default: 0)"):
+                  "distance between embeddings (default: euclidean)", "deterministic for a seed; default: 0)"):
         assert shown in text
 
 
