@@ -242,7 +242,7 @@ def remove_scan_section() -> None:
                    "is kept (the audit trail is never deleted). **Reviewed**: nuclei with a current decision.")
         names = {"id": "scan", "file_name": "file", "channel_map": "channel map", "backend": "segmentation",
                  "n_nuclei": "nuclei", "n_models": "models", "curated_nuclei": "reviewed",
-                 "labelled_nuclei": "ever labelled",
+                 "excluded_nuclei": "excluded", "labelled_nuclei": "ever labelled",
                  "ingested_at": "ingested (UTC)"}
         st.dataframe(scans.drop(columns="sha256").rename(columns=names), hide_index=True, key="ingest_scans",
                      height=min(38 + 35 * len(scans), 320))
@@ -250,8 +250,12 @@ def remove_scan_section() -> None:
         c1, c2, c3 = st.columns([3, 2, 1.2], vertical_alignment="bottom")
         scan_id = c1.selectbox("Scan to remove", list(labels), format_func=labels.get, key="ingest_remove_id")
         who = common.reviewer()
-        labelled = int(scans.set_index("id").at[scan_id, "labelled_nuclei"])
-        if labelled:  # remove_scan refuses it: offer to take it out of every call instead
+        chosen = scans.set_index("id").loc[scan_id]
+        labelled = int(chosen["labelled_nuclei"])
+        if labelled and int(chosen["excluded_nuclei"]) == int(chosen["n_nuclei"]):
+            st.caption(f"{labelled} of its nuclei carry curators' label events, so it cannot be removed (the audit "
+                       "trail is never deleted); every nucleus of it is excluded already, so it counts in no call.")
+        elif labelled:  # remove_scan refuses it: offer to take it out of every call instead
             sure = c2.checkbox("Yes, exclude its nuclei", key=f"ingest_exclude_sure_{scan_id}", disabled=not who)
             c3.button("Exclude scan", key="ingest_exclude", type="primary", disabled=not (who and sure),
                       icon=":material/block:", on_click=exclude_clicked, args=(int(scan_id), who))

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "check": "integrity check (exit 1 when problems are found)",
         "info": "schema version, size and row counts",
         "scans": "list the stored scans: id, sample, file, channel map, segmentation, nuclei, models that scored "
-                 "it, reviewed and ever labelled nuclei, when ingested, sha256",
+                 "it, reviewed, excluded and ever labelled nuclei, when ingested, sha256",
         "remove-scan": "delete one scan and everything derived from it (refused once any of its nuclei has a label "
                        "event, even an undone one)",
         "exclude-scan": "leave a labelled scan out of every call: an 'exclude' label event for each of its nuclei",
@@ -157,13 +157,14 @@ def _print_scans(store, sample: str | None) -> int:
         print(f"no scans in {store.path}" + (f" for sample {sample!r}" if sample else ""))
         return 0
     view = df.rename(columns={"file_name": "file", "channel_map": "channel map", "n_nuclei": "nuclei",
-                              "n_models": "models", "curated_nuclei": "reviewed", "labelled_nuclei": "ever labelled"})
+                              "n_models": "models", "curated_nuclei": "reviewed", "excluded_nuclei": "excluded",
+                              "labelled_nuclei": "ever labelled"})
     view["ingested_at"] = view["ingested_at"].astype(str).str[:19]
     view["sha256"] = view["sha256"].str[:12]  # enough to tell files apart; the full one is in the sample report
     view = view.rename(columns={"ingested_at": "ingested", "backend": "segmentation"})
     print(view.to_string(index=False))
     print("reviewed: nuclei with a current curated decision (as on the Review page and in 'store info'); "
-          "ever labelled: nuclei with any label event, undone ones too (remove-scan refuses such a scan)")
+          "excluded: of those, the ones excluded (all nuclei: the scan counts in no call); ever labelled: nuclei with any label event, undone ones too (remove-scan refuses such a scan)")
     return 0
 
 

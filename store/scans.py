@@ -396,7 +396,8 @@ def scan_overview(store: Store, sample: str | None = None) -> pd.DataFrame:
         DataFrame ``id, sample, file_name, channel_map (text, ``ChannelMap.describe``), backend
         (segmentation; None when not recorded), n_nuclei, n_models, curated_nuclei (nuclei with a current
         curated decision, exclusions included: the Review page's "reviewed" and ``store info``'s
-        ``curated_nuclei``), labelled_nuclei (nuclei with any label event, undone ones too: such a scan
+        ``curated_nuclei``), excluded_nuclei (of those, the ones excluded: all of them = the scan counts in
+        no call), labelled_nuclei (nuclei with any label event, undone ones too: such a scan
         is not removed, see :func:`remove_scan`), ingested_at, sha256`` (of the file's bytes), ordered by id.
     """
     df = store.query(
@@ -405,6 +406,8 @@ def scan_overview(store: Store, sample: str | None = None) -> pd.DataFrame:
                (SELECT count(*) FROM scan_models sm WHERE sm.scan_id = c.id)::INTEGER AS n_models,
                (SELECT count(*) FROM curated_labels cl JOIN nuclei n ON n.id = cl.nucleus_id
                 WHERE n.scan_id = c.id)::INTEGER AS curated_nuclei,
+               (SELECT count(*) FROM curated_labels cl JOIN nuclei n ON n.id = cl.nucleus_id
+                WHERE n.scan_id = c.id AND cl.excluded)::INTEGER AS excluded_nuclei,
                (SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id
                 WHERE n.scan_id = c.id)::INTEGER AS labelled_nuclei,
                c.ingested_at, c.sha256

@@ -980,7 +980,11 @@ def test_ingest_page_removes_a_scan_after_confirmation_and_keeps_a_curated_one(s
     assert not at.exception, [e.value for e in at.exception]
     n = int(before.set_index("id").at[curated, "n_nuclei"])
     assert any(m.value.startswith(f"Scan {curated}: {n} nuclei excluded by Dr. Test") for m in at.success)
-    assert not at.checkbox(key=f"ingest_exclude_sure_{curated}").value  # the confirmation is used up
+    # nothing left to exclude: no button, the page says why (the scan table counts its excluded nuclei)
+    assert not [b for b in at.button if b.key == "ingest_exclude"]
+    assert any("every nucleus of it is excluded already, so it counts in no call" in c.value for c in at.caption)
+    shown = next(d.value for d in at.dataframe if "ever labelled" in d.value.columns).set_index("scan")
+    assert shown.at[curated, "excluded"] == n and shown.at[curated, "reviewed"] == n
     with open_store(path) as s:
         assert curated in set(scan_overview(s)["id"])  # kept, with its audit trail
         left = s.scalar("SELECT count(*) FROM nuclei n WHERE n.scan_id = ? AND NOT EXISTS (SELECT 1 FROM "

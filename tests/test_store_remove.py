@@ -284,11 +284,12 @@ def test_cli_scans_reviewed_counts_current_decisions_and_ever_labelled_any_event
         assert labels.undo_last(s, "bob") is not None
         assert store_info(s)["curated_nuclei"] == 1
         view = scans.scan_overview(s).set_index("id")
-    assert view.loc[3, ["curated_nuclei", "labelled_nuclei"]].tolist() == [1, 2]
-    assert view.loc[1, ["curated_nuclei", "labelled_nuclei"]].tolist() == [0, 0]
+    assert view.loc[3, ["curated_nuclei", "excluded_nuclei", "labelled_nuclei"]].tolist() == [1, 0, 2]
+    assert view.loc[1, ["curated_nuclei", "excluded_nuclei", "labelled_nuclei"]].tolist() == [0, 0, 0]
     assert main(["store", "scans", "--sample", "caseB", "--db", str(db)]) == 0
     head, row, legend = capsys.readouterr().out.splitlines()
-    assert head.split()[7:11] == ["models", "reviewed", "ever", "labelled"] and row.split()[7:10] == ["2", "1", "2"]
+    assert head.split()[7:12] == ["models", "reviewed", "excluded", "ever", "labelled"]
+    assert row.split()[7:11] == ["2", "1", "0", "2"]
     assert "remove-scan refuses" in legend
     assert main(["store", "remove-scan", "3", "--yes", "--db", str(db)]) == 2
     assert "3 label event(s) on 2 of its nuclei" in capsys.readouterr().err
@@ -376,6 +377,8 @@ def test_cli_exclude_scan_takes_a_reviewed_scan_out_of_every_call_and_keeps_the_
     assert events.iloc[1:]["note"].eq("NMI and MYCN swapped").all()
     assert main(["store", "exclude-scan", "3", "--by", "cat", "--db", str(db)]) == 0
     assert "every nucleus was already excluded" in capsys.readouterr().out
+    with Store(db, read_only=True) as s:
+        assert scans.scan_overview(s).set_index("id").at[3, "excluded_nuclei"] == 4  # 'store scans' shows it
     assert main(["store", "exclude-scan", "42", "--by", "cat", "--db", str(db)]) == 2
     err = capsys.readouterr().err.strip()  # as remove-scan says it
     assert err == f"error: no scan with id 42; list them with: genuine store scans --db {db}"
