@@ -52,6 +52,8 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=45, b=85),
 SCAN_FIGURE_WIDTH = 430
 #: where the crossing label of the i-th probe curve sits (cycled): below the level line, then above it, ...
 CROSSING_LABEL_POSITIONS = ("bottom right", "top right", "bottom left", "top left")
+#: legend name of the probe curves' ground truth (``probe_curve``)
+TRUTH_CURVE = "ground truth (generator's visible counts)"
 #: legend under the plot area, so it never collides with the title
 _LEGEND_BELOW = dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0)
 
@@ -589,18 +591,23 @@ def probe_summary(results: pd.DataFrame, x: str, group: str | None = None) -> pd
     Returns:
         One row per condition (and group), sorted by ``x``: ``x``, ``n``, ``mean_pred``
         (mean call = the paper's mean prediction), ``sem`` (its standard error),
-        ``mean_prob`` (mean calibrated probability, as ``training.evaluate.probe_curve``).
+        ``mean_prob`` (mean calibrated probability, as ``training.evaluate.probe_curve``);
+        with the generator's ``true_label`` in ``results`` also ``truth`` (share of the probes
+        whose visible counts the Cohn rule calls MNA: the synthetic ground truth).
     """
     keys = [group, x] if group else [x]
     prob = results["prob_calibrated"].fillna(results["prob"]) if "prob_calibrated" in results else results["prob"]
     g = results.assign(prob=prob.astype(float)).groupby(keys, sort=True)
-    out = g.agg(n=("call", "size"), mean_pred=("call", "mean"), sd=("call", "std"), mean_prob=("prob", "mean"))
+    truth = {"truth": ("true_label", "mean")} if "true_label" in results.columns else {}
+    out = g.agg(n=("call", "size"), mean_pred=("call", "mean"), sd=("call", "std"), mean_prob=("prob", "mean"),
+                **truth)
     out["sem"] = (out.pop("sd").fillna(0.0) / np.sqrt(out["n"])).astype(float)
-    return out.reset_index()[keys + ["n", "mean_pred", "sem", "mean_prob"]]
+    return out.reset_index()[keys + ["n", "mean_pred", "sem", "mean_prob"] + list(truth)]
 
 
 def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, title: str = "",
-                rule_x: float | None = None) -> go.Figure:
+                rule_x: float | None = None, rule_label: str = "Cohn rule",
+                truth: pd.DataFrame | None = None) -> go.Figure:
     """Mean prediction against a probe variable with the ``level`` crossing marked (paper Fig. 4).
 
     Args:
@@ -612,15 +619,22 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
             at its first crossing listing all of them ("2.00, 6.00"), placed by
             :data:`CROSSING_LABEL_POSITIONS` (the first curve's below the line, the second's above).
         rule_x: optional x where a rule expects the switch (e.g. Cohn rule at 4 x NMI), dotted.
+        rule_label: the dotted line's label.
+        truth: optional rows with ``x`` and ``truth`` (the generator's ground truth: share of the
+            probes that are MNA, ``probe_summary``), drawn last as a dark dashed line named
+            :data:`TRUTH_CURVE`, its crossings marked like the curves' but only the first labelled
+            (where merging levels the truth off near 0.5 it crosses many times).
     """
     fig = go.Figure()
     groups = list(curve.groupby("model", sort=True)) if "model" in curve.columns else [("mean prediction", curve)]
-    for i, (model, g) in enumerate(groups):
+    lines = [(model, g, PALETTE[i % len(PALETTE)], "solid") for i, (model, g) in enumerate(groups)]
+    if truth is not None:
+        lines.append((TRUTH_CURVE, truth.assign(mean_pred=truth["truth"])[[x, "mean_pred"]], "#333", "dash"))
+    for i, (model, g, col, dash) in enumerate(lines):
         g = g.sort_values(x)
-        col = PALETTE[i % len(PALETTE)]
         err = dict(type="data", array=g["sem"], thickness=1) if "sem" in g.columns else None
         fig.add_trace(go.Scatter(x=g[x], y=g["mean_pred"], mode="lines+markers", name=str(model), error_y=err,
-                                 line=dict(color=col, width=2),
+                                 line=dict(color=col, width=2, dash=dash),
                                  marker=dict(size=9, color=g["mean_pred"], cmin=0, cmax=1,
                                              colorscale=PROB_COLORSCALE, line=dict(width=1, color=col))))
         xcs = crossings(g[x], g["mean_pred"], level)
@@ -628,17 +642,18 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
             # one label per curve, at its first crossing, listing every crossing (labels at each of several
             # close crossings printed over each other); curves alternate below / above the level line, so two
             # curves crossing near the same x ("9.67" and "10.03") never share a line of text
+            named = xcs[:1] if model == TRUTH_CURVE else xcs
             fig.add_trace(go.Scatter(x=xcs, y=[level] * len(xcs), mode="markers+text",
                                      name=f"{model}: crosses {level:g}",
                                      marker=dict(symbol="x", size=13, color=col, line=dict(width=2)),
-                                     text=[", ".join(f"{v:.2f}" for v in xcs)] + [""] * (len(xcs) - 1),
+                                     text=[", ".join(f"{v:.2f}" for v in named)] + [""] * (len(xcs) - 1),
                                      textposition=CROSSING_LABEL_POSITIONS[i % len(CROSSING_LABEL_POSITIONS)],
                                      textfont=dict(color=col), showlegend=False,
                                      hovertemplate=f"{model} crosses {level:g} at {xlabel} %{{x:.2f}}<extra></extra>"))
     fig.add_hline(y=level, line_dash="dash", line_color="#666")
     if rule_x is not None:
         fig.add_vline(x=rule_x, line_dash="dot", line_color="#2ca02c",
-                      annotation_text="Cohn rule", annotation_position="top left")
+                      annotation_text=rule_label, annotation_position="top left")
     fig.update_layout(**_LAYOUT, title=title, height=360, xaxis_title=xlabel, yaxis_title="mean prediction",
                       legend=_LEGEND_BELOW)
     fig.update_yaxes(range=[-0.05, 1.05])

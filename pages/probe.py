@@ -3,8 +3,9 @@
 Synthetic signals are drawn into DAPI-only nuclei (``genuine_core.synth.make_probe``):
 either synthetic nuclei or real nuclei from the store with their own signals removed.
 For each condition N probes are scored by the chosen model; the page shows the mean
-prediction (mean call) against the varied quantity with its 0.5 crossing, example
-patches, and, when the model has a fitted UMAP, where the probes land in it.
+prediction (mean call) against the varied quantity with its 0.5 crossing beside the
+generator's ground truth (share of probes the Cohn rule calls MNA on the visible counts),
+example patches, and, when the model has a fitted UMAP, where the probes land in it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ NO_REAL_NUCLEI = "No sample in the store holds scans, so there are no real nucle
 TOUCH_HELP = ("On: independent positions, so signals may overlap (as in the paper). Touching signals of one colour "
               "read as one larger signal: they count as one MYCN (or NMI) signal in the visible counts, never as a "
               "cluster. Off: signals are kept apart.")
+#: the dotted line's label: the rule applied to the signals drawn, not to those left visible after merging
+RULE_LABEL = "Cohn rule (drawn signals)"
+TRUTH_HELP = ("ground truth: share of the probes the Cohn rule calls MNA on the generator's visible counts "
+              "(touching signals merged into one)")
+#: why a saved run's chart has no ground-truth curve (``store.probes`` keeps no visible counts)
+SAVED_NO_TRUTH = ("Saved runs keep the model's outputs, not the generator's visible counts, so their chart has "
+                  "no ground-truth curve; a new run shows it.")
 #: how the page's defaults relate to the evaluation report's Figure 4 (``training.evaluate``)
 REPORT_SETTINGS = (
     f"The defaults are the evaluation report's Figure 4 settings: MYCN {PROBE_COUNTS[0]}-{PROBE_COUNTS[-1]} "
@@ -135,42 +143,69 @@ def run_range(params: dict) -> str:
     return f"σ {lo_hi[0]:g}-{lo_hi[1]:g} px in {num('size_steps')}, {num('fixed_count')} MYCN"
 
 
+def rule_text(rule_x: float | None, n_nmi: int) -> str:
+    """What the dotted Cohn-rule line marks ("" off the count axis)."""
+    if rule_x is None:
+        return ""
+    zero = " (0 NMI is counted as 1, as the rule does)" if n_nmi == 0 else ""
+    return (f"Dotted line: the Cohn rule (MNA when MYCN ≥ {MYCN_RULE.amplification_ratio:g} × NMI) on the drawn "
+            f"signals, before touching signals merge: {rule_x:g} drawn MYCN signals for {n_nmi} NMI signals{zero}. ")
+
+
+def crossing_metric(label: str, xs: pd.Series, ys: pd.Series, what: str) -> None:
+    """The curve's first 0.5 crossing."""
+    st.metric(label, plotting.crossing_text(xs, ys, 0.5),
+              help=f"{what}; first crossing; linear interpolation between conditions")
+
+
 def show_result(res: dict, db: str) -> None:
     """Curve with the 0.5 crossing, example patches, and the probes on the model's UMAP."""
     x = res["x"]
     xlabel = "MYCN signals per nucleus" if x == "n_mycn" else "MYCN signal size (σ, px)"
     curve = res["curve"]
     rule_x = rule_switch(x, res["n_nmi"])
+    truth = curve if "truth" in curve.columns else None
     both = call_and_probability(curve)
     xcs = plotting.crossings(curve[x], curve["mean_pred"], 0.5)
     c1, c2 = st.columns([11, 9])
     with c1:
-        st.plotly_chart(plotting.probe_curve(both, x, xlabel, rule_x=rule_x,
+        st.plotly_chart(plotting.probe_curve(both, x, xlabel, rule_x=rule_x, rule_label=RULE_LABEL, truth=truth,
                                              title=f"{res['model']}: mean prediction vs {EXPERIMENTS[res['exp']]}"),
                         key="probe_curve")
     with c2:
-        st.metric("Mean prediction crosses 0.5 at", plotting.crossing_text(curve[x], curve["mean_pred"], 0.5),
-                  help="first crossing; linear interpolation between conditions")
+        m1, m2 = st.columns(2)
+        with m1:
+            crossing_metric("Model crosses 0.5 at", curve[x], curve["mean_pred"],
+                            "mean prediction: share of the probes the model calls MNA")
+        if truth is not None:
+            with m2:
+                crossing_metric("Truth crosses 0.5 at", curve[x], curve["truth"], TRUTH_HELP)
         if len(xcs) > 1:
             st.warning(f"The curve crosses 0.5 {len(xcs)} times (at {', '.join(f'{v:.2f}' for v in xcs)}): "
                        "the model's response is not monotonic here.", icon=":material/ssid_chart:")
-        if rule_x is not None:
-            zero = " (0 NMI is counted as 1, as the rule does)" if res["n_nmi"] == 0 else ""
-            st.caption(f"The Cohn rule switches at {rule_x:g} MYCN signals for {res['n_nmi']} NMI signals{zero} "
-                       f"(MNA when MYCN ≥ {MYCN_RULE.amplification_ratio:g} × NMI).")
+        at = {"model": plotting.crossing_text(curve[x], curve["mean_pred"], 0.5)}
+        note = ""
+        if truth is not None:
+            at["ground truth"] = plotting.crossing_text(curve[x], curve["truth"], 0.5)
+            note = ("Dashed: the ground truth, the Cohn rule on the generator's visible counts (touching signals "
+                    "count as one). ")
+        st.caption(rule_text(rule_x, res["n_nmi"]) + note
+                   + "0.5 crossing: " + ", ".join(f"{k} {v}" for k, v in at.items()) + ".")
         short = "MYCN" if x == "n_mycn" else "σ (px)"
         table = curve.rename(columns={x: short, "n": "probes", "mean_pred": "mean call", "sem": "SEM",
                                       "mean_prob": "mean P"})
-        st.dataframe(table, hide_index=True, key="probe_table",  # five narrow columns fit beside the chart
-                     column_config={short: st.column_config.NumberColumn(width=65, help=xlabel),
+        st.dataframe(table, hide_index=True, key="probe_table",  # six narrow columns fit beside the chart
+                     column_config={short: st.column_config.NumberColumn(width=55, help=xlabel),
                                     "probes": st.column_config.NumberColumn(width=55),
                                     "mean call": st.column_config.NumberColumn(
-                                        format="%.2f", width=80, help="mean prediction: share of the probes called "
+                                        format="%.2f", width=75, help="mean prediction: share of the probes called "
                                                                       "MNA (paper Fig. 4)"),
-                                    "SEM": st.column_config.NumberColumn(format="%.3f", width=55),
+                                    "SEM": st.column_config.NumberColumn(format="%.3f", width=50),
                                     "mean P": st.column_config.NumberColumn(
-                                        format="%.2f", width=70, help="mean calibrated P(MNA) of the probes "
-                                                                      "(as the evaluation's probe curves)")})
+                                        format="%.2f", width=60, help="mean calibrated P(MNA) of the probes "
+                                                                      "(as the evaluation's probe curves)"),
+                                    "truth": st.column_config.NumberColumn(format="%.2f", width=50,
+                                                                           help=TRUTH_HELP)})
     st.markdown("**Example probes** (first probes of each condition; the model sees exactly these patches)")
     conds = res["conds"]
     per_row = 2
@@ -279,10 +314,12 @@ def previous_runs(db: str) -> None:
         curve = plotting.probe_summary(saved_results(db, int(run_id)), x)
         label = "MYCN signals per nucleus" if x == "n_mycn" else "MYCN signal size (σ, px)"
         n_nmi = int(row["params"].get("n_nmi", 0))
+        rule_x = rule_switch(x, n_nmi)
         st.plotly_chart(plotting.probe_curve(call_and_probability(curve), x, label,
                                              title=f"run {run_id}: {row['model']}",
-                                             rule_x=rule_switch(x, n_nmi)),
+                                             rule_x=rule_x, rule_label=RULE_LABEL),
                         key="probe_saved_curve")
+        st.caption(rule_text(rule_x, n_nmi) + SAVED_NO_TRUTH)
 
 
 def main() -> None:

@@ -606,7 +606,7 @@ def run_probe_page(name: str, **widgets) -> AppTest:
 
 def crossing_metric(at: AppTest) -> str:
     """The value of the page's 'crosses 0.5 at' metric."""
-    return next(m.value for m in at.metric if "crosses 0.5" in m.label)
+    return next(m.value for m in at.metric if m.label == "Model crosses 0.5 at")
 
 
 def test_probe_page_says_where_a_curve_above_the_level_starts(stub_probe_model):
@@ -648,6 +648,13 @@ def fake_umap(monkeypatch, splits: list) -> None:
                         lambda store, model, emb: np.zeros((len(emb), 2), np.float32))
 
 
+def plotly_array(values) -> list:
+    """A trace's array from a chart spec: plotly encodes numeric arrays as {"dtype", "bdata": base64}."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), np.dtype(values["dtype"])).tolist()
+    return list(values)
+
+
 def umap_backdrop_trace(at: AppTest) -> dict:
     """The first (backdrop) trace of the page's probe UMAP."""
     chart = next(c for c in at.get("plotly_chart") if "Probe conditions on the model" in c.proto.spec)
@@ -662,10 +669,7 @@ def test_probe_umap_backdrop_is_what_its_legend_says(stub_probe_model, monkeypat
     _, model, _ = stub_probe_model
     fake_umap(monkeypatch, splits)
     trace = umap_backdrop_trace(run_probe_page(model, counts=(0, 4), step=4))
-    got = trace["x"]  # plotly encodes numeric arrays as {"dtype", "bdata": base64}
-    if isinstance(got, dict):
-        got = np.frombuffer(base64.b64decode(got["bdata"]), np.dtype(got["dtype"])).tolist()
-    assert trace["name"] == name and got == xs
+    assert trace["name"] == name and plotly_array(trace["x"]) == xs
 
 
 def test_probe_page_without_a_umap_names_the_model_in_the_fit_command(stub_probe_model):
@@ -755,10 +759,30 @@ def test_probe_page_draws_the_cohn_rule_at_4_mycn_for_0_nmi(stub_probe_model):
     _, model, _ = stub_probe_model
     at = run_probe_page(model, counts=(0, 8), step=4, nmi=0)
     assert (is_amplified(0, 3), is_amplified(0, 4)) == (0, 1)  # the rule switches at 4 for 0 NMI
-    assert ("The Cohn rule switches at 4 MYCN signals for 0 NMI signals (0 NMI is counted as 1, as the rule does)"
-            in texts(at))
+    assert ("the Cohn rule (MNA when MYCN ≥ 4 × NMI) on the drawn signals, before touching signals merge: "
+            "4 drawn MYCN signals for 0 NMI signals (0 NMI is counted as 1, as the rule does)" in texts(at))
     spec = json.loads(next(c for c in at.get("plotly_chart") if "probe_curve" in c.proto.id).proto.spec)
     assert [s["x0"] for s in spec["layout"]["shapes"] if s.get("line", {}).get("dash") == "dot"] == [4]
+
+
+def test_probe_page_shows_the_generators_ground_truth_beside_the_model(stub_probe_model):
+    # touching signals merge, so the share of truly MNA probes crosses 0.5 later than the rule on drawn signals
+    from genuine_core.plotting import TRUTH_CURVE
+
+    _, model, _ = stub_probe_model
+    at = run_probe_page(model, counts=(0, 16), step=4)
+    res = at.session_state["probe_result"]
+    truth = res["results"].groupby("n_mycn")["true_label"].mean()
+    assert res["curve"]["truth"].tolist() == pytest.approx(truth.tolist())
+    spec = json.loads(next(c for c in at.get("plotly_chart") if "probe_curve" in c.proto.id).proto.spec)
+    line = next(t for t in spec["data"] if t.get("name") == TRUTH_CURVE)
+    assert plotly_array(line["x"]) == [0, 4, 8, 12, 16] and plotly_array(line["y"]) == pytest.approx(truth.tolist())
+    assert [a["text"] for a in spec["layout"]["annotations"]] == ["Cohn rule (drawn signals)"]
+    assert frame_with(at, "truth")["truth"].tolist() == pytest.approx(truth.tolist())
+    model_at = next(m.value for m in at.metric if m.label == "Model crosses 0.5 at")
+    truth_at = next(m.value for m in at.metric if m.label == "Truth crosses 0.5 at")
+    assert f"0.5 crossing: model {model_at}, ground truth {truth_at}." in texts(at)
+    assert "Saved runs keep the model's outputs, not the generator's visible counts" in texts(at)
 
 
 def test_probe_touching_signals_help_says_merged_signals_stay_mycn(stub_probe_model):

@@ -150,6 +150,23 @@ def test_probe_summary_matches_hand_computation():
     assert P.probe_summary(calibrated, "n_mycn")["mean_prob"].tolist() == pytest.approx([0.1, 0.7])
 
 
+def test_probe_summary_and_curve_carry_the_generators_ground_truth():
+    res = pd.DataFrame({"n_mycn": [8, 8, 12, 12], "call": [1, 1, 1, 1], "prob": [0.9] * 4,
+                        "true_label": [0, 0, 1, 1]})
+    s = P.probe_summary(res, "n_mycn")
+    assert s["truth"].tolist() == [0.0, 1.0]
+    assert "truth" not in P.probe_summary(res.drop(columns="true_label"), "n_mycn").columns  # saved runs
+    fig = P.probe_curve(s, "n_mycn", "MYCN", rule_x=8, rule_label="Cohn rule (drawn signals)", truth=s)
+    line = next(t for t in fig.data if t.name == P.TRUTH_CURVE)
+    assert list(line.y) == [0.0, 1.0] and line.line.dash == "dash"
+    marks = [t for t in fig.data if t.mode == "markers+text"]
+    assert [list(t.text) for t in marks] == [["10.00"]]  # the model never crosses; the ground truth at 10
+    wavy = pd.DataFrame({"n_mycn": [0, 4, 8, 12, 16], "truth": [0.0, 0.6, 0.4, 0.6, 0.4]})
+    marks = [t for t in P.probe_curve(s, "n_mycn", "MYCN", truth=wavy).data if t.mode == "markers+text"]
+    assert len(marks[0].x) == 4 and list(marks[0].text) == ["3.33", "", "", ""]  # labelled at the first only
+    assert fig.layout.annotations[0].text == "Cohn rule (drawn signals)"
+
+
 def test_scan_figure_has_image_and_one_marker_per_nucleus():
     overlay = np.zeros((20, 30, 3), np.uint8)
     nuc = pd.DataFrame({"nucleus_id": [5, 6], "cx": [3.0, 20.0], "cy": [4.0, 10.0], "prob": [0.2, np.nan]})
