@@ -153,9 +153,12 @@ def rule_text(rule_x: float | None, n_nmi: int) -> str:
 
 
 def crossing_metric(label: str, xs: pd.Series, ys: pd.Series, what: str) -> None:
-    """The curve's first 0.5 crossing."""
-    st.metric(label, plotting.crossing_text(xs, ys, 0.5),
-              help=f"{what}; first crossing; linear interpolation between conditions")
+    """The curve's first 0.5 crossing, or "no crossing" (the reason, too long for a metric, in its help; the
+    caption under the metrics says it as well)."""
+    xcs = plotting.crossings(xs, ys, 0.5)
+    why = "" if xcs else f" No crossing: {plotting.crossing_text(xs, ys, 0.5)}."
+    st.metric(label, f"{xcs[0]:.2f}" if xcs else "no crossing",
+              help=f"{what}; first crossing; linear interpolation between conditions.{why}")
 
 
 def show_result(res: dict, db: str) -> None:

@@ -604,23 +604,39 @@ def run_probe_page(name: str, **widgets) -> AppTest:
     return at
 
 
-def crossing_metric(at: AppTest) -> str:
-    """The value of the page's 'crosses 0.5 at' metric."""
-    return next(m.value for m in at.metric if m.label == "Model crosses 0.5 at")
+def crossing_metric(at: AppTest) -> tuple[str, str]:
+    """The value and help of the page's 'Model crosses 0.5 at' metric."""
+    m = next(m for m in at.metric if m.label == "Model crosses 0.5 at")
+    return m.value, m.proto.help
 
 
 def test_probe_page_says_where_a_curve_above_the_level_starts(stub_probe_model):
     _, name, set_predict = stub_probe_model
     set_predict(lambda p: (np.full(len(p), 0.9), np.full(len(p), 0.8), np.ones(len(p), int)))
     at = run_probe_page(name, counts=(30, 40), step=5, fixed_size=12.0)
-    assert crossing_metric(at) == "at or below 30 (every condition ≥ 0.5)"  # evaluate's crossing: x[0] = 30
+    value, help_text = crossing_metric(at)
+    why = "at or below 30 (every condition ≥ 0.5)"  # evaluate's crossing: x[0] = 30
+    assert value == "no crossing" and f"No crossing: {why}." in help_text
+    assert f"0.5 crossing: model {why}, ground truth" in texts(at)
 
 
 def test_probe_page_says_no_condition_reaches_the_level(stub_probe_model):
     _, name, set_predict = stub_probe_model
     set_predict(lambda p: (np.full(len(p), 0.1), np.full(len(p), 0.2), np.zeros(len(p), int)))
     at = run_probe_page(name, counts=(30, 40), step=5)
-    assert crossing_metric(at) == "above 40 (no condition reaches 0.5)"
+    value, help_text = crossing_metric(at)
+    assert value == "no crossing" and "No crossing: above 40 (no condition reaches 0.5)." in help_text
+    assert "0.5 crossing: model above 40 (no condition reaches 0.5), ground truth" in texts(at)
+
+
+def test_probe_page_metric_of_a_single_condition_is_short_enough_to_read(stub_probe_model):
+    # a MYCN range of 0-0 printed "above 0 (no condition reaches …" in the metric, cut off at its edge
+    _, name, set_predict = stub_probe_model
+    set_predict(lambda p: (np.full(len(p), 0.1), np.full(len(p), 0.2), np.zeros(len(p), int)))
+    at = run_probe_page(name, counts=(0, 0))
+    assert [m.value for m in at.metric] == ["no crossing", "no crossing"]
+    assert "No crossing: above 0 (no condition reaches 0.5)." in crossing_metric(at)[1]
+    assert "0.5 crossing: model above 0 (no condition reaches 0.5), ground truth above 0" in texts(at)
 
 
 def test_probe_page_saves_raw_and_calibrated_probabilities_and_plots_calibrated(stub_probe_model):
@@ -767,7 +783,7 @@ def test_probe_page_draws_the_cohn_rule_at_4_mycn_for_0_nmi(stub_probe_model):
 
 def test_probe_page_shows_the_generators_ground_truth_beside_the_model(stub_probe_model):
     # touching signals merge, so the share of truly MNA probes crosses 0.5 later than the rule on drawn signals
-    from genuine_core.plotting import TRUTH_CURVE
+    from genuine_core.plotting import TRUTH_CURVE, crossing_text
 
     _, model, _ = stub_probe_model
     at = run_probe_page(model, counts=(0, 16), step=4)
@@ -779,9 +795,10 @@ def test_probe_page_shows_the_generators_ground_truth_beside_the_model(stub_prob
     assert plotly_array(line["x"]) == [0, 4, 8, 12, 16] and plotly_array(line["y"]) == pytest.approx(truth.tolist())
     assert [a["text"] for a in spec["layout"]["annotations"]] == ["Cohn rule (drawn signals)"]
     assert frame_with(at, "truth")["truth"].tolist() == pytest.approx(truth.tolist())
-    model_at = next(m.value for m in at.metric if m.label == "Model crosses 0.5 at")
-    truth_at = next(m.value for m in at.metric if m.label == "Truth crosses 0.5 at")
-    assert f"0.5 crossing: model {model_at}, ground truth {truth_at}." in texts(at)
+    curve = res["curve"]
+    assert [m.label for m in at.metric] == ["Model crosses 0.5 at", "Truth crosses 0.5 at"]
+    assert (f"0.5 crossing: model {crossing_text(curve['n_mycn'], curve['mean_pred'])}, "
+            f"ground truth {crossing_text(curve['n_mycn'], curve['truth'])}.") in texts(at)
     assert "Saved runs keep the model's outputs, not the generator's visible counts" in texts(at)
 
 
