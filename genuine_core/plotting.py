@@ -660,15 +660,28 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
     return fig
 
 
+def condition_labels(values: Sequence[float]) -> list[str]:
+    """Probe condition values as short labels: whole numbers as they are ("4"), others with one decimal
+    ("2.4", "12.0"), or two where one decimal would give two conditions the same label."""
+    v = np.asarray(values)
+    if pd.api.types.is_integer_dtype(v):
+        return [str(x) for x in v]
+    labels = [f"{x:.1f}" for x in v]
+    return labels if len(set(labels)) == len(labels) else [f"{x:.2f}" for x in v]
+
+
 def probe_embedding(reference: pd.DataFrame, probe: pd.DataFrame, group: str, title: str = "",
-                    height: int = 480, reference_name: str = "training nuclei") -> go.Figure:
+                    height: int = 480, reference_name: str = "training nuclei", label_every: int = 1) -> go.Figure:
     """Probe conditions placed on a UMAP (paper Fig. 4): mean position, 1-SD ellipse, mean prediction.
 
     Args:
         reference: backdrop nuclei ``x, y`` (UMAP units) drawn in light green, named ``reference_name``
             in the legend (say what they are: training nuclei, or every stored nucleus).
         probe: probe nuclei with ``x, y``, ``pred`` (0/1 call or probability) and the ``group`` column.
-        group: condition column (e.g. ``"n_mycn"``); one ellipse and label per value.
+        group: condition column (e.g. ``"n_mycn"``); one ellipse per value, labelled by
+            :func:`condition_labels`.
+        label_every: label every k-th condition (first, k+1-th, ...) so wide labels of neighbouring
+            conditions do not print over each other; every condition names its value in the hover.
     """
     fig = go.Figure()
     if len(reference):
@@ -682,13 +695,15 @@ def probe_embedding(reference: pd.DataFrame, probe: pd.DataFrame, group: str, ti
         fig.add_trace(go.Scatter(x=row.mx + row.sx * np.cos(t), y=row.my + row.sy * np.sin(t), mode="lines",
                                  line=dict(color=col, width=1.5), fill="toself", fillcolor=col, opacity=0.25,
                                  hoverinfo="skip", showlegend=False))
+    labels = condition_labels(stats[group])
     fig.add_trace(go.Scatter(
-        x=stats["mx"], y=stats["my"], mode="markers+text", text=stats[group].astype(str), textposition="middle center",
+        x=stats["mx"], y=stats["my"], mode="markers+text", textposition="middle center",
+        text=[t if k % max(1, label_every) == 0 else "" for k, t in enumerate(labels)],
         textfont=dict(size=11, color="black"), name="probe conditions",
         marker=dict(size=16, color=stats["mean_pred"], cmin=0, cmax=1, colorscale=PROB_COLORSCALE,
                     line=dict(width=1, color="#333"), colorbar=dict(title="mean pred.", thickness=12, len=0.6)),
-        customdata=stats["mean_pred"], hovertemplate=group + " %{text}<br>mean prediction %{customdata:.2f}"
-                                                             "<extra></extra>",
+        hovertext=[f"{group} {v:g}<br>mean prediction {m:.2f}" for v, m in zip(stats[group], stats["mean_pred"])],
+        hovertemplate="%{hovertext}<extra></extra>",
     ))
     fig.update_layout(**_LAYOUT, title=title, height=height, xaxis_title="UMAP 1", yaxis_title="UMAP 2",
                       legend=_LEGEND_BELOW)

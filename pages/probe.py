@@ -239,10 +239,15 @@ def show_umap(res: dict, db: str) -> None:
         st.warning(f"The model's stored UMAP coordinates cannot be read: {exc}", icon=":material/error:")
         return
     backdrop, backdrop_name = umap_backdrop(ref)
+    size = res["x"] == "signal_size"  # sizes ("11.1") are wider than their markers: every other is labelled
     st.plotly_chart(plotting.probe_embedding(backdrop, res["umap"], res["x"], reference_name=backdrop_name,
                                              title="Probe conditions on the model's UMAP "
-                                                   "(ellipse: 1 SD; colour: mean prediction)"),
+                                                   "(ellipse: 1 SD; colour: mean prediction)",
+                                             label_every=2 if size else 1),
                     key="probe_umap")
+    if size:
+        st.caption("Every other size is labelled, so neighbouring labels do not print over each other; hover over "
+                   "a condition for its size.")
 
 
 def place_on_umap(db: str, model: str, embeddings: np.ndarray) -> np.ndarray | None:

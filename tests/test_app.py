@@ -688,6 +688,24 @@ def test_probe_umap_backdrop_is_what_its_legend_says(stub_probe_model, monkeypat
     assert trace["name"] == name and plotly_array(trace["x"]) == xs
 
 
+def test_probe_umap_labels_every_other_size_with_one_decimal(stub_probe_model, monkeypatch):
+    # the report's 12 sizes were labelled "2.45", "3.41", ... and neighbours overprinted ("11.0912.0")
+    _, model, _ = stub_probe_model
+    fake_umap(monkeypatch, ["train"])
+    at = open_page("probe")
+    at.selectbox(key="probe_model").set_value(model)
+    at.get("button_group")[0].set_value("size").run()
+    at.number_input(key="probe_n").set_value(2)
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    chart = next(c for c in at.get("plotly_chart") if "Probe conditions on the model" in c.proto.spec)
+    pts = next(t for t in json.loads(chart.proto.spec)["data"] if t.get("name") == "probe conditions")
+    sizes = sorted(at.session_state["probe_result"]["results"]["signal_size"].unique())
+    assert len(pts["text"]) == len(sizes) == 12
+    assert pts["text"][1::2] == [""] * 6 and pts["text"][::2] == [f"{v:.1f}" for v in sizes[::2]]
+    assert "Every other size is labelled" in texts(at)
+
+
 def test_probe_page_without_a_umap_names_the_model_in_the_fit_command(stub_probe_model):
     _, model, _ = stub_probe_model
     body = texts(run_probe_page(model, counts=(0, 4), step=4))

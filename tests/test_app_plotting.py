@@ -167,6 +167,19 @@ def test_probe_summary_and_curve_carry_the_generators_ground_truth():
     assert fig.layout.annotations[0].text == "Cohn rule (drawn signals)"
 
 
+def test_probe_embedding_labels_sizes_with_one_decimal_and_names_every_condition_in_the_hover():
+    # seen in a browser: "2.45", "3.41" beside "12.0", and neighbours printed as "11.0912.0"
+    probe = pd.DataFrame({"x": np.arange(8.0), "y": 0.0, "pred": [0, 1] * 4,
+                          "signal_size": np.repeat([2.42, 3.38, 11.09, 12.0], 2)})
+    fig = P.probe_embedding(pd.DataFrame({"x": [], "y": []}), probe, "signal_size", label_every=2)
+    pts = next(t for t in fig.data if t.name == "probe conditions")
+    assert list(pts.text) == ["2.4", "", "11.1", ""]
+    assert [h.split("<br>")[0] for h in pts.hovertext] == ["signal_size 2.42", "signal_size 3.38",
+                                                           "signal_size 11.09", "signal_size 12"]
+    assert P.condition_labels(pd.Series([0.5, 0.52, 0.54])) == ["0.50", "0.52", "0.54"]  # one decimal: all "0.5"
+    assert P.condition_labels(pd.Series([4, 5, 16])) == ["4", "5", "16"]
+
+
 def test_scan_figure_has_image_and_one_marker_per_nucleus():
     overlay = np.zeros((20, 30, 3), np.uint8)
     nuc = pd.DataFrame({"nucleus_id": [5, 6], "cx": [3.0, 20.0], "cy": [4.0, 10.0], "prob": [0.2, np.nan]})
