@@ -232,6 +232,18 @@ def test_embedding_figure_categories_carry_nucleus_ids():
     assert len(cont.data) == 1 and list(cont.data[0].marker.color) == [0.1, 0.5, 0.9]
 
 
+def test_embedding_figure_draws_small_groups_last_and_lists_them_by_label():
+    # colour by source: the real scan's 63 nuclei ("case") were drawn under ~1,100 synthetic ones
+    groups = ["training"] * 5 + ["case"] * 2 + ["mixture"] * 3 + ["MNA"] * 4
+    pts = pd.DataFrame({"x": np.arange(14.0), "y": 0.0, "nucleus_id": range(14), "colour": groups})
+    fig = P.embedding_figure(pts, "colour", background=pts[["x", "y"]])
+    assert [t.name for t in fig.data] == ["reference", "training", "MNA", "mixture", "case"]  # smallest on top
+    legend = sorted(fig.data, key=lambda t: t.legendrank)
+    assert [t.name for t in legend] == ["reference", "MNA", "case", "mixture", "training"]
+    colour = {t.name: t.marker.color for t in fig.data}
+    assert colour["MNA"] == P.LABEL_COLOURS["MNA"] and colour["case"] == P.PALETTE[1]  # by label, as before
+
+
 def test_probe_curve_marks_the_crossing():
     curve = pd.DataFrame({"n_mycn": [0, 4, 8, 12], "mean_pred": [0.0, 0.2, 0.8, 1.0], "sem": [0.0] * 4})
     fig = P.probe_curve(curve, "n_mycn", "MYCN", rule_x=8)
