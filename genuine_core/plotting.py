@@ -37,7 +37,8 @@ CHANNEL_NAMES = ("NMI", "MYCN", "DAPI")
 #: label value -> display name; labels: 1 = MNA, 0 = non-MNA, -1 = excluded
 LABEL_NAMES = {1: "MNA", 0: "non-MNA", -1: "excluded"}
 #: colours used for labels and categorical classes throughout the dashboard
-LABEL_COLOURS = {"MNA": "#d62728", "non-MNA": "#1f77b4", "excluded": "#9467bd", "unlabelled": "#c7c7c7"}
+LABEL_COLOURS = {"MNA": "#d62728", "non-MNA": "#1f77b4", "excluded": "#9467bd", "unlabelled": "#c7c7c7",
+                 "not curated": "#c7c7c7"}
 #: probability colour scale: non-MNA blue -> undecided pale -> MNA red (as the paper's Fig. 4)
 PROB_COLORSCALE = [[0.0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"], [0.75, "#ef8a62"], [1.0, "#b2182b"]]
 #: qualitative palette for samples/models: ten strong colours, then ten lighter ones (20 before a repeat)
@@ -470,7 +471,8 @@ def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height:
         height: pixels.
         categorical: force categorical (True) or continuous (False) colouring. Categories are drawn
             largest first, so a small group (the real scan's 63 nuclei among 1,100 synthetic ones) lies
-            on top; the legend lists them by label (labels with a fixed colour first).
+            on top; the legend lists them by label (labels with a fixed colour first), and is shown for
+            a single category too (all grey must say "not curated").
         background: optional points (``x``, ``y``) drawn first in light grey, not selectable.
 
     Returns:
@@ -510,6 +512,8 @@ def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height:
         ))
     fig.update_layout(**_LAYOUT, title=title, height=height, dragmode="lasso", xaxis_title="UMAP 1",
                       yaxis_title="UMAP 2", legend={**_LEGEND_BELOW, "itemsizing": "constant"})
+    if categorical:
+        fig.update_layout(showlegend=True)  # plotly hides the legend of a single trace
     return fig
 
 

@@ -56,9 +56,9 @@ def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:
         out["colour"] = out["call"].map(names)
     elif how == "auto label":
         out["colour"] = out["auto_label"].map(names)
-    elif how == "curated label":
+    elif how == "curated label":  # named, not "unlabelled": grey then says what it means in the legend
         out["colour"] = np.where(out["excluded"].fillna(False).astype(bool), "excluded",
-                                 out["curated_label"].map(names))
+                                 out["curated_label"].map(names).fillna("not curated"))
     elif how == "ground truth":
         out["colour"] = out["true_label"].map(names)
     elif how == "sample":

@@ -1614,6 +1614,21 @@ def test_embeddings_page_offers_to_fit_a_map_for_models_without_one(store_copy):
     assert "Fit one above" in texts(at)
 
 
+def test_embeddings_page_names_nuclei_without_a_curated_label_in_the_legend(store_copy, monkeypatch):
+    # nothing curated: every point was grey and the legend disappeared, so nothing said what grey means
+    import store.umap as umap_store
+
+    points = pd.DataFrame({"nucleus_id": [1, 2, 3], "x": [0.0, 1.0, 2.0], "y": 0.0, "sample": "LINE-MNA",
+                           "source": "training", "prob": 0.5, "call": 1, "auto_label": 1, "true_label": 1,
+                           "curated_label": [None, None, None], "excluded": False})
+    monkeypatch.setattr(umap_store, "umap_points", lambda store, model, sample=None: points)
+    at = open_page("embeddings")
+    at.selectbox(key="emb_colour").set_value("curated label").run()
+    assert not at.exception, [e.value for e in at.exception]
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [t["name"] for t in spec["data"]] == ["not curated"] and spec["layout"]["showlegend"] is True
+
+
 @pytest.mark.slow
 def test_embeddings_page_fits_a_map_and_shows_it(store_copy):
     at = open_page("embeddings")

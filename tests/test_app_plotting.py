@@ -244,6 +244,15 @@ def test_embedding_figure_draws_small_groups_last_and_lists_them_by_label():
     assert colour["MNA"] == P.LABEL_COLOURS["MNA"] and colour["case"] == P.PALETTE[1]  # by label, as before
 
 
+def test_embedding_figure_shows_the_legend_of_a_single_category():
+    # colour by curated label with nothing curated: every point grey and no legend to say what grey means
+    pts = pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0], "nucleus_id": [7, 8], "colour": ["not curated"] * 2})
+    fig = P.embedding_figure(pts, "colour")
+    assert [t.name for t in fig.data] == ["not curated"] and fig.layout.showlegend is True
+    assert fig.data[0].marker.color == P.LABEL_COLOURS["unlabelled"]  # the grey of nuclei without a label
+    assert P.embedding_figure(pts.assign(p=[0.1, 0.9]), "p").layout.showlegend is None  # colour bar instead
+
+
 def test_probe_curve_marks_the_crossing():
     curve = pd.DataFrame({"n_mycn": [0, 4, 8, 12], "mean_pred": [0.0, 0.2, 0.8, 1.0], "sem": [0.0] * 4})
     fig = P.probe_curve(curve, "n_mycn", "MYCN", rule_x=8)
