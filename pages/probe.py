@@ -191,7 +191,8 @@ def show_result(res: dict, db: str) -> None:
         if truth is not None:
             at["ground truth"] = plotting.crossing_text(curve[x], curve["truth"], 0.5)
             note = ("Dashed: the ground truth, the Cohn rule on the generator's visible counts (touching signals "
-                    "count as one). ")
+                    "count as one signal, not as a cluster, so many drawn signals can merge into few visible ones "
+                    "and the truth can level off below 1). ")
         st.caption(rule_text(rule_x, res["n_nmi"]) + note
                    + "0.5 crossing: " + ", ".join(f"{k} {v}" for k, v in at.items()) + ".")
         short = "MYCN" if x == "n_mycn" else "σ (px)"
