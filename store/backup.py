@@ -9,6 +9,7 @@ the file, and the copy is checked byte by byte before it takes its final name.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 from genuine_core.checksums import sha256_file
@@ -20,7 +21,7 @@ from store.location import store_exists
 def backup_store(path: str | Path, dest: str | Path) -> dict:
     """Copy the store at ``path`` into the new folder ``dest`` (``dest/<name>.duckdb``, ``dest/<name>_files/``).
 
-    The copy is written to ``<dest>.partial`` and renamed to ``dest`` only once its file has the same
+    The copy is written to a new hidden ``.<dest>.partial-*`` folder beside ``dest`` and renamed to ``dest`` only once its file has the same
     SHA-256 as the store's and opens as a store; a failure or Ctrl-C leaves no partial folder behind.
     The store's schema is copied as it is (an older store is not migrated first).
 
@@ -30,7 +31,7 @@ def backup_store(path: str | Path, dest: str | Path) -> dict:
         are not copied}``.
 
     Raises:
-        InputError: ``dest`` exists already. StoreError: no store at ``path``, it is busy (e.g. held by
+        InputError: ``dest`` exists already, or lies inside the store's ``<name>_files`` folder. StoreError: no store at ``path``, it is busy (e.g. held by
             the dashboard), or the copy differs from the store.
     """
     path, dest = Path(path), Path(dest)
@@ -38,14 +39,18 @@ def backup_store(path: str | Path, dest: str | Path) -> dict:
         raise StoreError(f"{path}: no such store")
     if dest.exists():
         raise InputError(f"{dest} exists already; a backup goes into a new folder")
-    partial = dest.with_name(dest.name + ".partial")
+    if dest.resolve().is_relative_to(files_folder(path).resolve()):  # copying the folder into itself never ends
+        raise InputError(f"{dest} lies inside the store's own folder {files_folder(path)}; choose a folder outside it")
     with Store(path, migrate=False) as store:
         store.execute("CHECKPOINT")  # the write-ahead log into the file; our write lock keeps it so
         models = dict(store.cursor().execute("SELECT name, folder FROM models WHERE folder IS NOT NULL ORDER BY id")
                       .fetchall())
         try:
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))  # never a user's folder
+        except OSError as exc:
+            raise StoreError(f"cannot back up {path} to {dest}: {exc.strerror or exc}") from None
+        try:
             shutil.copy2(path, partial / path.name)
             if files_folder(path).is_dir():
                 shutil.copytree(files_folder(path), files_folder(partial / path.name))
@@ -53,9 +58,10 @@ def backup_store(path: str | Path, dest: str | Path) -> dict:
                 raise StoreError(f"the copy of {path} differs from it; nothing kept")
             Store(partial / path.name, read_only=True).close()  # it opens as a store
             partial.rename(dest)
-        except OSError as exc:
+        except OSError as exc:  # shutil.Error (copytree) lists every file: its first reason is enough
             shutil.rmtree(partial, ignore_errors=True)
-            raise StoreError(f"cannot back up {path} to {dest}: {exc.strerror or exc}") from None
+            first = exc.args[0][0][2] if isinstance(exc, shutil.Error) and exc.args and exc.args[0] else None
+            raise StoreError(f"cannot back up {path} to {dest}: {first or exc.strerror or exc}") from None
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise

@@ -61,6 +61,12 @@ def test_a_backup_never_writes_into_an_existing_folder_nor_leaves_half_a_copy(st
     with pytest.raises(StoreError, match="cannot back up .* No space left on device"):
         backup_store(store.path, tmp_path / "bk2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bk", "lab"]
+    (tmp_path / "bk2.partial").mkdir()  # a folder of the user's with the name a half copy once had: untouched
+    (tmp_path / "bk2.partial" / "mine.txt").write_text("keep")
+    with pytest.raises(StoreError):
+        backup_store(store.path, tmp_path / "bk2")
+    assert (tmp_path / "bk2.partial" / "mine.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bk", "bk2.partial", "lab"]
     with pytest.raises(StoreError, match="no such store"):
         backup_store(tmp_path / "nope.duckdb", tmp_path / "bk3")
     (tmp_path / "touched.duckdb").touch()
@@ -78,3 +84,20 @@ def test_cli_backup_names_the_copy_and_the_model_folders_it_leaves_out(store, tm
     assert "not copied: the registered models' folders (1), in /lab/models;" in out
     assert main(["store", "backup", str(tmp_path / "bk"), "--db", str(db)]) == 2
     assert "exists already" in capsys.readouterr().err
+
+
+def test_a_backup_into_the_stores_own_folder_is_refused_before_any_copy(store):
+    with pytest.raises(InputError, match="lies inside the store's own folder .*lab_files; choose a folder outside"):
+        backup_store(store.path, store.folder / "bk")
+    assert sorted(p.name for p in store.folder.iterdir()) == ["umap"]
+
+
+def test_a_copy_error_names_its_first_reason_in_one_line(store, tmp_path, monkeypatch):
+    def refused(src, dst, **kw):
+        raise shutil.Error([(str(src / "a"), str(dst / "a"), "[Errno 36] File name too long: 'a'"),
+                            (str(src / "b"), str(dst / "b"), "[Errno 36] File name too long: 'b'")])
+
+    monkeypatch.setattr(shutil, "copytree", refused)
+    with pytest.raises(StoreError) as exc:
+        backup_store(store.path, tmp_path / "bk")
+    assert str(exc.value).endswith(": [Errno 36] File name too long: 'a'")
