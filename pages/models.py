@@ -597,8 +597,9 @@ def main() -> None:
                 (st.success if ok else st.error)(msg)
         else:
             st.warning("The model folder is not on this machine; the checksum cannot be re-verified. While a "
-                       "registered model's folder is missing, ingesting new scans is refused: restore the folder "
-                       "or remove the model below.")
+                       "registered model's folder is missing, ingesting new scans is refused: restore the folder, "
+                       "record where it is now if it moved (`genuine store relocate-model NAME NEW_FOLDER`, with "
+                       "the dashboard stopped), or remove the model below.")
         remove_model_section(name, int(row["n_predictions"]))
 
     st.divider()

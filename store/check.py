@@ -9,10 +9,12 @@ registered model's folder present and holding the weights registered (ingest ref
 from __future__ import annotations
 
 import hashlib
+import shlex
 
 from genuine_core.errors import ModelLoadError
 from genuine_core.models.folder import folder_digest
 from store.db import Store
+from store.location import genuine_command
 
 # (description, query returning one count: 0 = fine). Constant SQL only.
 _CHECKS: list[tuple[str, str]] = [
@@ -131,8 +133,8 @@ def _model_folder_problems(store: Store) -> list[str]:
         try:
             found = folder_digest(folder)
         except ModelLoadError as exc:
-            problems.append(f"registered model {name!r}: {exc} (restore the folder; if it moved, one "
-                            "'genuine ingest ... --models NEW_DIR' records its new place)")
+            problems.append(f"registered model {name!r}: {exc} (restore the folder or, if it moved, record its new "
+                            f"place: {genuine_command(f'store relocate-model {shlex.quote(name)} NEW_FOLDER', store.path)})")
             continue
         if found != checksum:
             problems.append(f"registered model {name!r}: {folder} holds other weights than registered "

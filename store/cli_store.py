@@ -25,8 +25,8 @@ from pathlib import Path
 from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command, \
     person_name
 
-ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "events", "migrate",
-           "backup")
+ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "relocate-model",
+           "events", "migrate", "backup")
 
 
 def _scan_id(text: str) -> int:
@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "exclude-scan": "leave a labelled scan out of every call: an 'exclude' label event for each of its nuclei",
         "score": "score the stored scans a model has not scored yet (e.g. one retrained on curated labels)",
         "remove-model": "unregister a model and delete its predictions, embeddings and maps (not its folder)",
+        "relocate-model": "record where a registered model's folder is now (moved, renamed or restored elsewhere); "
+                          "it must hold the registered weights",
         "events": "who registered and removed models, and removed scans, when (oldest first)",
         "migrate": "bring a store written by an older version up to this version's schema",
         "backup": "copy the store file, with its pending write-ahead log, and its <name>_files folder into a new "
@@ -83,7 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subs["remove-model"].add_argument("name", metavar="NAME", help="the registered model's name")
     subs["remove-model"].add_argument("--yes", action="store_true",
                                       help="do not ask for confirmation (required when stdin is not a terminal)")
-    for name in ("remove-scan", "score", "remove-model"):
+    subs["relocate-model"].add_argument("name", metavar="NAME", help="the registered model's name")
+    subs["relocate-model"].add_argument("folder", type=Path, metavar="FOLDER", help="where its folder is now")
+    for name in ("remove-scan", "score", "remove-model", "relocate-model"):
         add_by_option(subs[name])
     subs["exclude-scan"].add_argument("--by", metavar="NAME", type=person_name, required=True,
                                       help="the curator: each label event carries this name (required)")
@@ -104,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         return _score(db, args.model, args.sample, not args.quiet, args.by)
     if args.action == "remove-model":
         return _remove_model(db, args.name, args.yes, args.by)
+    if args.action == "relocate-model":
+        return _relocate_model(db, args.name, args.folder, args.by)
     if args.action == "migrate":
         return _migrate(db)
     if args.action == "backup":
@@ -287,6 +293,17 @@ def _remove_model(db, name: str, yes: bool, by: str | None) -> int:
         deleted = remove_model(store, name, by)
     print(f"removed model {name!r}: " + ", ".join(f"{n} {t}" for t, n in deleted.items() if n and t != "models")
           + "; its folder is untouched")
+    return 0
+
+
+def _relocate_model(db, name: str, folder: Path, by: str | None) -> int:
+    from store.db import Store
+    from store.registry import relocate_model
+
+    with Store(db) as store:
+        previous = relocate_model(store, name, folder, by)
+    print(f"model {name!r}: folder {folder.resolve()}" + (f" (was {previous})" if previous != str(folder.resolve())
+                                                          else " (unchanged)"))
     return 0
 
 

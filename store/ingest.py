@@ -156,9 +156,10 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
                 except (ModelLoadError, StoreError) as exc:  # one line that says how to get on
                     kind = StoreError if isinstance(exc, StoreError) else ModelLoadError
                     remove = genuine_command(f"store remove-model {shlex.quote(rec['name'])}", store.path)
-                    raise kind(f"registered model {rec['name']!r}: {exc}. Restore its folder (if it moved, one "
-                               f"'genuine ingest ... --models NEW_DIR' records its new place), or remove the model "
-                               f"({remove})") from None
+                    relocate = genuine_command(f"store relocate-model {shlex.quote(rec['name'])} NEW_FOLDER",
+                                               store.path)
+                    raise kind(f"registered model {rec['name']!r}: {exc}. Restore its folder (if it moved, record its "
+                               f"new place: {relocate}), or remove the model ({remove})") from None
             return _unique(models)
         paths = model_folders()
     return _unique([loader(p) for p in paths])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pandas as pd
 
@@ -88,14 +89,11 @@ def register_model(store: Store, model: ScoringModel, by: str | None = None) -> 
     check_name_free(store, model)
     row = store.query("SELECT id, folder FROM models WHERE name = ?", [model.name])
     if not row.empty:
-        moved_from = row.at[0, "folder"] if model.folder and model.folder != row.at[0, "folder"] else None
         with store.transaction() as cur:
-            cur.execute("UPDATE models SET metrics = ?, folder = coalesce(?, folder), uncertainty_method = ? "
-                        "WHERE id = ?",
-                        [json.dumps(model.metrics), model.folder, model.uncertainty_method, int(row.at[0, "id"])])
-            if moved_from is not None:  # the same weights found in another folder (moved, or a restored backup)
-                record_event(cur, "register model", model.name, model.checksum, by,
-                             {"folder": model.folder, "previous folder": moved_from})
+            cur.execute("UPDATE models SET metrics = ?, uncertainty_method = ? WHERE id = ?",
+                        [json.dumps(model.metrics), model.uncertainty_method, int(row.at[0, "id"])])
+            if model.folder:
+                _record_folder(cur, model.name, model.checksum, row.at[0, "folder"], model.folder, by)
         return int(row.at[0, "id"])
     from store.summary import validation_rates, weak_validation
 
@@ -117,6 +115,41 @@ def register_model(store: Store, model: ScoringModel, by: str | None = None) -> 
         record_event(cur, "register model", model.name, model.checksum, by,
                      {"kind": model.kind, "preset": model.preset, "folder": model.folder})
     return int(new[0])
+
+
+def _record_folder(cur, name: str, checksum: str, previous: str | None, folder: str, by: str | None) -> None:
+    """Set a registered model's folder; a new place (moved, or a restored backup) is a 'register model' event."""
+    if folder == previous:
+        return
+    cur.execute("UPDATE models SET folder = ? WHERE name = ?", [folder, name])
+    record_event(cur, "register model", name, checksum, by, {"folder": folder, "previous folder": previous})
+
+
+def relocate_model(store: Store, name: str, folder: str | Path, by: str | None = None) -> str | None:
+    """Record where a registered model's folder is now (``genuine store relocate-model``), after it was moved,
+    renamed or restored elsewhere; the folder must hold the weights registered.
+
+    Returns:
+        the previous folder (None when none was recorded).
+
+    Raises:
+        StoreError: no such registered model, or ``folder`` holds other weights. ModelLoadError: ``folder``
+            is not a complete model folder.
+    """
+    from genuine_core.models.folder import folder_digest
+
+    row = store.query("SELECT folder, checksum FROM models WHERE name = ?", [name])
+    if row.empty:
+        names = ", ".join(repr(n) for n in store.query("SELECT name FROM models ORDER BY id")["name"]) or "none"
+        raise StoreError(f"no registered model {name!r} (registered: {names})")
+    previous, checksum = row.at[0, "folder"], row.at[0, "checksum"]
+    found = folder_digest(folder)
+    if found != checksum:
+        raise StoreError(f"{folder} holds other weights than the registered model {name!r} (checksum "
+                         f"{checksum[:12]}... registered, {found[:12]}... there)")
+    with store.transaction() as cur:
+        _record_folder(cur, name, checksum, previous, str(Path(folder).resolve()), by)
+    return previous
 
 
 def verify_registered(store: Store, model: ScoringModel, name: str | None = None) -> None:

@@ -175,10 +175,11 @@ def test_store_check_names_a_moved_or_changed_model_folder_and_a_new_folder_is_a
     _scan(store, "a" * 64, m, by="ann")
     assert check_store(store) == []
     (tmp_path / "models").rename(tmp_path / "moved")
-    assert check_store(store) == [f"registered model 'm1': model folder not found: {m.folder} (restore the folder; "
-                                  "if it moved, one 'genuine ingest ... --models NEW_DIR' records its new place)"]
+    assert check_store(store) == [f"registered model 'm1': model folder not found: {m.folder} (restore the folder "
+                                  "or, if it moved, record its new place: genuine store relocate-model m1 NEW_FOLDER "
+                                  f"--db {store.path})"]
     moved = str(tmp_path / "moved" / "m1")
-    registry.register_model(store, replace(m, folder=moved), by="bob")  # what an ingest with --models does
+    registry.register_model(store, replace(m, folder=moved), by="bob")  # an ingest given the folder does the same
     assert check_store(store) == []
     assert _events(store)[-1] == ("register model", "m1", m.checksum, "bob")
     assert store_events(store)["detail"].iloc[-1] == {"folder": moved, "previous folder": m.folder}
@@ -186,3 +187,28 @@ def test_store_check_names_a_moved_or_changed_model_folder_and_a_new_folder_is_a
     (problem,) = check_store(store)
     assert problem.startswith(f"registered model 'm1': {moved} holds other weights than registered")
 
+
+def test_relocate_model_records_a_renamed_folder_and_refuses_other_weights(store, tmp_path, capsys):
+    """A folder renamed (the name an ingest would give it changes too) is recorded under the registered name."""
+    m = _saved(tmp_path / "models" / "m1", seed=0)
+    _scan(store, "a" * 64, m, by="ann")
+    db = store.path
+    store.close()
+    (tmp_path / "models" / "m1").rename(tmp_path / "models" / "m1_2026")
+    new = tmp_path / "models" / "m1_2026"
+    assert main(["store", "relocate-model", "m1", str(new), "--by", "cy", "--db", str(db)]) == 0
+    assert capsys.readouterr().out.strip() == f"model 'm1': folder {new} (was {m.folder})"
+    with Store(db) as s:
+        assert s.scalar("SELECT folder FROM models WHERE name = 'm1'") == str(new)
+        ev = store_events(s).iloc[-1]
+        assert (ev["action"], ev["by_user"], ev["detail"]) == ("register model", "cy",
+                                                               {"folder": str(new), "previous folder": m.folder})
+    other = _saved(tmp_path / "other", seed=1).folder
+    assert main(["store", "relocate-model", "m1", other, "--by", "cy", "--db", str(db)]) == 2
+    assert "holds other weights than the registered model 'm1'" in capsys.readouterr().err
+    assert main(["store", "relocate-model", "m9", str(new), "--by", "cy", "--db", str(db)]) == 2
+    assert "no registered model 'm9' (registered: 'm1')" in capsys.readouterr().err
+    assert main(["store", "relocate-model", "m1", str(tmp_path / "nope"), "--by", "cy", "--db", str(db)]) == 2
+    assert "model folder not found" in capsys.readouterr().err
+    with Store(db) as s:
+        assert s.scalar("SELECT folder FROM models WHERE name = 'm1'") == str(new)  # the refusals changed nothing
