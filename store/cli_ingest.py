@@ -152,6 +152,8 @@ def _ingest(store, args: argparse.Namespace, models_given, loader, channel_map, 
             models = as_stored(store, models)
         if not models:
             print("warning: no models found; storing nuclei without predictions", flush=True)
+        if models_given is not None:  # --models: the other registered models do not score these scans
+            _note_models_left_out(store, {m.name for m in models})
         if args.benchmark is not None:
             return ingest_benchmark(store, args.benchmark, models, splits=args.splits,
                                     max_fields_per_sample=args.max_fields, backend=args.backend,
@@ -161,6 +163,20 @@ def _ingest(store, args: argparse.Namespace, models_given, loader, channel_map, 
                             genotype=args.genotype, models=models, channel_map=channel_map,
                             backend=args.backend, segment_kwargs=segment_kwargs or None,
                             progress=progress, place_umap=not args.no_umap, on_outcome=on_outcome, by=args.by)
+
+
+def _note_models_left_out(store, running: set[str]) -> None:
+    """One line naming the registered models an ingest with ``--models`` does not run, and how to add them."""
+    import shlex
+
+    from store.location import genuine_command
+    from store.registry import list_models
+
+    left = [n for n in list_models(store)["name"] if n not in running]
+    if left:
+        first = genuine_command(f"store score {shlex.quote(left[0])}", store.path)
+        print(f"note: registered model(s) {', '.join(map(repr, left))} do not score these scans (--models); "
+              f"score them afterwards, e.g. {first}", flush=True)
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -349,3 +349,21 @@ def test_cli_ingest_interrupt_says_how_many_were_stored(tmp_path, capsys, monkey
     assert "1 file(s) stored before the interrupt" in captured.err
     with Store(db, read_only=True) as s:
         assert s.scalar("SELECT count(*) FROM scans") == 1
+
+
+def test_cli_ingest_with_models_names_the_registered_models_it_does_not_run(tmp_path, capsys, monkeypatch):
+    from genuine_core.cli import main
+
+    models = _cli_models(tmp_path, monkeypatch)
+    (models / "fake2").mkdir()
+    for f in ("config.json", "weights.safetensors"):
+        (models / "fake2" / f).write_bytes((models / "fake1" / f).read_bytes())
+    scans_ = write_toy_scans(tmp_path / "scans", 2, make_toy_scan)
+    db = tmp_path / "s.duckdb"
+    assert main(["ingest", str(scans_[0]), "--sample", "S", "--models", str(models), "--db", str(db), "--quiet"]) == 0
+    assert "note:" not in capsys.readouterr().out  # every registered model ran
+    assert main(["ingest", str(scans_[1]), "--sample", "S", "--models", str(models / "fake1"), "--db", str(db),
+                 "--quiet"]) == 0
+    note = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note:"))
+    assert note == (f"note: registered model(s) 'fake2' do not score these scans (--models); score them afterwards, "
+                    f"e.g. genuine store score fake2 --db {db}")
