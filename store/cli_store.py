@@ -147,6 +147,10 @@ def _backup(db: Path, dest: Path) -> int:
         folders = sorted({str(Path(f).parent) for f in done["models"].values()})
         print(f"not copied: the registered models' folders ({len(done['models'])}), in {', '.join(folders)}; "
               "back them up too unless they are kept elsewhere (e.g. shipped with GENUINE)")
+        missing = [n for n, f in done["models"].items() if not Path(f).is_dir()]
+        if missing:
+            print(f"warning: the folder of registered model(s) {', '.join(map(repr, missing))} is missing "
+                  f"(see: {genuine_command('store check', db)})")
     return 0
 
 

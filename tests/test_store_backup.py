@@ -82,6 +82,7 @@ def test_cli_backup_names_the_copy_and_the_model_folders_it_leaves_out(store, tm
     out = capsys.readouterr().out
     assert out.startswith(f"backed up {db} to {tmp_path / 'bk' / 'lab.duckdb'} and lab_files/ (1 file), ")
     assert "not copied: the registered models' folders (1), in /lab/models;" in out
+    assert f"warning: the folder of registered model(s) 'm1' is missing (see: genuine store check --db {db})" in out
     assert main(["store", "backup", str(tmp_path / "bk"), "--db", str(db)]) == 2
     assert "exists already" in capsys.readouterr().err
 
