@@ -23,7 +23,7 @@ import shlex
 from pathlib import Path
 
 from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command, \
-    person_name
+    no_store_message, person_name, store_exists
 
 ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "relocate-model",
            "events", "migrate", "backup")
@@ -96,10 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``check`` exits 1 when problems are found; ``remove-scan`` exits 1 when not confirmed."""
     db = args.db or default_db_path()
-    if not Path(db).is_file():  # every action works on an existing store: none creates one to find it empty
+    # every action works on an existing store: none creates one to find it empty; `migrate` sets up an empty file
+    if not (Path(db).is_file() if args.action == "migrate" else store_exists(db)):
         from genuine_core.errors import StoreError
 
-        raise StoreError(f"{db}: no such store")
+        raise StoreError(no_store_message(db))
     if args.action == "remove-scan":
         return _remove_scan(db, args.scan_id, args.yes, args.by)
     if args.action == "exclude-scan":

@@ -6,7 +6,7 @@ import argparse
 import shlex
 
 from genuine_core.commands.checks import seed_option
-from store.location import add_db_argument, default_db_path, genuine_command
+from store.location import add_db_argument, default_db_path, genuine_command, no_store_message, store_exists
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     path = args.db or default_db_path()
-    if not path.is_file():  # a typo must not create an empty store (as `genuine store` / `export`)
-        raise StoreError(f"{path}: no such store")
+    if not store_exists(path):  # a typo or an empty file must not become an empty store (as `genuine store`)
+        raise StoreError(no_store_message(path))
     with Store(path) as store:
         store.require_writable()  # before a fit: it could not be saved
         names = args.model or umap_store.models_with_embeddings(store)

@@ -46,7 +46,7 @@ import pandas as pd
 from genuine_core.errors import StoreError
 from genuine_core.interrupts import interrupted
 from store import migrations
-from store.location import genuine_command
+from store.location import genuine_command, no_store_message, store_exists
 
 logger = logging.getLogger(__name__)
 
@@ -201,11 +201,8 @@ class Store:
     def __init__(self, path: str | Path, read_only: bool = False, busy_timeout: float = 10.0, migrate: bool = True):
         self.path = Path(path)
         self.read_only = read_only
-        if read_only and not self.path.is_file():
-            raise StoreError(f"{self.path}: no such store")
-        if read_only and self.path.stat().st_size == 0:
-            raise StoreError(f"{self.path}: an empty file, not yet a GENUINE store; any command that writes to it "
-                             f"sets it up, e.g. `{genuine_command('store migrate', self.path)}`")
+        if read_only and not store_exists(self.path):  # missing, or an empty file (e.g. `touch`)
+            raise StoreError(no_store_message(self.path))
         if not read_only:
             refuse_taken_files_folder(self.path)
             try:

@@ -21,6 +21,14 @@ def store_exists(path: str | Path) -> bool:
     return p.is_file() and p.stat().st_size > 0
 
 
+def no_store_message(path: str | Path) -> str:
+    """Why ``path`` holds no store to work on: it is missing, or an empty file (:func:`store_exists` is False)."""
+    if not Path(path).is_file():
+        return f"{path}: no such store"
+    return (f"{path}: an empty file, not yet a GENUINE store; any command that writes to it sets it up, "
+            f"e.g. `{genuine_command('store migrate', path)}`")
+
+
 def genuine_command(command: str, db: str | Path | None) -> str:
     """``genuine COMMAND`` as a message suggests it, with ``--db PATH`` unless ``db`` is the store the
     command would open anyway: the suggestion must act on the store the user is working on."""

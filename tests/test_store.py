@@ -148,6 +148,19 @@ def test_an_empty_file_is_no_store_yet_and_a_writer_creates_the_store_in_it(tmp_
         assert samples.list_samples(store)["name"].tolist() == ["A"]
 
 
+@pytest.mark.parametrize("args", [["store", "exclude-scan", "1", "--by", "A"], ["store", "score", "genuine_cpu"],
+                                  ["store", "remove-scan", "1", "--yes"], ["umap"]])
+def test_commands_on_an_empty_file_refuse_it_like_a_missing_store_and_leave_it_empty(tmp_path, capsys, args):
+    from genuine_core.cli import main
+
+    path = tmp_path / "touched.duckdb"
+    path.touch()
+    assert main([*args, "--db", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {path}: an empty file, not yet a GENUINE store; any command "
+                                               f"that writes to it sets it up, e.g. `genuine store migrate --db {path}`")
+    assert path.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["touched.duckdb"]
+
+
 def test_a_sample_clash_names_the_stored_values_in_words(store):
     samples.ensure_sample(store, "CROP", "mixture", None, None)
     with pytest.raises(InputError, match=r"already exists with expected MNA unknown \(asked 25 %\), "
