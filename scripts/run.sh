@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install (if needed), build the demo store (if it is the store served and missing) and start the dashboard on
+# Install (if needed), build the demo store (if it is the store served and missing or empty) and start the dashboard on
 # localhost. GENUINE_DB names another store; a relative path is taken from the caller's directory, as by `genuine`.
 set -euo pipefail
 db=$(printf '%s' "${GENUINE_DB:-}" | sed 's/^[[:space:]]*//; s/[[:space:]]*$//')  # blank: the demo store
@@ -12,13 +12,11 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 demo=$PWD/demo/genuine_demo.duckdb
 db=${db:-$demo}
-if [ ! -e "$db" ]; then
-  if [ "$(realpath -m "$db")" = "$(realpath -m "$demo")" ]; then
-    echo "run: building the demo store at $db (a few minutes, once)"
-    .venv/bin/genuine demo --out "$db"
-  else  # a lab's new store (or a typo): never filled with demo data
-    echo "run: $db does not exist yet; the dashboard starts empty, and the first ingest (Ingest page) creates it"
-  fi
+if [ ! -s "$db" ] && [ "$(realpath -m "$db")" = "$(realpath -m "$demo")" ]; then  # missing or empty (`touch`)
+  echo "run: building the demo store at $db (a few minutes, once)"
+  .venv/bin/genuine demo --out "$db"
+elif [ ! -e "$db" ]; then  # a lab's new store (or a typo): never filled with demo data
+  echo "run: $db does not exist yet; the dashboard starts empty, and the first ingest (Ingest page) creates it"
 fi
 export GENUINE_DB="$db"
 exec .venv/bin/streamlit run app.py --server.address "${GENUINE_ADDRESS:-127.0.0.1}" \

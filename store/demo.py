@@ -22,7 +22,7 @@ from genuine_core.embedding import UmapConfig
 from genuine_core.errors import InputError
 from genuine_core.pipeline import SHIPPED_MODELS, ScoringModel, load_model, model_folders
 from store.db import files_folder, refuse_taken_files_folder, remove_store_files
-from store.location import login_name
+from store.location import login_name, store_exists
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
         ``{"path", "seconds": {stage: s}, "n_nuclei", "models", "samples", "failed"}``.
 
     Raises:
-        InputError: ``out`` exists and ``force`` is False, or bad folders.
+        InputError: ``out`` holds a store (an empty file does not) and ``force`` is False, or bad folders.
     """
     import torch
 
@@ -180,7 +180,7 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out} is a folder; give the store file to create, e.g. {out / 'genuine_demo.duckdb'}")
-    if out.exists():
+    if store_exists(out):  # an empty file (e.g. `touch`) holds nothing: built in its place, untouched until then
         _refuse_to_replace(out)
         if not force:
             raise InputError(_exists_refusal(out))
@@ -203,7 +203,7 @@ def build_demo(out: str | Path, config: DemoConfig = DemoConfig(), benchmark: st
     failed: list[str] = []
     try:
         n_nuclei, sample_names = _fill_demo_store(partial, bench, models, config, progress, failed, seconds)
-        if out.exists():
+        if store_exists(out):
             _refuse_to_replace(out)  # again: another process may have opened it while this one built
     except BaseException:  # failure or Ctrl-C: no half-built store left beside the old one (which stays intact)
         remove_store_files(partial)

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 STUBS = {
     "scripts/setup.sh": "true\n",
     # `genuine demo --out PATH`: says so and creates the file
-    ".venv/bin/genuine": 'echo "genuine $*"; mkdir -p "$(dirname "$3")"; touch "$3"\n',
+    ".venv/bin/genuine": 'echo "genuine $*"; mkdir -p "$(dirname "$3")"; echo store > "$3"\n',
     ".venv/bin/streamlit": 'echo "streamlit GENUINE_DB=$GENUINE_DB cwd=$PWD"\n',
 }
 
@@ -54,7 +54,9 @@ def test_the_demo_store_is_built_only_where_the_default_store_lies(project, tmp_
         assert lines == [f"run: building the demo store at {demo} (a few minutes, once)",
                          f"genuine demo --out {demo}", f"streamlit GENUINE_DB={demo} cwd={project}"], db
         demo.unlink()
-    demo.touch()
+    demo.touch()  # an empty file (e.g. `touch`) holds no store: built in its place
+    assert run_sh(project, tmp_path, None) == [f"run: building the demo store at {demo} (a few minutes, once)",
+                                               f"genuine demo --out {demo}", f"streamlit GENUINE_DB={demo} cwd={project}"]
     assert run_sh(project, tmp_path, None) == [f"streamlit GENUINE_DB={demo} cwd={project}"]  # built once
 
 
@@ -69,5 +71,8 @@ def test_another_store_is_taken_from_the_callers_folder_and_never_filled_with_de
         assert not path.exists() and not (project / "demo").exists()
     existing = caller / "cases" / "kept.duckdb"
     existing.parent.mkdir(parents=True, exist_ok=True)
+    existing.touch()  # an empty file: the first ingest sets it up, never the demo
+    assert run_sh(project, caller, "cases/kept.duckdb") == [f"streamlit GENUINE_DB={existing} cwd={project}"]
+    assert existing.stat().st_size == 0 and not (project / "demo").exists()
     existing.write_bytes(b"a store")
     assert run_sh(project, caller, "cases/kept.duckdb") == [f"streamlit GENUINE_DB={existing} cwd={project}"]

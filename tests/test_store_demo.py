@@ -106,6 +106,16 @@ def test_a_file_that_is_no_genuine_store_is_never_rebuilt_even_with_force(tmp_pa
         assert path.read_bytes() == before
 
 
+def test_an_empty_file_is_built_in_like_a_missing_store_and_left_untouched_until_then(tmp_path):
+    from store.demo import build_demo
+
+    out = tmp_path / "demo.duckdb"
+    out.touch()  # e.g. `touch`: no store yet, so no --force needed (and never opened by the refusal)
+    with pytest.raises(InputError, match="no model folder found"):  # past the refusal: the models come first
+        build_demo(out, model_dirs=[tmp_path / "no_models"], progress=False)
+    assert out.stat().st_size == 0
+
+
 def test_demo_out_naming_a_folder_is_refused(tmp_path, capsys):
     from genuine_core.cli import main
 
