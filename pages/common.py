@@ -87,10 +87,21 @@ def store_or_stop():
     return store
 
 
+def empty_hint(path: Path) -> str:
+    """How the store at ``path`` gets data: the demo commands build only the default demo store; any other
+    store (a lab's new one) is created and filled by ingesting."""
+    if path.resolve() == (REPO / DEFAULT_DB).resolve():
+        return EMPTY_HINT
+    import shlex
+
+    return (f"Nothing here yet: ingest a scan on the **Ingest** page (or `genuine ingest IMAGE --sample NAME --db "
+            f"{shlex.quote(str(path))}`); the first ingest creates the store.")
+
+
 def empty_state(what: str = "") -> None:
     """The standard 'nothing here yet' message (optionally naming what is missing)."""
     lead = f"**No {what} in the store.** " if what else ""
-    st.info(lead + EMPTY_HINT, icon=":material/inbox:")
+    st.info(lead + empty_hint(db_path()), icon=":material/inbox:")
 
 
 # ----------------------------------------------------------------------------- entry point

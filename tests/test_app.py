@@ -94,8 +94,19 @@ def test_every_page_shows_the_empty_state_without_a_store(page, tmp_path, monkey
     monkeypatch.setenv("GENUINE_DB", str(tmp_path / "missing.duckdb"))
     at = open_page(page)
     body = texts(at)
-    assert "Nothing here yet" in body and "genuine demo" in body
+    assert "Nothing here yet" in body and "genuine demo" not in body  # the demo commands never fill a lab's store
+    assert f"genuine ingest IMAGE --sample NAME --db {tmp_path / 'missing.duckdb'}" in body
+    assert "the first ingest creates the store" in body
     assert not (tmp_path / "missing.duckdb").exists()  # looking never creates a store
+
+
+def test_the_empty_state_suggests_the_demo_only_for_the_default_demo_store(tmp_path):
+    from pages.common import REPO as APP_REPO
+    from pages.common import empty_hint
+    from store.location import DEFAULT_DB
+
+    assert "`genuine demo`" in empty_hint(APP_REPO / DEFAULT_DB)
+    assert "`genuine demo`" not in empty_hint(tmp_path / "lab.duckdb") and "Ingest" in empty_hint(tmp_path / "x")
 
 
 @pytest.mark.parametrize("page", ["cases", "review", "embeddings", "probe", "models"])
