@@ -261,6 +261,9 @@ class Store:
                                              f"store: {err.strerror}") from None
                         replaced = True
                         continue
+                    reason = None if self.read_only else _folder_refusal(self.path)
+                    if reason is not None:  # e.g. a new store in a folder that takes no new files
+                        raise _not_writable(self.path, reason) from None
                     raise StoreError(f"{self.path}: cannot open store: {exc}") from exc
                 if time.monotonic() >= deadline:
                     holder, dashboard = lock_holder(exc)

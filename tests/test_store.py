@@ -257,6 +257,25 @@ def test_a_store_whose_folder_refuses_new_files_says_so_and_saves_nothing(tmp_pa
         assert s.scalar("SELECT count(*) FROM label_events") == 0 and s.scalar("SELECT count(*) FROM models") == 1
 
 
+def test_a_new_store_in_a_folder_that_refuses_new_files_says_so_in_one_line(tmp_path, capsys):
+    from genuine_core.cli import main
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    path = folder / "new.duckdb"
+    scan = tmp_path / "scan.tif"
+    scan.write_bytes(b"never read")
+    reason = "Operation not permitted" if os.geteuid() == 0 else "Permission denied"
+    refusal = f"cannot write to the store {path}: its folder {folder} refuses new files ({reason})"
+    with refusing_new_files(folder):
+        with pytest.raises(StoreError, match=re.escape(refusal)):
+            Store(path)
+        assert main(["ingest", str(scan), "--sample", "S", "--quiet", "--db", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {refusal}") and "IO Error" not in err and len(err.strip().splitlines()) == 1
+        assert list(folder.iterdir()) == []
+
+
 def test_transaction_rolls_back_everything(store):
     samples.ensure_sample(store, "a", "case")
     with pytest.raises(RuntimeError):
