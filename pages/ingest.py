@@ -239,7 +239,8 @@ def remove_scan_section() -> None:
         st.caption("A scan ingested with the wrong channel mapping is a duplicate when uploaded again: remove it "
                    "here first. Removing deletes the scan, its nuclei and everything derived from them in one "
                    "transaction; a scan with label events on its nuclei (**ever labelled**, undone decisions too) "
-                   "is kept (the audit trail is never deleted). **Reviewed**: nuclei with a current decision.")
+                   "is kept (the audit trail is never deleted). **Reviewed**: nuclei with a current decision. "
+                   "**Excluded**: of the reviewed nuclei, those excluded; all of them = the scan counts in no call.")
         names = {"id": "scan", "file_name": "file", "channel_map": "channel map", "backend": "segmentation",
                  "n_nuclei": "nuclei", "n_models": "models", "curated_nuclei": "reviewed",
                  "excluded_nuclei": "excluded", "labelled_nuclei": "ever labelled",

@@ -1055,6 +1055,8 @@ def test_ingest_page_removes_a_scan_after_confirmation_and_keeps_a_curated_one(s
     assert any("every nucleus of it is excluded already, so it counts in no call" in c.value for c in at.caption)
     shown = next(d.value for d in at.dataframe if "ever labelled" in d.value.columns).set_index("scan")
     assert shown.at[curated, "excluded"] == n and shown.at[curated, "reviewed"] == n
+    assert any("**Excluded**: of the reviewed nuclei, those excluded; all of them = the scan counts in no call"
+               in c.value for c in at.caption)  # the column is explained beside "reviewed" and "ever labelled"
     with open_store(path) as s:
         assert curated in set(scan_overview(s)["id"])  # kept, with its audit trail
         left = s.scalar("SELECT count(*) FROM nuclei n WHERE n.scan_id = ? AND NOT EXISTS (SELECT 1 FROM "
