@@ -640,10 +640,12 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
     for i, (model, g, col, dash) in enumerate(lines):
         g = g.sort_values(x)
         err = dict(type="data", array=g["sem"], thickness=1) if "sem" in g.columns else None
+        # the truth's markers in its line's dark colour, as its legend entry shows them; the models' by value
+        marker = (dict(size=9, color=col) if model == TRUTH_CURVE else
+                  dict(size=9, color=g["mean_pred"], cmin=0, cmax=1, colorscale=PROB_COLORSCALE,
+                       line=dict(width=1, color=col)))
         fig.add_trace(go.Scatter(x=g[x], y=g["mean_pred"], mode="lines+markers", name=str(model), error_y=err,
-                                 line=dict(color=col, width=2, dash=dash),
-                                 marker=dict(size=9, color=g["mean_pred"], cmin=0, cmax=1,
-                                             colorscale=PROB_COLORSCALE, line=dict(width=1, color=col))))
+                                 line=dict(color=col, width=2, dash=dash), marker=marker))
         xcs = crossings(g[x], g["mean_pred"], level)
         if xcs:
             # one label per curve, at its first crossing, listing every crossing (labels at each of several

@@ -159,6 +159,9 @@ def test_probe_summary_and_curve_carry_the_generators_ground_truth():
     fig = P.probe_curve(s, "n_mycn", "MYCN", rule_x=8, rule_label="Cohn rule (drawn signals)", truth=s)
     line = next(t for t in fig.data if t.name == P.TRUTH_CURVE)
     assert list(line.y) == [0.0, 1.0] and line.line.dash == "dash"
+    assert line.marker.color == line.line.color == "#333"  # as its legend entry, not blue to red by value
+    model = next(t for t in fig.data if t.name == "mean prediction")
+    assert list(model.marker.color) == [1.0, 1.0]  # the model's markers keep their colour by value
     marks = [t for t in fig.data if t.mode == "markers+text"]
     assert [list(t.text) for t in marks] == [["10.00"]]  # the model never crosses; the ground truth at 10
     wavy = pd.DataFrame({"n_mycn": [0, 4, 8, 12, 16], "truth": [0.0, 0.6, 0.4, 0.6, 0.4]})
