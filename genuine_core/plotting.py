@@ -557,7 +557,7 @@ def crossings(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> lis
     return out
 
 
-def crossing_text(x: Sequence[float], y: Sequence[float], level: float = 0.5) -> str:
+def crossing_text(x: Sequence[float], y: Sequence[float], level: float = 0.5, beyond: bool = True) -> str:
     """Where the curve y(x) crosses ``level``, in words a reader can trust.
 
     The first of :func:`crossings` (``"8.50"``) when there is one; otherwise why there is none,
@@ -569,6 +569,9 @@ def crossing_text(x: Sequence[float], y: Sequence[float], level: float = 0.5) ->
     Args:
         x: condition values (e.g. MYCN counts or signal sizes), any order.
         y: the curve (e.g. mean prediction in [0, 1]) at ``x``.
+        beyond: word a curve on one side of the level as crossing outside the range (the evaluation's
+            terms); False says only what the range shows (``"never reaches 0.5 here (max 0.00)"``,
+            ``"≥ 0.5 at every condition here (min 0.75)"``), e.g. for a ground truth that size never changes.
     """
     xcs = crossings(x, y, level)
     if xcs:
@@ -579,8 +582,12 @@ def crossing_text(x: Sequence[float], y: Sequence[float], level: float = 0.5) ->
     if len(xs) == 0:
         return "no conditions"
     if ys.min() >= level:
+        if not beyond:
+            return f"≥ {level:g} at every condition here (min {ys.min():.2f})"
         return f"at or below {xs.min():g} (every condition ≥ {level:g})"
     if ys.max() < level:
+        if not beyond:
+            return f"never reaches {level:g} here (max {ys.max():.2f})"
         return f"above {xs.max():g} (no condition reaches {level:g})"
     return f"touches {level:g} at {xs[ys >= level].min():g} without crossing"
 

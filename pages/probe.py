@@ -152,11 +152,11 @@ def rule_text(rule_x: float | None, n_nmi: int) -> str:
             f"signals, before touching signals merge: {rule_x:g} drawn MYCN signals for {n_nmi} NMI signals{zero}. ")
 
 
-def crossing_metric(label: str, xs: pd.Series, ys: pd.Series, what: str) -> None:
+def crossing_metric(label: str, xs: pd.Series, ys: pd.Series, what: str, beyond: bool = True) -> None:
     """The curve's first 0.5 crossing, or "no crossing" (the reason, too long for a metric, in its help; the
-    caption under the metrics says it as well)."""
+    caption under the metrics says it as well; ``beyond`` as :func:`genuine_core.plotting.crossing_text`)."""
     xcs = plotting.crossings(xs, ys, 0.5)
-    why = "" if xcs else f" No crossing: {plotting.crossing_text(xs, ys, 0.5)}."
+    why = "" if xcs else f" No crossing: {plotting.crossing_text(xs, ys, 0.5, beyond)}."
     st.metric(label, f"{xcs[0]:.2f}" if xcs else "no crossing",
               help=f"{what}; first crossing; linear interpolation between conditions.{why}")
 
@@ -182,14 +182,15 @@ def show_result(res: dict, db: str) -> None:
                             "mean prediction: share of the probes the model calls MNA")
         if truth is not None:
             with m2:
-                crossing_metric("Truth crosses 0.5 at", curve[x], curve["truth"], TRUTH_HELP)
+                crossing_metric("Truth crosses 0.5 at", curve[x], curve["truth"], TRUTH_HELP, beyond=False)
         if len(xcs) > 1:
             st.warning(f"The curve crosses 0.5 {len(xcs)} times (at {', '.join(f'{v:.2f}' for v in xcs)}): "
                        "the model's response is not monotonic here.", icon=":material/ssid_chart:")
         at = {"model": plotting.crossing_text(curve[x], curve["mean_pred"], 0.5)}
         note = ""
         if truth is not None:
-            at["ground truth"] = plotting.crossing_text(curve[x], curve["truth"], 0.5)
+            # only the range: a truth size never changes is no crossing beyond it
+            at["ground truth"] = plotting.crossing_text(curve[x], curve["truth"], 0.5, beyond=False)
             note = ("Dashed: the ground truth, the Cohn rule on the generator's visible counts (touching signals "
                     "count as one signal, not as a cluster, so many drawn signals can merge into few visible ones "
                     "and the truth can level off below 1). ")

@@ -647,7 +647,12 @@ def test_probe_page_metric_of_a_single_condition_is_short_enough_to_read(stub_pr
     at = run_probe_page(name, counts=(0, 0))
     assert [m.value for m in at.metric] == ["no crossing", "no crossing"]
     assert "No crossing: above 0 (no condition reaches 0.5)." in crossing_metric(at)[1]
-    assert "0.5 crossing: model above 0 (no condition reaches 0.5), ground truth above 0" in texts(at)
+    # the truth's range only: nothing implies it crosses beyond it (as a truth that signal size never changes)
+    assert ("0.5 crossing: model above 0 (no condition reaches 0.5), ground truth never reaches 0.5 here "
+            "(max 0.00).") in texts(at)
+    truth = next(m for m in at.metric if m.label == "Truth crosses 0.5 at")
+    assert "No crossing: never reaches 0.5 here (max 0.00)." in truth.proto.help
+
 
 
 def test_probe_page_saves_raw_and_calibrated_probabilities_and_plots_calibrated(stub_probe_model):
@@ -827,7 +832,7 @@ def test_probe_page_shows_the_generators_ground_truth_beside_the_model(stub_prob
     curve = res["curve"]
     assert [m.label for m in at.metric] == ["Model crosses 0.5 at", "Truth crosses 0.5 at"]
     assert (f"0.5 crossing: model {crossing_text(curve['n_mycn'], curve['mean_pred'])}, "
-            f"ground truth {crossing_text(curve['n_mycn'], curve['truth'])}.") in texts(at)
+            f"ground truth {crossing_text(curve['n_mycn'], curve['truth'], beyond=False)}.") in texts(at)
     assert "Saved runs keep the model's outputs, not the generator's visible counts" in texts(at)
 
 

@@ -118,6 +118,10 @@ def test_crossing_text_explains_a_curve_without_crossing():
     assert P.crossing_text([30, 40], [0.1, 0.4]) == "above 40 (no condition reaches 0.5)"
     assert crossing([30, 40], [0.1, 0.4]) is None
     assert P.crossing_text([0, 1, 2], [0.2, 0.5, 0.3]) == "touches 0.5 at 1 without crossing"
+    # a curve that may never cross (a ground truth signal size never changes): only what the range shows
+    assert P.crossing_text([2, 12], [0.0, 0.0], beyond=False) == "never reaches 0.5 here (max 0.00)"
+    assert P.crossing_text([30, 40], [0.75, 1.0], beyond=False) == "≥ 0.5 at every condition here (min 0.75)"
+    assert P.crossing_text([0, 1, 2, 3], [0, 0.2, 0.8, 1.0], beyond=False) == "1.50"
 
 
 def test_probe_curve_marks_every_crossing():
