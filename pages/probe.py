@@ -189,8 +189,10 @@ def show_result(res: dict, db: str) -> None:
         at = {"model": plotting.crossing_text(curve[x], curve["mean_pred"], 0.5)}
         note = ""
         if truth is not None:
-            # only the range: a truth size never changes is no crossing beyond it
-            at["ground truth"] = plotting.crossing_text(curve[x], curve["truth"], 0.5, beyond=False)
+            # only the range: a truth size never changes is no crossing beyond it; several crossings all listed
+            txcs = plotting.crossings(curve[x], curve["truth"], 0.5)
+            at["ground truth"] = (f"{len(txcs)} times, at {', '.join(f'{v:.2f}' for v in txcs)}" if len(txcs) > 1
+                                  else plotting.crossing_text(curve[x], curve["truth"], 0.5, beyond=False))
             note = ("Dashed: the ground truth, the Cohn rule on the generator's visible counts (touching signals "
                     "count as one signal, not as a cluster, so many drawn signals can merge into few visible ones "
                     "and the truth can level off below 1). ")

@@ -654,6 +654,16 @@ def test_probe_page_metric_of_a_single_condition_is_short_enough_to_read(stub_pr
     assert "No crossing: never reaches 0.5 here (max 0.00)." in truth.proto.help
 
 
+def test_probe_page_lists_every_crossing_of_a_wavy_ground_truth(stub_probe_model, monkeypatch):
+    from genuine_core import plotting
+
+    summary = plotting.probe_summary
+    monkeypatch.setattr(plotting, "probe_summary", lambda *a, **k: summary(*a, **k).assign(
+        truth=[0.0, 0.6, 0.4, 0.6, 0.4]))  # merging levels the truth off near 0.5
+    _, name, _ = stub_probe_model
+    at = run_probe_page(name, counts=(0, 16), step=4)
+    assert "ground truth 4 times, at 3.33, 6.00, 10.00, 14.00." in texts(at)
+
 
 def test_probe_page_saves_raw_and_calibrated_probabilities_and_plots_calibrated(stub_probe_model):
     from store.db import open_store
