@@ -436,3 +436,13 @@ def test_cli_evaluate_shows_progress_on_stderr_unless_quiet_and_the_numbers_do_n
             m.pop("speed")
     assert shown["models"] == quiet["models"] and shown["ordering"] == quiet["ordering"]
     assert shown["models"][0]["probe_count"]["mean_call"]  # the probe curves were computed
+
+
+def test_cli_evaluate_quiet_help_says_what_it_turns_off(capsys):
+    from genuine_core.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--quiet no progress bar and no INFO lines (each model's summary line); warnings and errors still " \
+           "print" in help_text

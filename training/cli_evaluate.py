@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shipped", default=None,
                         help="folder name of the model the acceptance targets apply to (default: with --merge, "
                              "the one the merged reports named; else the GENUINE model with the largest beta)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar and no INFO lines (each model's summary line); warnings and errors "
+                             "still print")
 
 
 def _default_models() -> list[str]:

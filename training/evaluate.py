@@ -357,8 +357,9 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
         probe_n: probe nuclei per condition (paper: 50).
         command: the command line, recorded in the report.
         progress: a progress bar on stderr over the units of work (the probe nuclei; per model the test
-            split, the mixtures and each probe sweep); None = when on a terminal. The results do not
-            depend on it.
+            split, the mixtures and each probe sweep): True always (``genuine evaluate`` passes it unless
+            ``--quiet``, so a log file gets the bar too), False never, None (the default) only when stderr is a
+            terminal. The results do not depend on it.
 
     Raises:
         InputError: missing benchmark or model folder, mismatched patch sizes or normalisations.
