@@ -189,7 +189,8 @@ def show_result(res: dict, db: str) -> None:
         at = {"model": plotting.crossing_text(curve[x], curve["mean_pred"], 0.5)}
         note = ""
         if truth is not None:
-            # only the range: a truth size never changes is no crossing beyond it; several crossings all listed
+            # a truth that stays on one side of 0.5 (size never changes the counts) is not said to cross beyond
+            # the range; several crossings are all listed
             txcs = plotting.crossings(curve[x], curve["truth"], 0.5)
             at["ground truth"] = (f"{len(txcs)} times, at {', '.join(f'{v:.2f}' for v in txcs)}" if len(txcs) > 1
                                   else plotting.crossing_text(curve[x], curve["truth"], 0.5, beyond=False))

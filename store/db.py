@@ -127,9 +127,10 @@ def _folder_refusal(path: Path) -> str | None:
 
 
 def _not_writable(path: Path, reason: str) -> StoreNotWritable:
+    needs = (f"DuckDB must create {path.name}.wal there to save a change" if path.is_file()
+             else f"the store file {path.name} cannot be created there")
     return StoreNotWritable(f"cannot write to the store {path}: its folder {path.parent} refuses new files "
-                            f"({reason}), and DuckDB must create {path.name}.wal there to save a change; "
-                            "nothing was saved")
+                            f"({reason}), and {needs}; nothing was saved")
 
 
 def _commit_failed(path: Path, exc: duckdb.Error) -> StoreError:

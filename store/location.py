@@ -25,8 +25,8 @@ def no_store_message(path: str | Path) -> str:
     """Why ``path`` holds no store to work on: it is missing, or an empty file (:func:`store_exists` is False)."""
     if not Path(path).is_file():
         return f"{path}: no such store"
-    return (f"{path}: an empty file, not yet a GENUINE store; any command that writes to it sets it up, "
-            f"e.g. `{genuine_command('store migrate', path)}`")
+    return (f"{path}: an empty file, not yet a GENUINE store; an ingest into it, or "
+            f"`{genuine_command('store migrate', path)}`, sets it up")
 
 
 def genuine_command(command: str, db: str | Path | None) -> str:

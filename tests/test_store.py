@@ -131,8 +131,8 @@ def test_an_empty_file_is_no_store_yet_and_a_writer_creates_the_store_in_it(tmp_
 
     path = tmp_path / "touched.duckdb"
     path.touch()  # DuckDB refuses a zero-byte file as "not a valid DuckDB database file"
-    with pytest.raises(StoreError, match="an empty file, not yet a GENUINE store; any command that writes to it "
-                                         "sets it up, e.g. `genuine store migrate --db "):
+    with pytest.raises(StoreError, match="an empty file, not yet a GENUINE store; an ingest into it, or "
+                                         "`genuine store migrate --db "):
         Store(path, read_only=True)
     assert main(["store", "info", "--db", str(path)]) == 2
     assert "an empty file, not yet a GENUINE store" in capsys.readouterr().err
@@ -156,8 +156,8 @@ def test_commands_on_an_empty_file_refuse_it_like_a_missing_store_and_leave_it_e
     path = tmp_path / "touched.duckdb"
     path.touch()
     assert main([*args, "--db", str(path)]) == 2
-    assert capsys.readouterr().err.strip() == (f"error: {path}: an empty file, not yet a GENUINE store; any command "
-                                               f"that writes to it sets it up, e.g. `genuine store migrate --db {path}`")
+    assert capsys.readouterr().err.strip() == (f"error: {path}: an empty file, not yet a GENUINE store; an ingest "
+                                               f"into it, or `genuine store migrate --db {path}`, sets it up")
     assert path.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["touched.duckdb"]
 
 
