@@ -26,6 +26,14 @@ def summaries(db: str, data_rev: int, labels_rev: int, models_rev: int) -> pd.Da
     return sample_summaries(common.store_at(db))
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def sample_names(db: str, data_rev: int) -> list[str]:
+    """Every sample's name (``store.samples.list_samples``), scored or not."""
+    from store.samples import list_samples
+
+    return list_samples(common.store_at(db))["name"].tolist()
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def sample_nuclei(db: str, data_rev: int, labels_rev: int, sample: str, model: str) -> pd.DataFrame:
     """``store.nuclei.sample_nuclei`` (one model's predictions and every label), ``prob`` calibrated."""
@@ -386,6 +394,10 @@ def main() -> None:
     if st.query_params.get(MODEL_KEY) != primary:  # a copied address shows the same model's calls
         st.query_params[MODEL_KEY] = st.session_state["_cases_last_model_link"] = primary
     picked, names = render_table(summary, models, primary)
+    uncalled = sorted(set(sample_names(db, common.rev("data"))) - set(summary["sample"]))
+    if uncalled:  # a sample whose nuclei curators all excluded (or that holds none) has no call to list
+        st.caption(f":material/visibility_off: Not in the table, no nucleus to call (all excluded by curators, or "
+                   f"none stored): {', '.join(uncalled)}")
     if names:
         render_case_section(db, summary, models, primary, picked, names)
     st.divider()

@@ -1849,3 +1849,18 @@ def test_cases_on_the_demo_store_match_the_store_summaries(tmp_path, monkeypatch
     assert sorted(table.index) == sorted(summ["sample"].unique())
     assert table["Nuclei scored"].to_dict() == want["n_scored"].to_dict()
     assert table["Call"].to_dict() == want["call"].to_dict()
+
+
+def test_cases_names_a_sample_left_without_a_nucleus_to_call(store_copy):
+    """Curators excluded every nucleus of a sample: it drops out of the table, and the page says so."""
+    from store.db import open_store
+    from store.labels import exclude_scan
+
+    with open_store(store_copy[0]) as s:
+        for scan_id in s.query("SELECT c.id FROM scans c JOIN samples x ON x.id = c.sample_id "
+                               "WHERE x.name = 'MIX-50'")["id"]:
+            exclude_scan(s, int(scan_id), "qa")
+    at = open_page("cases")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.endswith("no nucleus to call (all excluded by curators, or none stored): MIX-50")
+               for c in at.caption)
