@@ -253,16 +253,16 @@ def remove_scan_section() -> None:
         who = common.reviewer()
         chosen = scans.set_index("id").loc[scan_id]
         labelled = int(chosen["labelled_nuclei"])
+        kept = (f"{labelled} of its nuclei carry curators' label events, so it cannot be removed (the audit trail "
+                "is never deleted)")
         if labelled and int(chosen["excluded_nuclei"]) == int(chosen["n_nuclei"]):
-            st.caption(f"{labelled} of its nuclei carry curators' label events, so it cannot be removed (the audit "
-                       "trail is never deleted); every nucleus of it is excluded already, so it counts in no call.")
+            st.caption(kept + "; every nucleus of it is excluded already, so it counts in no call.")
         elif labelled:  # remove_scan refuses it: offer to take it out of every call instead
             sure = c2.checkbox("Yes, exclude its nuclei", key=f"ingest_exclude_sure_{scan_id}", disabled=not who)
             c3.button("Exclude scan", key="ingest_exclude", type="primary", disabled=not (who and sure),
                       icon=":material/block:", on_click=exclude_clicked, args=(int(scan_id), who))
-            st.caption(f"{labelled} of its nuclei carry curators' label events, so it cannot be removed (the "
-                       "audit trail is never deleted). Excluding gives each of its nuclei an 'exclude' decision in "
-                       "your name: the scan is left out of every call, and the file still counts as stored.")
+            st.caption(kept + ". Excluding gives each of its nuclei an 'exclude' decision in your name: the scan is "
+                       "left out of every call, and the file still counts as stored.")
         else:
             sure = c2.checkbox("Yes, remove it", key=f"ingest_remove_sure_{scan_id}", disabled=not who)  # per scan
             c3.button("Remove scan", key="ingest_remove", type="primary", disabled=not (who and sure),

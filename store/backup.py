@@ -21,8 +21,9 @@ from store.location import store_exists
 def backup_store(path: str | Path, dest: str | Path) -> dict:
     """Copy the store at ``path`` into the new folder ``dest`` (``dest/<name>.duckdb``, ``dest/<name>_files/``).
 
-    The copy is written to a new hidden ``.<dest>.partial-*`` folder beside ``dest`` and renamed to ``dest`` only once its file has the same
-    SHA-256 as the store's and opens as a store; a failure or Ctrl-C leaves no partial folder behind.
+    The copy is written to a new hidden ``.<dest>.partial-*`` folder beside ``dest`` and renamed to ``dest``
+    only once its file has the same SHA-256 as the store's and opens as a store; a failure or Ctrl-C leaves
+    no partial folder behind.
     The store's schema is copied as it is (an older store is not migrated first).
 
     Returns:
@@ -31,8 +32,9 @@ def backup_store(path: str | Path, dest: str | Path) -> dict:
         are not copied}``.
 
     Raises:
-        InputError: ``dest`` exists already, or lies inside the store's ``<name>_files`` folder. StoreError: no store at ``path``, it is busy (e.g. held by
-            the dashboard), or the copy differs from the store.
+        InputError: ``dest`` exists already, or lies inside the store's ``<name>_files`` folder.
+        StoreError: no store at ``path``, it is busy (e.g. held by the dashboard), or the copy differs
+            from the store.
     """
     path, dest = Path(path), Path(dest)
     if not store_exists(path):  # an empty file is no store yet: nothing to back up, and nothing to create

@@ -8,9 +8,9 @@ registered model's folder present and holding the weights registered (ingest ref
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 
+from genuine_core.checksums import sha256_file
 from genuine_core.errors import ModelLoadError
 from genuine_core.models.folder import folder_digest
 from store.db import Store
@@ -120,7 +120,7 @@ def check_store(store: Store) -> list[str]:
         path = store.folder / rec["reducer_path"]
         if not path.is_file():
             problems.append(f"UMAP map of model {rec['name']!r} missing: {path}")
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != rec["reducer_sha256"]:
+        elif sha256_file(path) != rec["reducer_sha256"]:
             problems.append(f"UMAP map of model {rec['name']!r} does not match its recorded checksum: {path}")
     return problems + _model_folder_problems(store)
 
@@ -133,8 +133,9 @@ def _model_folder_problems(store: Store) -> list[str]:
         try:
             found = folder_digest(folder)
         except ModelLoadError as exc:
+            relocate = genuine_command(f"store relocate-model {shlex.quote(name)} NEW_FOLDER", store.path)
             problems.append(f"registered model {name!r}: {exc} (restore the folder or, if it moved, record its new "
-                            f"place: {genuine_command(f'store relocate-model {shlex.quote(name)} NEW_FOLDER', store.path)})")
+                            f"place: {relocate})")
             continue
         if found != checksum:
             problems.append(f"registered model {name!r}: {folder} holds other weights than registered "

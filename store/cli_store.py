@@ -1,7 +1,7 @@
-"""``genuine store check | info | scans | remove-scan | exclude-scan | score | remove-model | events | migrate``:
-integrity, overview, scan list, scan removal, excluding a reviewed scan's nuclei, scoring stored scans with a
-model registered after them, model removal, the log of who registered and removed models and removed scans,
-and bringing an older store up to date.
+"""``genuine store ACTION`` (:data:`ACTIONS`): integrity, overview, scan list, scan removal, excluding a
+reviewed scan's nuclei, scoring stored scans with a model registered after them, model removal, recording
+a moved model folder, the log of who registered and removed models and removed scans, bringing an older
+store up to date, and a backup.
 
 ``score MODEL`` runs a model (a folder, or a registered name) over the stored patches of every
 scan it has not scored yet (``store.rescore``), e.g. a model retrained on curated labels; each
@@ -175,7 +175,8 @@ def _print_scans(store, sample: str | None) -> int:
     view = view.rename(columns={"ingested_at": "ingested", "backend": "segmentation"})
     print(view.to_string(index=False))
     print("reviewed: nuclei with a current curated decision (as on the Review page and in 'store info'); "
-          "excluded: of those, the ones excluded (all nuclei: the scan counts in no call); ever labelled: nuclei with any label event, undone ones too (remove-scan refuses such a scan)")
+          "excluded: of those, the ones excluded (all nuclei: the scan counts in no call); "
+          "ever labelled: nuclei with any label event, undone ones too (remove-scan refuses such a scan)")
     return 0
 
 
@@ -212,7 +213,7 @@ def _exclude_scan(db, scan_id: int, by: str | None, note: str | None) -> int:
     from store.db import Store
     from store.labels import exclude_scan
 
-    if not by:
+    if not by:  # --by " " (person_name makes a blank name None)
         raise InputError("exclude-scan records a label event per nucleus: name the curator with --by NAME")
     with Store(db) as store:
         n = exclude_scan(store, scan_id, by, note)

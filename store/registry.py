@@ -138,10 +138,7 @@ def relocate_model(store: Store, name: str, folder: str | Path, by: str | None =
     """
     from genuine_core.models.folder import folder_digest
 
-    row = store.query("SELECT folder, checksum FROM models WHERE name = ?", [name])
-    if row.empty:
-        names = ", ".join(repr(n) for n in store.query("SELECT name FROM models ORDER BY id")["name"]) or "none"
-        raise StoreError(f"no registered model {name!r} (registered: {names})")
+    row = store.query("SELECT folder, checksum FROM models WHERE id = ?", [model_id(store, name)])
     previous, checksum = row.at[0, "folder"], row.at[0, "checksum"]
     found = folder_digest(folder)
     if found != checksum:

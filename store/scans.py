@@ -30,6 +30,14 @@ def _now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+# per-scan counts as correlated subqueries on ``scans c`` (constant SQL): nuclei with any label event (undone
+# ones too: such a scan is never removed), and nuclei no curator has excluded
+_LABELLED_NUCLEI = ("(SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id "
+                    "WHERE n.scan_id = c.id)")
+_NOT_EXCLUDED_NUCLEI = ("(SELECT count(*) FROM nuclei n WHERE n.scan_id = c.id AND NOT EXISTS "
+                        "(SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = n.id))")
+
+
 def scan_by_sha(store: Store, sha256: str) -> dict | None:
     """``{"id", "file_name", "sample", "channel_map", "backend", "labelled", "not_excluded"}`` of the scan with
     these file bytes, or None.
@@ -41,10 +49,7 @@ def scan_by_sha(store: Store, sha256: str) -> dict | None:
     """
     df = store.query(
         "SELECT c.id, c.file_name, s.name AS sample, c.channel_map, c.segmentation, "
-        "(SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id "
-        " WHERE n.scan_id = c.id) AS labelled, "
-        "(SELECT count(*) FROM nuclei n WHERE n.scan_id = c.id AND NOT EXISTS (SELECT 1 FROM curated_labels x "
-        " WHERE x.excluded AND x.nucleus_id = n.id)) AS not_excluded "
+        + _LABELLED_NUCLEI + " AS labelled, " + _NOT_EXCLUDED_NUCLEI + " AS not_excluded "
         "FROM scans c JOIN samples s ON s.id = c.sample_id WHERE c.sha256 = ?",
         [sha256],
     )
@@ -408,8 +413,7 @@ def scan_overview(store: Store, sample: str | None = None) -> pd.DataFrame:
                 WHERE n.scan_id = c.id)::INTEGER AS curated_nuclei,
                (SELECT count(*) FROM curated_labels cl JOIN nuclei n ON n.id = cl.nucleus_id
                 WHERE n.scan_id = c.id AND cl.excluded)::INTEGER AS excluded_nuclei,
-               (SELECT count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id
-                WHERE n.scan_id = c.id)::INTEGER AS labelled_nuclei,
+               """ + _LABELLED_NUCLEI + """::INTEGER AS labelled_nuclei,
                c.ingested_at, c.sha256
         FROM scans c JOIN samples s ON s.id = c.sample_id
         WHERE ? IS NULL OR s.name = ?
@@ -446,8 +450,7 @@ _SCAN_SQL = ("SELECT c.id, c.sample_id, s.name AS sample, c.file_name, c.path, c
 _EVENTS_SQL = ("SELECT count(*), count(DISTINCT e.nucleus_id) FROM label_events e JOIN nuclei n "
                "ON n.id = e.nucleus_id WHERE n.scan_id = $scan")
 _PATH_USERS_SQL = "SELECT count(*) FROM scans WHERE path = ? AND id <> ?"
-_NOT_EXCLUDED_SQL = ("SELECT count(*) FROM nuclei n WHERE n.scan_id = $scan AND NOT EXISTS "
-                     "(SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = n.id)")
+_NOT_EXCLUDED_SQL = "SELECT " + _NOT_EXCLUDED_NUCLEI + " FROM scans c WHERE c.id = $scan"
 
 
 class ScanHasLabelEvents(StoreError):

@@ -115,7 +115,7 @@ QC_FLAGS = {
                         "the nuclei (a share just beyond the rates only pins the corrected estimate, and its "
                         "interval still shows the uncertainty)",
     "weak validation": f"the model's validation had fewer than {SUMMARY_CONFIG.min_validation_per_class} nuclei "
-                       f"of a class, or a sensitivity or specificity below {SUMMARY_CONFIG.min_validation_rate:g} "
+                       f"of a class, or a sensitivity or specificity below {SUMMARY_CONFIG.min_validation_rate:g}, "
                        "or no better than chance (sensitivity + specificity <= 1), so no corrected estimate is "
                        "given (e.g. a retrained model registered for testing): do not base a diagnosis on its calls",
 }

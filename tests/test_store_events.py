@@ -207,7 +207,7 @@ def test_relocate_model_records_a_renamed_folder_and_refuses_other_weights(store
     assert main(["store", "relocate-model", "m1", other, "--by", "cy", "--db", str(db)]) == 2
     assert "holds other weights than the registered model 'm1'" in capsys.readouterr().err
     assert main(["store", "relocate-model", "m9", str(new), "--by", "cy", "--db", str(db)]) == 2
-    assert "no registered model 'm9' (registered: 'm1')" in capsys.readouterr().err
+    assert "no model named 'm9' in the store (registered: m1)" in capsys.readouterr().err
     assert main(["store", "relocate-model", "m1", str(tmp_path / "nope"), "--by", "cy", "--db", str(db)]) == 2
     assert "model folder not found" in capsys.readouterr().err
     with Store(db) as s:
