@@ -10,6 +10,8 @@ Sources:
   GENUINE paper's labels do; ``ProbeRule.amplification_ratio`` moves the boundary.
 - Theissen et al., Clin Cancer Res 2009: heterogeneous MYCN amplification (hetMNA) when
   at least 5 amplified cells stand beside non-amplified tumour cells.
+- Campbell et al., Eur J Cancer 2020 (Children's Oncology Group): homogeneous MNA when more
+  than 20 % of the tumour cells are amplified, heterogeneous MNA at 20 % or fewer.
 
 The same functions serve other probe pairs (e.g. HER2/CEP17) through ``ProbeRule``.
 """
@@ -81,20 +83,21 @@ class SampleCallRule:
     Attributes:
         min_nuclei: fewer scored nuclei than this gives "not enough nuclei"
             (INRG consensus asks for at least 50 evaluable tumour cells; Ambros 2009).
-        mna_fraction: predicted MNA share at or above which the sample is called MNA.
+        mna_fraction: predicted MNA share above which the sample is called (homogeneous) MNA
+            (COG: more than 20 % amplified tumour cells; Campbell 2020).
         het_min_cells: at least this many amplified nuclei beside non-amplified ones give
             "heterogeneous MNA" (Theissen 2009).
     """
 
     min_nuclei: int = 50
-    mna_fraction: float = 0.5
+    mna_fraction: float = 0.2
     het_min_cells: int = 5
 
     def __post_init__(self) -> None:
         if self.min_nuclei < 1:
             raise ValueError("min_nuclei must be >= 1")
-        if not 0 < self.mna_fraction <= 1:
-            raise ValueError("mna_fraction must be in (0, 1]")
+        if not 0 <= self.mna_fraction < 1:
+            raise ValueError("mna_fraction must be in [0, 1)")
         if self.het_min_cells < 1:
             raise ValueError("het_min_cells must be >= 1")
 
@@ -118,7 +121,7 @@ def sample_call(n_scored: int, n_mna: int, rule: SampleCallRule = SAMPLE_CALL_RU
     """
     if n_scored < rule.min_nuclei:
         return "not enough nuclei"
-    if n_mna / n_scored >= rule.mna_fraction:
+    if n_mna / n_scored > rule.mna_fraction:
         return "MNA"
     if n_mna >= rule.het_min_cells and beyond_false_positives:
         return "heterogeneous MNA"

@@ -183,8 +183,10 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tupl
                  "expected share where amplified lines hold non-amplified nuclei"),
         "Corrected %": st.column_config.NumberColumn(
             format="%.1f", width=header_width("Corrected %"), help=CORRECTED_HELP),
-        "Call": st.column_config.TextColumn(width="medium", help="MNA / heterogeneous MNA / non-MNA / not enough "
-                                                                 "nuclei (INRG consensus; see genuine_core.rules)"),
+        "Call": st.column_config.TextColumn(width="medium", help="MNA (more than 20 % of the nuclei called MNA) / "
+                                                                 "heterogeneous MNA (20 % or fewer, at least 5) / "
+                                                                 "non-MNA / not enough nuclei (fewer than 50); see "
+                                                                 "genuine_core.rules"),
         # "large" (400 px): two flags ("high uncertainty", "auto-label disagreement") were cut at "medium"
         "QC flags": st.column_config.ListColumn(width="large", help="open the case for what each flag means"),
     })

@@ -120,8 +120,10 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     note = ("MNA % is the share of scored nuclei the model calls MNA (Wilson 95 % interval); the corrected "
             "estimate removes the model's validation error rates (Rogan-Gladen; its interval also carries the "
             "uncertainty of those rates, Lang & Reiczigel 2014). Calls follow "
-            "genuine_core.rules.sample_call (INRG consensus, Ambros et al. 2009; heterogeneous MNA after "
-            "Theissen et al. 2009, when the MNA calls exceed what the model's false-positive rate explains). "
+            "genuine_core.rules.sample_call (INRG consensus, Ambros et al. 2009: at least 50 nuclei; MNA when more "
+            "than 20 % of them are called MNA, after the Children's Oncology Group, Campbell et al. 2020; "
+            "heterogeneous MNA at 20 % or fewer but at least 5 nuclei, after Theissen et al. 2009, when the MNA "
+            "calls exceed what the model's false-positive rate explains). "
             "Nuclei a curator excluded are not scored; a curator's relabelling does not change the model's "
             "calls or these numbers (curated labels train the next model).")
     flags = sorted({f for fs in summ["qc_flags"] for f in fs})

@@ -101,7 +101,7 @@ QC_FLAGS = {
     "possible false positives": "enough nuclei are called MNA for heterogeneous MNA, but the model's false-"
                                 "positive rate alone could explain them (the corrected interval reaches 0 %), so "
                                 "the sample is called non-MNA; review the nuclei called MNA",
-    "possible false negatives": f"the corrected interval reaches {100 * SAMPLE_CALL_RULE.mna_fraction:g} %: "
+    "possible false negatives": f"the corrected interval goes above {100 * SAMPLE_CALL_RULE.mna_fraction:g} %: "
                                 "with the model's miss rate the sample may be MNA; review before signing",
     "partly scored": "the model has scored fewer of the sample's scans than another model (an interrupted or "
                      "skipped `genuine store score`, or scans whose patches it cannot read); score the rest "
@@ -307,7 +307,7 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
         flags.append("MYCN below reference")
     if out["call"] != sample_call(n, k, rule):  # heterogeneous by count, not beyond false positives
         flags.append("possible false positives")
-    if out["call"] in ("non-MNA", "heterogeneous MNA") and out["corrected_high_pct"] >= 100 * rule.mna_fraction:
+    if out["call"] in ("non-MNA", "heterogeneous MNA") and out["corrected_high_pct"] > 100 * rule.mna_fraction:
         flags.append("possible false negatives")
     if int(row.get("n_scans_scored") or 0) < int(row.get("n_scans") or 0):
         flags.append("partly scored")

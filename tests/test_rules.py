@@ -27,11 +27,14 @@ def test_rule_validation():
         ProbeRule(amplification_ratio=0)
     with pytest.raises(ValueError):
         SampleCallRule(min_nuclei=0)
+    with pytest.raises(ValueError):
+        SampleCallRule(mna_fraction=1)  # no share is above 100 %
 
 
 @pytest.mark.parametrize(
     "n, k, call",
-    [(10, 10, "not enough nuclei"), (100, 60, "MNA"), (100, 50, "MNA"), (100, 5, "heterogeneous MNA"), (100, 4, "non-MNA"), (100, 0, "non-MNA")],
+    [(10, 10, "not enough nuclei"), (100, 60, "MNA"), (100, 21, "MNA"), (100, 20, "heterogeneous MNA"),
+     (100, 5, "heterogeneous MNA"), (100, 4, "non-MNA"), (100, 0, "non-MNA")],
 )
 def test_sample_call(n, k, call):
     assert sample_call(n, k) == call
@@ -48,7 +51,7 @@ def test_a_large_non_mna_sample_is_not_called_heterogeneous_for_its_false_positi
     assert sample_call(500, 15, beyond_false_positives=est.low > 0) == "non-MNA"
     more = rogan_gladen(60, 500, 0.97, 0.97, n_positive=300, n_negative=300)
     assert sample_call(500, 60, beyond_false_positives=more.low > 0) == "heterogeneous MNA"  # beyond the noise
-    assert sample_call(500, 300, beyond_false_positives=False) == "MNA"  # the majority rule is not affected
+    assert sample_call(500, 300, beyond_false_positives=False) == "MNA"  # the 20 % rule is not affected
 
 
 def test_core_stays_free_of_ui_and_db_imports():

@@ -492,7 +492,7 @@ def test_sample_summary_matches_hand_computation(store):
     assert r["expected_pct"] == pytest.approx(25.0)
     assert r["deviation_pp"] == pytest.approx(5.0)
     assert r["true_mna_pct"] == pytest.approx(100 * 14 / 60)
-    assert r["call"] == "heterogeneous MNA"          # >= 50 nuclei, < 50 % MNA, >= 5 MNA nuclei
+    assert r["call"] == "MNA"          # >= 50 nuclei, more than 20 % MNA (COG's homogeneous MNA)
     assert r["uncertain_share"] == pytest.approx(15 / 60)
     assert r["qc_flags"] == ["high uncertainty"]
     assert "val" in r["correction"]
@@ -614,10 +614,10 @@ def test_summary_flags_a_model_that_scored_part_of_a_sample_and_a_call_its_misse
         labels.record_label_event(store, int(nid), "exclude", "ann")
     rows = summary.sample_summaries(store, sample="two").set_index("model")
     assert not any("partly scored" in f for f in rows["qc_flags"])  # what m2 missed is left out anyway
-    # 25 of 100 called MNA by a model that misses 45 % of MNA nuclei: the sample may well be MNA
-    _add_scan(store, "blind", "9" * 64, {"m3": [0.9] * 25 + [0.1] * 75}, metrics={"m3": blind})
+    # 15 of 100 called MNA by a model that misses 45 % of MNA nuclei: more than 20 % may well be
+    _add_scan(store, "blind", "9" * 64, {"m3": [0.9] * 15 + [0.1] * 85}, metrics={"m3": blind})
     r = summary.sample_summaries(store, model="m3").iloc[0]
-    assert r["call"] == "heterogeneous MNA" and r["corrected_high_pct"] >= 50
+    assert r["call"] == "heterogeneous MNA" and r["corrected_high_pct"] > 20
     assert "possible false negatives" in r["qc_flags"]
     assert {"partly scored", "possible false negatives"} <= set(summary.QC_FLAGS)
 
