@@ -83,7 +83,8 @@ def load_weights(model, folder: str | Path) -> None:
     """Copy the weights of a trained model folder into ``model`` (``--init``: fine-tuning).
 
     Only the weights move: settings that are not learned (e.g. the detector's NMS and
-    containment thresholds) stay those of the preset ``model`` was built from, and the patch
+    containment thresholds) stay those ``model`` was built with (its preset's; for GENUINE the
+    ``--detector`` folder's detector settings), and the patch
     normalisation stays the training data's (weights trained on patches normalised another
     way are only a starting point; a warning says so). A GENUINE model keeps its frozen
     detector (the one ``--detector`` named): the encoder and head

@@ -232,11 +232,16 @@ class ModelConfig(_Replaceable):
             reach it. Set from the training data; older folders without it are ``percentile``.
         encoder: image encoder settings (``genuine``, ``resnet``).
         detector: signal detector settings (``genuine``, ``detector``).
-        hidden: hidden units of the GENUINE MLP and of the learned detector head (paper: 100).
-        dropout: dropout before the output layer (also drives MC-dropout uncertainty).
-        top_k: detections kept per class and patch for the box features.
-        fusion_norm: BatchNorm1d on the concatenated features before the MLP (balances the
-            512-d encoder stream against the box stream).
+        hidden: hidden units of the GENUINE MLP and of the learned detector head (paper's
+            code: Linear(100), ReLU, Linear(1); the paper only says "fully connected layers").
+        dropout: dropout before the output layer (ours, also in the ``paper`` preset; it
+            drives MC-dropout uncertainty).
+        top_k: detections kept per class and patch for the box features (without
+            ``count_features``, as in the ``paper`` preset, the box stream cannot tell
+            ``top_k`` signals of a class from more).
+        fusion_norm: BatchNorm1d on the concatenated features before the MLP (ours, also in
+            the ``paper`` preset: balances the encoder stream, 256-d in ``cpu`` and 2048-d in
+            ``paper``, against the box stream).
         count_features: GENUINE only: append the per-class detection counts (NMI, MYCN,
             cluster at ``detector.count_threshold``) to the box features. They are a
             function of B(P), so the paper's equation still holds, but the MLP no longer

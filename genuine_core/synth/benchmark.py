@@ -86,7 +86,8 @@ SIZES: dict[str, BenchmarkSize] = {
     # trains on a 2-core CPU: 6,000-nucleus pool, 8 x 256 mixture nuclei, 96 px patches
     "cpu": BenchmarkSize("cpu", nuclei_per_line=1500, mixture_nuclei=256, patch_size=96),
     # the paper: 50,000-nucleus pool, 8 x 2,048 mixture nuclei, 192 px patches; nuclei at
-    # twice the real image's pixel size so they fill a 192 px patch as in the paper
+    # twice the real image's pixel size so they fill a 192 px patch (our choice: the paper
+    # gives no pixel size)
     "paper": BenchmarkSize("paper", nuclei_per_line=12_500, mixture_nuclei=2048, patch_size=192,
                            field_shape=(1024, 1024), nuclei_per_field=25, scale=2.0),
 }
