@@ -34,6 +34,7 @@ from genuine_core.models.folder import (
     CONFIG_FILE,
     LEGACY_WEIGHTS_FILE,
     WEIGHTS_FILE,
+    folder_digest,
     sha256_file,
 )
 from genuine_core.rules import is_amplified
@@ -507,3 +508,12 @@ def test_paper_preset_builds_and_runs(kind):
 def test_kind_mismatch_is_refused():
     with pytest.raises(ValueError, match="kind"):
         GenuineModel(preset_config("tiny", "resnet"))
+
+
+def test_the_same_weights_save_to_the_same_bytes_and_checksum(tmp_path):
+    """A retrained model with the same weights gets the same folder checksum (its identity in the store and the
+    reports): safetensors wrote its header metadata in a random order, so equal weights saved to other bytes."""
+    model = tiny("ratio", seed=5)
+    digests = {folder_digest(model.save(tmp_path / f"m{i}")) for i in range(12)}
+    weights = {(tmp_path / f"m{i}" / WEIGHTS_FILE).read_bytes() for i in range(12)}
+    assert len(weights) == 1 and len(digests) == 1

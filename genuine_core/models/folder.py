@@ -75,14 +75,14 @@ def save_model(model: GenuineClassifier, path: str | Path, metrics: dict[str, An
     Returns:
         The folder path.
     """
-    from safetensors.torch import save
+    from genuine_core.models.weights_bytes import weights_bytes
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metrics = dict(model.metrics if metrics is None else metrics)
     files = {
-        WEIGHTS_FILE: save(state, metadata={"kind": model.config.kind, "format": "genuine-model-v1"}),
+        WEIGHTS_FILE: weights_bytes(state, {"kind": model.config.kind, "format": "genuine-model-v1"}),
         CONFIG_FILE: model.config.to_json().encode(),
         METRICS_FILE: (json.dumps(metrics, indent=2, sort_keys=True, default=_json_default) + "\n").encode(),
     }
