@@ -255,6 +255,28 @@ def test_a_fine_tuning_run_resumes_with_the_command_that_started_it(bench, tmp_p
     assert tc["earlier_commands"][0].startswith("genuine train") and "--init" in tc["earlier_commands"][0]
 
 
+def test_a_resumed_run_records_the_init_weights_it_started_from(bench, tmp_path, monkeypatch):
+    """train_config.json names the --init folder by the checksum it had when the run started: a folder re-saved
+    before the resume (its weights are not used: they come from the checkpoint) does not change the record."""
+    import training.loop as loop
+    from genuine_core.models import folder_digest
+
+    monkeypatch.chdir(tmp_path)
+    base = build_model(preset_config("tiny", "resnet", seed=1, patch_size=96)).save(tmp_path / "base",
+                                                                                     {"status": "final"})
+    started = folder_digest(base)
+    argv = ["train", "--kind", "resnet", "--preset", "tiny", "--data", str(bench), "--init", "base", "--epochs", "3",
+            "--patience", "5", "--threads", "1", "--out", "run"]
+    real_history = _ctrl_c_in_epoch_2(monkeypatch)
+    assert main(argv) == 130
+    monkeypatch.setattr(loop, "write_history", real_history)
+    build_model(preset_config("tiny", "resnet", seed=9, patch_size=96)).save(base, {"status": "final"})
+    assert folder_digest(base) != started
+    assert main([*argv, "--resume"]) == 0
+    tc = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert tc["inputs"]["init"] == {"path": str(base), "checksum": started}
+
+
 def test_a_resume_left_out_init_keeps_the_runs_own(tmp_path, monkeypatch):
     """Resume commands of older versions left --init out: the run's (from the session that started it) applies."""
     import argparse

@@ -15,7 +15,8 @@
 Every classifier then gets a temperature fitted on the validation split and its
 validation sensitivity/specificity (the numbers a Rogan-Gladen prevalence correction
 needs), stored in ``metrics.json``; ``train_config.json`` records the data, beta, seed,
-optimiser settings, epochs run, wall time and the command.
+optimiser settings, epochs run, wall time and the command, and under ``inputs`` and ``versions`` the data,
+detector and init folder by content and the code and library versions (``training.provenance``).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class RunSpec:
         command: the command line, recorded for reproduction.
         earlier_commands: the command lines of the sessions a resumed run continues (the
             first one started it, e.g. with its ``--init``); set by :func:`train_model`.
+        inputs: the data, detector and init folder by content as the run started
+            (``training.provenance``); set by :func:`train_model`.
     """
 
     kind: Kind
@@ -91,6 +94,7 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     command: str | None = None
     earlier_commands: tuple[str, ...] = ()
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in ("genuine", "resnet", "detector", "ratio"):
@@ -114,7 +118,10 @@ _RATIO_TRAIN_KEYS = ("seed", "threads", "max_val")
 
 
 def _write_train_config(out: Path, spec: RunSpec, extra: dict[str, Any]) -> None:
-    rec = {**spec.to_dict(), **extra, "torch": torch.__version__, "python": sys.version.split()[0]}
+    from training.provenance import versions
+
+    rec = {**spec.to_dict(), **extra, "torch": torch.__version__, "python": sys.version.split()[0],
+           "versions": versions(), "torch_threads": torch.get_num_threads()}
     if spec.kind == "ratio":  # record what the fit used, not settings it never read
         rec["train"] = {k: rec["train"][k] for k in _RATIO_TRAIN_KEYS}
     (out / TRAIN_CONFIG_FILE).write_text(json.dumps(rec, indent=1) + "\n")
@@ -219,6 +226,16 @@ def resume_command(spec: RunSpec) -> str:
 RESUME_DATA_KEY = "data_sha256"
 #: ... and the command lines of the sessions so far, which a resumed run records as ``earlier_commands``
 SESSIONS_KEY = "session_commands"
+#: ... and the run's inputs as it started (``RunSpec.inputs``), which a resumed run keeps
+INPUTS_KEY = "run_inputs"
+
+
+def run_inputs(spec: RunSpec) -> dict[str, Any]:
+    """The run's data, detector and init folder by content (``training.provenance``), as it starts."""
+    from training.provenance import data_identity, folder_identity
+
+    return {"data": data_identity(spec.data), "detector": folder_identity(spec.detector),
+            "init": folder_identity(spec.init)}
 
 
 def _earlier_sessions(out: str | Path) -> tuple[str, ...]:
@@ -237,7 +254,8 @@ def _saver(model, spec: RunSpec):
 
     def save(path, metrics: dict[str, Any]) -> None:
         if metrics.get("status") != FINAL_STATUS:
-            metrics = {**metrics, "resume_command": command, RESUME_DATA_KEY: data, SESSIONS_KEY: sessions}
+            metrics = {**metrics, "resume_command": command, RESUME_DATA_KEY: data, SESSIONS_KEY: sessions,
+                       INPUTS_KEY: spec.inputs}
         modelapi.save(model, path, metrics)
 
     return save
@@ -367,8 +385,11 @@ def train_model(spec: RunSpec) -> dict[str, Any]:
         raise TrainingError(f"--resume: no checkpoint in {checkpoint}")
     if not spec.resume:  # a new run (e.g. --overwrite): an earlier run's checkpoint must never be resumed
         shutil.rmtree(checkpoint, ignore_errors=True)
+        spec = dataclasses.replace(spec, inputs=run_inputs(spec))
     else:
-        spec = dataclasses.replace(spec, earlier_commands=_earlier_sessions(spec.out))
+        started = checkpoint_metrics(spec.out).get(INPUTS_KEY)
+        spec = dataclasses.replace(spec, earlier_commands=_earlier_sessions(spec.out),
+                                   inputs=started if isinstance(started, dict) and started else run_inputs(spec))
     try:
         if spec.kind == "detector":
             return train_detector(spec)
