@@ -47,3 +47,47 @@ def test_a_model_folder_names_its_data_detector_and_code_by_content(bench, detec
     assert tc["inputs"]["init"] is None
     assert {"genuine", "numpy", "torch", "torchvision", "python", "git_commit", "git_dirty"} <= set(tc["versions"])
     assert tc["torch_threads"] == 1 and tc["train"]["seed"] == 2
+
+
+def test_an_evaluation_report_names_its_models_and_benchmark_by_content(bench, detector, tmp_path):
+    """evaluation.json records each model's checksum (as the store does) and the benchmark's sha256 with the seed,
+    size and command that made it; evaluation.md lists them; two runs differ only in when and how fast."""
+    _train(bench, detector, tmp_path / "m")
+    reports = []
+    for out in ("r1", "r2"):
+        assert main(["evaluate", "--models", str(tmp_path / "m"), "--data", str(bench), "--out", str(tmp_path / out),
+                     "--probe-n", "2", "--seed", "3", "--quiet"]) == 0
+        reports.append(json.loads((tmp_path / out / "evaluation.json").read_text()))
+    meta, model = reports[0]["meta"], reports[0]["models"][0]
+    assert model["checksum"] == folder_digest(tmp_path / "m")
+    assert meta["benchmark"]["sha256"] == data_fingerprint(bench) and meta["probe_seed"] == 3
+    assert (meta["benchmark"]["seed"], meta["benchmark"]["size"]) == (4, "tiny")
+    assert meta["benchmark"]["command"] == "genuine synth benchmark --size tiny --seed 4"
+    assert "numpy" in meta["versions"] and "git_commit" in meta["versions"]
+    md = (tmp_path / "r1" / "evaluation.md").read_text()
+    assert model["checksum"][:12] in md and data_fingerprint(bench)[:12] in md
+
+    def timeless(rep: dict) -> dict:
+        rep = json.loads(json.dumps(rep))
+        for key in ("generated", "command"):
+            rep["meta"].pop(key)
+        for m in rep["models"]:
+            m.pop("speed")
+        return rep
+
+    assert timeless(reports[0]) == timeless(reports[1])
+
+
+def test_merging_reports_of_benchmarks_with_other_contents_is_refused(bench, tmp_path):
+    """Two benchmarks of one seed and size may differ (jitter, normalisation): their reports are not merged."""
+    from genuine_core.errors import InputError
+    from training.evaluate import merge_results
+
+    def part(sha: str, name: str) -> dict:
+        meta = {"benchmark_seed": 4, "benchmark_size": "tiny", "n_test": 24, "n_mixture": 64, "probe_seed": 0,
+                "probe_n": 2, "command": "genuine evaluate", "benchmark": {"sha256": sha}}
+        return {"meta": meta, "models": [{"name": name, "kind": "resnet", "beta": 0.0}]}
+
+    with pytest.raises(InputError, match="different benchmarks"):
+        merge_results([part("a" * 64, "m1"), part("b" * 64, "m2")])
+    assert merge_results([part("a" * 64, "m1"), part("a" * 64, "m2")])["meta"]["benchmark"]["sha256"] == "a" * 64

@@ -129,9 +129,12 @@ def model_info(folder: Path) -> dict[str, Any]:
     hist = _read_json(folder / "history.json")
     kind = cfg.get("kind", "?")
     beta = tc.get("beta") if kind != "detector" else None
+    from training.provenance import folder_identity
+
     return {
         "name": folder.name,
         "folder": str(folder),
+        "checksum": folder_identity(folder)["checksum"],  # as the store records it (``folder_digest``)
         "kind": kind,
         "preset": cfg.get("preset", "?"),
         "beta": None if beta is None else float(beta),
@@ -396,13 +399,16 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
             probe_set = build_probes(data, np.random.default_rng(seed), p, n=probe_n)
             bar.update()
         results = [evaluate_model(f, data, splits, probe_set, nominal, bar) for f in folders]
+    from training.provenance import benchmark_identity, versions
+
     bcfg = _read_json(data / "config.json")
     meta = {"data": str(data), "benchmark_seed": bcfg.get("seed"), "benchmark_size": (bcfg.get("size") or {}).get("name") if isinstance(bcfg.get("size"), dict)
             else bcfg.get("size"),
             "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": command or "genuine evaluate", "probe_seed": seed, "probe_n": probe_n,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "n_test": int(len(splits["test"].patches)), "n_mixture": int(len(splits["mixture"].patches))}
+            "n_test": int(len(splits["test"].patches)), "n_mixture": int(len(splits["mixture"].patches)),
+            "benchmark": benchmark_identity(data), "versions": versions()}
     out = {"meta": meta, "models": results, "acceptance": acceptance(results, shipped)}
     from training.report import ordering_sentence
 
@@ -430,6 +436,10 @@ def merge_results(parts: Sequence[dict[str, Any]], shipped: str | None = None,
                                                "probe_seed", "probe_n")) for p in parts}
     if len(keys) > 1:
         raise InputError(f"cannot merge results of different benchmarks / probe settings: {sorted(map(str, keys))}")
+    shas = {(p["meta"].get("benchmark") or {}).get("sha256") for p in parts} - {None}  # older reports lack it
+    if len(shas) > 1:
+        raise InputError(f"cannot merge results of different benchmarks: their nuclei.parquet sha256 differ "
+                         f"({', '.join(sorted(s[:12] for s in shas))})")
     models = [dict(m) for p in parts for m in p["models"]]
     names = [m.get("name") for m in models]
     twice = sorted({n for n in names if names.count(n) > 1}, key=str)

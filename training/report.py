@@ -264,6 +264,24 @@ def _short_command(command: str) -> str:
     return " ".join("..." if i and args[i - 1] == "--note" else shlex.quote(a) for i, a in enumerate(args))
 
 
+def _provenance_lines(meta: dict[str, Any], models: list[dict[str, Any]]) -> list[str]:
+    """What the report used by content: the benchmark's sha256 and command, each model's checksum, the code
+    ([] for reports written before these were recorded)."""
+    bench, ver = meta.get("benchmark") or {}, meta.get("versions") or {}
+    lines = []
+    if bench.get("sha256"):
+        made = f" made by `{bench['command']}`" if bench.get("command") else ""
+        lines.append(f"Benchmark sha256 (`nuclei.parquet`) `{bench['sha256']}`{made}; probe seed "
+                     f"{meta.get('probe_seed', '?')}.")
+    sums = [f"`{m['name']}` `{m['checksum']}`" for m in models if m.get("checksum")]
+    if sums:
+        lines.append("Model checksums: " + ", ".join(sums) + ".")
+    if ver.get("git_commit"):
+        dirty = " with uncommitted changes" if ver.get("git_dirty") else ""
+        lines.append(f"Code: commit `{ver['git_commit']}`{dirty}; numpy {ver.get('numpy')}, torch {ver.get('torch')}.")
+    return [" ".join(lines), ""] if lines else []
+
+
 def render_markdown(results: dict[str, Any], figures: list[str]) -> str:
     """The human-readable report."""
     models = results.get("models", [])
@@ -273,6 +291,7 @@ def render_markdown(results: dict[str, Any], figures: list[str]) -> str:
               f"size {meta.get('benchmark_size', '?')}); generated {meta.get('generated', '?')} "
               f"by `{_short_command(meta.get('command') or 'genuine evaluate')}`"
               f"{' (the notes are listed under Notes)' if results.get('notes') else ''}.", ""]
+    lines += _provenance_lines(meta, models)
     if meta.get("merged_from"):
         lines += ["Merged from the evaluation runs:", ""] + [f"- `{_short_command(c)}`" for c in meta["merged_from"]]
         lines += [""]
