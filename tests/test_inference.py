@@ -141,6 +141,19 @@ def test_mc_dropout_uncertainty():
     assert no_drop.uncertainty_method == "entropy"
 
 
+@pytest.mark.parametrize("kind", ["genuine", "resnet"])
+def test_a_patchs_mc_uncertainty_does_not_depend_on_the_patches_scored_with_it(kind):
+    """Ingest scores consecutive scans together: a nucleus' MC-dropout uncertainty must be the same whether its
+    scan was scored alone or with others, and whatever the batch size (the dropout masks were drawn per batch)."""
+    model = tiny(kind, dropout=0.5)
+    x, others = patches(5, seed=1), patches(7, seed=2)
+    alone = predict(model, x, mc_samples=8, seed=3, progress=False).table.uncertainty.to_numpy()
+    mixed = predict(model, np.concatenate([others, x]), mc_samples=8, seed=3, batch_size=4, progress=False)
+    np.testing.assert_array_equal(mixed.table.uncertainty.to_numpy()[len(others):], alone)
+    other_seed = predict(model, x, mc_samples=8, seed=4, progress=False).table.uncertainty.to_numpy()
+    assert not np.array_equal(other_seed, alone)
+
+
 def test_float16_memmap_like_input(tmp_path):
     x = patches(3).astype(np.float16)
     np.save(tmp_path / "p.npy", x)
