@@ -363,8 +363,9 @@ def render_run(run_id: str, rec: dict, registered: set[tuple[str, str]], compact
     hist = history(str(rec["out"]))
     done = 0 if hist is None else len(hist)
     start = f" from {rec['init']}" if rec.get("init") else ""
+    seed = f", seed {rec['seed']}" if rec.get("seed") is not None else ""  # runs of older versions: not recorded
     st.markdown(f"**{run_id}** · {rec['kind']} ({rec.get('preset', '?')} preset){start} on {rec['n']} curated "
-                f"nuclei · {run_status(rec, state)}")
+                f"nuclei{seed} · {run_status(rec, state)}")
     patience = rec.get("patience")
     early = (f" (stops early after {patience} epochs without a better validation loss)"
              if isinstance(patience, int) and patience < rec["epochs"] else "")

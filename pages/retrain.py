@@ -3,9 +3,9 @@
 A run exports the current curated labels as a ``LabelledPatches`` training set, starts
 ``genuine train`` as a separate process (it does not touch the store) and writes into
 ``<store files>/runs/<run id>/``: ``curated.npz``, ``train.log``, ``run.json`` (the run
-record) and the model folder. The records live in one dict per server process, so every
-browser session on the server sees the same runs; a restarted server reads them back from
-``run.json``. A run can be stopped (Ctrl-C to ``genuine train``: it keeps a checkpoint) and
+record: the command with its seed, kind, preset, epochs, ...) and the model folder. The records live
+in one dict per server process, so every browser session on the server sees the same runs; a
+restarted server reads them back from ``run.json``. A run can be stopped (Ctrl-C to ``genuine train``: it keeps a checkpoint) and
 resumed from that checkpoint.
 """
 
@@ -37,11 +37,14 @@ MIN_CURATED = 10
 MIN_PER_CLASS = 5
 #: a new model's name: it becomes a folder name and the store's model name
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: the seed of every run (weights, sampling, augmentation, the training set's split), passed explicitly and
+#: recorded in ``run.json``
+SEED = 0
 #: the run record in a run's folder
 RUN_FILE = "run.json"
 #: what ``run.json`` keeps (the process and the log handle exist only in the server that started the run)
 SAVED = ("name", "kind", "preset", "epochs", "patience", "n", "created", "started", "spent", "cmd", "out", "log",
-         "pid", "registered", "ended", "rc", "error", "resumed", "init")
+         "pid", "registered", "ended", "rc", "error", "resumed", "init", "seed")
 #: a run's states, as :func:`poll` reports them
 RUNNING, FINISHED, FAILED, STOPPED = "running", "finished", "failed", "stopped"
 
@@ -128,14 +131,14 @@ def _start(store, kind: str, preset: str, epochs: int, name: str, detector: str 
     patience = preset_settings(preset)["patience"]
     cmd = [sys.executable, "-m", "genuine_core.cli", "train", "--kind", kind, "--preset", preset,
            "--data", str(folder / "curated.npz"), "--out", str(out), "--epochs", str(epochs),
-           "--patience", str(patience), "--threads", "2"]
+           "--patience", str(patience), "--threads", "2", "--seed", str(SEED)]
     if kind == "genuine" and detector:
         cmd += ["--detector", detector]
     if init:
         cmd += ["--init", str(init)]
     rec = {"log": folder / "train.log", "out": out, "name": name, "epochs": epochs, "patience": patience,
            "preset": preset, "n": n, "cmd": cmd, "registered": False, "kind": kind, "resumed": 0,
-           "init": Path(init).name if init else None}
+           "init": Path(init).name if init else None, "seed": SEED}
     _launch(rec, cmd, "w")
     runs()[run_id] = rec
     return run_id

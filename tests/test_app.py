@@ -1742,6 +1742,32 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
     assert (run_dir / "curated.npz").is_file() and (run_dir / "resnet-curated" / "history.json").is_file()
 
 
+def test_a_retraining_run_records_its_seed_and_passes_it_explicitly(store_copy, models_runs, monkeypatch):
+    """run.json and the command name the seed (it was left to genuine train's default, recorded nowhere until
+    the run finished), and the run's line on the Models page shows it."""
+    import sys
+
+    from pages import retrain
+    from store.db import open_store
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+
+    with open_store(store_copy[0]) as s:
+        for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
+            for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:6]:
+                record_label_event(s, nid, label, "Dr. Test")
+    launched, launch = [], retrain._launch
+    monkeypatch.setattr(retrain, "_launch",  # record the command, run nothing
+                        lambda rec, cmd, mode: launched.append(cmd) or launch(rec, [sys.executable, "-c", "pass"], mode))
+    with open_store(store_copy[0]) as s:
+        run_id = retrain.start_run(s, "resnet", "tiny", 1, "seeded", None)
+    cmd = launched[0]
+    assert cmd[cmd.index("--seed") + 1] == str(retrain.SEED)
+    rec = models_runs[run_id]
+    assert json.loads((Path(rec["log"]).parent / "run.json").read_text())["seed"] == retrain.SEED
+    assert f"seed {retrain.SEED}" in texts(open_page("models"))
+
+
 def test_retraining_fine_tunes_a_registered_model_of_the_same_kind_by_default(store_copy, models_runs, tmp_path,
                                                                            monkeypatch):
     import sys
