@@ -73,8 +73,10 @@ def synthetic_backgrounds(patch_size: int, n: int, seed: int) -> np.ndarray:
 
 
 @st.cache_data(show_spinner="Loading real nuclei from the store ...", max_entries=4)
-def store_backgrounds(db: str, data_rev: int, sample: str, patch_size: int, n: int, seed: int) -> np.ndarray:
-    """(m, 3, P, P) real nuclei of ``sample`` (m <= n), cropped to the model's patch size.
+def store_backgrounds(db: str, data_rev: int, sample: str, patch_size: int, n: int,
+                      seed: int) -> tuple[list[int], np.ndarray]:
+    """The ids of m real nuclei of ``sample`` (m <= n, a seeded choice) and their patches (m, 3, P, P), cropped
+    to the model's patch size.
 
     Raises:
         InputError: the stored patches are smaller than the model's input.
@@ -88,10 +90,11 @@ def store_backgrounds(db: str, data_rev: int, sample: str, patch_size: int, n: i
         raise InputError(f"sample {sample!r} has no nuclei")
     pick = np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False)
     imgs = patch_images(s, pick.tolist())
-    stack = np.stack([imgs[int(i)] for i in pick if int(i) in imgs]).astype(np.float32)
+    kept = [int(i) for i in pick if int(i) in imgs]
+    stack = np.stack([imgs[i] for i in kept]).astype(np.float32)
     if stack.shape[-1] < patch_size:
         raise InputError(f"stored patches are {stack.shape[-1]} px, the model needs {patch_size} px")
-    return center_crop(stack, patch_size)
+    return kept, center_crop(stack, patch_size)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -398,9 +401,9 @@ def main() -> None:
             model = scoring_model(str(row["folder"]), str(row["checksum"]), name)
             p = int(model.patch_size)
             if bg_kind == "synthetic":
-                bg = synthetic_backgrounds(p, 40, int(seed))
+                bg_ids, bg = None, synthetic_backgrounds(p, 40, int(seed))
             else:
-                bg = store_backgrounds(db, common.rev("data"), bg_sample, p, 200, int(seed))
+                bg_ids, bg = store_backgrounds(db, common.rev("data"), bg_sample, p, 200, int(seed))
             style = replace(sig.SignalStyle(), elastic_alpha=float(elastic), blur=float(blur))
             bar = st.progress(0.0, text="Drawing and scoring probes ...")
             out = run_probe(model, bg, conds, int(n), int(seed), not clusters, style,
@@ -423,7 +426,9 @@ def main() -> None:
                   "size_steps": int(n_sizes), "fixed_count": int(fixed_count), "fixed_size": float(fixed_size),
                   "elastic_alpha": float(elastic), "blur": float(blur), "touching_signals": bool(clusters),
                   "background": bg_kind if bg_kind == "synthetic" else f"store sample {bg_sample}",
-                  "seed": int(seed)}
+                  "seed": int(seed), "backgrounds": len(bg), "model_checksum": str(row["checksum"])}
+        if bg_ids is not None:  # the same seed draws other nuclei once the sample's scans change
+            params["background_nuclei"] = bg_ids
         res["run_id"] = save_run(name, params, out["results"], xy)
         st.session_state[RESULT_KEY] = res
     res = st.session_state.get(RESULT_KEY)

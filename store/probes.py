@@ -22,7 +22,8 @@ def record_probe_run(store: Store, model: str, params: dict, results: pd.DataFra
 
     Args:
         model: registered model name.
-        params: JSON-serialisable settings (counts, sizes, n per condition, seed, ...).
+        params: JSON-serialisable settings (counts, sizes, n per condition, seed, ...; the Probe page adds the
+            model's checksum, the number of background nuclei and, for real ones, their nucleus ids).
         results: one row per probe patch with ``n_nmi, n_mycn, prob`` and optionally
             ``n_cluster, signal_size, prob_calibrated, call, umap_x, umap_y``.
         patches: optional (N, 3, P, P) float patches stored as PNG.

@@ -852,6 +852,25 @@ def test_probe_touching_signals_help_says_merged_signals_stay_mycn(stub_probe_mo
     assert "merge into a cluster" not in help_text
 
 
+def test_a_saved_probe_run_records_the_model_weights_and_the_nuclei_it_drew_into(stub_probe_model):
+    """A run on real nuclei names them (the same seed picks others once the sample gains or loses scans) and the
+    model's checksum, so its numbers can be reproduced and checked; a synthetic run names how many it drew."""
+    from store.db import open_store
+    from store.nuclei import sample_nuclei
+    from store.probes import list_probe_runs
+
+    path, name, _ = stub_probe_model
+    for bg in ("synthetic", "real nuclei from the store"):
+        run_probe_page(name, counts=(0, 4), step=4, bg=bg, bg_sample="LINE-MNA", seed=7)
+    with open_store(path) as s:
+        real, synthetic = (r["params"] for _, r in list_probe_runs(s, name).iterrows())
+        ids = set(sample_nuclei(s, "LINE-MNA")["nucleus_id"])
+    assert real["model_checksum"] == synthetic["model_checksum"] == "c" * 64
+    assert real["seed"] == 7 and real["backgrounds"] == len(real["background_nuclei"]) > 0
+    assert set(real["background_nuclei"]) <= ids
+    assert synthetic["backgrounds"] == 40 and "background_nuclei" not in synthetic
+
+
 def test_probe_page_without_scans_falls_back_to_synthetic_backgrounds(stub_probe_model):
     from store.db import open_store
     from store.scans import list_scans, remove_scan
