@@ -1,10 +1,10 @@
-"""Temperature scaling and calibration diagnostics for binary classifiers.
+"""Temperature scaling of binary classifiers, and the predictive entropy of their probabilities.
 
 Temperature scaling (Guo et al., ICML 2017): calibrated probability
 ``sigmoid(logit / T)`` with one scalar ``T > 0`` fitted by minimising the negative
 log-likelihood on validation data. ``T`` does not change the ranking, so AUC and the
-calls at a logit threshold are unchanged. The fitted ``T`` is stored in the model's
-config (``ModelConfig.temperature``, see :func:`calibrate_model`).
+calls at a logit threshold are unchanged. Training stores the fitted ``T`` in the model's
+config (``ModelConfig.temperature``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 
@@ -21,9 +20,13 @@ from genuine_core.errors import InputError
 T_MIN, T_MAX = 0.01, 100.0
 
 
+def _float64(values) -> np.ndarray:
+    """A NumPy array or torch tensor as a float64 array."""
+    return np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float64)
+
+
 def _as_arrays(logits, labels) -> tuple[np.ndarray, np.ndarray]:
-    z = np.asarray(logits.detach().cpu() if hasattr(logits, "detach") else logits, dtype=np.float64).ravel()
-    y = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels, dtype=np.float64).ravel()
+    z, y = _float64(logits).ravel(), _float64(labels).ravel()
     if len(z) != len(y):
         raise InputError(f"{len(z)} logits but {len(y)} labels")
     if len(z) == 0:
@@ -33,16 +36,6 @@ def _as_arrays(logits, labels) -> tuple[np.ndarray, np.ndarray]:
     if not np.all((y == 0) | (y == 1)):
         raise InputError("labels must be 0 or 1")
     return z, y
-
-
-def binary_nll(logits, labels, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood (nats) of 0/1 ``labels`` under ``sigmoid(logits / T)``."""
-    z, y = _as_arrays(logits, labels)
-    if temperature <= 0:
-        raise ValueError("temperature must be > 0")
-    s = z / temperature
-    # -[y log sig(s) + (1-y) log(1-sig(s))] = softplus(s) - y s
-    return float(np.mean(np.logaddexp(0.0, s) - y * s))
 
 
 def fit_temperature(logits, labels) -> float:
@@ -85,53 +78,10 @@ def apply_temperature(logits, temperature: float) -> np.ndarray:
     """Calibrated probabilities ``sigmoid(logits / T)`` as float64."""
     if temperature <= 0:
         raise ValueError("temperature must be > 0")
-    z = np.asarray(logits.detach().cpu() if hasattr(logits, "detach") else logits, dtype=np.float64)
-    return expit(z / temperature)
+    return expit(_float64(logits) / temperature)
 
 
 def binary_entropy(p) -> np.ndarray:
     """Predictive entropy in bits of Bernoulli probabilities (0 = certain, 1 = p of 0.5)."""
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
     return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-
-
-def reliability_table(probs, labels, n_bins: int = 10) -> pd.DataFrame:
-    """Equal-width reliability bins.
-
-    Returns:
-        One row per non-empty bin: ``bin_lo, bin_hi, count, mean_prob, frac_pos``.
-    """
-    if n_bins < 1:
-        raise ValueError("n_bins must be >= 1")
-    p, y = _as_arrays(probs, labels)
-    if np.any((p < 0) | (p > 1)):
-        raise InputError("probabilities must be in [0, 1]")
-    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
-    rows = []
-    for b in range(n_bins):
-        sel = idx == b
-        if sel.any():
-            rows.append({"bin_lo": b / n_bins, "bin_hi": (b + 1) / n_bins, "count": int(sel.sum()),
-                         "mean_prob": float(p[sel].mean()), "frac_pos": float(y[sel].mean())})
-    return pd.DataFrame(rows, columns=["bin_lo", "bin_hi", "count", "mean_prob", "frac_pos"])
-
-
-def expected_calibration_error(probs, labels, n_bins: int = 10) -> float:
-    """ECE: count-weighted mean of |mean probability - fraction positive| over the bins."""
-    t = reliability_table(probs, labels, n_bins)
-    return float(np.sum(t["count"] * np.abs(t["mean_prob"] - t["frac_pos"])) / t["count"].sum())
-
-
-def calibrate_model(model, logits, labels) -> float:
-    """Fit a temperature on validation ``logits``/``labels`` and store it in ``model.config``.
-
-    Args:
-        model: a :class:`~genuine_core.models.GenuineClassifier`.
-        logits, labels: the model's validation logits and the 0/1 labels.
-
-    Returns:
-        The fitted temperature.
-    """
-    t = fit_temperature(logits, labels)
-    model.set_calibration(temperature=t)
-    return t

@@ -8,15 +8,7 @@ import pytest
 import torch
 from scipy.special import expit
 
-from genuine_core.calibration import (
-    apply_temperature,
-    binary_entropy,
-    binary_nll,
-    calibrate_model,
-    expected_calibration_error,
-    fit_temperature,
-    reliability_table,
-)
+from genuine_core.calibration import apply_temperature, binary_entropy, fit_temperature
 from genuine_core.errors import InputError
 from genuine_core.inference import DETECTION_COLUMNS, TABLE_COLUMNS, predict
 from genuine_core.models import MODEL_KINDS, build_model, preset_config
@@ -190,13 +182,19 @@ def synthetic_logits(t_true: float, n: int = 20000, seed: int = 0):
     return z * t_true, y  # logits that are over-confident by a factor t_true
 
 
+def nll(logits, y, t: float) -> float:
+    """Mean negative log-likelihood (nats) of 0/1 labels under sigmoid(logits / t)."""
+    s = np.asarray(logits) / t
+    return float(np.mean(np.logaddexp(0.0, s) - y * s))
+
+
 @pytest.mark.parametrize("t_true", [0.5, 1.0, 2.5])
 def test_fit_temperature_recovers_known_temperature(t_true):
     logits, y = synthetic_logits(t_true)
     t = fit_temperature(logits, y)
     assert t == pytest.approx(t_true, rel=0.05)
-    assert binary_nll(logits, y, t) <= binary_nll(logits, y, t * 1.2)
-    assert binary_nll(logits, y, t) <= binary_nll(logits, y, t / 1.2)
+    assert nll(logits, y, t) <= nll(logits, y, t * 1.2)
+    assert nll(logits, y, t) <= nll(logits, y, t / 1.2)
 
 
 @pytest.mark.parametrize("n", [4, 10, 40])
@@ -212,16 +210,6 @@ def test_fit_temperature_stays_finite_on_a_separable_validation_set(n):
     assert p.max() < 1 - 1e-4 and p.min() > 1e-4
 
 
-def test_calibration_lowers_ece_and_is_stored_in_model():
-    logits, y = synthetic_logits(3.0)
-    model = tiny("ratio")
-    t = calibrate_model(model, torch.tensor(logits), torch.tensor(y))
-    assert model.config.temperature == pytest.approx(t)
-    raw = expected_calibration_error(apply_temperature(logits, 1.0), y)
-    cal = expected_calibration_error(apply_temperature(logits, t), y)
-    assert cal < 0.02 < raw
-
-
 def test_calibration_input_errors_and_helpers():
     with pytest.raises(InputError, match="both classes"):
         fit_temperature([1.0, 2.0], [1, 1])
@@ -232,8 +220,6 @@ def test_calibration_input_errors_and_helpers():
     with pytest.raises(InputError):
         fit_temperature([1.0, 2.0], [0, 2])
     assert binary_entropy([0.5, 1.0, 0.0]).round(6).tolist() == [1.0, 0.0, 0.0]
-    table = reliability_table([0.05, 0.15, 0.95, 0.97], [0, 0, 1, 0], n_bins=10)
-    assert table["count"].tolist() == [1, 1, 2] and table.frac_pos.tolist() == [0.0, 0.0, 0.5]
 
 
 def test_save_after_predict_round_trips(tmp_path):
