@@ -43,14 +43,12 @@ class Prediction:
             ``cls`` (1 NMI, 2 MYCN, 3 cluster), ``x1, y1, x2, y2`` (patch pixels), ``score``.
         uncertainty_method: ``mc_dropout_std`` (std of the calibrated probability over MC
             dropout samples) or ``entropy`` (binary entropy of ``prob_calibrated``, bits).
-        model_kind: the model's kind.
     """
 
     table: pd.DataFrame
     embeddings: np.ndarray
     detections: pd.DataFrame
     uncertainty_method: str
-    model_kind: str
 
 
 def default_device() -> torch.device:
@@ -210,4 +208,4 @@ def predict(model: GenuineClassifier, patches, batch_size: int = 64, mc_samples:
         table[name] = pd.array(values, dtype="Int64")
     return Prediction(table=table[TABLE_COLUMNS], embeddings=emb,
                       detections=_detections_frame(all_dets, offsets, min_score),
-                      uncertainty_method=method, model_kind=cfg.kind)
+                      uncertainty_method=method)

@@ -23,7 +23,6 @@ from store.location import genuine_command
 
 #: accepted decisions -> stored value
 DECISIONS = {1: "1", 0: "0", "1": "1", "0": "0", "mna": "1", "non-mna": "0", "exclude": "exclude"}
-VALUES = ("0", "1", "exclude", "unset")
 
 
 def normalise_decision(value) -> str:
@@ -241,11 +240,6 @@ def label_event(store: Store, event_id: int) -> dict:
     if df.empty:
         raise StoreError(f"no label event with id {event_id}")
     return df.iloc[0].to_dict()
-
-
-def label_history(store: Store, nucleus_id: int) -> pd.DataFrame:
-    """All events of one nucleus, oldest first."""
-    return store.query("SELECT * FROM label_events WHERE nucleus_id = ? ORDER BY id", [int(nucleus_id)])
 
 
 def audit_trail(store: Store, since: datetime | None = None) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from genuine_core.synth import (
     make_field,
 )
 from genuine_core.synth.lines import decaying, uniform
-from genuine_core.synth.signals import render_spot
+from genuine_core.synth.signals import render_spots
 
 ALL_LINES = {line.name: 1.0 for line in DEFAULT_LINES}
 
@@ -181,7 +181,8 @@ def test_spot_is_a_hard_cut_gaussian():
     """Without deformation and blur a spot is the disc where the Gaussian is >= 0.8 of its peak."""
     style = SignalStyle(elastic_alpha=0.0, blur=0.0)
     sigma = 6.0
-    s = render_spot(np.random.default_rng(0), sigma, MYCN, 1.0, style)
+    s, = render_spots(np.random.default_rng(0), [np.zeros((1, 2))], [np.array([sigma])], np.array([MYCN]),
+                      np.array([1.0]), style=style)
     nz = int((s.canvas > 0).sum())
     expected = math.pi * (sigma * math.sqrt(2 * math.log(1 / 0.8))) ** 2
     assert abs(nz - expected) < 0.2 * expected

@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 LabelSource = Literal["auto", "truth"]
 TRAINING_POOL = ("train", "val")
 _SPLIT_SALT = {"train": 1, "val": 2, "test": 3, "mixture": 4}
-DEFAULT_DATA_DIR = Path("data/bench_cpu")
 
 
 @dataclass

@@ -61,7 +61,6 @@ class ClassifierTask:
         self.augment = augment
         self.save_fn = save_fn
         self.eval_batch = eval_batch
-        self.val_logits: np.ndarray | None = None
 
     def n_train(self) -> int:
         return len(self.train_x)
@@ -79,7 +78,6 @@ class ClassifierTask:
         from training.metrics import bce_with_logits
 
         z = predict_logits(self.model, self.val_x, self.eval_batch)
-        self.val_logits = z
         return bce_with_logits(z, self.val_y), float(((z >= 0) == (self.val_y == 1)).mean())
 
     def save_model(self, path: Path, metrics: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ part for MC-dropout samples:
 from __future__ import annotations
 
 import contextlib
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -184,5 +185,5 @@ class GenuineClassifier(nn.Module):
 
 def _import_kinds() -> None:
     """Import the modules that register the model kinds."""
-    import genuine_core.models.baselines
-    import genuine_core.models.genuine  # noqa: F401
+    for module in ("genuine_core.models.baselines", "genuine_core.models.genuine"):
+        importlib.import_module(module)

@@ -192,7 +192,7 @@ def train_cellpose(out_dir, config: CellposeTrainConfig = CellposeTrainConfig(),
     net = CPnet([2, *config.nbase], 3, sz=3, mkldnn=False, max_pool=True, diam_mean=config.diam_mean)
     t1 = time.perf_counter()
     (out / "checkpoints").mkdir(exist_ok=True)
-    path, train_losses, test_losses = train.train_seg(
+    path, train_losses, _ = train.train_seg(
         net, train_data=images, train_labels=masks,
         test_data=val_images or None, test_labels=val_masks or None,
         channels=[0, 0], normalize=True, n_epochs=config.epochs, learning_rate=config.learning_rate,

@@ -207,22 +207,6 @@ def render_spots(
                  float(extent[i]), int(cls[i]), float(amplitudes[i])) for i in range(n)]
 
 
-def render_spot(
-    rng: np.random.Generator,
-    sigma: float,
-    cls: int,
-    amplitude: float,
-    style: SignalStyle = SignalStyle(),
-    scale: float = 1.0,
-    extra_blur: float = 0.0,
-) -> Spot:
-    """Render one single spot of width ``sigma`` (see :func:`render_spots`)."""
-    if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
-    return render_spots(rng, [np.zeros((1, 2))], [np.array([sigma])], np.array([cls]), np.array([amplitude]),
-                        np.array([extra_blur]), style, scale)[0]
-
-
 def cluster_subspots(
     rng: np.random.Generator, radius: float, sigma_range: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
