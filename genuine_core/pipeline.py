@@ -151,17 +151,20 @@ def models_normalisation(models: Sequence[ScoringModel], default: str = DEFAULT_
     return found.pop() if found else default
 
 
+def folder_kind(path: str | Path) -> str | None:
+    """The ``kind`` in a model folder's ``config.json``; None when it is missing or unreadable."""
+    try:
+        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def is_model_folder(path: str | Path) -> bool:
     """True for a classifier folder: ``config.json`` whose ``kind`` is a model kind, plus weights."""
     path = Path(path)
-    if not ((path / "config.json").is_file() and
-            ((path / "weights.safetensors").is_file() or (path / "weights.pt").is_file())):
+    if not ((path / "weights.safetensors").is_file() or (path / "weights.pt").is_file()):
         return False
-    try:
-        kind = json.loads((path / "config.json").read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return kind in ("genuine", "resnet", "detector", "ratio")
+    return folder_kind(path) in ("genuine", "resnet", "detector", "ratio")
 
 
 def model_folders(root: str | Path = SHIPPED_MODELS) -> list[Path]:

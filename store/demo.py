@@ -20,7 +20,7 @@ from pathlib import Path
 
 from genuine_core.embedding import UmapConfig
 from genuine_core.errors import InputError
-from genuine_core.pipeline import SHIPPED_MODELS, ScoringModel, load_model, model_folders
+from genuine_core.pipeline import SHIPPED_MODELS, ScoringModel, folder_kind, load_model, model_folders
 from store.db import files_folder, refuse_taken_files_folder, remove_store_files
 from store.location import login_name, store_exists
 
@@ -128,15 +128,6 @@ def untrained_models(folder: Path, kinds=MODEL_KINDS, seed: int = 0) -> list[Pat
     return out
 
 
-def _kind(folder: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 def demo_models(model_dirs, work: Path, mc_samples: int) -> list[ScoringModel]:
     """Models for the demo: the given folders; else the shipped ones, with untrained stand-ins
     (named ``<kind>_untrained``) for any of the four kinds not shipped yet."""
@@ -148,7 +139,7 @@ def demo_models(model_dirs, work: Path, mc_samples: int) -> list[ScoringModel]:
         paths.extend(found)
     if not model_dirs:
         paths = model_folders(SHIPPED_MODELS)
-        missing = [k for k in MODEL_KINDS if k not in {_kind(p) for p in paths}]
+        missing = [k for k in MODEL_KINDS if k not in {folder_kind(p) for p in paths}]
         if missing:
             logger.warning("demo: no trained %s model under %s; using untrained stand-ins (random predictions)",
                            "/".join(missing), SHIPPED_MODELS)

@@ -83,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("no model folders given and none found under models/; pass --models DIR ...")
     if not 1 <= args.probe_n <= 1000:  # the paper uses 50 per condition
         raise InputError(f"--probe-n must be in [1, 1000], got {args.probe_n}")
-    _check_shipped(args.shipped, {Path(m).name: _kind(Path(m)) for m in models})
+    from genuine_core.pipeline import folder_kind
+
+    # an unreadable config.json gives None here; the evaluation says why later
+    _check_shipped(args.shipped, {Path(m).name: folder_kind(m) for m in models})
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     with logging_redirect_tqdm():  # each model's INFO line above the progress bar, not inside it
@@ -94,16 +97,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {', '.join(str(p) for p in paths)}")
     print(results.get("ordering", {}).get("sentence", ""))
     return 0
-
-
-def _kind(folder: Path) -> str | None:
-    """The ``kind`` in a model folder's ``config.json`` (None when unreadable: evaluation says why later)."""
-    import json
-
-    try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _check_shipped(shipped: str | None, kinds: dict[str, str | None]) -> None:
