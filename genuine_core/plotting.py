@@ -195,7 +195,7 @@ def colour_for_probability(prob: np.ndarray) -> np.ndarray:
     """
     p = np.asarray(prob, np.float64).ravel()
     stops = np.array([s for s, _ in PROB_COLORSCALE])
-    cols = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for _, h in PROB_COLORSCALE], np.float64)
+    cols = np.array([hex_to_rgb(h) for _, h in PROB_COLORSCALE], np.float64)
     out = np.empty((p.size, 3), np.float64)
     finite = np.isfinite(p)
     pc = np.clip(np.where(finite, p, 0.0), 0.0, 1.0)

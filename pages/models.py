@@ -89,16 +89,21 @@ def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
     return {title: pd.DataFrame(rows, columns=["Metric", "Value"]) for title, rows in sections.items() if rows}
 
 
-def history(folder: str | None) -> pd.DataFrame | None:
-    """Per-epoch training history from ``<folder>/history.json`` (None when absent)."""
-    if not folder:
-        return None
-    f = Path(folder) / "history.json"
-    if not f.is_file():
+def _folder_json(folder: str | None, name: str):
+    """``<folder>/<name>`` parsed; None without a folder, without the file or when it is not JSON."""
+    f = Path(folder) / name if folder else None
+    if f is None or not f.is_file():
         return None
     try:
-        data = json.loads(f.read_text(encoding="utf-8"))
+        return json.loads(f.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+
+
+def history(folder: str | None) -> pd.DataFrame | None:
+    """Per-epoch training history from ``<folder>/history.json`` (None when absent)."""
+    data = _folder_json(folder, "history.json")
+    if data is None:
         return None
     if isinstance(data, dict):
         data = data.get("history", [])
@@ -112,13 +117,7 @@ def history(folder: str | None) -> pd.DataFrame | None:
 
 def train_config(folder: str | None) -> dict | None:
     """How the model was trained (``<folder>/train_config.json``: data, labels, epochs, ...)."""
-    f = Path(folder) / "train_config.json" if folder else None
-    if f is None or not f.is_file():
-        return None
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    data = _folder_json(folder, "train_config.json")
     return data if isinstance(data, dict) else None
 
 

@@ -81,7 +81,7 @@ class GenuineModel(FrozenDetectorMixin, GenuineClassifier, kind="genuine"):
         super().__init__(config)
         self.encoder = PatchEncoder(config.encoder)
         self.detector = freeze(SignalDetector(config.detector, config.patch_size))
-        dim = self.encoder.out_dim + config.box_feature_dim
+        dim = self.feature_dim
         self.fusion_norm = nn.BatchNorm1d(dim) if config.fusion_norm else nn.Identity()
         self.hidden = nn.Sequential(nn.Linear(dim, config.hidden), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(config.dropout)
