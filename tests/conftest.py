@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: a tiny synthetic scan with known masks, and the real image (optional)."""
+"""Shared pytest fixtures: a tiny synthetic scan with known masks, the real image (optional), an empty
+store, and the small scored stores of the dashboard tests (built by ``test_app_store.build_small_store``)."""
 
 from __future__ import annotations
 
@@ -100,3 +101,31 @@ def real_image_path() -> Path:
     if not REAL_IMAGE.is_file():
         pytest.skip(f"real image not available at {REAL_IMAGE}")
     return REAL_IMAGE
+
+
+@pytest.fixture()
+def store(tmp_path):
+    """An empty store in ``tmp_path``, closed after the test."""
+    from store.db import Store
+
+    s = Store(tmp_path / "t.duckdb")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory) -> tuple[Path, dict]:
+    """(path, {sample: nuclei}) of a freshly built small store (shared by the session; copy before writing)."""
+    from test_app_store import build_small_store
+
+    path = tmp_path_factory.mktemp("store") / "small.duckdb"
+    return path, build_small_store(path)
+
+
+@pytest.fixture(scope="session")
+def umap_store(tmp_path_factory) -> tuple[Path, dict]:
+    """Like ``small_store`` with a UMAP fitted per model (slow: numba compilation)."""
+    from test_app_store import build_small_store
+
+    path = tmp_path_factory.mktemp("store_umap") / "small_umap.duckdb"
+    return path, build_small_store(path, with_umap=True)

@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from test_app_store import SAMPLES, small_store, umap_store  # noqa: E402,F401  (fixture re-export)
+from test_app_store import SAMPLES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -38,14 +38,14 @@ def _private_copy(src: Path, tmp_path: Path, monkeypatch) -> Path:
 
 
 @pytest.fixture()
-def store_copy(small_store, tmp_path, monkeypatch) -> tuple[Path, dict]:  # noqa: F811
+def store_copy(small_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
     """A private copy of the small store, exported as ``GENUINE_DB``."""
     src, counts = small_store
     return _private_copy(src, tmp_path, monkeypatch), counts
 
 
 @pytest.fixture()
-def umap_store_copy(umap_store, tmp_path, monkeypatch) -> tuple[Path, dict]:  # noqa: F811
+def umap_store_copy(umap_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
     """A private copy of the small store with fitted UMAPs (slow to build once per session)."""
     src, counts = umap_store
     return _private_copy(src, tmp_path, monkeypatch), counts

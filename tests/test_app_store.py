@@ -12,7 +12,8 @@ segmenter) scored by two small deterministic models:
 
 Both have validation rates in their metrics (for the corrected estimate). They are
 plain ``ScoringModel`` records, so the store records them like any other model.
-The module also tests that the fixture holds what the page tests rely on.
+The fixtures ``small_store`` and ``umap_store`` (conftest.py) build them once per session; this
+module also tests that they hold what the page tests rely on.
 """
 
 from __future__ import annotations
@@ -128,20 +129,6 @@ def build_small_store(path: str | Path, seed: int = 0, n_nuclei: int = 14, with_
             for m in models:
                 fit_umap(s, m.name, UmapConfig(n_neighbors=5, n_epochs=50, seed=seed))
     return counts
-
-
-@pytest.fixture(scope="session")
-def small_store(tmp_path_factory) -> tuple[Path, dict]:
-    """(path, {sample: nuclei}) of a freshly built small store (shared by the session; copy before writing)."""
-    path = tmp_path_factory.mktemp("store") / "small.duckdb"
-    return path, build_small_store(path)
-
-
-@pytest.fixture(scope="session")
-def umap_store(tmp_path_factory) -> tuple[Path, dict]:
-    """Like ``small_store`` with a UMAP fitted per model (slow: numba compilation)."""
-    path = tmp_path_factory.mktemp("store_umap") / "small_umap.duckdb"
-    return path, build_small_store(path, with_umap=True)
 
 
 def test_small_store_holds_samples_models_and_flags(small_store):

@@ -47,13 +47,6 @@ def _fill(store: Store, n: int = 6) -> list[int]:
     return store.query("SELECT id FROM nuclei ORDER BY id")["id"].astype(int).tolist()
 
 
-@pytest.fixture()
-def store(tmp_path):
-    s = Store(tmp_path / "c.duckdb")
-    yield s
-    s.close()
-
-
 def assert_chain_and_current(store: Store) -> None:
     """Every event's ``previous`` is the value before it; the current label is the latest event."""
     ev = store.query("SELECT id, nucleus_id, value, previous FROM label_events ORDER BY id")

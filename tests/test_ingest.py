@@ -24,13 +24,6 @@ def _counts(store: Store) -> dict[str, int]:
 
 
 @pytest.fixture()
-def store(tmp_path):
-    s = Store(tmp_path / "t.duckdb")
-    yield s
-    s.close()
-
-
-@pytest.fixture()
 def models():
     return [fake_model("gen", patch_size=64), fake_model("base", bias=1.0, patch_size=48, kind="resnet")]
 

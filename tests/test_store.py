@@ -26,13 +26,6 @@ from store.scans import write_scan_result
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def store(tmp_path):
-    s = Store(tmp_path / "t.duckdb")
-    yield s
-    s.close()
-
-
 def _add_scan(store, sample_name, sha, probs_by_model, kind="case", expected=None, genotype=None,
               uncertainty=None, metrics=None, truth=None):
     """Write a hand-made scan; returns (scan_id, nucleus ids in mask-label order)."""

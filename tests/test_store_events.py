@@ -21,13 +21,6 @@ from store.events import record_event, store_events
 from store.scans import ScanHasLabelEvents, remove_scan, write_scan_result
 
 
-@pytest.fixture()
-def store(tmp_path):
-    s = Store(tmp_path / "e.duckdb")
-    yield s
-    s.close()
-
-
 def _scan(store, sha: str, model, by=None) -> int:
     sid = samples.ensure_sample(store, "case", "case")
     mid = registry.register_model(store, model, by)

@@ -32,13 +32,6 @@ BY_SCAN = {"scans": "id", "scan_models": "scan_id"}
 OTHER = ("samples", "models", "umap_fits", "probe_runs", "probe_results")
 
 
-@pytest.fixture()
-def store(tmp_path):
-    s = Store(tmp_path / "t.duckdb")
-    yield s
-    s.close()
-
-
 def _add(store, sample, sha, n, models=("m1", "m2"), kind="case", truth=False, path=None, seed=0):
     """A hand-made scan of ``n`` nuclei scored by ``models``; returns (scan id, nucleus ids)."""
     sid = samples.ensure_sample(store, sample, kind)

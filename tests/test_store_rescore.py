@@ -16,13 +16,6 @@ from store.rescore import score_stored_scans, skip_reason, unscored_scans
 from store.scans import write_scan_result
 
 
-@pytest.fixture()
-def store(tmp_path):
-    s = Store(tmp_path / "t.duckdb")
-    yield s
-    s.close()
-
-
 def _add(store, sample: str, sha: str, n: int, seed: int = 0) -> int:
     """A scan of ``n`` nuclei (16-px patches) scored by model ``m1``; returns its id."""
     sid = samples.ensure_sample(store, sample, "case")
