@@ -127,16 +127,17 @@ def _write_train_config(out: Path, spec: RunSpec, extra: dict[str, Any]) -> None
     (out / TRAIN_CONFIG_FILE).write_text(json.dumps(rec, indent=1) + "\n")
 
 
+def _at_most(data, limit: int | None, rng: np.random.Generator):
+    """``data`` cut to ``limit`` seeded random rows; the same object when it has no more rows."""
+    return data if limit is None or limit >= len(data) else data.take(subsample(len(data), limit, rng))
+
+
 def _load_pool(spec: RunSpec) -> tuple[ClassificationData, ClassificationData]:
     train = load_classification(spec.data, "train", spec.label, spec.beta, spec.train.seed)
     val = load_classification(spec.data, "val", spec.label, spec.beta, spec.train.seed)
     rng = np.random.default_rng([spec.train.seed, 11])
-    if spec.max_train is not None and spec.max_train < len(train):
-        train = train.take(subsample(len(train), spec.max_train, rng))
-    if spec.train.max_val is not None and spec.train.max_val < len(val):
-        val = val.take(subsample(len(val), spec.train.max_val, rng))
-    else:
-        val = val.take(np.arange(len(val)))
+    train = _at_most(train, spec.max_train, rng)
+    val = val.take(subsample(len(val), spec.train.max_val, rng))  # in memory, --max-val rows at most
     for data, option in ((train, "--max-train"), (val, "--max-val")):
         _require_both_classes(data, option)
     return train, val
@@ -338,10 +339,8 @@ def train_detector(spec: RunSpec) -> dict[str, Any]:
     train = load_detection(spec.data, "train")
     val = load_detection(spec.data, "val")
     rng = np.random.default_rng([spec.train.seed, 13])
-    if spec.max_train is not None and spec.max_train < len(train):
-        train = train.take(subsample(len(train), spec.max_train, rng))
-    if spec.train.max_val is not None and spec.train.max_val < len(val):
-        val = val.take(subsample(len(val), spec.train.max_val, rng))
+    train = _at_most(train, spec.max_train, rng)
+    val = _at_most(val, spec.train.max_val, rng)
     model = _start_model(spec, int(train.patches.shape[-1]), train.normalisation)
     det = modelapi.trainable_detector(model)
     task = DetectorTask(det, train, val, spec.train.augment, _saver(model, spec))
