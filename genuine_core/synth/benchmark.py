@@ -207,6 +207,51 @@ class _NpyAppender:
         self.raw.unlink(missing_ok=True)
 
 
+class _FieldRunner:
+    """Generates fields in task order, in ``workers`` spawned processes when > 1, and appends each
+    field's patches to its split's ``.npy`` and its rows to :attr:`nuclei` and :attr:`boxes`."""
+
+    def __init__(self, out: Path, patch_size: int, workers: int, total: int, progress: bool | None) -> None:
+        from tqdm import tqdm
+
+        self.appenders = {s: _NpyAppender(out / "patches" / f"{s}.npy", (3, patch_size, patch_size)) for s in SPLITS}
+        self.nuclei: list[pd.DataFrame] = []
+        self.boxes: list[pd.DataFrame] = []
+        self.n_skipped = 0
+        self.bar = tqdm(total=total, unit="nuc", desc="synth benchmark",
+                        disable=(not progress) if progress is not None else None)
+        # spawn, not fork: the caller may hold threads (torch, BLAS) that a forked child would inherit locked
+        self.executor = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+                         if workers > 1 else None)
+
+    def run(self, tasks: list[_Task]) -> Counter:
+        """Run tasks in order; returns extracted nuclei per (sample, line)."""
+        got: Counter = Counter()
+        results = self.executor.map(_run_task, tasks) if self.executor else map(_run_task, tasks)
+        for res in results:
+            nuc = res.nuclei
+            ext = nuc["extracted"].to_numpy()
+            first = self.appenders[res.task.split].append(res.patches)
+            rows = np.full(len(nuc), -1, np.int64)
+            rows[ext] = first + np.arange(int(ext.sum()))
+            nuc["patch_row"] = rows
+            self.nuclei.append(nuc)
+            self.boxes.append(res.boxes)
+            self.n_skipped += res.n_border_skipped
+            for name in nuc.loc[ext, "cell_line"]:
+                got[(res.task.sample, name)] += 1
+            self.bar.update(len(res.task.lines_for_nuclei))
+        return got
+
+    def close(self, finished: bool) -> None:
+        """Stop the workers and write the patch files; a failed run leaves none that looks complete."""
+        self.bar.close()
+        if self.executor:
+            self.executor.shutdown()
+        for a in self.appenders.values():
+            a.close() if finished else a.discard()
+
+
 def _split_fields(n_fields: int, rng: np.random.Generator) -> list[str]:
     """80/10/10 split of one line's fields (val and test get >= 1 field when there are >= 3)."""
     if n_fields < 3:
@@ -226,6 +271,60 @@ def mixture_counts(fraction: float, n: int) -> int:
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"mixture fraction must be in [0, 1], got {fraction}")
     return int(math.floor(fraction * n + 0.5))
+
+
+def _benchmark_size(size: str | BenchmarkSize) -> BenchmarkSize:
+    """A size preset by name (:data:`SIZES`), or the given one."""
+    if not isinstance(size, str):
+        return size
+    if size not in SIZES:
+        raise InputError(f"unknown benchmark size {size!r}; choose from {sorted(SIZES)}")
+    return SIZES[size]
+
+
+def _mixture_plan(lines: tuple[CellLine, ...], fractions: tuple[float, ...],
+                  n: int) -> tuple[dict[str, dict[str, int]], dict[str, float]]:
+    """Nuclei wanted per mixture sample and cell line, and each sample's MNA-line share.
+
+    Sample ``mix_050`` holds ``round(0.5 * n)`` nuclei of the MNA lines and the rest of the
+    non-MNA lines, each group spread over its lines in turn.
+
+    Raises:
+        ValueError: a fraction outside [0, 1], or mixtures without an MNA and a non-MNA line.
+    """
+    mna_lines = [l.name for l in lines if l.mna]
+    non_lines = [l.name for l in lines if not l.mna]
+    if fractions and (not mna_lines or not non_lines):
+        raise ValueError("mixtures need at least one MNA and one non-MNA line")
+    want: dict[str, dict[str, int]] = {}
+    targets: dict[str, float] = {}
+    for fr in fractions:
+        n_mna = mixture_counts(fr, n)
+        need = Counter()
+        for i in range(n_mna):
+            need[mna_lines[i % len(mna_lines)]] += 1
+        for i in range(n - n_mna):
+            need[non_lines[i % len(non_lines)]] += 1
+        want[f"mix_{int(round(fr * 100)):03d}"] = dict(need)
+        targets[f"mix_{int(round(fr * 100)):03d}"] = float(fr)
+    return want, targets
+
+
+def _clear_output(out: Path, overwrite: bool) -> None:
+    """Make ``out/fields`` and ``out/patches``; an earlier benchmark in ``out`` goes only with ``overwrite``.
+
+    Raises:
+        InputError: ``out`` is not empty and ``overwrite`` is off.
+    """
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise InputError(f"{out} is not empty; pass --overwrite to replace the benchmark in it")
+        for name in ("fields", "patches"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("nuclei.parquet", "boxes.parquet", "config.json", "summary.json"):
+            (out / name).unlink(missing_ok=True)
+    (out / "fields").mkdir(parents=True, exist_ok=True)
+    (out / "patches").mkdir(parents=True, exist_ok=True)
 
 
 def make_benchmark(
@@ -272,12 +371,7 @@ def make_benchmark(
     Raises:
         ValueError / InputError: bad arguments or a non-empty output directory.
     """
-    from tqdm import tqdm
-
-    if isinstance(size, str):
-        if size not in SIZES:
-            raise InputError(f"unknown benchmark size {size!r}; choose from {sorted(SIZES)}")
-        size = SIZES[size]
+    size = _benchmark_size(size)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not 0.0 <= beta <= 1.0:
@@ -288,23 +382,10 @@ def make_benchmark(
         raise ValueError(f"acquisition_jitter must be in [0, {MAX_ACQUISITION_JITTER:g}], got {acquisition_jitter}")
     check_normalisation(normalisation)  # before anything is written
     by_name = lines_by_name(tuple(lines))
-    mna_lines = [l.name for l in lines if l.mna]
-    non_lines = [l.name for l in lines if not l.mna]
-    if mixture_fractions and (not mna_lines or not non_lines):
-        raise ValueError("mixtures need at least one MNA and one non-MNA line")
-    for fr in mixture_fractions:
-        mixture_counts(fr, size.mixture_nuclei)
+    mix_want, mix_targets = _mixture_plan(lines, mixture_fractions, size.mixture_nuclei)
     scene = scene or Scene(scale=size.scale)
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"{out} is not empty; pass --overwrite to replace the benchmark in it")
-        for name in ("fields", "patches"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in ("nuclei.parquet", "boxes.parquet", "config.json", "summary.json"):
-            (out / name).unlink(missing_ok=True)
-    (out / "fields").mkdir(parents=True, exist_ok=True)
-    (out / "patches").mkdir(parents=True, exist_ok=True)
+    _clear_output(out, overwrite)
 
     common = dict(shape=tuple(size.field_shape), patch_size=size.patch_size, scene=scene, lines=tuple(lines),
                   out=str(out), normalisation=normalisation)
@@ -339,67 +420,29 @@ def make_benchmark(
     n_fields = {name: math.ceil(size.nuclei_per_line / size.nuclei_per_field) for name in by_name}
     split_rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_SPLIT]))
     splits = {name: _split_fields(n_fields[name], split_rng) for name in by_name}
-    mix_want: dict[str, dict[str, int]] = {}
-    mix_targets: dict[str, float] = {}
-    for fr in mixture_fractions:
-        n_mna = mixture_counts(fr, size.mixture_nuclei)
-        need = Counter()
-        for i in range(n_mna):
-            need[mna_lines[i % len(mna_lines)]] += 1
-        for i in range(size.mixture_nuclei - n_mna):
-            need[non_lines[i % len(non_lines)]] += 1
-        mix_want[f"mix_{int(round(fr * 100)):03d}"] = dict(need)
-        mix_targets[f"mix_{int(round(fr * 100)):03d}"] = float(fr)
 
     total = size.nuclei_per_line * len(by_name) + size.mixture_nuclei * len(mix_want)
-    appenders = {s: _NpyAppender(out / "patches" / f"{s}.npy", (3, size.patch_size, size.patch_size))
-                 for s in SPLITS}
-    nuclei_parts, box_parts = [], []
-    n_skipped = 0
-    bar = tqdm(total=total, unit="nuc", desc="synth benchmark", disable=(not progress) if progress is not None else None)
-    # spawn, not fork: the caller may hold threads (torch, BLAS) that a forked child would inherit locked
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
-
-    def run(tasks: list[_Task]) -> Counter:
-        """Run tasks in order; returns extracted nuclei per (sample, line)."""
-        nonlocal n_skipped
-        got: Counter = Counter()
-        results = executor.map(_run_task, tasks) if executor else map(_run_task, tasks)
-        for res in results:
-            nuc = res.nuclei
-            ext = nuc["extracted"].to_numpy()
-            first = appenders[res.task.split].append(res.patches)
-            rows = np.full(len(nuc), -1, np.int64)
-            rows[ext] = first + np.arange(int(ext.sum()))
-            nuc["patch_row"] = rows
-            nuclei_parts.append(nuc)
-            box_parts.append(res.boxes)
-            n_skipped += res.n_border_skipped
-            for name in nuc.loc[ext, "cell_line"]:
-                got[(res.task.sample, name)] += 1
-            bar.update(len(res.task.lines_for_nuclei))
-        return got
-
+    runner = _FieldRunner(out, size.patch_size, workers, total, progress)
     finished = False
     try:
         # training pool, then top-up rounds (into train) for nuclei that did not fit or were not extracted
-        got = run(pool_tasks(0, pool_want, splits))
+        got = runner.run(pool_tasks(0, pool_want, splits))
         for round_ in range(1, 6):
             short = {n: pool_want[n] - got[(n, n)] for n in by_name if got[(n, n)] < pool_want[n]}
             if not short:
                 break
-            bar.total += sum(short.values())
-            got.update(run(pool_tasks(round_, short, None)))
+            runner.bar.total += sum(short.values())
+            got.update(runner.run(pool_tasks(round_, short, None)))
         # mixtures, topped up until each (sample, line) count is exact
-        got_mix = run(mix_tasks(0, mix_want))
+        got_mix = runner.run(mix_tasks(0, mix_want))
         for round_ in range(1, 6):
             short = {s: {n: c - got_mix[(s, n)] for n, c in need.items() if got_mix[(s, n)] < c}
                      for s, need in mix_want.items()}
             short = {s: d for s, d in short.items() if d}
             if not short:
                 break
-            bar.total += sum(sum(d.values()) for d in short.values())
-            got_mix.update(run(mix_tasks(round_, short)))
+            runner.bar.total += sum(sum(d.values()) for d in short.values())
+            got_mix.update(runner.run(mix_tasks(round_, short)))
         finished = True
     except BrokenProcessPool as exc:
         raise RuntimeError(
@@ -407,14 +450,10 @@ def make_benchmark(
             "workers > 1 must do so under `if __name__ == \"__main__\":` (workers are spawned and re-import "
             "the script); otherwise the machine may be out of memory. workers=1 uses no worker processes") from exc
     finally:
-        bar.close()
-        if executor:
-            executor.shutdown()
-        for a in appenders.values():  # a failed run leaves no patch file that looks complete
-            a.close() if finished else a.discard()
+        runner.close(finished)
 
-    nuclei = pd.concat(nuclei_parts, ignore_index=True)
-    boxes = pd.concat(box_parts, ignore_index=True)
+    nuclei = pd.concat(runner.nuclei, ignore_index=True)
+    boxes = pd.concat(runner.boxes, ignore_index=True)
     # mixtures: keep exactly the planned number per (sample, line) among extracted nuclei
     extra = _drop_surplus_mixture(nuclei, mix_want)
     if extra:
@@ -436,11 +475,10 @@ def make_benchmark(
         "mixture_fractions": list(mixture_fractions),
         "splits": "train/val/test 80/10/10 by field within each line; mixtures on shifted acquisition",
         "flip_applies_to": ["train", "val", "test"],
+        **({"command": command} if command else {}),
     }
-    if command:
-        config["command"] = command
     summary = summarise(nuclei, mix_targets)
-    summary["n_border_skipped"] = int(n_skipped)
+    summary["n_border_skipped"] = int(runner.n_skipped)
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
