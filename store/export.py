@@ -6,7 +6,6 @@ temporary folders); ``genuine export`` refuses existing files unless ``--overwri
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from datetime import datetime, timezone
@@ -19,7 +18,7 @@ from genuine_core import atomic
 from genuine_core.commands.checks import output_folder
 from genuine_core.errors import InputError, StoreError
 from genuine_core.pipeline import center_crop, decode_patch
-from store import labels, registry, samples, scans, summary
+from store import labels, registry, report_format, samples, scans, summary
 from store.db import Store
 from store.nuclei import nucleus_predictions, patch_bytes, sample_nuclei
 
@@ -60,6 +59,18 @@ _REPORT_COLUMNS = [("model", "model"), ("n_scored", "nuclei"), ("mna_pct", "MNA 
                    ("qc_flags", "QC flags")]
 
 
+#: closes every sample report: what the numbers mean
+REPORT_NOTE = ("MNA % is the share of scored nuclei the model calls MNA (Wilson 95 % interval); the corrected "
+               "estimate removes the model's validation error rates (Rogan-Gladen; its interval also carries the "
+               "uncertainty of those rates, Lang & Reiczigel 2014). Calls follow "
+               "genuine_core.rules.sample_call (INRG consensus, Ambros et al. 2009: at least 50 nuclei; MNA when "
+               "more than 20 % of them are called MNA, after the Children's Oncology Group, Campbell et al. 2020; "
+               "heterogeneous MNA at 20 % or fewer but at least 5 nuclei, after Theissen et al. 2009, when the MNA "
+               "calls exceed what the model's false-positive rate explains). "
+               "Nuclei a curator excluded are not scored; a curator's relabelling does not change the model's "
+               "calls or these numbers (curated labels train the next model).")
+
+
 def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | None = None,
                   prepared_by: str | None = None) -> list[Path]:
     """Write a sample report folder.
@@ -97,6 +108,18 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     flat["qc_flags"] = flat["qc_flags"].map(lambda f: "; ".join(f))
     flat.to_csv(written[2], index=False)
 
+    facts = _report_facts(sample, info, nuclei, None if model is None else (model, chosen.iloc[0]), prepared_by)
+    sections = _report_sections(store, sample, summ)
+    title = f"Sample report: {sample}"
+    written[3].write_text(report_format.markdown(title, facts, sections, REPORT_NOTE), encoding="utf-8")
+    written[4].write_text(report_format.html_page(title, facts, sections, REPORT_NOTE), encoding="utf-8")
+    return written
+
+
+def _report_facts(sample: str, info: dict, nuclei: pd.DataFrame, chosen: tuple[str, pd.Series] | None,
+                  prepared_by: str | None) -> list[tuple[str, str]]:
+    """The report's opening list: the chosen model's call and MNA % first (``chosen`` = (model, its
+    summary row)), then the sample, its nuclei and curation, the export time and who prepared it."""
     n_excluded = int(nuclei["excluded"].sum())
     n_curated = int(nuclei["curated_label"].notna().sum()) + n_excluded
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -106,65 +129,36 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
              ("nuclei", f"{len(nuclei)}" + (f" ({n_excluded} excluded by a curator, {len(nuclei) - n_excluded} scored)"
                                             if n_excluded else "")),
              ("curated nuclei", str(n_curated)), ("exported", when)]
-    if model is not None:
-        r = chosen.iloc[0]
+    if chosen is not None:
+        model, r = chosen
         corrected = ("" if _fmt(r["corrected_pct"]) == "-" else f"; corrected {_fmt(r['corrected_pct'])} % "
                      f"(95 % CI {_fmt(r['corrected_low_pct'])}-{_fmt(r['corrected_high_pct'])} %)")
         facts[:0] = [(f"call ({model})", _fmt(r["call"])),
                      (f"MNA % ({model})",
                       f"{_fmt(r['mna_pct'])} % (95 % CI {_fmt(r['ci_low_pct'])}-{_fmt(r['ci_high_pct'])} %{corrected})")]
     facts.append(("prepared by", prepared_by.strip() if prepared_by and prepared_by.strip()
-                   else "not signed (no reviewer name given)"))
-    rows = [[_fmt(r[c]) for c, _ in _REPORT_COLUMNS] for r in summ.to_dict("records")]
-    heads = [h for _, h in _REPORT_COLUMNS]
-    note = ("MNA % is the share of scored nuclei the model calls MNA (Wilson 95 % interval); the corrected "
-            "estimate removes the model's validation error rates (Rogan-Gladen; its interval also carries the "
-            "uncertainty of those rates, Lang & Reiczigel 2014). Calls follow "
-            "genuine_core.rules.sample_call (INRG consensus, Ambros et al. 2009: at least 50 nuclei; MNA when more "
-            "than 20 % of them are called MNA, after the Children's Oncology Group, Campbell et al. 2020; "
-            "heterogeneous MNA at 20 % or fewer but at least 5 nuclei, after Theissen et al. 2009, when the MNA "
-            "calls exceed what the model's false-positive rate explains). "
-            "Nuclei a curator excluded are not scored; a curator's relabelling does not change the model's "
-            "calls or these numbers (curated labels train the next model).")
+                  else "not signed (no reviewer name given)"))
+    return facts
+
+
+def _report_sections(store: Store, sample: str, summ: pd.DataFrame) -> list[report_format.Section]:
+    """Per-model numbers, the QC flags raised (when any) with the models raising them, how each scan
+    was read, and the models' checksums."""
+    per_model = ("Per model", [h for _, h in _REPORT_COLUMNS],
+                 [[_fmt(r[c]) for c, _ in _REPORT_COLUMNS] for r in summ.to_dict("records")])
     flags = sorted({f for fs in summ["qc_flags"] for f in fs})
     raised_by = {f: [m for m, fs in zip(summ["model"], summ["qc_flags"]) if f in fs] for f in flags}
     explained = [(f"{f} ({', '.join(raised_by[f])})", summary.QC_FLAGS.get(f, "")) for f in flags]
-    scan_heads = ["scan", "file", "channel map", "segmentation", "nuclei", "ingested (UTC)", "file SHA-256"]
     scan_rows = [[str(c["id"]), c["file_name"], c["channel_map"], c["backend"] or "-", str(c["n_nuclei"]),
                   str(c["ingested_at"])[:16], c["sha256"]] for c in scans.scan_overview(store, sample).to_dict("records")]
     models = registry.list_models(store).set_index("name").loc[list(dict.fromkeys(summ["model"]))]
-    model_heads = ["model", "kind", "preset", "model folder checksum (SHA-256 of its checksum.sha256)", "registered"]
     model_rows = [[name, m["kind"], m["preset"] or "-", m["checksum"] or "-", str(m["registered_at"])[:16]]
                   for name, m in models.iterrows()]
-    md = [f"# Sample report: {sample}", ""] + [f"- **{k}**: {v}" for k, v in facts] + ["", "## Per model", ""]
-    md += ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    md += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-    md += (["## QC flags", ""] + [f"- **{f}**: {why}" for f, why in explained] + [""]) if flags else []
-    md += ["## Scans (how each was read)", "", "| " + " | ".join(scan_heads) + " |", "|" + "---|" * len(scan_heads)]
-    md += ["| " + " | ".join(r) + " |" for r in scan_rows] + [""]
-    md += ["## Models", "", "| " + " | ".join(model_heads) + " |", "|" + "---|" * len(model_heads)]
-    md += ["| " + " | ".join(r) + " |" for r in model_rows] + [""]
-    md += [note, ""]
-    written[3].write_text("\n".join(md), encoding="utf-8")
-    e = html.escape
-    page = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>Sample report: {e(sample)}</title>",
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}</style>",
-            "</head><body>", f"<h1>Sample report: {e(sample)}</h1><ul>"]
-    page += [f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in facts]
-    page += ["</ul><h2>Per model</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in heads) + "</tr>"]
-    page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows]
-    page += ["</table>"]
-    if flags:
-        page += ["<h2>QC flags</h2><ul>"] + [f"<li><b>{e(f)}</b>: {e(why)}</li>" for f, why in explained] + ["</ul>"]
-    page += ["<h2>Scans (how each was read)</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in scan_heads)
-             + "</tr>"]
-    page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in scan_rows] + ["</table>"]
-    page += ["<h2>Models</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in model_heads) + "</tr>"]
-    page += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in model_rows] + ["</table>"]
-    page += [f"<p>{e(note)}</p></body></html>"]
-    written[4].write_text("\n".join(page), encoding="utf-8")
-    return written
+    return [per_model, *([("QC flags", None, explained)] if flags else []),
+            ("Scans (how each was read)",
+             ["scan", "file", "channel map", "segmentation", "nuclei", "ingested (UTC)", "file SHA-256"], scan_rows),
+            ("Models", ["model", "kind", "preset", "model folder checksum (SHA-256 of its checksum.sha256)",
+                        "registered"], model_rows)]
 
 
 def curated_rows(store: Store, sample: str | None = None) -> pd.DataFrame:
