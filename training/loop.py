@@ -154,6 +154,37 @@ def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _train_epoch(task: Task, opt: torch.optim.Optimizer, batch_rows: list[np.ndarray], gen: torch.Generator,
+                 epoch: int, epochs: int) -> tuple[float, float | None]:
+    """Epoch ``epoch`` (1-based) of ``epochs``: one SGD step per batch of training rows, with a progress bar.
+
+    Returns:
+        (mean training loss, training accuracy; None when the task reports no accuracy).
+
+    Raises:
+        TrainingError: a batch loss that is not finite.
+    """
+    bar = tqdm(batch_rows, disable=None, leave=False, desc=f"epoch {epoch}/{epochs}", unit="batch")
+    loss_sum, seen, correct, has_acc = 0.0, 0, 0, True
+    for idx in bar:
+        loss, n_correct, count = task.train_batch(idx, gen)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at epoch {epoch}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_sum += loss.item() * count
+        seen += count
+        if n_correct is None:
+            has_acc = False
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        else:
+            correct += n_correct
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+    bar.close()
+    return loss_sum / max(seen, 1), (correct / seen if seen and has_acc else None)
+
+
 def fit(task: Task, cfg: TrainConfig, out: str | Path, resume: bool = False) -> FitResult:
     """Train ``task.model`` in place; leave it holding the best weights.
 
@@ -203,33 +234,15 @@ def fit(task: Task, cfg: TrainConfig, out: str | Path, resume: bool = False) -> 
         model.train()
         rows = subsample(task.n_train(), cfg.train_per_epoch, rng)
         chunks = list(batches(len(rows), cfg.batch_size, rng))
-        bar = tqdm(chunks, disable=None, leave=False,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
-        loss_sum, seen, correct, has_acc = 0.0, 0, 0, True
-        for b in bar:
-            loss, n_correct, count = task.train_batch(rows[b], gen)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1}; lower the learning rate")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * count
-            seen += count
-            if n_correct is None:
-                has_acc = False
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-            else:
-                correct += n_correct
-                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
-        bar.close()
+        train_loss, train_acc = _train_epoch(task, opt, [rows[b] for b in chunks], gen, epoch + 1, cfg.epochs)
         val_loss, val_acc = task.validate()
         if not math.isfinite(val_loss):
             raise TrainingError(f"validation loss became {val_loss} at epoch {epoch + 1}; lower the learning rate")
         improved = es.step(val_loss)
         rec = {
             "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": correct / seen if seen and has_acc else None,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
             "val_loss": float(val_loss),
             "val_acc": None if val_acc is None else float(val_acc),
             "seconds": time.perf_counter() - t0,
