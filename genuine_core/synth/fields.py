@@ -206,6 +206,25 @@ def _specks(rng: np.random.Generator, red: np.ndarray, green: np.ndarray, outsid
         chan[y0:y0 + s.canvas.shape[0], x0:x0 + s.canvas.shape[1]] += s.canvas * np.float32(s.amplitude)
 
 
+def _add_stray_light(rng: np.random.Generator, red: np.ndarray, green: np.ndarray, inside: np.ndarray,
+                     scene: Scene) -> None:
+    """Add to the (H, W) ``red`` and ``green`` channels, in place, what is not a signal: out-of-focus
+    MYCN haze and faint autofluorescence inside nuclei (``inside``: (H, W) bool), debris and specks
+    only where no nucleus is (dilated so blur does not drag them onto nuclei)."""
+    sc = scene.scale
+    if scene.haze > 0 and green.any():
+        green += scene.haze * cv2.GaussianBlur(green, (0, 0), 4.0 * sc) * inside
+    red += scene.nucleus.autofluorescence[0] * inside
+    green += scene.nucleus.autofluorescence[1] * inside
+    grow = max(3, int(round(4 * sc)))
+    outside = cv2.dilate(inside.astype(np.uint8), np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) == 0
+    stray_r = np.zeros(red.shape, np.float32)
+    stray_g = _debris(rng, red.shape, scene.debris, sc)
+    _specks(rng, stray_r, stray_g, outside, scene.specks, scene.signal, sc)
+    red += stray_r * outside
+    green += stray_g * outside
+
+
 def make_field(
     rng: np.random.Generator,
     composition: Mapping[str, float] | Sequence[str],
@@ -286,21 +305,7 @@ def make_field(
                      float(ys.mean() + y0), float(xs.mean() + x0), int(ys.size),
                      line.label, natural, flipped, *ps.n_placed, ps.n_merged, float(b)))
 
-    inside = masks > 0
-    # out-of-focus MYCN light and faint autofluorescence inside nuclei
-    if scene.haze > 0 and green.any():
-        green += scene.haze * cv2.GaussianBlur(green, (0, 0), 4.0 * sc) * inside
-    red += scene.nucleus.autofluorescence[0] * inside
-    green += scene.nucleus.autofluorescence[1] * inside
-    # debris and specks only where no nucleus is (dilated so blur does not drag them onto nuclei)
-    grow = max(3, int(round(4 * sc)))
-    outside = cv2.dilate(inside.astype(np.uint8), np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)) == 0
-    stray_r = np.zeros((h, w), np.float32)
-    stray_g = _debris(rng, (h, w), scene.debris, sc)
-    _specks(rng, stray_r, stray_g, outside, scene.specks, scene.signal, sc)
-    red += stray_r * outside
-    green += stray_g * outside
-
+    _add_stray_light(rng, red, green, masks > 0, scene)
     image = acquire(np.stack([red, green, dapi], axis=-1), acquisition, rng, sc)
     cols = list(zip(*rows)) if rows else [[] for _ in NUCLEI_COLUMNS]
     nuclei_df = pd.DataFrame({name: np.asarray(col, dtype=_DTYPES.get(name, np.int64))
