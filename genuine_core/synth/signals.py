@@ -339,25 +339,44 @@ def place_signals(
                 ri, rj = find(k), find(int(m))
                 if ri != rj:
                     parent[rj] = ri
-        # draw (canvas clipped to the crop)
-        y0, x0 = cy - s.half, cx - s.half
-        sy0, sx0 = max(0, -y0), max(0, -x0)
-        sy1, sx1 = min(s.canvas.shape[0], h - y0), min(s.canvas.shape[1], w - x0)
-        target = red if chan == 0 else green
-        target[y0 + sy0:y0 + sy1, x0 + sx0:x0 + sx1] += s.canvas[sy0:sy1, sx0:sx1] * np.float32(s.amplitude)
-        fy1, fx1, fy2, fx2 = s.fbox
-        recs.append((s.cls, max(0, y0 + fy1), max(0, x0 + fx1), min(h, y0 + fy2), min(w, x0 + fx2)))
+        recs.append(_paste(red if chan == 0 else green, s, cy, cx))
 
+    roots = [find(k) for k in range(n)]
+    boxes_arr = _merged_boxes(recs, roots)
+    counts = [int((boxes_arr[:, 0] == c).sum()) for c in (NMI, MYCN, CLUSTER)]
+    placed_counts = tuple(sum(1 for r in recs if r[0] == c) for c in (NMI, MYCN, CLUSTER))
+    return PlacedSignals(red, green, boxes_arr, counts[0], counts[1], counts[2], placed_counts, n - len(set(roots)))
+
+
+def _paste(target: np.ndarray, s: Spot, cy: int, cx: int) -> tuple[int, int, int, int, int]:
+    """Add spot ``s`` centred at (cy, cx) to the (h, w) ``target`` (its canvas clipped to it).
+
+    Returns:
+        ``cls, y1, x1, y2, x2`` (exclusive) of the spot's footprint box, clipped to ``target``.
+    """
+    h, w = target.shape
+    y0, x0 = cy - s.half, cx - s.half
+    sy0, sx0 = max(0, -y0), max(0, -x0)
+    sy1, sx1 = min(s.canvas.shape[0], h - y0), min(s.canvas.shape[1], w - x0)
+    target[y0 + sy0:y0 + sy1, x0 + sx0:x0 + sx1] += s.canvas[sy0:sy1, sx0:sx1] * np.float32(s.amplitude)
+    fy1, fx1, fy2, fx2 = s.fbox
+    return s.cls, max(0, y0 + fy1), max(0, x0 + fx1), min(h, y0 + fy2), min(w, x0 + fx2)
+
+
+def _merged_boxes(recs: list[tuple[int, int, int, int, int]], roots: list[int]) -> np.ndarray:
+    """One box around each group of touching spots (``recs[k]`` = ``cls, y1, x1, y2, x2`` of spot k,
+    ``roots[k]`` its group); a group holding a cluster is a cluster.
+
+    Returns:
+        (K, 5) int64 rows ``cls, x1, y1, x2, y2``, sorted.
+    """
     groups: dict[int, list[int]] = {}
-    for k in range(n):
-        groups.setdefault(find(k), []).append(k)
+    for k, root in enumerate(roots):
+        groups.setdefault(root, []).append(k)
     boxes = []
     for members in groups.values():
         classes = {recs[m][0] for m in members}
         cls = CLUSTER if CLUSTER in classes else recs[members[0]][0]
         boxes.append((cls, min(recs[m][2] for m in members), min(recs[m][1] for m in members),
                       max(recs[m][4] for m in members), max(recs[m][3] for m in members)))
-    boxes_arr = np.asarray(sorted(boxes), np.int64).reshape(-1, 5)
-    counts = [int((boxes_arr[:, 0] == c).sum()) for c in (NMI, MYCN, CLUSTER)]
-    placed_counts = tuple(sum(1 for r in recs if r[0] == c) for c in (NMI, MYCN, CLUSTER))
-    return PlacedSignals(red, green, boxes_arr, counts[0], counts[1], counts[2], placed_counts, n - len(groups))
+    return np.asarray(sorted(boxes), np.int64).reshape(-1, 5)
