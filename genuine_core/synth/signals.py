@@ -172,12 +172,7 @@ def render_spots(
 
     mosaic = _tile(tiles, cols)
     if style.elastic_alpha > 0:
-        d = rng.uniform(-1.0, 1.0, size=(2,) + mosaic.shape).astype(np.float32)
-        es, ea = style.elastic_sigma * scale, np.float32(style.elastic_alpha * scale**2)
-        dx = cv2.GaussianBlur(d[0], (0, 0), es) * ea
-        dy = cv2.GaussianBlur(d[1], (0, 0), es) * ea
-        gy, gx = np.indices(mosaic.shape, dtype=np.float32)
-        mosaic = cv2.remap(mosaic, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        mosaic = _elastic(mosaic, rng, style.elastic_sigma * scale, style.elastic_alpha * scale**2)
     if base_blur > 0:
         mosaic = cv2.GaussianBlur(mosaic, (0, 0), base_blur)
     tiles = _untile(mosaic, size)[:n].copy()
@@ -194,17 +189,39 @@ def render_spots(
     foot = tiles >= style.box_threshold
     rad = np.hypot(grid[:, None], grid[None, :])
     extent = np.where(foot, rad[None], 0.0).max(axis=(1, 2)) + 0.5
+    halo, fbox = _halo(foot), _bounding_boxes(foot)
+    return [Spot(tiles[i], half, foot[i], halo[i], fbox[i], float(extent[i]), int(cls[i]), float(amplitudes[i]))
+            for i in range(n)]
+
+
+def _elastic(image: np.ndarray, rng: np.random.Generator, sigma: float, alpha: float) -> np.ndarray:
+    """``image`` (H, W) float32 warped by a random displacement field: white noise smoothed with
+    ``sigma`` px and scaled by ``alpha`` (outside the image reads 0)."""
+    d = rng.uniform(-1.0, 1.0, size=(2,) + image.shape).astype(np.float32)
+    dx = cv2.GaussianBlur(d[0], (0, 0), sigma) * np.float32(alpha)
+    dy = cv2.GaussianBlur(d[1], (0, 0), sigma) * np.float32(alpha)
+    gy, gx = np.indices(image.shape, dtype=np.float32)
+    return cv2.remap(image, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def _halo(foot: np.ndarray) -> np.ndarray:
+    """(n, S, S) bool footprints grown by one pixel, diagonals included."""
     halo = foot.copy()
     halo[:, 1:] |= foot[:, :-1]
     halo[:, :-1] |= foot[:, 1:]
     grown = halo.copy()
     halo[:, :, 1:] |= grown[:, :, :-1]
     halo[:, :, :-1] |= grown[:, :, 1:]
-    rows, cols_ = foot.any(axis=2), foot.any(axis=1)
+    return halo
+
+
+def _bounding_boxes(foot: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """``(y1, x1, y2, x2)`` (``*2`` exclusive) of each (S, S) footprint in an (n, S, S) bool stack."""
+    size = foot.shape[-1]
+    rows, cols = foot.any(axis=2), foot.any(axis=1)
     y1, y2 = rows.argmax(axis=1), size - rows[:, ::-1].argmax(axis=1)
-    x1, x2 = cols_.argmax(axis=1), size - cols_[:, ::-1].argmax(axis=1)
-    return [Spot(tiles[i], half, foot[i], halo[i], (int(y1[i]), int(x1[i]), int(y2[i]), int(x2[i])),
-                 float(extent[i]), int(cls[i]), float(amplitudes[i])) for i in range(n)]
+    x1, x2 = cols.argmax(axis=1), size - cols[:, ::-1].argmax(axis=1)
+    return [(int(y1[i]), int(x1[i]), int(y2[i]), int(x2[i])) for i in range(len(foot))]
 
 
 def cluster_subspots(
