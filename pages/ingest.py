@@ -284,22 +284,12 @@ def main() -> None:
     remove_scan_section()
 
 
-def upload_section() -> None:
-    """Upload, header check, channel mapping with preview, sample fields and the ingest with its outcomes."""
-    path = common.db_path()
-    if not store_exists(path):
-        common.empty_state()
-        st.caption(f"The first ingest creates the store at `{path}`.")
-    files = st.file_uploader("Scans", type=["tif", "tiff", "png"], accept_multiple_files=True, key="ingest_files",
-                             help="RGB or multi-channel; one sample may hold several scans")
-    last = st.session_state.get(RESULT_KEY)
-    if not files:
-        if last:
-            show_outcomes(last)
-        return
+def readable_uploads(files: list) -> list:
+    """The uploads whose header passes the check (read from memory: nothing is written yet); a
+    warning names each of the others."""
     from genuine_core.io import inspect_scan
 
-    valid = []  # the uploads that pass the header check (read from memory: nothing is written yet)
+    valid = []
     for f in files:
         try:
             inspect_scan(f.getvalue(), name=Path(f.name).name)
@@ -308,9 +298,12 @@ def upload_section() -> None:
                        icon=":material/warning:")
             continue
         valid.append(f)
-    if not valid:
-        return
+    return valid
 
+
+def mapping_section(valid: list) -> tuple[tuple, bool]:
+    """The channel mapping for all uploads, previewed on one of them: ``(nmi, mycn, dapi)`` source
+    channels (None = absent), and whether every scan can be read with it and it names both probes."""
     st.subheader("Channel mapping")
     counts = [channel_count(f.file_id, f.getvalue()) for f in valid]
     n_ch = counts[0]  # the first scan's channels define the mapping's choices
@@ -348,6 +341,27 @@ def upload_section() -> None:
         except InputError as exc:
             ok = False
             st.error(f"Choose the probe channels: {exc}", icon=":material/error:")
+    return mapping, ok
+
+
+def upload_section() -> None:
+    """Upload, header check, channel mapping with preview, sample fields and the ingest with its outcomes."""
+    path = common.db_path()
+    if not store_exists(path):
+        common.empty_state()
+        st.caption(f"The first ingest creates the store at `{path}`.")
+    files = st.file_uploader("Scans", type=["tif", "tiff", "png"], accept_multiple_files=True, key="ingest_files",
+                             help="RGB or multi-channel; one sample may hold several scans")
+    last = st.session_state.get(RESULT_KEY)
+    if not files:
+        if last:
+            show_outcomes(last)
+        return
+    valid = readable_uploads(files)
+    if not valid:
+        return
+
+    mapping, ok = mapping_section(valid)
 
     st.subheader("Sample")
     st.caption("Scored by: " + ", ".join(f"`{m}`" for m in planned_models(path)) +
