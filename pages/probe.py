@@ -11,7 +11,7 @@ example patches, and, when the model has a fitted UMAP, where the probes land in
 from __future__ import annotations
 
 import shlex
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -338,16 +338,45 @@ def previous_runs(db: str) -> None:
         st.caption(rule_text(rule_x, n_nmi) + SAVED_NO_TRUTH)
 
 
-def main() -> None:
-    common.page_header("Probe", "Draw synthetic MYCN/NMI signals into nuclei and watch the model's prediction "
-                                "change with their number and size (paper Figure 4).")
-    store = common.store_or_stop()
-    db = str(store.path)
-    models = common.models(db, common.rev("models"))
-    usable = models[models["folder"].notna()] if len(models) else models
-    if usable.empty:
-        common.empty_state("model with a folder on disk")
-        return
+@dataclass(frozen=True)
+class ProbeSettings:
+    """What the form asks for: the experiment (``count`` or ``size``), the model, probes per condition,
+    the conditions' ranges, the signal style, the background nuclei and the seed."""
+
+    exp: str
+    model: str
+    n: int
+    n_nmi: int
+    counts: tuple[int, int]
+    step: int
+    sizes: tuple[float, float]
+    n_sizes: int
+    fixed_count: int
+    fixed_size: float
+    elastic: float
+    blur: float
+    touching: bool
+    background: str  # "synthetic" or "real nuclei from the store"
+    bg_sample: str | None
+    seed: int
+
+    def conditions(self) -> pd.DataFrame:
+        """``genuine_core.synth.probe.probe_conditions`` of these settings."""
+        return probe_conditions(self.exp, self.n_nmi, self.counts, self.step, self.fixed_count, self.sizes,
+                                self.n_sizes, self.fixed_size)
+
+    def params(self) -> dict:
+        """The settings as a saved probe run records them."""
+        return {"experiment": self.exp, "n_per_condition": self.n, "n_nmi": self.n_nmi,
+                "mycn_counts": list(self.counts), "count_step": self.step, "signal_sizes": list(self.sizes),
+                "size_steps": self.n_sizes, "fixed_count": self.fixed_count, "fixed_size": self.fixed_size,
+                "elastic_alpha": self.elastic, "blur": self.blur, "touching_signals": self.touching,
+                "background": self.background if self.background == "synthetic" else f"store sample {self.bg_sample}",
+                "seed": self.seed}
+
+
+def probe_form(db: str, usable: pd.DataFrame) -> ProbeSettings | None:
+    """The experiment switch and the probe form; the settings when **Run probe** was pressed, else None."""
     from genuine_core.synth import signals as sig
 
     # outside the form: choosing the experiment reruns the page at once, so the controls it does not use
@@ -389,48 +418,67 @@ def main() -> None:
         seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="probe_seed")
         run = st.form_submit_button("Run probe", type="primary", icon=":material/play_arrow:")
         st.caption(REPORT_SETTINGS)
+    if not run:
+        return None
+    return ProbeSettings(exp, name, int(n), int(n_nmi), counts, int(step), sizes, int(n_sizes), int(fixed_count),
+                         float(fixed_size), float(elastic), float(blur), bool(clusters), bg_kind, bg_sample, int(seed))
 
-    if run:
-        if bg_kind != "synthetic" and bg_sample is None:  # chosen before the last scan was removed
-            st.info(NO_REAL_NUCLEI + " This run uses synthetic backgrounds.", icon=":material/info:")
-            bg_kind = "synthetic"
-        row = usable[usable["name"] == name].iloc[0]
-        conds = probe_conditions(exp, int(n_nmi), counts, int(step), int(fixed_count), sizes, int(n_sizes),
-                           float(fixed_size))
-        try:
-            model = scoring_model(str(row["folder"]), str(row["checksum"]), name)
-            p = int(model.patch_size)
-            if bg_kind == "synthetic":
-                bg_ids, bg = None, synthetic_backgrounds(p, 40, int(seed))
-            else:
-                bg_ids, bg = store_backgrounds(db, common.rev("data"), bg_sample, p, 200, int(seed))
-            style = replace(sig.SignalStyle(), elastic_alpha=float(elastic), blur=float(blur))
-            bar = st.progress(0.0, text="Drawing and scoring probes ...")
-            out = run_probe(model, bg, conds, int(n), int(seed), not clusters, style,
-                            progress=lambda f, t: bar.progress(f, text=t))
-        except GenuineError as exc:
-            common.show_error(exc)
-            return
-        x = "n_mycn" if exp == "count" else "signal_size"
-        res = {"model": name, "exp": exp, "x": x, "n_nmi": int(n_nmi), "conds": conds, **out}
-        res["curve"] = plotting.probe_summary(out["results"], x)
-        try:
-            xy = place_on_umap(db, name, out["embeddings"])
-        except GenuineError as exc:
-            xy, res["umap_error"] = None, str(exc)
-        if xy is not None:
-            res["umap"] = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "pred": out["results"]["call"],
-                                        x: out["results"][x]})
-        params = {"experiment": res["exp"], "n_per_condition": int(n), "n_nmi": int(n_nmi),
-                  "mycn_counts": list(counts), "count_step": int(step), "signal_sizes": list(sizes),
-                  "size_steps": int(n_sizes), "fixed_count": int(fixed_count), "fixed_size": float(fixed_size),
-                  "elastic_alpha": float(elastic), "blur": float(blur), "touching_signals": bool(clusters),
-                  "background": bg_kind if bg_kind == "synthetic" else f"store sample {bg_sample}",
-                  "seed": int(seed), "backgrounds": len(bg), "model_checksum": str(row["checksum"])}
-        if bg_ids is not None:  # the same seed draws other nuclei once the sample's scans change
-            params["background_nuclei"] = bg_ids
-        res["run_id"] = save_run(name, params, out["results"], xy)
-        st.session_state[RESULT_KEY] = res
+
+def run_and_keep(db: str, usable: pd.DataFrame, s: ProbeSettings) -> bool:
+    """Draw and score the probes, place them on the model's UMAP, save the run and keep the result for
+    :func:`show_result`; False (the error shown) when the probes could not be drawn or scored."""
+    from genuine_core.synth import signals as sig
+
+    if s.background != "synthetic" and s.bg_sample is None:  # chosen before the last scan was removed
+        st.info(NO_REAL_NUCLEI + " This run uses synthetic backgrounds.", icon=":material/info:")
+        s = replace(s, background="synthetic")
+    row = usable[usable["name"] == s.model].iloc[0]
+    conds = s.conditions()
+    try:
+        model = scoring_model(str(row["folder"]), str(row["checksum"]), s.model)
+        p = int(model.patch_size)
+        if s.background == "synthetic":
+            bg_ids, bg = None, synthetic_backgrounds(p, 40, s.seed)
+        else:
+            bg_ids, bg = store_backgrounds(db, common.rev("data"), s.bg_sample, p, 200, s.seed)
+        style = replace(sig.SignalStyle(), elastic_alpha=s.elastic, blur=s.blur)
+        bar = st.progress(0.0, text="Drawing and scoring probes ...")
+        out = run_probe(model, bg, conds, s.n, s.seed, not s.touching, style,
+                        progress=lambda f, t: bar.progress(f, text=t))
+    except GenuineError as exc:
+        common.show_error(exc)
+        return False
+    x = "n_mycn" if s.exp == "count" else "signal_size"
+    res = {"model": s.model, "exp": s.exp, "x": x, "n_nmi": s.n_nmi, "conds": conds, **out}
+    res["curve"] = plotting.probe_summary(out["results"], x)
+    try:
+        xy = place_on_umap(db, s.model, out["embeddings"])
+    except GenuineError as exc:
+        xy, res["umap_error"] = None, str(exc)
+    if xy is not None:
+        res["umap"] = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "pred": out["results"]["call"],
+                                    x: out["results"][x]})
+    params = {**s.params(), "backgrounds": len(bg), "model_checksum": str(row["checksum"])}
+    if bg_ids is not None:  # the same seed draws other nuclei once the sample's scans change
+        params["background_nuclei"] = bg_ids
+    res["run_id"] = save_run(s.model, params, out["results"], xy)
+    st.session_state[RESULT_KEY] = res
+    return True
+
+
+def main() -> None:
+    common.page_header("Probe", "Draw synthetic MYCN/NMI signals into nuclei and watch the model's prediction "
+                                "change with their number and size (paper Figure 4).")
+    store = common.store_or_stop()
+    db = str(store.path)
+    models = common.models(db, common.rev("models"))
+    usable = models[models["folder"].notna()] if len(models) else models
+    if usable.empty:
+        common.empty_state("model with a folder on disk")
+        return
+    settings = probe_form(db, usable)
+    if settings is not None and not run_and_keep(db, usable, settings):
+        return
     res = st.session_state.get(RESULT_KEY)
     if res is None:
         st.caption("Set the conditions and press **Run probe**.")
@@ -439,6 +487,5 @@ def main() -> None:
             st.caption(f"Saved as probe run {res['run_id']}.")
         show_result(res, db)
     previous_runs(db)
-
 
 main()
