@@ -187,8 +187,12 @@ def _migrate(db) -> int:
 
     with Store(db, migrate=False) as store:
         before = migrations.current_version(store.cursor())
+        early = before >= 1 and migrations.early_layout(store.cursor())
         after = store.migrate()
-    print(f"{db}: schema version {after}" + (f" (was {before})" if after != before else ", already up to date"))
+    done = [f"was {before}"] if after != before else []
+    if early:
+        done.append("early version-1 labels table converted")
+    print(f"{db}: schema version {after}" + (f" ({'; '.join(done)})" if done else ", already up to date"))
     return 0
 
 

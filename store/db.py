@@ -145,6 +145,14 @@ def _commit_failed(path: Path, exc: duckdb.Error) -> StoreError:
     return StoreNotWritable(f"cannot write to the store {path}: {detail}; nothing was saved")
 
 
+def _outdated_message(path: Path, version: int) -> str:
+    """Why a reader refuses a store written by an older version, and the command that brings it up to date."""
+    what = (f"schema version {version} is older than {migrations.LATEST}" if version < migrations.LATEST else
+            "an early version-1 store (its auto and true labels are still in the 'labels' table)")
+    return (f"{path}: {what}; bring it up to date once with `{genuine_command('store migrate', path)}` "
+            "(or any command that writes to it)")
+
+
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc).lower()
     return "lock" in text and ("conflicting" in text or "could not set" in text or "already open" in text)
@@ -229,16 +237,14 @@ class Store:
                 raise StoreError(f"{self.path}: an empty database, not yet a GENUINE store (its creation may have "
                                  "been interrupted); any command that writes to it sets it up, e.g. "
                                  f"`{genuine_command('store migrate', self.path)}`")
-            if version < migrations.LATEST:
-                if read_only:
-                    raise StoreError(f"{self.path}: schema version {version} is older than {migrations.LATEST}; "
-                                     f"bring it up to date once with `{genuine_command('store migrate', self.path)}`"
-                                     " (or any command that writes to it)")
-                if migrate:
-                    self.migrate()
-            elif version > migrations.LATEST:
+            if version > migrations.LATEST:
                 raise StoreError(f"{self.path}: schema version {version} is newer than this program "
                                  f"({migrations.LATEST}); update GENUINE")
+            if migrations.outdated(self._conn, version):
+                if read_only:
+                    raise StoreError(_outdated_message(self.path, version))
+                if migrate:
+                    self.migrate()
         except BaseException:
             self._conn.close()
             raise

@@ -4,6 +4,11 @@
 later change appends ``(version, note, sql)`` to :data:`STEPS` (e.g. an
 ``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``), and opening an older store for writing
 applies the missing steps in order, each in its own transaction.
+
+Version 1 had two layouts: stores written before the auto/true labels became nucleus columns
+(GENUINE of 2026-11-23, before commit 6aeb0cd) keep them in a ``labels`` table and lack
+``review_stats``. :func:`early_layout` finds such a store (at any version: earlier releases applied the
+later steps to it) and :func:`migrate` converts it first (:func:`_convert_early_layout`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import logging
 from importlib import resources
 
 import duckdb
+
+from genuine_core.errors import StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +78,78 @@ def other_tables(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in rows]
 
 
+def early_layout(conn: duckdb.DuckDBPyConnection) -> bool:
+    """True for a store whose auto/true labels are still rows of the early version-1 ``labels`` table."""
+    return bool(conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'labels' "
+                             "AND table_type = 'BASE TABLE'").fetchone()[0])
+
+
+def outdated(conn: duckdb.DuckDBPyConnection, version: int) -> bool:
+    """True when :func:`migrate` has work to do on a store at ``version`` (an older version, or the early layout)."""
+    return version < LATEST or (version >= 1 and early_layout(conn))
+
+
+#: the early version-1 layout's conversion, one idempotent statement each (the labels table is read, not changed)
+_EARLY_COLUMNS = [
+    # stores written before 2026-11-23's "uncertainty method per model" lack it
+    "ALTER TABLE models ADD COLUMN IF NOT EXISTS uncertainty_method VARCHAR DEFAULT 'unknown'",
+    "ALTER TABLE scans ADD COLUMN IF NOT EXISTS label_source VARCHAR",
+    "ALTER TABLE nuclei ADD COLUMN IF NOT EXISTS auto_label TINYINT",
+    "ALTER TABLE nuclei ADD COLUMN IF NOT EXISTS true_label TINYINT",
+    "UPDATE nuclei SET auto_label = l.label FROM labels l WHERE l.nucleus_id = nuclei.id AND l.kind = 'auto'",
+    "UPDATE nuclei SET true_label = l.label FROM labels l WHERE l.nucleus_id = nuclei.id AND l.kind = 'truth'",
+    # one source per scan, as ingest records it now (a benchmark scan's unmatched nuclei: 'benchmark,genotype')
+    "UPDATE scans SET label_source = s.source FROM (SELECT n.scan_id, "
+    "string_agg(DISTINCT l.source, ',' ORDER BY l.source) AS source FROM labels l JOIN nuclei n ON n.id = l.nucleus_id "
+    "GROUP BY n.scan_id) s WHERE s.scan_id = scans.id",
+]
+#: label rows of nuclei that are not stored: kept in a table of their own rather than dropped with ``labels``
+_UNMATCHED = ("FROM labels l LEFT JOIN nuclei n ON n.id = l.nucleus_id WHERE n.id IS NULL")
+
+
+def _convert_early_layout(conn: duckdb.DuckDBPyConnection) -> None:
+    """In one transaction: the ``labels`` table's rows become ``nuclei.auto_label``/``true_label`` and
+    ``scans.label_source``, checked row by row before the table gives way to the ``labels`` view; then the
+    version-1 schema (``review_stats``, views) and the review statistics of every scan.
+
+    Raises:
+        StoreError: a label row did not arrive in its nucleus (nothing was changed).
+    """
+    from store.scans import rebuild_review_stats  # imports store.db, which imports this module
+
+    logger.info("store: converting the early version-1 layout (labels table -> nucleus columns, review_stats)")
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for sql in _EARLY_COLUMNS:
+            conn.execute(sql)
+        lost = conn.execute("SELECT count(*) FROM labels l JOIN nuclei n ON n.id = l.nucleus_id WHERE "
+                            "(CASE l.kind WHEN 'auto' THEN n.auto_label ELSE n.true_label END) IS DISTINCT FROM l.label"
+                            ).fetchone()[0]
+        if lost:
+            raise StoreError(f"converting the early version-1 labels table: {lost} rows did not arrive in their "
+                             "nuclei; nothing was changed")
+        unmatched = conn.execute(f"SELECT count(*) {_UNMATCHED}").fetchone()[0]
+        if unmatched:
+            conn.execute(f"CREATE TABLE labels_unmatched AS SELECT l.* {_UNMATCHED}")
+        conn.execute("DROP TABLE labels")
+        conn.execute(_schema_sql())
+        rebuild_review_stats(conn, [int(r[0]) for r in conn.execute("SELECT id FROM scans").fetchall()])
+        note = "early version-1 layout converted: labels table -> nucleus columns, review_stats built"
+        if unmatched:
+            note += f"; {unmatched} label rows of nuclei not stored kept in labels_unmatched"
+        conn.execute("INSERT INTO schema_version (version, note) VALUES (1, ?)", [note])
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
 def migrate(conn: duckdb.DuckDBPyConnection) -> int:
-    """Apply every missing step; return the version reached."""
+    """Convert an early version-1 layout, then apply every missing step; return the version reached."""
     version = current_version(conn)
+    if version >= 1 and early_layout(conn):
+        _convert_early_layout(conn)
     for step, note, script in STEPS:
         if step <= version:
             continue

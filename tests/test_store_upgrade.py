@@ -1,0 +1,146 @@
+"""Stores written by older versions, opened by this one: nothing lost, every reader works after the migration.
+
+The early version-1 layout (GENUINE before the auto/true labels became nucleus columns) is built here by
+writing a store with this code and turning it back with SQL into what that version wrote: a ``labels``
+table with one row per (nucleus, kind) and its own source, no ``nuclei.auto_label``/``true_label``, no
+``scans.label_source``, no ``review_stats``, and (before the uncertainty method per model) no
+``models.uncertainty_method``.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from _store_fakes import fake_model, synthetic_result
+from genuine_core.cli import main
+from genuine_core.errors import StoreError
+from store import labels, migrations, registry, review, samples
+from store.check import check_store
+from store.db import Store
+from store.scans import write_scan_result
+
+#: the early version-1 labels table (its source per row: 'genotype' or 'benchmark')
+EARLY_LABELS = """
+CREATE TABLE labels (
+    nucleus_id BIGINT NOT NULL,
+    kind       VARCHAR NOT NULL CHECK (kind IN ('auto', 'truth')),
+    label      TINYINT NOT NULL CHECK (label IN (0, 1)),
+    source     VARCHAR,
+    PRIMARY KEY (nucleus_id, kind)
+);
+"""
+#: what the early layout did not have
+EARLY_DROPS = [
+    "ALTER TABLE nuclei DROP COLUMN auto_label", "ALTER TABLE nuclei DROP COLUMN true_label",
+    "ALTER TABLE scans DROP COLUMN label_source", "ALTER TABLE models DROP COLUMN uncertainty_method",
+    "DROP TABLE review_stats",
+]
+
+
+def _early_store(path, version: int = 1, orphan: bool = False) -> dict:
+    """An early version-1 store at ``path`` (with ``version`` recorded: 3 is such a store an earlier release
+    migrated without converting it); returns what it holds, to compare after the migration."""
+    # a benchmark scan's labels: truth and auto for matched nuclei, a genotype auto label for one not matched
+    lab = pd.DataFrame({"mask_label": [1, 1, 2, 2, 3], "kind": ["auto", "truth", "auto", "truth", "auto"],
+                        "label": [1, 1, 0, 1, 1], "source": ["benchmark"] * 4 + ["genotype"]})
+    with Store(path) as s:
+        mids = {m: registry.register_model(s, fake_model(m)) for m in ("m1", "m2")}
+        probs = {"m1": np.array([0.9, 0.2, 0.6, 0.4]), "m2": np.array([0.8, 0.1, 0.3, 0.7])}
+        write_scan_result(s, samples.ensure_sample(s, "LINE", "cell-line"), synthetic_result("a" * 64, probs), mids,
+                          labels=lab)
+        write_scan_result(s, samples.ensure_sample(s, "CASE", "case"), synthetic_result("b" * 64, probs, seed=1), mids)
+        ids = s.query("SELECT id FROM nuclei ORDER BY id")["id"].tolist()
+        for nid, value, who in ((ids[0], 1, "Dr. Ana Müller"), (ids[1], "exclude", "curator-B"), (ids[4], 0, "ann")):
+            labels.record_label_event(s, nid, value, who)
+        events = s.query("SELECT * FROM label_events ORDER BY id")
+        queue = review.review_queue(s, limit=100)
+    rows = [(ids[m - 1], k, v, src) for m, k, v, src in lab.itertuples(index=False, name=None)]
+    if orphan:
+        rows.append((10_000, "auto", 1, "genotype"))
+    conn = duckdb.connect(str(path))
+    conn.execute("DROP VIEW labels")
+    conn.execute(EARLY_LABELS)
+    conn.executemany("INSERT INTO labels VALUES (?, ?, ?, ?)", rows)
+    for sql in EARLY_DROPS:
+        conn.execute(sql)
+    conn.execute("DELETE FROM schema_version WHERE version > ?", [version])
+    if version < 3:
+        conn.execute("DROP TABLE store_events")
+    if version < 2:
+        conn.execute("ALTER TABLE scans DROP COLUMN patch_normalisation")
+    conn.close()
+    return {"ids": ids, "rows": rows, "events": events, "queue": queue}
+
+
+@pytest.mark.parametrize("version", [1, 3])
+def test_an_early_version_1_store_is_converted_without_losing_a_label(tmp_path, version):
+    path = tmp_path / "early.duckdb"
+    before = _early_store(path, version)
+    with pytest.raises(StoreError, match="store migrate"):
+        Store(path, read_only=True)
+    with Store(path) as s:
+        assert migrations.current_version(s.cursor()) == migrations.LATEST
+        assert not migrations.early_layout(s.cursor())
+        got = s.query("SELECT nucleus_id, kind, label, source FROM labels ORDER BY nucleus_id, kind")
+        assert [r[:3] for r in got.itertuples(index=False, name=None)] == [r[:3] for r in before["rows"]]
+        assert set(got["source"]) == {"benchmark,genotype"}  # one per scan now, as ingest records it
+        lab = s.cursor().execute("SELECT auto_label, true_label FROM nuclei ORDER BY id LIMIT 4").fetchall()
+        assert lab == [(1, 1), (0, 1), (1, None), (None, None)]
+        assert s.cursor().execute("SELECT label_source FROM scans ORDER BY id").fetchall() == [
+            ("benchmark,genotype",), (None,)]
+        assert s.query("SELECT DISTINCT uncertainty_method FROM models")["uncertainty_method"].tolist() == ["unknown"]
+        pd.testing.assert_frame_equal(s.query("SELECT * FROM label_events ORDER BY id"), before["events"])
+        queue = review.review_queue(s, limit=100)
+        pd.testing.assert_frame_equal(queue, before["queue"])
+        assert check_store(s) == []
+        assert s.scalar("SELECT count(*) FROM schema_version WHERE note LIKE 'early version-1%'") == 1
+    with Store(path, read_only=True) as s:  # readers take it now
+        assert s.scalar("SELECT count(*) FROM review_stats") == 8
+
+
+def test_migrate_names_the_conversion_and_a_second_run_has_nothing_to_do(tmp_path, capsys):
+    path = tmp_path / "early.duckdb"
+    _early_store(path)
+    assert main(["store", "check", "--db", str(path)]) == 2
+    assert "an early version-1 store" not in capsys.readouterr().err  # version 1: the version says it
+    assert main(["store", "migrate", "--db", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: schema version 3 (was 1; early version-1 labels table converted)"
+    assert main(["store", "migrate", "--db", str(path)]) == 0
+    assert "already up to date" in capsys.readouterr().out
+    assert main(["store", "check", "--db", str(path)]) == 0
+
+
+def test_an_early_store_at_the_latest_version_is_named_for_what_it_lacks(tmp_path, capsys):
+    path = tmp_path / "early.duckdb"
+    _early_store(path, version=3)
+    assert main(["store", "scans", "--db", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "an early version-1 store" in err and f"`genuine store migrate --db {path}`" in err
+
+
+def test_label_rows_of_nuclei_not_stored_are_kept_aside(tmp_path):
+    path = tmp_path / "early.duckdb"
+    _early_store(path, orphan=True)
+    with Store(path) as s:
+        assert s.query("SELECT * FROM labels_unmatched").values.tolist() == [[10_000, "auto", 1, "genotype"]]
+        assert "1 label rows of nuclei not stored" in s.scalar(
+            "SELECT note FROM schema_version WHERE note LIKE 'early%'")
+        assert check_store(s) == []
+
+
+def test_a_conversion_that_fails_changes_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "early.duckdb"
+    _early_store(path)
+    monkeypatch.setattr(migrations, "_schema_sql", lambda: "SELECT * FROM no_such_table")
+    with pytest.raises(duckdb.CatalogException):
+        Store(path)
+    monkeypatch.undo()
+    conn = duckdb.connect(str(path), read_only=True)
+    assert conn.execute("SELECT count(*) FROM labels").fetchone()[0] == 5  # the table, untouched
+    assert migrations.early_layout(conn) and migrations.current_version(conn) == 1
+    conn.close()
+    with Store(path) as s:
+        assert check_store(s) == []
