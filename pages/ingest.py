@@ -277,6 +277,8 @@ def remove_scan_section() -> None:
 def main() -> None:
     common.page_header("Ingest", "Upload FISH scans (TIFF or PNG), map their channels, and score them with every "
                                  "registered model. Each scan is stored in one transaction.")
+    if store_exists(common.db_path()):
+        common.store_or_stop()  # a store that cannot be opened (busy, newer, no store): say why, offer no upload
     removed = st.session_state.pop(REMOVED_KEY, None)
     if removed:
         st.success(removed, icon=":material/delete:")

@@ -131,14 +131,32 @@ def test_an_empty_file_shows_the_empty_state_like_a_missing_store(page, tmp_path
     assert path.stat().st_size == 0  # looking never creates a store
 
 
-def test_a_file_that_is_no_store_is_named_without_blaming_other_programs(tmp_path, monkeypatch):
+@pytest.mark.parametrize("page", ["cases", "ingest"])
+def test_a_file_that_is_no_store_is_named_without_blaming_other_programs(page, tmp_path, monkeypatch):
     path = tmp_path / "notes.duckdb"
     path.write_text("not a database")
     monkeypatch.setenv("GENUINE_DB", str(path))
-    at = open_page("cases")
+    at = open_page(page)
     assert any("The store cannot be opened" in e.value for e in at.error)
     assert "check that it is a GENUINE store" in texts(at) and "Close other programs" not in texts(at)
     assert path.read_text() == "not a database"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_a_store_of_a_newer_version_is_refused_on_every_page_without_a_traceback(page, tmp_path, monkeypatch):
+    import duckdb
+
+    from store.db import open_store
+
+    path = tmp_path / "newer.duckdb"
+    open_store(path).close()
+    conn = duckdb.connect(str(path))
+    conn.execute("INSERT INTO schema_version (version, note) VALUES (99, 'a later GENUINE')")
+    conn.close()
+    monkeypatch.setenv("GENUINE_DB", str(path))
+    at = open_page(page)
+    assert any("schema version 99 is newer than this program" in e.value for e in at.error)
+    assert not at.file_uploader  # nothing is offered for upload into a store that cannot be opened
 
 
 # ----------------------------------------------------------------------------- cases
