@@ -145,10 +145,24 @@ def _commit_failed(path: Path, exc: duckdb.Error) -> StoreError:
     return StoreNotWritable(f"cannot write to the store {path}: {detail}; nothing was saved")
 
 
+def _write_refusal(path: Path) -> str | None:
+    """Why this user cannot change the existing store file ``path`` (None when it can)."""
+    if not os.access(path, os.W_OK):
+        return "the file is read-only for you"
+    reason = _folder_refusal(path)
+    return None if reason is None else f"its folder {path.parent} refuses new files ({reason})"
+
+
 def _outdated_message(path: Path, version: int) -> str:
-    """Why a reader refuses a store written by an older version, and the command that brings it up to date."""
+    """Why a reader refuses a store written by an older version, and the command that brings it up to date
+    (on a copy, when the store cannot be changed where it is)."""
     what = (f"schema version {version} is older than {migrations.LATEST}" if version < migrations.LATEST else
             "an early version-1 store (its auto and true labels are still in the 'labels' table)")
+    refusal = _write_refusal(path)
+    if refusal is not None:
+        return (f"{path}: {what}, and it cannot be brought up to date where it is: {refusal}; copy {path.name} "
+                f"(with {files_folder(path).name}/ when present) to a folder you can write to and run "
+                "`genuine store migrate --db COPY` on the copy")
     return (f"{path}: {what}; bring it up to date once with `{genuine_command('store migrate', path)}` "
             "(or any command that writes to it)")
 
@@ -271,6 +285,9 @@ class Store:
                     reason = None if self.read_only else _folder_refusal(self.path)
                     if reason is not None:  # e.g. a new store in a folder that takes no new files
                         raise _not_writable(self.path, reason) from None
+                    if not self.read_only and self.path.is_file() and not os.access(self.path, os.W_OK):
+                        raise StoreNotWritable(f"cannot write to the store {self.path}: the file is read-only for "
+                                               "you, and this command changes it; nothing was saved") from None
                     raise StoreError(f"{self.path}: cannot open store: {exc}") from exc
                 if time.monotonic() >= deadline:
                     holder, dashboard = lock_holder(exc)

@@ -9,6 +9,12 @@ table with one row per (nucleus, kind) and its own source, no ``nuclei.auto_labe
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -21,6 +27,7 @@ from store import labels, migrations, registry, review, samples
 from store.check import check_store
 from store.db import Store
 from store.scans import write_scan_result
+from test_store import refusing_new_files
 
 #: the early version-1 labels table (its source per row: 'genotype' or 'benchmark')
 EARLY_LABELS = """
@@ -144,3 +151,57 @@ def test_a_conversion_that_fails_changes_nothing(tmp_path, monkeypatch):
     conn.close()
     with Store(path) as s:
         assert check_store(s) == []
+
+
+@contextlib.contextmanager
+def read_only_file(path: Path):
+    """``path`` cannot be changed inside the block: ``chattr +i`` as root (root ignores permissions), else no
+    write permission; the test is skipped where neither works."""
+    lock, undo = ((["chattr", "+i"], ["chattr", "-i"]) if os.geteuid() == 0 else (["chmod", "a-w"], ["chmod", "u+w"]))
+    try:
+        if subprocess.run([*lock, str(path)], capture_output=True).returncode or os.access(path, os.W_OK):
+            pytest.skip(f"{' '.join(lock)} does not make a file read-only here")
+        yield
+    finally:
+        subprocess.run([*undo, str(path)], capture_output=True)
+
+
+def _version_2_store(path: Path) -> None:
+    with Store(path) as s:
+        registry.register_model(s, fake_model("m1"))
+    conn = duckdb.connect(str(path))
+    conn.execute("DROP TABLE store_events")
+    conn.execute("DELETE FROM schema_version WHERE version = 3")
+    conn.close()
+
+
+def test_an_older_store_in_a_read_only_file_is_left_as_it_was_and_the_way_out_is_named(tmp_path, capsys):
+    path = tmp_path / "old.duckdb"
+    _version_2_store(path)
+    before = path.read_bytes()
+    with read_only_file(path):
+        assert main(["store", "check", "--db", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: {path}: schema version 2 is older than 3, and it cannot be brought up to date where "
+                       "it is: the file is read-only for you; copy old.duckdb (with old_files/ when present) to a "
+                       "folder you can write to and run `genuine store migrate --db COPY` on the copy")
+        assert main(["store", "migrate", "--db", str(path)]) == 2
+        assert capsys.readouterr().err.strip() == (f"error: cannot write to the store {path}: the file is read-only "
+                                                   "for you, and this command changes it; nothing was saved")
+        assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["old.duckdb"]
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(path, copy)
+    assert main(["store", "migrate", "--db", str(copy)]) == 0 and main(["store", "check", "--db", str(copy)]) == 0
+
+
+def test_an_older_store_whose_folder_refuses_new_files_names_the_folder(tmp_path, capsys):
+    folder = tmp_path / "locked"
+    path = folder / "old.duckdb"
+    _version_2_store(path)
+    with refusing_new_files(folder):
+        assert main(["store", "scans", "--db", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot be brought up to date where it is: its folder {folder} refuses new files (" in err
+        assert "`genuine store migrate --db COPY` on the copy" in err and len(err.strip().splitlines()) == 1
+    assert main(["store", "scans", "--db", str(path)]) == 2
+    assert f"bring it up to date once with `genuine store migrate --db {path}`" in capsys.readouterr().err
