@@ -47,6 +47,15 @@ def _store_events_sql() -> str:
         by_user    VARCHAR,           -- who, when known (the dashboard's reviewer, a CLI's --by or login)
         detail     VARCHAR            -- JSON: e.g. the model's folder, or the rows a removal deleted
     );
+    -- the models registered before the log began: their registration, at the time the models table recorded
+    INSERT INTO store_events (created_at, action, subject, identity, by_user, detail)
+    SELECT m.registered_at, 'register model', m.name, m.checksum, NULL,
+           json_object('folder', m.folder, 'kind', m.kind, 'preset', m.preset,
+                       'recorded', 'by schema step 3: registered before the event log')::VARCHAR
+    FROM models m
+    WHERE NOT EXISTS (SELECT 1 FROM store_events e
+                      WHERE e.action = 'register model' AND e.subject = m.name AND e.identity = m.checksum)
+    ORDER BY m.id;
     """
 
 

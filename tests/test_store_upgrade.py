@@ -23,7 +23,7 @@ import pytest
 from _store_fakes import fake_model, synthetic_result
 from genuine_core.cli import main
 from genuine_core.errors import StoreError
-from store import labels, migrations, registry, review, samples
+from store import events, labels, migrations, registry, review, samples
 from store.check import check_store
 from store.db import Store
 from store.scans import write_scan_result
@@ -205,3 +205,29 @@ def test_an_older_store_whose_folder_refuses_new_files_names_the_folder(tmp_path
         assert "`genuine store migrate --db COPY` on the copy" in err and len(err.strip().splitlines()) == 1
     assert main(["store", "scans", "--db", str(path)]) == 2
     assert f"bring it up to date once with `genuine store migrate --db {path}`" in capsys.readouterr().err
+
+
+def test_models_registered_before_the_event_log_get_their_registration_recorded(tmp_path, capsys):
+    path = tmp_path / "old.duckdb"
+    with Store(path) as s:
+        for name in ("m1", "m2"):
+            registry.register_model(s, fake_model(name))
+        registered = s.query("SELECT name, checksum, registered_at FROM models ORDER BY id")
+    conn = duckdb.connect(str(path))  # a version-2 store: no event log yet
+    conn.execute("DROP TABLE store_events")
+    conn.execute("DELETE FROM schema_version WHERE version = 3")
+    conn.close()
+    with Store(path) as s:
+        ev = events.store_events(s)
+        assert ev["action"].tolist() == ["register model"] * 2 and ev["by_user"].isna().all()
+        assert ev["subject"].tolist() == registered["name"].tolist()
+        assert ev["identity"].tolist() == registered["checksum"].tolist()
+        assert ev["created_at"].tolist() == registered["registered_at"].tolist()
+        assert ev["detail"][0] == {"folder": None, "kind": "genuine", "preset": "test",
+                                   "recorded": "by schema step 3: registered before the event log"}
+        s.execute(migrations.STEPS[2][2]())  # the step again: nothing twice
+        assert len(events.store_events(s)) == 2
+        registry.remove_model(s, "m1", by="ann")
+    assert main(["store", "events", "--subject", "m1", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "register model" in out and "remove model" in out and "registered before the event log" in out
