@@ -153,7 +153,7 @@ def _ingest(store, args: argparse.Namespace, models_given, loader, channel_map, 
         if not models:
             print("warning: no models found; storing nuclei without predictions", flush=True)
         if models_given is not None:  # --models: the other registered models do not score these scans
-            _note_models_left_out(store, {m.name for m in models})
+            _note_models_left_out(store, models)
         if args.benchmark is not None:
             return ingest_benchmark(store, args.benchmark, models, splits=args.splits,
                                     max_fields_per_sample=args.max_fields, backend=args.backend,
@@ -165,18 +165,31 @@ def _ingest(store, args: argparse.Namespace, models_given, loader, channel_map, 
                             progress=progress, place_umap=not args.no_umap, on_outcome=on_outcome, by=args.by)
 
 
-def _note_models_left_out(store, running: set[str]) -> None:
-    """One line naming the registered models an ingest with ``--models`` does not run, and how to add them."""
+def _note_models_left_out(store, models) -> None:
+    """A line naming the registered models an ingest with ``--models`` does not run, and how to add them; another
+    for those that read patches cut otherwise (e.g. models of an older release), which cannot score these scans."""
     import shlex
 
+    from genuine_core.patches import LEGACY_NORMALISATION
     from store.location import genuine_command
     from store.registry import list_models
 
-    left = [n for n in list_models(store)["name"] if n not in running]
-    if left:
-        first = genuine_command(f"store score {shlex.quote(left[0])}", store.path)
-        print(f"note: registered model(s) {', '.join(map(repr, left))} do not score these scans (--models); "
+    def reads(config: dict) -> str:  # as store.rescore.registered_inputs: configs without it are older
+        return str(config.get("patch_normalisation", LEGACY_NORMALISATION))
+
+    running = {m.name for m in models}
+    cut = {reads(m.config) for m in models}
+    left = [(r.name, reads(r.config)) for r in list_models(store).itertuples() if r.name not in running]
+    scorable = [n for n, norm in left if not cut or norm in cut]
+    if scorable:
+        first = genuine_command(f"store score {shlex.quote(scorable[0])}", store.path)
+        print(f"note: registered model(s) {', '.join(map(repr, scorable))} do not score these scans (--models); "
               f"score them afterwards, e.g. {first}", flush=True)
+    other = [(n, norm) for n, norm in left if n not in scorable]
+    if other:
+        print(f"note: registered model(s) {', '.join(f'{n!r} ({norm})' for n, norm in other)} read patches "
+              f"normalised otherwise than these scans ({', '.join(sorted(cut))}), so they cannot score them",
+              flush=True)
 
 
 def _check_options(args: argparse.Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from _store_fakes import fake_model, threshold_segmenter, write_toy_scans
 from conftest import make_toy_scan
 from genuine_core.io import write_masks_tiff, write_scan_tiff
-from store import ingest, scans
+from store import ingest, registry, scans
 from store.db import Store
 
 TABLES = ("samples", "scans", "nuclei", "labels", "synthetic_truth", "models", "scan_models", "predictions",
@@ -360,3 +361,27 @@ def test_cli_ingest_with_models_names_the_registered_models_it_does_not_run(tmp_
     note = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note:"))
     assert note == (f"note: registered model(s) 'fake2' do not score these scans (--models); score them afterwards, "
                     f"e.g. genuine store score fake2 --db {db}")
+
+
+def test_cli_ingest_with_models_says_which_left_out_models_cannot_score_the_new_scans(tmp_path, capsys, monkeypatch):
+    """After an upgrade a store holds models of the older release, which read 'percentile' patches: an ingest with
+    the new 'spot_flux' models names them apart instead of suggesting a `store score` that skips every scan."""
+    from genuine_core.cli import main
+
+    models = _cli_models(tmp_path, monkeypatch)
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        for name, cut in (("old_release", "percentile"), ("same_cut", "spot_flux")):
+            m = fake_model(name)
+            registry.register_model(s, replace(m, config={**m.config, "patch_normalisation": cut}))
+    monkeypatch.setattr(ingest, "resolve_models", lambda store, folders, loader=None: [
+        replace(fake_model("fake1"), config={"kind": "resnet", "patch_size": 64, "patch_normalisation": "spot_flux"})])
+    scan = write_toy_scans(tmp_path / "scans", 1, make_toy_scan)[0]
+    assert main(["ingest", str(scan), "--sample", "S", "--models", str(models / "fake1"), "--db", str(db),
+                 "--quiet"]) == 0
+    notes = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("note:")]
+    assert notes == [
+        f"note: registered model(s) 'same_cut' do not score these scans (--models); score them afterwards, "
+        f"e.g. genuine store score same_cut --db {db}",
+        "note: registered model(s) 'old_release' (percentile) read patches normalised otherwise than these scans "
+        "(spot_flux), so they cannot score them"]
