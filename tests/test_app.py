@@ -589,6 +589,8 @@ def stub_probe_model(store_copy, tmp_path, monkeypatch):
     """
     from types import SimpleNamespace
 
+    import importlib
+
     from genuine_core import pipeline
     from store.db import open_store
     from store.registry import register_model
@@ -607,6 +609,8 @@ def stub_probe_model(store_copy, tmp_path, monkeypatch):
                                   config={"kind": "genuine"}, metrics={}, folder=str(tmp_path), predict=predict)
     with open_store(path) as s:
         register_model(s, model)
+    for module in ("store.demo", "store.ingest", "store.rescore"):  # they bind load_model by name at import:
+        importlib.import_module(module)                              # bind the real one before it is patched
     monkeypatch.setattr(pipeline, "load_model", lambda folder, name=None, mc_samples=0: model)
     return path, name, lambda fn: fns.__setitem__("predict", fn)
 
