@@ -63,6 +63,28 @@ def open_page(page: str, reviewer: str | None = None) -> AppTest:
     return at
 
 
+def _curate_lines(s, n: int) -> None:
+    """Dr. Test labels the first ``n`` nuclei of LINE-MNA as MNA and of LINE-NON as non-MNA."""
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+
+    for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
+        for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:n]:
+            record_label_event(s, nid, label, "Dr. Test")
+
+
+def _stub_launch(monkeypatch) -> list[list[str]]:
+    """Retraining runs launch a no-op process instead of ``genuine train``; returns the commands they were given."""
+    import sys
+
+    from pages import retrain
+
+    launched, launch = [], retrain._launch
+    monkeypatch.setattr(retrain, "_launch",
+                        lambda rec, cmd, mode: launched.append(cmd) or launch(rec, [sys.executable, "-c", "pass"], mode))
+    return launched
+
+
 def texts(at: AppTest) -> str:
     """All markdown, captions, alerts and headings of the page, joined."""
     parts = [e.value for e in at.markdown] + [e.value for e in at.caption]
@@ -1527,21 +1549,15 @@ def test_retraining_refuses_taken_names_and_too_few_of_a_class(store_copy, model
 
 
 def test_two_sessions_starting_runs_of_one_name_at_once_get_one_run(store_copy, models_runs, monkeypatch):
-    import sys
     import threading
 
     from genuine_core.errors import InputError
     from pages import retrain
     from store.db import open_store
-    from store.labels import record_label_event
-    from store.nuclei import sample_nuclei
 
     with open_store(store_copy[0]) as s:
-        for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
-            for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:6]:
-                record_label_event(s, nid, label, "Dr. Test")
-    launch = retrain._launch
-    monkeypatch.setattr(retrain, "_launch", lambda rec, cmd, mode: launch(rec, [sys.executable, "-c", "pass"], mode))
+        _curate_lines(s, 6)
+    _stub_launch(monkeypatch)
     outcomes, both_ready = [], threading.Barrier(2)
 
     def press() -> None:
@@ -1742,14 +1758,10 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
     import time
 
     from store.db import open_store
-    from store.labels import record_label_event
-    from store.nuclei import sample_nuclei
 
     path, _ = store_copy
     with open_store(path) as s:
-        for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
-            for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:12]:
-                record_label_event(s, nid, label, "Dr. Test")
+        _curate_lines(s, 12)
     at = open_page("models", reviewer="Dr. Test")
     at.selectbox(key="retrain_kind").set_value("resnet")
     at.selectbox(key="retrain_preset").set_value("tiny")
@@ -1786,20 +1798,13 @@ def test_models_page_retrains_on_curated_labels_and_registers_the_result(store_c
 def test_a_retraining_run_records_its_seed_and_passes_it_explicitly(store_copy, models_runs, monkeypatch):
     """run.json and the command name the seed (it was left to genuine train's default, recorded nowhere until
     the run finished), and the run's line on the Models page shows it."""
-    import sys
 
     from pages import retrain
     from store.db import open_store
-    from store.labels import record_label_event
-    from store.nuclei import sample_nuclei
 
     with open_store(store_copy[0]) as s:
-        for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
-            for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:6]:
-                record_label_event(s, nid, label, "Dr. Test")
-    launched, launch = [], retrain._launch
-    monkeypatch.setattr(retrain, "_launch",  # record the command, run nothing
-                        lambda rec, cmd, mode: launched.append(cmd) or launch(rec, [sys.executable, "-c", "pass"], mode))
+        _curate_lines(s, 6)
+    launched = _stub_launch(monkeypatch)
     with open_store(store_copy[0]) as s:
         run_id = retrain.start_run(s, "resnet", "tiny", 1, "seeded", None)
     cmd = launched[0]
@@ -1811,26 +1816,18 @@ def test_a_retraining_run_records_its_seed_and_passes_it_explicitly(store_copy, 
 
 def test_retraining_fine_tunes_a_registered_model_of_the_same_kind_by_default(store_copy, models_runs, tmp_path,
                                                                            monkeypatch):
-    import sys
 
     from genuine_core.models import GenuineClassifier, preset_config
     from genuine_core.pipeline import load_model
-    from pages import retrain
     from store.db import open_store
-    from store.labels import record_label_event
-    from store.nuclei import sample_nuclei
     from store.registry import register_model
 
     folder = tmp_path / "resnet-base"
     GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(folder, metrics={})
     with open_store(store_copy[0]) as s:
         register_model(s, load_model(folder))
-        for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
-            for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:6]:
-                record_label_event(s, nid, label, "Dr. Test")
-    launched, launch = [], retrain._launch
-    monkeypatch.setattr(retrain, "_launch",  # record the command, run nothing
-                        lambda rec, cmd, mode: launched.append(cmd) or launch(rec, [sys.executable, "-c", "pass"], mode))
+        _curate_lines(s, 6)
+    launched = _stub_launch(monkeypatch)
     at = open_page("models")
     at.selectbox(key="retrain_kind").set_value("resnet").run()
     at.selectbox(key="retrain_preset").set_value("tiny").run()
@@ -1859,15 +1856,11 @@ def test_a_real_retraining_run_stopped_after_its_first_epoch_resumes_to_a_finish
     from genuine_core.pipeline import load_model
     from pages import retrain
     from store.db import open_store
-    from store.labels import record_label_event
-    from store.nuclei import sample_nuclei
     from training.checkpoint import has_checkpoint
 
     path, _ = store_copy
     with open_store(path) as s:
-        for sample, label in (("LINE-MNA", 1), ("LINE-NON", 0)):
-            for nid in sample_nuclei(s, sample)["nucleus_id"].tolist()[:12]:
-                record_label_event(s, nid, label, "Dr. Test")
+        _curate_lines(s, 12)
         monkeypatch.setitem(retrain.PRESET_DEFAULTS, "tiny", (8, 100, 64))  # patience 100: the run goes on
         init = GenuineClassifier.from_config(preset_config("tiny", kind="resnet", patch_size=96)).save(
             tmp_path / "resnet-base", metrics={}) if fine_tune else None
