@@ -3,7 +3,8 @@
 The check verifies what the schema does not enforce itself: counts consistent, no
 orphan rows, every nucleus of a committed scan holds a prediction and an embedding
 from every model that scored the scan, UMAP map files present and unmodified, and every
-registered model's folder present and holding the weights registered (ingest refuses otherwise).
+active registered model's folder present and holding the weights registered (ingest refuses otherwise; a
+retired model's folder is only noted).
 """
 
 from __future__ import annotations
@@ -125,11 +126,34 @@ def check_store(store: Store) -> list[str]:
     return problems + _model_folder_problems(store)
 
 
+def _folder_state(folder: str, checksum: str) -> str:
+    """'' when ``folder`` holds the weights of ``checksum``, else why not."""
+    try:
+        found = folder_digest(folder)
+    except ModelLoadError as exc:
+        return str(exc)
+    return "" if found == checksum else f"{folder} holds other weights than registered"
+
+
+def retired_model_notes(store: Store) -> list[str]:
+    """One informational line per retired model whose folder is gone or holds other weights: not a problem,
+    since a retired model scores nothing new (reinstating it checks the folder again)."""
+    notes = []
+    for name, folder, checksum in store.query("SELECT name, folder, checksum FROM models WHERE folder IS NOT NULL "
+                                              "AND retired_at IS NOT NULL ORDER BY id").itertuples(index=False):
+        why = _folder_state(folder, checksum)
+        if why:
+            notes.append(f"retired model {name!r}: {why} (it scores no new scans; its stored predictions stay)")
+    return notes
+
+
 def _model_folder_problems(store: Store) -> list[str]:
-    """One line per registered model whose folder is gone or holds other weights than registered."""
+    """One line per active registered model whose folder is gone or holds other weights than registered
+    (retired models score nothing new: :func:`retired_model_notes`)."""
     problems = []
     for name, folder, checksum in store.query(
-            "SELECT name, folder, checksum FROM models WHERE folder IS NOT NULL ORDER BY id").itertuples(index=False):
+            "SELECT name, folder, checksum FROM models WHERE folder IS NOT NULL AND retired_at IS NULL "
+            "ORDER BY id").itertuples(index=False):
         try:
             found = folder_digest(folder)
         except ModelLoadError as exc:

@@ -170,6 +170,8 @@ def _note_models_left_out(store, models) -> None:
     for those that read patches cut otherwise (e.g. models of an older release), which cannot score these scans."""
     import shlex
 
+    import pandas as pd
+
     from genuine_core.patches import LEGACY_NORMALISATION
     from store.location import genuine_command
     from store.registry import list_models
@@ -179,7 +181,8 @@ def _note_models_left_out(store, models) -> None:
 
     running = {m.name for m in models}
     cut = {reads(m.config) for m in models}
-    left = [(r.name, reads(r.config)) for r in list_models(store).itertuples() if r.name not in running]
+    left = [(r.name, reads(r.config)) for r in list_models(store).itertuples()
+            if r.name not in running and pd.isna(r.retired_at)]  # retired models score no new scan anyway
     scorable = [n for n, norm in left if not cut or norm in cut]
     if scorable:
         first = genuine_command(f"store score {shlex.quote(scorable[0])}", store.path)

@@ -1,6 +1,6 @@
 """``genuine store ACTION`` (:data:`ACTIONS`): integrity, overview, scan list, scan removal, excluding a
-reviewed scan's nuclei, scoring stored scans with a model registered after them, model removal, recording
-a moved model folder, the log of who registered and removed models and removed scans, bringing an older
+reviewed scan's nuclei, scoring stored scans with a model registered after them, model removal, retiring a
+model (it keeps its predictions but scores nothing new) and reinstating it, recording a moved model folder, the log of who registered and removed models and removed scans, bringing an older
 store up to date, and a backup.
 
 ``score MODEL`` runs a model (a folder, or a registered name) over the stored patches of every
@@ -25,8 +25,8 @@ from pathlib import Path
 from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command, \
     no_store_message, person_name, store_exists
 
-ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "relocate-model",
-           "events", "migrate", "backup")
+ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "retire-model",
+           "reinstate-model", "relocate-model", "events", "migrate", "backup")
 
 
 def _scan_id(text: str) -> int:
@@ -53,9 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "exclude-scan": "leave a labelled scan out of every call: an 'exclude' label event for each of its nuclei",
         "score": "score the stored scans a model has not scored yet (e.g. one retrained on curated labels)",
         "remove-model": "unregister a model and delete its predictions, embeddings and maps (not its folder)",
+        "retire-model": "stop a model scoring new scans (e.g. one an upgrade replaced); its predictions, maps and "
+                        "calls stay, and its folder is no longer needed",
+        "reinstate-model": "let a retired model score new scans again (its folder must hold the registered weights)",
         "relocate-model": "record where a registered model's folder is now (moved, renamed or restored elsewhere); "
                           "it must hold the registered weights",
-        "events": "who registered and removed models, and removed scans, when (oldest first)",
+        "events": "who registered, retired, reinstated and removed models, and removed scans, when (oldest first)",
         "migrate": "bring a store written by an older version up to this version's schema",
         "backup": "copy the store file, with its pending write-ahead log, and its <name>_files folder into a new "
                   "folder (refused while another process, e.g. the dashboard, holds the store)",
@@ -87,7 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       help="do not ask for confirmation (required when stdin is not a terminal)")
     subs["relocate-model"].add_argument("name", metavar="NAME", help="the registered model's name")
     subs["relocate-model"].add_argument("folder", type=Path, metavar="FOLDER", help="where its folder is now")
-    for name in ("remove-scan", "score", "remove-model", "relocate-model"):
+    for name in ("retire-model", "reinstate-model"):
+        subs[name].add_argument("name", metavar="NAME", help="the registered model's name")
+    for name in ("remove-scan", "score", "remove-model", "retire-model", "reinstate-model", "relocate-model"):
         add_by_option(subs[name])
     subs["exclude-scan"].add_argument("--by", metavar="NAME", type=person_name, required=True,
                                       help="the curator: each label event carries this name (required)")
@@ -111,13 +116,15 @@ def run(args: argparse.Namespace) -> int:
         return _remove_model(db, args.name, args.yes, args.by)
     if args.action == "relocate-model":
         return _relocate_model(db, args.name, args.folder, args.by)
+    if args.action in ("retire-model", "reinstate-model"):
+        return _retire_or_reinstate(db, args.action, args.name, args.by)
     if args.action == "migrate":
         return _migrate(db)
     if args.action == "backup":
         return _backup(db, args.dest)
     import json
 
-    from store.check import check_store, store_info
+    from store.check import check_store, retired_model_notes, store_info
     from store.db import Store
 
     with Store(db, read_only=True) as store:
@@ -129,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "events":
             return _print_events(store, args.subject)
         problems = check_store(store)
+        for note in retired_model_notes(store):
+            print(f"note: {note}")
     if problems:
         for p in problems:
             print(f"problem: {p}")
@@ -303,6 +312,23 @@ def _remove_model(db, name: str, yes: bool, by: str | None) -> int:
         deleted = remove_model(store, name, by)
     print(f"removed model {name!r}: " + ", ".join(f"{n} {t}" for t, n in deleted.items() if n and t != "models")
           + "; its folder is untouched")
+    return 0
+
+
+def _retire_or_reinstate(db, action: str, name: str, by: str | None) -> int:
+    from store.db import Store
+    from store.registry import reinstate_model, retire_model
+
+    with Store(db) as store:
+        if action == "retire-model":
+            retire_model(store, name, by)
+            again = genuine_command(f"store reinstate-model {shlex.quote(name)}{_by(by)}", db)
+            print(f"model {name!r} retired: it scores no new scans; its predictions, maps and calls stay "
+                  f"(to score with it again: {again})")
+        else:
+            reinstate_model(store, name, by)
+            print(f"model {name!r} reinstated: its folder holds the registered weights; new scans are scored with "
+                  f"it again (scans stored meanwhile: {genuine_command(f'store score {shlex.quote(name)}', db)})")
     return 0
 
 

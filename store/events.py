@@ -1,4 +1,5 @@
-"""The store's own audit trail: model registrations and removals, scan removals (append-only).
+"""The store's own audit trail: model registrations, retirements, reinstatements and removals, scan removals
+(append-only).
 
 Label decisions have theirs in ``label_events``; this table keeps what a removal deletes from the
 other tables, so that a sample report's model checksum can always be traced to when those weights
@@ -15,9 +16,10 @@ import duckdb
 import pandas as pd
 
 from store.db import Store
+from store.migrations import STORE_ACTIONS
 
 #: what ``store_events.action`` may hold
-ACTIONS = ("register model", "remove model", "remove scan")
+ACTIONS = STORE_ACTIONS
 
 
 def record_event(cur: duckdb.DuckDBPyConnection, action: str, subject: str, identity: str,

@@ -145,20 +145,22 @@ def _report_sections(store: Store, sample: str, summ: pd.DataFrame) -> list[repo
     """Per-model numbers, the QC flags raised (when any) with the models raising them, how each scan
     was read, and the models' checksums."""
     per_model = ("Per model", [h for _, h in _REPORT_COLUMNS],
-                 [[_fmt(r[c]) for c, _ in _REPORT_COLUMNS] for r in summ.to_dict("records")])
+                 [[_fmt(r[c]) + (" (retired)" if c == "model" and r["retired"] else "") for c, _ in _REPORT_COLUMNS]
+                  for r in summ.to_dict("records")])
     flags = sorted({f for fs in summ["qc_flags"] for f in fs})
     raised_by = {f: [m for m, fs in zip(summ["model"], summ["qc_flags"]) if f in fs] for f in flags}
     explained = [(f"{f} ({', '.join(raised_by[f])})", summary.QC_FLAGS.get(f, "")) for f in flags]
     scan_rows = [[str(c["id"]), c["file_name"], c["channel_map"], c["backend"] or "-", str(c["n_nuclei"]),
                   str(c["ingested_at"])[:16], c["sha256"]] for c in scans.scan_overview(store, sample).to_dict("records")]
     models = registry.list_models(store).set_index("name").loc[list(dict.fromkeys(summ["model"]))]
-    model_rows = [[name, m["kind"], m["preset"] or "-", m["checksum"] or "-", str(m["registered_at"])[:16]]
+    model_rows = [[name, m["kind"], m["preset"] or "-", m["checksum"] or "-", str(m["registered_at"])[:16],
+                   "active" if pd.isna(m["retired_at"]) else registry.retired_text(m["retired_at"], m["retired_by"])]
                   for name, m in models.iterrows()]
     return [per_model, *([("QC flags", None, explained)] if flags else []),
             ("Scans (how each was read)",
              ["scan", "file", "channel map", "segmentation", "nuclei", "ingested (UTC)", "file SHA-256"], scan_rows),
             ("Models", ["model", "kind", "preset", "model folder checksum (SHA-256 of its checksum.sha256)",
-                        "registered"], model_rows)]
+                        "registered", "status"], model_rows)]
 
 
 def curated_rows(store: Store, sample: str | None = None) -> pd.DataFrame:

@@ -135,7 +135,8 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
 
     Raises:
         ModelLoadError: a folder cannot be loaded, or a registered folder no longer holds
-            the weights the store recorded at registration.
+            the weights the store recorded at registration (retired models are left out: see
+            ``store.registry.retire_model``).
         InputError: a given folder holds no model.
     """
     paths: list[Path] = []
@@ -147,9 +148,9 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
             paths.extend(found)
     else:
         reg = registry.list_models(store)
-        if len(reg):  # registered folders: the weights must still be the ones registered
+        if len(reg):  # registered folders: the weights must still be the ones registered; retired models score none
             models = []
-            for rec in reg[reg["folder"].notna()].to_dict("records"):
+            for rec in reg[reg["folder"].notna() & reg["retired_at"].isna()].to_dict("records"):
                 try:
                     models.append(loader(Path(rec["folder"])))
                     registry.verify_registered(store, models[-1], rec["name"])
@@ -278,6 +279,8 @@ class _Batcher:
         self.store, self.models, self.kwargs = store, list(models), prepare_kwargs
         self.on_outcome = on_outcome  # called as each file is done (the CLI prints its line then)
         self.by = by  # who registers the models (store_events)
+        for m in self.models:  # a retired model or a taken name (e.g. given with --models) says so first
+            registry.check_name_free(store, m)
         self.normalisation = models_normalisation(self.models)  # refused before anything is read or written
         # registered with the first stored scan (same transaction): a batch whose files all fail
         # leaves the store unchanged; name clashes are still refused now

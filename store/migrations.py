@@ -59,11 +59,38 @@ def _store_events_sql() -> str:
     """
 
 
+def _retired_models_sql() -> str:
+    # a retired model keeps what it stored but scores nothing new; store_events gains its two actions (DuckDB
+    # cannot change a CHECK in place: the log is copied, rows and ids as they were, into the new table)
+    return f"""
+    ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_at TIMESTAMP;  -- NULL: active
+    ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_by VARCHAR;
+    CREATE TEMP TABLE store_events_copy AS SELECT * FROM store_events;
+    DROP TABLE store_events;
+    CREATE TABLE store_events (
+        id         BIGINT PRIMARY KEY DEFAULT nextval('store_event_ids'),
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        action     VARCHAR NOT NULL CHECK (action IN ({STORE_ACTIONS_SQL})),
+        subject    VARCHAR NOT NULL,
+        identity   VARCHAR NOT NULL,
+        by_user    VARCHAR,
+        detail     VARCHAR
+    );
+    INSERT INTO store_events SELECT * FROM store_events_copy ORDER BY id;
+    DROP TABLE store_events_copy;
+    """
+
+
+#: what ``store_events.action`` may hold from schema step 4 on (``store.events.ACTIONS``)
+STORE_ACTIONS = ("register model", "remove model", "remove scan", "retire model", "reinstate model")
+STORE_ACTIONS_SQL = ", ".join(f"'{a}'" for a in STORE_ACTIONS)
+
 #: (version, note, SQL script); scripts must be idempotent.
 STEPS: list[tuple[int, str, callable]] = [
     (1, "initial schema", _schema_sql),
     (2, "scans.patch_normalisation: how the stored patches were normalised", _patch_normalisation_sql),
     (3, "store_events: model registrations and removals, scan removals", _store_events_sql),
+    (4, "models.retired_at/retired_by; store_events: retire and reinstate model", _retired_models_sql),
 ]
 LATEST = STEPS[-1][0]
 

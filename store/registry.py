@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,7 @@ from genuine_core.errors import ModelLoadError, StoreError
 from genuine_core.pipeline import ScoringModel
 from store.db import Store
 from store.events import record_event
+from store.location import genuine_command
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +32,8 @@ def check_name_free(store: Store, model: ScoringModel) -> None:
 
     Raises:
         StoreError: the name is registered with another checksum, the checksum under another name, or
-            the name with predictions whose ``uncertainty_method`` differs from ``model``'s.
+            the name with predictions whose ``uncertainty_method`` differs from ``model``'s; or the name is
+            retired (:func:`refuse_retired`).
     """
     twin = store.query("SELECT name FROM models WHERE checksum = ? AND name <> ?", [model.checksum, model.name])
     if not twin.empty:
@@ -44,6 +48,7 @@ def check_name_free(store: Store, model: ScoringModel) -> None:
             f"model {model.name!r} is registered with other weights (checksum {row.at[0, 'checksum'][:12]}..., "
             f"now {model.checksum[:12]}...); register the new weights under another name (rename the folder)"
         )
+    refuse_retired(store, model.name)
     stored = stored_uncertainty(store, model.name)
     if stored is not None and stored != model.uncertainty_method:
         how = f" ({_METHOD_OPTION[stored]})" if stored in _METHOD_OPTION else ""
@@ -192,12 +197,12 @@ def list_models(store: Store) -> pd.DataFrame:
 
     Returns:
         DataFrame ``id, name, kind, preset, patch_size, checksum, uncertainty_method, folder, registered_at,
-        config (dict), metrics (dict), n_predictions, n_scans``, ordered by id.
+        retired_at (NaT: active), retired_by, config (dict), metrics (dict), n_predictions, n_scans``, ordered by id.
     """
     df = store.query(
         """
         SELECT m.id, m.name, m.kind, m.preset, m.patch_size, m.checksum, m.uncertainty_method, m.folder,
-               m.registered_at,
+               m.registered_at, m.retired_at, m.retired_by,
                m.config, m.metrics,
                coalesce(sum(sm.n_predictions), 0)::BIGINT AS n_predictions,
                count(sm.scan_id)::INTEGER AS n_scans
@@ -268,3 +273,86 @@ def remove_model(store: Store, name: str, by: str | None = None) -> dict[str, in
         (store.folder / rel).unlink(missing_ok=True)
     logger.info("model %r removed by %s: %s", name, by or "an unnamed user", deleted)
     return deleted
+
+
+# -- retiring: a model that keeps what it stored but scores no new scan ----------------------------------------
+
+
+def retired(store: Store, name: str) -> tuple | None:
+    """``(retired_at, retired_by)`` of a retired registered model; None when it is active or not registered."""
+    row = store.query("SELECT retired_at, retired_by FROM models WHERE name = ? AND retired_at IS NOT NULL", [name])
+    return None if row.empty else (row.at[0, "retired_at"], row.at[0, "retired_by"])
+
+
+def retired_text(when, by: str | None) -> str:
+    """'retired on 2026-12-05 01:02 by Ann' (by nobody named: without 'by')."""
+    return f"retired on {str(when)[:16]}" + (f" by {by}" if by else "")
+
+
+def refuse_retired(store: Store, name: str) -> None:
+    """Refuse to score with a retired model, saying how to reinstate it.
+
+    Raises:
+        StoreError: ``name`` is a retired registered model.
+    """
+    found = retired(store, name)
+    if found is not None:
+        again = genuine_command(f"store reinstate-model {shlex.quote(name)} --by NAME", store.path)
+        raise StoreError(f"model {name!r} is {retired_text(*found)}: it scores no new scans (its stored "
+                         f"predictions stay); to score with it again, reinstate it: {again}")
+
+
+def retire_model(store: Store, name: str, by: str | None = None) -> None:
+    """Retire a registered model (``genuine store retire-model``): its predictions, maps and rows on the Cases
+    page stay, but it scores no new scan, ingest leaves it out (and out of the patch-normalisation check), and
+    ``store check`` no longer needs its folder. A 'retire model' event records who.
+
+    Raises:
+        StoreError: no such model, or it is retired already.
+    """
+    mid = model_id(store, name)
+    with store.transaction() as cur:
+        checksum, folder, when, who = cur.execute(
+            "SELECT checksum, folder, retired_at, retired_by FROM models WHERE id = ?", [mid]).fetchone()
+        if when is not None:
+            raise StoreError(f"model {name!r} is already {retired_text(when, who)}; nothing changed")
+        # naive UTC, as scans.ingested_at (the Cases page compares the two)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        cur.execute("UPDATE models SET retired_at = ?, retired_by = ? WHERE id = ?", [now, by or None, mid])
+        record_event(cur, "retire model", name, checksum, by, {"folder": folder})
+    logger.info("model %r retired by %s", name, by or "an unnamed user")
+
+
+def reinstate_model(store: Store, name: str, by: str | None = None) -> None:
+    """Let a retired model score new scans again (``genuine store reinstate-model``), once its recorded folder
+    holds the registered weights (as :func:`relocate_model` checks); a 'reinstate model' event records who.
+
+    Raises:
+        StoreError: no such model, it is not retired, or its folder holds other weights (or none is recorded).
+        ModelLoadError: its folder is missing or incomplete.
+    """
+    from genuine_core.models.folder import folder_digest
+
+    mid = model_id(store, name)
+    folder, checksum, when = store.cursor().execute(
+        "SELECT folder, checksum, retired_at FROM models WHERE id = ?", [mid]).fetchone()
+    if when is None:
+        raise StoreError(f"model {name!r} is not retired (it scores new scans); nothing changed")
+    relocate = genuine_command(f"store relocate-model {shlex.quote(name)} NEW_FOLDER", store.path)
+    if not folder:
+        raise StoreError(f"model {name!r} has no recorded folder; record where its weights are first: {relocate}")
+    try:
+        found = folder_digest(folder)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"model {name!r} not reinstated: {exc}; restore the folder or, if it moved, "
+                             f"record its new place first: {relocate}") from None
+    if found != checksum:
+        raise StoreError(f"model {name!r} not reinstated: {folder} holds other weights than registered (checksum "
+                         f"{checksum[:12]}... registered, {found[:12]}... there); record the folder that holds "
+                         f"them first: {relocate}")
+    with store.transaction() as cur:
+        if cur.execute("SELECT retired_at FROM models WHERE id = ?", [mid]).fetchone()[0] is None:
+            raise StoreError(f"model {name!r} is not retired (it scores new scans); nothing changed")
+        cur.execute("UPDATE models SET retired_at = NULL, retired_by = NULL WHERE id = ?", [mid])
+        record_event(cur, "reinstate model", name, checksum, by, {"folder": folder})
+    logger.info("model %r reinstated by %s", name, by or "an unnamed user")

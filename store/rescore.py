@@ -51,6 +51,7 @@ def model_to_score(store: Store, name_or_folder: str) -> ScoringModel:
 
     Raises:
         InputError: neither a folder nor a registered name.
+        StoreError: a retired model (the message says how to reinstate it).
         ModelLoadError: the folder cannot be loaded, holds an unfinished run, or no longer holds the
             registered weights.
     """
@@ -64,6 +65,7 @@ def model_to_score(store: Store, name_or_folder: str) -> ScoringModel:
     if row.empty:
         raise InputError(f"{name_or_folder!r} is neither a model folder nor a registered model "
                          f"(registered: {', '.join(models['name']) or 'none'})")
+    registry.refuse_retired(store, name_or_folder)
     if not isinstance(row.iloc[0]["folder"], str) or not Path(row.iloc[0]["folder"]).is_dir():
         raise InputError(f"model {name_or_folder!r}: its folder {row.iloc[0]['folder']} is not on this machine")
     model = load_model(row.iloc[0]["folder"], name=name_or_folder)
@@ -162,7 +164,7 @@ def score_stored_scans(store: Store, model: ScoringModel, sample: str | None = N
 
     Raises:
         InputError: an unknown sample.
-        StoreError: the model's name is registered with other weights.
+        StoreError: the model's name is registered with other weights, or is retired.
     """
     from tqdm.auto import tqdm
 

@@ -122,7 +122,8 @@ FROM (
 ) latest
 WHERE rn = 1 AND value <> 'unset';
 
--- store_events (who registered or removed a model, who removed a scan): added by migration step 3.
+-- store_events (who registered, retired, reinstated or removed a model, who removed a scan): added by migration
+-- step 3, its retire/reinstate actions by step 4.
 
 CREATE TABLE IF NOT EXISTS models (
     id            BIGINT PRIMARY KEY DEFAULT nextval('model_ids'),
@@ -136,6 +137,7 @@ CREATE TABLE IF NOT EXISTS models (
     metrics       VARCHAR,            -- JSON
     folder        VARCHAR,
     registered_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    -- retired_at TIMESTAMP, retired_by VARCHAR: added by migration step 4 (NULL: the model scores new scans)
 );
 
 -- Which models scored which scan (a scan ingested before a model was registered lacks it).

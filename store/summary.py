@@ -19,7 +19,7 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
   ``weak validation`` (see :func:`weak_validation`), ``rates do not fit`` (the corrected interval
   was clipped to a point), ``possible false negatives`` (a non-MNA or heterogeneous call whose
   corrected interval reaches the MNA share), ``partly scored`` (the model scored some of the
-  sample's scans only), ``call contradicts genotype`` (a genotype-labelled sample called otherwise).
+  sample's scans only; a retired model is not held to scans ingested after its retirement), ``call contradicts genotype`` (a genotype-labelled sample called otherwise).
 """
 
 from __future__ import annotations
@@ -225,14 +225,36 @@ signals AS (
     WHERE p.det_nmi IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = p.nucleus_id)
     GROUP BY sc.sample_id
+),
+-- the scans (with a nucleus a curator has not excluded) each model scored, with when they were ingested
+scored AS (
+    SELECT DISTINCT sc.sample_id, p.model_id, n.scan_id, c.ingested_at
+    FROM predictions p
+    JOIN thr t ON t.model_id = p.model_id
+    JOIN nuclei n ON n.id = p.nucleus_id
+    JOIN scope sc ON sc.scan_id = n.scan_id
+    JOIN scans c ON c.id = n.scan_id
+    WHERE NOT EXISTS (SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = p.nucleus_id)
+),
+-- per (sample, model): the most scans any model of the query scored that this model could have scored (a
+-- retired model is not expected to score scans ingested after its retirement)
+expected AS (
+    SELECT a.sample_id, a.model_id, max(k) AS n_scans FROM (
+        SELECT a.sample_id, a.model_id, o.model_id AS other, count(*) AS k
+        FROM agg a JOIN models m ON m.id = a.model_id
+        JOIN scored o ON o.sample_id = a.sample_id AND (m.retired_at IS NULL OR o.ingested_at <= m.retired_at)
+        GROUP BY ALL) a
+    GROUP BY ALL
 )
 SELECT s.id AS sample_id, s.name AS sample, s.kind AS sample_kind, s.expected_mna, s.genotype,
-       m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics,
+       m.id AS model_id, m.name AS model, m.kind AS model_kind, m.metrics, m.retired_at,
        a.n_scored, a.n_mna, a.n_uncertain, a.n_cropped, g.median_nmi, g.median_mycn, a.n_auto, a.n_auto_disagree, a.n_truth, a.n_true_mna, a.mean_prob,
        -- scans with a nucleus a curator has not excluded: this model's, and the most any model of the query has
-       a.n_scans_scored, max(a.n_scans_scored) OVER (PARTITION BY a.sample_id) AS n_scans
+       -- (for a retired model: of those ingested before it was retired)
+       a.n_scans_scored, coalesce(e.n_scans, 0) AS n_scans
 FROM agg a JOIN samples s ON s.id = a.sample_id JOIN models m ON m.id = a.model_id
 LEFT JOIN signals g ON g.sample_id = a.sample_id
+LEFT JOIN expected e ON e.sample_id = a.sample_id AND e.model_id = a.model_id
 ORDER BY s.kind, s.name, m.id
 """
 
@@ -240,7 +262,7 @@ SUMMARY_COLUMNS = [
     "sample", "sample_kind", "model", "model_kind", "n_scored", "n_mna", "mna_pct", "ci_low_pct", "ci_high_pct",
     "corrected_pct", "corrected_low_pct", "corrected_high_pct", "expected_pct", "deviation_pp",
     "corrected_deviation_pp", "true_mna_pct", "call", "qc_flags", "uncertain_share", "auto_disagreement_share",
-    "mean_prob", "correction",
+    "mean_prob", "correction", "retired",
 ]
 
 
@@ -327,7 +349,8 @@ def sample_summaries(store: Store, model: str | None = None, sample: str | None 
         sample: only this sample (None: every sample).
 
     Returns:
-        DataFrame with :data:`SUMMARY_COLUMNS` (``qc_flags`` as a list of str), ordered by
+        DataFrame with :data:`SUMMARY_COLUMNS` (``qc_flags`` as a list of str; ``retired`` True for a retired
+        model's rows, which stay), ordered by
         sample kind, sample, model id. Samples without predictions are left out.
     """
     agg = store.query(_AGG_SQL, [float(config.entropy_threshold), float(config.mc_std_threshold), model, model,
@@ -340,7 +363,7 @@ def sample_summaries(store: Store, model: str | None = None, sample: str | None 
             metrics_cache[mid] = json.loads(rec["metrics"]) if rec["metrics"] else {}
         out = summarise_counts(rec, metrics_cache[mid], rule, config)
         out.update(sample=rec["sample"], sample_kind=rec["sample_kind"], model=rec["model"],
-                   model_kind=rec["model_kind"])
+                   model_kind=rec["model_kind"], retired=not pd.isna(rec["retired_at"]))
         rows.append(out)
     df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     for col in ("n_scored", "n_mna"):

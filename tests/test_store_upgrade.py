@@ -114,7 +114,7 @@ def test_migrate_names_the_conversion_and_a_second_run_has_nothing_to_do(tmp_pat
     assert main(["store", "check", "--db", str(path)]) == 2
     assert "an early version-1 store" not in capsys.readouterr().err  # version 1: the version says it
     assert main(["store", "migrate", "--db", str(path)]) == 0
-    assert capsys.readouterr().out.strip() == f"{path}: schema version 3 (was 1; early version-1 labels table converted)"
+    assert capsys.readouterr().out.strip() == f"{path}: schema version {migrations.LATEST} (was 1; early version-1 labels table converted)"
     assert main(["store", "migrate", "--db", str(path)]) == 0
     assert "already up to date" in capsys.readouterr().out
     assert main(["store", "check", "--db", str(path)]) == 0
@@ -122,7 +122,7 @@ def test_migrate_names_the_conversion_and_a_second_run_has_nothing_to_do(tmp_pat
 
 def test_an_early_store_at_the_latest_version_is_named_for_what_it_lacks(tmp_path, capsys):
     path = tmp_path / "early.duckdb"
-    _early_store(path, version=3)
+    _early_store(path, version=migrations.LATEST)
     assert main(["store", "scans", "--db", str(path)]) == 2
     err = capsys.readouterr().err
     assert "an early version-1 store" in err and f"`genuine store migrate --db {path}`" in err
@@ -171,7 +171,7 @@ def _version_2_store(path: Path) -> None:
         registry.register_model(s, fake_model("m1"))
     conn = duckdb.connect(str(path))
     conn.execute("DROP TABLE store_events")
-    conn.execute("DELETE FROM schema_version WHERE version = 3")
+    conn.execute("DELETE FROM schema_version WHERE version >= 3")
     conn.close()
 
 
@@ -182,7 +182,7 @@ def test_an_older_store_in_a_read_only_file_is_left_as_it_was_and_the_way_out_is
     with read_only_file(path):
         assert main(["store", "check", "--db", str(path)]) == 2
         err = capsys.readouterr().err.strip()
-        assert err == (f"error: {path}: schema version 2 is older than 3, and it cannot be brought up to date where "
+        assert err == (f"error: {path}: schema version 2 is older than {migrations.LATEST}, and it cannot be brought up to date where "
                        "it is: the file is read-only for you; copy old.duckdb (with old_files/ when present) to a "
                        "folder you can write to and run `genuine store migrate --db COPY` on the copy")
         assert main(["store", "migrate", "--db", str(path)]) == 2
@@ -215,7 +215,7 @@ def test_models_registered_before_the_event_log_get_their_registration_recorded(
         registered = s.query("SELECT name, checksum, registered_at FROM models ORDER BY id")
     conn = duckdb.connect(str(path))  # a version-2 store: no event log yet
     conn.execute("DROP TABLE store_events")
-    conn.execute("DELETE FROM schema_version WHERE version = 3")
+    conn.execute("DELETE FROM schema_version WHERE version >= 3")
     conn.close()
     with Store(path) as s:
         ev = events.store_events(s)
