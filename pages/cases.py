@@ -115,11 +115,18 @@ def call_badge(call: str) -> str:
     return f":{CALL_COLOURS.get(call, 'gray')}-badge[{call}]"
 
 
+def model_labels(summary: pd.DataFrame):
+    """Model name -> as shown: a retired model (its stored calls stay, it scores no new scan) says so."""
+    retired = set(summary.loc[summary["retired"].astype(bool), "model"]) if "retired" in summary else set()
+    return lambda model: f"{model} (retired)" if model in retired else model
+
+
 def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.DataFrame:
     """One row per sample: the primary model's MNA %, call and QC flags first (in view without scrolling at
     1280 px), then its other numbers, then every other model's MNA %."""
     first = summary.drop_duplicates("sample").set_index("sample")
     out = pd.DataFrame(index=pd.Index(sorted(summary["sample"].unique()), name="Sample"))
+    label = model_labels(summary)
 
     def rows_of(model: str) -> pd.DataFrame:
         return summary[summary["model"] == model].set_index("sample").reindex(out.index)
@@ -128,12 +135,12 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.Dat
         return [f"{lo:.1f}–{hi:.1f}" if np.isfinite(lo) else "" for lo, hi in zip(m["ci_low_pct"], m["ci_high_pct"])]
 
     prim = rows_of(primary)
-    out[f"{primary} MNA %"] = prim["mna_pct"]
+    out[f"{label(primary)} MNA %"] = prim["mna_pct"]
     out["Call"] = prim["call"]
     out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
     out["Nuclei scored"] = prim["n_scored"]
     out["Kind"] = first["sample_kind"]
-    out[f"{primary} 95 % CI"] = interval(prim)
+    out[f"{label(primary)} 95 % CI"] = interval(prim)
     out["Corrected %"] = prim["corrected_pct"]
     out["Expected %"] = first["expected_pct"]
     out["Deviation (pp)"] = prim["deviation_pp"]
@@ -141,8 +148,8 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.Dat
         out["True % (synthetic)"] = prim["true_mna_pct"]
     for model in (m for m in models if m != primary):
         m = rows_of(model)
-        out[f"{model} MNA %"] = m["mna_pct"]
-        out[f"{model} 95 % CI"] = interval(m)
+        out[f"{label(model)} MNA %"] = m["mna_pct"]
+        out[f"{label(model)} 95 % CI"] = interval(m)
     return out.reset_index()
 
 
@@ -272,7 +279,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     st.html("<style>.st-key-case_metrics [data-testid='stMetricValue'] {font-size: 1.9rem;}</style>")
     m1, m2, m3, m4, m5 = st.container(key="case_metrics").columns([0.9, 1.25, 1.4, 1.25, 1.3])  # fits 1280 px
     m1.metric("Nuclei scored", f"{int(r['n_scored']):,}")
-    m2.metric(f"MNA ({primary})", f"{r['mna_pct']:.1f} %", delta=vs_expected(r["deviation_pp"]), delta_color="off",
+    m2.metric(f"MNA ({model_labels(summary)(primary)})", f"{r['mna_pct']:.1f} %", delta=vs_expected(r["deviation_pp"]), delta_color="off",
               help=f"95 % Wilson interval {r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
     m3.metric("95 % CI", f"{r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
     corrected = np.isfinite(r["corrected_pct"])
@@ -390,7 +397,7 @@ def main() -> None:
         st.session_state["_cases_last_model_link"] = st.session_state["cases_primary"] = link
     if st.session_state.get("cases_primary") not in models:
         st.session_state["cases_primary"] = common.default_model(models, kinds)
-    primary = st.selectbox("Model for calls", models, key="cases_primary",
+    primary = st.selectbox("Model for calls", models, key="cases_primary", format_func=model_labels(summary),
                            help="The model whose call, corrected estimate and deviation the table shows; every "
                                 "model's MNA % is listed.")
     if st.query_params.get(MODEL_KEY) != primary:  # a copied address shows the same model's calls

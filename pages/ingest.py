@@ -92,14 +92,14 @@ def ingest_models(db: str, models_rev: int):
 
 
 def planned_models(path: Path) -> list[str]:
-    """Names of the models an ingest will run (registered models with a folder, else the shipped ones)."""
+    """Names of the models an ingest will run (active registered models with a folder, else the shipped ones)."""
     from genuine_core.pipeline import model_folders
 
     if store_exists(path):
         reg = common.models(str(path), common.rev("models"))
-        names = reg.loc[reg["folder"].notna(), "name"].tolist() if len(reg) else []
-        if len(reg):
-            return names or ["(no registered model has a folder: nuclei are stored without predictions)"]
+        names = reg.loc[reg["folder"].notna() & reg["retired_at"].isna(), "name"].tolist() if len(reg) else []
+        if len(reg):  # retired models score no new scan
+            return names or ["(no active registered model has a folder: nuclei are stored without predictions)"]
     return [f.name for f in model_folders()] or ["(no models: nuclei are stored without predictions)"]
 
 

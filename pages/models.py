@@ -220,6 +220,51 @@ def remove_model_section(name: str, n_predictions: int) -> None:
         st.error(error, icon=":material/error:")
 
 
+def status_text(row: pd.Series) -> str:
+    """'active', or 'retired on ... by ...' for a model that keeps its predictions but scores no new scan."""
+    from store.registry import retired_text
+
+    return "active" if pd.isna(row["retired_at"]) else retired_text(row["retired_at"], row["retired_by"])
+
+
+def retire_clicked(name: str, who: str, retire: bool) -> None:
+    """Retire / Reinstate button callback; the outcome is shown on the next run."""
+    from store.registry import reinstate_model, retire_model
+
+    try:
+        (retire_model if retire else reinstate_model)(common.get_store(), name, by=who)
+    except GenuineError as exc:
+        st.session_state["models_retire_error"] = str(exc)
+        return
+    st.session_state["models_retired"] = (
+        f"Model {name} retired by {who}: it scores no new scans; its predictions, maps and calls stay." if retire
+        else f"Model {name} reinstated by {who}: new scans are scored with it again.")
+    common.bump("data", "models")
+
+
+def retire_section(name: str, row: pd.Series) -> None:
+    """Retire an active model (e.g. one an upgrade replaced), or reinstate a retired one; needs the reviewer's
+    name."""
+    retired = not pd.isna(row["retired_at"])
+    st.markdown(f"**Status:** {status_text(row)}")
+    if retired:
+        st.caption(f"{name} keeps its predictions, maps and rows on the Cases page, but scores no new scans and its "
+                   "folder is not checked. Reinstating it checks that its folder holds the registered weights.")
+    else:
+        st.caption(f"Retiring {name} keeps its predictions, maps and rows on the Cases page (marked retired), but it "
+                   "scores no new scans, ingest no longer needs its folder nor checks its patch normalisation against "
+                   "the other models'. Nothing is deleted; it can be reinstated.")
+    who = common.reviewer()
+    label, icon = ("Reinstate model", ":material/restore:") if retired else ("Retire model", ":material/archive:")
+    st.button(label, key="models_retire", icon=icon, disabled=not who, on_click=retire_clicked,
+              args=(name, who, not retired))
+    if not who:
+        st.caption(NAME_NEEDED.format(what=label.lower().replace(" model", " a model")))
+    error = st.session_state.pop("models_retire_error", None)
+    if error:
+        st.error(error, icon=":material/error:")
+
+
 # ----------------------------------------------------------------------------- scoring stored scans
 def score_section(store, row: pd.Series) -> None:
     """How many stored scans the model of ``row`` (its registry row) has scored, and a button that scores
@@ -230,6 +275,10 @@ def score_section(store, row: pd.Series) -> None:
     name = row["name"]
     todo = unscored_scans(store, name)
     if todo.empty:
+        return
+    if not pd.isna(row["retired_at"]):  # it keeps what it scored; new scans are not its to score
+        st.caption(f"**{name}** is retired: it has not scored {len(todo)} of the {stored_scan_count(store)} stored "
+                   "scans and scores none while retired (reinstate it under **Integrity** to score them).")
         return
     n_scans = stored_scan_count(store)
     size, normalisation = registered_inputs(row["config"])
@@ -500,7 +549,7 @@ def event_log_section(db: str) -> None:
     from store.events import detail_text
 
     log = event_log(db, common.rev("models"), common.rev("data"))
-    with st.expander(f"Event log ({len(log)}): model registrations and removals, scan removals",
+    with st.expander(f"Event log ({len(log)}): model registrations, retirements and removals, scan removals",
                      icon=":material/history:"):
         if log.empty:
             st.caption("Nothing registered or removed yet.")
@@ -524,13 +573,17 @@ def main() -> None:
     removed = st.session_state.pop("models_removed", None)
     if removed:
         st.success(removed, icon=":material/delete:")
+    changed = st.session_state.pop("models_retired", None)
+    if changed:
+        st.success(changed, icon=":material/check:")
     models = common.models(db, common.rev("models"))
     if models.empty:
         common.empty_state("registered models")
         event_log_section(db)
         return
     view = pd.DataFrame({
-        "Model": models["name"], "Kind": models["kind"], "Preset": models["preset"],
+        "Model": models["name"], "Status": [status_text(r) for _, r in models.iterrows()],
+        "Kind": models["kind"], "Preset": models["preset"],
         "Patch px": models["patch_size"], "Checksum": models["checksum"].str[:12] + "…",
         "Predictions": models["n_predictions"], "Scans": models["n_scans"],
         "Registered": models["registered_at"], "Folder": models["folder"],
@@ -595,11 +648,17 @@ def main() -> None:
             if st.button("Verify files against the checksums", key="models_verify", icon=":material/verified:"):
                 ok, msg = verify(folder, row["checksum"])
                 (st.success if ok else st.error)(msg)
+        elif not pd.isna(row["retired_at"]):  # a retired model scores nothing new: its folder may be gone
+            st.info("The model folder is not on this machine; the checksum cannot be re-verified. The model is "
+                    "retired, so ingesting does not need it; to reinstate it, restore the folder or record where it "
+                    "is now (`genuine store relocate-model NAME NEW_FOLDER`, with the dashboard stopped).")
         else:
             st.warning("The model folder is not on this machine; the checksum cannot be re-verified. While a "
                        "registered model's folder is missing, ingesting new scans is refused: restore the folder, "
                        "record where it is now if it moved (`genuine store relocate-model NAME NEW_FOLDER`, with "
                        "the dashboard stopped), or remove the model below.")
+        st.divider()
+        retire_section(name, row)
         remove_model_section(name, int(row["n_predictions"]))
 
     st.divider()

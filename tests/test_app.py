@@ -1405,6 +1405,44 @@ def test_models_page_removes_a_model_whose_folder_is_gone(store_copy, tmp_path):
     assert log["Model or scan"].tolist().count("gone") == 2 and pd.isna(log.iloc[1]["By"])  # registered in code
 
 
+def test_models_page_retires_and_reinstates_a_model_with_the_reviewers_name(store_copy, tmp_path):
+    """Retire / Reinstate take the reviewer's name; the status shows in the table, the event log records who,
+    the Ingest page leaves the retired model out and the Cases page marks its calls retired."""
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(tmp_path / "kept", metrics={})
+    with open_store(store_copy[0]) as s:
+        register_model(s, load_model(tmp_path / "kept"))
+    at = open_page("models")
+    at.selectbox(key="models_pick").set_value("kept").run()
+    assert frame_with(at, "Status").set_index("Model").at["kept", "Status"] == "active"
+    assert at.button(key="models_retire").label == "Retire model" and at.button(key="models_retire").disabled
+    assert "to retire a model" in texts(at)
+    at.sidebar.text_input(key="reviewer").input("Dr. Test").run()
+    at.button(key="models_retire").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Model kept retired by Dr. Test" in m.value for m in at.success)
+    assert frame_with(at, "Status").set_index("Model").at["kept", "Status"].endswith(" by Dr. Test")
+    assert frame_with(at, "Action").iloc[0][["Action", "Model or scan", "By"]].tolist() == [
+        "retire model", "kept", "Dr. Test"]
+    assert at.button(key="models_retire").label == "Reinstate model"
+    ingest = _upload(open_page("ingest"), ("new_case.tif", _tiff_bytes()))
+    scored_by = next(c.value for c in ingest.caption if c.value.startswith("Scored by: "))
+    assert "`kept`" not in scored_by and "no active registered model" in scored_by  # the small store's have none
+    at.button(key="models_retire").click().run()
+    assert any("Model kept reinstated by Dr. Test" in m.value for m in at.success)
+    assert frame_with(at, "Action").iloc[0][["Action", "By"]].tolist() == ["reinstate model", "Dr. Test"]
+    # a model whose predictions stay: its rows on the Cases page say it is retired
+    at.selectbox(key="models_pick").set_value("intensity-test").run()
+    at.button(key="models_retire").click().run()
+    cases = open_page("cases")
+    columns = frame_with(cases, "Call").columns
+    assert "intensity-test (retired) MNA %" in columns and "intensity-test MNA %" not in columns
+
+
 def test_models_page_integrity_check_notices_weights_replaced_in_place(store_copy, tmp_path):
     import shutil
 
