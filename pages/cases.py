@@ -395,8 +395,9 @@ def main() -> None:
     link = st.query_params.get(MODEL_KEY)  # a new ?model= link picks the model once, as ?case= picks the case
     if link in models and link != st.session_state.get("_cases_last_model_link"):
         st.session_state["_cases_last_model_link"] = st.session_state["cases_primary"] = link
-    if st.session_state.get("cases_primary") not in models:
-        st.session_state["cases_primary"] = common.default_model(models, kinds)
+    if st.session_state.get("cases_primary") not in models:  # an active model: a retired one has no new cases
+        active = [m for m in models if model_labels(summary)(m) == m]
+        st.session_state["cases_primary"] = common.default_model(active or models, kinds)
     primary = st.selectbox("Model for calls", models, key="cases_primary", format_func=model_labels(summary),
                            help="The model whose call, corrected estimate and deviation the table shows; every "
                                 "model's MNA % is listed.")

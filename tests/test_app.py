@@ -1436,11 +1436,15 @@ def test_models_page_retires_and_reinstates_a_model_with_the_reviewers_name(stor
     assert any("Model kept reinstated by Dr. Test" in m.value for m in at.success)
     assert frame_with(at, "Action").iloc[0][["Action", "By"]].tolist() == ["reinstate model", "Dr. Test"]
     # a model whose predictions stay: its rows on the Cases page say it is retired
-    at.selectbox(key="models_pick").set_value("intensity-test").run()
+    assert open_page("cases").selectbox(key="cases_primary").value == "ratio-test"  # the GENUINE model
+    at.selectbox(key="models_pick").set_value("ratio-test").run()
     at.button(key="models_retire").click().run()
     cases = open_page("cases")
     columns = frame_with(cases, "Call").columns
-    assert "intensity-test (retired) MNA %" in columns and "intensity-test MNA %" not in columns
+    assert "ratio-test (retired) MNA %" in columns and "ratio-test MNA %" not in columns
+    # the page opens on an active model (a retired one has no calls on new cases); the retired one stays pickable
+    primary = cases.selectbox(key="cases_primary")
+    assert primary.value == "intensity-test" and "ratio-test (retired)" in primary.options
 
 
 def test_models_page_integrity_check_notices_weights_replaced_in_place(store_copy, tmp_path):
