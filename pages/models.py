@@ -504,7 +504,9 @@ def retrain_section(store, models: pd.DataFrame) -> None:
     st.caption(f"Preset **{preset}**: at most {settings['epochs']} epochs by default (this run: {int(epochs)}), "
                f"early stopping after {settings['patience']} epochs without a better validation loss, "
                f"at most {per_epoch} training patches per epoch.")
-    same = models[(models["kind"] == kind) & (models["preset"] == preset)].dropna(subset=["folder"])
+    # a retired model is left out: an upgrade may have put other weights in its folder
+    same = models[(models["kind"] == kind) & (models["preset"] == preset) & models["retired_at"].isna()
+                  ].dropna(subset=["folder"])
     starts = {"": "random weights", **{f: f"{n} (fine-tune)" for f, n in zip(same["folder"], same["name"])}}
     init = st.selectbox("Start from", list(starts), index=min(1, len(starts) - 1), format_func=starts.get,
                         key=f"retrain_init_{kind}_{preset}",

@@ -1858,15 +1858,17 @@ def test_a_retraining_run_records_its_seed_and_passes_it_explicitly(store_copy, 
 
 def test_retraining_fine_tunes_a_registered_model_of_the_same_kind_by_default(store_copy, models_runs, tmp_path,
                                                                            monkeypatch):
-
     from genuine_core.models import GenuineClassifier, preset_config
     from genuine_core.pipeline import load_model
     from store.db import open_store
-    from store.registry import register_model
+    from store.registry import register_model, retire_model
 
-    folder = tmp_path / "resnet-base"
+    folder, old = tmp_path / "resnet-base", tmp_path / "resnet-old"
     GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(folder, metrics={})
+    GenuineClassifier.from_config(preset_config("tiny", kind="resnet", seed=1)).save(old, metrics={})
     with open_store(store_copy[0]) as s:
+        register_model(s, load_model(old))
+        retire_model(s, "resnet-old", by="Dr. Test")  # an upgrade replaced it: its folder may hold other weights
         register_model(s, load_model(folder))
         _curate_lines(s, 6)
     launched = _stub_launch(monkeypatch)
