@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -102,3 +103,15 @@ def synthetic_result(sha: str, probs_by_model: dict[str, np.ndarray], uncertaint
                       patches=rng.uniform(0, 1, (n, 3, patch_size, patch_size)).astype(np.float32),
                       patch_size=patch_size, n_border_skipped=0, outputs=outputs,
                       preview=np.zeros((16, 16, 3), np.uint8))
+
+
+def store_at_version(path: Path, version: int) -> duckdb.DuckDBPyConnection:
+    """A new store file as the release of schema ``version`` wrote it (steps 1..version only), for upgrade
+    tests; returns the open connection for rows to add (close it before opening the store)."""
+    from store import migrations
+
+    conn = duckdb.connect(str(path))
+    for step, note, script in migrations.STEPS[:version]:
+        conn.execute(script())
+        conn.execute("INSERT INTO schema_version (version, note) VALUES (?, ?)", [step, note])
+    return conn

@@ -7,11 +7,10 @@ import dataclasses
 import json
 import logging
 
-import duckdb
 import numpy as np
 import pytest
 
-from _store_fakes import fake_model, synthetic_result, threshold_segmenter, write_toy_scans
+from _store_fakes import fake_model, store_at_version, synthetic_result, threshold_segmenter, write_toy_scans
 from conftest import make_toy_scan
 from genuine_core.errors import InputError, StoreError
 from genuine_core.models import GenuineClassifier, ModelConfig, preset_config
@@ -137,9 +136,7 @@ def test_ingest_records_it_and_the_curated_export_carries_it(tmp_path):
 
 def test_a_version_1_store_migrates_and_its_scans_read_as_percentile(tmp_path):
     path = tmp_path / "old.duckdb"
-    conn = duckdb.connect(str(path))
-    conn.execute(migrations.STEPS[0][2]())
-    conn.execute("INSERT INTO schema_version (version, note) VALUES (1, 'initial schema')")
+    conn = store_at_version(path, 1)
     conn.execute("INSERT INTO samples (id, name, kind) VALUES (1, 's', 'case')")
     conn.execute("INSERT INTO scans (id, sample_id, file_name, sha256, height, width, channel_map, patch_size, "
                  "n_nuclei, n_border_skipped, ingested_at) VALUES (1, 1, 'a.tif', 'x', 8, 8, '{}', 96, 0, 0, now())")

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import duckdb
 import numpy as np
 import pytest
 
-from _store_fakes import fake_model, synthetic_result, threshold_segmenter
+from _store_fakes import fake_model, store_at_version, synthetic_result, threshold_segmenter
 from genuine_core.cli import main
 from store import ingest, labels, migrations, registry, samples, scans
 from store.db import Store
@@ -91,11 +90,7 @@ def test_unknown_action_is_refused(store):
 
 def _version_2_store(path) -> None:
     """A store as the version before the event log wrote it (schema steps 1 and 2)."""
-    conn = duckdb.connect(str(path))
-    for version, note, script in migrations.STEPS[:2]:
-        conn.execute(script())
-        conn.execute("INSERT INTO schema_version (version, note) VALUES (?, ?)", [version, note])
-    conn.close()
+    store_at_version(path, 2).close()
 
 
 def test_a_version_2_store_gains_an_empty_log(tmp_path):

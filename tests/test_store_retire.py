@@ -13,7 +13,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from _store_fakes import fake_model, synthetic_result
+from _store_fakes import fake_model, store_at_version, synthetic_result
 from genuine_core.cli import main
 from genuine_core.errors import ModelLoadError, StoreError
 from genuine_core.pipeline import models_normalisation
@@ -179,10 +179,7 @@ def test_the_sample_report_marks_a_retired_model(store, tmp_path):
 
 def _version_3_store(path) -> None:
     """A store as the version before retiring wrote it (schema steps 1-3), with a model, a scan and events."""
-    conn = duckdb.connect(str(path))
-    for version, note, script in migrations.STEPS[:3]:
-        conn.execute(script())
-        conn.execute("INSERT INTO schema_version (version, note) VALUES (?, ?)", [version, note])
+    conn = store_at_version(path, 3)
     conn.execute("INSERT INTO models (name, kind, patch_size, checksum, config) VALUES ('old', 'genuine', 8, 'c1', "
                  "'{\"kind\": \"genuine\", \"patch_size\": 8}')")
     conn.execute("INSERT INTO store_events (action, subject, identity, by_user, detail) VALUES ('register model', "
@@ -210,9 +207,7 @@ def test_a_version_3_store_migrates_keeping_its_event_log(tmp_path):
 
 def test_a_version_1_store_migrates_to_the_latest_in_one_go(tmp_path):
     path = tmp_path / "v1.duckdb"
-    conn = duckdb.connect(str(path))
-    conn.execute(migrations.STEPS[0][2]())
-    conn.execute("INSERT INTO schema_version (version, note) VALUES (1, 'initial schema')")
+    conn = store_at_version(path, 1)
     conn.execute("INSERT INTO models (name, kind, patch_size, checksum, config) VALUES ('m', 'genuine', 8, 'c', '{}')")
     conn.close()
     with Store(path) as s:
