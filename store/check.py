@@ -13,9 +13,9 @@ import shlex
 
 from genuine_core.checksums import sha256_file
 from genuine_core.errors import ModelLoadError
-from genuine_core.models.folder import folder_digest
 from store.db import Store
 from store.location import genuine_command
+from store.registry import weights_mismatch
 
 # (description, query returning one count: 0 = fine). Constant SQL only.
 _CHECKS: list[tuple[str, str]] = [
@@ -129,10 +129,9 @@ def check_store(store: Store) -> list[str]:
 def _folder_state(folder: str, checksum: str) -> str:
     """'' when ``folder`` holds the weights of ``checksum``, else why not."""
     try:
-        found = folder_digest(folder)
+        return weights_mismatch(folder, checksum)
     except ModelLoadError as exc:
         return str(exc)
-    return "" if found == checksum else f"{folder} holds other weights than registered"
 
 
 def retired_model_notes(store: Store) -> list[str]:
@@ -155,15 +154,14 @@ def _model_folder_problems(store: Store) -> list[str]:
             "SELECT name, folder, checksum FROM models WHERE folder IS NOT NULL AND retired_at IS NULL "
             "ORDER BY id").itertuples(index=False):
         try:
-            found = folder_digest(folder)
+            why = weights_mismatch(folder, checksum)
         except ModelLoadError as exc:
             relocate = genuine_command(f"store relocate-model {shlex.quote(name)} NEW_FOLDER", store.path)
             problems.append(f"registered model {name!r}: {exc} (restore the folder or, if it moved, record its new "
                             f"place: {relocate})")
             continue
-        if found != checksum:
-            problems.append(f"registered model {name!r}: {folder} holds other weights than registered "
-                            f"(checksum {checksum[:12]}... registered, {found[:12]}... now)")
+        if why:
+            problems.append(f"registered model {name!r}: {why}")
     return problems
 
 

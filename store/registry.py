@@ -130,6 +130,19 @@ def _record_folder(cur, name: str, checksum: str, previous: str | None, folder: 
     record_event(cur, "register model", name, checksum, by, {"folder": folder, "previous folder": previous})
 
 
+def weights_mismatch(folder: str | Path, checksum: str) -> str:
+    """'' when ``folder`` holds the weights of ``checksum``, else a sentence saying it holds others (both checksums).
+
+    Raises:
+        ModelLoadError: ``folder`` is missing or not a complete model folder.
+    """
+    from genuine_core.models.folder import folder_digest
+
+    found = folder_digest(folder)
+    return "" if found == checksum else (f"{folder} holds other weights than registered (checksum {checksum[:12]}... "
+                                         f"registered, {found[:12]}... there)")
+
+
 def relocate_model(store: Store, name: str, folder: str | Path, by: str | None = None) -> str | None:
     """Record where a registered model's folder is now (``genuine store relocate-model``), after it was moved,
     renamed or restored elsewhere; the folder must hold the weights registered.
@@ -331,8 +344,6 @@ def reinstate_model(store: Store, name: str, by: str | None = None) -> None:
         StoreError: no such model, it is not retired, or its folder holds other weights (or none is recorded).
         ModelLoadError: its folder is missing or incomplete.
     """
-    from genuine_core.models.folder import folder_digest
-
     mid = model_id(store, name)
     folder, checksum, when = store.cursor().execute(
         "SELECT folder, checksum, retired_at FROM models WHERE id = ?", [mid]).fetchone()
@@ -342,14 +353,12 @@ def reinstate_model(store: Store, name: str, by: str | None = None) -> None:
     if not folder:
         raise StoreError(f"model {name!r} has no recorded folder; record where its weights are first: {relocate}")
     try:
-        found = folder_digest(folder)
+        why = weights_mismatch(folder, checksum)
     except ModelLoadError as exc:
         raise ModelLoadError(f"model {name!r} not reinstated: {exc}; restore the folder or, if it moved, "
                              f"record its new place first: {relocate}") from None
-    if found != checksum:
-        raise StoreError(f"model {name!r} not reinstated: {folder} holds other weights than registered (checksum "
-                         f"{checksum[:12]}... registered, {found[:12]}... there); record the folder that holds "
-                         f"them first: {relocate}")
+    if why:
+        raise StoreError(f"model {name!r} not reinstated: {why}; record the folder that holds them first: {relocate}")
     with store.transaction() as cur:
         if cur.execute("SELECT retired_at FROM models WHERE id = ?", [mid]).fetchone()[0] is None:
             raise StoreError(f"model {name!r} is not retired (it scores new scans); nothing changed")
