@@ -9,13 +9,10 @@ retired model's folder is only noted).
 
 from __future__ import annotations
 
-import shlex
-
 from genuine_core.checksums import sha256_file
 from genuine_core.errors import ModelLoadError
 from store.db import Store
-from store.location import genuine_command
-from store.registry import weights_mismatch
+from store.registry import relocate_command, weights_mismatch
 
 # (description, query returning one count: 0 = fine). Constant SQL only.
 _CHECKS: list[tuple[str, str]] = [
@@ -156,9 +153,8 @@ def _model_folder_problems(store: Store) -> list[str]:
         try:
             why = weights_mismatch(folder, checksum)
         except ModelLoadError as exc:
-            relocate = genuine_command(f"store relocate-model {shlex.quote(name)} NEW_FOLDER", store.path)
             problems.append(f"registered model {name!r}: {exc} (restore the folder or, if it moved, record its new "
-                            f"place: {relocate})")
+                            f"place: {relocate_command(name, store.path)})")
             continue
         if why:
             problems.append(f"registered model {name!r}: {why}")

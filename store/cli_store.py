@@ -1,7 +1,8 @@
 """``genuine store ACTION`` (:data:`ACTIONS`): integrity, overview, scan list, scan removal, excluding a
 reviewed scan's nuclei, scoring stored scans with a model registered after them, model removal, retiring a
-model (it keeps its predictions but scores nothing new) and reinstating it, recording a moved model folder, the log of who registered and removed models and removed scans, bringing an older
-store up to date, and a backup.
+model (it keeps its predictions but scores nothing new) and reinstating it, recording a moved model folder,
+the log of who registered, retired and removed models and removed scans, bringing an older store up to
+date, and a backup.
 
 ``score MODEL`` runs a model (a folder, or a registered name) over the stored patches of every
 scan it has not scored yet (``store.rescore``), e.g. a model retrained on curated labels; each

@@ -157,10 +157,9 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
                 except (ModelLoadError, StoreError) as exc:  # one line that says how to get on
                     kind = StoreError if isinstance(exc, StoreError) else ModelLoadError
                     remove = genuine_command(f"store remove-model {shlex.quote(rec['name'])}", store.path)
-                    relocate = genuine_command(f"store relocate-model {shlex.quote(rec['name'])} NEW_FOLDER",
-                                               store.path)
                     raise kind(f"registered model {rec['name']!r}: {exc}. Restore its folder (if it moved, record its "
-                               f"new place: {relocate}), or remove the model ({remove})") from None
+                               f"new place: {registry.relocate_command(rec['name'], store.path)}), or remove the "
+                               f"model ({remove})") from None
             return _unique(models)
         paths = model_folders()
     return _unique([loader(p) for p in paths])

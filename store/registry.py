@@ -130,6 +130,11 @@ def _record_folder(cur, name: str, checksum: str, previous: str | None, folder: 
     record_event(cur, "register model", name, checksum, by, {"folder": folder, "previous folder": previous})
 
 
+def relocate_command(name: str, db) -> str:
+    """The ``genuine store relocate-model`` command line for ``name`` in the store at ``db`` (NEW_FOLDER to fill in)."""
+    return genuine_command(f"store relocate-model {shlex.quote(name)} NEW_FOLDER", db)
+
+
 def weights_mismatch(folder: str | Path, checksum: str) -> str:
     """'' when ``folder`` holds the weights of ``checksum``, else a sentence saying it holds others (both checksums).
 
@@ -349,7 +354,7 @@ def reinstate_model(store: Store, name: str, by: str | None = None) -> None:
         "SELECT folder, checksum, retired_at FROM models WHERE id = ?", [mid]).fetchone()
     if when is None:
         raise StoreError(f"model {name!r} is not retired (it scores new scans); nothing changed")
-    relocate = genuine_command(f"store relocate-model {shlex.quote(name)} NEW_FOLDER", store.path)
+    relocate = relocate_command(name, store.path)
     if not folder:
         raise StoreError(f"model {name!r} has no recorded folder; record where its weights are first: {relocate}")
     try:

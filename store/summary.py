@@ -18,8 +18,9 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
   them, so the call is non-MNA),
   ``weak validation`` (see :func:`weak_validation`), ``rates do not fit`` (the corrected interval
   was clipped to a point), ``possible false negatives`` (a non-MNA or heterogeneous call whose
-  corrected interval reaches the MNA share), ``partly scored`` (the model scored some of the
-  sample's scans only; a retired model is not held to scans ingested after its retirement), ``call contradicts genotype`` (a genotype-labelled sample called otherwise).
+  corrected interval goes above the MNA share), ``partly scored`` (the model scored some of the
+  sample's scans only; a retired model is not held to scans ingested after its retirement),
+  ``call contradicts genotype`` (a genotype-labelled sample called otherwise).
 """
 
 from __future__ import annotations
