@@ -25,7 +25,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,8 +119,7 @@ _RATIO_TRAIN_KEYS = ("seed", "threads", "max_val")
 def _write_train_config(out: Path, spec: RunSpec, extra: dict[str, Any]) -> None:
     from training.provenance import versions
 
-    rec = {**spec.to_dict(), **extra, "torch": torch.__version__, "python": sys.version.split()[0],
-           "versions": versions(), "torch_threads": torch.get_num_threads()}
+    rec = {**spec.to_dict(), **extra, "versions": versions(), "torch_threads": torch.get_num_threads()}
     if spec.kind == "ratio":  # record what the fit used, not settings it never read
         rec["train"] = {k: rec["train"][k] for k in _RATIO_TRAIN_KEYS}
     (out / TRAIN_CONFIG_FILE).write_text(json.dumps(rec, indent=1) + "\n")
