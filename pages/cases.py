@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from genuine_core import plotting
+from genuine_core.percent_text import pct_digits, pct_round, pct_text
 from pages import common
 
 common.require_entrypoint()
@@ -132,7 +133,8 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.Dat
         return summary[summary["model"] == model].set_index("sample").reindex(out.index)
 
     def interval(m: pd.DataFrame) -> list[str]:
-        return [f"{lo:.1f}–{hi:.1f}" if np.isfinite(lo) else "" for lo, hi in zip(m["ci_low_pct"], m["ci_high_pct"])]
+        return [f"{pct_text(lo)}–{pct_text(hi)}" if np.isfinite(lo) else ""
+                for lo, hi in zip(m["ci_low_pct"], m["ci_high_pct"])]
 
     prim = rows_of(primary)
     out[f"{label(primary)} MNA %"] = prim["mna_pct"]
@@ -150,7 +152,18 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.Dat
         m = rows_of(model)
         out[f"{label(model)} MNA %"] = m["mna_pct"]
         out[f"{label(model)} 95 % CI"] = interval(m)
+    # the digits the sample report prints (the table's JavaScript formatting rounds ties such as 6.25 up)
+    for c in out.columns:
+        if c.endswith("%"):
+            out[c] = out[c].map(pct_round)
+    out["Deviation (pp)"] = [float(f"{v:.1f}") if pd.notna(v) else np.nan for v in out["Deviation (pp)"]]
     return out.reset_index()
+
+
+def pct_format(values: pd.Series) -> str:
+    """printf format for a percentage column: one decimal, or as many as its values need to show a share
+    above 20 % (or 0 %) as above it (``genuine_core.percent_text``)."""
+    return f"%.{max([pct_digits(v) for v in values if pd.notna(v)], default=1)}f"
 
 
 def header_width(header: str) -> int:
@@ -176,8 +189,8 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tupl
         view = view[view["Call"].isin(calls)]
     if flagged_only:
         view = view[view["QC flags"].map(len) > 0]
-    config = {c: st.column_config.NumberColumn(format="%.1f", width=header_width(c)) for c in view.columns
-              if c.endswith("%")}
+    config = {c: st.column_config.NumberColumn(format=pct_format(view[c]), width=header_width(c))
+              for c in view.columns if c.endswith("%")}
     config.update({c: st.column_config.TextColumn(width=header_width(c)) for c in view.columns if c.endswith(" CI")})
     config.update({
         "Sample": st.column_config.TextColumn(pinned=True),  # stays in view when the table scrolls sideways
@@ -185,11 +198,12 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tupl
         "Deviation (pp)": st.column_config.NumberColumn(format="%+.1f", width=header_width("Deviation (pp)"),
                                                         help="predicted minus expected MNA share (primary model)"),
         "True % (synthetic)": st.column_config.NumberColumn(
-            format="%.1f", width=header_width("True % (synthetic)"),
+            format=pct_format(view.get("True % (synthetic)", pd.Series(dtype=float))),
+            width=header_width("True % (synthetic)"),
             help="ground-truth MNA share of the scored nuclei (synthetic samples only); below the "
                  "expected share where amplified lines hold non-amplified nuclei"),
         "Corrected %": st.column_config.NumberColumn(
-            format="%.1f", width=header_width("Corrected %"), help=CORRECTED_HELP),
+            format=pct_format(view["Corrected %"]), width=header_width("Corrected %"), help=CORRECTED_HELP),
         "Call": st.column_config.TextColumn(width="medium", help="MNA (more than 20 % of the nuclei called MNA) / "
                                                                  "heterogeneous MNA (20 % or fewer, at least 5) / "
                                                                  "non-MNA / not enough nuclei (fewer than 50); see "
@@ -279,14 +293,15 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     st.html("<style>.st-key-case_metrics [data-testid='stMetricValue'] {font-size: 1.9rem;}</style>")
     m1, m2, m3, m4, m5 = st.container(key="case_metrics").columns([0.9, 1.25, 1.4, 1.25, 1.3])  # fits 1280 px
     m1.metric("Nuclei scored", f"{int(r['n_scored']):,}")
-    m2.metric(f"MNA ({model_labels(summary)(primary)})", f"{r['mna_pct']:.1f} %", delta=vs_expected(r["deviation_pp"]), delta_color="off",
-              help=f"95 % Wilson interval {r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
-    m3.metric("95 % CI", f"{r['ci_low_pct']:.1f}–{r['ci_high_pct']:.1f} %")
+    ci = f"{pct_text(r['ci_low_pct'])}–{pct_text(r['ci_high_pct'])} %"
+    m2.metric(f"MNA ({model_labels(summary)(primary)})", f"{pct_text(r['mna_pct'])} %",
+              delta=vs_expected(r["deviation_pp"]), delta_color="off", help=f"95 % Wilson interval {ci}")
+    m3.metric("95 % CI", ci)
     corrected = np.isfinite(r["corrected_pct"])
     corrected_ci = "" if not corrected else (
-        f"95 % CI {r['corrected_low_pct']:.1f}–{r['corrected_high_pct']:.1f} %"
+        f"95 % CI {pct_text(r['corrected_low_pct'])}–{pct_text(r['corrected_high_pct'])} %"
         if r["corrected_high_pct"] > r["corrected_low_pct"] else "no interval: the rates do not fit (see QC)")
-    m4.metric("Corrected", "–" if not corrected else f"{r['corrected_pct']:.1f} %",
+    m4.metric("Corrected", "–" if not corrected else f"{pct_text(r['corrected_pct'])} %",
               delta=vs_expected(r["corrected_deviation_pp"]), delta_color="off",
               help=CORRECTED_HELP + (f"; {corrected_ci}" if corrected else ""))
     if corrected:

@@ -17,6 +17,7 @@ import pandas as pd
 from genuine_core import atomic
 from genuine_core.commands.checks import output_folder
 from genuine_core.errors import InputError, StoreError
+from genuine_core.percent_text import pct_text
 from genuine_core.pipeline import center_crop, decode_patch
 from store import labels, registry, report_format, samples, scans, summary
 from store.db import Store
@@ -39,6 +40,7 @@ def _wide_nuclei(store: Store, sample: str) -> pd.DataFrame:
 
 
 def _fmt(v, digits: int = 1) -> str:
+    """A report cell: '-' for a missing value, floats with ``digits`` decimals, lists joined."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     if isinstance(v, float):
@@ -131,11 +133,12 @@ def _report_facts(sample: str, info: dict, nuclei: pd.DataFrame, chosen: tuple[s
              ("curated nuclei", str(n_curated)), ("exported", when)]
     if chosen is not None:
         model, r = chosen
-        corrected = ("" if _fmt(r["corrected_pct"]) == "-" else f"; corrected {_fmt(r['corrected_pct'])} % "
-                     f"(95 % CI {_fmt(r['corrected_low_pct'])}-{_fmt(r['corrected_high_pct'])} %)")
+        p = {c: pct_text(r[c]) for c in r.index if c.endswith("_pct")}
+        corrected = ("" if p["corrected_pct"] == "-" else f"; corrected {p['corrected_pct']} % "
+                     f"(95 % CI {p['corrected_low_pct']}-{p['corrected_high_pct']} %)")
         facts[:0] = [(f"call ({model})", _fmt(r["call"])),
                      (f"MNA % ({model})",
-                      f"{_fmt(r['mna_pct'])} % (95 % CI {_fmt(r['ci_low_pct'])}-{_fmt(r['ci_high_pct'])} %{corrected})")]
+                      f"{p['mna_pct']} % (95 % CI {p['ci_low_pct']}-{p['ci_high_pct']} %{corrected})")]
     facts.append(("prepared by", prepared_by.strip() if prepared_by and prepared_by.strip()
                   else "not signed (no reviewer name given)"))
     return facts
@@ -145,7 +148,8 @@ def _report_sections(store: Store, sample: str, summ: pd.DataFrame) -> list[repo
     """Per-model numbers, the QC flags raised (when any) with the models raising them, how each scan
     was read, and the models' checksums."""
     per_model = ("Per model", [h for _, h in _REPORT_COLUMNS],
-                 [[_fmt(r[c]) + (" (retired)" if c == "model" and r["retired"] else "") for c, _ in _REPORT_COLUMNS]
+                 [[(pct_text(r[c]) if c.endswith("_pct") else _fmt(r[c]))
+                   + (" (retired)" if c == "model" and r["retired"] else "") for c, _ in _REPORT_COLUMNS]
                   for r in summ.to_dict("records")])
     flags = sorted({f for fs in summ["qc_flags"] for f in fs})
     raised_by = {f: [m for m, fs in zip(summ["model"], summ["qc_flags"]) if f in fs] for f in flags}

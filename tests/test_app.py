@@ -241,6 +241,36 @@ def test_cases_drilldown_states_each_deviation_beside_its_own_estimate(store_cop
     assert deltas["Corrected"] == f"{row['corrected_deviation_pp']:+.1f} pp vs expected"
 
 
+def test_cases_print_a_share_as_the_report_does(store_copy, monkeypatch):
+    """20.04 % called MNA shows as 20.04 (not 20.0, which reads as 20 % or fewer), and 6.25 % as the report's 6.2
+    in the table and the case metrics (the table's JavaScript formatting rounded the tie up to 6.3)."""
+    import store.summary as summary_module
+
+    real = summary_module.sample_summaries
+
+    def shifted(store, *args, **kwargs):
+        df = real(store, *args, **kwargs)
+        mix, line = df["sample"] == "MIX-50", df["sample"] == "LINE-MNA"
+        df.loc[mix, ["mna_pct", "ci_low_pct", "ci_high_pct", "call"]] = [20.04, 18.5, 21.7, "MNA"]
+        df.loc[line, ["mna_pct", "corrected_low_pct"]] = [6.25, 0.04]
+        return df
+
+    monkeypatch.setattr(summary_module, "sample_summaries", shifted)
+    at = open_page("cases")
+    primary = at.selectbox(key="cases_primary").value
+    table = next(d for d in at.dataframe if "Sample" in d.value.columns)
+    config = json.loads(table.proto.columns)
+    col = f"{primary} MNA %"
+    assert config[col]["type_config"]["format"] == "%.2f"
+    shares = table.value.set_index("Sample")[col]
+    assert shares["MIX-50"] == 20.04 and shares["LINE-MNA"] == 6.2  # rounded as Python prints it
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics[f"MNA ({primary})"] == "20.04 %" and metrics["95 % CI"] == "18.5–21.7 %"
+    at.selectbox(key="case_select").set_value("LINE-MNA").run()
+    assert {m.label: m.value for m in at.metric}[f"MNA ({primary})"] == "6.2 %"
+
+
 def test_cases_gallery_shows_the_calibrated_probability(store_copy):
     from store.db import open_store
     from store.nuclei import sample_nuclei
