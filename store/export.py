@@ -98,11 +98,12 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
             raise StoreError(f"no model named {model!r}; registered: {', '.join(known) or 'none'}")
     summ = summary.sample_summaries(store, sample=sample)
     chosen = summ[summ["model"] == model]
+    nuclei = _wide_nuclei(store, sample)
     if model is not None and chosen.empty:
-        raise StoreError(f"model {model!r} has no predictions for sample {sample!r}")
+        raise StoreError(f"model {model!r} has no call for sample {sample!r}: "
+                         + (_no_call_reason(nuclei) if summ.empty else "it has scored none of its nuclei"))
     out = output_folder(out_dir, "output")
     out.mkdir(parents=True, exist_ok=True)
-    nuclei = _wide_nuclei(store, sample)
     written = [out / name for name in SAMPLE_FILES]
     nuclei.to_csv(written[0], index=False)
     nuclei.to_parquet(written[1], index=False)
@@ -111,11 +112,22 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     flat.to_csv(written[2], index=False)
 
     facts = _report_facts(sample, info, nuclei, None if model is None else (model, chosen.iloc[0]), prepared_by)
+    if summ.empty:  # an empty table alone would not say that no model calls the sample
+        facts.insert(0, ("call", f"none: {_no_call_reason(nuclei)}"))
     sections = _report_sections(store, sample, summ)
     title = f"Sample report: {sample}"
     written[3].write_text(report_format.markdown(title, facts, sections, REPORT_NOTE), encoding="utf-8")
     written[4].write_text(report_format.html_page(title, facts, sections, REPORT_NOTE), encoding="utf-8")
     return written
+
+
+def _no_call_reason(nuclei: pd.DataFrame) -> str:
+    """Why no model calls a sample with these nuclei (``_wide_nuclei``)."""
+    if nuclei.empty:
+        return "the sample holds no nucleus"
+    if nuclei["excluded"].all():
+        return f"a curator excluded all {len(nuclei)} of its nuclei, so none is scored"
+    return "no model has scored its nuclei"
 
 
 def _report_facts(sample: str, info: dict, nuclei: pd.DataFrame, chosen: tuple[str, pd.Series] | None,

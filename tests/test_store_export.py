@@ -81,9 +81,25 @@ def test_export_sample_report(filled, tmp_path):
     with pytest.raises(StoreError, match="no model named 'nope'; registered: m1, m2"):
         export.export_sample(s, "lineA", tmp_path / "y", model="nope")
     registry.register_model(s, fake_model("m3"))  # registered, never run on lineA
-    with pytest.raises(StoreError, match="model 'm3' has no predictions for sample 'lineA'"):
+    with pytest.raises(StoreError, match="model 'm3' has no call for sample 'lineA': it has scored none of its nuclei"):
         export.export_sample(s, "lineA", tmp_path / "y", model="m3")
     assert not (tmp_path / "y").exists()  # refused before anything is written
+
+
+def test_export_sample_whose_nuclei_a_curator_all_excluded_says_why_there_is_no_call(filled, tmp_path):
+    """Every nucleus excluded: the report states there is no call (an empty table said nothing), and a
+    report for one model names the exclusion instead of 'no predictions' (the model had scored them)."""
+    s, _, _ = filled
+    for nid in s.query("SELECT n.id FROM nuclei n JOIN scans c ON c.id = n.scan_id JOIN samples x "
+                       "ON x.id = c.sample_id WHERE x.name = 'mix'")["id"]:
+        labels.record_label_event(s, int(nid), "exclude", "qa")
+    with pytest.raises(StoreError, match="model 'm1' has no call for sample 'mix': a curator excluded all 30 of "
+                                         "its nuclei, so none is scored"):
+        export.export_sample(s, "mix", tmp_path / "one", model="m1")
+    export.export_sample(s, "mix", tmp_path / "all")
+    md = (tmp_path / "all" / "summary.md").read_text()
+    assert md.splitlines()[2] == ("- **call**: none: a curator excluded all 30 of its nuclei, so none is scored")
+    assert "<b>call</b>: none: a curator excluded all 30" in (tmp_path / "all" / "summary.html").read_text()
 
 
 def test_export_labels_is_a_training_set(filled, tmp_path):
