@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from genuine_core.percent_text import pct_digits, pct_round, pct_text
 from store.export import _report_facts
@@ -54,3 +56,16 @@ def test_report_never_prints_20_0_percent_beside_an_mna_call():
     assert facts["call (m)"] == "MNA"
     assert facts["MNA % (m)"].startswith("20.04 % (95 % CI ")
     assert "corrected 20.04 %" in facts["MNA % (m)"]
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(st.integers(50, 200_000).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, n))))
+def test_the_printed_share_agrees_with_the_call(nk):
+    """Whatever the counts, the printed MNA % reads above 20 % exactly when the call is MNA."""
+    n, k = nk
+    out = summarise_counts(_row(n, k), {"validation": {"sensitivity": 0.97, "specificity": 0.97,
+                                                       "n_positive": 275, "n_negative": 325}})
+    printed = float(pct_text(out["mna_pct"]))
+    assert (printed > 20) == (out["call"] == "MNA")
+    low = float(pct_text(out["corrected_low_pct"]))  # a printed 0 % bound is what makes a count non-MNA
+    assert (low > 0) == (out["corrected_low_pct"] > 0)

@@ -1,9 +1,12 @@
-"""Wilson interval and Rogan-Gladen correction against published and hand-computed values."""
+"""Wilson interval and Rogan-Gladen correction against published, hand-computed and reference (scipy) values,
+and their properties on random counts (Hypothesis)."""
 
 import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from genuine_core.stats import rogan_gladen, wilson_interval
 
@@ -111,3 +114,83 @@ def test_rogan_gladen_clips_and_validates():
     with pytest.raises(ValueError):
         rogan_gladen(5, 10, 1.2, 0.9)
     assert math.isnan(rogan_gladen(0, 0, 0.9, 0.9).estimate)
+
+
+# ----------------------------------------------------------------------------- against references, and properties
+_SETTINGS = settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+
+
+@st.composite
+def _counts(draw, max_n: int = 5000) -> tuple[int, int]:
+    n = draw(st.integers(1, max_n))
+    return draw(st.integers(0, n)), n
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 49, 50, 51, 1000])
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_wilson_matches_scipy_on_a_grid_with_edges(n, confidence):
+    from scipy.stats import binomtest
+
+    for k in sorted({0, 1, n // 5, n // 2, n - 1, n}):
+        ref = binomtest(k, n).proportion_ci(confidence, method="wilson")
+        assert wilson_interval(k, n, confidence) == pytest.approx((ref.low, ref.high), abs=1e-12)
+
+
+def _lang_reiczigel(k, n, se, sp, npos, nneg, z=1.959963984540054):
+    """Lang & Reiczigel 2014 as published, written out again: pseudo-counts z^2/2 (sample) and 1 (validation
+    sets), Wald interval around the adjusted estimate shifted by dP, clipped to [0, 1]."""
+    ap, n_ = (k + z * z / 2) / (n + z * z), n + z * z
+    se_, sp_ = (se * npos + 1) / (npos + 2), (sp * nneg + 1) / (nneg + 2)
+    j = se_ + sp_ - 1
+    if j <= 0:
+        return 0.0, 1.0
+    tp = (ap + sp_ - 1) / j
+    v_se, v_sp = se_ * (1 - se_) / (npos + 2), sp_ * (1 - sp_) / (nneg + 2)
+    half = z * math.sqrt(ap * (1 - ap) / n_ + tp * tp * v_se + (1 - tp) ** 2 * v_sp) / abs(j)
+    shift = 2 * z * z * (tp * v_se - (1 - tp) * v_sp)
+    return min(1, max(0, tp + shift - half)), min(1, max(0, tp + shift + half))
+
+
+@pytest.mark.parametrize("n", [1, 5, 50, 3000])
+@pytest.mark.parametrize("se, sp", [(0.51, 0.6), (0.9, 0.95), (1.0, 0.97), (0.97, 1.0), (1.0, 1.0)])
+@pytest.mark.parametrize("npos, nneg", [(1, 1), (2, 3), (275, 325)])
+def test_lang_reiczigel_matches_the_published_formula_on_a_grid(n, se, sp, npos, nneg):
+    for k in sorted({0, 1, n // 5, n}):
+        est = rogan_gladen(k, n, se, sp, n_positive=npos, n_negative=nneg)
+        lo, hi = _lang_reiczigel(k, n, se, sp, npos, nneg)
+        assert est.estimate == pytest.approx(min(1, max(0, (k / n + sp - 1) / (se + sp - 1))))
+        # the published bounds, widened only where they would leave out the point estimate
+        assert (est.low, est.high) == pytest.approx((min(lo, est.estimate), max(hi, est.estimate)), abs=1e-12)
+
+
+@_SETTINGS
+@given(_counts(), st.sampled_from([0.8, 0.9, 0.95, 0.99]))
+def test_wilson_holds_the_share_inside_the_unit_interval_and_narrows_with_more_nuclei(kn, confidence):
+    k, n = kn
+    lo, hi = wilson_interval(k, n, confidence)
+    assert 0 <= lo <= k / n <= hi <= 1
+    lo2, hi2 = wilson_interval(3 * k, 3 * n, confidence)
+    assert hi2 - lo2 < hi - lo
+    if k < n:  # one more MNA nucleus moves both bounds up
+        up = wilson_interval(k + 1, n, confidence)
+        assert up[0] >= lo and up[1] >= hi
+
+
+_RATES = st.floats(0.0, 1.0, allow_nan=False)
+_VALIDATION = st.one_of(st.none(), st.integers(1, 3000))
+
+
+@_SETTINGS
+@given(_counts(), _RATES, _RATES, _VALIDATION, _VALIDATION)
+def test_corrected_interval_holds_its_estimate_inside_the_unit_interval(kn, se, sp, npos, nneg):
+    k, n = kn
+    if se + sp <= 1:
+        with pytest.raises(ValueError, match="must exceed 1"):
+            rogan_gladen(k, n, se, sp, n_positive=npos, n_negative=nneg)
+        return
+    est = rogan_gladen(k, n, se, sp, n_positive=npos, n_negative=nneg)
+    assert 0 <= est.low <= est.estimate <= est.high <= 1
+    assert est.method == ("lang-reiczigel" if npos and nneg else "wilson-transformed")
+    if k < n and est.method == "wilson-transformed":  # monotone in the share called MNA
+        up = rogan_gladen(k + 1, n, se, sp)
+        assert up.estimate >= est.estimate and up.low >= est.low and up.high >= est.high
