@@ -27,6 +27,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from genuine_core.percent_text import pct_text
+
 #: detector class -> (name, RGB colour) for boxes; class ids as in docs/ARCHITECTURE.md
 BOX_CLASSES: dict[int, tuple[str, tuple[int, int, int]]] = {
     1: ("NMI", (255, 80, 80)),
@@ -443,9 +445,12 @@ def predicted_vs_expected(summary: pd.DataFrame, band: float = 10.0, title: str 
             marker=dict(size=9, color=PALETTE[i % len(PALETTE)], line=dict(width=1, color="white"),
                         symbol=[symbol_of.get(k, "circle") for k in kind] if symbol_of else "circle"),
             text=g["sample"] + np.where(kind != "", " (" + kind + ")", ""),
-            customdata=np.c_[g["expected_pct"], g["pred_pct"] - g["expected_pct"]],
-            hovertemplate="%{text}<br>expected %{customdata[0]:.0f} %<br>predicted %{y:.1f} %"
-                          "<br>deviation %{customdata[1]:+.1f} pp<extra>" + str(model) + "</extra>",
+            # printed here as the sample report prints them (plotly's formatting rounds ties such as 6.25 up,
+            # and ".0f" printed an expected 12.5 % as 13 %)
+            customdata=np.c_[[pct_text(v) for v in g["expected_pct"]], [pct_text(v) for v in g["pred_pct"]],
+                             [f"{v:+.1f}" for v in g["pred_pct"] - g["expected_pct"]]],
+            hovertemplate="%{text}<br>expected %{customdata[0]} %<br>predicted %{customdata[1]} %"
+                          "<br>deviation %{customdata[2]} pp<extra>" + str(model) + "</extra>",
         ))
     for kind, symbol in symbol_of.items() if len(symbol_of) > 1 else ():  # legend key for the symbols
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=kind, hoverinfo="skip",

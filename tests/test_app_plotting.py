@@ -224,8 +224,17 @@ def test_predicted_vs_expected_clips_the_band_and_separates_samples_at_one_expec
     symbols = dict(zip([s.split(" (")[0] for s in pts.text], pts.marker.symbol))
     assert symbols["LINE-A"] == symbols["LINE-C"] != symbols["MIX-0"]  # one symbol per sample kind
     assert {t.name for t in fig.data} >= {"cell line", "mixture"}  # the symbols' legend
-    assert "LINE-A (cell line)" in pts.text and list(pts.customdata[:, 0]) == [0.0, 0.0, 100.0, 0.0, 50.0]
+    assert "LINE-A (cell line)" in pts.text and list(pts.customdata[:, 0]) == ["0.0", "0.0", "100.0", "0.0", "50.0"]
     assert P.spread([5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 5.0, 7.0]).max() == pytest.approx(3.0)  # at most 3 pp aside
+
+
+def test_predicted_vs_expected_hover_prints_the_reports_digits():
+    """The hover said 'expected 13 %' for 12.5 % and rounded a predicted 6.25 % up to 6.3 (the report: 6.2)."""
+    summ = pd.DataFrame({"sample": ["a", "b"], "model": "m", "expected_pct": [12.5, 20.0],
+                         "pred_pct": [6.25, 20.04]})
+    pts = next(t for t in P.predicted_vs_expected(summ).data if t.name == "m")
+    assert [list(r) for r in pts.customdata] == [["12.5", "6.2", "-6.2"], ["20.0", "20.04", "+0.0"]]
+    assert "expected %{customdata[0]} %<br>predicted %{customdata[1]} %" in pts.hovertemplate
 
 
 def test_embedding_figure_categories_carry_nucleus_ids():
