@@ -98,7 +98,9 @@ QC_FLAGS = {
                         "magnification (then ingest it with --diameter); check the outlines on the scan before "
                         "reading the call",
     "no validation metrics": "the model has no validation sensitivity/specificity recorded, so no corrected "
-                             "estimate",
+                             "estimate, and a heterogeneous MNA call rests on the count of MNA nuclei alone (its "
+                             "false-positive rate, which could explain them, is unknown); review the nuclei called "
+                             "MNA",
     "possible false positives": "enough nuclei are called MNA for heterogeneous MNA, but the model's false-"
                                 "positive rate alone could explain them (the corrected interval reaches 0 %), so "
                                 "the sample is called non-MNA; review the nuclei called MNA",

@@ -641,6 +641,14 @@ def test_a_weak_model_gets_no_corrected_estimate_that_its_rates_would_blow_up():
     assert 0 < summary.summarise_counts(row, good)["corrected_pct"] < 20
 
 
+def test_a_heterogeneous_call_without_validation_metrics_says_its_false_positives_went_unchecked():
+    """5 of 1000 nuclei (0.5 %) called MNA by a model without validation rates: heterogeneous MNA by the count
+    alone, and the flag's explanation says so (it said only 'no corrected estimate')."""
+    out = summary.summarise_counts({"n_scored": 1000, "n_mna": 5, "mean_prob": 0.1}, {})
+    assert out["call"] == "heterogeneous MNA" and out["qc_flags"] == ["no validation metrics"]
+    assert "false-positive rate" in summary.QC_FLAGS["no validation metrics"]
+
+
 def test_validation_rates_prefers_validation_split():
     m = {"test": {"tpr": 0.8, "tnr": 0.8, "tp": 8, "fn": 2, "tn": 8, "fp": 2},
          "splits": {"val": {"tpr": 0.9, "tnr": 0.95, "tp": 9, "fn": 1, "tn": 19, "fp": 1}}}
