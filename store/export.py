@@ -87,7 +87,7 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
         prepared_by: name stated on the report.
 
     Raises:
-        StoreError: no such sample, or ``model`` has no predictions for it.
+        StoreError: no such sample, or ``model`` has no call for it (none of its nuclei scored, or all excluded).
     """
     info = samples.get_sample(store, sample)
     if info is None:
