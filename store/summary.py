@@ -18,7 +18,8 @@ Per (sample, model), over nuclei that have a prediction and are not excluded by 
   them, so the call is non-MNA),
   ``weak validation`` (see :func:`weak_validation`), ``rates do not fit`` (the corrected interval
   was clipped to a point), ``possible false negatives`` (a non-MNA or heterogeneous call whose
-  corrected interval goes above the MNA share), ``partly scored`` (the model scored some of the
+  corrected interval goes above the MNA share), ``possibly heterogeneous`` (an MNA call whose corrected
+  interval reaches down to the MNA share or below), ``partly scored`` (the model scored some of the
   sample's scans only; a retired model is not held to scans ingested after its retirement),
   ``call contradicts genotype`` (a genotype-labelled sample called otherwise).
 """
@@ -106,6 +107,9 @@ QC_FLAGS = {
                                 "the sample is called non-MNA; review the nuclei called MNA",
     "possible false negatives": f"the corrected interval goes above {100 * SAMPLE_CALL_RULE.mna_fraction:g} %: "
                                 "with the model's miss rate the sample may be MNA; review before signing",
+    "possibly heterogeneous": f"the corrected interval reaches down to {100 * SAMPLE_CALL_RULE.mna_fraction:g} % "
+                              "or below: with the model's false-positive rate the sample may be heterogeneous "
+                              "MNA rather than MNA; review the nuclei called MNA before signing",
     "partly scored": "the model has scored fewer of the sample's scans than another model (an interrupted or "
                      "skipped `genuine store score`, or scans whose patches it cannot read); score the rest "
                      "before reading its call",
@@ -334,6 +338,8 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
         flags.append("possible false positives")
     if out["call"] in ("non-MNA", "heterogeneous MNA") and out["corrected_high_pct"] > 100 * rule.mna_fraction:
         flags.append("possible false negatives")
+    if out["call"] == "MNA" and out["corrected_low_pct"] <= 100 * rule.mna_fraction:
+        flags.append("possibly heterogeneous")
     if int(row.get("n_scans_scored") or 0) < int(row.get("n_scans") or 0):
         flags.append("partly scored")
     genotype = genotype_label(row.get("genotype"))

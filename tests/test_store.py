@@ -487,7 +487,8 @@ def test_sample_summary_matches_hand_computation(store):
     assert r["true_mna_pct"] == pytest.approx(100 * 14 / 60)
     assert r["call"] == "MNA"          # >= 50 nuclei, more than 20 % MNA (COG's homogeneous MNA)
     assert r["uncertain_share"] == pytest.approx(15 / 60)
-    assert r["qc_flags"] == ["high uncertainty"]
+    # the corrected interval (est.low ~ 16 %) reaches below 20 %: 60 nuclei cannot tell MNA from heterogeneous
+    assert r["qc_flags"] == ["high uncertainty", "possibly heterogeneous"]
     assert "val" in r["correction"]
 
 
@@ -613,6 +614,14 @@ def test_summary_flags_a_model_that_scored_part_of_a_sample_and_a_call_its_misse
     assert r["call"] == "heterogeneous MNA" and r["corrected_high_pct"] > 20
     assert "possible false negatives" in r["qc_flags"]
     assert {"partly scored", "possible false negatives"} <= set(summary.QC_FLAGS)
+    # 30 of 100 called MNA by a model with 20 % false positives: the true share may be 20 % or less
+    loose = {"validation": {"sensitivity": 0.95, "specificity": 0.80, "n_positive": 300, "n_negative": 300}}
+    _add_scan(store, "loose", "a" * 64, {"m4": [0.9] * 30 + [0.1] * 70}, metrics={"m4": loose})
+    r = summary.sample_summaries(store, model="m4").iloc[0]
+    assert r["call"] == "MNA" and r["corrected_low_pct"] <= 20
+    assert "possibly heterogeneous" in r["qc_flags"] and "possibly heterogeneous" in summary.QC_FLAGS
+    r = summary.sample_summaries(store, sample="two", model="m1").iloc[0]  # 0 of 60: not MNA, no such flag
+    assert "possibly heterogeneous" not in r["qc_flags"]
 
 
 def test_summary_flags_a_call_its_genotype_contradicts_and_keeps_weak_models_from_downgrading(store):
