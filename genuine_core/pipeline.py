@@ -71,6 +71,8 @@ class ScoringModel:
             each call to a multiple of half of it (see there).
         normalisation: how its input patches must be normalised
             (``genuine_core.patches.NORMALISATIONS``).
+        mc_samples: MC-dropout passes its ``uncertainty`` is the std over (0: it is the entropy; None: not
+            known, e.g. an in-memory model); recorded with each scan it scores.
     """
 
     name: str
@@ -85,6 +87,7 @@ class ScoringModel:
     uncertainty_method: str = "unknown"
     batch_size: int = 64
     normalisation: str = DEFAULT_NORMALISATION
+    mc_samples: int | None = None
 
 
 def _read_json(path: Path, required: bool) -> dict:
@@ -134,7 +137,8 @@ def load_model(folder: str | Path, name: str | None = None, batch_size: int = 64
     return ScoringModel(name=name or folder.name, kind=cfg.kind, preset=cfg.preset, patch_size=int(cfg.patch_size),
                         checksum=folder_digest(folder), config=config, metrics=dict(model.metrics or {}),
                         folder=str(folder.resolve()), predict=_predict, uncertainty_method=method,
-                        batch_size=batch_size, normalisation=cfg.patch_normalisation)
+                        batch_size=batch_size, normalisation=cfg.patch_normalisation,
+                        mc_samples=mc_samples if method == "mc_dropout_std" else 0)
 
 
 def models_normalisation(models: Sequence[ScoringModel], default: str = DEFAULT_NORMALISATION) -> str:
@@ -191,12 +195,14 @@ class ModelOutput:
         detections: one row per box with :data:`DETECTION_COLUMNS` (``row`` = nucleus row,
             boxes in patch coordinates of the model's patch size).
         seconds: wall time of the prediction.
+        mc_samples: the scoring model's :attr:`ScoringModel.mc_samples`.
     """
 
     table: pd.DataFrame
     embeddings: np.ndarray
     detections: pd.DataFrame
     seconds: float = 0.0
+    mc_samples: int | None = None
 
 
 @dataclass
@@ -425,6 +431,7 @@ def score_scans(results: Sequence[ScanResult], models: Sequence[ScoringModel]) -
     for m in models:
         for r in results:
             r.outputs[m.name] = _empty_output()
+            r.outputs[m.name].mc_samples = m.mc_samples
             r.seconds[m.name] = 0.0
 
 
@@ -449,6 +456,7 @@ def _score_with(m: ScoringModel, results: Sequence[ScanResult], bounds: np.ndarr
             part = ModelOutput(out.table.iloc[lo:hi].reset_index(drop=True), out.embeddings[lo:hi].copy(),
                                det.reset_index(drop=True))
         part.seconds = dt * (hi - lo) / total
+        part.mc_samples = m.mc_samples
         r.outputs[m.name] = part
         r.seconds[m.name] = part.seconds
 

@@ -12,8 +12,6 @@ from pages import common
 
 common.require_entrypoint()
 
-#: how the page names the stored uncertainty kinds
-UNCERTAINTY_NAMES = {"mc_dropout_std": "MC-dropout standard deviation", "entropy": "predictive entropy (bits)"}
 #: the address's query parameters: the open case, and the model whose calls the page shows
 CASE_KEY, MODEL_KEY = "case", "model"
 
@@ -343,9 +341,11 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     st.markdown(f"**Nuclei** ({len(nuc_all):,}{excluded}) · sorted by {primary} probability")
     g1, g2, g3 = st.columns([2.4, 2, 1])  # every option stays in view at 1280 px
     from store.summary import uncertainty_threshold
+    from store.uncertainty import describe
 
     method = common.models(db, common.rev("models")).set_index("name").at[primary, "uncertainty_method"]
     threshold = uncertainty_threshold(method)
+    passes = common.uncertainty_passes(db, common.rev("data"), common.rev("models"), sample).get(primary, [])
     groups = ["all", "MNA", "non-MNA", "uncertain"] + (["excluded"] if n_excluded else [])
     if st.session_state.get("case_gallery_filter") not in groups:  # "excluded" chosen in a sample without any
         st.session_state.pop("case_gallery_filter", None)
@@ -353,7 +353,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
                                 required=True, key="case_gallery_filter",
                                 help=f"MNA, non-MNA, uncertain: the scored nuclei, as the metrics count them (a "
                                      f"nucleus a curator excluded is in none of them, only in 'excluded'); "
-                                     f"uncertain: {UNCERTAINTY_NAMES.get(method, method)} of at least "
+                                     f"uncertain: {describe(method, passes)} of at least "
                                      f"{threshold:g}, the nuclei the 'high uncertainty' QC flag counts")
     order = g2.segmented_control("Order", ["most MNA first", "least MNA first"], default="most MNA first",
                                  required=True, key="case_gallery_order")

@@ -215,6 +215,14 @@ def models(db: str, models_rev: int) -> pd.DataFrame:
     return list_models(store_at(db))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def uncertainty_passes(db: str, data_rev: int, models_rev: int, sample: str | None = None) -> dict:
+    """``store.uncertainty.passes_by_model``: each model's recorded MC-dropout pass counts (of one sample)."""
+    from store.uncertainty import passes_by_model
+
+    return passes_by_model(store_at(db), sample)
+
+
 def default_model(names: list[str], kinds: dict[str, str]) -> str:
     """The model a page starts on: the first GENUINE model, else the first one."""
     return next((m for m in names if kinds.get(m) == "genuine"), names[0])

@@ -583,9 +583,13 @@ def main() -> None:
         common.empty_state("registered models")
         event_log_section(db)
         return
+    from store.uncertainty import describe
+
+    passes = common.uncertainty_passes(db, common.rev("data"), common.rev("models"))
     view = pd.DataFrame({
         "Model": models["name"], "Status": [status_text(r) for _, r in models.iterrows()],
         "Kind": models["kind"], "Preset": models["preset"],
+        "Uncertainty": [describe(m, passes.get(n, [])) for n, m in zip(models["name"], models["uncertainty_method"])],
         "Patch px": models["patch_size"], "Checksum": models["checksum"].str[:12] + "…",
         "Predictions": models["n_predictions"], "Scans": models["n_scans"],
         "Registered": models["registered_at"], "Folder": models["folder"],

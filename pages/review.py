@@ -242,6 +242,8 @@ def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict
 
 def predictions_panel(preds: pd.DataFrame) -> None:
     """Each model's probability, call, uncertainty and detected counts."""
+    from store.uncertainty import uncertainty_help
+
     if preds.empty:
         st.caption("No predictions.")
         return
@@ -256,7 +258,7 @@ def predictions_panel(preds: pd.DataFrame) -> None:
     st.dataframe(view, hide_index=True, placeholder="–", column_config={
         "P(MNA)": st.column_config.ProgressColumn(format="%.2f", min_value=0.0, max_value=1.0, width=96),
         "Call": st.column_config.TextColumn(width=72),
-        "Unc.": st.column_config.NumberColumn(format="%.2f", width=52, help="uncertainty of the prediction"),
+        "Unc.": st.column_config.NumberColumn(format="%.2f", width=52, help=uncertainty_help(preds)),
         "Signals": st.column_config.TextColumn(width=80, help="detected NMI · MYCN · MYCN-cluster signals"),
     }, key="review_preds")
 

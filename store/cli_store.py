@@ -86,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subs["score"].add_argument("model", metavar="MODEL", help="a model folder, or the name of a registered model")
     subs["score"].add_argument("--sample", default=None, help="only the scans of this sample")
     subs["score"].add_argument("--quiet", action="store_true", help="no progress bar")
+    subs["score"].add_argument("--mc-samples", type=int, default=None, metavar="N",
+                               help="MC-dropout passes for the uncertainty (default: as the model's stored "
+                                    "uncertainties, i.e. the pass count its scorings recorded, else 10)")
     subs["remove-model"].add_argument("name", metavar="NAME", help="the registered model's name")
     subs["remove-model"].add_argument("--yes", action="store_true",
                                       help="do not ask for confirmation (required when stdin is not a terminal)")
@@ -112,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "exclude-scan":
         return _exclude_scan(db, args.scan_id, args.by, args.note)
     if args.action == "score":
-        return _score(db, args.model, args.sample, not args.quiet, args.by)
+        return _score(db, args.model, args.sample, not args.quiet, args.by, args.mc_samples)
     if args.action == "remove-model":
         return _remove_model(db, args.name, args.yes, args.by)
     if args.action == "relocate-model":
@@ -261,15 +264,17 @@ def _remove_scan(db, scan_id: int, yes: bool, by: str | None) -> int:
     return 0
 
 
-def _score(db, model_name: str, sample: str | None, progress: bool, by: str | None) -> int:
+def _score(db, model_name: str, sample: str | None, progress: bool, by: str | None, mc_samples: int | None) -> int:
     """Score the stored scans the model has not scored; exit 1 when some had to be skipped."""
     import sys
 
     from tqdm.auto import tqdm
 
     from store.db import INTERRUPTS, Store, is_interrupt
-    from store.rescore import model_to_score, score_stored_scans
+    from store.rescore import check_passes, model_to_score, score_stored_scans
+    from store.uncertainty import describe
 
+    check_passes(mc_samples)  # before the store is opened
     done = []
 
     def report(outcome, i: int, n: int) -> None:
@@ -279,7 +284,7 @@ def _score(db, model_name: str, sample: str | None, progress: bool, by: str | No
 
     with Store(db) as store:
         try:
-            model = model_to_score(store, model_name)
+            model = model_to_score(store, model_name, mc_samples)
             score_stored_scans(store, model, sample, progress=progress, on_scan=report, by=by)
         except INTERRUPTS as exc:
             if not is_interrupt(exc):
@@ -294,6 +299,7 @@ def _score(db, model_name: str, sample: str | None, progress: bool, by: str | No
               + (f" of sample {sample!r}" if sample else ""))
         return 0
     print(f"{model.name}: scored {len(scored)} scan(s), {sum(o.n_nuclei for o in scored)} nuclei"
+          + (f" (uncertainty: {describe(model.uncertainty_method, [model.mc_samples])})" if scored else "")
           + (f"; {skipped} skipped (see above)" if skipped else ""))
     return 1 if skipped else 0
 

@@ -19,7 +19,7 @@ from genuine_core.commands.checks import output_folder
 from genuine_core.errors import InputError, StoreError
 from genuine_core.percent_text import pct_text
 from genuine_core.pipeline import center_crop, decode_patch
-from store import labels, registry, report_format, samples, scans, summary
+from store import labels, registry, report_format, samples, scans, summary, uncertainty
 from store.db import Store
 from store.nuclei import nucleus_predictions, patch_bytes, sample_nuclei
 
@@ -31,8 +31,8 @@ def _wide_nuclei(store: Store, sample: str) -> pd.DataFrame:
     preds = nucleus_predictions(store, base["nucleus_id"])
     if len(preds):
         wide = preds.pivot(index="nucleus_id", columns="model",
-                           values=["prob", "prob_calibrated", "uncertainty", "call", "det_nmi", "det_mycn",
-                                   "det_cluster"])
+                           values=["prob", "prob_calibrated", "uncertainty", "mc_samples", "call", "det_nmi",
+                                   "det_mycn", "det_cluster"])
         wide.columns = [f"{value}__{model}" for value, model in wide.columns]
         wide = wide.dropna(axis=1, how="all").reset_index()
         base = base.merge(wide, on="nucleus_id", how="left")
@@ -78,7 +78,8 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     """Write a sample report folder.
 
     Files: ``nuclei.csv`` and ``nuclei.parquet`` (one row per nucleus: position, size,
-    intensities, labels, and per model ``prob__<model>``, ``call__<model>`` ...),
+    intensities, labels, and per model ``prob__<model>``, ``call__<model>``, ``uncertainty__<model>`` with
+    ``mc_samples__<model>``, the MC-dropout passes it is the std over (0: an entropy; left out: not recorded) ...),
     ``summary.csv`` (the sample summaries), ``summary.md`` and ``summary.html``.
 
     Args:
@@ -158,7 +159,7 @@ def _report_facts(sample: str, info: dict, nuclei: pd.DataFrame, chosen: tuple[s
 
 def _report_sections(store: Store, sample: str, summ: pd.DataFrame) -> list[report_format.Section]:
     """Per-model numbers, the QC flags raised (when any) with the models raising them, how each scan
-    was read, and the models' checksums."""
+    was read, and the models' checksums, status and uncertainty (with its MC-dropout passes)."""
     per_model = ("Per model", [h for _, h in _REPORT_COLUMNS],
                  [[(pct_text(r[c]) if c.endswith("_pct") else _fmt(r[c]))
                    + (" (retired)" if c == "model" and r["retired"] else "") for c, _ in _REPORT_COLUMNS]
@@ -169,14 +170,16 @@ def _report_sections(store: Store, sample: str, summ: pd.DataFrame) -> list[repo
     scan_rows = [[str(c["id"]), c["file_name"], c["channel_map"], c["backend"] or "-", str(c["n_nuclei"]),
                   str(c["ingested_at"])[:16], c["sha256"]] for c in scans.scan_overview(store, sample).to_dict("records")]
     models = registry.list_models(store).set_index("name").loc[list(dict.fromkeys(summ["model"]))]
+    passes = uncertainty.passes_by_model(store, sample)
     model_rows = [[name, m["kind"], m["preset"] or "-", m["checksum"] or "-", str(m["registered_at"])[:16],
-                   "active" if pd.isna(m["retired_at"]) else registry.retired_text(m["retired_at"], m["retired_by"])]
+                   "active" if pd.isna(m["retired_at"]) else registry.retired_text(m["retired_at"], m["retired_by"]),
+                   uncertainty.describe(m["uncertainty_method"], passes.get(name, []))]
                   for name, m in models.iterrows()]
     return [per_model, *([("QC flags", None, explained)] if flags else []),
             ("Scans (how each was read)",
              ["scan", "file", "channel map", "segmentation", "nuclei", "ingested (UTC)", "file SHA-256"], scan_rows),
             ("Models", ["model", "kind", "preset", "model folder checksum (SHA-256 of its checksum.sha256)",
-                        "registered", "status"], model_rows)]
+                        "registered", "status", "uncertainty (of this sample's nuclei)"], model_rows)]
 
 
 def curated_rows(store: Store, sample: str | None = None) -> pd.DataFrame:

@@ -81,6 +81,12 @@ def _retired_models_sql() -> str:
     """
 
 
+def _mc_samples_sql() -> str:
+    # how many MC-dropout passes each scoring averaged over (0: the uncertainty is an entropy); NULL: scored
+    # before it was recorded (the default then was 10, but `genuine ingest --mc-samples N` could change it)
+    return "ALTER TABLE scan_models ADD COLUMN IF NOT EXISTS mc_samples INTEGER;"
+
+
 #: what ``store_events.action`` may hold from schema step 4 on (``store.events.ACTIONS``)
 STORE_ACTIONS = ("register model", "remove model", "remove scan", "retire model", "reinstate model")
 STORE_ACTIONS_SQL = ", ".join(f"'{a}'" for a in STORE_ACTIONS)
@@ -91,6 +97,7 @@ STEPS: list[tuple[int, str, callable]] = [
     (2, "scans.patch_normalisation: how the stored patches were normalised", _patch_normalisation_sql),
     (3, "store_events: model registrations and removals, scan removals", _store_events_sql),
     (4, "models.retired_at/retired_by; store_events: retire and reinstate model", _retired_models_sql),
+    (5, "scan_models.mc_samples: the MC-dropout passes of each scoring", _mc_samples_sql),
 ]
 LATEST = STEPS[-1][0]
 

@@ -71,14 +71,17 @@ def nucleus_predictions(store: Store, nucleus_ids) -> pd.DataFrame:
 
     Returns:
         DataFrame ``nucleus_id, model, kind, prob, prob_calibrated, uncertainty, call, det_nmi,
-        det_mycn, det_cluster``, ordered by nucleus then model id.
+        det_mycn, det_cluster, uncertainty_method, mc_samples`` (the MC-dropout passes of the scan's scoring,
+        0 for an entropy; NaN: not recorded), ordered by nucleus then model id.
     """
     with store.frames(ids_in=_ids_frame(nucleus_ids)):
         return store.query(
             """
             SELECT p.nucleus_id, m.name AS model, m.kind, p.prob, p.prob_calibrated, p.uncertainty, p.call,
-                   p.det_nmi, p.det_mycn, p.det_cluster
+                   p.det_nmi, p.det_mycn, p.det_cluster, m.uncertainty_method, sm.mc_samples
             FROM ids_in i JOIN predictions p ON p.nucleus_id = i.nucleus_id JOIN models m ON m.id = p.model_id
+            JOIN nuclei n ON n.id = p.nucleus_id
+            LEFT JOIN scan_models sm ON sm.scan_id = n.scan_id AND sm.model_id = p.model_id
             ORDER BY p.nucleus_id, m.id
             """
         )

@@ -66,17 +66,18 @@ def stored_uncertainty(store: Store, name: str) -> str | None:
 
 
 def as_stored(store: Store, models: list[ScoringModel]) -> list[ScoringModel]:
-    """``models``, each loaded again (with or without MC dropout) where its stored predictions measure
-    uncertainty the other way, so that scoring with the default setting adds to what is there.
-    Models without a folder are left as they are (registration then says what differs)."""
+    """``models``, each loaded again where its stored predictions measure uncertainty otherwise (with or
+    without MC dropout, or over another number of passes: ``store.uncertainty.scoring_passes``), so that
+    scoring with the default setting adds to what is there. Models without a folder are left as they are
+    (registration then says what differs)."""
     from genuine_core.pipeline import DEFAULT_MC_SAMPLES, load_model
+    from store.uncertainty import scoring_passes
 
     out = []
     for m in models:
-        stored = stored_uncertainty(store, m.name)
-        if stored in _METHOD_OPTION and stored != m.uncertainty_method and m.folder:
-            m = load_model(m.folder, name=m.name, batch_size=m.batch_size,
-                           mc_samples=0 if stored == "entropy" else DEFAULT_MC_SAMPLES)
+        passes = scoring_passes(store, m.name, DEFAULT_MC_SAMPLES)
+        if passes is not None and passes != m.mc_samples and m.folder:
+            m = load_model(m.folder, name=m.name, batch_size=m.batch_size, mc_samples=passes)
         out.append(m)
     return out
 

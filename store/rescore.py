@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from genuine_core.errors import InputError, StoreError
-from genuine_core.pipeline import ScanResult, ScoringModel, decode_patch, load_model, score_scans
+from genuine_core.pipeline import (DEFAULT_MC_SAMPLES, MAX_MC_SAMPLES, ScanResult, ScoringModel, decode_patch,
+                                   load_model, score_scans)
 from store import registry
 from store.db import Store
 from store.location import genuine_command
@@ -45,21 +46,38 @@ class ScanScore:
         return f"{what}: skipped, {self.reason}"
 
 
-def model_to_score(store: Store, name_or_folder: str) -> ScoringModel:
+def check_passes(mc_samples: int | None) -> None:
+    """Refuse an MC-dropout pass count out of range (None: not given).
+
+    Raises:
+        InputError: ``mc_samples`` is not in [0, MAX_MC_SAMPLES].
+    """
+    if mc_samples is not None and not 0 <= mc_samples <= MAX_MC_SAMPLES:
+        raise InputError(f"--mc-samples must be in [0, {MAX_MC_SAMPLES}], got {mc_samples}")
+
+
+def model_to_score(store: Store, name_or_folder: str, mc_samples: int | None = None) -> ScoringModel:
     """The model ``name_or_folder`` names: a model folder, or the name of a registered model (loaded from the
     folder it was registered from, whose weights must still be the registered ones).
 
+    Args:
+        mc_samples: MC-dropout passes for the uncertainty; None: as the model's stored uncertainties were
+            measured (``registry.as_stored``: the pass count its scorings recorded, else the default).
+
     Raises:
-        InputError: neither a folder nor a registered name.
+        InputError: neither a folder nor a registered name, or ``mc_samples`` out of range.
         StoreError: a retired model (the message says how to reinstate it).
         ModelLoadError: the folder cannot be loaded, holds an unfinished run, or no longer holds the
             registered weights.
     """
     if not name_or_folder.strip():
         raise InputError("no model given: name a model folder or a registered model")
+    check_passes(mc_samples)
+    passes = DEFAULT_MC_SAMPLES if mc_samples is None else mc_samples
+    as_stored = registry.as_stored if mc_samples is None else (lambda _store, models: models)
     folder = Path(name_or_folder).expanduser()
     if folder.is_dir():
-        return registry.as_stored(store, [load_model(folder)])[0]
+        return as_stored(store, [load_model(folder, mc_samples=passes)])[0]
     models = registry.list_models(store)
     row = models[models["name"] == name_or_folder]
     if row.empty:
@@ -68,9 +86,9 @@ def model_to_score(store: Store, name_or_folder: str) -> ScoringModel:
     registry.refuse_retired(store, name_or_folder)
     if not isinstance(row.iloc[0]["folder"], str) or not Path(row.iloc[0]["folder"]).is_dir():
         raise InputError(f"model {name_or_folder!r}: its folder {row.iloc[0]['folder']} is not on this machine")
-    model = load_model(row.iloc[0]["folder"], name=name_or_folder)
+    model = load_model(row.iloc[0]["folder"], name=name_or_folder, mc_samples=passes)
     registry.verify_registered(store, model, name_or_folder)
-    return registry.as_stored(store, [model])[0]
+    return as_stored(store, [model])[0]
 
 
 def stored_scan_count(store: Store) -> int:

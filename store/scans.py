@@ -274,8 +274,9 @@ def _insert_embeddings(store: Store, cur, ids: np.ndarray, result: ScanResult, m
 
 def _insert_scan_models(cur, scan_id: int, result: ScanResult, model_ids: dict[str, int]) -> None:
     for name, out in result.outputs.items():
-        cur.execute("INSERT INTO scan_models (scan_id, model_id, n_predictions, seconds) VALUES (?, ?, ?, ?)",
-                    [scan_id, model_ids[name], len(out.table), float(out.seconds)])
+        cur.execute("INSERT INTO scan_models (scan_id, model_id, n_predictions, seconds, mc_samples) "
+                    "VALUES (?, ?, ?, ?, ?)", [scan_id, model_ids[name], len(out.table), float(out.seconds),
+                                               out.mc_samples])
 
 
 def _by_mask_label(frame: pd.DataFrame, ids: np.ndarray, result: ScanResult) -> pd.DataFrame:

@@ -146,6 +146,7 @@ CREATE TABLE IF NOT EXISTS scan_models (
     model_id      BIGINT NOT NULL,
     n_predictions INTEGER NOT NULL,
     seconds       DOUBLE,
+    -- mc_samples INTEGER: added by migration step 5 (MC-dropout passes of the uncertainty; 0: entropy; NULL: not recorded)
     PRIMARY KEY (scan_id, model_id)
 );
 

@@ -349,6 +349,20 @@ def test_cases_gallery_uncertain_means_what_the_qc_flag_counts(store_copy):
     assert want and shown == want
 
 
+def test_the_uncertainty_names_its_mc_dropout_passes_on_the_cases_and_models_pages(store_copy):
+    from store.db import open_store
+
+    with open_store(store_copy[0]) as s:  # the small store's fake models record none; an ingest would
+        s.execute("UPDATE models SET uncertainty_method = 'mc_dropout_std'")
+        s.execute("UPDATE scan_models SET mc_samples = 30")
+    at = open_page("cases")
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    assert "uncertain: MC-dropout standard deviation over 30 passes of at least" in (
+        at.segmented_control(key="case_gallery_filter").help)
+    at = open_page("models")
+    assert set(frame_with(at, "Uncertainty")["Uncertainty"]) == {"MC-dropout standard deviation over 30 passes"}
+
+
 def test_cases_filters_without_a_match_say_so_and_open_no_case(store_copy):
     at = open_page("cases")
     at.text_input(key="cases_search").set_value("no-such-sample").run()
