@@ -9,10 +9,12 @@ retired model's folder is only noted).
 
 from __future__ import annotations
 
+import pandas as pd
+
 from genuine_core.checksums import sha256_file
 from genuine_core.errors import ModelLoadError
 from store.db import Store
-from store.registry import relocate_command, weights_mismatch
+from store.registry import relocate_command, retired_text, weights_mismatch
 
 # (description, query returning one count: 0 = fine). Constant SQL only.
 _CHECKS: list[tuple[str, str]] = [
@@ -167,7 +169,8 @@ _COUNT_SQL = {t: "SELECT count(*) FROM " + t for t in _COUNT_TABLES}
 
 
 def store_info(store: Store) -> dict:
-    """Schema version, file size and row counts per table."""
+    """Schema version, file size, row counts per table and the registered models, each with its status
+    ('active', or 'retired on ... by ...': it keeps its predictions but scores no new scan)."""
     cur = store.cursor()
     info = {
         "path": str(store.path),
@@ -176,5 +179,8 @@ def store_info(store: Store) -> dict:
         "counts": {t: int(cur.execute(_COUNT_SQL[t]).fetchone()[0]) for t in _COUNT_TABLES},
         "curated_nuclei": int(cur.execute("SELECT count(*) FROM curated_labels").fetchone()[0]),
     }
-    info["models"] = store.query("SELECT name, kind, preset FROM models ORDER BY id").to_dict("records")
+    models = store.query("SELECT name, kind, preset, retired_at, retired_by FROM models ORDER BY id")
+    info["models"] = [{"name": m.name, "kind": m.kind, "preset": m.preset,
+                       "status": "active" if pd.isna(m.retired_at) else retired_text(m.retired_at, m.retired_by)}
+                      for m in models.itertuples(index=False)]
     return info

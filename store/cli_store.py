@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     helps = {
         "check": "integrity check (exit 1 when problems are found)",
-        "info": "schema version, size and row counts",
+        "info": "schema version, size, row counts and the registered models with their status (active or retired)",
         "scans": "list the stored scans: id, sample, file, channel map, segmentation, nuclei, models that scored "
                  "it, reviewed, excluded and ever labelled nuclei, when ingested, sha256",
         "remove-scan": "delete one scan and everything derived from it (refused once any of its nuclei has a label "

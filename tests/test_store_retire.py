@@ -148,6 +148,19 @@ def test_store_check_notes_a_retired_models_folder_instead_of_reporting_it(store
     assert note.startswith("retired model 'old': ") and "holds other weights" in note
 
 
+def test_store_info_gives_each_models_status(tmp_path, capsys):
+    import json
+
+    db = tmp_path / "lab.duckdb"
+    with Store(db) as s:
+        _scan(s, "a" * 64, [_model("old"), _model("new")])
+        registry.retire_model(s, "old", by="ann")
+    assert main(["store", "info", "--db", str(db)]) == 0
+    models = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
+    assert models["new"]["status"] == "active"
+    assert models["old"]["status"].startswith("retired on ") and models["old"]["status"].endswith(" by ann")
+
+
 def test_partly_scored_spares_a_retired_model_the_scans_ingested_after_its_retirement(store):
     old, new = _model("old"), _model("new")
     t0 = datetime(2026, 1, 1)
