@@ -249,7 +249,8 @@ def retire_section(name: str, row: pd.Series) -> None:
     st.markdown(f"**Status:** {status_text(row)}")
     if retired:
         st.caption(f"{name} keeps its predictions, maps and rows on the Cases page, but scores no new scans and its "
-                   "folder is not checked. Reinstating it checks that its folder holds the registered weights.")
+                   "folder is not checked. Reinstating it checks that its folder holds the registered weights and "
+                   "that the active models read patches normalised as it does.")
     else:
         st.caption(f"Retiring {name} keeps its predictions, maps and rows on the Cases page (marked retired), but it "
                    "scores no new scans, ingest no longer needs its folder nor checks its patch normalisation against "

@@ -172,12 +172,9 @@ def _note_models_left_out(store, models) -> None:
 
     import pandas as pd
 
-    from genuine_core.patches import LEGACY_NORMALISATION
     from store.location import genuine_command
     from store.registry import list_models
-
-    def reads(config: dict) -> str:  # as store.rescore.registered_inputs: configs without it are older
-        return str(config.get("patch_normalisation", LEGACY_NORMALISATION))
+    from store.registry import patch_normalisation as reads
 
     running = {m.name for m in models}
     cut = {reads(m.config) for m in models}

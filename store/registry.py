@@ -321,6 +321,33 @@ def refuse_retired(store: Store, name: str) -> None:
                          f"predictions stay); to score with it again, reinstate it: {again}")
 
 
+def patch_normalisation(config: dict) -> str:
+    """The patch normalisation a registered model reads, from its stored ``config`` (none recorded: 'percentile')."""
+    from genuine_core.patches import LEGACY_NORMALISATION
+
+    return str(config.get("patch_normalisation", LEGACY_NORMALISATION))
+
+
+def refuse_other_normalisation(store: Store, name: str) -> None:
+    """Refuse to reinstate ``name`` when an active model reads patches normalised otherwise: ingest cuts each
+    scan one way for all its models, so it would refuse every scan afterwards.
+
+    Raises:
+        StoreError: an active model's patch normalisation differs from ``name``'s (both named).
+    """
+    models = list_models(store)
+    reads = {r.name: patch_normalisation(r.config) for r in models.itertuples()}
+    scoring = models["retired_at"].isna() & models["folder"].notna()  # as ingest runs them
+    other = [n for n in models.loc[scoring, "name"] if reads[n] != reads[name]]
+    if other:
+        kinds = sorted({reads[n] for n in other})
+        retire = genuine_command("store retire-model NAME --by NAME", store.path)
+        raise StoreError(
+            f"model {name!r} not reinstated: it reads {reads[name]!r} patches, the active model(s) "
+            f"{', '.join(other)} read {' and '.join(map(repr, kinds))} ones, and ingest cuts a scan one way for all "
+            f"its models; keep it retired (its predictions stay) or first retire those: {retire}")
+
+
 def retire_model(store: Store, name: str, by: str | None = None) -> None:
     """Retire a registered model (``genuine store retire-model``): its predictions, maps and rows on the Cases
     page stay, but it scores no new scan, ingest leaves it out (and out of the patch-normalisation check), and
@@ -347,7 +374,8 @@ def reinstate_model(store: Store, name: str, by: str | None = None) -> None:
     holds the registered weights (as :func:`relocate_model` checks); a 'reinstate model' event records who.
 
     Raises:
-        StoreError: no such model, it is not retired, or its folder holds other weights (or none is recorded).
+        StoreError: no such model, it is not retired, it reads patches normalised otherwise than an active
+            model (:func:`refuse_other_normalisation`), or its folder holds other weights (or none is recorded).
         ModelLoadError: its folder is missing or incomplete.
     """
     mid = model_id(store, name)
@@ -355,6 +383,7 @@ def reinstate_model(store: Store, name: str, by: str | None = None) -> None:
         "SELECT folder, checksum, retired_at FROM models WHERE id = ?", [mid]).fetchone()
     if when is None:
         raise StoreError(f"model {name!r} is not retired (it scores new scans); nothing changed")
+    refuse_other_normalisation(store, name)
     relocate = relocate_command(name, store.path)
     if not folder:
         raise StoreError(f"model {name!r} has no recorded folder; record where its weights are first: {relocate}")

@@ -124,9 +124,7 @@ def skip_reason(scan: dict, patch_size: int, normalisation: str) -> str:
 
 def registered_inputs(config: dict) -> tuple[int, str]:
     """Patch size (px) and normalisation a registered model reads, from its stored ``config`` (no weights loaded)."""
-    from genuine_core.patches import LEGACY_NORMALISATION
-
-    return int(config["patch_size"]), str(config.get("patch_normalisation", LEGACY_NORMALISATION))
+    return int(config["patch_size"]), registry.patch_normalisation(config)
 
 
 def _stored_patches(store: Store, scan_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,9 @@ from store.summary import sample_summaries
 
 
 def _model(name: str, normalisation: str = "spot_flux", folder: str | None = None):
-    return dataclasses.replace(fake_model(name), normalisation=normalisation, folder=folder)
+    fake = fake_model(name)
+    return dataclasses.replace(fake, normalisation=normalisation, folder=folder,
+                               config={**fake.config, "patch_normalisation": normalisation})
 
 
 def _saved(folder, seed: int, name: str = "old"):
@@ -91,6 +93,24 @@ def test_a_retired_model_keeps_its_predictions_and_reinstating_checks_its_folder
     _saved(tmp_path / "kept" / "old", seed=0)  # the copy the lab kept aside
     registry.relocate_model(store, "old", tmp_path / "kept" / "old", by="ann")
     registry.reinstate_model(store, "old", by="ann")
+    assert registry.retired(store, "old") is None
+
+
+def test_reinstating_a_model_that_reads_other_patches_than_the_active_ones_is_refused(store, tmp_path):
+    old = _saved(tmp_path / "old", seed=0)  # a tiny ratio model: 'percentile' patches, as before 2026-12-03
+    _scan(store, "a" * 64, [old])
+    registry.retire_model(store, "old", by="ann")
+    _scan(store, "b" * 64, [_model(n, folder=f"/models/{n}") for n in ("new_a", "new_b")], sample="CASE2")
+    with pytest.raises(StoreError) as exc:
+        registry.reinstate_model(store, "old", by="ann")
+    assert str(exc.value) == (
+        "model 'old' not reinstated: it reads 'percentile' patches, the active model(s) new_a, new_b read "
+        "'spot_flux' ones, and ingest cuts a scan one way for all its models; keep it retired (its predictions "
+        f"stay) or first retire those: genuine store retire-model NAME --by NAME --db {store.path}")
+    assert registry.retired(store, "old") is not None and _actions(store)[-1][0] == "register model"
+    for name in ("new_a", "new_b"):
+        registry.retire_model(store, name, by="ann")
+    registry.reinstate_model(store, "old", by="ann")  # going back to the old models
     assert registry.retired(store, "old") is None
 
 
@@ -237,7 +257,7 @@ def test_cli_retire_reinstate_and_events(tmp_path, capsys):
     db = tmp_path / "lab.duckdb"
     with Store(db) as s:
         _scan(s, "a" * 64, [_saved(tmp_path / "old", seed=0)])
-        _scan(s, "b" * 64, [_model("new")], sample="CASE2")
+        _scan(s, "b" * 64, [_model("new", "percentile")], sample="CASE2")
     assert main(["store", "retire-model", "old", "--by", "Ann", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert out.startswith("model 'old' retired: it scores no new scans") and "reinstate-model old --by Ann" in out
