@@ -3,8 +3,8 @@
 The check verifies what the schema does not enforce itself: counts consistent, no
 orphan rows, every nucleus of a committed scan holds a prediction and an embedding
 from every model that scored the scan, UMAP map files present and unmodified, and every
-active registered model's folder present and holding the weights registered (ingest refuses otherwise; a
-retired model's folder is only noted).
+active registered model's folder present and holding the weights registered, and the active models reading
+patches normalised one way (ingest refuses otherwise; a retired model's folder is only noted).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pandas as pd
 from genuine_core.checksums import sha256_file
 from genuine_core.errors import ModelLoadError
 from store.db import Store
-from store.registry import relocate_command, retired_text, weights_mismatch
+from store.registry import (list_models, mixed_normalisations, mixed_way_out, patch_normalisation, relocate_command,
+                            retired_text, weights_mismatch)
 
 # (description, query returning one count: 0 = fine). Constant SQL only.
 _CHECKS: list[tuple[str, str]] = [
@@ -122,6 +123,10 @@ def check_store(store: Store) -> list[str]:
             problems.append(f"UMAP map of model {rec['name']!r} missing: {path}")
         elif sha256_file(path) != rec["reducer_sha256"]:
             problems.append(f"UMAP map of model {rec['name']!r} does not match its recorded checksum: {path}")
+    mixed = mixed_normalisations(store)
+    if mixed:
+        problems.append(f"the active models read differently normalised patches: {mixed}, so a plain ingest "
+                        f"refuses every scan; {mixed_way_out(store)}")
     return problems + _model_folder_problems(store)
 
 
@@ -169,8 +174,9 @@ _COUNT_SQL = {t: "SELECT count(*) FROM " + t for t in _COUNT_TABLES}
 
 
 def store_info(store: Store) -> dict:
-    """Schema version, file size, row counts per table and the registered models, each with its status
-    ('active', or 'retired on ... by ...': it keeps its predictions but scores no new scan)."""
+    """Schema version, file size, row counts per table and the registered models, each with the patch
+    normalisation it reads and its status ('active', or 'retired on ... by ...': it keeps its predictions but
+    scores no new scan)."""
     cur = store.cursor()
     info = {
         "path": str(store.path),
@@ -179,8 +185,8 @@ def store_info(store: Store) -> dict:
         "counts": {t: int(cur.execute(_COUNT_SQL[t]).fetchone()[0]) for t in _COUNT_TABLES},
         "curated_nuclei": int(cur.execute("SELECT count(*) FROM curated_labels").fetchone()[0]),
     }
-    models = store.query("SELECT name, kind, preset, retired_at, retired_by FROM models ORDER BY id")
     info["models"] = [{"name": m.name, "kind": m.kind, "preset": m.preset,
+                       "patch_normalisation": patch_normalisation(m.config),
                        "status": "active" if pd.isna(m.retired_at) else retired_text(m.retired_at, m.retired_by)}
-                      for m in models.itertuples(index=False)]
+                      for m in list_models(store).itertuples(index=False)]
     return info

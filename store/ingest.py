@@ -137,7 +137,8 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
         ModelLoadError: a folder cannot be loaded, or a registered folder no longer holds
             the weights the store recorded at registration (retired models are left out: see
             ``store.registry.retire_model``).
-        InputError: a given folder holds no model.
+        InputError: a given folder holds no model, or the active registered models read differently normalised
+            patches (:func:`store.registry.mixed_normalisations`).
     """
     paths: list[Path] = []
     if folders:
@@ -148,6 +149,10 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
             paths.extend(found)
     else:
         reg = registry.list_models(store)
+        mixed = registry.mixed_normalisations(store)
+        if mixed:  # ingest cuts a scan one way for all its models
+            raise InputError(f"the active registered models read differently normalised patches: {mixed}; "
+                             f"{registry.mixed_way_out(store)}")
         if len(reg):  # registered folders: the weights must still be the ones registered; retired models score none
             models = []
             for rec in reg[reg["folder"].notna() & reg["retired_at"].isna()].to_dict("records"):

@@ -328,6 +328,24 @@ def patch_normalisation(config: dict) -> str:
     return str(config.get("patch_normalisation", LEGACY_NORMALISATION))
 
 
+def mixed_normalisations(store: Store) -> str:
+    """'' when the active models read patches normalised one way, else which read which, e.g.
+    "'percentile' (old), 'spot_flux' (new_a, new_b)": ingest then refuses every scan (it cuts one way).
+    Models without a recorded folder are left out, as ingest leaves them out."""
+    models = list_models(store)
+    reads: dict[str, list[str]] = {}
+    for r in models[models["retired_at"].isna() & models["folder"].notna()].itertuples():
+        reads.setdefault(patch_normalisation(r.config), []).append(r.name)
+    return "" if len(reads) < 2 else ", ".join(f"{k!r} ({', '.join(v)})" for k, v in sorted(reads.items()))
+
+
+def mixed_way_out(store: Store) -> str:
+    """What to do about :func:`mixed_normalisations`: retire the models of one normalisation, or ingest with some."""
+    retire = genuine_command("store retire-model NAME --by NAME", store.path)
+    return (f"retire the models of one normalisation ({retire}, or Retire on the Models page), or run only some "
+            "with genuine ingest --models")
+
+
 def refuse_other_normalisation(store: Store, name: str) -> None:
     """Refuse to reinstate ``name`` when an active model reads patches normalised otherwise: ingest cuts each
     scan one way for all its models, so it would refuse every scan afterwards.

@@ -15,7 +15,7 @@ import pytest
 
 from _store_fakes import fake_model, store_at_version, synthetic_result
 from genuine_core.cli import main
-from genuine_core.errors import ModelLoadError, StoreError
+from genuine_core.errors import InputError, ModelLoadError, StoreError
 from genuine_core.pipeline import models_normalisation
 from store import export, ingest, migrations, registry, rescore, samples
 from store.check import check_store, retired_model_notes
@@ -121,8 +121,10 @@ def test_ingest_leaves_retired_models_out_of_its_models_and_of_the_normalisation
         registry.register_model(store, m)
     by_folder = {m.folder: m for m in [*olds, new]}
     loader = lambda p: by_folder[str(p)]  # noqa: E731
-    with pytest.raises(Exception, match="differently normalised"):  # today's block: both kinds registered
-        models_normalisation(ingest.resolve_models(store, loader=loader))
+    with pytest.raises(InputError, match=r"^the active registered models read differently normalised patches: "
+                                         r"'percentile' \(old_a, old_b\), 'spot_flux' \(new\); retire the models "
+                                         r"of one normalisation \(genuine store retire-model NAME --by NAME --db "):
+        ingest.resolve_models(store, loader=loader)  # both kinds active: the way out is named
     for m in olds:
         registry.retire_model(store, m.name, by="ann")
     models = ingest.resolve_models(store, loader=loader)
@@ -168,6 +170,17 @@ def test_store_check_notes_a_retired_models_folder_instead_of_reporting_it(store
     assert note.startswith("retired model 'old': ") and "holds other weights" in note
 
 
+def test_store_check_reports_active_models_that_read_differently_normalised_patches(store):
+    for m in (_model("old", "percentile", "/old"), _model("new_a", folder="/a"), _model("new_b", folder="/b")):
+        registry.register_model(store, m)
+    problem = check_store(store)[0]  # then the made-up folders
+    assert problem.startswith("the active models read differently normalised patches: 'percentile' (old), "
+                              "'spot_flux' (new_a, new_b), so a plain ingest refuses every scan; retire the models "
+                              "of one normalisation (genuine store retire-model NAME --by NAME --db ")
+    registry.retire_model(store, "old", by="ann")  # the upgrade done: the retired model reads what it likes
+    assert not any("normalised" in p for p in check_store(store))  # (the made-up folders are reported)
+
+
 def test_store_info_gives_each_models_status(tmp_path, capsys):
     import json
 
@@ -177,7 +190,7 @@ def test_store_info_gives_each_models_status(tmp_path, capsys):
         registry.retire_model(s, "old", by="ann")
     assert main(["store", "info", "--db", str(db)]) == 0
     models = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}
-    assert models["new"]["status"] == "active"
+    assert models["new"]["status"] == "active" and models["new"]["patch_normalisation"] == "spot_flux"
     assert models["old"]["status"].startswith("retired on ") and models["old"]["status"].endswith(" by ann")
 
 
