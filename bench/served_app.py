@@ -60,12 +60,12 @@ def stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
 
 
 @contextlib.contextmanager
-def serve_app(db: Path, log_path: Path | None = None, timeout: float = 120.0):
+def serve_app(db: Path, log_path: Path | None = None, timeout: float = 120.0, port: int | None = None):
     """Serve ``app.py`` against the store ``db``; yields (base url, process) once healthy, stops it after.
 
-    ``log_path`` receives the server's output (discarded when None).
+    ``log_path`` receives the server's output (discarded when None); ``port``: a free one when None.
     """
-    port = free_port()
+    port = port or free_port()
     env = {**os.environ, "GENUINE_DB": str(db), "PYTHONPATH": str(REPO)}
     with open(log_path or os.devnull, "w") as log:
         proc = subprocess.Popen(
