@@ -64,6 +64,8 @@ def scan_by_sha(store: Store, sha256: str) -> dict | None:
 
 def _backend(segmentation) -> str | None:
     """The backend named in a scan's stored ``segmentation`` JSON (None: not recorded or unreadable)."""
+    if not isinstance(segmentation, str):  # NULL comes back as None or NaN (float) depending on the column
+        return None
     try:
         return json.loads(segmentation or "{}").get("backend")
     except (ValueError, AttributeError):

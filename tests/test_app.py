@@ -2012,3 +2012,33 @@ def test_cases_names_a_sample_left_without_a_nucleus_to_call(store_copy):
     assert not at.exception, [e.value for e in at.exception]
     assert any(c.value.endswith("no nucleus to call (all excluded by curators, or none stored): MIX-50")
                for c in at.caption)
+
+
+# ----------------------------------------------------------------------------- a large store (store.scale rows)
+@pytest.fixture(scope="module")
+def scaled_store(tmp_path_factory) -> Path:
+    """A store of 3,000 synthetic nuclei in 4 samples, scored by 2 models, each with UMAP coordinates."""
+    from genuine_core.pipeline import encode_image, encode_masks
+    from store.db import Store
+    from store.scale import populate_synthetic
+
+    path = tmp_path_factory.mktemp("scaled") / "scaled.duckdb"
+    images = (encode_image(np.zeros((40, 40, 3), np.float32)), encode_masks(np.zeros((40, 40), np.int32)))
+    with Store(path) as s:
+        populate_synthetic(s, n_nuclei=3000, n_models=2, n_samples=4, scans_per_sample=2, n_events=50, umap=True,
+                           scan_images=images)
+    return path
+
+
+def test_ingest_page_lists_scans_whose_segmentation_is_not_recorded(scaled_store, tmp_path, monkeypatch):
+    # a NULL segmentation came back as NaN and json.loads(NaN) ended the Ingest page with a TypeError
+    from store.db import open_store
+    from store.scans import scan_overview
+
+    path = _private_copy(scaled_store, tmp_path, monkeypatch)
+    with open_store(path) as s:  # one scan records its segmentation, the others do not (NULL)
+        s.cursor().execute("UPDATE scans SET segmentation = '{\"backend\": \"watershed\"}' "
+                           "WHERE id = (SELECT min(id) FROM scans)")
+        backends = scan_overview(s)["backend"].tolist()
+    assert backends[0] == "watershed" and pd.isna(backends[1:]).all()
+    open_page("ingest")  # asserts no exception
