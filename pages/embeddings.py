@@ -29,20 +29,42 @@ COLOUR_BY = {
     "source": "benchmark split (training, validation, test) or sample kind (mixture, case): paper Fig. 3",
 }
 MAX_GALLERY = 48
+#: nuclei per map by default (a fixed random subset of larger maps, chosen by the store's query)
+MAX_POINTS = 30_000
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def points(db: str, data_rev: int, labels_rev: int, model: str) -> pd.DataFrame | None:
-    """``store.umap.umap_points`` for one model (None when it has no fitted UMAP)."""
+def mapped(db: str, data_rev: int) -> list[str]:
+    """Models with stored UMAP coordinates (``store.umap.mapped_models``; [] without umap support)."""
     try:
         from store import umap as umap_store
     except ImportError:
-        return None
-    try:
-        df = umap_store.umap_points(common.store_at(db), model)
-    except GenuineError:
-        return None
-    return df if len(df) else None
+        return []
+    return umap_store.mapped_models(common.store_at(db))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def points(db: str, data_rev: int, labels_rev: int, model: str, only: tuple[str, ...],
+           max_points: int) -> tuple[pd.DataFrame, int]:
+    """At most ``max_points`` of ``model``'s map points in the samples ``only`` (all when empty), a fixed random
+    subset chosen by the store (``store.umap.umap_points``), and how many the map holds there."""
+    from store import umap as umap_store
+
+    s, samples = common.store_at(db), (list(only) or None)
+    return (umap_store.umap_points(s, model, samples=samples, limit=int(max_points)),
+            umap_store.umap_count(s, model, samples=samples))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def located(db: str, data_rev: int, labels_rev: int, model: str, only: tuple[str, ...],
+            ids: tuple[int, ...]) -> pd.DataFrame:
+    """The map points of the nuclei ``ids`` (in the samples ``only``, all when empty): ringed in every map."""
+    from store import umap as umap_store
+
+    if not ids:
+        return pd.DataFrame(columns=["nucleus_id", "x", "y"])
+    df = umap_store.umap_points(common.store_at(db), model, samples=list(only) or None, ids=list(ids))
+    return df[df["nucleus_id"].isin(ids)]
 
 
 def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:
@@ -69,23 +91,15 @@ def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:
     return out, "colour", True
 
 
-def sample_points(db: str, data_rev: int, labels_rev: int, model: str, only: tuple[str, ...]) -> pd.DataFrame:
-    """:func:`points` of ``model`` in the samples ``only`` (all samples when empty)."""
-    df = points(db, data_rev, labels_rev, model)
-    return df[df["sample"].isin(only)] if only else df
-
-
 @st.cache_data(show_spinner=False, max_entries=16)
 def map_figure(db: str, data_rev: int, labels_rev: int, model: str, kind: str, how: str, only: tuple[str, ...],
                max_points: int, marked: tuple[int, ...]):
-    """One model's UMAP scatter, coloured by ``how``, with ``marked`` nuclei ringed."""
-    df = sample_points(db, data_rev, labels_rev, model, only)
-    marks = df[df["nucleus_id"].isin(marked)]  # before the subset: a looked-up nucleus is always ringed
-    if len(df) > max_points:
-        df = df.sample(int(max_points), random_state=0)
+    """One model's UMAP scatter of at most ``max_points`` nuclei, coloured by ``how``, ``marked`` nuclei ringed."""
+    df, total = points(db, data_rev, labels_rev, model, only, max_points)
+    marks = located(db, data_rev, labels_rev, model, only, marked)  # ringed even when outside the subset
     df, column, categorical = colour_column(df, how)
-    fig = plotting.embedding_figure(df, column, title=f"{model} ({kind}) · {len(df):,} nuclei",
-                                    categorical=categorical)
+    shown = f"{len(df):,} of {total:,} nuclei" if total > len(df) else f"{len(df):,} nuclei"
+    fig = plotting.embedding_figure(df, column, title=f"{model} ({kind}) · {shown}", categorical=categorical)
     if len(marks):
         fig.add_scatter(x=marks["x"], y=marks["y"], mode="markers", name="selected / looked up",
                         marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(width=2, color="black")),
@@ -161,8 +175,7 @@ def main() -> None:
     store = common.store_or_stop()
     db = str(store.path)
     models = common.models(db, common.rev("models"))
-    have = [m for m in models["name"] if points(db, common.rev("data"), common.rev("labels"), m) is not None] \
-        if len(models) else []
+    have = [m for m in mapped(db, common.rev("data")) if m in set(models["name"])] if len(models) else []
     fit_section(store, models, have)
     if not have:
         if len(models) and models["n_predictions"].sum():  # scored nuclei, only no map yet
@@ -180,8 +193,9 @@ def main() -> None:
     right = c2.selectbox("Right map", have, index=have.index(right_default), key="emb_right_model")
     how = c3.selectbox("Colour by", list(COLOUR_BY), key="emb_colour",  # the box is too narrow for more
                        help="  \n".join(f"**{k}**: {v}" for k, v in COLOUR_BY.items()))
-    max_points = c4.number_input("Max points", 1000, 500_000, 30_000, 5000, key="emb_max",
-                                 help="random subset per map for a responsive browser")
+    max_points = c4.number_input("Max points", 1000, 500_000, MAX_POINTS, 5000, key="emb_max",
+                                 help="at most this many nuclei per map (a fixed random subset beyond that), for a "
+                                      "responsive browser")
     smp = common.samples(db, common.rev("data"))
     only = st.multiselect("Samples", smp["name"].tolist(), key="emb_samples", placeholder="all samples")
     find = st.text_input("Highlight nucleus ids", key="emb_find", placeholder="e.g. 1204, 1310")
@@ -198,7 +212,8 @@ def main() -> None:
 
     maps = list(dict.fromkeys([left, right]))
     for model in maps:  # a looked-up nucleus must not vanish silently
-        placed = set(sample_points(db, common.rev("data"), common.rev("labels"), model, tuple(only))["nucleus_id"])
+        placed = set(located(db, common.rev("data"), common.rev("labels"), model, tuple(only),
+                             tuple(typed))["nucleus_id"])
         off = [i for i in typed if i not in placed]
         if off:
             st.caption(f":material/visibility_off: Not on {model}'s map: nucleus {', '.join(map(str, off))} "
@@ -217,6 +232,12 @@ def main() -> None:
                                     config={"displaylogo": False})
         chosen += selected_ids(event)
     chosen = list(dict.fromkeys(chosen + typed))
+    totals = {m: points(db, common.rev("data"), common.rev("labels"), m, tuple(only), int(max_points))[1]
+              for m in maps}
+    if max(totals.values()) > max_points:
+        st.caption(f":material/filter_alt: Each map shows at most {int(max_points):,} nuclei: a fixed random subset "
+                   f"of the {max(totals.values()):,} on it (raise **Max points** to draw more, or pick samples); "
+                   "looked-up and selected nuclei are ringed wherever they are.")
 
     st.subheader(f"Selected nuclei ({len(chosen)})")
     if not chosen:

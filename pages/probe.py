@@ -97,12 +97,19 @@ def store_backgrounds(db: str, data_rev: int, sample: str, patch_size: int, n: i
     return kept, center_crop(stack, patch_size)
 
 
+#: stored nuclei drawn at most behind the probes (a fixed random subset of larger maps)
+MAX_BACKDROP = 20_000
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
 def umap_reference(db: str, data_rev: int, model: str) -> pd.DataFrame:
-    """Stored UMAP coordinates of ``model`` (``store.umap.umap_points``; GenuineError propagates)."""
+    """At most :data:`MAX_BACKDROP` stored UMAP points of ``model``: of the training split when the store holds
+    one, else of every nucleus (``store.umap.umap_points``; GenuineError propagates)."""
     from store import umap as umap_store
 
-    return umap_store.umap_points(common.store_at(db), model)
+    s = common.store_at(db)
+    train = umap_store.umap_points(s, model, splits=["train"], limit=MAX_BACKDROP)
+    return train if len(train) else umap_store.umap_points(s, model, limit=MAX_BACKDROP)
 
 
 # ----------------------------------------------------------------------------- views
@@ -253,6 +260,9 @@ def show_umap(res: dict, db: str) -> None:
                                                    "(ellipse: 1 SD; colour: mean prediction)",
                                              label_every=2 if size else 1),
                     key="probe_umap")
+    if len(ref) >= MAX_BACKDROP:
+        st.caption(f"Behind the probes: a fixed random subset of {MAX_BACKDROP:,} of the model's {backdrop_name}, "
+                   "so the chart stays responsive on a large store.")
     if size:
         st.caption("Every other size is labelled, so neighbouring labels do not print over each other; hover over "
                    "a condition for its size.")

@@ -221,32 +221,71 @@ def place_missing(store: Store, model: str) -> int:
     return int(len(ids))
 
 
-def umap_points(store: Store, model: str, sample: str | None = None) -> pd.DataFrame:
-    """Map coordinates with everything to colour by.
-
-    Returns:
-        DataFrame ``nucleus_id, x, y, fitted_on, sample, sample_kind, split, source ('training' |
-        'validation' | 'test' for benchmark splits, else the sample kind: 'mixture' | 'case' | ...), prob, call, auto_label, true_label, curated_label, excluded``.
-    """
-    return store.query(
-        """
-        SELECT u.nucleus_id, u.x, u.y, u.fitted_on, s.name AS sample, s.kind AS sample_kind, c.split,
-               CASE c.split WHEN 'train' THEN 'training' WHEN 'val' THEN 'validation' WHEN 'test' THEN 'test'
-                            ELSE s.kind END AS source,
-               p.prob_calibrated AS prob, p.call, n.auto_label, n.true_label,
-               cl.label AS curated_label, coalesce(cl.excluded, false) AS excluded
+_POINTS_FROM = """
         FROM umap_coords u
         JOIN models m ON m.id = u.model_id
         JOIN nuclei n ON n.id = u.nucleus_id
         JOIN scans c ON c.id = n.scan_id
         JOIN samples s ON s.id = c.sample_id
+        WHERE m.name = $model AND ($sample IS NULL OR s.name = $sample)
+          AND ($samples IS NULL OR list_contains($samples, s.name))
+          AND ($ids IS NULL OR list_contains($ids, u.nucleus_id))
+          AND ($splits IS NULL OR list_contains($splits, c.split))
+"""
+
+
+def _point_params(model: str, sample, samples, ids, splits) -> dict:
+    as_list = lambda v, t: None if v is None else [t(x) for x in v]  # noqa: E731
+    return {"model": model, "sample": sample, "samples": as_list(samples, str), "ids": as_list(ids, int),
+            "splits": as_list(splits, str)}
+
+
+def umap_points(store: Store, model: str, sample: str | None = None, *, samples=None, ids=None, splits=None,
+                limit: int | None = None) -> pd.DataFrame:
+    """Map coordinates with everything to colour by.
+
+    Args:
+        sample / samples: only nuclei of this sample / of these samples (None: every sample).
+        ids: only these nuclei. splits: only nuclei of scans of these benchmark splits (e.g. ``["train"]``).
+        limit: at most this many nuclei, a fixed pseudo-random subset (by a hash of the nucleus id, so the
+            same on every call), chosen in the query: a map of a million nuclei is never read whole.
+
+    Returns:
+        DataFrame ``nucleus_id, x, y, fitted_on, sample, sample_kind, split, source ('training' |
+        'validation' | 'test' for benchmark splits, else the sample kind: 'mixture' | 'case' | ...), prob, call,
+        auto_label, true_label, curated_label, excluded``, by nucleus id.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    picked = "SELECT u.nucleus_id, u.x, u.y, u.fitted_on, s.name AS sample, s.kind AS sample_kind, c.split, " \
+             "u.model_id, n.auto_label, n.true_label" + _POINTS_FROM
+    if limit is not None:
+        picked += " ORDER BY hash(u.nucleus_id), u.nucleus_id LIMIT $limit"
+    return store.query(
+        f"""
+        SELECT u.nucleus_id, u.x, u.y, u.fitted_on, u.sample, u.sample_kind, u.split,
+               CASE u.split WHEN 'train' THEN 'training' WHEN 'val' THEN 'validation' WHEN 'test' THEN 'test'
+                            ELSE u.sample_kind END AS source,
+               p.prob_calibrated AS prob, p.call, u.auto_label, u.true_label,
+               cl.label AS curated_label, coalesce(cl.excluded, false) AS excluded
+        FROM ({picked}) u
         LEFT JOIN predictions p ON p.model_id = u.model_id AND p.nucleus_id = u.nucleus_id
         LEFT JOIN curated_labels cl ON cl.nucleus_id = u.nucleus_id
-        WHERE m.name = ? AND (? IS NULL OR s.name = ?)
         ORDER BY u.nucleus_id
         """,
-        [model, sample, sample],
+        {**_point_params(model, sample, samples, ids, splits), **({} if limit is None else {"limit": int(limit)})},
     )
+
+
+def umap_count(store: Store, model: str, sample: str | None = None, *, samples=None, ids=None, splits=None) -> int:
+    """How many nuclei :func:`umap_points` would return without a limit."""
+    return int(store.scalar("SELECT count(*)" + _POINTS_FROM, _point_params(model, sample, samples, ids, splits)))
+
+
+def mapped_models(store: Store) -> list[str]:
+    """Names of models with stored UMAP coordinates, by model id (cheap: reads no coordinates)."""
+    return store.query("SELECT m.name FROM models m WHERE EXISTS (SELECT 1 FROM umap_coords u "
+                       "WHERE u.model_id = m.id) ORDER BY m.id")["name"].tolist()
 
 
 def models_with_embeddings(store: Store) -> list[str]:

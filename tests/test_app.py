@@ -773,7 +773,7 @@ def fake_umap(monkeypatch, splits: list) -> None:
 
     points = pd.DataFrame({"nucleus_id": range(len(splits)), "x": np.arange(len(splits), dtype=float),
                            "y": 0.0, "split": splits})
-    monkeypatch.setattr(umap_store, "umap_points", lambda store, model, sample=None: points)
+    monkeypatch.setattr(umap_store, "umap_points", lambda store, model, sample=None, **kw: points)
     monkeypatch.setattr(umap_store, "transform_embeddings",
                         lambda store, model, emb: np.zeros((len(emb), 2), np.float32))
 
@@ -800,6 +800,25 @@ def test_probe_umap_backdrop_is_what_its_legend_says(stub_probe_model, monkeypat
     fake_umap(monkeypatch, splits)
     trace = umap_backdrop_trace(run_probe_page(model, counts=(0, 4), step=4))
     assert trace["name"] == name and plotly_array(trace["x"]) == xs
+
+
+def test_probe_umap_backdrop_is_a_limited_subset_read_by_the_store(stub_probe_model, monkeypatch):
+    # a lab store's map of a million nuclei was read whole and drawn whole behind the probes
+    import store.umap as umap_store
+
+    _, model, _ = stub_probe_model
+    fake_umap(monkeypatch, ["mixture"] * 5)  # the model's map (transform_embeddings)
+    limits = []
+
+    def points(store, model, sample=None, **kw):
+        limits.append(kw.get("limit"))
+        frame = pd.DataFrame({"nucleus_id": range(5), "x": np.arange(5.0), "y": 0.0, "split": "mixture"})
+        return frame if kw.get("limit") is None else frame.head(kw["limit"])
+
+    monkeypatch.setattr(umap_store, "umap_points", points)
+    trace = umap_backdrop_trace(run_probe_page(model, counts=(0, 4), step=4))
+    assert limits and all(n is not None and n <= 20_000 for n in limits)  # the query is LIMITed
+    assert plotly_array(trace["x"]) == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
 def test_probe_umap_labels_every_other_size_with_one_decimal(stub_probe_model, monkeypatch):
@@ -1792,7 +1811,9 @@ def test_embeddings_page_names_nuclei_without_a_curated_label_in_the_legend(stor
     points = pd.DataFrame({"nucleus_id": [1, 2, 3], "x": [0.0, 1.0, 2.0], "y": 0.0, "sample": "LINE-MNA",
                            "source": "training", "prob": 0.5, "call": 1, "auto_label": 1, "true_label": 1,
                            "curated_label": [None, None, None], "excluded": False})
-    monkeypatch.setattr(umap_store, "umap_points", lambda store, model, sample=None: points)
+    monkeypatch.setattr(umap_store, "umap_points", lambda store, model, sample=None, **kw: points)
+    monkeypatch.setattr(umap_store, "umap_count", lambda store, model, sample=None, **kw: len(points))
+    monkeypatch.setattr(umap_store, "mapped_models", lambda store: store.query("SELECT name FROM models")["name"].tolist())
     at = open_page("embeddings")
     at.selectbox(key="emb_colour").set_value("curated label").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -2028,6 +2049,49 @@ def scaled_store(tmp_path_factory) -> Path:
         populate_synthetic(s, n_nuclei=3000, n_models=2, n_samples=4, scans_per_sample=2, n_events=50, umap=True,
                            scan_images=images)
     return path
+
+
+def test_umap_points_limit_is_a_fixed_subset_chosen_by_the_query(scaled_store):
+    from store.db import open_store
+    import store.umap as umap_store
+
+    with open_store(scaled_store, read_only=True) as s:
+        model = umap_store.mapped_models(s)[0]
+        whole = umap_store.umap_points(s, model)
+        part = umap_store.umap_points(s, model, limit=500)
+        assert len(whole) == umap_store.umap_count(s, model) == 3000
+        assert len(part) == 500 and part.equals(umap_store.umap_points(s, model, limit=500))  # the same subset
+        assert set(part["nucleus_id"]) < set(whole["nucleus_id"]) and part["nucleus_id"].is_monotonic_increasing
+        one = str(whole["sample"].iloc[0])
+        assert set(umap_store.umap_points(s, model, samples=[one], limit=100)["sample"]) == {one}
+        ids = whole["nucleus_id"].iloc[[3, 7]].tolist()
+        assert umap_store.umap_points(s, model, ids=ids)["nucleus_id"].tolist() == ids
+
+
+def test_embeddings_page_reads_and_draws_at_most_max_points(scaled_store, tmp_path, monkeypatch):
+    # every model's whole map was read into pandas (4 x 1M rows on a lab store) and only then subsampled
+    import store.umap as umap_store
+
+    _private_copy(scaled_store, tmp_path, monkeypatch)
+    read = []
+    whole = umap_store.umap_points
+
+    def spy(*args, **kw):
+        df = whole(*args, **kw)
+        read.append(len(df))
+        return df
+
+    monkeypatch.setattr(umap_store, "umap_points", spy)
+    at = open_page("embeddings")
+    read.clear()
+    at.number_input(key="emb_max").set_value(1000).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert read and max(read) <= 1000  # the query is LIMITed, not the frame cut afterwards
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        assert sum(len(plotly_array(t["x"])) for t in spec["data"]) <= 1000
+        assert "1,000 of 3,000 nuclei" in spec["layout"]["title"]["text"]
+    assert "at most 1,000 nuclei: a fixed random subset of the 3,000" in texts(at)
 
 
 def test_ingest_page_lists_scans_whose_segmentation_is_not_recorded(scaled_store, tmp_path, monkeypatch):
