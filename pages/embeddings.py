@@ -29,8 +29,9 @@ COLOUR_BY = {
     "source": "benchmark split (training, validation, test) or sample kind (mixture, case): paper Fig. 3",
 }
 MAX_GALLERY = 48
-#: nuclei per map by default (a fixed random subset of larger maps, chosen by the store's query)
-MAX_POINTS = 30_000
+#: nuclei per map by default (a fixed random subset of larger maps, chosen by the store's query): two WebGL
+#: scatters of 30,000 each took 2.4-5.5 s per visit in headless Chromium on a store of a million nuclei (BENCHMARKS.md)
+MAX_POINTS = 10_000
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -2038,7 +2038,7 @@ def test_cases_names_a_sample_left_without_a_nucleus_to_call(store_copy):
 # ----------------------------------------------------------------------------- a large store (store.scale rows)
 @pytest.fixture(scope="module")
 def scaled_store(tmp_path_factory) -> Path:
-    """A store of 3,000 synthetic nuclei in 4 samples, scored by 2 models, each with UMAP coordinates."""
+    """A store of 12,000 synthetic nuclei in 4 samples, scored by 2 models, each with UMAP coordinates."""
     from genuine_core.pipeline import encode_image, encode_masks
     from store.db import Store
     from store.scale import populate_synthetic
@@ -2046,7 +2046,7 @@ def scaled_store(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("scaled") / "scaled.duckdb"
     images = (encode_image(np.zeros((40, 40, 3), np.float32)), encode_masks(np.zeros((40, 40), np.int32)))
     with Store(path) as s:
-        populate_synthetic(s, n_nuclei=3000, n_models=2, n_samples=4, scans_per_sample=2, n_events=50, umap=True,
+        populate_synthetic(s, n_nuclei=12_000, n_models=2, n_samples=4, scans_per_sample=2, n_events=50, umap=True,
                            scan_images=images)
     return path
 
@@ -2059,7 +2059,7 @@ def test_umap_points_limit_is_a_fixed_subset_chosen_by_the_query(scaled_store):
         model = umap_store.mapped_models(s)[0]
         whole = umap_store.umap_points(s, model)
         part = umap_store.umap_points(s, model, limit=500)
-        assert len(whole) == umap_store.umap_count(s, model) == 3000
+        assert len(whole) == umap_store.umap_count(s, model) == 12_000
         assert len(part) == 500 and part.equals(umap_store.umap_points(s, model, limit=500))  # the same subset
         assert set(part["nucleus_id"]) < set(whole["nucleus_id"]) and part["nucleus_id"].is_monotonic_increasing
         one = str(whole["sample"].iloc[0])
@@ -2090,8 +2090,21 @@ def test_embeddings_page_reads_and_draws_at_most_max_points(scaled_store, tmp_pa
     for chart in at.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
         assert sum(len(plotly_array(t["x"])) for t in spec["data"]) <= 1000
-        assert "1,000 of 3,000 nuclei" in spec["layout"]["title"]["text"]
-    assert "at most 1,000 nuclei: a fixed random subset of the 3,000" in texts(at)
+        assert "1,000 of 12,000 nuclei" in spec["layout"]["title"]["text"]
+    assert "at most 1,000 nuclei: a fixed random subset of the 12,000" in texts(at)
+
+
+def test_embeddings_page_draws_at_most_10000_points_per_map_by_default(scaled_store, tmp_path, monkeypatch):
+    # two WebGL scatters of 30,000 nuclei each took 2-3.5 s to draw on every visit of the page
+    _private_copy(scaled_store, tmp_path, monkeypatch)
+    at = open_page("embeddings")
+    assert at.number_input(key="emb_max").value == 10_000
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    for chart in charts:
+        spec = json.loads(chart.proto.spec)
+        assert sum(len(plotly_array(t["x"])) for t in spec["data"]) == 10_000
+        assert "10,000 of 12,000 nuclei" in spec["layout"]["title"]["text"]
 
 
 def test_ingest_page_lists_scans_whose_segmentation_is_not_recorded(scaled_store, tmp_path, monkeypatch):
