@@ -75,16 +75,13 @@ def build_scaled(db: Path, n_nuclei: int, n_samples: int) -> dict:
     a stored patch and the images of its first scan; returns what was added and the seconds it took."""
     sys.path.insert(0, str(REPO))
     from store.db import Store
-    from store.scale import populate_synthetic
+    from store.scale import first_images, populate_synthetic
 
     t = time.perf_counter()
     with Store(db) as s:
-        patch = s.scalar("SELECT patch_png FROM nuclei WHERE patch_png IS NOT NULL ORDER BY id LIMIT 1")
-        images = s.cursor().execute("SELECT preview_png, masks_npz FROM scans WHERE preview_png IS NOT NULL "
-                                    "ORDER BY id LIMIT 1").fetchone()
+        patch, images = first_images(s)
         added = populate_synthetic(s, n_nuclei=n_nuclei, n_samples=n_samples, scans_per_sample=5, seed=1,
-                                   use_registered=True, umap=True, patch_png=patch,
-                                   scan_images=tuple(images) if images else None)
+                                   use_registered=True, umap=True, patch_png=patch, scan_images=images)
     added["seconds"] = round(time.perf_counter() - t, 1)
     added["file_mb"] = round(db.stat().st_size / 1e6, 1)
     print(f"scaled store: {added}", flush=True)

@@ -148,3 +148,11 @@ def _umap_coords(store: Store, cur, model_ids: list[int], now: datetime) -> None
             SELECT ?, id, ?, truth * 8 + r * cos(a), truth * 3 + r * sin(a), false FROM (
                 SELECT id, truth, sqrt(-2 * ln(1 - random())) AS r, 2 * pi() * random() AS a FROM scale_nuc)
             """, [mid, fit])
+
+
+def first_images(store: Store) -> tuple[bytes | None, tuple[bytes, bytes] | None]:
+    """The store's first stored patch (PNG) and first scan's (preview PNG, masks .npz), for ``populate_synthetic``."""
+    patch = store.scalar("SELECT patch_png FROM nuclei WHERE patch_png IS NOT NULL ORDER BY id LIMIT 1")
+    images = store.cursor().execute("SELECT preview_png, masks_npz FROM scans WHERE preview_png IS NOT NULL "
+                                    "ORDER BY id LIMIT 1").fetchone()
+    return patch, (tuple(images) if images else None)
