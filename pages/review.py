@@ -81,17 +81,23 @@ def card_data(db: str, labels_rev: int, data_rev: int, nucleus_id: int) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def my_events(db: str, labels_rev: int, who: str, n: int = 10) -> pd.DataFrame:
-    """This reviewer's latest label events (``store.labels.audit_trail``)."""
+    """This reviewer's latest ``n`` label events, newest first (``store.labels.audit_trail``, limited in the query)."""
     from store.labels import audit_trail
 
-    trail = audit_trail(common.store_at(db))
-    return trail[trail["reviewer"] == who].tail(n).iloc[::-1]
+    return audit_trail(common.store_at(db), reviewer=who, latest=n).iloc[::-1]
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def curated_export(db: str, labels_rev: int) -> tuple[bytes, bytes, int]:
-    """(curated labels CSV, audit trail CSV, number of curated nuclei)."""
-    from store.labels import audit_trail, current_labels
+def n_curated(db: str, labels_rev: int) -> int:
+    """Nuclei with a current curated decision (``store.labels.count_current_labels``)."""
+    from store.labels import count_current_labels
+
+    return count_current_labels(common.store_at(db))
+
+
+def curated_csv(db: str) -> bytes:
+    """The current curated labels with where each nucleus comes from, as CSV (made when downloaded)."""
+    from store.labels import current_labels
     from store.nuclei import nucleus_info
 
     s = common.store_at(db)
@@ -99,7 +105,14 @@ def curated_export(db: str, labels_rev: int) -> tuple[bytes, bytes, int]:
     info = nucleus_info(s, cur["nucleus_id"].tolist()) if len(cur) else pd.DataFrame(columns=["nucleus_id"])
     keep = ["nucleus_id", "sample", "scan_file", "mask_label", "cy", "cx", "auto_label", "true_label"]
     table = cur.merge(info[[c for c in keep if c in info.columns]], on="nucleus_id", how="left")
-    return table.to_csv(index=False).encode(), audit_trail(s).to_csv(index=False).encode(), len(cur)
+    return table.to_csv(index=False).encode()
+
+
+def audit_csv(db: str) -> bytes:
+    """Every label event (``store.labels.audit_trail``) as CSV (made when downloaded)."""
+    from store.labels import audit_trail
+
+    return audit_trail(common.store_at(db)).to_csv(index=False).encode()
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -323,10 +336,12 @@ def export_panel(db: str) -> None:
 
     A download does not rerun the page (``on_click="ignore"``): a rerun replaces the Training set's deferred
     file, so a second download pressed before the browser had the new page was lost. Nothing here changes on
-    a download; the Training set is made from the store when pressed, the CSVs are the ones the labels show."""
-    labels_csv, audit_csv, n = curated_export(db, common.rev("labels"))
+    a download. Every file is made from the store when pressed: building both CSVs on every decision took
+    0.3 s at 10,000 label events, and grew with every event."""
+    n = n_curated(db, common.rev("labels"))
     c1, c2, c3, c4 = st.columns([1.2, 1.2, 1, 1.8])
-    c1.download_button(f"Curated labels ({n})", labels_csv, file_name="curated_labels.csv", mime="text/csv",
+    c1.download_button(f"Curated labels ({n})", lambda: curated_csv(db), file_name="curated_labels.csv",
+                       mime="text/csv",
                        icon=":material/download:", key="export_labels", disabled=n == 0, on_click="ignore")
     problem = training_set_problem(db, common.rev("labels"), common.rev("data"))
     c2.download_button("Training set", lambda: training_set_bytes(db), file_name="curated.npz",
@@ -334,7 +349,7 @@ def export_panel(db: str) -> None:
                        disabled=problem is not None, on_click="ignore",
                        help=f"Not available: {problem}." if problem else
                        "curated.npz: patches + curated labels for `genuine train --data curated.npz`")
-    c3.download_button("Audit trail", audit_csv, file_name="label_audit.csv", mime="text/csv",
+    c3.download_button("Audit trail", lambda: audit_csv(db), file_name="label_audit.csv", mime="text/csv",
                        icon=":material/history:", key="export_audit", on_click="ignore")
     c4.caption("Curated labels: the current decision per nucleus (latest event). The audit trail lists every "
                "event with reviewer, time, previous value and note.")

@@ -242,24 +242,39 @@ def label_event(store: Store, event_id: int) -> dict:
     return df.iloc[0].to_dict()
 
 
-def audit_trail(store: Store, since: datetime | None = None) -> pd.DataFrame:
+def audit_trail(store: Store, since: datetime | None = None, reviewer: str | None = None,
+                latest: int | None = None) -> pd.DataFrame:
     """Every label event with where the nucleus comes from, oldest first.
+
+    Args:
+        since: only events created at or after this time. reviewer: only this reviewer's events.
+        latest: only the latest this many events (of those), read by the query, not cut afterwards.
 
     Returns:
         DataFrame ``event_id, created_at, reviewer, nucleus_id, sample, scan_file, scan_sha256,
         mask_label, previous, value, note, undoes``.
     """
+    if latest is not None and latest < 0:
+        raise ValueError(f"latest must be >= 0, got {latest}")
+    events = ("SELECT * FROM label_events WHERE ($since IS NULL OR created_at >= $since) "
+              "AND ($reviewer IS NULL OR reviewer = $reviewer)")
+    if latest is not None:
+        events += " ORDER BY id DESC LIMIT $latest"
     return store.query(
-        """
+        f"""
         SELECT e.id AS event_id, e.created_at, e.reviewer, e.nucleus_id, s.name AS sample,
                c.file_name AS scan_file, c.sha256 AS scan_sha256, n.mask_label,
                e.previous, e.value, e.note, e.undoes
-        FROM label_events e
+        FROM ({events}) e
         LEFT JOIN nuclei n ON n.id = e.nucleus_id
         LEFT JOIN scans c ON c.id = n.scan_id
         LEFT JOIN samples s ON s.id = c.sample_id
-        WHERE ? IS NULL OR e.created_at >= ?
         ORDER BY e.id
         """,
-        [since, since],
+        {"since": since, "reviewer": reviewer, **({} if latest is None else {"latest": int(latest)})},
     )
+
+
+def count_current_labels(store: Store) -> int:
+    """How many nuclei have a current curated decision (exclusions included)."""
+    return int(store.scalar("SELECT count(*) FROM curated_labels"))

@@ -1813,7 +1813,8 @@ def test_embeddings_page_names_nuclei_without_a_curated_label_in_the_legend(stor
                            "curated_label": [None, None, None], "excluded": False})
     monkeypatch.setattr(umap_store, "umap_points", lambda store, model, sample=None, **kw: points)
     monkeypatch.setattr(umap_store, "umap_count", lambda store, model, sample=None, **kw: len(points))
-    monkeypatch.setattr(umap_store, "mapped_models", lambda store: store.query("SELECT name FROM models")["name"].tolist())
+    monkeypatch.setattr(umap_store, "mapped_models",
+                        lambda store: store.query("SELECT name FROM models")["name"].tolist())
     at = open_page("embeddings")
     at.selectbox(key="emb_colour").set_value("curated label").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -2119,3 +2120,29 @@ def test_ingest_page_lists_scans_whose_segmentation_is_not_recorded(scaled_store
         backends = scan_overview(s)["backend"].tolist()
     assert backends[0] == "watershed" and pd.isna(backends[1:]).all()
     open_page("ingest")  # asserts no exception
+
+
+def test_review_page_reads_no_whole_audit_trail_per_run(scaled_store, tmp_path, monkeypatch):
+    # every decision rebuilt the CSVs of all curated labels and of the whole audit trail (0.3 s at 10,000
+    # events, growing with each one), and read the whole trail to show a reviewer's last ten decisions
+    import store.labels as labels
+
+    from store.db import open_store
+
+    _private_copy(scaled_store, tmp_path, monkeypatch)
+    calls = []
+    whole = labels.audit_trail
+
+    def spy(store, *args, **kw):
+        calls.append(kw.get("latest"))
+        return whole(store, *args, **kw)
+
+    monkeypatch.setattr(labels, "audit_trail", spy)
+    at = open_page("review", reviewer="ann")
+    assert calls and all(n is not None and n <= 10 for n in calls)  # only the reviewer's latest, in the query
+    with open_store(scaled_store, read_only=True) as s:
+        mine = whole(s, reviewer="ann", latest=10)
+        n = labels.count_current_labels(s)
+        assert mine["event_id"].tolist() == whole(s, reviewer="ann")["event_id"].tolist()[-10:]
+    assert len(mine) == 10 and set(mine["reviewer"]) == {"ann"} and mine["event_id"].is_monotonic_increasing
+    assert at.get("download_button")[0].proto.label == f"Curated labels ({n})"
