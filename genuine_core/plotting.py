@@ -27,6 +27,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from genuine_core.palette import LABEL_COLOURS, OKABE_ITO, PALETTE  # noqa: F401  (the one place for colours)
+from genuine_core.palette import hex_rgb as hex_to_rgb
 from genuine_core.percent_text import pct_text
 
 #: detector class -> (name, RGB colour) for boxes; class ids as in docs/ARCHITECTURE.md
@@ -38,15 +40,8 @@ BOX_CLASSES: dict[int, tuple[str, tuple[int, int, int]]] = {
 CHANNEL_NAMES = ("NMI", "MYCN", "DAPI")
 #: label value -> display name; labels: 1 = MNA, 0 = non-MNA, -1 = excluded
 LABEL_NAMES = {1: "MNA", 0: "non-MNA", -1: "excluded"}
-#: colours used for labels and categorical classes throughout the dashboard
-LABEL_COLOURS = {"MNA": "#d62728", "non-MNA": "#1f77b4", "excluded": "#9467bd", "unlabelled": "#c7c7c7",
-                 "not curated": "#c7c7c7"}
 #: probability colour scale: non-MNA blue -> undecided pale -> MNA red (as the paper's Fig. 4)
 PROB_COLORSCALE = [[0.0, "#2166ac"], [0.25, "#67a9cf"], [0.5, "#f7f7f7"], [0.75, "#ef8a62"], [1.0, "#b2182b"]]
-#: qualitative palette for samples/models: ten strong colours, then ten lighter ones (20 before a repeat)
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
-           "#bcbd22", "#7f7f7f", "#aec7e8", "#ff9896", "#98df8a", "#c5b0d5", "#ffbb78", "#c49c94", "#f7b6d2",
-           "#9edae5", "#dbdb8d", "#393b79"]
 #: up to this many markers a scatter is drawn as SVG (no WebGL context needed); above it WebGL
 SVG_MAX_POINTS = 3000
 _LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=45, b=85),
@@ -301,14 +296,6 @@ def image_data_uri(rgb: np.ndarray, fmt: str = "png", quality: int = 92) -> str:
     else:
         img.save(buf, format="JPEG", quality=int(quality))
     return f"data:image/{fmt};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def hex_to_rgb(colour: str) -> tuple[int, int, int]:
-    """``"#d62728"`` -> ``(214, 39, 40)``."""
-    h = colour.lstrip("#")
-    if len(h) != 6:
-        raise ValueError(f"not a #rrggbb colour: {colour!r}")
-    return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -673,7 +660,7 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
                                      hovertemplate=f"{model} crosses {level:g} at {xlabel} %{{x:.2f}}<extra></extra>"))
     fig.add_hline(y=level, line_dash="dash", line_color="#666")
     if rule_x is not None:
-        fig.add_vline(x=rule_x, line_dash="dot", line_color="#2ca02c",
+        fig.add_vline(x=rule_x, line_dash="dot", line_color=OKABE_ITO["bluish green"],
                       annotation_text=rule_label, annotation_position="top left")
     fig.update_layout(**_LAYOUT, title=title, height=360, xaxis_title=xlabel, yaxis_title="mean prediction",
                       legend=_LEGEND_BELOW)

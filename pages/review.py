@@ -17,6 +17,7 @@ import streamlit as st
 
 from genuine_core import plotting
 from genuine_core.errors import GenuineError
+from genuine_core.palette import LABEL_COLOURS, text_colour_on
 from pages import common
 from store.labels import DecidedMeanwhile, VALUE_NAMES
 
@@ -31,14 +32,15 @@ FLAG_NAMES = {
 DECISIONS = {"mna": ("MNA", 1, "M", "primary"), "non": ("non-MNA", 0, "N", "primary"),
              "exclude": ("Exclude", "exclude", "X", "secondary")}
 ALL = "All"
-#: decision buttons in the label colours used everywhere (MNA red, non-MNA blue); Streamlit tags keyed
-#: elements with a ``st-key-<key>`` class
-DECISION_CSS = """<style>
-[class*="st-key-decide_mna_"] button {background-color: #d62728; border-color: #d62728; color: white;}
-[class*="st-key-decide_non_"] button {background-color: #1f77b4; border-color: #1f77b4; color: white;}
-[class*="st-key-decide_mna_"] button:hover, [class*="st-key-decide_non_"] button:hover {filter: brightness(1.1);
-  color: white;}
-.st-key-review_card [data-testid="stMetricValue"] {font-size: 1.6rem;}
+#: decision buttons in the label colours used everywhere (``genuine_core.palette``: MNA vermillion, non-MNA
+#: blue), text black or white, whichever reads better; Streamlit tags keyed elements with a ``st-key-<key>`` class
+_MNA, _NON = LABEL_COLOURS["MNA"], LABEL_COLOURS["non-MNA"]
+DECISION_CSS = f"""<style>
+[class*="st-key-decide_mna_"] button {{background-color: {_MNA}; border-color: {_MNA}; color: {text_colour_on(_MNA)};}}
+[class*="st-key-decide_non_"] button {{background-color: {_NON}; border-color: {_NON}; color: {text_colour_on(_NON)};}}
+[class*="st-key-decide_mna_"] button:hover {{filter: brightness(1.1); color: {text_colour_on(_MNA)};}}
+[class*="st-key-decide_non_"] button:hover {{filter: brightness(1.1); color: {text_colour_on(_NON)};}}
+.st-key-review_card [data-testid="stMetricValue"] {{font-size: 1.6rem;}}
 </style>"""
 QUEUE_PAGE = 50
 #: session key: the nucleus whose card the decision buttons were last drawn for
