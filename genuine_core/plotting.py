@@ -38,6 +38,18 @@ BOX_CLASSES: dict[int, tuple[str, tuple[int, int, int]]] = {
     3: ("MYCN cluster", (255, 215, 0)),
 }
 CHANNEL_NAMES = ("NMI", "MYCN", "DAPI")
+#: patch display schemes: name -> RGB (0-1) each channel (NMI, MYCN, DAPI) is drawn in; display only, never
+#: stored or read by a model. "magenta/green" is for red-green colour-blind readers: NMI magenta and MYCN
+#: green differ in blue, which dichromats see, and DAPI is grey so it does not blend with NMI's blue
+PATCH_SCHEMES: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "red/green": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+    "magenta/green": ((1.0, 0.0, 1.0), (0.0, 1.0, 0.0), (0.4, 0.4, 0.4)),
+}
+#: each scheme's channel colours (NMI, MYCN, DAPI) in words, for captions
+SCHEME_WORDS = {"red/green": ("red", "green", "blue"), "magenta/green": ("magenta", "green", "grey")}
+#: detector box colours of a scheme other than red/green (class id -> RGB), named as in :func:`box_caption`
+SCHEME_BOX_COLOURS = {"magenta/green": {1: ("magenta", (255, 0, 255)), 2: ("green", (0, 230, 0)),
+                                        3: ("white", (255, 255, 255))}}
 #: label value -> display name; labels: 1 = MNA, 0 = non-MNA, -1 = excluded
 LABEL_NAMES = {1: "MNA", 0: "non-MNA", -1: "excluded"}
 #: probability colour scale: non-MNA blue -> undecided pale -> MNA red (as the paper's Fig. 4)
@@ -72,38 +84,65 @@ def _check_patch(patch: np.ndarray) -> np.ndarray:
     return arr
 
 
-def patch_rgb(patch: np.ndarray, gain: float = 1.0) -> np.ndarray:
+def _scheme(scheme: str) -> np.ndarray:
+    if scheme not in PATCH_SCHEMES:
+        raise ValueError(f"unknown colour scheme {scheme!r}: use one of {', '.join(PATCH_SCHEMES)}")
+    return np.asarray(PATCH_SCHEMES[scheme], np.float32)
+
+
+def patch_rgb(patch: np.ndarray, gain: float = 1.0, scheme: str = "red/green") -> np.ndarray:
     """A patch as an RGB image.
 
     Args:
         patch: (3, P, P) float in [0, 1], channels (NMI, MYCN, DAPI).
         gain: brightness multiplier applied before clipping (display only).
+        scheme: a :data:`PATCH_SCHEMES` name; "red/green" (default) is the microscope's colours.
 
     Returns:
-        (P, P, 3) uint8 with R = NMI, G = MYCN, B = DAPI.
+        (P, P, 3) uint8; red/green: R = NMI, G = MYCN, B = DAPI.
     """
     arr = _check_patch(patch).astype(np.float32)
-    return to_uint8(np.moveaxis(arr, 0, -1) * gain)
+    weights = _scheme(scheme)
+    if scheme == "red/green":
+        return to_uint8(np.moveaxis(arr, 0, -1) * gain)
+    return to_uint8(np.einsum("chw,cr->hwr", arr, weights) * gain)
 
 
-def patch_channels(patch: np.ndarray, gain: float = 1.0) -> list[tuple[str, np.ndarray]]:
+def patch_channels(patch: np.ndarray, gain: float = 1.0, scheme: str = "red/green") -> list[tuple[str, np.ndarray]]:
     """Each channel of a patch on its own, in its own colour.
 
     Args:
         patch: (3, P, P) float in [0, 1], channels (NMI, MYCN, DAPI).
         gain: brightness multiplier (display only).
+        scheme: a :data:`PATCH_SCHEMES` name giving each channel's colour.
 
     Returns:
         ``[("NMI", rgb), ("MYCN", rgb), ("DAPI", rgb)]``, each (P, P, 3) uint8 with only
-        that channel's colour lit (red, green, blue).
+        that channel lit, in its scheme colour (red/green: red, green, blue).
     """
     arr = _check_patch(patch).astype(np.float32)
-    out = []
-    for c, name in enumerate(CHANNEL_NAMES):
-        rgb = np.zeros(arr.shape[1:] + (3,), np.float32)
-        rgb[..., c] = arr[c] * gain
-        out.append((name, to_uint8(rgb)))
-    return out
+    weights = _scheme(scheme)
+    return [(name, to_uint8(arr[c][..., None] * weights[c] * gain)) for c, name in enumerate(CHANNEL_NAMES)]
+
+
+def box_colours(scheme: str = "red/green") -> dict[int, tuple[int, int, int]]:
+    """Detector class id -> box RGB for a patch shown in ``scheme`` (red/green: :data:`BOX_CLASSES`)."""
+    _scheme(scheme)
+    named = SCHEME_BOX_COLOURS.get(scheme)
+    return {k: named[k][1] if named else rgb for k, (_, rgb) in BOX_CLASSES.items()}
+
+
+def channel_caption(scheme: str = "red/green") -> str:
+    """What the channels' colours are in ``scheme``, e.g. "NMI red · MYCN green · DAPI blue"."""
+    _scheme(scheme)
+    return " · ".join(f"{n} {c}" for n, c in zip(CHANNEL_NAMES, SCHEME_WORDS[scheme]))
+
+
+def box_caption(scheme: str = "red/green") -> str:
+    """The legend of the detector boxes in ``scheme``, e.g. "red NMI · green MYCN · yellow cluster"."""
+    _scheme(scheme)
+    words = {k: v[0] for k, v in SCHEME_BOX_COLOURS.get(scheme, {1: ("red",), 2: ("green",), 3: ("yellow",)}).items()}
+    return f"{words[1]} NMI · {words[2]} MYCN · {words[3]} cluster"
 
 
 def upscale(image: np.ndarray, factor: int) -> np.ndarray:
@@ -124,7 +163,7 @@ def counted_boxes(boxes: pd.DataFrame, config: dict) -> pd.DataFrame:
 
 
 def draw_boxes(rgb: np.ndarray, boxes: pd.DataFrame, scale: int = 1, thickness: int = 1,
-               min_score: float = 0.0) -> np.ndarray:
+               min_score: float = 0.0, colours: Mapping[int, Sequence[int]] | None = None) -> np.ndarray:
     """Draw detector boxes on an RGB patch.
 
     Args:
@@ -135,10 +174,10 @@ def draw_boxes(rgb: np.ndarray, boxes: pd.DataFrame, scale: int = 1, thickness: 
             box coordinates are scaled with it.
         thickness: line width in output pixels.
         min_score: boxes with a lower ``score`` are skipped.
+        colours: class id -> RGB (e.g. :func:`box_colours` of a scheme); default :data:`BOX_CLASSES`.
 
     Returns:
-        (P*scale, P*scale, 3) uint8 copy with box outlines in the class colours of
-        :data:`BOX_CLASSES`.
+        (P*scale, P*scale, 3) uint8 copy with box outlines in the class colours.
     """
     out = upscale(np.asarray(rgb, np.uint8), scale).copy()
     h, w = out.shape[:2]
@@ -147,7 +186,8 @@ def draw_boxes(rgb: np.ndarray, boxes: pd.DataFrame, scale: int = 1, thickness: 
     if "score" in boxes.columns and min_score > 0:
         boxes = boxes[boxes["score"] >= min_score]
     for cls, x1, y1, x2, y2 in boxes[["cls", "x1", "y1", "x2", "y2"]].itertuples(index=False):
-        colour = BOX_CLASSES.get(int(cls), ("?", (255, 255, 255)))[1]
+        colour = (colours.get(int(cls), (255, 255, 255)) if colours is not None
+                  else BOX_CLASSES.get(int(cls), ("?", (255, 255, 255)))[1])
         c0 = int(np.clip(math.floor(min(x1, x2) * scale), 0, w - 1))
         c1 = int(np.clip(math.ceil(max(x1, x2) * scale) - 1, 0, w - 1))
         r0 = int(np.clip(math.floor(min(y1, y2) * scale), 0, h - 1))

@@ -2036,6 +2036,16 @@ def test_cases_names_a_sample_left_without_a_nucleus_to_call(store_copy):
                for c in at.caption)
 
 
+def test_review_patch_colours_offer_a_colour_blind_view(store_copy):
+    at = open_page("review", reviewer="Dr. Test")
+    caption = lambda: [c for img in at.get("image") for c in img.captions if c.startswith("NMI ")]  # noqa: E731
+    assert caption()[0].startswith("NMI red · MYCN green · DAPI blue")
+    at.session_state["review_colours"] = "magenta/green"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert caption()[0].startswith("NMI magenta · MYCN green · DAPI grey")
+
+
 # ----------------------------------------------------------------------------- a large store (store.scale rows)
 @pytest.fixture(scope="module")
 def scaled_store(tmp_path_factory) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from genuine_core import palette as C
@@ -38,3 +40,39 @@ def test_decision_buttons_use_the_label_colours_with_readable_text():
     for label in ("MNA", "non-MNA"):
         bg = C.LABEL_COLOURS[label]
         assert C.contrast_ratio(bg, C.text_colour_on(bg)) >= 4.5  # WCAG AA for the button's text
+
+
+def _signals() -> np.ndarray:
+    patch = np.zeros((3, 3, 3), np.float32)
+    patch[2] = 0.5  # DAPI everywhere: the nucleus
+    patch[0, 0, 0] = 1.0  # an NMI signal
+    patch[1, 1, 1] = 1.0  # a MYCN signal
+    return patch
+
+
+def _hex(rgb) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in rgb))
+
+
+def test_magenta_green_view_tells_nmi_from_mycn_for_a_deuteranope():
+    patch = _signals()
+    std, cb = P.patch_rgb(patch), P.patch_rgb(patch, scheme="magenta/green")
+    assert (std == P.patch_rgb(patch, scheme="red/green")).all()  # the default view is unchanged
+    assert C.delta_e(_hex(std[0, 0]), _hex(std[1, 1]), "deutan") < 45
+    assert C.delta_e(_hex(cb[0, 0]), _hex(cb[1, 1]), "deutan") > 100  # NMI magenta vs MYCN green
+    assert (patch == _signals()).all()  # display only: the patch itself is untouched
+    with pytest.raises(ValueError, match="unknown colour scheme"):
+        P.patch_rgb(patch, scheme="sepia")
+
+
+def test_channel_tiles_boxes_and_captions_follow_the_scheme():
+    chans = dict(P.patch_channels(_signals(), scheme="magenta/green"))
+    assert chans["NMI"][0, 0].tolist() == [255, 0, 255] and chans["DAPI"][0, 0].tolist() == [51, 51, 51]
+    boxes = P.box_colours("magenta/green")
+    assert C.min_delta_e([_hex(c) for c in boxes.values()]) > 30  # red/green/yellow boxes: under 15
+    assert P.box_colours() == {k: rgb for k, (_, rgb) in P.BOX_CLASSES.items()}
+    assert P.channel_caption("magenta/green") == "NMI magenta · MYCN green · DAPI grey"
+    assert P.box_caption() == "red NMI · green MYCN · yellow cluster"
+    out = P.draw_boxes(np.zeros((4, 4, 3), np.uint8), pd.DataFrame({"cls": [1], "x1": [0], "y1": [0], "x2": [4],
+                                                                     "y2": [4]}), colours=boxes)
+    assert out[0, 0].tolist() == [255, 0, 255]
