@@ -390,12 +390,16 @@ def probability_histogram(preds: pd.DataFrame, threshold: float = 0.5, bins: int
         preds: rows with ``model`` and ``prob``.
         threshold: decision threshold drawn as a dashed line.
         bins: number of equal bins on [0, 1].
+
+    Each model's bars have their own colour and hatching (:data:`BAR_PATTERNS`), so models stay apart
+    without telling colours apart.
     """
     fig = go.Figure()
     for i, (model, grp) in enumerate(preds.groupby("model", sort=True)):
         fig.add_trace(go.Histogram(x=grp["prob"], name=str(model), opacity=0.85,
                                    xbins=dict(start=0, end=1.0 + 1e-9, size=1.0 / bins),
-                                   marker_color=PALETTE[i % len(PALETTE)]))
+                                   marker=dict(color=PALETTE[i % len(PALETTE)],
+                                               pattern_shape=BAR_PATTERNS[i % len(BAR_PATTERNS)])))
     fig.add_vline(x=threshold, line_dash="dash", line_color="#444",
                   annotation_text=f"threshold {threshold:g}", annotation_position="top")
     fig.update_layout(**_LAYOUT, barmode="group", bargap=0.1, title=title, height=340,
@@ -404,6 +408,11 @@ def probability_histogram(preds: pd.DataFrame, threshold: float = 0.5, bins: int
     return fig
 
 
+#: bar hatching per model in :func:`probability_histogram` (cycled; the first model's bars are plain)
+BAR_PATTERNS = ("", "/", ".", "x", "\\", "+", "-", "|")
+#: marker symbol and line dash per detector class in :func:`threshold_scan` (NMI, MYCN, cluster)
+CLASS_STYLES = {1: ("circle", "solid", OKABE_ITO["vermillion"]), 2: ("square", "dash", OKABE_ITO["bluish green"]),
+                3: ("diamond", "dot", OKABE_ITO["blue"])}
 #: marker symbols for sample kinds in :func:`predicted_vs_expected` (cycled, in sorted kind order)
 KIND_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "cross", "star", "x", "pentagon")
 
@@ -823,13 +832,13 @@ def threshold_scan(scans: Mapping[str, Mapping[str, float]], chosen: Sequence[fl
         chosen: the thresholds in use, in class order NMI, MYCN, cluster; each is marked.
     """
     fig = go.Figure()
-    for i, (key, (label, rgb)) in enumerate(zip(("nmi", "mycn", "cluster"), BOX_CLASSES.values())):
+    for i, (key, (cls, (label, _))) in enumerate(zip(("nmi", "mycn", "cluster"), BOX_CLASSES.items())):
         if key not in scans:
             continue
         pts = sorted((float(t), float(a)) for t, a in scans[key].items())
-        colour = "#{:02x}{:02x}{:02x}".format(*(int(v * 0.8) for v in rgb))  # darker: readable on white
+        symbol, dash, colour = CLASS_STYLES[cls]  # colour, symbol and dash: the classes apart without red/green
         fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=label,
-                                 line=dict(color=colour)))
+                                 line=dict(color=colour, dash=dash), marker=dict(symbol=symbol, size=8)))
         if chosen is not None:
             t = float(chosen[i])
             acc = dict(pts).get(t)

@@ -76,3 +76,18 @@ def test_channel_tiles_boxes_and_captions_follow_the_scheme():
     out = P.draw_boxes(np.zeros((4, 4, 3), np.uint8), pd.DataFrame({"cls": [1], "x1": [0], "y1": [0], "x2": [4],
                                                                      "y2": [4]}), colours=boxes)
     assert out[0, 0].tolist() == [255, 0, 255]
+
+
+def test_histogram_models_differ_in_hatching_not_only_in_colour():
+    preds = pd.DataFrame({"model": ["a", "b", "c"] * 4, "prob": np.linspace(0, 1, 12)})
+    fig = P.probability_histogram(preds)
+    patterns = [t.marker.pattern.shape or "" for t in fig.data]
+    assert len(set(patterns)) == 3
+    assert C.min_delta_e([t.marker.color for t in fig.data]) > 15
+
+
+def test_threshold_scan_classes_differ_in_symbol_dash_and_safe_colour():
+    scans = {k: {"0.3": 0.5, "0.5": 0.7} for k in ("nmi", "mycn", "cluster")}
+    lines = [t for t in P.threshold_scan(scans).data if t.name]
+    assert len({t.marker.symbol for t in lines}) == len({t.line.dash for t in lines}) == 3
+    assert C.min_delta_e([t.line.color for t in lines]) > 15  # was dark red / dark green / dark yellow
