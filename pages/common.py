@@ -272,7 +272,8 @@ def curated_name(row) -> str:
 
 def gallery(ids, captions: list[str] | None = None, ncols: int = 8, width: int | str = "stretch",
             db: str | None = None) -> None:
-    """Patch gallery: one image per nucleus id with an optional caption under each.
+    """Patch gallery: one image per nucleus id with an optional caption under each, and a line naming
+    the channels' colours.
 
     ``width`` is each image's width in px, or ``"stretch"`` (default): as wide as its column, so ``ncols``
     images always fit the page (eight fixed 96 px patches ran 8 px past the content edge at 1280 px).
@@ -289,6 +290,7 @@ def gallery(ids, captions: list[str] | None = None, ncols: int = 8, width: int |
         cols = st.columns(ncols)
         for col, nid in zip(cols, shown[start:start + ncols]):
             col.image(imgs[nid], caption=cap_by_id.get(nid, ""), width=width)
+    st.caption(f"Patch colours: {plotting.channel_caption()}")  # what the channels are, for every reader
 
 
 def page_header(title: str, subtitle: str) -> None:

@@ -224,7 +224,8 @@ def show_result(res: dict, db: str) -> None:
                                                                       "(as the evaluation's probe curves)"),
                                     "truth": st.column_config.NumberColumn(format="%.2f", width=50,
                                                                            help=TRUTH_HELP)})
-    st.markdown("**Example probes** (first probes of each condition; the model sees exactly these patches)")
+    st.markdown("**Example probes** (first probes of each condition; the model sees exactly these patches; "
+                f"{plotting.channel_caption()})")
     conds = res["conds"]
     per_row = 2
     cols_per_line = 6

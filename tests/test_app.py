@@ -2046,6 +2046,13 @@ def test_review_patch_colours_offer_a_colour_blind_view(store_copy):
     assert caption()[0].startswith("NMI magenta · MYCN green · DAPI grey")
 
 
+def test_patch_galleries_name_the_channel_colours(store_copy):
+    at = open_page("cases")
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Patch colours: NMI red · MYCN green · DAPI blue" in texts(at)
+
+
 # ----------------------------------------------------------------------------- a large store (store.scale rows)
 @pytest.fixture(scope="module")
 def scaled_store(tmp_path_factory) -> Path:
