@@ -145,6 +145,15 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
             page.get_by_role("heading", name="Review", level=1).click()
             page.keyboard.press("u")
             expect(page.get_by_text("Undone").first).to_be_visible(timeout=60_000)
+            # keyboard only with a note (README): letters type into the note, Tab moves to MNA, Enter presses it
+            noted = nucleus.inner_text()
+            note = page.get_by_role("textbox", name="Note (optional)")
+            note.focus()
+            page.keyboard.type("mn")
+            page.keyboard.press("Tab")
+            page.keyboard.press("Enter")
+            expect(nucleus).not_to_have_text(noted, timeout=60_000)
+            expect(page.get_by_text(re.compile(r"\d: MNA recorded")).first).to_be_visible(timeout=60_000)
             assert not errors, errors
         finally:
             browser.close()
@@ -155,7 +164,8 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
 
     with open_store(db, read_only=True) as s:
         ev = audit_trail(s)
-    assert ev["value"].tolist() == ["1", "0", "unset"]  # click MNA, key N, key U
+    assert ev["value"].tolist() == ["1", "0", "unset", "1"]  # click MNA, key N, key U, Tab + Enter from the note
+    assert ev.iloc[3]["note"] == "mn"  # the letters went into the note, not to the shortcuts
     assert set(ev["reviewer"]) == {"Dr. Browser"}
     assert int(ev.iloc[0]["nucleus_id"]) == nid and ev.iloc[1]["nucleus_id"] != nid
     assert ev.iloc[2]["undoes"] == ev.iloc[1]["event_id"]
