@@ -140,12 +140,16 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
             # keyboard: N records non-MNA for the next nucleus, U undoes it
             expect(nucleus).not_to_have_text(f"Nucleus {nid}", timeout=60_000)
             page.get_by_role("heading", name="Review", level=1).click()  # focus away from the text inputs
+            second = nucleus.inner_text()
             page.keyboard.press("n")
             expect(page.get_by_text("non-MNA recorded")).to_be_visible(timeout=60_000)
             page.get_by_role("heading", name="Review", level=1).click()
             page.keyboard.press("u")
             expect(page.get_by_text("Undone").first).to_be_visible(timeout=60_000)
-            # keyboard only with a note (README): letters type into the note, Tab moves to MNA, Enter presses it
+            # keyboard only with a note (README): letters type into the note, Tab moves to MNA, Enter presses it;
+            # first wait for the undone nucleus' card (a key on the card still showing is ignored, by design)
+            expect(nucleus).to_have_text(second, timeout=60_000)
+            page.locator("[data-testid='stApp'][data-test-script-state='notRunning']").wait_for(timeout=60_000)
             noted = nucleus.inner_text()
             note = page.get_by_role("textbox", name="Note (optional)")
             note.focus()
