@@ -263,7 +263,8 @@ def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict
 
 def patch_caption(scheme: str, boxes: bool) -> str:
     """What the patch's colours are: each channel's colour in ``scheme`` and, with ``boxes``, the box legend."""
-    return f"{plotting.channel_caption(scheme)}; " + (f"detector boxes: {plotting.box_caption(scheme)}" if boxes else "no detector boxes")
+    legend = f"detector boxes: {plotting.box_caption(scheme)}" if boxes else "no detector boxes"
+    return f"{plotting.channel_caption(scheme)}; {legend}"
 
 
 def predictions_panel(preds: pd.DataFrame) -> None:
