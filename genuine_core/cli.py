@@ -16,7 +16,7 @@ import os
 import sys
 
 from genuine_core.errors import GenuineError
-from genuine_core.interrupts import interrupted, remember_interrupts
+from genuine_core.interrupts import interrupt_exit_code, interrupted, remember_interrupts
 
 #: OSError numbers that mean "this cannot be written here" (read-only, no permission, disk full, file too large)
 WRITE_REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -87,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except KeyboardInterrupt as exc:  # a command may say what was left and how to go on (genuine train: --resume)
         print(f"interrupted: {exc}" if str(exc) else "interrupted", file=sys.stderr)
-        return 130
+        return interrupt_exit_code()
     except Exception as exc:
         if interrupted():  # a library's own error made of Ctrl-C (numba's SystemError, DuckDB's Error)
             print("interrupted", file=sys.stderr)
-            return 130
+            return interrupt_exit_code()
         return _exit_code(exc)
 
 

@@ -252,7 +252,7 @@ def poll(rec: dict) -> str:
     rc = rec.get("rc")
     if rc == 0 or (rc is None and finished_model(rec["out"])):
         return FINISHED
-    if rc is None or rc in (130, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL):
+    if rc is None or rc in (130, 143, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL):
         return STOPPED
     return FAILED
 

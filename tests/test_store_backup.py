@@ -102,3 +102,42 @@ def test_a_copy_error_names_its_first_reason_in_one_line(store, tmp_path, monkey
     with pytest.raises(StoreError) as exc:
         backup_store(store.path, tmp_path / "bk")
     assert str(exc.value).endswith(": [Errno 36] File name too long: 'a'")
+
+
+_SLOW_BACKUP = """
+import shutil, sys, time
+from genuine_core.cli import main
+copy = shutil.copy2
+def slow_copy(*args, **kwargs):  # the store file is copied; then the copy takes a while
+    out = copy(*args, **kwargs)
+    print("copied", flush=True)
+    time.sleep(60)
+    return out
+shutil.copy2 = slow_copy
+sys.argv = ["genuine", "store", "backup", sys.argv[1], "--db", sys.argv[2]]
+sys.exit(main())
+"""
+
+
+def test_a_backup_stopped_by_sigterm_cleans_up_as_ctrl_c_does(store, tmp_path):
+    # `kill` (or a service manager stopping) ended the process mid-copy and left the hidden partial folder
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    db = store.path
+    store.close()
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_BACKUP, str(tmp_path / "bk"), str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout.readline().strip() == "copied"
+        assert [p.name for p in tmp_path.glob(".bk.partial-*")]  # the partial folder exists meanwhile
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "interrupted" in err
+    assert not list(tmp_path.glob(".bk.partial-*")) and not (tmp_path / "bk").exists()
+    Store(db).close()  # the store is released and opens
