@@ -47,9 +47,11 @@ PATCH_SCHEMES: dict[str, tuple[tuple[float, float, float], ...]] = {
 }
 #: each scheme's channel colours (NMI, MYCN, DAPI) in words, for captions
 SCHEME_WORDS = {"red/green": ("red", "green", "blue"), "magenta/green": ("magenta", "green", "grey")}
-#: detector box colours of a scheme other than red/green (class id -> RGB), named as in :func:`box_caption`
-SCHEME_BOX_COLOURS = {"magenta/green": {1: ("magenta", (255, 0, 255)), 2: ("green", (0, 230, 0)),
-                                        3: ("white", (255, 255, 255))}}
+#: detector box colours of each scheme: class id -> (colour word, RGB); red/green: :data:`BOX_CLASSES`
+SCHEME_BOX_COLOURS = {
+    "red/green": {k: (word, BOX_CLASSES[k][1]) for k, word in zip(BOX_CLASSES, ("red", "green", "yellow"))},
+    "magenta/green": {1: ("magenta", (255, 0, 255)), 2: ("green", (0, 230, 0)), 3: ("white", (255, 255, 255))},
+}
 #: label value -> display name; labels: 1 = MNA, 0 = non-MNA, -1 = excluded
 LABEL_NAMES = {1: "MNA", 0: "non-MNA", -1: "excluded"}
 #: probability colour scale: non-MNA blue -> undecided pale -> MNA red (as the paper's Fig. 4)
@@ -103,7 +105,7 @@ def patch_rgb(patch: np.ndarray, gain: float = 1.0, scheme: str = "red/green") -
     """
     arr = _check_patch(patch).astype(np.float32)
     weights = _scheme(scheme)
-    if scheme == "red/green":
+    if scheme == "red/green":  # the channels as they are: a NaN or inf stays in its own channel
         return to_uint8(np.moveaxis(arr, 0, -1) * gain)
     return to_uint8(np.einsum("chw,cr->hwr", arr, weights) * gain)
 
@@ -128,8 +130,7 @@ def patch_channels(patch: np.ndarray, gain: float = 1.0, scheme: str = "red/gree
 def box_colours(scheme: str = "red/green") -> dict[int, tuple[int, int, int]]:
     """Detector class id -> box RGB for a patch shown in ``scheme`` (red/green: :data:`BOX_CLASSES`)."""
     _scheme(scheme)
-    named = SCHEME_BOX_COLOURS.get(scheme)
-    return {k: named[k][1] if named else rgb for k, (_, rgb) in BOX_CLASSES.items()}
+    return {k: rgb for k, (_, rgb) in SCHEME_BOX_COLOURS[scheme].items()}
 
 
 def channel_caption(scheme: str = "red/green") -> str:
@@ -141,7 +142,7 @@ def channel_caption(scheme: str = "red/green") -> str:
 def box_caption(scheme: str = "red/green") -> str:
     """The legend of the detector boxes in ``scheme``, e.g. "red NMI · green MYCN · yellow cluster"."""
     _scheme(scheme)
-    words = {k: v[0] for k, v in SCHEME_BOX_COLOURS.get(scheme, {1: ("red",), 2: ("green",), 3: ("yellow",)}).items()}
+    words = {k: word for k, (word, _) in SCHEME_BOX_COLOURS[scheme].items()}
     return f"{words[1]} NMI · {words[2]} MYCN · {words[3]} cluster"
 
 
@@ -179,6 +180,7 @@ def draw_boxes(rgb: np.ndarray, boxes: pd.DataFrame, scale: int = 1, thickness: 
     Returns:
         (P*scale, P*scale, 3) uint8 copy with box outlines in the class colours.
     """
+    colours = box_colours() if colours is None else colours
     out = upscale(np.asarray(rgb, np.uint8), scale).copy()
     h, w = out.shape[:2]
     if boxes is None or len(boxes) == 0:
@@ -186,8 +188,7 @@ def draw_boxes(rgb: np.ndarray, boxes: pd.DataFrame, scale: int = 1, thickness: 
     if "score" in boxes.columns and min_score > 0:
         boxes = boxes[boxes["score"] >= min_score]
     for cls, x1, y1, x2, y2 in boxes[["cls", "x1", "y1", "x2", "y2"]].itertuples(index=False):
-        colour = (colours.get(int(cls), (255, 255, 255)) if colours is not None
-                  else BOX_CLASSES.get(int(cls), ("?", (255, 255, 255)))[1])
+        colour = colours.get(int(cls), (255, 255, 255))
         c0 = int(np.clip(math.floor(min(x1, x2) * scale), 0, w - 1))
         c1 = int(np.clip(math.ceil(max(x1, x2) * scale) - 1, 0, w - 1))
         r0 = int(np.clip(math.floor(min(y1, y2) * scale), 0, h - 1))

@@ -64,8 +64,7 @@ def located(db: str, data_rev: int, labels_rev: int, model: str, only: tuple[str
 
     if not ids:
         return pd.DataFrame(columns=["nucleus_id", "x", "y"])
-    df = umap_store.umap_points(common.store_at(db), model, samples=list(only) or None, ids=list(ids))
-    return df[df["nucleus_id"].isin(ids)]
+    return umap_store.umap_points(common.store_at(db), model, samples=list(only) or None, ids=list(ids))
 
 
 def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:

@@ -14,6 +14,7 @@ import pandas as pd
 from genuine_core.checksums import sha256_file
 from genuine_core.errors import ModelLoadError
 from store.db import Store
+from store.labels import count_current_labels
 from store.registry import (list_models, mixed_normalisations, mixed_way_out, patch_normalisation, relocate_command,
                             retired_text, weights_mismatch)
 
@@ -183,7 +184,7 @@ def store_info(store: Store) -> dict:
         "size_mb": round(store.path.stat().st_size / 1e6, 2) if store.path.is_file() else 0.0,
         "schema_version": int(cur.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0),
         "counts": {t: int(cur.execute(_COUNT_SQL[t]).fetchone()[0]) for t in _COUNT_TABLES},
-        "curated_nuclei": int(cur.execute("SELECT count(*) FROM curated_labels").fetchone()[0]),
+        "curated_nuclei": count_current_labels(store),
     }
     info["models"] = [{"name": m.name, "kind": m.kind, "preset": m.preset,
                        "patch_normalisation": patch_normalisation(m.config),

@@ -328,22 +328,32 @@ def patch_normalisation(config: dict) -> str:
     return str(config.get("patch_normalisation", LEGACY_NORMALISATION))
 
 
+def _active_reads(models: pd.DataFrame) -> dict[str, str]:
+    """Name -> patch normalisation of each model ingest runs (of :func:`list_models`' ``models``): not retired,
+    with a recorded folder."""
+    active = models[models["retired_at"].isna() & models["folder"].notna()]
+    return {r.name: patch_normalisation(r.config) for r in active.itertuples()}
+
+
+def _retire_command(db) -> str:
+    """The ``genuine store retire-model`` command line for the store at ``db`` (NAMEs to fill in)."""
+    return genuine_command("store retire-model NAME --by NAME", db)
+
+
 def mixed_normalisations(store: Store) -> str:
     """'' when the active models read patches normalised one way, else which read which, e.g.
     "'percentile' (old), 'spot_flux' (new_a, new_b)": ingest then refuses every scan (it cuts one way).
     Models without a recorded folder are left out, as ingest leaves them out."""
-    models = list_models(store)
     reads: dict[str, list[str]] = {}
-    for r in models[models["retired_at"].isna() & models["folder"].notna()].itertuples():
-        reads.setdefault(patch_normalisation(r.config), []).append(r.name)
+    for name, kind in _active_reads(list_models(store)).items():
+        reads.setdefault(kind, []).append(name)
     return "" if len(reads) < 2 else ", ".join(f"{k!r} ({', '.join(v)})" for k, v in sorted(reads.items()))
 
 
 def mixed_way_out(store: Store) -> str:
     """What to do about :func:`mixed_normalisations`: retire the models of one normalisation, or ingest with some."""
-    retire = genuine_command("store retire-model NAME --by NAME", store.path)
-    return (f"retire the models of one normalisation ({retire}, or Retire on the Models page), or run only some "
-            "with genuine ingest --models")
+    return (f"retire the models of one normalisation ({_retire_command(store.path)}, or Retire on the Models page), "
+            "or run only some with genuine ingest --models")
 
 
 def refuse_other_normalisation(store: Store, name: str) -> None:
@@ -354,16 +364,14 @@ def refuse_other_normalisation(store: Store, name: str) -> None:
         StoreError: an active model's patch normalisation differs from ``name``'s (both named).
     """
     models = list_models(store)
-    reads = {r.name: patch_normalisation(r.config) for r in models.itertuples()}
-    scoring = models["retired_at"].isna() & models["folder"].notna()  # as ingest runs them
-    other = [n for n in models.loc[scoring, "name"] if reads[n] != reads[name]]
+    own = patch_normalisation(models.loc[models["name"] == name, "config"].iloc[0])
+    other = {n: kind for n, kind in _active_reads(models).items() if kind != own}
     if other:
-        kinds = sorted({reads[n] for n in other})
-        retire = genuine_command("store retire-model NAME --by NAME", store.path)
+        kinds = sorted(set(other.values()))
         raise StoreError(
-            f"model {name!r} not reinstated: it reads {reads[name]!r} patches, the active model(s) "
+            f"model {name!r} not reinstated: it reads {own!r} patches, the active model(s) "
             f"{', '.join(other)} read {' and '.join(map(repr, kinds))} ones, and ingest cuts a scan one way for all "
-            f"its models; keep it retired (its predictions stay) or first retire those: {retire}")
+            f"its models; keep it retired (its predictions stay) or first retire those: {_retire_command(store.path)}")
 
 
 def retire_model(store: Store, name: str, by: str | None = None) -> None:

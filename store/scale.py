@@ -72,7 +72,8 @@ def populate_synthetic(store: Store, n_nuclei: int = 1_000_000, n_models: int = 
             cur.execute(
                 "INSERT INTO scans (id, sample_id, file_name, sha256, height, width, channel_map, patch_size, "
                 "n_nuclei, n_border_skipped, ingested_at, preview_png, masks_npz) "
-                "SELECT id, sample_id, file_name, sha256, 1000, 1000, '{}', 96, n_nuclei, 0, ?, ?, ? FROM c_in", [now, *(scan_images or (None, None))])
+                "SELECT id, sample_id, file_name, sha256, 1000, 1000, '{}', 96, n_nuclei, 0, ?, ?, ? FROM c_in",
+                [now, *(scan_images or (None, None))])
             if not use_registered:
                 cur.execute(
                     "INSERT INTO models (id, name, kind, preset, patch_size, checksum, uncertainty_method, config, "

@@ -65,11 +65,12 @@ def scoring_passes(store: Store, name: str, default: int) -> int | None:
     """The MC-dropout passes that score the model ``name`` as its stored uncertainties were: 0 when they are
     entropies, else the pass count most of its scorings recorded (``default`` when none is recorded);
     None when it has stored no predictions (or their method is unknown)."""
-    row = store.query("SELECT uncertainty_method FROM models m WHERE name = ? "
-                      "AND EXISTS (SELECT 1 FROM predictions p WHERE p.model_id = m.id)", [name])
-    if row.empty or row.iat[0, 0] not in METHOD_NAMES:
+    from store.registry import stored_uncertainty
+
+    method = stored_uncertainty(store, name)
+    if method not in METHOD_NAMES:
         return None
-    if row.iat[0, 0] == "entropy":
+    if method == "entropy":
         return 0
     common = store.scalar("SELECT sm.mc_samples FROM scan_models sm JOIN models m ON m.id = sm.model_id "
                           "WHERE m.name = ? AND sm.mc_samples > 0 GROUP BY sm.mc_samples "
