@@ -1,8 +1,8 @@
 """``genuine store ACTION`` (:data:`ACTIONS`): integrity, overview, scan list, scan removal, excluding a
 reviewed scan's nuclei, scoring stored scans with a model registered after them, model removal, retiring a
 model (it keeps its predictions but scores nothing new) and reinstating it, recording a moved model folder,
-the log of who registered, retired and removed models and removed scans, bringing an older store up to
-date, and a backup.
+the log of who registered, retired and removed models and removed scans, the curators' agreement per pair of
+reviewers, bringing an older store up to date, and a backup.
 
 ``score MODEL`` runs a model (a folder, or a registered name) over the stored patches of every
 scan it has not scored yet (``store.rescore``), e.g. a model retrained on curated labels; each
@@ -27,7 +27,7 @@ from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_d
     no_store_message, person_name, store_exists
 
 ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "retire-model",
-           "reinstate-model", "relocate-model", "events", "migrate", "backup")
+           "reinstate-model", "relocate-model", "events", "agreement", "migrate", "backup")
 
 
 def _scan_id(text: str) -> int:
@@ -60,6 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "relocate-model": "record where a registered model's folder is now (moved, renamed or restored elsewhere); "
                           "it must hold the registered weights",
         "events": "who registered, retired, reinstated and removed models, and removed scans, when (oldest first)",
+        "agreement": "curators' agreement per pair of reviewers (nuclei both reviewed, agreement %, Cohen's kappa "
+                     "with 95 % CI) and the conflicts: nuclei whose reviewers disagree",
         "migrate": "bring a store written by an older version up to this version's schema",
         "backup": "copy the store file, with its pending write-ahead log, and its <name>_files folder into a new "
                   "folder (refused while another process, e.g. the dashboard, holds the store)",
@@ -74,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subs["scans"].add_argument("--sample", default=None, help="only the scans of this sample")
     subs["events"].add_argument("--subject", default=None, metavar="NAME",
                                 help="only the events of this model name or scan file name")
+    subs["agreement"].add_argument("--matrices", action="store_true",
+                                   help="also print each pair's confusion matrix (rows: the first reviewer)")
+    subs["agreement"].add_argument("--conflicts", action="store_true",
+                                   help="also list the nuclei whose reviewers disagree (open and settled)")
     subs["remove-scan"].add_argument("scan_id", type=_scan_id, metavar="SCAN_ID",
                                      help="id of the scan (see: genuine store scans)")
     subs["remove-scan"].add_argument("--yes", action="store_true",
@@ -139,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
             return _print_scans(store, args.sample)
         if args.action == "events":
             return _print_events(store, args.subject)
+        if args.action == "agreement":
+            from store.cli_agreement import print_agreement
+
+            return print_agreement(store, args.matrices, args.conflicts)
         problems = check_store(store)
         for note in retired_model_notes(store):
             print(f"note: {note}")

@@ -1,0 +1,319 @@
+"""Inter-reviewer agreement and conflicts, computed from the label events (no table of its own).
+
+Each nucleus' events are replayed in order (:func:`replay`). A *review* is a named reviewer's decision made
+while the nucleus is not in conflict; each reviewer's latest review counts (an undone one no longer does). When
+two reviewers' latest reviews differ, the nucleus is in *conflict* (``open``). Every later decision on it is
+an *adjudication*: it becomes the current label, as every decision does; made while the conflict is open (or
+agreeing with the settled label) it ``settles`` the conflict, one contradicting the settled label opens it
+again. Adjudications are made seeing the reviews, so they are not counted in the agreement. An undo returns
+the nucleus to where it was before the undone event.
+
+Agreement per pair of reviewers is over the nuclei both reviewed: the share of identical decisions and
+Cohen's kappa over MNA / non-MNA / exclude, with a 95 % interval from the large-sample standard error of
+Fleiss, Cohen & Everitt (1969), kappa +- 1.96 SE clipped to [-1, 1]. Kappa is undefined when both reviewers
+used one and the same category only; at perfect agreement the SE is 0 and no interval is given.
+
+Events whose reviewer name is blank (unnamed legacy events) take part in the current label but in no
+agreement or conflict; :func:`agreement` counts them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from store.db import Store
+
+#: the kappa categories, stored value -> name
+CATEGORIES = {"1": "MNA", "0": "non-MNA", "exclude": "exclude"}
+#: conflict states of a nucleus
+STATES = ("none", "open", "settled")
+Z95 = 1.959963984540054
+
+_NAMED = "trim(coalesce(reviewer, '')) <> ''"
+_EVENTS = """
+SELECT e.id, e.nucleus_id, e.value, trim(coalesce(e.reviewer, '')) AS reviewer, e.note, e.undoes, e.created_at
+FROM label_events e
+"""
+# nuclei with decisions by at least two named reviewers: the only ones that can be in conflict
+_MULTI = f"""
+SELECT nucleus_id FROM label_events WHERE undoes IS NULL AND {_NAMED}
+GROUP BY nucleus_id HAVING count(DISTINCT trim(reviewer)) >= 2
+"""
+
+
+@dataclass
+class NucleusReview:
+    """One nucleus after :func:`replay`.
+
+    Attributes:
+        reviews: named reviewer -> their latest review ``{"value", "event_id", "note", "created_at"}``.
+        state: ``none`` (reviews agree, or fewer than two), ``open`` or ``settled``.
+        current: the current label value ('1', '0', 'exclude', 'unset').
+        adjudications: decisions made while in conflict, oldest first (``reviewer``, ``value``, ``event_id``,
+            ``note``, ``created_at``; reviewer '' when unnamed).
+        last_event_id: the nucleus' latest event.
+    """
+
+    reviews: dict = field(default_factory=dict)
+    state: str = "none"
+    current: str = "unset"
+    adjudications: list = field(default_factory=list)
+    last_event_id: int | None = None
+
+    @property
+    def disagreed(self) -> bool:
+        """True when the reviewers' latest reviews differ (open or settled conflict)."""
+        return self.state != "none"
+
+
+def _copy(r: NucleusReview) -> NucleusReview:
+    return NucleusReview(dict(r.reviews), r.state, r.current, list(r.adjudications), r.last_event_id)
+
+
+def _disagree(reviews: dict) -> bool:
+    return len({v["value"] for v in reviews.values()}) > 1
+
+
+def _records(events: pd.DataFrame) -> list[tuple]:
+    """``(nucleus_id, id, value, reviewer, note, undoes, created_at)`` per event, by nucleus then id."""
+    ev = events.sort_values(["nucleus_id", "id"])
+    notes = ev["note"].astype(object).where(ev["note"].notna(), None)
+    undoes = ev["undoes"].astype(object).where(ev["undoes"].notna(), None)
+    return list(zip(ev["nucleus_id"].astype(int).tolist(), ev["id"].astype(int).tolist(), ev["value"].tolist(),
+                    ev["reviewer"].tolist(), notes.tolist(), undoes.tolist(), ev["created_at"].tolist()))
+
+
+def _replay(records) -> NucleusReview:
+    """The state machine of the module docstring over one nucleus' records (oldest first)."""
+    r = NucleusReview()
+    before: dict[int, NucleusReview] = {}
+    for _, eid, value, reviewer, note, undoes, created_at in records:
+        before[eid] = _copy(r)
+        if undoes is not None and int(undoes) in before:  # an undo: back to the state before the undone event
+            r = _copy(before[int(undoes)])
+            r.last_event_id = eid
+            continue
+        entry = {"value": value, "event_id": eid, "note": note, "created_at": created_at}
+        if r.state == "none":
+            if reviewer:
+                if value == "unset":
+                    r.reviews.pop(reviewer, None)
+                else:
+                    r.reviews[reviewer] = entry
+            r.state = "open" if _disagree(r.reviews) else "none"
+        else:
+            r.state = "settled" if r.state == "open" or value == r.current else "open"
+            r.adjudications.append({"reviewer": reviewer, **entry})
+        r.current = value
+        r.last_event_id = eid
+    return r
+
+
+def replay(events: pd.DataFrame) -> NucleusReview:
+    """Replay one nucleus' events (columns of ``_EVENTS``, any order) into its :class:`NucleusReview`."""
+    return _replay(_records(events))
+
+
+def _replay_all(events: pd.DataFrame) -> dict[int, NucleusReview]:
+    out, start, recs = {}, 0, _records(events)
+    for i in range(1, len(recs) + 1):
+        if i == len(recs) or recs[i][0] != recs[start][0]:
+            out[recs[start][0]] = _replay(recs[start:i])
+            start = i
+    return out
+
+
+def multi_reviewed(store: Store) -> dict[int, NucleusReview]:
+    """:class:`NucleusReview` of every nucleus decided by at least two named reviewers."""
+    events = store.query(f"{_EVENTS} WHERE e.nucleus_id IN ({_MULTI}) ORDER BY e.nucleus_id, e.id")
+    return _replay_all(events)
+
+
+def nucleus_review(store: Store, nucleus_id: int) -> NucleusReview:
+    """One nucleus' reviews, conflict state and adjudications (for the review card)."""
+    return replay(store.query(f"{_EVENTS} WHERE e.nucleus_id = ? ORDER BY e.id", [int(nucleus_id)]))
+
+
+def conflict_states(store: Store, nucleus_ids) -> pd.Series:
+    """Per nucleus id (index, in the given order): ``none``, ``open`` or ``settled`` (:data:`STATES`)."""
+    found = multi_reviewed(store)
+    ids = [int(i) for i in nucleus_ids]
+    return pd.Series([found[i].state if i in found else "none" for i in ids], index=ids, dtype=object)
+
+
+def disagreed(store: Store, nucleus_ids) -> pd.Series:
+    """Per nucleus id (index, in the given order): True when its reviewers' latest reviews disagree."""
+    return conflict_states(store, nucleus_ids) != "none"
+
+
+def conflicts(store: Store, sample: str | None = None, include_settled: bool = False) -> pd.DataFrame:
+    """Nuclei whose reviewers disagree, the longest untouched first.
+
+    Returns:
+        DataFrame ``nucleus_id, sample, state ('open'/'settled'), current, reviews (e.g. 'Ann: MNA; Bob: non-MNA'),
+        n_reviewers, last_event_id``.
+    """
+    wanted = ("open", "settled") if include_settled else ("open",)
+    rows = [{"nucleus_id": nid, "state": r.state, "current": r.current, "n_reviewers": len(r.reviews),
+             "reviews": "; ".join(f"{who}: {CATEGORIES.get(v['value'], v['value'])}"
+                                  for who, v in sorted(r.reviews.items())),
+             "last_event_id": r.last_event_id}
+            for nid, r in multi_reviewed(store).items() if r.state in wanted]
+    cols = ["nucleus_id", "sample", "state", "current", "reviews", "n_reviewers", "last_event_id"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    df = pd.DataFrame(rows)
+    with store.frames(c_in=df[["nucleus_id"]]):
+        where = store.query("SELECT c.nucleus_id, s.name AS sample FROM c_in c JOIN nuclei n ON n.id = c.nucleus_id "
+                            "JOIN scans sc ON sc.id = n.scan_id JOIN samples s ON s.id = sc.sample_id")
+    df = df.merge(where, on="nucleus_id", how="left")
+    if sample is not None:
+        df = df[df["sample"] == sample]
+    return df.sort_values(["last_event_id", "nucleus_id"])[cols].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- kappa
+@dataclass(frozen=True)
+class Kappa:
+    """Cohen's kappa with its 95 % interval; ``kappa`` None when undefined, ``low``/``high`` None without an
+    interval; ``note`` says why."""
+
+    kappa: float | None
+    se: float | None
+    low: float | None
+    high: float | None
+    note: str = ""
+
+
+def cohen_kappa(matrix, names=tuple(CATEGORIES.values())) -> Kappa:
+    """Cohen's kappa of a square confusion matrix (rows: one rater, columns: the other, same categories).
+
+    The 95 % interval is kappa +- 1.96 SE with the large-sample SE of Fleiss, Cohen & Everitt (1969)
+    (Fleiss, Levin & Paik 2003, eq. 18.15), clipped to [-1, 1].
+    """
+    m = np.asarray(matrix, dtype=float)
+    n = m.sum()
+    if n == 0:
+        return Kappa(None, None, None, None, "no nucleus reviewed by both")
+    p = m / n
+    rows, cols = p.sum(1), p.sum(0)
+    po, pe = float(np.trace(p)), float(rows @ cols)
+    if pe >= 1 - 1e-12:
+        only = names[int(np.argmax(rows))] if len(names) == len(rows) else int(np.argmax(rows))
+        return Kappa(None, None, None, None, f"undefined: both used one category only ({only})")
+    if np.trace(m) == n:  # the formula's SE is 0 here, up to rounding
+        return Kappa(1.0, 0.0, None, None, "perfect agreement: the large-sample interval is degenerate (none given)")
+    k = (po - pe) / (1 - pe)
+    diag = sum(p[i, i] * (1 - (rows[i] + cols[i]) * (1 - k)) ** 2 for i in range(len(p)))
+    off = (1 - k) ** 2 * sum(p[i, j] * (cols[i] + rows[j]) ** 2
+                             for i in range(len(p)) for j in range(len(p)) if i != j)
+    var = max(0.0, diag + off - (k - pe * (1 - k)) ** 2) / (n * (1 - pe) ** 2)
+    se = math.sqrt(var)
+    return Kappa(k, se, max(-1.0, k - Z95 * se), min(1.0, k + Z95 * se))
+
+
+# ----------------------------------------------------------------------------- per pair
+@dataclass
+class Agreement:
+    """What :func:`agreement` found.
+
+    Attributes:
+        pairs: one row per pair of named reviewers (``reviewer_a`` < ``reviewer_b``): ``n_both, n_agree,
+            agreement_pct, kappa, kappa_low, kappa_high, note``.
+        matrices: ``(reviewer_a, reviewer_b)`` -> confusion matrix (rows a's decision, columns b's; MNA,
+            non-MNA, exclude).
+        reviewers: named reviewer -> nuclei they decided (any decision, adjudications included).
+        unnamed_events, unnamed_nuclei: decisions without a reviewer name, and the nuclei they are on.
+        open_conflicts, settled_conflicts: nuclei in each conflict state.
+    """
+
+    pairs: pd.DataFrame
+    matrices: dict
+    reviewers: dict
+    unnamed_events: int = 0
+    unnamed_nuclei: int = 0
+    open_conflicts: int = 0
+    settled_conflicts: int = 0
+
+    def summary(self) -> str:
+        """One line on what the table covers (one reviewer only, no overlap, unnamed events)."""
+        parts = []
+        if len(self.reviewers) < 2:
+            who = f" ({next(iter(self.reviewers))})" if self.reviewers else ""
+            parts.append(f"{len(self.reviewers)} named reviewer{who}: agreement needs two reviewers deciding "
+                         "the same nuclei")
+        elif not int(self.pairs["n_both"].sum()):
+            parts.append(f"{len(self.reviewers)} reviewers, but no nucleus was reviewed by two of them")
+        else:
+            parts.append(f"{len(self.reviewers)} reviewers; conflicts: {self.open_conflicts} open, "
+                         f"{self.settled_conflicts} settled")
+        if self.unnamed_events:
+            parts.append(f"{self.unnamed_events} decisions on {self.unnamed_nuclei} nuclei carry no reviewer name "
+                         "(legacy events) and are left out")
+        return "; ".join(parts)
+
+
+def _matrix(reviews_a: list[str], reviews_b: list[str]) -> pd.DataFrame:
+    keys = list(CATEGORIES)
+    m = np.zeros((len(keys), len(keys)), dtype=int)
+    for a, b in zip(reviews_a, reviews_b):
+        if a in CATEGORIES and b in CATEGORIES:
+            m[keys.index(a), keys.index(b)] += 1
+    names = list(CATEGORIES.values())
+    return pd.DataFrame(m, index=pd.Index(names, name="first"), columns=pd.Index(names, name="second"))
+
+
+def agreement(store: Store) -> Agreement:
+    """Agreement of every pair of named reviewers over the nuclei both reviewed (their latest reviews)."""
+    counts = store.query(f"SELECT trim(reviewer) AS reviewer, count(DISTINCT nucleus_id) AS n FROM label_events "
+                         f"WHERE undoes IS NULL AND {_NAMED} GROUP BY 1 ORDER BY 1")
+    unnamed = store.query(f"SELECT count(*) AS n, count(DISTINCT nucleus_id) AS k FROM label_events "
+                          f"WHERE undoes IS NULL AND NOT ({_NAMED})").iloc[0]
+    reviewers = dict(zip(counts["reviewer"], counts["n"].astype(int)))
+    found = multi_reviewed(store)
+    rows, matrices = [], {}
+    for a, b in itertools.combinations(sorted(reviewers), 2):
+        both = [r.reviews for r in found.values() if a in r.reviews and b in r.reviews]
+        m = _matrix([x[a]["value"] for x in both], [x[b]["value"] for x in both])
+        m.index.name, m.columns.name = a, b
+        k = cohen_kappa(m.to_numpy())
+        n, agree = int(m.to_numpy().sum()), int(np.trace(m.to_numpy()))
+        matrices[(a, b)] = m
+        rows.append({"reviewer_a": a, "reviewer_b": b, "n_both": n, "n_agree": agree,
+                     "agreement_pct": 100.0 * agree / n if n else None, "kappa": k.kappa, "kappa_low": k.low,
+                     "kappa_high": k.high, "note": k.note})
+    cols = ["reviewer_a", "reviewer_b", "n_both", "n_agree", "agreement_pct", "kappa", "kappa_low", "kappa_high",
+            "note"]
+    states = [r.state for r in found.values()]
+    return Agreement(pd.DataFrame(rows, columns=cols), matrices, reviewers, int(unnamed["n"]), int(unnamed["k"]),
+                     states.count("open"), states.count("settled"))
+
+
+def ci_text(low, high) -> str:
+    """'0.12 to 0.58', or '-' without an interval."""
+    return "-" if low is None or pd.isna(low) else f"{low:.2f} to {high:.2f}"
+
+
+def pair_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """``Agreement.pairs`` in words: Reviewers, Both reviewed, Agreement, Kappa, 95 % CI, Note."""
+    return pd.DataFrame({
+        "Reviewers": pairs["reviewer_a"] + " / " + pairs["reviewer_b"],
+        "Both reviewed": pairs["n_both"].astype(int),
+        "Agreement": [f"{a:.1f} % ({k} of {n})" if n else "-"
+                      for a, k, n in zip(pairs["agreement_pct"], pairs["n_agree"], pairs["n_both"])],
+        "Kappa": ["-" if k is None or pd.isna(k) else f"{k:.2f}" for k in pairs["kappa"]],
+        "95 % CI": [ci_text(lo, hi) for lo, hi in zip(pairs["kappa_low"], pairs["kappa_high"])],
+        "Note": pairs["note"],
+    })
+
+
+#: how the figures are computed, for the page and the command line
+METHOD = ("Each reviewer's latest decision on a nucleus counts, made before reviewers disagreed on it (later "
+          "decisions settle the conflict and are not counted). Kappa: Cohen's, over MNA / non-MNA / exclude; "
+          "95 % CI: kappa +- 1.96 x the large-sample SE of Fleiss, Cohen & Everitt (1969); approximate for few "
+          "nuclei.")

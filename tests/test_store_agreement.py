@@ -1,0 +1,206 @@
+"""Inter-reviewer agreement (``store.agreement``): kappa, pairs, conflicts and their settling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from _store_fakes import fake_model, synthetic_result
+from store import agreement, labels, registry, samples
+from store.agreement import cohen_kappa
+from store.db import Store
+from store.scans import write_scan_result
+
+
+@pytest.fixture()
+def nuclei(store):
+    """Eight stored nuclei of sample S (ids)."""
+    sid = samples.ensure_sample(store, "S", "case", None, None)
+    mid = registry.register_model(store, fake_model("m"))
+    write_scan_result(store, sid, synthetic_result("a" * 64, {"m": np.linspace(0.1, 0.9, 8)}), {"m": mid})
+    return store.query("SELECT id FROM nuclei ORDER BY id")["id"].tolist()
+
+
+# -- kappa ------------------------------------------------------------------------------------------
+def test_kappa_of_a_hand_example():
+    # po = 0.7, pe = 0.5*0.6 + 0.5*0.4 = 0.5: kappa = (0.7 - 0.5) / 0.5
+    k = cohen_kappa([[20, 5], [10, 15]], names=("MNA", "non-MNA"))
+    assert k.kappa == pytest.approx(0.4)
+    assert k.low < 0.4 < k.high and k.note == ""
+
+
+def test_kappa_interval_is_the_delta_method_interval():
+    """The Fleiss-Cohen-Everitt SE is the delta-method SE of kappa under the multinomial: checked numerically."""
+    m = np.array([[30, 4, 2], [6, 25, 1], [1, 2, 9]], float)
+    n = m.sum()
+    p = m.ravel() / n
+
+    def kappa(q):
+        q = q.reshape(3, 3)
+        pe = q.sum(1) @ q.sum(0)
+        return (np.trace(q) - pe) / (1 - pe)
+
+    grad = np.array([(kappa(p + h) - kappa(p - h)) / 2e-7 for h in np.eye(9) * 1e-7])
+    cov = (np.diag(p) - np.outer(p, p)) / n
+    k = cohen_kappa(m)
+    assert k.kappa == pytest.approx(kappa(p))
+    assert k.se == pytest.approx(np.sqrt(grad @ cov @ grad), rel=1e-5)
+    assert k.low == pytest.approx(k.kappa - 1.959964 * k.se) and k.high == pytest.approx(k.kappa + 1.959964 * k.se)
+
+
+def test_kappa_matches_sklearn():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    a = rng.choice(["1", "0", "exclude"], 200, p=[0.4, 0.5, 0.1])
+    b = np.where(rng.uniform(size=200) < 0.75, a, rng.choice(["1", "0", "exclude"], 200))
+    m = agreement._matrix(list(a), list(b)).to_numpy()
+    assert cohen_kappa(m).kappa == pytest.approx(metrics.cohen_kappa_score(a, b))
+
+
+def test_kappa_at_perfect_agreement_is_one_without_an_interval():
+    k = cohen_kappa([[3, 0, 0], [0, 2, 0], [0, 0, 1]])
+    assert k.kappa == pytest.approx(1.0) and k.se == 0 and k.low is None and k.high is None
+    assert "perfect agreement" in k.note
+
+
+def test_kappa_is_undefined_when_both_used_one_category_only():
+    k = cohen_kappa([[0, 0, 0], [0, 5, 0], [0, 0, 0]])
+    assert k.kappa is None and k.low is None and k.note == "undefined: both used one category only (non-MNA)"
+    # one reviewer using one category while the other uses two: defined (0: no better than chance)
+    assert cohen_kappa([[3, 2, 0], [0, 0, 0], [0, 0, 0]]).kappa == pytest.approx(0.0)
+    assert cohen_kappa(np.zeros((3, 3))).note == "no nucleus reviewed by both"
+
+
+# -- pairs and conflicts --------------------------------------------------------------------------
+def test_pairs_count_each_reviewers_latest_review(store, nuclei):
+    n1, n2, n3, n4 = nuclei[:4]
+    labels.record_label_event(store, n1, 1, "Ann")
+    labels.record_label_event(store, n1, 0, "Ann")  # Ann changed her mind before anyone else looked
+    labels.record_label_event(store, n1, 0, "Bob")
+    labels.record_label_event(store, n2, 1, "Ann")
+    labels.record_label_event(store, n2, "exclude", "Bob")
+    labels.record_label_event(store, n3, 1, "Ann")
+    labels.record_label_event(store, n3, 1, "Bob")
+    labels.record_label_event(store, n4, 1, "Cy")  # Cy alone on n4
+    res = agreement.agreement(store)
+    assert res.reviewers == {"Ann": 3, "Bob": 3, "Cy": 1}
+    pairs = res.pairs.set_index(["reviewer_a", "reviewer_b"])
+    ab = pairs.loc[("Ann", "Bob")]
+    assert (ab["n_both"], ab["n_agree"]) == (3, 2) and ab["agreement_pct"] == pytest.approx(200 / 3)
+    assert ab["kappa"] == pytest.approx(cohen_kappa(res.matrices[("Ann", "Bob")].to_numpy()).kappa)
+    assert res.matrices[("Ann", "Bob")].loc["MNA", "exclude"] == 1
+    assert pairs.loc[("Ann", "Cy"), "n_both"] == 0 and pairs.loc[("Ann", "Cy"), "note"] == "no nucleus reviewed by both"
+    assert (res.open_conflicts, res.settled_conflicts) == (1, 0)
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == [n2]
+
+
+def test_a_decision_on_an_open_conflict_settles_it_and_is_not_counted_as_a_review(store, nuclei):
+    n = nuclei[0]
+    labels.record_label_event(store, n, 1, "Ann", note="many green dots")
+    labels.record_label_event(store, n, 0, "Bob", note="dots are noise")
+    open_ = agreement.conflicts(store)
+    assert open_.iloc[0]["reviews"] == "Ann: MNA; Bob: non-MNA" and open_.iloc[0]["state"] == "open"
+    assert open_.iloc[0]["sample"] == "S"
+    labels.record_label_event(store, n, 0, "Sen", note="settled")
+    assert agreement.conflicts(store).empty
+    settled = agreement.conflicts(store, include_settled=True)
+    assert settled.iloc[0]["state"] == "settled" and settled.iloc[0]["current"] == "0"
+    r = agreement.nucleus_review(store, n)
+    assert r.reviews["Ann"]["note"] == "many green dots" and set(r.reviews) == {"Ann", "Bob"}
+    assert r.adjudications[0]["reviewer"] == "Sen" and r.current == labels.current_labels(store).iloc[0]["value"]
+    res = agreement.agreement(store)
+    pairs = res.pairs.set_index(["reviewer_a", "reviewer_b"])
+    assert pairs.loc[("Ann", "Sen"), "n_both"] == 0  # the settling decision saw both reviews: no review
+    assert pairs.loc[("Ann", "Bob"), "n_both"] == 1 and pairs.loc[("Ann", "Bob"), "n_agree"] == 0
+    assert agreement.disagreed(store, [n, nuclei[1]]).tolist() == [True, False]
+    # a later decision against the settled label opens the conflict again; one more settles it
+    labels.record_label_event(store, n, 1, "Ann")
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == [n]
+    labels.record_label_event(store, n, 1, "Sen")
+    assert agreement.conflicts(store).empty
+
+
+def test_undo_returns_the_conflict_to_where_it_was(store, nuclei):
+    n = nuclei[0]
+    labels.record_label_event(store, n, 1, "Ann")
+    labels.record_label_event(store, n, 0, "Bob")
+    labels.record_label_event(store, n, 1, "Sen")
+    labels.undo_last(store, "Sen")  # the settling decision undone: open again
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == [n]
+    m = nuclei[1]
+    labels.record_label_event(store, m, 1, "Ann")
+    labels.record_label_event(store, m, 0, "Bob")
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == [n, m]
+    labels.undo_last(store, "Bob")  # Bob's review undone: only Ann's stands, no conflict
+    assert agreement.conflicts(store, include_settled=True)["nucleus_id"].tolist() == [n]
+    assert agreement.agreement(store).pairs.set_index(["reviewer_a", "reviewer_b"]).loc[("Ann", "Bob"), "n_both"] == 1
+
+
+def test_replay_ends_on_the_current_label(store, nuclei):
+    rng = np.random.default_rng(3)
+    for _ in range(120):
+        n, who = int(rng.choice(nuclei)), str(rng.choice(["Ann", "Bob", "Cy"]))
+        if rng.uniform() < 0.2:
+            labels.undo_last(store, who)
+        else:
+            labels.record_label_event(store, n, str(rng.choice(["1", "0", "exclude"])), who)
+    current = labels.current_labels(store).set_index("nucleus_id")["value"]
+    for n in nuclei:
+        assert agreement.nucleus_review(store, n).current == current.get(n, "unset")
+
+
+def test_one_reviewer_only_and_unnamed_legacy_events_are_stated(store, nuclei):
+    labels.record_label_event(store, nuclei[0], 1, "Ann")
+    res = agreement.agreement(store)
+    assert res.pairs.empty and res.summary().startswith("1 named reviewer (Ann): agreement needs two reviewers")
+    store.execute("INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at) "
+                  "VALUES (?, '0', '1', '', now()), (?, '1', 'unset', '  ', now())", [nuclei[0], nuclei[1]])
+    res = agreement.agreement(store)
+    assert (res.unnamed_events, res.unnamed_nuclei) == (2, 2) and list(res.reviewers) == ["Ann"]
+    assert "2 decisions on 2 nuclei carry no reviewer name (legacy events) and are left out" in res.summary()
+    assert agreement.conflicts(store, include_settled=True).empty
+    with Store(store.path.with_name("other.duckdb")) as other:
+        empty = agreement.agreement(other)
+    assert empty.pairs.empty and empty.summary().startswith("0 named reviewer")
+
+
+def test_no_overlap_is_stated(store, nuclei):
+    labels.record_label_event(store, nuclei[0], 1, "Ann")
+    labels.record_label_event(store, nuclei[1], 1, "Bob")
+    res = agreement.agreement(store)
+    assert res.pairs["n_both"].tolist() == [0] and pd.isna(res.pairs["kappa"].iloc[0])
+    assert res.summary() == "2 reviewers, but no nucleus was reviewed by two of them"
+
+
+# -- command line ---------------------------------------------------------------------------------
+def test_cli_prints_the_pair_table_matrices_and_conflicts(store, nuclei, capsys):
+    from genuine_core.cli import main
+
+    for n, a, b in zip(nuclei[:5], "11001", "10001"):
+        labels.record_label_event(store, n, a, "Ann")
+        labels.record_label_event(store, n, b, "Bob", note="b" if a != b else None)
+    path = store.path
+    store.close()
+    assert main(["store", "agreement", "--matrices", "--conflicts", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 reviewers; conflicts: 1 open, 0 settled\n")
+    row = next(line for line in out.splitlines() if line.strip().startswith("Ann / Bob"))
+    assert row.split()[3:6] == ["5", "80.0", "%"] and "(4 of 5)" in row
+    k = cohen_kappa([[2, 1, 0], [0, 2, 0], [0, 0, 0]])
+    assert f"{k.kappa:.2f}" in row and f"{k.low:.2f} to {k.high:.2f}" in row
+    assert "Ann (rows) / Bob (columns):" in out
+    assert f"conflicts: 1 nucleus_id sample state current reviews {nuclei[1]} S open non-MNA Ann: MNA; Bob: non-MNA" \
+        in " ".join(out.split())
+    assert "Fleiss, Cohen & Everitt (1969)" in out
+
+
+def test_cli_on_a_store_without_reviews_says_so(tmp_path, capsys):
+    from genuine_core.cli import main
+
+    with Store(tmp_path / "s.duckdb"):
+        pass
+    assert main(["store", "agreement", "--db", str(tmp_path / "s.duckdb")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("0 named reviewer: agreement needs two reviewers") and "Reviewers" not in out
+    assert main(["store", "agreement", "--db", str(tmp_path / "none.duckdb")]) == 2
