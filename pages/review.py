@@ -101,16 +101,10 @@ def n_curated(db: str, labels_rev: int) -> int:
 
 
 def curated_csv(db: str) -> bytes:
-    """The current curated labels with where each nucleus comes from, as CSV (made when downloaded)."""
-    from store.labels import current_labels
-    from store.nuclei import nucleus_info
+    """``store.export.curated_table`` as CSV (made when downloaded)."""
+    from store.export import curated_table
 
-    s = common.store_at(db)
-    cur = current_labels(s)
-    info = nucleus_info(s, cur["nucleus_id"].tolist()) if len(cur) else pd.DataFrame(columns=["nucleus_id"])
-    keep = ["nucleus_id", "sample", "scan_file", "mask_label", "cy", "cx", "auto_label", "true_label"]
-    table = cur.merge(info[[c for c in keep if c in info.columns]], on="nucleus_id", how="left")
-    return table.to_csv(index=False).encode()
+    return curated_table(common.store_at(db)).to_csv(index=False).encode()
 
 
 def audit_csv(db: str) -> bytes:

@@ -1,4 +1,4 @@
-"""Exports: a sample report, curated labels as a training set, the audit trail.
+"""Exports: a sample report, curated labels (a table, or a training set), the audit trail.
 
 These functions write over files of the same name (the dashboard exports into fresh
 temporary folders); ``genuine export`` refuses existing files unless ``--overwrite``.
@@ -19,7 +19,7 @@ from genuine_core.commands.checks import output_folder
 from genuine_core.errors import InputError, StoreError
 from genuine_core.percent_text import pct_text
 from genuine_core.pipeline import center_crop, decode_patch
-from store import labels, registry, report_format, samples, scans, summary, uncertainty
+from store import agreement, labels, registry, report_format, samples, scans, summary, uncertainty
 from store.db import Store
 from store.nuclei import nucleus_predictions, patch_bytes, sample_nuclei
 
@@ -182,6 +182,22 @@ def _report_sections(store: Store, sample: str, summ: pd.DataFrame) -> list[repo
                         "registered", "status", "uncertainty (of this sample's nuclei)"], model_rows)]
 
 
+def curated_table(store: Store) -> pd.DataFrame:
+    """The current curated labels (the Review page's CSV): ``labels.current_labels`` with where each nucleus
+    comes from, ``reviewers_disagreed`` (its reviewers' latest reviews differ, ``store.agreement``) and
+    ``conflict`` ('open', 'settled' or '')."""
+    from store.nuclei import nucleus_info
+
+    cur = labels.current_labels(store)
+    info = nucleus_info(store, cur["nucleus_id"].tolist()) if len(cur) else pd.DataFrame(columns=["nucleus_id"])
+    keep = ["nucleus_id", "sample", "scan_file", "mask_label", "cy", "cx", "auto_label", "true_label"]
+    table = cur.merge(info[[c for c in keep if c in info.columns]], on="nucleus_id", how="left")
+    states = agreement.conflict_states(store, table["nucleus_id"]).to_numpy()
+    table["reviewers_disagreed"] = states != "none"
+    table["conflict"] = np.where(states == "none", "", states)
+    return table
+
+
 def curated_rows(store: Store, sample: str | None = None) -> pd.DataFrame:
     """The curated nuclei a training set holds (excluded ones left out), one row each: nucleus_id, label,
     sha256, mask_label, true_label, patch_normalisation. Cheap (no patches): callers check with it whether
@@ -221,7 +237,8 @@ def curated_training_set(store: Store, sample: str | None = None):
     Patches of scans stored at different sizes are centre-cropped to the smallest.
     ``true_label`` carries the synthetic ground truth where known (else -1);
     ``nucleus_key`` is ``<scan sha256>:<mask label>`` (stable across stores); the set's
-    ``normalisation`` is the one the scans' patches were cut with.
+    ``normalisation`` is the one the scans' patches were cut with; ``reviewers_disagreed`` marks
+    nuclei whose reviewers disagreed (``store.agreement``).
 
     Raises:
         StoreError: see :func:`curated_rows`.
@@ -236,7 +253,8 @@ def curated_training_set(store: Store, sample: str | None = None):
     keys = (cur["sha256"] + ":" + cur["mask_label"].astype(str)).to_numpy()
     true = cur["true_label"].fillna(-1).astype(int).to_numpy()
     return LabelledPatches(arr, cur["label"].astype(int).to_numpy(), None,
-                           np.full(len(cur), "curated"), true, keys, cur["patch_normalisation"].iloc[0])
+                           np.full(len(cur), "curated"), true, keys, cur["patch_normalisation"].iloc[0],
+                           agreement.disagreed(store, cur["nucleus_id"]).to_numpy())
 
 
 def export_labels(store: Store, out: str | Path, sample: str | None = None) -> Path:

@@ -204,3 +204,40 @@ def test_cli_on_a_store_without_reviews_says_so(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("0 named reviewer: agreement needs two reviewers") and "Reviewers" not in out
     assert main(["store", "agreement", "--db", str(tmp_path / "none.duckdb")]) == 2
+
+
+# -- curated-label export ------------------------------------------------------------------------
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_exported_training_set_marks_nuclei_whose_reviewers_disagreed(store, nuclei, tmp_path, suffix):
+    from genuine_core.cli import main
+    from training.labelled import LabelledPatches
+
+    labels.record_label_event(store, nuclei[0], 1, "Ann")
+    labels.record_label_event(store, nuclei[0], 0, "Bob")  # disagree
+    labels.record_label_event(store, nuclei[1], 1, "Ann")
+    labels.record_label_event(store, nuclei[1], 1, "Bob")  # agree
+    labels.record_label_event(store, nuclei[2], 0, "Ann")  # one reviewer
+    path = store.path
+    store.close()
+    out = tmp_path / f"curated{suffix}"
+    assert main(["export", "labels", "--out", str(out), "--db", str(path)]) == 0
+    got = LabelledPatches.load(out)
+    assert got.labels.tolist() == [0, 1, 0] and got.reviewers_disagreed.tolist() == [True, False, False]
+    got.ensure_split(np.random.default_rng(0))
+    part = got.subset("train")
+    assert part.reviewers_disagreed is not None and len(part.reviewers_disagreed) == len(part)
+
+
+def test_curated_table_says_whose_reviewers_disagreed(store, nuclei):
+    from store.export import curated_table
+
+    a, b, c = nuclei[:3]
+    for nid, ann, bob in ((a, 1, 0), (b, 1, 1)):
+        labels.record_label_event(store, nid, ann, "Ann")
+        labels.record_label_event(store, nid, bob, "Bob")
+    labels.record_label_event(store, c, 0, "Ann")
+    labels.record_label_event(store, a, 1, "Sen")  # settles a's conflict
+    table = curated_table(store).set_index("nucleus_id")
+    assert table.loc[[a, b, c], "reviewers_disagreed"].tolist() == [True, False, False]
+    assert table.loc[[a, b, c], "conflict"].tolist() == ["settled", "", ""]
+    assert table.loc[a, "reviewer"] == "Sen" and table.loc[a, "sample"] == "S"

@@ -19,11 +19,13 @@ key              shape / dtype           meaning
 ``normalisation`` () unicode             how the patches were normalised (optional;
                                          ``genuine_core.patches.NORMALISATIONS``, default
                                          ``percentile``)
+``reviewers_disagreed`` (N,) bool        curated labels: the nucleus' reviewers disagreed
+                                         (``store.agreement``; optional, training ignores it)
 ===============  ======================  ==========================================
 
 **Parquet** (``*.parquet``): one row per patch with columns ``patch`` (binary:
 ``3*P*P`` little-endian float16 values in C order), ``label`` (int), and optionally
-``split``, ``label_kind``, ``true_label``, ``nucleus_key``; the patch side ``P`` is
+``split``, ``label_kind``, ``true_label``, ``nucleus_key``, ``reviewers_disagreed``; the patch side ``P`` is
 stored in the schema metadata key ``genuine.patch_size`` (or inferred from the byte
 length), the normalisation in ``genuine.patch_normalisation`` (default ``percentile``). This
 is what a DuckDB ``COPY ... TO`` of a table with a BLOB column gives.
@@ -48,6 +50,8 @@ from genuine_core.patches import LEGACY_NORMALISATION, check_normalisation
 FORMAT = "genuine-labelled-patches/1"
 SPLITS = ("train", "val", "test")
 LABEL_KINDS = ("auto", "truth", "curated")
+#: per-row arrays a training set may hold besides patches and labels
+OPTIONAL = ("split", "label_kind", "true_label", "nucleus_key", "reviewers_disagreed")
 
 
 @dataclass
@@ -62,6 +66,7 @@ class LabelledPatches:
         true_label: ``(N,)`` int8 ground truth (-1 unknown) or None.
         nucleus_key: ``(N,)`` str ids or None.
         normalisation: how the patches were normalised (a model trained on them expects the same).
+        reviewers_disagreed: ``(N,)`` bool, curated labels whose reviewers disagreed, or None.
     """
 
     patches: np.ndarray
@@ -71,6 +76,7 @@ class LabelledPatches:
     true_label: np.ndarray | None = None
     nucleus_key: np.ndarray | None = None
     normalisation: str = LEGACY_NORMALISATION
+    reviewers_disagreed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.normalisation = str(self.normalisation)
@@ -108,6 +114,10 @@ class LabelledPatches:
             self.nucleus_key = np.asarray(self.nucleus_key).astype(str)
             if self.nucleus_key.shape != (n,):
                 raise InputError(f"nucleus_key must have shape ({n},)")
+        if self.reviewers_disagreed is not None:
+            self.reviewers_disagreed = np.asarray(self.reviewers_disagreed).astype(bool)
+            if self.reviewers_disagreed.shape != (n,):
+                raise InputError(f"reviewers_disagreed must have shape ({n},)")
 
     def __len__(self) -> int:
         return int(self.patches.shape[0])
@@ -148,7 +158,7 @@ class LabelledPatches:
         pick = lambda a: None if a is None else a[m]  # noqa: E731
         return LabelledPatches(np.asarray(self.patches[m]), self.labels[m], self.split[m],
                                pick(self.label_kind), pick(self.true_label), pick(self.nucleus_key),
-                               self.normalisation)
+                               self.normalisation, pick(self.reviewers_disagreed))
 
     def save(self, path: str | Path) -> Path:
         """Write the NPZ form (no pickled objects). Returns the path written."""
@@ -158,7 +168,7 @@ class LabelledPatches:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"format": np.array(FORMAT), "patches": self.patches, "labels": self.labels,
                   "normalisation": np.array(self.normalisation)}
-        for name in ("split", "label_kind", "true_label", "nucleus_key"):
+        for name in OPTIONAL:
             if getattr(self, name) is not None:
                 arrays[name] = getattr(self, name)
         with atomic.replacing(path) as tmp, open(tmp, "wb") as fh:
@@ -190,7 +200,8 @@ class LabelledPatches:
                 get = lambda k: z[k] if k in z else None  # noqa: E731
                 norm = get("normalisation")
                 return cls(z["patches"], z["labels"], get("split"), get("label_kind"),
-                           get("true_label"), get("nucleus_key"), LEGACY_NORMALISATION if norm is None else str(norm))
+                           get("true_label"), get("nucleus_key"), LEGACY_NORMALISATION if norm is None else str(norm),
+                           get("reviewers_disagreed"))
         except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # e.g. a truncated file
             if isinstance(exc, InputError):
                 raise
@@ -220,7 +231,7 @@ class LabelledPatches:
         col = lambda k: np.asarray(table.column(k).to_pylist()) if k in cols else None  # noqa: E731
         norm = meta.get(b"genuine.patch_normalisation", LEGACY_NORMALISATION.encode()).decode("utf-8", "replace")
         return cls(patches.astype(np.float16), col("label"), col("split"), col("label_kind"),
-                   col("true_label"), col("nucleus_key"), norm)
+                   col("true_label"), col("nucleus_key"), norm, col("reviewers_disagreed"))
 
     def save_parquet(self, path: str | Path) -> Path:
         """Write the Parquet form (float16 patch bytes). Returns the path written."""
@@ -233,7 +244,7 @@ class LabelledPatches:
             "patch": [row.astype("<f2").tobytes() for row in np.asarray(self.patches)],
             "label": self.labels.astype(np.int64),
         }
-        for name in ("split", "label_kind", "true_label", "nucleus_key"):
+        for name in OPTIONAL:
             if getattr(self, name) is not None:
                 data[name] = getattr(self, name)
         table = pa.table(data).replace_schema_metadata({"genuine.patch_size": str(self.patch_size),
