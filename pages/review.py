@@ -3,7 +3,9 @@
 Every decision is written at once as one label event stamped with the reviewer's name
 (``store.labels.record_label_event``); undo appends a reverting event
 (``store.labels.undo_last``). Keyboard: M = MNA, N = non-MNA, X = exclude, S = skip,
-U = undo.
+U = undo. The **Conflicts** queue lists nuclei whose reviewers disagree, each reviewer's decision and note
+on the card (``store.agreement``); one decision settles it. **Agreement between reviewers**: per pair of
+reviewers, agreement and Cohen's kappa, with each pair's confusion matrix.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ FLAG_NAMES = {
 DECISIONS = {"mna": ("MNA", 1, "M", "primary"), "non": ("non-MNA", 0, "N", "primary"),
              "exclude": ("Exclude", "exclude", "X", "secondary")}
 ALL = "All"
+#: the queues offered: flagged nuclei (review_queue) or nuclei whose reviewers disagree (store.agreement)
+FLAGGED, CONFLICTS = "Flagged nuclei", "Conflicts"
 #: decision buttons in the label colours used everywhere (``genuine_core.palette``: MNA vermillion, non-MNA
 #: blue), text black or white, whichever reads better; Streamlit tags keyed elements with a ``st-key-<key>`` class
 _MNA, _NON = LABEL_COLOURS["MNA"], LABEL_COLOURS["non-MNA"]
@@ -74,14 +78,32 @@ def progress(db: str, labels_rev: int, data_rev: int, sample: str | None, model:
     return review_progress(common.store_at(db), sample=sample, model=model, flags=flags)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def conflict_queue(db: str, labels_rev: int, data_rev: int, sample: str | None, include_settled: bool) -> pd.DataFrame:
+    """``store.agreement.conflicts``: open conflicts (and settled ones), the longest untouched first."""
+    from store.agreement import conflicts
+
+    return conflicts(common.store_at(db), sample=sample, include_settled=include_settled)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def agreement_data(db: str, labels_rev: int):
+    """``store.agreement.agreement``: every pair of reviewers."""
+    from store.agreement import agreement
+
+    return agreement(common.store_at(db))
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def card_data(db: str, labels_rev: int, data_rev: int, nucleus_id: int) -> dict:
     """Everything a review card shows for one nucleus: origin/labels, predictions, boxes."""
     from store.nuclei import nucleus_detections, nucleus_info, nucleus_predictions
 
     s = common.store_at(db)
+    from store.agreement import nucleus_review
+
     return {"info": nucleus_info(s, [nucleus_id]), "preds": nucleus_predictions(s, [nucleus_id]),
-            "boxes": nucleus_detections(s, [nucleus_id])}
+            "boxes": nucleus_detections(s, [nucleus_id]), "reviews": nucleus_review(s, nucleus_id)}
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -164,8 +186,8 @@ def decide(nucleus_id: int, value, seen: str) -> None:
         event = record_label_event(common.get_store(), int(nucleus_id), value, who, note, seen=seen)
     except DecidedMeanwhile as exc:
         common.bump("labels")  # the queue and the cards read the new decision
-        back = "" if st.session_state.get("review_include") else (
-            " The queue has moved on past it: turn on **Include reviewed** to see it again.")
+        back = "" if st.session_state.get("review_include") or st.session_state.get("review_mode") == CONFLICTS \
+            else " The queue has moved on past it: turn on **Include reviewed** to see it again."
         _say("error", f"Not saved: {exc}{back}")
         return
     except GenuineError as exc:
@@ -297,9 +319,10 @@ def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: di
             st.markdown(f"#### Nucleus {nid}")
             st.caption(f"sample **{info.get('sample', '?')}** · scan `{info.get('scan_file', '?')}` · "
                        f"mask {info.get('mask_label', '?')} · centre ({info.get('cx', 0):.0f}, {info.get('cy', 0):.0f})"
-                       f" · informativeness {row['informativeness']:.2f}")
-            flags = [FLAG_NAMES[f] for f in FLAG_NAMES if bool(row.get(f, False))]
-            st.markdown(" ".join(f":orange-badge[{f}]" for f in flags) or ":gray-badge[no flag]")
+                       + (f" · informativeness {row['informativeness']:.2f}" if "informativeness" in row else ""))
+            if "informativeness" in row:  # a flagged-queue row (a conflict row carries no flags)
+                flags = [FLAG_NAMES[f] for f in FLAG_NAMES if bool(row.get(f, False))]
+                st.markdown(" ".join(f":orange-badge[{f}]" for f in flags) or ":gray-badge[no flag]")
             l1, l2, l3 = st.columns(3)
             l1.metric("Auto label", _label(info.get("auto_label")))
             l2.metric("Curated", common.curated_name(info) if len(info) else "-",
@@ -307,9 +330,34 @@ def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: di
             if pd.notna(info.get("true_label")):
                 l3.metric("Ground truth", _label(info.get("true_label")), help="synthetic sample: known truth")
             predictions_panel(data["preds"])
+            reviews_panel(data["reviews"])
             seen = "exclude" if bool(info.get("excluded", False)) else (
                 "unset" if pd.isna(info.get("curated_label")) else str(int(info.get("curated_label"))))
             decision_bar(nid, seen)
+
+
+#: the card's badge per conflict state (``store.agreement.STATES``)
+STATE_BADGES = {"open": ":red-badge[reviewers disagree: your decision settles it]",
+                "settled": ":green-badge[reviewers disagreed · settled: a different decision opens it again]",
+                "none": ":gray-badge[reviewers agree]"}
+
+
+def reviews_panel(review) -> None:
+    """Each reviewer's latest decision and note (``store.agreement.NucleusReview``), whether they disagree, and
+    the decisions made since they disagreed (adjudications); nothing for a nucleus no two reviewers decided."""
+    from store.agreement import CATEGORIES
+
+    if len(review.reviews) < 2 and not review.adjudications:
+        return
+    st.markdown(f"**Reviews** {STATE_BADGES[review.state]}")
+    rows = [{"Reviewer": who, **r} for who, r in sorted(review.reviews.items())]
+    rows += [{**a, "Reviewer": f"{a['reviewer'] or '(unnamed)'} (adjudication)"} for a in review.adjudications]
+    table = pd.DataFrame(rows)
+    view = pd.DataFrame({"Reviewer": table["Reviewer"], "Decision": table["value"].map(lambda v: CATEGORIES.get(v, v)),
+                         "Note": table["note"], "When (UTC)": table["created_at"]})
+    st.dataframe(view, hide_index=True, placeholder="–", key="review_reviews", column_config={
+        "When (UTC)": st.column_config.DatetimeColumn(format="MM-DD HH:mm", width=84),
+        "Note": st.column_config.TextColumn(width="medium")})
 
 
 def decision_key(which: str, nid: int, seen: str) -> str:
@@ -365,6 +413,101 @@ def export_panel(db: str) -> None:
         st.caption(f":orange[:material/info: Training set not available: {problem}.]")
 
 
+# ----------------------------------------------------------------------------- queues
+def _show(msg) -> None:
+    if msg:
+        getattr(st, msg[0])(msg[1])
+
+
+def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.DataFrame | None:
+    """Filters, progress and the page of flagged nuclei (``store.review``); None when no flag is chosen."""
+    f1, f2, f3 = st.columns([2, 2, 1.4], vertical_alignment="bottom")
+    sample = f1.selectbox("Sample", [ALL] + smp["name"].tolist(), key="review_sample")
+    model = f2.selectbox("Focus model", [ALL] + models["name"].tolist(), key="review_model",
+                         help="flags and ordering use this model's predictions (All: every model)")
+    include = f3.toggle("Include reviewed", key="review_include",
+                        help="also list nuclei that already have a decision")
+    flags = st.pills("Flags", list(FLAG_NAMES), selection_mode="multi", default=list(FLAG_NAMES),
+                     format_func=FLAG_NAMES.get, key="review_flags",
+                     help="list nuclei with any of the chosen flags")
+    sample_arg = None if sample == ALL else sample
+    model_arg = None if model == ALL else model
+    flags_t = tuple(flags)
+    _show(msg)
+    if not flags_t:
+        st.info("Choose at least one flag.")
+        return None
+    prog = progress(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t)
+    total, done = prog["total"], prog["reviewed"]
+    if total:
+        st.progress(done / total,
+                    text=f"**{done} of {total} reviewed** · {prog['remaining']} to go · {prog['excluded']} excluded")
+    q = queue(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, include, QUEUE_PAGE)
+    if q.empty:
+        if total:
+            st.success("Queue done: every flagged nucleus here has a decision.", icon=":material/task_alt:")
+            _undo_button()
+        elif model_arg is not None and int(models.set_index("name").loc[model_arg, "n_predictions"]) == 0:
+            st.info(f"**{model_arg}** has no predictions yet: score the stored scans with it on the "
+                    "Models page (**Score**), or ingest new ones.",
+                    icon=":material/inbox:")
+        else:
+            st.info("No flagged nuclei for this filter: try another sample or focus model, or more flags.",
+                    icon=":material/filter_alt_off:")
+    return q
+
+
+def _undo_button() -> None:
+    st.button("Undo", key="review_undo", shortcut="U", on_click=undo, disabled=not common.reviewer(),
+              help="revert your latest decision (U)")
+
+
+def conflicts_queue(db: str, smp: pd.DataFrame, msg) -> pd.DataFrame:
+    """Filters, progress and the nuclei whose reviewers disagree (``store.agreement.conflicts``), open first."""
+    f1, f3 = st.columns([4, 1.4], vertical_alignment="bottom")
+    sample = f1.selectbox("Sample", [ALL] + smp["name"].tolist(), key="review_sample")
+    include = f3.toggle("Include settled", key="review_include_settled",
+                        help="also list conflicts a decision has settled")
+    sample_arg = None if sample == ALL else sample
+    _show(msg)
+    every = conflict_queue(db, common.rev("labels"), common.rev("data"), sample_arg, True)
+    total, settled = len(every), int((every["state"] == "settled").sum())
+    if total:
+        st.progress(settled / total, text=f"**{settled} of {total} conflicts settled** · {total - settled} open")
+    q = every if include else every[every["state"] == "open"]
+    if q.empty:
+        if total:
+            st.success("No open conflict: a decision has settled every nucleus its reviewers disagreed on"
+                       + (" in this sample." if sample_arg else "."), icon=":material/task_alt:")
+            _undo_button()
+        else:
+            res = agreement_data(db, common.rev("labels"))
+            st.info(f"No conflicts{' in this sample' if sample_arg else ''}: no nucleus has reviewers whose latest "
+                    f"decisions disagree ({res.summary()}).", icon=":material/handshake:")
+    return q.reset_index(drop=True)
+
+
+def agreement_panel(db: str, expanded: bool) -> None:
+    """Per pair of reviewers: nuclei both reviewed, agreement, kappa with CI; a pair's confusion matrix."""
+    from store.agreement import METHOD, pair_table
+
+    res = agreement_data(db, common.rev("labels"))
+    with st.expander("Agreement between reviewers", expanded=expanded, icon=":material/groups:"):
+        st.caption(res.summary() + ".")
+        if res.pairs.empty:
+            return
+        st.dataframe(pair_table(res.pairs), hide_index=True, key="review_agreement", placeholder="–",
+                     column_config={"Note": st.column_config.TextColumn(width="large")})
+        st.caption(METHOD)
+        overlap = [(a, b) for (a, b), m in res.matrices.items() if m.to_numpy().sum()]
+        if overlap:
+            pair = st.selectbox("Confusion matrix of", overlap, format_func=lambda p: f"{p[0]} / {p[1]}",
+                                key="review_matrix_pair")
+            m = res.matrices[pair]
+            st.caption(f"rows: {pair[0]}'s decision · columns: {pair[1]}'s")
+            st.dataframe(m.rename_axis(index=pair[0], columns=pair[1]), key="review_matrix", width="content")
+
+
 # ----------------------------------------------------------------------------- page
 def main() -> None:
     st.html(DECISION_CSS)
@@ -379,57 +522,32 @@ def main() -> None:
         return
     model_sizes = dict(zip(models["name"], models["patch_size"].astype(int)))
 
-    f1, f2, f3 = st.columns([2, 2, 1.4], vertical_alignment="bottom")
-    sample = f1.selectbox("Sample", [ALL] + smp["name"].tolist(), key="review_sample")
-    model = f2.selectbox("Focus model", [ALL] + models["name"].tolist(), key="review_model",
-                         help="flags and ordering use this model's predictions (All: every model)")
-    include = f3.toggle("Include reviewed", key="review_include",
-                        help="also list nuclei that already have a decision")
-    flags = st.pills("Flags", list(FLAG_NAMES), selection_mode="multi", default=list(FLAG_NAMES),
-                     format_func=FLAG_NAMES.get, key="review_flags",
-                     help="list nuclei with any of the chosen flags")
-    sample_arg = None if sample == ALL else sample
-    model_arg = None if model == ALL else model
-    flags_t = tuple(flags)
-
+    mode = st.segmented_control("Queue", [FLAGGED, CONFLICTS], default=FLAGGED, required=True, key="review_mode",
+                                help="Flagged nuclei: where the automatic label, the models or their confidence "
+                                     "disagree. Conflicts: nuclei whose reviewers' latest decisions disagree; one "
+                                     "decision settles each.")
     msg = st.session_state.pop("review_msg", None)
-    if msg:
-        getattr(st, msg[0])(msg[1])
-
-    if not flags_t:
-        st.info("Choose at least one flag.")
-        return
-    prog = progress(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t)
-    total, done = prog["total"], prog["reviewed"]
-    if total:
-        st.progress(done / total,
-                    text=f"**{done} of {total} reviewed** · {prog['remaining']} to go · {prog['excluded']} excluded")
-
-    q = queue(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, include, QUEUE_PAGE)
-    skipped = st.session_state.get("review_skipped", [])
-    if skipped:  # skipped nuclei go to the back of this session's queue
-        q = pd.concat([q[~q["nucleus_id"].isin(skipped)], q[q["nucleus_id"].isin(skipped)]])
-    if q.empty:
-        if total:
-            st.success("Queue done: every flagged nucleus here has a decision.", icon=":material/task_alt:")
-            st.button("Undo", key="review_undo", shortcut="U", on_click=undo, disabled=not common.reviewer(),
-                      help="revert your latest decision (U)")
-        elif model_arg is not None and int(models.set_index("name").loc[model_arg, "n_predictions"]) == 0:
-            st.info(f"**{model_arg}** has no predictions yet: score the stored scans with it on the "
-                    "Models page (**Score**), or ingest new ones.",
-                    icon=":material/inbox:")
-        else:
-            st.info("No flagged nuclei for this filter: try another sample or focus model, or more flags.",
-                    icon=":material/filter_alt_off:")
+    if mode == CONFLICTS:
+        q = conflicts_queue(db, smp, msg)
     else:
+        q = flagged_queue(db, models, smp, msg)
+    if q is None:
+        return
+    if len(q):
+        skipped = st.session_state.get("review_skipped", [])
+        if skipped:  # skipped nuclei go to the back of this session's queue
+            q = pd.concat([q[~q["nucleus_id"].isin(skipped)], q[q["nucleus_id"].isin(skipped)]])
         card(db, q.iloc[0], model_sizes, dict(zip(models["name"], models["config"])))
         upcoming = q.iloc[1:9]
         if len(upcoming):
-            whose = "mean P(MNA) of the models" if model_arg is None else f"P(MNA) of {model_arg}"
+            whose = ("current decision" if mode == CONFLICTS else
+                     "mean P(MNA) of the models" if st.session_state.get("review_model", ALL) == ALL
+                     else f"P(MNA) of {st.session_state['review_model']}")
             st.markdown(f"**Up next** <small>(#nucleus · {whose})</small>", unsafe_allow_html=True)
-            common.gallery(upcoming["nucleus_id"].tolist(),
-                           [f"#{i} · {p:.2f}" for i, p in zip(upcoming["nucleus_id"], upcoming["prob"])],
-                           ncols=8, width=80, db=db)
+            captions = ([f"#{i} · {VALUE_NAMES.get(v, v)}"
+                         for i, v in zip(upcoming["nucleus_id"], upcoming["current"])] if mode == CONFLICTS else
+                        [f"#{i} · {p:.2f}" for i, p in zip(upcoming["nucleus_id"], upcoming["prob"])])
+            common.gallery(upcoming["nucleus_id"].tolist(), captions, ncols=8, width=80, db=db)
     st.divider()
     who = common.reviewer()
     if who:
@@ -446,6 +564,7 @@ def main() -> None:
                 "Time (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
                 "Decision": st.column_config.TextColumn(width="medium"),
                 "Note": st.column_config.TextColumn(width="large")})
+    agreement_panel(db, expanded=mode == CONFLICTS)
     export_panel(db)
 
 

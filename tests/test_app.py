@@ -2163,3 +2163,92 @@ def test_review_page_reads_no_whole_audit_trail_per_run(scaled_store, tmp_path, 
         assert mine["event_id"].tolist() == whole(s, reviewer="ann")["event_id"].tolist()[-10:]
     assert len(mine) == 10 and set(mine["reviewer"]) == {"ann"} and mine["event_id"].is_monotonic_increasing
     assert at.get("download_button")[0].proto.label == f"Curated labels ({n})"
+
+
+# ----------------------------------------------------------------------------- review: conflicts and agreement
+def _disagree(path: Path, n: int = 2) -> list[int]:
+    """Ann and Bob review the first ``n + 1`` LINE-MNA nuclei: they disagree on the first ``n`` (Bob with a note)."""
+    from store.db import open_store
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+
+    with open_store(path) as s:
+        ids = sample_nuclei(s, "LINE-MNA")["nucleus_id"].tolist()[:n + 1]
+        for i, nid in enumerate(ids):
+            record_label_event(s, nid, 1, "Ann", note="bright green clusters")
+            record_label_event(s, nid, 0 if i < n else 1, "Bob", note="clusters are debris" if i < n else None)
+    return ids
+
+
+def card_nucleus(at: AppTest) -> int:
+    return int([m.value for m in at.markdown if m.value.startswith("#### Nucleus")][0].split()[-1])
+
+
+def test_review_conflicts_queue_shows_each_reviewer_and_one_decision_settles(store_copy, monkeypatch):
+    monkeypatch.setenv("GENUINE_DECISION_GAP_S", "0")
+    path, _ = store_copy
+    first, second, agreed = _disagree(path)
+    at = open_page("review", reviewer="Sen")
+    at.segmented_control(key="review_mode").set_value("Conflicts").run()
+    assert not at.exception
+    assert card_nucleus(at) == first
+    assert "0 of 2 conflicts settled" in at.get("progress")[0].proto.text
+    reviews = frame_with(at, "Reviewer")
+    assert reviews[["Reviewer", "Decision", "Note"]].values.tolist() == [
+        ["Ann", "MNA", "bright green clusters"], ["Bob", "non-MNA", "clusters are debris"]]
+    assert "reviewers disagree: your decision settles it" in texts(at)
+    decision(at, "non").click().run()
+    assert not at.exception
+    ev = events(path)
+    assert ev.iloc[-1][["nucleus_id", "value", "reviewer"]].tolist() == [first, "0", "Sen"]
+    assert card_nucleus(at) == second  # the settled nucleus left the queue
+    assert "1 of 2 conflicts settled" in at.get("progress")[0].proto.text
+    decision(at, "mna").click().run()
+    assert any("No open conflict" in s.value for s in at.success)
+    at.toggle(key="review_include_settled").set_value(True).run()
+    assert card_nucleus(at) in (first, second) and "settled" in texts(at)
+    assert agreed not in (first, second)
+
+
+def test_review_agreement_table_and_confusion_matrix(store_copy):
+    path, _ = store_copy
+    _disagree(path)
+    at = open_page("review", reviewer="Sen")
+    table = frame_with(at, "Kappa")
+    row = table.iloc[0]
+    assert row["Reviewers"] == "Ann / Bob" and row["Both reviewed"] == 3 and row["Agreement"] == "33.3 % (1 of 3)"
+    # Ann used MNA only, Bob both: kappa 0 (no better than chance), with an interval
+    assert row["Kappa"] == "0.00" and row["95 % CI"] != "-"
+    assert "Fleiss, Cohen & Everitt (1969)" in texts(at)
+    matrix = next(d.value for d in at.dataframe if "non-MNA" in list(d.value.columns))
+    assert matrix.loc["MNA", "MNA"] == 1 and matrix.loc["MNA", "non-MNA"] == 2 and int(matrix.to_numpy().sum()) == 3
+
+
+def test_review_agreement_states_one_reviewer_no_overlap_and_unnamed_events(store_copy):
+    import streamlit as st
+
+    from store.db import open_store
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+
+    path, _ = store_copy
+    at = open_page("review", reviewer="Sen")
+    assert "0 named reviewer: agreement needs two reviewers deciding the same nuclei" in texts(at)
+    with open_store(path) as s:
+        a, b = sample_nuclei(s, "LINE-MNA")["nucleus_id"].tolist()[:2]
+        record_label_event(s, a, 1, "Ann")
+        s.execute("INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at) "
+                  "VALUES (?, '0', 'unset', '', now())", [b])
+    st.cache_data.clear()  # written behind the app's back: its cached queries do not know
+    at = open_page("review", reviewer="Sen")
+    assert "1 named reviewer (Ann): agreement needs two reviewers" in texts(at)
+    assert "1 decisions on 1 nuclei carry no reviewer name (legacy events) and are left out" in texts(at)
+    with open_store(path) as s:
+        record_label_event(s, b, 1, "Bob")
+    st.cache_data.clear()
+    at = open_page("review", reviewer="Sen")
+    assert "2 reviewers, but no nucleus was reviewed by two of them" in texts(at)
+    assert frame_with(at, "Kappa").iloc[0]["Note"] == "no nucleus reviewed by both"
+    at.segmented_control(key="review_mode").set_value("Conflicts").run()
+    assert not at.exception
+    assert any("No conflicts: no nucleus has reviewers whose latest decisions disagree" in i.value for i in at.info)
