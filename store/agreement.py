@@ -11,7 +11,8 @@ the nucleus to where it was before the undone event.
 Agreement per pair of reviewers is over the nuclei both reviewed: the share of identical decisions and
 Cohen's kappa over MNA / non-MNA / exclude, with a 95 % interval from the large-sample standard error of
 Fleiss, Cohen & Everitt (1969), kappa +- 1.96 SE clipped to [-1, 1]. Kappa is undefined when both reviewers
-used one and the same category only; at perfect agreement the SE is 0 and no interval is given.
+used one and the same category only; where the SE is 0 (perfect agreement, or a reviewer used one category only)
+no interval is given.
 
 Events whose reviewer name is blank (unnamed legacy events) take part in the current label but in no
 agreement or conflict; :func:`agreement` counts them.
@@ -214,6 +215,9 @@ def cohen_kappa(matrix, names=tuple(CATEGORIES.values())) -> Kappa:
                              for i in range(len(p)) for j in range(len(p)) if i != j)
     var = max(0.0, diag + off - (k - pe * (1 - k)) ** 2) / (n * (1 - pe) ** 2)
     se = math.sqrt(var)
+    if se < 1e-12:  # a reviewer used one category only: the multinomial has no variance off that row/column
+        return Kappa(k, 0.0, None, None, "the large-sample SE is 0 here (a reviewer used one category only): "
+                                         "no interval")
     return Kappa(k, se, max(-1.0, k - Z95 * se), min(1.0, k + Z95 * se))
 
 

@@ -2217,8 +2217,8 @@ def test_review_agreement_table_and_confusion_matrix(store_copy):
     table = frame_with(at, "Kappa")
     row = table.iloc[0]
     assert row["Reviewers"] == "Ann / Bob" and row["Both reviewed"] == 3 and row["Agreement"] == "33.3 % (1 of 3)"
-    # Ann used MNA only, Bob both: kappa 0 (no better than chance), with an interval
-    assert row["Kappa"] == "0.00" and row["95 % CI"] != "-"
+    # Ann used MNA only, Bob both: kappa 0 (no better than chance); the large-sample SE is 0, so no interval
+    assert row["Kappa"] == "0.00" and row["95 % CI"] == "-" and "a reviewer used one category only" in row["Note"]
     assert "Fleiss, Cohen & Everitt (1969)" in texts(at)
     matrix = next(d.value for d in at.dataframe if "non-MNA" in list(d.value.columns))
     assert matrix.loc["MNA", "MNA"] == 1 and matrix.loc["MNA", "non-MNA"] == 2 and int(matrix.to_numpy().sum()) == 3

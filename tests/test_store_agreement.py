@@ -72,6 +72,14 @@ def test_kappa_is_undefined_when_both_used_one_category_only():
     assert cohen_kappa(np.zeros((3, 3))).note == "no nucleus reviewed by both"
 
 
+def test_kappa_gives_no_interval_where_its_standard_error_is_zero():
+    k = cohen_kappa([[0, 0, 5], [0, 0, 0], [0, 0, 0]])  # one said MNA, the other exclude, every time
+    assert k.kappa == pytest.approx(0.0) and k.low is None and k.high is None
+    assert k.note == "the large-sample SE is 0 here (a reviewer used one category only): no interval"
+    one = cohen_kappa([[1, 2, 0], [0, 0, 0], [0, 0, 0]])  # only one of them used one category: kappa 0, SE 0 too
+    assert one.kappa == pytest.approx(0.0) and one.low is None and one.note == k.note
+
+
 # -- pairs and conflicts --------------------------------------------------------------------------
 def test_pairs_count_each_reviewers_latest_review(store, nuclei):
     n1, n2, n3, n4 = nuclei[:4]
