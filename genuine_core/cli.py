@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("store.cli_demo", "build the demo store"),
     "export": ("store.cli_export", "export sample reports, curated labels and the audit trail of label events"),
     "store": ("store.cli_store", "store maintenance (check, info, scans, remove-scan, exclude-scan, score, remove-model, "
-              "retire-model, reinstate-model, relocate-model, events, agreement, migrate, backup)"),
+              "retire-model, reinstate-model, relocate-model, events, agreement, sign-out, sign-outs, migrate, backup)"),
 }
 
 

@@ -103,6 +103,10 @@ class SampleCallRule:
 
 
 SAMPLE_CALL_RULE = SampleCallRule()
+#: every call :func:`sample_call` returns
+SAMPLE_CALLS = ("MNA", "heterogeneous MNA", "non-MNA", "not enough nuclei")
+#: what a pathologist may sign out a sample as (``store.signout``): a rule call, or none of them
+SIGN_OUT_CALLS = SAMPLE_CALLS + ("not assessable",)
 
 
 def sample_call(n_scored: int, n_mna: int, rule: SampleCallRule = SAMPLE_CALL_RULE,

@@ -42,6 +42,8 @@ _CHECKS: list[tuple[str, str]] = [
      "SELECT count(*) FROM synthetic_truth t LEFT JOIN nuclei n ON n.id = t.nucleus_id WHERE n.id IS NULL"),
     ("label events of unknown nuclei",
      "SELECT count(*) FROM label_events e LEFT JOIN nuclei n ON n.id = e.nucleus_id WHERE n.id IS NULL"),
+    ("sign-outs of unknown samples",
+     "SELECT count(*) FROM sign_outs o LEFT JOIN samples s ON s.id = o.sample_id WHERE s.id IS NULL"),
     ("label events whose 'previous' is not the value before them",
      "SELECT count(*) FROM (SELECT previous, lag(value, 1, 'unset') OVER (PARTITION BY nucleus_id ORDER BY id) "
      "AS before FROM label_events) WHERE previous <> before"),
@@ -170,7 +172,8 @@ def _model_folder_problems(store: Store) -> list[str]:
 
 
 _COUNT_TABLES = ("samples", "scans", "nuclei", "models", "predictions", "detections", "embeddings", "labels",
-                 "synthetic_truth", "label_events", "store_events", "umap_coords", "umap_fits", "probe_runs", "probe_results")
+                 "synthetic_truth", "label_events", "store_events", "sign_outs", "umap_coords", "umap_fits",
+                 "probe_runs", "probe_results")
 _COUNT_SQL = {t: "SELECT count(*) FROM " + t for t in _COUNT_TABLES}
 
 

@@ -27,7 +27,7 @@ from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_d
     no_store_message, person_name, store_exists
 
 ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "retire-model",
-           "reinstate-model", "relocate-model", "events", "agreement", "migrate", "backup")
+           "reinstate-model", "relocate-model", "events", "agreement", "sign-out", "sign-outs", "migrate", "backup")
 
 
 def _scan_id(text: str) -> int:
@@ -62,6 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "events": "who registered, retired, reinstated and removed models, and removed scans, when (oldest first)",
         "agreement": "curators' agreement per pair of reviewers (nuclei both reviewed, agreement %, Cohen's kappa "
                      "with 95 % CI) and the conflicts: nuclei whose reviewers disagree",
+        "sign-out": "record a pathologist's final call on a sample, with a model's numbers now (a later sign-out "
+                    "amends it; --withdraw withdraws it, the history stays)",
+        "sign-outs": "the sign-out in force per sample, flagged when its numbers changed since (--history: every "
+                     "sign-out and withdrawal)",
         "migrate": "bring a store written by an older version up to this version's schema",
         "backup": "copy the store file, with its pending write-ahead log, and its <name>_files folder into a new "
                   "folder (refused while another process, e.g. the dashboard, holds the store)",
@@ -88,6 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       help="id of the scan (see: genuine store scans)")
     subs["exclude-scan"].add_argument("--note", default=None, help="why, kept with each label event "
                                       "(e.g. 'read with NMI and MYCN swapped')")
+    _sign_out_arguments(subs["sign-out"], subs["sign-outs"])
     subs["backup"].add_argument("dest", type=Path, metavar="DEST", help="a new folder for the copy")
     subs["score"].add_argument("model", metavar="MODEL", help="a model folder, or the name of a registered model")
     subs["score"].add_argument("--sample", default=None, help="only the scans of this sample")
@@ -106,6 +111,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_by_option(subs[name])
     subs["exclude-scan"].add_argument("--by", metavar="NAME", type=person_name, required=True,
                                       help="the curator: each label event carries this name (required)")
+
+
+def _sign_out_arguments(p: argparse.ArgumentParser, listing: argparse.ArgumentParser) -> None:
+    from genuine_core.rules import SIGN_OUT_CALLS
+
+    p.add_argument("sample", metavar="SAMPLE", help="the sample's name")
+    p.add_argument("--call", default=None, metavar="CALL", help=f"the final call: {', '.join(SIGN_OUT_CALLS)} "
+                   "(any case; quote names with spaces)")
+    p.add_argument("--model", default=None, metavar="MODEL",
+                   help="the registered model whose numbers the call rests on")
+    p.add_argument("--by", metavar="NAME", type=person_name, required=True, help="the pathologist (required)")
+    p.add_argument("--comment", default=None, help="free text kept with the sign-out (required with --withdraw)")
+    p.add_argument("--withdraw", action="store_true", help="withdraw the sign-out in force instead (no --call/--model)")
+    listing.add_argument("--sample", default=None, help="only this sample")
+    listing.add_argument("--history", action="store_true", help="every sign-out and withdrawal, oldest first")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
         return _relocate_model(db, args.name, args.folder, args.by)
     if args.action in ("retire-model", "reinstate-model"):
         return _retire_or_reinstate(db, args.action, args.name, args.by)
+    if args.action == "sign-out":
+        return _sign_out(db, args)
     if args.action == "migrate":
         return _migrate(db)
     if args.action == "backup":
@@ -149,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
             from store.cli_agreement import print_agreement
 
             return print_agreement(store, args.matrices, args.conflicts)
+        if args.action == "sign-outs":
+            return _print_sign_outs(store, args.sample, args.history)
         problems = check_store(store)
         for note in retired_model_notes(store):
             print(f"note: {note}")
@@ -233,6 +257,64 @@ def _print_events(store, subject: str | None) -> int:
     print(df.rename(columns={"event_id": "id", "created_at": "when", "identity": "checksum", "by_user": "by"})
           .to_string(index=False))
     return 0
+
+
+def _sign_out(db, args: argparse.Namespace) -> int:
+    from genuine_core.errors import InputError
+    from store import signout
+    from store.db import Store
+
+    if not args.by:  # --by " "
+        raise InputError("a sign-out needs the pathologist's name: --by NAME")
+    if args.withdraw:
+        if args.call or args.model:
+            raise InputError("--withdraw takes no --call or --model: it withdraws the sign-out in force")
+        with Store(db) as store:
+            signout.withdraw(store, args.sample, args.by, args.comment)
+        print(f"sample {args.sample!r}: sign-out withdrawn by {args.by} (kept in the history)")
+        return 0
+    missing = [o for o, v in (("--call", args.call), ("--model", args.model)) if not v]
+    if missing:
+        raise InputError(f"sign-out needs {' and '.join(missing)} (or --withdraw)")
+    call = signout.call_name(args.call)  # before the store is opened
+    with Store(db) as store:
+        signout.sign_out(store, args.sample, call, args.model, args.by, args.comment)
+        row = signout.history(store, args.sample).iloc[-1].to_dict()
+    print(f"sample {args.sample!r}: {signout.sign_out_text(row)}")
+    return 0
+
+
+def _print_sign_outs(store, sample: str | None, full: bool) -> int:
+    from store import signout
+
+    df = signout.history(store, sample) if full else signout.in_force(store)
+    if sample is not None and not full:
+        df = df[df["sample"] == sample]
+    if df.empty:
+        what = "sign-outs" if full else "sample signed out"
+        print(f"no {what} in {store.path}" + (f" for {sample!r}" if sample else ""))
+        return 0
+    view = _sign_out_view(df, full)
+    print(view.to_string(index=False))
+    return 0
+
+
+def _sign_out_view(df, full: bool):
+    """The sign-out listing's columns: when, sample, action (history), call, by, model, its numbers, comment,
+    and (in force) what changed since."""
+    import pandas as pd
+
+    from genuine_core.percent_text import pct_text
+
+    out = df.assign(when=df["created_at"].astype(str).str[:16], by=df["by_user"],
+                    comment=df["comment"].fillna("").astype(str))
+    out["MNA of nuclei"] = ["-" if pd.isna(n) else f"{pct_text(p)} % of {int(n)}"
+                            for p, n in zip(df["mna_pct"], df["n_scored"])]
+    cols = ["id", "when", "sample"] + (["action"] if full else []) + ["call", "by", "model", "MNA of nuclei", "comment"]
+    out = out[cols].astype(object).where(out[cols].notna(), "-")
+    if not full:
+        out["changed since"] = ["; ".join(c) or "-" for c in df["changes"]]
+    return out
 
 
 def _exclude_scan(db, scan_id: int, by: str | None, note: str | None) -> int:

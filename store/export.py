@@ -19,7 +19,7 @@ from genuine_core.commands.checks import output_folder
 from genuine_core.errors import InputError, StoreError
 from genuine_core.percent_text import pct_text
 from genuine_core.pipeline import center_crop, decode_patch
-from store import agreement, labels, registry, report_format, samples, scans, summary, uncertainty
+from store import agreement, labels, registry, report_format, samples, scans, signout, summary, uncertainty
 from store.db import Store
 from store.nuclei import nucleus_predictions, patch_bytes, sample_nuclei
 
@@ -115,11 +115,40 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     facts = _report_facts(sample, info, nuclei, None if model is None else (model, chosen.iloc[0]), prepared_by)
     if summ.empty:  # an empty table alone would not say that no model calls the sample
         facts.insert(0, ("call", f"none: {_no_call_reason(nuclei)}"))
-    sections = _report_sections(store, sample, summ)
+    trail = signout.history(store, sample)
+    at = 2 if model is not None else int(summ.empty)  # after the call the report opens with
+    facts[at:at] = _sign_out_facts(store, sample, trail, summ)
+    sections = _report_sections(store, sample, summ) + _sign_out_sections(trail)
     title = f"Sample report: {sample}"
     written[3].write_text(report_format.markdown(title, facts, sections, REPORT_NOTE), encoding="utf-8")
     written[4].write_text(report_format.html_page(title, facts, sections, REPORT_NOTE), encoding="utf-8")
     return written
+
+
+def _sign_out_facts(store: Store, sample: str, trail: pd.DataFrame, summ: pd.DataFrame) -> list[tuple[str, str]]:
+    """'signed out' (the pathologist's call in force, or 'not signed out') and, when the numbers moved since,
+    'changed since sign-out'."""
+    if trail.empty:
+        return [("signed out", "not signed out")]
+    last = trail.iloc[-1].to_dict()
+    if last["action"] == "withdraw":
+        return [("signed out", f"not signed out (the sign-out was withdrawn by {last['by_user']} on "
+                               f"{str(last['created_at'])[:16]} UTC: {last['comment']})")]
+    force = signout.in_force(store, summ).set_index("sample").loc[sample]
+    facts = [("signed out", signout.sign_out_text(last))]
+    if force["changes"]:
+        facts.append(("changed since sign-out", "; ".join(force["changes"])))
+    return facts
+
+
+def _sign_out_sections(trail: pd.DataFrame) -> list[report_format.Section]:
+    """Every sign-out and withdrawal of the sample, oldest first (none: no section)."""
+    if trail.empty:
+        return []
+    rows = [[str(r["created_at"])[:16], r["action"], _fmt(r["call"]), r["by_user"],
+             signout.numbers_text(r) if r["action"] == "sign out" else "-", _fmt(r["comment"])]
+            for r in trail.to_dict("records")]
+    return [("Sign-out history", ["when (UTC)", "action", "call", "by", "numbers", "comment"], rows)]
 
 
 def _no_call_reason(nuclei: pd.DataFrame) -> str:

@@ -20,6 +20,7 @@ from importlib import resources
 import duckdb
 
 from genuine_core.errors import StoreError
+from genuine_core.rules import SIGN_OUT_CALLS
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,38 @@ def _mc_samples_sql() -> str:
     return "ALTER TABLE scan_models ADD COLUMN IF NOT EXISTS mc_samples INTEGER;"
 
 
+def _sign_outs_sql() -> str:
+    # APPEND-ONLY, like label_events: a pathologist's final call on a sample, with the numbers it was made on.
+    # The latest row of a sample is in force; 'withdraw' leaves the sample not signed out (history kept).
+    return f"""
+    CREATE SEQUENCE IF NOT EXISTS sign_out_ids START 1;
+    CREATE TABLE IF NOT EXISTS sign_outs (
+        id                BIGINT PRIMARY KEY DEFAULT nextval('sign_out_ids'),
+        created_at        TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        sample_id         BIGINT NOT NULL,
+        action            VARCHAR NOT NULL CHECK (action IN ('sign out', 'withdraw')),
+        call              VARCHAR CHECK (call IS NULL OR call IN ({SIGN_OUT_CALLS_SQL})),  -- NULL: withdraw
+        model             VARCHAR,   -- the model whose numbers were shown (name, and its weights checksum)
+        model_checksum    VARCHAR,
+        rule_call         VARCHAR,   -- that model's rule call then (genuine_core.rules.sample_call)
+        n_scored          INTEGER,
+        n_mna             INTEGER,
+        mna_pct           DOUBLE,
+        ci_low_pct        DOUBLE,
+        ci_high_pct       DOUBLE,
+        corrected_pct     DOUBLE,    -- NULL: no correction
+        corrected_low_pct DOUBLE,
+        corrected_high_pct DOUBLE,
+        by_user           VARCHAR NOT NULL CHECK (length(trim(by_user)) > 0),
+        comment           VARCHAR,
+        supersedes        BIGINT     -- the sign-out this row replaces or withdraws (NULL: the sample's first)
+    );
+    """
+
+
+#: the calls ``sign_outs.call`` may hold (a later release adding one needs a schema step, as step 4 did)
+SIGN_OUT_CALLS_SQL = ", ".join(f"'{c}'" for c in SIGN_OUT_CALLS)
+
 #: what ``store_events.action`` may hold from schema step 4 on (``store.events.ACTIONS``)
 STORE_ACTIONS = ("register model", "remove model", "remove scan", "retire model", "reinstate model")
 STORE_ACTIONS_SQL = ", ".join(f"'{a}'" for a in STORE_ACTIONS)
@@ -98,6 +131,7 @@ STEPS: list[tuple[int, str, callable]] = [
     (3, "store_events: model registrations and removals, scan removals", _store_events_sql),
     (4, "models.retired_at/retired_by; store_events: retire and reinstate model", _retired_models_sql),
     (5, "scan_models.mc_samples: the MC-dropout passes of each scoring", _mc_samples_sql),
+    (6, "sign_outs: pathologists' sign-out of samples (append-only)", _sign_outs_sql),
 ]
 LATEST = STEPS[-1][0]
 

@@ -124,6 +124,7 @@ WHERE rn = 1 AND value <> 'unset';
 
 -- store_events (who registered, retired, reinstated or removed a model, who removed a scan): added by migration
 -- step 3, its retire/reinstate actions by step 4.
+-- sign_outs (pathologists' final call per sample, append-only): added by migration step 6.
 
 CREATE TABLE IF NOT EXISTS models (
     id            BIGINT PRIMARY KEY DEFAULT nextval('model_ids'),

@@ -52,18 +52,18 @@ def _add_scan(store, sample_name, sha, probs_by_model, kind="case", expected=Non
 def test_schema_is_versioned_and_reopening_is_idempotent(tmp_path):
     path = tmp_path / "s.duckdb"
     with Store(path) as s:
-        assert migrations.current_version(s.cursor()) == migrations.LATEST == 5
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 6
         tables = set(s.query("SELECT table_name FROM information_schema.tables")["table_name"])
     expected = {"samples", "scans", "nuclei", "labels", "label_events", "models", "predictions", "detections",
                 "embeddings", "umap_coords", "umap_fits", "probe_runs", "probe_results", "schema_version",
-                "curated_labels", "scan_models", "synthetic_truth", "store_events"}
+                "curated_labels", "scan_models", "synthetic_truth", "store_events", "sign_outs"}
     assert expected <= tables
     with Store(path) as s:  # second open: no second version row, schema script still idempotent
-        assert s.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 5
+        assert s.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 6
         for _, _, script in migrations.STEPS:
             s.cursor().execute(script())
     with Store(path, read_only=True) as s:
-        assert s.scalar("SELECT max(version) FROM schema_version") == 5
+        assert s.scalar("SELECT max(version) FROM schema_version") == 6
         with pytest.raises(StoreError):
             with s.transaction():
                 pass
@@ -703,8 +703,8 @@ def test_no_sql_built_with_values():
 
 
 def test_sql_lives_in_store_and_label_events_are_never_changed():
-    """No SQL statements outside store/ (core, training, pages, benchmarks); no UPDATE/DELETE on label_events or
-    store_events anywhere."""
+    """No SQL statements outside store/ (core, training, pages, benchmarks); no UPDATE/DELETE on label_events,
+    store_events or sign_outs anywhere."""
     stmt = re.compile(r"""["']\s*(SELECT\s.+\sFROM\s|INSERT\s+INTO\s|UPDATE\s+\w+\s+SET\s|DELETE\s+FROM\s)""", re.I)
     outside = []
     for path in _python_files("genuine_core", "training", "pages", "bench"):
@@ -712,7 +712,8 @@ def test_sql_lives_in_store_and_label_events_are_never_changed():
             if stmt.search(line):
                 outside.append(f"{path.relative_to(REPO)}:{lineno}")
     assert outside == []
-    mutate = re.compile(r"(UPDATE\s+(label|store)_events|DELETE\s+FROM\s+(label|store)_events)", re.I)
+    mutate = re.compile(r"(UPDATE\s+((label|store)_events|sign_outs)|DELETE\s+FROM\s+((label|store)_events|sign_outs))",
+                        re.I)
     hits = [str(p.relative_to(REPO)) for p in list(_python_files("store", "genuine_core", "training", "pages"))
             + list((REPO / "store").glob("*.sql")) if mutate.search(p.read_text(encoding="utf-8"))]
     assert hits == []

@@ -1,0 +1,209 @@
+"""Pathologists' sign-out of samples (``store.signout``, schema step 6): append-only, a later sign-out
+supersedes, a withdrawal keeps the history, changes since sign-out are found, older stores migrate, the CLI."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from _store_fakes import fake_model, synthetic_result
+from genuine_core.cli import main
+from genuine_core.errors import InputError, StoreError
+from store import check, export, labels, migrations, registry, samples, signout
+from store.db import Store
+from store.scans import write_scan_result
+
+
+def _fill(s: Store, n: int = 60, seed: int = 0, sample: str = "CASE-1") -> None:
+    """One scan of ``n`` nuclei in ``sample``, scored by m1 and m2 (m1 calls about a third MNA)."""
+    rng = np.random.default_rng(seed)
+    probs = rng.uniform(0, 1, n)
+    probs[: n // 3] = 0.95
+    probs[n // 3:] = np.minimum(probs[n // 3:], 0.4)
+    mids = {m: registry.register_model(s, fake_model(m)) for m in ("m1", "m2")}
+    sid = samples.ensure_sample(s, sample, "case")
+    write_scan_result(s, sid, synthetic_result(f"{seed:x}" * 64, {"m1": probs, "m2": 1 - probs}, seed=seed), mids)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = Store(tmp_path / "s.duckdb")
+    _fill(s)
+    yield s
+    s.close()
+
+
+def test_a_sign_out_keeps_the_call_the_name_and_the_models_numbers(store):
+    row = signout.model_numbers(store, "CASE-1", "m1")
+    sid = signout.sign_out(store, "CASE-1", "mna", "m1", "  Dr. Ana Müller ", "clear\namplification ")
+    got = signout.history(store, "CASE-1").iloc[0]
+    assert got["id"] == sid and got["action"] == "sign out" and got["call"] == "MNA"
+    assert got["by_user"] == "Dr. Ana Müller" and got["comment"] == "clear amplification"  # one line
+    checksum = registry.list_models(store).set_index("name").at["m1", "checksum"]
+    assert got["model"] == "m1" and got["model_checksum"] == checksum
+    assert got["rule_call"] == row["call"] == "MNA"
+    assert (got["n_scored"], got["n_mna"]) == (60, 20) and got["mna_pct"] == pytest.approx(row["mna_pct"])
+    assert pd.isna(got["supersedes"])
+    force = signout.in_force(store)
+    assert force["sample"].tolist() == ["CASE-1"] and force["changes"].tolist() == [[]]
+
+
+def test_a_later_sign_out_supersedes_and_a_withdrawal_keeps_the_history(store):
+    first = signout.sign_out(store, "CASE-1", "MNA", "m1", "ann")
+    second = signout.sign_out(store, "CASE-1", "not assessable", "m2", "bob", "tissue too thin")
+    assert signout.in_force(store)[["call", "by_user"]].values.tolist() == [["not assessable", "bob"]]
+    with pytest.raises(InputError, match="needs a reason"):
+        signout.withdraw(store, "CASE-1", "bob", " ")
+    gone = signout.withdraw(store, "CASE-1", "bob", "wrong patient")
+    assert signout.in_force(store).empty
+    trail = signout.history(store, "CASE-1")
+    assert trail["id"].tolist() == [first, second, gone]  # nothing deleted or changed
+    assert trail["action"].tolist() == ["sign out", "sign out", "withdraw"]
+    assert trail["supersedes"].tolist()[1:] == [first, second]
+    with pytest.raises(StoreError, match="not signed out: nothing to withdraw"):
+        signout.withdraw(store, "CASE-1", "bob", "again")
+    signout.sign_out(store, "CASE-1", "MNA", "m1", "ann")  # signed out again after the withdrawal
+    assert signout.in_force(store)["by_user"].tolist() == ["ann"]
+    assert check.store_info(store)["counts"]["sign_outs"] == 4 and check.check_store(store) == []
+    store.execute("INSERT INTO sign_outs (created_at, sample_id, action, by_user) VALUES (now(), 99, 'withdraw', 'x')")
+    assert "sign-outs of unknown samples" in " ".join(check.check_store(store))
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"sample": "NOPE"}, StoreError, "no sample named 'NOPE'; samples: CASE-1"),
+    ({"model": "m9"}, StoreError, "no model named 'm9'; registered: m1, m2"),
+    ({"call": "amplified"}, InputError, "unknown call 'amplified'; a sign-out call is one of: MNA, heterogeneous MNA"),
+    ({"by": "  "}, InputError, "needs the pathologist's name"),
+    ({"by": "ann\nbob"}, InputError, "control characters"),
+    ({"comment": "ok\x1b[2J"}, InputError, "comment must not hold control characters"),
+    ({"seen": (60, 19)}, StoreError, "changed while you looked"),
+])
+def test_a_bad_sign_out_is_refused_and_writes_nothing(store, kwargs, error, message):
+    args = {"sample": "CASE-1", "call": "MNA", "model": "m1", "by": "ann", **kwargs}
+    with pytest.raises(error, match=message):
+        signout.sign_out(store, **args)
+    assert signout.history(store).empty
+
+
+def test_the_table_itself_refuses_an_empty_name_and_an_unknown_call(store):
+    cur = store.cursor()
+    with pytest.raises(duckdb.ConstraintException):
+        cur.execute("INSERT INTO sign_outs (created_at, sample_id, action, call, by_user) "
+                    "VALUES (now(), 1, 'sign out', 'MNA', '  ')")
+    with pytest.raises(duckdb.ConstraintException):
+        cur.execute("INSERT INTO sign_outs (created_at, sample_id, action, call, by_user) "
+                    "VALUES (now(), 1, 'sign out', 'amplified', 'ann')")
+
+
+def test_changes_since_sign_out_are_named_old_and_new(store, tmp_path):
+    signout.sign_out(store, "CASE-1", "MNA", "m1", "ann")
+    ids = store.query("SELECT id FROM nuclei ORDER BY id")["id"].tolist()
+    for nid in ids[:5]:  # a curator excludes five of the MNA nuclei
+        labels.record_label_event(store, nid, "exclude", "cur")
+    changes = signout.in_force(store)["changes"].iloc[0]
+    assert changes == ["nuclei scored 60 → 55", "MNA 33.3 % → 27.3 %", *[c for c in changes if "corrected" in c]]
+    assert len(changes) == 2  # fake models carry no validation metrics: no corrected estimate
+    relabel = labels.record_label_event(store, ids[10], 0, "cur")  # a relabelling changes no model call
+    assert relabel and signout.in_force(store)["changes"].iloc[0] == changes
+    registry.remove_model(store, "m1", by="ann")
+    assert signout.in_force(store)["changes"].iloc[0] == ["model m1 is no longer registered"]
+
+
+def test_new_scans_of_the_sample_show_as_a_change(tmp_path):
+    with Store(tmp_path / "s.duckdb") as s:
+        _fill(s)
+        signout.sign_out(s, "CASE-1", "MNA", "m2", "ann")
+        mids = dict(zip(*[registry.list_models(s)[c] for c in ("name", "id")]))
+        res = synthetic_result("f" * 64, {"m1": np.full(20, 0.9), "m2": np.full(20, 0.9)}, seed=5)
+        write_scan_result(s, samples.sample_id(s, "CASE-1"), res, mids)
+        changes = signout.in_force(s)["changes"].iloc[0]
+        assert changes[0] == "nuclei scored 60 → 80" and changes[1].startswith("MNA 66.7 % → ")
+
+
+def test_the_report_states_the_sign_out_or_its_absence(store, tmp_path):
+    export.export_sample(store, "CASE-1", tmp_path / "a", model="m1")
+    md = (tmp_path / "a" / "summary.md").read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("- **")]
+    assert lines[2] == "- **signed out**: not signed out" and "Sign-out history" not in md
+    signout.sign_out(store, "CASE-1", "heterogeneous MNA", "m1", "Dr. <b>Ann</b>", "see note")
+    labels.record_label_event(store, int(store.scalar("SELECT min(id) FROM nuclei")), "exclude", "cur")
+    export.export_sample(store, "CASE-1", tmp_path / "b")
+    md = (tmp_path / "b" / "summary.md").read_text()
+    lines = [ln for ln in md.splitlines() if ln.startswith("- **")]
+    assert lines[0].startswith("- **signed out**: heterogeneous MNA, signed out by Dr. <b>Ann</b> on ")
+    assert "33.3 % MNA (20 of 60 nuclei, 95 % CI" in lines[0] and lines[0].endswith("by m1; comment: see note")
+    assert lines[1] == "- **changed since sign-out**: nuclei scored 60 → 59; MNA 33.3 % → 32.2 %"
+    assert "## Sign-out history" in md
+    page = (tmp_path / "b" / "summary.html").read_text()
+    assert "Dr. &lt;b&gt;Ann&lt;/b&gt;" in page and "<h2>Sign-out history</h2>" in page
+    signout.withdraw(store, "CASE-1", "ann", "wrong case")
+    export.export_sample(store, "CASE-1", tmp_path / "c")
+    assert "- **signed out**: not signed out (the sign-out was withdrawn by ann on " in \
+        (tmp_path / "c" / "summary.md").read_text()
+
+
+def _version_5_store(path) -> None:
+    with Store(path) as s:
+        _fill(s)
+    conn = duckdb.connect(str(path))
+    conn.execute("DROP TABLE sign_outs")
+    conn.execute("DROP SEQUENCE sign_out_ids")
+    conn.execute("DELETE FROM schema_version WHERE version >= 6")
+    conn.close()
+
+
+def test_a_version_5_store_gains_the_table_when_opened_for_writing(tmp_path, capsys):
+    path = tmp_path / "old.duckdb"
+    _version_5_store(path)
+    with pytest.raises(StoreError, match="schema version 5 is older than 6.*store migrate"):
+        Store(path, read_only=True)  # readers refuse as for every older store, naming the way out
+    assert main(["export", "sample", "CASE-1", "--out", str(tmp_path / "r"), "--db", str(path)]) == 2
+    assert "schema version 5 is older than 6" in capsys.readouterr().err
+    with Store(path) as s:
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 6
+        assert signout.history(s).empty and s.scalar("SELECT count(*) FROM nuclei") == 60
+        signout.sign_out(s, "CASE-1", "MNA", "m1", "ann")
+        s.execute(migrations.STEPS[5][2]())  # the step again: the table and its rows stay
+        assert len(signout.history(s)) == 1
+    with Store(path, read_only=True) as s:
+        assert signout.in_force(s)["call"].tolist() == ["MNA"]
+
+
+def test_cli_signs_out_lists_and_withdraws(store, capsys):
+    db = str(store.path)
+    store.close()
+    assert main(["store", "sign-out", "CASE-1", "--call", "non-mna", "--model", "m2", "--by", "Dr. B",
+                 "--comment", "agree", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sample 'CASE-1': non-MNA, signed out by Dr. B on ") and "by m2; comment: agree" in out
+    assert main(["store", "sign-outs", "--db", db]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "changed since" in out[0] and "CASE-1" in out[1] and "non-MNA" in out[1] and out[1].rstrip().endswith("-")
+    assert main(["store", "sign-out", "CASE-1", "--withdraw", "--by", "Dr. B", "--comment", "typo", "--db", db]) == 0
+    assert "withdrawn by Dr. B" in capsys.readouterr().out
+    assert main(["store", "sign-outs", "--db", db]) == 0
+    assert capsys.readouterr().out.startswith("no sample signed out in ")
+    assert main(["store", "sign-outs", "--history", "--sample", "CASE-1", "--db", db]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and "withdraw" in out[2] and "typo" in out[2]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["CASE-1", "--call", "MNA", "--model", "m1", "--by", " "], "error: a sign-out needs the pathologist's name"),
+    (["CASE-1", "--call", "big", "--model", "m1", "--by", "a"], "error: unknown call 'big'; a sign-out call is one"),
+    (["CASE-1", "--call", "MNA", "--by", "a"], "error: sign-out needs --model (or --withdraw)"),
+    (["NOPE", "--call", "MNA", "--model", "m1", "--by", "a"], "error: no sample named 'NOPE'; samples: CASE-1"),
+    (["CASE-1", "--call", "MNA", "--model", "zz", "--by", "a"], "error: no model named 'zz'; registered: m1, m2"),
+    (["CASE-1", "--withdraw", "--by", "a", "--comment", "x"], "error: sample 'CASE-1' is not signed out"),
+    (["CASE-1", "--withdraw", "--call", "MNA", "--by", "a"], "error: --withdraw takes no --call or --model"),
+])
+def test_cli_refuses_bad_sign_outs_with_one_line(store, capsys, argv, message):
+    db = str(store.path)
+    store.close()
+    assert main(["store", "sign-out", *argv, "--db", db]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and len(err.splitlines()) == 1
+    with Store(db, read_only=True) as s:
+        assert signout.history(s).empty
