@@ -26,6 +26,27 @@ def summaries(db: str, data_rev: int, labels_rev: int, models_rev: int) -> pd.Da
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
+def sign_outs(db: str, data_rev: int, labels_rev: int, models_rev: int, signouts_rev: int) -> pd.DataFrame:
+    """``store.signout.in_force``: the sign-out in force per sample, with what changed since."""
+    from store.signout import in_force
+
+    return in_force(common.store_at(db), summaries(db, data_rev, labels_rev, models_rev))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def sign_out_history(db: str, signouts_rev: int, sample: str) -> pd.DataFrame:
+    """``store.signout.history`` of one sample, oldest first."""
+    from store.signout import history
+
+    return history(common.store_at(db), sample)
+
+
+def current_sign_outs(db: str) -> pd.DataFrame:
+    """:func:`sign_outs` at the current revisions."""
+    return sign_outs(db, common.rev("data"), common.rev("labels"), common.rev("models"), common.rev("signouts"))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
 def sample_names(db: str, data_rev: int) -> list[str]:
     """Every sample's name (``store.samples.list_samples``), scored or not."""
     from store.samples import list_samples
@@ -120,9 +141,17 @@ def model_labels(summary: pd.DataFrame):
     return lambda model: f"{model} (retired)" if model in retired else model
 
 
-def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.DataFrame:
+def signed_text(row: dict) -> str:
+    """A sign-out in the case table: 'MNA · Dr. A · 2026-12-05', with '· changed since' when its numbers moved."""
+    return " · ".join([row["call"], row["by_user"], str(row["created_at"])[:10]]
+                      + (["changed since"] if len(row["changes"]) else []))
+
+
+def case_table(summary: pd.DataFrame, models: list[str], primary: str,
+               signed: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per sample: the primary model's MNA %, call and QC flags first (in view without scrolling at
-    1280 px), then its other numbers, then every other model's MNA %."""
+    1280 px), the pathologist's sign-out in force (``signed``: ``store.signout.in_force``; blank: none), then
+    the primary model's other numbers, then every other model's MNA %."""
     first = summary.drop_duplicates("sample").set_index("sample")
     out = pd.DataFrame(index=pd.Index(sorted(summary["sample"].unique()), name="Sample"))
     label = model_labels(summary)
@@ -138,6 +167,8 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str) -> pd.Dat
     out[f"{label(primary)} MNA %"] = prim["mna_pct"]
     out["Call"] = prim["call"]
     out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
+    texts = {} if signed is None else {r["sample"]: signed_text(r) for r in signed.to_dict("records")}
+    out["Signed out"] = [texts.get(name, "") for name in out.index]
     out["Nuclei scored"] = prim["n_scored"]
     out["Kind"] = first["sample_kind"]
     out[f"{label(primary)} 95 % CI"] = interval(prim)
@@ -170,9 +201,10 @@ def header_width(header: str) -> int:
     return 24 + 8 * len(header)
 
 
-def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tuple[str | None, list[str]]:
+def render_table(summary: pd.DataFrame, models: list[str], primary: str,
+                 signed: pd.DataFrame | None = None) -> tuple[str | None, list[str]]:
     """Filters + the case table; returns the sample picked in the table (or None) and the samples shown."""
-    table = case_table(summary, models, primary)
+    table = case_table(summary, models, primary, signed)
     f1, f2, f3, f4 = st.columns([2, 2, 2, 1.3])
     text = f1.text_input("Search sample", placeholder="name contains ...", key="cases_search")
     kinds = f2.multiselect("Kind", sorted(table["Kind"].dropna().unique()), key="cases_kinds")
@@ -208,6 +240,9 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str) -> tupl
                                                                  "genuine_core.rules"),
         # "large" (400 px): two flags ("high uncertainty", "auto-label disagreement") were cut at "medium"
         "QC flags": st.column_config.ListColumn(width="large", help="open the case for what each flag means"),
+        "Signed out": st.column_config.TextColumn(width="medium", help="the pathologist's final call in force, who "
+                                                  "signed it out and when; 'changed since': its numbers moved "
+                                                  "(open the case)"),
     })
     st.caption(f"{len(view)} of {len(table)} samples · call, corrected estimate and deviation from **{primary}** · "
                "click a row to open the case below · the numbers are the models' calls: nuclei a curator "
@@ -266,6 +301,76 @@ def render_downloads(db: str, sample: str, primary: str) -> None:
                "`genuine export sample --model`.")
 
 
+def render_sign_out(db: str, sample: str, r: pd.Series, primary: str) -> None:
+    """The sign-out in force (and what changed since), the form that signs the sample out on ``primary``'s
+    numbers as shown (``r``), withdrawal, and the sample's sign-out history."""
+    from store import signout
+
+    box = st.container(border=True, key="case_sign_out")
+    force = current_sign_outs(db)
+    force = force[force["sample"] == sample]
+    trail = sign_out_history(db, common.rev("signouts"), sample)
+    if not force.empty:
+        row = force.iloc[0].to_dict()
+        box.success(f"**Signed out**: {signout.sign_out_text(row)}", icon=":material/verified:")
+        if len(row["changes"]):
+            box.warning(f"**Changed since sign-out** ({row['model']}, signed out → now): "
+                        + "; ".join(row["changes"]) + ". Check the case, then sign it out again or withdraw the "
+                        "sign-out.", icon=":material/published_with_changes:")
+    elif not trail.empty:
+        last = trail.iloc[-1]
+        box.caption(f"Not signed out: withdrawn by {last['by_user']} on {str(last['created_at'])[:16]} UTC "
+                    f"({last['comment']}).")
+    else:
+        box.caption("Not signed out.")
+    who = common.reviewer()
+    calls = list(signout.CALLS)
+    rule_call = str(r["call"])
+    with box.form("sign_out_form", border=False, clear_on_submit=True):
+        c1, c2, c3 = st.columns([1.2, 3, 1], vertical_alignment="bottom")
+        call = c1.selectbox("Final call", calls, index=calls.index(rule_call) if rule_call in calls else 0,
+                            key=f"sign_out_call {sample} {primary}",
+                            help=f"preselected: {primary}'s rule call; 'not assessable' when no call can be made")
+        comment = c2.text_input("Comment", key=f"sign_out_comment {sample}", placeholder="optional")
+        submitted = c3.form_submit_button("Sign out", type="primary", disabled=not who, width="stretch")
+        st.caption(f"On {primary}'s numbers shown above ({int(r['n_mna'])} of {int(r['n_scored'])} nuclei MNA), as "
+                   + (f"**{who}** (the sidebar's Reviewer)." if who else
+                      "the sidebar's Reviewer: :orange[enter your name there to sign out].")
+                   + (" Replaces the sign-out in force, which stays in the history." if not force.empty else ""))
+    if submitted:
+        _act(db, lambda s: signout.sign_out(s, sample, call, primary, who, comment,
+                                        seen=(int(r["n_scored"]), int(r["n_mna"]))))
+    if not force.empty:
+        with box.form("withdraw_form", border=False, clear_on_submit=True):
+            w1, w2 = st.columns([4.2, 1], vertical_alignment="bottom")
+            reason = w1.text_input("Reason to withdraw", key=f"sign_out_withdraw_reason {sample}",
+                                   placeholder="required, e.g. wrong sample scanned")
+            withdrawn = w2.form_submit_button("Withdraw", disabled=not who, width="stretch")
+        if withdrawn:
+            _act(db, lambda s: signout.withdraw(s, sample, who, reason))
+    if not trail.empty:
+        with box.expander(f"Sign-out history ({len(trail)})", icon=":material/history:"):
+            shown = trail.assign(when=trail["created_at"].astype(str).str[:16],
+                                 numbers=[signout.numbers_text(t) if t["action"] == "sign out" else ""
+                                          for t in trail.to_dict("records")])
+            st.dataframe(shown[["when", "action", "call", "by_user", "numbers", "comment"]]
+                         .rename(columns={"when": "when (UTC)", "by_user": "by"}),
+                         hide_index=True, key="sign_out_history")
+
+
+def _act(db: str, write) -> None:
+    """Run one sign-out write on the store; redraw the page after it, or show why it was refused."""
+    from genuine_core.errors import GenuineError
+
+    try:
+        write(common.store_at(db))
+    except GenuineError as exc:
+        common.show_error(exc)
+        return
+    common.bump("signouts")
+    st.rerun()
+
+
 def render_mixture_chart(db: str) -> None:
     """Predicted vs expected MNA % for samples with a known expected fraction."""
     fig = mixture_figure(db, common.rev("data"), common.rev("labels"), common.rev("models"))
@@ -312,6 +417,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
         from store.summary import QC_FLAGS
 
         st.warning("  \n".join(f"QC · **{f}**: {QC_FLAGS.get(f, '')}" for f in flags), icon=":material/flag:")
+    render_sign_out(db, sample, r, primary)
     render_downloads(db, sample, primary)
 
     sc = scans(db, common.rev("data"), sample)
@@ -418,7 +524,7 @@ def main() -> None:
                                 "model's MNA % is listed.")
     if st.query_params.get(MODEL_KEY) != primary:  # a copied address shows the same model's calls
         st.query_params[MODEL_KEY] = st.session_state["_cases_last_model_link"] = primary
-    picked, names = render_table(summary, models, primary)
+    picked, names = render_table(summary, models, primary, current_sign_outs(db))
     uncalled = sorted(set(sample_names(db, common.rev("data"))) - set(summary["sample"]))
     if uncalled:  # a sample whose nuclei curators all excluded (or that holds none) has no call to list
         st.caption(f":material/visibility_off: Not in the table, no nucleus to call (all excluded by curators, or "

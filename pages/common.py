@@ -3,7 +3,7 @@
 - the store: one connection per server process (``st.cache_resource``), opened from
   ``GENUINE_DB`` (default ``demo/genuine_demo.duckdb``); never created by merely looking;
 - cache invalidation: cached queries take a *revision* number; writes bump the
-  revision of what they changed (``labels``, ``data``, ``models``, ``probes``), so every
+  revision of what they changed (``labels``, ``data``, ``models``, ``probes``, ``signouts``), so every
   session sees fresh numbers after a write while unchanged queries stay cached;
 - the sidebar (store status, reviewer name, reload) and the empty-store state;
 - small render helpers shared by several pages (patch gallery, label names).
@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 EMPTY_HINT = ("Nothing here yet: run `genuine demo` (or `bash scripts/run.sh`) to build the demo store, "
               "or ingest a scan on the **Ingest** page.")
 REVIEWER_KEY = "reviewer"
-_REVISION_KINDS = ("labels", "data", "models", "probes")
+_REVISION_KINDS = ("labels", "data", "models", "probes", "signouts")
 
 
 # ----------------------------------------------------------------------------- store access

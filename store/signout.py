@@ -222,17 +222,17 @@ def changes(signed: dict, now: dict | None, checksum: str | None) -> list[str]:
 
 
 def numbers_text(row: dict) -> str:
-    """A sign-out's numbers in words: '23.3 % MNA (14 of 60 nuclei, 95 % CI 14.4-35.4 %; corrected 20.1 %) by
-    genuine_cpu'."""
+    """A sign-out's numbers in words: 'genuine_cpu: 23.3 % MNA, 14 of 60 nuclei, 95 % CI 14.4-35.4 %, corrected
+    20.1 %'."""
     corrected = "" if row["corrected_pct"] is None or pd.isna(row["corrected_pct"]) else \
-        f"; corrected {pct_text(row['corrected_pct'])} %"
-    return (f"{pct_text(row['mna_pct'])} % MNA ({int(row['n_mna'])} of {int(row['n_scored'])} nuclei, 95 % CI "
-            f"{pct_text(row['ci_low_pct'])}-{pct_text(row['ci_high_pct'])} %{corrected}) by {row['model']}")
+        f", corrected {pct_text(row['corrected_pct'])} %"
+    return (f"{row['model']}: {pct_text(row['mna_pct'])} % MNA, {int(row['n_mna'])} of {int(row['n_scored'])} "
+            f"nuclei, 95 % CI {pct_text(row['ci_low_pct'])}-{pct_text(row['ci_high_pct'])} %{corrected}")
 
 
 def sign_out_text(row: dict) -> str:
-    """A sign-out in one line: 'MNA, signed out by Dr. A on 2026-12-05 06:41 UTC on 23.3 % MNA (...) by m1'."""
-    text = (f"{row['call']}, signed out by {row['by_user']} on {str(row['created_at'])[:16]} UTC on "
-            f"{numbers_text(row)}")
+    """A sign-out in one line: 'MNA, signed out by Dr. A on 2026-12-05 06:41 UTC (m1: 23.3 % MNA, ...); comment:
+    ...'."""
+    text = f"{row['call']}, signed out by {row['by_user']} on {str(row['created_at'])[:16]} UTC ({numbers_text(row)})"
     comment = row.get("comment")
     return text + (f"; comment: {comment}" if isinstance(comment, str) and comment else "")

@@ -133,7 +133,7 @@ def test_the_report_states_the_sign_out_or_its_absence(store, tmp_path):
     md = (tmp_path / "b" / "summary.md").read_text()
     lines = [ln for ln in md.splitlines() if ln.startswith("- **")]
     assert lines[0].startswith("- **signed out**: heterogeneous MNA, signed out by Dr. <b>Ann</b> on ")
-    assert "33.3 % MNA (20 of 60 nuclei, 95 % CI" in lines[0] and lines[0].endswith("by m1; comment: see note")
+    assert " UTC (m1: 33.3 % MNA, 20 of 60 nuclei, 95 % CI " in lines[0] and lines[0].endswith("%); comment: see note")
     assert lines[1] == "- **changed since sign-out**: nuclei scored 60 → 59; MNA 33.3 % → 32.2 %"
     assert "## Sign-out history" in md
     page = (tmp_path / "b" / "summary.html").read_text()
@@ -177,7 +177,7 @@ def test_cli_signs_out_lists_and_withdraws(store, capsys):
     assert main(["store", "sign-out", "CASE-1", "--call", "non-mna", "--model", "m2", "--by", "Dr. B",
                  "--comment", "agree", "--db", db]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("sample 'CASE-1': non-MNA, signed out by Dr. B on ") and "by m2; comment: agree" in out
+    assert out.startswith("sample 'CASE-1': non-MNA, signed out by Dr. B on ") and "(m2: 66.7 % MNA, 40 of 60 nuclei, 95 % CI" in out and out.rstrip().endswith("%); comment: agree")
     assert main(["store", "sign-outs", "--db", db]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "changed since" in out[0] and "CASE-1" in out[1] and "non-MNA" in out[1] and out[1].rstrip().endswith("-")

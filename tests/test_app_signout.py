@@ -1,0 +1,107 @@
+"""The Cases page's sign-out: the table's "Signed out" column, the case's form, withdrawal, history, and the
+"changed since sign-out" warning (``store.signout``), under ``AppTest`` on a copy of the small test store."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("streamlit")
+
+from test_app import frame_with, open_page, store_copy, texts  # noqa: E402,F401  (store_copy: a fixture)
+
+
+def _open_case(at, sample: str):
+    at.selectbox(key="case_select").set_value(sample).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _signed(at) -> dict:
+    table = frame_with(at, "Signed out")
+    return dict(zip(table["Sample"], table["Signed out"]))
+
+
+def test_a_pathologist_signs_out_a_case_and_the_table_says_so(store_copy):
+    from store.db import open_store
+    from store.signout import history
+
+    path, _ = store_copy
+    at = _open_case(open_page("cases", reviewer="Dr. Path"), "MIX-50")
+    primary = at.selectbox(key="cases_primary").value
+    assert set(_signed(at).values()) == {""}  # nobody signed anything out yet
+    assert "Not signed out." in texts(at)
+    call = at.selectbox(key=f"sign_out_call MIX-50 {primary}")
+    assert call.value == "not enough nuclei"  # preselected: the model's rule call
+    assert "not assessable" in call.options
+    call.set_value("not assessable")
+    at.text_input(key="sign_out_comment MIX-50").input("too few tumour cells")
+    next(b for b in at.button if b.label == "Sign out").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    signed = _signed(at)
+    assert signed["MIX-50"].startswith("not assessable · Dr. Path · 20") and signed["LINE-MNA"] == ""
+    success = " ".join(s.value for s in at.success)
+    assert "**Signed out**: not assessable, signed out by Dr. Path on " in success
+    assert f" UTC ({primary}: " in success and success.endswith("%); comment: too few tumour cells")
+    assert not [w for w in at.warning if "Changed since sign-out" in w.value]
+    rows = history(open_store(path), "MIX-50")  # the app holds the store: this shares its database
+    assert rows[["action", "call", "by_user", "model"]].values.tolist() == [
+        ["sign out", "not assessable", "Dr. Path", primary]]
+    assert frame_with(at, "action")["by"].tolist() == ["Dr. Path"]  # the history under the form
+    # withdrawn with a reason: the table is blank again, and the history keeps both rows
+    at.text_input(key="sign_out_withdraw_reason MIX-50").input("wrong slide")
+    next(b for b in at.button if b.label == "Withdraw").click().run()
+    assert not at.exception and _signed(at)["MIX-50"] == ""
+    assert "Not signed out: withdrawn by Dr. Path on " in texts(at) and "(wrong slide)" in texts(at)
+    assert frame_with(at, "action")["action"].tolist() == ["sign out", "withdraw"]
+
+
+def test_without_a_reviewer_name_the_case_cannot_be_signed_out(store_copy):
+    at = _open_case(open_page("cases"), "LINE-NON")
+    button = next(b for b in at.button if b.label == "Sign out")
+    assert button.disabled
+    assert "enter your name there to sign out" in texts(at)
+
+
+def test_a_withdrawal_without_a_reason_is_refused_on_the_page(store_copy):
+    from store.db import open_store
+    from store.signout import sign_out
+
+    path, _ = store_copy
+    with open_store(path) as s:
+        model = s.query("SELECT name FROM models ORDER BY id")["name"].iloc[0]
+        sign_out(s, "LINE-NON", "non-MNA", model, "Dr. Early")
+    at = _open_case(open_page("cases", reviewer="Dr. Path"), "LINE-NON")
+    next(b for b in at.button if b.label == "Withdraw").click().run()
+    assert any("withdrawing a sign-out needs a reason" in e.value for e in at.error)
+    assert _signed(at)["LINE-NON"].startswith("non-MNA · Dr. Early · ")
+
+
+def test_a_case_whose_numbers_changed_since_sign_out_warns_with_old_and_new(store_copy):
+    from store.db import open_store
+    from store.labels import record_label_event
+    from store.nuclei import sample_nuclei
+    from store.signout import model_numbers, sign_out
+
+    path, counts = store_copy
+    at = open_page("cases")
+    primary = at.selectbox(key="cases_primary").value
+    with open_store(path) as s:
+        before = model_numbers(s, "LINE-MNA", primary)
+        sign_out(s, "LINE-MNA", "MNA", primary, "Dr. Early", "amplified")
+        nid = int(sample_nuclei(s, "LINE-MNA", primary).sort_values("prob")["nucleus_id"].iloc[0])
+        record_label_event(s, nid, "exclude", "curator")  # a curator excludes one nucleus after the sign-out
+        after = model_numbers(s, "LINE-MNA", primary)
+    n = int(before["n_scored"])
+    assert n == counts["LINE-MNA"] and int(after["n_scored"]) == n - 1
+    at = open_page("cases", reviewer="Dr. Path")
+    at.button(key="reload_data").click().run()  # the sidebar's reload after changes made elsewhere
+    _open_case(at, "LINE-MNA")
+    assert _signed(at)["LINE-MNA"].startswith("MNA · Dr. Early · ") and _signed(at)["LINE-MNA"].endswith(
+        " · changed since")
+    warning = next(w.value for w in at.warning if "Changed since sign-out" in w.value)
+    assert f"({primary}, signed out → now)" in warning and f"nuclei scored {n} → {n - 1}" in warning
+    # a new sign-out on today's numbers clears the warning; the earlier one stays in the history
+    next(b for b in at.button if b.label == "Sign out").click().run()
+    assert not at.exception and not [w for w in at.warning if "Changed since sign-out" in w.value]
+    assert _signed(at)["LINE-MNA"].startswith("not enough nuclei · Dr. Path · ")
+    assert frame_with(at, "action")["by"].tolist() == ["Dr. Early", "Dr. Path"]
