@@ -240,7 +240,7 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str,
                                                                  "genuine_core.rules"),
         # "large" (400 px): two flags ("high uncertainty", "auto-label disagreement") were cut at "medium"
         "QC flags": st.column_config.ListColumn(width="large", help="open the case for what each flag means"),
-        "Signed out": st.column_config.TextColumn(width="medium", help="the pathologist's final call in force, who "
+        "Signed out": st.column_config.TextColumn(width="large", help="the pathologist's final call in force, who "
                                                   "signed it out and when; 'changed since': its numbers moved "
                                                   "(open the case)"),
     })

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("streamlit")
@@ -29,6 +31,8 @@ def test_a_pathologist_signs_out_a_case_and_the_table_says_so(store_copy):
     at = _open_case(open_page("cases", reviewer="Dr. Path"), "MIX-50")
     primary = at.selectbox(key="cases_primary").value
     assert set(_signed(at).values()) == {""}  # nobody signed anything out yet
+    table = next(d for d in at.dataframe if "Signed out" in d.value.columns)
+    assert json.loads(table.proto.columns)["Signed out"]["width"] == "large"  # "... · changed since" was cut
     assert "Not signed out." in texts(at)
     call = at.selectbox(key=f"sign_out_call MIX-50 {primary}")
     assert call.value == "not enough nuclei"  # preselected: the model's rule call

@@ -181,6 +181,9 @@ def test_cli_signs_out_lists_and_withdraws(store, capsys):
     assert main(["store", "sign-outs", "--db", db]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "changed since" in out[0] and "CASE-1" in out[1] and "non-MNA" in out[1] and out[1].rstrip().endswith("-")
+    assert main(["export", "sample", "CASE-1", "--out", str(store.path.parent / "rep"), "--db", db]) == 0
+    capsys.readouterr()
+    assert "- **signed out**: non-MNA, signed out by Dr. B on " in (store.path.parent / "rep" / "summary.md").read_text()
     assert main(["store", "sign-out", "CASE-1", "--withdraw", "--by", "Dr. B", "--comment", "typo", "--db", db]) == 0
     assert "withdrawn by Dr. B" in capsys.readouterr().out
     assert main(["store", "sign-outs", "--db", db]) == 0
