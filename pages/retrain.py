@@ -183,8 +183,7 @@ def recover_runs(store) -> None:
         if run_id in known:
             continue
         try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-            rec["log"], rec["out"] = Path(rec["log"]), Path(rec["out"])
+            rec = rebased(json.loads(path.read_text(encoding="utf-8")), path.parent)
             float(rec["started"]), int(rec["epochs"]), str(rec["name"])
         except (OSError, ValueError, TypeError, KeyError) as exc:
             if path not in _UNREADABLE:
@@ -192,6 +191,27 @@ def recover_runs(store) -> None:
                 logger.warning("retraining run %s not listed: %s is unreadable (%s)", run_id, path, exc)
             continue
         known[run_id] = {**rec, "proc": None, "log_handle": None}
+
+
+def rebased(rec: dict, folder: Path) -> dict:
+    """A run record read from ``folder/run.json`` whose paths (log, model folder, the command's training set and
+    output) name the run's folder where it was written: a store restored from a backup elsewhere, or a moved
+    store, keeps its runs, so they are taken to be in ``folder`` (``log`` and ``out`` as Paths)."""
+    old = Path(rec["log"]).parent
+    if old == folder:
+        rec["log"], rec["out"] = Path(rec["log"]), Path(rec["out"])
+        return rec
+
+    def moved(value):
+        p = Path(value) if isinstance(value, str) else None
+        return str(folder / p.relative_to(old)) if p is not None and p.is_relative_to(old) else value
+
+    rec["log"], rec["out"] = Path(moved(rec["log"])), Path(moved(rec["out"]))
+    if isinstance(rec.get("cmd"), list) and rec["cmd"]:
+        rec["cmd"] = [moved(a) for a in rec["cmd"]]
+        if not Path(rec["cmd"][0]).is_file():  # the Python of another machine's installation
+            rec["cmd"][0] = sys.executable
+    return rec
 
 
 def _pid_runs(rec: dict) -> bool:

@@ -1,4 +1,5 @@
-"""A consistent copy of a store (``genuine store backup``): its file and its ``<name>_files`` folder.
+"""A consistent copy of a store (``genuine store backup``): its file, its ``<name>_files`` folder and the
+registered models' folders (``store.model_copies``), so that the copy restores on another machine.
 
 Copying ``<name>.duckdb`` by hand while a process holds the store misses the commits still in
 ``<name>.duckdb.wal`` (the dashboard's latest label decisions, say). Here the store is opened for
@@ -16,10 +17,16 @@ from genuine_core.checksums import sha256_file
 from genuine_core.errors import InputError, StoreError
 from store.db import Store, files_folder
 from store.location import store_exists
+from store.model_copies import copy_model_folders
 
 
-def backup_store(path: str | Path, dest: str | Path) -> dict:
+def backup_store(path: str | Path, dest: str | Path, with_models: bool = True) -> dict:
     """Copy the store at ``path`` into the new folder ``dest`` (``dest/<name>.duckdb``, ``dest/<name>_files/``).
+
+    With ``with_models``, each registered model's folder that lives outside the store and holds the registered
+    weights is copied into ``dest/<name>_files/models/`` and checked by its checksum; the store file itself is
+    copied unchanged (it still names the original folders: ``genuine store check --fix-paths`` records the copies
+    once the backup is restored where those are missing).
 
     The copy is written to a new hidden ``.<dest>.partial-*`` folder beside ``dest`` and renamed to ``dest``
     only once its file has the same SHA-256 as the store's and opens as a store; a failure or Ctrl-C leaves
@@ -27,9 +34,10 @@ def backup_store(path: str | Path, dest: str | Path) -> dict:
     The store's schema is copied as it is (an older store is not migrated first).
 
     Returns:
-        ``{"store": copied store file, "files": files in the copied folder, "bytes": total size,
-        "models": {name: folder} of the registered models, whose folders live outside the store and
-        are not copied}``.
+        ``{"store": copied store file, "files": files in the copied folder (model copies included), "bytes":
+        total size, "models": {name: folder} of the registered models, "copied": {name: the copy's folder
+        relative to dest/<name>_files}, "not_copied": {name: why}}`` (``copied`` and ``not_copied`` are empty
+        without ``with_models``).
 
     Raises:
         InputError: ``dest`` exists already, or lies inside the store's ``<name>_files`` folder.
@@ -45,8 +53,10 @@ def backup_store(path: str | Path, dest: str | Path) -> dict:
         raise InputError(f"{dest} lies inside the store's own folder {files_folder(path)}; choose a folder outside it")
     with Store(path, migrate=False) as store:
         store.execute("CHECKPOINT")  # the write-ahead log into the file; our write lock keeps it so
-        models = dict(store.cursor().execute("SELECT name, folder FROM models WHERE folder IS NOT NULL ORDER BY id")
-                      .fetchall())
+        registered = store.cursor().execute(
+            "SELECT name, folder, checksum FROM models WHERE folder IS NOT NULL ORDER BY id").fetchall()
+        models = {name: folder for name, folder, _ in registered}
+        copied, not_copied = {}, {}
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))  # never a user's folder
@@ -59,6 +69,9 @@ def backup_store(path: str | Path, dest: str | Path) -> dict:
             if sha256_file(partial / path.name) != sha256_file(path):
                 raise StoreError(f"the copy of {path} differs from it; nothing kept")
             Store(partial / path.name, read_only=True).close()  # it opens as a store
+            if with_models:
+                copied, not_copied = copy_model_folders(registered, files_folder(path),
+                                                        files_folder(partial / path.name))
             partial.rename(dest)
         except OSError as exc:  # shutil.Error (copytree) lists every file: its first reason is enough
             shutil.rmtree(partial, ignore_errors=True)
@@ -70,4 +83,4 @@ def backup_store(path: str | Path, dest: str | Path) -> dict:
     copied_files = [p for p in files_folder(dest / path.name).rglob("*") if p.is_file()]
     return {"store": dest / path.name, "files": len(copied_files),
             "bytes": (dest / path.name).stat().st_size + sum(p.stat().st_size for p in copied_files),
-            "models": models}
+            "models": models, "copied": copied, "not_copied": not_copied}

@@ -15,6 +15,8 @@ from genuine_core.checksums import sha256_file
 from genuine_core.errors import ModelLoadError
 from store.db import Store
 from store.labels import count_current_labels
+from store.location import genuine_command
+from store.model_copies import find_copies
 from store.registry import (list_models, mixed_normalisations, mixed_way_out, patch_normalisation, relocate_command,
                             retired_text, weights_mismatch)
 
@@ -153,21 +155,52 @@ def retired_model_notes(store: Store) -> list[str]:
     return notes
 
 
+def scan_file_notes(store: Store) -> list[str]:
+    """Informational lines on scans whose file is gone (``scans.missing_scan_files``): not a problem, since the
+    store keeps each scan's preview, masks and patches (pages, reports and rescoring read those); one line for
+    the store's own uploaded copies, one for files ingested by path."""
+    from store.scans import missing_scan_files
+
+    gone = missing_scan_files(store)
+    notes = []
+    for upload, rows in gone.groupby("upload", sort=True):
+        named = ", ".join(f"scan {i} ({p})" for i, p in zip(rows["id"][:5], rows["path"][:5]))
+        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        if upload:
+            notes.append(f"{len(rows)} uploaded scan file(s) missing from {store.folder / 'uploads'}: {named}{more}; "
+                         "the store does not need them (it keeps each scan's preview, masks and patches), but a "
+                         "backup holds them: copy its <name>_files/uploads/ back to keep the originals")
+        else:
+            notes.append(f"{len(rows)} scan(s) ingested by path no longer find their file: {named}{more}; the "
+                         "store does not need them (it keeps each scan's preview, masks and patches); keep the "
+                         "originals elsewhere if your lab's records need them")
+    return notes
+
+
 def _model_folder_problems(store: Store) -> list[str]:
     """One line per active registered model whose folder is gone or holds other weights than registered
     (retired models score nothing new: :func:`retired_model_notes`)."""
-    problems = []
+    problems, copies = [], None
     for name, folder, checksum in store.query(
             "SELECT name, folder, checksum FROM models WHERE folder IS NOT NULL AND retired_at IS NULL "
             "ORDER BY id").itertuples(index=False):
         try:
             why = weights_mismatch(folder, checksum)
         except ModelLoadError as exc:
-            problems.append(f"registered model {name!r}: {exc} (restore the folder or, if it moved, record its new "
-                            f"place: {relocate_command(name, store.path)})")
+            why, missing = str(exc), True
+        else:
+            missing = False
+        if not why:
             continue
-        if why:
-            problems.append(f"registered model {name!r}: {why}")
+        copies = find_copies(store) if copies is None else copies
+        if name in copies:
+            way = (f"a copy holding its weights is in {copies[name]}, e.g. from a backup: record it with "
+                   f"{genuine_command('store check --fix-paths', store.path)}")
+        elif missing:
+            way = f"restore the folder or, if it moved, record its new place: {relocate_command(name, store.path)}"
+        else:
+            way = ""
+        problems.append(f"registered model {name!r}: {why}" + (f" ({way})" if way else ""))
     return problems
 
 

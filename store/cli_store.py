@@ -67,8 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sign-outs": "the sign-out in force per sample, flagged when its numbers changed since (--history: every "
                      "sign-out and withdrawal)",
         "migrate": "bring a store written by an older version up to this version's schema",
-        "backup": "copy the store file, with its pending write-ahead log, and its <name>_files folder into a new "
-                  "folder (refused while another process, e.g. the dashboard, holds the store)",
+        "backup": "copy the store file, with its pending write-ahead log, its <name>_files folder and the registered "
+                  "models' folders into a new folder (refused while another process, e.g. the dashboard, holds the "
+                  "store)",
     }
     subs = {}
     for name in ACTIONS:
@@ -94,6 +95,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "(e.g. 'read with NMI and MYCN swapped')")
     _sign_out_arguments(subs["sign-out"], subs["sign-outs"])
     subs["backup"].add_argument("dest", type=Path, metavar="DEST", help="a new folder for the copy")
+    subs["backup"].add_argument("--no-models", action="store_true",
+                                help="do not copy the registered models' folders (e.g. kept elsewhere); "
+                                     "by default they go into DEST/<name>_files/models/")
+    subs["check"].add_argument("--fix-paths", action="store_true",
+                               help="first record, for each registered model whose folder is missing, the copy of "
+                                    "its folder under <name>_files (e.g. after restoring a backup); an event each")
+    add_by_option(subs["check"])
     subs["score"].add_argument("model", metavar="MODEL", help="a model folder, or the name of a registered model")
     subs["score"].add_argument("--sample", default=None, help="only the scans of this sample")
     subs["score"].add_argument("--quiet", action="store_true", help="no progress bar")
@@ -153,10 +161,12 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "migrate":
         return _migrate(db)
     if args.action == "backup":
-        return _backup(db, args.dest)
+        return _backup(db, args.dest, not args.no_models)
+    if args.action == "check" and args.fix_paths:
+        _fix_paths(db, args.by)
     import json
 
-    from store.check import check_store, retired_model_notes, store_info
+    from store.check import check_store, retired_model_notes, scan_file_notes, store_info
     from store.db import Store
 
     with Store(db, read_only=True) as store:
@@ -174,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "sign-outs":
             return _print_sign_outs(store, args.sample, args.history)
         problems = check_store(store)
-        for note in retired_model_notes(store):
+        for note in retired_model_notes(store) + scan_file_notes(store):
             print(f"note: {note}")
     if problems:
         for p in problems:
@@ -184,22 +194,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backup(db: Path, dest: Path) -> int:
+def _backup(db: Path, dest: Path, with_models: bool) -> int:
     from store.backup import backup_store
 
-    done = backup_store(db, dest)
+    done = backup_store(db, dest, with_models)
     n = done["files"]
     folder = f" and {done['store'].stem}_files/ ({n} file{'s' * (n != 1)})" if n else ""
     print(f"backed up {db} to {done['store']}{folder}, {done['bytes'] / 1e6:.1f} MB in all")
-    if done["models"]:
+    if done["copied"]:
+        print(f"with the folders of the registered model(s) {', '.join(map(repr, done['copied']))}; where a restored "
+              f"copy misses the original folders, `genuine store check --fix-paths` records these")
+    for name, why in done["not_copied"].items():
+        print(f"warning: model {name!r} not copied: {why} (see: {genuine_command('store check', db)})")
+    if not with_models and done["models"]:
         folders = sorted({str(Path(f).parent) for f in done["models"].values()})
-        print(f"not copied: the registered models' folders ({len(done['models'])}), in {', '.join(folders)}; "
-              "back them up too unless they are kept elsewhere (e.g. shipped with GENUINE)")
+        print(f"not copied (--no-models): the registered models' folders ({len(done['models'])}), in "
+              f"{', '.join(folders)}; back them up too unless they are kept elsewhere (e.g. shipped with GENUINE)")
         missing = [n for n, f in done["models"].items() if not Path(f).is_dir()]
         if missing:
             print(f"warning: the folder of registered model(s) {', '.join(map(repr, missing))} is missing "
                   f"(see: {genuine_command('store check', db)})")
     return 0
+
+
+def _fix_paths(db: Path, by: str | None) -> None:
+    """``store check --fix-paths``: record the copies under ``<name>_files`` of missing model folders."""
+    from store.db import Store
+    from store.model_copies import fix_model_paths
+
+    with Store(db) as store:
+        for name, previous, folder in fix_model_paths(store, by):
+            print(f"fixed: model {name!r}: folder {folder} (was {previous})")
 
 
 def _print_scans(store, sample: str | None) -> int:

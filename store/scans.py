@@ -530,7 +530,7 @@ def _plan(store: Store, cur, scan_id: int) -> ScanRemoval:
     left = int(cur.execute("SELECT count(*) FROM scans WHERE sample_id = ? AND id <> ?",
                            [sample_id, sid]).fetchone()[0])
     files = []
-    owned = _owned_file(store, path)
+    owned = _owned_file(store, path, sha256)
     if owned is not None and not int(cur.execute(_PATH_USERS_SQL, [path, sid]).fetchone()[0]):
         files.append(owned)
     not_excluded = int(cur.execute(_NOT_EXCLUDED_SQL, params).fetchone()[0])
@@ -538,8 +538,10 @@ def _plan(store: Store, cur, scan_id: int) -> ScanRemoval:
                        counts, int(n_events), int(n_curated), files, left, str(sha256), not_excluded)
 
 
-def _owned_file(store: Store, path: str | None) -> Path | None:
-    """``path`` when it is an existing file inside the store's own uploads folder (``<store>_files/uploads``).
+def _owned_file(store: Store, path: str | None, sha256: str = "") -> Path | None:
+    """``path`` when it is an existing file inside the store's own uploads folder (``<store>_files/uploads``);
+    for a store restored from a backup elsewhere (``path`` names the original store's uploads folder), the
+    same upload in this store's folder (:func:`kept_upload`).
 
     Files anywhere else (the user's scans, benchmark folders) are never the store's to delete.
     """
@@ -547,7 +549,29 @@ def _owned_file(store: Store, path: str | None) -> Path | None:
         return None
     uploads = (store.folder / "uploads").resolve()
     p = Path(path).resolve()
-    return p if p.is_file() and p.is_relative_to(uploads) else None
+    return p if p.is_file() and p.is_relative_to(uploads) else kept_upload(store, path, sha256)
+
+
+def kept_upload(store: Store, path: str | None, sha256: str) -> Path | None:
+    """The uploaded file of a scan in this store's ``<store>_files/uploads`` whose recorded ``path`` names an
+    uploads folder elsewhere (a store restored from a backup): same file name, which starts with the first 12
+    hex digits of the scan's sha256 (``store.ingest.upload_path``). None when there is none."""
+    if not path or len(sha256) < 12 or Path(path).parent.name != "uploads":
+        return None
+    mine = store.folder / "uploads" / Path(path).name
+    return mine.resolve() if mine.name.startswith(sha256[:12]) and mine.is_file() else None
+
+
+def missing_scan_files(store: Store) -> pd.DataFrame:
+    """Scans whose file is gone: neither at its recorded ``path`` nor, for an upload, in this store's uploads
+    folder (:func:`kept_upload`). ``id, file_name, path, upload`` (True: the store's own uploaded copy), by id.
+    Nothing the store does needs them: the preview, masks and patches of every scan are in the store."""
+    df = store.query("SELECT id, file_name, path, sha256 FROM scans WHERE path IS NOT NULL ORDER BY id")
+    gone = np.array([not Path(p).is_file() and kept_upload(store, p, sha) is None
+                     for p, sha in zip(df["path"], df["sha256"])], dtype=bool)
+    out = df.loc[gone].drop(columns="sha256").reset_index(drop=True)
+    out["upload"] = [Path(p).parent.name == "uploads" for p in out["path"]]
+    return out
 
 
 def plan_scan_removal(store: Store, scan_id: int) -> ScanRemoval:

@@ -81,7 +81,11 @@ def test_cli_backup_names_the_copy_and_the_model_folders_it_leaves_out(store, tm
     assert main(["store", "backup", str(tmp_path / "bk"), "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"backed up {db} to {tmp_path / 'bk' / 'lab.duckdb'} and lab_files/ (1 file), ")
-    assert "not copied: the registered models' folders (1), in /lab/models;" in out
+    assert ("warning: model 'm1' not copied: its folder /lab/models/m1 is missing or not a complete model folder "
+            f"(see: genuine store check --db {db})") in out
+    assert main(["store", "backup", str(tmp_path / "bk0"), "--no-models", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "not copied (--no-models): the registered models' folders (1), in /lab/models;" in out
     assert f"warning: the folder of registered model(s) 'm1' is missing (see: genuine store check --db {db})" in out
     assert main(["store", "backup", str(tmp_path / "bk"), "--db", str(db)]) == 2
     assert "exists already" in capsys.readouterr().err
