@@ -34,4 +34,4 @@ PAGES = {
 page = st.navigation(PAGES)
 common.sidebar()
 common.mark_entry()
-page.run()
+common.run_page(page)

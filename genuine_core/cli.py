@@ -100,6 +100,11 @@ def _exit_code(exc: Exception) -> int:
     if isinstance(exc, GenuineError):
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from store.memory import is_out_of_memory, out_of_memory_message
+
+    if is_out_of_memory(exc):  # past $GENUINE_DUCKDB_MEMORY: the way out, not a traceback
+        print(f"error: {out_of_memory_message(exc)}", file=sys.stderr)
+        return 2
     if isinstance(exc, BrokenPipeError):  # output piped into a reader that stopped (e.g. `| head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush has nowhere to fail
         return 0

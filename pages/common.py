@@ -67,6 +67,20 @@ def get_store(create: bool = False):
     return store_at(str(path))
 
 
+def run_page(page) -> None:
+    """Run the chosen page (``app.py``); DuckDB running out of its memory limit (``$GENUINE_DUCKDB_MEMORY``) is
+    shown as one error saying how to raise it, not as a traceback."""
+    from store.memory import is_out_of_memory, out_of_memory_message
+
+    try:
+        page.run()
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        text = out_of_memory_message(exc, "the dashboard")
+        st.error(text[0].upper() + text[1:], icon=":material/memory:")
+
+
 def store_or_stop():
     """The store, or render the empty state / the open error and stop the page."""
     try:

@@ -47,6 +47,7 @@ from genuine_core.errors import StoreError
 from genuine_core.interrupts import interrupted
 from store import migrations
 from store.location import genuine_command, no_store_message, store_exists
+from store.memory import memory_limit
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,8 @@ class Store:
     def __init__(self, path: str | Path, read_only: bool = False, busy_timeout: float = 10.0, migrate: bool = True):
         self.path = Path(path)
         self.read_only = read_only
+        #: DuckDB's memory limit ($GENUINE_DUCKDB_MEMORY), read before any file is touched: a bad value changes nothing
+        self.memory_limit = memory_limit()
         if read_only and not store_exists(self.path):  # missing, or an empty file (e.g. `touch`)
             raise StoreError(no_store_message(self.path))
         if not read_only:
@@ -269,7 +272,8 @@ class Store:
         delay, announced, replaced = 0.05, False, False
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=self.read_only)
+                return duckdb.connect(str(self.path), read_only=self.read_only,
+                                      config={"memory_limit": self.memory_limit})
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc):
                     if not (self.read_only or replaced) and self.path.is_file() and self.path.stat().st_size == 0:
