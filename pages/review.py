@@ -283,8 +283,9 @@ def patch_caption(scheme: str, boxes: bool) -> str:
     return f"{plotting.channel_caption(scheme)}; {legend}"
 
 
-def predictions_panel(preds: pd.DataFrame) -> None:
-    """Each model's probability, call, uncertainty and detected counts."""
+def predictions_panel(preds: pd.DataFrame, weak: frozenset[str] = frozenset()) -> None:
+    """Each model's probability, call, uncertainty and detected counts; ``weak``: models with weak validation,
+    whose calls are shown but raise no 'models disagree' flag (``store.review``)."""
     from store.uncertainty import uncertainty_help
 
     if preds.empty:
@@ -304,9 +305,14 @@ def predictions_panel(preds: pd.DataFrame) -> None:
         "Unc.": st.column_config.NumberColumn(format="%.2f", width=52, help=uncertainty_help(preds)),
         "Signals": st.column_config.TextColumn(width=80, help="detected NMI · MYCN · MYCN-cluster signals"),
     }, key="review_preds")
+    shown_weak = [m for m in preds["model"] if m in weak]
+    if shown_weak:
+        st.caption(f":orange[:material/warning: weak validation: {', '.join(shown_weak)}; its call is shown but "
+                   "does not count toward 'models disagree' or the All focus.]")
 
 
-def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: dict[str, dict]) -> None:
+def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: dict[str, dict],
+         weak: frozenset[str] = frozenset()) -> None:
     """One nucleus: images on the left, facts and decision buttons on the right."""
     nid = int(row["nucleus_id"])
     data = card_data(db, common.rev("labels"), common.rev("data"), nid)
@@ -329,7 +335,7 @@ def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: di
                       help=f"by {info.get('curated_by')}" if pd.notna(info.get("curated_by")) else None)
             if pd.notna(info.get("true_label")):
                 l3.metric("Ground truth", _label(info.get("true_label")), help="synthetic sample: known truth")
-            predictions_panel(data["preds"])
+            predictions_panel(data["preds"], weak)
             reviews_panel(data["reviews"])
             seen = "exclude" if bool(info.get("excluded", False)) else (
                 "unset" if pd.isna(info.get("curated_label")) else str(int(info.get("curated_label"))))
@@ -424,12 +430,15 @@ def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.D
     f1, f2, f3 = st.columns([2, 2, 1.4], vertical_alignment="bottom")
     sample = f1.selectbox("Sample", [ALL] + smp["name"].tolist(), key="review_sample")
     model = f2.selectbox("Focus model", [ALL] + models["name"].tolist(), key="review_model",
-                         help="flags and ordering use this model's predictions (All: every model)")
+                         help="flags and ordering use this model's predictions (All: every model without "
+                              "weak validation)")
     include = f3.toggle("Include reviewed", key="review_include",
                         help="also list nuclei that already have a decision")
     flags = st.pills("Flags", list(FLAG_NAMES), selection_mode="multi", default=list(FLAG_NAMES),
                      format_func=FLAG_NAMES.get, key="review_flags",
-                     help="list nuclei with any of the chosen flags")
+                     help="list nuclei with any of the chosen flags. 'models disagree': the models without "
+                          "weak validation make different calls; a model flagged 'weak validation' on the Cases "
+                          "page is shown on the card but never raises it (its calls would flag most nuclei)")
     sample_arg = None if sample == ALL else sample
     model_arg = None if model == ALL else model
     flags_t = tuple(flags)
@@ -521,6 +530,9 @@ def main() -> None:
         common.empty_state("scored nuclei")
         return
     model_sizes = dict(zip(models["name"], models["patch_size"].astype(int)))
+    from store.summary import has_weak_validation
+
+    weak = frozenset(n for n, m in zip(models["name"], models["metrics"]) if has_weak_validation(m))
 
     mode = st.segmented_control("Queue", [FLAGGED, CONFLICTS], default=FLAGGED, required=True, key="review_mode",
                                 help="Flagged nuclei: where the automatic label, the models or their confidence "
@@ -537,7 +549,7 @@ def main() -> None:
         skipped = st.session_state.get("review_skipped", [])
         if skipped:  # skipped nuclei go to the back of this session's queue
             q = pd.concat([q[~q["nucleus_id"].isin(skipped)], q[q["nucleus_id"].isin(skipped)]])
-        card(db, q.iloc[0], model_sizes, dict(zip(models["name"], models["config"])))
+        card(db, q.iloc[0], model_sizes, dict(zip(models["name"], models["config"])), weak)
         upcoming = q.iloc[1:9]
         if len(upcoming):
             whose = ("current decision" if mode == CONFLICTS else

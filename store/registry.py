@@ -234,6 +234,16 @@ def list_models(store: Store) -> pd.DataFrame:
     return df
 
 
+def weak_model_ids(store: Store) -> list[int]:
+    """Ids of the registered models whose validation is weak (``summary.has_weak_validation``, the Cases
+    page's ``weak validation`` flag), in id order."""
+    from store.summary import has_weak_validation
+
+    rows = store.query("SELECT id, metrics FROM models ORDER BY id")
+    return [int(i) for i, m in zip(rows["id"], rows["metrics"])
+            if has_weak_validation(json.loads(m) if isinstance(m, str) and m else {})]
+
+
 #: what a model's removal deletes, in order: table -> rows of the model ($model: its id)
 _MODEL_ROWS = {
     "probe_results": "FROM probe_results WHERE run_id IN (SELECT id FROM probe_runs WHERE model_id = $model)",

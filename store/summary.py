@@ -139,6 +139,13 @@ def weak_validation(rates: dict, config: SummaryConfig = SUMMARY_CONFIG) -> bool
     return any(n is not None and n < config.min_validation_per_class for n in counts)
 
 
+def has_weak_validation(metrics: dict | None, config: SummaryConfig = SUMMARY_CONFIG) -> bool:
+    """True when a model's metrics record validation rates (chance-level ones included) that
+    :func:`weak_validation` finds weak: the ``weak validation`` QC flag; False without recorded rates."""
+    recorded = validation_rates(metrics or {}) or validation_rates(metrics or {}, useful_only=False)
+    return bool(recorded) and weak_validation(recorded, config)
+
+
 _RATE_KEYS = (("sensitivity", "specificity"), ("tpr", "tnr"))
 
 
@@ -296,7 +303,7 @@ def summarise_counts(row: dict, metrics: dict | None, rule: SampleCallRule = SAM
            "ci_low_pct": 100.0 * lo, "ci_high_pct": 100.0 * hi}
     rates = validation_rates(metrics or {})
     recorded = rates or validation_rates(metrics or {}, useful_only=False)  # with rates no better than chance
-    weak = bool(recorded) and weak_validation(recorded, config)
+    weak = has_weak_validation(metrics, config)
     flags = ["weak validation"] if weak else [] if recorded else ["no validation metrics"]
     # weak rates correct nothing: dividing by a small sensitivity + specificity - 1 sent a 16 % share to 100 %
     if rates and n and not weak:

@@ -2036,6 +2036,36 @@ def test_cases_names_a_sample_left_without_a_nucleus_to_call(store_copy):
                for c in at.caption)
 
 
+def _add_weak_model(s) -> None:
+    """Score every stored scan with 'weak-retrain', an always-MNA model registered despite a useless validation."""
+    from _store_fakes import fake_model, synthetic_result
+    from store.registry import register_model
+    from store.scans import add_model_outputs
+
+    weak = {"validation": {"sensitivity": 1.0, "specificity": 0.25, "n_positive": 4, "n_negative": 4}}
+    mid = register_model(s, fake_model("weak-retrain", metrics=weak))
+    for scan_id in s.query("SELECT id FROM scans ORDER BY id")["id"]:
+        ids = s.query("SELECT id FROM nuclei WHERE scan_id = ? ORDER BY id", [int(scan_id)])["id"].to_numpy()
+        res = synthetic_result(f"{int(scan_id):064d}", {"weak-retrain": np.full(len(ids), 0.99)})
+        assert add_model_outputs(s, int(scan_id), ids, res, {"weak-retrain": mid})
+
+
+def test_review_shows_a_weak_models_call_but_it_flags_no_model_disagreement(store_copy):
+    from store.db import open_store
+    from store.review import review_progress
+
+    with open_store(store_copy[0]) as s:
+        trusted = review_progress(s, flags=("models_disagree",))["total"]
+        _add_weak_model(s)
+    at = open_page("review", reviewer="Dr. Test")
+    at.get("pills")[0].set_value(["models_disagree"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.get("progress")[0].proto.text.startswith(f"**0 of {trusted} reviewed**")
+    assert any("weak validation: weak-retrain; its call is shown" in c.value for c in at.caption)
+    assert any("weak-retrain" in d.value.get("Model", pd.Series(dtype=str)).tolist() for d in at.dataframe)
+    assert "without weak validation" in at.get("pills")[0].proto.help
+
+
 def test_review_patch_colours_offer_a_colour_blind_view(store_copy):
     at = open_page("review", reviewer="Dr. Test")
     caption = lambda: [c for img in at.get("image") for c in img.captions if c.startswith("NMI ")]  # noqa: E731

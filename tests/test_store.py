@@ -457,6 +457,56 @@ def test_review_queue_flags_order_and_pages(store):
         review.review_queue(store, flags=["bogus"])
 
 
+WEAK_VAL = {"validation": {"sensitivity": 1.0, "specificity": 0.25, "n_positive": 4, "n_negative": 4}}
+GOOD_VAL = {"validation": {"sensitivity": 0.95, "specificity": 0.95, "n_positive": 200, "n_negative": 200}}
+
+
+def test_a_weak_model_neither_raises_models_disagree_nor_speaks_for_all_models(store):
+    """A model registered despite a useless validation (always MNA here) is left out of the disagreement
+    and of the 'All' focus; its own flags show only with it as the focus model."""
+    probs = {"m1": [0.05, 0.1, 0.8, 0.2], "m2": [0.1, 0.05, 0.9, 0.7], "weak": [0.9, 0.95, 0.99, 0.9]}
+    _, ids = _add_scan(store, "line", "w" * 64, probs, kind="cell-line", genotype="non-MNA",
+                       metrics={"m1": GOOD_VAL, "m2": GOOD_VAL, "weak": WEAK_VAL})
+    assert registry.weak_model_ids(store) == [int(registry.list_models(store).set_index("name").at["weak", "id"])]
+    q = review.review_queue(store, flags=["models_disagree"])
+    assert q["nucleus_id"].tolist() == [ids[3]]  # m1 and m2 disagree there; the weak model's MNA calls count nowhere
+    assert int(q["n_models"].iloc[0]) == 2 and float(q["spread"].iloc[0]) == pytest.approx(0.5)
+    assert review.review_progress(store, flags=["models_disagree"])["total"] == 1
+    # 'All' focus: the trusted models' mean and calls (nucleus 3: both call MNA against the auto label)
+    every = review.review_queue(store).set_index("nucleus_id")
+    assert sorted(every.index) == [ids[2], ids[3]]
+    assert every.at[ids[2], "prob"] == pytest.approx(0.85) and every.at[ids[2], "auto_mismatch"]
+    # the weak model in focus: its own calls contradict the auto label everywhere, but not 'models disagree'
+    focus = review.review_queue(store, model="weak", flags=["auto_mismatch", "models_disagree"]).set_index("nucleus_id")
+    assert sorted(focus.index) == sorted(ids) and focus["models_disagree"].tolist().count(True) == 1
+    # once its validation is good, it counts again
+    registry.register_model(store, fake_model("weak", metrics=GOOD_VAL))
+    assert registry.weak_model_ids(store) == []
+    assert sorted(review.review_queue(store, flags=["models_disagree"])["nucleus_id"]) == [ids[0], ids[1], ids[3]]
+
+
+def test_a_weak_model_leaves_the_queue_as_it_was_without_it(store):
+    """Adding a weak model's predictions changes no flag, order or informativeness of the queue."""
+    probs = {"m1": [0.05, 0.55, 0.9, 0.97, 0.3], "m2": [0.04, 0.45, 0.2, 0.96, 0.6]}
+    _add_scan(store, "a", "x" * 64, probs, kind="cell-line", genotype="non-MNA",
+              metrics={"m1": GOOD_VAL, "m2": GOOD_VAL})
+    before = review.review_queue(store, limit=10)
+    _add_scan(store, "b", "y" * 64, {"weak": [0.99] * 3}, metrics={"weak": WEAK_VAL})  # a sample only it scored
+    sid = store.query("SELECT id FROM scans WHERE sha256 = ?", ["x" * 64])["id"].iloc[0]
+    ids = store.query("SELECT id FROM nuclei WHERE scan_id = ? ORDER BY mask_label", [int(sid)])["id"].to_numpy()
+    res = synthetic_result("z" * 64, {"weak": [0.99, 0.01, 0.99, 0.01, 0.99]})
+    from store.scans import add_model_outputs
+
+    weak_id = int(registry.list_models(store).set_index("name").at["weak", "id"])
+    assert add_model_outputs(store, int(sid), ids, res, {"weak": weak_id})
+    after = review.review_queue(store, limit=10)
+    pd.testing.assert_frame_equal(after.drop(columns=["n_models"]), before.drop(columns=["n_models"]),
+                                  check_dtype=False)
+    assert review.review_progress(store, sample="b") == {"total": 0, "reviewed": 0, "remaining": 0, "excluded": 0}
+    assert len(review.review_queue(store, sample="b", model="weak", flags=["low_confidence", "auto_mismatch",
+                                                                             "high_uncertainty"])) == 0
+
+
 # -- sample summary ---------------------------------------------------------------------------
 
 
