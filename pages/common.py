@@ -5,7 +5,7 @@
 - cache invalidation: cached queries take a *revision* number; writes bump the
   revision of what they changed (``labels``, ``data``, ``models``, ``probes``, ``signouts``), so every
   session sees fresh numbers after a write while unchanged queries stay cached;
-- the sidebar (store status, reviewer name, reload) and the empty-store state;
+- the sidebar (store status, reviewer name, patch colours, reload) and the empty-store state;
 - small render helpers shared by several pages (patch gallery, label names).
 
 No SQL here: every query is a function of ``store/``.
@@ -30,6 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 EMPTY_HINT = ("Nothing here yet: run `genuine demo` (or `bash scripts/run.sh`) to build the demo store, "
               "or ingest a scan on the **Ingest** page.")
 REVIEWER_KEY = "reviewer"
+#: patch colour schemes (display only; the first, red/green, is the default) and the session key of the choice
+SCHEMES = list(plotting.PATCH_SCHEMES)
+SCHEME_KEY = "patch_colours"
 _REVISION_KINDS = ("labels", "data", "models", "probes", "signouts")
 
 
@@ -171,13 +174,23 @@ def reviewer() -> str:
     return str(st.session_state.get(REVIEWER_KEY, "") or "").strip()
 
 
+def patch_scheme() -> str:
+    """The patch colour scheme chosen in the sidebar for this session (default red/green)."""
+    chosen = st.session_state.get(SCHEME_KEY)
+    return chosen if chosen in SCHEMES else SCHEMES[0]
+
+
 def sidebar() -> None:
-    """Store status, reviewer name (asked once per session) and a reload button."""
+    """Store status, reviewer name (asked once per session), patch colours and a reload button."""
     with st.sidebar:
         st.text_input("Reviewer", key=REVIEWER_KEY, placeholder="your name (stamped on every decision)",
                       help="Asked once per browser session; every label decision is recorded under this name.")
         if not reviewer():
             st.caption(":orange[:material/person_off: No reviewer set: review decisions are disabled.]")
+        st.segmented_control("Patch colours", SCHEMES, default=SCHEMES[0], required=True, key=SCHEME_KEY,
+                             help="How every page shows nucleus patches (display only; stored patches, decisions "
+                                  "and models are unaffected). magenta/green: for red-green colour-blind readers "
+                                  "(NMI magenta, MYCN green, DAPI grey).")
         path = db_path()
         if not store_exists(path):
             st.caption(f":material/database: `{path.name}` not built yet")
@@ -252,10 +265,22 @@ def patch_rgbs(db: str, ids: tuple[int, ...]) -> dict[int, np.ndarray]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def patch_pngs(db: str, ids: tuple[int, ...]) -> dict[int, bytes]:
-    """Stored patches as PNG bytes by nucleus id (``store.nuclei.patch_bytes``; shown without re-encoding)."""
+    """Stored patches as PNG bytes by nucleus id (``store.nuclei.patch_bytes``; :func:`gallery` shows them as PNG)."""
     from store.nuclei import patch_bytes
 
     return patch_bytes(store_at(db), list(ids))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def patch_pngs_in(db: str, ids: tuple[int, ...], scheme: str) -> dict[int, bytes]:
+    """Stored patches as PNG bytes drawn in the patch colour ``scheme`` (red/green: the stored bytes as they are;
+    otherwise decoded, recoloured with ``plotting.recolour`` and encoded again)."""
+    pngs = patch_pngs(db, ids)
+    if scheme == SCHEMES[0]:
+        return pngs
+    from genuine_core.pipeline import decode_image, encode_image
+
+    return {i: encode_image(plotting.recolour(decode_image(b), scheme)) for i, b in pngs.items()}
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -286,8 +311,8 @@ def curated_name(row) -> str:
 
 def gallery(ids, captions: list[str] | None = None, ncols: int = 8, width: int | str = "stretch",
             db: str | None = None) -> None:
-    """Patch gallery: one image per nucleus id with an optional caption under each, and a line naming
-    the channels' colours.
+    """Patch gallery: one image per nucleus id with an optional caption under each, in the sidebar's patch
+    colours (:func:`patch_scheme`), and a line naming the channels' colours.
 
     ``width`` is each image's width in px, or ``"stretch"`` (default): as wide as its column, so ``ncols``
     images always fit the page (eight fixed 96 px patches ran 8 px past the content edge at 1280 px).
@@ -296,15 +321,18 @@ def gallery(ids, captions: list[str] | None = None, ncols: int = 8, width: int |
     if not ids:
         st.caption("No nuclei to show.")
         return
-    imgs = patch_pngs(db or str(db_path()), tuple(ids))
+    scheme = patch_scheme()
+    imgs = patch_pngs_in(db or str(db_path()), tuple(ids), scheme)
     shown = [i for i in ids if i in imgs]
     caps = captions if captions is not None else [f"#{i}" for i in ids]
     cap_by_id = dict(zip(ids, caps))
     for start in range(0, len(shown), ncols):
         cols = st.columns(ncols)
         for col, nid in zip(cols, shown[start:start + ncols]):
-            col.image(imgs[nid], caption=cap_by_id.get(nid, ""), width=width)
-    st.caption(f"Patch colours: {plotting.channel_caption()}")  # what the channels are, for every reader
+            # PNG as sent: Streamlit's "auto" format re-encoded each patch as JPEG, blurring the small coloured
+            # signals (chroma subsampling) and costing a decode and an encode per patch
+            col.image(imgs[nid], caption=cap_by_id.get(nid, ""), width=width, output_format="PNG")
+    st.caption(f"Patch colours: {plotting.channel_caption(scheme)}")  # what the channels are, for every reader
 
 
 def page_header(title: str, subtitle: str) -> None:
@@ -320,6 +348,7 @@ def show_error(exc: Exception) -> None:
 
 __all__ = [
     "bump", "curated_name", "db_path", "empty_state", "gallery", "get_store", "label_name", "mark_entry",
-    "models", "nucleus_info", "page_header", "patch_pngs", "patch_rgbs", "require_entrypoint", "rev",
+    "models", "nucleus_info", "page_header", "patch_pngs", "patch_pngs_in", "patch_rgbs", "patch_scheme",
+    "require_entrypoint", "rev",
     "reviewer", "samples", "show_error", "sidebar", "store_at", "store_or_stop", "store_overview",
 ]

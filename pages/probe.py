@@ -224,8 +224,9 @@ def show_result(res: dict, db: str) -> None:
                                                                       "(as the evaluation's probe curves)"),
                                     "truth": st.column_config.NumberColumn(format="%.2f", width=50,
                                                                            help=TRUTH_HELP)})
+    scheme = common.patch_scheme()
     st.markdown("**Example probes** (first probes of each condition; the model sees exactly these patches; "
-                f"{plotting.channel_caption()})")
+                f"{plotting.channel_caption(scheme)})")
     conds = res["conds"]
     per_row = 2
     cols_per_line = 6
@@ -233,7 +234,8 @@ def show_result(res: dict, db: str) -> None:
     for start in range(0, len(items), cols_per_line):
         cols = st.columns(cols_per_line)
         for col, (k, patches) in zip(cols, items[start:start + cols_per_line]):
-            col.image(plotting.montage([plotting.patch_rgb(p) for p in patches[:per_row]], ncols=per_row, pad=1),
+            col.image(plotting.montage([plotting.patch_rgb(p, scheme=scheme) for p in patches[:per_row]],
+                                       ncols=per_row, pad=1),
                       caption=f"{'MYCN' if x == 'n_mycn' else 'size'} {conds.iloc[k][x]:g}", width="stretch")
 
     show_umap(res, db)

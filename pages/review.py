@@ -47,9 +47,6 @@ DECISION_CSS = f"""<style>
 .st-key-review_card [data-testid="stMetricValue"] {{font-size: 1.6rem;}}
 </style>"""
 QUEUE_PAGE = 50
-#: patch colour schemes offered (display only) and the session key of the choice
-SCHEMES = list(plotting.PATCH_SCHEMES)
-SCHEME_KEY = "review_colours"
 #: session key: the nucleus whose card the decision buttons were last drawn for
 SHOWN_KEY = "review_shown"
 #: a decision press this soon after the last one is a double press (no curator judges a new card this fast);
@@ -261,7 +258,7 @@ def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict
         shown[["x1", "x2", "y1", "y2"]] += off
     scale = max(1, 288 // size)
     gain = st.session_state.get("review_gain", 1.0)
-    scheme = st.session_state.get(SCHEME_KEY) or SCHEMES[0]
+    scheme = common.patch_scheme()
     patch = np.moveaxis(rgb.astype(np.float32) / 255.0, -1, 0)
     big = plotting.draw_boxes(plotting.patch_rgb(patch, gain=gain, scheme=scheme), shown, scale=scale,
                               thickness=2, colours=plotting.box_colours(scheme))
@@ -270,9 +267,6 @@ def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict
     cols = st.columns(3)
     for col, (name, img) in zip(cols, chans):
         col.image(plotting.upscale(img, max(1, 96 // size)), caption=name, width=92)
-    st.segmented_control("Patch colours", SCHEMES, default=SCHEMES[0], required=True, key=SCHEME_KEY,
-                         help="display only; decisions and models are unaffected. magenta/green: for red-green "
-                              "colour-blind readers (NMI magenta, MYCN green, DAPI grey)")
     st.slider("Display brightness", 0.5, 3.0, 1.0, 0.25, key="review_gain",
               help="display only; decisions and models are unaffected")
 

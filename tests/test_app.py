@@ -719,6 +719,17 @@ def test_probe_page_says_where_a_curve_above_the_level_starts(stub_probe_model):
     assert f"0.5 crossing: model {why}, ground truth" in texts(at)
 
 
+def test_probe_examples_follow_the_sidebar_patch_colours(stub_probe_model):
+    _, name, _ = stub_probe_model
+    at = open_page("probe")
+    at.sidebar.get("button_group")[0].set_value("magenta/green")
+    at.selectbox(key="probe_model").set_value(name)
+    at.number_input(key="probe_n").set_value(3)
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "the model sees exactly these patches; NMI magenta · MYCN green · DAPI grey)" in texts(at)
+
+
 def test_probe_page_says_no_condition_reaches_the_level(stub_probe_model):
     _, name, set_predict = stub_probe_model
     set_predict(lambda p: (np.full(len(p), 0.1), np.full(len(p), 0.2), np.zeros(len(p), int)))
@@ -2070,10 +2081,59 @@ def test_review_patch_colours_offer_a_colour_blind_view(store_copy):
     at = open_page("review", reviewer="Dr. Test")
     caption = lambda: [c for img in at.get("image") for c in img.captions if c.startswith("NMI ")]  # noqa: E731
     assert caption()[0].startswith("NMI red · MYCN green · DAPI blue")
-    at.session_state["review_colours"] = "magenta/green"
-    at.run()
+    at.sidebar.get("button_group")[0].set_value("magenta/green").run()
     assert not at.exception, [e.value for e in at.exception]
     assert caption()[0].startswith("NMI magenta · MYCN green · DAPI grey")
+
+
+def _gallery_images(at: AppTest, shown: dict) -> dict[int, bytes]:
+    """The gallery's images by nucleus id (captions start '#id'), as the bytes the page sent."""
+    return {int(img.captions[0].split()[0][1:]): shown[img.proto.imgs[0].url] for img in at.get("image")
+            if img.captions and img.captions[0].startswith("#")}
+
+
+def test_one_patch_colour_choice_recolours_every_gallery_for_the_session(store_copy, monkeypatch):
+    """magenta/green, chosen once in the sidebar, redraws the Cases gallery's stored patches (NMI magenta, MYCN
+    green, DAPI grey) and names those colours; the choice stays for the Review page and its card."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    from genuine_core import plotting
+    from genuine_core.pipeline import decode_image
+    from store.db import open_store
+    from store.nuclei import patch_bytes
+
+    shown = {}  # url -> bytes of every image the pages sent
+    add = MediaFileManager.add
+
+    def keep(self, data, mimetype, coordinates, *args, **kwargs):
+        url = add(self, data, mimetype, coordinates, *args, **kwargs)
+        shown[url] = data
+        return url
+
+    monkeypatch.setattr(MediaFileManager, "add", keep)
+    at = open_page("cases")
+    at.selectbox(key="case_select").set_value("MIX-50").run()
+    red = _gallery_images(at, shown)
+    with open_store(store_copy[0]) as s:  # the app holds the file open in this process: same configuration
+        stored = patch_bytes(s, list(red))
+    assert red and red == stored  # red/green: the stored patches as they are
+    assert at.sidebar.get("button_group")[0].value == "red/green"
+    at.sidebar.get("button_group")[0].set_value("magenta/green").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Patch colours: NMI magenta · MYCN green · DAPI grey" in texts(at)
+    magenta = _gallery_images(at, shown)
+    assert set(magenta) == set(red)
+    for nid, png in magenta.items():
+        rgb = decode_image(stored[nid])
+        got = decode_image(png).astype(int)
+        assert np.array_equal(got, plotting.recolour(rgb, "magenta/green"))
+        assert np.array_equal(got[..., 0], np.round(rgb[..., 0] + 0.4 * rgb[..., 2]).clip(0, 255))  # NMI + grey
+        assert np.array_equal(got[..., 2], got[..., 0])  # magenta and grey have equal red and blue
+    at.switch_page("pages/review.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.get("button_group")[0].value == "magenta/green"
+    assert any(c.startswith("NMI magenta · MYCN green · DAPI grey") for img in at.get("image") for c in img.captions)
+    assert "Patch colours: NMI magenta · MYCN green · DAPI grey" in texts(at)  # the Up next gallery
 
 
 def test_patch_galleries_name_the_channel_colours(store_copy):

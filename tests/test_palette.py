@@ -91,3 +91,17 @@ def test_threshold_scan_classes_differ_in_symbol_dash_and_safe_colour():
     lines = [t for t in P.threshold_scan(scans).data if t.name]
     assert len({t.marker.symbol for t in lines}) == len({t.line.dash for t in lines}) == 3
     assert C.min_delta_e([t.line.color for t in lines]) > 15  # was dark red / dark green / dark yellow
+
+
+def test_a_stored_patch_image_is_recoloured_as_the_review_card_draws_it():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (12, 12, 3)).astype(np.uint8)  # a stored patch: R = NMI, G = MYCN, B = DAPI
+    patch = np.moveaxis(rgb.astype(np.float32) / 255.0, -1, 0)
+    assert P.recolour(rgb) is rgb  # red/green: as stored
+    for scheme in P.PATCH_SCHEMES:
+        assert np.abs(P.recolour(rgb, scheme).astype(int) - P.patch_rgb(patch, scheme=scheme)).max() <= 1
+    assert P.recolour(np.array([[[200, 0, 100]]], np.uint8), "magenta/green").tolist() == [[[240, 40, 240]]]
+    with pytest.raises(ValueError, match="unknown colour scheme"):
+        P.recolour(rgb, "sepia")
+    with pytest.raises(ValueError, match=r"\(P, P, 3\) RGB"):
+        P.recolour(rgb[..., 0])
