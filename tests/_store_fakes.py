@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +116,14 @@ def store_at_version(path: Path, version: int) -> duckdb.DuckDBPyConnection:
         conn.execute(script())
         conn.execute("INSERT INTO schema_version (version, note) VALUES (?, ?)", [step, note])
     return conn
+
+
+def private_store_copy(src: Path, tmp_path: Path, monkeypatch) -> Path:
+    """Copy the store ``src`` (and its ``_files`` folder) into ``tmp_path`` and export it as ``GENUINE_DB``."""
+    dst = tmp_path / "store.duckdb"
+    shutil.copy(src, dst)
+    side = src.with_name(src.stem + "_files")  # saved UMAP maps live beside the store
+    if side.is_dir():
+        shutil.copytree(side, dst.with_name(dst.stem + "_files"))
+    monkeypatch.setenv("GENUINE_DB", str(dst))
+    return dst

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from _store_fakes import private_store_copy
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_IMAGE = REPO.parent / "shared" / "data" / "real" / "FISH_RGB.TIF"
 
@@ -129,3 +131,17 @@ def umap_store(tmp_path_factory) -> tuple[Path, dict]:
 
     path = tmp_path_factory.mktemp("store_umap") / "small_umap.duckdb"
     return path, build_small_store(path, with_umap=True)
+
+
+@pytest.fixture()
+def store_copy(small_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
+    """A private copy of the small store, exported as ``GENUINE_DB`` (the dashboard tests' store)."""
+    src, counts = small_store
+    return private_store_copy(src, tmp_path, monkeypatch), counts
+
+
+@pytest.fixture()
+def umap_store_copy(umap_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
+    """A private copy of the small store with fitted UMAPs (slow to build once per session)."""
+    src, counts = umap_store
+    return private_store_copy(src, tmp_path, monkeypatch), counts

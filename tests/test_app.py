@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,36 +18,13 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from _store_fakes import private_store_copy  # noqa: E402
 from test_app_store import SAMPLES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
 PAGES = ["cases", "review", "embeddings", "probe", "ingest", "models"]
 TIMEOUT = 120
-
-
-def _private_copy(src: Path, tmp_path: Path, monkeypatch) -> Path:
-    dst = tmp_path / "store.duckdb"
-    shutil.copy(src, dst)
-    side = src.with_name(src.stem + "_files")  # saved UMAP maps live beside the store
-    if side.is_dir():
-        shutil.copytree(side, dst.with_name(dst.stem + "_files"))
-    monkeypatch.setenv("GENUINE_DB", str(dst))
-    return dst
-
-
-@pytest.fixture()
-def store_copy(small_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
-    """A private copy of the small store, exported as ``GENUINE_DB``."""
-    src, counts = small_store
-    return _private_copy(src, tmp_path, monkeypatch), counts
-
-
-@pytest.fixture()
-def umap_store_copy(umap_store, tmp_path, monkeypatch) -> tuple[Path, dict]:
-    """A private copy of the small store with fitted UMAPs (slow to build once per session)."""
-    src, counts = umap_store
-    return _private_copy(src, tmp_path, monkeypatch), counts
 
 
 def open_page(page: str, reviewer: str | None = None) -> AppTest:
@@ -2020,7 +1996,7 @@ def test_cases_on_the_demo_store_match_the_store_summaries(tmp_path, monkeypatch
     cfg = DemoConfig(nuclei_per_line=12, mixture_nuclei=6, nuclei_per_field=6, include_real=False, mc_samples=2)
     report = build_demo(demo, cfg, progress=False)  # default model folders: the shipped models/
     assert report["failed"] == [] and sorted(report["models"]) == ["detector_cpu", "genuine_cpu", "ratio_cpu", "resnet_cpu"]
-    path = _private_copy(demo, tmp_path, monkeypatch)
+    path = private_store_copy(demo, tmp_path, monkeypatch)
     with open_store(path, read_only=True) as s:
         summ = sample_summaries(s)
     at = open_page("cases")
@@ -2180,7 +2156,7 @@ def test_embeddings_page_reads_and_draws_at_most_max_points(scaled_store, tmp_pa
     # every model's whole map was read into pandas (4 x 1M rows on a lab store) and only then subsampled
     import store.umap as umap_store
 
-    _private_copy(scaled_store, tmp_path, monkeypatch)
+    private_store_copy(scaled_store, tmp_path, monkeypatch)
     read = []
     whole = umap_store.umap_points
 
@@ -2204,7 +2180,7 @@ def test_embeddings_page_reads_and_draws_at_most_max_points(scaled_store, tmp_pa
 
 def test_embeddings_page_draws_at_most_10000_points_per_map_by_default(scaled_store, tmp_path, monkeypatch):
     # two WebGL scatters of 30,000 nuclei each took 2-3.5 s to draw on every visit of the page
-    _private_copy(scaled_store, tmp_path, monkeypatch)
+    private_store_copy(scaled_store, tmp_path, monkeypatch)
     at = open_page("embeddings")
     assert at.number_input(key="emb_max").value == 10_000
     charts = at.get("plotly_chart")
@@ -2220,7 +2196,7 @@ def test_ingest_page_lists_scans_whose_segmentation_is_not_recorded(scaled_store
     from store.db import open_store
     from store.scans import scan_overview
 
-    path = _private_copy(scaled_store, tmp_path, monkeypatch)
+    path = private_store_copy(scaled_store, tmp_path, monkeypatch)
     with open_store(path) as s:  # one scan records its segmentation, the others do not (NULL)
         s.cursor().execute("UPDATE scans SET segmentation = '{\"backend\": \"watershed\"}' "
                            "WHERE id = (SELECT min(id) FROM scans)")
@@ -2236,7 +2212,7 @@ def test_review_page_reads_no_whole_audit_trail_per_run(scaled_store, tmp_path, 
 
     from store.db import open_store
 
-    _private_copy(scaled_store, tmp_path, monkeypatch)
+    private_store_copy(scaled_store, tmp_path, monkeypatch)
     calls = []
     whole = labels.audit_trail
 

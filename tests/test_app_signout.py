@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("streamlit")
 
-from test_app import frame_with, open_page, store_copy, texts  # noqa: E402,F401  (store_copy: a fixture)
+from test_app import frame_with, open_page, texts  # noqa: E402
 
 
 def _open_case(at, sample: str):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from _store_fakes import threshold_segmenter, write_toy_scans
