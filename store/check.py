@@ -17,10 +17,15 @@ from store.db import Store
 from store.labels import count_current_labels
 from store.location import genuine_command
 from store.model_copies import find_copies
+from store.review_stats import untrusted_model_ids
 from store.registry import (list_models, mixed_normalisations, mixed_way_out, patch_normalisation, relocate_command,
                             retired_text, weights_mismatch)
 
-# (description, query returning one count: 0 = fine). Constant SQL only.
+#: per nucleus with a prediction, the trusted models' predictions (``store.review_stats``; $untrusted: the others)
+_TRUSTED_PER_NUCLEUS = ("SELECT nucleus_id, count(*) FILTER (WHERE NOT list_contains($untrusted::BIGINT[], model_id)) "
+                        "AS k FROM predictions GROUP BY nucleus_id")
+
+# (description, query returning one count: 0 = fine). Constant SQL only; $untrusted is the one parameter.
 _CHECKS: list[tuple[str, str]] = [
     ("scans whose sample does not exist",
      "SELECT count(*) FROM scans c LEFT JOIN samples s ON s.id = c.sample_id WHERE s.id IS NULL"),
@@ -62,9 +67,8 @@ _CHECKS: list[tuple[str, str]] = [
      "LEFT JOIN (SELECT n.scan_id, e.model_id, count(*) AS k FROM embeddings e JOIN nuclei n ON n.id = e.nucleus_id "
      "GROUP BY ALL) e ON e.scan_id = sm.scan_id AND e.model_id = sm.model_id WHERE coalesce(e.k, 0) <> c.n_nuclei"),
     ("nuclei whose review statistics are missing or stale",
-     "SELECT count(*) FROM (SELECT nucleus_id, count(*) AS k FROM predictions GROUP BY nucleus_id) p "
-     "FULL JOIN review_stats r USING (nucleus_id) WHERE r.nucleus_id IS NULL OR p.nucleus_id IS NULL "
-     "OR r.n_models <> p.k"),
+     "SELECT count(*) FROM (" + _TRUSTED_PER_NUCLEUS + ") p FULL JOIN review_stats r USING (nucleus_id) "
+     "WHERE r.nucleus_id IS NULL OR p.nucleus_id IS NULL OR r.n_models <> p.k"),
     ("predictions of a model on a scan it is not recorded to have scored",
      "SELECT count(*) FROM predictions p JOIN nuclei n ON n.id = p.nucleus_id "
      "LEFT JOIN scan_models sm ON sm.scan_id = n.scan_id AND sm.model_id = p.model_id WHERE sm.scan_id IS NULL"),
@@ -98,8 +102,8 @@ _EXAMPLES: dict[str, str] = {
         "JOIN nuclei n ON n.id = e.nucleus_id GROUP BY ALL) e ON e.scan_id = sm.scan_id AND e.model_id = sm.model_id "
         "WHERE coalesce(e.k, 0) <> c.n_nuclei ORDER BY c.id, m.id LIMIT 5"),
     "nuclei whose review statistics are missing or stale": (
-        "SELECT 'nucleus ' || coalesce(p.nucleus_id, r.nucleus_id) FROM (SELECT nucleus_id, count(*) AS k "
-        "FROM predictions GROUP BY nucleus_id) p FULL JOIN review_stats r USING (nucleus_id) "
+        "SELECT 'nucleus ' || coalesce(p.nucleus_id, r.nucleus_id) FROM (" + _TRUSTED_PER_NUCLEUS + ") p "
+        "FULL JOIN review_stats r USING (nucleus_id) "
         "WHERE r.nucleus_id IS NULL OR p.nucleus_id IS NULL OR r.n_models <> p.k ORDER BY 1 LIMIT 5"),
 }
 
@@ -112,10 +116,15 @@ def check_store(store: Store) -> list[str]:
     """
     problems = []
     cur = store.cursor()
+    untrusted = untrusted_model_ids(cur)
+
+    def run(sql: str):
+        return cur.execute(sql, {"untrusted": untrusted} if "$untrusted" in sql else None).fetchall()
+
     for what, sql in _CHECKS:
-        n = int(cur.execute(sql).fetchone()[0])
+        n = int(run(sql)[0][0])
         if n:
-            rows = [str(r[0]) for r in cur.execute(_EXAMPLES[what]).fetchall()] if what in _EXAMPLES else []
+            rows = [str(r[0]) for r in run(_EXAMPLES[what])] if what in _EXAMPLES else []
             more = ", ..." if n > len(rows) else ""
             problems.append(f"{n} {what}" + (f": {', '.join(rows)}{more}" if rows else ""))
     fits = store.query(

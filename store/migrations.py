@@ -117,6 +117,14 @@ def _sign_outs_sql() -> str:
     """
 
 
+def _trusted_review_stats_sql() -> str:
+    # review_stats over the trusted models only (active, validation not weak: store.review_stats), with a row for
+    # every nucleus with a prediction: its aggregates are NULL where no trusted model scored it (n_models 0,
+    # spread 0). The rows are derived: _AFTER_STEP rebuilds them all, so a model retired or weak now leaves them
+    return "".join(f"ALTER TABLE review_stats ALTER COLUMN {c} DROP NOT NULL;\n"
+                   for c in ("mean_prob", "min_call", "max_call", "min_margin"))
+
+
 #: the calls ``sign_outs.call`` may hold (a later release adding one needs a schema step, as step 4 did)
 SIGN_OUT_CALLS_SQL = ", ".join(f"'{c}'" for c in SIGN_OUT_CALLS)
 
@@ -132,7 +140,18 @@ STEPS: list[tuple[int, str, callable]] = [
     (4, "models.retired_at/retired_by; store_events: retire and reinstate model", _retired_models_sql),
     (5, "scan_models.mc_samples: the MC-dropout passes of each scoring", _mc_samples_sql),
     (6, "sign_outs: pathologists' sign-out of samples (append-only)", _sign_outs_sql),
+    (7, "review_stats over the trusted models (active, validation not weak), rebuilt", _trusted_review_stats_sql),
 ]
+
+
+def _rebuild_review_stats(conn: duckdb.DuckDBPyConnection) -> None:
+    from store.review_stats import rebuild_all
+
+    rebuild_all(conn)
+
+
+#: Python run after a step's SQL, in its transaction: version -> function of the connection
+_AFTER_STEP = {7: _rebuild_review_stats}
 LATEST = STEPS[-1][0]
 
 
@@ -192,7 +211,7 @@ def _convert_early_layout(conn: duckdb.DuckDBPyConnection) -> None:
     Raises:
         StoreError: a label row did not arrive in its nucleus (nothing was changed).
     """
-    from store.scans import rebuild_review_stats  # imports store.db, which imports this module
+    from store.review_stats import rebuild_review_stats
 
     logger.info("store: converting the early version-1 layout (labels table -> nucleus columns, review_stats)")
     conn.execute("BEGIN TRANSACTION")
@@ -210,6 +229,7 @@ def _convert_early_layout(conn: duckdb.DuckDBPyConnection) -> None:
             conn.execute(f"CREATE TABLE labels_unmatched AS SELECT l.* {_UNMATCHED}")
         conn.execute("DROP TABLE labels")
         conn.execute(_schema_sql())
+        conn.execute(_trusted_review_stats_sql())  # as from step 7, whatever version the store records
         rebuild_review_stats(conn, [int(r[0]) for r in conn.execute("SELECT id FROM scans").fetchall()])
         note = "early version-1 layout converted: labels table -> nucleus columns, review_stats built"
         if unmatched:
@@ -234,6 +254,8 @@ def migrate(conn: duckdb.DuckDBPyConnection) -> int:
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.execute(script())
+            if step in _AFTER_STEP:
+                _AFTER_STEP[step](conn)
             conn.execute("INSERT INTO schema_version (version, note) VALUES (?, ?)", [step, note])
             conn.execute("COMMIT")
         except BaseException:

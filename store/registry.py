@@ -15,6 +15,7 @@ from genuine_core.pipeline import ScoringModel
 from store.db import Store
 from store.events import record_event
 from store.location import genuine_command
+from store.review_stats import rebuild_for_changed, rebuild_review_stats, untrusted_model_ids
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ def register_model(store: Store, model: ScoringModel, by: str | None = None) -> 
     row = store.query("SELECT id, folder FROM models WHERE name = ?", [model.name])
     if not row.empty:
         with store.transaction() as cur:
+            before = untrusted_model_ids(cur)
             cur.execute("UPDATE models SET metrics = ?, uncertainty_method = ? WHERE id = ?",
                         [json.dumps(model.metrics), model.uncertainty_method, int(row.at[0, "id"])])
+            rebuild_for_changed(cur, before)  # new metrics may make its validation weak, or no longer
             if model.folder:
                 _record_folder(cur, model.name, model.checksum, row.at[0, "folder"], model.folder, by)
         return int(row.at[0, "id"])
@@ -234,16 +237,6 @@ def list_models(store: Store) -> pd.DataFrame:
     return df
 
 
-def weak_model_ids(store: Store) -> list[int]:
-    """Ids of the registered models whose validation is weak (``summary.has_weak_validation``, the Cases
-    page's ``weak validation`` flag), in id order."""
-    from store.summary import has_weak_validation
-
-    rows = store.query("SELECT id, metrics FROM models ORDER BY id")
-    return [int(i) for i, m in zip(rows["id"], rows["metrics"])
-            if has_weak_validation(json.loads(m) if isinstance(m, str) and m else {})]
-
-
 #: what a model's removal deletes, in order: table -> rows of the model ($model: its id)
 _MODEL_ROWS = {
     "probe_results": "FROM probe_results WHERE run_id IN (SELECT id FROM probe_runs WHERE model_id = $model)",
@@ -284,8 +277,6 @@ def remove_model(store: Store, name: str, by: str | None = None) -> dict[str, in
     Raises:
         StoreError: no model of that name.
     """
-    from store.scans import rebuild_review_stats
-
     mid = model_id(store, name)
     params = {"model": mid}
     with store.transaction() as cur:
@@ -400,7 +391,9 @@ def retire_model(store: Store, name: str, by: str | None = None) -> None:
             raise StoreError(f"model {name!r} is already {retired_text(when, who)}; nothing changed")
         # naive UTC, as scans.ingested_at (the Cases page compares the two)
         now = datetime.now(timezone.utc).replace(tzinfo=None)
+        before = untrusted_model_ids(cur)
         cur.execute("UPDATE models SET retired_at = ?, retired_by = ? WHERE id = ?", [now, by or None, mid])
+        rebuild_for_changed(cur, before)  # its calls leave the Review queue's aggregates
         record_event(cur, "retire model", name, checksum, by, {"folder": folder})
     logger.info("model %r retired by %s", name, by or "an unnamed user")
 
@@ -433,6 +426,8 @@ def reinstate_model(store: Store, name: str, by: str | None = None) -> None:
     with store.transaction() as cur:
         if cur.execute("SELECT retired_at FROM models WHERE id = ?", [mid]).fetchone()[0] is None:
             raise StoreError(f"model {name!r} is not retired (it scores new scans); nothing changed")
+        before = untrusted_model_ids(cur)
         cur.execute("UPDATE models SET retired_at = NULL, retired_by = NULL WHERE id = ?", [mid])
+        rebuild_for_changed(cur, before)  # its calls count in the Review queue again (unless weak)
         record_event(cur, "reinstate model", name, checksum, by, {"folder": folder})
     logger.info("model %r reinstated by %s", name, by or "an unnamed user")

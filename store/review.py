@@ -1,21 +1,20 @@
 """The review queue: nuclei worth a curator's decision, most informative first.
 
 Flags per nucleus (``focus`` = the chosen model, or every trusted model when none is chosen; *trusted*:
-not flagged ``weak validation``, :func:`store.summary.has_weak_validation`):
+active, i.e. not retired, and not flagged ``weak validation``, :func:`store.summary.has_weak_validation`):
 
 - ``auto_mismatch``: a focus model's call differs from the nucleus' auto label;
-- ``models_disagree``: the trusted models do not all make the same call (a model registered despite a
-  useless validation is shown on the card but never raises it: its calls would flag most nuclei);
+- ``models_disagree``: the trusted models do not all make the same call (a retired model, or one registered
+  despite a useless validation, is shown on the card but never raises it);
 - ``high_uncertainty``: a focus model's uncertainty is at least its threshold
   (``mc_std_threshold`` for MC-dropout standard deviations, ``entropy_threshold`` for
   predictive entropies in bits; see ``models.uncertainty_method``);
 - ``low_confidence``: a focus model's calibrated probability lies within
   ``confidence_margin`` of 0.5.
 
-Per-nucleus aggregates over all models are precomputed in ``review_stats`` (written in
-the same transaction as the predictions), so a page of the queue is one scan of that
-table even at a million nuclei. While a model with weak validation is registered, the
-same aggregates are computed at query time over the trusted models' predictions instead.
+Per-nucleus aggregates over the trusted models are precomputed in ``review_stats`` (``store.review_stats``:
+written in the same transaction as the predictions, rebuilt when a model is retired, reinstated or its
+metrics change), so a page of the queue is one scan of that table even at a million nuclei.
 
 Informativeness (the queue order): ``closeness + spread + 0.5 * auto_mismatch +
 0.5 * high_uncertainty`` where ``closeness = 1 - 2 |p - 0.5|`` for the mean focus
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from store.db import Store
-from store.registry import weak_model_ids
 
 FLAGS = ("auto_mismatch", "models_disagree", "high_uncertainty", "low_confidence")
 
@@ -65,36 +63,13 @@ class ReviewConfig:
 REVIEW_CONFIG = ReviewConfig()
 
 # SQL is assembled from the constant fragments below only; every value is a named parameter
-# ($model, $ent, $mc, $margin, $sample, $weak, $f_auto, $f_disagree, $f_unc, $f_conf, ...). Per-nucleus
-# aggregates over all models come precomputed from ``review_stats`` (written with the predictions), or over the
-# trusted ones from ``_TRUSTED_STATS`` while a model with weak validation is registered.
+# ($model, $ent, $mc, $margin, $sample, $f_auto, $f_disagree, $f_unc, $f_conf, ...). Per-nucleus aggregates over
+# the trusted models come precomputed from ``review_stats`` (NULL where no trusted model scored the nucleus).
 _SCOPE_ALL = ""
 _SCOPE_SAMPLE = """
     WHERE r.sample_id = (SELECT id FROM samples WHERE name = $sample)
 """
-# review_stats' columns over the trusted models only ($weak: ids of models with weak validation), from their
-# predictions grouped on ids alone (a nucleus only weak models scored keeps its row, for a weak focus model, with
-# no mean probability or calls); {pscope} limits the predictions read to one sample's nuclei
-_TRUSTED_STATS = """(
-    SELECT r.nucleus_id, r.scan_id, r.sample_id, r.auto_label, coalesce(t.n_models, 0) AS n_models, t.mean_prob,
-           coalesce(t.spread, 0) AS spread, t.min_call, t.max_call, t.min_margin, t.max_uncertainty, t.max_mc_std,
-           t.max_entropy
-    FROM review_stats r
-    LEFT JOIN (
-        SELECT p.nucleus_id, count(*) AS n_models, avg(p.prob_calibrated) AS mean_prob,
-               max(p.prob) - min(p.prob) AS spread, min(p.call) AS min_call, max(p.call) AS max_call,
-               min(abs(p.prob_calibrated - 0.5)) AS min_margin, max(p.uncertainty) AS max_uncertainty,
-               max(p.uncertainty) FILTER (WHERE m.uncertainty_method <> 'entropy') AS max_mc_std,
-               max(p.uncertainty) FILTER (WHERE m.uncertainty_method = 'entropy') AS max_entropy
-        FROM predictions p JOIN models m ON m.id = p.model_id
-        WHERE NOT list_contains($weak, p.model_id) {pscope}
-        GROUP BY p.nucleus_id
-    ) t ON t.nucleus_id = r.nucleus_id
-)"""
-_PSCOPE_SAMPLE = """
-          AND p.nucleus_id IN (SELECT nucleus_id FROM review_stats
-                               WHERE sample_id = (SELECT id FROM samples WHERE name = $sample))"""
-# every model is in focus
+# every trusted model is in focus
 _AGG_ALL = """
 WITH agg AS (
     SELECT r.nucleus_id, r.sample_id, r.scan_id, r.auto_label, r.mean_prob AS prob, r.max_uncertainty AS uncertainty,
@@ -102,7 +77,7 @@ WITH agg AS (
            coalesce(r.max_mc_std >= $mc, false) OR coalesce(r.max_entropy >= $ent, false) AS high_unc,
            r.min_margin < $margin AS low_conf,
            r.min_call AS min_focus_call, r.max_call AS max_focus_call
-    FROM {stats} r
+    FROM review_stats r
     {scope}
 )"""
 # one model in focus: its own prediction, plus agreement across the trusted models
@@ -113,7 +88,7 @@ WITH agg AS (
            p.uncertainty >= CASE WHEN m.uncertainty_method = 'entropy' THEN $ent ELSE $mc END AS high_unc,
            abs(p.prob_calibrated - 0.5) < $margin AS low_conf,
            p.call AS min_focus_call, p.call AS max_focus_call
-    FROM {stats} r
+    FROM review_stats r
     JOIN predictions p ON p.nucleus_id = r.nucleus_id
     JOIN models m ON m.id = p.model_id AND m.name = $model
     {scope}
@@ -143,23 +118,21 @@ scored AS (
 )
 """
 _VARIANTS = {
-    (focus, one, weak): (_AGG_ONE if focus else _AGG_ALL).replace("{scope}", _SCOPE_SAMPLE if one else _SCOPE_ALL)
-    .replace("{stats}", _TRUSTED_STATS if weak else "review_stats").replace("{pscope}", _PSCOPE_SAMPLE if one else "")
-    + _REST
-    for focus in (False, True) for one in (False, True) for weak in (False, True)
+    (focus, one): (_AGG_ONE if focus else _AGG_ALL).replace("{scope}", _SCOPE_SAMPLE if one else _SCOPE_ALL) + _REST
+    for focus in (False, True) for one in (False, True)
 }
 
 
-def _flagged(model: str | None, sample: str | None, weak: list[int]) -> str:
-    return _VARIANTS[(model is not None, sample is not None, bool(weak))]
+def _flagged(model: str | None, sample: str | None) -> str:
+    return _VARIANTS[(model is not None, sample is not None)]
 
 
-def _params(sql: str, model, sample, flags, config: ReviewConfig, weak: list[int], **extra) -> dict:
+def _params(sql: str, model, sample, flags, config: ReviewConfig, **extra) -> dict:
     flags = tuple(FLAGS if flags is None else flags)
     unknown = set(flags) - set(FLAGS)
     if unknown:
         raise ValueError(f"unknown review flags {sorted(unknown)}; choose from {FLAGS}")
-    values = {"model": model, "sample": sample, "weak": [int(i) for i in weak], "ent": float(config.entropy_threshold),
+    values = {"model": model, "sample": sample, "ent": float(config.entropy_threshold),
               "mc": float(config.mc_std_threshold), "margin": float(config.confidence_margin),
               "f_auto": "auto_mismatch" in flags, "f_disagree": "models_disagree" in flags,
               "f_unc": "high_uncertainty" in flags, "f_conf": "low_confidence" in flags, **extra}
@@ -174,7 +147,7 @@ def review_queue(store: Store, sample: str | None = None, model: str | None = No
 
     Args:
         sample: only this sample (None: all).
-        model: focus model (None: every model without weak validation).
+        model: focus model (None: every trusted model: active, without weak validation).
         flags: flags to include (any of :data:`FLAGS`; None: all).
         include_reviewed: keep nuclei that already have a curated decision.
         limit, offset: the page.
@@ -186,14 +159,13 @@ def review_queue(store: Store, sample: str | None = None, model: str | None = No
     """
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset must be >= 0")
-    weak = weak_model_ids(store)
-    sql = _flagged(model, sample, weak) + """
+    sql = _flagged(model, sample) + """
         SELECT * FROM scored
         WHERE $include_reviewed OR curated_value IS NULL
         ORDER BY informativeness DESC, nucleus_id
         LIMIT $limit OFFSET $offset
     """
-    return store.query(sql, _params(sql, model, sample, flags, config, weak, include_reviewed=bool(include_reviewed),
+    return store.query(sql, _params(sql, model, sample, flags, config, include_reviewed=bool(include_reviewed),
                                     limit=int(limit), offset=int(offset)))
 
 
@@ -204,13 +176,12 @@ def review_progress(store: Store, sample: str | None = None, model: str | None =
     ``total`` counts flagged nuclei whether decided or not; ``reviewed`` those with a
     current curated decision (``excluded`` among them: marked 'exclude').
     """
-    weak = weak_model_ids(store)
-    sql = _flagged(model, sample, weak) + """
+    sql = _flagged(model, sample) + """
         SELECT count(*) AS total,
                count(curated_value) AS reviewed,
                count(*) FILTER (WHERE curated_value = 'exclude') AS excluded
         FROM scored
     """
-    row = store.cursor().execute(sql, _params(sql, model, sample, flags, config, weak)).fetchall()[0]
+    row = store.cursor().execute(sql, _params(sql, model, sample, flags, config)).fetchall()[0]
     total, reviewed, excluded = (int(v or 0) for v in row)
     return {"total": total, "reviewed": reviewed, "remaining": total - reviewed, "excluded": excluded}

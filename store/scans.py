@@ -18,6 +18,7 @@ from genuine_core.pipeline import ScanResult, decode_image, decode_masks, encode
 from store.db import Store
 from store.events import record_event
 from store.location import genuine_command
+from store.review_stats import insert_review_stats, rebuild_review_stats
 
 logger = logging.getLogger(__name__)
 
@@ -197,37 +198,9 @@ def _insert_predictions(store: Store, cur, ids: np.ndarray, result: ScanResult, 
         )
 
 
-# Per-nucleus aggregates over every prediction of the nuclei of the given scans ($scans).
-_STATS_SELECT = """
-SELECT p.nucleus_id, n.scan_id, c.sample_id, n.auto_label, count(*), avg(p.prob_calibrated),
-       max(p.prob) - min(p.prob), min(p.call), max(p.call), min(abs(p.prob_calibrated - 0.5)), max(p.uncertainty),
-       max(p.uncertainty) FILTER (WHERE m.uncertainty_method <> 'entropy'),
-       max(p.uncertainty) FILTER (WHERE m.uncertainty_method = 'entropy')
-FROM predictions p
-JOIN nuclei n ON n.id = p.nucleus_id
-JOIN scans c ON c.id = n.scan_id
-JOIN models m ON m.id = p.model_id
-WHERE n.scan_id IN (SELECT unnest($scans))
-GROUP BY ALL
-"""
-_STATS_INSERT = ("INSERT INTO review_stats (nucleus_id, scan_id, sample_id, auto_label, n_models, mean_prob, spread, "
-                 "min_call, max_call, min_margin, max_uncertainty, max_mc_std, max_entropy) " + _STATS_SELECT)
-
-
-def _insert_review_stats(cur, scan_ids: list[int]) -> None:
-    cur.execute(_STATS_INSERT, {"scans": [int(s) for s in scan_ids]})
-
-
-def rebuild_review_stats(cur, scan_ids: list[int]) -> None:
-    """Replace the ``review_stats`` rows of these scans by ones computed from their current predictions
-    (inside the caller's transaction ``cur``)."""
-    ids = {"scans": [int(s) for s in scan_ids]}
-    cur.execute("DELETE FROM review_stats WHERE scan_id IN (SELECT unnest($scans))", ids)
-    _insert_review_stats(cur, ids["scans"])
-
-
 def refresh_review_stats(store: Store, scan_ids: list[int] | None = None) -> int:
-    """Rebuild the derived ``review_stats`` rows of some scans (None: every scan); returns rows written."""
+    """Rebuild the derived ``review_stats`` rows of some scans (None: every scan; ``store.review_stats``);
+    returns rows written."""
     with store.transaction() as cur:
         if scan_ids is None:
             scan_ids = [int(r[0]) for r in cur.execute("SELECT id FROM scans").fetchall()]
@@ -336,7 +309,7 @@ def write_scan_result(store: Store, sample_id: int, result: ScanResult, model_id
         _insert_scan(cur, scan_id, sample_id, result, split, source)
         _insert_nuclei(store, cur, scan_id, ids, result, labels)
         _insert_predictions(store, cur, ids, result, model_ids)
-        _insert_review_stats(cur, [scan_id])
+        insert_review_stats(cur, [scan_id])
         _insert_detections(store, cur, ids, result, model_ids)
         _insert_embeddings(store, cur, ids, result, model_ids)
         _insert_scan_models(cur, scan_id, result, model_ids)

@@ -166,6 +166,8 @@ CREATE TABLE IF NOT EXISTS predictions (
 
 -- Derived, per nucleus over all its predictions (written with them; rebuilt by
 -- store.scans.refresh_review_stats). Makes the review queue one scan of this table.
+-- From schema step 7 over the trusted models only (active, validation not weak: store.review_stats);
+-- mean_prob, min_call, max_call and min_margin there may be NULL (no trusted model scored the nucleus).
 CREATE TABLE IF NOT EXISTS review_stats (
     nucleus_id  BIGINT PRIMARY KEY,
     scan_id     BIGINT NOT NULL,

@@ -21,6 +21,7 @@ from genuine_core.errors import InputError, StoreError
 from genuine_core.stats import rogan_gladen, wilson_interval
 from store import labels, migrations, nuclei, registry, review, samples, summary
 from store.db import Store
+from store.review_stats import untrusted_model_ids
 from store.scans import write_scan_result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,18 +53,18 @@ def _add_scan(store, sample_name, sha, probs_by_model, kind="case", expected=Non
 def test_schema_is_versioned_and_reopening_is_idempotent(tmp_path):
     path = tmp_path / "s.duckdb"
     with Store(path) as s:
-        assert migrations.current_version(s.cursor()) == migrations.LATEST == 6
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 7
         tables = set(s.query("SELECT table_name FROM information_schema.tables")["table_name"])
     expected = {"samples", "scans", "nuclei", "labels", "label_events", "models", "predictions", "detections",
                 "embeddings", "umap_coords", "umap_fits", "probe_runs", "probe_results", "schema_version",
                 "curated_labels", "scan_models", "synthetic_truth", "store_events", "sign_outs"}
     assert expected <= tables
     with Store(path) as s:  # second open: no second version row, schema script still idempotent
-        assert s.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 6
+        assert s.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 7
         for _, _, script in migrations.STEPS:
             s.cursor().execute(script())
     with Store(path, read_only=True) as s:
-        assert s.scalar("SELECT max(version) FROM schema_version") == 6
+        assert s.scalar("SELECT max(version) FROM schema_version") == 7
         with pytest.raises(StoreError):
             with s.transaction():
                 pass
@@ -467,7 +468,7 @@ def test_a_weak_model_neither_raises_models_disagree_nor_speaks_for_all_models(s
     probs = {"m1": [0.05, 0.1, 0.8, 0.2], "m2": [0.1, 0.05, 0.9, 0.7], "weak": [0.9, 0.95, 0.99, 0.9]}
     _, ids = _add_scan(store, "line", "w" * 64, probs, kind="cell-line", genotype="non-MNA",
                        metrics={"m1": GOOD_VAL, "m2": GOOD_VAL, "weak": WEAK_VAL})
-    assert registry.weak_model_ids(store) == [int(registry.list_models(store).set_index("name").at["weak", "id"])]
+    assert untrusted_model_ids(store.cursor()) == [int(registry.list_models(store).set_index("name").at["weak", "id"])]
     q = review.review_queue(store, flags=["models_disagree"])
     assert q["nucleus_id"].tolist() == [ids[3]]  # m1 and m2 disagree there; the weak model's MNA calls count nowhere
     assert int(q["n_models"].iloc[0]) == 2 and float(q["spread"].iloc[0]) == pytest.approx(0.5)
@@ -481,7 +482,7 @@ def test_a_weak_model_neither_raises_models_disagree_nor_speaks_for_all_models(s
     assert sorted(focus.index) == sorted(ids) and focus["models_disagree"].tolist().count(True) == 1
     # once its validation is good, it counts again
     registry.register_model(store, fake_model("weak", metrics=GOOD_VAL))
-    assert registry.weak_model_ids(store) == []
+    assert untrusted_model_ids(store.cursor()) == []
     assert sorted(review.review_queue(store, flags=["models_disagree"])["nucleus_id"]) == [ids[0], ids[1], ids[3]]
 
 
