@@ -58,8 +58,8 @@ LAST_DECISION_KEY = "review_last_decision"
 # ----------------------------------------------------------------------------- cached queries
 @st.cache_data(show_spinner=False, max_entries=32)
 def queue(db: str, labels_rev: int, data_rev: int, sample: str | None, model: str | None, flags: tuple[str, ...],
-          include_reviewed: bool, limit: int) -> pd.DataFrame:
-    """``store.review.review_queue``."""
+          include_reviewed: bool, limit: int, models_rev: int = 0) -> pd.DataFrame:
+    """``store.review.review_queue`` (``models_rev``: which models are trusted, e.g. new metrics, changes it)."""
     from store.review import review_queue
 
     return review_queue(common.store_at(db), sample=sample, model=model, flags=flags,
@@ -68,7 +68,7 @@ def queue(db: str, labels_rev: int, data_rev: int, sample: str | None, model: st
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def progress(db: str, labels_rev: int, data_rev: int, sample: str | None, model: str | None,
-             flags: tuple[str, ...]) -> dict:
+             flags: tuple[str, ...], models_rev: int = 0) -> dict:
     """``store.review.review_progress``."""
     from store.review import review_progress
 
@@ -277,9 +277,19 @@ def patch_caption(scheme: str, boxes: bool) -> str:
     return f"{plotting.channel_caption(scheme)}; {legend}"
 
 
-def predictions_panel(preds: pd.DataFrame, weak: frozenset[str] = frozenset()) -> None:
-    """Each model's probability, call, uncertainty and detected counts; ``weak``: models with weak validation,
-    whose calls are shown but raise no 'models disagree' flag (``store.review``)."""
+def untrusted_models(models: pd.DataFrame) -> dict[str, str]:
+    """Name -> why the queue's flags leave the model out ('retired', 'weak validation'; ``store.review_stats``),
+    of ``common.models``' registered models."""
+    from store.summary import has_weak_validation
+
+    return {n: "retired" if pd.notna(gone) else "weak validation"
+            for n, gone, m in zip(models["name"], models["retired_at"], models["metrics"])
+            if pd.notna(gone) or has_weak_validation(m)}
+
+
+def predictions_panel(preds: pd.DataFrame, untrusted: dict[str, str] | None = None) -> None:
+    """Each model's probability, call, uncertainty and detected counts; ``untrusted``: name -> why a model's
+    call is shown but raises no 'models disagree' flag (:func:`untrusted_models`)."""
     from store.uncertainty import uncertainty_help
 
     if preds.empty:
@@ -299,14 +309,15 @@ def predictions_panel(preds: pd.DataFrame, weak: frozenset[str] = frozenset()) -
         "Unc.": st.column_config.NumberColumn(format="%.2f", width=52, help=uncertainty_help(preds)),
         "Signals": st.column_config.TextColumn(width=80, help="detected NMI · MYCN · MYCN-cluster signals"),
     }, key="review_preds")
-    shown_weak = [m for m in preds["model"] if m in weak]
-    if shown_weak:
-        st.caption(f":orange[:material/warning: weak validation: {', '.join(shown_weak)}; its call is shown but "
-                   "does not count toward 'models disagree' or the All focus.]")
+    for why in ("retired", "weak validation"):
+        names = [m for m in preds["model"] if (untrusted or {}).get(m) == why]
+        if names:
+            st.caption(f":orange[:material/warning: {why}: {', '.join(names)}; its call is shown but does not "
+                       "count toward 'models disagree' or the All focus.]")
 
 
 def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: dict[str, dict],
-         weak: frozenset[str] = frozenset()) -> None:
+         untrusted: dict[str, str] | None = None) -> None:
     """One nucleus: images on the left, facts and decision buttons on the right."""
     nid = int(row["nucleus_id"])
     data = card_data(db, common.rev("labels"), common.rev("data"), nid)
@@ -329,7 +340,7 @@ def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: di
                       help=f"by {info.get('curated_by')}" if pd.notna(info.get("curated_by")) else None)
             if pd.notna(info.get("true_label")):
                 l3.metric("Ground truth", _label(info.get("true_label")), help="synthetic sample: known truth")
-            predictions_panel(data["preds"], weak)
+            predictions_panel(data["preds"], untrusted)
             reviews_panel(data["reviews"])
             seen = "exclude" if bool(info.get("excluded", False)) else (
                 "unset" if pd.isna(info.get("curated_label")) else str(int(info.get("curated_label"))))
@@ -424,15 +435,15 @@ def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.D
     f1, f2, f3 = st.columns([2, 2, 1.4], vertical_alignment="bottom")
     sample = f1.selectbox("Sample", [ALL] + smp["name"].tolist(), key="review_sample")
     model = f2.selectbox("Focus model", [ALL] + models["name"].tolist(), key="review_model",
-                         help="flags and ordering use this model's predictions (All: every model without "
-                              "weak validation)")
+                         help="flags and ordering use this model's predictions (All: every active model "
+                              "without weak validation)")
     include = f3.toggle("Include reviewed", key="review_include",
                         help="also list nuclei that already have a decision")
     flags = st.pills("Flags", list(FLAG_NAMES), selection_mode="multi", default=list(FLAG_NAMES),
                      format_func=FLAG_NAMES.get, key="review_flags",
-                     help="list nuclei with any of the chosen flags. 'models disagree': the models without "
-                          "weak validation make different calls; a model flagged 'weak validation' on the Cases "
-                          "page is shown on the card but never raises it (its calls would flag most nuclei)")
+                     help="list nuclei with any of the chosen flags. 'models disagree': the active models without "
+                          "weak validation make different calls; a retired model, or one flagged 'weak validation' "
+                          "on the Cases page, is shown on the card but never raises it")
     sample_arg = None if sample == ALL else sample
     model_arg = None if model == ALL else model
     flags_t = tuple(flags)
@@ -440,12 +451,13 @@ def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.D
     if not flags_t:
         st.info("Choose at least one flag.")
         return None
-    prog = progress(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t)
+    prog = progress(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, common.rev("models"))
     total, done = prog["total"], prog["reviewed"]
     if total:
         st.progress(done / total,
                     text=f"**{done} of {total} reviewed** · {prog['remaining']} to go · {prog['excluded']} excluded")
-    q = queue(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, include, QUEUE_PAGE)
+    q = queue(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, include, QUEUE_PAGE,
+              common.rev("models"))
     if q.empty:
         if total:
             st.success("Queue done: every flagged nucleus here has a decision.", icon=":material/task_alt:")
@@ -524,9 +536,7 @@ def main() -> None:
         common.empty_state("scored nuclei")
         return
     model_sizes = dict(zip(models["name"], models["patch_size"].astype(int)))
-    from store.summary import has_weak_validation
-
-    weak = frozenset(n for n, m in zip(models["name"], models["metrics"]) if has_weak_validation(m))
+    untrusted = untrusted_models(models)
 
     mode = st.segmented_control("Queue", [FLAGGED, CONFLICTS], default=FLAGGED, required=True, key="review_mode",
                                 help="Flagged nuclei: where the automatic label, the models or their confidence "
@@ -543,7 +553,7 @@ def main() -> None:
         skipped = st.session_state.get("review_skipped", [])
         if skipped:  # skipped nuclei go to the back of this session's queue
             q = pd.concat([q[~q["nucleus_id"].isin(skipped)], q[q["nucleus_id"].isin(skipped)]])
-        card(db, q.iloc[0], model_sizes, dict(zip(models["name"], models["config"])), weak)
+        card(db, q.iloc[0], model_sizes, dict(zip(models["name"], models["config"])), untrusted)
         upcoming = q.iloc[1:9]
         if len(upcoming):
             whose = ("current decision" if mode == CONFLICTS else

@@ -2053,6 +2053,23 @@ def test_review_shows_a_weak_models_call_but_it_flags_no_model_disagreement(stor
     assert "without weak validation" in at.get("pills")[0].proto.help
 
 
+def test_review_marks_a_retired_models_call_and_flags_no_disagreement_from_it(store_copy):
+    from store.db import open_store
+    from store.registry import retire_model
+    from store.review import review_progress
+
+    with open_store(store_copy[0]) as s:
+        assert review_progress(s, flags=("models_disagree",))["total"] > 0  # the two models disagree somewhere
+        retire_model(s, "ratio-test", by="ann")
+        assert review_progress(s, flags=("models_disagree",))["total"] == 0  # one trusted model left
+        total = review_progress(s)["total"]
+    at = open_page("review", reviewer="Dr. Test")
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.get("progress")[0].proto.text.startswith(f"**0 of {total} reviewed**")
+    assert any("retired: ratio-test; its call is shown" in c.value for c in at.caption)
+    assert "a retired model" in at.get("pills")[0].proto.help
+
+
 def test_review_patch_colours_offer_a_colour_blind_view(store_copy):
     at = open_page("review", reviewer="Dr. Test")
     caption = lambda: [c for img in at.get("image") for c in img.captions if c.startswith("NMI ")]  # noqa: E731
