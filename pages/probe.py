@@ -236,7 +236,8 @@ def show_result(res: dict, db: str) -> None:
         for col, (k, patches) in zip(cols, items[start:start + cols_per_line]):
             col.image(plotting.montage([plotting.patch_rgb(p, scheme=scheme) for p in patches[:per_row]],
                                        ncols=per_row, pad=1),
-                      caption=f"{'MYCN' if x == 'n_mycn' else 'size'} {conds.iloc[k][x]:g}", width="stretch")
+                      caption=f"{'MYCN' if x == 'n_mycn' else 'size'} {conds.iloc[k][x]:g}", width="stretch",
+                      output_format="PNG")  # not JPEG: it blurs the small coloured signals the probe is about
 
     show_umap(res, db)
 

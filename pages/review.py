@@ -262,11 +262,12 @@ def patch_panel(db: str, nucleus_id: int, boxes: pd.DataFrame, model_sizes: dict
     patch = np.moveaxis(rgb.astype(np.float32) / 255.0, -1, 0)
     big = plotting.draw_boxes(plotting.patch_rgb(patch, gain=gain, scheme=scheme), shown, scale=scale,
                               thickness=2, colours=plotting.box_colours(scheme))
-    st.image(big, caption=patch_caption(scheme, bool(len(shown))), width=288)
+    # PNG: Streamlit sends an array as JPEG (quality 90), whose chroma subsampling blurs the small coloured signals
+    st.image(big, caption=patch_caption(scheme, bool(len(shown))), width=288, output_format="PNG")
     chans = plotting.patch_channels(patch, gain=gain, scheme=scheme)
     cols = st.columns(3)
     for col, (name, img) in zip(cols, chans):
-        col.image(plotting.upscale(img, max(1, 96 // size)), caption=name, width=92)
+        col.image(plotting.upscale(img, max(1, 96 // size)), caption=name, width=92, output_format="PNG")
     st.slider("Display brightness", 0.5, 3.0, 1.0, 0.25, key="review_gain",
               help="display only; decisions and models are unaffected")
 

@@ -2085,6 +2085,42 @@ def _gallery_images(at: AppTest, shown: dict) -> dict[int, bytes]:
             if img.captions and img.captions[0].startswith("#")}
 
 
+def _sent_images(monkeypatch) -> dict[str, tuple[str, int]]:
+    """Every image the pages send from now on: url -> (mimetype, bytes)."""
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    sent, add = {}, MediaFileManager.add
+
+    def keep(self, data, mimetype, coordinates, *args, **kwargs):
+        url = add(self, data, mimetype, coordinates, *args, **kwargs)
+        sent[url] = (mimetype, len(data))
+        return url
+
+    monkeypatch.setattr(MediaFileManager, "add", keep)
+    return sent
+
+
+def test_review_card_sends_its_patch_and_channels_as_png(store_copy, monkeypatch):
+    """Not as JPEG, Streamlit's default for an array, whose chroma subsampling blurs small coloured signals."""
+    sent = _sent_images(monkeypatch)
+    at = open_page("review", reviewer="Dr. Test")
+    card = [img for img in at.get("image") if img.captions and not img.captions[0].startswith("#")]
+    assert len(card) == 4  # the patch and its three channels
+    assert {sent[img.proto.imgs[0].url][0] for img in card} == {"image/png"}
+
+
+def test_probe_examples_are_sent_as_png(stub_probe_model, monkeypatch):
+    _, name, _ = stub_probe_model
+    sent = _sent_images(monkeypatch)
+    at = open_page("probe")
+    at.selectbox(key="probe_model").set_value(name)
+    at.number_input(key="probe_n").set_value(3)
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    examples = [sent[img.proto.imgs[0].url][0] for img in at.get("image")]
+    assert examples and set(examples) == {"image/png"}
+
+
 def test_one_patch_colour_choice_recolours_every_gallery_for_the_session(store_copy, monkeypatch):
     """magenta/green, chosen once in the sidebar, redraws the Cases gallery's stored patches (NMI magenta, MYCN
     green, DAPI grey) and names those colours; the choice stays for the Review page and its card."""
