@@ -401,8 +401,11 @@ def probe_form(db: str, usable: pd.DataFrame) -> ProbeSettings | None:
     with st.form("probe_form", border=True):
         c1, c3 = st.columns([4, 1])
         names = usable["name"].tolist()
-        name = c1.selectbox("Model", names, key="probe_model",
-                            index=names.index(common.default_model(names, dict(zip(usable["name"], usable["kind"])))))
+        retired = set(usable.loc[usable["retired_at"].notna(), "name"])
+        start = common.default_model([m for m in names if m not in retired] or names,
+                                     dict(zip(usable["name"], usable["kind"])))
+        name = c1.selectbox("Model", names, key="probe_model", index=names.index(start),
+                            format_func=lambda m: f"{m} (retired)" if m in retired else m)
         n = c3.number_input("N per condition", 1, 500, PROBE_N, key="probe_n")
         c1, c2, c3 = st.columns(3)
         n_nmi = c1.number_input("NMI signals per nucleus", 0, 10, PROBE_NMI, key="probe_nmi")
@@ -442,6 +445,7 @@ def run_and_keep(db: str, usable: pd.DataFrame, s: ProbeSettings) -> bool:
     """Draw and score the probes, place them on the model's UMAP, save the run and keep the result for
     :func:`show_result`; False (the error shown) when the probes could not be drawn or scored."""
     from genuine_core.synth import signals as sig
+    from store.registry import verify_registered
 
     if s.background != "synthetic" and s.bg_sample is None:  # chosen before the last scan was removed
         st.info(NO_REAL_NUCLEI + " This run uses synthetic backgrounds.", icon=":material/info:")
@@ -450,6 +454,7 @@ def run_and_keep(db: str, usable: pd.DataFrame, s: ProbeSettings) -> bool:
     conds = s.conditions()
     try:
         model = scoring_model(str(row["folder"]), str(row["checksum"]), s.model)
+        verify_registered(common.store_at(db), model, s.model)  # the folder may hold other weights by now
         p = int(model.patch_size)
         if s.background == "synthetic":
             bg_ids, bg = None, synthetic_backgrounds(p, 40, s.seed)

@@ -588,6 +588,53 @@ def test_probe_page_starts_on_the_genuine_model(store_copy, tiny_model_folder, t
     assert at.selectbox(key="probe_model").value == "tiny-genuine"
 
 
+def test_probe_page_starts_on_an_active_model_and_labels_a_retired_one(store_copy, tiny_model_folder, tmp_path):
+    from dataclasses import replace
+
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model, retire_model
+
+    newer = tmp_path / "tiny-genuine-2"
+    GenuineClassifier.from_config(replace(preset_config("tiny", kind="genuine"), seed=1)).save(newer, metrics={})
+    path, _ = store_copy
+    with open_store(path) as s:
+        register_model(s, load_model(tiny_model_folder))  # listed first, then retired by an upgrade
+        register_model(s, load_model(newer, name="tiny-genuine-2"))
+        retire_model(s, "tiny-genuine", by="tester")
+    at = open_page("probe")
+    box = at.selectbox(key="probe_model")
+    assert box.value == "tiny-genuine-2"
+    assert "tiny-genuine (retired)" in box.options
+
+
+def test_probe_page_refuses_a_folder_that_holds_other_weights_than_registered(store_copy, tiny_model_folder,
+                                                                              tmp_path):
+    import shutil
+    from dataclasses import replace
+
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    folder = tmp_path / "swapped"
+    shutil.copytree(tiny_model_folder, folder)
+    path, _ = store_copy
+    with open_store(path) as s:
+        register_model(s, load_model(folder, name="swapped"))
+    shutil.rmtree(folder)  # other weights saved into the registered folder afterwards
+    GenuineClassifier.from_config(replace(preset_config("tiny", kind="genuine"), seed=1)).save(folder, metrics={})
+    at = open_page("probe")
+    at.selectbox(key="probe_model").set_value("swapped")
+    at.number_input(key="probe_n").set_value(2)
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "probe_result" not in at.session_state
+    assert any("no longer holds the weights registered" in e.value for e in at.error), [e.value for e in at.error]
+
+
 def test_probe_page_returns_a_curve_with_one_point_per_condition(store_copy, tiny_model_folder):
     from genuine_core.pipeline import load_model
     from store.db import open_store
