@@ -213,7 +213,7 @@ def exclude_clicked(scan_id: int, who: str) -> None:
 
     st.session_state.pop(f"ingest_exclude_sure_{scan_id}", None)
     try:
-        n = exclude_scan(common.get_store(), scan_id, who, note="the whole scan excluded on the Ingest page")
+        n = exclude_scan(common.get_store(), scan_id, who, note="on the Ingest page")
     except GenuineError as exc:
         st.session_state[REMOVE_ERROR_KEY] = str(exc)
         return

@@ -8,6 +8,11 @@ agreeing with the settled label) it ``settles`` the conflict, one contradicting 
 again. Adjudications are made seeing the reviews, so they are not counted in the agreement. An undo returns
 the nucleus to where it was before the undone event.
 
+A *scan exclusion* (``store.labels.exclude_scan``: its note begins with ``labels.SCAN_EXCLUSION_MARK``) is a
+data-quality decision about the whole scan, not an opinion on the nucleus: it excludes the nucleus like any
+decision, is no review (it opens no conflict and counts in no agreement), and settles a conflict the nucleus was
+in; the reviews made before it keep counting.
+
 Agreement per pair of reviewers is over the nuclei both reviewed: the share of identical decisions and
 Cohen's kappa over MNA / non-MNA / exclude, with a 95 % interval from the large-sample standard error of
 Fleiss, Cohen & Everitt (1969), kappa +- 1.96 SE clipped to [-1, 1]. Kappa is undefined when both reviewers
@@ -28,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from store.db import Store
+from store.labels import LEGACY_INGEST_NOTE, SCAN_EXCLUSION_MARK
 
 #: the kappa categories, stored value -> name
 CATEGORIES = {"1": "MNA", "0": "non-MNA", "exclude": "exclude"}
@@ -36,13 +42,17 @@ STATES = ("none", "open", "settled")
 Z95 = 1.959963984540054
 
 _NAMED = "trim(coalesce(reviewer, '')) <> ''"
-_EVENTS = """
-SELECT e.id, e.nucleus_id, e.value, trim(coalesce(e.reviewer, '')) AS reviewer, e.note, e.undoes, e.created_at
+#: an event of ``store.labels.exclude_scan`` (before the mark, the Ingest page's note said so)
+_SCAN_EXCLUSION = (f"(value = 'exclude' AND undoes IS NULL AND (starts_with(coalesce(note, ''), "
+                   f"'{SCAN_EXCLUSION_MARK}') OR coalesce(note, '') = '{LEGACY_INGEST_NOTE}'))")
+_EVENTS = f"""
+SELECT e.id, e.nucleus_id, e.value, trim(coalesce(e.reviewer, '')) AS reviewer, e.note, e.undoes, e.created_at,
+       {_SCAN_EXCLUSION} AS scan_exclusion
 FROM label_events e
 """
-# nuclei with decisions by at least two named reviewers: the only ones that can be in conflict
+# nuclei with reviews by at least two named reviewers: the only ones that can be in conflict
 _MULTI = f"""
-SELECT nucleus_id FROM label_events WHERE undoes IS NULL AND {_NAMED}
+SELECT nucleus_id FROM label_events WHERE undoes IS NULL AND {_NAMED} AND NOT {_SCAN_EXCLUSION}
 GROUP BY nucleus_id HAVING count(DISTINCT trim(reviewer)) >= 2
 """
 
@@ -56,7 +66,7 @@ class NucleusReview:
         state: ``none`` (reviews agree, or fewer than two), ``open`` or ``settled``.
         current: the current label value ('1', '0', 'exclude', 'unset').
         adjudications: decisions made while in conflict, oldest first (``reviewer``, ``value``, ``event_id``,
-            ``note``, ``created_at``; reviewer '' when unnamed).
+            ``note``, ``created_at``; reviewer '' when unnamed), a scan exclusion that settled it included.
         last_event_id: the nucleus' latest event.
     """
 
@@ -81,26 +91,32 @@ def _disagree(reviews: dict) -> bool:
 
 
 def _records(events: pd.DataFrame) -> list[tuple]:
-    """``(nucleus_id, id, value, reviewer, note, undoes, created_at)`` per event, by nucleus then id."""
+    """``(nucleus_id, id, value, reviewer, note, undoes, created_at, scan_exclusion)`` per event, by nucleus
+    then id."""
     ev = events.sort_values(["nucleus_id", "id"])
     notes = ev["note"].astype(object).where(ev["note"].notna(), None)
     undoes = ev["undoes"].astype(object).where(ev["undoes"].notna(), None)
     return list(zip(ev["nucleus_id"].astype(int).tolist(), ev["id"].astype(int).tolist(), ev["value"].tolist(),
-                    ev["reviewer"].tolist(), notes.tolist(), undoes.tolist(), ev["created_at"].tolist()))
+                    ev["reviewer"].tolist(), notes.tolist(), undoes.tolist(), ev["created_at"].tolist(),
+                    ev["scan_exclusion"].fillna(False).astype(bool).tolist()))
 
 
 def _replay(records) -> NucleusReview:
     """The state machine of the module docstring over one nucleus' records (oldest first)."""
     r = NucleusReview()
     before: dict[int, NucleusReview] = {}
-    for _, eid, value, reviewer, note, undoes, created_at in records:
+    for _, eid, value, reviewer, note, undoes, created_at, scan_exclusion in records:
         before[eid] = _copy(r)
         if undoes is not None and int(undoes) in before:  # an undo: back to the state before the undone event
             r = _copy(before[int(undoes)])
             r.last_event_id = eid
             continue
         entry = {"value": value, "event_id": eid, "note": note, "created_at": created_at}
-        if r.state == "none":
+        if scan_exclusion:  # no review: it settles a conflict (the scan is out of every call) and opens none
+            if r.state != "none":
+                r.state = "settled"
+                r.adjudications.append({"reviewer": reviewer, **entry})
+        elif r.state == "none":
             if reviewer:
                 if value == "unset":
                     r.reviews.pop(reviewer, None)
@@ -231,9 +247,11 @@ class Agreement:
             agreement_pct, kappa, kappa_low, kappa_high, note``.
         matrices: ``(reviewer_a, reviewer_b)`` -> confusion matrix (rows a's decision, columns b's; MNA,
             non-MNA, exclude).
-        reviewers: named reviewer -> nuclei they decided (any decision, adjudications included).
+        reviewers: named reviewer -> nuclei they decided (any decision, adjudications included; scan exclusions
+            not).
         unnamed_events, unnamed_nuclei: decisions without a reviewer name, and the nuclei they are on.
         open_conflicts, settled_conflicts: nuclei in each conflict state.
+        scan_excluded_nuclei: nuclei excluded with their whole scan (no review, in no agreement).
     """
 
     pairs: pd.DataFrame
@@ -243,6 +261,7 @@ class Agreement:
     unnamed_nuclei: int = 0
     open_conflicts: int = 0
     settled_conflicts: int = 0
+    scan_excluded_nuclei: int = 0
 
     def summary(self) -> str:
         """One line on what the table covers (one reviewer only, no overlap, unnamed events)."""
@@ -259,6 +278,9 @@ class Agreement:
         if self.unnamed_events:
             parts.append(f"{self.unnamed_events} decisions on {self.unnamed_nuclei} nuclei carry no reviewer name "
                          "(legacy events) and are left out")
+        if self.scan_excluded_nuclei:
+            parts.append(f"{self.scan_excluded_nuclei} nuclei excluded with their whole scan: a decision on the "
+                         "scan, not a review (it settles a conflict and opens none)")
         return "; ".join(parts)
 
 
@@ -275,7 +297,9 @@ def _matrix(reviews_a: list[str], reviews_b: list[str]) -> pd.DataFrame:
 def agreement(store: Store) -> Agreement:
     """Agreement of every pair of named reviewers over the nuclei both reviewed (their latest reviews)."""
     counts = store.query(f"SELECT trim(reviewer) AS reviewer, count(DISTINCT nucleus_id) AS n FROM label_events "
-                         f"WHERE undoes IS NULL AND {_NAMED} GROUP BY 1 ORDER BY 1")
+                         f"WHERE undoes IS NULL AND {_NAMED} AND NOT {_SCAN_EXCLUSION} GROUP BY 1 ORDER BY 1")
+    scan_excluded = store.scalar(f"SELECT count(DISTINCT nucleus_id) FROM label_events e WHERE {_SCAN_EXCLUSION} "
+                                 "AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id)")
     unnamed = store.query(f"SELECT count(*) AS n, count(DISTINCT nucleus_id) AS k FROM label_events "
                           f"WHERE undoes IS NULL AND NOT ({_NAMED})").iloc[0]
     reviewers = dict(zip(counts["reviewer"], counts["n"].astype(int)))
@@ -295,7 +319,7 @@ def agreement(store: Store) -> Agreement:
             "note"]
     states = [r.state for r in found.values()]
     return Agreement(pd.DataFrame(rows, columns=cols), matrices, reviewers, int(unnamed["n"]), int(unnamed["k"]),
-                     states.count("open"), states.count("settled"))
+                     states.count("open"), states.count("settled"), int(scan_excluded or 0))
 
 
 def ci_text(low, high) -> str:

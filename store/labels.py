@@ -84,6 +84,20 @@ class DecidedMeanwhile(StoreError):
     """The nucleus' current decision is not the one the reviewer saw: someone decided it since."""
 
 
+#: how the note of each event :func:`exclude_scan` appends begins: ``store.agreement`` reads such an event as a
+#: data-quality decision about the scan, not a curator's review of the nucleus (reserved: no other note may begin so)
+SCAN_EXCLUSION_MARK = "[whole scan excluded]"
+#: the note the Ingest page gave those events before the mark existed (2026-12-04 to 12-05), read the same way
+LEGACY_INGEST_NOTE = "the whole scan excluded on the Ingest page"
+
+
+def _check_note(note: str | None) -> str | None:
+    if note is not None and note.strip().startswith(SCAN_EXCLUSION_MARK):
+        raise InputError(f"a note must not begin with {SCAN_EXCLUSION_MARK!r}: it marks the events of "
+                         "`genuine store exclude-scan`")
+    return note
+
+
 #: stored values as reviewers read them
 VALUE_NAMES = {"1": "MNA", "0": "non-MNA", "exclude": "excluded", "unset": "no decision"}
 
@@ -105,7 +119,7 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
         DecidedMeanwhile: ``seen`` is not the current value any more.
     """
     stored = normalise_decision(value)
-    reviewer = _check_reviewer(reviewer)
+    reviewer, note = _check_reviewer(reviewer), _check_note(note)
     nucleus_id = int(nucleus_id)
     if seen is not None and seen != "unset":
         seen = normalise_decision(seen)
@@ -130,7 +144,9 @@ def exclude_scan(store: Store, scan_id: int, reviewer: str, note: str | None = N
 
     The way to take a scan out of every call (e.g. read with the wrong channel map) once curators
     decided on its nuclei, when ``store.scans.remove_scan`` refuses it: the audit trail stays, and
-    each exclusion can be undone like any decision.
+    each exclusion can be undone like any decision. Each event's note begins with :data:`SCAN_EXCLUSION_MARK`
+    and names the scan (then ``note``): ``store.agreement`` counts it as no review and lets it settle a
+    conflict instead of opening one.
 
     Returns:
         the number of nuclei excluded now (0 when all already were).
@@ -140,18 +156,21 @@ def exclude_scan(store: Store, scan_id: int, reviewer: str, note: str | None = N
     """
     reviewer = _check_reviewer(reviewer)
     scan_id = int(scan_id)
+    why = " ".join((note or "").split())
 
     def append(cur) -> int:
-        if not cur.execute("SELECT 1 FROM scans WHERE id = ?", [scan_id]).fetchone():
+        found = cur.execute("SELECT file_name FROM scans WHERE id = ?", [scan_id]).fetchone()
+        if not found:
             raise StoreError(f"no scan with id {scan_id}; list them with: "
                              f"{genuine_command('store scans', store.path)}")
+        marked = f"{SCAN_EXCLUSION_MARK} scan {scan_id} ({found[0]})" + (f": {why}" if why else "")
         current = cur.execute(  # curated_labels: each nucleus' latest decision ('unset' ones are not in it)
             "SELECT n.id, coalesce(c.value, 'unset') FROM nuclei n LEFT JOIN curated_labels c ON c.nucleus_id = n.id "
             "WHERE n.scan_id = ? ORDER BY n.id", [scan_id]
         ).fetchall()
         todo = [(nid, value) for nid, value in current if value != "exclude"]
         for nid, value in todo:
-            _insert(cur, nid, "exclude", value, reviewer, note, None)
+            _insert(cur, nid, "exclude", value, reviewer, marked, None)
         return len(todo)
 
     return store.write(append)

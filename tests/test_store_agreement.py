@@ -8,6 +8,7 @@ import pytest
 
 from _store_fakes import fake_model, synthetic_result
 from store import agreement, labels, registry, samples
+from genuine_core.errors import InputError
 from store.agreement import cohen_kappa
 from store.db import Store
 from store.scans import write_scan_result
@@ -179,6 +180,65 @@ def test_no_overlap_is_stated(store, nuclei):
     res = agreement.agreement(store)
     assert res.pairs["n_both"].tolist() == [0] and pd.isna(res.pairs["kappa"].iloc[0])
     assert res.summary() == "2 reviewers, but no nucleus was reviewed by two of them"
+
+
+# -- scan exclusions --------------------------------------------------------------------------------
+def _scan_id(store) -> int:
+    return int(store.scalar("SELECT id FROM scans"))
+
+
+def test_excluding_a_scan_is_no_review_and_opens_no_conflict(store, nuclei):
+    """Sen takes the scan out after Ann reviewed its nuclei: the queue stays empty, the pair table too."""
+    for n in nuclei[:5]:
+        labels.record_label_event(store, n, 1, "Ann")
+    assert labels.exclude_scan(store, _scan_id(store), "Sen", note="NMI and MYCN swapped") == 8
+    assert agreement.conflicts(store, include_settled=True).empty  # before: 5 open 'Ann: MNA; Sen: exclude'
+    assert agreement.disagreed(store, nuclei).tolist() == [False] * 8
+    res = agreement.agreement(store)
+    assert res.reviewers == {"Ann": 5} and res.pairs.empty and res.scan_excluded_nuclei == 8
+    assert "8 nuclei excluded with their whole scan: a decision on the scan, not a review" in res.summary()
+    r = agreement.nucleus_review(store, nuclei[0])
+    assert r.current == "exclude" and set(r.reviews) == {"Ann"} and r.state == "none" and not r.adjudications
+    note = labels.label_event(store, r.last_event_id)
+    assert note["value"] == "exclude" and note["reviewer"] == "Sen"
+    notes = store.query("SELECT DISTINCT note FROM label_events WHERE reviewer = 'Sen'")["note"].tolist()
+    assert notes == [f"[whole scan excluded] scan {_scan_id(store)} (aaaaaaaa.tif): NMI and MYCN swapped"]
+
+
+def test_excluding_a_scan_settles_its_open_conflicts_and_keeps_the_reviews(store, nuclei):
+    n, m = nuclei[:2]
+    labels.record_label_event(store, n, 1, "Ann")
+    labels.record_label_event(store, n, 0, "Bob")
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == [n]
+    labels.exclude_scan(store, _scan_id(store), "Sen")
+    assert agreement.conflicts(store).empty
+    settled = agreement.conflicts(store, include_settled=True)
+    assert settled["nucleus_id"].tolist() == [n] and settled.iloc[0]["reviews"] == "Ann: MNA; Bob: non-MNA"
+    r = agreement.nucleus_review(store, n)
+    assert r.state == "settled" and r.adjudications[0]["reviewer"] == "Sen" and r.current == "exclude"
+    assert r.adjudications[0]["note"].startswith("[whole scan excluded] scan ")
+    pairs = agreement.agreement(store).pairs.set_index(["reviewer_a", "reviewer_b"])
+    assert pairs.loc[("Ann", "Bob"), "n_both"] == 1 and ("Ann", "Sen") not in pairs.index
+    labels.undo_last(store, "Sen")  # one exclusion undone (the latest: the scan's last nucleus)
+    last = nuclei[-1]
+    assert agreement.nucleus_review(store, last).current == "unset"
+    # a review made after the scan was excluded is a second opinion like any other
+    labels.record_label_event(store, m, 1, "Ann")
+    labels.record_label_event(store, m, 0, "Bob")
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == [m]
+
+
+def test_the_scan_exclusion_mark_is_reserved_and_the_ingest_pages_older_note_counts_as_one(store, nuclei):
+    with pytest.raises(InputError, match=r"must not begin with '\[whole scan excluded\]'"):
+        labels.record_label_event(store, nuclei[0], "exclude", "Bob", note=" [whole scan excluded] scan 1")
+    labels.record_label_event(store, nuclei[0], 1, "Ann")
+    store.execute("INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at, note) "
+                  "VALUES (?, 'exclude', '1', 'Sen', now(), 'the whole scan excluded on the Ingest page')",
+                  [nuclei[0]])  # written by the Ingest page of 2026-12-04
+    assert agreement.conflicts(store, include_settled=True).empty
+    labels.record_label_event(store, nuclei[1], 1, "Ann")
+    labels.record_label_event(store, nuclei[1], "exclude", "Bob", note="out of focus")  # Bob's own review
+    assert agreement.conflicts(store)["reviews"].tolist() == ["Ann: MNA; Bob: exclude"]
 
 
 # -- command line ---------------------------------------------------------------------------------

@@ -367,7 +367,7 @@ def test_cli_exclude_scan_takes_a_reviewed_scan_out_of_every_call_and_keeps_the_
     assert len(events) == 5 and events.iloc[0, :3].tolist() == ["0", "unset", "ann"]  # ann's decision kept
     assert events.iloc[1:]["value"].eq("exclude").all() and events.iloc[1:]["reviewer"].eq("cat").all()
     assert sorted(events.iloc[1:]["previous"]) == ["0", "unset", "unset", "unset"]
-    assert events.iloc[1:]["note"].eq("NMI and MYCN swapped").all()
+    assert events.iloc[1:]["note"].eq("[whole scan excluded] scan 3 (cccccccc.tif): NMI and MYCN swapped").all()
     assert main(["store", "exclude-scan", "3", "--by", "cat", "--db", str(db)]) == 0
     assert "every nucleus was already excluded" in capsys.readouterr().out
     with Store(db, read_only=True) as s:
