@@ -19,8 +19,9 @@ Fleiss, Cohen & Everitt (1969), kappa +- 1.96 SE clipped to [-1, 1]. Kappa is un
 used one and the same category only; where the SE is 0 (perfect agreement, or a reviewer used one category only)
 no interval is given.
 
-Events whose reviewer name is blank (unnamed legacy events) take part in the current label but in no
-agreement or conflict; :func:`agreement` counts them.
+A reviewer is a name compared without case and surplus spaces ('ann' and 'Ann ' are one reviewer), shown as
+they spelled it most recently. Events whose reviewer name is blank (unnamed legacy events) take part in the
+current label but in no agreement or conflict; :func:`agreement` counts them.
 """
 
 from __future__ import annotations
@@ -41,19 +42,28 @@ CATEGORIES = {"1": "MNA", "0": "non-MNA", "exclude": "exclude"}
 STATES = ("none", "open", "settled")
 Z95 = 1.959963984540054
 
-_NAMED = "trim(coalesce(reviewer, '')) <> ''"
+#: a reviewer name as typed, each run of whitespace one space, trimmed ('' for none)
+_SPELLED = "trim(regexp_replace(coalesce(reviewer, ''), '\\s+', ' ', 'g'))"
+#: per name as stored (``raw``, not blank), the reviewer's name shown: names equal without case and surplus
+#: spaces ('ann', 'Ann ') are one reviewer, shown as they spelled it most recently (read once per spelling)
+_REVIEWERS = f"""
+SELECT raw, arg_max(spelled, last) OVER (PARTITION BY lower(spelled)) AS shown
+FROM (SELECT reviewer AS raw, {_SPELLED} AS spelled, max(id) AS last FROM label_events GROUP BY reviewer)
+WHERE spelled <> ''
+"""
 #: an event of ``store.labels.exclude_scan`` (before the mark, the Ingest page's note said so)
 _SCAN_EXCLUSION = (f"(value = 'exclude' AND undoes IS NULL AND (starts_with(coalesce(note, ''), "
                    f"'{SCAN_EXCLUSION_MARK}') OR coalesce(note, '') = '{LEGACY_INGEST_NOTE}'))")
 _EVENTS = f"""
-SELECT e.id, e.nucleus_id, e.value, trim(coalesce(e.reviewer, '')) AS reviewer, e.note, e.undoes, e.created_at,
+SELECT e.id, e.nucleus_id, e.value, coalesce(w.shown, '') AS reviewer, e.note, e.undoes, e.created_at,
        {_SCAN_EXCLUSION} AS scan_exclusion
-FROM label_events e
+FROM label_events e LEFT JOIN ({_REVIEWERS}) w ON w.raw = e.reviewer
 """
 # nuclei with reviews by at least two named reviewers: the only ones that can be in conflict
 _MULTI = f"""
-SELECT nucleus_id FROM label_events WHERE undoes IS NULL AND {_NAMED} AND NOT {_SCAN_EXCLUSION}
-GROUP BY nucleus_id HAVING count(DISTINCT trim(reviewer)) >= 2
+SELECT nucleus_id FROM label_events JOIN ({_REVIEWERS}) w ON w.raw = reviewer
+WHERE undoes IS NULL AND NOT {_SCAN_EXCLUSION}
+GROUP BY nucleus_id HAVING count(DISTINCT w.shown) >= 2
 """
 
 
@@ -178,7 +188,7 @@ def conflicts(store: Store, sample: str | None = None, include_settled: bool = F
     wanted = ("open", "settled") if include_settled else ("open",)
     rows = [{"nucleus_id": nid, "state": r.state, "current": r.current, "n_reviewers": len(r.reviews),
              "reviews": "; ".join(f"{who}: {CATEGORIES.get(v['value'], v['value'])}"
-                                  for who, v in sorted(r.reviews.items())),
+                                  for who, v in sorted(r.reviews.items(), key=lambda item: item[0].casefold())),
              "last_event_id": r.last_event_id}
             for nid, r in multi_reviewed(store).items() if r.state in wanted]
     cols = ["nucleus_id", "sample", "state", "current", "reviews", "n_reviewers", "last_event_id"]
@@ -243,12 +253,13 @@ class Agreement:
     """What :func:`agreement` found.
 
     Attributes:
-        pairs: one row per pair of named reviewers (``reviewer_a`` < ``reviewer_b``): ``n_both, n_agree,
-            agreement_pct, kappa, kappa_low, kappa_high, note``.
+        pairs: one row per pair of named reviewers who both reviewed a nucleus at least (``reviewer_a`` before
+            ``reviewer_b``, ignoring case): ``n_both, n_agree, agreement_pct, kappa, kappa_low, kappa_high, note``.
         matrices: ``(reviewer_a, reviewer_b)`` -> confusion matrix (rows a's decision, columns b's; MNA,
-            non-MNA, exclude).
+            non-MNA, exclude), for the same pairs.
         reviewers: named reviewer -> nuclei they decided (any decision, adjudications included; scan exclusions
-            not).
+            not). A reviewer is a name compared without case and extra spaces ('ann', 'Ann '), shown as they
+            spelled it last.
         unnamed_events, unnamed_nuclei: decisions without a reviewer name, and the nuclei they are on.
         open_conflicts, settled_conflicts: nuclei in each conflict state.
         scan_excluded_nuclei: nuclei excluded with their whole scan (no review, in no agreement).
@@ -275,6 +286,11 @@ class Agreement:
         else:
             parts.append(f"{len(self.reviewers)} reviewers; conflicts: {self.open_conflicts} open, "
                          f"{self.settled_conflicts} settled")
+            paired = set(self.pairs["reviewer_a"]) | set(self.pairs["reviewer_b"])
+            alone = sorted(set(self.reviewers) - paired, key=str.casefold)
+            if alone:
+                parts.append(f"in no pair, having reviewed no nucleus another reviewer reviewed (settling a "
+                             f"conflict is no review): {', '.join(alone)}")
         if self.unnamed_events:
             parts.append(f"{self.unnamed_events} decisions on {self.unnamed_nuclei} nuclei carry no reviewer name "
                          "(legacy events) and are left out")
@@ -296,21 +312,24 @@ def _matrix(reviews_a: list[str], reviews_b: list[str]) -> pd.DataFrame:
 
 def agreement(store: Store) -> Agreement:
     """Agreement of every pair of named reviewers over the nuclei both reviewed (their latest reviews)."""
-    counts = store.query(f"SELECT trim(reviewer) AS reviewer, count(DISTINCT nucleus_id) AS n FROM label_events "
-                         f"WHERE undoes IS NULL AND {_NAMED} AND NOT {_SCAN_EXCLUSION} GROUP BY 1 ORDER BY 1")
+    counts = store.query(f"SELECT w.shown AS reviewer, count(DISTINCT nucleus_id) AS n FROM label_events "
+                         f"JOIN ({_REVIEWERS}) w ON w.raw = reviewer WHERE undoes IS NULL AND NOT {_SCAN_EXCLUSION} "
+                         "GROUP BY 1 ORDER BY 1")
     scan_excluded = store.scalar(f"SELECT count(DISTINCT nucleus_id) FROM label_events e WHERE {_SCAN_EXCLUSION} "
                                  "AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id)")
     unnamed = store.query(f"SELECT count(*) AS n, count(DISTINCT nucleus_id) AS k FROM label_events "
-                          f"WHERE undoes IS NULL AND NOT ({_NAMED})").iloc[0]
+                          f"WHERE undoes IS NULL AND reviewer NOT IN (SELECT raw FROM ({_REVIEWERS}))").iloc[0]
     reviewers = dict(zip(counts["reviewer"], counts["n"].astype(int)))
     found = multi_reviewed(store)
     rows, matrices = [], {}
-    for a, b in itertools.combinations(sorted(reviewers), 2):
+    for a, b in itertools.combinations(sorted(reviewers, key=str.casefold), 2):
         both = [r.reviews for r in found.values() if a in r.reviews and b in r.reviews]
         m = _matrix([x[a]["value"] for x in both], [x[b]["value"] for x in both])
         m.index.name, m.columns.name = a, b
-        k = cohen_kappa(m.to_numpy())
         n, agree = int(m.to_numpy().sum()), int(np.trace(m.to_numpy()))
+        if not n:  # a pair with no nucleus both reviewed says nothing (e.g. one of them only settled conflicts)
+            continue
+        k = cohen_kappa(m.to_numpy())
         matrices[(a, b)] = m
         rows.append({"reviewer_a": a, "reviewer_b": b, "n_both": n, "n_agree": agree,
                      "agreement_pct": 100.0 * agree / n if n else None, "kappa": k.kappa, "kappa_low": k.low,

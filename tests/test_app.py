@@ -2414,7 +2414,7 @@ def test_review_agreement_states_one_reviewer_no_overlap_and_unnamed_events(stor
     st.cache_data.clear()
     at = open_page("review", reviewer="Sen")
     assert "2 reviewers, but no nucleus was reviewed by two of them" in texts(at)
-    assert frame_with(at, "Kappa").iloc[0]["Note"] == "no nucleus reviewed by both"
+    assert not [d for d in at.dataframe if "Kappa" in d.value.columns]  # no pair table of empty pairs
     at.segmented_control(key="review_mode").set_value("Conflicts").run()
     assert not at.exception
     assert any("No conflicts: no nucleus has reviewers whose latest decisions disagree" in i.value for i in at.info)

@@ -99,7 +99,9 @@ def test_pairs_count_each_reviewers_latest_review(store, nuclei):
     assert (ab["n_both"], ab["n_agree"]) == (3, 2) and ab["agreement_pct"] == pytest.approx(200 / 3)
     assert ab["kappa"] == pytest.approx(cohen_kappa(res.matrices[("Ann", "Bob")].to_numpy()).kappa)
     assert res.matrices[("Ann", "Bob")].loc["MNA", "exclude"] == 1
-    assert pairs.loc[("Ann", "Cy"), "n_both"] == 0 and pairs.loc[("Ann", "Cy"), "note"] == "no nucleus reviewed by both"
+    assert list(pairs.index) == [("Ann", "Bob")]  # Cy reviewed nothing the others did: in no pair
+    assert res.summary().endswith("in no pair, having reviewed no nucleus another reviewer reviewed (settling a "
+                                  "conflict is no review): Cy")
     assert (res.open_conflicts, res.settled_conflicts) == (1, 0)
     assert agreement.conflicts(store)["nucleus_id"].tolist() == [n2]
 
@@ -120,7 +122,8 @@ def test_a_decision_on_an_open_conflict_settles_it_and_is_not_counted_as_a_revie
     assert r.adjudications[0]["reviewer"] == "Sen" and r.current == labels.current_labels(store).iloc[0]["value"]
     res = agreement.agreement(store)
     pairs = res.pairs.set_index(["reviewer_a", "reviewer_b"])
-    assert pairs.loc[("Ann", "Sen"), "n_both"] == 0  # the settling decision saw both reviews: no review
+    assert ("Ann", "Sen") not in pairs.index  # the settling decision saw both reviews: no review, no pair
+    assert res.summary().endswith("(settling a conflict is no review): Sen")
     assert pairs.loc[("Ann", "Bob"), "n_both"] == 1 and pairs.loc[("Ann", "Bob"), "n_agree"] == 0
     assert agreement.disagreed(store, [n, nuclei[1]]).tolist() == [True, False]
     # a later decision against the settled label opens the conflict again; one more settles it
@@ -178,8 +181,28 @@ def test_no_overlap_is_stated(store, nuclei):
     labels.record_label_event(store, nuclei[0], 1, "Ann")
     labels.record_label_event(store, nuclei[1], 1, "Bob")
     res = agreement.agreement(store)
-    assert res.pairs["n_both"].tolist() == [0] and pd.isna(res.pairs["kappa"].iloc[0])
+    assert res.pairs.empty and not res.matrices
     assert res.summary() == "2 reviewers, but no nucleus was reviewed by two of them"
+
+
+def test_a_reviewer_is_one_whatever_the_case_and_spaces_of_the_name(store, nuclei):
+    """'ann', 'Ann ' and ' ANN' are one reviewer, shown as she spelled it last; no conflict with herself."""
+    n1, n2, n3 = nuclei[:3]
+    labels.record_label_event(store, n1, 1, "ann")
+    labels.record_label_event(store, n1, 0, "Ann ")  # she changed her mind: her latest review, no conflict
+    labels.record_label_event(store, n2, 1, " ANN")
+    labels.record_label_event(store, n2, 1, "Bob")
+    labels.record_label_event(store, n3, 0, "Mary  Lou")
+    labels.record_label_event(store, n3, 0, "bob")
+    labels.record_label_event(store, n1, 1, "mary lou")
+    res = agreement.agreement(store)
+    assert res.reviewers == {"ANN": 2, "bob": 2, "mary lou": 2}  # before: 'Ann', 'ANN', 'Bob', 'Mary  Lou', ...
+    pairs = res.pairs.set_index(["reviewer_a", "reviewer_b"])
+    assert pairs["n_both"].to_dict() == {("ANN", "bob"): 1, ("ANN", "mary lou"): 1, ("bob", "mary lou"): 1}
+    assert pairs.loc[("ANN", "mary lou"), "n_agree"] == 0 and pairs.loc[("ANN", "bob"), "n_agree"] == 1
+    assert agreement.conflicts(store)["reviews"].tolist() == ["ANN: non-MNA; mary lou: MNA"]
+    assert set(agreement.nucleus_review(store, n2).reviews) == {"ANN", "bob"}
+    assert res.summary() == "3 reviewers; conflicts: 1 open, 0 settled"
 
 
 # -- scan exclusions --------------------------------------------------------------------------------
