@@ -47,11 +47,21 @@ def current_sign_outs(db: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def sample_names(db: str, data_rev: int) -> list[str]:
-    """Every sample's name (``store.samples.list_samples``), scored or not."""
+def sample_list(db: str, data_rev: int) -> pd.DataFrame:
+    """Every sample, scored or not: ``name, kind, n_nuclei`` (``store.samples.list_samples``)."""
     from store.samples import list_samples
 
-    return list_samples(common.store_at(db))["name"].tolist()
+    return list_samples(common.store_at(db))[["name", "kind", "n_nuclei"]]
+
+
+def no_call_text(n_nuclei: int) -> str:
+    """The Call of a sample no model has a call for now: its nuclei all excluded, or none stored."""
+    return "no call now: all nuclei excluded" if n_nuclei else "no call now: no nucleus stored"
+
+
+def uncalled_samples(summary: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """The samples without a summary row (``name, kind, n_nuclei``): every nucleus excluded, or none stored."""
+    return samples[~samples["name"].isin(set(summary["sample"]))].reset_index(drop=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -148,12 +158,18 @@ def signed_text(row: dict) -> str:
 
 
 def case_table(summary: pd.DataFrame, models: list[str], primary: str,
-               signed: pd.DataFrame | None = None) -> pd.DataFrame:
+               signed: pd.DataFrame | None = None, uncalled: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per sample: the primary model's MNA %, call and QC flags first (in view without scrolling at
     1280 px), the pathologist's sign-out in force (``signed``: ``store.signout.in_force``; blank: none), then
-    the primary model's other numbers, then every other model's MNA %."""
+    the primary model's other numbers, then every other model's MNA %. A signed-out sample of ``uncalled``
+    (:func:`uncalled_samples`: no model has a call for it now) stays listed, its Call saying why there is none."""
+    signed = signed if signed is not None else pd.DataFrame(columns=["sample"])
+    kept = pd.DataFrame(columns=["name", "kind", "n_nuclei"]) if uncalled is None else \
+        uncalled[uncalled["name"].isin(set(signed["sample"]))]
     first = summary.drop_duplicates("sample").set_index("sample")
-    out = pd.DataFrame(index=pd.Index(sorted(summary["sample"].unique()), name="Sample"))
+    first = first.reindex(first.index.union(kept["name"]))
+    first.loc[kept["name"], "sample_kind"] = kept["kind"].to_numpy()
+    out = pd.DataFrame(index=pd.Index(sorted(set(summary["sample"]) | set(kept["name"])), name="Sample"))
     label = model_labels(summary)
 
     def rows_of(model: str) -> pd.DataFrame:
@@ -166,8 +182,10 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str,
     prim = rows_of(primary)
     out[f"{label(primary)} MNA %"] = prim["mna_pct"]
     out["Call"] = prim["call"]
+    for name, n_nuclei in zip(kept["name"], kept["n_nuclei"]):
+        out.loc[name, "Call"] = no_call_text(int(n_nuclei))
     out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
-    texts = {} if signed is None else {r["sample"]: signed_text(r) for r in signed.to_dict("records")}
+    texts = {r["sample"]: signed_text(r) for r in signed.to_dict("records")}
     out["Signed out"] = [texts.get(name, "") for name in out.index]
     out["Nuclei scored"] = prim["n_scored"]
     out["Kind"] = first["sample_kind"]
@@ -202,9 +220,10 @@ def header_width(header: str) -> int:
 
 
 def render_table(summary: pd.DataFrame, models: list[str], primary: str,
-                 signed: pd.DataFrame | None = None) -> tuple[str | None, list[str]]:
+                 signed: pd.DataFrame | None = None,
+                 uncalled: pd.DataFrame | None = None) -> tuple[str | None, list[str]]:
     """Filters + the case table; returns the sample picked in the table (or None) and the samples shown."""
-    table = case_table(summary, models, primary, signed)
+    table = case_table(summary, models, primary, signed, uncalled)
     f1, f2, f3, f4 = st.columns([2, 2, 2, 1.3])
     text = f1.text_input("Search sample", placeholder="name contains ...", key="cases_search")
     kinds = f2.multiselect("Kind", sorted(table["Kind"].dropna().unique()), key="cases_kinds")
@@ -301,9 +320,10 @@ def render_downloads(db: str, sample: str, primary: str) -> None:
                "`genuine export sample --model`.")
 
 
-def render_sign_out(db: str, sample: str, r: pd.Series, primary: str) -> None:
+def render_sign_out(db: str, sample: str, r: pd.Series | None, primary: str) -> None:
     """The sign-out in force (and what changed since), the form that signs the sample out on ``primary``'s
-    numbers as shown (``r``), withdrawal, and the sample's sign-out history."""
+    numbers as shown (``r``; None: ``primary`` has no call for the sample now, so no form), withdrawal, and the
+    sample's sign-out history."""
     from store import signout
 
     box = st.container(border=True, key="case_sign_out")
@@ -324,22 +344,12 @@ def render_sign_out(db: str, sample: str, r: pd.Series, primary: str) -> None:
     else:
         box.caption("Not signed out.")
     who = common.reviewer()
-    calls = list(signout.CALLS)
-    rule_call = str(r["call"])
-    with box.form("sign_out_form", border=False, clear_on_submit=True):
-        c1, c2, c3 = st.columns([1.2, 3, 1], vertical_alignment="bottom")
-        call = c1.selectbox("Final call", calls, index=calls.index(rule_call) if rule_call in calls else 0,
-                            key=f"sign_out_call {sample} {primary}",
-                            help=f"preselected: {primary}'s rule call; 'not assessable' when no call can be made")
-        comment = c2.text_input("Comment", key=f"sign_out_comment {sample}", placeholder="optional")
-        submitted = c3.form_submit_button("Sign out", type="primary", disabled=not who, width="stretch")
-        st.caption(f"On {primary}'s numbers shown above ({int(r['n_mna'])} of {int(r['n_scored'])} nuclei MNA), as "
-                   + (f"**{who}** (the sidebar's Reviewer)." if who else
-                      "the sidebar's Reviewer: :orange[enter your name there to sign out].")
-                   + (" Replaces the sign-out in force, which stays in the history." if not force.empty else ""))
-    if submitted:
-        _act(db, lambda s: signout.sign_out(s, sample, call, primary, who, comment,
-                                        seen=(int(r["n_scored"]), int(r["n_mna"]))))
+    if r is None:
+        box.caption(f"{primary} has no call for this sample now, so it cannot be signed out on its numbers"
+                    + (": withdraw the sign-out in force, or sign out again once nuclei are scored or included "
+                       "again." if not force.empty else "."))
+    else:
+        _sign_out_form(db, sample, r, primary, box, who, amends=not force.empty)
     if not force.empty:
         with box.form("withdraw_form", border=False, clear_on_submit=True):
             w1, w2 = st.columns([4.2, 1], vertical_alignment="bottom")
@@ -356,6 +366,28 @@ def render_sign_out(db: str, sample: str, r: pd.Series, primary: str) -> None:
             st.dataframe(shown[["when", "action", "call", "by_user", "numbers", "comment"]]
                          .rename(columns={"when": "when (UTC)", "by_user": "by"}),
                          hide_index=True, key="sign_out_history")
+
+
+def _sign_out_form(db: str, sample: str, r: pd.Series, primary: str, box, who: str, amends: bool) -> None:
+    """The form that signs ``sample`` out on ``primary``'s numbers as shown (``r``), the rule call preselected."""
+    from store import signout
+
+    calls = list(signout.CALLS)
+    rule_call = str(r["call"])
+    with box.form("sign_out_form", border=False, clear_on_submit=True):
+        c1, c2, c3 = st.columns([1.2, 3, 1], vertical_alignment="bottom")
+        call = c1.selectbox("Final call", calls, index=calls.index(rule_call) if rule_call in calls else 0,
+                            key=f"sign_out_call {sample} {primary}",
+                            help=f"preselected: {primary}'s rule call; 'not assessable' when no call can be made")
+        comment = c2.text_input("Comment", key=f"sign_out_comment {sample}", placeholder="optional")
+        submitted = c3.form_submit_button("Sign out", type="primary", disabled=not who, width="stretch")
+        st.caption(f"On {primary}'s numbers shown above ({int(r['n_mna'])} of {int(r['n_scored'])} nuclei MNA), as "
+                   + (f"**{who}** (the sidebar's Reviewer)." if who else
+                      "the sidebar's Reviewer: :orange[enter your name there to sign out].")
+                   + (" Replaces the sign-out in force, which stays in the history." if amends else ""))
+    if submitted:
+        _act(db, lambda s: signout.sign_out(s, sample, call, primary, who, comment,
+                                        seen=(int(r["n_scored"]), int(r["n_mna"]))))
 
 
 def _act(db: str, write) -> None:
@@ -385,12 +417,18 @@ def vs_expected(deviation_pp: float) -> str | None:
     return None if not np.isfinite(deviation_pp) else f"{deviation_pp:+.1f} pp vs expected"
 
 
-def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], primary: str) -> None:
-    """Drill-down of one sample: key numbers, the scan with outlines, probability histogram, gallery."""
+def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], primary: str,
+                no_call: str | None = None) -> None:
+    """Drill-down of one sample: key numbers, the scan with outlines, probability histogram, gallery; for a
+    sample ``primary`` has no call for (``no_call``: why no model has), what it is and its sign-out."""
     s = summary[(summary["sample"] == sample) & (summary["model"] == primary)]
     st.subheader(f"Case {sample}")
     if s.empty:
-        common.empty_state(f"predictions for {sample}")
+        st.info(f"**{no_call[0].upper() + no_call[1:]}**: no model has a call for this sample (curators excluded "
+                "its nuclei: undo that on the Review page, or see the Ingest page)." if no_call else
+                f"{primary} has no call for {sample}: it scored none of its nuclei; pick another Model for calls.",
+                icon=":material/visibility_off:")
+        render_sign_out(db, sample, None, primary)
         return
     r = s.iloc[0]
     st.html("<style>.st-key-case_metrics [data-testid='stMetricValue'] {font-size: 1.9rem;}</style>")
@@ -482,8 +520,9 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
 
 
 def render_case_section(db: str, summary: pd.DataFrame, models: list[str], primary: str, picked: str | None,
-                        names: list[str]) -> None:
-    """The case picker (the samples the table shows) and the drill-down of the chosen one."""
+                        names: list[str], no_calls: dict[str, str] | None = None) -> None:
+    """The case picker (the samples the table shows) and the drill-down of the chosen one (``no_calls``: the
+    Call text of listed samples no model has a call for)."""
     # A new row picked in the table, or a new ?case= link, opens that case once; the
     # selectbox stays free to change afterwards.
     for source, wanted in (("_cases_last_pick", picked), ("_cases_last_link", st.query_params.get(CASE_KEY))):
@@ -493,12 +532,12 @@ def render_case_section(db: str, summary: pd.DataFrame, models: list[str], prima
     if st.session_state.get("case_select") not in names:
         st.session_state.pop("case_select", None)
     link = st.query_params.get(CASE_KEY)
-    if link and link not in set(summary["sample"]):
+    if link and link not in set(summary["sample"]) | set(no_calls or {}):
         st.warning(f"No scored sample named '{link}' in this store.", icon=":material/search_off:")
     sample = st.selectbox("Open case", names, key="case_select")
     if st.query_params.get(CASE_KEY) != sample:  # the address bar links to the open case
         st.query_params[CASE_KEY] = st.session_state["_cases_last_link"] = sample
-    render_case(db, sample, summary, models, primary)
+    render_case(db, sample, summary, models, primary, (no_calls or {}).get(sample))
 
 
 # ----------------------------------------------------------------------------- page
@@ -524,13 +563,16 @@ def main() -> None:
                                 "model's MNA % is listed.")
     if st.query_params.get(MODEL_KEY) != primary:  # a copied address shows the same model's calls
         st.query_params[MODEL_KEY] = st.session_state["_cases_last_model_link"] = primary
-    picked, names = render_table(summary, models, primary, current_sign_outs(db))
-    uncalled = sorted(set(sample_names(db, common.rev("data"))) - set(summary["sample"]))
-    if uncalled:  # a sample whose nuclei curators all excluded (or that holds none) has no call to list
+    signed = current_sign_outs(db)
+    uncalled = uncalled_samples(summary, sample_list(db, common.rev("data")))
+    picked, names = render_table(summary, models, primary, signed, uncalled)
+    listed = uncalled["name"].isin(set(signed["sample"]))  # signed out: listed, its Call saying why none
+    if not uncalled[~listed].empty:  # a sample whose nuclei curators all excluded (or that holds none)
         st.caption(f":material/visibility_off: Not in the table, no nucleus to call (all excluded by curators, or "
-                   f"none stored): {', '.join(uncalled)}")
+                   f"none stored): {', '.join(sorted(uncalled.loc[~listed, 'name']))}")
     if names:
-        render_case_section(db, summary, models, primary, picked, names)
+        no_calls = {n: no_call_text(int(k)) for n, k in zip(uncalled["name"], uncalled["n_nuclei"])}
+        render_case_section(db, summary, models, primary, picked, names, no_calls)
     st.divider()
     with st.expander("Predicted vs expected (mixtures)", expanded=True, icon=":material/insights:"):
         render_mixture_chart(db)

@@ -109,3 +109,38 @@ def test_a_case_whose_numbers_changed_since_sign_out_warns_with_old_and_new(stor
     assert not at.exception and not [w for w in at.warning if "Changed since sign-out" in w.value]
     assert _signed(at)["LINE-MNA"].startswith("not enough nuclei · Dr. Path · ")
     assert frame_with(at, "action")["by"].tolist() == ["Dr. Early", "Dr. Path"]
+
+
+def test_a_signed_out_sample_whose_nuclei_were_all_excluded_stays_listed_and_can_be_withdrawn(store_copy):
+    """Curators excluded every nucleus after the sign-out: the row stays (no call now, changed since), the case
+    opens with the sign-out in force and its warning, and the sign-out can be withdrawn there."""
+    from store.db import open_store
+    from store.labels import exclude_scan
+    from store.signout import sign_out
+
+    path, _ = store_copy
+    at = open_page("cases")
+    primary = at.selectbox(key="cases_primary").value
+    with open_store(path) as s:
+        sign_out(s, "LINE-MNA", "MNA", primary, "Dr. Early")
+        for scan_id in s.query("SELECT c.id FROM scans c JOIN samples x ON x.id = c.sample_id "
+                               "WHERE x.name = 'LINE-MNA'")["id"]:
+            exclude_scan(s, int(scan_id), "qa")
+    at = open_page("cases", reviewer="Dr. Path")
+    at.button(key="reload_data").click().run()
+    table = frame_with(at, "Call").set_index("Sample")
+    assert table.loc["LINE-MNA", "Call"] == "no call now: all nuclei excluded"  # before: not in the table
+    assert _signed(at)["LINE-MNA"].startswith("MNA · Dr. Early · ") and _signed(at)["LINE-MNA"].endswith(
+        " · changed since")
+    assert not [c for c in at.caption if "Not in the table" in c.value]
+    _open_case(at, "LINE-MNA")
+    assert any("No call now: all nuclei excluded" in i.value for i in at.info)
+    assert "**Signed out**: MNA, signed out by Dr. Early on " in " ".join(s.value for s in at.success)
+    warning = next(w.value for w in at.warning if "Changed since sign-out" in w.value)
+    assert f"{primary} has no call for the sample now (no scored nucleus left)" in warning
+    assert not [b for b in at.button if b.label == "Sign out"]  # no numbers to sign out on
+    at.text_input(key="sign_out_withdraw_reason LINE-MNA").input("scan read with swapped channels")
+    next(b for b in at.button if b.label == "Withdraw").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "LINE-MNA" not in set(frame_with(at, "Call")["Sample"])  # withdrawn: no call, not signed out
+    assert any(c.value.endswith("none stored): LINE-MNA") for c in at.caption)
