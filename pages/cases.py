@@ -151,6 +151,15 @@ def model_labels(summary: pd.DataFrame):
     return lambda model: f"{model} (retired)" if model in retired else model
 
 
+#: the table's sign-out marker (column "Signed out", before the QC flags): signed out, and its numbers since moved
+SIGNED_MARK, CHANGED_MARK = "✓", "✓ changed"
+
+
+def signed_mark(row: dict) -> str:
+    """The sign-out in force as the table's narrow marker: '✓', or '✓ changed' when its numbers moved since."""
+    return CHANGED_MARK if len(row["changes"]) else SIGNED_MARK
+
+
 def signed_text(row: dict) -> str:
     """A sign-out in the case table: 'MNA · Dr. A · 2026-12-05', with '· changed since' when its numbers moved."""
     return " · ".join([row["call"], row["by_user"], str(row["created_at"])[:10]]
@@ -159,8 +168,9 @@ def signed_text(row: dict) -> str:
 
 def case_table(summary: pd.DataFrame, models: list[str], primary: str,
                signed: pd.DataFrame | None = None, uncalled: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per sample: the primary model's MNA %, call and QC flags first (in view without scrolling at
-    1280 px), the pathologist's sign-out in force (``signed``: ``store.signout.in_force``; blank: none), then
+    """One row per sample: the primary model's MNA %, call, whether it is signed out (a narrow marker) and QC
+    flags first (in view without scrolling at 1280 px), the pathologist's sign-out in force in words (``signed``:
+    ``store.signout.in_force``; blank: none), then
     the primary model's other numbers, then every other model's MNA %. A signed-out sample of ``uncalled``
     (:func:`uncalled_samples`: no model has a call for it now) stays listed, its Call saying why there is none."""
     signed = signed if signed is not None else pd.DataFrame(columns=["sample"])
@@ -184,9 +194,11 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str,
     out["Call"] = prim["call"]
     for name, n_nuclei in zip(kept["name"], kept["n_nuclei"]):
         out.loc[name, "Call"] = no_call_text(int(n_nuclei))
+    marks = {r["sample"]: signed_mark(r) for r in signed.to_dict("records")}
+    out["Signed out"] = [marks.get(name, "") for name in out.index]
     out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
     texts = {r["sample"]: signed_text(r) for r in signed.to_dict("records")}
-    out["Signed out"] = [texts.get(name, "") for name in out.index]
+    out["Sign-out in force"] = [texts.get(name, "") for name in out.index]
     out["Nuclei scored"] = prim["n_scored"]
     out["Kind"] = first["sample_kind"]
     out[f"{label(primary)} 95 % CI"] = interval(prim)
@@ -259,9 +271,14 @@ def render_table(summary: pd.DataFrame, models: list[str], primary: str,
                                                                  "genuine_core.rules"),
         # "large" (400 px): two flags ("high uncertainty", "auto-label disagreement") were cut at "medium"
         "QC flags": st.column_config.ListColumn(width="large", help="open the case for what each flag means"),
-        "Signed out": st.column_config.TextColumn(width="large", help="the pathologist's final call in force, who "
-                                                  "signed it out and when; 'changed since': its numbers moved "
-                                                  "(open the case)"),
+        # narrow, before the 400 px QC flags: in view at 1280 px (the words are in "Sign-out in force")
+        "Signed out": st.column_config.TextColumn(width=header_width("Signed out"), help=(
+            f"{SIGNED_MARK}: a pathologist signed the sample out (final call in force); {CHANGED_MARK}: its "
+            "numbers moved since (open the case); blank: not signed out. The call, who and when: the 'Sign-out "
+            "in force' column and the case")),
+        "Sign-out in force": st.column_config.TextColumn(width="large", help="the pathologist's final call in "
+                                                         "force, who signed it out and when; 'changed since': its "
+                                                         "numbers moved (open the case)"),
     })
     st.caption(f"{len(view)} of {len(table)} samples · call, corrected estimate and deviation from **{primary}** · "
                "click a row to open the case below · the numbers are the models' calls: nuclei a curator "

@@ -19,6 +19,11 @@ def _open_case(at, sample: str):
 
 
 def _signed(at) -> dict:
+    table = frame_with(at, "Sign-out in force")
+    return dict(zip(table["Sample"], table["Sign-out in force"]))
+
+
+def _marks(at) -> dict:
     table = frame_with(at, "Signed out")
     return dict(zip(table["Sample"], table["Signed out"]))
 
@@ -32,7 +37,12 @@ def test_a_pathologist_signs_out_a_case_and_the_table_says_so(store_copy):
     primary = at.selectbox(key="cases_primary").value
     assert set(_signed(at).values()) == {""}  # nobody signed anything out yet
     table = next(d for d in at.dataframe if "Signed out" in d.value.columns)
-    assert json.loads(table.proto.columns)["Signed out"]["width"] == "large"  # "... · changed since" was cut
+    columns = json.loads(table.proto.columns)
+    assert columns["Sign-out in force"]["width"] == "large"  # "... · changed since" was cut at "medium"
+    # the marker sits before the 400 px QC flags and is narrow, so it is in view at 1280 px (it came after them)
+    order = list(table.value.columns)
+    assert order[:5] == ["Sample", f"{primary} MNA %", "Call", "Signed out", "QC flags"]
+    assert columns["Signed out"]["width"] == 104 and "✓ changed: its numbers moved since" in columns["Signed out"]["help"]
     assert "Not signed out." in texts(at)
     call = at.selectbox(key=f"sign_out_call MIX-50 {primary}")
     assert call.value == "not enough nuclei"  # preselected: the model's rule call
@@ -43,6 +53,7 @@ def test_a_pathologist_signs_out_a_case_and_the_table_says_so(store_copy):
     assert not at.exception and not at.error, [e.value for e in at.error]
     signed = _signed(at)
     assert signed["MIX-50"].startswith("not assessable · Dr. Path · 20") and signed["LINE-MNA"] == ""
+    assert _marks(at)["MIX-50"] == "✓" and _marks(at)["LINE-MNA"] == ""
     success = " ".join(s.value for s in at.success)
     assert "**Signed out**: not assessable, signed out by Dr. Path on " in success
     assert f" UTC ({primary}: " in success and success.endswith("%); comment: too few tumour cells")
@@ -102,6 +113,7 @@ def test_a_case_whose_numbers_changed_since_sign_out_warns_with_old_and_new(stor
     _open_case(at, "LINE-MNA")
     assert _signed(at)["LINE-MNA"].startswith("MNA · Dr. Early · ") and _signed(at)["LINE-MNA"].endswith(
         " · changed since")
+    assert _marks(at)["LINE-MNA"] == "✓ changed"
     warning = next(w.value for w in at.warning if "Changed since sign-out" in w.value)
     assert f"({primary}, signed out → now)" in warning and f"nuclei scored {n} → {n - 1}" in warning
     # a new sign-out on today's numbers clears the warning; the earlier one stays in the history
