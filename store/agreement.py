@@ -66,6 +66,23 @@ WHERE undoes IS NULL AND NOT {_SCAN_EXCLUSION}
 GROUP BY nucleus_id HAVING count(DISTINCT w.shown) >= 2
 """
 
+# per named reviewer, the nuclei they decided (scan exclusions are no decision on a nucleus)
+_COUNTS = f"""
+SELECT w.shown AS reviewer, count(DISTINCT nucleus_id) AS n
+FROM label_events JOIN ({_REVIEWERS}) w ON w.raw = reviewer
+WHERE undoes IS NULL AND NOT {_SCAN_EXCLUSION}
+GROUP BY 1 ORDER BY 1
+"""
+# nuclei excluded with their whole scan (the exclusion not undone)
+_SCAN_EXCLUDED = f"""
+SELECT count(DISTINCT nucleus_id) FROM label_events e
+WHERE {_SCAN_EXCLUSION} AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id)
+"""
+# decisions without a reviewer name, and their nuclei
+_UNNAMED = f"""
+SELECT count(*) AS n, count(DISTINCT nucleus_id) AS k FROM label_events
+WHERE undoes IS NULL AND reviewer NOT IN (SELECT raw FROM ({_REVIEWERS}))
+"""
 
 @dataclass
 class NucleusReview:
@@ -312,13 +329,9 @@ def _matrix(reviews_a: list[str], reviews_b: list[str]) -> pd.DataFrame:
 
 def agreement(store: Store) -> Agreement:
     """Agreement of every pair of named reviewers over the nuclei both reviewed (their latest reviews)."""
-    counts = store.query(f"SELECT w.shown AS reviewer, count(DISTINCT nucleus_id) AS n FROM label_events "
-                         f"JOIN ({_REVIEWERS}) w ON w.raw = reviewer WHERE undoes IS NULL AND NOT {_SCAN_EXCLUSION} "
-                         "GROUP BY 1 ORDER BY 1")
-    scan_excluded = store.scalar(f"SELECT count(DISTINCT nucleus_id) FROM label_events e WHERE {_SCAN_EXCLUSION} "
-                                 "AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id)")
-    unnamed = store.query(f"SELECT count(*) AS n, count(DISTINCT nucleus_id) AS k FROM label_events "
-                          f"WHERE undoes IS NULL AND reviewer NOT IN (SELECT raw FROM ({_REVIEWERS}))").iloc[0]
+    counts = store.query(_COUNTS)
+    scan_excluded = store.scalar(_SCAN_EXCLUDED)
+    unnamed = store.query(_UNNAMED).iloc[0]
     reviewers = dict(zip(counts["reviewer"], counts["n"].astype(int)))
     found = multi_reviewed(store)
     rows, matrices = [], {}
