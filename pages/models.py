@@ -396,7 +396,7 @@ def run_controls(run_id: str, rec: dict, state: str) -> None:
         if st.button("Resume", key=f"resume_{run_id}", icon=":material/play_arrow:", type="primary"):
             try:
                 retrain.resume_run(rec)
-            except OSError as exc:
+            except (GenuineError, OSError) as exc:  # e.g. its --init folder is gone (a restored backup)
                 common.show_error(exc)
 
 

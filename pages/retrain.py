@@ -294,11 +294,47 @@ def resume_run(rec: dict) -> None:
     with _RESUMING:
         if poll(rec) == RUNNING:
             return
+        rec["cmd"] = relocated_inputs(rec)  # saved with the record when it starts
         with open(rec["log"], "a", encoding="utf-8") as log:
             log.write(f"\n--- resumed {datetime.now():%Y-%m-%d %H:%M:%S} ---\n")
         rec["resumed"] = int(rec.get("resumed", 0)) + 1
         rec["spent"] = duration(rec)  # the earlier legs; the new one is timed from its own start
         _launch(rec, [*rec["cmd"], "--resume"], "a")
+
+
+#: the options of a run's command naming model folders it reads as it starts (``--init``, ``--detector``)
+INPUT_FOLDERS = ("--init", "--detector")
+
+
+def relocated_inputs(rec: dict) -> list[str]:
+    """The run's command with each :data:`INPUT_FOLDERS` folder that is gone (a store restored from a backup on
+    another server) replaced by the folder under the store's ``<name>_files`` holding the weights the run
+    started from (``genuine store backup`` copies them into ``models/``), found by the checksum its checkpoint
+    recorded.
+
+    Raises:
+        InputError: such a folder is gone and no folder there holds its weights.
+    """
+    from store.model_copies import MODELS_DIR, copies_in_files
+    from training.checkpoint import checkpoint_metrics
+    from training.train import INPUTS_KEY
+
+    cmd, files, copies = list(rec["cmd"]), Path(rec["log"]).parent.parent.parent, None
+    started = checkpoint_metrics(rec["out"]).get(INPUTS_KEY)
+    started = started if isinstance(started, dict) else {}
+    for i in range(len(cmd) - 1):
+        if cmd[i] not in INPUT_FOLDERS or Path(cmd[i + 1]).is_dir():
+            continue
+        if copies is None:
+            copies = copies_in_files(files)
+        known = started.get(cmd[i][2:])
+        copy_of = copies.get(known.get("checksum")) if isinstance(known, dict) else None
+        if copy_of is None:
+            raise InputError(f"cannot resume run {rec['name']!r}: its {cmd[i]} folder {cmd[i + 1]} is not on this "
+                             f"machine and no folder in {files / MODELS_DIR} holds its weights; copy that folder "
+                             f"back to {cmd[i + 1]} or into {files / MODELS_DIR}, or start a new run")
+        cmd[i + 1] = str(copy_of.resolve())
+    return cmd
 
 
 def duration(rec: dict) -> float:

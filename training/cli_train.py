@@ -273,15 +273,17 @@ def _check_resume(args: argparse.Namespace, out: Path) -> str | None:
     except SystemExit:
         pass
 
-    def same(a, b) -> bool:
-        return a == b or (isinstance(a, (str, Path)) and isinstance(b, (str, Path))
-                          and Path(a).resolve() == Path(b).resolve())
+    moved = _moved_inputs(out)
+
+    def same(key: str, a, b) -> bool:
+        paths = isinstance(a, (str, Path)) and isinstance(b, (str, Path))
+        return a == b or (paths and (Path(a).resolve() == Path(b).resolve() or moved(key, Path(a), Path(b))))
 
     now = vars(args) | {"detector": _detector(args.kind, args.preset, args.detector),  # a default as resolved
                         "init": args.init or old.init}  # left out: the run's own
     then = vars(old) | {"detector": _detector(old.kind, old.preset, old.detector)}
     differ = [f"--{k.replace('_', '-')} {now.get(k)} (the run: {v})" for k, v in then.items()
-              if k not in RESUME_FREE and not same(now.get(k), v)]
+              if k not in RESUME_FREE and not same(k, now.get(k), v)]
     if differ:
         kept = [w for w, prev in zip(recorded, [None] + recorded)
                 if w not in ("--resume", "--overwrite", "--out") and prev != "--out"]
@@ -289,7 +291,38 @@ def _check_resume(args: argparse.Namespace, out: Path) -> str | None:
                          + "; ".join(differ) + ". Resume with: genuine train "
                          + " ".join(shlex.quote(w) for w in kept + ["--out", str(out), "--resume"]
                                     + ["--overwrite"] * bool(args.overwrite)))
+    if args.init and old.init and not Path(old.init).exists():  # moved (same weights, checked above)
+        return str(Path(args.init).resolve())
     return old.init
+
+
+def _moved_inputs(out: Path):
+    """``moved(option, now, then)``: True when the run's ``then`` (its data, detector or init folder) is gone and
+    ``now`` holds what it held as the run started (its checkpoint's fingerprint or checksum): the run's store
+    was restored from a backup on another server, which keeps copies of them."""
+    from genuine_core.errors import ModelLoadError
+    from genuine_core.models.folder import folder_digest
+    from training.checkpoint import checkpoint_metrics
+    from training.datasets import data_fingerprint
+    from training.train import INPUTS_KEY, RESUME_DATA_KEY
+
+    metrics = checkpoint_metrics(out)
+    started = metrics.get(INPUTS_KEY) if isinstance(metrics.get(INPUTS_KEY), dict) else {}
+
+    def moved(option: str, now: Path, then: Path) -> bool:
+        if then.exists() or not now.exists():
+            return False
+        if option == "data":
+            return bool(metrics.get(RESUME_DATA_KEY)) and metrics[RESUME_DATA_KEY] == data_fingerprint(now)
+        known = started.get(option) if option in ("detector", "init") else None
+        if not (isinstance(known, dict) and known.get("checksum")):
+            return False
+        try:
+            return known["checksum"] == folder_digest(now)
+        except (ModelLoadError, OSError):
+            return False
+
+    return moved
 
 
 def _augment(args: argparse.Namespace):
