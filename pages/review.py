@@ -427,8 +427,12 @@ def export_panel(db: str) -> None:
 
 # ----------------------------------------------------------------------------- queues
 def _show(msg) -> None:
+    """The last action's message, in a slot drawn on every run (empty without one): the card below keeps its
+    place when a rerun drops the message (the note's text sent as Tab leaves it), so the browser does not
+    draw it anew and the decision button Tab focused keeps the focus (Enter presses it)."""
+    slot = st.empty()
     if msg:
-        getattr(st, msg[0])(msg[1])
+        getattr(slot, msg[0])(msg[1])
 
 
 def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.DataFrame | None:

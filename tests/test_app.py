@@ -388,6 +388,32 @@ def decision(at: AppTest, which: str):
     return next(b for b in at.button if str(b.key).startswith(f"decide_{which}_"))
 
 
+def _path_to(node, match, path=()) -> tuple | None:
+    """The child indices leading from ``node`` to the first element ``match(element)`` accepts (its place on
+    the page: the browser redraws an element whose place changed, dropping the keyboard focus in it)."""
+    for i, child in sorted(getattr(node, "children", {}).items()):
+        if match(child):
+            return (*path, i)
+        found = _path_to(child, match, (*path, i))
+        if found is not None:
+            return found
+    return None
+
+
+def test_review_card_keeps_its_place_when_the_last_decision_message_goes(store_copy):
+    """A rerun that is no decision (e.g. the note's text sent as Tab leaves it) drops the last decision's
+    message; the card must stay where it was: in the browser a card that moved up was drawn anew, the MNA
+    button Tab had focused was gone and Enter pressed nothing (the browser test's keyboard step, under load)."""
+    at = open_page("review", reviewer="Dr. Test")
+    decision(at, "mna").click().run()
+    assert any("recorded" in s.value for s in at.success)
+    note = lambda e: getattr(e, "key", None) == "review_note"  # noqa: E731
+    before = _path_to(at.main, note)
+    at.text_input(key="review_note").input("mn").run()  # what Tab sends
+    assert not any("recorded" in s.value for s in at.success) and not at.exception
+    assert _path_to(at.main, note) == before is not None
+
+
 def test_review_a_second_curator_on_a_stale_card_does_not_overwrite_the_first(store_copy):
     path, _ = store_copy
     ann = open_page("review", reviewer="Ann")

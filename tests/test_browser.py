@@ -155,6 +155,8 @@ def test_every_page_renders_and_a_review_decision_reaches_the_store(served_app):
             note.focus()
             page.keyboard.type("mn")
             page.keyboard.press("Tab")
+            # Tab sends the note (a rerun): the card keeps its place, so the MNA button keeps the focus for Enter
+            expect(page.get_by_role("button", name=re.compile(r"^MNA Shortcut M"))).to_be_focused(timeout=60_000)
             page.keyboard.press("Enter")
             expect(nucleus).not_to_have_text(noted, timeout=60_000)
             expect(page.get_by_text(re.compile(r"\d: MNA recorded")).first).to_be_visible(timeout=60_000)
