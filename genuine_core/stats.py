@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 
-def _z(confidence: float) -> float:
+def z_value(confidence: float) -> float:
+    """The two-sided standard normal quantile of ``confidence`` (1.96 for 0.95)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     return NormalDist().inv_cdf(0.5 + confidence / 2)
@@ -46,7 +47,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
         ValueError: counts out of range or confidence not in (0, 1).
     """
     _check_counts(k, n)
-    z = _z(confidence)
+    z = z_value(confidence)
     if n == 0:
         return 0.0, 1.0
     p = k / n
@@ -131,7 +132,7 @@ def rogan_gladen(
         return PrevalenceEstimate(float("nan"), 0.0, 1.0, float("nan"), "wilson-transformed")
     p = k / n
     raw = (p + specificity - 1) / youden
-    z = _z(confidence)
+    z = z_value(confidence)
     if n_positive and n_negative:
         low, high = _lang_reiczigel_bounds(k, n, sensitivity, specificity, z, n_positive, n_negative)
         # with a handful of validation nuclei the pseudo-counts move the interval off the estimate: keep it inside

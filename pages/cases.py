@@ -194,11 +194,10 @@ def case_table(summary: pd.DataFrame, models: list[str], primary: str,
     out["Call"] = prim["call"]
     for name, n_nuclei in zip(kept["name"], kept["n_nuclei"]):
         out.loc[name, "Call"] = no_call_text(int(n_nuclei))
-    marks = {r["sample"]: signed_mark(r) for r in signed.to_dict("records")}
-    out["Signed out"] = [marks.get(name, "") for name in out.index]
+    in_force = {r["sample"]: r for r in signed.to_dict("records")}
+    out["Signed out"] = [signed_mark(in_force[name]) if name in in_force else "" for name in out.index]
     out["QC flags"] = [list(f) if isinstance(f, (list, np.ndarray)) else [] for f in prim["qc_flags"]]
-    texts = {r["sample"]: signed_text(r) for r in signed.to_dict("records")}
-    out["Sign-out in force"] = [texts.get(name, "") for name in out.index]
+    out["Sign-out in force"] = [signed_text(in_force[name]) if name in in_force else "" for name in out.index]
     out["Nuclei scored"] = prim["n_scored"]
     out["Kind"] = first["sample_kind"]
     out[f"{label(primary)} 95 % CI"] = interval(prim)

@@ -76,11 +76,11 @@ def progress(db: str, labels_rev: int, data_rev: int, sample: str | None, model:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def conflict_queue(db: str, labels_rev: int, data_rev: int, sample: str | None, include_settled: bool) -> pd.DataFrame:
-    """``store.agreement.conflicts``: open conflicts (and settled ones), the longest untouched first."""
+def conflict_queue(db: str, labels_rev: int, data_rev: int, sample: str | None) -> pd.DataFrame:
+    """``store.agreement.conflicts``: open and settled conflicts, the longest untouched first."""
     from store.agreement import conflicts
 
-    return conflicts(common.store_at(db), sample=sample, include_settled=include_settled)
+    return conflicts(common.store_at(db), sample=sample, include_settled=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -94,11 +94,10 @@ def agreement_data(db: str, labels_rev: int):
 @st.cache_data(show_spinner=False, max_entries=64)
 def card_data(db: str, labels_rev: int, data_rev: int, nucleus_id: int) -> dict:
     """Everything a review card shows for one nucleus: origin/labels, predictions, boxes."""
+    from store.agreement import nucleus_review
     from store.nuclei import nucleus_detections, nucleus_info, nucleus_predictions
 
     s = common.store_at(db)
-    from store.agreement import nucleus_review
-
     return {"info": nucleus_info(s, [nucleus_id]), "preds": nucleus_predictions(s, [nucleus_id]),
             "boxes": nucleus_detections(s, [nucleus_id]), "reviews": nucleus_review(s, nucleus_id)}
 
@@ -281,11 +280,11 @@ def patch_caption(scheme: str, boxes: bool) -> str:
 def untrusted_models(models: pd.DataFrame) -> dict[str, str]:
     """Name -> why the queue's flags leave the model out ('retired', 'weak validation'; ``store.review_stats``),
     of ``common.models``' registered models."""
-    from store.summary import has_weak_validation
+    from store.review_stats import untrusted_reason
 
-    return {n: "retired" if pd.notna(gone) else "weak validation"
-            for n, gone, m in zip(models["name"], models["retired_at"], models["metrics"])
-            if pd.notna(gone) or has_weak_validation(m)}
+    reasons = {n: untrusted_reason(pd.notna(gone), m)
+               for n, gone, m in zip(models["name"], models["retired_at"], models["metrics"])}
+    return {n: why for n, why in reasons.items() if why}
 
 
 def predictions_panel(preds: pd.DataFrame, untrusted: dict[str, str] | None = None) -> None:
@@ -490,7 +489,7 @@ def conflicts_queue(db: str, smp: pd.DataFrame, msg) -> pd.DataFrame:
                         help="also list conflicts a decision has settled")
     sample_arg = None if sample == ALL else sample
     _show(msg)
-    every = conflict_queue(db, common.rev("labels"), common.rev("data"), sample_arg, True)
+    every = conflict_queue(db, common.rev("labels"), common.rev("data"), sample_arg)
     total, settled = len(every), int((every["state"] == "settled").sum())
     if total:
         st.progress(settled / total, text=f"**{settled} of {total} conflicts settled** · {total - settled} open")
@@ -519,13 +518,11 @@ def agreement_panel(db: str, expanded: bool) -> None:
         st.dataframe(pair_table(res.pairs), hide_index=True, key="review_agreement", placeholder="–",
                      column_config={"Note": st.column_config.TextColumn(width="large")})
         st.caption(METHOD)
-        overlap = [(a, b) for (a, b), m in res.matrices.items() if m.to_numpy().sum()]
-        if overlap:
-            pair = st.selectbox("Confusion matrix of", overlap, format_func=lambda p: f"{p[0]} / {p[1]}",
-                                key="review_matrix_pair")
-            m = res.matrices[pair]
-            st.caption(f"rows: {pair[0]}'s decision · columns: {pair[1]}'s")
-            st.dataframe(m.rename_axis(index=pair[0], columns=pair[1]), key="review_matrix", width="content")
+        pair = st.selectbox("Confusion matrix of", list(res.matrices), format_func=lambda p: f"{p[0]} / {p[1]}",
+                            key="review_matrix_pair")  # a pair in the table: it reviewed at least one nucleus
+        m = res.matrices[pair]
+        st.caption(f"rows: {pair[0]}'s decision · columns: {pair[1]}'s")
+        st.dataframe(m.rename_axis(index=pair[0], columns=pair[1]), key="review_matrix", width="content")
 
 
 # ----------------------------------------------------------------------------- page

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from genuine_core.stats import z_value
 from store.db import Store
 from store.labels import LEGACY_INGEST_NOTE, SCAN_EXCLUSION_MARK
 
@@ -40,7 +41,6 @@ from store.labels import LEGACY_INGEST_NOTE, SCAN_EXCLUSION_MARK
 CATEGORIES = {"1": "MNA", "0": "non-MNA", "exclude": "exclude"}
 #: conflict states of a nucleus
 STATES = ("none", "open", "settled")
-Z95 = 1.959963984540054
 
 #: a reviewer name as typed, each run of whitespace one space, trimmed ('' for none)
 _SPELLED = "trim(regexp_replace(coalesce(reviewer, ''), '\\s+', ' ', 'g'))"
@@ -163,19 +163,10 @@ def replay(events: pd.DataFrame) -> NucleusReview:
     return _replay(_records(events))
 
 
-def _replay_all(events: pd.DataFrame) -> dict[int, NucleusReview]:
-    out, start, recs = {}, 0, _records(events)
-    for i in range(1, len(recs) + 1):
-        if i == len(recs) or recs[i][0] != recs[start][0]:
-            out[recs[start][0]] = _replay(recs[start:i])
-            start = i
-    return out
-
-
 def multi_reviewed(store: Store) -> dict[int, NucleusReview]:
     """:class:`NucleusReview` of every nucleus decided by at least two named reviewers."""
     events = store.query(f"{_EVENTS} WHERE e.nucleus_id IN ({_MULTI}) ORDER BY e.nucleus_id, e.id")
-    return _replay_all(events)
+    return {nid: _replay(list(recs)) for nid, recs in itertools.groupby(_records(events), key=lambda r: r[0])}
 
 
 def nucleus_review(store: Store, nucleus_id: int) -> NucleusReview:
@@ -261,7 +252,8 @@ def cohen_kappa(matrix, names=tuple(CATEGORIES.values())) -> Kappa:
     if se < 1e-12:  # a reviewer used one category only: the multinomial has no variance off that row/column
         return Kappa(k, 0.0, None, None, "the large-sample SE is 0 here (a reviewer used one category only): "
                                          "no interval")
-    return Kappa(k, se, max(-1.0, k - Z95 * se), min(1.0, k + Z95 * se))
+    z = z_value(0.95)
+    return Kappa(k, se, max(-1.0, k - z * se), min(1.0, k + z * se))
 
 
 # ----------------------------------------------------------------------------- per pair
@@ -345,7 +337,7 @@ def agreement(store: Store) -> Agreement:
         k = cohen_kappa(m.to_numpy())
         matrices[(a, b)] = m
         rows.append({"reviewer_a": a, "reviewer_b": b, "n_both": n, "n_agree": agree,
-                     "agreement_pct": 100.0 * agree / n if n else None, "kappa": k.kappa, "kappa_low": k.low,
+                     "agreement_pct": 100.0 * agree / n, "kappa": k.kappa, "kappa_low": k.low,
                      "kappa_high": k.high, "note": k.note})
     cols = ["reviewer_a", "reviewer_b", "n_both", "n_agree", "agreement_pct", "kappa", "kappa_low", "kappa_high",
             "note"]

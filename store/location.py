@@ -54,6 +54,11 @@ def login_name() -> str | None:
         return None
 
 
+def has_control_characters(text: str) -> bool:
+    """True when ``text`` holds a control character (a newline or terminal escape would forge printed lines)."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
 def person_name(text: str) -> str | None:
     """A ``--by`` value: stripped; empty means nobody named (None).
 
@@ -64,7 +69,7 @@ def person_name(text: str) -> str | None:
     import argparse
 
     name = text.strip()
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if has_control_characters(name):
         raise argparse.ArgumentTypeError("a name without control characters (newlines, escapes)")
     return name or None
 

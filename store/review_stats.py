@@ -43,14 +43,22 @@ def _has_retired_column(cur) -> bool:
                             "AND column_name = 'retired_at'").fetchone()[0])
 
 
-def untrusted_model_ids(cur) -> list[int]:
-    """Ids of the registered models whose predictions ``review_stats`` leaves out: retired, or with weak
-    validation (:func:`store.summary.has_weak_validation`), in id order."""
+def untrusted_reason(retired: bool, metrics: dict | str | None) -> str | None:
+    """Why ``review_stats`` leaves a model's predictions out: 'retired', 'weak validation'
+    (:func:`store.summary.has_weak_validation`; ``metrics`` as stored, JSON text, or parsed), or None: trusted."""
     from store.summary import has_weak_validation
 
+    if retired:
+        return "retired"
+    parsed = json.loads(metrics) if isinstance(metrics, str) and metrics else metrics
+    return "weak validation" if has_weak_validation(parsed if isinstance(parsed, dict) else {}) else None
+
+
+def untrusted_model_ids(cur) -> list[int]:
+    """Ids of the registered models whose predictions ``review_stats`` leaves out (:func:`untrusted_reason`),
+    in id order."""
     rows = cur.execute(_MODELS_TRUST if _has_retired_column(cur) else _MODELS_TRUST_BEFORE_STEP_4).fetchall()
-    return [int(i) for i, metrics, gone in rows
-            if gone or has_weak_validation(json.loads(metrics) if isinstance(metrics, str) and metrics else {})]
+    return [int(i) for i, metrics, gone in rows if untrusted_reason(bool(gone), metrics)]
 
 
 def insert_review_stats(cur, scan_ids: list[int]) -> None:

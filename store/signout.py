@@ -18,6 +18,7 @@ from genuine_core.percent_text import pct_text
 from genuine_core.rules import SIGN_OUT_CALLS
 from store import registry, samples, summary
 from store.db import Store
+from store.location import has_control_characters
 
 #: what a pathologist may sign out: one of the rule calls, or 'not assessable'
 CALLS = SIGN_OUT_CALLS
@@ -55,13 +56,9 @@ def _person(by: str | None) -> str:
     name = (by or "").strip()
     if not name:
         raise InputError("a sign-out needs the pathologist's name (empty reviewer name)")
-    if _control(name):
+    if has_control_characters(name):
         raise InputError("the pathologist's name must not hold control characters (newlines, escapes)")
     return name
-
-
-def _control(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def _comment(text: str | None) -> str | None:
@@ -71,7 +68,7 @@ def _comment(text: str | None) -> str | None:
         InputError: other control characters (a terminal escape would forge lines of a printed listing).
     """
     text = " ".join((text or "").split())
-    if _control(text):
+    if has_control_characters(text):
         raise InputError("a sign-out comment must not hold control characters (escapes)")
     return text or None
 
