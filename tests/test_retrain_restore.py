@@ -188,3 +188,37 @@ def test_resume_accepts_moved_data_and_init_only_when_they_hold_what_the_run_sta
     else:
         with pytest.raises(InputError, match=f"these differ: --init {init} \\(the run: {old / 'base'}\\)"):
             cli_train._check_resume(args, out)
+
+
+def test_a_refused_resume_after_a_restore_suggests_the_folders_found_here_not_the_gone_ones(tmp_path):
+    """Another option differs: the suggested command names the restored data and init, which the run accepts,
+    instead of the first server's paths, which are gone."""
+    import argparse
+
+    from genuine_core.models.folder import folder_digest
+    from training import cli_train
+    from training.datasets import data_fingerprint
+    from training.train import INPUTS_KEY, RESUME_DATA_KEY
+
+    old, new = tmp_path / "site1", tmp_path / "site2"
+    init = _tiny(new / "models" / "base")
+    data = new / "curated.npz"
+    data.write_bytes(b"patches")
+    out = new / "m"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "metrics.json").write_text(json.dumps({
+        RESUME_DATA_KEY: data_fingerprint(data), INPUTS_KEY: {"init": {"checksum": folder_digest(init)}}}))
+    (out / "train_config.json").write_text(json.dumps({"command": (
+        f"genuine train --kind resnet --preset tiny --beta 0.2 --data {old / 'curated.npz'} --init {old / 'base'} "
+        f"--out {old / 'm'}")}))
+    parser = argparse.ArgumentParser()
+    cli_train.add_arguments(parser)
+    args = parser.parse_args(["--kind", "resnet", "--preset", "tiny", "--data", str(data), "--init", str(init),
+                              "--out", str(out), "--resume"])
+    with pytest.raises(InputError) as err:
+        cli_train._check_resume(args, out)
+    msg = str(err.value)
+    assert "these differ: --beta 0.0 (the run: 0.2)" in msg and "--data" not in msg.split("Resume with")[0]
+    suggestion = msg.split("Resume with: ")[1]
+    assert f"--data {data}" in suggestion and f"--init {init}" in suggestion and str(old) not in suggestion
+    assert "--beta 0.2" in suggestion and suggestion.endswith(f"--out {out} --resume")

@@ -285,7 +285,9 @@ def _check_resume(args: argparse.Namespace, out: Path) -> str | None:
     differ = [f"--{k.replace('_', '-')} {now.get(k)} (the run: {v})" for k, v in then.items()
               if k not in RESUME_FREE and not same(k, now.get(k), v)]
     if differ:
-        kept = [w for w, prev in zip(recorded, [None] + recorded)
+        rebased = {f"--{k}": str(now[k]) for k, v in then.items()  # gone, and found here: suggest where it is now
+                   if k in ("data", "detector", "init") and v and now.get(k) and moved(k, Path(now[k]), Path(v))}
+        kept = [rebased.get(prev, w) for w, prev in zip(recorded, [None] + recorded)
                 if w not in ("--resume", "--overwrite", "--out") and prev != "--out"]
         raise InputError("--resume continues the run with the options it started with; these differ: "
                          + "; ".join(differ) + ". Resume with: genuine train "
