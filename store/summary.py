@@ -209,8 +209,10 @@ scope AS (
     SELECT c.id AS scan_id, c.sample_id FROM scans c JOIN samples s ON s.id = c.sample_id
     WHERE ? IS NULL OR s.name = ?
 ),
-agg AS (
-    SELECT sc.sample_id, p.model_id,
+-- ONE pass over the predictions, per scan and model (a few thousand rows even at a million nuclei), from which
+-- the per-sample counts and the scans each model scored both come (two passes and a count(DISTINCT) before)
+per_scan AS MATERIALIZED (
+    SELECT n.scan_id, p.model_id,
            count(*) AS n_scored,
            sum(p.call)::BIGINT AS n_mna,
            count(*) FILTER (WHERE p.uncertainty >= t.unc_threshold) AS n_uncertain,
@@ -219,14 +221,29 @@ agg AS (
            count(*) FILTER (WHERE n.auto_label <> p.call) AS n_auto_disagree,
            count(n.true_label) AS n_truth,
            sum(n.true_label)::BIGINT AS n_true_mna,
-           avg(p.prob_calibrated) AS mean_prob,
-           count(DISTINCT n.scan_id) AS n_scans_scored
+           sum(p.prob_calibrated) AS sum_prob,
+           count(p.prob_calibrated) AS n_prob
     FROM predictions p
     JOIN thr t ON t.model_id = p.model_id
     JOIN nuclei n ON n.id = p.nucleus_id
-    JOIN scope sc ON sc.scan_id = n.scan_id
-    WHERE NOT EXISTS (SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = p.nucleus_id)
-    GROUP BY sc.sample_id, p.model_id
+    WHERE n.scan_id IN (SELECT scan_id FROM scope)
+      AND NOT EXISTS (SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = p.nucleus_id)
+    GROUP BY n.scan_id, p.model_id
+),
+agg AS (
+    SELECT sc.sample_id, b.model_id,
+           sum(b.n_scored)::BIGINT AS n_scored,
+           sum(b.n_mna)::BIGINT AS n_mna,
+           sum(b.n_uncertain)::BIGINT AS n_uncertain,
+           sum(b.n_cropped)::BIGINT AS n_cropped,
+           sum(b.n_auto)::BIGINT AS n_auto,
+           sum(b.n_auto_disagree)::BIGINT AS n_auto_disagree,
+           sum(b.n_truth)::BIGINT AS n_truth,
+           sum(b.n_true_mna)::BIGINT AS n_true_mna,
+           sum(b.sum_prob) / sum(b.n_prob) AS mean_prob,
+           count(*) AS n_scans_scored
+    FROM per_scan b JOIN scope sc ON sc.scan_id = b.scan_id
+    GROUP BY sc.sample_id, b.model_id
 ),
 -- signals per nucleus as detectors counted them, over every detector-based model (not only the queried
 -- ones): a property of the sample's scans (e.g. swapped channels) that every model's row must show
@@ -242,13 +259,8 @@ signals AS (
 ),
 -- the scans (with a nucleus a curator has not excluded) each model scored, with when they were ingested
 scored AS (
-    SELECT DISTINCT sc.sample_id, p.model_id, n.scan_id, c.ingested_at
-    FROM predictions p
-    JOIN thr t ON t.model_id = p.model_id
-    JOIN nuclei n ON n.id = p.nucleus_id
-    JOIN scope sc ON sc.scan_id = n.scan_id
-    JOIN scans c ON c.id = n.scan_id
-    WHERE NOT EXISTS (SELECT 1 FROM curated_labels x WHERE x.excluded AND x.nucleus_id = p.nucleus_id)
+    SELECT sc.sample_id, b.model_id, b.scan_id, c.ingested_at
+    FROM per_scan b JOIN scope sc ON sc.scan_id = b.scan_id JOIN scans c ON c.id = b.scan_id
 ),
 -- per (sample, model): the most scans any model of the query scored that this model could have scored (a
 -- retired model is not expected to score scans ingested after its retirement)
