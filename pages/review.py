@@ -58,21 +58,22 @@ LAST_DECISION_KEY = "review_last_decision"
 # ----------------------------------------------------------------------------- cached queries
 @st.cache_data(show_spinner=False, max_entries=32)
 def queue(db: str, labels_rev: int, data_rev: int, sample: str | None, model: str | None, flags: tuple[str, ...],
-          include_reviewed: bool, limit: int, models_rev: int = 0) -> pd.DataFrame:
-    """``store.review.review_queue`` (``models_rev``: which models are trusted, e.g. new metrics, changes it)."""
+          include_reviewed: bool, limit: int, models_rev: int = 0, reviewer: str | None = None) -> pd.DataFrame:
+    """``store.review.review_queue`` (``models_rev``: which models are trusted, e.g. new metrics, changes it;
+    ``reviewer``: with reviewed nuclei, the ones this reviewer decided are left out)."""
     from store.review import review_queue
 
     return review_queue(common.store_at(db), sample=sample, model=model, flags=flags,
-                        include_reviewed=include_reviewed, limit=limit)
+                        include_reviewed=include_reviewed, limit=limit, reviewer=reviewer)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def progress(db: str, labels_rev: int, data_rev: int, sample: str | None, model: str | None,
-             flags: tuple[str, ...], models_rev: int = 0) -> dict:
-    """``store.review.review_progress``."""
+             flags: tuple[str, ...], models_rev: int = 0, reviewer: str | None = None) -> dict:
+    """``store.review.review_progress`` (with ``reviewer``: how many this reviewer decided, too)."""
     from store.review import review_progress
 
-    return review_progress(common.store_at(db), sample=sample, model=model, flags=flags)
+    return review_progress(common.store_at(db), sample=sample, model=model, flags=flags, reviewer=reviewer)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -442,7 +443,8 @@ def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.D
                          help="flags and ordering use this model's predictions (All: every active model "
                               "without weak validation)")
     include = f3.toggle("Include reviewed", key="review_include",
-                        help="also list nuclei that already have a decision")
+                        help="also list nuclei that already have another reviewer's decision (a second review); "
+                             "those you decided leave the queue")
     flags = st.pills("Flags", list(FLAG_NAMES), selection_mode="multi", default=list(FLAG_NAMES),
                      format_func=FLAG_NAMES.get, key="review_flags",
                      help="list nuclei with any of the chosen flags. 'models disagree': the active models without "
@@ -455,13 +457,16 @@ def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.D
     if not flags_t:
         st.info("Choose at least one flag.")
         return None
-    prog = progress(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, common.rev("models"))
+    me = common.reviewer() if include else None  # a second review: the nuclei this reviewer decided leave the queue
+    prog = progress(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, common.rev("models"),
+                    me)
     total, done = prog["total"], prog["reviewed"]
     if total:
         st.progress(done / total,
-                    text=f"**{done} of {total} reviewed** · {prog['remaining']} to go · {prog['excluded']} excluded")
+                    text=f"**{done} of {total} reviewed** · {prog['remaining']} to go · {prog['excluded']} excluded"
+                         + (f" · **{prog['mine']} reviewed by you**" if "mine" in prog else ""))
     q = queue(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, include, QUEUE_PAGE,
-              common.rev("models"))
+              common.rev("models"), me)
     if q.empty:
         if total:
             st.success("Queue done: every flagged nucleus here has a decision.", icon=":material/task_alt:")

@@ -119,6 +119,23 @@ scored AS (
           OR ($f_conf AND low_confidence)
 )
 """
+#: nuclei this reviewer has a decision on that stands (not undone), the name compared as ``store.agreement`` does
+#: (case, surplus spaces): with reviewed nuclei listed, a second curator's queue leaves them out once decided
+_DECIDED_BY_ME = """
+    SELECT e.nucleus_id FROM label_events e
+    WHERE e.undoes IS NULL AND e.value <> 'unset'
+      AND lower(trim(regexp_replace(coalesce(e.reviewer, ''), '\\s+', ' ', 'g'))) = $me
+      AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id)
+"""
+_NOT_MINE = f"\n        AND ($me IS NULL OR nucleus_id NOT IN ({_DECIDED_BY_ME}))"
+_MINE = f"nucleus_id IN ({_DECIDED_BY_ME})"
+
+
+def _me(reviewer: str | None) -> str | None:
+    """A reviewer's name as the queue compares it: lower case, each run of whitespace one space (None: blank)."""
+    return " ".join((reviewer or "").split()).lower() or None
+
+
 _VARIANTS = {
     (focus, one): (_AGG_ONE if focus else _AGG_ALL).replace("{scope}", _SCOPE_SAMPLE if one else _SCOPE_ALL) + _REST
     for focus in (False, True) for one in (False, True)
@@ -144,14 +161,15 @@ def _params(sql: str, model, sample, flags, config: ReviewConfig, **extra) -> di
 
 def review_queue(store: Store, sample: str | None = None, model: str | None = None, flags=None,
                  include_reviewed: bool = False, limit: int = 50, offset: int = 0,
-                 config: ReviewConfig = REVIEW_CONFIG) -> pd.DataFrame:
+                 config: ReviewConfig = REVIEW_CONFIG, reviewer: str | None = None) -> pd.DataFrame:
     """One page of flagged nuclei, most informative first.
 
     Args:
         sample: only this sample (None: all).
         model: focus model (None: every trusted model: active, without weak validation).
         flags: flags to include (any of :data:`FLAGS`; None: all).
-        include_reviewed: keep nuclei that already have a curated decision.
+        include_reviewed: keep nuclei that already have a curated decision (with ``reviewer``: except those
+            this reviewer decided, their decision not undone: what a second curator has still to review).
         limit, offset: the page.
 
     Returns:
@@ -163,27 +181,31 @@ def review_queue(store: Store, sample: str | None = None, model: str | None = No
         raise ValueError("limit and offset must be >= 0")
     sql = _flagged(model, sample) + """
         SELECT * FROM scored
-        WHERE $include_reviewed OR curated_value IS NULL
+        WHERE ($include_reviewed OR curated_value IS NULL)""" + (_NOT_MINE if include_reviewed else "") + """
         ORDER BY informativeness DESC, nucleus_id
         LIMIT $limit OFFSET $offset
     """
     return store.query(sql, _params(sql, model, sample, flags, config, include_reviewed=bool(include_reviewed),
-                                    limit=int(limit), offset=int(offset)))
+                                    limit=int(limit), offset=int(offset), me=_me(reviewer)))
 
 
 def review_progress(store: Store, sample: str | None = None, model: str | None = None, flags=None,
-                    config: ReviewConfig = REVIEW_CONFIG) -> dict:
-    """How much of the queue is done: ``{"total", "reviewed", "remaining", "excluded"}``.
+                    config: ReviewConfig = REVIEW_CONFIG, reviewer: str | None = None) -> dict:
+    """How much of the queue is done: ``{"total", "reviewed", "remaining", "excluded"}``, with ``reviewer``
+    also ``"mine"``.
 
     ``total`` counts flagged nuclei whether decided or not; ``reviewed`` those with a
-    current curated decision (``excluded`` among them: marked 'exclude').
+    current curated decision (``excluded`` among them: marked 'exclude'); ``mine`` those this reviewer
+    decided (their decision not undone, whoever decided since).
     """
+    mine = ", count(*) FILTER (WHERE " + _MINE.strip() + ") AS mine" if _me(reviewer) else ""
     sql = _flagged(model, sample) + """
         SELECT count(*) AS total,
                count(curated_value) AS reviewed,
-               count(*) FILTER (WHERE curated_value = 'exclude') AS excluded
+               count(*) FILTER (WHERE curated_value = 'exclude') AS excluded""" + mine + """
         FROM scored
     """
-    row = store.cursor().execute(sql, _params(sql, model, sample, flags, config)).fetchall()[0]
-    total, reviewed, excluded = (int(v or 0) for v in row)
-    return {"total": total, "reviewed": reviewed, "remaining": total - reviewed, "excluded": excluded}
+    row = store.cursor().execute(sql, _params(sql, model, sample, flags, config, me=_me(reviewer))).fetchall()[0]
+    total, reviewed, excluded, *more = (int(v or 0) for v in row)
+    return {"total": total, "reviewed": reviewed, "remaining": total - reviewed, "excluded": excluded,
+            **({"mine": more[0]} if more else {})}

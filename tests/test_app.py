@@ -429,6 +429,24 @@ def test_review_a_second_curator_on_a_stale_card_does_not_overwrite_the_first(st
     assert len(ev) == 1 and ev.iloc[0]["reviewer"] == "Ann"
 
 
+def test_review_a_second_curator_with_include_reviewed_moves_on_after_each_decision(store_copy):
+    """Double review: Bob turns on Include reviewed to review Ann's nuclei; after his decision the next card
+    shows (the decided nucleus stayed the first card, and each press decided it again)."""
+    path, _ = store_copy
+    ann = open_page("review", reviewer="Ann")
+    card = lambda at: int([m.value for m in at.markdown if m.value.startswith("#### Nucleus")][0].split()[-1])  # noqa: E731
+    first = card(ann)
+    decision(ann, "mna").click().run()
+    bob = open_page("review", reviewer="Bob")
+    bob.toggle(key="review_include").set_value(True).run()
+    assert card(bob) == first  # Ann's nucleus, for the second review
+    decision(bob, "non").click().run()
+    assert not bob.exception and card(bob) != first
+    assert "1 reviewed by you" in bob.get("progress")[0].proto.text
+    ev = events(path)
+    assert ev["reviewer"].tolist() == ["Ann", "Bob"] and set(ev["nucleus_id"]) == {first}
+
+
 def test_review_decision_writes_exactly_one_event_with_the_reviewer(store_copy):
     path, _ = store_copy
     at = open_page("review", reviewer="Dr. Test")

@@ -458,6 +458,28 @@ def test_review_queue_flags_order_and_pages(store):
         review.review_queue(store, flags=["bogus"])
 
 
+def test_review_queue_with_reviewed_leaves_out_the_reviewers_own_decisions(store):
+    """A second curator (Include reviewed) sees the nuclei others decided; once they decide one, it leaves
+    their queue (it stayed the first card, and every key press decided it again); an undo brings it back."""
+    _add_scan(store, "line", "f" * 64, {"m1": [0.05, 0.55, 0.9, 0.97], "m2": [0.04, 0.45, 0.2, 0.96]},
+              kind="cell-line", genotype="non-MNA")
+    ids = store.query("SELECT id FROM nuclei ORDER BY mask_label")["id"].tolist()
+    labels.record_label_event(store, ids[2], 1, "ann")
+    labels.record_label_event(store, ids[1], 0, "ann")
+    every = review.review_queue(store, include_reviewed=True)["nucleus_id"].tolist()
+    assert every == [ids[2], ids[1], ids[3]]
+    assert review.review_queue(store, include_reviewed=True, reviewer="bob")["nucleus_id"].tolist() == every
+    labels.record_label_event(store, ids[2], 0, "bob")
+    mine = lambda who: review.review_queue(store, include_reviewed=True, reviewer=who)["nucleus_id"].tolist()  # noqa: E731
+    assert mine("bob") == [ids[1], ids[3]]
+    assert mine(" Bob ") == [ids[1], ids[3]]  # a reviewer's name as agreement compares it
+    assert mine("ann") == [ids[3]]  # bob's later decision does not hand ann's nuclei back to her
+    assert review.review_progress(store, reviewer="bob")["mine"] == 1
+    assert review.review_progress(store, reviewer="ann")["mine"] == 2
+    labels.undo_last(store, "bob")
+    assert mine("bob") == every
+
+
 WEAK_VAL = {"validation": {"sensitivity": 1.0, "specificity": 0.25, "n_positive": 4, "n_negative": 4}}
 GOOD_VAL = {"validation": {"sensitivity": 0.95, "specificity": 0.95, "n_positive": 200, "n_negative": 200}}
 
