@@ -53,6 +53,8 @@ SHOWN_KEY = "review_shown"
 #: $GENUINE_DECISION_GAP_S overrides it (0 for scripted sessions)
 MIN_DECISION_GAP_S = float(os.environ.get("GENUINE_DECISION_GAP_S", "0.4"))
 LAST_DECISION_KEY = "review_last_decision"
+#: session key: the nucleus the last undo restored; its card comes first until it is decided or skipped
+UNDONE_KEY = "review_undone"
 
 
 # ----------------------------------------------------------------------------- cached queries
@@ -191,6 +193,7 @@ def decide(nucleus_id: int, value, seen: str) -> None:
         _say("error", f"Not saved: {exc}")
         return
     common.bump("labels")
+    st.session_state.pop(UNDONE_KEY, None)
     st.session_state[SHOWN_KEY] = None  # decided: the next press waits for the next card
     st.session_state[LAST_DECISION_KEY] = now
     st.session_state["review_note"] = ""
@@ -217,6 +220,7 @@ def undo() -> None:
     from store.labels import label_event
 
     undone = label_event(common.get_store(), event)
+    st.session_state[UNDONE_KEY] = int(undone["nucleus_id"])  # its card next: the curator undid to decide again
     what = (f"nucleus {int(undone['nucleus_id'])} is back to **{VALUE_NAMES.get(undone['value'], undone['value'])}**"
             f" (event {event}).")
     _say("success", f"Undone: {what}" if overridden is None else
@@ -227,6 +231,8 @@ def undo() -> None:
 def skip(nucleus_id: int) -> None:
     """Button callback: move a nucleus to the end of this session's queue."""
     st.session_state.setdefault("review_skipped", []).append(int(nucleus_id))
+    if st.session_state.get(UNDONE_KEY) == int(nucleus_id):
+        st.session_state.pop(UNDONE_KEY)
     _say("info", f"Nucleus {nucleus_id} skipped: it comes back at the end of the queue (this browser session; "
                  "it is the only one left if it shows again).")
 
@@ -560,6 +566,8 @@ def main() -> None:
         skipped = st.session_state.get("review_skipped", [])
         if skipped:  # skipped nuclei go to the back of this session's queue
             q = pd.concat([q[~q["nucleus_id"].isin(skipped)], q[q["nucleus_id"].isin(skipped)]])
+        undone = q["nucleus_id"] == st.session_state.get(UNDONE_KEY)
+        q = pd.concat([q[undone], q[~undone]])  # the nucleus just undone first (else a queue order may bury it)
         card(db, q.iloc[0], model_sizes, dict(zip(models["name"], models["config"])), untrusted)
         upcoming = q.iloc[1:9]
         if len(upcoming):

@@ -2420,6 +2420,25 @@ def test_review_conflicts_queue_shows_each_reviewer_and_one_decision_settles(sto
     assert agreed not in (first, second)
 
 
+def test_review_undo_shows_the_undone_nucleus_again(store_copy, monkeypatch):
+    """U after settling a conflict brings that nucleus' card back, to decide it again; the Conflicts queue puts
+    the longest untouched first, so the undone one went to the end and the next card showed instead."""
+    monkeypatch.setenv("GENUINE_DECISION_GAP_S", "0")
+    path, _ = store_copy
+    first, second, _ = _disagree(path)
+    at = open_page("review", reviewer="Sen")
+    at.segmented_control(key="review_mode").set_value("Conflicts").run()
+    decision(at, "non").click().run()
+    assert card_nucleus(at) == second
+    at.button(key="review_undo").click().run()
+    assert not at.exception and any(f"nucleus {first} is back to" in m.value for m in at.success)
+    assert card_nucleus(at) == first
+    at.text_input(key="review_note").input("look again").run()  # a rerun that is no decision keeps it
+    assert card_nucleus(at) == first
+    decision(at, "mna").click().run()
+    assert card_nucleus(at) == second and events(path).iloc[-1][["nucleus_id", "value"]].tolist() == [first, "1"]
+
+
 def test_review_agreement_table_and_confusion_matrix(store_copy):
     path, _ = store_copy
     _disagree(path)
