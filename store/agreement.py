@@ -8,7 +8,8 @@ agreeing with the settled label) it ``settles`` the conflict, one contradicting 
 again. Adjudications are made seeing the reviews, so they are not counted in the agreement. An undo returns
 the nucleus to where it was before the undone event.
 
-A *scan exclusion* (``store.labels.exclude_scan``: its note begins with ``labels.SCAN_EXCLUSION_MARK``) is a
+A *scan exclusion* (``store.labels.exclude_scan``: its note begins with ``labels.SCAN_EXCLUSION_MARK``; an older
+command line's unmarked events are recognised by their pattern, :data:`_UNMARKED_SCAN_EXCLUSIONS`) is a
 data-quality decision about the whole scan, not an opinion on the nucleus: it excludes the nucleus like any
 decision, is no review (it opens no conflict and counts in no agreement), and settles a conflict the nucleus was
 in; the reviews made before it keep counting.
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,9 +54,51 @@ SELECT raw, arg_max(spelled, last) OVER (PARTITION BY lower(spelled)) AS shown
 FROM (SELECT reviewer AS raw, {_SPELLED} AS spelled, max(id) AS last FROM label_events GROUP BY reviewer)
 WHERE spelled <> ''
 """
-#: an event of ``store.labels.exclude_scan`` (before the mark, the Ingest page's note said so)
+#: the longest pause between two events of one transaction of ``store.labels.exclude_scan`` (they are written
+#: microseconds apart; a curator's decisions are at least ``pages.review.MIN_DECISION_GAP_S``, 0.4 s, apart)
+_SAME_WRITE = "INTERVAL 200 MILLISECOND"
+#: the events of ``genuine store exclude-scan`` of before the mark (2026-12-05), recognised by what that command
+#: wrote: one reviewer's 'exclude' events, none other between them, with one note (the user's --note or none), on
+#: the nuclei of one scan in increasing order, one transaction's pause apart, and together every nucleus of the
+#: scan not excluded before them (at least two; a single one reads as the reviewer's own decision)
+_UNMARKED_SCAN_EXCLUSIONS = f"""
+WITH ev AS (
+    SELECT id, nucleus_id, value, undoes, reviewer, coalesce(note, '') AS note, created_at,
+           row_number() OVER (ORDER BY id) AS rn
+    FROM label_events
+),
+cand AS (
+    SELECT ev.*, n.scan_id,
+           rn - row_number() OVER (PARTITION BY n.scan_id, ev.reviewer, ev.note ORDER BY ev.id) AS island
+    FROM ev JOIN nuclei n ON n.id = ev.nucleus_id
+    WHERE ev.value = 'exclude' AND ev.undoes IS NULL AND NOT starts_with(ev.note, '{SCAN_EXCLUSION_MARK}')
+),
+steps AS (
+    SELECT *, nucleus_id - lag(nucleus_id) OVER w AS step, created_at - lag(created_at) OVER w AS pause
+    FROM cand WINDOW w AS (PARTITION BY scan_id, reviewer, note, island ORDER BY id)
+),
+runs AS (
+    SELECT scan_id, min(id) AS first_id, max(id) AS last_id, count(*) AS k
+    FROM steps GROUP BY scan_id, reviewer, note, island
+    HAVING count(*) >= 2 AND min(step) > 0 AND max(pause) <= {_SAME_WRITE}
+),
+prior AS (
+    SELECT r.first_id, arg_max(e.value, e.id) AS value
+    FROM runs r JOIN nuclei n ON n.scan_id = r.scan_id JOIN label_events e ON e.nucleus_id = n.id AND e.id < r.first_id
+    GROUP BY r.first_id, n.id
+)
+SELECT c.id FROM runs r JOIN cand c ON c.id BETWEEN r.first_id AND r.last_id
+WHERE r.k + (SELECT count(*) FROM prior p WHERE p.first_id = r.first_id AND p.value = 'exclude')
+      = (SELECT count(*) FROM nuclei n WHERE n.scan_id = r.scan_id)
+ORDER BY c.id
+"""
+#: what the label events are now (they are only ever appended): the key of :func:`unmarked_scan_exclusions`
+_EVENTS_STATE = "SELECT count(*), max(id) FROM label_events"
+#: an event of ``store.labels.exclude_scan``: marked, or the Ingest page's older note, or an unmarked one of the
+#: command line's older runs (``id`` is the label event's; ``unmarked_in``: :func:`_unmarked_frame`)
 _SCAN_EXCLUSION = (f"(value = 'exclude' AND undoes IS NULL AND (starts_with(coalesce(note, ''), "
-                   f"'{SCAN_EXCLUSION_MARK}') OR coalesce(note, '') = '{LEGACY_INGEST_NOTE}'))")
+                   f"'{SCAN_EXCLUSION_MARK}') OR coalesce(note, '') = '{LEGACY_INGEST_NOTE}' "
+                   "OR id IN (SELECT id FROM unmarked_in)))")
 _EVENTS = f"""
 SELECT e.id, e.nucleus_id, e.value, coalesce(w.shown, '') AS reviewer, e.note, e.undoes, e.created_at,
        {_SCAN_EXCLUSION} AS scan_exclusion
@@ -83,6 +128,28 @@ _UNNAMED = f"""
 SELECT count(*) AS n, count(DISTINCT nucleus_id) AS k FROM label_events
 WHERE undoes IS NULL AND reviewer NOT IN (SELECT raw FROM ({_REVIEWERS}))
 """
+
+#: store path -> (events state, ids of :data:`_UNMARKED_SCAN_EXCLUSIONS`): read again once an event is added
+_unmarked_cache: dict[str, tuple[tuple, pd.DataFrame]] = {}
+
+
+def unmarked_scan_exclusions(store: Store) -> pd.DataFrame:
+    """Ids (``id``) of the label events an older ``genuine store exclude-scan`` wrote without the mark, recognised
+    by their pattern (:data:`_UNMARKED_SCAN_EXCLUSIONS`); cached until the next label event."""
+    state = tuple(store.query(_EVENTS_STATE).iloc[0].tolist())
+    hit = _unmarked_cache.get(str(store.path))
+    if hit is None or hit[0] != state:
+        hit = (state, store.query(_UNMARKED_SCAN_EXCLUSIONS).astype({"id": "int64"}))
+        _unmarked_cache[str(store.path)] = hit
+    return hit[1]
+
+
+@contextmanager
+def _unmarked_frame(store: Store) -> Iterator[None]:
+    """Queries using :data:`_SCAN_EXCLUSION` run inside this: it registers ``unmarked_in``."""
+    with store.frames(unmarked_in=unmarked_scan_exclusions(store)):
+        yield
+
 
 @dataclass
 class NucleusReview:
@@ -165,13 +232,15 @@ def replay(events: pd.DataFrame) -> NucleusReview:
 
 def multi_reviewed(store: Store) -> dict[int, NucleusReview]:
     """:class:`NucleusReview` of every nucleus decided by at least two named reviewers."""
-    events = store.query(f"{_EVENTS} WHERE e.nucleus_id IN ({_MULTI}) ORDER BY e.nucleus_id, e.id")
+    with _unmarked_frame(store):
+        events = store.query(f"{_EVENTS} WHERE e.nucleus_id IN ({_MULTI}) ORDER BY e.nucleus_id, e.id")
     return {nid: _replay(list(recs)) for nid, recs in itertools.groupby(_records(events), key=lambda r: r[0])}
 
 
 def nucleus_review(store: Store, nucleus_id: int) -> NucleusReview:
     """One nucleus' reviews, conflict state and adjudications (for the review card)."""
-    return replay(store.query(f"{_EVENTS} WHERE e.nucleus_id = ? ORDER BY e.id", [int(nucleus_id)]))
+    with _unmarked_frame(store):
+        return replay(store.query(f"{_EVENTS} WHERE e.nucleus_id = ? ORDER BY e.id", [int(nucleus_id)]))
 
 
 def conflict_states(store: Store, nucleus_ids) -> pd.Series:
@@ -321,8 +390,9 @@ def _matrix(reviews_a: list[str], reviews_b: list[str]) -> pd.DataFrame:
 
 def agreement(store: Store) -> Agreement:
     """Agreement of every pair of named reviewers over the nuclei both reviewed (their latest reviews)."""
-    counts = store.query(_COUNTS)
-    scan_excluded = store.scalar(_SCAN_EXCLUDED)
+    with _unmarked_frame(store):
+        counts = store.query(_COUNTS)
+        scan_excluded = store.scalar(_SCAN_EXCLUDED)
     unnamed = store.query(_UNNAMED).iloc[0]
     reviewers = dict(zip(counts["reviewer"], counts["n"].astype(int)))
     found = multi_reviewed(store)

@@ -263,6 +263,55 @@ def test_the_scan_exclusion_mark_is_reserved_and_the_ingest_pages_older_note_cou
     assert agreement.conflicts(store)["reviews"].tolist() == ["Ann: MNA; Bob: exclude"]
 
 
+def _old_cli_exclude_scan(store, reviewer: str, note: str | None, gap_ms: int = 1) -> None:
+    """What ``genuine store exclude-scan`` wrote before its notes were marked (before 2026-12-05): in one transaction,
+    an 'exclude' event per nucleus of the scan not excluded yet, in nucleus order, the user's --note (or none)."""
+    def append(cur):
+        rows = cur.execute("SELECT n.id, coalesce(c.value, 'unset') FROM nuclei n LEFT JOIN curated_labels c "
+                           "ON c.nucleus_id = n.id WHERE n.scan_id = ? ORDER BY n.id", [_scan_id(store)]).fetchall()
+        for nid, value in rows:
+            if value != "exclude":
+                cur.execute("INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at, note) "
+                            "VALUES (?, 'exclude', ?, ?, now()::TIMESTAMP + (? * INTERVAL 1 MILLISECOND), ?)",
+                            [nid, value, reviewer, nid * gap_ms, note])
+    store.write(append)
+
+
+@pytest.mark.parametrize("note", [None, "channels swapped"])
+def test_an_older_command_lines_scan_exclusion_is_recognised_without_the_mark(store, nuclei, note):
+    """Before the mark, the whole scan excluded from the command line read as Sen's review of every nucleus: each
+    nucleus Ann had reviewed became an open conflict 'Ann: MNA; Sen: exclude', and Sen a reviewer in the pairs."""
+    for n in nuclei[:5]:
+        labels.record_label_event(store, n, 1, "Ann")
+    labels.record_label_event(store, nuclei[0], 0, "Bob")  # an open conflict the exclusion settles
+    labels.record_label_event(store, nuclei[1], 1, "Bob")
+    labels.record_label_event(store, nuclei[7], "exclude", "Ann")  # already excluded: the old command skipped it
+    _old_cli_exclude_scan(store, "Sen", note)
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == []
+    assert agreement.conflicts(store, include_settled=True)["nucleus_id"].tolist() == [nuclei[0]]
+    res = agreement.agreement(store)
+    assert res.reviewers == {"Ann": 6, "Bob": 2} and res.scan_excluded_nuclei == 7
+    assert res.pairs[["reviewer_a", "reviewer_b", "n_both"]].values.tolist() == [["Ann", "Bob", 2]]
+
+
+def test_a_curators_own_exclusions_of_part_of_a_scan_stay_reviews(store, nuclei):
+    """Excluding some nuclei one after another (not every nucleus of the scan) is a review, as before."""
+    for n in nuclei[:3]:
+        labels.record_label_event(store, n, 1, "Ann")
+    for n in nuclei[:3]:
+        labels.record_label_event(store, n, "exclude", "Bob")
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == nuclei[:3]
+    assert agreement.agreement(store).scan_excluded_nuclei == 0
+
+
+def test_every_nucleus_of_a_scan_excluded_by_hand_stays_reviews(store, nuclei):
+    """The same events, but a curator's pace apart (0.5 s): Bob's reviews, in conflict with Ann's."""
+    labels.record_label_event(store, nuclei[0], 1, "Ann")
+    _old_cli_exclude_scan(store, "Bob", None, gap_ms=500)
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == [nuclei[0]]
+    assert agreement.agreement(store).scan_excluded_nuclei == 0
+
+
 # -- command line ---------------------------------------------------------------------------------
 def test_cli_prints_the_pair_table_matrices_and_conflicts(store, nuclei, capsys):
     from genuine_core.cli import main
