@@ -557,17 +557,30 @@ def render_case_section(db: str, summary: pd.DataFrame, models: list[str], prima
 
 
 # ----------------------------------------------------------------------------- page
+def model_choices(summary: pd.DataFrame, registered: pd.DataFrame,
+                  signed: pd.DataFrame) -> tuple[list[str], dict[str, str]]:
+    """The models "Model for calls" offers, with their kinds: those with a call for some sample; when no sample
+    has one (every nucleus excluded), the registered models, else the models the sign-outs in force rest on."""
+    if not summary.empty:
+        return list(dict.fromkeys(summary["model"])), dict(zip(summary["model"], summary["model_kind"]))
+    if not registered.empty:
+        return registered["name"].tolist(), dict(zip(registered["name"], registered["kind"]))
+    return sorted(set(signed["model"])), {}
+
+
 def main() -> None:
     common.page_header("Cases", "One row per sample: nuclei scored, predicted MNA share per model with its "
                                 "95 % interval, the clinical call and QC flags.")
     store = common.store_or_stop()
     db = str(store.path)
     summary = summaries(db, common.rev("data"), common.rev("labels"), common.rev("models"))
-    if summary.empty:
+    signed = current_sign_outs(db)
+    uncalled = uncalled_samples(summary, sample_list(db, common.rev("data")))
+    listed = uncalled["name"].isin(set(signed["sample"]))  # signed out: listed, its Call saying why none
+    if summary.empty and not listed.any():  # a sign-out in force stays listed even when nothing has a call
         common.empty_state("scored samples")
         return
-    models = list(dict.fromkeys(summary["model"]))
-    kinds = dict(zip(summary["model"], summary["model_kind"]))
+    models, kinds = model_choices(summary, common.models(db, common.rev("models")), signed)
     link = st.query_params.get(MODEL_KEY)  # a new ?model= link picks the model once, as ?case= picks the case
     if link in models and link != st.session_state.get("_cases_last_model_link"):
         st.session_state["_cases_last_model_link"] = st.session_state["cases_primary"] = link
@@ -579,10 +592,7 @@ def main() -> None:
                                 "model's MNA % is listed.")
     if st.query_params.get(MODEL_KEY) != primary:  # a copied address shows the same model's calls
         st.query_params[MODEL_KEY] = st.session_state["_cases_last_model_link"] = primary
-    signed = current_sign_outs(db)
-    uncalled = uncalled_samples(summary, sample_list(db, common.rev("data")))
     picked, names = render_table(summary, models, primary, signed, uncalled)
-    listed = uncalled["name"].isin(set(signed["sample"]))  # signed out: listed, its Call saying why none
     if not uncalled[~listed].empty:  # a sample whose nuclei curators all excluded (or that holds none)
         st.caption(f":material/visibility_off: Not in the table, no nucleus to call (all excluded by curators, or "
                    f"none stored): {', '.join(sorted(uncalled.loc[~listed, 'name']))}")

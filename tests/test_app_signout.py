@@ -156,3 +156,31 @@ def test_a_signed_out_sample_whose_nuclei_were_all_excluded_stays_listed_and_can
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "LINE-MNA" not in set(frame_with(at, "Call")["Sample"])  # withdrawn: no call, not signed out
     assert any(c.value.endswith("none stored): LINE-MNA") for c in at.caption)
+
+
+def test_a_sign_out_stays_visible_and_withdrawable_when_no_sample_has_a_call_left(store_copy):
+    """Curators excluded every nucleus of every sample after one was signed out: the page does not fall back
+    to its empty state, the signed-out sample is listed (no call now) and its sign-out can be withdrawn."""
+    from store.db import open_store
+    from store.labels import exclude_scan
+    from store.signout import sign_out
+
+    path, _ = store_copy
+    at = open_page("cases")
+    primary = at.selectbox(key="cases_primary").value
+    with open_store(path) as s:
+        sign_out(s, "LINE-MNA", "MNA", primary, "Dr. Early")
+        for scan_id in s.query("SELECT id FROM scans")["id"]:
+            exclude_scan(s, int(scan_id), "qa")
+    at = open_page("cases", reviewer="Dr. Path")
+    at.button(key="reload_data").click().run()
+    assert "No scored samples in the store" not in texts(at)
+    table = frame_with(at, "Call").set_index("Sample")
+    assert table.loc["LINE-MNA", "Call"] == "no call now: all nuclei excluded"
+    assert _marks(at)["LINE-MNA"] == "✓ changed"
+    _open_case(at, "LINE-MNA")
+    assert "**Signed out**: MNA, signed out by Dr. Early on " in " ".join(s.value for s in at.success)
+    at.text_input(key="sign_out_withdraw_reason LINE-MNA").input("every scan read with swapped channels")
+    next(b for b in at.button if b.label == "Withdraw").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "No scored samples in the store" in texts(at)  # nothing signed out, nothing called: empty again
