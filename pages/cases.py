@@ -353,12 +353,9 @@ def render_sign_out(db: str, sample: str, r: pd.Series | None, primary: str) -> 
             box.warning(f"**Changed since sign-out** ({row['model']}, signed out → now): "
                         + "; ".join(row["changes"]) + ". Check the case, then sign it out again or withdraw the "
                         "sign-out.", icon=":material/published_with_changes:")
-    elif not trail.empty:
-        last = trail.iloc[-1]
-        box.caption(f"Not signed out: withdrawn by {last['by_user']} on {str(last['created_at'])[:16]} UTC "
-                    f"({last['comment']}).")
     else:
-        box.caption("Not signed out.")
+        text = signout.status_text(None if trail.empty else trail.iloc[-1].to_dict())
+        box.caption(f"{text[0].upper()}{text[1:]}.")
     who = common.reviewer()
     if r is None:
         box.caption(f"{primary} has no call for this sample now, so it cannot be signed out on its numbers"

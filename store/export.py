@@ -117,7 +117,7 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
         facts.insert(0, ("call", f"none: {_no_call_reason(nuclei)}"))
     trail = signout.history(store, sample)
     at = 2 if model is not None else int(summ.empty)  # after the call the report opens with
-    facts[at:at] = _sign_out_facts(store, sample, trail, summ)
+    facts[at:at] = _sign_out_facts(store, trail, summ)
     sections = _report_sections(store, sample, summ) + _sign_out_sections(trail)
     title = f"Sample report: {sample}"
     written[3].write_text(report_format.markdown(title, facts, sections, REPORT_NOTE), encoding="utf-8")
@@ -125,19 +125,15 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     return written
 
 
-def _sign_out_facts(store: Store, sample: str, trail: pd.DataFrame, summ: pd.DataFrame) -> list[tuple[str, str]]:
-    """'signed out' (the pathologist's call in force, or 'not signed out') and, when the numbers moved since,
-    'changed since sign-out'."""
-    if trail.empty:
-        return [("signed out", "not signed out")]
-    last = trail.iloc[-1].to_dict()
-    if last["action"] == "withdraw":
-        return [("signed out", f"not signed out (the sign-out was withdrawn by {last['by_user']} on "
-                               f"{str(last['created_at'])[:16]} UTC: {last['comment']})")]
-    force = signout.in_force(store, summ).set_index("sample").loc[sample]
-    facts = [("signed out", signout.sign_out_text(last))]
-    if force["changes"]:
-        facts.append(("changed since sign-out", "; ".join(force["changes"])))
+def _sign_out_facts(store: Store, trail: pd.DataFrame, summ: pd.DataFrame) -> list[tuple[str, str]]:
+    """'signed out' (the pathologist's call in force, or 'not signed out', ``signout.status_text``) and, when the
+    numbers moved since, 'changed since sign-out' (from ``trail``, the sample's sign-out history)."""
+    last = None if trail.empty else trail.iloc[-1].to_dict()
+    facts = [("signed out", signout.status_text(last))]
+    if last is not None and last["action"] == "sign out":
+        changes = signout.in_force(store, summ, trail)["changes"].iloc[0]
+        if changes:
+            facts.append(("changed since sign-out", "; ".join(changes)))
     return facts
 
 

@@ -171,15 +171,15 @@ def history(store: Store, sample: str | None = None) -> pd.DataFrame:
     return store.query(_HISTORY_SQL, [sample, sample])
 
 
-def in_force(store: Store, summaries: pd.DataFrame | None = None) -> pd.DataFrame:
+def in_force(store: Store, summaries: pd.DataFrame | None = None, trail: pd.DataFrame | None = None) -> pd.DataFrame:
     """The sign-out in force per signed-out sample (a withdrawn one is left out), with ``changes``: what
     :func:`changes` finds against the numbers now (``summaries``: ``store.summary.sample_summaries``, read
-    when not given).
+    when not given; ``trail``: the :func:`history` to read it from, every sample's read when not given).
 
     Returns:
         DataFrame of :func:`history`'s columns plus ``changes`` (list of str), one row per sample, by sample.
     """
-    rows = history(store)
+    rows = history(store) if trail is None else trail
     if rows.empty:
         return rows.assign(changes=pd.Series(dtype=object))
     rows = rows.groupby("sample", sort=True).tail(1)
@@ -233,3 +233,14 @@ def sign_out_text(row: dict) -> str:
     text = f"{row['call']}, signed out by {row['by_user']} on {str(row['created_at'])[:16]} UTC ({numbers_text(row)})"
     comment = row.get("comment")
     return text + (f"; comment: {comment}" if isinstance(comment, str) and comment else "")
+
+
+def status_text(last: dict | None) -> str:
+    """Whether a sample is signed out, in words, from its latest :func:`history` row (None: never signed out):
+    :func:`sign_out_text`, 'not signed out', or 'not signed out: withdrawn by Dr. B on 2026-12-05 07:02 UTC
+    (wrong slide)'. The Cases page and the sample report both say it so."""
+    if last is None:
+        return "not signed out"
+    if last["action"] == "sign out":
+        return sign_out_text(last)
+    return f"not signed out: withdrawn by {last['by_user']} on {str(last['created_at'])[:16]} UTC ({last['comment']})"

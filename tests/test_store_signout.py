@@ -140,8 +140,31 @@ def test_the_report_states_the_sign_out_or_its_absence(store, tmp_path):
     assert "Dr. &lt;b&gt;Ann&lt;/b&gt;" in page and "<h2>Sign-out history</h2>" in page
     signout.withdraw(store, "CASE-1", "ann", "wrong case")
     export.export_sample(store, "CASE-1", tmp_path / "c")
-    assert "- **signed out**: not signed out (the sign-out was withdrawn by ann on " in \
-        (tmp_path / "c" / "summary.md").read_text()
+    withdrawn = signout.history(store, "CASE-1").iloc[-1].to_dict()
+    assert signout.status_text(withdrawn).startswith("not signed out: withdrawn by ann on ")
+    assert signout.status_text(withdrawn).endswith(" UTC (wrong case)")  # the Cases page's words too
+    assert f"- **signed out**: {signout.status_text(withdrawn)}" in (tmp_path / "c" / "summary.md").read_text()
+
+
+def test_the_status_of_a_sample_in_words_is_one_function(store):
+    assert signout.status_text(None) == "not signed out"
+    signout.sign_out(store, "CASE-1", "MNA", "m1", "ann", "ok")
+    row = signout.history(store, "CASE-1").iloc[-1].to_dict()
+    assert signout.status_text(row) == signout.sign_out_text(row)
+    signout.withdraw(store, "CASE-1", "bob", "wrong slide")
+    row = signout.history(store, "CASE-1").iloc[-1].to_dict()
+    assert signout.status_text(row) == f"not signed out: withdrawn by bob on {str(row['created_at'])[:16]} UTC " \
+                                       "(wrong slide)"
+
+
+def test_the_report_reads_the_sign_out_history_once(store, tmp_path, monkeypatch):
+    signout.sign_out(store, "CASE-1", "MNA", "m1", "ann")
+    reads = []
+    real = signout.history
+    monkeypatch.setattr(signout, "history", lambda *a, **k: reads.append(a[1:]) or real(*a, **k))
+    export.export_sample(store, "CASE-1", tmp_path / "r", model="m1")
+    assert reads == [("CASE-1",)]  # the trail; the sign-out in force comes from it (it also read every sample's)
+    assert "- **signed out**: MNA, signed out by ann on " in (tmp_path / "r" / "summary.md").read_text()
 
 
 def _version_5_store(path) -> None:
