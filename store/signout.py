@@ -38,6 +38,19 @@ WHERE ? IS NULL OR s.name = ?
 ORDER BY o.id
 """
 
+#: scans ingested after ``?`` (the oldest sign-out in force), each with its nuclei not excluded and the models
+#: that scored it
+_SCANS_SINCE_SQL = """
+WITH late AS (SELECT c.id, c.sample_id, c.ingested_at FROM scans c WHERE c.ingested_at > ?)
+SELECT s.name AS sample, l.id AS scan_id, l.ingested_at,
+       (SELECT count(*) FROM nuclei n WHERE n.scan_id = l.id AND n.id NOT IN (
+            SELECT nucleus_id FROM curated_labels WHERE excluded)) AS n_left,
+       (SELECT list(m.name) FROM scan_models sm JOIN models m ON m.id = sm.model_id
+        WHERE sm.scan_id = l.id) AS models
+FROM late l JOIN samples s ON s.id = l.sample_id
+ORDER BY l.id
+"""
+
 
 def call_name(text: str) -> str:
     """The sign-out call ``text`` names (any case, e.g. 'non-mna').
@@ -187,9 +200,22 @@ def in_force(store: Store, summaries: pd.DataFrame | None = None, trail: pd.Data
     now = summary.sample_summaries(store) if summaries is None else summaries
     now = {(r["sample"], r["model"]): r for r in now.to_dict("records")}
     checksums = dict(zip(*[registry.list_models(store)[c] for c in ("name", "checksum")]))
-    rows["changes"] = [changes(r, now.get((r["sample"], r["model"])), checksums.get(r["model"]))
-                       for r in rows.to_dict("records")]
+    late = store.query(_SCANS_SINCE_SQL, [rows["created_at"].min()]) if len(rows) else pd.DataFrame()
+    rows["changes"] = [changes(r, now.get((r["sample"], r["model"])), checksums.get(r["model"]),
+                               _unscored_since(r, late)) for r in rows.to_dict("records")]
     return rows
+
+
+def _unscored_since(signed: dict, late: pd.DataFrame) -> tuple[int, int]:
+    """(scans, nuclei not excluded) of the sign-out's sample ingested after it that its model did not score
+    (``late``: ``_SCANS_SINCE_SQL``): they leave the model's numbers as they were."""
+    if late.empty:
+        return 0, 0
+    mine = late[(late["sample"] == signed["sample"]) & (late["ingested_at"] > signed["created_at"])
+                & (late["n_left"] > 0)]
+    unscored = [m is None or signed["model"] not in list(m) for m in mine["models"]]
+    mine = mine[pd.Series(unscored, index=mine.index, dtype=bool)]
+    return len(mine), int(mine["n_left"].sum())
 
 
 def _differs(a, b) -> bool:
@@ -197,14 +223,18 @@ def _differs(a, b) -> bool:
     return missing[0] != missing[1] or (not any(missing) and abs(float(a) - float(b)) > 1e-9)
 
 
-def changes(signed: dict, now: dict | None, checksum: str | None) -> list[str]:
+def changes(signed: dict, now: dict | None, checksum: str | None, unscored: tuple[int, int] = (0, 0)) -> list[str]:
     """What differs between a sign-out's numbers (``signed``, a :func:`history` row) and the model's numbers
     now (``now``, a summary row, None: the model has no call for the sample now; ``checksum``: its weights'
-    now, None: not registered). Empty when nothing changed."""
+    now, None: not registered; ``unscored``: scans and their nuclei added since that the model did not score).
+    Empty when nothing changed."""
     model = signed["model"]
     if checksum is None:
         return [f"model {model} is no longer registered"]
     out = [] if checksum == signed["model_checksum"] else [f"model {model} now has other weights"]
+    if unscored[0]:
+        out.append(f"{unscored[0]} scan{'s' if unscored[0] > 1 else ''} ({unscored[1]} nuclei) added since, "
+                   f"not scored by {model}")
     if now is None:
         return out + [f"{model} has no call for the sample now (no scored nucleus left)"]
     if int(now["n_scored"]) != int(signed["n_scored"]):

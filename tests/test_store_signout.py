@@ -233,3 +233,19 @@ def test_cli_refuses_bad_sign_outs_with_one_line(store, capsys, argv, message):
     assert err.startswith(message) and len(err.splitlines()) == 1
     with Store(db, read_only=True) as s:
         assert signout.history(s).empty
+
+
+def test_a_scan_the_signed_out_model_did_not_score_shows_as_a_change(tmp_path):
+    """A scan ingested after the sign-out that its model never scored (retired meanwhile, or left out with
+    ingest --models) leaves the model's numbers as they were: it is named as a change all the same."""
+    with Store(tmp_path / "s.duckdb") as s:
+        _fill(s)
+        signout.sign_out(s, "CASE-1", "MNA", "m1", "ann")
+        registry.retire_model(s, "m1", by="admin")
+        mids = dict(zip(*[registry.list_models(s)[c] for c in ("name", "id")]))
+        res = synthetic_result("e" * 64, {"m2": np.full(20, 0.9)}, seed=5)
+        write_scan_result(s, samples.sample_id(s, "CASE-1"), res, {"m2": mids["m2"]})
+        assert signout.in_force(s)["changes"].iloc[0] == ["1 scan (20 nuclei) added since, not scored by m1"]
+        for nid in s.query("SELECT id FROM nuclei WHERE scan_id = 2")["id"]:  # a curator excludes it all
+            labels.record_label_event(s, int(nid), "exclude", "cur")
+        assert signout.in_force(s)["changes"].iloc[0] == []
