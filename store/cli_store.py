@@ -314,7 +314,11 @@ def _print_sign_outs(store, sample: str | None, full: bool) -> int:
 
     df = signout.history(store, sample) if full else signout.in_force(store)
     if sample is not None and not full:
+        trail = signout.history(store, sample)  # refuses an unknown sample
         df = df[df["sample"] == sample]
+        if df.empty:  # as the Cases page and the report say it: never signed out, or withdrawn (by, when, why)
+            print(f"sample {sample!r}: {signout.status_text(None if trail.empty else trail.iloc[-1].to_dict())}")
+            return 0
     if df.empty:
         what = "sign-outs" if full else "sample signed out"
         print(f"no {what} in {store.path}" + (f" for {sample!r}" if sample else ""))

@@ -249,3 +249,17 @@ def test_a_scan_the_signed_out_model_did_not_score_shows_as_a_change(tmp_path):
         for nid in s.query("SELECT id FROM nuclei WHERE scan_id = 2")["id"]:  # a curator excludes it all
             labels.record_label_event(s, int(nid), "exclude", "cur")
         assert signout.in_force(s)["changes"].iloc[0] == []
+
+
+def test_cli_sign_outs_of_one_sample_says_why_it_is_not_signed_out(store, capsys):
+    """As the Cases page and the report: a withdrawn sign-out is named with who withdrew it and why, and a
+    misspelt sample is refused (it was 'no sample signed out ... for NOPE', exit 0, as if it were not signed out)."""
+    db = str(store.path)
+    signout.sign_out(store, "CASE-1", "MNA", "m1", "ann")
+    signout.withdraw(store, "CASE-1", "bob", "wrong slide")
+    last = signout.history(store, "CASE-1").iloc[-1].to_dict()
+    store.close()
+    assert main(["store", "sign-outs", "--sample", "CASE-1", "--db", db]) == 0
+    assert capsys.readouterr().out == f"sample 'CASE-1': {signout.status_text(last)}\n"
+    assert main(["store", "sign-outs", "--sample", "CASE-9", "--db", db]) == 2
+    assert capsys.readouterr().err.startswith("error: no sample named 'CASE-9'; samples: CASE-1")
