@@ -75,8 +75,9 @@ class StoreBusy(StoreError):
     def __init__(self, path: Path, holder: str, waited: float, dashboard: bool, advice: str | None = None):
         self.path, self.holder, self.waited, self.dashboard = path, holder, waited, dashboard
         if advice is None:
-            advice = ("while the dashboard runs it owns the store: use its pages (Ingest; Models to score stored "
-                      "scans with a model; Review for the audit export) or stop the dashboard, then retry" if dashboard
+            advice = ("while the dashboard runs it owns the store: use its pages (Cases for sign-outs and sample "
+                      "reports; Ingest; Models to score stored scans with a model; Review for the audit export) or "
+                      "stop the dashboard, then retry" if dashboard
                       else "wait until that process finishes, then retry")
         super().__init__(f"store busy: {path} is open for writing by {holder} (waited {waited:.0f} s); {advice}")
 

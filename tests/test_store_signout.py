@@ -263,3 +263,12 @@ def test_cli_sign_outs_of_one_sample_says_why_it_is_not_signed_out(store, capsys
     assert capsys.readouterr().out == f"sample 'CASE-1': {signout.status_text(last)}\n"
     assert main(["store", "sign-outs", "--sample", "CASE-9", "--db", db]) == 2
     assert capsys.readouterr().err.startswith("error: no sample named 'CASE-9'; samples: CASE-1")
+
+
+def test_a_store_busy_with_the_dashboard_points_pathologists_to_the_cases_page(tmp_path):
+    """genuine store sign-out(s) and export sample meet 'store busy' while the dashboard runs: the advice names the
+    page that does the same (it named Ingest, Models and Review only)."""
+    from store.db import StoreBusy
+
+    text = str(StoreBusy(tmp_path / "lab.duckdb", "the GENUINE dashboard (PID 1)", 10, dashboard=True))
+    assert "Cases for sign-outs and sample reports" in text
