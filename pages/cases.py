@@ -78,11 +78,22 @@ def calibrated(nuc: pd.DataFrame) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def scans(db: str, data_rev: int, sample: str) -> pd.DataFrame:
-    """``store.scans.list_scans`` of one sample."""
-    from store.scans import list_scans
+def scans(db: str, data_rev: int, labels_rev: int, sample: str) -> pd.DataFrame:
+    """``store.scans.scan_overview`` of one sample (with its excluded nuclei)."""
+    from store.scans import scan_overview
 
-    return list_scans(common.store_at(db), sample)
+    return scan_overview(common.store_at(db), sample)
+
+
+def scan_labels(sc: pd.DataFrame) -> dict[int, str]:
+    """Scan id -> as the case's Scan picker names it: 'FILE (N nuclei)', with ', K excluded' (', all excluded':
+    a curator excluded the scan), and 'scan ID · ' first when another scan of the sample has the same file name."""
+    twice = set(sc.loc[sc["file_name"].duplicated(), "file_name"])
+    out = {}
+    for i, f, n, k in zip(sc["id"], sc["file_name"], sc["n_nuclei"], sc["excluded_nuclei"]):
+        excluded = "" if not k else ", all excluded" if k >= n else f", {k} excluded"
+        out[int(i)] = ("" if f not in twice else f"scan {int(i)} · ") + f"{f} ({n} nuclei{excluded})"
+    return out
 
 
 @st.cache_data(show_spinner=False, max_entries=12)
@@ -471,19 +482,19 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     render_sign_out(db, sample, r, primary)
     render_downloads(db, sample, primary)
 
-    sc = scans(db, common.rev("data"), sample)
+    sc = scans(db, common.rev("data"), common.rev("labels"), sample)
     c1, c2 = st.columns([1, 1])
     if st.session_state.get("_cases_colour_follows") != primary:  # a new "Model for calls" recolours the scan
         st.session_state["_cases_colour_follows"] = st.session_state["case_colour_model"] = primary
     colour_model = c1.selectbox("Colour outlines by", models, key="case_colour_model")
-    scan_labels = {int(i): f"{f} ({n} nuclei)" for i, f, n in zip(sc["id"], sc["file_name"], sc["n_nuclei"])}
-    scan_id = c2.selectbox("Scan", list(scan_labels), format_func=scan_labels.get, key="case_scan") if len(sc) else None
+    named = scan_labels(sc)
+    scan_id = c2.selectbox("Scan", list(named), format_func=named.get, key="case_scan") if len(sc) else None
 
     left, right = st.columns([3, 2])
     with left:
         if scan_id is not None:
             fig = scan_figure(db, common.rev("data"), common.rev("labels"), int(scan_id), colour_model,
-                              f"{scan_labels[scan_id]} · P(MNA) by {colour_model}")
+                              f"{named[scan_id]} · P(MNA) by {colour_model}")
             st.plotly_chart(fig, key="scan_figure", config={"scrollZoom": True, "displaylogo": False})
             st.caption("Outline colour: blue = non-MNA, red = MNA (model probability); grey = excluded by a "
                        "reviewer; dark grey = not scored by this model (cut by the image border, or its scoring of "

@@ -184,3 +184,24 @@ def test_a_sign_out_stays_visible_and_withdrawable_when_no_sample_has_a_call_lef
     next(b for b in at.button if b.label == "Withdraw").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert "No scored samples in the store" in texts(at)  # nothing signed out, nothing called: empty again
+
+
+def test_the_case_scan_picker_tells_scans_of_one_name_apart_and_marks_excluded_ones(store_copy):
+    """Two scans both named field.tif (fields exported by one scanner) read alike in the picker, and a scan a
+    curator excluded whole looked like any other."""
+    from store.db import open_store
+    from store.labels import exclude_scan
+
+    path, _ = store_copy
+    with open_store(path) as s:
+        ids = dict(s.query("SELECT x.name, c.id FROM scans c JOIN samples x ON x.id = c.sample_id").values.tolist())
+        n = dict(s.query("SELECT id, n_nuclei FROM scans").values.tolist())
+        s.execute("UPDATE scans SET file_name = 'field.tif'")
+        s.execute("UPDATE scans SET sample_id = (SELECT sample_id FROM scans WHERE id = ?) WHERE id = ?",
+                  [ids["LINE-MNA"], ids["LINE-NON"]])
+        exclude_scan(s, ids["LINE-NON"], "qa")
+    at = _open_case(open_page("cases"), "LINE-MNA")
+    first, second = sorted([ids["LINE-MNA"], ids["LINE-NON"]])
+    assert at.selectbox(key="case_scan").options == [
+        f"scan {first} · field.tif ({n[first]} nuclei{', all excluded' if first == ids['LINE-NON'] else ''})",
+        f"scan {second} · field.tif ({n[second]} nuclei{', all excluded' if second == ids['LINE-NON'] else ''})"]
