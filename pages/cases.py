@@ -507,7 +507,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
     n_excluded = int(nuc_all["excluded"].sum())
     excluded = f", {n_excluded:,} of them excluded by a curator" if n_excluded else ""
     st.markdown(f"**Nuclei** ({len(nuc_all):,}{excluded}) · sorted by {primary} probability")
-    g1, g2, g3 = st.columns([2.4, 2, 1])  # every option stays in view at 1280 px
+    g1, g2, g3 = st.columns([2.7, 1.8, 1])  # every option (with "excluded") stays in view at 1280 px
     from store.summary import uncertainty_threshold
     from store.uncertainty import describe
 
