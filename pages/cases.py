@@ -368,10 +368,15 @@ def render_sign_out(db: str, sample: str, r: pd.Series | None, primary: str) -> 
         text = signout.status_text(None if trail.empty else trail.iloc[-1].to_dict())
         box.caption(f"{text[0].upper()}{text[1:]}.")
     who = common.reviewer()
+    missed = (0, 0) if r is None else signout.unscored(common.store_at(db), sample, primary)
     if r is None:
         box.caption(f"{primary} has no call for this sample now, so it cannot be signed out on its numbers"
                     + (": withdraw the sign-out in force, or sign out again once nuclei are scored or included "
                        "again." if not force.empty else "."))
+    elif missed[0]:  # e.g. a scan ingested after the model was retired: its numbers are not the sample's
+        box.caption(f"{primary} has not scored {missed[0]} of this sample's scans ({missed[1]} nuclei; e.g. "
+                    "ingested after it was retired), so the sample cannot be signed out on its numbers: pick "
+                    "another Model for calls.")
     else:
         _sign_out_form(db, sample, r, primary, box, who, amends=not force.empty)
     if not force.empty:

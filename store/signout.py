@@ -51,6 +51,17 @@ FROM late l JOIN samples s ON s.id = l.sample_id
 ORDER BY l.id
 """
 
+#: (scans, nuclei not excluded) of sample ``$sample`` that model ``$model`` did not score
+_UNSCORED_SQL = """
+SELECT count(*) AS n_scans, coalesce(sum(n_left), 0) AS n_nuclei FROM (
+    SELECT (SELECT count(*) FROM nuclei n WHERE n.scan_id = c.id AND n.id NOT IN (
+                SELECT nucleus_id FROM curated_labels WHERE excluded)) AS n_left
+    FROM scans c JOIN samples s ON s.id = c.sample_id
+    WHERE s.name = $sample AND c.id NOT IN (
+        SELECT sm.scan_id FROM scan_models sm JOIN models m ON m.id = sm.model_id WHERE m.name = $model)
+) WHERE n_left > 0
+"""
+
 
 def call_name(text: str) -> str:
     """The sign-out call ``text`` names (any case, e.g. 'non-mna').
@@ -114,6 +125,13 @@ def model_numbers(store: Store, sample: str, model: str) -> pd.Series:
     return rows.iloc[0]
 
 
+def unscored(store: Store, sample: str, model: str) -> tuple[int, int]:
+    """(scans, their nuclei not excluded) of ``sample`` that ``model`` has not scored (e.g. ingested after it was
+    retired): its numbers leave them out, so the sample cannot be signed out on them."""
+    row = store.cursor().execute(_UNSCORED_SQL, {"sample": sample, "model": model}).fetchone()
+    return int(row[0]), int(row[1])
+
+
 def sign_out(store: Store, sample: str, call: str, model: str, by: str, comment: str | None = None,
              seen: tuple[int, int] | None = None) -> int:
     """Record ``by``'s final ``call`` on ``sample``, with ``model``'s numbers now; amends an earlier sign-out.
@@ -126,7 +144,7 @@ def sign_out(store: Store, sample: str, call: str, model: str, by: str, comment:
 
     Raises:
         InputError: unknown call, or no name. StoreError: unknown sample or model, the model has no call for the
-            sample, or its numbers are not the ``seen`` ones.
+            sample or has not scored all its scans (:func:`unscored`), or its numbers are not the ``seen`` ones.
     """
     call, by, comment = call_name(call), _person(by), _comment(comment)
 
@@ -137,6 +155,10 @@ def sign_out(store: Store, sample: str, call: str, model: str, by: str, comment:
             raise StoreError(f"not signed out: {model}'s numbers for {sample!r} changed while you looked "
                              f"({seen[1]} of {seen[0]} nuclei MNA, now {int(row['n_mna'])} of "
                              f"{int(row['n_scored'])}); check them again")
+        missed = unscored(store, sample, model)
+        if missed[0]:
+            raise StoreError(f"not signed out: {model} has not scored {missed[0]} of the sample's scans "
+                             f"({missed[1]} nuclei); sign out on a model that scored them all")
         checksum = store.scalar("SELECT checksum FROM models WHERE name = ?", [model])
         values = [None if isinstance(row[c], float) and math.isnan(row[c]) else float(row[c]) for c in NUMBERS]
         values[:2] = [int(row["n_scored"]), int(row["n_mna"])]

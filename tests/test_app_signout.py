@@ -205,3 +205,28 @@ def test_the_case_scan_picker_tells_scans_of_one_name_apart_and_marks_excluded_o
     assert at.selectbox(key="case_scan").options == [
         f"scan {first} · field.tif ({n[first]} nuclei{', all excluded' if first == ids['LINE-NON'] else ''})",
         f"scan {second} · field.tif ({n[second]} nuclei{', all excluded' if second == ids['LINE-NON'] else ''})"]
+
+
+def test_a_case_offers_no_sign_out_on_a_model_that_missed_a_scan(store_copy):
+    """The model for calls did not score one of the sample's scans (retired before it came): no Sign out form
+    on its numbers, and the case says why and what to do."""
+    from store.db import open_store
+
+    path, _ = store_copy
+    at = open_page("cases")
+    primary = at.selectbox(key="cases_primary").value
+    with open_store(path) as s:
+        ids = dict(s.query("SELECT x.name, c.id FROM scans c JOIN samples x ON x.id = c.sample_id").values.tolist())
+        scan = ids["LINE-NON"]  # a second scan of LINE-MNA, which the model for calls did not score
+        s.execute("UPDATE scans SET sample_id = (SELECT sample_id FROM scans WHERE id = ?) WHERE id = ?",
+                  [ids["LINE-MNA"], scan])
+        n = int(s.scalar("SELECT n_nuclei FROM scans WHERE id = ?", [scan]))
+        s.execute("DELETE FROM predictions WHERE model_id = (SELECT id FROM models WHERE name = ?) AND nucleus_id IN "
+                  "(SELECT id FROM nuclei WHERE scan_id = ?)", [primary, scan])
+        s.execute("DELETE FROM scan_models WHERE scan_id = ? AND model_id = (SELECT id FROM models WHERE name = ?)",
+                  [scan, primary])
+    at = open_page("cases", reviewer="Dr. Path")
+    at.button(key="reload_data").click().run()
+    _open_case(at, "LINE-MNA")
+    assert not [b for b in at.button if b.label == "Sign out"]
+    assert f"{primary} has not scored 1 of this sample's scans ({n} nuclei" in texts(at)

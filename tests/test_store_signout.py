@@ -272,3 +272,24 @@ def test_a_store_busy_with_the_dashboard_points_pathologists_to_the_cases_page(t
 
     text = str(StoreBusy(tmp_path / "lab.duckdb", "the GENUINE dashboard (PID 1)", 10, dashboard=True))
     assert "Cases for sign-outs and sample reports" in text
+
+
+def test_a_sign_out_on_a_model_that_did_not_score_every_scan_is_refused(tmp_path):
+    """A model retired (or left out of an ingest) before a scan came has not seen its nuclei: its numbers are not
+    the sample's, so a sign-out on them is refused, naming what it missed; one on a model that scored all is not."""
+    with Store(tmp_path / "s.duckdb") as s:
+        _fill(s)
+        registry.retire_model(s, "m1", by="admin")
+        mids = dict(zip(*[registry.list_models(s)[c] for c in ("name", "id")]))
+        res = synthetic_result("e" * 64, {"m2": np.full(20, 0.9)}, seed=5)
+        write_scan_result(s, samples.sample_id(s, "CASE-1"), res, {"m2": mids["m2"]})
+        assert signout.unscored(s, "CASE-1", "m1") == (1, 20) and signout.unscored(s, "CASE-1", "m2") == (0, 0)
+        with pytest.raises(StoreError, match=r"not signed out: m1 has not scored 1 of the sample's scans "
+                                             r"\(20 nuclei\); sign out on a model that scored them all"):
+            signout.sign_out(s, "CASE-1", "MNA", "m1", "ann")
+        signout.sign_out(s, "CASE-1", "MNA", "m2", "ann")
+        for nid in s.query("SELECT id FROM nuclei WHERE scan_id = 2")["id"]:  # excluded: no longer missed
+            labels.record_label_event(s, int(nid), "exclude", "cur")
+        assert signout.unscored(s, "CASE-1", "m1") == (0, 0)
+        signout.sign_out(s, "CASE-1", "MNA", "m1", "ann")
+        assert signout.history(s)["model"].tolist() == ["m2", "m1"]
