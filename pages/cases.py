@@ -331,8 +331,9 @@ def zipped(files: dict[str, bytes], folder: str) -> bytes:
     return buf.getvalue()
 
 
-def render_downloads(db: str, sample: str, primary: str) -> None:
-    """The sample report (HTML) and the whole report folder (zip), built when clicked."""
+def render_downloads(db: str, sample: str, primary: str | None) -> None:
+    """The sample report (HTML) and the whole report folder (zip), built when clicked (``primary``: the model
+    whose call it states first; None: the model for calls has none, so the report opens with the sign-out)."""
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in sample)
     who = common.reviewer() or None  # read now: the buttons build their files outside this script run
     c1, c2, c3 = st.columns([1, 1, 3])
@@ -342,9 +343,10 @@ def render_downloads(db: str, sample: str, primary: str) -> None:
     c2.download_button("All files (.zip)", lambda: zipped(report_files(db, sample, primary, who), stem),
                        file_name=f"{stem}_report.zip", mime="application/zip", icon=":material/folder_zip:",
                        key="case_report_zip", on_click="ignore")
-    c3.caption(f"{primary}'s call first, then every model's MNA %, interval, corrected estimate and call, and one "
-               "row per nucleus (CSV and Parquet); signed with the reviewer's name when one is set. The same as "
-               "`genuine export sample --model`.")
+    c3.caption((f"{primary}'s call first, then every" if primary else "The sign-out and its history, every")
+               + " model's MNA %, interval, corrected estimate and call, and one row per nucleus (CSV and Parquet); "
+               "signed with the reviewer's name when one is set. The same as `genuine export sample"
+               + (" --model`." if primary else "`."))
 
 
 def render_sign_out(db: str, sample: str, r: pd.Series | None, primary: str) -> None:
@@ -458,6 +460,7 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
                 f"{primary} has no call for {sample}: it scored none of its nuclei; pick another Model for calls.",
                 icon=":material/visibility_off:")
         render_sign_out(db, sample, None, primary)
+        render_downloads(db, sample, None)  # the report still documents the sign-out and what changed
         return
     r = s.iloc[0]
     st.html("<style>.st-key-case_metrics [data-testid='stMetricValue'] {font-size: 1.9rem;}</style>")

@@ -151,6 +151,8 @@ def test_a_signed_out_sample_whose_nuclei_were_all_excluded_stays_listed_and_can
     warning = next(w.value for w in at.warning if "Changed since sign-out" in w.value)
     assert f"{primary} has no call for the sample now (no scored nucleus left)" in warning
     assert not [b for b in at.button if b.label == "Sign out"]  # no numbers to sign out on
+    # the report still documents the sign-out (genuine export sample without --model)
+    assert [b.proto.label for b in at.get("download_button")] == ["Report (HTML)", "All files (.zip)"]
     at.text_input(key="sign_out_withdraw_reason LINE-MNA").input("scan read with swapped channels")
     next(b for b in at.button if b.label == "Withdraw").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
