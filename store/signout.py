@@ -41,7 +41,8 @@ ORDER BY o.id
 #: scans ingested after ``?`` (the oldest sign-out in force), each with its nuclei not excluded and the models
 #: that scored it
 _SCANS_SINCE_SQL = """
-WITH late AS (SELECT c.id, c.sample_id, c.ingested_at FROM scans c WHERE c.ingested_at > ?)
+WITH late AS (SELECT c.id, c.sample_id, c.ingested_at FROM scans c
+              WHERE c.ingested_at > ? AND c.sample_id IN (SELECT sample_id FROM sign_outs))
 SELECT s.name AS sample, l.id AS scan_id, l.ingested_at,
        (SELECT count(*) FROM nuclei n WHERE n.scan_id = l.id AND n.id NOT IN (
             SELECT nucleus_id FROM curated_labels WHERE excluded)) AS n_left,
