@@ -61,23 +61,24 @@ def channel_count(file_id: str, _data: bytes) -> int | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def preview(file_id: str, _data: bytes, name: str, mapping: tuple) -> tuple[np.ndarray, list[tuple[str, np.ndarray]],
-                                                                           str]:
+def preview(file_id: str, _data: bytes, name: str, mapping: tuple) -> tuple[bytes, list[tuple[str, bytes]], str]:
     """Display RGB (NMI, MYCN, DAPI) and each channel of an upload (``file_id``, its bytes ``_data``) read with
-    ``mapping``; (rgb, channels, shape).
+    ``mapping``, as PNG bytes (Streamlit would send arrays as JPEG, which blurs small coloured signals);
+    (rgb, channels, shape).
 
     Raises:
         InputError: the file or the mapping is not usable.
     """
     from genuine_core.io import ChannelMap, decode_scan
-    from genuine_core.pipeline import display_image
+    from genuine_core.pipeline import display_image, encode_image
 
     scan = decode_scan(_data, Path(name).name, ChannelMap(*mapping))
     img = scan.image
     step = max(1, int(np.ceil(max(img.shape[:2]) / 600)))  # preview at most ~600 px
     small = display_image(img[::step, ::step])
     chans = plotting.patch_channels(np.moveaxis(small.astype(np.float32) / 255.0, -1, 0))
-    return small, chans, f"{img.shape[1]} x {img.shape[0]} px, source {scan.source_shape} {scan.source_dtype}"
+    pngs = [(name, encode_image(img)) for name, img in chans]
+    return encode_image(small), pngs, f"{img.shape[1]} x {img.shape[0]} px, source {scan.source_shape} {scan.source_dtype}"
 
 
 @st.cache_resource(show_spinner="Loading models ...")
@@ -326,9 +327,9 @@ def mapping_section(valid: list) -> tuple[tuple, bool]:
     try:
         rgb, chans, shape = preview(shown.file_id, shown.getvalue(), shown.name, mapping)
         cols = st.columns([2, 1, 1, 1])
-        cols[0].image(rgb, caption=f"composite · {shape}", width="stretch")
+        cols[0].image(rgb, caption=f"composite · {shape}", width="stretch", output_format="PNG")
         for col, (name, img) in zip(cols[1:], chans):
-            col.image(img, caption=name, width="stretch")
+            col.image(img, caption=name, width="stretch", output_format="PNG")
     except GenuineError as exc:
         ok = False
         st.error(f"`{shown.name}` cannot be read with this mapping: {exc}", icon=":material/error:")
