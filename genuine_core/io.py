@@ -140,6 +140,7 @@ class Scan:
         channel_map: source channel index per role.
         source_shape: array shape as stored in the file.
         source_dtype: NumPy dtype name as stored in the file.
+        pixel_sha256: :func:`pixel_fingerprint` of the decoded pixels, before channel mapping ("" unknown).
     """
 
     image: np.ndarray
@@ -148,6 +149,42 @@ class Scan:
     channel_map: ChannelMap
     source_shape: tuple[int, ...]
     source_dtype: str
+    pixel_sha256: str = ""
+
+
+#: tag hashed before the pixels by :func:`pixel_fingerprint` (a new canonical layout needs a new tag)
+_PIXEL_TAG = "genuine pixels v1"
+
+
+def pixel_fingerprint(hwc: np.ndarray) -> str:
+    """Hex sha256 of a decoded image's content: its (H, W, C) shape, dtype and values, C-ordered and
+    little-endian, as stored in the file (before channel mapping and scaling). The same image saved in
+    another format, compression or with other metadata has the same fingerprint; a lossy re-save does not."""
+    arr = np.asarray(hwc)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    arr = np.ascontiguousarray(arr)
+    digest = hashlib.sha256(f"{_PIXEL_TAG} {tuple(arr.shape)} {arr.dtype.str}\n".encode())
+    digest.update(memoryview(arr.reshape(-1).view(np.uint8)))
+    return digest.hexdigest()
+
+
+def fingerprint_file(path, max_pixels: int | None = None) -> tuple[str, str]:
+    """``(sha256 of the bytes, pixel_fingerprint)`` of a scan file, whatever its channels.
+
+    Raises:
+        InputError: the file cannot be read or decoded (see :func:`read_scan`).
+    """
+    limit = max_pixels_limit(max_pixels)
+    data, name = _source_bytes(Path(path), limit)
+    header, handle = _header(data, name, limit)
+    try:
+        arr = _decode(handle, header, name)
+    finally:
+        _close(handle, header)
+    return hashlib.sha256(data).hexdigest(), pixel_fingerprint(_to_hwc(arr, header, name))
 
 
 def check_scorable(scan: Scan) -> None:
@@ -301,6 +338,7 @@ def decode_scan(data: bytes, name: str = "scan", channel_map: ChannelMap | None 
     finally:
         _close(handle, header)
     hwc = _to_hwc(arr, header, name)
+    pixels = pixel_fingerprint(hwc)
     norm = _normalise(hwc, name)
     h, w = header.height, header.width
     out = np.zeros((h, w, 3), dtype=np.float32)
@@ -313,7 +351,7 @@ def decode_scan(data: bytes, name: str = "scan", channel_map: ChannelMap | None 
         raise InputError(f"{name}: DAPI channel (source channel {channel_map.dapi}) is constant "
                          f"({float(dapi.max()):.3g}); no nuclei can be found")
     logger.debug("read %s: %s %s -> %dx%d, map %s", name, header.shape, header.dtype, h, w, channel_map.text())
-    return Scan(out, name, digest, channel_map, header.shape, header.dtype)
+    return Scan(out, name, digest, channel_map, header.shape, header.dtype, pixels)
 
 
 def _source_bytes(source, max_pixels: int) -> tuple[bytes, str]:

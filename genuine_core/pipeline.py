@@ -210,7 +210,7 @@ class ScanResult:
     """Everything extracted from one scan.
 
     Attributes:
-        info: scan metadata: ``file_name, path, sha256, height, width, source_shape,
+        info: scan metadata: ``file_name, path, sha256, pixel_sha256, height, width, source_shape,
             source_dtype, channel_map (dict), acquisition (dict), segmentation (dict)``.
         masks: (H, W) int32 instance masks.
         nuclei: one row per kept nucleus: ``mask_label, cy, cx, bbox_y0, bbox_x0, bbox_y1,
@@ -318,6 +318,7 @@ def prepare_scan(
     max_pixels: int = 64_000_000,
     acquisition: dict | None = None,
     normalisation: str = DEFAULT_NORMALISATION,
+    scan=None,
 ) -> ScanResult:
     """Read, segment and cut patches of one scan (no model yet: ``outputs`` is empty).
 
@@ -331,6 +332,7 @@ def prepare_scan(
         max_pixels: refuse larger images (checked before decoding).
         acquisition: free-form acquisition metadata recorded with the scan.
         normalisation: patch normalisation (the one the scoring models expect).
+        scan: the file already read (``genuine_core.io.read_scan`` of ``path``); None: read it here.
 
     Raises:
         InputError: the file cannot be read or is not a usable scan (its NMI or MYCN probe
@@ -341,7 +343,8 @@ def prepare_scan(
 
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    scan = read_scan(path, channel_map=channel_map, max_pixels=max_pixels)
+    if scan is None:
+        scan = read_scan(path, channel_map=channel_map, max_pixels=max_pixels)
     check_scorable(scan)
     seconds["read"] = time.perf_counter() - t
 
@@ -375,6 +378,7 @@ def prepare_scan(
         "file_name": Path(path).name,
         "path": str(Path(path).resolve()),
         "sha256": scan.sha256,
+        "pixel_sha256": scan.pixel_sha256 or None,
         "height": int(scan.image.shape[0]),
         "width": int(scan.image.shape[1]),
         "source_shape": [int(x) for x in scan.source_shape],

@@ -1,6 +1,7 @@
 """Ingest: scan files in, one committed transaction per scan out.
 
-For each file: hash it (a scan already stored is skipped with a message), read,
+For each file: hash it (a scan already stored is skipped with a message), read it (a scan whose
+decoded pixels are stored, e.g. saved again as PNG, is skipped likewise: ``genuine_core.io.pixel_fingerprint``),
 segment and cut patches (``genuine_core.pipeline.prepare_scan``), score with every
 model (``score_scans``; the nuclei of a few consecutive small scans share one
 ``predict`` call per model, which saves the models' per-call overhead), then write the
@@ -33,14 +34,15 @@ import pandas as pd
 
 from genuine_core import atomic
 from genuine_core.errors import GenuineError, InputError, ModelLoadError, StoreError
-from genuine_core.io import max_pixels_limit
+from genuine_core.io import DEFAULT_MAX_PIXELS, max_pixels_limit, read_scan
 from genuine_core.pipeline import (DEFAULT_PATCH_SIZE, ScanResult, ScoringModel, load_model, match_truth,
                                    model_folders, models_normalisation, prepare_scan, score_scans, scan_sha256)
 from genuine_core.segmentation import DEFAULT_BACKEND
 from store import registry, samples
 from store.db import Store, files_folder, is_interrupt
 from store.location import genuine_command
-from store.scans import duplicate_note, scan_by_sha, write_scan_result
+from store.fingerprints import record_fingerprints, stored_fingerprints
+from store.scans import duplicate_note, scan_by_pixels, scan_by_sha, write_scan_result
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +272,8 @@ class _Prepared:
     result: ScanResult | None = None
     error: Exception | None = None
     seconds: float = 0.0
+    pixels: str | None = None  # the decoded pixels' fingerprint (None: not read, its bytes are stored)
+    found: dict = field(default_factory=dict)  # fingerprints of stored scans that had none (to record)
 
 
 class _Batcher:
@@ -293,6 +297,7 @@ class _Batcher:
         self.patch_size = max([m.patch_size for m in models], default=DEFAULT_PATCH_SIZE)
         self.pending: list[tuple[_Item, ScanResult, float]] = []
         self.pending_sha: set[str] = set()
+        self.pending_pixels: set[str] = set()
         # the models use every core (torch threads); the worker prepares while this thread writes
         self.models_running = threading.Lock()
         self.outcomes: list[tuple[int, FileOutcome]] = []
@@ -339,12 +344,20 @@ class _Batcher:
             if scan_by_sha(self.store, sha):
                 return _Prepared(t0, sha)
             with self.models_running:
+                scan = read_scan(item.path, self.kwargs.get("channel_map"),
+                                 self.kwargs.get("max_pixels") or DEFAULT_MAX_PIXELS)
+                h, w = scan.image.shape[:2]
+                found = stored_fingerprints(self.store, h, w, scan.source_dtype)
+                if scan_by_pixels(self.store, scan.pixel_sha256) or scan.pixel_sha256 in found.values():
+                    return _Prepared(t0, sha, pixels=scan.pixel_sha256, found=found)
+                read = time.perf_counter() - t0
                 result = prepare_scan(item.path, self.patch_size, acquisition=item.acquisition,
-                                      normalisation=self.normalisation, **self.kwargs)
+                                      normalisation=self.normalisation, scan=scan, **self.kwargs)
+                result.seconds["read"] = read
             if item.file_name:
                 result.info["file_name"] = item.file_name
             _check_nuclei(result)
-            return _Prepared(t0, sha, result, seconds=time.perf_counter() - t0)
+            return _Prepared(t0, sha, result, seconds=time.perf_counter() - t0, pixels=scan.pixel_sha256, found=found)
         except Exception as exc:  # noqa: BLE001 - reported per file
             return _Prepared(t0, error=exc)
 
@@ -353,12 +366,18 @@ class _Batcher:
         if prep.error is not None:
             self._done(item, _failed(item, prep.error, prep.t0))
             return
+        record_fingerprints(self.store, prep.found)
         known = scan_by_sha(self.store, prep.sha)
-        if known or prep.sha in self.pending_sha:
+        same_pixels = not known and bool(prep.pixels)
+        if same_pixels:
+            known = scan_by_pixels(self.store, prep.pixels)
+        earlier = prep.sha in self.pending_sha or (prep.pixels is not None and prep.pixels in self.pending_pixels)
+        if known or earlier:
             # names the stored scan's channel map, and remove-scan when this ingest asked for another one
             backend = None if self.kwargs.get("segmenter") else self.kwargs.get("backend") or DEFAULT_BACKEND
-            msg = (duplicate_note(known, self.kwargs.get("channel_map"), self.store.path, backend) if known
-                   else "already stored as an earlier file of this batch (same sha256); nothing written")
+            same = "same sha256" if prep.sha in self.pending_sha else "same pixels"
+            msg = (duplicate_note(known, self.kwargs.get("channel_map"), self.store.path, backend, same_pixels)
+                   if known else f"already stored as an earlier file of this batch ({same}); nothing written")
             self._done(item, FileOutcome(str(item.path), "duplicate", msg, known["id"] if known else None,
                                          holder=known["sample"] if known else None))
             return
@@ -368,12 +387,14 @@ class _Batcher:
         _kill_point("read")
         self.pending.append((item, prep.result, prep.seconds))
         self.pending_sha.add(prep.sha)
+        if prep.pixels:
+            self.pending_pixels.add(prep.pixels)
         if sum(r.n_nuclei for _, r, _ in self.pending) >= BATCH_NUCLEI or len(self.pending) >= BATCH_SCANS:
             self.flush()
 
     def flush(self) -> None:
         """Score the pending scans together, then write each in its own transaction."""
-        batch, self.pending, self.pending_sha = self.pending, [], set()
+        batch, self.pending, self.pending_sha, self.pending_pixels = self.pending, [], set(), set()
         if not batch:
             return
         from genuine_core.models.detector import shared_detections

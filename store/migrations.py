@@ -125,6 +125,13 @@ def _trusted_review_stats_sql() -> str:
                    for c in ("mean_prob", "min_call", "max_call", "min_margin"))
 
 
+def _pixel_sha256_sql() -> str:
+    # the decoded pixels' fingerprint (genuine_core.io.pixel_fingerprint): the same image in another file format is
+    # a duplicate. NULL: stored before it was recorded; store.scans.fill_pixel_fingerprints reads the file when a
+    # scan of the same size is ingested (a file no longer found stays NULL, which is no problem)
+    return "ALTER TABLE scans ADD COLUMN IF NOT EXISTS pixel_sha256 VARCHAR;"
+
+
 #: the calls ``sign_outs.call`` may hold (a later release adding one needs a schema step, as step 4 did)
 SIGN_OUT_CALLS_SQL = ", ".join(f"'{c}'" for c in SIGN_OUT_CALLS)
 
@@ -141,6 +148,7 @@ STEPS: list[tuple[int, str, callable]] = [
     (5, "scan_models.mc_samples: the MC-dropout passes of each scoring", _mc_samples_sql),
     (6, "sign_outs: pathologists' sign-out of samples (append-only)", _sign_outs_sql),
     (7, "review_stats over the trusted models (active, validation not weak), rebuilt", _trusted_review_stats_sql),
+    (8, "scans.pixel_sha256: the decoded pixels' fingerprint (same image, other file = duplicate)", _pixel_sha256_sql),
 ]
 
 

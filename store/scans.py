@@ -48,11 +48,22 @@ def scan_by_sha(store: Store, sha256: str) -> dict | None:
     ``labelled`` its nuclei with curators' label events, undone ones too (then it cannot be removed);
     ``not_excluded`` its nuclei a curator has not excluded.
     """
+    return _scan_where(store, "c.sha256 = ?", sha256)
+
+
+def scan_by_pixels(store: Store, pixel_sha256: str | None) -> dict | None:
+    """:func:`scan_by_sha` of the scan whose decoded pixels have this fingerprint
+    (``genuine_core.io.pixel_fingerprint``; scans stored without one are not found), or None."""
+    return _scan_where(store, "c.pixel_sha256 = ?", pixel_sha256) if pixel_sha256 else None
+
+
+def _scan_where(store: Store, condition: str, value: str) -> dict | None:
+    """The first scan (by id) matching ``condition`` (constant SQL, one parameter), as :func:`scan_by_sha`."""
     df = store.query(
         "SELECT c.id, c.file_name, s.name AS sample, c.channel_map, c.segmentation, "
         + _LABELLED_NUCLEI + " AS labelled, " + _NOT_EXCLUDED_NUCLEI + " AS not_excluded "
-        "FROM scans c JOIN samples s ON s.id = c.sample_id WHERE c.sha256 = ?",
-        [sha256],
+        "FROM scans c JOIN samples s ON s.id = c.sample_id WHERE " + condition + " ORDER BY c.id LIMIT 1",
+        [value],
     )
     if df.empty:
         return None
@@ -87,11 +98,13 @@ def _describe(channel_map: ChannelMap | None) -> str:
 
 
 def duplicate_note(known: dict, channel_map: ChannelMap | None = None, db: str | Path | None = None,
-                   backend: str | None = None) -> str:
+                   backend: str | None = None, same_pixels: bool = False) -> str:
     """Why a file is not ingested again: which scan holds it, read with which channel map.
 
     Args:
-        known: :func:`scan_by_sha` of the file.
+        known: :func:`scan_by_sha` of the file (or :func:`scan_by_pixels`).
+        same_pixels: ``known`` has the file's pixels in other file bytes (another format, compression or
+            metadata): the note names the stored scan's file too.
         channel_map: the map this ingest asked for (None = RGB).
         db: the store file, named in the suggested command unless it is the default one.
         backend: the segmentation backend this ingest asked for (None: not compared).
@@ -104,9 +117,13 @@ def duplicate_note(known: dict, channel_map: ChannelMap | None = None, db: str |
     """
     stored = known.get("channel_map")
     where = f"already stored as scan {known['id']} in sample {known['sample']!r}"
+    same = "same sha256"
+    if same_pixels:
+        where += f" from file {known['file_name']!r}"
+        same = "same pixels in another file"
     if stored is None:
-        return f"{where} (same sha256); nothing written"
-    note = f"{where} with channel map {stored.describe()} (same sha256); nothing written"
+        return f"{where} ({same}); nothing written"
+    note = f"{where} with channel map {stored.describe()} ({same}); nothing written"
     asked = channel_map or RGB
     other = [asked.describe()] if asked != stored else []
     if backend and known.get("backend") and backend != known["backend"]:
@@ -135,11 +152,12 @@ def _insert_scan(cur, scan_id: int, sample_id: int, result: ScanResult, split: s
                  label_source: str | None) -> None:
     info = result.info
     cur.execute(
-        "INSERT INTO scans (id, sample_id, file_name, path, sha256, height, width, source_shape, source_dtype, "
-        "channel_map, acquisition, segmentation, patch_size, patch_normalisation, split, label_source, n_nuclei, "
-        "n_border_skipped, preview_png, masks_npz, ingested_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [scan_id, sample_id, info["file_name"], info.get("path"), info["sha256"], info["height"], info["width"],
+        "INSERT INTO scans (id, sample_id, file_name, path, sha256, pixel_sha256, height, width, source_shape, "
+        "source_dtype, channel_map, acquisition, segmentation, patch_size, patch_normalisation, split, label_source, "
+        "n_nuclei, n_border_skipped, preview_png, masks_npz, ingested_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [scan_id, sample_id, info["file_name"], info.get("path"), info["sha256"], info.get("pixel_sha256"),
+         info["height"], info["width"],
          json.dumps(info.get("source_shape")), info.get("source_dtype"), json.dumps(info["channel_map"]),
          json.dumps(info.get("acquisition") or {}), json.dumps(info.get("segmentation") or {}),
          int(result.patch_size), result.normalisation, split, label_source, result.n_nuclei,
@@ -289,8 +307,8 @@ def write_scan_result(store: Store, sample_id: int, result: ScanResult, model_id
         split: benchmark split of a synthetic scan.
 
     Returns:
-        The new scan id, or None when a scan with the same sha256 is already stored
-        (nothing is written).
+        The new scan id, or None when a scan with the same sha256 or the same pixels (``pixel_sha256``)
+        is already stored (nothing is written).
 
     Raises:
         StoreError: a model is not registered, or the write failed (nothing is written).
@@ -299,7 +317,8 @@ def write_scan_result(store: Store, sample_id: int, result: ScanResult, model_id
     if missing:
         raise StoreError(f"models not registered: {sorted(missing)}")
     with store.transaction() as cur:
-        if cur.execute("SELECT 1 FROM scans WHERE sha256 = ?", [result.info["sha256"]]).fetchone():
+        if cur.execute("SELECT 1 FROM scans WHERE sha256 = ? OR pixel_sha256 = ?",
+                       [result.info["sha256"], result.info.get("pixel_sha256")]).fetchone():
             return None
         scan_id = store.next_ids("scan_ids", 1)[0]
         ids = np.asarray(store.next_ids("nucleus_ids", result.n_nuclei), dtype=np.int64)

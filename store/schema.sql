@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS scans (
     segmentation     VARCHAR,         -- JSON {"backend": ..., ...}
     patch_size       INTEGER NOT NULL,
     -- patch_normalisation VARCHAR: added by migration step 2 (store/migrations.py)
+    -- pixel_sha256 VARCHAR: added by migration step 8 (the decoded pixels' fingerprint; NULL: not known)
     split            VARCHAR,         -- benchmark split (train/val/test/mixture) when synthetic
     label_source     VARCHAR,         -- where the nuclei's auto/true labels come from (genotype, benchmark)
     n_nuclei         INTEGER NOT NULL,

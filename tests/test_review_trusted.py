@@ -100,11 +100,13 @@ def test_a_nucleus_only_an_untrusted_model_scored_has_no_aggregates(tmp_path):
 def test_a_store_at_version_6_gets_its_review_stats_over_the_trusted_models(tmp_path):
     """Step 7 makes review_stats anew: a model retired before the upgrade no longer counts in it."""
     path = tmp_path / "v6.duckdb"
-    store_at_version(path, 6).close()
+    conn = store_at_version(path, 6)
+    conn.execute(migrations.STEPS[7][2]())  # this code's scan writer needs step 8's column (the version stays 6)
+    conn.close()
     with Store(path, migrate=False) as s:  # written as the version-6 release did: stats over every model
         ids = _scan(s, {n: fake_model(n, metrics=GOOD) for n in PROBS})
         s.execute("UPDATE models SET retired_at = now() WHERE name = 'old'")
         s.execute("UPDATE review_stats SET n_models = 3")
     with Store(path) as s:
-        assert migrations.current_version(s.cursor()) == migrations.LATEST == 7
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 8
         assert _disagree(s) == [ids[3]] and check_store(s) == []

@@ -1,0 +1,61 @@
+"""Pixel fingerprints of scans stored before they were recorded (schema step 8), filled when needed.
+
+A scan stored before step 8 has ``pixel_sha256`` NULL. Ingest compares a new file's fingerprint with the
+stored ones; before that, :func:`stored_fingerprints` reads the files of the scans without one that could
+hold the same pixels (same height, width and stored pixel type), and :func:`record_fingerprints` stores what
+it found. A scan whose file is gone or holds other bytes now keeps NULL: it cannot be compared, which is no
+problem (``genuine store check`` does not report it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from genuine_core.errors import InputError
+from genuine_core.io import fingerprint_file
+from store.db import Store
+from store.scans import kept_upload
+
+logger = logging.getLogger(__name__)
+
+
+def unknown_candidates(store: Store, height: int, width: int, dtype: str) -> list[tuple[int, Path, str]]:
+    """``(scan id, file, sha256)`` of the stored scans without a pixel fingerprint of this size and stored pixel
+    type whose file is still found (at its recorded path, or an upload in this store's folder), by id."""
+    df = store.query("SELECT id, path, sha256 FROM scans WHERE pixel_sha256 IS NULL AND path IS NOT NULL "
+                     "AND height = ? AND width = ? AND source_dtype = ? ORDER BY id", [int(height), int(width), dtype])
+    out = []
+    for sid, path, sha in df.itertuples(index=False):
+        found = Path(path) if Path(path).is_file() else kept_upload(store, path, sha)
+        if found is not None:
+            out.append((int(sid), found, str(sha)))
+    return out
+
+
+def stored_fingerprints(store: Store, height: int, width: int, dtype: str) -> dict[int, str]:
+    """Scan id -> pixel fingerprint of each :func:`unknown_candidates` scan whose file still holds the bytes
+    stored (reads files and the store, writes nothing; a file that cannot be read is skipped)."""
+    candidates = unknown_candidates(store, height, width, dtype)
+    if candidates:
+        logger.info("reading %d stored scan file(s) of %dx%d %s for their pixel fingerprint (once)",
+                    len(candidates), width, height, dtype)
+    out = {}
+    for sid, path, sha in candidates:
+        try:
+            file_sha, pixels = fingerprint_file(path)
+        except InputError as exc:
+            logger.debug("scan %d: no pixel fingerprint: %s", sid, exc)
+            continue
+        if file_sha == sha:
+            out[sid] = pixels
+    return out
+
+
+def record_fingerprints(store: Store, found: dict[int, str]) -> None:
+    """Store the fingerprints :func:`stored_fingerprints` found (only where none is recorded yet)."""
+    if not found:
+        return
+    with store.transaction() as cur:
+        for sid, pixels in found.items():
+            cur.execute("UPDATE scans SET pixel_sha256 = ? WHERE id = ? AND pixel_sha256 IS NULL", [pixels, sid])
