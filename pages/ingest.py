@@ -1,4 +1,5 @@
-"""Ingest: upload scans, map their channels with a preview, and run the store's ingest.
+"""Ingest: upload scans, map their channels with a preview (one mapping for all, or one per scan), and run the
+store's ingest.
 
 Uploaded files are header-checked and previewed from memory: nothing is written before the
 Ingest button (so a new store's folder holds no orphan uploads). A file that fails the check is
@@ -104,29 +105,51 @@ def planned_models(path: Path) -> list[str]:
     return [f.name for f in model_folders()] or ["(no models: nuclei are stored without predictions)"]
 
 
-def channel_mapping(n_channels: int | None, key: str) -> tuple:
-    """Three selectboxes role -> source channel; returns ``(nmi, mycn, dapi)`` (None = absent)."""
+def default_mapping(n_channels: int | None) -> tuple:
+    """The preselected ``(nmi, mycn, dapi)`` for a scan of ``n_channels``: 3+ channels RGB = (NMI, MYCN, DAPI);
+    2 = (none, 0, 1); 1 = DAPI only."""
+    n = n_channels or 3
+    return (0, 1, 2) if n >= 3 else (None, 0, 1) if n == 2 else (None, None, 0)
+
+
+def fits(mapping: tuple, n_channels: int | None) -> bool:
+    """Whether every channel ``mapping`` names exists in a scan of ``n_channels``."""
+    return all(c is None or c < (n_channels or 3) for c in mapping)
+
+
+def channel_mapping(n_channels: int | None, key: str, preset: tuple | None = None) -> tuple:
+    """Three selectboxes role -> source channel; returns ``(nmi, mycn, dapi)`` (None = absent).
+
+    The boxes show ``preset`` (when its channels exist, else :func:`default_mapping`) until the user
+    changes one of them: a scan's row follows the batch mapping until changed."""
     n = n_channels or 3
     options = list(range(n))
-    # distinct defaults: 3+ channels RGB = (NMI, MYCN, DAPI); 2 = (none, 0, 1); 1 = DAPI only
-    d_nmi, d_mycn, d_dapi = (0, 1, 2) if n >= 3 else (None, 0, 1) if n == 2 else (None, None, 0)
+    start = preset if preset is not None and fits(preset, n) else default_mapping(n)
     colours = ("red", "green", "blue") if n in (3, 4) else ()  # RGB(A) files name their channels by colour
 
     def label(c) -> str:
         return c if c == NONE else f"{c} · {colours[c]}" if c < len(colours) else f"channel {c}"
 
-    c1, c2, c3 = st.columns(3)
-    nmi = c1.selectbox("NMI (reference) channel", [NONE] + options, index=0 if d_nmi is None else d_nmi + 1,
-                       key=f"{key}_nmi", format_func=label)
-    mycn = c2.selectbox("MYCN channel", [NONE] + options, index=0 if d_mycn is None else d_mycn + 1,
-                        key=f"{key}_mycn", format_func=label)
-    dapi = c3.selectbox("DAPI channel", options, index=d_dapi, key=f"{key}_dapi", format_func=label)
-    return (None if nmi == NONE else int(nmi), None if mycn == NONE else int(mycn), int(dapi))
+    roles = ("nmi", "mycn", "dapi")
+    choices = {r: options if r == "dapi" else [NONE] + options for r in roles}
+    start = tuple(NONE if v is None else v for v in start)
+    now = tuple(st.session_state.get(f"{key}_{r}") for r in roles)
+    chosen_by_user = all(v in choices[r] for r, v in zip(roles, now)) and now != st.session_state.get(f"_{key}_preset")
+    if not chosen_by_user:  # new, a channel this scan lacks, or as preset: (still) the preset
+        for r, v in zip(roles, start):
+            st.session_state[f"{key}_{r}"] = v
+    st.session_state[f"_{key}_preset"] = start
+    chosen = []
+    for col, role, title in zip(st.columns(3), roles, ("NMI (reference) channel", "MYCN channel", "DAPI channel")):
+        picked = col.selectbox(title, choices[role], key=f"{key}_{role}", format_func=label)
+        chosen.append(None if picked == NONE else int(picked))
+    return tuple(chosen)
 
 
-def run_ingest(store, files: list, mapping: tuple, sample: str, kind: str, expected: float | None,
+def run_ingest(store, files: list, maps: list[tuple], sample: str, kind: str, expected: float | None,
                genotype: str | None) -> list[tuple[str, str, str, str | None]]:
-    """Ingest uploaded ``files`` one by one (``store.ingest.ingest_upload``) with a progress bar.
+    """Ingest uploaded ``files`` one by one (``store.ingest.ingest_upload``), each read with its channel
+    mapping in ``maps``, with a progress bar.
 
     Returns:
         ``(file name, status, message, sample holding the scan or None)`` per file: a stored
@@ -138,7 +161,7 @@ def run_ingest(store, files: list, mapping: tuple, sample: str, kind: str, expec
     models = ingest_models(str(store.path), common.rev("models"))
     bar = st.progress(0.0, text=f"Ingesting {plural(len(files), 'scan')} ...")
     rows = []
-    for k, f in enumerate(files):
+    for k, (f, mapping) in enumerate(zip(files, maps, strict=True)):
         bar.progress(k / len(files), text=f"Scan {k + 1} of {len(files)}: {f.name}")
         data = f.getvalue()
         try:
@@ -304,47 +327,82 @@ def readable_uploads(files: list) -> list:
     return valid
 
 
-def mapping_section(valid: list) -> tuple[tuple, bool]:
-    """The channel mapping for all uploads, previewed on one of them: ``(nmi, mycn, dapi)`` source
-    channels (None = absent), and whether every scan can be read with it and it names both probes."""
+def mapping_problem(mapping: tuple, n_channels: int | None) -> str | None:
+    """Why ``mapping`` cannot read a scan of ``n_channels`` (None: it can, and it names both probes)."""
+    from genuine_core.io import ChannelMap
+
+    try:
+        cmap = ChannelMap(*mapping)
+    except ValueError as exc:  # ChannelMap validation (e.g. the same channel twice)
+        return f"Invalid channel mapping: {exc}"
+    if not fits(mapping, n_channels):
+        return f"the scan has {n_channels} channels, the mapping needs channel {cmap.max_index()}"
+    try:  # a scan without a probe channel would be called non-MNA for want of signals
+        cmap.require_probes()
+    except InputError as exc:
+        return f"Choose the probe channels: {exc}"
+    return None
+
+
+def per_scan_maps(valid: list, counts: list, batch: tuple) -> list[tuple]:
+    """A channel mapping row per scan, each preselected with the ``batch`` mapping where the scan has its
+    channels; the mappings in the order of ``valid``."""
+    maps = []
+    for f, n in zip(valid, counts):
+        st.markdown(f"`{f.name}` · {plural(n, 'channel') if n else 'unknown number of channels'}")
+        maps.append(channel_mapping(n, f"ingest_map_{f.file_id}", batch))
+    return maps
+
+
+def mapping_section(valid: list) -> tuple[list[tuple], bool]:
+    """The channel mapping of each upload, previewed on one of them: ``(nmi, mycn, dapi)`` source channels
+    (None = absent) per scan, and whether every mapping fits its scan and names both probes.
+
+    One mapping serves all scans unless **Set the channel map per scan** is on, or the scans' channel
+    counts differ: then each scan gets its own, the batch mapping preselected where it fits."""
     st.subheader("Channel mapping")
     counts = [channel_count(f.file_id, f.getvalue()) for f in valid]
-    n_ch = counts[0]  # the first scan's channels define the mapping's choices
+    n_ch = counts[0]  # the first scan's channels define the batch mapping's choices
+    differ = len(set(counts)) > 1
+    per_scan = differ
+    if len(valid) > 1 and not differ:
+        per_scan = st.toggle("Set the channel map per scan", key="ingest_per_scan",
+                             help="each scan follows the mapping below until you change its own")
+    channels = plural(n_ch, 'channel') if n_ch else 'unknown number of channels'
+    st.caption(f"`{valid[0].name}`: {channels}. Code order is (NMI, MYCN, DAPI) = (red, green, blue)." if not per_scan
+               else ("The scans' channel counts differ: each has its own mapping. " if differ else "")
+               + f"Code order is (NMI, MYCN, DAPI) = (red, green, blue). **All scans** (for `{valid[0].name}`'s "
+               f"{channels}): each scan below follows this mapping until you change its own.")
+    batch = channel_mapping(n_ch, "ingest_map")
+    maps = [batch] * len(valid)
+    if per_scan:
+        with st.container(border=True):
+            maps = per_scan_maps(valid, counts, batch)
     pick = 0
     if len(valid) > 1:
+        help_ = "Each scan is read with its own mapping." if per_scan else \
+            f"The same mapping is used for all {len(valid)} scans: check each of them here."
         pick = st.selectbox("Preview", range(len(valid)), format_func=lambda i: valid[i].name, key="ingest_preview",
-                            help=f"The same mapping is used for all {len(valid)} scans: check each of them here.")
-    shown = valid[pick]  # the scan previewed
-    st.caption(f"`{valid[0].name}`: {plural(n_ch, 'channel') if n_ch else 'unknown number of channels'}. "
-               "Code order is (NMI, MYCN, DAPI) = (red, green, blue).")
-    mapping = channel_mapping(n_ch, "ingest_map")
-    ok = True
-    other = [f"`{f.name}` ({c if c else 'unknown'})" for f, c in zip(valid, counts) if c != n_ch]
-    if other:  # one mapping cannot fit scans of different channel layouts
-        ok = False
-        st.error(f"These scans have another number of channels than `{valid[0].name}` ({n_ch}): "
-                 f"{', '.join(other)}. Upload scans with the same channel layout together.", icon=":material/error:")
-    try:
-        rgb, chans, shape = preview(shown.file_id, shown.getvalue(), shown.name, mapping)
-        cols = st.columns([2, 1, 1, 1])
-        cols[0].image(rgb, caption=f"composite · {shape}", width="stretch", output_format="PNG")
-        for col, (name, img) in zip(cols[1:], chans):
-            col.image(img, caption=name, width="stretch", output_format="PNG")
-    except GenuineError as exc:
-        ok = False
-        st.error(f"`{shown.name}` cannot be read with this mapping: {exc}", icon=":material/error:")
-    except ValueError as exc:  # ChannelMap validation (e.g. the same channel twice)
-        ok = False
-        st.error(f"Invalid channel mapping: {exc}", icon=":material/error:")
-    if ok:  # a scan without a probe channel would be called non-MNA for want of signals
-        from genuine_core.io import ChannelMap
-
+                            help=help_)
+    shown = valid[pick]  # the scan previewed, with its mapping
+    problems = [(f.name, mapping_problem(m, c)) for f, m, c in zip(valid, maps, counts)]
+    problems = [(name, p) for name, p in problems if p]
+    for name, problem in (problems[:1] if not per_scan else problems):
+        st.error(problem if not per_scan else f"`{name}`: {problem}", icon=":material/error:")
+    ok = not problems
+    if fits(maps[pick], counts[pick]):
         try:
-            ChannelMap(*mapping).require_probes()
-        except InputError as exc:
+            rgb, chans, shape = preview(shown.file_id, shown.getvalue(), shown.name, maps[pick])
+            cols = st.columns([2, 1, 1, 1])
+            cols[0].image(rgb, caption=f"`{shown.name}` composite · {shape}", width="stretch", output_format="PNG")
+            for col, (name, img) in zip(cols[1:], chans):
+                col.image(img, caption=name, width="stretch", output_format="PNG")
+        except GenuineError as exc:
             ok = False
-            st.error(f"Choose the probe channels: {exc}", icon=":material/error:")
-    return mapping, ok
+            st.error(f"`{shown.name}` cannot be read with this mapping: {exc}", icon=":material/error:")
+        except ValueError:  # an invalid mapping: said above
+            pass
+    return maps, ok
 
 
 def upload_section() -> None:
@@ -364,7 +422,7 @@ def upload_section() -> None:
     if not valid:
         return
 
-    mapping, ok = mapping_section(valid)
+    maps, ok = mapping_section(valid)
 
     st.subheader("Sample")
     st.caption("Scored by: " + ", ".join(f"`{m}`" for m in planned_models(path)) +
@@ -389,7 +447,7 @@ def upload_section() -> None:
         return
     try:
         store = common.get_store(create=True)
-        rows = run_ingest(store, valid, mapping, sample.strip(), kind,
+        rows = run_ingest(store, valid, maps, sample.strip(), kind,
                           None if expected is None else float(expected) / 100.0, GENOTYPES[genotype])
     except GenuineError as exc:
         common.show_error(exc)
