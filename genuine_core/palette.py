@@ -2,6 +2,9 @@
 
 Categorical colours are the Okabe-Ito palette (Okabe & Ito 2002), whose colours stay apart under
 protanopia and deuteranopia; :func:`simulate_cvd` and :func:`delta_e` let tests check that they do.
+There are eight of them: a chart of more categories (13 samples on the demo store's UMAP) draws each later
+round of eight in the same colours with another marker symbol, line dash or bar hatching
+(:func:`category_style`), never by hue alone.
 The FISH images keep their microscope colours (NMI red, MYCN green, DAPI blue); see
 ``plotting.patch_rgb`` for the colour-blind display of a patch.
 """
@@ -9,6 +12,7 @@ The FISH images keep their microscope colours (NMI red, MYCN green, DAPI blue); 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,12 +24,58 @@ LABEL_COLOURS = {"MNA": OKABE_ITO["vermillion"], "non-MNA": OKABE_ITO["blue"],
                  "excluded": OKABE_ITO["reddish purple"], "unlabelled": "#c7c7c7", "not curated": "#c7c7c7"}
 #: how many leading :data:`PALETTE` colours stay apart for red-green colour-blind readers
 SAFE_COLOURS = 8
-#: samples/models: the Okabe-Ito colours first (MNA-like vermillion second), then twelve lighter ones
-#: (20 before a repeat; beyond the eighth the legend and hover name the series)
+#: samples/models: the eight Okabe-Ito colours (MNA-like vermillion second); a ninth category takes the first
+#: colour again with the next of :data:`SYMBOLS` (and :data:`DASHES`, :data:`PATTERNS`): see :func:`category_style`
 PALETTE = [OKABE_ITO[k] for k in ("blue", "vermillion", "bluish green", "reddish purple", "orange", "sky blue",
-                                  "black", "yellow")] + [
-    "#aec7e8", "#ff9896", "#98df8a", "#c5b0d5", "#ffbb78", "#c49c94", "#f7b6d2", "#9edae5", "#dbdb8d",
-    "#393b79", "#8c564b", "#7f7f7f"]
+                                  "black", "yellow")]
+#: marker symbol of each round of eight categories: filled circles, then open diamonds, crosses, squares, ...
+#: (shapes that stay apart at a UMAP's 5-px markers; plotly's scattergl draws them all)
+SYMBOLS = ("circle", "diamond-open", "x", "square", "triangle-up-open", "cross", "star", "hexagon-open")
+#: line dash of each round of eight categories (lines of one round differ in colour)
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+#: bar hatching, one per category within a round (the first category's bars plain), shifted by one each round
+PATTERNS = ("", "/", ".", "x", "\\", "+", "-", "|")
+#: symbol variants of each round of eight categories where the symbol already says something else (the sample
+#: kind in the Cases mixtures chart): filled, open, with a dot, open with a dot
+SYMBOL_VARIANTS = ("", "-open", "-dot", "-open-dot")
+#: marker symbols for sample kinds in the Cases mixtures chart (cycled, in sorted kind order)
+KIND_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "cross", "star", "x", "pentagon")
+#: detector class id -> (marker symbol, line dash, colour) in the counting-threshold chart (NMI, MYCN, cluster)
+CLASS_STYLES = {1: ("circle", "solid", OKABE_ITO["vermillion"]), 2: ("square", "dash", OKABE_ITO["bluish green"]),
+                3: ("diamond", "dot", OKABE_ITO["blue"])}
+
+
+@dataclass(frozen=True)
+class Style:
+    """How one category is drawn: colour with a marker symbol, a line dash and a bar hatching."""
+
+    colour: str
+    symbol: str
+    dash: str
+    pattern: str
+    round: int
+
+
+def category_style(i: int) -> Style:
+    """The style of the ``i``-th category (0-based) of a chart.
+
+    The first eight differ in their colour-blind-safe colour alone (filled circles, solid lines); each later
+    round of eight repeats those colours with another symbol, dash and hatching, so two categories of the same
+    colour never share a symbol (64 categories before a repeat), a dash (48) or a hatching (64).
+    """
+    if i < 0:
+        raise ValueError(f"category index must be 0 or more, not {i}")
+    n = len(PALETTE)
+    r = i // n
+    return Style(PALETTE[i % n], SYMBOLS[r % len(SYMBOLS)], DASHES[r % len(DASHES)],
+                 PATTERNS[(i + r) % len(PATTERNS)], r)
+
+
+def symbol_variant(symbol: str, i: int) -> str:
+    """``symbol`` in the variant of the ``i``-th category's round (``"diamond"`` -> ``"diamond-open"`` for the
+    ninth to sixteenth), for charts whose symbol also encodes something else."""
+    return symbol + SYMBOL_VARIANTS[(i // len(PALETTE)) % len(SYMBOL_VARIANTS)]
+
 
 # Vienot, Brettel & Mollon (1999) dichromat projections, applied to linear sRGB
 _CVD = {"protan": np.array([[0.11238, 0.88762, 0.0], [0.11238, 0.88762, 0.0], [0.00401, -0.00401, 1.0]]),

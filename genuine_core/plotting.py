@@ -27,7 +27,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from genuine_core.palette import LABEL_COLOURS, OKABE_ITO, PALETTE  # noqa: F401  (the one place for colours)
+from genuine_core.palette import (  # noqa: F401  (the one place for colours and symbols)
+    CLASS_STYLES, KIND_SYMBOLS, LABEL_COLOURS, OKABE_ITO, PALETTE, category_style, symbol_variant)
+from genuine_core.palette import PATTERNS as BAR_PATTERNS  # noqa: F401  (bar hatching per model)
 from genuine_core.palette import hex_rgb as hex_to_rgb
 from genuine_core.percent_text import pct_text
 
@@ -404,15 +406,15 @@ def probability_histogram(preds: pd.DataFrame, threshold: float = 0.5, bins: int
         threshold: decision threshold drawn as a dashed line.
         bins: number of equal bins on [0, 1].
 
-    Each model's bars have their own colour and hatching (:data:`BAR_PATTERNS`), so models stay apart
-    without telling colours apart.
+    Each model's bars have their own colour and hatching (``palette.category_style``: models of one colour,
+    the first and the ninth, differ in hatching), so models stay apart without telling colours apart.
     """
     fig = go.Figure()
     for i, (model, grp) in enumerate(preds.groupby("model", sort=True)):
+        style = category_style(i)
         fig.add_trace(go.Histogram(x=grp["prob"], name=str(model), opacity=0.85,
                                    xbins=dict(start=0, end=1.0 + 1e-9, size=1.0 / bins),
-                                   marker=dict(color=PALETTE[i % len(PALETTE)],
-                                               pattern_shape=BAR_PATTERNS[i % len(BAR_PATTERNS)])))
+                                   marker=dict(color=style.colour, pattern_shape=style.pattern)))
     fig.add_vline(x=threshold, line_dash="dash", line_color="#444",
                   annotation_text=f"threshold {threshold:g}", annotation_position="top")
     fig.update_layout(**_LAYOUT, barmode="group", bargap=0.1, title=title, height=340,
@@ -421,13 +423,6 @@ def probability_histogram(preds: pd.DataFrame, threshold: float = 0.5, bins: int
     return fig
 
 
-#: bar hatching per model in :func:`probability_histogram` (cycled; the first model's bars are plain)
-BAR_PATTERNS = ("", "/", ".", "x", "\\", "+", "-", "|")
-#: marker symbol and line dash per detector class in :func:`threshold_scan` (NMI, MYCN, cluster)
-CLASS_STYLES = {1: ("circle", "solid", OKABE_ITO["vermillion"]), 2: ("square", "dash", OKABE_ITO["bluish green"]),
-                3: ("diamond", "dot", OKABE_ITO["blue"])}
-#: marker symbols for sample kinds in :func:`predicted_vs_expected` (cycled, in sorted kind order)
-KIND_SYMBOLS = ("circle", "diamond", "square", "triangle-up", "cross", "star", "x", "pentagon")
 
 
 def spread(values: Sequence[float], step: float = 1.0, max_half_width: float = 3.0) -> np.ndarray:
@@ -458,7 +453,8 @@ def predicted_vs_expected(summary: pd.DataFrame, band: float = 10.0, title: str 
     Args:
         summary: rows with ``sample``, ``model``, ``expected_pct``, ``pred_pct`` and
             optionally ``ci_low_pct``/``ci_high_pct`` (95 % interval), all in percent, and
-            ``sample_kind`` (each kind its own marker symbol, named in the legend).
+            ``sample_kind`` (each kind its own marker symbol, named in the legend; from the ninth model on,
+            the colours repeat with open, dotted, ... symbols: ``palette.symbol_variant``).
             Rows without an expected value are ignored.
         band: half-width in percentage points of the shaded agreement band around y = x
             (the paper highlights deviations within +-10 %), clipped to the possible 0-100 %.
@@ -491,8 +487,9 @@ def predicted_vs_expected(summary: pd.DataFrame, band: float = 10.0, title: str 
         fig.add_trace(go.Scatter(
             x=g["expected_pct"] + offsets[i] + spread(g["expected_pct"]), y=g["pred_pct"], mode="markers",
             name=str(model), error_y=err,
-            marker=dict(size=9, color=PALETTE[i % len(PALETTE)], line=dict(width=1, color="white"),
-                        symbol=[symbol_of.get(k, "circle") for k in kind] if symbol_of else "circle"),
+            marker=dict(size=9, color=category_style(i).colour, line=dict(width=1, color="white"),
+                        symbol=[symbol_variant(symbol_of.get(k, "circle"), i) for k in kind] if symbol_of
+                        else symbol_variant("circle", i)),
             text=g["sample"] + np.where(kind != "", " (" + kind + ")", ""),
             # printed here as the sample report prints them (plotly's formatting rounds ties such as 6.25 up,
             # and ".0f" printed an expected 12.5 % as 13 %)
@@ -526,7 +523,8 @@ def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height:
         categorical: force categorical (True) or continuous (False) colouring. Categories are drawn
             largest first, so a small group (the real scan's 63 nuclei among 1,100 synthetic ones) lies
             on top; the legend lists them by label (labels with a fixed colour first), and is shown for
-            a single category too (all grey must say "not curated").
+            a single category too (all grey must say "not curated"). Beyond eight categories (13 samples on
+            the demo store) the colours repeat with other marker symbols (``palette.category_style``).
         background: optional points (``x``, ``y``) drawn first in light grey, not selectable.
 
     Returns:
@@ -547,12 +545,13 @@ def embedding_figure(points: pd.DataFrame, colour: str, title: str = "", height:
         size = cats.value_counts()
         for i, cat in sorted(enumerate(order), key=lambda ic: -size[ic[1]]):  # drawn largest first
             sel = cats == cat
-            col = LABEL_COLOURS.get(cat, PALETTE[i % len(PALETTE)])
+            style = category_style(i)
+            col, symbol = (LABEL_COLOURS[cat], "circle") if cat in LABEL_COLOURS else (style.colour, style.symbol)
             fig.add_trace(go.Scattergl(
                 x=points.loc[sel, "x"], y=points.loc[sel, "y"], mode="markers", name=str(cat), legendrank=i + 1,
                 customdata=points.loc[sel, "nucleus_id"], text=hover_sample[sel],
                 hovertemplate="nucleus %{customdata}<br>%{text}<extra>" + str(cat) + "</extra>",
-                marker=dict(size=5, color=col, opacity=0.8),
+                marker=dict(size=5 if symbol == "circle" else 6, color=col, opacity=0.8, symbol=symbol),
             ))
     else:
         fig.add_trace(go.Scattergl(
@@ -695,7 +694,7 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
     """
     fig = go.Figure()
     groups = list(curve.groupby("model", sort=True)) if "model" in curve.columns else [("mean prediction", curve)]
-    lines = [(model, g, PALETTE[i % len(PALETTE)], "solid") for i, (model, g) in enumerate(groups)]
+    lines = [(model, g, category_style(i).colour, category_style(i).dash) for i, (model, g) in enumerate(groups)]
     if truth is not None:
         lines.append((TRUTH_CURVE, truth.assign(mean_pred=truth["truth"])[[x, "mean_pred"]], "#333", "dash"))
     for i, (model, g, col, dash) in enumerate(lines):

@@ -25,7 +25,53 @@ def test_label_colours_stay_apart_for_colour_blind_readers():
 def test_first_palette_colours_stay_apart_for_colour_blind_readers():
     # models and samples: the old palette's 2nd and 3rd colours were red and green (deutan delta E 8)
     assert C.min_delta_e(C.PALETTE[:C.SAFE_COLOURS]) > 15
-    assert len(set(C.PALETTE)) == len(C.PALETTE) == 20
+    assert len(set(C.PALETTE)) == len(C.PALETTE) == C.SAFE_COLOURS  # more categories: symbols, not more hues
+
+
+def _apart(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Two (colour, symbol / dash / hatching) styles a red-green colour-blind reader tells apart."""
+    return a[1] != b[1] or C.min_delta_e([a[0], b[0]]) > 15
+
+
+def _all_apart(styles: list[tuple[str, str]]) -> bool:
+    return all(_apart(a, b) for i, a in enumerate(styles) for b in styles[i + 1:])
+
+
+def test_umap_categories_beyond_the_eighth_differ_in_symbol_not_hue_alone():
+    # colour by sample on the demo store: 13 samples; the 9th-20th had lighter colours only, several of
+    # them as close as delta E 3-10 to another category for a deuteranope, all drawn as the same dot
+    names = [f"S{i:02d}" for i in range(25)]
+    pts = pd.DataFrame({"x": np.arange(50.0), "y": 0.0, "nucleus_id": range(50), "colour": names * 2})
+    traces = P.embedding_figure(pts, "colour").data
+    styles = [(t.marker.color, t.marker.symbol or "circle") for t in traces]
+    assert len(styles) == 25 and _all_apart(styles)
+    assert {s for _, s in styles[:8]} == {"circle"}  # the first eight as before: filled dots in eight colours
+    assert all(C.category_style(i).colour == C.PALETTE[i % 8] for i in range(64))
+
+
+def test_category_styles_never_repeat_colour_with_symbol_dash_or_hatching():
+    styles = [C.category_style(i) for i in range(64)]
+    for field, n in (("symbol", 64), ("dash", 48), ("pattern", 64)):
+        assert _all_apart([(s.colour, getattr(s, field)) for s in styles[:n]]), field
+    assert [s.pattern for s in styles[:8]] == list(P.BAR_PATTERNS)  # the first eight models' hatching as before
+    with pytest.raises(ValueError, match="category index"):
+        C.category_style(-1)
+
+
+def test_charts_of_many_models_keep_them_apart_without_hue():
+    models = [f"m{i:02d}" for i in range(12)]
+    preds = pd.DataFrame({"model": models * 3, "prob": np.linspace(0, 1, 36)})
+    bars = P.probability_histogram(preds).data
+    assert _all_apart([(t.marker.color, t.marker.pattern.shape or "") for t in bars])  # m08 was m00's hatching
+    curve = pd.DataFrame({"model": np.repeat(models, 2), "n_mycn": [0, 10] * 12, "mean_pred": [0.1, 0.9] * 12})
+    lines = [t for t in P.probe_curve(curve, "n_mycn", "MYCN").data if t.mode == "lines+markers"]
+    assert len(lines) == 12 and _all_apart([(t.line.color, t.line.dash) for t in lines])
+    summ = pd.DataFrame({"sample": "MIX", "model": models, "sample_kind": "mixture", "expected_pct": 50.0,
+                         "pred_pct": 40.0})
+    fig = P.predicted_vs_expected(summ)
+    pts = [t for t in fig.data if t.name in models]
+    assert _all_apart([(t.marker.color, t.marker.symbol[0]) for t in pts])  # the symbol still says the kind
+    assert pts[8].marker.symbol[0] == "circle-open" and pts[0].marker.symbol[0] == "circle"
 
 
 def test_plotting_uses_the_one_palette():
