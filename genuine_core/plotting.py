@@ -64,8 +64,9 @@ _LAYOUT = dict(template="plotly_white", margin=dict(l=55, r=20, t=45, b=85),
                title_font=dict(size=15), title_x=0.0, title_xanchor="left")
 #: width (px) scan figures are laid out for: the half-page column of a 1280 px screen (less the colour bar)
 SCAN_FIGURE_WIDTH = 430
-#: where the crossing label of the i-th probe curve sits (cycled): below the level line, then above it, ...
-CROSSING_LABEL_POSITIONS = ("bottom right", "top right", "bottom left", "top left")
+#: pixels between rows of probe crossing labels: the i-th curve's label sits below the level line (even i) or
+#: above it (odd i), in row i // 2 counted outwards, so labels of curves crossing close together never overprint
+CROSSING_LABEL_ROW = 16
 #: legend name of the probe curves' ground truth (``probe_curve``)
 TRUTH_CURVE = "ground truth (generator's visible counts)"
 #: legend under the plot area, so it never collides with the title
@@ -683,8 +684,9 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
         x: the probe variable column (e.g. ``"n_mycn"`` or ``"signal_size"``).
         xlabel: axis title.
         level: horizontal reference drawn dashed; each crossing gets a marker, and each curve one label
-            at its first crossing listing all of them ("2.00, 6.00"), placed by
-            :data:`CROSSING_LABEL_POSITIONS` (the first curve's below the line, the second's above).
+            at its first crossing listing all of them ("2.00, 6.00"): an annotation named like the crossing
+            markers, the first curve's below the line, the second's above, the third's a row further below
+            (:data:`CROSSING_LABEL_ROW`).
         rule_x: optional x where a rule expects the switch (e.g. Cohn rule at 4 x NMI), dotted.
         rule_label: the dotted line's label.
         truth: optional rows with ``x`` and ``truth`` (the generator's ground truth: share of the
@@ -709,16 +711,19 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
         xcs = crossings(g[x], g["mean_pred"], level)
         if xcs:
             # one label per curve, at its first crossing, listing every crossing (labels at each of several
-            # close crossings printed over each other); curves alternate below / above the level line, so two
-            # curves crossing near the same x ("9.67" and "10.03") never share a line of text
+            # close crossings printed over each other); each curve's label has its own row, alternately below and
+            # above the level line, so curves crossing near the same x ("9.67" and "10.03"; the mean P, the mean
+            # call and the truth at 8.3, 8.4 and 11.7 on the page's default run) never share a line of text
             named = xcs[:1] if model == TRUTH_CURVE else xcs
-            fig.add_trace(go.Scatter(x=xcs, y=[level] * len(xcs), mode="markers+text",
-                                     name=f"{model}: crosses {level:g}",
-                                     marker=dict(symbol="x", size=13, color=col, line=dict(width=2)),
-                                     text=[", ".join(f"{v:.2f}" for v in named)] + [""] * (len(xcs) - 1),
-                                     textposition=CROSSING_LABEL_POSITIONS[i % len(CROSSING_LABEL_POSITIONS)],
-                                     textfont=dict(color=col), showlegend=False,
+            name = f"{model}: crosses {level:g}"
+            fig.add_trace(go.Scatter(x=xcs, y=[level] * len(xcs), mode="markers", name=name,
+                                     marker=dict(symbol="x", size=13, color=col, line=dict(width=2)), showlegend=False,
                                      hovertemplate=f"{model} crosses {level:g} at {xlabel} %{{x:.2f}}<extra></extra>"))
+            above = i % 2 == 1
+            fig.add_annotation(x=xcs[0], y=level, name=name, text=", ".join(f"{v:.2f}" for v in named),
+                               showarrow=False, xanchor="left", xshift=6, yanchor="bottom" if above else "top",
+                               yshift=(1 if above else -1) * (3 + CROSSING_LABEL_ROW * (i // 2)),
+                               font=dict(color=col))
     fig.add_hline(y=level, line_dash="dash", line_color="#666")
     if rule_x is not None:
         fig.add_vline(x=rule_x, line_dash="dot", line_color=OKABE_ITO["bluish green"],

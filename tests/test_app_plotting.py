@@ -124,11 +124,22 @@ def test_crossing_text_explains_a_curve_without_crossing():
     assert P.crossing_text([0, 1, 2, 3], [0, 0.2, 0.8, 1.0], beyond=False) == "1.50"
 
 
+def _crossing_marks(fig) -> list:
+    """The probe curve's crossing markers, one trace per curve."""
+    return [t for t in fig.data if (t.name or "").endswith(": crosses 0.5")]
+
+
+def _crossing_labels(fig) -> list:
+    """The probe curve's crossing labels, one annotation per curve."""
+    return [a for a in fig.layout.annotations if (a.name or "").endswith(": crosses 0.5")]
+
+
 def test_probe_curve_marks_every_crossing():
     curve = pd.DataFrame({"n_mycn": [0, 4, 8, 12], "mean_pred": [0.0, 1.0, 0.0, 1.0], "sem": [0.0] * 4})
-    marks = [t for t in P.probe_curve(curve, "n_mycn", "MYCN").data if t.mode == "markers+text"]
+    fig = P.probe_curve(curve, "n_mycn", "MYCN")
+    marks = _crossing_marks(fig)
     assert list(marks[0].x) == pytest.approx([2.0, 6.0, 10.0])
-    assert list(marks[0].text) == ["2.00, 6.00, 10.00", "", ""]  # one label lists them: none print over another
+    assert [a.text for a in _crossing_labels(fig)] == ["2.00, 6.00, 10.00"]  # one label lists them
 
 
 def test_probe_curve_labels_of_two_curves_crossing_close_together_do_not_overprint():
@@ -136,10 +147,24 @@ def test_probe_curve_labels_of_two_curves_crossing_close_together_do_not_overpri
     x = [8, 12]
     curve = pd.concat([pd.DataFrame({"n_mycn": x, "mean_pred": [0.0, 0.75], "model": "a call"}),
                        pd.DataFrame({"n_mycn": x, "mean_pred": [0.2, 0.7], "model": "b prob"})])
-    marks = [t for t in P.probe_curve(curve, "n_mycn", "MYCN").data if t.mode == "markers+text"]
-    assert [list(t.text) for t in marks] == [["10.67"], ["10.40"]]
-    sides = [t.textposition.split()[0] for t in marks]
-    assert sides == ["bottom", "top"]  # one label under the 0.5 line, the other above it
+    labels = _crossing_labels(P.probe_curve(curve, "n_mycn", "MYCN"))
+    assert [a.text for a in labels] == ["10.67", "10.40"]
+    assert [a.yanchor for a in labels] == ["top", "bottom"]  # one label under the 0.5 line, the other above it
+    assert labels[0].yshift < 0 < labels[1].yshift
+
+
+def test_probe_curve_labels_of_three_curves_crossing_close_together_do_not_overprint():
+    # seen on the Probe page's default run: mean P at 8.3 (right of it, below the line) and the truth at 11.67
+    # (left of it, below the line) printed as "11.8.30"; the mean call's label above was clear of both
+    x = [8, 9, 11, 12]
+    curve = pd.concat([pd.DataFrame({"n_mycn": x, "mean_pred": [0.4, 0.6, 0.9, 1.0], "model": "a prob"}),
+                       pd.DataFrame({"n_mycn": x, "mean_pred": [0.38, 0.68, 0.9, 1.0], "model": "b call"})])
+    truth = pd.DataFrame({"n_mycn": x, "truth": [0.16, 0.2, 0.3, 0.6]})
+    labels = _crossing_labels(P.probe_curve(curve, "n_mycn", "MYCN", truth=truth))
+    assert [a.text for a in labels] == ["8.50", "8.40", "11.67"]
+    rows = [(a.yanchor, a.yshift) for a in labels]
+    assert [r[0] for r in rows] == ["top", "bottom", "top"]  # below, above, below the 0.5 line
+    assert abs(rows[0][1] - rows[2][1]) >= 14  # the two below a line of 12 px text apart
 
 
 def test_probe_summary_matches_hand_computation():
@@ -166,12 +191,12 @@ def test_probe_summary_and_curve_carry_the_generators_ground_truth():
     assert line.marker.color == line.line.color == "#333"  # as its legend entry, not blue to red by value
     model = next(t for t in fig.data if t.name == "mean prediction")
     assert list(model.marker.color) == [1.0, 1.0]  # the model's markers keep their colour by value
-    marks = [t for t in fig.data if t.mode == "markers+text"]
-    assert [list(t.text) for t in marks] == [["10.00"]]  # the model never crosses; the ground truth at 10
+    assert [a.text for a in _crossing_labels(fig)] == ["10.00"]  # the model never crosses; the ground truth at 10
     wavy = pd.DataFrame({"n_mycn": [0, 4, 8, 12, 16], "truth": [0.0, 0.6, 0.4, 0.6, 0.4]})
-    marks = [t for t in P.probe_curve(s, "n_mycn", "MYCN", truth=wavy).data if t.mode == "markers+text"]
-    assert len(marks[0].x) == 4 and list(marks[0].text) == ["3.33", "", "", ""]  # labelled at the first only
-    assert fig.layout.annotations[0].text == "Cohn rule (drawn signals)"
+    fig2 = P.probe_curve(s, "n_mycn", "MYCN", truth=wavy)
+    assert len(_crossing_marks(fig2)[0].x) == 4
+    assert [a.text for a in _crossing_labels(fig2)] == ["3.33"]  # labelled at the first only
+    assert "Cohn rule (drawn signals)" in [a.text for a in fig.layout.annotations]
 
 
 def test_probe_embedding_labels_sizes_with_one_decimal_and_names_every_condition_in_the_hover():
@@ -272,7 +297,7 @@ def test_embedding_figure_shows_the_legend_of_a_single_category():
 def test_probe_curve_marks_the_crossing():
     curve = pd.DataFrame({"n_mycn": [0, 4, 8, 12], "mean_pred": [0.0, 0.2, 0.8, 1.0], "sem": [0.0] * 4})
     fig = P.probe_curve(curve, "n_mycn", "MYCN", rule_x=8)
-    marks = [t for t in fig.data if t.mode == "markers+text"]
+    marks = _crossing_marks(fig)
     assert len(marks) == 1 and marks[0].x[0] == pytest.approx(6.0)
 
 
