@@ -65,8 +65,14 @@ def metrics_tables(metrics: dict) -> dict[str, pd.DataFrame]:
     Nested dicts make sections (``test_detection`` -> "test patches: detection"), in the order they
     first appear; a per-class dict (``ap50: {nmi, mycn, cluster}``) and a list of three numbers under a
     count key give one row per class ("count score threshold · MYCN": 0.25), which fits a half-width table.
+    Top-level figures that repeat the ``validation`` section's (training writes its sensitivity, specificity,
+    class counts and temperature in both places) are shown once, under validation: in the summary they read as
+    the model's test figures.
     """
     sections: dict[str, list[tuple[str, str]]] = {}
+    val = (metrics or {}).get("validation")
+    if isinstance(val, dict):
+        metrics = {k: v for k, v in metrics.items() if isinstance(v, dict) or k not in val or val[k] != v}
 
     def name(key: str) -> str:
         return METRIC_NAMES.get(key, key.replace("_", " "))

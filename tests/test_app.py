@@ -1339,6 +1339,32 @@ def test_models_page_lists_models_with_metrics(store_copy):
     assert start and start[0].disabled  # no curated labels yet
 
 
+def test_models_page_shows_the_validation_figures_once_under_validation(store_copy, tmp_path):
+    # training writes sensitivity, specificity, class counts and temperature at the top of metrics.json and again
+    # under "validation": the Metrics tab's "summary" showed them unnamed, read as test figures (genuine_cpu's
+    # TPR 0.9745 there, 0.9607 on the evaluation report's test nuclei)
+    from genuine_core.models import GenuineClassifier, preset_config
+    from genuine_core.pipeline import load_model
+    from store.db import open_store
+    from store.registry import register_model
+
+    val = {"accuracy": 0.97, "sensitivity": 0.9745, "specificity": 0.9692, "n_positive": 275, "temperature": 0.52}
+    metrics = {"best_epoch": 2, "status": "final", "sensitivity": 0.9745, "specificity": 0.9692, "n_positive": 275,
+               "temperature": 0.52, "validation": val}
+    folder = tmp_path / "tiny-resnet"
+    GenuineClassifier.from_config(preset_config("tiny", kind="resnet")).save(folder, metrics=metrics)
+    with open_store(store_copy[0]) as s:
+        register_model(s, load_model(folder))
+    at = open_page("models")
+    at.selectbox(key="models_pick").set_value(folder.name).run()
+    assert not at.exception
+    tables = [dict(d.value.values) for d in at.dataframe if list(d.value.columns) == ["Metric", "Value"]]
+    assert tables[0] == {"best epoch": "2", "training status": "final"}  # the summary: no unnamed validation figures
+    assert tables[1]["sensitivity (TPR)"] == "0.9745" and tables[1]["calibration temperature"] == "0.52"
+    assert [m.value for m in at.markdown if m.value in ("**summary**", "**validation**")] == ["**summary**",
+                                                                                              "**validation**"]
+
+
 def test_models_page_plots_a_detectors_count_threshold_scan(store_copy, tmp_path):
     import json
 
