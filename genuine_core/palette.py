@@ -19,9 +19,10 @@ import numpy as np
 #: the eight Okabe-Ito colours by name
 OKABE_ITO = {"blue": "#0072B2", "vermillion": "#D55E00", "bluish green": "#009E73", "reddish purple": "#CC79A7",
              "orange": "#E69F00", "sky blue": "#56B4E9", "yellow": "#F0E442", "black": "#000000"}
-#: label -> colour: MNA vermillion, non-MNA blue, excluded reddish purple, no label light grey
+#: label -> colour: MNA vermillion, non-MNA blue, excluded reddish purple, no label (under any name) light grey
 LABEL_COLOURS = {"MNA": OKABE_ITO["vermillion"], "non-MNA": OKABE_ITO["blue"],
-                 "excluded": OKABE_ITO["reddish purple"], "unlabelled": "#c7c7c7", "not curated": "#c7c7c7"}
+                 "excluded": OKABE_ITO["reddish purple"], "unlabelled": "#c7c7c7", "not curated": "#c7c7c7",
+                 "no ground truth": "#c7c7c7", "no auto label": "#c7c7c7", "no call": "#c7c7c7"}
 #: how many leading :data:`PALETTE` colours stay apart for red-green colour-blind readers
 SAFE_COLOURS = 8
 #: samples/models: the eight Okabe-Ito colours (MNA-like vermillion second); a ninth category takes the first

@@ -28,6 +28,9 @@ COLOUR_BY = {
     "sample": "sample",
     "source": "benchmark split (training, validation, test) or sample kind (mixture, case): paper Fig. 3",
 }
+#: legend name of nuclei without a value to colour by (e.g. the real scan has no ground truth and no auto label):
+#: grey, named for what is missing ("unlabelled" read as "not yet curated")
+MISSING = {"call": "no call", "auto label": "no auto label", "ground truth": "no ground truth"}
 MAX_GALLERY = 48
 #: nuclei per map by default (a fixed random subset of larger maps, chosen by the store's query): two WebGL
 #: scatters of 30,000 each took 2.4-5.5 s per visit in headless Chromium on a store of a million nuclei (BENCHMARKS.md)
@@ -87,7 +90,7 @@ def colour_column(df: pd.DataFrame, how: str) -> tuple[pd.DataFrame, str, bool]:
         out["colour"] = out["sample"]
     else:  # source: benchmark split, else the sample kind (store.umap.umap_points)
         out["colour"] = out["source"]
-    out["colour"] = out["colour"].astype("string").fillna("unlabelled")
+    out["colour"] = out["colour"].astype("string").fillna(MISSING.get(how, "unlabelled"))
     return out, "colour", True
 
 

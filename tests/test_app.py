@@ -1929,6 +1929,27 @@ def test_embeddings_page_names_nuclei_without_a_curated_label_in_the_legend(stor
     assert [t["name"] for t in spec["data"]] == ["not curated"] and spec["layout"]["showlegend"] is True
 
 
+def test_embeddings_page_names_nuclei_without_ground_truth_or_auto_label_for_what_is_missing(store_copy,
+                                                                                             monkeypatch):
+    # colour by ground truth on the demo store: the real scan's 63 nuclei were "unlabelled", read as not curated
+    import store.umap as umap_store
+
+    points = pd.DataFrame({"nucleus_id": [1, 2], "x": [0.0, 1.0], "y": 0.0, "sample": ["LINE-MNA", "CASE"],
+                           "source": ["training", "case"], "prob": 0.5, "call": 1, "auto_label": [1, None],
+                           "true_label": [1, None], "curated_label": [None, None], "excluded": False})
+    monkeypatch.setattr(umap_store, "umap_points", lambda store, model, sample=None, **kw: points)
+    monkeypatch.setattr(umap_store, "umap_count", lambda store, model, sample=None, **kw: len(points))
+    monkeypatch.setattr(umap_store, "mapped_models",
+                        lambda store: store.query("SELECT name FROM models")["name"].tolist())
+    at = open_page("embeddings")
+    for how, missing in (("ground truth", "no ground truth"), ("auto label", "no auto label")):
+        at.selectbox(key="emb_colour").set_value(how).run()
+        assert not at.exception, [e.value for e in at.exception]
+        traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+        colour = {t["name"]: t["marker"]["color"] for t in traces}
+        assert set(colour) == {"MNA", missing} and colour[missing] == "#c7c7c7"  # the grey of "no label"
+
+
 @pytest.mark.slow
 def test_embeddings_page_fits_a_map_and_shows_it(store_copy):
     at = open_page("embeddings")
