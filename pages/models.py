@@ -55,6 +55,8 @@ SECTION_NAMES = {"": "summary", "validation": "validation", "test_detection": "t
                  "test_rule_vs_truth": "test nuclei: Cohn rule vs ground truth", "ratio_fit": "ratio fit"}
 #: signal classes as dict keys -> as shown; per-class lists (count thresholds, count accuracy) are in this order
 CLASS_NAMES = {"nmi": "NMI", "mycn": "MYCN", "cluster": "cluster"}
+#: session key: the model Model details shows on the next run (Register sets it, the widget already exists then)
+PICK_NEXT = "_models_pick_next"
 #: why a button that changes the registered models waits for a name (the store's event log records who)
 NAME_NEEDED = "Enter your name under **Reviewer** in the sidebar to {what}: the store's event log records who."
 
@@ -380,6 +382,8 @@ def register_button(run_id: str, rec: dict, val: dict | None) -> None:
     if st.button(f"Register {rec['name']}", key=f"register_{run_id}", type="primary",
                  icon=":material/library_add:", disabled=not (ok and who)):
         retrain.register(run_id, who)
+        if rec["registered"]:  # Model details switches to it on the rerun, so Score applies to it at once
+            st.session_state[PICK_NEXT] = rec["name"]
         st.rerun(scope="app")  # the models table and the sidebar live outside this fragment
     if not who:
         st.caption(NAME_NEEDED.format(what="register a model"))
@@ -440,7 +444,7 @@ def render_run(run_id: str, rec: dict, registered: set[tuple[str, str]], compact
         register_button(run_id, rec, val)
     elif rec["registered"]:
         st.caption(f":green[:material/check: registered as {rec['name']}.] To score the scans already stored, "
-                   f"pick it under **Model details** above and press **Score**; the **Embeddings** page then fits "
+                   f"press **Score** for it under **Model details** above; the **Embeddings** page then fits "
                    "its map. Scans uploaded on the **Ingest** "
                    "page are scored with it (and every other registered model); its predictions then show in Cases. "
                    "The `genuine ingest` command cannot open the store while this app holds it: stop the app first.")
@@ -606,6 +610,8 @@ def main() -> None:
     event_log_section(db)
 
     names = models["name"].tolist()
+    if st.session_state.get(PICK_NEXT) in names:  # a model just registered (set before the widget exists)
+        st.session_state["models_pick"] = st.session_state.pop(PICK_NEXT)
     name = st.selectbox("Model details", names, key="models_pick",
                         index=names.index(common.default_model(names, dict(zip(models["name"], models["kind"])))))
     row = models[models["name"] == name].iloc[0]

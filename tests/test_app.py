@@ -1691,6 +1691,20 @@ def test_models_page_warns_before_registering_a_degenerate_model(store_copy, tmp
     assert "registered as resnet-curated" in done and "**Ingest** page" in done
 
 
+def test_models_page_selects_a_model_just_registered_so_score_applies_to_it(store_copy, tmp_path, models_runs):
+    """Register switches Model details to the new model (it stayed on the old one and told the user to pick it)."""
+    good = {"sensitivity": 0.9, "specificity": 0.95, "n_positive": 40, "n_negative": 60}
+    _models_finished_run(models_runs, tmp_path, good)
+    at = open_page("models", reviewer="Dr. Test")
+    assert at.selectbox(key="models_pick").value != "resnet-curated"
+    next(b for b in at.button if b.label == "Register resnet-curated").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    pick = at.selectbox(key="models_pick")
+    assert pick.value == "resnet-curated" and pick.proto.set_value  # the browser is told to show it too
+    assert "**resnet-curated** has scored 0 of the" in texts(at)  # its Score section, not the old model's
+    assert "pick it under **Model details**" not in texts(at)
+
+
 def _recorded_run(store_path: Path, status: str, cmd: list[str], pid: int | None = None) -> Path:
     """A retraining run as an earlier server left it in ``<store files>/runs/run-9``: ``run.json`` without an
     exit code, a log, and a tiny ResNet folder whose ``metrics.json`` status is ``status`` (with a checkpoint
