@@ -248,14 +248,15 @@ def exclude_clicked(scan_id: int, who: str) -> None:
 
 
 def remove_scan_section() -> None:
-    """Stored scans with a Remove action (a scan read with the wrong channel map is removed, then uploaded again)."""
+    """Stored scans with a Remove action (a scan read with the wrong channel map is removed, then uploaded again)
+    or, for a scan whose nuclei carry label events, an Exclude action."""
     from store.scans import scan_overview
 
     path = common.db_path()
     if not store_exists(path):
         return
     scans = scan_overview(common.store_at(str(path)))
-    with st.expander("Stored scans · remove one", icon=":material/delete:"):  # a fixed label keeps it open
+    with st.expander("Stored scans · remove or exclude one", icon=":material/delete:"):  # a fixed label keeps it open
         if scans.empty:
             st.caption("No scans stored yet.")
             return
@@ -273,7 +274,7 @@ def remove_scan_section() -> None:
                      height=min(38 + 35 * len(scans), 320))
         labels = {int(r.id): f"scan {r.id} · {r.file_name} · {r.sample}" for r in scans.itertuples(index=False)}
         c1, c2, c3 = st.columns([3, 2, 1.2], vertical_alignment="bottom")
-        scan_id = c1.selectbox("Scan to remove", list(labels), format_func=labels.get, key="ingest_remove_id")
+        scan_id = c1.selectbox("Scan", list(labels), format_func=labels.get, key="ingest_remove_id")
         who = common.reviewer()
         chosen = scans.set_index("id").loc[scan_id]
         labelled = int(chosen["labelled_nuclei"])
@@ -295,7 +296,7 @@ def remove_scan_section() -> None:
         if error:
             st.error(error, icon=":material/error:")
         if not who:
-            st.caption("Enter your name under **Reviewer** in the sidebar to remove a scan.")
+            st.caption("Enter your name under **Reviewer** in the sidebar to remove or exclude a scan.")
 
 
 def main() -> None:

@@ -1251,6 +1251,10 @@ def test_ingest_page_removes_a_scan_after_confirmation_and_keeps_a_curated_one(s
         labels.record_label_event(s, nid, 1, "Dr. Test")
     at = open_page("ingest")
     assert at.button(key="ingest_exclude").disabled  # the first scan, a reviewed one: no reviewer name, no confirmation
+    assert [e.label for e in at.expander if e.label.startswith("Stored scans")] == [
+        "Stored scans · remove or exclude one"]  # named for both actions, not "remove one"
+    assert at.selectbox(key="ingest_remove_id").label == "Scan"  # not "Scan to remove": it may be excluded
+    assert "Reviewer** in the sidebar to remove or exclude a scan." in texts(at)
     at = open_page("ingest", reviewer="Dr. Test")
     at.selectbox(key="ingest_remove_id").set_value(plain).run()
     assert at.button(key="ingest_remove").disabled  # not confirmed yet
