@@ -30,6 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 EMPTY_HINT = ("Nothing here yet: run `genuine demo` (or `bash scripts/run.sh`) to build the demo store, "
               "or ingest a scan on the **Ingest** page.")
 REVIEWER_KEY = "reviewer"
+#: the address parameter that keeps the reviewer name over a reload or a copied link (``?reviewer=ann``)
+REVIEWER_PARAM = "reviewer"
+_REVIEWER_READ = "_reviewer_address_read"  # session flag: the address was read once (a cleared name stays cleared)
+_REVIEWER_IGNORED = "_reviewer_address_ignored"  # session: why a name in the address was not taken
 #: patch colour schemes (display only; the first, red/green, is the default) and the session key of the choice
 SCHEMES = list(plotting.PATCH_SCHEMES)
 SCHEME_KEY = "patch_colours"
@@ -174,6 +178,39 @@ def reviewer() -> str:
     return str(st.session_state.get(REVIEWER_KEY, "") or "").strip()
 
 
+def reviewer_from_address() -> None:
+    """Once per session, take the reviewer name from ``?reviewer=`` when the session has none; a name that
+    fails the store's name check (``store.location.person_name``) is dropped and the reason kept for a caption."""
+    import argparse
+
+    from store.location import person_name
+
+    if st.session_state.get(_REVIEWER_READ):
+        return
+    st.session_state[_REVIEWER_READ] = True
+    text = st.query_params.get(REVIEWER_PARAM)
+    if text is None or reviewer():
+        return
+    try:
+        name = person_name(text)
+    except argparse.ArgumentTypeError as exc:
+        st.session_state[_REVIEWER_IGNORED] = f"The reviewer name in the address was ignored: it needs {exc}."
+        del st.query_params[REVIEWER_PARAM]
+        return
+    if name:
+        st.session_state[REVIEWER_KEY] = name
+
+
+def reviewer_to_address() -> None:
+    """Keep ``?reviewer=`` equal to the session's reviewer name (removed when there is none); the page's
+    other parameters (e.g. ``?case=``) are left as they are."""
+    name = reviewer()
+    if name and st.query_params.get(REVIEWER_PARAM) != name:
+        st.query_params[REVIEWER_PARAM] = name
+    elif not name and REVIEWER_PARAM in st.query_params:
+        del st.query_params[REVIEWER_PARAM]
+
+
 def patch_scheme() -> str:
     """The patch colour scheme chosen in the sidebar for this session (default red/green)."""
     chosen = st.session_state.get(SCHEME_KEY)
@@ -182,10 +219,16 @@ def patch_scheme() -> str:
 
 def sidebar() -> None:
     """Store status, reviewer name (asked once per session), patch colours and a reload button."""
+    reviewer_from_address()
     with st.sidebar:
         st.text_input("Reviewer", key=REVIEWER_KEY, placeholder="your name (stamped on every decision)",
-                      help="Asked once per browser session; every label decision is recorded under this name.")
+                      help="Asked once per browser session and kept in the page address (`?reviewer=`), so a "
+                           "reload or a copied link keeps it; every label decision is recorded under this name.")
+        reviewer_to_address()
         if not reviewer():
+            ignored = st.session_state.get(_REVIEWER_IGNORED)
+            if ignored:
+                st.caption(f":orange[:material/warning: {ignored}]")
             st.caption(":orange[:material/person_off: No reviewer set: review decisions are disabled.]")
         st.segmented_control("Patch colours", SCHEMES, default=SCHEMES[0], required=True, key=SCHEME_KEY,
                              help="How every page shows nucleus patches (display only; stored patches, decisions "

@@ -382,6 +382,39 @@ def test_cases_address_follows_the_open_case_and_outlines_follow_the_model_for_c
     assert again.selectbox(key="case_select").value == "MIX-50"
 
 
+def test_reviewer_name_is_kept_in_the_address_for_a_reload_or_a_copied_link(store_copy):
+    """A name entered goes into ?reviewer= beside ?case=; a new session opened on that address (a reload, or
+    /ingest in a new tab) starts with it instead of asking for a name again."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["case"] = "LINE-NON"
+    at.run()
+    at.sidebar.text_input(key="reviewer").input("Dr. Ann").run()
+    assert at.query_params["reviewer"] == "Dr. Ann" and at.query_params["case"] == "LINE-NON"  # both kept
+    reload = AppTest.from_file(APP, default_timeout=TIMEOUT)  # the same address in a new tab, on /ingest
+    reload.query_params.update(reviewer="Dr. Ann")
+    reload.run()
+    reload.switch_page("pages/ingest.py").run()
+    assert not reload.exception, [e.value for e in reload.exception]
+    assert reload.sidebar.text_input(key="reviewer").value == "Dr. Ann"
+    assert "Enter your name under **Reviewer**" not in texts(reload)
+    assert reload.query_params["reviewer"] == "Dr. Ann"
+    reload.sidebar.text_input(key="reviewer").input("").run()  # cleared: a reload must not bring it back
+    assert "reviewer" not in reload.query_params
+    reload.run()
+    assert reload.sidebar.text_input(key="reviewer").value == ""
+
+
+def test_reviewer_name_in_the_address_that_fails_the_name_check_is_ignored(store_copy):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(reviewer="Ann\x1b[2J", case="LINE-NON")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.text_input(key="reviewer").value == ""
+    assert any("reviewer name in the address was ignored: it needs a name without control characters" in c.value
+               for c in at.sidebar.caption)
+    assert "reviewer" not in at.query_params and at.query_params["case"] == "LINE-NON"
+
+
 # ----------------------------------------------------------------------------- review
 def decision(at: AppTest, which: str):
     """The ``which`` (mna, non, exclude) decision button of the card on screen (its key names the card)."""
