@@ -27,9 +27,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from genuine_core.palette import (  # noqa: F401  (the one place for colours and symbols)
+from genuine_core.palette import (  # the one place for colours and symbols
     CLASS_STYLES, KIND_SYMBOLS, LABEL_COLOURS, OKABE_ITO, PALETTE, category_style, symbol_variant)
-from genuine_core.palette import PATTERNS as BAR_PATTERNS  # noqa: F401  (bar hatching per model)
 from genuine_core.palette import hex_rgb as hex_to_rgb
 from genuine_core.percent_text import pct_text
 

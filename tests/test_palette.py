@@ -53,7 +53,7 @@ def test_category_styles_never_repeat_colour_with_symbol_dash_or_hatching():
     styles = [C.category_style(i) for i in range(64)]
     for field, n in (("symbol", 64), ("dash", 48), ("pattern", 64)):
         assert _all_apart([(s.colour, getattr(s, field)) for s in styles[:n]]), field
-    assert [s.pattern for s in styles[:8]] == list(P.BAR_PATTERNS)  # the first eight models' hatching as before
+    assert [s.pattern for s in styles[:8]] == list(C.PATTERNS)  # the first eight models' hatching as before
     with pytest.raises(ValueError, match="category index"):
         C.category_style(-1)
 
