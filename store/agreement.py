@@ -38,15 +38,14 @@ import pandas as pd
 
 from genuine_core.stats import z_value
 from store.db import Store
-from store.labels import LEGACY_INGEST_NOTE, SCAN_EXCLUSION_MARK
+from store.labels import LEGACY_INGEST_NOTE, SCAN_EXCLUSION_MARK, reviewer_spelled_sql
 
 #: the kappa categories, stored value -> name
 CATEGORIES = {"1": "MNA", "0": "non-MNA", "exclude": "exclude"}
 #: conflict states of a nucleus
 STATES = ("none", "open", "settled")
 
-#: a reviewer name as typed, each run of whitespace one space, trimmed ('' for none)
-_SPELLED = "trim(regexp_replace(coalesce(reviewer, ''), '\\s+', ' ', 'g'))"
+_SPELLED = reviewer_spelled_sql()
 #: per name as stored (``raw``, not blank), the reviewer's name shown: names equal without case and surplus
 #: spaces ('ann', 'Ann ') are one reviewer, shown as they spelled it most recently (read once per spelling)
 _REVIEWERS = f"""

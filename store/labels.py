@@ -84,6 +84,12 @@ class DecidedMeanwhile(StoreError):
     """The nucleus' current decision is not the one the reviewer saw: someone decided it since."""
 
 
+def reviewer_spelled_sql(column: str = "reviewer") -> str:
+    """SQL of a stored reviewer name as typed, each run of whitespace one space, trimmed ('' for none); its
+    ``lower()`` is the name reviewers are told apart by ('ann' and 'Ann ' are one reviewer)."""
+    return f"trim(regexp_replace(coalesce({column}, ''), '\\s+', ' ', 'g'))"
+
+
 #: how the note of each event :func:`exclude_scan` appends begins: ``store.agreement`` reads such an event as a
 #: data-quality decision about the scan, not a curator's review of the nucleus (reserved: no other note may begin so)
 SCAN_EXCLUSION_MARK = "[whole scan excluded]"

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from store.db import Store
+from store.labels import reviewer_spelled_sql
 
 FLAGS = ("auto_mismatch", "models_disagree", "high_uncertainty", "low_confidence")
 
@@ -121,10 +122,10 @@ scored AS (
 """
 #: nuclei this reviewer has a decision on that stands (not undone), the name compared as ``store.agreement`` does
 #: (case, surplus spaces): with reviewed nuclei listed, a second curator's queue leaves them out once decided
-_DECIDED_BY_ME = """
+_DECIDED_BY_ME = f"""
     SELECT e.nucleus_id FROM label_events e
     WHERE e.undoes IS NULL AND e.value <> 'unset'
-      AND lower(trim(regexp_replace(coalesce(e.reviewer, ''), '\\s+', ' ', 'g'))) = $me
+      AND lower({reviewer_spelled_sql('e.reviewer')}) = $me
       AND NOT EXISTS (SELECT 1 FROM label_events u WHERE u.undoes = e.id)
 """
 _NOT_MINE = f"\n        AND ($me IS NULL OR nucleus_id NOT IN ({_DECIDED_BY_ME}))"
