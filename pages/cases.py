@@ -172,8 +172,11 @@ def signed_mark(row: dict) -> str:
 
 
 def signed_text(row: dict) -> str:
-    """A sign-out in the case table: 'MNA · Dr. A · 2026-12-05', with '· changed since' when its numbers moved."""
-    return " · ".join([row["call"], row["by_user"], str(row["created_at"])[:10]]
+    """A sign-out in the case table: 'MNA · Dr. A · 2026-12-05' (the call as ``store.signout.call_text`` says it,
+    with the model's call it overrides), with '· changed since' when its numbers moved."""
+    from store import signout
+
+    return " · ".join([signout.call_text(row), row["by_user"], str(row["created_at"])[:10]]
                       + (["changed since"] if len(row["changes"]) else []))
 
 
@@ -392,6 +395,7 @@ def render_sign_out(db: str, sample: str, r: pd.Series | None, primary: str) -> 
     if not trail.empty:
         with box.expander(f"Sign-out history ({len(trail)})", icon=":material/history:"):
             shown = trail.assign(when=trail["created_at"].astype(str).str[:16],
+                                 call=[signout.call_text(t) for t in trail.to_dict("records")],
                                  numbers=[signout.numbers_text(t) if t["action"] == "sign out" else ""
                                           for t in trail.to_dict("records")])
             st.dataframe(shown[["when", "action", "call", "by_user", "numbers", "comment"]]

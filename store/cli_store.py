@@ -334,8 +334,10 @@ def _sign_out_view(df, full: bool):
     import pandas as pd
 
     from genuine_core.percent_text import pct_text
+    from store import signout
 
     out = df.assign(when=df["created_at"].astype(str).str[:16], by=df["by_user"],
+                    call=[signout.call_text(r) or None for r in df.to_dict("records")],
                     comment=df["comment"].fillna("").astype(str))
     out["MNA of nuclei"] = ["-" if pd.isna(n) else f"{pct_text(p)} % of {int(n)}"
                             for p, n in zip(df["mna_pct"], df["n_scored"])]

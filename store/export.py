@@ -141,7 +141,7 @@ def _sign_out_sections(trail: pd.DataFrame) -> list[report_format.Section]:
     """Every sign-out and withdrawal of the sample, oldest first (none: no section)."""
     if trail.empty:
         return []
-    rows = [[str(r["created_at"])[:16], r["action"], _fmt(r["call"]), r["by_user"],
+    rows = [[str(r["created_at"])[:16], r["action"], _fmt(signout.call_text(r) or None), r["by_user"],
              signout.numbers_text(r) if r["action"] == "sign out" else "-", _fmt(r["comment"])]
             for r in trail.to_dict("records")]
     return [("Sign-out history", ["when (UTC)", "action", "call", "by", "numbers", "comment"], rows)]

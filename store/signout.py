@@ -280,10 +280,21 @@ def numbers_text(row: dict) -> str:
             f"nuclei, 95 % CI {pct_text(row['ci_low_pct'])}-{pct_text(row['ci_high_pct'])} %{corrected}")
 
 
+def call_text(row: dict) -> str:
+    """A sign-out's call, naming the model's rule call it overrides when they differ: 'non-MNA (overrides
+    genuine_cpu's call: heterogeneous MNA)', else the call alone ('' for a withdrawal, which has none)."""
+    call, rule = row.get("call"), row.get("rule_call")
+    if not isinstance(call, str) or not call:
+        return ""
+    if not isinstance(rule, str) or not rule or rule == call:
+        return call
+    return f"{call} (overrides {row['model']}'s call: {rule})"
+
+
 def sign_out_text(row: dict) -> str:
     """A sign-out in one line: 'MNA, signed out by Dr. A on 2026-12-05 06:41 UTC (m1: 23.3 % MNA, ...); comment:
-    ...'."""
-    text = f"{row['call']}, signed out by {row['by_user']} on {str(row['created_at'])[:16]} UTC ({numbers_text(row)})"
+    ...' (the call as :func:`call_text` says it)."""
+    text = f"{call_text(row)}, signed out by {row['by_user']} on {str(row['created_at'])[:16]} UTC ({numbers_text(row)})"
     comment = row.get("comment")
     return text + (f"; comment: {comment}" if isinstance(comment, str) and comment else "")
 

@@ -52,16 +52,19 @@ def test_a_pathologist_signs_out_a_case_and_the_table_says_so(store_copy):
     next(b for b in at.button if b.label == "Sign out").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     signed = _signed(at)
-    assert signed["MIX-50"].startswith("not assessable · Dr. Path · 20") and signed["LINE-MNA"] == ""
+    # the call overrides the model's rule call: the table, the case and its history say so
+    overrides = f"not assessable (overrides {primary}'s call: not enough nuclei)"
+    assert signed["MIX-50"].startswith(f"{overrides} · Dr. Path · 20") and signed["LINE-MNA"] == ""
     assert _marks(at)["MIX-50"] == "✓" and _marks(at)["LINE-MNA"] == ""
     success = " ".join(s.value for s in at.success)
-    assert "**Signed out**: not assessable, signed out by Dr. Path on " in success
+    assert f"**Signed out**: {overrides}, signed out by Dr. Path on " in success
     assert f" UTC ({primary}: " in success and success.endswith("%); comment: too few tumour cells")
     assert not [w for w in at.warning if "Changed since sign-out" in w.value]
     rows = history(open_store(path), "MIX-50")  # the app holds the store: this shares its database
     assert rows[["action", "call", "by_user", "model"]].values.tolist() == [
         ["sign out", "not assessable", "Dr. Path", primary]]
     assert frame_with(at, "action")["by"].tolist() == ["Dr. Path"]  # the history under the form
+    assert frame_with(at, "action")["call"].tolist() == [overrides]
     # withdrawn with a reason: the table is blank again, and the history keeps both rows
     at.text_input(key="sign_out_withdraw_reason MIX-50").input("wrong slide")
     next(b for b in at.button if b.label == "Withdraw").click().run()
@@ -88,7 +91,7 @@ def test_a_withdrawal_without_a_reason_is_refused_on_the_page(store_copy):
     at = _open_case(open_page("cases", reviewer="Dr. Path"), "LINE-NON")
     next(b for b in at.button if b.label == "Withdraw").click().run()
     assert any("withdrawing a sign-out needs a reason" in e.value for e in at.error)
-    assert _signed(at)["LINE-NON"].startswith("non-MNA · Dr. Early · ")
+    assert _signed(at)["LINE-NON"].startswith(f"non-MNA (overrides {model}'s call: not enough nuclei) · Dr. Early · ")
 
 
 def test_a_case_whose_numbers_changed_since_sign_out_warns_with_old_and_new(store_copy):
@@ -111,7 +114,8 @@ def test_a_case_whose_numbers_changed_since_sign_out_warns_with_old_and_new(stor
     at = open_page("cases", reviewer="Dr. Path")
     at.button(key="reload_data").click().run()  # the sidebar's reload after changes made elsewhere
     _open_case(at, "LINE-MNA")
-    assert _signed(at)["LINE-MNA"].startswith("MNA · Dr. Early · ") and _signed(at)["LINE-MNA"].endswith(
+    assert _signed(at)["LINE-MNA"].startswith(
+        f"MNA (overrides {primary}'s call: not enough nuclei) · Dr. Early · ") and _signed(at)["LINE-MNA"].endswith(
         " · changed since")
     assert _marks(at)["LINE-MNA"] == "✓ changed"
     warning = next(w.value for w in at.warning if "Changed since sign-out" in w.value)
@@ -142,12 +146,14 @@ def test_a_signed_out_sample_whose_nuclei_were_all_excluded_stays_listed_and_can
     at.button(key="reload_data").click().run()
     table = frame_with(at, "Call").set_index("Sample")
     assert table.loc["LINE-MNA", "Call"] == "no call now: all nuclei excluded"  # before: not in the table
-    assert _signed(at)["LINE-MNA"].startswith("MNA · Dr. Early · ") and _signed(at)["LINE-MNA"].endswith(
+    assert _signed(at)["LINE-MNA"].startswith(
+        f"MNA (overrides {primary}'s call: not enough nuclei) · Dr. Early · ") and _signed(at)["LINE-MNA"].endswith(
         " · changed since")
     assert not [c for c in at.caption if "Not in the table" in c.value]
     _open_case(at, "LINE-MNA")
     assert any("No call now: all nuclei excluded" in i.value for i in at.info)
-    assert "**Signed out**: MNA, signed out by Dr. Early on " in " ".join(s.value for s in at.success)
+    assert f"**Signed out**: MNA (overrides {primary}'s call: not enough nuclei), signed out by Dr. Early on " \
+        in " ".join(s.value for s in at.success)
     warning = next(w.value for w in at.warning if "Changed since sign-out" in w.value)
     assert f"{primary} has no call for the sample now (no scored nucleus left)" in warning
     assert not [b for b in at.button if b.label == "Sign out"]  # no numbers to sign out on
@@ -181,7 +187,8 @@ def test_a_sign_out_stays_visible_and_withdrawable_when_no_sample_has_a_call_lef
     assert table.loc["LINE-MNA", "Call"] == "no call now: all nuclei excluded"
     assert _marks(at)["LINE-MNA"] == "✓ changed"
     _open_case(at, "LINE-MNA")
-    assert "**Signed out**: MNA, signed out by Dr. Early on " in " ".join(s.value for s in at.success)
+    assert f"**Signed out**: MNA (overrides {primary}'s call: not enough nuclei), signed out by Dr. Early on " \
+        in " ".join(s.value for s in at.success)
     at.text_input(key="sign_out_withdraw_reason LINE-MNA").input("every scan read with swapped channels")
     next(b for b in at.button if b.label == "Withdraw").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]

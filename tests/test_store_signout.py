@@ -132,7 +132,8 @@ def test_the_report_states_the_sign_out_or_its_absence(store, tmp_path):
     export.export_sample(store, "CASE-1", tmp_path / "b")
     md = (tmp_path / "b" / "summary.md").read_text()
     lines = [ln for ln in md.splitlines() if ln.startswith("- **")]
-    assert lines[0].startswith("- **signed out**: heterogeneous MNA, signed out by Dr. <b>Ann</b> on ")
+    assert lines[0].startswith("- **signed out**: heterogeneous MNA (overrides m1's call: MNA), signed out by "
+                               "Dr. <b>Ann</b> on ")
     assert " UTC (m1: 33.3 % MNA, 20 of 60 nuclei, 95 % CI " in lines[0] and lines[0].endswith("%); comment: see note")
     assert lines[1] == "- **changed since sign-out**: nuclei scored 60 → 59; MNA 33.3 % → 32.2 %"
     assert "## Sign-out history" in md
@@ -200,13 +201,13 @@ def test_cli_signs_out_lists_and_withdraws(store, capsys):
     assert main(["store", "sign-out", "CASE-1", "--call", "non-mna", "--model", "m2", "--by", "Dr. B",
                  "--comment", "agree", "--db", db]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("sample 'CASE-1': non-MNA, signed out by Dr. B on ") and "(m2: 66.7 % MNA, 40 of 60 nuclei, 95 % CI" in out and out.rstrip().endswith("%); comment: agree")
+    assert out.startswith("sample 'CASE-1': non-MNA (overrides m2's call: MNA), signed out by Dr. B on ") and "(m2: 66.7 % MNA, 40 of 60 nuclei, 95 % CI" in out and out.rstrip().endswith("%); comment: agree")
     assert main(["store", "sign-outs", "--db", db]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "changed since" in out[0] and "CASE-1" in out[1] and "non-MNA" in out[1] and out[1].rstrip().endswith("-")
     assert main(["export", "sample", "CASE-1", "--out", str(store.path.parent / "rep"), "--db", db]) == 0
     capsys.readouterr()
-    assert "- **signed out**: non-MNA, signed out by Dr. B on " in (store.path.parent / "rep" / "summary.md").read_text()
+    assert "- **signed out**: non-MNA (overrides m2's call: MNA), signed out by Dr. B on " in (store.path.parent / "rep" / "summary.md").read_text()
     assert main(["store", "sign-out", "CASE-1", "--withdraw", "--by", "Dr. B", "--comment", "typo", "--db", db]) == 0
     assert "withdrawn by Dr. B" in capsys.readouterr().out
     assert main(["store", "sign-outs", "--db", db]) == 0
@@ -293,3 +294,24 @@ def test_a_sign_out_on_a_model_that_did_not_score_every_scan_is_refused(tmp_path
         assert signout.unscored(s, "CASE-1", "m1") == (0, 0)
         signout.sign_out(s, "CASE-1", "MNA", "m1", "ann")
         assert signout.history(s)["model"].tolist() == ["m2", "m1"]
+
+
+def test_a_sign_out_that_overrides_the_models_call_says_so_everywhere(store, tmp_path, capsys):
+    """A call other than the model's rule call (kept as rule_call) was shown as the call alone: the sign-out line,
+    the report's history and `genuine store sign-outs [--history]` now name the call it overrides."""
+    signout.sign_out(store, "CASE-1", "non-MNA", "m1", "ann", "artefact")
+    row = signout.history(store, "CASE-1").iloc[-1].to_dict()
+    assert row["rule_call"] == "MNA"
+    assert signout.call_text(row) == "non-MNA (overrides m1's call: MNA)"
+    assert signout.sign_out_text(row).startswith("non-MNA (overrides m1's call: MNA), signed out by ann on ")
+    assert signout.call_text({**row, "call": "MNA"}) == "MNA"  # agreeing: the call alone
+    export.export_sample(store, "CASE-1", tmp_path / "r", model="m1")
+    md = (tmp_path / "r" / "summary.md").read_text()
+    assert "- **signed out**: non-MNA (overrides m1's call: MNA), signed out by ann on " in md
+    assert md.split("## Sign-out history")[1].count("non-MNA (overrides m1's call: MNA)") == 1
+    db = str(store.path)
+    store.close()
+    for argv in ([], ["--history"]):
+        assert main(["store", "sign-outs", *argv, "--db", db]) == 0
+        out = capsys.readouterr().out
+        assert "non-MNA (overrides m1's call: MNA)" in out, out
