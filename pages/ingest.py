@@ -233,17 +233,22 @@ def remove_clicked(scan_id: int, who: str) -> None:
 
 def exclude_clicked(scan_id: int, who: str) -> None:
     """Exclude button callback: an 'exclude' label event for each nucleus of the scan not excluded yet."""
+    from store import signout
     from store.labels import exclude_scan
 
     st.session_state.pop(f"ingest_exclude_sure_{scan_id}", None)
     try:
-        n = exclude_scan(common.get_store(), scan_id, who, note="on the Ingest page")
+        store = common.get_store()
+        n = exclude_scan(store, scan_id, who, note="on the Ingest page")
+        stale = signout.changed_note(store, signout.scan_sample(store, scan_id)) if n else None
     except GenuineError as exc:
         st.session_state[REMOVE_ERROR_KEY] = str(exc)
         return
     st.session_state[REMOVED_KEY] = (f"Scan {scan_id}: {n} nuclei excluded by {who}; they are left out of every "
                                       "call (undo each on the Review page)." if n else
                                       f"Scan {scan_id}: every nucleus was already excluded.")
+    if stale:  # the sign-out in force rests on numbers this exclusion changed
+        st.session_state[REMOVED_KEY] += f" {stale[0].upper()}{stale[1:]}."
     common.bump("labels")
 
 

@@ -350,6 +350,7 @@ def _sign_out_view(df, full: bool):
 
 def _exclude_scan(db, scan_id: int, by: str | None, note: str | None) -> int:
     from genuine_core.errors import InputError
+    from store import signout
     from store.db import Store
     from store.labels import exclude_scan
 
@@ -357,8 +358,11 @@ def _exclude_scan(db, scan_id: int, by: str | None, note: str | None) -> int:
         raise InputError("exclude-scan records a label event per nucleus: name the curator with --by NAME")
     with Store(db) as store:
         n = exclude_scan(store, scan_id, by, note)
+        stale = signout.changed_note(store, signout.scan_sample(store, scan_id)) if n else None
     print(f"scan {scan_id}: {n} nuclei excluded by {by}" if n else
           f"scan {scan_id}: every nucleus was already excluded")
+    if stale:
+        print(stale)
     return 0
 
 

@@ -308,3 +308,22 @@ def status_text(last: dict | None) -> str:
     if last["action"] == "sign out":
         return sign_out_text(last)
     return f"not signed out: withdrawn by {last['by_user']} on {str(last['created_at'])[:16]} UTC ({last['comment']})"
+
+
+def changed_note(store: Store, sample: str) -> str | None:
+    """The line telling that ``sample``'s sign-out in force no longer matches its model's numbers (e.g. after a
+    curator excluded a scan), with what changed; None when it is not signed out or nothing changed."""
+    trail = history(store, sample)
+    force = in_force(store, summary.sample_summaries(store, sample=sample), trail)
+    if force.empty or not force["changes"].iloc[0]:
+        return None
+    row = force.iloc[0].to_dict()
+    return (f"sample {sample!r} is signed out ({call_text(row)}, by {row['by_user']}) and its sign-out's numbers "
+            f"changed: {'; '.join(row['changes'])}; check it on the Cases page, then sign it out again or "
+            "withdraw the sign-out")
+
+
+def scan_sample(store: Store, scan_id: int) -> str | None:
+    """Name of the sample scan ``scan_id`` belongs to (None: no such scan)."""
+    return store.scalar("SELECT s.name FROM scans c JOIN samples s ON s.id = c.sample_id WHERE c.id = ?",
+                        [int(scan_id)])

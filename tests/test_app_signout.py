@@ -239,3 +239,29 @@ def test_a_case_offers_no_sign_out_on_a_model_that_missed_a_scan(store_copy):
     _open_case(at, "LINE-MNA")
     assert not [b for b in at.button if b.label == "Sign out"]
     assert f"{primary} has not scored 1 of this sample's scans ({n} nuclei" in texts(at)
+
+
+def test_excluding_a_scan_on_the_ingest_page_says_the_sign_out_changed(store_copy):
+    """The Ingest page's Exclude scan said only how many nuclei it excluded, not that the sample's sign-out in
+    force now rests on other numbers."""
+    from store import labels
+    from store.db import open_store
+    from store.scans import scan_overview
+    from store.signout import sign_out
+
+    path, _ = store_copy
+    with open_store(path) as s:
+        scans = scan_overview(s)
+        scan_id, sample = int(scans["id"].iloc[0]), str(scans["sample"].iloc[0])
+        model = s.query("SELECT name FROM models ORDER BY id")["name"].iloc[0]
+        nid = int(s.query("SELECT id FROM nuclei WHERE scan_id = ? LIMIT 1", [scan_id])["id"].iloc[0])
+        labels.record_label_event(s, nid, 1, "Dr. Test")  # reviewed: it can be excluded, not removed
+        sign_out(s, sample, "not assessable", model, "Dr. Early")
+    at = open_page("ingest", reviewer="Dr. Test")
+    at.selectbox(key="ingest_remove_id").set_value(scan_id).run()
+    at.checkbox(key=f"ingest_exclude_sure_{scan_id}").check().run()
+    at.button(key="ingest_exclude").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    message = next(m.value for m in at.success if m.value.startswith(f"Scan {scan_id}: "))
+    assert f"Sample '{sample}' is signed out (not assessable" in message and "by Dr. Early)" in message
+    assert "its sign-out's numbers changed: " in message and "check it on the Cases page" in message

@@ -315,3 +315,25 @@ def test_a_sign_out_that_overrides_the_models_call_says_so_everywhere(store, tmp
         assert main(["store", "sign-outs", *argv, "--db", db]) == 0
         out = capsys.readouterr().out
         assert "non-MNA (overrides m1's call: MNA)" in out, out
+
+
+def test_excluding_a_scan_of_a_signed_out_sample_says_its_sign_out_changed(tmp_path, capsys):
+    """`genuine store exclude-scan` printed only the nuclei it excluded: the sample's sign-out in force, now on
+    other numbers, went unmentioned until someone opened the Cases page."""
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        _fill(s)
+        mids = dict(zip(*[registry.list_models(s)[c] for c in ("name", "id")]))
+        res = synthetic_result("d" * 64, {"m1": np.full(60, 0.9), "m2": np.full(60, 0.1)}, seed=3)
+        write_scan_result(s, samples.ensure_sample(s, "CASE-2", "case"), res, mids)
+        signout.sign_out(s, "CASE-1", "MNA", "m1", "ann")
+        scans = s.query("SELECT c.id, s.name FROM scans c JOIN samples s ON s.id = c.sample_id ORDER BY c.id")
+    ids = dict(zip(scans["name"], scans["id"]))
+    assert main(["store", "exclude-scan", str(ids["CASE-2"]), "--by", "cur", "--db", str(db)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"scan {ids['CASE-2']}: 60 nuclei excluded by cur"]
+    assert main(["store", "exclude-scan", str(ids["CASE-1"]), "--by", "cur", "--db", str(db)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"scan {ids['CASE-1']}: 60 nuclei excluded by cur" and len(out) == 2
+    assert out[1] == ("sample 'CASE-1' is signed out (MNA, by ann) and its sign-out's numbers changed: m1 has no "
+                      "call for the sample now (no scored nucleus left); check it on the Cases page, then sign it "
+                      "out again or withdraw the sign-out")
