@@ -338,7 +338,7 @@ def _sign_out_view(df, full: bool):
 
     out = df.assign(when=df["created_at"].astype(str).str[:16], by=df["by_user"],
                     call=[signout.call_text(r) or None for r in df.to_dict("records")],
-                    comment=df["comment"].fillna("").astype(str))
+                    comment=[c if isinstance(c, str) and c.strip() else None for c in df["comment"]])
     out["MNA of nuclei"] = ["-" if pd.isna(n) else f"{pct_text(p)} % of {int(n)}"
                             for p, n in zip(df["mna_pct"], df["n_scored"])]
     cols = ["id", "when", "sample"] + (["action"] if full else []) + ["call", "by", "model", "MNA of nuclei", "comment"]

@@ -337,3 +337,15 @@ def test_excluding_a_scan_of_a_signed_out_sample_says_its_sign_out_changed(tmp_p
     assert out[1] == ("sample 'CASE-1' is signed out (MNA, by ann) and its sign-out's numbers changed: m1 has no "
                       "call for the sample now (no scored nucleus left); check it on the Cases page, then sign it "
                       "out again or withdraw the sign-out")
+
+
+def test_cli_sign_outs_prints_a_missing_comment_as_a_dash(store, capsys):
+    """The comment column was blank for a sign-out without one, while every other empty cell shows '-'."""
+    signout.sign_out(store, "CASE-1", "MNA", "m1", "ann")
+    db = str(store.path)
+    store.close()
+    assert main(["store", "sign-outs", "--db", db]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[-2:] == ["-", "-"]  # comment, changed since
+    assert main(["store", "sign-outs", "--history", "--db", db]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "-"
