@@ -115,14 +115,22 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     facts = _report_facts(sample, info, nuclei, None if model is None else (model, chosen.iloc[0]), prepared_by)
     if summ.empty:  # an empty table alone would not say that no model calls the sample
         facts.insert(0, ("call", f"none: {_no_call_reason(nuclei)}"))
+    elif model is None:  # no model chosen: every model's call, so the report still opens with one
+        facts.insert(0, ("call (each model)", _each_call(summ)))
     trail = signout.history(store, sample)
-    at = 2 if model is not None else int(summ.empty)  # after the call the report opens with
+    at = 2 if model is not None else 1  # after the call the report opens with
     facts[at:at] = _sign_out_facts(store, trail, summ)
     sections = _report_sections(store, sample, summ) + _sign_out_sections(trail)
     title = f"Sample report: {sample}"
     written[3].write_text(report_format.markdown(title, facts, sections, REPORT_NOTE), encoding="utf-8")
     written[4].write_text(report_format.html_page(title, facts, sections, REPORT_NOTE), encoding="utf-8")
     return written
+
+
+def _each_call(summ: pd.DataFrame) -> str:
+    """Every model's call on the sample: 'm1: MNA; m2 (retired): non-MNA'."""
+    return "; ".join(f"{r['model']}{' (retired)' if r['retired'] else ''}: {_fmt(r['call'])}"
+                     for r in summ.to_dict("records"))
 
 
 def _sign_out_facts(store: Store, trail: pd.DataFrame, summ: pd.DataFrame) -> list[tuple[str, str]]:

@@ -383,3 +383,20 @@ def test_cli_umap_place_only_without_a_map_says_so_with_a_command_that_runs(tmp_
     assert shlex.split(command)[1:4] == ["umap", "--model", "cur ü"]  # pastes as one argument
     assert main(["store", "remove-model", "cur ü", "--db", str(db)]) == 2  # stdin is no terminal: needs --yes
     assert "genuine store remove-model 'cur ü' --db" in capsys.readouterr().err
+
+
+def test_a_sample_report_without_a_chosen_model_still_states_the_call(tmp_path):
+    """`genuine export sample` without --model opened with 'signed out' and stated no call at all: it now gives
+    every model's call first (with --model, that model's call, as before)."""
+    db = tmp_path / "s.duckdb"
+    probs = np.r_[np.full(20, 0.95), np.full(40, 0.05)]
+    with Store(db) as s:
+        mids = {m: registry.register_model(s, fake_model(m)) for m in ("m1", "m2")}
+        write_scan_result(s, samples.ensure_sample(s, "CASE-1", "case"),
+                          synthetic_result("a" * 64, {"m1": probs, "m2": np.full(60, 0.05)}, seed=0), mids)
+        registry.retire_model(s, "m2", by="admin")
+    assert main(["export", "sample", "CASE-1", "--out", str(tmp_path / "r"), "--db", str(db)]) == 0
+    facts = [ln for ln in (tmp_path / "r" / "summary.md").read_text().splitlines() if ln.startswith("- **")]
+    assert facts[0] == "- **call (each model)**: m1: MNA; m2 (retired): non-MNA"
+    assert facts[1] == "- **signed out**: not signed out"
+    assert "call (each model)" in (tmp_path / "r" / "summary.html").read_text()

@@ -132,10 +132,11 @@ def test_the_report_states_the_sign_out_or_its_absence(store, tmp_path):
     export.export_sample(store, "CASE-1", tmp_path / "b")
     md = (tmp_path / "b" / "summary.md").read_text()
     lines = [ln for ln in md.splitlines() if ln.startswith("- **")]
-    assert lines[0].startswith("- **signed out**: heterogeneous MNA (overrides m1's call: MNA), signed out by "
+    assert lines[0].startswith("- **call (each model)**: m1: ")  # no --model: every model's call first
+    assert lines[1].startswith("- **signed out**: heterogeneous MNA (overrides m1's call: MNA), signed out by "
                                "Dr. <b>Ann</b> on ")
-    assert " UTC (m1: 33.3 % MNA, 20 of 60 nuclei, 95 % CI " in lines[0] and lines[0].endswith("%); comment: see note")
-    assert lines[1] == "- **changed since sign-out**: nuclei scored 60 → 59; MNA 33.3 % → 32.2 %"
+    assert " UTC (m1: 33.3 % MNA, 20 of 60 nuclei, 95 % CI " in lines[1] and lines[1].endswith("%); comment: see note")
+    assert lines[2] == "- **changed since sign-out**: nuclei scored 60 → 59; MNA 33.3 % → 32.2 %"
     assert "## Sign-out history" in md
     page = (tmp_path / "b" / "summary.html").read_text()
     assert "Dr. &lt;b&gt;Ann&lt;/b&gt;" in page and "<h2>Sign-out history</h2>" in page
