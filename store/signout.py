@@ -318,8 +318,8 @@ def changed_note(store: Store, sample: str) -> str | None:
     if force.empty or not force["changes"].iloc[0]:
         return None
     row = force.iloc[0].to_dict()
-    return (f"sample {sample!r} is signed out ({call_text(row)}, by {row['by_user']}) and its sign-out's numbers "
-            f"changed: {'; '.join(row['changes'])}; check it on the Cases page, then sign it out again or "
+    return (f"sample {sample!r} is signed out as {call_text(row)} by {row['by_user']}, and its sign-out's "
+            f"numbers changed: {'; '.join(row['changes'])}; check it on the Cases page, then sign it out again or "
             "withdraw the sign-out")
 
 

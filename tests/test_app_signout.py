@@ -263,5 +263,6 @@ def test_excluding_a_scan_on_the_ingest_page_says_the_sign_out_changed(store_cop
     at.button(key="ingest_exclude").click().run()
     assert not at.exception, [e.value for e in at.exception]
     message = next(m.value for m in at.success if m.value.startswith(f"Scan {scan_id}: "))
-    assert f"Sample '{sample}' is signed out (not assessable" in message and "by Dr. Early)" in message
+    assert f"Sample '{sample}' is signed out as not assessable (overrides {model}'s call: " in message
+    assert " by Dr. Early, and " in message
     assert "its sign-out's numbers changed: " in message and "check it on the Cases page" in message

@@ -335,7 +335,7 @@ def test_excluding_a_scan_of_a_signed_out_sample_says_its_sign_out_changed(tmp_p
     assert main(["store", "exclude-scan", str(ids["CASE-1"]), "--by", "cur", "--db", str(db)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"scan {ids['CASE-1']}: 60 nuclei excluded by cur" and len(out) == 2
-    assert out[1] == ("sample 'CASE-1' is signed out (MNA, by ann) and its sign-out's numbers changed: m1 has no "
+    assert out[1] == ("sample 'CASE-1' is signed out as MNA by ann, and its sign-out's numbers changed: m1 has no "
                       "call for the sample now (no scored nucleus left); check it on the Cases page, then sign it "
                       "out again or withdraw the sign-out")
 
