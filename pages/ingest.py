@@ -217,16 +217,20 @@ def default_sample_name(names: list[str]) -> None:
 
 def remove_clicked(scan_id: int, who: str) -> None:
     """Remove button callback: remove the scan; the confirmation is used up either way."""
+    from store import signout
     from store.scans import remove_scan
 
     st.session_state.pop(f"ingest_remove_sure_{scan_id}", None)
     try:
-        gone = remove_scan(common.get_store(), scan_id, by=who)
+        store = common.get_store()
+        gone = remove_scan(store, scan_id, by=who)
+        stale = signout.changed_note(store, gone.sample)
     except GenuineError as exc:
         st.session_state[REMOVE_ERROR_KEY] = str(exc)
         return
     st.session_state[REMOVED_KEY] = (f"Scan {gone.scan_id} ({gone.file_name}, sample '{gone.sample}') removed by "
-                                      f"{who}: {gone.rows.get('nuclei', 0)} nuclei and their predictions.")
+                                      f"{who}: {gone.rows.get('nuclei', 0)} nuclei and their predictions."
+                                      + (f" {stale[0].upper()}{stale[1:]}." if stale else ""))
     st.session_state.pop(RESULT_KEY, None)  # an earlier ingest's outcome may name the removed scan
     common.bump("data", "labels", "models")  # models: their prediction and scan counts
 

@@ -367,7 +367,7 @@ def _exclude_scan(db, scan_id: int, by: str | None, note: str | None) -> int:
 
 
 def _remove_scan(db, scan_id: int, yes: bool, by: str | None) -> int:
-
+    from store import signout
     from store.db import Store
     from store.scans import ScanHasLabelEvents, plan_scan_removal, remove_scan
 
@@ -382,12 +382,15 @@ def _remove_scan(db, scan_id: int, yes: bool, by: str | None) -> int:
         return 1
     with Store(db) as store:  # remove_scan checks again inside its transaction (label events may be new)
         removal = remove_scan(store, scan_id, by)
+        stale = signout.changed_note(store, removal.sample)
     print(f"removed scan {removal.scan_id} ({removal.file_name}, sample {removal.sample!r}): "
           + ", ".join(f"{n} {t}" for t, n in removal.rows.items() if n and t != "scans")
           + (f"; deleted {', '.join(str(f) for f in removal.files)}" if removal.files else ""))
     print(f"sample {removal.sample!r} kept with {removal.sample_scans_left} other scan(s); ingest the file again "
           "with the right channel map: "
           + genuine_command(f"ingest FILE --sample {shlex.quote(removal.sample)} --channels MAP", db))
+    if stale:
+        print(stale)
     return 0
 
 

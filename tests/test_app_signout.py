@@ -266,3 +266,27 @@ def test_excluding_a_scan_on_the_ingest_page_says_the_sign_out_changed(store_cop
     assert f"Sample '{sample}' is signed out as not assessable (overrides {model}'s call: " in message
     assert " by Dr. Early, and " in message
     assert "its sign-out's numbers changed: " in message and "check it on the Cases page" in message
+
+
+def test_removing_a_scan_on_the_ingest_page_says_the_sign_out_changed(store_copy):
+    """The Ingest page's Remove scan said only what it deleted, not that the sample's sign-out in force now
+    rests on other numbers (as Exclude scan does)."""
+    from store.db import open_store
+    from store.scans import scan_overview
+    from store.signout import sign_out
+
+    path, _ = store_copy
+    with open_store(path) as s:
+        scans = scan_overview(s)
+        scans = scans[scans["labelled_nuclei"] == 0]
+        scan_id, sample = int(scans["id"].iloc[0]), str(scans["sample"].iloc[0])
+        model = s.query("SELECT name FROM models ORDER BY id")["name"].iloc[0]
+        sign_out(s, sample, "not assessable", model, "Dr. Early")
+    at = open_page("ingest", reviewer="Dr. Test")
+    at.selectbox(key="ingest_remove_id").set_value(scan_id).run()
+    at.checkbox(key=f"ingest_remove_sure_{scan_id}").check().run()
+    at.button(key="ingest_remove").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    message = next(m.value for m in at.success if m.value.startswith(f"Scan {scan_id} "))
+    assert f"Sample '{sample}' is signed out as not assessable" in message and " by Dr. Early, and " in message
+    assert "its sign-out's numbers changed: " in message and "check it on the Cases page" in message

@@ -340,6 +340,23 @@ def test_excluding_a_scan_of_a_signed_out_sample_says_its_sign_out_changed(tmp_p
                       "out again or withdraw the sign-out")
 
 
+def test_removing_a_scan_of_a_signed_out_sample_says_its_sign_out_changed(tmp_path, capsys):
+    """`genuine store remove-scan` printed only what it deleted: the sample's sign-out in force, now on fewer
+    nuclei, went unmentioned (as exclude-scan's did)."""
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        _fill(s)
+        mids = dict(zip(*[registry.list_models(s)[c] for c in ("name", "id")]))
+        res = synthetic_result("e" * 64, {"m1": np.full(30, 0.9), "m2": np.full(30, 0.1)}, seed=4)
+        extra = write_scan_result(s, samples.ensure_sample(s, "CASE-1", "case"), res, mids)
+        signout.sign_out(s, "CASE-1", "MNA", "m1", "ann")
+    assert main(["store", "remove-scan", str(extra), "--yes", "--db", str(db)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"removed scan {extra} ") and len(out) == 3, out
+    assert out[2].startswith("sample 'CASE-1' is signed out as MNA by ann, and its sign-out's numbers changed: "
+                             "nuclei scored 90 → 60"), out[2]
+
+
 def test_cli_sign_outs_prints_a_missing_comment_as_a_dash(store, capsys):
     """The comment column was blank for a sign-out without one, while every other empty cell shows '-'."""
     signout.sign_out(store, "CASE-1", "MNA", "m1", "ann")
