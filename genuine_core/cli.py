@@ -32,8 +32,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "umap": ("store.cli_umap", "fit UMAP on stored embeddings"),
     "demo": ("store.cli_demo", "build the demo store"),
     "export": ("store.cli_export", "export sample reports, curated labels and the audit trail of label events"),
-    "store": ("store.cli_store", "store maintenance (check, info, scans, remove-scan, exclude-scan, score, remove-model, "
-              "retire-model, reinstate-model, relocate-model, events, agreement, sign-out, sign-outs, migrate, backup)"),
+    "store": ("store.cli_store", "store maintenance (check, info, scans, remove-scan, exclude-scan, unexclude-scan, "
+              "score, remove-model, retire-model, reinstate-model, relocate-model, events, agreement, sign-out, "
+              "sign-outs, migrate, backup)"),
 }
 
 

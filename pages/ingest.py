@@ -249,11 +249,46 @@ def exclude_clicked(scan_id: int, who: str) -> None:
         st.session_state[REMOVE_ERROR_KEY] = str(exc)
         return
     st.session_state[REMOVED_KEY] = (f"Scan {scan_id}: {n} nuclei excluded by {who}; they are left out of every "
-                                      "call (undo each on the Review page)." if n else
+                                      "call (**Undo exclusion** here takes it back in one step)." if n else
                                       f"Scan {scan_id}: every nucleus was already excluded.")
     if stale:  # the sign-out in force rests on numbers this exclusion changed
         st.session_state[REMOVED_KEY] += f" {stale[0].upper()}{stale[1:]}."
     common.bump("labels")
+
+
+def unexclude_clicked(scan_id: int, who: str) -> None:
+    """Undo exclusion button callback: undo the scan's latest exclusion in one step."""
+    from store import signout
+    from store.labels import unexclude_scan
+
+    st.session_state.pop(f"ingest_unexclude_sure_{scan_id}", None)
+    try:
+        store = common.get_store()
+        n = unexclude_scan(store, scan_id, who)
+        stale = signout.changed_note(store, signout.scan_sample(store, scan_id))
+    except GenuineError as exc:
+        st.session_state[REMOVE_ERROR_KEY] = str(exc)
+        return
+    st.session_state[REMOVED_KEY] = (f"Scan {scan_id}: exclusion undone by {who}; its {n} nuclei are back to "
+                                      "their earlier decisions."
+                                      + (f" {stale[0].upper()}{stale[1:]}." if stale else ""))
+    common.bump("labels")
+
+
+def unexclude_row(store, scan_id: int, who: str) -> None:
+    """An Undo exclusion action, with its confirmation, when the scan's latest exclusion still stands."""
+    from store.labels import scan_exclusion_standing
+
+    standing = scan_exclusion_standing(store, scan_id)
+    if not standing:
+        return
+    _, c2, c3 = st.columns([3, 2, 1.2], vertical_alignment="bottom")
+    sure = c2.checkbox("Yes, undo the exclusion", key=f"ingest_unexclude_sure_{scan_id}", disabled=not who)
+    c3.button("Undo exclusion", key="ingest_unexclude", disabled=not (who and sure), icon=":material/undo:",
+              on_click=unexclude_clicked, args=(int(scan_id), who))
+    nuclei = "1 nucleus" if standing == 1 else f"{standing} nuclei"
+    st.caption(f"Undo exclusion returns the {nuclei} its latest exclusion still holds to their "
+               "earlier decisions (an undo event each, in your name); nuclei decided again since stay as they are.")
 
 
 def remove_scan_section() -> None:
@@ -291,12 +326,14 @@ def remove_scan_section() -> None:
                 "is never deleted)")
         if labelled and int(chosen["excluded_nuclei"]) == int(chosen["n_nuclei"]):
             st.caption(kept + "; every nucleus of it is excluded already, so it counts in no call.")
+            unexclude_row(common.store_at(str(path)), int(scan_id), who)
         elif labelled:  # remove_scan refuses it: offer to take it out of every call instead
             sure = c2.checkbox("Yes, exclude its nuclei", key=f"ingest_exclude_sure_{scan_id}", disabled=not who)
             c3.button("Exclude scan", key="ingest_exclude", type="primary", disabled=not (who and sure),
                       icon=":material/block:", on_click=exclude_clicked, args=(int(scan_id), who))
             st.caption(kept + ". Excluding gives each of its nuclei an 'exclude' decision in your name: the scan is "
                        "left out of every call, and the file still counts as stored.")
+            unexclude_row(common.store_at(str(path)), int(scan_id), who)  # an exclusion partly decided over
         else:
             sure = c2.checkbox("Yes, remove it", key=f"ingest_remove_sure_{scan_id}", disabled=not who)  # per scan
             c3.button("Remove scan", key="ingest_remove", type="primary", disabled=not (who and sure),

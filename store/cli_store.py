@@ -14,7 +14,8 @@ file can be ingested again. It refuses scans whose nuclei carry curators' label 
 audit trail is never deleted). Without ``--yes`` it shows what it would delete and asks; when
 stdin is not a terminal, ``--yes`` is required. ``exclude-scan SCAN_ID`` takes such a scan out of
 every call instead: each of its nuclei gets an 'exclude' label event by ``--by``
-(``store.labels.exclude_scan``).
+(``store.labels.exclude_scan``); ``unexclude-scan SCAN_ID`` undoes the latest such exclusion in one step
+(``store.labels.unexclude_scan``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from pathlib import Path
 from store.location import DEFAULT_DB, add_by_option, add_db_argument, default_db_path, genuine_command, \
     no_store_message, person_name, store_exists
 
-ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "score", "remove-model", "retire-model",
-           "reinstate-model", "relocate-model", "events", "agreement", "sign-out", "sign-outs", "migrate", "backup")
+ACTIONS = ("check", "info", "scans", "remove-scan", "exclude-scan", "unexclude-scan", "score", "remove-model",
+           "retire-model", "reinstate-model", "relocate-model", "events", "agreement", "sign-out", "sign-outs", "migrate",
+           "backup")
 
 
 def _scan_id(text: str) -> int:
@@ -52,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "remove-scan": "delete one scan and everything derived from it (refused once any of its nuclei has a label "
                        "event, even an undone one)",
         "exclude-scan": "leave a labelled scan out of every call: an 'exclude' label event for each of its nuclei",
+        "unexclude-scan": "undo the latest exclude-scan of a scan in one step: an undo event for each of its "
+                          "nuclei still excluded by it (nuclei decided again since are left alone)",
         "score": "score the stored scans a model has not scored yet (e.g. one retrained on curated labels)",
         "remove-model": "unregister a model and delete its predictions, embeddings and maps (not its folder)",
         "retire-model": "stop a model scoring new scans (e.g. one an upgrade replaced); its predictions, maps and "
@@ -93,6 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       help="id of the scan (see: genuine store scans)")
     subs["exclude-scan"].add_argument("--note", default=None, help="why, kept with each label event "
                                       "(e.g. 'read with NMI and MYCN swapped')")
+    subs["unexclude-scan"].add_argument("scan_id", type=_scan_id, metavar="SCAN_ID",
+                                        help="id of the scan (see: genuine store scans)")
     _sign_out_arguments(subs["sign-out"], subs["sign-outs"])
     subs["backup"].add_argument("dest", type=Path, metavar="DEST", help="a new folder for the copy")
     subs["backup"].add_argument("--no-models", action="store_true",
@@ -119,6 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         add_by_option(subs[name])
     subs["exclude-scan"].add_argument("--by", metavar="NAME", type=person_name, required=True,
                                       help="the curator: each label event carries this name (required)")
+    subs["unexclude-scan"].add_argument("--by", metavar="NAME", type=person_name, required=True,
+                                        help="the curator: each undo event carries this name (required)")
 
 
 def _sign_out_arguments(p: argparse.ArgumentParser, listing: argparse.ArgumentParser) -> None:
@@ -148,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         return _remove_scan(db, args.scan_id, args.yes, args.by)
     if args.action == "exclude-scan":
         return _exclude_scan(db, args.scan_id, args.by, args.note)
+    if args.action == "unexclude-scan":
+        return _unexclude_scan(db, args.scan_id, args.by)
     if args.action == "score":
         return _score(db, args.model, args.sample, not args.quiet, args.by, args.mc_samples)
     if args.action == "remove-model":
@@ -361,6 +371,23 @@ def _exclude_scan(db, scan_id: int, by: str | None, note: str | None) -> int:
         stale = signout.changed_note(store, signout.scan_sample(store, scan_id)) if n else None
     print(f"scan {scan_id}: {n} nuclei excluded by {by}" if n else
           f"scan {scan_id}: every nucleus was already excluded")
+    if stale:
+        print(stale)
+    return 0
+
+
+def _unexclude_scan(db, scan_id: int, by: str | None) -> int:
+    from genuine_core.errors import InputError
+    from store import signout
+    from store.db import Store
+    from store.labels import unexclude_scan
+
+    if not by:  # --by " " (person_name makes a blank name None)
+        raise InputError("unexclude-scan records an undo event per nucleus: name the curator with --by NAME")
+    with Store(db) as store:
+        n = unexclude_scan(store, scan_id, by)
+        stale = signout.changed_note(store, signout.scan_sample(store, scan_id))
+    print(f"scan {scan_id}: exclusion undone by {by} on {n} nuclei; they are back to their earlier decisions")
     if stale:
         print(stale)
     return 0

@@ -182,6 +182,63 @@ def exclude_scan(store: Store, scan_id: int, reviewer: str, note: str | None = N
     return store.write(append)
 
 
+def _standing_scan_exclusion(cur, scan_id: int) -> list[int] | None:
+    """Ids of the latest :func:`exclude_scan` run's events on ``scan_id`` that are still their nucleus' latest
+    event (not undone, not decided again since); None when the scan was never excluded so."""
+    prefix = f"{SCAN_EXCLUSION_MARK} scan {scan_id} ("
+    latest = cur.execute(
+        "SELECT e.id, e.note FROM label_events e JOIN nuclei n ON n.id = e.nucleus_id "
+        "WHERE n.scan_id = ? AND e.value = 'exclude' AND e.undoes IS NULL AND starts_with(coalesce(e.note, ''), ?) "
+        "ORDER BY e.id DESC LIMIT 1", [scan_id, prefix]).fetchone()
+    if latest is None:
+        return None
+    last_id, note = latest  # the run: one transaction's events with this note, nothing else between them
+    start = cur.execute("SELECT coalesce(max(id), -1) FROM label_events WHERE id < ? AND NOT "
+                        "(value = 'exclude' AND undoes IS NULL AND coalesce(note, '') = ?)", [last_id, note]
+                        ).fetchone()[0]
+    rows = cur.execute(
+        "SELECT e.id FROM label_events e WHERE e.id > ? AND e.id <= ? AND e.note = ? AND e.value = 'exclude' "
+        "AND e.undoes IS NULL AND e.id = (SELECT max(x.id) FROM label_events x WHERE x.nucleus_id = e.nucleus_id) "
+        "ORDER BY e.id", [start, last_id, note]).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def scan_exclusion_standing(store: Store, scan_id: int) -> int:
+    """How many nuclei :func:`unexclude_scan` would return to their earlier decision now (0: none)."""
+    return len(_standing_scan_exclusion(store.cursor(), int(scan_id)) or [])
+
+
+def unexclude_scan(store: Store, scan_id: int, reviewer: str) -> int:
+    """Undo the latest :func:`exclude_scan` of one scan in one transaction: an undo event (by ``reviewer``) for
+    each of its events still standing; nuclei decided again or undone since are left as they are.
+
+    Returns:
+        the number of nuclei returned to their decision of before the exclusion.
+
+    Raises:
+        InputError: empty reviewer. StoreError: no such scan, or the scan is not excluded (by exclude-scan).
+    """
+    reviewer = _check_reviewer(reviewer)
+    scan_id = int(scan_id)
+
+    def revert(cur) -> int:
+        if not cur.execute("SELECT 1 FROM scans WHERE id = ?", [scan_id]).fetchone():
+            raise StoreError(f"no scan with id {scan_id}; list them with: "
+                             f"{genuine_command('store scans', store.path)}")
+        events = _standing_scan_exclusion(cur, scan_id)
+        if events is None:
+            raise StoreError(f"scan {scan_id} is not excluded: its nuclei were never excluded with the whole scan "
+                             "(nothing was changed)")
+        if not events:
+            raise StoreError(f"scan {scan_id} is not excluded: its latest whole-scan exclusion was undone or "
+                             "decided over on every nucleus since (nothing was changed)")
+        for eid in events:
+            _undo(cur, eid, reviewer, f"undo of event {eid}: the exclusion of scan {scan_id} undone")
+        return len(events)
+
+    return store.write(revert)
+
+
 def undo_event(store: Store, event_id: int, reviewer: str, note: str | None = None) -> int:
     """Revert one event by appending a new event that restores its previous value.
 

@@ -1323,6 +1323,36 @@ def test_ingest_page_removes_a_scan_after_confirmation_and_keeps_a_curated_one(s
     assert left == 0
 
 
+def test_ingest_page_undoes_a_scan_exclusion_in_one_step_after_confirmation(store_copy):
+    from store import labels
+    from store.db import open_store
+    from store.scans import scan_overview
+
+    path, _ = store_copy
+    with open_store(path) as s:
+        scan = int(scan_overview(s)["id"].iloc[0])
+        nid = int(s.query("SELECT id FROM nuclei WHERE scan_id = ? ORDER BY id LIMIT 1", [scan])["id"].iloc[0])
+        labels.record_label_event(s, nid, 1, "Dr. Test")
+        before = labels.current_labels(s)[["nucleus_id", "value"]]
+    at = open_page("ingest", reviewer="Dr. Test")
+    at.selectbox(key="ingest_remove_id").set_value(scan).run()
+    assert not [b for b in at.button if b.key == "ingest_unexclude"]  # nothing to undo yet
+    at.checkbox(key=f"ingest_exclude_sure_{scan}").check().run()
+    at.button(key="ingest_exclude").click().run()
+    assert any("**Undo exclusion** here takes it back in one step" in m.value for m in at.success)
+    assert at.button(key="ingest_unexclude").disabled  # not confirmed yet
+    at.checkbox(key=f"ingest_unexclude_sure_{scan}").check().run()
+    at.button(key="ingest_unexclude").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(m.value.startswith(f"Scan {scan}: exclusion undone by Dr. Test; its ") for m in at.success)
+    assert not [b for b in at.button if b.key == "ingest_unexclude"]
+    with open_store(path) as s:
+        after = labels.current_labels(s)[["nucleus_id", "value"]]
+        undos = s.query("SELECT reviewer FROM label_events WHERE undoes IS NOT NULL")["reviewer"]
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
+    assert len(undos) > 1 and undos.eq("Dr. Test").all()
+
+
 def test_ingest_records_the_original_file_name(store_copy, tmp_path):
     import json
 

@@ -7,7 +7,7 @@ import pytest
 
 from _store_fakes import fake_model, synthetic_result
 from store import agreement, labels, registry, samples
-from genuine_core.errors import InputError
+from genuine_core.errors import InputError, StoreError
 from store.agreement import cohen_kappa
 from store.db import Store
 from store.scans import write_scan_result
@@ -380,3 +380,56 @@ def test_curated_table_says_whose_reviewers_disagreed(store, nuclei):
     assert table.loc[[a, b, c], "reviewers_disagreed"].tolist() == [True, False, False]
     assert table.loc[[a, b, c], "conflict"].tolist() == ["settled", "", ""]
     assert table.loc[a, "reviewer"] == "Sen" and table.loc[a, "sample"] == "S"
+
+
+def _figures(store, nuclei) -> tuple:
+    res = agreement.agreement(store)
+    return (res.pairs.to_dict("records"), res.reviewers, res.open_conflicts, res.settled_conflicts,
+            agreement.conflicts(store, include_settled=True)[["nucleus_id", "state", "current", "reviews"]]
+            .to_dict("records"), labels.current_labels(store)[["nucleus_id", "value"]].to_dict("records"),
+            [agreement.nucleus_review(store, n).state for n in nuclei])
+
+
+def test_undoing_a_scan_exclusion_in_one_step_restores_labels_conflicts_and_agreement(store, nuclei):
+    n, m, k = nuclei[:3]
+    labels.record_label_event(store, n, 1, "Ann")
+    labels.record_label_event(store, n, 0, "Bob")  # open conflict
+    labels.record_label_event(store, m, 1, "Ann")
+    labels.record_label_event(store, m, 1, "Bob")  # agreement
+    labels.record_label_event(store, k, 0, "Ann")
+    with pytest.raises(StoreError, match=r"is not excluded: its nuclei were never excluded with the whole scan"):
+        labels.unexclude_scan(store, _scan_id(store), "Sen")
+    before = _figures(store, nuclei)
+    assert before[2] == 1 and before[0][0]["n_both"] == 2
+    assert labels.exclude_scan(store, _scan_id(store), "Sen") == 8
+    assert agreement.agreement(store).settled_conflicts == 1 and agreement.conflicts(store).empty
+    assert labels.scan_exclusion_standing(store, _scan_id(store)) == 8
+    assert labels.unexclude_scan(store, _scan_id(store), "Sen") == 8
+    assert _figures(store, nuclei) == before  # the conflict is open again, the pair's figures as they were
+    res = agreement.agreement(store)
+    assert res.scan_excluded_nuclei == 0 and "whole scan" not in res.summary()
+    undos = store.query("SELECT reviewer, undoes, note FROM label_events WHERE undoes IS NOT NULL")
+    assert len(undos) == 8 and undos["reviewer"].eq("Sen").all()
+    assert undos["note"].str.contains(f"the exclusion of scan {_scan_id(store)} undone").all()
+    assert labels.scan_exclusion_standing(store, _scan_id(store)) == 0
+    with pytest.raises(StoreError, match=rf"^scan {_scan_id(store)} is not excluded: its latest"):
+        labels.unexclude_scan(store, _scan_id(store), "Sen")
+    with pytest.raises(StoreError, match=r"^no scan with id 99; list them with: genuine store scans"):
+        labels.unexclude_scan(store, 99, "Sen")
+    with pytest.raises(InputError, match="reviewer name is required"):
+        labels.unexclude_scan(store, _scan_id(store), " ")
+
+
+def test_unexclude_leaves_decisions_made_since_and_undoes_only_the_latest_exclusion(store, nuclei):
+    scan = _scan_id(store)
+    labels.exclude_scan(store, scan, "Sen", note="first")
+    labels.undo_last(store, "Sen")  # the last nucleus back to no decision, on the Review page
+    labels.record_label_event(store, nuclei[0], 1, "Ann")  # a curator decides one again after the exclusion
+    assert labels.exclude_scan(store, scan, "Sen", note="second") == 2  # nuclei[0] and the last one
+    labels.record_label_event(store, nuclei[0], 0, "Bob")  # decided again since: left alone
+    assert labels.unexclude_scan(store, scan, "Ann") == 1  # the second run's one standing event
+    current = labels.current_labels(store).set_index("nucleus_id")["value"].to_dict()
+    assert current[nuclei[0]] == "0" and nuclei[-1] not in current  # back to no decision
+    assert [current[i] for i in nuclei[1:-1]] == ["exclude"] * 6  # the first run stays
+    with pytest.raises(StoreError, match="latest whole-scan exclusion was undone or decided over on every nucleus"):
+        labels.unexclude_scan(store, scan, "Ann")  # the latest run has nothing standing left

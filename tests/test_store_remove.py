@@ -381,6 +381,35 @@ def test_cli_exclude_scan_takes_a_reviewed_scan_out_of_every_call_and_keeps_the_
     assert "name the curator with --by NAME" in capsys.readouterr().err
 
 
+def test_cli_unexclude_scan_undoes_the_exclusion_in_one_step(db, capsys):
+    from store import summary
+
+    with Store(db, read_only=True) as s:
+        before = summary.sample_summaries(s, sample="caseB")
+        labels_before = labels.current_labels(s)[["nucleus_id", "value"]]
+    assert main(["store", "unexclude-scan", "3", "--by", "cat", "--db", str(db)]) == 2
+    assert capsys.readouterr().err.strip() == ("error: scan 3 is not excluded: its nuclei were never excluded with "
+                                               "the whole scan (nothing was changed)")
+    assert main(["store", "exclude-scan", "3", "--by", "cat", "--db", str(db)]) == 0
+    capsys.readouterr()
+    assert main(["store", "unexclude-scan", "3", "--by", "dan", "--db", str(db)]) == 0
+    assert capsys.readouterr().out.strip() == ("scan 3: exclusion undone by dan on 4 nuclei; they are back to their "
+                                               "earlier decisions")
+    with Store(db, read_only=True) as s:
+        pd.testing.assert_frame_equal(summary.sample_summaries(s, sample="caseB"), before)
+        pd.testing.assert_frame_equal(labels.current_labels(s)[["nucleus_id", "value"]], labels_before)
+        undos = s.query("SELECT reviewer FROM label_events WHERE undoes IS NOT NULL")
+        assert scans.scan_overview(s).set_index("id").at[3, "excluded_nuclei"] == 0
+    assert undos["reviewer"].tolist() == ["dan"] * 4
+    assert main(["store", "unexclude-scan", "3", "--by", "dan", "--db", str(db)]) == 2
+    assert "scan 3 is not excluded: its latest whole-scan exclusion was undone" in capsys.readouterr().err
+    assert main(["store", "unexclude-scan", "42", "--by", "dan", "--db", str(db)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: no scan with id 42; list them with: genuine store scans --db {db}"
+    assert main(["store", "unexclude-scan", "3", "--by", " ", "--db", str(db)]) == 2
+    assert "name the curator with --by NAME" in capsys.readouterr().err
+
+
 def test_a_duplicate_of_a_reviewed_scan_points_to_exclude_scan_not_remove_scan(store):
     from genuine_core.io import ChannelMap
 
