@@ -201,6 +201,22 @@ def reviewer_from_address() -> None:
         st.session_state[REVIEWER_KEY] = name
 
 
+def reviewer_typed() -> None:
+    """Reviewer box callback: a typed name that fails ``store.location.person_name`` (control characters) is not
+    taken, as one from the address is; the reason is kept for the sidebar's caption."""
+    import argparse
+
+    from store.location import person_name
+
+    try:
+        person_name(str(st.session_state.get(REVIEWER_KEY, "") or ""))
+    except argparse.ArgumentTypeError as exc:
+        st.session_state[REVIEWER_KEY] = ""
+        st.session_state[_REVIEWER_IGNORED] = f"The reviewer name typed was ignored: it needs {exc}."
+        return
+    st.session_state.pop(_REVIEWER_IGNORED, None)
+
+
 def reviewer_to_address() -> None:
     """Keep ``?reviewer=`` equal to the session's reviewer name (removed when there is none); the page's
     other parameters (e.g. ``?case=``) are left as they are."""
@@ -222,6 +238,7 @@ def sidebar() -> None:
     reviewer_from_address()
     with st.sidebar:
         st.text_input("Reviewer", key=REVIEWER_KEY, placeholder="your name (stamped on every decision)",
+                      on_change=reviewer_typed,
                       help="Asked once per browser session and kept in the page address (`?reviewer=`), so a "
                            "reload or a copied link keeps it; every label decision is recorded under this name.")
         reviewer_to_address()

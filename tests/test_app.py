@@ -415,6 +415,18 @@ def test_reviewer_name_in_the_address_that_fails_the_name_check_is_ignored(store
     assert "reviewer" not in at.query_params and at.query_params["case"] == "LINE-NON"
 
 
+def test_reviewer_name_typed_with_control_characters_is_not_taken(store_copy):
+    at = open_page("cases")
+    at.sidebar.text_input(key="reviewer").input("Ann\x1b[2J").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.sidebar.text_input(key="reviewer").value == "" and "reviewer" not in at.query_params
+    assert any("reviewer name typed was ignored: it needs a name without control characters" in c.value
+               for c in at.sidebar.caption)
+    at.sidebar.text_input(key="reviewer").input("Dr. Ann").run()  # a good name is taken, the warning goes
+    assert at.query_params["reviewer"] == "Dr. Ann"
+    assert not any("was ignored" in c.value for c in at.sidebar.caption)
+
+
 # ----------------------------------------------------------------------------- review
 def decision(at: AppTest, which: str):
     """The ``which`` (mna, non, exclude) decision button of the card on screen (its key names the card)."""
