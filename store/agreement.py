@@ -355,9 +355,8 @@ class Agreement:
         """One line on what the table covers (one reviewer only, no overlap, unnamed events)."""
         parts = []
         if len(self.reviewers) < 2:
-            who = f" ({next(iter(self.reviewers))})" if self.reviewers else ""
-            parts.append(f"{len(self.reviewers)} named reviewer{who}: agreement needs two reviewers deciding "
-                         "the same nuclei")
+            who = f"1 named reviewer ({next(iter(self.reviewers))})" if self.reviewers else "no named reviewer"
+            parts.append(f"{who}: agreement needs two reviewers deciding the same nuclei")
         elif not int(self.pairs["n_both"].sum()):
             parts.append(f"{len(self.reviewers)} reviewers, but no nucleus was reviewed by two of them")
         else:

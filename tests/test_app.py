@@ -2605,7 +2605,7 @@ def test_review_agreement_states_one_reviewer_no_overlap_and_unnamed_events(stor
 
     path, _ = store_copy
     at = open_page("review", reviewer="Sen")
-    assert "0 named reviewer: agreement needs two reviewers deciding the same nuclei" in texts(at)
+    assert "no named reviewer: agreement needs two reviewers deciding the same nuclei" in texts(at)
     with open_store(path) as s:
         a, b = sample_nuclei(s, "LINE-MNA")["nucleus_id"].tolist()[:2]
         record_label_event(s, a, 1, "Ann")

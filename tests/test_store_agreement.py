@@ -173,7 +173,7 @@ def test_one_reviewer_only_and_unnamed_legacy_events_are_stated(store, nuclei):
     assert agreement.conflicts(store, include_settled=True).empty
     with Store(store.path.with_name("other.duckdb")) as other:
         empty = agreement.agreement(other)
-    assert empty.pairs.empty and empty.summary().startswith("0 named reviewer")
+    assert empty.pairs.empty and empty.summary().startswith("no named reviewer")
 
 
 def test_no_overlap_is_stated(store, nuclei):
@@ -341,7 +341,7 @@ def test_cli_on_a_store_without_reviews_says_so(tmp_path, capsys):
         pass
     assert main(["store", "agreement", "--db", str(tmp_path / "s.duckdb")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("0 named reviewer: agreement needs two reviewers") and "Reviewers" not in out
+    assert out.startswith("no named reviewer: agreement needs two reviewers") and "Reviewers" not in out
     assert main(["store", "agreement", "--db", str(tmp_path / "none.duckdb")]) == 2
 
 
