@@ -20,7 +20,7 @@ import streamlit as st
 from genuine_core import plotting
 from genuine_core.rules import MYCN_RULE, amplification_threshold
 from genuine_core.errors import GenuineError, InputError
-from genuine_core.synth.probe import probe_conditions, run_probe
+from genuine_core.synth.probe import MAX_SIGNAL_SIZE, probe_conditions, run_probe
 from pages import common
 from store.location import genuine_command
 from training.evaluate import PROBE_COUNT_SIZE, PROBE_COUNTS, PROBE_N, PROBE_NMI, PROBE_SIZES
@@ -413,15 +413,15 @@ def probe_form(db: str, usable: pd.DataFrame) -> ProbeSettings | None:
                            disabled=count_off)
         step = c3.number_input("Count step", 1, 10, 1, key="probe_step", disabled=count_off)
         c1, c2, c3 = st.columns(3)
-        sizes = c1.slider("Signal size range (σ, px)", 0.5, 12.0, (min(PROBE_SIZES), max(PROBE_SIZES)), 0.5,
-                          key="probe_sizes", disabled=size_off)
+        sizes = c1.slider("Signal size range (σ, px)", 0.5, MAX_SIGNAL_SIZE, (min(PROBE_SIZES), max(PROBE_SIZES)),
+                          0.5, key="probe_sizes", disabled=size_off)
         n_sizes = c2.number_input("Size steps", 2, 30, len(PROBE_SIZES), key="probe_nsizes", disabled=size_off,
                                   help="evenly spaced sizes over the range; equal range ends are one condition")
         fixed_count = c3.number_input("MYCN count (size experiment)", 0, 40, 2, key="probe_fixed_count",
                                       disabled=size_off)
         c1, c2, c3, c4 = st.columns(4)
-        fixed_size = c1.number_input("Signal size (count experiment)", 0.5, 12.0, PROBE_COUNT_SIZE, 0.5,
-                                     key="probe_fixed_size", disabled=count_off)
+        fixed_size = c1.number_input("Signal size (count experiment)", 0.5, MAX_SIGNAL_SIZE, PROBE_COUNT_SIZE,
+                                     0.5, key="probe_fixed_size", disabled=count_off)
         elastic = c2.slider("Elastic deformation α", 0.0, 100.0, float(sig.SignalStyle().elastic_alpha), 5.0,
                             key="probe_elastic")
         blur = c3.slider("Blur σ", 0.0, 4.0, 1.5, 0.25, key="probe_blur")

@@ -992,6 +992,15 @@ def test_probe_page_defaults_are_the_evaluation_figure_4_settings(stub_probe_mod
     assert "The defaults are the evaluation report's Figure 4 settings: MYCN 0-35 with 2 NMI at σ 3.5 px" in texts(at)
 
 
+def test_probe_page_size_controls_stop_at_the_generators_limit(stub_probe_model):
+    # the page stopped at 12 px while genuine synth probe --signal-size took up to 40 px
+    from genuine_core.synth.probe import MAX_SIGNAL_SIZE
+
+    at = open_page("probe")
+    assert at.slider(key="probe_sizes").max == MAX_SIGNAL_SIZE
+    assert at.number_input(key="probe_fixed_size").max == MAX_SIGNAL_SIZE
+
+
 def test_saved_probe_runs_show_the_newest_run_after_a_save(stub_probe_model):
     _, model, _ = stub_probe_model
     at = run_probe_page(model, counts=(0, 4), step=4)

@@ -214,8 +214,9 @@ def test_cli_probe_checks_every_count_and_size_before_any_work(tmp_path, capsys,
     out = tmp_path / "p.npz"
     for options, message in ((["--mycn", "0-300"], "--mycn must be in [0, 200], got 300"),
                              (["--nmi", "1,250"], "--nmi must be in [0, 200], got 250"),
-                             (["--signal-size", "3.5,60"], "--signal-size must be in (0, 40] px, got 60"),
-                             (["--signal-size", "nan"], "--signal-size must be in (0, 40] px, got nan")):
+                             (["--signal-size", "3.5,60"], "--signal-size must be in (0, 12] px, got 60"),
+                             (["--signal-size", "12.5"], "--signal-size must be in (0, 12] px, got 12.5"),
+                             (["--signal-size", "nan"], "--signal-size must be in (0, 12] px, got nan")):
         assert main(["synth", "probe", "--out", str(out), "--n", "1", *options]) == 2
         assert capsys.readouterr().err.strip() == f"error: {message}"
     with pytest.raises(SystemExit) as exc:  # a range that would fill memory before any check

@@ -26,8 +26,10 @@ PROBE_TABLE_COLUMNS = ["patch_row", "background", "n_nmi", "n_mycn", "signal_siz
 
 #: most signals of one probe, per probe (NMI and MYCN each)
 MAX_SIGNALS = 200
-#: largest signal width (Gaussian sigma, patch px)
-MAX_SIGNAL_SIZE = 40.0
+#: largest signal width (Gaussian sigma, patch px) of every probe: ``make_probe``, ``genuine synth probe
+#: --signal-size``, ``genuine probe`` and the Probe page's size controls: the report's largest size (at σ 20
+#: two MYCN signals drawn into a synthetic 96 px nucleus always merged into one visible signal)
+MAX_SIGNAL_SIZE = 12.0
 
 #: signal style of probes: the field renderer's, with the acquisition's optical blur folded in
 PROBE_STYLE = SignalStyle(blur=1.5)
