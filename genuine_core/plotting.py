@@ -679,7 +679,8 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
 
     Args:
         curve: one row per condition with column ``x``, ``mean_pred`` in [0, 1], optional
-            ``sem`` (standard error, drawn as error bars) and optional ``model`` (one line each).
+            ``sem`` (standard error, drawn as error bars) and optional ``model`` (one line each, in the
+            legend in the order the rows first name them).
         x: the probe variable column (e.g. ``"n_mycn"`` or ``"signal_size"``).
         xlabel: axis title.
         level: horizontal reference drawn dashed; each crossing gets a marker, and each curve one label
@@ -694,7 +695,8 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
             (where merging levels the truth off near 0.5 it crosses many times).
     """
     fig = go.Figure()
-    groups = list(curve.groupby("model", sort=True)) if "model" in curve.columns else [("mean prediction", curve)]
+    # curves in the order ``curve`` lists them (the Probe page's headline mean call first), not alphabetical
+    groups = list(curve.groupby("model", sort=False)) if "model" in curve.columns else [("mean prediction", curve)]
     lines = [(model, g, category_style(i).colour, category_style(i).dash) for i, (model, g) in enumerate(groups)]
     if truth is not None:
         lines.append((TRUTH_CURVE, truth.assign(mean_pred=truth["truth"])[[x, "mean_pred"]], "#333", "dash"))

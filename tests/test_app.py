@@ -1034,7 +1034,7 @@ def test_saved_probe_runs_tell_runs_apart_and_plot_call_and_probability(stub_pro
     assert runs[["N", "NMI", "range"]].values.tolist() == [[3, 1, "MYCN 0-4 step 4, σ 2.5 px"]]
     spec = json.loads(next(c for c in at.get("plotly_chart") if "probe_saved_curve" in c.proto.id).proto.spec)
     lines = [t["name"] for t in spec["data"] if t.get("mode") == "lines+markers"]
-    assert lines == ["mean calibrated P(MNA)", "mean call (prediction)"]  # as the live chart
+    assert lines == ["mean call (prediction)", "mean calibrated P(MNA)"]  # as the live chart: the headline first
 
 
 def test_probe_size_experiment_with_equal_ends_is_one_condition_of_n_probes(stub_probe_model):

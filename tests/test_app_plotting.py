@@ -167,6 +167,15 @@ def test_probe_curve_labels_of_three_curves_crossing_close_together_do_not_overp
     assert abs(rows[0][1] - rows[2][1]) >= 14  # the two below a line of 12 px text apart
 
 
+def test_probe_curve_legend_keeps_the_order_of_the_rows():
+    # the Probe page's legend listed 'mean calibrated P(MNA)' before its headline 'mean call (prediction)'
+    x = [0, 4]
+    curve = pd.concat([pd.DataFrame({"n_mycn": x, "mean_pred": [0.1, 0.9], "model": "mean call (prediction)"}),
+                       pd.DataFrame({"n_mycn": x, "mean_pred": [0.2, 0.8], "model": "mean calibrated P(MNA)"})])
+    lines = [t.name for t in P.probe_curve(curve, "n_mycn", "MYCN").data if t.mode == "lines+markers"]
+    assert lines == ["mean call (prediction)", "mean calibrated P(MNA)"]
+
+
 def test_probe_summary_matches_hand_computation():
     res = pd.DataFrame({"n_mycn": [0, 0, 0, 0, 8, 8], "call": [0, 0, 1, 1, 1, 1], "prob": [.1, .2, .6, .7, .9, .8]})
     s = P.probe_summary(res, "n_mycn")
