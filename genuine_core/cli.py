@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-cellpose": ("genuine_core.commands.train_cellpose", "train a cellpose nuclei model on synthetic fields"),
     "train": ("training.cli_train", "train a model (GENUINE, ResNet, detector, ratio)"),
     "evaluate": ("training.cli_evaluate", "evaluate models on a synthetic benchmark"),
+    "probe": ("training.cli_probe", "the Probe page's curve for one model: mean call vs MYCN signal count or size"),
     "ingest": ("store.cli_ingest", "ingest scans into the store"),
     "umap": ("store.cli_umap", "fit UMAP on stored embeddings"),
     "demo": ("store.cli_demo", "build the demo store"),

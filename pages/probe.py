@@ -20,7 +20,7 @@ import streamlit as st
 from genuine_core import plotting
 from genuine_core.rules import MYCN_RULE, amplification_threshold
 from genuine_core.errors import GenuineError, InputError
-from genuine_core.synth.probe import MAX_SIGNAL_SIZE, probe_conditions, run_probe
+from genuine_core.synth.probe import MAX_SIGNAL_SIZE, RUN_BACKGROUNDS, probe_conditions, run_probe, run_style
 from pages import common
 from store.location import genuine_command
 from training.evaluate import PROBE_COUNT_SIZE, PROBE_COUNTS, PROBE_N, PROBE_NMI, PROBE_SIZES
@@ -444,7 +444,6 @@ def probe_form(db: str, usable: pd.DataFrame) -> ProbeSettings | None:
 def run_and_keep(db: str, usable: pd.DataFrame, s: ProbeSettings) -> bool:
     """Draw and score the probes, place them on the model's UMAP, save the run and keep the result for
     :func:`show_result`; False (the error shown) when the probes could not be drawn or scored."""
-    from genuine_core.synth import signals as sig
     from store.registry import verify_registered
 
     if s.background != "synthetic" and s.bg_sample is None:  # chosen before the last scan was removed
@@ -457,10 +456,10 @@ def run_and_keep(db: str, usable: pd.DataFrame, s: ProbeSettings) -> bool:
         verify_registered(common.store_at(db), model, s.model)  # the folder may hold other weights by now
         p = int(model.patch_size)
         if s.background == "synthetic":
-            bg_ids, bg = None, synthetic_backgrounds(p, 40, s.seed)
+            bg_ids, bg = None, synthetic_backgrounds(p, RUN_BACKGROUNDS, s.seed)
         else:
             bg_ids, bg = store_backgrounds(db, common.rev("data"), s.bg_sample, p, 200, s.seed)
-        style = replace(sig.SignalStyle(), elastic_alpha=s.elastic, blur=s.blur)
+        style = run_style(s.elastic, s.blur)
         bar = st.progress(0.0, text="Drawing and scoring probes ...")
         out = run_probe(model, bg, conds, s.n, s.seed, not s.touching, style,
                         progress=lambda f, t: bar.progress(f, text=t))

@@ -1001,6 +1001,36 @@ def test_probe_page_size_controls_stop_at_the_generators_limit(stub_probe_model)
     assert at.number_input(key="probe_fixed_size").max == MAX_SIGNAL_SIZE
 
 
+def test_genuine_probe_writes_the_pages_curve_for_the_same_settings(stub_probe_model, tmp_path, capsys):
+    # there was no command-line way to get the Probe page's curve
+    from genuine_core import plotting
+    from genuine_core.cli import main
+
+    path, name, set_predict = stub_probe_model
+
+    def by_green(p):  # calls a probe MNA when its MYCN channel is bright enough: the curve rises with the count
+        green = p[:, 1].mean(axis=(1, 2))
+        return np.minimum(green * 5, 1.0), np.minimum(green * 4, 1.0), (green > 0.1).astype(int)
+
+    set_predict(by_green)
+    out = tmp_path / "probe_out"
+    argv = ["probe", "--model", name, "--db", str(path), "--vary", "count", "--counts", "0-8", "--count-step", "2",
+            "--n", "3", "--seed", "5", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    at = run_probe_page(name, counts=(0, 8), step=2, seed=5)
+    page = at.session_state["probe_result"]["curve"]
+    cli = pd.read_csv(out / "probe_curve.csv")
+    assert cli["mean_pred"].nunique() > 1  # the probes differ between conditions, so equal curves say something
+    pd.testing.assert_frame_equal(cli, page.reset_index(drop=True), check_dtype=False)
+    doc = json.loads((out / "probe.json").read_text())
+    assert doc["crossings"] == pytest.approx(plotting.crossings(page["n_mycn"], page["mean_pred"], 0.5))
+    assert doc["model"] == name and doc["model_checksum"] == "c" * 64 and doc["settings"]["seed"] == 5
+    assert (out / "probe.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(argv) == 2 and "pass --overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--sizes", "1-13"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --sizes must be in (0, 12] px, got 13"
+
+
 def test_saved_probe_runs_show_the_newest_run_after_a_save(stub_probe_model):
     _, model, _ = stub_probe_model
     at = run_probe_page(model, counts=(0, 4), step=4)

@@ -33,6 +33,14 @@ MAX_SIGNAL_SIZE = 12.0
 
 #: signal style of probes: the field renderer's, with the acquisition's optical blur folded in
 PROBE_STYLE = SignalStyle(blur=1.5)
+#: synthetic background nuclei one probe run draws its probes into (the Probe page and ``genuine probe``)
+RUN_BACKGROUNDS = 40
+
+
+def run_style(elastic_alpha: float, blur: float) -> SignalStyle:
+    """The signal style of a probe run (the Probe page and ``genuine probe``): the generator's default with
+    the chosen elastic deformation and blur."""
+    return replace(SignalStyle(), elastic_alpha=float(elastic_alpha), blur=float(blur))
 
 
 @dataclass

@@ -1,0 +1,203 @@
+"""``genuine probe``: the Probe page's curve from the command line (paper Figure 4 for one model).
+
+Example::
+
+    genuine probe --model models/genuine_cpu --vary count --out probe_run/
+    genuine probe --model genuine_cpu --db store.duckdb --vary size --n 20 --out probe_size/
+
+Draws N probes per condition into synthetic DAPI-only nuclei, scores them with the model and writes
+``probe_curve.csv`` (mean call, its SEM, mean calibrated P(MNA) and the ground truth per condition),
+``probe.json`` (settings, model name, weights checksum, 0.5 crossings) and ``probe.png``. The same
+settings and seed give the page's numbers: both call ``genuine_core.synth.probe.run_probe`` and
+``genuine_core.plotting.probe_summary``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from genuine_core.commands.checks import seed_option
+
+CSV_NAME, JSON_NAME, PNG_NAME = "probe_curve.csv", "probe.json", "probe.png"
+
+
+def _pair(kind):
+    """``LO-HI`` (or one value) as a (lo, hi) pair of ``kind``."""
+    def parse(text: str):
+        lo, sep, hi = text.partition("-")
+        try:
+            return (kind(lo), kind(hi if sep else lo))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected LO-HI or one number, got {text!r}") from None
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``genuine probe`` options (defaults: the evaluation report's Figure 4 settings, as the page)."""
+    parser.add_argument("--model", required=True, help="model folder, or the name of a model registered in --db")
+    parser.add_argument("--db", default=None, help="store whose registered model --model names")
+    parser.add_argument("--vary", choices=["count", "size"], required=True,
+                        help="count: MYCN signal count; size: MYCN signal size")
+    parser.add_argument("--out", required=True, help="folder for probe_curve.csv, probe.json and probe.png")
+    parser.add_argument("--n", type=int, default=None, help="probes per condition (default 50)")
+    parser.add_argument("--seed", type=seed_option, default=0, help="seed of the probes (default 0)")
+    parser.add_argument("--nmi", type=int, default=None, help="NMI signals per nucleus (default 2)")
+    parser.add_argument("--counts", type=_pair(int), default=None, help="MYCN count range LO-HI (default 0-35)")
+    parser.add_argument("--count-step", type=int, default=1, help="MYCN count step (default 1)")
+    parser.add_argument("--sizes", type=_pair(float), default=None,
+                        help="signal size range LO-HI, σ px (default 1.5-12)")
+    parser.add_argument("--size-steps", type=int, default=None, help="evenly spaced sizes (default 12)")
+    parser.add_argument("--fixed-count", type=int, default=2, help="MYCN count of the size experiment (default 2)")
+    parser.add_argument("--fixed-size", type=float, default=None,
+                        help="signal size of the count experiment, σ px (default 3.5)")
+    parser.add_argument("--elastic", type=float, default=None, help="elastic deformation α (default the generator's)")
+    parser.add_argument("--blur", type=float, default=1.5, help="blur σ (default 1.5)")
+    parser.add_argument("--spaced", action="store_true", help="keep signals apart (default: they may touch)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the files already in --out")
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """The run's settings with the defaults filled in, as the page's saved runs record them.
+
+    Raises:
+        InputError: a setting out of the page's range.
+    """
+    from genuine_core.commands.checks import in_range
+    from genuine_core.errors import InputError
+    from genuine_core.synth.probe import MAX_SIGNAL_SIZE
+    from genuine_core.synth.signals import SignalStyle
+    from training.evaluate import PROBE_COUNT_SIZE, PROBE_COUNTS, PROBE_N, PROBE_NMI, PROBE_SIZES
+
+    counts = args.counts or (PROBE_COUNTS[0], PROBE_COUNTS[-1])
+    sizes = args.sizes or (min(PROBE_SIZES), max(PROBE_SIZES))
+    s = {"experiment": args.vary, "n_per_condition": PROBE_N if args.n is None else args.n,
+         "n_nmi": PROBE_NMI if args.nmi is None else args.nmi, "mycn_counts": list(counts),
+         "count_step": args.count_step, "signal_sizes": list(sizes),
+         "size_steps": len(PROBE_SIZES) if args.size_steps is None else args.size_steps,
+         "fixed_count": args.fixed_count, "fixed_size": PROBE_COUNT_SIZE if args.fixed_size is None else args.fixed_size,
+         "elastic_alpha": float(SignalStyle().elastic_alpha) if args.elastic is None else args.elastic,
+         "blur": args.blur, "touching_signals": not args.spaced, "background": "synthetic", "seed": args.seed}
+    in_range(s["n_per_condition"], (1, 500), "--n")
+    in_range(s["n_nmi"], (0, 10), "--nmi")
+    for v, option in ((counts[0], "--counts"), (counts[1], "--counts"), (s["fixed_count"], "--fixed-count")):
+        in_range(v, (0, 40), option)
+    if counts[0] > counts[1]:
+        raise InputError(f"--counts must be LO-HI with LO <= HI, got {counts[0]}-{counts[1]}")
+    in_range(s["count_step"], (1, 10), "--count-step")
+    in_range(s["size_steps"], (2, 30), "--size-steps")
+    for v, option in ((sizes[0], "--sizes"), (sizes[1], "--sizes"), (s["fixed_size"], "--fixed-size")):
+        if not 0 < v <= MAX_SIGNAL_SIZE:
+            raise InputError(f"{option} must be in (0, {MAX_SIGNAL_SIZE:g}] px, got {v:g}")
+    if sizes[0] > sizes[1]:
+        raise InputError(f"--sizes must be LO-HI with LO <= HI, got {sizes[0]:g}-{sizes[1]:g}")
+    in_range(s["elastic_alpha"], (0, 100), "--elastic")
+    in_range(s["blur"], (0, 4), "--blur", " px")
+    return s
+
+
+def load(model: str, db: str | None):
+    """The scoring model of a folder, or of a model registered in ``db`` (its weights checked against the store).
+
+    Raises:
+        GenuineError: no such folder or registered model, or the folder's weights changed.
+    """
+    from pathlib import Path
+
+    from genuine_core import pipeline
+    from genuine_core.errors import InputError
+
+    if db is None:
+        if not Path(model).is_dir():
+            raise InputError(f"--model {model}: no such model folder (to name a registered model, pass --db)")
+        return pipeline.load_model(model, mc_samples=0)
+    from store.db import open_store
+    from store.registry import list_models, verify_registered
+
+    with open_store(db, read_only=True) as s:
+        reg = list_models(s)
+        row = reg[reg["name"] == model]
+        if row.empty or not isinstance(row.iloc[0]["folder"], str):
+            if not Path(model).is_dir():
+                raise InputError(f"--model {model}: not a model registered with a folder in {db}, nor a folder")
+            return pipeline.load_model(model, mc_samples=0)
+        loaded = pipeline.load_model(str(row.iloc[0]["folder"]), name=model, mc_samples=0)
+        verify_registered(s, loaded, model)
+    return loaded
+
+
+def compute(model, s: dict, progress=None) -> dict:
+    """Draw and score the probes of settings ``s`` as the Probe page does; ``{"results", "curve", "x",
+    "crossings", "truth_crossings"}``."""
+    import numpy as np
+
+    from genuine_core import plotting
+    from genuine_core.synth.probe import (RUN_BACKGROUNDS, probe_conditions, run_probe, run_style,
+                                          synthetic_backgrounds)
+
+    conds = probe_conditions(s["experiment"], s["n_nmi"], s["mycn_counts"], s["count_step"], s["fixed_count"],
+                             s["signal_sizes"], s["size_steps"], s["fixed_size"])
+    bg = synthetic_backgrounds(np.random.default_rng(s["seed"]), RUN_BACKGROUNDS, int(model.patch_size))
+    out = run_probe(model, bg, conds, s["n_per_condition"], s["seed"], not s["touching_signals"],
+                    run_style(s["elastic_alpha"], s["blur"]), progress=progress)
+    x = "n_mycn" if s["experiment"] == "count" else "signal_size"
+    curve = plotting.probe_summary(out["results"], x)
+    return {"results": out["results"], "curve": curve, "x": x,
+            "crossings": plotting.crossings(curve[x], curve["mean_pred"], 0.5),
+            "truth_crossings": plotting.crossings(curve[x], curve["truth"], 0.5)}
+
+
+def plot(res: dict, title: str, path) -> None:
+    """The curve as a PNG: mean call (with SEM) first, mean calibrated P(MNA), the ground truth, the 0.5 line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c, x = res["curve"], res["x"]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.errorbar(c[x], c["mean_pred"], yerr=c["sem"], marker="o", label="mean call (prediction)")
+    ax.plot(c[x], c["mean_prob"], marker=".", label="mean calibrated P(MNA)")
+    ax.plot(c[x], c["truth"], ls="--", color="#333", label="ground truth (Cohn rule, visible counts)")
+    ax.axhline(0.5, ls=":", color="#666")
+    for v in res["crossings"][:1]:
+        ax.axvline(v, ls=":", color="C0")
+    ax.set_xlabel("MYCN signals per nucleus" if x == "n_mycn" else "MYCN signal size (σ, px)")
+    ax.set_ylabel("mean prediction")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the settings, load the model, run the probe and write the CSV, JSON and PNG."""
+    import json
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from genuine_core import plotting
+    from genuine_core.atomic import write_bytes
+    from genuine_core.commands.checks import invoked_command, output_folder, refuse_existing
+
+    out = output_folder(args.out)
+    refuse_existing([out / f for f in (CSV_NAME, JSON_NAME, PNG_NAME)], args.overwrite, folder=out)
+    s = settings(args)  # before the model loads
+    torch.set_num_threads(2)
+    model = load(args.model, args.db)
+    with tqdm(total=1.0, desc="probe", disable=None, bar_format="{l_bar}{bar}| {elapsed}") as bar:
+        res = compute(model, s, progress=lambda f, t: (bar.update(f - bar.n), bar.set_postfix_str(t)))
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes(out / CSV_NAME, res["curve"].to_csv(index=False).encode())
+    doc = {"command": invoked_command(args), "model": model.name, "model_checksum": model.checksum,
+           "settings": s, "crossing": res["crossings"][0] if res["crossings"] else None,
+           "crossings": res["crossings"], "truth_crossings": res["truth_crossings"]}
+    write_bytes(out / JSON_NAME, (json.dumps(doc, indent=2) + "\n").encode())
+    plot(res, f"{model.name}: mean prediction vs MYCN signal {args.vary}", out / PNG_NAME)
+    c, x = res["curve"], res["x"]
+    first = (f"crosses 0.5 at {res['crossings'][0]:.2f}" if res["crossings"]
+             else f"does not cross 0.5: {plotting.crossing_text(c[x], c['mean_pred'], 0.5)}")
+    print(f"{out}: {len(c)} conditions x {s['n_per_condition']} probes; the mean call {first}")
+    return 0
