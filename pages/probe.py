@@ -45,8 +45,9 @@ SAVED_NO_TRUTH = ("Saved runs keep the model's outputs, not the generator's visi
 #: how the page's defaults relate to the evaluation report's Figure 4 (``training.evaluate``)
 REPORT_SETTINGS = (
     f"The defaults are the evaluation report's Figure 4 settings: MYCN {PROBE_COUNTS[0]}-{PROBE_COUNTS[-1]} "
-    f"with {PROBE_NMI} NMI at σ {PROBE_COUNT_SIZE:g} px, N = {PROBE_N} per condition (about a minute for the "
-    "genuine_cpu model on a 2-core CPU; narrow the range or lower N for a quicker look). The size sweep spans the "
+    f"with {PROBE_NMI} NMI at σ {PROBE_COUNT_SIZE:g} px, N = {PROBE_N} per condition (about 15 s for the "
+    "genuine_cpu model on an idle 2-core CPU, the size sweep about 5 s; two to three times that while other work "
+    "shares the CPU; narrow the range or lower N for a quicker look). The size sweep spans the "
     f"report's σ {min(PROBE_SIZES):g}-{max(PROBE_SIZES):g} px in {len(PROBE_SIZES)} even steps (the report's steps "
     "are uneven). The report draws into benchmark test-split nuclei, the page into synthetic or stored nuclei, "
     "so its curves are comparable but not identical.")
