@@ -74,7 +74,8 @@ def settings(args: argparse.Namespace) -> dict:
          "n_nmi": PROBE_NMI if args.nmi is None else args.nmi, "mycn_counts": list(counts),
          "count_step": args.count_step, "signal_sizes": list(sizes),
          "size_steps": len(PROBE_SIZES) if args.size_steps is None else args.size_steps,
-         "fixed_count": args.fixed_count, "fixed_size": PROBE_COUNT_SIZE if args.fixed_size is None else args.fixed_size,
+         "fixed_count": args.fixed_count,
+         "fixed_size": PROBE_COUNT_SIZE if args.fixed_size is None else args.fixed_size,
          "elastic_alpha": float(SignalStyle().elastic_alpha) if args.elastic is None else args.elastic,
          "blur": args.blur, "touching_signals": not args.spaced, "background": "synthetic", "seed": args.seed}
     in_range(s["n_per_condition"], (1, 500), "--n")
