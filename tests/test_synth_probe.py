@@ -315,3 +315,18 @@ def test_cli_probe_says_a_range_runs_backwards(tmp_path, capsys):
         main(["synth", "probe", "--out", str(tmp_path / "p.npz"), "--mycn", "1,5-2"])
     assert exc.value.code == 2 and "5-2: the range runs backwards, write 2-5" in capsys.readouterr().err
     assert not (tmp_path / "p.npz").exists()
+
+
+def test_genuine_probe_png_legend_lists_the_mean_call_first(tmp_path, monkeypatch):
+    # matplotlib listed the error-bar curve (the mean call, the headline number) last
+    import matplotlib.pyplot as plt
+
+    from training import cli_probe
+
+    figs = []
+    monkeypatch.setattr(plt, "close", figs.append)
+    curve = pd.DataFrame({"n_mycn": [0, 4], "n": 3, "mean_pred": [0.0, 1.0], "sem": 0.0, "mean_prob": [0.1, 0.9],
+                          "truth": [0.0, 1.0]})
+    cli_probe.plot({"curve": curve, "x": "n_mycn", "crossings": [2.0]}, "t", tmp_path / "p.png")
+    labels = [t.get_text() for t in figs[0].axes[0].get_legend().get_texts()]
+    assert labels[:2] == ["mean call (prediction)", "mean calibrated P(MNA)"] and (tmp_path / "p.png").exists()

@@ -156,9 +156,9 @@ def plot(res: dict, title: str, path) -> None:
 
     c, x = res["curve"], res["x"]
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.errorbar(c[x], c["mean_pred"], yerr=c["sem"], marker="o", label="mean call (prediction)")
-    ax.plot(c[x], c["mean_prob"], marker=".", label="mean calibrated P(MNA)")
-    ax.plot(c[x], c["truth"], ls="--", color="#333", label="ground truth (Cohn rule, visible counts)")
+    call = ax.errorbar(c[x], c["mean_pred"], yerr=c["sem"], marker="o", label="mean call (prediction)")
+    prob, = ax.plot(c[x], c["mean_prob"], marker=".", label="mean calibrated P(MNA)")
+    truth, = ax.plot(c[x], c["truth"], ls="--", color="#333", label="ground truth (Cohn rule, visible counts)")
     ax.axhline(0.5, ls=":", color="#666")
     for v in res["crossings"][:1]:
         ax.axvline(v, ls=":", color="C0")
@@ -166,7 +166,7 @@ def plot(res: dict, title: str, path) -> None:
     ax.set_ylabel("mean prediction")
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(handles=[call, prob, truth], fontsize=7)  # the headline mean call first, as on the page
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
