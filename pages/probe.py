@@ -76,26 +76,14 @@ def synthetic_backgrounds(patch_size: int, n: int, seed: int) -> np.ndarray:
 @st.cache_data(show_spinner="Loading real nuclei from the store ...", max_entries=4)
 def store_backgrounds(db: str, data_rev: int, sample: str, patch_size: int, n: int,
                       seed: int) -> tuple[list[int], np.ndarray]:
-    """The ids of m real nuclei of ``sample`` (m <= n, a seeded choice) and their patches (m, 3, P, P), cropped
-    to the model's patch size.
+    """``store.nuclei.probe_backgrounds``: the ids of m <= n seeded real nuclei of ``sample`` and their patches.
 
     Raises:
-        InputError: the stored patches are smaller than the model's input.
+        InputError: the sample has no nuclei, or its stored patches are smaller than the model's input.
     """
-    from genuine_core.pipeline import center_crop
-    from store.nuclei import patch_images, sample_nuclei
+    from store.nuclei import probe_backgrounds
 
-    s = common.store_at(db)
-    ids = sample_nuclei(s, sample)["nucleus_id"].to_numpy()
-    if len(ids) == 0:
-        raise InputError(f"sample {sample!r} has no nuclei")
-    pick = np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False)
-    imgs = patch_images(s, pick.tolist())
-    kept = [int(i) for i in pick if int(i) in imgs]
-    stack = np.stack([imgs[i] for i in kept]).astype(np.float32)
-    if stack.shape[-1] < patch_size:
-        raise InputError(f"stored patches are {stack.shape[-1]} px, the model needs {patch_size} px")
-    return kept, center_crop(stack, patch_size)
+    return probe_backgrounds(common.store_at(db), sample, patch_size, n, seed)
 
 
 #: stored nuclei drawn at most behind the probes (a fixed random subset of larger maps)
@@ -445,6 +433,7 @@ def probe_form(db: str, usable: pd.DataFrame) -> ProbeSettings | None:
 def run_and_keep(db: str, usable: pd.DataFrame, s: ProbeSettings) -> bool:
     """Draw and score the probes, place them on the model's UMAP, save the run and keep the result for
     :func:`show_result`; False (the error shown) when the probes could not be drawn or scored."""
+    from store.nuclei import PROBE_BACKGROUNDS
     from store.registry import verify_registered
 
     if s.background != "synthetic" and s.bg_sample is None:  # chosen before the last scan was removed
@@ -459,7 +448,7 @@ def run_and_keep(db: str, usable: pd.DataFrame, s: ProbeSettings) -> bool:
         if s.background == "synthetic":
             bg_ids, bg = None, synthetic_backgrounds(p, RUN_BACKGROUNDS, s.seed)
         else:
-            bg_ids, bg = store_backgrounds(db, common.rev("data"), s.bg_sample, p, 200, s.seed)
+            bg_ids, bg = store_backgrounds(db, common.rev("data"), s.bg_sample, p, PROBE_BACKGROUNDS, s.seed)
         style = run_style(s.elastic, s.blur)
         bar = st.progress(0.0, text="Drawing and scoring probes ...")
         out = run_probe(model, bg, conds, s.n, s.seed, not s.touching, style,

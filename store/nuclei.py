@@ -136,3 +136,30 @@ def scan_nuclei(store: Store, scan_id: int, model: str | None = None) -> pd.Data
         """,
         [model, int(scan_id)],
     )
+
+
+#: real nuclei one probe run draws its probes into (the Probe page and ``genuine probe --background-sample``)
+PROBE_BACKGROUNDS = 200
+
+
+def probe_backgrounds(store: Store, sample: str, patch_size: int, n: int = PROBE_BACKGROUNDS,
+                      seed: int = 0) -> tuple[list[int], np.ndarray]:
+    """The ids of m real nuclei of ``sample`` (m <= n, a seeded choice) and their patches (m, 3, P, P), cropped
+    to ``patch_size`` (backgrounds of a probe run: ``genuine_core.synth.probe.run_probe``).
+
+    Raises:
+        InputError: the sample has no nuclei, or its stored patches are smaller than ``patch_size``.
+    """
+    from genuine_core.errors import InputError
+    from genuine_core.pipeline import center_crop
+
+    ids = sample_nuclei(store, sample)["nucleus_id"].to_numpy()
+    if len(ids) == 0:
+        raise InputError(f"sample {sample!r} has no nuclei")
+    pick = np.random.default_rng(seed).choice(ids, size=min(n, len(ids)), replace=False)
+    imgs = patch_images(store, pick.tolist())
+    kept = [int(i) for i in pick if int(i) in imgs]
+    stack = np.stack([imgs[i] for i in kept]).astype(np.float32)
+    if stack.shape[-1] < patch_size:
+        raise InputError(f"stored patches are {stack.shape[-1]} px, the model needs {patch_size} px")
+    return kept, center_crop(stack, patch_size)

@@ -1034,6 +1034,39 @@ def test_genuine_probe_writes_the_pages_curve_for_the_same_settings(stub_probe_m
     assert capsys.readouterr().err.strip() == "error: --sizes must be in (0, 12] px, got 13"
 
 
+def test_genuine_probe_draws_into_the_same_real_nuclei_as_the_page(stub_probe_model, tmp_path, capsys):
+    from genuine_core.cli import main
+
+    path, name, set_predict = stub_probe_model
+
+    def by_green(p):
+        green = p[:, 1].mean(axis=(1, 2))
+        return np.minimum(green * 5, 1.0), np.minimum(green * 4, 1.0), (green > 0.02).astype(int)
+
+    set_predict(by_green)
+    out = tmp_path / "probe_real"
+    argv = ["probe", "--model", name, "--db", str(path), "--vary", "size", "--sizes", "1-9", "--size-steps", "3",
+            "--fixed-count", "3", "--n", "3", "--seed", "2", "--background-sample", "LINE-NON", "--out", str(out)]
+    assert main(argv) == 0, capsys.readouterr().err
+    at = open_page("probe")
+    at.segmented_control(key="probe_exp").set_value("size").run()
+    at.selectbox(key="probe_model").set_value(name)
+    for key, value in (("n", 3), ("sizes", (1.0, 9.0)), ("nsizes", 3), ("fixed_count", 3), ("seed", 2),
+                       ("bg", "real nuclei from the store"), ("bg_sample", "LINE-NON")):
+        probe_widget(at, f"probe_{key}").set_value(value)
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    page = at.session_state["probe_result"]["curve"]
+    assert page["mean_prob"].nunique() > 1  # the probes differ between conditions
+    pd.testing.assert_frame_equal(pd.read_csv(out / "probe_curve.csv"), page.reset_index(drop=True),
+                                  check_dtype=False)
+    doc = json.loads((out / "probe.json").read_text())
+    assert doc["settings"]["background"] == "store sample LINE-NON" and doc["settings"]["background_nuclei"]
+    assert main(["probe", "--model", name, "--vary", "count", "--background-sample", "LINE-NON",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--background-sample needs --db" in capsys.readouterr().err
+
+
 def test_saved_probe_runs_show_the_newest_run_after_a_save(stub_probe_model):
     _, model, _ = stub_probe_model
     at = run_probe_page(model, counts=(0, 4), step=4)

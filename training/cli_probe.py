@@ -5,11 +5,11 @@ Example::
     genuine probe --model models/genuine_cpu --vary count --out probe_run/
     genuine probe --model genuine_cpu --db store.duckdb --vary size --n 20 --out probe_size/
 
-Draws N probes per condition into synthetic DAPI-only nuclei, scores them with the model and writes
-``probe_curve.csv`` (mean call, its SEM, mean calibrated P(MNA) and the ground truth per condition),
-``probe.json`` (settings, model name, weights checksum, 0.5 crossings) and ``probe.png``. The same
-settings and seed give the page's numbers: both call ``genuine_core.synth.probe.run_probe`` and
-``genuine_core.plotting.probe_summary``.
+Draws N probes per condition into synthetic DAPI-only nuclei (or, with ``--background-sample``, real
+nuclei of a stored sample), scores them with the model and writes ``probe_curve.csv`` (mean call, its
+SEM, mean calibrated P(MNA) and the ground truth per condition), ``probe.json`` (settings, model name,
+weights checksum, 0.5 crossings) and ``probe.png``. The same settings and seed give the page's numbers:
+both call ``genuine_core.synth.probe.run_probe`` and ``genuine_core.plotting.probe_summary``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--elastic", type=float, default=None, help="elastic deformation α (default the generator's)")
     parser.add_argument("--blur", type=float, default=1.5, help="blur σ (default 1.5)")
     parser.add_argument("--spaced", action="store_true", help="keep signals apart (default: they may touch)")
+    parser.add_argument("--background-sample", default=None, metavar="SAMPLE",
+                        help="draw into real nuclei of this sample in --db (default: synthetic nuclei)")
     parser.add_argument("--overwrite", action="store_true", help="replace the files already in --out")
 
 
@@ -77,7 +79,10 @@ def settings(args: argparse.Namespace) -> dict:
          "fixed_count": args.fixed_count,
          "fixed_size": PROBE_COUNT_SIZE if args.fixed_size is None else args.fixed_size,
          "elastic_alpha": float(SignalStyle().elastic_alpha) if args.elastic is None else args.elastic,
-         "blur": args.blur, "touching_signals": not args.spaced, "background": "synthetic", "seed": args.seed}
+         "blur": args.blur, "touching_signals": not args.spaced, "seed": args.seed,
+         "background": "synthetic" if args.background_sample is None else f"store sample {args.background_sample}"}
+    if args.background_sample is not None and args.db is None:
+        raise InputError("--background-sample needs --db: the store that holds the sample's nuclei")
     in_range(s["n_per_condition"], (1, 500), "--n")
     in_range(s["n_nmi"], (0, 10), "--nmi")
     for v, option in ((counts[0], "--counts"), (counts[1], "--counts"), (s["fixed_count"], "--fixed-count")):
@@ -126,9 +131,18 @@ def load(model: str, db: str | None):
     return loaded
 
 
-def compute(model, s: dict, progress=None) -> dict:
-    """Draw and score the probes of settings ``s`` as the Probe page does; ``{"results", "curve", "x",
-    "crossings", "truth_crossings"}``."""
+def real_backgrounds(db: str, sample: str, patch_size: int, seed: int):
+    """``store.nuclei.probe_backgrounds`` of ``sample`` in the store ``db`` (as the page draws them)."""
+    from store.db import open_store
+    from store.nuclei import PROBE_BACKGROUNDS, probe_backgrounds
+
+    with open_store(db, read_only=True) as s:
+        return probe_backgrounds(s, sample, patch_size, PROBE_BACKGROUNDS, seed)
+
+
+def compute(model, s: dict, progress=None, backgrounds=None) -> dict:
+    """Draw and score the probes of settings ``s`` as the Probe page does, into ``backgrounds`` (default the
+    page's synthetic nuclei); ``{"results", "curve", "x", "crossings", "truth_crossings"}``."""
     import numpy as np
 
     from genuine_core import plotting
@@ -137,7 +151,9 @@ def compute(model, s: dict, progress=None) -> dict:
 
     conds = probe_conditions(s["experiment"], s["n_nmi"], s["mycn_counts"], s["count_step"], s["fixed_count"],
                              s["signal_sizes"], s["size_steps"], s["fixed_size"])
-    bg = synthetic_backgrounds(np.random.default_rng(s["seed"]), RUN_BACKGROUNDS, int(model.patch_size))
+    bg = backgrounds
+    if bg is None:
+        bg = synthetic_backgrounds(np.random.default_rng(s["seed"]), RUN_BACKGROUNDS, int(model.patch_size))
     out = run_probe(model, bg, conds, s["n_per_condition"], s["seed"], not s["touching_signals"],
                     run_style(s["elastic_alpha"], s["blur"]), progress=progress)
     x = "n_mycn" if s["experiment"] == "count" else "signal_size"
@@ -188,8 +204,12 @@ def run(args: argparse.Namespace) -> int:
     s = settings(args)  # before the model loads
     torch.set_num_threads(2)
     model = load(args.model, args.db)
+    bg = None
+    if args.background_sample is not None:
+        s["background_nuclei"], bg = real_backgrounds(args.db, args.background_sample, int(model.patch_size),
+                                                      args.seed)
     with tqdm(total=1.0, desc="probe", disable=None, bar_format="{l_bar}{bar}| {elapsed}") as bar:
-        res = compute(model, s, progress=lambda f, t: (bar.update(f - bar.n), bar.set_postfix_str(t)))
+        res = compute(model, s, progress=lambda f, t: (bar.update(f - bar.n), bar.set_postfix_str(t)), backgrounds=bg)
     out.mkdir(parents=True, exist_ok=True)
     write_bytes(out / CSV_NAME, res["curve"].to_csv(index=False).encode())
     doc = {"command": invoked_command(args), "model": model.name, "model_checksum": model.checksum,
