@@ -15,7 +15,7 @@ from genuine_core.pipeline import ScoringModel
 from store.db import Store
 from store.events import record_event
 from store.location import genuine_command
-from store.review_stats import rebuild_for_changed, rebuild_review_stats, untrusted_model_ids
+from store.review_stats import rebuild_for_changed, refresh_review_stats, untrusted_model_ids
 
 logger = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def remove_model(store: Store, name: str, by: str | None = None) -> dict[str, in
         maps = [str(r[0]) for r in cur.execute("SELECT reducer_path FROM umap_fits WHERE model_id = $model",
                                                params).fetchall()]
         deleted = {t: int(cur.execute("DELETE " + where, params).fetchone()[0]) for t, where in _MODEL_ROWS.items()}
-        rebuild_review_stats(cur, scans)
+        refresh_review_stats(cur, scans)  # in place, unless nuclei lost their only prediction
         record_event(cur, "remove model", name, checksum, by,
                      {"folder": folder, "deleted": {t: n for t, n in deleted.items() if n}})
     for rel in maps:  # after the commit: a leftover file is harmless, a missing referenced one is not

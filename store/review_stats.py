@@ -99,9 +99,15 @@ def rebuild_for_changed(cur, untrusted_before: list[int]) -> list[int]:
     scans = [int(r[0]) for r in cur.execute(
         "SELECT DISTINCT scan_id FROM scan_models WHERE model_id IN (SELECT unnest($m::BIGINT[])) ORDER BY 1",
         {"m": changed}).fetchall()]
-    if not update_review_stats(cur, scans):
-        rebuild_review_stats(cur, scans)
+    refresh_review_stats(cur, scans)
     return scans
+
+
+def refresh_review_stats(cur, scan_ids: list[int]) -> None:
+    """Bring the ``review_stats`` rows of these scans up to date with their predictions and the trusted models:
+    in place (:func:`update_review_stats`) when every scored nucleus keeps its row, else rebuilt."""
+    if not update_review_stats(cur, scan_ids):
+        rebuild_review_stats(cur, scan_ids)
 
 
 def update_review_stats(cur, scan_ids: list[int]) -> bool:

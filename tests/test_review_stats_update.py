@@ -88,3 +88,15 @@ def test_rows_that_do_not_match_the_predictions_are_rebuilt_instead(store, damag
         cur.execute("UPDATE models SET metrics = ? WHERE id = (SELECT min(id) FROM models)", [json.dumps(WEAK)])
         rebuild_for_changed(cur, before)
     pd.testing.assert_frame_equal(_stats(store).drop(columns="row"), _rebuilt(store), check_exact=True)
+
+
+@pytest.mark.parametrize("model", [0, 3])  # a model of every scan; the one whose removal leaves 2 scans unscored
+def test_removing_a_model_updates_the_review_stats_in_place_as_the_rebuild_would(store, model):
+    """remove_model deleted and re-inserted every row of the scans the model scored (as retire did); now in place
+    when every scored nucleus keeps a prediction, and rebuilt where nuclei lost their only one."""
+    name = store.query("SELECT name FROM models ORDER BY id")["name"][model]
+    before = _stats(store)
+    registry.remove_model(store, name, by="ann")
+    after = _stats(store)
+    pd.testing.assert_frame_equal(after.drop(columns="row"), _rebuilt(store), check_exact=True)
+    assert after["row"].tolist() == before["row"].tolist()  # same rows: updated, not deleted and inserted again
