@@ -352,10 +352,12 @@ def render_downloads(db: str, sample: str, primary: str | None) -> None:
                + (" --model`." if primary else "`."))
 
 
-def render_sign_out(db: str, sample: str, r: pd.Series | None, primary: str) -> None:
+def render_sign_out(db: str, sample: str, r: pd.Series | None, primary: str,
+                    missed: tuple[int, int] = (0, 0)) -> None:
     """The sign-out in force (and what changed since), the form that signs the sample out on ``primary``'s
-    numbers as shown (``r``; None: ``primary`` has no call for the sample now, so no form), withdrawal, and the
-    sample's sign-out history."""
+    numbers as shown (``r``; None: ``primary`` has no call for the sample now, so no form; ``missed``: scans and
+    nuclei of the sample ``primary`` did not score, ``store.signout.unscored``: no form either), withdrawal, and
+    the sample's sign-out history."""
     from store import signout
 
     box = st.container(border=True, key="case_sign_out")
@@ -373,7 +375,6 @@ def render_sign_out(db: str, sample: str, r: pd.Series | None, primary: str) -> 
         text = signout.status_text(None if trail.empty else trail.iloc[-1].to_dict())
         box.caption(f"{text[0].upper()}{text[1:]}.")
     who = common.reviewer()
-    missed = (0, 0) if r is None else signout.unscored(common.store_at(db), sample, primary)
     if r is None:
         box.caption(f"{primary} has no call for this sample now, so it cannot be signed out on its numbers"
                     + (": withdraw the sign-out in force, or sign out again once nuclei are scored or included "
@@ -491,7 +492,14 @@ def render_case(db: str, sample: str, summary: pd.DataFrame, models: list[str], 
         from store.summary import QC_FLAGS
 
         st.warning("  \n".join(f"QC · **{f}**: {QC_FLAGS.get(f, '')}" for f in flags), icon=":material/flag:")
-    render_sign_out(db, sample, r, primary)
+    from store import signout
+
+    missed = signout.unscored(common.store_at(db), sample, primary)
+    if missed[0] and "partly scored" not in flags:  # e.g. scans ingested after the model was retired
+        st.warning(f"**{primary} has not scored {missed[0]} of this sample's scans** ({missed[1]} nuclei; e.g. "
+                   "ingested after it was retired): its numbers leave them out. Pick another **Model for calls**, "
+                   "or score them on the Models page.", icon=":material/rule:")
+    render_sign_out(db, sample, r, primary, missed)
     render_downloads(db, sample, primary)
 
     sc = scans(db, common.rev("data"), common.rev("labels"), sample)

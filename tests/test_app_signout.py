@@ -290,3 +290,36 @@ def test_removing_a_scan_on_the_ingest_page_says_the_sign_out_changed(store_copy
     message = next(m.value for m in at.success if m.value.startswith(f"Scan {scan_id} "))
     assert f"Sample '{sample}' is signed out as not assessable" in message and " by Dr. Early, and " in message
     assert "its sign-out's numbers changed: " in message and "check it on the Cases page" in message
+
+
+def test_a_case_warns_that_a_retired_model_for_calls_missed_a_scan(store_copy):
+    """A retired model's numbers leave out the scans ingested after it was retired, and no QC flag says so (by
+    design: 'partly scored' compares with the scans of its time). The case's metrics looked complete; now a warning
+    above them names the scans and nuclei its numbers leave out."""
+    from store import registry
+    from store.db import open_store
+
+    path, _ = store_copy
+    at = open_page("cases")
+    primary = at.selectbox(key="cases_primary").value
+    with open_store(path) as s:
+        ids = dict(s.query("SELECT x.name, c.id FROM scans c JOIN samples x ON x.id = c.sample_id").values.tolist())
+        scan = ids["LINE-NON"]  # becomes a scan of LINE-MNA ingested after the model for calls was retired
+        s.execute("UPDATE scans SET sample_id = (SELECT sample_id FROM scans WHERE id = ?) WHERE id = ?",
+                  [ids["LINE-MNA"], scan])
+        n = int(s.scalar("SELECT n_nuclei FROM scans WHERE id = ?", [scan]))
+        s.execute("DELETE FROM predictions WHERE model_id = (SELECT id FROM models WHERE name = ?) AND nucleus_id IN "
+                  "(SELECT id FROM nuclei WHERE scan_id = ?)", [primary, scan])
+        s.execute("DELETE FROM scan_models WHERE scan_id = ? AND model_id = (SELECT id FROM models WHERE name = ?)",
+                  [scan, primary])
+        registry.retire_model(s, primary, by="Dr. Admin")
+        s.execute("UPDATE scans SET ingested_at = (SELECT retired_at FROM models WHERE name = ?) + INTERVAL 1 HOUR "
+                  "WHERE id = ?", [primary, scan])
+    at = open_page("cases", reviewer="Dr. Path")
+    at.button(key="reload_data").click().run()
+    at.selectbox(key="cases_primary").set_value(primary).run()
+    _open_case(at, "LINE-MNA")
+    assert not at.exception, [e.value for e in at.exception]
+    warned = [w.value for w in at.warning if "its numbers leave them out" in w.value]
+    assert len(warned) == 1 and f"has not scored 1 of this sample's scans** ({n} nuclei" in warned[0], warned
+    assert not any("partly scored" in w.value for w in at.warning)
