@@ -3,8 +3,9 @@
 A scan stored before step 8 has ``pixel_sha256`` NULL. Ingest compares a new file's fingerprint with the
 stored ones; before that, :func:`stored_fingerprints` reads the files of the scans without one that could
 hold the same pixels (same height, width and stored pixel type), and :func:`record_fingerprints` stores what
-it found. A scan whose file is gone or holds other bytes now keeps NULL: it cannot be compared, which is no
-problem (``genuine store check`` does not report it).
+it found. A scan whose file is gone keeps NULL; one whose file cannot be decoded or holds other bytes now gets
+:data:`UNKNOWABLE`, so it is read once only. Neither can be compared, which is no problem (``genuine store check``
+does not report it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from store.db import Store
 from store.scans import kept_upload
 
 logger = logging.getLogger(__name__)
+
+
+#: ``pixel_sha256`` of a stored scan whose file was read for it but cannot be decoded or holds other bytes now:
+#: recorded, so that file is not read again at every ingest of its size (it matches no fingerprint)
+UNKNOWABLE = ""
 
 
 def unknown_candidates(store: Store, height: int, width: int, dtype: str) -> list[tuple[int, Path, str]]:
@@ -35,7 +41,7 @@ def unknown_candidates(store: Store, height: int, width: int, dtype: str) -> lis
 
 def stored_fingerprints(store: Store, height: int, width: int, dtype: str) -> dict[int, str]:
     """Scan id -> pixel fingerprint of each :func:`unknown_candidates` scan whose file still holds the bytes
-    stored (reads files and the store, writes nothing; a file that cannot be read is skipped)."""
+    stored, else :data:`UNKNOWABLE` (reads files and the store, writes nothing)."""
     candidates = unknown_candidates(store, height, width, dtype)
     if candidates:
         logger.info("reading %d stored scan file(s) of %dx%d %s for their pixel fingerprint (once)",
@@ -46,9 +52,8 @@ def stored_fingerprints(store: Store, height: int, width: int, dtype: str) -> di
             file_sha, pixels = fingerprint_file(path)
         except InputError as exc:
             logger.debug("scan %d: no pixel fingerprint: %s", sid, exc)
-            continue
-        if file_sha == sha:
-            out[sid] = pixels
+            file_sha = pixels = None
+        out[sid] = pixels if file_sha == sha else UNKNOWABLE
     return out
 
 

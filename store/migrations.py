@@ -127,8 +127,8 @@ def _trusted_review_stats_sql() -> str:
 
 def _pixel_sha256_sql() -> str:
     # the decoded pixels' fingerprint (genuine_core.io.pixel_fingerprint): the same image in another file format is
-    # a duplicate. NULL: stored before it was recorded; store.scans.fill_pixel_fingerprints reads the file when a
-    # scan of the same size is ingested (a file no longer found stays NULL, which is no problem)
+    # a duplicate. NULL: stored before it was recorded; store.fingerprints reads the file when a scan of the same
+    # size is ingested (a file no longer found stays NULL; one unreadable or changed gets '', read once)
     return "ALTER TABLE scans ADD COLUMN IF NOT EXISTS pixel_sha256 VARCHAR;"
 
 

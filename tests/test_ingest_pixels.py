@@ -122,6 +122,31 @@ def test_an_older_store_learns_its_scans_fingerprints_when_needed(tmp_path, mode
         assert check.check_store(s) == []
 
 
+def test_an_older_scan_whose_file_changed_is_read_once_not_at_every_ingest(tmp_path, models, monkeypatch):
+    """A stored scan's file that now holds other bytes cannot give its fingerprint: it was read again at every
+    ingest of a scan of its size; now it is recorded as unknowable and read once."""
+    from store import fingerprints
+
+    old = tmp_path / "scans" / "old.tif"
+    old.parent.mkdir()
+    tifffile.imwrite(old, _rgb8(seed=102), photometric="rgb")
+    db = tmp_path / "old.duckdb"
+    _version_7_store(db, [old], models)
+    tifffile.imwrite(old, _rgb8(seed=103), photometric="rgb")  # the same name, other pixels now
+    reads = []
+    real = fingerprints.fingerprint_file
+    monkeypatch.setattr(fingerprints, "fingerprint_file", lambda path: reads.append(path) or real(path))
+    news = [tmp_path / f"new{k}.tif" for k in range(2)]
+    for k, path in enumerate(news):
+        tifffile.imwrite(path, _rgb8(seed=104 + k), photometric="rgb")
+    with Store(db) as s:
+        for path in news:
+            assert [o.status for o in _ingest(s, [path], models).outcomes] == ["stored"]
+        assert reads == [old]
+        assert s.scalar("SELECT pixel_sha256 FROM scans ORDER BY id LIMIT 1") == fingerprints.UNKNOWABLE
+        assert check.check_store(s) == []
+
+
 def test_cli_ingest_names_the_scan_holding_the_same_pixels(tmp_path, capsys, monkeypatch):
     from genuine_core.cli import main
     from test_ingest import _cli_models
