@@ -20,7 +20,7 @@ import streamlit as st
 from genuine_core import plotting
 from genuine_core.rules import MYCN_RULE, amplification_threshold
 from genuine_core.errors import GenuineError, InputError
-from genuine_core.synth.probe import MAX_SIGNAL_SIZE, RUN_BACKGROUNDS, probe_conditions, run_probe, run_style
+from genuine_core.synth.probe import RUN_BACKGROUNDS, RUN_BOUNDS as B, probe_conditions, run_probe, run_style
 from pages import common
 from store.location import genuine_command
 from training.evaluate import PROBE_COUNT_SIZE, PROBE_COUNTS, PROBE_N, PROBE_NMI, PROBE_SIZES
@@ -380,8 +380,6 @@ class ProbeSettings:
 
 def probe_form(db: str, usable: pd.DataFrame) -> ProbeSettings | None:
     """The experiment switch and the probe form; the settings when **Run probe** was pressed, else None."""
-    from genuine_core.synth import signals as sig
-
     # outside the form: choosing the experiment reruns the page at once, so the controls it does not use
     # are disabled (a widget inside a form only reports its value when the form is submitted)
     exp = st.segmented_control("Vary", list(EXPERIMENTS), format_func=EXPERIMENTS.get, default="count",
@@ -395,25 +393,27 @@ def probe_form(db: str, usable: pd.DataFrame) -> ProbeSettings | None:
                                      dict(zip(usable["name"], usable["kind"])))
         name = c1.selectbox("Model", names, key="probe_model", index=names.index(start),
                             format_func=lambda m: f"{m} (retired)" if m in retired else m)
-        n = c3.number_input("N per condition", 1, 500, PROBE_N, key="probe_n")
+        n = c3.number_input("N per condition", B["n"].lo, B["n"].hi, PROBE_N, key="probe_n")
         c1, c2, c3 = st.columns(3)
-        n_nmi = c1.number_input("NMI signals per nucleus", 0, 10, PROBE_NMI, key="probe_nmi")
-        counts = c2.slider("MYCN count range", 0, 40, (PROBE_COUNTS[0], PROBE_COUNTS[-1]), key="probe_counts",
-                           disabled=count_off)
-        step = c3.number_input("Count step", 1, 10, 1, key="probe_step", disabled=count_off)
+        n_nmi = c1.number_input("NMI signals per nucleus", B["nmi"].lo, B["nmi"].hi, PROBE_NMI, key="probe_nmi")
+        counts = c2.slider("MYCN count range", B["counts"].lo, B["counts"].hi, (PROBE_COUNTS[0], PROBE_COUNTS[-1]),
+                           key="probe_counts", disabled=count_off)
+        step = c3.number_input("Count step", B["count_step"].lo, B["count_step"].hi, B["count_step"].default,
+                                key="probe_step", disabled=count_off)
         c1, c2, c3 = st.columns(3)
-        sizes = c1.slider("Signal size range (σ, px)", 0.5, MAX_SIGNAL_SIZE, (min(PROBE_SIZES), max(PROBE_SIZES)),
-                          0.5, key="probe_sizes", disabled=size_off)
-        n_sizes = c2.number_input("Size steps", 2, 30, len(PROBE_SIZES), key="probe_nsizes", disabled=size_off,
+        sizes = c1.slider("Signal size range (σ, px)", B["size"].lo, B["size"].hi,
+                          (min(PROBE_SIZES), max(PROBE_SIZES)), 0.5, key="probe_sizes", disabled=size_off)
+        n_sizes = c2.number_input("Size steps", B["size_steps"].lo, B["size_steps"].hi, len(PROBE_SIZES),
+                                  key="probe_nsizes", disabled=size_off,
                                   help="evenly spaced sizes over the range; equal range ends are one condition")
-        fixed_count = c3.number_input("MYCN count (size experiment)", 0, 40, 2, key="probe_fixed_count",
-                                      disabled=size_off)
+        fixed_count = c3.number_input("MYCN count (size experiment)", B["fixed_count"].lo, B["fixed_count"].hi,
+                                      B["fixed_count"].default, key="probe_fixed_count", disabled=size_off)
         c1, c2, c3, c4 = st.columns(4)
-        fixed_size = c1.number_input("Signal size (count experiment)", 0.5, MAX_SIGNAL_SIZE, PROBE_COUNT_SIZE,
+        fixed_size = c1.number_input("Signal size (count experiment)", B["size"].lo, B["size"].hi, PROBE_COUNT_SIZE,
                                      0.5, key="probe_fixed_size", disabled=count_off)
-        elastic = c2.slider("Elastic deformation α", 0.0, 100.0, float(sig.SignalStyle().elastic_alpha), 5.0,
+        elastic = c2.slider("Elastic deformation α", B["elastic"].lo, B["elastic"].hi, B["elastic"].default, 5.0,
                             key="probe_elastic")
-        blur = c3.slider("Blur σ", 0.0, 4.0, 1.5, 0.25, key="probe_blur")
+        blur = c3.slider("Blur σ", B["blur"].lo, B["blur"].hi, B["blur"].default, 0.25, key="probe_blur")
         clusters = c4.toggle("Signals may touch", value=True, key="probe_clusters", help=TOUCH_HELP)
         c1, c2, c3 = st.columns([2, 2, 1])
         smp = common.samples(db, common.rev("data"))

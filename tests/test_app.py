@@ -1067,6 +1067,74 @@ def test_genuine_probe_draws_into_the_same_real_nuclei_as_the_page(stub_probe_mo
     assert "--background-sample needs --db" in capsys.readouterr().err
 
 
+#: ``RUN_BOUNDS`` setting -> the Probe page's widgets and the ``genuine probe`` option that check it
+PROBE_LIMITS = {"n": (["probe_n"], "--n"), "nmi": (["probe_nmi"], "--nmi"), "counts": (["probe_counts"], "--counts"),
+                "fixed_count": (["probe_fixed_count"], "--fixed-count"), "count_step": (["probe_step"], "--count-step"),
+                "size": (["probe_sizes", "probe_fixed_size"], "--fixed-size"),
+                "size_steps": (["probe_nsizes"], "--size-steps"), "elastic": (["probe_elastic"], "--elastic"),
+                "blur": (["probe_blur"], "--blur")}
+
+
+def widget_limits(at: AppTest, key: str) -> tuple[float, float]:
+    """(min, max) of the Probe page's slider or number input ``key``."""
+    w = probe_widget(at, key)
+    return (w.min, w.max) if hasattr(w, "min") else (w.min_value, w.max_value)
+
+
+def probe_option_refusal(option: str, value) -> str | None:
+    """``genuine probe``'s one-line refusal of ``option value`` (None: accepted)."""
+    import argparse
+
+    from genuine_core.errors import InputError
+    from training import cli_probe
+
+    parser = argparse.ArgumentParser()
+    cli_probe.add_arguments(parser)
+    text = f"{value}-{value}" if option == "--counts" else str(value)
+    try:
+        cli_probe.settings(parser.parse_args(["--model", "m", "--vary", "count", "--out", "o", option, text]))
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
+def test_probe_page_and_genuine_probe_keep_their_limits(stub_probe_model):
+    # the command copied the page's limits as literal numbers: these are the values both had
+    at = open_page("probe")
+    assert {w: widget_limits(at, w) for ws, _ in PROBE_LIMITS.values() for w in ws} == {
+        "probe_n": (1, 500), "probe_nmi": (0, 10), "probe_counts": (0, 40), "probe_fixed_count": (0, 40),
+        "probe_step": (1, 10), "probe_sizes": (0.5, 12.0), "probe_fixed_size": (0.5, 12.0), "probe_nsizes": (2, 30),
+        "probe_elastic": (0.0, 100.0), "probe_blur": (0.0, 4.0)}
+    assert probe_option_refusal("--n", 501) == "--n must be in [1, 500], got 501"
+    assert probe_option_refusal("--blur", 4.5) == "--blur must be in [0, 4] px, got 4.5"
+    assert probe_option_refusal("--sizes", 13) == "--sizes must be in (0, 12] px, got 13"
+
+
+def test_probe_page_and_genuine_probe_take_their_limits_from_one_table(stub_probe_model, monkeypatch):
+    # the command copied the page's limits as literal numbers, so a changed limit could hold in one of them only
+    from genuine_core.synth.probe import RUN_BOUNDS, RunBound
+
+    moved = {"n": RunBound(2, 499), "nmi": RunBound(1, 9), "counts": RunBound(0, 39),
+             "fixed_count": RunBound(1, 39, 2), "count_step": RunBound(2, 9, 2), "size": RunBound(0.5, 12.5),
+             "size_steps": RunBound(3, 29), "elastic": RunBound(5.0, 95.0, 40.0), "blur": RunBound(0.25, 3.75, 1.5)}
+    for key, bound in moved.items():
+        monkeypatch.setitem(RUN_BOUNDS, key, bound)
+    at = open_page("probe")
+    for key, (widgets, option) in PROBE_LIMITS.items():
+        b = moved[key]
+        for w in widgets:
+            assert widget_limits(at, w) == (b.lo, b.hi), w
+        past = 1 if isinstance(b.lo, int) else 0.25
+        assert probe_option_refusal(option, b.hi) is None, option
+        refused = probe_option_refusal(option, b.hi + past)
+        assert refused and refused.startswith(f"{option} must be in "), (option, refused)
+        if key not in ("counts", "size"):  # LO-HI cannot say -1; a size is refused at 0, not below the page's 0.5
+            assert probe_option_refusal(option, b.lo) is None, option
+            refused = probe_option_refusal(option, b.lo - past)
+            assert refused and refused.startswith(f"{option} must be in "), (option, refused)
+    assert probe_option_refusal("--sizes", 12.5) is None  # the size range ends as the fixed size
+
+
 def test_saved_probe_runs_show_the_newest_run_after_a_save(stub_probe_model):
     _, model, _ = stub_probe_model
     at = run_probe_page(model, counts=(0, 4), step=4)

@@ -43,15 +43,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed_option, default=0, help="seed of the probes (default 0)")
     parser.add_argument("--nmi", type=int, default=None, help="NMI signals per nucleus (default 2)")
     parser.add_argument("--counts", type=_pair(int), default=None, help="MYCN count range LO-HI (default 0-35)")
-    parser.add_argument("--count-step", type=int, default=1, help="MYCN count step (default 1)")
+    parser.add_argument("--count-step", type=int, default=None, help="MYCN count step (default 1)")
     parser.add_argument("--sizes", type=_pair(float), default=None,
                         help="signal size range LO-HI, σ px (default 1.5-12)")
     parser.add_argument("--size-steps", type=int, default=None, help="evenly spaced sizes (default 12)")
-    parser.add_argument("--fixed-count", type=int, default=2, help="MYCN count of the size experiment (default 2)")
+    parser.add_argument("--fixed-count", type=int, default=None,
+                        help="MYCN count of the size experiment (default 2)")
     parser.add_argument("--fixed-size", type=float, default=None,
                         help="signal size of the count experiment, σ px (default 3.5)")
     parser.add_argument("--elastic", type=float, default=None, help="elastic deformation α (default the generator's)")
-    parser.add_argument("--blur", type=float, default=1.5, help="blur σ (default 1.5)")
+    parser.add_argument("--blur", type=float, default=None, help="blur σ (default 1.5)")
     parser.add_argument("--spaced", action="store_true", help="keep signals apart (default: they may touch)")
     parser.add_argument("--background-sample", default=None, metavar="SAMPLE",
                         help="draw into real nuclei of this sample in --db (default: synthetic nuclei)")
@@ -66,38 +67,42 @@ def settings(args: argparse.Namespace) -> dict:
     """
     from genuine_core.commands.checks import in_range
     from genuine_core.errors import InputError
-    from genuine_core.synth.probe import MAX_SIGNAL_SIZE
-    from genuine_core.synth.signals import SignalStyle
+    from genuine_core.synth.probe import RUN_BOUNDS as B
     from training.evaluate import PROBE_COUNT_SIZE, PROBE_COUNTS, PROBE_N, PROBE_NMI, PROBE_SIZES
 
     counts = args.counts or (PROBE_COUNTS[0], PROBE_COUNTS[-1])
     sizes = args.sizes or (min(PROBE_SIZES), max(PROBE_SIZES))
+
+    def given(value, key):  # the option's value, or the setting's default
+        return B[key].default if value is None else value
+
     s = {"experiment": args.vary, "n_per_condition": PROBE_N if args.n is None else args.n,
          "n_nmi": PROBE_NMI if args.nmi is None else args.nmi, "mycn_counts": list(counts),
-         "count_step": args.count_step, "signal_sizes": list(sizes),
+         "count_step": given(args.count_step, "count_step"), "signal_sizes": list(sizes),
          "size_steps": len(PROBE_SIZES) if args.size_steps is None else args.size_steps,
-         "fixed_count": args.fixed_count,
+         "fixed_count": given(args.fixed_count, "fixed_count"),
          "fixed_size": PROBE_COUNT_SIZE if args.fixed_size is None else args.fixed_size,
-         "elastic_alpha": float(SignalStyle().elastic_alpha) if args.elastic is None else args.elastic,
-         "blur": args.blur, "touching_signals": not args.spaced, "seed": args.seed,
+         "elastic_alpha": given(args.elastic, "elastic"), "blur": given(args.blur, "blur"),
+         "touching_signals": not args.spaced, "seed": args.seed,
          "background": "synthetic" if args.background_sample is None else f"store sample {args.background_sample}"}
     if args.background_sample is not None and args.db is None:
         raise InputError("--background-sample needs --db: the store that holds the sample's nuclei")
-    in_range(s["n_per_condition"], (1, 500), "--n")
-    in_range(s["n_nmi"], (0, 10), "--nmi")
-    for v, option in ((counts[0], "--counts"), (counts[1], "--counts"), (s["fixed_count"], "--fixed-count")):
-        in_range(v, (0, 40), option)
+    in_range(s["n_per_condition"], B["n"].limits, "--n")
+    in_range(s["n_nmi"], B["nmi"].limits, "--nmi")
+    for v, option, b in ((counts[0], "--counts", B["counts"]), (counts[1], "--counts", B["counts"]),
+                         (s["fixed_count"], "--fixed-count", B["fixed_count"])):
+        in_range(v, b.limits, option)
     if counts[0] > counts[1]:
         raise InputError(f"--counts must be LO-HI with LO <= HI, got {counts[0]}-{counts[1]}")
-    in_range(s["count_step"], (1, 10), "--count-step")
-    in_range(s["size_steps"], (2, 30), "--size-steps")
+    in_range(s["count_step"], B["count_step"].limits, "--count-step")
+    in_range(s["size_steps"], B["size_steps"].limits, "--size-steps")
     for v, option in ((sizes[0], "--sizes"), (sizes[1], "--sizes"), (s["fixed_size"], "--fixed-size")):
-        if not 0 < v <= MAX_SIGNAL_SIZE:
-            raise InputError(f"{option} must be in (0, {MAX_SIGNAL_SIZE:g}] px, got {v:g}")
+        if not 0 < v <= B["size"].hi:
+            raise InputError(f"{option} must be in (0, {B['size'].hi:g}] px, got {v:g}")
     if sizes[0] > sizes[1]:
         raise InputError(f"--sizes must be LO-HI with LO <= HI, got {sizes[0]:g}-{sizes[1]:g}")
-    in_range(s["elastic_alpha"], (0, 100), "--elastic")
-    in_range(s["blur"], (0, 4), "--blur", " px")
+    in_range(s["elastic_alpha"], B["elastic"].limits, "--elastic")
+    in_range(s["blur"], B["blur"].limits, "--blur", " px")
     return s
 
 

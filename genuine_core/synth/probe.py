@@ -37,6 +37,37 @@ PROBE_STYLE = SignalStyle(blur=1.5)
 RUN_BACKGROUNDS = 40
 
 
+@dataclass(frozen=True)
+class RunBound:
+    """Inclusive limits of one probe-run setting and its default (None: the evaluation report's Figure 4
+    setting, ``training.evaluate.PROBE_*``)."""
+
+    lo: float
+    hi: float
+    default: float | None = None
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        """(lo, hi), as ``genuine_core.commands.checks.in_range`` takes them."""
+        return self.lo, self.hi
+
+
+_MYCN_COUNT = RunBound(0, 40)
+#: limits and defaults of a probe run's settings: the Probe page's widgets and ``genuine probe``'s checks
+RUN_BOUNDS = {
+    "n": RunBound(1, 500),  # probes per condition
+    "nmi": RunBound(0, 10),  # NMI signals per nucleus
+    "counts": _MYCN_COUNT,  # ends of the count experiment's MYCN range
+    "fixed_count": replace(_MYCN_COUNT, default=2),  # MYCN count of the size experiment
+    "count_step": RunBound(1, 10, 1),
+    # ends of the size range and the count experiment's size (σ, px); ``genuine probe`` accepts (0, hi]
+    "size": RunBound(0.5, MAX_SIGNAL_SIZE),
+    "size_steps": RunBound(2, 30),
+    "elastic": RunBound(0.0, 100.0, float(SignalStyle().elastic_alpha)),
+    "blur": RunBound(0.0, 4.0, 1.5),
+}
+
+
 def run_style(elastic_alpha: float, blur: float) -> SignalStyle:
     """The signal style of a probe run (the Probe page and ``genuine probe``): the generator's default with
     the chosen elastic deformation and blur."""
