@@ -230,7 +230,10 @@ def undo() -> None:
 
 def skip(nucleus_id: int) -> None:
     """Button callback: move a nucleus to the end of this session's queue."""
-    st.session_state.setdefault("review_skipped", []).append(int(nucleus_id))
+    skipped = st.session_state.setdefault("review_skipped", [])
+    if int(nucleus_id) in skipped:  # skipped again: to the back again
+        skipped.remove(int(nucleus_id))
+    skipped.append(int(nucleus_id))
     if st.session_state.get(UNDONE_KEY) == int(nucleus_id):
         st.session_state.pop(UNDONE_KEY)
     _say("info", f"Nucleus {nucleus_id} skipped: it comes back at the end of the queue (this browser session; "
@@ -563,9 +566,9 @@ def main() -> None:
     if q is None:
         return
     if len(q):
-        skipped = st.session_state.get("review_skipped", [])
-        if skipped:  # skipped nuclei go to the back of this session's queue
-            q = pd.concat([q[~q["nucleus_id"].isin(skipped)], q[q["nucleus_id"].isin(skipped)]])
+        from store.review import skipped_last
+
+        q = skipped_last(q, st.session_state.get("review_skipped", []))
         undone = q["nucleus_id"] == st.session_state.get(UNDONE_KEY)
         q = pd.concat([q[undone], q[~undone]])  # the nucleus just undone first (else a queue order may bury it)
         card(db, q.iloc[0], model_sizes, dict(zip(models["name"], models["config"])), untrusted)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from store.db import Store
@@ -210,3 +211,13 @@ def review_progress(store: Store, sample: str | None = None, model: str | None =
     total, reviewed, excluded, *more = (int(v or 0) for v in row)
     return {"total": total, "reviewed": reviewed, "remaining": total - reviewed, "excluded": excluded,
             **({"mine": more[0]} if more else {})}
+
+
+def skipped_last(q: pd.DataFrame, skipped: list[int]) -> pd.DataFrame:
+    """The queue ``q`` with this session's ``skipped`` nuclei at the back, in the order they were last skipped
+    (a card skipped when every card left was skipped goes behind the others, so the next one shows)."""
+    if not skipped:
+        return q
+    last = {nid: i for i, nid in enumerate(skipped)}
+    rank = q["nucleus_id"].map(last).fillna(-1)  # not skipped: -1, in queue order
+    return q.iloc[np.argsort(rank.to_numpy(), kind="stable")]

@@ -2767,3 +2767,18 @@ def test_review_agreement_states_one_reviewer_no_overlap_and_unnamed_events(stor
     at.segmented_control(key="review_mode").set_value("Conflicts").run()
     assert not at.exception
     assert any("No conflicts: no nucleus has reviewers whose latest decisions disagree" in i.value for i in at.info)
+
+
+def test_review_skipping_every_card_left_then_one_again_shows_the_next_card():
+    """Skipped cards went to the back in queue order, not skip order: once every card left had been skipped,
+    skipping the first again showed it again (the load test's sessions, 8 cards left each, got stuck)."""
+    import pandas as pd
+
+    from store.review import skipped_last
+
+    q = pd.DataFrame({"nucleus_id": [5, 6, 7, 8], "informativeness": [4.0, 3.0, 2.0, 1.0]})
+    assert skipped_last(q, [])["nucleus_id"].tolist() == [5, 6, 7, 8]
+    assert skipped_last(q, [6])["nucleus_id"].tolist() == [5, 7, 8, 6]
+    assert skipped_last(q, [5, 6, 7, 8])["nucleus_id"].tolist() == [5, 6, 7, 8]
+    assert skipped_last(q, [6, 7, 8, 5])["nucleus_id"].tolist() == [6, 7, 8, 5]  # 5 skipped again: 6 shows
+    assert skipped_last(q, [9, 7])["nucleus_id"].tolist() == [5, 6, 8, 7]  # decided meanwhile (9): ignored
