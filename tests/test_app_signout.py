@@ -216,6 +216,19 @@ def test_the_case_scan_picker_tells_scans_of_one_name_apart_and_marks_excluded_o
         f"scan {second} · field.tif ({n[second]} nuclei{', all excluded' if second == ids['LINE-NON'] else ''})"]
 
 
+def _unscored_second_scan(s, model: str) -> tuple[int, int]:
+    """Move LINE-NON's scan into LINE-MNA and drop ``model``'s scoring of it: (scan id, its nuclei)."""
+    ids = dict(s.query("SELECT x.name, c.id FROM scans c JOIN samples x ON x.id = c.sample_id").values.tolist())
+    scan = ids["LINE-NON"]
+    s.execute("UPDATE scans SET sample_id = (SELECT sample_id FROM scans WHERE id = ?) WHERE id = ?",
+              [ids["LINE-MNA"], scan])
+    s.execute("DELETE FROM predictions WHERE model_id = (SELECT id FROM models WHERE name = ?) AND nucleus_id IN "
+              "(SELECT id FROM nuclei WHERE scan_id = ?)", [model, scan])
+    s.execute("DELETE FROM scan_models WHERE scan_id = ? AND model_id = (SELECT id FROM models WHERE name = ?)",
+              [scan, model])
+    return scan, int(s.scalar("SELECT n_nuclei FROM scans WHERE id = ?", [scan]))
+
+
 def test_a_case_offers_no_sign_out_on_a_model_that_missed_a_scan(store_copy):
     """The model for calls did not score one of the sample's scans (retired before it came): no Sign out form
     on its numbers, and the case says why and what to do."""
@@ -225,15 +238,7 @@ def test_a_case_offers_no_sign_out_on_a_model_that_missed_a_scan(store_copy):
     at = open_page("cases")
     primary = at.selectbox(key="cases_primary").value
     with open_store(path) as s:
-        ids = dict(s.query("SELECT x.name, c.id FROM scans c JOIN samples x ON x.id = c.sample_id").values.tolist())
-        scan = ids["LINE-NON"]  # a second scan of LINE-MNA, which the model for calls did not score
-        s.execute("UPDATE scans SET sample_id = (SELECT sample_id FROM scans WHERE id = ?) WHERE id = ?",
-                  [ids["LINE-MNA"], scan])
-        n = int(s.scalar("SELECT n_nuclei FROM scans WHERE id = ?", [scan]))
-        s.execute("DELETE FROM predictions WHERE model_id = (SELECT id FROM models WHERE name = ?) AND nucleus_id IN "
-                  "(SELECT id FROM nuclei WHERE scan_id = ?)", [primary, scan])
-        s.execute("DELETE FROM scan_models WHERE scan_id = ? AND model_id = (SELECT id FROM models WHERE name = ?)",
-                  [scan, primary])
+        scan, n = _unscored_second_scan(s, primary)  # a second scan of LINE-MNA, which the model for calls did not score
     at = open_page("cases", reviewer="Dr. Path")
     at.button(key="reload_data").click().run()
     _open_case(at, "LINE-MNA")
@@ -303,15 +308,7 @@ def test_a_case_warns_that_a_retired_model_for_calls_missed_a_scan(store_copy):
     at = open_page("cases")
     primary = at.selectbox(key="cases_primary").value
     with open_store(path) as s:
-        ids = dict(s.query("SELECT x.name, c.id FROM scans c JOIN samples x ON x.id = c.sample_id").values.tolist())
-        scan = ids["LINE-NON"]  # becomes a scan of LINE-MNA ingested after the model for calls was retired
-        s.execute("UPDATE scans SET sample_id = (SELECT sample_id FROM scans WHERE id = ?) WHERE id = ?",
-                  [ids["LINE-MNA"], scan])
-        n = int(s.scalar("SELECT n_nuclei FROM scans WHERE id = ?", [scan]))
-        s.execute("DELETE FROM predictions WHERE model_id = (SELECT id FROM models WHERE name = ?) AND nucleus_id IN "
-                  "(SELECT id FROM nuclei WHERE scan_id = ?)", [primary, scan])
-        s.execute("DELETE FROM scan_models WHERE scan_id = ? AND model_id = (SELECT id FROM models WHERE name = ?)",
-                  [scan, primary])
+        scan, n = _unscored_second_scan(s, primary)  # becomes a scan of LINE-MNA ingested after the model for calls was retired
         registry.retire_model(s, primary, by="Dr. Admin")
         s.execute("UPDATE scans SET ingested_at = (SELECT retired_at FROM models WHERE name = ?) + INTERVAL 1 HOUR "
                   "WHERE id = ?", [primary, scan])
