@@ -469,16 +469,15 @@ def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.D
     me = common.reviewer() if include else None  # a second review: the nuclei this reviewer decided leave the queue
     prog = progress(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, common.rev("models"),
                     me)
-    total, done = prog["total"], prog["reviewed"]
+    total = prog["total"]
     if total:
-        st.progress(done / total,
-                    text=f"**{done} of {total} reviewed** · {prog['remaining']} to go · {prog['excluded']} excluded"
-                         + (f" · **{prog['mine']} reviewed by you**" if "mine" in prog else ""))
+        st.progress(*progress_line(prog))
     q = queue(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, include, QUEUE_PAGE,
               common.rev("models"), me)
     if q.empty:
         if total:
-            st.success("Queue done: every flagged nucleus here has a decision.", icon=":material/task_alt:")
+            st.success("Queue done: you have decided every flagged nucleus here." if me else
+                       "Queue done: every flagged nucleus here has a decision.", icon=":material/task_alt:")
             _undo_button()
         elif model_arg is not None and int(models.set_index("name").loc[model_arg, "n_predictions"]) == 0:
             st.info(f"**{model_arg}** has no predictions yet: score the stored scans with it on the "
@@ -488,6 +487,19 @@ def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.D
             st.info("No flagged nuclei for this filter: try another sample or focus model, or more flags.",
                     icon=":material/filter_alt_off:")
     return q
+
+
+def progress_line(prog: dict) -> tuple[float, str]:
+    """The progress bar's fraction and text (``store.review.review_progress``). With ``mine`` (a second review,
+    Include reviewed) it is this reviewer's progress: the queue lists the flagged nuclei they have not decided,
+    whoever else did."""
+    total = prog["total"]
+    if "mine" not in prog:
+        return prog["reviewed"] / total, (f"**{prog['reviewed']} of {total} reviewed** · {prog['remaining']} to go · "
+                                          f"{prog['excluded']} excluded")
+    mine = prog["mine"]
+    return mine / total, (f"**{mine} of {total} reviewed by you** · {total - mine} to go · {prog['reviewed']} with a "
+                          f"decision (anyone's) · {prog['excluded']} excluded")
 
 
 def _undo_button() -> None:

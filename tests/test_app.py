@@ -487,9 +487,35 @@ def test_review_a_second_curator_with_include_reviewed_moves_on_after_each_decis
     assert card(bob) == first  # Ann's nucleus, for the second review
     decision(bob, "non").click().run()
     assert not bob.exception and card(bob) != first
-    assert "1 reviewed by you" in bob.get("progress")[0].proto.text
+    assert "**1 of " in bob.get("progress")[0].proto.text and "reviewed by you**" in bob.get("progress")[0].proto.text
     ev = events(path)
     assert ev["reviewer"].tolist() == ["Ann", "Bob"] and set(ev["nucleus_id"]) == {first}
+
+
+def test_review_progress_with_include_reviewed_is_the_current_reviewers(store_copy, monkeypatch):
+    """A second curator's progress line counted every curator's decisions ('2 of 16 reviewed · 14 to go') while
+    their queue still held 15 nuclei: with Include reviewed, done and to go are theirs."""
+    from store.db import open_store
+    from store.review import review_progress
+
+    monkeypatch.setenv("GENUINE_DECISION_GAP_S", "0")
+    path, _ = store_copy
+    ann = open_page("review", reviewer="Ann")
+    decision(ann, "mna").click().run()
+    decision(ann, "exclude").click().run()
+    bob = open_page("review", reviewer="Bob")
+    bob.toggle(key="review_include").set_value(True).run()
+    decision(bob, "non").click().run()
+    assert not bob.exception
+    with open_store(path) as s:
+        total = review_progress(s)["total"]
+    bar = bob.get("progress")[0].proto
+    assert bar.text == (f"**1 of {total} reviewed by you** · {total - 1} to go · 2 with a decision (anyone's) · "
+                        "1 excluded")
+    assert bar.value == int(100 / total)
+    assert len(frame_with(bob, "Decision")) == 1  # his latest decisions: the one
+    bob.toggle(key="review_include").set_value(False).run()  # a first read: everyone's decisions count
+    assert bob.get("progress")[0].proto.text.startswith(f"**2 of {total} reviewed** · {total - 2} to go")
 
 
 def test_review_decision_writes_exactly_one_event_with_the_reviewer(store_copy):
