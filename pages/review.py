@@ -5,7 +5,9 @@ Every decision is written at once as one label event stamped with the reviewer's
 (``store.labels.undo_last``). Keyboard: M = MNA, N = non-MNA, X = exclude, S = skip,
 U = undo. The **Conflicts** queue lists nuclei whose reviewers disagree, each reviewer's decision and note
 on the card (``store.agreement``); one decision settles it. **Agreement between reviewers**: per pair of
-reviewers, agreement and Cohen's kappa, with each pair's confusion matrix.
+reviewers, agreement and Cohen's kappa, with each pair's confusion matrix. **Blind review** (kept in the address as
+``?blind=1``): other reviewers' decisions on a nucleus stay hidden until the reviewer has decided it (card, queues,
+reviews, latest decisions, agreement and downloads), for a blind second read.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ MIN_DECISION_GAP_S = float(os.environ.get("GENUINE_DECISION_GAP_S", "0.4"))
 LAST_DECISION_KEY = "review_last_decision"
 #: session key: the nucleus the last undo restored; its card comes first until it is decided or skipped
 UNDONE_KEY = "review_undone"
+#: the blind review toggle's key, the session's choice (kept while other pages are open) and its address parameter
+BLIND_KEY, BLIND_ON, BLIND_PARAM = "review_blind", "_review_blind_on", "blind"
+#: what a blind reviewer sees instead of another reviewer's decision
+HIDDEN = "hidden (blind)"
 
 
 # ----------------------------------------------------------------------------- cached queries
@@ -103,6 +109,14 @@ def card_data(db: str, labels_rev: int, data_rev: int, nucleus_id: int) -> dict:
     s = common.store_at(db)
     return {"info": nucleus_info(s, [nucleus_id]), "preds": nucleus_predictions(s, [nucleus_id]),
             "boxes": nucleus_detections(s, [nucleus_id]), "reviews": nucleus_review(s, nucleus_id)}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def decided_by_me(db: str, labels_rev: int, who: str, nucleus_ids: tuple[int, ...]) -> frozenset[int]:
+    """``store.review.decided_by``: the nuclei of ``nucleus_ids`` this reviewer has a standing decision on."""
+    from store.review import decided_by
+
+    return frozenset(decided_by(common.store_at(db), who, nucleus_ids))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -159,6 +173,39 @@ def training_set_bytes(db: str) -> bytes:
         return export_labels(common.store_at(db), Path(tmp) / "curated.npz").read_bytes()
 
 
+# ----------------------------------------------------------------------------- blind review
+def blind() -> bool:
+    """True while this session reviews blind (:data:`BLIND_KEY`)."""
+    return bool(st.session_state.get(BLIND_ON))
+
+
+def blind_to(db: str, nucleus_id: int) -> bool:
+    """True when other reviewers' decisions on this nucleus are hidden now: blind review, and the reviewer has no
+    standing decision on it."""
+    return blind() and int(nucleus_id) not in decided_by_me(db, common.rev("labels"), common.reviewer(),
+                                                            (int(nucleus_id),))
+
+
+def _blind_changed() -> None:
+    st.session_state[BLIND_ON] = bool(st.session_state.get(BLIND_KEY))
+
+
+def blind_toggle(where) -> None:
+    """The Blind review toggle: its first value comes from ``?blind=1``, the choice stays for the session (over
+    other pages) and in the address (a reload or a copied link keeps it)."""
+    if BLIND_ON not in st.session_state:
+        st.session_state[BLIND_ON] = st.query_params.get(BLIND_PARAM, "").strip().lower() in ("1", "true", "on", "yes")
+    st.session_state[BLIND_KEY] = st.session_state[BLIND_ON]
+    where.toggle("Blind review", key=BLIND_KEY, on_change=_blind_changed,
+                 help="A blind second read: other reviewers' decisions on a nucleus stay hidden until you have "
+                      "decided it (card, queues, reviews, agreement, downloads). The flagged queue then lists every "
+                      "flagged nucleus you have not decided. Kept in the page address (`?blind=1`).")
+    if blind():
+        st.query_params[BLIND_PARAM] = "1"
+    elif BLIND_PARAM in st.query_params:
+        del st.query_params[BLIND_PARAM]
+
+
 # ----------------------------------------------------------------------------- actions
 def _say(kind: str, text: str) -> None:
     st.session_state["review_msg"] = (kind, text)
@@ -169,7 +216,8 @@ def decide(nucleus_id: int, value, seen: str) -> None:
 
     Only for the nucleus the page shows: a key pressed twice before the page caught up would
     otherwise decide the same nucleus twice, and one undo would leave it decided. ``seen``: the
-    decision the card showed; one another curator made since is not overwritten unseen.
+    decision the card showed; one another curator made since is not overwritten unseen (None: a blind card,
+    which shows none).
     """
     from store.labels import record_label_event
 
@@ -220,9 +268,10 @@ def undo() -> None:
     from store.labels import label_event
 
     undone = label_event(common.get_store(), event)
-    st.session_state[UNDONE_KEY] = int(undone["nucleus_id"])  # its card next: the curator undid to decide again
-    what = (f"nucleus {int(undone['nucleus_id'])} is back to **{VALUE_NAMES.get(undone['value'], undone['value'])}**"
-            f" (event {event}).")
+    nid = int(undone["nucleus_id"])
+    st.session_state[UNDONE_KEY] = nid  # its card next: the curator undid to decide again
+    back = HIDDEN if blind_to(str(common.get_store().path), nid) else VALUE_NAMES.get(undone["value"], undone["value"])
+    what = f"nucleus {nid} is back to **{back}** (event {event})."
     _say("success", f"Undone: {what}" if overridden is None else
          f"Your latest decision, on nucleus {overridden[0]}, was replaced by {overridden[1]} since, so the one "
          f"before it was undone: {what}")
@@ -344,13 +393,22 @@ def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: di
             if "informativeness" in row:  # a flagged-queue row (a conflict row carries no flags)
                 flags = [FLAG_NAMES[f] for f in FLAG_NAMES if bool(row.get(f, False))]
                 st.markdown(" ".join(f":orange-badge[{f}]" for f in flags) or ":gray-badge[no flag]")
+            hidden = blind_to(db, nid)
             l1, l2, l3 = st.columns(3)
             l1.metric("Auto label", _label(info.get("auto_label")))
-            l2.metric("Curated", common.curated_name(info) if len(info) else "-",
-                      help=f"by {info.get('curated_by')}" if pd.notna(info.get("curated_by")) else None)
+            if hidden:
+                l2.metric("Curated", "hidden", help="blind review: other reviewers' decisions show once you decided")
+            else:
+                l2.metric("Curated", common.curated_name(info) if len(info) else "-",
+                          help=f"by {info.get('curated_by')}" if pd.notna(info.get("curated_by")) else None)
             if pd.notna(info.get("true_label")):
                 l3.metric("Ground truth", _label(info.get("true_label")), help="synthetic sample: known truth")
             predictions_panel(data["preds"], untrusted)
+            if hidden:
+                st.caption(":material/visibility_off: Blind review: other reviewers' decisions on this nucleus "
+                           "show once you have decided it.")
+                decision_bar(nid, None)
+                return
             reviews_panel(data["reviews"])
             seen = "exclude" if bool(info.get("excluded", False)) else (
                 "unset" if pd.isna(info.get("curated_label")) else str(int(info.get("curated_label"))))
@@ -381,17 +439,18 @@ def reviews_panel(review) -> None:
         "Note": st.column_config.TextColumn(width="medium")})
 
 
-def decision_key(which: str, nid: int, seen: str) -> str:
+def decision_key(which: str, nid: int, seen: str | None) -> str:
     """The key of a decision button: it names the card (nucleus and the decision it shows), so a press made
     on a card the browser still showed reaches the server as that card's button. Once the next card is
     drawn, Streamlit drops a press on a button that is no longer on the page: a fast double press can
-    never decide a card the curator has not seen."""
-    return f"decide_{which}_{nid}_{seen}"
+    never decide a card the curator has not seen. A blind card (``seen`` None) is named ``blind``: the key is
+    in the page, and must not tell the hidden decision."""
+    return f"decide_{which}_{nid}_{'blind' if seen is None else seen}"
 
 
-def decision_bar(nid: int, seen: str) -> None:
+def decision_bar(nid: int, seen: str | None) -> None:
     """MNA / non-MNA / exclude / skip / undo with keyboard shortcuts, and the note; ``seen``: the
-    nucleus' stored decision the card shows ('0', '1', 'exclude', 'unset')."""
+    nucleus' stored decision the card shows ('0', '1', 'exclude', 'unset'; None on a blind card)."""
     who = common.reviewer()
     st.session_state[SHOWN_KEY] = nid  # the nucleus a decision button press may decide
     st.text_input("Note (optional)", key="review_note", placeholder="e.g. two overlapping nuclei")
@@ -414,7 +473,12 @@ def export_panel(db: str) -> None:
     A download does not rerun the page (``on_click="ignore"``): a rerun replaces the Training set's deferred
     file, so a second download pressed before the browser had the new page was lost. Nothing here changes on
     a download. Every file is made from the store when pressed: building both CSVs on every decision took
-    0.3 s at 10,000 label events, and grew with every event."""
+    0.3 s at 10,000 label events, and grew with every event. None in blind review: every file holds every
+    reviewer's decisions."""
+    if blind():
+        st.caption(":material/visibility_off: Downloads are off in blind review: the curated labels, the training "
+                   "set and the audit trail hold every reviewer's decisions.")
+        return
     n = n_curated(db, common.rev("labels"))
     c1, c2, c3, c4 = st.columns([1.2, 1.2, 1, 1.8])
     c1.download_button(f"Curated labels ({n})", lambda: curated_csv(db), file_name="curated_labels.csv",
@@ -451,9 +515,13 @@ def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.D
     model = f2.selectbox("Focus model", [ALL] + models["name"].tolist(), key="review_model",
                          help="flags and ordering use this model's predictions (All: every active model "
                               "without weak validation)")
-    include = f3.toggle("Include reviewed", key="review_include",
-                        help="also list nuclei that already have another reviewer's decision (a second review); "
-                             "those you decided leave the queue")
+    if blind():  # every nucleus this reviewer has not decided, whether others have or not (which is hidden)
+        include = f3.toggle("Include reviewed", value=True, disabled=True, key="review_include_blind",
+                            help="blind review lists every flagged nucleus you have not decided")
+    else:
+        include = f3.toggle("Include reviewed", key="review_include",
+                            help="also list nuclei that already have another reviewer's decision (a second review); "
+                                 "those you decided leave the queue")
     flags = st.pills("Flags", list(FLAG_NAMES), selection_mode="multi", default=list(FLAG_NAMES),
                      format_func=FLAG_NAMES.get, key="review_flags",
                      help="list nuclei with any of the chosen flags. 'models disagree': the active models without "
@@ -471,7 +539,7 @@ def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.D
                     me)
     total = prog["total"]
     if total:
-        st.progress(*progress_line(prog))
+        st.progress(*progress_line(prog, blind()))
     q = queue(db, common.rev("labels"), common.rev("data"), sample_arg, model_arg, flags_t, include, QUEUE_PAGE,
               common.rev("models"), me)
     if q.empty:
@@ -489,17 +557,21 @@ def flagged_queue(db: str, models: pd.DataFrame, smp: pd.DataFrame, msg) -> pd.D
     return q
 
 
-def progress_line(prog: dict) -> tuple[float, str]:
+def progress_line(prog: dict, blind_review: bool = False) -> tuple[float, str]:
     """The progress bar's fraction and text (``store.review.review_progress``). With ``mine`` (a second review,
     Include reviewed) it is this reviewer's progress: the queue lists the flagged nuclei they have not decided,
-    whoever else did."""
+    whoever else did; blind, nothing about other reviewers' decisions is said."""
     total = prog["total"]
+    if blind_review and "mine" not in prog:  # no reviewer name: nothing is theirs, and others' decisions are hidden
+        return 0.0, f"**{total} flagged nuclei** · enter your name under **Reviewer** to review them"
     if "mine" not in prog:
         return prog["reviewed"] / total, (f"**{prog['reviewed']} of {total} reviewed** · {prog['remaining']} to go · "
                                           f"{prog['excluded']} excluded")
     mine = prog["mine"]
-    return mine / total, (f"**{mine} of {total} reviewed by you** · {total - mine} to go · {prog['reviewed']} with a "
-                          f"decision (anyone's) · {prog['excluded']} excluded")
+    text = f"**{mine} of {total} reviewed by you** · {total - mine} to go"
+    if not blind_review:
+        text += f" · {prog['reviewed']} with a decision (anyone's) · {prog['excluded']} excluded"
+    return mine / total, text
 
 
 def _undo_button() -> None:
@@ -516,6 +588,10 @@ def conflicts_queue(db: str, smp: pd.DataFrame, msg) -> pd.DataFrame:
     sample_arg = None if sample == ALL else sample
     _show(msg)
     every = conflict_queue(db, common.rev("labels"), common.rev("data"), sample_arg)
+    if blind():  # only conflicts this reviewer took part in: on the others, whose decisions are hidden
+        mine = decided_by_me(db, common.rev("labels"), common.reviewer(), tuple(every["nucleus_id"].astype(int)))
+        every = every[every["nucleus_id"].isin(mine)]
+        st.caption(":material/visibility_off: Blind review: only conflicts on nuclei you have decided are listed.")
     total, settled = len(every), int((every["state"] == "settled").sum())
     if total:
         st.progress(settled / total, text=f"**{settled} of {total} conflicts settled** · {total - settled} open")
@@ -525,6 +601,9 @@ def conflicts_queue(db: str, smp: pd.DataFrame, msg) -> pd.DataFrame:
             st.success("No open conflict: a decision has settled every nucleus its reviewers disagreed on"
                        + (" in this sample." if sample_arg else "."), icon=":material/task_alt:")
             _undo_button()
+        elif blind():
+            st.info("No conflicts on nuclei you have decided" + (" in this sample." if sample_arg else "."),
+                    icon=":material/handshake:")
         else:
             res = agreement_data(db, common.rev("labels"))
             st.info(f"No conflicts{' in this sample' if sample_arg else ''}: no nucleus has reviewers whose latest "
@@ -536,6 +615,10 @@ def agreement_panel(db: str, expanded: bool) -> None:
     """Per pair of reviewers: nuclei both reviewed, agreement, kappa with CI; a pair's confusion matrix."""
     from store.agreement import METHOD, pair_table
 
+    if blind():
+        st.caption(":material/visibility_off: Agreement between reviewers is hidden in blind review: it is made of "
+                   "other reviewers' decisions, on nuclei you may not have decided yet.")
+        return
     res = agreement_data(db, common.rev("labels"))
     with st.expander("Agreement between reviewers", expanded=expanded, icon=":material/groups:"):
         st.caption(res.summary() + ".")
@@ -549,6 +632,26 @@ def agreement_panel(db: str, expanded: bool) -> None:
         m = res.matrices[pair]
         st.caption(f"rows: {pair[0]}'s decision · columns: {pair[1]}'s")
         st.dataframe(m.rename_axis(index=pair[0], columns=pair[1]), key="review_matrix", width="content")
+
+
+def hidden_nuclei(db: str, nucleus_ids) -> set[int]:
+    """Of ``nucleus_ids``, those this reviewer has no standing decision on (blind: others' decisions hidden)."""
+    ids = tuple(sorted({int(i) for i in nucleus_ids}))
+    return set(ids) - decided_by_me(db, common.rev("labels"), common.reviewer(), ids)
+
+
+def recent_table(ev: pd.DataFrame, hidden: set[int]) -> pd.DataFrame:
+    """The reviewer's latest events (``my_events``) in words; on the ``hidden`` nuclei (blind review, their own
+    decision undone) the value before each event and the one an undo went back to are other reviewers'."""
+    blind_rows = ev["nucleus_id"].astype(int).isin(hidden).to_numpy()
+    undo = ev["undoes"].notna().to_numpy()
+    before = ev["previous"].map(lambda v: VALUE_NAMES.get(v, v)).to_numpy(dtype=object)
+    value = ev["value"].map(lambda v: VALUE_NAMES.get(v, v)).to_numpy(dtype=object)
+    return pd.DataFrame({
+        "Time (UTC)": ev["created_at"], "Nucleus": ev["nucleus_id"], "Sample": ev["sample"],
+        "Before": np.where(blind_rows, HIDDEN, before),
+        "Decision": np.where(blind_rows & undo, HIDDEN, value) + np.where(undo, " (undo)", ""),
+        "Note": ev["note"], "Event": ev["event_id"]})
 
 
 # ----------------------------------------------------------------------------- page
@@ -566,7 +669,9 @@ def main() -> None:
     model_sizes = dict(zip(models["name"], models["patch_size"].astype(int)))
     untrusted = untrusted_models(models)
 
-    mode = st.segmented_control("Queue", [FLAGGED, CONFLICTS], default=FLAGGED, required=True, key="review_mode",
+    mode_col, blind_col = st.columns([4, 1.4], vertical_alignment="bottom")
+    blind_toggle(blind_col)
+    mode = mode_col.segmented_control("Queue", [FLAGGED, CONFLICTS], default=FLAGGED, required=True, key="review_mode",
                                 help="Flagged nuclei: where the automatic label, the models or their confidence "
                                      "disagree. Conflicts: nuclei whose reviewers' latest decisions disagree; one "
                                      "decision settles each.")
@@ -600,12 +705,7 @@ def main() -> None:
         ev = my_events(db, common.rev("labels"), who)
         if len(ev):
             st.markdown(f"**Your latest decisions** ({who})")
-            show = pd.DataFrame({
-                "Time (UTC)": ev["created_at"], "Nucleus": ev["nucleus_id"], "Sample": ev["sample"],
-                "Before": ev["previous"].map(lambda v: VALUE_NAMES.get(v, v)),
-                "Decision": ev["value"].map(lambda v: VALUE_NAMES.get(v, v))
-                            + np.where(ev["undoes"].notna(), " (undo)", ""),
-                "Note": ev["note"], "Event": ev["event_id"]})
+            show = recent_table(ev, hidden_nuclei(db, ev["nucleus_id"]) if blind() else set())
             st.dataframe(show, hide_index=True, key="review_recent", placeholder="–", column_config={
                 "Time (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
                 "Decision": st.column_config.TextColumn(width="medium"),

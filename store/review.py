@@ -131,6 +131,8 @@ _DECIDED_BY_ME = f"""
 """
 _NOT_MINE = f"\n        AND ($me IS NULL OR nucleus_id NOT IN ({_DECIDED_BY_ME}))"
 _MINE = f"nucleus_id IN ({_DECIDED_BY_ME})"
+#: of the nuclei registered as ``ids_in``, those this reviewer decided (``decided_by``)
+_DECIDED_IN = "SELECT DISTINCT d.nucleus_id FROM (" + _DECIDED_BY_ME + ") d JOIN ids_in USING (nucleus_id)"
 
 
 def _me(reviewer: str | None) -> str | None:
@@ -211,6 +213,18 @@ def review_progress(store: Store, sample: str | None = None, model: str | None =
     total, reviewed, excluded, *more = (int(v or 0) for v in row)
     return {"total": total, "reviewed": reviewed, "remaining": total - reviewed, "excluded": excluded,
             **({"mine": more[0]} if more else {})}
+
+
+def decided_by(store: Store, reviewer: str | None, nucleus_ids) -> set[int]:
+    """Which of ``nucleus_ids`` this reviewer has a decision on that stands (not undone), the name compared as the
+    queue compares it: the nuclei a blind reviewer may see other reviewers' decisions on (none without a name)."""
+    me = _me(reviewer)
+    ids = pd.DataFrame({"nucleus_id": pd.Series([int(i) for i in nucleus_ids], dtype="int64")})
+    if me is None or ids.empty:
+        return set()
+    with store.frames(ids_in=ids):
+        found = store.query(_DECIDED_IN, {"me": me})
+    return set(found["nucleus_id"].astype(int).tolist())
 
 
 def skipped_last(q: pd.DataFrame, skipped: list[int]) -> pd.DataFrame:
