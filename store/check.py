@@ -167,11 +167,21 @@ def retired_model_notes(store: Store) -> list[str]:
 def scan_file_notes(store: Store) -> list[str]:
     """Informational lines on scans whose file is gone (``scans.missing_scan_files``): not a problem, since the
     store keeps each scan's preview, masks and patches (pages, reports and rescoring read those); one line for
-    the store's own uploaded copies, one for files ingested by path."""
+    the store's own uploaded copies, one for files ingested by path; and one on files found only as a restored
+    backup's copies (``store.scan_copies``), which ``--fix-paths`` records."""
     from store.scans import missing_scan_files
+
+    from store.scan_copies import SCANS_DIR, copies_to_record
 
     gone = missing_scan_files(store)
     notes = []
+    copies = copies_to_record(store)
+    if copies:
+        named = ", ".join(f"scan {sid} ({path})" for sid, path, _, _ in copies[:5])
+        more = f" and {len(copies) - 5} more" if len(copies) > 5 else ""
+        notes.append(f"{len(copies)} scan file(s) missing at their recorded place are read from the backup's copies "
+                     f"in {store.folder / SCANS_DIR}: {named}{more}; record those as their place with "
+                     f"{genuine_command('store check --fix-paths', store.path)}")
     for upload, rows in gone.groupby("upload", sort=True):
         named = ", ".join(f"scan {i} ({p})" for i, p in zip(rows["id"][:5], rows["path"][:5]))
         more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
@@ -181,8 +191,9 @@ def scan_file_notes(store: Store) -> list[str]:
                          "backup holds them: copy its <name>_files/uploads/ back to keep the originals")
         else:
             notes.append(f"{len(rows)} scan(s) ingested by path no longer find their file: {named}{more}; the "
-                         "store does not need them (it keeps each scan's preview, masks and patches); keep the "
-                         "originals elsewhere if your lab's records need them")
+                         "store does not need them (it keeps each scan's preview, masks and patches); a backup "
+                         "copies them into <name>_files/scans/ (`genuine store backup`), or keep the originals "
+                         "elsewhere if your lab's records need them")
     return notes
 
 

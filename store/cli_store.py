@@ -71,9 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sign-outs": "the sign-out in force per sample, flagged when its numbers changed since (--history: every "
                      "sign-out and withdrawal)",
         "migrate": "bring a store written by an older version up to this version's schema",
-        "backup": "copy the store file, with its pending write-ahead log, its <name>_files folder and the registered "
-                  "models' folders into a new folder (refused while another process, e.g. the dashboard, holds the "
-                  "store)",
+        "backup": "copy the store file, with its pending write-ahead log, its <name>_files folder, the registered "
+                  "models' folders and the scan files ingested by path into a new folder (refused while another "
+                  "process, e.g. the dashboard, holds the store)",
     }
     subs = {}
     for name in ACTIONS:
@@ -104,9 +104,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     subs["backup"].add_argument("--no-models", action="store_true",
                                 help="do not copy the registered models' folders (e.g. kept elsewhere); "
                                      "by default they go into DEST/<name>_files/models/")
+    subs["backup"].add_argument("--no-scans", action="store_true",
+                                help="do not copy the scan files ingested by path (e.g. archived elsewhere); by "
+                                     "default each goes into DEST/<name>_files/scans/, checked by its sha256")
+    subs["backup"].add_argument("--strict", action="store_true",
+                                help="fail, keeping nothing, when a scan file or model folder cannot be copied "
+                                     "(missing, or changed since it was stored); by default it is left out with "
+                                     "a warning")
     subs["check"].add_argument("--fix-paths", action="store_true",
                                help="first record, for each registered model whose folder is missing, the copy of "
-                                    "its folder under <name>_files (e.g. after restoring a backup); an event each")
+                                    "its folder under <name>_files (e.g. after restoring a backup; an event each), "
+                                    "and for each scan whose file is missing, the backup's copy under "
+                                    "<name>_files/scans/")
     add_by_option(subs["check"])
     subs["score"].add_argument("model", metavar="MODEL", help="a model folder, or the name of a registered model")
     subs["score"].add_argument("--sample", default=None, help="only the scans of this sample")
@@ -171,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "migrate":
         return _migrate(db)
     if args.action == "backup":
-        return _backup(db, args.dest, not args.no_models)
+        return _backup(db, args.dest, not args.no_models, not args.no_scans, args.strict)
     if args.action == "check" and args.fix_paths:
         _fix_paths(db, args.by)
     import json
@@ -204,10 +213,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backup(db: Path, dest: Path, with_models: bool) -> int:
+def _backup(db: Path, dest: Path, with_models: bool, with_scans: bool, strict: bool) -> int:
     from store.backup import backup_store
 
-    done = backup_store(db, dest, with_models)
+    done = backup_store(db, dest, with_models, with_scans, strict)
     n = done["files"]
     folder = f" and {done['store'].stem}_files/ ({n} file{'s' * (n != 1)})" if n else ""
     print(f"backed up {db} to {done['store']}{folder}, {done['bytes'] / 1e6:.1f} MB in all")
@@ -224,17 +233,41 @@ def _backup(db: Path, dest: Path, with_models: bool) -> int:
         if missing:
             print(f"warning: the folder of registered model(s) {', '.join(map(repr, missing))} is missing "
                   f"(see: {genuine_command('store check', db)})")
+    if with_scans:
+        _print_scan_copies(db, done)
+    elif done["scan_files"]:
+        print(f"not copied (--no-scans): the files of the {done['scan_files']} scan(s) ingested by path; the store "
+              "keeps their previews, masks and patches; back them up too if your lab's records need them")
     return 0
 
 
+def _print_scan_copies(db: Path, done: dict) -> None:
+    """The backup's summary of the scan files ingested by path: how many were copied, which were not and why."""
+    n, left = len(done["scans_copied"]), done["scans_not_copied"]
+    if n:
+        print(f"with {n} scan file(s) ingested by path, in {done['store'].stem}_files/scans/ (checked by sha256); "
+              f"where a restored copy misses the originals, `genuine store check --fix-paths` records these")
+    for sid, why in list(left.items())[:20]:
+        print(f"warning: scan {sid} not copied: {why}")
+    if len(left) > 20:
+        print(f"warning: and {len(left) - 20} more scan file(s) not copied")
+    if left:
+        print(f"{len(left)} scan file(s) not copied: the store keeps their previews, masks and patches, so the "
+              f"backup is usable; add --strict to refuse such a backup (see: {genuine_command('store scans', db)})")
+
+
 def _fix_paths(db: Path, by: str | None) -> None:
-    """``store check --fix-paths``: record the copies under ``<name>_files`` of missing model folders."""
+    """``store check --fix-paths``: record the copies under ``<name>_files`` of missing model folders and scan files."""
     from store.db import Store
     from store.model_copies import fix_model_paths
+
+    from store.scan_copies import fix_scan_paths
 
     with Store(db) as store:
         for name, previous, folder in fix_model_paths(store, by):
             print(f"fixed: model {name!r}: folder {folder} (was {previous})")
+        for sid, previous, path in fix_scan_paths(store):
+            print(f"fixed: scan {sid}: file {path} (was {previous})")
 
 
 def _print_scans(store, sample: str | None) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from genuine_core.errors import InputError
 from genuine_core.io import fingerprint_file
 from store.db import Store
-from store.scans import kept_upload
+from store.scans import found_scan_file
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +28,13 @@ UNKNOWABLE = ""
 
 def unknown_candidates(store: Store, height: int, width: int, dtype: str) -> list[tuple[int, Path, str]]:
     """``(scan id, file, sha256)`` of the stored scans without a pixel fingerprint of this size and stored pixel
-    type whose file is still found (at its recorded path, or an upload in this store's folder), by id."""
+    type whose file is still found (``scans.found_scan_file``: its recorded path, an upload in this store's folder or
+    a backup's copy), by id."""
     df = store.query("SELECT id, path, sha256 FROM scans WHERE pixel_sha256 IS NULL AND path IS NOT NULL "
                      "AND height = ? AND width = ? AND source_dtype = ? ORDER BY id", [int(height), int(width), dtype])
     out = []
     for sid, path, sha in df.itertuples(index=False):
-        found = Path(path) if Path(path).is_file() else kept_upload(store, path, sha)
+        found = found_scan_file(store, path, sha)
         if found is not None:
             out.append((int(sid), found, str(sha)))
     return out

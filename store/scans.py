@@ -554,13 +554,21 @@ def kept_upload(store: Store, path: str | None, sha256: str) -> Path | None:
     return mine.resolve() if mine.name.startswith(sha256[:12]) and mine.is_file() else None
 
 
+def found_scan_file(store: Store, path: str | None, sha256: str) -> Path | None:
+    """A scan's file: at its recorded ``path``, else an upload in this store's uploads folder (:func:`kept_upload`),
+    else a backup's copy in this store's ``<name>_files/scans/`` (``store.scan_copies.kept_copy``); None if none."""
+    from store.scan_copies import kept_copy
+
+    if path and Path(path).is_file():
+        return Path(path)
+    return kept_upload(store, path, sha256) or kept_copy(store.folder, path, sha256)
+
+
 def missing_scan_files(store: Store) -> pd.DataFrame:
-    """Scans whose file is gone: neither at its recorded ``path`` nor, for an upload, in this store's uploads
-    folder (:func:`kept_upload`). ``id, file_name, path, upload`` (True: the store's own uploaded copy), by id.
+    """Scans whose file is gone: :func:`found_scan_file` finds none. ``id, file_name, path, upload`` (True: the store's own uploaded copy), by id.
     Nothing the store does needs them: the preview, masks and patches of every scan are in the store."""
     df = store.query("SELECT id, file_name, path, sha256 FROM scans WHERE path IS NOT NULL ORDER BY id")
-    gone = np.array([not Path(p).is_file() and kept_upload(store, p, sha) is None
-                     for p, sha in zip(df["path"], df["sha256"])], dtype=bool)
+    gone = np.array([found_scan_file(store, p, sha) is None for p, sha in zip(df["path"], df["sha256"])], dtype=bool)
     out = df.loc[gone].drop(columns="sha256").reset_index(drop=True)
     out["upload"] = [Path(p).parent.name == "uploads" for p in out["path"]]
     return out

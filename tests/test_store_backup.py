@@ -145,3 +145,67 @@ def test_a_backup_stopped_by_sigterm_cleans_up_as_ctrl_c_does(store, tmp_path):
     assert proc.returncode == 143 and "interrupted" in err
     assert not list(tmp_path.glob(".bk.partial-*")) and not (tmp_path / "bk").exists()
     Store(db).close()  # the store is released and opens
+
+
+def _path_ingested(store, folder, name: str, data: bytes) -> int:
+    """A scan ingested by path: its file ``folder/name`` holds ``data``; returns its id."""
+    import hashlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    write_scan_result(store, samples.ensure_sample(store, "case", "case"),
+                      synthetic_result(sha, {"m1": np.linspace(0.1, 0.9, 6)}), {"m1": 1})
+    store.execute("UPDATE scans SET path = ? WHERE sha256 = ?", [str(folder / name), sha])
+    return int(store.scalar("SELECT id FROM scans WHERE sha256 = ?", [sha]))
+
+
+def test_a_backup_copies_the_scan_files_ingested_by_path_and_lists_those_it_cannot(store, tmp_path, capsys):
+    kept = _path_ingested(store, tmp_path / "microscope", "field 1.tif", b"field one")
+    changed = _path_ingested(store, tmp_path / "microscope", "field2.tif", b"field two")
+    (tmp_path / "microscope" / "field2.tif").write_bytes(b"saved over since")
+    db = store.path
+    store.close()
+    assert main(["store", "backup", str(tmp_path / "bk"), "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    sha = __import__("hashlib").sha256(b"field one").hexdigest()
+    assert [p.name for p in (tmp_path / "bk" / "lab_files" / "scans").iterdir()] == [f"{sha[:12]}_field_1.tif"]
+    assert (tmp_path / "bk" / "lab_files" / "scans" / f"{sha[:12]}_field_1.tif").read_bytes() == b"field one"
+    assert "with 1 scan file(s) ingested by path, in lab_files/scans/ (checked by sha256)" in out
+    assert "warning: scan 1 not copied: its file /nowhere/aaaaaaaa.tif is missing" in out
+    assert (f"warning: scan {changed} not copied: its file {tmp_path / 'microscope' / 'field2.tif'} holds other "
+            "bytes than the scan stored (changed since ingest)") in out
+    assert "2 scan file(s) not copied: the store keeps their previews, masks and patches" in out
+    assert f"scan {kept} not copied" not in out
+    assert main(["store", "backup", str(tmp_path / "bk2"), "--no-scans", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "not copied (--no-scans): the files of the 3 scan(s) ingested by path;" in out and "warning: scan" not in out
+    assert not (tmp_path / "bk2" / "lab_files" / "scans").exists()
+
+
+def test_a_strict_backup_refuses_a_missing_scan_file_and_keeps_nothing(store, tmp_path, capsys):
+    db = store.path
+    store.close()
+    assert main(["store", "backup", str(tmp_path / "bk"), "--strict", "--no-models", "--db", str(db)]) != 0
+    err = capsys.readouterr().err
+    assert "refused (strict), nothing kept: 1 item(s) could not be copied: scan 1: its file /nowhere/aaaaaaaa.tif " \
+           "is missing; restore them, or back up without --strict" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab"]
+
+
+def test_a_scan_copy_that_differs_or_is_interrupted_leaves_no_backup(store, tmp_path, monkeypatch):
+    import store.scan_copies as scan_copies
+
+    _path_ingested(store, tmp_path / "microscope", "f.tif", b"field")
+    monkeypatch.setattr(scan_copies, "sha256_file", lambda p: "0" * 64 if "bk" in str(p) else
+                        __import__("genuine_core.checksums").checksums.sha256_file(p))
+    with pytest.raises(StoreError, match="the copy of scan 2's file .*f.tif differs from it; nothing kept"):
+        backup_store(store.path, tmp_path / "bk")
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan_copies.shutil, "copy2", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        backup_store(store.path, tmp_path / "bk")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab", "microscope"]

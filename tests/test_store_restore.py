@@ -18,7 +18,9 @@ from genuine_core.cli import main
 from genuine_core.pipeline import load_model
 from store import ingest, labels, registry
 from store.db import Store
-from store.scans import plan_scan_removal, remove_scan, scan_images
+from genuine_core.checksums import sha256_file
+from store.fingerprints import unknown_candidates
+from store.scans import missing_scan_files, plan_scan_removal, remove_scan, scan_images
 
 
 def _tiny(folder, seed: int = 0):
@@ -61,8 +63,10 @@ def test_a_restored_backup_shows_every_scan_and_patch_without_the_original_files
         assert s.scalar("SELECT count(*) FROM nuclei") > 0
     assert main(["store", "check", "--db", str(db)]) == 1  # the models' folders (next test); the scans only noted
     out = capsys.readouterr().out
-    assert "note: 1 scan(s) ingested by path no longer find their file: scan 1 (" in out
-    assert "scan_0.tif); the store does not need them" in out
+    assert "no longer find their file" not in out  # the backup copied the file ingested by path
+    assert (f"note: 1 scan file(s) missing at their recorded place are read from the backup's copies in "
+            f"{db.with_name('lab_files') / 'scans'}: scan 1 (") in out
+    assert f"scan_0.tif); record those as their place with genuine store check --fix-paths --db {db}" in out
     assert "uploaded scan file(s) missing" not in out  # the upload came back with <name>_files/uploads
 
 
@@ -89,6 +93,32 @@ def test_a_restored_backup_rescores_and_fine_tunes_once_check_fix_paths_records_
         moved = s.query("SELECT subject, by_user FROM store_events WHERE detail LIKE '%previous folder%'")
     load_model(folders["scored"])  # what a fine-tune from the registered model (--init) loads
     assert sorted(moved["subject"]) == ["late", "scored"] and set(moved["by_user"]) == {"ann"}
+
+
+def test_a_restored_backup_holds_the_scan_file_ingested_by_path_and_check_fix_paths_records_it(restored, capsys):
+    db, tmp_path = restored
+    with Store(db, read_only=True) as s:
+        sha, old = s.query("SELECT sha256, path FROM scans WHERE id = 1").iloc[0]
+        copy = db.with_name("lab_files") / "scans" / f"{sha[:12]}_scan_0.tif"
+        assert sha256_file(copy) == sha and old == str(tmp_path / "site1" / "scans" / "scan_0.tif")
+        assert missing_scan_files(s).empty  # read from the copy meanwhile, e.g. for a pixel fingerprint
+        h, w, dtype = s.query("SELECT height, width, source_dtype FROM scans WHERE id = 1").iloc[0]
+    with Store(db) as s:
+        s.execute("UPDATE scans SET pixel_sha256 = NULL WHERE id = 1")  # a scan stored before fingerprints
+        assert [(sid, f) for sid, f, _ in unknown_candidates(s, h, w, dtype)] == [(1, copy.resolve())]
+    capsys.readouterr()
+    assert main(["store", "check", "--fix-paths", "--by", "ann", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert f"fixed: scan 1: file {copy.resolve()} (was {old})" in out
+    assert "note:" not in out and out.rstrip().endswith(f"ok: {db} is consistent")
+    with Store(db, read_only=True) as s:
+        assert s.scalar("SELECT path FROM scans WHERE id = 1") == str(copy.resolve())
+    assert main(["store", "backup", str(tmp_path / "again"), "--db", str(db)]) == 0  # the copy is in lab_files now
+    assert "scan file(s) ingested by path" not in capsys.readouterr().out
+    assert (tmp_path / "again" / "lab_files" / "scans" / copy.name).is_file()
+    shutil.move(tmp_path / "site2", tmp_path / "site3")  # restored once more, elsewhere: still found by name
+    with Store(tmp_path / "site3" / "lab.duckdb", read_only=True) as s:
+        assert missing_scan_files(s).empty
 
 
 def test_removing_a_scan_of_a_restored_store_deletes_its_restored_upload(restored):
