@@ -16,7 +16,7 @@ from pathlib import Path
 
 from genuine_core.checksums import sha256_file
 from genuine_core.errors import InputError, StoreError
-from store.db import Store, files_folder
+from store.db import Store, StoreBusy, files_folder
 from store.location import store_exists
 from store.model_copies import copy_model_folders
 from store.scan_copies import copy_scan_files
@@ -59,7 +59,7 @@ def backup_store(path: str | Path, dest: str | Path, with_models: bool = True, w
         raise InputError(f"{dest} exists already; a backup goes into a new folder")
     if dest.resolve().is_relative_to(files_folder(path).resolve()):  # copying the folder into itself never ends
         raise InputError(f"{dest} lies inside the store's own folder {files_folder(path)}; choose a folder outside it")
-    with Store(path, migrate=False) as store:
+    with _open_alone(path) as store:
         store.execute("CHECKPOINT")  # the write-ahead log into the file; our write lock keeps it so
         registered = store.cursor().execute(
             "SELECT name, folder, checksum FROM models WHERE folder IS NOT NULL ORDER BY id").fetchall()
@@ -103,6 +103,22 @@ def backup_store(path: str | Path, dest: str | Path, with_models: bool = True, w
             "models": models, "copied": copied, "not_copied": not_copied, "scan_files": len(scans),
             "scans_copied": scans_copied,
             "scans_not_copied": scans_not_copied}
+
+
+def _open_alone(path: Path) -> Store:
+    """The store opened for writing, so that nobody else holds or changes it while it is copied.
+
+    Raises:
+        StoreBusy: another process holds it; the advice says how to back up (the dashboard has no backup page).
+    """
+    try:
+        return Store(path, migrate=False)
+    except StoreBusy as exc:
+        advice = ("nothing was backed up: a backup needs the store to itself and the dashboard cannot make one; "
+                  "stop the dashboard (Ctrl-C in its terminal, or stop its service), run the backup again, then "
+                  "start the dashboard again" if exc.dashboard
+                  else "nothing was backed up; run the backup again once that process has finished")
+        raise StoreBusy(exc.path, exc.holder, exc.waited, exc.dashboard, advice) from None
 
 
 def _strict_message(path: Path, not_copied: dict, scans_not_copied: dict) -> str:

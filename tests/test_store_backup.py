@@ -209,3 +209,20 @@ def test_a_scan_copy_that_differs_or_is_interrupted_leaves_no_backup(store, tmp_
     with pytest.raises(KeyboardInterrupt):
         backup_store(store.path, tmp_path / "bk")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lab", "microscope"]
+
+
+def test_a_backup_while_the_dashboard_holds_the_store_says_to_stop_the_dashboard(store, tmp_path, monkeypatch):
+    import store.backup as backup
+    from store.db import StoreBusy
+
+    def busy(path, **kw):
+        raise StoreBusy(path, "the GENUINE dashboard (streamlit, PID 7)", 10, dashboard=True)
+
+    monkeypatch.setattr(backup, "Store", busy)
+    with pytest.raises(StoreBusy) as exc:
+        backup_store(store.path, tmp_path / "bk")
+    text = str(exc.value)
+    assert text.startswith(f"store busy: {store.path} is open for writing by the GENUINE dashboard (streamlit, PID 7)")
+    assert ("nothing was backed up: a backup needs the store to itself and the dashboard cannot make one; stop the "
+            "dashboard (Ctrl-C in its terminal, or stop its service), run the backup again") in text
+    assert "use its pages" not in text and not (tmp_path / "bk").exists()
