@@ -672,10 +672,11 @@ def main() -> None:
                     "retired, so ingesting does not need it; to reinstate it, restore the folder or record where it "
                     "is now (`genuine store relocate-model NAME NEW_FOLDER`, with the dashboard stopped).")
         else:
+            from store.model_copies import dashboard_way_out
+
             st.warning("The model folder is not on this machine; the checksum cannot be re-verified. While a "
-                       "registered model's folder is missing, ingesting new scans is refused: restore the folder, "
-                       "record where it is now if it moved (`genuine store relocate-model NAME NEW_FOLDER`, with "
-                       "the dashboard stopped), or remove the model below.")
+                       f"registered model's folder is missing, ingesting new scans is refused: "
+                       f"{dashboard_way_out(store, name)}")
         st.divider()
         retire_section(name, row)
         remove_model_section(name, int(row["n_predictions"]))

@@ -16,7 +16,7 @@ from genuine_core.errors import ModelLoadError
 from store.db import Store
 from store.labels import count_current_labels
 from store.location import genuine_command
-from store.model_copies import find_copies
+from store.model_copies import copy_way_out, find_copies
 from store.review_stats import untrusted_model_ids
 from store.registry import (list_models, mixed_normalisations, mixed_way_out, patch_normalisation, relocate_command,
                             retired_text, weights_mismatch)
@@ -213,13 +213,9 @@ def _model_folder_problems(store: Store) -> list[str]:
         if not why:
             continue
         copies = find_copies(store) if copies is None else copies
-        if name in copies:
-            way = (f"a copy holding its weights is in {copies[name]}, e.g. from a backup: record it with "
-                   f"{genuine_command('store check --fix-paths', store.path)}")
-        elif missing:
+        way = copy_way_out(store, name, copies)
+        if not way and missing:
             way = f"restore the folder or, if it moved, record its new place: {relocate_command(name, store.path)}"
-        else:
-            way = ""
         problems.append(f"registered model {name!r}: {why}" + (f" ({way})" if way else ""))
     return problems
 

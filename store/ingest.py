@@ -163,13 +163,24 @@ def resolve_models(store: Store | None, folders: Sequence[str | Path] | None = N
                     registry.verify_registered(store, models[-1], rec["name"])
                 except (ModelLoadError, StoreError) as exc:  # one line that says how to get on
                     kind = StoreError if isinstance(exc, StoreError) else ModelLoadError
-                    remove = genuine_command(f"store remove-model {shlex.quote(rec['name'])}", store.path)
-                    raise kind(f"registered model {rec['name']!r}: {exc}. Restore its folder (if it moved, record its "
-                               f"new place: {registry.relocate_command(rec['name'], store.path)}), or remove the "
-                               f"model ({remove})") from None
+                    raise kind(f"registered model {rec['name']!r}: {exc}. {_folder_way_out(store, rec['name'])}") \
+                        from None
             return _unique(models)
         paths = model_folders()
     return _unique([loader(p) for p in paths])
+
+
+def _folder_way_out(store, name: str) -> str:
+    """How to get on when a registered model's folder is missing or holds other weights: record the copy a restored
+    backup holds (``store check --fix-paths``), else restore the folder, record where it moved, or remove it."""
+    from store.model_copies import copy_way_out
+
+    way = copy_way_out(store, name)
+    if way:
+        return way[0].upper() + way[1:]
+    remove = genuine_command(f"store remove-model {shlex.quote(name)}", store.path)
+    return (f"Restore its folder (if it moved, record its new place: {registry.relocate_command(name, store.path)}), "
+            f"or remove the model ({remove})")
 
 
 def _unique(models: list[ScoringModel]) -> list[ScoringModel]:

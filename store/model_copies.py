@@ -109,6 +109,32 @@ def find_copies(store) -> dict[str, Path]:
     return {name: copies[checksum] for name, _, checksum in needing if checksum in copies}
 
 
+def copy_way_out(store, name: str, copies: dict[str, Path] | None = None) -> str:
+    """How to get on when registered model ``name``'s folder is missing but a copy under the store's
+    ``<name>_files`` holds its weights (a restored backup): record it with ``store check --fix-paths``;
+    '' when there is no such copy. ``copies``: :func:`find_copies`, when known already."""
+    from store.location import genuine_command
+
+    copies = find_copies(store) if copies is None else copies
+    if name not in copies:
+        return ""
+    return (f"a copy holding its weights is in {copies[name]}, e.g. from a backup: record it with "
+            f"{genuine_command('store check --fix-paths', store.path)}")
+
+
+def dashboard_way_out(store, name: str) -> str:
+    """The Models page's way out for an active model whose folder is not on this machine (Markdown): record the
+    copy a restored backup holds, else restore the folder, record where it moved, or remove the model."""
+    from store.location import genuine_command
+
+    copies = find_copies(store)
+    if name in copies:
+        return (f"a copy holding its weights is in `{copies[name]}` (e.g. a restored backup): stop the dashboard "
+                f"and record it with `{genuine_command('store check --fix-paths', store.path)}`.")
+    return ("restore the folder, record where it is now if it moved (`genuine store relocate-model NAME "
+            "NEW_FOLDER`, with the dashboard stopped), or remove the model below.")
+
+
 def fix_model_paths(store, by: str | None = None) -> list[tuple[str, str | None, str]]:
     """Record, for each registered model whose folder is gone or holds other weights, the copy of its folder
     under the store's ``<name>_files`` (``registry.relocate_model``: an event in the store's log).

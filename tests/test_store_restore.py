@@ -121,6 +121,26 @@ def test_a_restored_backup_holds_the_scan_file_ingested_by_path_and_check_fix_pa
         assert missing_scan_files(s).empty
 
 
+def test_ingest_and_the_models_page_on_a_restored_store_point_at_the_backups_model_copies(restored):
+    # before, both said "restore its folder or relocate-model NAME NEW_FOLDER", though the copy was right there
+    from genuine_core.errors import ModelLoadError
+    from store.model_copies import dashboard_way_out
+
+    db, _ = restored
+    copy = db.with_name("lab_files") / "models" / "scored"
+    with Store(db, read_only=True) as s:
+        with pytest.raises(ModelLoadError) as exc:
+            ingest.resolve_models(s)
+        text = dashboard_way_out(s, "scored")
+    assert str(exc.value).endswith(f"no such model folder. A copy holding its weights is in {copy}, e.g. from a "
+                                   f"backup: record it with genuine store check --fix-paths --db {db}")
+    assert text == (f"a copy holding its weights is in `{copy}` (e.g. a "
+                         f"restored backup): stop the dashboard and record it with `genuine store check --fix-paths "
+                         f"--db {db}`.")
+    with Store(db, read_only=True) as s:
+        assert "relocate-model NAME NEW_FOLDER" in dashboard_way_out(s, "gone")  # no copy: the old way out
+
+
 def test_removing_a_scan_of_a_restored_store_deletes_its_restored_upload(restored):
     db, _ = restored
     with Store(db) as s:
