@@ -256,14 +256,31 @@ def _print_scan_copies(db: Path, done: dict) -> None:
               f"backup is usable; add --strict to refuse such a backup (see: {genuine_command('store scans', db)})")
 
 
+def _open_without_page(db: Path, nothing: str):
+    """The store opened for writing by a command no dashboard page offers (``check --fix-paths``,
+    ``relocate-model``): when the dashboard holds the store, the advice is to stop it (not to use its pages).
+
+    Raises:
+        StoreBusy: another process holds the store; ``nothing`` says what was not done.
+    """
+    from store.db import Store, StoreBusy
+
+    try:
+        return Store(db)
+    except StoreBusy as exc:
+        advice = (f"{nothing}: no dashboard page does this; stop the dashboard, run the command again, then start "
+                  "the dashboard again" if exc.dashboard else f"{nothing}; run the command again once that process "
+                  "has finished")
+        raise StoreBusy(exc.path, exc.holder, exc.waited, exc.dashboard, advice) from None
+
+
 def _fix_paths(db: Path, by: str | None) -> None:
     """``store check --fix-paths``: record the copies under ``<name>_files`` of missing model folders and scan files."""
-    from store.db import Store
     from store.model_copies import fix_model_paths
 
     from store.scan_copies import fix_scan_paths
 
-    with Store(db) as store:
+    with _open_without_page(db, "no copy was recorded") as store:
         for name, previous, folder in fix_model_paths(store, by):
             print(f"fixed: model {name!r}: folder {folder} (was {previous})")
         for sid, previous, path in fix_scan_paths(store):
@@ -530,10 +547,9 @@ def _retire_or_reinstate(db, action: str, name: str, by: str | None) -> int:
 
 
 def _relocate_model(db, name: str, folder: Path, by: str | None) -> int:
-    from store.db import Store
     from store.registry import relocate_model
 
-    with Store(db) as store:
+    with _open_without_page(db, "nothing was recorded") as store:
         previous = relocate_model(store, name, folder, by)
     print(f"model {name!r}: folder {folder.resolve()}" + (f" (was {previous})" if previous != str(folder.resolve())
                                                           else " (unchanged)"))

@@ -226,3 +226,23 @@ def test_a_backup_while_the_dashboard_holds_the_store_says_to_stop_the_dashboard
     assert ("nothing was backed up: a backup needs the store to itself and the dashboard cannot make one; stop the "
             "dashboard (Ctrl-C in its terminal, or stop its service), run the backup again") in text
     assert "use its pages" not in text and not (tmp_path / "bk").exists()
+
+
+def test_fix_paths_and_relocate_model_while_the_dashboard_holds_the_store_say_to_stop_it(store, tmp_path,
+                                                                                        monkeypatch, capsys):
+    # before: "use its pages (Cases for sign-outs ...; Review for the audit export)", though no page does these
+    import store.db as db_module
+
+    db = store.path
+    store.close()
+
+    def busy(path, read_only=False, **kw):
+        raise db_module.StoreBusy(path, "the GENUINE dashboard (streamlit, PID 7)", 10, dashboard=True)
+
+    monkeypatch.setattr(db_module, "Store", busy)
+    for argv, nothing in ((["store", "check", "--fix-paths"], "no copy was recorded"),
+                          (["store", "relocate-model", "m1", str(tmp_path)], "nothing was recorded")):
+        assert main(argv + ["--db", str(db)]) == 2
+        err = capsys.readouterr().err
+        assert (f"(waited 10 s); {nothing}: no dashboard page does this; stop the dashboard, run the command again, "
+                "then start the dashboard again") in err and "use its pages" not in err
