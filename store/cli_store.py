@@ -253,7 +253,8 @@ def _print_scan_copies(db: Path, done: dict) -> None:
         print(f"warning: and {len(left) - 20} more scan file(s) not copied")
     if left:
         print(f"{len(left)} scan file(s) not copied: the store keeps their previews, masks and patches, so the "
-              f"backup is usable; add --strict to refuse such a backup (see: {genuine_command('store scans', db)})")
+              f"backup is usable; add --strict to refuse such a backup ({genuine_command('store check', db)} lists "
+              "the scans whose file is gone)")
 
 
 def _open_without_page(db: Path, nothing: str):
