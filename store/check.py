@@ -164,6 +164,22 @@ def retired_model_notes(store: Store) -> list[str]:
     return notes
 
 
+def folder_notes(store: Store) -> list[str]:
+    """A line when the store's ``<name>_files`` folder is missing while a ``*_files`` folder without a store of its own
+    lies beside it: most likely a backup restored under another name with its folder not renamed."""
+    if store.folder.exists():
+        return []
+    parent = store.path.parent
+    orphans = [p for p in sorted(parent.glob("*_files")) if p.is_dir()
+               and not any(f.is_file() and f.stem == p.name[:-len("_files")] for f in parent.iterdir())]
+    if not orphans:
+        return []
+    named = ", ".join(str(p) for p in orphans)
+    return [f"the store's folder {store.folder} is missing, while {named} lies beside it without a store of its own "
+            f"(a backup restored under another name?): rename it to {store.folder.name}, where the store looks for "
+            "its UMAP maps, uploads and the backup's copies of model folders and scan files"]
+
+
 def scan_file_notes(store: Store) -> list[str]:
     """Informational lines on scans whose file is gone (``scans.missing_scan_files``): not a problem, since the
     store keeps each scan's preview, masks and patches (pages, reports and rescoring read those); one line for

@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         _fix_paths(db, args.by)
     import json
 
-    from store.check import check_store, retired_model_notes, scan_file_notes, store_info
+    from store.check import check_store, folder_notes, retired_model_notes, scan_file_notes, store_info
     from store.db import Store
 
     with Store(db, read_only=True) as store:
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "sign-outs":
             return _print_sign_outs(store, args.sample, args.history)
         problems = check_store(store)
-        for note in retired_model_notes(store) + scan_file_notes(store):
+        for note in folder_notes(store) + retired_model_notes(store) + scan_file_notes(store):
             print(f"note: {note}")
     if problems:
         for p in problems:

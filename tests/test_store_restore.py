@@ -141,6 +141,20 @@ def test_ingest_and_the_models_page_on_a_restored_store_point_at_the_backups_mod
         assert "relocate-model NAME NEW_FOLDER" in dashboard_way_out(s, "gone")  # no copy: the old way out
 
 
+def test_check_names_the_backup_folder_of_a_store_restored_under_another_name(restored, capsys):
+    db, _ = restored
+    renamed = db.rename(db.with_name("genuine.duckdb"))  # lab_files/ was not renamed with it
+    capsys.readouterr()
+    assert main(["store", "check", "--db", str(renamed)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"note: the store's folder {renamed.with_name('genuine_files')} is missing, while "
+                          f"{db.with_name('lab_files')} lies beside it without a store of its own (a backup restored "
+                          "under another name?): rename it to genuine_files, where the store looks for")
+    db.with_name("lab_files").rename(renamed.with_name("genuine_files"))
+    assert main(["store", "check", "--fix-paths", "--db", str(renamed)]) == 0
+    assert "the store's folder" not in capsys.readouterr().out
+
+
 def test_removing_a_scan_of_a_restored_store_deletes_its_restored_upload(restored):
     db, _ = restored
     with Store(db) as s:
