@@ -531,17 +531,21 @@ def _plan(store: Store, cur, scan_id: int) -> ScanRemoval:
 
 
 def _owned_file(store: Store, path: str | None, sha256: str = "") -> Path | None:
-    """``path`` when it is an existing file inside the store's own uploads folder (``<store>_files/uploads``);
-    for a store restored from a backup elsewhere (``path`` names the original store's uploads folder), the
-    same upload in this store's folder (:func:`kept_upload`).
+    """``path`` when it is an existing file inside the store's own uploads folder (``<store>_files/uploads``) or
+    its folder of a backup's scan copies (``<store>_files/scans``); for a store restored from a backup elsewhere
+    (``path`` names the original store's folder or the scan's original file), the same upload or the backup's
+    copy in this store's folder (:func:`kept_upload`, ``store.scan_copies.kept_copy``).
 
     Files anywhere else (the user's scans, benchmark folders) are never the store's to delete.
     """
+    from store.scan_copies import SCANS_DIR, kept_copy
+
     if not path:
         return None
-    uploads = (store.folder / "uploads").resolve()
     p = Path(path).resolve()
-    return p if p.is_file() and p.is_relative_to(uploads) else kept_upload(store, path, sha256)
+    if p.is_file() and any(p.is_relative_to((store.folder / d).resolve()) for d in ("uploads", SCANS_DIR)):
+        return p
+    return kept_upload(store, path, sha256) or kept_copy(store.folder, path, sha256)
 
 
 def kept_upload(store: Store, path: str | None, sha256: str) -> Path | None:

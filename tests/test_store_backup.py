@@ -248,3 +248,23 @@ def test_fix_paths_and_relocate_model_while_the_dashboard_holds_the_store_say_to
         err = capsys.readouterr().err
         assert (f"(waited 10 s); {nothing}: no dashboard page does this; stop the dashboard, run the command again, "
                 "then start the dashboard again") in err and "use its pages" not in err
+
+
+def test_removing_a_scan_of_a_restored_store_deletes_the_backups_copy_of_its_file(store, tmp_path, capsys):
+    sid = _path_ingested(store, tmp_path / "microscope", "f.tif", b"field")
+    db = store.path
+    store.close()
+    backup_store(db, tmp_path / "bk")
+    copy = next((tmp_path / "bk" / "lab_files" / "scans").iterdir())
+    for fixed in (False, True):  # the copy found by its name, then recorded as the scan's path
+        site = tmp_path / f"site-{fixed}"
+        shutil.copytree(tmp_path / "bk", site)
+        if fixed:
+            (tmp_path / "microscope" / "f.tif").unlink()  # the original is gone
+            main(["store", "check", "--fix-paths", "--db", str(site / "lab.duckdb")])  # (model m1 is still missing)
+            assert f"fixed: scan {sid}: file {(site / 'lab_files' / 'scans' / copy.name).resolve()}" in \
+                capsys.readouterr().out
+        assert main(["store", "remove-scan", str(sid), "--yes", "--db", str(site / "lab.duckdb")]) == 0
+        assert f"deleted {(site / 'lab_files' / 'scans' / copy.name).resolve()}" in capsys.readouterr().out
+        assert list((site / "lab_files" / "scans").iterdir()) == []
+    assert not (tmp_path / "microscope" / "f.tif").exists() and copy.is_file()  # the backup itself is untouched
