@@ -31,11 +31,27 @@ def no_store_message(path: str | Path) -> str:
 
 def genuine_command(command: str, db: str | Path | None) -> str:
     """``genuine COMMAND`` as a message suggests it, with ``--db PATH`` unless ``db`` is the store the
-    command would open anyway: the suggestion must act on the store the user is working on."""
+    command would open anyway: the suggestion must act on the store the user is working on. On a dashboard
+    page it always names the store, by its full path (:func:`_on_dashboard_page`)."""
     import shlex
 
+    if db is not None and _on_dashboard_page():
+        return f"genuine {command} --db {shlex.quote(str(Path(db).expanduser().resolve()))}"
     same = db is None or Path(db).expanduser().resolve() == default_db_path().expanduser().resolve()
     return f"genuine {command}" + ("" if same else f" --db {shlex.quote(str(db))}")
+
+
+def _on_dashboard_page() -> bool:
+    """True while a dashboard page runs (Streamlit's script thread). Its user types a suggested command into
+    another shell, where the dashboard's ``$GENUINE_DB`` and working directory need not hold: without ``--db``
+    the command would act on another store (the demo's, say)."""
+    import sys
+
+    if "streamlit" not in sys.modules:  # the CLI never imports it: stay light
+        return False
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    return get_script_run_ctx(suppress_warning=True) is not None
 
 
 def add_db_argument(parser) -> None:

@@ -157,3 +157,24 @@ def test_umap_store_places_every_nucleus(umap_store):
             pts = umap_points(s, model)
             assert len(pts) == sum(counts.values()) and set(pts["source"]) == {"training", "mixture"}
             assert np.isfinite(pts[["x", "y"]].to_numpy()).all()
+
+
+def test_a_command_a_dashboard_page_suggests_names_the_store_by_its_full_path(tmp_path, monkeypatch):
+    # before: "record it with genuine store check --fix-paths" (the dashboard's $GENUINE_DB left out), which in the
+    # user's own shell acted on another store (demo/genuine_demo.duckdb, say)
+    from streamlit.testing.v1 import AppTest
+
+    from store.location import genuine_command
+
+    def page():
+        import streamlit as st
+
+        from store.location import genuine_command
+
+        st.write(genuine_command("store check --fix-paths", "lab.duckdb"))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GENUINE_DB", "lab.duckdb")
+    at = AppTest.from_function(page).run()
+    assert at.markdown[0].value == f"genuine store check --fix-paths --db {tmp_path / 'lab.duckdb'}"
+    assert genuine_command("store check --fix-paths", "lab.duckdb") == "genuine store check --fix-paths"  # the CLI
