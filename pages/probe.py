@@ -19,7 +19,7 @@ import streamlit as st
 
 from genuine_core import plotting
 from genuine_core.rules import MYCN_RULE, amplification_threshold
-from genuine_core.errors import GenuineError, InputError
+from genuine_core.errors import GenuineError
 from genuine_core.synth.probe import RUN_BACKGROUNDS, RUN_BOUNDS as B, probe_conditions, run_probe, run_style
 from pages import common
 from store.location import genuine_command
@@ -262,31 +262,19 @@ def show_umap(res: dict, db: str) -> None:
 
 
 def place_on_umap(db: str, model: str, embeddings: np.ndarray) -> np.ndarray | None:
-    """(N, 2) UMAP coordinates of (N, D) probe embeddings on the model's saved map; None when none is fitted.
+    """``store.probes.place_probes`` on the store ``db`` (GenuineError propagates)."""
+    from store.probes import place_probes
 
-    Raises:
-        GenuineError: the map exists but cannot be used (missing or corrupt file: ``StoreError``),
-            or UMAP support is not installed (``InputError``).
-    """
-    try:
-        from store import umap as umap_store
-    except ImportError as exc:
-        raise InputError(f"UMAP support is not available ({exc})") from None
-    return umap_store.transform_embeddings(common.store_at(db), model, embeddings)
+    return place_probes(common.store_at(db), model, embeddings)
 
 
 def save_run(model: str, params: dict, results: pd.DataFrame, xy: np.ndarray | None) -> int | None:
     """Record the run in the store (``store.probes.record_probe_run``); None when it cannot be saved."""
-    from store.probes import record_probe_run
+    from store.probes import probe_run_frame, record_probe_run
 
-    frame = pd.DataFrame({"n_nmi": results["n_nmi"], "n_mycn": results["n_mycn"],
-                          "n_cluster": results["n_cluster_visible"], "signal_size": results["signal_size"],
-                          "prob": results["prob"], "prob_calibrated": results["prob_calibrated"],
-                          "call": results["call"]})
-    if xy is not None:
-        frame["umap_x"], frame["umap_y"] = xy[:, 0], xy[:, 1]
     try:
-        run_id = record_probe_run(common.get_store(), model, params, frame, created_by=common.reviewer() or None)
+        run_id = record_probe_run(common.get_store(), model, params, probe_run_frame(results, xy),
+                                  created_by=common.reviewer() or None)
     except GenuineError as exc:
         st.warning(f"The probe ran but was not saved: {exc}")
         return None
@@ -434,6 +422,7 @@ def run_and_keep(db: str, usable: pd.DataFrame, s: ProbeSettings) -> bool:
     """Draw and score the probes, place them on the model's UMAP, save the run and keep the result for
     :func:`show_result`; False (the error shown) when the probes could not be drawn or scored."""
     from store.nuclei import PROBE_BACKGROUNDS
+    from store.probes import probe_run_params
     from store.registry import verify_registered
 
     if s.background != "synthetic" and s.bg_sample is None:  # chosen before the last scan was removed
@@ -466,9 +455,7 @@ def run_and_keep(db: str, usable: pd.DataFrame, s: ProbeSettings) -> bool:
     if xy is not None:
         res["umap"] = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "pred": out["results"]["call"],
                                     x: out["results"][x]})
-    params = {**s.params(), "backgrounds": len(bg), "model_checksum": str(row["checksum"])}
-    if bg_ids is not None:  # the same seed draws other nuclei once the sample's scans change
-        params["background_nuclei"] = bg_ids
+    params = probe_run_params(s.params(), len(bg), str(row["checksum"]), bg_ids)
     res["run_id"] = save_run(s.model, params, out["results"], xy)
     st.session_state[RESULT_KEY] = res
     return True

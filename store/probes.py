@@ -56,6 +56,44 @@ def record_probe_run(store: Store, model: str, params: dict, results: pd.DataFra
     return run_id
 
 
+def probe_run_frame(results: pd.DataFrame, xy: np.ndarray | None = None) -> pd.DataFrame:
+    """The rows :func:`record_probe_run` keeps of ``genuine_core.synth.probe.run_probe`` results: the requested
+    counts, the visible clusters, the size, the model's outputs and, with (N, 2) ``xy``, the UMAP place."""
+    frame = pd.DataFrame({"n_nmi": results["n_nmi"], "n_mycn": results["n_mycn"],
+                          "n_cluster": results["n_cluster_visible"], "signal_size": results["signal_size"],
+                          "prob": results["prob"], "prob_calibrated": results["prob_calibrated"],
+                          "call": results["call"]})
+    if xy is not None:
+        frame["umap_x"], frame["umap_y"] = xy[:, 0], xy[:, 1]
+    return frame
+
+
+def place_probes(store: Store, model: str, embeddings: np.ndarray) -> np.ndarray | None:
+    """(N, 2) UMAP coordinates of (N, D) probe embeddings on the model's saved map; None when none is fitted.
+
+    Raises:
+        GenuineError: the map exists but cannot be used (missing or corrupt file: ``StoreError``),
+            or UMAP support is not installed (``InputError``).
+    """
+    try:
+        from store import umap as umap_store
+    except ImportError as exc:
+        raise InputError(f"UMAP support is not available ({exc})") from None
+    return umap_store.transform_embeddings(store, model, embeddings)
+
+
+def probe_run_params(settings: dict, n_backgrounds: int, model_checksum: str,
+                     background_nuclei: list[int] | None = None) -> dict:
+    """What a saved run records (the Probe page and ``genuine probe --db``): the run's settings, how many
+    background nuclei the probes were drawn into, the model's checksum and, for real nuclei, their ids (the same
+    seed draws other nuclei once the sample's scans change)."""
+    params = {**settings, "backgrounds": int(n_backgrounds), "model_checksum": str(model_checksum)}
+    params.pop("background_nuclei", None)
+    if background_nuclei is not None:
+        params["background_nuclei"] = [int(i) for i in background_nuclei]
+    return params
+
+
 def list_probe_runs(store: Store, model: str | None = None) -> pd.DataFrame:
     """Probe runs, newest first: ``id, model, created_at, created_by, params (dict), n_results``."""
     df = store.query(

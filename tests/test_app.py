@@ -1161,6 +1161,72 @@ def test_probe_page_and_genuine_probe_take_their_limits_from_one_table(stub_prob
     assert probe_option_refusal("--sizes", 12.5) is None  # the size range ends as the fixed size
 
 
+def saved_run(path, run_id: int) -> tuple[dict, pd.DataFrame]:
+    """A saved probe run's row (without its id and time) and its results."""
+    from store.db import open_store
+    from store.probes import list_probe_runs, probe_results
+
+    with open_store(path) as s:  # the page's open store is writable: a read-only one cannot open beside it
+        row = list_probe_runs(s).set_index("id").loc[run_id]
+        return ({k: row[k] for k in ("model", "created_by", "params", "n_results")},
+                probe_results(s, run_id).drop(columns="idx"))
+
+
+@pytest.mark.parametrize("background", ["synthetic", "real"])
+def test_genuine_probe_with_db_keeps_the_run_as_the_page_does(stub_probe_model, monkeypatch, tmp_path, capsys,
+                                                              background):
+    # genuine probe --db wrote its files only: the run was not saved in the store nor placed on the UMAP
+    from genuine_core.cli import main
+    from store.db import open_store
+    from store.probes import list_probe_runs
+
+    path, name, set_predict = stub_probe_model
+    set_predict(lambda p: (p[:, 1].mean(axis=(1, 2)) * 5, p[:, 1].mean(axis=(1, 2)) * 4,
+                           (p[:, 1].mean(axis=(1, 2)) > 0.05).astype(int)))
+    fake_umap(monkeypatch, ["train"])
+    real = ["--background-sample", "LINE-NON"] if background == "real" else []
+    argv = ["probe", "--model", name, "--db", str(path), "--vary", "count", "--counts", "0-8", "--count-step", "4",
+            "--n", "3", "--seed", "5", "--by", "ann", *real, "--out", str(tmp_path / "out")]
+    assert main(argv) == 0, capsys.readouterr().err
+    with open_store(path, read_only=True) as s:
+        cli_id = int(list_probe_runs(s)["id"].max())
+    assert f"saved in {path} as probe run {cli_id} of {name}" in capsys.readouterr().out
+    widgets = {"bg": "real nuclei from the store", "bg_sample": "LINE-NON"} if real else {}
+    at = open_page("probe")
+    at.sidebar.text_input(key="reviewer").set_value("ann").run()
+    at.selectbox(key="probe_model").set_value(name)
+    for key, value in {"n": 3, "counts": (0, 8), "step": 4, "seed": 5, **widgets}.items():
+        probe_widget(at, f"probe_{key}").set_value(value)
+    at.button[0].click().run(timeout=TIMEOUT)
+    assert not at.exception, [e.value for e in at.exception]
+    page_id = at.session_state["probe_result"]["run_id"]
+    cli_row, cli_results = saved_run(path, cli_id)
+    page_row, page_results = saved_run(path, page_id)
+    assert cli_row == page_row and cli_row["created_by"] == "ann"
+    assert cli_row["params"]["backgrounds"] == (len(cli_row["params"]["background_nuclei"]) if real else 40)
+    pd.testing.assert_frame_equal(cli_results, page_results)
+    assert cli_results["umap_x"].notna().all()  # placed on the model's UMAP, as the page places them
+
+
+def test_genuine_probe_says_why_a_run_of_unregistered_weights_is_not_kept(stub_probe_model, tmp_path, capsys):
+    from genuine_core import pipeline
+    from genuine_core.cli import main
+    from store.db import open_store
+    from store.probes import list_probe_runs
+
+    path, name, _ = stub_probe_model
+    model = pipeline.load_model("any")
+    model.checksum = "d" * 64  # the folder holds other weights than the registered model
+    argv = ["probe", "--model", str(tmp_path), "--db", str(path), "--vary", "count", "--counts", "0-4",
+            "--count-step", "4", "--n", "2", "--out", str(tmp_path / "out")]
+    with open_store(path, read_only=True) as s:
+        before = len(list_probe_runs(s))
+    assert main(argv) == 0, capsys.readouterr().err
+    assert f"not saved in {path}: no model registered there has these weights" in capsys.readouterr().out
+    with open_store(path, read_only=True) as s:
+        assert len(list_probe_runs(s)) == before
+
+
 def test_saved_probe_runs_show_the_newest_run_after_a_save(stub_probe_model):
     _, model, _ = stub_probe_model
     at = run_probe_page(model, counts=(0, 4), step=4)

@@ -9,7 +9,10 @@ Draws N probes per condition into synthetic DAPI-only nuclei (or, with ``--backg
 nuclei of a stored sample), scores them with the model and writes ``probe_curve.csv`` (mean call, its
 SEM, mean calibrated P(MNA) and the ground truth per condition), ``probe.json`` (settings, model name,
 weights checksum, 0.5 crossings) and ``probe.png``. The same settings and seed give the page's numbers:
-both call ``genuine_core.synth.probe.run_probe`` and ``genuine_core.plotting.probe_summary``.
+both call ``genuine_core.synth.probe.run_probe`` and ``genuine_core.plotting.probe_summary``, and both take
+their limits from ``genuine_core.synth.probe.RUN_BOUNDS``. With ``--db`` the run is also kept in the store as
+the page keeps it (``store.probes``: the probes placed on the model's UMAP when one is fitted), so it is listed
+under the Probe page's "Saved probe runs" (press **Reload data** in an open dashboard).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 
 from genuine_core.commands.checks import seed_option
+from store.location import login_name, person_name
 
 CSV_NAME, JSON_NAME, PNG_NAME = "probe_curve.csv", "probe.json", "probe.png"
 
@@ -57,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--background-sample", default=None, metavar="SAMPLE",
                         help="draw into real nuclei of this sample in --db (default: synthetic nuclei)")
     parser.add_argument("--overwrite", action="store_true", help="replace the files already in --out")
+    parser.add_argument("--by", metavar="NAME", type=person_name, default=login_name(),
+                        help="who ran the probe, kept with the run saved in --db (default: your login, %(default)s)")
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -163,9 +169,37 @@ def compute(model, s: dict, progress=None, backgrounds=None) -> dict:
                     run_style(s["elastic_alpha"], s["blur"]), progress=progress)
     x = "n_mycn" if s["experiment"] == "count" else "signal_size"
     curve = plotting.probe_summary(out["results"], x)
-    return {"results": out["results"], "curve": curve, "x": x,
+    return {"results": out["results"], "embeddings": out["embeddings"], "curve": curve, "x": x,
             "crossings": plotting.crossings(curve[x], curve["mean_pred"], 0.5),
             "truth_crossings": plotting.crossings(curve[x], curve["truth"], 0.5)}
+
+
+def keep(db: str, model, s: dict, res: dict, n_backgrounds: int, by: str | None) -> str:
+    """Save the run in the store ``db`` as the Probe page does (the probes placed on the model's UMAP when it
+    has one; ``store.probes``); one line saying what was kept, or why not."""
+    from genuine_core.errors import GenuineError
+    from store.db import open_store
+    from store.probes import place_probes, probe_run_frame, probe_run_params, record_probe_run
+    from store.registry import list_models
+
+    with open_store(db) as store:
+        reg = list_models(store)
+        named = reg[(reg["name"] == model.name) & (reg["checksum"] == model.checksum)]
+        if named.empty:
+            named = reg[reg["checksum"] == model.checksum]
+        if named.empty:
+            return f"not saved in {db}: no model registered there has these weights (register the folder first)"
+        name = str(named.iloc[0]["name"])
+        try:
+            xy, placed = place_probes(store, name, res["embeddings"]), ""
+        except GenuineError as exc:
+            xy, placed = None, f"; not placed on the UMAP: {exc}"
+        if xy is None and not placed:
+            placed = "; not placed on a UMAP (none is fitted for the model)"
+        params = probe_run_params({k: v for k, v in s.items() if k != "background_nuclei"}, n_backgrounds,
+                                  model.checksum, s.get("background_nuclei"))
+        run_id = record_probe_run(store, name, params, probe_run_frame(res["results"], xy), created_by=by)
+    return f"saved in {db} as probe run {run_id} of {name}{placed}"
 
 
 def plot(res: dict, title: str, path) -> None:
@@ -203,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
     from genuine_core import plotting
     from genuine_core.atomic import write_bytes
     from genuine_core.commands.checks import invoked_command, output_folder, refuse_existing
+    from genuine_core.synth.probe import RUN_BACKGROUNDS
 
     out = output_folder(args.out)
     refuse_existing([out / f for f in (CSV_NAME, JSON_NAME, PNG_NAME)], args.overwrite, folder=out)
@@ -210,9 +245,11 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(2)
     model = load(args.model, args.db)
     bg = None
+    n_backgrounds = RUN_BACKGROUNDS
     if args.background_sample is not None:
         s["background_nuclei"], bg = real_backgrounds(args.db, args.background_sample, int(model.patch_size),
                                                       args.seed)
+        n_backgrounds = len(bg)
     with tqdm(total=1.0, desc="probe", disable=None, bar_format="{l_bar}{bar}| {elapsed}") as bar:
         res = compute(model, s, progress=lambda f, t: (bar.update(f - bar.n), bar.set_postfix_str(t)), backgrounds=bg)
     out.mkdir(parents=True, exist_ok=True)
@@ -226,4 +263,6 @@ def run(args: argparse.Namespace) -> int:
     first = (f"crosses 0.5 at {res['crossings'][0]:.2f}" if res["crossings"]
              else f"does not cross 0.5: {plotting.crossing_text(c[x], c['mean_pred'], 0.5)}")
     print(f"{out}: {len(c)} conditions x {s['n_per_condition']} probes; the mean call {first}")
+    if args.db is not None:
+        print(keep(args.db, model, s, res, n_backgrounds, args.by))
     return 0
