@@ -1057,7 +1057,7 @@ def test_genuine_probe_writes_the_pages_curve_for_the_same_settings(stub_probe_m
     assert (out / "probe.png").read_bytes()[:4] == b"\x89PNG"
     assert main(argv) == 2 and "pass --overwrite" in capsys.readouterr().err
     assert main([*argv, "--overwrite", "--sizes", "1-13"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --sizes must be in (0, 12] px, got 13"
+    assert capsys.readouterr().err.strip() == "error: --sizes must be in [0.5, 12] px, got 13"
 
 
 def test_genuine_probe_draws_into_the_same_real_nuclei_as_the_page(stub_probe_model, tmp_path, capsys):
@@ -1133,7 +1133,14 @@ def test_probe_page_and_genuine_probe_keep_their_limits(stub_probe_model):
         "probe_elastic": (0.0, 100.0), "probe_blur": (0.0, 4.0)}
     assert probe_option_refusal("--n", 501) == "--n must be in [1, 500], got 501"
     assert probe_option_refusal("--blur", 4.5) == "--blur must be in [0, 4] px, got 4.5"
-    assert probe_option_refusal("--sizes", 13) == "--sizes must be in (0, 12] px, got 13"
+    assert probe_option_refusal("--sizes", 13) == "--sizes must be in [0.5, 12] px, got 13"
+
+
+@pytest.mark.parametrize("option", ["--sizes", "--fixed-size"])
+def test_genuine_probe_refuses_the_sizes_the_pages_controls_do_not_offer(option):
+    # the command took sizes in (0, 12] px while the page's size controls start at 0.5 px
+    assert probe_option_refusal(option, 0.25) == f"{option} must be in [0.5, 12] px, got 0.25"
+    assert probe_option_refusal(option, 0.5) is None
 
 
 def test_probe_page_and_genuine_probe_take_their_limits_from_one_table(stub_probe_model, monkeypatch):
@@ -1154,7 +1161,7 @@ def test_probe_page_and_genuine_probe_take_their_limits_from_one_table(stub_prob
         assert probe_option_refusal(option, b.hi) is None, option
         refused = probe_option_refusal(option, b.hi + past)
         assert refused and refused.startswith(f"{option} must be in "), (option, refused)
-        if key not in ("counts", "size"):  # LO-HI cannot say -1; a size is refused at 0, not below the page's 0.5
+        if key != "counts":  # LO-HI cannot say -1
             assert probe_option_refusal(option, b.lo) is None, option
             refused = probe_option_refusal(option, b.lo - past)
             assert refused and refused.startswith(f"{option} must be in "), (option, refused)

@@ -103,8 +103,7 @@ def settings(args: argparse.Namespace) -> dict:
     in_range(s["count_step"], B["count_step"].limits, "--count-step")
     in_range(s["size_steps"], B["size_steps"].limits, "--size-steps")
     for v, option in ((sizes[0], "--sizes"), (sizes[1], "--sizes"), (s["fixed_size"], "--fixed-size")):
-        if not 0 < v <= B["size"].hi:
-            raise InputError(f"{option} must be in (0, {B['size'].hi:g}] px, got {v:g}")
+        in_range(v, B["size"].limits, option, " px")  # the page's size controls' limits
     if sizes[0] > sizes[1]:
         raise InputError(f"--sizes must be LO-HI with LO <= HI, got {sizes[0]:g}-{sizes[1]:g}")
     in_range(s["elastic_alpha"], B["elastic"].limits, "--elastic")

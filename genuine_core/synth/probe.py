@@ -60,7 +60,7 @@ RUN_BOUNDS = {
     "counts": _MYCN_COUNT,  # ends of the count experiment's MYCN range
     "fixed_count": replace(_MYCN_COUNT, default=2),  # MYCN count of the size experiment
     "count_step": RunBound(1, 10, 1),
-    # ends of the size range and the count experiment's size (σ, px); ``genuine probe`` accepts (0, hi]
+    # ends of the size range and the count experiment's size (σ, px)
     "size": RunBound(0.5, MAX_SIGNAL_SIZE),
     "size_steps": RunBound(2, 30),
     "elastic": RunBound(0.0, 100.0, float(SignalStyle().elastic_alpha)),
