@@ -171,6 +171,35 @@ def curves_caption(tc: dict | None, metrics: dict | None) -> str:
     return text
 
 
+def heldout_section(name: str, checksum: str, folder: str | None) -> None:
+    """The model's test-split figures from the evaluation reports that name its weights checksum
+    (``training.heldout_figures``), or plainly that no report does."""
+    import shlex
+
+    from training.heldout_figures import figures_table, find_test_figures, source_text, summary_extras
+
+    st.markdown("**held-out test split (evaluation report)**")
+    found = find_test_figures(str(checksum))
+    if not found.matches:
+        older = (f" ({found.n_without_checksums} of them written before reports recorded model checksums, so "
+                 "they cannot be matched to a model)" if found.n_without_checksums else "")
+        where = f"`{found.folder}`" + (f": {found.n_reports} report(s) read{older}" if found.n_reports
+                                       else ": no evaluation report there")
+        run = f"genuine evaluate --models {shlex.quote(folder) if folder else 'FOLDER'} --data data/bench_cpu " \
+              f"--out {shlex.quote(str(found.folder / name.replace('/', '_')))}"
+        st.info(f"No evaluation report matches this model's weights (checksum `{str(checksum)[:12]}…`), so there "
+                f"are no held-out test figures for it. Searched {where}. To get them: `{run}`.",
+                icon=":material/assignment_late:")
+        return
+    best = found.matches[0]
+    st.dataframe(figures_table(best.entry), hide_index=True, key=f"models_{name}_heldout")
+    extras = summary_extras(best.entry)
+    if extras:
+        st.caption(" · ".join(f"{k}: {v:g}" for k, v in extras.items()))
+    more = f" {len(found.matches) - 1} older report(s) also match." if len(found.matches) > 1 else ""
+    st.caption(source_text(best, found.folder) + more)
+
+
 def verify(folder: str, registered: str) -> tuple[bool, str]:
     """Check a model folder's files against its checksum list, and that list against the ``registered``
     checksum (``genuine_core.models.folder.folder_digest``). Not cached: files copied over in place keep
@@ -626,6 +655,7 @@ def main() -> None:
             st.plotly_chart(plotting.threshold_scan(scans, metrics.get("count_threshold"),
                                                     title="Counting threshold per class (circled: in use)"),
                             key=f"metrics_{name}_scan")
+        heldout_section(name, row["checksum"], folder)
         tables = metrics_tables(metrics)
         if not tables and not scans:
             st.caption("No metrics recorded for this model.")

@@ -399,7 +399,7 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
             probe_set = build_probes(data, np.random.default_rng(seed), p, n=probe_n)
             bar.update()
         results = [evaluate_model(f, data, splits, probe_set, nominal, bar) for f in folders]
-    from training.provenance import benchmark_identity, versions
+    from training.provenance import benchmark_identity, split_identity, versions
 
     bcfg = _read_json(data / "config.json")
     meta = {"data": str(data), "benchmark_seed": bcfg.get("seed"), "benchmark_size": (bcfg.get("size") or {}).get("name") if isinstance(bcfg.get("size"), dict)
@@ -408,7 +408,8 @@ def evaluate(model_folders: Sequence[str | Path], data: str | Path, seed: int = 
             "command": command or "genuine evaluate", "probe_seed": seed, "probe_n": probe_n,
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "n_test": int(len(splits["test"].patches)), "n_mixture": int(len(splits["mixture"].patches)),
-            "benchmark": benchmark_identity(data), "versions": versions()}
+            "benchmark": benchmark_identity(data),
+            "splits": {k: split_identity(k, v.nuclei) for k, v in splits.items()}, "versions": versions()}
     out = {"meta": meta, "models": results, "acceptance": acceptance(results, shipped)}
     from training.report import ordering_sentence
 

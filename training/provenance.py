@@ -39,6 +39,18 @@ def benchmark_identity(folder: str | Path) -> dict[str, Any]:
     return rec
 
 
+def split_identity(name: str, nuclei) -> dict[str, Any]:
+    """One benchmark split by content: its name, nucleus count and the sha256 of its nuclei rows (ids, labels,
+    counts, positions as ``load_benchmark`` returns them), so a report's test figures name the nuclei scored."""
+    import hashlib
+
+    import pandas as pd
+
+    rows = pd.util.hash_pandas_object(nuclei.reset_index(drop=True), index=False).to_numpy().tobytes()
+    return {"split": name, "n": int(len(nuclei)), "sha256": hashlib.sha256(rows).hexdigest(),
+            "sha256_of": "the split's nuclei rows (pandas row hashes)"}
+
+
 def data_identity(source: str | Path) -> dict[str, Any]:
     """Training data by content: its absolute path and sha256; a benchmark also by how it was made."""
     from training.datasets import data_fingerprint, is_benchmark
