@@ -727,12 +727,27 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
                                font=dict(color=col))
     fig.add_hline(y=level, line_dash="dash", line_color="#666")
     if rule_x is not None:
-        fig.add_vline(x=rule_x, line_dash="dot", line_color=OKABE_ITO["bluish green"],
-                      annotation_text=rule_label, annotation_position="top left")
+        # named in the legend, not by a label at the line's top: in a narrow chart that label ran into the y
+        # axis's "1" ("1Cohn rule") and over the curves' plateau
+        fig.add_vline(x=rule_x, line_dash="dot", line_color=OKABE_ITO["bluish green"])
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=rule_label, hoverinfo="skip",
+                                 line=dict(color=OKABE_ITO["bluish green"], dash="dot", width=2)))
     fig.update_layout(**_LAYOUT, title=title, height=360, xaxis_title=xlabel, yaxis_title="mean prediction",
                       legend=_LEGEND_BELOW)
     fig.update_yaxes(range=[-0.05, 1.05])
+    fig.update_xaxes(range=probe_x_range(curve[x], rule_x))
     return fig
+
+
+def probe_x_range(xs: Sequence[float], rule_x: float | None = None) -> list[float]:
+    """The probe chart's x range: the conditions (and the rule's line) with 4 % of the span either side.
+
+    Set, not left to Plotly's autorange, which in a narrow chart (a 1024 px screen) spread the count axis
+    to -40..40 and squeezed the curve into its middle."""
+    v = [float(a) for a in xs] + ([float(rule_x)] if rule_x is not None else [])
+    lo, hi = min(v), max(v)
+    pad = 0.04 * (hi - lo) if hi > lo else 0.5
+    return [lo - pad, hi + pad]
 
 
 def condition_labels(values: Sequence[float]) -> list[str]:

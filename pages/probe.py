@@ -169,50 +169,49 @@ def show_result(res: dict, db: str) -> None:
     truth = curve if "truth" in curve.columns else None
     both = call_and_probability(curve)
     xcs = plotting.crossings(curve[x], curve["mean_pred"], 0.5)
-    c1, c2 = st.columns([11, 9])
-    with c1:
-        st.plotly_chart(plotting.probe_curve(both, x, xlabel, rule_x=rule_x, rule_label=RULE_LABEL, truth=truth,
-                                             title=f"{res['model']}: mean prediction vs {EXPERIMENTS[res['exp']]}"),
-                        key="probe_curve")
-    with c2:
-        m1, m2 = st.columns(2)
-        with m1:
-            crossing_metric("Model crosses 0.5 at", curve[x], curve["mean_pred"],
-                            "mean prediction: share of the probes the model calls MNA")
-        if truth is not None:
-            with m2:
-                crossing_metric("Truth crosses 0.5 at", curve[x], curve["truth"], TRUTH_HELP, beyond=False)
-        if len(xcs) > 1:
-            st.warning(f"The curve crosses 0.5 {len(xcs)} times (at {', '.join(f'{v:.2f}' for v in xcs)}): "
-                       "the model's response is not monotonic here.", icon=":material/ssid_chart:")
-        at = {"model": plotting.crossing_text(curve[x], curve["mean_pred"], 0.5)}
-        note = ""
-        if truth is not None:
-            # a truth that stays on one side of 0.5 (size never changes the counts) is not said to cross beyond
-            # the range; several crossings are all listed
-            txcs = plotting.crossings(curve[x], curve["truth"], 0.5)
-            at["ground truth"] = (f"{len(txcs)} times, at {', '.join(f'{v:.2f}' for v in txcs)}" if len(txcs) > 1
-                                  else plotting.crossing_text(curve[x], curve["truth"], 0.5, beyond=False))
-            note = ("Dashed: the ground truth, the Cohn rule on the generator's visible counts (touching signals "
-                    "count as one signal, not as a cluster, so many drawn signals can merge into few visible ones "
-                    "and the truth can level off below 1). ")
-        st.caption(rule_text(rule_x, res["n_nmi"]) + note
-                   + "0.5 crossing: " + ", ".join(f"{k} {v}" for k, v in at.items()) + ".")
-        short = "MYCN" if x == "n_mycn" else "σ (px)"
-        table = curve.rename(columns={x: short, "n": "probes", "mean_pred": "mean call", "sem": "SEM",
-                                      "mean_prob": "mean P"})
-        st.dataframe(table, hide_index=True, key="probe_table",  # six narrow columns fit beside the chart
-                     column_config={short: st.column_config.NumberColumn(width=55, help=xlabel),
-                                    "probes": st.column_config.NumberColumn(width=55),
-                                    "mean call": st.column_config.NumberColumn(
-                                        format="%.2f", width=75, help="mean prediction: share of the probes called "
-                                                                      "MNA (paper Fig. 4)"),
-                                    "SEM": st.column_config.NumberColumn(format="%.3f", width=50),
-                                    "mean P": st.column_config.NumberColumn(
-                                        format="%.2f", width=60, help="mean calibrated P(MNA) of the probes "
-                                                                      "(as the evaluation's probe curves)"),
-                                    "truth": st.column_config.NumberColumn(format="%.2f", width=50,
-                                                                           help=TRUTH_HELP)})
+    # one below the other, each at the page's width: beside each other on a 1024 px screen the chart was 290 px
+    # wide (its title cut off), the metrics' labels cut to "Model crosse…" and the table's last columns hidden
+    st.plotly_chart(plotting.probe_curve(both, x, xlabel, rule_x=rule_x, rule_label=RULE_LABEL, truth=truth,
+                                         title=f"{res['model']}: mean prediction vs {EXPERIMENTS[res['exp']]}"),
+                    key="probe_curve")
+    m1, m2 = st.columns(2)
+    with m1:
+        crossing_metric("Model crosses 0.5 at", curve[x], curve["mean_pred"],
+                        "mean prediction: share of the probes the model calls MNA")
+    if truth is not None:
+        with m2:
+            crossing_metric("Truth crosses 0.5 at", curve[x], curve["truth"], TRUTH_HELP, beyond=False)
+    if len(xcs) > 1:
+        st.warning(f"The curve crosses 0.5 {len(xcs)} times (at {', '.join(f'{v:.2f}' for v in xcs)}): "
+                   "the model's response is not monotonic here.", icon=":material/ssid_chart:")
+    at = {"model": plotting.crossing_text(curve[x], curve["mean_pred"], 0.5)}
+    note = ""
+    if truth is not None:
+        # a truth that stays on one side of 0.5 (size never changes the counts) is not said to cross beyond
+        # the range; several crossings are all listed
+        txcs = plotting.crossings(curve[x], curve["truth"], 0.5)
+        at["ground truth"] = (f"{len(txcs)} times, at {', '.join(f'{v:.2f}' for v in txcs)}" if len(txcs) > 1
+                              else plotting.crossing_text(curve[x], curve["truth"], 0.5, beyond=False))
+        note = ("Dashed: the ground truth, the Cohn rule on the generator's visible counts (touching signals "
+                "count as one signal, not as a cluster, so many drawn signals can merge into few visible ones "
+                "and the truth can level off below 1). ")
+    st.caption(rule_text(rule_x, res["n_nmi"]) + note
+               + "0.5 crossing: " + ", ".join(f"{k} {v}" for k, v in at.items()) + ".")
+    short = "MYCN" if x == "n_mycn" else "σ (px)"
+    table = curve.rename(columns={x: short, "n": "probes", "mean_pred": "mean call", "sem": "SEM",
+                                  "mean_prob": "mean P"})
+    st.dataframe(table, hide_index=True, key="probe_table", width="content",  # six narrow columns, not stretched
+                 column_config={short: st.column_config.NumberColumn(width=55, help=xlabel),
+                                "probes": st.column_config.NumberColumn(width=55),
+                                "mean call": st.column_config.NumberColumn(
+                                    format="%.2f", width=75, help="mean prediction: share of the probes called "
+                                                                  "MNA (paper Fig. 4)"),
+                                "SEM": st.column_config.NumberColumn(format="%.3f", width=50),
+                                "mean P": st.column_config.NumberColumn(
+                                    format="%.2f", width=60, help="mean calibrated P(MNA) of the probes "
+                                                                  "(as the evaluation's probe curves)"),
+                                "truth": st.column_config.NumberColumn(format="%.2f", width=50,
+                                                                       help=TRUTH_HELP)})
     scheme = common.patch_scheme()
     st.markdown("**Example probes** (first probes of each condition; the model sees exactly these patches; "
                 f"{plotting.channel_caption(scheme)})")
@@ -382,13 +381,13 @@ def probe_form(db: str, usable: pd.DataFrame) -> ProbeSettings | None:
         name = c1.selectbox("Model", names, key="probe_model", index=names.index(start),
                             format_func=lambda m: f"{m} (retired)" if m in retired else m)
         n = c3.number_input("N per condition", B["n"].lo, B["n"].hi, PROBE_N, key="probe_n")
-        c1, c2, c3 = st.columns(3)
+        c1, c2, c3 = st.columns(3, vertical_alignment="bottom")
         n_nmi = c1.number_input("NMI signals per nucleus", B["nmi"].lo, B["nmi"].hi, PROBE_NMI, key="probe_nmi")
         counts = c2.slider("MYCN count range", B["counts"].lo, B["counts"].hi, (PROBE_COUNTS[0], PROBE_COUNTS[-1]),
                            key="probe_counts", disabled=count_off)
         step = c3.number_input("Count step", B["count_step"].lo, B["count_step"].hi, B["count_step"].default,
                                 key="probe_step", disabled=count_off)
-        c1, c2, c3 = st.columns(3)
+        c1, c2, c3 = st.columns(3, vertical_alignment="bottom")  # "MYCN count (size experiment)" wraps
         sizes = c1.slider("Signal size range (σ, px)", B["size"].lo, B["size"].hi,
                           (min(PROBE_SIZES), max(PROBE_SIZES)), 0.5, key="probe_sizes", disabled=size_off)
         n_sizes = c2.number_input("Size steps", B["size_steps"].lo, B["size_steps"].hi, len(PROBE_SIZES),
@@ -396,13 +395,14 @@ def probe_form(db: str, usable: pd.DataFrame) -> ProbeSettings | None:
                                   help="evenly spaced sizes over the range; equal range ends are one condition")
         fixed_count = c3.number_input("MYCN count (size experiment)", B["fixed_count"].lo, B["fixed_count"].hi,
                                       B["fixed_count"].default, key="probe_fixed_count", disabled=size_off)
-        c1, c2, c3, c4 = st.columns(4)
+        c1, c2, c3 = st.columns(3, vertical_alignment="bottom")
         fixed_size = c1.number_input("Signal size (count experiment)", B["size"].lo, B["size"].hi, PROBE_COUNT_SIZE,
                                      0.5, key="probe_fixed_size", disabled=count_off)
         elastic = c2.slider("Elastic deformation α", B["elastic"].lo, B["elastic"].hi, B["elastic"].default, 5.0,
                             key="probe_elastic")
         blur = c3.slider("Blur σ", B["blur"].lo, B["blur"].hi, B["blur"].default, 0.25, key="probe_blur")
-        clusters = c4.toggle("Signals may touch", value=True, key="probe_clusters", help=TOUCH_HELP)
+        # its own line: a fourth column on a 1024 px screen cut its label to "Signals …"
+        clusters = st.toggle("Signals may touch", value=True, key="probe_clusters", help=TOUCH_HELP)
         c1, c2, c3 = st.columns([2, 2, 1])
         smp = common.samples(db, common.rev("data"))
         bg_kind = c1.radio("Background nuclei", ["synthetic", "real nuclei from the store"], horizontal=True,

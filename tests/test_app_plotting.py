@@ -205,7 +205,20 @@ def test_probe_summary_and_curve_carry_the_generators_ground_truth():
     fig2 = P.probe_curve(s, "n_mycn", "MYCN", truth=wavy)
     assert len(_crossing_marks(fig2)[0].x) == 4
     assert [a.text for a in _crossing_labels(fig2)] == ["3.33"]  # labelled at the first only
-    assert "Cohn rule (drawn signals)" in [a.text for a in fig.layout.annotations]
+    rule = next(t for t in fig.data if t.name == "Cohn rule (drawn signals)")  # named in the legend
+    assert rule.line.dash == "dot" and rule.showlegend is not False
+    assert "Cohn rule (drawn signals)" not in [a.text for a in fig.layout.annotations]  # not beside the y ticks
+
+
+def test_probe_curve_keeps_its_x_axis_on_the_conditions():
+    # in a 290 px chart (a 1024 px screen) Plotly's autorange spread MYCN 0-35 over -48..42
+    curve = pd.DataFrame({"n_mycn": np.arange(36), "mean_pred": np.clip((np.arange(36) - 8) / 4, 0, 1),
+                          "sem": 0.05})
+    fig = P.probe_curve(curve, "n_mycn", "MYCN", rule_x=8)
+    assert list(fig.layout.xaxis.range) == pytest.approx([-1.4, 36.4])
+    assert list(P.probe_curve(curve[curve["n_mycn"] > 20], "n_mycn", "MYCN", rule_x=8).layout.xaxis.range) == \
+        pytest.approx([8 - 0.04 * 27, 35 + 0.04 * 27])  # the rule's line stays in view
+    assert list(P.probe_curve(curve.head(1), "n_mycn", "MYCN").layout.xaxis.range) == [-0.5, 0.5]
 
 
 def test_probe_embedding_labels_sizes_with_one_decimal_and_names_every_condition_in_the_hover():
