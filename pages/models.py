@@ -192,7 +192,7 @@ def heldout_section(name: str, checksum: str, folder: str | None) -> None:
                 icon=":material/assignment_late:")
         return
     best = found.matches[0]
-    st.dataframe(figures_table(best.entry), hide_index=True, key=f"models_{name}_heldout")
+    st.dataframe(figures_table(best.entry), hide_index=True, key=f"models_{name}_heldout", width="content")
     extras = summary_extras(best.entry)
     if extras:
         st.caption(" · ".join(f"{k}: {v:g}" for k, v in extras.items()))
