@@ -785,10 +785,15 @@ def probe_embedding(reference: pd.DataFrame, probe: pd.DataFrame, group: str, ti
         fig.add_trace(go.Scatter(x=row.mx + row.sx * np.cos(t), y=row.my + row.sy * np.sin(t), mode="lines",
                                  line=dict(color=col, width=1.5), fill="toself", fillcolor=col, opacity=0.25,
                                  hoverinfo="skip", showlegend=False))
-    labels = condition_labels(stats[group])
+    labels = [t if k % max(1, label_every) == 0 else "" for k, t in enumerate(condition_labels(stats[group]))]
+    xs = np.concatenate([np.asarray(reference["x"], float), stats["mx"].to_numpy(float)]) if len(reference) \
+        else stats["mx"].to_numpy(float)
+    ys = np.concatenate([np.asarray(reference["y"], float), stats["my"].to_numpy(float)]) if len(reference) \
+        else stats["my"].to_numpy(float)
+    spans = (float(np.ptp(xs)) if len(xs) else 0.0, float(np.ptp(ys)) if len(ys) else 0.0)
     fig.add_trace(go.Scatter(
         x=stats["mx"], y=stats["my"], mode="markers+text", textposition="middle center",
-        text=[t if k % max(1, label_every) == 0 else "" for k, t in enumerate(labels)],
+        text=spaced_labels(stats["mx"].to_numpy(float), stats["my"].to_numpy(float), labels, spans),
         textfont=dict(size=11, color="black"), name="probe conditions",
         marker=dict(size=16, color=stats["mean_pred"], cmin=0, cmax=1, colorscale=PROB_COLORSCALE,
                     line=dict(width=1, color="#333"), colorbar=dict(title="mean pred.", thickness=12, len=0.6)),
@@ -798,6 +803,28 @@ def probe_embedding(reference: pd.DataFrame, probe: pd.DataFrame, group: str, ti
     fig.update_layout(**_LAYOUT, title=title, height=height, xaxis_title="UMAP 1", yaxis_title="UMAP 2",
                       legend=_LEGEND_BELOW)
     return fig
+
+
+#: a condition label is left out when its marker lies within this share of the x and y spans of a labelled one:
+#: about a two-digit label's width and height in the Probe page's UMAP at 1024 px (where 13 conditions of one
+#: cluster printed "1314151617…" over each other)
+LABEL_GAP = (0.04, 0.05)
+
+
+def spaced_labels(x: np.ndarray, y: np.ndarray, labels: Sequence[str], spans: tuple[float, float],
+                  gap: tuple[float, float] = LABEL_GAP) -> list[str]:
+    """``labels`` with "" for each one (in order) whose point lies closer than ``gap`` (shares of the axes'
+    ``spans``) in both x and y to a point already labelled, so labels of a tight cluster do not overprint."""
+    out: list[str] = []
+    kept: list[tuple[float, float]] = []
+    gx, gy = (max(g * s, 1e-12) for g, s in zip(gap, spans))
+    for xi, yi, text in zip(x, y, labels):
+        if text and not any(abs(xi - kx) < gx and abs(yi - ky) < gy for kx, ky in kept):
+            kept.append((xi, yi))
+            out.append(text)
+        else:
+            out.append("")
+    return out
 
 
 def _curve_name(column: str, against: str = "") -> str:

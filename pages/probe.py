@@ -255,9 +255,9 @@ def show_umap(res: dict, db: str) -> None:
     if len(ref) >= MAX_BACKDROP:
         st.caption(f"Behind the probes: a fixed random subset of {MAX_BACKDROP:,} of the model's {backdrop_name}, "
                    "so the chart stays responsive on a large store.")
-    if size:
-        st.caption("Every other size is labelled, so neighbouring labels do not print over each other; hover over "
-                   "a condition for its size.")
+    every = "Every other size is labelled, and a" if size else "A"
+    st.caption(f"{every} condition that lands on a labelled one is left unlabelled, so labels do not print over "
+               "each other; hover over a condition for its value.")
 
 
 def place_on_umap(db: str, model: str, embeddings: np.ndarray) -> np.ndarray | None:

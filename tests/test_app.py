@@ -972,8 +972,12 @@ def test_probe_umap_backdrop_is_a_limited_subset_read_by_the_store(stub_probe_mo
 
 def test_probe_umap_labels_every_other_size_with_one_decimal(stub_probe_model, monkeypatch):
     # the report's 12 sizes were labelled "2.45", "3.41", ... and neighbours overprinted ("11.0912.0")
+    import store.umap as umap_store
+
     _, model, _ = stub_probe_model
     fake_umap(monkeypatch, ["train"])
+    monkeypatch.setattr(umap_store, "transform_embeddings",  # conditions apart on the map (probes by condition)
+                        lambda store, model, emb: np.stack([np.arange(len(emb), dtype=float), np.zeros(len(emb))], 1))
     at = open_page("probe")
     at.selectbox(key="probe_model").set_value(model)
     at.get("button_group")[0].set_value("size").run()
@@ -985,7 +989,7 @@ def test_probe_umap_labels_every_other_size_with_one_decimal(stub_probe_model, m
     sizes = sorted(at.session_state["probe_result"]["results"]["signal_size"].unique())
     assert len(pts["text"]) == len(sizes) == 12
     assert pts["text"][1::2] == [""] * 6 and pts["text"][::2] == [f"{v:.1f}" for v in sizes[::2]]
-    assert "Every other size is labelled" in texts(at)
+    assert "Every other size is labelled, and a condition that lands on a labelled one is left" in texts(at)
 
 
 def test_probe_page_without_a_umap_names_the_model_in_the_fit_command(stub_probe_model):

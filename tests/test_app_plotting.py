@@ -221,6 +221,16 @@ def test_probe_curve_keeps_its_x_axis_on_the_conditions():
     assert list(P.probe_curve(curve.head(1), "n_mycn", "MYCN").layout.xaxis.range) == [-0.5, 0.5]
 
 
+def test_probe_embedding_leaves_out_labels_that_would_print_over_a_labelled_condition():
+    # the page's count run put MYCN 13-35 on one spot of the map, their labels printed over each other
+    probe = pd.DataFrame({"n_mycn": np.arange(6), "x": [0.0, 5.0, 10.0, 10.05, 10.1, 10.0],
+                          "y": [0.0, 5.0, 10.0, 10.0, 10.1, 2.0], "pred": 0.5})
+    fig = P.probe_embedding(pd.DataFrame({"x": [], "y": []}), probe, "n_mycn")
+    pts = next(t for t in fig.data if t.name == "probe conditions")
+    assert list(pts.text) == ["0", "1", "2", "", "", "5"]  # 3 and 4 sit on 2; 5 is apart in y
+    assert len(pts.hovertext) == 6  # every condition still names itself in the hover
+
+
 def test_probe_embedding_labels_sizes_with_one_decimal_and_names_every_condition_in_the_hover():
     # seen in a browser: "2.45", "3.41" beside "12.0", and neighbours printed as "11.0912.0"
     probe = pd.DataFrame({"x": np.arange(8.0), "y": 0.0, "pred": [0, 1] * 4,
