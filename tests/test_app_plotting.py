@@ -370,3 +370,10 @@ def test_counted_boxes_keep_only_boxes_at_their_class_threshold():
     assert kept["score"].tolist() == [0.3, 0.36]
     assert len(P.counted_boxes(boxes, {"detector": {"count_threshold": 0.1}})) == 4
     assert len(P.counted_boxes(boxes, {})) == 4  # a model without a detector: nothing to filter
+
+
+def test_embedding_colour_bar_lies_under_the_map_not_beside_it():
+    # upright beside a half-page map on a 1024 px screen it took 75 of 280 px, leaving the map 127 px wide
+    pts = pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0], "nucleus_id": [1, 2], "prediction": [0.1, 0.9]})
+    bar = P.embedding_figure(pts, "prediction").data[0].marker.colorbar
+    assert bar.orientation == "h" and bar.yanchor == "top" and bar.y < 0 and bar.title.text == "prediction"
