@@ -1,12 +1,17 @@
 """Files written whole or not at all: write beside the target, then rename over it.
 
 A full disk, a file-size limit or Ctrl-C half way through leaves the earlier file as it was
-(``os.replace`` is atomic within one file system) and no temporary file behind.
+(``os.replace`` is atomic within one file system) and no temporary file behind. A set of files
+(a report, a probe run) is written into a staging folder first (:func:`staged_into`), so it
+lands whole or not at all.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,3 +53,45 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through :func:`replacing`."""
     with replacing(path) as tmp:
         tmp.write_bytes(data)
+
+
+#: what numpy's ``tofile`` raises when the disk takes fewer bytes than asked (no errno)
+_SHORT_WRITE = re.compile(r"\b\d+ requested and \d+ written$")
+#: errnos of a write the disk refused (as the CLI reports them in one line)
+_REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _named(exc: OSError, stage: Path, folder: Path) -> OSError:
+    """``exc`` as an OSError naming the file in ``folder`` it was for (not the staging copy), with an errno also
+    for numpy's short write (a full disk); other errors as they are."""
+    code = errno.ENOSPC if exc.errno is None and _SHORT_WRITE.search(str(exc)) else exc.errno
+    if code not in _REFUSED:
+        return exc
+    name = Path(str(exc.filename)) if exc.filename else None
+    staged = name is not None and os.path.abspath(name.parent) == os.path.abspath(stage)
+    target = folder / name.name if staged else name or folder
+    return OSError(code, os.strerror(code), str(target))
+
+
+@contextmanager
+def staged_into(folder: str | Path) -> Iterator[Path]:
+    """Yield a new hidden folder inside ``folder`` to write a set of files into.
+
+    When the block ends without an error each file moves into ``folder`` (replacing one of its name);
+    otherwise none does, the staging folder is deleted and ``folder`` keeps its earlier files. A write the
+    disk refused (full, read-only, quota) is raised as an OSError naming the file in ``folder``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=folder, prefix=".staged-"))
+    try:
+        yield stage
+        for f in sorted(stage.iterdir()):
+            os.replace(f, folder / f.name)
+    except OSError as exc:
+        named = _named(exc, stage, folder)
+        if named is exc:
+            raise
+        raise named from exc
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

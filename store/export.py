@@ -104,13 +104,8 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
         raise StoreError(f"model {model!r} has no call for sample {sample!r}: "
                          + (_no_call_reason(nuclei) if summ.empty else "it has scored none of its nuclei"))
     out = output_folder(out_dir, "output")
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / name for name in SAMPLE_FILES]
-    nuclei.to_csv(written[0], index=False)
-    nuclei.to_parquet(written[1], index=False)
     flat = summ.copy()
     flat["qc_flags"] = flat["qc_flags"].map(lambda f: "; ".join(f))
-    flat.to_csv(written[2], index=False)
 
     facts = _report_facts(sample, info, nuclei, None if model is None else (model, chosen.iloc[0]), prepared_by)
     if summ.empty:  # an empty table alone would not say that no model calls the sample
@@ -122,9 +117,14 @@ def export_sample(store: Store, sample: str, out_dir: str | Path, model: str | N
     facts[at:at] = _sign_out_facts(store, trail, summ)
     sections = _report_sections(store, sample, summ) + _sign_out_sections(trail)
     title = f"Sample report: {sample}"
-    written[3].write_text(report_format.markdown(title, facts, sections, REPORT_NOTE), encoding="utf-8")
-    written[4].write_text(report_format.html_page(title, facts, sections, REPORT_NOTE), encoding="utf-8")
-    return written
+    with atomic.staged_into(out) as stage:  # a full disk leaves no half report (and an earlier one whole)
+        files = [stage / name for name in SAMPLE_FILES]
+        nuclei.to_csv(files[0], index=False)
+        nuclei.to_parquet(files[1], index=False)
+        flat.to_csv(files[2], index=False)
+        files[3].write_text(report_format.markdown(title, facts, sections, REPORT_NOTE), encoding="utf-8")
+        files[4].write_text(report_format.html_page(title, facts, sections, REPORT_NOTE), encoding="utf-8")
+    return [out / name for name in SAMPLE_FILES]
 
 
 def _each_call(summ: pd.DataFrame) -> str:

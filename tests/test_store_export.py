@@ -42,6 +42,26 @@ def filled(tmp_path):
     s.close()
 
 
+def test_export_sample_on_a_full_disk_writes_no_half_report(filled, tmp_path, monkeypatch):
+    # a full disk left nuclei.csv and an empty nuclei.parquet, and the next run was refused ("pass --overwrite")
+    import errno
+
+    from store import report_format
+
+    s, _, _ = filled
+    out = tmp_path / "rep"
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report_format, "html_page", disk_full)  # the last of the five files
+    with pytest.raises(OSError, match="No space left on device"):
+        export.export_sample(s, "lineA", out)
+    assert list(out.iterdir()) == []
+    monkeypatch.undo()
+    assert [f.name for f in export.export_sample(s, "lineA", out)] == list(export.SAMPLE_FILES)
+
+
 def test_export_sample_report(filled, tmp_path):
     s, _, ids = filled
     files = export.export_sample(s, "lineA", tmp_path / "rep")

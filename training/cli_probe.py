@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from genuine_core import plotting
-    from genuine_core.atomic import write_bytes
+    from genuine_core.atomic import staged_into
     from genuine_core.commands.checks import invoked_command, output_folder, refuse_existing
     from genuine_core.synth.probe import RUN_BACKGROUNDS
 
@@ -251,13 +251,13 @@ def run(args: argparse.Namespace) -> int:
         n_backgrounds = len(bg)
     with tqdm(total=1.0, desc="probe", disable=None, bar_format="{l_bar}{bar}| {elapsed}") as bar:
         res = compute(model, s, progress=lambda f, t: (bar.update(f - bar.n), bar.set_postfix_str(t)), backgrounds=bg)
-    out.mkdir(parents=True, exist_ok=True)
-    write_bytes(out / CSV_NAME, res["curve"].to_csv(index=False).encode())
     doc = {"command": invoked_command(args), "model": model.name, "model_checksum": model.checksum,
            "settings": s, "crossing": res["crossings"][0] if res["crossings"] else None,
            "crossings": res["crossings"], "truth_crossings": res["truth_crossings"]}
-    write_bytes(out / JSON_NAME, (json.dumps(doc, indent=2) + "\n").encode())
-    plot(res, f"{model.name}: mean prediction vs MYCN signal {args.vary}", out / PNG_NAME)
+    with staged_into(out) as stage:  # the three files together or none (a full disk)
+        (stage / CSV_NAME).write_bytes(res["curve"].to_csv(index=False).encode())
+        (stage / JSON_NAME).write_bytes((json.dumps(doc, indent=2) + "\n").encode())
+        plot(res, f"{model.name}: mean prediction vs MYCN signal {args.vary}", stage / PNG_NAME)
     c, x = res["curve"], res["x"]
     first = (f"crosses 0.5 at {res['crossings'][0]:.2f}" if res["crossings"]
              else f"does not cross 0.5: {plotting.crossing_text(c[x], c['mean_pred'], 0.5)}")

@@ -15,6 +15,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from genuine_core import atomic
+
 logger = logging.getLogger(__name__)
 
 JSON_NAME = "evaluation.json"
@@ -376,13 +378,13 @@ def write_report(results: dict[str, Any], out: str | Path) -> list[Path]:
         Paths written.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     results = _json_safe(dict(results))
     results.setdefault("ordering", ordering_sentence(results))
-    figures = _figures(results, out)
+    with atomic.staged_into(out) as stage:  # the report lands whole or not at all (a full disk)
+        figures = _figures(results, stage)
+        results["figures"] = figures
+        (stage / JSON_NAME).write_text(json.dumps(results, indent=1) + "\n")
+        (stage / MD_NAME).write_text(render_markdown(results, figures))
     for stale in set(REPORT_FIGURES) - set(figures):
         (out / stale).unlink(missing_ok=True)
-    results["figures"] = figures
-    (out / JSON_NAME).write_text(json.dumps(results, indent=1) + "\n")
-    (out / MD_NAME).write_text(render_markdown(results, figures))
     return [out / JSON_NAME, out / MD_NAME] + [out / f for f in figures]

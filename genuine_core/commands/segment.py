@@ -190,12 +190,8 @@ def _segment_into(out: Path, args: argparse.Namespace, items: list[tuple[Path, s
         ps = extract_patches(scan.image, masks, size=args.patch_size, scan_id=name,
                              normalisation=args.normalisation)
         t3 = time.perf_counter()
-        try:
-            files = _write_outputs(out, name, scan.image, masks, ps)
-        except BaseException:  # Ctrl-C or a full disk mid-write: no half set of files that summary.json omits
-            for f in _output_files(name).values():
-                (out / f).unlink(missing_ok=True)
-            raise
+        with atomic.staged_into(out) as stage:  # Ctrl-C or a full disk mid-write: no half set of files
+            files = _write_outputs(stage, name, scan.image, masks, ps)
         t4 = time.perf_counter()
         results.append({
             "image": str(path), "name": name, "sha256": scan.sha256, "shape": list(scan.image.shape[:2]),
