@@ -475,6 +475,33 @@ def test_train_cli_zero_epochs_is_refused_not_the_preset_default(tmp_path, argv,
     assert (spec.train.epochs, spec.train.patience) == (3, 2)  # no option: the tiny preset's defaults
 
 
+@pytest.mark.parametrize("argv, line", [
+    # NaN noise and crosstalk trained a model on NaN patches; inf ran a whole run into "loss became nan"
+    (["--noise", "nan"], "--noise must be >= 0 and finite, got nan"),
+    (["--noise", "inf"], "--noise must be >= 0 and finite, got inf"),
+    (["--crosstalk", "nan"], "--crosstalk must be in [0, 1], got nan"),
+    (["--lr", "inf"], "--lr must be > 0 and finite, got inf"),
+    (["--intensity", "1", "inf"], "--intensity must be (low, high) with 0.0 <= low <= high, finite, got (1.0, inf)"),
+    # the settings' own names (p_blur, batch_size) were not the options a user typed
+    (["--blur", "nan"], "--blur must be in [0, 1], got nan"),
+    (["--no-mycn", "2"], "--no-mycn must be in [0, 1], got 2.0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--momentum", "nan"], "--momentum must be in [0, 1), got nan"),
+    (["--max-train", "-5"], "--max-train must be >= 1"),
+])
+def test_train_cli_refuses_non_finite_settings_naming_the_option(argv, line, tmp_path, capsys):
+    from genuine_core.cli import main
+
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "nuclei.parquet").write_bytes(b"")
+    out = tmp_path / "o"
+    assert main(["train", "--kind", "resnet", "--preset", "tiny", "--data", str(bench), "--out", str(out),
+                 *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {line}"
+    assert not out.exists()
+
+
 def test_train_cli_data_naming_another_file_says_what_is_expected(tmp_path, capsys):
     from genuine_core.cli import main
 
@@ -699,7 +726,7 @@ def test_init_from_another_architecture_says_so_in_one_line(tmp_path):
     (["train", "--kind", "resnet", "--encoder-width", "100000"], "--encoder-width must be in [1, 512]"),
     (["train", "--kind", "resnet", "--encoder-input-size", "100000"], "--encoder-input-size must be in [0, 1024] px"),
     (["train", "--kind", "resnet", "--train-per-epoch", "-5"], "--train-per-epoch must be -1"),
-    (["train", "--kind", "resnet", "--crosstalk", "5"], "crosstalk must be in [0, 1]"),
+    (["train", "--kind", "resnet", "--crosstalk", "5"], "--crosstalk must be in [0, 1]"),
     (["synth", "field", "--shape", "100000", "100000"], "--shape must be in [64, 8192] px"),
     (["synth", "field", "--n-nuclei", "0"], "--n-nuclei must be in [1, 5000]"),
     (["synth", "benchmark", "--workers", "1000"], "--workers must be in [1, 64]"),

@@ -40,8 +40,8 @@ def _check_prob(name: str, p: float) -> None:
 
 
 def _check_range(name: str, pair: tuple[float, float], lo: float) -> None:
-    if len(pair) != 2 or not (lo <= pair[0] <= pair[1]):
-        raise ValueError(f"{name} must be (low, high) with {lo} <= low <= high, got {pair!r}")
+    if len(pair) != 2 or not (lo <= pair[0] <= pair[1] < math.inf):
+        raise ValueError(f"{name} must be (low, high) with {lo} <= low <= high, finite, got {pair!r}")
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,11 @@ class AugmentConfig:
         _check_range("blur_sigma", self.blur_sigma, 0.0)
         if self.blur_sigma[1] > 8:
             raise ValueError(f"blur_sigma must stay <= 8 px, got {self.blur_sigma!r}")
-        if self.crosstalk > 1:  # a fraction of one channel bled into another
+        if not 0 <= self.crosstalk <= 1:  # a fraction of one channel bled into another (NaN fails too)
             raise ValueError(f"crosstalk must be in [0, 1], got {self.crosstalk}")
-        for name in ("rotate_deg", "translate_px", "shear_deg", "noise_std", "crosstalk"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("rotate_deg", "translate_px", "shear_deg", "noise_std"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be >= 0 and finite, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         """Plain-JSON view."""

@@ -140,7 +140,20 @@ def _spec_from_args(args: argparse.Namespace):
                        command="genuine " + " ".join(shlex.quote(a) for a in
                                                      _absolute_paths(getattr(args, "_argv", sys.argv[1:]))))
     except ValueError as exc:
-        raise InputError(str(exc)) from exc
+        raise InputError(_as_option(str(exc))) from exc
+
+
+#: the settings RunSpec, TrainConfig and AugmentConfig check, by the option that sets them
+OPTION_OF = {"lr": "--lr", "momentum": "--momentum", "batch_size": "--batch-size", "max_val": "--max-val",
+             "max_train": "--max-train", "beta": "--beta", "seed": "--seed", "p_blur": "--blur",
+             "blur_sigma": "--blur-sigma", "crosstalk": "--crosstalk", "noise_std": "--noise",
+             "p_no_mycn": "--no-mycn", "intensity": "--intensity"}
+
+
+def _as_option(message: str) -> str:
+    """A settings check's message (``p_blur must be ...``) naming the option instead (``--blur must be ...``)."""
+    name, space, rest = message.partition(" ")
+    return OPTION_OF[name] + space + rest if name in OPTION_OF else message
 
 
 #: options that may differ between a run and its --resume: where it is, threads, and how long it goes on
