@@ -61,14 +61,19 @@ _SHORT_WRITE = re.compile(r"\b\d+ requested and \d+ written$")
 _REFUSED = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
-def _named(exc: OSError, stage: Path, folder: Path) -> OSError:
-    """``exc`` as an OSError naming the file in ``folder`` it was for (not the staging copy), with an errno also
-    for numpy's short write (a full disk); other errors as they are."""
-    code = errno.ENOSPC if exc.errno is None and _SHORT_WRITE.search(str(exc)) else exc.errno
+def is_short_write(exc: BaseException) -> bool:
+    """Whether ``exc`` is numpy's error for a file the disk took only part of (a full disk; it has no errno)."""
+    return isinstance(exc, OSError) and exc.errno is None and bool(_SHORT_WRITE.search(str(exc)))
+
+
+def naming(exc: OSError, folder: Path, stage: Path | None = None) -> OSError:
+    """A write the disk refused as an OSError naming its file (in ``folder``, not the staging copy in ``stage``),
+    else ``folder``, with an errno also for numpy's short write (a full disk); other errors as they are."""
+    code = errno.ENOSPC if is_short_write(exc) else exc.errno
     if code not in _REFUSED:
         return exc
     name = Path(str(exc.filename)) if exc.filename else None
-    staged = name is not None and os.path.abspath(name.parent) == os.path.abspath(stage)
+    staged = name is not None and stage is not None and os.path.abspath(name.parent) == os.path.abspath(stage)
     target = folder / name.name if staged else name or folder
     return OSError(code, os.strerror(code), str(target))
 
@@ -89,7 +94,7 @@ def staged_into(folder: str | Path) -> Iterator[Path]:
         for f in sorted(stage.iterdir()):
             os.replace(f, folder / f.name)
     except OSError as exc:
-        named = _named(exc, stage, folder)
+        named = naming(exc, folder, stage)
         if named is exc:
             raise
         raise named from exc

@@ -113,6 +113,11 @@ def _exit_code(exc: Exception) -> int:
     if isinstance(exc, OSError) and exc.errno in WRITE_REFUSED:  # the disk said no where no check could tell
         print(f"error: cannot access {exc.filename or 'an output file'}: {exc.strerror}", file=sys.stderr)
         return 2
+    from genuine_core.atomic import is_short_write
+
+    if is_short_write(exc):  # numpy's word for a full disk
+        print(f"error: cannot write an output file: {os.strerror(errno.ENOSPC)} ({exc})", file=sys.stderr)
+        return 2
     raise exc
 
 

@@ -104,3 +104,27 @@ def test_evaluation_report_on_a_full_disk_keeps_the_earlier_report(tmp_path, mon
     with pytest.raises(OSError, match=FULL):
         report.write_report({"meta": {"note": "new"}, "models": []}, out)
     assert {f: (out / f).read_bytes() for f in _files(out)} == before
+
+
+def _short_write(*args, **kwargs):
+    raise OSError("786432 requested and 524176 written")  # numpy's tofile on a full disk: no errno
+
+
+def test_a_benchmark_cut_short_by_a_full_disk_is_removed_and_named(tmp_path, capsys, monkeypatch):
+    # the fields written so far stayed, without nuclei.parquet: a folder every later command refused
+    out = tmp_path / "bench"
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", _short_write)  # nuclei.parquet, after every field
+    assert main(["synth", "benchmark", "--size", "tiny", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: cannot access {out}: {FULL}"
+    assert _files(out) == []
+    monkeypatch.undo()
+    assert main(["synth", "benchmark", "--size", "tiny", "--out", str(out), "--quiet"]) == 0  # not refused
+
+
+def test_a_short_write_anywhere_ends_with_one_line_not_a_traceback(capsys, monkeypatch):
+    import genuine_core.commands.segment as segment
+
+    monkeypatch.setattr(segment, "run", _short_write)
+    assert main(["segment", "x.tif", "--out", "o"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: cannot write an output file: {FULL} "
+                                               "(786432 requested and 524176 written)")

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genuine_core import atomic
 from genuine_core.errors import InputError
 from genuine_core.patches import DEFAULT_NORMALISATION, LEGACY_NORMALISATION, check_normalisation
 from genuine_core.synth.acquisition import JITTER_LOG_HALF_WIDTH, NOMINAL, SHIFTED, Acquisition, jittered
@@ -310,6 +311,14 @@ def _mixture_plan(lines: tuple[CellLine, ...], fractions: tuple[float, ...],
     return want, targets
 
 
+def _remove_benchmark_files(out: Path) -> None:
+    """Delete what a benchmark writes into ``out`` (other files there stay)."""
+    for name in ("fields", "patches"):
+        shutil.rmtree(out / name, ignore_errors=True)
+    for name in ("nuclei.parquet", "boxes.parquet", "config.json", "summary.json"):
+        (out / name).unlink(missing_ok=True)
+
+
 def _clear_output(out: Path, overwrite: bool) -> None:
     """Make ``out/fields`` and ``out/patches``; an earlier benchmark in ``out`` goes only with ``overwrite``.
 
@@ -319,10 +328,7 @@ def _clear_output(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise InputError(f"{out} is not empty; pass --overwrite to replace the benchmark in it")
-        for name in ("fields", "patches"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in ("nuclei.parquet", "boxes.parquet", "config.json", "summary.json"):
-            (out / name).unlink(missing_ok=True)
+        _remove_benchmark_files(out)
     (out / "fields").mkdir(parents=True, exist_ok=True)
     (out / "patches").mkdir(parents=True, exist_ok=True)
 
@@ -386,102 +392,111 @@ def make_benchmark(
     scene = scene or Scene(scale=size.scale)
     out = Path(out)
     _clear_output(out, overwrite)
+    try:  # a full disk or Ctrl-C half way: no half benchmark left (one without nuclei.parquet, refused later)
+        common = dict(shape=tuple(size.field_shape), patch_size=size.patch_size, scene=scene, lines=tuple(lines),
+                      out=str(out), normalisation=normalisation)
 
-    common = dict(shape=tuple(size.field_shape), patch_size=size.patch_size, scene=scene, lines=tuple(lines),
-                  out=str(out), normalisation=normalisation)
+        def pool_tasks(round_: int, wanted: dict[str, int], splits: dict[str, list[str]] | None) -> list[_Task]:
+            tasks = []
+            for li, name in enumerate(by_name):
+                per = _chunks([name] * wanted.get(name, 0), size.nuclei_per_field)
+                for k, chunk in enumerate(per):
+                    split = splits[name][k] if splits else "train"
+                    acq, acq_name = acquisition, "nominal"
+                    if acquisition_jitter:
+                        rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_JITTER, round_, li, k]))
+                        acq, acq_name = jittered(acquisition, rng, acquisition_jitter), "jittered"
+                    tasks.append(_Task(f"{name}_r{round_}_{k:04d}", (seed, _STAGE_POOL, round_, li, k), chunk, split,
+                                       name, acq, acq_name, beta, **common))
+            return tasks
 
-    def pool_tasks(round_: int, wanted: dict[str, int], splits: dict[str, list[str]] | None) -> list[_Task]:
-        tasks = []
-        for li, name in enumerate(by_name):
-            per = _chunks([name] * wanted.get(name, 0), size.nuclei_per_field)
-            for k, chunk in enumerate(per):
-                split = splits[name][k] if splits else "train"
-                acq, acq_name = acquisition, "nominal"
-                if acquisition_jitter:
-                    rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_JITTER, round_, li, k]))
-                    acq, acq_name = jittered(acquisition, rng, acquisition_jitter), "jittered"
-                tasks.append(_Task(f"{name}_r{round_}_{k:04d}", (seed, _STAGE_POOL, round_, li, k), chunk, split,
-                                   name, acq, acq_name, beta, **common))
-        return tasks
+        def mix_tasks(round_: int, wanted: dict[str, dict[str, int]]) -> list[_Task]:
+            tasks = []
+            for si, (sample, need) in enumerate(wanted.items()):
+                names = [n for n, c in need.items() for _ in range(c)]
+                rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_MIX, round_, si, 999]))
+                names = [names[i] for i in rng.permutation(len(names))]
+                for k, chunk in enumerate(_chunks(names, size.nuclei_per_field)):
+                    tasks.append(_Task(f"{sample}_r{round_}_{k:04d}", (seed, _STAGE_MIX, round_, si, k), chunk, "mixture",
+                                       sample, mixture_acquisition, "shifted", 0.0, **common))
+            return tasks
 
-    def mix_tasks(round_: int, wanted: dict[str, dict[str, int]]) -> list[_Task]:
-        tasks = []
-        for si, (sample, need) in enumerate(wanted.items()):
-            names = [n for n, c in need.items() for _ in range(c)]
-            rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_MIX, round_, si, 999]))
-            names = [names[i] for i in rng.permutation(len(names))]
-            for k, chunk in enumerate(_chunks(names, size.nuclei_per_field)):
-                tasks.append(_Task(f"{sample}_r{round_}_{k:04d}", (seed, _STAGE_MIX, round_, si, k), chunk, "mixture",
-                                   sample, mixture_acquisition, "shifted", 0.0, **common))
-        return tasks
+        # planned counts
+        pool_want = {name: size.nuclei_per_line for name in by_name}
+        n_fields = {name: math.ceil(size.nuclei_per_line / size.nuclei_per_field) for name in by_name}
+        split_rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_SPLIT]))
+        splits = {name: _split_fields(n_fields[name], split_rng) for name in by_name}
 
-    # planned counts
-    pool_want = {name: size.nuclei_per_line for name in by_name}
-    n_fields = {name: math.ceil(size.nuclei_per_line / size.nuclei_per_field) for name in by_name}
-    split_rng = np.random.default_rng(np.random.SeedSequence([seed, _STAGE_SPLIT]))
-    splits = {name: _split_fields(n_fields[name], split_rng) for name in by_name}
+        total = size.nuclei_per_line * len(by_name) + size.mixture_nuclei * len(mix_want)
+        runner = _FieldRunner(out, size.patch_size, workers, total, progress)
+        finished = False
+        try:
+            # training pool, then top-up rounds (into train) for nuclei that did not fit or were not extracted
+            got = runner.run(pool_tasks(0, pool_want, splits))
+            for round_ in range(1, 6):
+                short = {n: pool_want[n] - got[(n, n)] for n in by_name if got[(n, n)] < pool_want[n]}
+                if not short:
+                    break
+                runner.bar.total += sum(short.values())
+                got.update(runner.run(pool_tasks(round_, short, None)))
+            # mixtures, topped up until each (sample, line) count is exact
+            got_mix = runner.run(mix_tasks(0, mix_want))
+            for round_ in range(1, 6):
+                short = {s: {n: c - got_mix[(s, n)] for n, c in need.items() if got_mix[(s, n)] < c}
+                         for s, need in mix_want.items()}
+                short = {s: d for s, d in short.items() if d}
+                if not short:
+                    break
+                runner.bar.total += sum(sum(d.values()) for d in short.values())
+                got_mix.update(runner.run(mix_tasks(round_, short)))
+            finished = True
+        except BrokenProcessPool as exc:
+            raise RuntimeError(
+                f"a worker process of make_benchmark(workers={workers}) died: a script that calls it with "
+                "workers > 1 must do so under `if __name__ == \"__main__\":` (workers are spawned and re-import "
+                "the script); otherwise the machine may be out of memory. workers=1 uses no worker processes") from exc
+        finally:
+            runner.close(finished)
 
-    total = size.nuclei_per_line * len(by_name) + size.mixture_nuclei * len(mix_want)
-    runner = _FieldRunner(out, size.patch_size, workers, total, progress)
-    finished = False
-    try:
-        # training pool, then top-up rounds (into train) for nuclei that did not fit or were not extracted
-        got = runner.run(pool_tasks(0, pool_want, splits))
-        for round_ in range(1, 6):
-            short = {n: pool_want[n] - got[(n, n)] for n in by_name if got[(n, n)] < pool_want[n]}
-            if not short:
-                break
-            runner.bar.total += sum(short.values())
-            got.update(runner.run(pool_tasks(round_, short, None)))
-        # mixtures, topped up until each (sample, line) count is exact
-        got_mix = runner.run(mix_tasks(0, mix_want))
-        for round_ in range(1, 6):
-            short = {s: {n: c - got_mix[(s, n)] for n, c in need.items() if got_mix[(s, n)] < c}
-                     for s, need in mix_want.items()}
-            short = {s: d for s, d in short.items() if d}
-            if not short:
-                break
-            runner.bar.total += sum(sum(d.values()) for d in short.values())
-            got_mix.update(runner.run(mix_tasks(round_, short)))
-        finished = True
-    except BrokenProcessPool as exc:
-        raise RuntimeError(
-            f"a worker process of make_benchmark(workers={workers}) died: a script that calls it with "
-            "workers > 1 must do so under `if __name__ == \"__main__\":` (workers are spawned and re-import "
-            "the script); otherwise the machine may be out of memory. workers=1 uses no worker processes") from exc
-    finally:
-        runner.close(finished)
+        nuclei = pd.concat(runner.nuclei, ignore_index=True)
+        boxes = pd.concat(runner.boxes, ignore_index=True)
+        # mixtures: keep exactly the planned number per (sample, line) among extracted nuclei
+        extra = _drop_surplus_mixture(nuclei, mix_want)
+        if extra:
+            logger.info("mixtures: %d surplus extracted nuclei left out of the samples", extra)
+        nuclei.to_parquet(out / "nuclei.parquet", index=False)
+        boxes.to_parquet(out / "boxes.parquet", index=False)
 
-    nuclei = pd.concat(runner.nuclei, ignore_index=True)
-    boxes = pd.concat(runner.boxes, ignore_index=True)
-    # mixtures: keep exactly the planned number per (sample, line) among extracted nuclei
-    extra = _drop_surplus_mixture(nuclei, mix_want)
-    if extra:
-        logger.info("mixtures: %d surplus extracted nuclei left out of the samples", extra)
-    nuclei.to_parquet(out / "nuclei.parquet", index=False)
-    boxes.to_parquet(out / "boxes.parquet", index=False)
-
-    config = {
-        "generator_version": GENERATOR_VERSION,
-        "seed": int(seed),
-        "size": asdict(size),
-        "beta": float(beta),
-        "patch_size": size.patch_size,
-        "patch_normalisation": normalisation,
-        "lines": [{"name": l.name, "mna": l.mna, "natural_noise": l.natural_noise} for l in lines],
-        "acquisitions": {"nominal": acquisition.to_dict(), "shifted": mixture_acquisition.to_dict()},
-        "acquisition_jitter": {"strength": float(acquisition_jitter), "log_half_width": JITTER_LOG_HALF_WIDTH},
-        "scene_scale": scene.scale,
-        "mixture_fractions": list(mixture_fractions),
-        "splits": "train/val/test 80/10/10 by field within each line; mixtures on shifted acquisition",
-        "flip_applies_to": ["train", "val", "test"],
-        **({"command": command} if command else {}),
-    }
-    summary = summarise(nuclei, mix_targets)
-    summary["n_border_skipped"] = int(runner.n_skipped)
-    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
-    return summary
+        config = {
+            "generator_version": GENERATOR_VERSION,
+            "seed": int(seed),
+            "size": asdict(size),
+            "beta": float(beta),
+            "patch_size": size.patch_size,
+            "patch_normalisation": normalisation,
+            "lines": [{"name": l.name, "mna": l.mna, "natural_noise": l.natural_noise} for l in lines],
+            "acquisitions": {"nominal": acquisition.to_dict(), "shifted": mixture_acquisition.to_dict()},
+            "acquisition_jitter": {"strength": float(acquisition_jitter), "log_half_width": JITTER_LOG_HALF_WIDTH},
+            "scene_scale": scene.scale,
+            "mixture_fractions": list(mixture_fractions),
+            "splits": "train/val/test 80/10/10 by field within each line; mixtures on shifted acquisition",
+            "flip_applies_to": ["train", "val", "test"],
+            **({"command": command} if command else {}),
+        }
+        summary = summarise(nuclei, mix_targets)
+        summary["n_border_skipped"] = int(runner.n_skipped)
+        (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+        return summary
+    except OSError as exc:  # a full disk: the line names the benchmark folder
+        _remove_benchmark_files(out)
+        named = atomic.naming(exc, out)
+        if named is exc:
+            raise
+        raise named from exc
+    except BaseException:
+        _remove_benchmark_files(out)
+        raise
 
 
 def _drop_surplus_mixture(nuclei: pd.DataFrame, want: dict[str, dict[str, int]]) -> int:
