@@ -27,9 +27,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the store and print where the time went."""
+    from genuine_core.commands.checks import in_range
     from genuine_core.errors import InputError
-    from store.demo import DemoConfig, build_demo
+    from store.demo import MAX_DEMO_NUCLEI, DemoConfig, build_demo
 
+    in_range(args.nuclei_per_line, (3, MAX_DEMO_NUCLEI), "--nuclei-per-line")  # named as typed, before any work
+    in_range(args.mixture_nuclei, (1, MAX_DEMO_NUCLEI), "--mixture-nuclei")
+    if args.max_fields is not None and args.max_fields < 1:
+        raise InputError(f"--max-fields must be >= 1, got {args.max_fields}")
+    bench = args.benchmark
+    if bench is not None and not ((bench / "nuclei.parquet").is_file() and (bench / "fields").is_dir()):
+        raise InputError(f"--benchmark {bench}: not a benchmark folder (needs nuclei.parquet and fields/)")
     try:
         config = DemoConfig(seed=args.seed, nuclei_per_line=args.nuclei_per_line, mixture_nuclei=args.mixture_nuclei,
                             max_fields_per_sample=args.max_fields, include_real=not args.no_real)

@@ -116,6 +116,23 @@ def test_an_empty_file_is_built_in_like_a_missing_store_and_left_untouched_until
     assert out.stat().st_size == 0
 
 
+@pytest.mark.parametrize("argv, line", [
+    # the settings' own names (max_fields_per_sample) or none at all ("need >= 3 nuclei per line ...")
+    (["--max-fields", "0"], "--max-fields must be >= 1, got 0"),
+    (["--nuclei-per-line", "-1"], "--nuclei-per-line must be in [3, 5000], got -1"),
+    (["--mixture-nuclei", "0"], "--mixture-nuclei must be in [1, 5000], got 0"),
+    # a benchmark that is none was found only once a store was being built (and its migrations logged)
+    (["--benchmark", "."], "--benchmark .: not a benchmark folder (needs nuclei.parquet and fields/)"),
+])
+def test_demo_options_are_refused_by_the_name_typed_before_any_work(argv, line, tmp_path, capsys, monkeypatch):
+    from genuine_core.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--out", "d.duckdb", "--quiet", *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {line}"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_demo_out_naming_a_folder_is_refused(tmp_path, capsys):
     from genuine_core.cli import main
 
