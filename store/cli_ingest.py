@@ -81,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give scan files (with --sample) or --benchmark DIR")
     if args.files and not args.sample:
         raise InputError("--sample NAME is required when ingesting scan files")
+    if args.files:
+        from store.samples import check_new_name
+
+        check_new_name(args.sample)  # before any file is read (a stored sample of such a name is never made)
     if args.files and args.benchmark is not None:
         raise InputError("give either scan files or --benchmark, not both")
     channel_map = None

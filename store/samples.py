@@ -8,6 +8,7 @@ import pandas as pd
 
 from genuine_core.errors import InputError, StoreError
 from store.db import Store
+from store.location import has_control_characters
 
 SAMPLE_KINDS = ("cell-line", "mixture", "case", "probe")
 _GENOTYPES = {"mna": "MNA", "non-mna": "non-MNA", "nonmna": "non-MNA", "non_mna": "non-MNA"}
@@ -44,6 +45,17 @@ def get_sample(store: Store, name: str) -> dict | None:
     return row
 
 
+def check_new_name(name: str) -> None:
+    """Refuse a new sample's name holding control characters: a newline or terminal escape in it would forge
+    lines wherever it is printed (``genuine store scans``, reports, the event log).
+
+    Raises:
+        InputError: naming the sample as typed (escaped).
+    """
+    if has_control_characters(name):
+        raise InputError(f"sample name {name!r} holds control characters (newlines, escapes); choose another")
+
+
 def ensure_sample(store: Store, name: str, kind: str | None = None, expected: float | None = None,
                   genotype: str | None = None, notes: str | None = None) -> int:
     """Id of sample ``name``, created when missing.
@@ -65,6 +77,8 @@ def ensure_sample(store: Store, name: str, kind: str | None = None, expected: fl
     _validate(kind, expected)
     genotype = normalise_genotype(genotype)
     existing = get_sample(store, name)
+    if existing is None:
+        check_new_name(name)
     if existing is not None:
         clashes = []
         if kind is not None and kind != existing["kind"]:

@@ -334,3 +334,22 @@ def test_sample_clash_is_refused_before_reading(db, model_dir, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert code == 2 and "already exists with kind 'case'" in err and "\n" not in err
     assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("name", ["CASE\n17", "CASE-\x1b[31m17", "tab\there"])
+def test_a_sample_name_with_control_characters_is_refused(name, db, model_dir, tmp_path, capsys):
+    # it was stored, and its newline or terminal escape then forged lines of `genuine store scans` and reports
+    from store.db import Store
+    from store.samples import ensure_sample
+
+    good = tmp_path / "g.tif"
+    write_scan_tiff(good, make_toy_scan(seed=9).image)
+    before = snapshot(db)
+    code = main(["ingest", str(good), "--sample", name, "--db", str(db), "--models", str(model_dir), "--quiet",
+                 "--no-umap"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (f"error: sample name {name!r} holds control characters "
+                                               "(newlines, escapes); choose another")
+    assert snapshot(db) == before
+    with Store(db) as s, pytest.raises(InputError, match="control characters"):  # the Ingest page's way in
+        ensure_sample(s, name)
