@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from store.location import add_db_argument, default_db_path
+from store.location import add_db_argument, default_db_path, person_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace a report already in --out (else refused)")
     p.add_argument("--model", default=None, help="the model whose call the report states first")
-    p.add_argument("--by", default=None, metavar="NAME", help="name stated on the report as 'prepared by'")
+    p.add_argument("--by", default=None, metavar="NAME", type=person_name,
+                   help="name stated on the report as 'prepared by'")
     add_db_argument(p)
     what = "curated labels with patches as a training set for `genuine train --data` (.npz or .parquet)"
     p = sub.add_parser("labels", help=what, description=what)

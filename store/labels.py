@@ -19,7 +19,7 @@ import pandas as pd
 
 from genuine_core.errors import InputError, StoreError
 from store.db import Store
-from store.location import genuine_command
+from store.location import genuine_command, has_control_characters
 
 #: accepted decisions -> stored value
 DECISIONS = {1: "1", 0: "0", "1": "1", "0": "0", "mna": "1", "non-mna": "0", "exclude": "exclude"}
@@ -97,10 +97,18 @@ SCAN_EXCLUSION_MARK = "[whole scan excluded]"
 LEGACY_INGEST_NOTE = "the whole scan excluded on the Ingest page"
 
 
+def _refuse_escapes(note: str | None) -> None:
+    """Refuse a note holding control characters other than line breaks and tabs (a terminal escape would
+    recolour or forge the lines of a printed listing, e.g. `genuine store agreement --conflicts`)."""
+    if note is not None and has_control_characters(" ".join(note.split())):
+        raise InputError(f"a note must not hold control characters (escapes), got {note!r}")
+
+
 def _check_note(note: str | None) -> str | None:
     if note is not None and note.strip().startswith(SCAN_EXCLUSION_MARK):
         raise InputError(f"a note must not begin with {SCAN_EXCLUSION_MARK!r}: it marks the events of "
                          "`genuine store exclude-scan`")
+    _refuse_escapes(note)
     return note
 
 
@@ -163,6 +171,7 @@ def exclude_scan(store: Store, scan_id: int, reviewer: str, note: str | None = N
     reviewer = _check_reviewer(reviewer)
     scan_id = int(scan_id)
     why = " ".join((note or "").split())
+    _refuse_escapes(why)
 
     def append(cur) -> int:
         found = cur.execute("SELECT file_name FROM scans WHERE id = ?", [scan_id]).fetchone()

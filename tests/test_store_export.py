@@ -305,6 +305,15 @@ def test_cli_export_refuses_bad_out_and_unknown_names_with_one_line(filled, tmp_
     assert target.read_text() == "keep" and not (tmp_path / "rep").exists()
 
 
+def test_export_sample_refuses_a_prepared_by_name_with_control_characters(tmp_path, capsys):
+    # 'prepared by: x' and a forged line 'y' went into the report (reviewer names on the page were refused)
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "sample", "lineA", "--out", str(tmp_path / "rep"), "--by", "x\ny"])
+    assert exit_.value.code == 2
+    assert "argument --by: a name without control characters" in capsys.readouterr().err
+    assert not (tmp_path / "rep").exists()
+
+
 def test_an_unknown_sample_is_refused_with_the_samples_there_are(filled, tmp_path, capsys):
     s, path, _ = filled
     with pytest.raises(StoreError, match=r"^no sample named 'nosuch'; samples: lineA, mix$"):

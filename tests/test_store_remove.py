@@ -17,7 +17,7 @@ import pytest
 from _store_fakes import fake_model, synthetic_result, threshold_segmenter, write_toy_scans
 from conftest import make_toy_scan
 from genuine_core.cli import main
-from genuine_core.errors import StoreError
+from genuine_core.errors import InputError, StoreError
 from genuine_core.io import ChannelMap
 from store import ingest, labels, registry, samples, scans, summary
 from store.check import check_store
@@ -379,6 +379,18 @@ def test_cli_exclude_scan_takes_a_reviewed_scan_out_of_every_call_and_keeps_the_
     assert capsys.readouterr().err.strip() == err
     assert main(["store", "exclude-scan", "1", "--by", " ", "--db", str(db)]) == 2
     assert "name the curator with --by NAME" in capsys.readouterr().err
+
+
+def test_a_note_with_a_terminal_escape_is_refused_and_nothing_is_excluded(db, capsys):
+    # it was stored in every event's note, and recoloured or cleared the terminal wherever notes are printed
+    assert main(["store", "exclude-scan", "3", "--by", "cat", "--note", "swapped\x1b[2J", "--db", str(db)]) == 2
+    assert capsys.readouterr().err.strip() == ("error: a note must not hold control characters (escapes), "
+                                               "got 'swapped\\x1b[2J'")
+    with Store(db) as s:
+        assert s.scalar("SELECT count(*) FROM label_events") == 1  # ann's decision only
+        with pytest.raises(InputError, match="control characters"):  # the Review page's note too
+            labels.record_label_event(s, int(s.scalar("SELECT min(id) FROM nuclei")), 1, "ann", note="a\x07b")
+    assert main(["store", "exclude-scan", "3", "--by", "cat", "--note", "two\nlines", "--db", str(db)]) == 0
 
 
 def test_cli_unexclude_scan_undoes_the_exclusion_in_one_step(db, capsys):
