@@ -54,7 +54,7 @@ def backup_store(path: str | Path, dest: str | Path, with_models: bool = True, w
     """
     path, dest = Path(path), Path(dest)
     if not store_exists(path):  # an empty file is no store yet: nothing to back up, and nothing to create
-        raise StoreError(f"{path}: no such store")
+        raise StoreError(f"{path}: " + ("is a directory, not a store file" if path.is_dir() else "no such store"))
     if dest.exists():
         raise InputError(f"{dest} exists already; a backup goes into a new folder")
     if dest.resolve().is_relative_to(files_folder(path).resolve()):  # copying the folder into itself never ends

@@ -23,6 +23,8 @@ def store_exists(path: str | Path) -> bool:
 
 def no_store_message(path: str | Path) -> str:
     """Why ``path`` holds no store to work on: it is missing, or an empty file (:func:`store_exists` is False)."""
+    if Path(path).is_dir():  # as Store says it on opening
+        return f"{path}: is a directory, not a store file"
     if not Path(path).is_file():
         return f"{path}: no such store"
     return (f"{path}: an empty file, not yet a GENUINE store; an ingest into it, or "

@@ -268,3 +268,16 @@ def test_removing_a_scan_of_a_restored_store_deletes_the_backups_copy_of_its_fil
         assert f"deleted {(site / 'lab_files' / 'scans' / copy.name).resolve()}" in capsys.readouterr().out
         assert list((site / "lab_files" / "scans").iterdir()) == []
     assert not (tmp_path / "microscope" / "f.tif").exists() and copy.is_file()  # the backup itself is untouched
+
+
+def test_a_folder_given_as_the_store_is_called_a_folder(tmp_path, capsys):
+    # store info, umap, export and backup said "no such store" of a folder that plainly exists; ingest said this
+    from genuine_core.cli import main
+
+    folder = tmp_path / "lab.duckdb"
+    folder.mkdir()
+    for argv in (["store", "info"], ["store", "backup", str(tmp_path / "bk")], ["umap"],
+                 ["export", "audit", "--out", str(tmp_path / "a.csv")]):
+        assert main([*argv, "--db", str(folder)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {folder}: is a directory, not a store file", argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lab.duckdb"]
