@@ -10,11 +10,20 @@ from genuine_core.cli import main
 from genuine_core.segmentation.cellpose_train import CellposeTrainConfig
 
 
-@pytest.mark.parametrize("args", [["--epochs", "0"], ["--fields", "0"], ["--lr", "2"], ["--threads", "0"]])
-def test_bad_arguments_exit_2_and_write_nothing(tmp_path, args, capsys):
+@pytest.mark.parametrize("args, line", [
+    # the config's own words named its fields and no value: 'learning_rate must be in (0, 1) and weight_decay >= 0'
+    (["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["--fields", "0"], "--fields must be >= 1, got 0"),
+    (["--val-fields", "-1"], "--val-fields must be >= 0, got -1"),
+    (["--images-per-epoch", "0"], "--images-per-epoch must be >= 1, got 0"),
+    (["--lr", "2"], "--lr must be in (0, 1), got 2"),
+    (["--lr", "nan"], "--lr must be in (0, 1), got nan"),
+    (["--threads", "0"], "--threads must be in [1, 256], got 0"),
+])
+def test_bad_arguments_exit_2_name_the_option_and_write_nothing(tmp_path, args, line, capsys):
     out = tmp_path / "model"
     assert main(["train-cellpose", "--out", str(out), *args]) == 2
-    assert capsys.readouterr().err.startswith("error:")
+    assert capsys.readouterr().err.strip() == f"error: {line}"
     assert not out.exists()
 
 

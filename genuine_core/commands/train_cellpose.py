@@ -32,6 +32,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a model already trained in --out")
 
 
+def _check_options(args: argparse.Namespace) -> None:
+    """Refuse a bad number by the option it came from, before any work (the config's own checks name its fields).
+
+    Raises:
+        InputError: e.g. ``--epochs must be >= 1, got 0``.
+    """
+    from genuine_core.commands.checks import in_range
+    from genuine_core.errors import InputError
+
+    for option, value, low in (("--fields", args.fields, 1), ("--val-fields", args.val_fields, 0),
+                               ("--epochs", args.epochs, 1), ("--images-per-epoch", args.images_per_epoch, 1)):
+        if value < low:
+            raise InputError(f"{option} must be >= {low}, got {value}")
+    if not 0 < args.lr < 1:  # NaN too
+        raise InputError(f"--lr must be in (0, 1), got {args.lr:g}")
+    in_range(args.threads, (1, 256), "--threads")
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the config, train, print the held-out metrics."""
     from genuine_core.commands.checks import invoked_command, output_folder, refuse_foreign_folder, writing_into
@@ -40,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from genuine_core.segmentation.cellpose_train import CellposeTrainConfig, calibrate_folder, train_cellpose
 
     out = output_folder(args.out)
+    _check_options(args)
     if args.calibrate_only:
         with writing_into(out):
             metrics = calibrate_folder(args.out)
