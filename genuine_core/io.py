@@ -243,6 +243,8 @@ def max_pixels_limit(max_pixels: int | None = None) -> int:
             max_pixels = int(text)
         except ValueError:
             raise InputError(f"${MAX_PIXELS_ENV}={text!r} is not an integer number of pixels") from None
+        if max_pixels < 1:  # named as set, as a text that is no number is
+            raise InputError(f"${MAX_PIXELS_ENV}={text!r} must be a positive number of pixels")
     if isinstance(max_pixels, bool) or int(max_pixels) < 1:
         raise InputError(f"pixel limit must be a positive integer, got {max_pixels!r}")
     return int(max_pixels)

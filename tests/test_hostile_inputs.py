@@ -244,6 +244,10 @@ def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
     monkeypatch.setenv("GENUINE_MAX_PIXELS", "lots")
     with pytest.raises(InputError, match="GENUINE_MAX_PIXELS"):
         decode_scan(data)
+    for bad in ("0", "-1"):  # said 'pixel limit must be a positive integer, got -1': which limit, set where?
+        monkeypatch.setenv("GENUINE_MAX_PIXELS", bad)
+        with pytest.raises(InputError, match=rf"^\$GENUINE_MAX_PIXELS='{bad}' must be a positive number of pixels$"):
+            decode_scan(data)
 
 
 # ---------------------------------------------------------------------------------- what "accepted" means
