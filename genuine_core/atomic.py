@@ -44,6 +44,14 @@ def replacing(path: str | Path) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
+    except OSError as exc:  # a write the disk refused names ``path``, not the temporary file
+        Path(tmp).unlink(missing_ok=True)
+        named = naming(exc, path)
+        if named is exc:
+            raise
+        if named.filename == tmp:
+            named.filename = str(path)
+        raise named from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -66,15 +74,16 @@ def is_short_write(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno is None and bool(_SHORT_WRITE.search(str(exc)))
 
 
-def naming(exc: OSError, folder: Path, stage: Path | None = None) -> OSError:
-    """A write the disk refused as an OSError naming its file (in ``folder``, not the staging copy in ``stage``),
-    else ``folder``, with an errno also for numpy's short write (a full disk); other errors as they are."""
+def naming(exc: OSError, where: Path, stage: Path | None = None) -> OSError:
+    """A write the disk refused as an OSError naming its file (a staging copy in ``stage`` by its place in the
+    folder ``where``), else ``where``, with an errno also for numpy's short write (a full disk); other errors
+    as they are."""
     code = errno.ENOSPC if is_short_write(exc) else exc.errno
     if code not in _REFUSED:
         return exc
     name = Path(str(exc.filename)) if exc.filename else None
     staged = name is not None and stage is not None and os.path.abspath(name.parent) == os.path.abspath(stage)
-    target = folder / name.name if staged else name or folder
+    target = where / name.name if staged else name or where
     return OSError(code, os.strerror(code), str(target))
 
 

@@ -128,3 +128,16 @@ def test_a_short_write_anywhere_ends_with_one_line_not_a_traceback(capsys, monke
     assert main(["segment", "x.tif", "--out", "o"]) == 2
     assert capsys.readouterr().err.strip() == (f"error: cannot write an output file: {FULL} "
                                                "(786432 requested and 524176 written)")
+
+
+def test_a_single_file_the_disk_refused_is_named_not_its_temporary_copy(tmp_path, capsys):
+    # genuine export audit said 'cannot access an output file: Error writing bytes to file. Detail: [errno 28] ...'
+    out = tmp_path / "audit.csv"
+    with pytest.raises(OSError) as info:
+        with atomic.replacing(out):
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")
+    assert (info.value.filename, info.value.strerror) == (str(out), FULL)
+    with pytest.raises(OSError) as info:
+        with atomic.replacing(out) as tmp:
+            raise OSError(errno.ENOSPC, FULL, str(tmp))
+    assert info.value.filename == str(out) and list(tmp_path.iterdir()) == []
