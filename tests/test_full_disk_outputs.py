@@ -141,3 +141,26 @@ def test_a_single_file_the_disk_refused_is_named_not_its_temporary_copy(tmp_path
         with atomic.replacing(out) as tmp:
             raise OSError(errno.ENOSPC, FULL, str(tmp))
     assert info.value.filename == str(out) and list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_the_disk_refused_is_named_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    # safetensors' own error ('... No space left on device (os error 28)') ended genuine train in a traceback
+    import torch
+
+    import training.checkpoint as checkpoint
+
+    class SafetensorError(Exception):
+        pass
+
+    def refused(tensors, path):
+        Path(path).write_bytes(b"half")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoint, "save_file", refused)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(OSError) as info:
+        checkpoint.save_checkpoint(tmp_path, model, None, opt, {"epoch": 1})
+    ck = tmp_path / checkpoint.CHECKPOINT_DIR
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(ck / checkpoint.TENSORS))
+    assert list(ck.iterdir()) == []

@@ -16,6 +16,8 @@ Everything is tensors + JSON, so resuming never unpickles code.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,18 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def _save_tensors(tensors: dict[str, torch.Tensor], tmp: Path, target: Path) -> None:
+    """``save_file`` into ``tmp``; its own error for a write the disk refused (``... (os error 28)``, not an
+    OSError, so it ended in a traceback) as the OSError the command line reports in one line, naming ``target``."""
+    try:
+        save_file(tensors, str(tmp))
+    except Exception as exc:  # noqa: BLE001 (safetensors raises its own SafetensorError)
+        code = re.search(r"\(os error (\d+)\)", str(exc))
+        if isinstance(exc, OSError) or code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(target)) from exc
+
+
 def save_checkpoint(
     out: Path,
     model: torch.nn.Module,
@@ -103,8 +117,13 @@ def save_checkpoint(
     tensors["rng.torch"] = torch.get_rng_state()
     tensors.update({f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     tmp_t, tmp_s = ck / (TENSORS + ".tmp"), ck / (STATE + ".tmp")
-    save_file(tensors, str(tmp_t))
-    tmp_s.write_text(json.dumps({**state, "optimizer": opt_meta}, indent=1))
+    try:
+        _save_tensors(tensors, tmp_t, ck / TENSORS)
+        tmp_s.write_text(json.dumps({**state, "optimizer": opt_meta}, indent=1))
+    except BaseException:  # a full disk or Ctrl-C: no half-written temporary file left
+        tmp_t.unlink(missing_ok=True)
+        tmp_s.unlink(missing_ok=True)
+        raise
     tmp_t.replace(ck / TENSORS)
     tmp_s.replace(ck / STATE)
     return ck
