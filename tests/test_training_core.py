@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -658,6 +659,24 @@ def test_merge_refuses_a_json_that_is_no_evaluation(tmp_path, capsys):
     other.write_text('{"kind": "resnet"}')
     assert main(["evaluate", "--merge", str(other), "--out", str(tmp_path / "r")]) == 2
     assert "is not an evaluation.json written by genuine evaluate" in capsys.readouterr().err
+    image = tmp_path / "scan.tif"  # said "cannot read ...: 'utf-8' codec can't decode byte 0xc2 in position 42"
+    image.write_bytes(b"II*\x00\x08\x00\x00\x00\xc2\xff\xfe")
+    assert main(["evaluate", "--merge", str(image), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {image} is not an evaluation.json written by genuine "
+                                               "evaluate (not text)")
+    assert main(["evaluate", "--merge", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path} is a folder; give its evaluation.json"
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_file_given_as_a_model_folder_is_called_a_file(tmp_path, capsys):
+    # 'model folder not found: x' of a file that is there (e.g. relocate-model NAME weights.safetensors)
+    from genuine_core.models.folder import ModelLoadError, verify_folder
+
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match=f"^{re.escape(str(weights))} is a file, not a model folder$"):
+        verify_folder(weights)
 
 
 def test_a_merge_keeps_the_reports_notes_unless_notes_are_given(tmp_path):

@@ -63,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
         parts = []
         for path in args.merge:
             try:
-                part = json.loads(Path(path).read_text())
+                part = json.loads(Path(path).read_text(encoding="utf-8"))
+            except UnicodeDecodeError:  # e.g. an image given by mistake: the codec's byte position says nothing
+                raise InputError(f"{path} is not an evaluation.json written by genuine evaluate (not text)") from None
+            except IsADirectoryError:
+                raise InputError(f"{path} is a folder; give its evaluation.json") from None
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot read {path}: {exc}") from exc
             if not (isinstance(part, dict) and isinstance(part.get("meta"), dict)

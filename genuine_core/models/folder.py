@@ -110,7 +110,8 @@ def verify_folder(path: str | Path) -> dict[str, str]:
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise ModelLoadError(f"model folder not found: {folder}")
+        raise ModelLoadError(f"{folder} is a file, not a model folder" if folder.is_file()
+                             else f"model folder not found: {folder}")
     check_path = folder / CHECKSUM_FILE
     if not check_path.is_file():
         raise ModelLoadError(f"{folder}: missing {CHECKSUM_FILE}; not a model folder or incomplete save")
