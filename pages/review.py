@@ -217,7 +217,7 @@ def decide(nucleus_id: int, value, seen: str) -> None:
     Only for the nucleus the page shows: a key pressed twice before the page caught up would
     otherwise decide the same nucleus twice, and one undo would leave it decided. ``seen``: the
     decision the card showed; one another curator made since is not overwritten unseen (None: a blind card,
-    which shows none).
+    which shows none: the decision is recorded as a blind read, ``store.agreement``).
     """
     from store.labels import record_label_event
 
@@ -230,7 +230,8 @@ def decide(nucleus_id: int, value, seen: str) -> None:
     who = common.reviewer()
     note = (st.session_state.get("review_note") or "").strip() or None
     try:
-        event = record_label_event(common.get_store(), int(nucleus_id), value, who, note, seen=seen)
+        event = record_label_event(common.get_store(), int(nucleus_id), value, who, note, seen=seen,
+                                   blind=seen is None)
     except DecidedMeanwhile as exc:
         common.bump("labels")  # the queue and the cards read the new decision
         back = "" if st.session_state.get("review_include") or st.session_state.get("review_mode") == CONFLICTS \
@@ -248,7 +249,7 @@ def decide(nucleus_id: int, value, seen: str) -> None:
     from store.labels import normalise_decision
 
     _say("success", f"Nucleus {nucleus_id}: **{VALUE_NAMES[normalise_decision(value)]}** recorded "
-                    f"(event {event}, {who}).")
+                    f"(event {event}, {who}{', a blind read' if seen is None else ''}).")
 
 
 def undo() -> None:
@@ -415,21 +416,25 @@ def card(db: str, row: pd.Series, model_sizes: dict[str, int], model_configs: di
             decision_bar(nid, seen)
 
 
-#: the card's badge per conflict state (``store.agreement.STATES``)
+#: the card's badge per conflict state (``store.agreement.STATES``; ``majority``: settled by a blind read's majority)
 STATE_BADGES = {"open": ":red-badge[reviewers disagree: your decision settles it]",
                 "settled": ":green-badge[reviewers disagreed · settled: a different decision opens it again]",
+                "majority": ":green-badge[reviewers disagreed · settled by majority: a blind read sided with one "
+                            "of them]",
                 "none": ":gray-badge[reviewers agree]"}
 
 
 def reviews_panel(review) -> None:
     """Each reviewer's latest decision and note (``store.agreement.NucleusReview``), whether they disagree, and
-    the decisions made since they disagreed (adjudications); nothing for a nucleus no two reviewers decided."""
-    from store.agreement import CATEGORIES
+    the decisions made since they disagreed (adjudications); nothing for a nucleus no two reviewers decided. A
+    blind read (decided in blind review) is a review, marked as such."""
+    from store.agreement import CATEGORIES, settled_by
 
     if len(review.reviews) < 2 and not review.adjudications:
         return
-    st.markdown(f"**Reviews** {STATE_BADGES[review.state]}")
-    rows = [{"Reviewer": who, **r} for who, r in sorted(review.reviews.items())]
+    st.markdown(f"**Reviews** {STATE_BADGES['majority' if settled_by(review) == 'majority' else review.state]}")
+    rows = [{**r, "Reviewer": f"{who} (blind read)" if r.get("blind") else who}
+            for who, r in sorted(review.reviews.items())]
     rows += [{**a, "Reviewer": f"{a['reviewer'] or '(unnamed)'} (adjudication)"} for a in review.adjudications]
     table = pd.DataFrame(rows)
     view = pd.DataFrame({"Reviewer": table["Reviewer"], "Decision": table["value"].map(lambda v: CATEGORIES.get(v, v)),
@@ -593,8 +598,11 @@ def conflicts_queue(db: str, smp: pd.DataFrame, msg) -> pd.DataFrame:
         every = every[every["nucleus_id"].isin(mine)]
         st.caption(":material/visibility_off: Blind review: only conflicts on nuclei you have decided are listed.")
     total, settled = len(every), int((every["state"] == "settled").sum())
+    by_majority = int((every["settled_by"] == "majority").sum())
     if total:
-        st.progress(settled / total, text=f"**{settled} of {total} conflicts settled** · {total - settled} open")
+        st.progress(settled / total, text=f"**{settled} of {total} conflicts settled**"
+                                          + (f" ({by_majority} by majority: a blind read sided with one reviewer)"
+                                             if by_majority else "") + f" · {total - settled} open")
     q = every if include else every[every["state"] == "open"]
     if q.empty:
         if total:

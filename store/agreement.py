@@ -8,6 +8,13 @@ agreeing with the settled label) it ``settles`` the conflict, one contradicting 
 again. Adjudications are made seeing the reviews, so they are not counted in the agreement. An undo returns
 the nucleus to where it was before the undone event.
 
+A *blind read* (``label_events.blind``: decided in blind review, other reviewers' decisions on the nucleus
+hidden) is an independent read, never an adjudication: it is a review even on a nucleus in conflict, and counts in
+the agreement. When the reviews then disagree, the conflict is settled *by majority* (``NucleusReview.majority``)
+if the blind read's decision is that of more than half of the reviews (2 of 3, say: the current label, being the
+latest decision, is then the majority's), and open otherwise (a tie, or a blind read against the others'
+majority: the current label is the minority's); a later decision seeing the reviews adjudicates as before.
+
 A *scan exclusion* (``store.labels.exclude_scan``: its note begins with ``labels.SCAN_EXCLUSION_MARK``; an older
 command line's unmarked events are recognised by their pattern, :data:`_UNMARKED_SCAN_EXCLUSIONS`) is a
 data-quality decision about the whole scan, not an opinion on the nucleus: it excludes the nucleus like any
@@ -44,6 +51,9 @@ from store.labels import LEGACY_INGEST_NOTE, SCAN_EXCLUSION_MARK, reviewer_spell
 CATEGORIES = {"1": "MNA", "0": "non-MNA", "exclude": "exclude"}
 #: conflict states of a nucleus
 STATES = ("none", "open", "settled")
+#: (state, settled_by of :func:`conflicts`) in words
+STATE_WORDS = {("open", ""): "open", ("settled", "adjudication"): "settled by adjudication",
+               ("settled", "majority"): "settled by majority (blind read)"}
 
 _SPELLED = reviewer_spelled_sql()
 #: per name as stored (``raw``, not blank), the reviewer's name shown: names equal without case and surplus
@@ -100,7 +110,7 @@ _SCAN_EXCLUSION = (f"(value = 'exclude' AND undoes IS NULL AND (starts_with(coal
                    "OR id IN (SELECT id FROM unmarked_in)))")
 _EVENTS = f"""
 SELECT e.id, e.nucleus_id, e.value, coalesce(w.shown, '') AS reviewer, e.note, e.undoes, e.created_at,
-       {_SCAN_EXCLUSION} AS scan_exclusion
+       {_SCAN_EXCLUSION} AS scan_exclusion, coalesce(e.blind, false) AS blind
 FROM label_events e LEFT JOIN ({_REVIEWERS}) w ON w.raw = e.reviewer
 """
 # nuclei with reviews by at least two named reviewers: the only ones that can be in conflict
@@ -155,8 +165,11 @@ class NucleusReview:
     """One nucleus after :func:`replay`.
 
     Attributes:
-        reviews: named reviewer -> their latest review ``{"value", "event_id", "note", "created_at"}``.
+        reviews: named reviewer -> their latest review ``{"value", "event_id", "note", "created_at", "blind"}``
+            (``blind``: a blind read).
         state: ``none`` (reviews agree, or fewer than two), ``open`` or ``settled``.
+        majority: settled by majority: a blind read made its decision that of more than half of the reviews
+            (False when an adjudication or a scan exclusion settled it since).
         current: the current label value ('1', '0', 'exclude', 'unset').
         adjudications: decisions made while in conflict, oldest first (``reviewer``, ``value``, ``event_id``,
             ``note``, ``created_at``; reviewer '' when unnamed), a scan exclusion that settled it included.
@@ -168,6 +181,7 @@ class NucleusReview:
     current: str = "unset"
     adjudications: list = field(default_factory=list)
     last_event_id: int | None = None
+    majority: bool = False
 
     @property
     def disagreed(self) -> bool:
@@ -176,39 +190,52 @@ class NucleusReview:
 
 
 def _copy(r: NucleusReview) -> NucleusReview:
-    return NucleusReview(dict(r.reviews), r.state, r.current, list(r.adjudications), r.last_event_id)
+    return NucleusReview(dict(r.reviews), r.state, r.current, list(r.adjudications), r.last_event_id, r.majority)
 
 
 def _disagree(reviews: dict) -> bool:
     return len({v["value"] for v in reviews.values()}) > 1
 
 
+def _holds_majority(reviews: dict, value: str) -> bool:
+    """True when more than half of the reviews decided ``value``."""
+    return 2 * sum(v["value"] == value for v in reviews.values()) > len(reviews)
+
+
 def _records(events: pd.DataFrame) -> list[tuple]:
-    """``(nucleus_id, id, value, reviewer, note, undoes, created_at, scan_exclusion)`` per event, by nucleus
-    then id."""
+    """``(nucleus_id, id, value, reviewer, note, undoes, created_at, scan_exclusion, blind)`` per event, by
+    nucleus then id (``blind`` False where the frame has no such column)."""
     ev = events.sort_values(["nucleus_id", "id"])
     notes = ev["note"].astype(object).where(ev["note"].notna(), None)
     undoes = ev["undoes"].astype(object).where(ev["undoes"].notna(), None)
     return list(zip(ev["nucleus_id"].astype(int).tolist(), ev["id"].astype(int).tolist(), ev["value"].tolist(),
                     ev["reviewer"].tolist(), notes.tolist(), undoes.tolist(), ev["created_at"].tolist(),
-                    ev["scan_exclusion"].fillna(False).astype(bool).tolist()))
+                    ev["scan_exclusion"].fillna(False).astype(bool).tolist(),
+                    (ev["blind"].fillna(False).astype(bool).tolist() if "blind" in ev else [False] * len(ev))))
 
 
 def _replay(records) -> NucleusReview:
     """The state machine of the module docstring over one nucleus' records (oldest first)."""
     r = NucleusReview()
     before: dict[int, NucleusReview] = {}
-    for _, eid, value, reviewer, note, undoes, created_at, scan_exclusion in records:
+    for _, eid, value, reviewer, note, undoes, created_at, scan_exclusion, blind in records:
         before[eid] = _copy(r)
         if undoes is not None and int(undoes) in before:  # an undo: back to the state before the undone event
             r = _copy(before[int(undoes)])
             r.last_event_id = eid
             continue
-        entry = {"value": value, "event_id": eid, "note": note, "created_at": created_at}
+        entry = {"value": value, "event_id": eid, "note": note, "created_at": created_at, "blind": bool(blind)}
         if scan_exclusion:  # no review: it settles a conflict (the scan is out of every call) and opens none
             if r.state != "none":
-                r.state = "settled"
+                r.state, r.majority = "settled", False
                 r.adjudications.append({"reviewer": reviewer, **entry})
+        elif blind and reviewer and value != "unset":  # an independent read: a review, in conflict or not
+            r.reviews[reviewer] = entry
+            if _disagree(r.reviews):
+                r.majority = r.state != "none" and _holds_majority(r.reviews, value)
+                r.state = "settled" if r.majority else "open"
+            elif r.state != "none":  # every review agrees now: a conflict no more (it had been one)
+                r.state, r.majority = "settled", True
         elif r.state == "none":
             if reviewer:
                 if value == "unset":
@@ -218,6 +245,7 @@ def _replay(records) -> NucleusReview:
             r.state = "open" if _disagree(r.reviews) else "none"
         else:
             r.state = "settled" if r.state == "open" or value == r.current else "open"
+            r.majority = False
             r.adjudications.append({"reviewer": reviewer, **entry})
         r.current = value
         r.last_event_id = eid
@@ -254,20 +282,30 @@ def disagreed(store: Store, nucleus_ids) -> pd.Series:
     return conflict_states(store, nucleus_ids) != "none"
 
 
+def settled_by(r: NucleusReview) -> str:
+    """How a settled conflict was settled: 'majority' (a blind read made one), 'adjudication'; '' otherwise."""
+    return "" if r.state != "settled" else "majority" if r.majority else "adjudication"
+
+
+def reviews_text(r: NucleusReview) -> str:
+    """Each reviewer's latest review in words, by name: 'Ann: MNA; Bob: non-MNA; Cy: MNA (blind)'."""
+    return "; ".join(f"{who}: {CATEGORIES.get(v['value'], v['value'])}" + (" (blind)" if v.get("blind") else "")
+                     for who, v in sorted(r.reviews.items(), key=lambda item: item[0].casefold()))
+
+
 def conflicts(store: Store, sample: str | None = None, include_settled: bool = False) -> pd.DataFrame:
     """Nuclei whose reviewers disagree, the longest untouched first.
 
     Returns:
-        DataFrame ``nucleus_id, sample, state ('open'/'settled'), current, reviews (e.g. 'Ann: MNA; Bob: non-MNA'),
+        DataFrame ``nucleus_id, sample, state ('open'/'settled'), settled_by ('majority', 'adjudication'; '' when
+        open), current, reviews (e.g. 'Ann: MNA; Bob: non-MNA; Cy: MNA (blind)', :func:`reviews_text`),
         n_reviewers, last_event_id``.
     """
     wanted = ("open", "settled") if include_settled else ("open",)
-    rows = [{"nucleus_id": nid, "state": r.state, "current": r.current, "n_reviewers": len(r.reviews),
-             "reviews": "; ".join(f"{who}: {CATEGORIES.get(v['value'], v['value'])}"
-                                  for who, v in sorted(r.reviews.items(), key=lambda item: item[0].casefold())),
-             "last_event_id": r.last_event_id}
+    rows = [{"nucleus_id": nid, "state": r.state, "settled_by": settled_by(r), "current": r.current,
+             "n_reviewers": len(r.reviews), "reviews": reviews_text(r), "last_event_id": r.last_event_id}
             for nid, r in multi_reviewed(store).items() if r.state in wanted]
-    cols = ["nucleus_id", "sample", "state", "current", "reviews", "n_reviewers", "last_event_id"]
+    cols = ["nucleus_id", "sample", "state", "settled_by", "current", "reviews", "n_reviewers", "last_event_id"]
     if not rows:
         return pd.DataFrame(columns=cols)
     df = pd.DataFrame(rows)
@@ -339,6 +377,8 @@ class Agreement:
             spelled it last.
         unnamed_events, unnamed_nuclei: decisions without a reviewer name, and the nuclei they are on.
         open_conflicts, settled_conflicts: nuclei in each conflict state.
+        majority_settled: of the settled conflicts, those a blind read settled by majority.
+        blind_reviews: reviews that are blind reads, on nuclei two reviewers decided (each counts in the pairs).
         scan_excluded_nuclei: nuclei excluded with their whole scan (no review, in no agreement).
     """
 
@@ -350,6 +390,8 @@ class Agreement:
     open_conflicts: int = 0
     settled_conflicts: int = 0
     scan_excluded_nuclei: int = 0
+    majority_settled: int = 0
+    blind_reviews: int = 0
 
     def summary(self) -> str:
         """One line on what the table covers (one reviewer only, no overlap, unnamed events)."""
@@ -360,8 +402,12 @@ class Agreement:
         elif not int(self.pairs["n_both"].sum()):
             parts.append(f"{len(self.reviewers)} reviewers, but no nucleus was reviewed by two of them")
         else:
+            by_majority = f" ({self.majority_settled} by a blind read's majority)" if self.majority_settled else ""
             parts.append(f"{len(self.reviewers)} reviewers; conflicts: {self.open_conflicts} open, "
-                         f"{self.settled_conflicts} settled")
+                         f"{self.settled_conflicts} settled{by_majority}")
+            if self.blind_reviews:
+                parts.append(f"blind reads (decided without seeing the other reviews): {self.blind_reviews}, each "
+                             "counted as an independent review, also on nuclei in conflict")
             paired = set(self.pairs["reviewer_a"]) | set(self.pairs["reviewer_b"])
             alone = sorted(set(self.reviewers) - paired, key=str.casefold)
             if alone:
@@ -410,8 +456,10 @@ def agreement(store: Store) -> Agreement:
     cols = ["reviewer_a", "reviewer_b", "n_both", "n_agree", "agreement_pct", "kappa", "kappa_low", "kappa_high",
             "note"]
     states = [r.state for r in found.values()]
+    by_majority = sum(settled_by(r) == "majority" for r in found.values())
+    blind = sum(bool(v.get("blind")) for r in found.values() for v in r.reviews.values())
     return Agreement(pd.DataFrame(rows, columns=cols), matrices, reviewers, int(unnamed["n"]), int(unnamed["k"]),
-                     states.count("open"), states.count("settled"), int(scan_excluded or 0))
+                     states.count("open"), states.count("settled"), int(scan_excluded or 0), by_majority, blind)
 
 
 def ci_text(low, high) -> str:
@@ -434,6 +482,7 @@ def pair_table(pairs: pd.DataFrame) -> pd.DataFrame:
 
 #: how the figures are computed, for the page and the command line
 METHOD = ("Each reviewer's latest decision on a nucleus counts, made before reviewers disagreed on it (later "
-          "decisions settle the conflict and are not counted). Kappa: Cohen's, over MNA / non-MNA / exclude; "
+          "decisions settle the conflict and are not counted), or made in blind review (a blind read is an "
+          "independent read: it counts, and settles a conflict only when it makes a majority, e.g. 2 of 3). Kappa: Cohen's, over MNA / non-MNA / exclude; "
           "95 % CI: kappa +- 1.96 x the large-sample SE of Fleiss, Cohen & Everitt (1969); approximate for few "
           "nuclei.")

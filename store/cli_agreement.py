@@ -21,7 +21,9 @@ def print_agreement(store, matrices: bool = False, conflicts: bool = False) -> i
         table = agreement.conflicts(store, include_settled=True)
         print(f"\nconflicts: {len(table)}" if len(table) else "\nno conflicts")
         if len(table):
-            table = table.assign(current=table["current"].map(lambda v: VALUE_NAMES.get(v, v)))
+            table = table.assign(current=table["current"].map(lambda v: VALUE_NAMES.get(v, v)),
+                                 state=[agreement.STATE_WORDS[(s, by)] for s, by in zip(table["state"],
+                                                                                        table["settled_by"])])
             print(table[["nucleus_id", "sample", "state", "current", "reviews"]].to_string(index=False))
     print(agreement.METHOD)
     return 0

@@ -56,12 +56,13 @@ def _current_value(cur, nucleus_id: int) -> str:
 
 
 def _insert(cur, nucleus_id: int, value: str, previous: str, reviewer: str, note: str | None,
-            undoes: int | None) -> int:
-    """Append one event row (the one statement in the code base that writes events); return its id."""
+            undoes: int | None, blind: bool = False) -> int:
+    """Append one event row (the one statement in the code base that writes events); return its id. ``blind``
+    is stored as TRUE, or NULL (not blind)."""
     row = cur.execute(
-        "INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at, note, undoes) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        [nucleus_id, value, previous, reviewer, _now(), note, undoes],
+        "INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at, note, undoes, blind) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        [nucleus_id, value, previous, reviewer, _now(), note, undoes, True if blind else None],
     ).fetchone()
     return int(row[0])
 
@@ -117,7 +118,7 @@ VALUE_NAMES = {"1": "MNA", "0": "non-MNA", "exclude": "excluded", "unset": "no d
 
 
 def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note: str | None = None,
-                       seen: str | None = None) -> int:
+                       seen: str | None = None, blind: bool = False) -> int:
     """Append a reviewer's decision for one nucleus; return the event id.
 
     Args:
@@ -127,6 +128,8 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
         note: optional free text.
         seen: the nucleus' value ('0', '1', 'exclude' or 'unset') the reviewer saw when deciding;
             when given and another decision came since, nothing is written.
+        blind: decided in blind review, other reviewers' decisions on the nucleus hidden: an independent read,
+            which ``store.agreement`` counts as a review even on a nucleus in conflict (not as an adjudication).
 
     Raises:
         InputError: bad value or empty reviewer. StoreError: no such nucleus.
@@ -148,7 +151,7 @@ def record_label_event(store: Store, nucleus_id: int, value, reviewer: str, note
             by = f" by {last[1]} (event {last[0]})" if last else ""
             raise DecidedMeanwhile(f"nucleus {nucleus_id} was decided meanwhile: {VALUE_NAMES[current]}{by}; "
                                    "nothing was saved. Look at it again, then decide.")
-        return _insert(cur, nucleus_id, stored, current, reviewer, note, None)
+        return _insert(cur, nucleus_id, stored, current, reviewer, note, None, blind)
 
     return store.write(append)
 
@@ -343,7 +346,7 @@ def audit_trail(store: Store, since: datetime | None = None, reviewer: str | Non
 
     Returns:
         DataFrame ``event_id, created_at, reviewer, nucleus_id, sample, scan_file, scan_sha256,
-        mask_label, previous, value, note, undoes``.
+        mask_label, previous, value, note, undoes, blind`` (``blind``: decided in blind review).
     """
     if latest is not None and latest < 0:
         raise ValueError(f"latest must be >= 0, got {latest}")
@@ -355,7 +358,7 @@ def audit_trail(store: Store, since: datetime | None = None, reviewer: str | Non
         f"""
         SELECT e.id AS event_id, e.created_at, e.reviewer, e.nucleus_id, s.name AS sample,
                c.file_name AS scan_file, c.sha256 AS scan_sha256, n.mask_label,
-               e.previous, e.value, e.note, e.undoes
+               e.previous, e.value, e.note, e.undoes, coalesce(e.blind, false) AS blind
         FROM ({events}) e
         LEFT JOIN nuclei n ON n.id = e.nucleus_id
         LEFT JOIN scans c ON c.id = n.scan_id

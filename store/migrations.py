@@ -132,6 +132,13 @@ def _pixel_sha256_sql() -> str:
     return "ALTER TABLE scans ADD COLUMN IF NOT EXISTS pixel_sha256 VARCHAR;"
 
 
+def _blind_label_events_sql() -> str:
+    # label_events stay append-only: a new nullable column, written with each new event. TRUE: the reviewer decided
+    # in blind review, other reviewers' decisions on the nucleus hidden (an independent read, store.agreement);
+    # NULL: not blind, or recorded before it was (every older event was made seeing the others' decisions)
+    return "ALTER TABLE label_events ADD COLUMN IF NOT EXISTS blind BOOLEAN;"
+
+
 #: the calls ``sign_outs.call`` may hold (a later release adding one needs a schema step, as step 4 did)
 SIGN_OUT_CALLS_SQL = ", ".join(f"'{c}'" for c in SIGN_OUT_CALLS)
 
@@ -149,6 +156,7 @@ STEPS: list[tuple[int, str, callable]] = [
     (6, "sign_outs: pathologists' sign-out of samples (append-only)", _sign_outs_sql),
     (7, "review_stats over the trusted models (active, validation not weak), rebuilt", _trusted_review_stats_sql),
     (8, "scans.pixel_sha256: the decoded pixels' fingerprint (same image, other file = duplicate)", _pixel_sha256_sql),
+    (9, "label_events.blind: the decision was made in blind review (an independent read)", _blind_label_events_sql),
 ]
 
 

@@ -106,6 +106,7 @@ CREATE TABLE IF NOT EXISTS label_events (
     created_at TIMESTAMP NOT NULL,
     note       VARCHAR,
     undoes     BIGINT                 -- id of the event this one reverts, if an undo
+    -- blind BOOLEAN: added by migration step 9 (TRUE: decided in blind review, others' decisions hidden; NULL: not)
 );
 
 -- Current curated label: the latest event per nucleus (by event id), unless it is 'unset'.

@@ -12,7 +12,7 @@ from PIL import Image
 from _store_fakes import fake_model, store_at_version, threshold_segmenter
 from conftest import make_toy_scan
 from genuine_core.io import ChannelMap, fingerprint_file, read_scan
-from store import check, ingest
+from store import check, ingest, migrations
 from store.db import Store
 
 
@@ -110,7 +110,7 @@ def test_an_older_store_learns_its_scans_fingerprints_when_needed(tmp_path, mode
     Image.open(gone).save(gone_png)
     gone.unlink()  # its file is no longer found: its fingerprint stays unknown
     with Store(db) as s:  # migrated on opening for writing
-        assert s.scalar("SELECT max(version) FROM schema_version") == 8
+        assert s.scalar("SELECT max(version) FROM schema_version") == migrations.LATEST
         assert s.scalar("SELECT count(*) FROM scans WHERE pixel_sha256 IS NULL") == 2
         assert check.check_store(s) == []  # an unknown fingerprint is no problem
         report = _ingest(s, [paths["png"], gone_png], models, sample="later")

@@ -111,7 +111,7 @@ def test_blind_review_shows_the_others_once_decided_and_hides_them_again_after_u
     at.segmented_control(key="review_mode").set_value("Conflicts").run()
     assert card_nucleus(at) == x  # Bob's conflict with Ann; not Y, which Bob has not decided
     reviews = frame_with(at, "Reviewer")
-    assert reviews[["Reviewer", "Decision"]].values.tolist() == [["Ann", "MNA"], ["Bob", "non-MNA"]]
+    assert reviews[["Reviewer", "Decision"]].values.tolist() == [["Ann", "MNA"], ["Bob (blind read)", "non-MNA"]]
     assert reviews["Note"].iloc[0] == SECRET
     at.button(key="review_undo").click().run()
     assert not at.exception
@@ -153,3 +153,32 @@ def test_decided_by_is_the_reviewers_standing_decisions(store_copy):
         undo_last(s, "Bob")
         assert decided_by(s, " BOB", [a, b, c]) == {a, b}
         assert decided_by(s, "Ann", [a, b, c]) == {a} and decided_by(s, "", [a, b, c]) == set()
+
+
+def test_a_blind_decision_on_a_conflict_is_a_third_read_not_an_adjudication(store_copy, monkeypatch):
+    """Ann and Carl disagree on Y; Bob, blind, sides with Ann. Before, Bob's decision was stored like any other and
+    counted as an adjudication: the card listed Ann and Carl only, Bob as '(adjudication)', and agreement left him
+    out. Now it is stored as a blind read: a third review, the conflict settled by majority (2 of 3)."""
+    monkeypatch.setenv("GENUINE_DECISION_GAP_S", "0")
+    path, _ = store_copy
+    x, y, z = _others_decide(path)
+    at = _blind_page()
+    decision(at, "non").click().run()
+    assert card_nucleus(at) == y
+    decision(at, "mna").click().run()
+    assert not at.exception and any("a blind read" in m.value for m in at.success)
+    ev = events(path)
+    assert ev.iloc[-1][["nucleus_id", "value", "reviewer", "blind"]].tolist() == [y, "1", "Bob", True]
+    assert ev.iloc[-2]["blind"] and not ev.iloc[-3]["blind"]  # Bob's first one too; Carl's not
+    at.segmented_control(key="review_mode").set_value("Conflicts").run()
+    progress = at.get("progress")[0].proto.text
+    assert "1 of 2 conflicts settled" in progress and "1 by majority" in progress
+    at.toggle(key="review_include_settled").set_value(True).run()
+    for _ in range(3):
+        if card_nucleus(at) == y:
+            break
+        at.button(key="review_skip").click().run()
+    assert "settled by majority" in texts(at)
+    reviews = frame_with(at, "Reviewer")
+    assert reviews[["Reviewer", "Decision"]].values.tolist() == [
+        ["Ann", "MNA"], ["Bob (blind read)", "MNA"], ["Carl", "non-MNA"]]

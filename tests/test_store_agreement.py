@@ -433,3 +433,104 @@ def test_unexclude_leaves_decisions_made_since_and_undoes_only_the_latest_exclus
     assert [current[i] for i in nuclei[1:-1]] == ["exclude"] * 6  # the first run stays
     with pytest.raises(StoreError, match="latest whole-scan exclusion was undone or decided over on every nucleus"):
         labels.unexclude_scan(store, scan, "Ann")  # the latest run has nothing standing left
+
+
+# -- blind reads ----------------------------------------------------------------------------------
+def test_a_blind_read_on_an_open_conflict_is_a_review_and_settles_it_by_majority(store, nuclei):
+    """Ann and Bob disagree; Cy, reviewing blind, sides with Ann: before, Cy's read was an adjudication (left out
+    of the agreement, settling the conflict as if Cy had seen both reviews); now it is a third review, in two
+    pairs, and the conflict is settled by majority (2 of 3)."""
+    n = nuclei[0]
+    labels.record_label_event(store, n, 1, "Ann")
+    labels.record_label_event(store, n, 0, "Bob")
+    labels.record_label_event(store, n, 1, "Cy", blind=True)
+    assert store.scalar("SELECT blind FROM label_events ORDER BY id DESC LIMIT 1") is True
+    assert store.query("SELECT blind FROM label_events ORDER BY id")["blind"].isna().tolist() == [True, True, False]
+    r = agreement.nucleus_review(store, n)
+    assert set(r.reviews) == {"Ann", "Bob", "Cy"} and not r.adjudications
+    assert r.reviews["Cy"]["blind"] and not r.reviews["Ann"]["blind"]
+    assert (r.state, r.majority, r.current) == ("settled", True, "1")
+    row = agreement.conflicts(store, include_settled=True).iloc[0]
+    assert (row["state"], row["settled_by"]) == ("settled", "majority")
+    assert row["reviews"] == "Ann: MNA; Bob: non-MNA; Cy: MNA (blind)" and row["n_reviewers"] == 3
+    res = agreement.agreement(store)
+    pairs = res.pairs.set_index(["reviewer_a", "reviewer_b"])
+    assert pairs[["n_both", "n_agree"]].to_dict("index") == {
+        ("Ann", "Bob"): {"n_both": 1, "n_agree": 0}, ("Ann", "Cy"): {"n_both": 1, "n_agree": 1},
+        ("Bob", "Cy"): {"n_both": 1, "n_agree": 0}}
+    assert (res.open_conflicts, res.settled_conflicts, res.majority_settled, res.blind_reviews) == (0, 1, 1, 1)
+    assert "conflicts: 0 open, 1 settled (1 by a blind read's majority)" in res.summary()
+    assert ("blind reads (decided without seeing the other reviews): 1, each counted as an independent review"
+            in res.summary())
+    assert "in no pair" not in res.summary()
+
+
+def test_a_blind_tie_or_minority_leaves_the_conflict_open_until_a_majority_or_an_adjudication(store, nuclei):
+    tie, minority = nuclei[:2]
+    labels.record_label_event(store, tie, 1, "Ann")
+    labels.record_label_event(store, tie, 0, "Bob")
+    labels.record_label_event(store, tie, "exclude", "Cy", blind=True)  # 1 / 1 / 1: no majority
+    r = agreement.nucleus_review(store, tie)
+    assert (r.state, r.majority, r.current, len(r.reviews)) == ("open", False, "exclude", 3)
+    labels.record_label_event(store, minority, 1, "Ann")
+    labels.record_label_event(store, minority, 1, "Bob")
+    labels.record_label_event(store, minority, 0, "Cy", blind=True)  # against the others: the label is the minority's
+    assert agreement.nucleus_review(store, minority).state == "open"
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == [tie, minority]
+    labels.record_label_event(store, minority, 1, "Dee", blind=True)  # 3 of 4 MNA, the label MNA again
+    r = agreement.nucleus_review(store, minority)
+    assert (r.state, r.majority, r.current, len(r.reviews)) == ("settled", True, "1", 4)
+    labels.record_label_event(store, tie, 0, "Sen")  # seeing the reviews: an adjudication, as before
+    r = agreement.nucleus_review(store, tie)
+    assert (r.state, r.majority, len(r.reviews)) == ("settled", False, 3) and r.adjudications[0]["reviewer"] == "Sen"
+    table = agreement.conflicts(store, include_settled=True).set_index("nucleus_id")["settled_by"]
+    assert table.to_dict() == {tie: "adjudication", minority: "majority"}
+    assert agreement.agreement(store).pairs.set_index(["reviewer_a", "reviewer_b"]).loc[("Cy", "Dee"), "n_both"] == 1
+
+
+def test_undoing_a_blind_read_reopens_the_conflict_it_settled(store, nuclei):
+    n = nuclei[0]
+    labels.record_label_event(store, n, 1, "Ann")
+    labels.record_label_event(store, n, 0, "Bob")
+    labels.record_label_event(store, n, 0, "Cy", blind=True)
+    assert agreement.nucleus_review(store, n).majority
+    labels.undo_last(store, "Cy")
+    r = agreement.nucleus_review(store, n)
+    assert (r.state, r.majority, set(r.reviews)) == ("open", False, {"Ann", "Bob"})
+    assert labels.audit_trail(store)["blind"].tolist() == [False, False, True, False]
+
+
+def test_cli_says_a_conflict_was_settled_by_a_blind_majority(store, nuclei, capsys):
+    from genuine_core.cli import main
+
+    labels.record_label_event(store, nuclei[0], 1, "Ann")
+    labels.record_label_event(store, nuclei[0], 0, "Bob")
+    labels.record_label_event(store, nuclei[0], 0, "Cy", blind=True)
+    labels.record_label_event(store, nuclei[1], 1, "Ann")
+    labels.record_label_event(store, nuclei[1], 0, "Bob")
+    labels.record_label_event(store, nuclei[1], 0, "Sen")
+    path = store.path
+    store.close()
+    assert main(["store", "agreement", "--conflicts", "--db", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("4 reviewers; conflicts: 0 open, 2 settled (1 by a blind read's majority)")
+    assert f"{nuclei[0]} S settled by majority (blind read) non-MNA Ann: MNA; Bob: non-MNA; Cy: non-MNA (blind)" in out
+    assert f"{nuclei[1]} S settled by adjudication non-MNA Ann: MNA; Bob: non-MNA" in out
+    assert "made in blind review (a blind read is an independent read" in out
+
+
+def test_an_older_store_gains_the_blind_column_and_its_events_are_not_blind(tmp_path):
+    from _store_fakes import store_at_version
+    from store import migrations
+
+    path = tmp_path / "v8.duckdb"
+    conn = store_at_version(path, 8)
+    assert "blind" not in {r[0] for r in conn.execute("DESCRIBE label_events").fetchall()}
+    conn.execute("INSERT INTO label_events (nucleus_id, value, previous, reviewer, created_at) VALUES "
+                 "(7, '1', 'unset', 'Ann', now()), (7, '0', '1', 'Bob', now()), (7, '1', '0', 'Cy', now())")
+    conn.close()
+    with Store(path) as s:  # migrated on opening for writing
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 9
+        assert s.query("SELECT blind FROM label_events")["blind"].isna().all()
+        r = agreement.nucleus_review(s, 7)  # Cy saw both reviews then: an adjudication, as it was
+        assert (r.state, set(r.reviews), r.adjudications[0]["reviewer"]) == ("settled", {"Ann", "Bob"}, "Cy")
