@@ -13,7 +13,9 @@ hidden) is an independent read, never an adjudication: it is a review even on a 
 the agreement. When the reviews then disagree, the conflict is settled *by majority* (``NucleusReview.majority``)
 if the blind read's decision is that of more than half of the reviews (2 of 3, say: the current label, being the
 latest decision, is then the majority's), and open otherwise (a tie, or a blind read against the others'
-majority: the current label is the minority's); a later decision seeing the reviews adjudicates as before.
+majority: the current label is the minority's); a later decision seeing the reviews adjudicates as before. A blind
+read against an adjudicated label reopens the conflict, as a contradicting adjudication does: no majority of reads
+overrules an adjudicator.
 
 A *scan exclusion* (``store.labels.exclude_scan``: its note begins with ``labels.SCAN_EXCLUSION_MARK``; an older
 command line's unmarked events are recognised by their pattern, :data:`_UNMARKED_SCAN_EXCLUSIONS`) is a
@@ -231,7 +233,10 @@ def _replay(records) -> NucleusReview:
                 r.adjudications.append({"reviewer": reviewer, **entry})
         elif blind and reviewer and value != "unset":  # an independent read: a review, in conflict or not
             r.reviews[reviewer] = entry
-            if _disagree(r.reviews):
+            if r.state == "settled" and not r.majority:  # settled by an adjudication (or a scan exclusion)
+                if value != r.current:  # reopened, as by a contradicting adjudication: no read overrules it
+                    r.state = "open"
+            elif _disagree(r.reviews):
                 r.majority = r.state != "none" and _holds_majority(r.reviews, value)
                 r.state = "settled" if r.majority else "open"
             elif r.state != "none":  # every review agrees now: a conflict no more (it had been one)

@@ -534,3 +534,21 @@ def test_an_older_store_gains_the_blind_column_and_its_events_are_not_blind(tmp_
         assert s.query("SELECT blind FROM label_events")["blind"].isna().all()
         r = agreement.nucleus_review(s, 7)  # Cy saw both reviews then: an adjudication, as it was
         assert (r.state, set(r.reviews), r.adjudications[0]["reviewer"]) == ("settled", {"Ann", "Bob"}, "Cy")
+
+
+def test_a_blind_read_against_an_adjudicated_label_reopens_the_conflict_instead_of_overruling_it(store, nuclei):
+    """Ann MNA, Bob non-MNA, Sen adjudicates MNA; Cy then reads non-MNA blind. Before, the blind read made a
+    majority of the reads (Bob, Cy) and 'settled' the nucleus as non-MNA, overruling the adjudicator; now it
+    reopens the conflict, as a contradicting adjudication would. A blind read agreeing with the adjudicated label
+    leaves it settled by the adjudication."""
+    against, agreeing = nuclei[:2]
+    for n, cy in ((against, 0), (agreeing, 1)):
+        labels.record_label_event(store, n, 1, "Ann")
+        labels.record_label_event(store, n, 0, "Bob")
+        labels.record_label_event(store, n, 1, "Sen")  # seeing the reviews: an adjudication
+        labels.record_label_event(store, n, cy, "Cy", blind=True)
+    r = agreement.nucleus_review(store, against)
+    assert (r.state, r.majority, r.current, set(r.reviews)) == ("open", False, "0", {"Ann", "Bob", "Cy"})
+    assert agreement.conflicts(store)["nucleus_id"].tolist() == [against]
+    r = agreement.nucleus_review(store, agreeing)
+    assert (r.state, agreement.settled_by(r), r.adjudications[0]["reviewer"]) == ("settled", "adjudication", "Sen")
