@@ -591,7 +591,8 @@ def event_log_section(db: str) -> None:
     from store.events import detail_text
 
     log = event_log(db, common.rev("models"), common.rev("data"))
-    with st.expander(f"Event log ({len(log)}): model registrations, retirements and removals, scan removals",
+    with st.expander(f"Event log ({len(log)}): model registrations, retirements, relocations and removals, "
+                     "scan relocations and removals",
                      icon=":material/history:"):
         if log.empty:
             st.caption("Nothing registered or removed yet.")

@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "reinstate-model": "let a retired model score new scans again (its folder must hold the registered weights)",
         "relocate-model": "record where a registered model's folder is now (moved, renamed or restored elsewhere); "
                           "it must hold the registered weights",
-        "events": "who registered, retired, reinstated and removed models, and removed scans, when (oldest first)",
+        "events": "who registered, retired, reinstated, relocated and removed models, and relocated and removed scans, "
+                  "when (oldest first)",
         "agreement": "curators' agreement per pair of reviewers (nuclei both reviewed, agreement %, Cohen's kappa "
                      "with 95 % CI) and the conflicts: nuclei whose reviewers disagree",
         "sign-out": "record a pathologist's final call on a sample, with a model's numbers now (a later sign-out "
@@ -113,9 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                      "a warning")
     subs["check"].add_argument("--fix-paths", action="store_true",
                                help="first record, for each registered model whose folder is missing, the copy of "
-                                    "its folder under <name>_files (e.g. after restoring a backup; an event each), "
-                                    "and for each scan whose file is missing, the backup's copy under "
-                                    "<name>_files/scans/")
+                                    "its folder under <name>_files (e.g. after restoring a backup), and for each "
+                                    "scan whose file is missing, the backup's copy under <name>_files/scans/ (an "
+                                    "event each in the store's log, with the old and new place and --by)")
     add_by_option(subs["check"])
     subs["score"].add_argument("model", metavar="MODEL", help="a model folder, or the name of a registered model")
     subs["score"].add_argument("--sample", default=None, help="only the scans of this sample")
@@ -284,7 +285,7 @@ def _fix_paths(db: Path, by: str | None) -> None:
     with _open_without_page(db, "no copy was recorded") as store:
         for name, previous, folder in fix_model_paths(store, by):
             print(f"fixed: model {name!r}: folder {folder} (was {previous})")
-        for sid, previous, path in fix_scan_paths(store):
+        for sid, previous, path in fix_scan_paths(store, by):
             print(f"fixed: scan {sid}: file {path} (was {previous})")
 
 

@@ -1,5 +1,5 @@
-"""The store's own audit trail: model registrations, retirements, reinstatements and removals, scan removals
-(append-only).
+"""The store's own audit trail: model registrations, retirements, reinstatements, relocations and removals, scan
+relocations and removals (append-only).
 
 Label decisions have theirs in ``label_events``; this table keeps what a removal deletes from the
 other tables, so that a sample report's model checksum can always be traced to when those weights
@@ -32,8 +32,14 @@ def record_event(cur: duckdb.DuckDBPyConnection, action: str, subject: str, iden
 
 
 def detail_text(detail: dict) -> str:
-    """An event's details in words: the folder, the sample, then the rows a removal deleted."""
-    parts = [f"{k} {v}" for k, v in detail.items() if k != "deleted" and v is not None]
+    """An event's details in words: the folder, the sample, then the rows a removal deleted; a relocation's
+    ``X`` and ``previous X`` as ``X OLD -> NEW``."""
+    parts = []
+    for k, v in detail.items():
+        if k == "deleted" or v is None or (k.startswith("previous ") and k[len("previous "):] in detail):
+            continue
+        previous = detail.get(f"previous {k}")
+        parts.append(f"{k} {v}" if previous is None else f"{k} {previous} -> {v}")
     deleted = detail.get("deleted") or {}
     if deleted:
         parts.append("deleted " + ", ".join(f"{n} {t}" for t, n in deleted.items()))

@@ -93,6 +93,7 @@ def person_name(text: str) -> str | None:
 
 
 def add_by_option(parser) -> None:
-    """``--by NAME``: who runs a command that registers or removes a model or removes a scan (``store_events``)."""
+    """``--by NAME``: who runs a command that registers, relocates or removes a model, or relocates or removes a scan
+    (``store_events``)."""
     parser.add_argument("--by", metavar="NAME", type=person_name, default=login_name(),
                         help="who does this, kept in the store's event log (default: your login, %(default)s)")

@@ -60,18 +60,17 @@ def _store_events_sql() -> str:
     """
 
 
-def _retired_models_sql() -> str:
-    # a retired model keeps what it stored but scores nothing new; store_events gains its two actions (DuckDB
-    # cannot change a CHECK in place: the log is copied, rows and ids as they were, into the new table)
+def _store_events_with_actions_sql(actions: tuple[str, ...]) -> str:
+    # DuckDB cannot change a CHECK in place: the log is copied, rows and ids as they were, into a new table
+    # whose CHECK allows ``actions`` (the id sequence goes on)
+    allowed = ", ".join(f"'{a}'" for a in actions)
     return f"""
-    ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_at TIMESTAMP;  -- NULL: active
-    ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_by VARCHAR;
     CREATE TEMP TABLE store_events_copy AS SELECT * FROM store_events;
     DROP TABLE store_events;
     CREATE TABLE store_events (
         id         BIGINT PRIMARY KEY DEFAULT nextval('store_event_ids'),
         created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
-        action     VARCHAR NOT NULL CHECK (action IN ({STORE_ACTIONS_SQL})),
+        action     VARCHAR NOT NULL CHECK (action IN ({allowed})),
         subject    VARCHAR NOT NULL,
         identity   VARCHAR NOT NULL,
         by_user    VARCHAR,
@@ -80,6 +79,14 @@ def _retired_models_sql() -> str:
     INSERT INTO store_events SELECT * FROM store_events_copy ORDER BY id;
     DROP TABLE store_events_copy;
     """
+
+
+def _retired_models_sql() -> str:
+    # a retired model keeps what it stored but scores nothing new; store_events gains its two actions
+    return """
+    ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_at TIMESTAMP;  -- NULL: active
+    ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_by VARCHAR;
+    """ + _store_events_with_actions_sql(_STEP_4_ACTIONS)
 
 
 def _mc_samples_sql() -> str:
@@ -139,12 +146,19 @@ def _blind_label_events_sql() -> str:
     return "ALTER TABLE label_events ADD COLUMN IF NOT EXISTS blind BOOLEAN;"
 
 
+def _relocation_events_sql() -> str:
+    # a changed scans.path or models.folder is a change to the record: who moved it where, from where
+    return _store_events_with_actions_sql(STORE_ACTIONS)
+
+
 #: the calls ``sign_outs.call`` may hold (a later release adding one needs a schema step, as step 4 did)
 SIGN_OUT_CALLS_SQL = ", ".join(f"'{c}'" for c in SIGN_OUT_CALLS)
 
-#: what ``store_events.action`` may hold from schema step 4 on (``store.events.ACTIONS``)
-STORE_ACTIONS = ("register model", "remove model", "remove scan", "retire model", "reinstate model")
-STORE_ACTIONS_SQL = ", ".join(f"'{a}'" for a in STORE_ACTIONS)
+#: what ``store_events.action`` could hold from schema step 4 to step 9
+_STEP_4_ACTIONS = ("register model", "remove model", "remove scan", "retire model", "reinstate model")
+#: what ``store_events.action`` may hold from schema step 10 on (``store.events.ACTIONS``): a later release adding
+#: one needs a schema step, as step 10 did
+STORE_ACTIONS = _STEP_4_ACTIONS + ("relocate model", "relocate scan")
 
 #: (version, note, SQL script); scripts must be idempotent.
 STEPS: list[tuple[int, str, callable]] = [
@@ -157,6 +171,8 @@ STEPS: list[tuple[int, str, callable]] = [
     (7, "review_stats over the trusted models (active, validation not weak), rebuilt", _trusted_review_stats_sql),
     (8, "scans.pixel_sha256: the decoded pixels' fingerprint (same image, other file = duplicate)", _pixel_sha256_sql),
     (9, "label_events.blind: the decision was made in blind review (an independent read)", _blind_label_events_sql),
+    (10, "store_events: relocate model and relocate scan (a folder or scan file path changed)",
+     _relocation_events_sql),
 ]
 
 

@@ -127,11 +127,11 @@ def register_model(store: Store, model: ScoringModel, by: str | None = None) -> 
 
 
 def _record_folder(cur, name: str, checksum: str, previous: str | None, folder: str, by: str | None) -> None:
-    """Set a registered model's folder; a new place (moved, or a restored backup) is a 'register model' event."""
+    """Set a registered model's folder; a new place (moved, or a restored backup) is a 'relocate model' event."""
     if folder == previous:
         return
     cur.execute("UPDATE models SET folder = ? WHERE name = ?", [folder, name])
-    record_event(cur, "register model", name, checksum, by, {"folder": folder, "previous folder": previous})
+    record_event(cur, "relocate model", name, checksum, by, {"folder": folder, "previous folder": previous})
 
 
 def relocate_command(name: str, db) -> str:

@@ -86,16 +86,23 @@ def copies_to_record(store) -> list[tuple[int, str, str, Path]]:
     return out
 
 
-def fix_scan_paths(store) -> list[tuple[int, str, str]]:
+def fix_scan_paths(store, by: str | None = None) -> list[tuple[int, str, str]]:
     """Record, for each scan whose file is missing, the backup's copy under the store's ``<name>_files/scans/``
-    as its path, when the copy holds the bytes the scan stored (checked by sha256); one transaction.
+    as its path, when the copy holds the bytes the scan stored (checked by sha256); one transaction, with a
+    'relocate scan' event each in the store's log (the previous and new path, ``by``).
 
     Returns:
         ``(scan id, previous path, new path)`` of each scan pointed at its copy.
     """
-    found = [(sid, path, str(copy)) for sid, path, sha, copy in copies_to_record(store) if sha256_file(copy) == sha]
+    from store.events import record_event
+
+    found = [(sid, path, sha, str(copy)) for sid, path, sha, copy in copies_to_record(store)
+             if sha256_file(copy) == sha]
     if found:
         with store.transaction() as cur:
-            for sid, _, new in found:
+            for sid, previous, sha, new in found:
+                name = cur.execute("SELECT file_name FROM scans WHERE id = ?", [sid]).fetchone()[0]
                 cur.execute("UPDATE scans SET path = ? WHERE id = ?", [new, sid])
-    return found
+                record_event(cur, "relocate scan", name, sha, by,
+                             {"scan_id": sid, "path": new, "previous path": previous})
+    return [(sid, previous, new) for sid, previous, sha, new in found]

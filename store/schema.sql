@@ -124,8 +124,8 @@ FROM (
 ) latest
 WHERE rn = 1 AND value <> 'unset';
 
--- store_events (who registered, retired, reinstated or removed a model, who removed a scan): added by migration
--- step 3, its retire/reinstate actions by step 4.
+-- store_events (who registered, retired, reinstated, relocated or removed a model, who relocated or removed a
+-- scan): added by migration step 3, its retire/reinstate actions by step 4, relocate model/scan by step 10.
 -- sign_outs (pathologists' final call per sample, append-only): added by migration step 6.
 
 CREATE TABLE IF NOT EXISTS models (

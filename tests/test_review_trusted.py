@@ -108,5 +108,5 @@ def test_a_store_at_version_6_gets_its_review_stats_over_the_trusted_models(tmp_
         s.execute("UPDATE models SET retired_at = now() WHERE name = 'old'")
         s.execute("UPDATE review_stats SET n_models = 3")
     with Store(path) as s:
-        assert migrations.current_version(s.cursor()) == migrations.LATEST == 9
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 10
         assert _disagree(s) == [ids[3]] and check_store(s) == []

@@ -53,18 +53,18 @@ def _add_scan(store, sample_name, sha, probs_by_model, kind="case", expected=Non
 def test_schema_is_versioned_and_reopening_is_idempotent(tmp_path):
     path = tmp_path / "s.duckdb"
     with Store(path) as s:
-        assert migrations.current_version(s.cursor()) == migrations.LATEST == 9
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 10
         tables = set(s.query("SELECT table_name FROM information_schema.tables")["table_name"])
     expected = {"samples", "scans", "nuclei", "labels", "label_events", "models", "predictions", "detections",
                 "embeddings", "umap_coords", "umap_fits", "probe_runs", "probe_results", "schema_version",
                 "curated_labels", "scan_models", "synthetic_truth", "store_events", "sign_outs"}
     assert expected <= tables
     with Store(path) as s:  # second open: no second version row, schema script still idempotent
-        assert s.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 9
+        assert s.query("SELECT count(*) AS n FROM schema_version")["n"][0] == 10
         for _, _, script in migrations.STEPS:
             s.cursor().execute(script())
     with Store(path, read_only=True) as s:
-        assert s.scalar("SELECT max(version) FROM schema_version") == 9
+        assert s.scalar("SELECT max(version) FROM schema_version") == 10
         with pytest.raises(StoreError):
             with s.transaction():
                 pass

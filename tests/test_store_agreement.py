@@ -530,7 +530,7 @@ def test_an_older_store_gains_the_blind_column_and_its_events_are_not_blind(tmp_
                  "(7, '1', 'unset', 'Ann', now()), (7, '0', '1', 'Bob', now()), (7, '1', '0', 'Cy', now())")
     conn.close()
     with Store(path) as s:  # migrated on opening for writing
-        assert migrations.current_version(s.cursor()) == migrations.LATEST == 9
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 10
         assert s.query("SELECT blind FROM label_events")["blind"].isna().all()
         r = agreement.nucleus_review(s, 7)  # Cy saw both reviews then: an adjudication, as it was
         assert (r.state, set(r.reviews), r.adjudications[0]["reviewer"]) == ("settled", {"Ann", "Bob"}, "Cy")

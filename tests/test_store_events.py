@@ -169,7 +169,7 @@ def test_store_check_names_a_moved_or_changed_model_folder_and_a_new_folder_is_a
     moved = str(tmp_path / "moved" / "m1")
     registry.register_model(store, replace(m, folder=moved), by="bob")  # an ingest given the folder does the same
     assert check_store(store) == []
-    assert _events(store)[-1] == ("register model", "m1", m.checksum, "bob")
+    assert _events(store)[-1] == ("relocate model", "m1", m.checksum, "bob")
     assert store_events(store)["detail"].iloc[-1] == {"folder": moved, "previous folder": m.folder}
     _saved(tmp_path / "moved" / "m1", seed=1)  # other weights saved over the registered ones
     (problem,) = check_store(store)
@@ -189,7 +189,7 @@ def test_relocate_model_records_a_renamed_folder_and_refuses_other_weights(store
     with Store(db) as s:
         assert s.scalar("SELECT folder FROM models WHERE name = 'm1'") == str(new)
         ev = store_events(s).iloc[-1]
-        assert (ev["action"], ev["by_user"], ev["detail"]) == ("register model", "cy",
+        assert (ev["action"], ev["by_user"], ev["detail"]) == ("relocate model", "cy",
                                                                {"folder": str(new), "previous folder": m.folder})
     other = _saved(tmp_path / "other", seed=1).folder
     assert main(["store", "relocate-model", "m1", other, "--by", "cy", "--db", str(db)]) == 2

@@ -195,7 +195,7 @@ def test_store_check_finds_orphans_and_tampering(filled):
     assert any("predictions of unknown nuclei" in p for p in problems)
     assert any("embedding count differs" in p for p in problems)
     info = check.store_info(s)
-    assert info["counts"]["nuclei"] == 60 and info["schema_version"] == 9 and info["curated_nuclei"] == 4
+    assert info["counts"]["nuclei"] == 60 and info["schema_version"] == 10 and info["curated_nuclei"] == 4
 
 
 def test_umap_in_store_with_saved_map(filled, monkeypatch):

@@ -99,7 +99,7 @@ def test_a_version_4_store_gets_the_column_with_nothing_recorded(tmp_path):
     conn.close()
     assert main(["store", "migrate", "--db", str(path)]) == 0
     with Store(path) as s:
-        assert migrations.current_version(s.cursor()) == migrations.LATEST == 9
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 10
         assert passes_by_model(s) == {"old": [None]}
         assert describe("mc_dropout_std", passes_by_model(s)["old"]).endswith("(passes not recorded)")
 

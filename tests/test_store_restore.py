@@ -16,7 +16,7 @@ from _store_fakes import threshold_segmenter, write_toy_scans
 from conftest import make_toy_scan
 from genuine_core.cli import main
 from genuine_core.pipeline import load_model
-from store import ingest, labels, registry
+from store import events, ingest, labels, registry
 from store.db import Store
 from genuine_core.checksums import sha256_file
 from store.fingerprints import unknown_candidates
@@ -119,6 +119,35 @@ def test_a_restored_backup_holds_the_scan_file_ingested_by_path_and_check_fix_pa
     shutil.move(tmp_path / "site2", tmp_path / "site3")  # restored once more, elsewhere: still found by name
     with Store(tmp_path / "site3" / "lab.duckdb", read_only=True) as s:
         assert missing_scan_files(s).empty
+
+
+def test_check_fix_paths_logs_each_path_it_changes_with_the_old_and_new_path_and_who(restored, capsys):
+    # before, a scan's path rewritten by --fix-paths left no trace in the event log, and a model's new folder was
+    # logged as a 'register model' event; now each is a 'relocate scan' / 'relocate model' event, shown old -> new
+    db, tmp_path = restored
+    with Store(db, read_only=True) as s:
+        sha, old, name = s.query("SELECT sha256, path, file_name FROM scans WHERE id = 1").iloc[0]
+        old_folders = dict(s.query("SELECT name, folder FROM models").itertuples(index=False))
+        n_before = len(events.store_events(s))
+    assert main(["store", "check", "--fix-paths", "--by", "Dr. Lee", "--db", str(db)]) == 0
+    new = (db.with_name("lab_files") / "scans" / f"{sha[:12]}_scan_0.tif").resolve()
+    with Store(db, read_only=True) as s:
+        ev = events.store_events(s).iloc[n_before:]
+    moved = ev[ev["action"] == "relocate scan"]
+    assert len(moved) == 1 and (moved.iloc[0]["subject"], moved.iloc[0]["identity"]) == (name, sha)
+    assert moved.iloc[0]["by_user"] == "Dr. Lee"
+    assert moved.iloc[0]["detail"] == {"scan_id": 1, "path": str(new), "previous path": old}
+    relocated = ev[ev["action"] == "relocate model"]
+    assert sorted(relocated["subject"]) == ["late", "scored"] and set(relocated["by_user"]) == {"Dr. Lee"}
+    assert all(d["previous folder"] == old_folders[n] for n, d in zip(relocated["subject"], relocated["detail"]))
+    assert len(ev) == 3  # one event per scan and per model, nothing else
+    capsys.readouterr()
+    assert main(["store", "events", "--subject", name, "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "relocate scan" in out and "Dr. Lee" in out and f"path {old} -> {new}; scan_id 1" in out
+    assert main(["store", "check", "--fix-paths", "--by", "Dr. Lee", "--db", str(db)]) == 0  # nothing left to fix
+    with Store(db, read_only=True) as s:
+        assert len(events.store_events(s)) == n_before + 3
 
 
 def test_ingest_and_the_models_page_on_a_restored_store_point_at_the_backups_model_copies(restored):

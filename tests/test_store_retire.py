@@ -257,7 +257,7 @@ def test_a_version_1_store_migrates_to_the_latest_in_one_go(tmp_path):
     conn.execute("INSERT INTO models (name, kind, patch_size, checksum, config) VALUES ('m', 'genuine', 8, 'c', '{}')")
     conn.close()
     with Store(path) as s:
-        assert s.query("SELECT version FROM schema_version ORDER BY version")["version"].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        assert s.query("SELECT version FROM schema_version ORDER BY version")["version"].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
         assert store_events(s)["action"].tolist() == ["register model"]  # step 3's backfill survives step 4
         registry.retire_model(s, "m", by="ann")
         assert store_events(s)["action"].tolist() == ["register model", "retire model"]

@@ -182,12 +182,12 @@ def _version_5_store(path) -> None:
 def test_a_version_5_store_gains_the_table_when_opened_for_writing(tmp_path, capsys):
     path = tmp_path / "old.duckdb"
     _version_5_store(path)
-    with pytest.raises(StoreError, match="schema version 5 is older than 9.*store migrate"):
+    with pytest.raises(StoreError, match="schema version 5 is older than 10.*store migrate"):
         Store(path, read_only=True)  # readers refuse as for every older store, naming the way out
     assert main(["export", "sample", "CASE-1", "--out", str(tmp_path / "r"), "--db", str(path)]) == 2
-    assert "schema version 5 is older than 9" in capsys.readouterr().err
+    assert "schema version 5 is older than 10" in capsys.readouterr().err
     with Store(path) as s:
-        assert migrations.current_version(s.cursor()) == migrations.LATEST == 9
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 10
         assert signout.history(s).empty and s.scalar("SELECT count(*) FROM nuclei") == 60
         signout.sign_out(s, "CASE-1", "MNA", "m1", "ann")
         s.execute(migrations.STEPS[5][2]())  # the step again: the table and its rows stay

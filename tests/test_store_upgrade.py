@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _store_fakes import fake_model, synthetic_result
+from _store_fakes import fake_model, store_at_version, synthetic_result
 from genuine_core.cli import main
 from genuine_core.errors import StoreError
 from store import events, labels, migrations, registry, review, samples
@@ -231,3 +231,26 @@ def test_models_registered_before_the_event_log_get_their_registration_recorded(
     assert main(["store", "events", "--subject", "m1", "--db", str(path)]) == 0
     out = capsys.readouterr().out
     assert "register model" in out and "remove model" in out and "registered before the event log" in out
+
+
+def test_a_version_9_store_migrates_keeping_its_event_log_and_logs_relocations(tmp_path, capsys):
+    # before step 10 the log's CHECK refused 'relocate scan' and 'relocate model': a path change left no trace
+    path = tmp_path / "v9.duckdb"
+    conn = store_at_version(path, 9)
+    conn.execute("INSERT INTO store_events (action, subject, identity, by_user, detail) VALUES ('register model', "
+                 "'m', 'c', 'ann', '{}'), ('remove scan', 'x.tif', 'sha', 'bob', '{}')")
+    with pytest.raises(duckdb.ConstraintException):
+        conn.execute("INSERT INTO store_events (action, subject, identity) VALUES ('relocate scan', 'y.tif', 's')")
+    conn.close()
+    assert main(["store", "migrate", "--db", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: schema version 10 (was 9)"
+    with Store(path) as s:
+        assert migrations.current_version(s.cursor()) == migrations.LATEST == 10
+        ev = events.store_events(s)
+        assert ev["event_id"].tolist() == [1, 2] and ev["by_user"].tolist() == ["ann", "bob"]
+        with s.transaction() as cur:
+            events.record_event(cur, "relocate scan", "y.tif", "s", "cy", {"path": "/b/y.tif", "previous path": "/a/y.tif"})
+            events.record_event(cur, "relocate model", "m", "c", "cy", {"folder": "/n", "previous folder": "/o"})
+        ev = events.store_events(s)
+        assert ev["event_id"].tolist() == [1, 2, 4, 5]  # the id sequence goes on (3: drawn by the refused insert)
+        assert [events.detail_text(d) for d in ev["detail"][2:]] == ["path /a/y.tif -> /b/y.tif", "folder /o -> /n"]
