@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from genuine_core.commands.checks import seed_option
-from store.location import DEFAULT_DB
+from store.location import DEFAULT_DB, new_store_name_refusal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
     in_range(args.mixture_nuclei, (1, MAX_DEMO_NUCLEI), "--mixture-nuclei")
     if args.max_fields is not None and args.max_fields < 1:
         raise InputError(f"--max-fields must be >= 1, got {args.max_fields}")
+    refusal = None if args.out.is_dir() else new_store_name_refusal(args.out, "--out")  # a folder: build_demo says
+    if refusal:
+        raise InputError(refusal)
     bench = args.benchmark
     if bench is not None and not ((bench / "nuclei.parquet").is_file() and (bench / "fields").is_dir()):
         raise InputError(f"--benchmark {bench}: not a benchmark folder (needs nuclei.parquet and fields/)")

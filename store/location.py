@@ -9,6 +9,19 @@ from pathlib import Path
 DEFAULT_DB = "demo/genuine_demo.duckdb"
 
 
+#: file name endings of a store a command creates (DuckDB's own; an existing store opens whatever its name)
+STORE_SUFFIXES = (".duckdb", ".db", ".ddb")
+
+
+def new_store_name_refusal(path: str | Path, option: str) -> str | None:
+    """Why ``path`` is no name for a new store (``x.txt``, ``store``), or None when it ends as a store does."""
+    p = Path(path)
+    if p.suffix.lower() in STORE_SUFFIXES:
+        return None
+    return (f"{option} {path}: a store file's name ends in {STORE_SUFFIXES[0]} (or {', '.join(STORE_SUFFIXES[1:])}),"
+            f" e.g. {p.with_suffix(STORE_SUFFIXES[0])}")
+
+
 def default_db_path() -> Path:
     """``$GENUINE_DB`` when set, else :data:`DEFAULT_DB` (relative to the working directory)."""
     return Path(os.environ.get("GENUINE_DB", "").strip() or DEFAULT_DB)

@@ -133,6 +133,18 @@ def test_demo_options_are_refused_by_the_name_typed_before_any_work(argv, line, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["x.txt", "store"])
+def test_demo_out_not_ending_in_duckdb_is_refused_before_any_work(name, tmp_path, capsys, monkeypatch):
+    from genuine_core.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--out", name, "--quiet"]) == 2
+    expected = str(Path(name).with_suffix(".duckdb"))
+    assert capsys.readouterr().err.strip() == (f"error: --out {name}: a store file's name ends in .duckdb "
+                                               f"(or .db, .ddb), e.g. {expected}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_demo_out_naming_a_folder_is_refused(tmp_path, capsys):
     from genuine_core.cli import main
 
