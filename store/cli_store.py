@@ -42,6 +42,11 @@ def _scan_id(text: str) -> int:
     return value
 
 
+def _name_or_none(text: str) -> str | None:
+    """An optional filter's value: blank (``--subject ""``, as a script passes an unset variable) means not given."""
+    return text if text.strip() else None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``genuine store``."""
     add_db_argument(parser)
@@ -84,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"store file (default: $GENUINE_DB or {DEFAULT_DB})")
         subs[name] = p
     subs["scans"].add_argument("--sample", default=None, help="only the scans of this sample")
-    subs["events"].add_argument("--subject", default=None, metavar="NAME",
+    subs["events"].add_argument("--subject", type=_name_or_none, default=None, metavar="NAME",
                                 help="only the events of this model name or scan file name")
     subs["agreement"].add_argument("--matrices", action="store_true",
                                    help="also print each pair's confusion matrix (rows: the first reviewer)")

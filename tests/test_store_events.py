@@ -133,6 +133,9 @@ def test_cli_records_by_and_lists_events(tmp_path, capsys):
     assert len(out) == 3 and all("m2" in line for line in out[1:])
     assert main(["store", "events", "--subject", "nope", "--db", str(db)]) == 0
     assert "no store events" in capsys.readouterr().out
+    for blank in ("", "  "):  # as not given (a script's unset variable): every event, not "no store events"
+        assert main(["store", "events", "--subject", blank, "--db", str(db)]) == 0
+        assert capsys.readouterr().out.splitlines() == lines
     for forged in ("Zoë\nline2", "x\x1b[31mRED"):  # would forge lines or colours of the printed log
         with pytest.raises(SystemExit) as exc:
             main(["store", "remove-model", "m1", "--yes", "--by", forged, "--db", str(db)])
