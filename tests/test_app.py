@@ -1147,6 +1147,21 @@ def test_genuine_probe_refuses_the_sizes_the_pages_controls_do_not_offer(option)
     assert probe_option_refusal(option, 0.5) is None
 
 
+@pytest.mark.parametrize("option, value, example", [("--sizes", "-1-3", "1.5-12"), ("--counts", "-2-5", "0-35"),
+                                                    ("--sizes", None, "1.5-12")])
+def test_genuine_probe_says_the_range_form_when_a_value_starts_with_a_dash(option, value, example, capsys):
+    # `--sizes -1-3` got argparse's bare "expected one argument": -1-3 was read as an option
+    from genuine_core.cli import main
+
+    argv = ["probe", "--model", "m", "--vary", "size", "--out", "o", option] + ([value] if value else [])
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "usage: genuine probe" in err
+    assert (f"error: argument {option}: expected LO-HI or one number, e.g. {option} {example} "
+            "(no negative values: one starting with '-' is read as another option)") in err
+
+
 def test_probe_page_and_genuine_probe_take_their_limits_from_one_table(stub_probe_model, monkeypatch):
     # the command copied the page's limits as literal numbers, so a changed limit could hold in one of them only
     from genuine_core.synth.probe import RUN_BOUNDS, RunBound

@@ -36,6 +36,25 @@ def _pair(kind):
     return parse
 
 
+#: range options and an example of each, for the message when argparse finds no value after one
+RANGE_EXAMPLES = {"--counts": "0-35", "--sizes": "1.5-12"}
+
+
+def _explain_missing_ranges(parser: argparse.ArgumentParser) -> None:
+    """Make argparse's "argument --sizes: expected one argument" say the form it expects: a value such as
+    ``-1-3`` starts with '-', so argparse takes it for another option and leaves ``--sizes`` without one."""
+    error = parser.error
+
+    def explained(message: str):
+        for option, example in RANGE_EXAMPLES.items():
+            if message == f"argument {option}: expected one argument":
+                message = (f"argument {option}: expected LO-HI or one number, e.g. {option} {example} "
+                           f"(no negative values: one starting with '-' is read as another option)")
+        error(message)
+
+    parser.error = explained
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``genuine probe`` options (defaults: the evaluation report's Figure 4 settings, as the page)."""
     parser.add_argument("--model", required=True, help="model folder, or the name of a model registered in --db")
@@ -63,6 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the files already in --out")
     parser.add_argument("--by", metavar="NAME", type=person_name, default=login_name(),
                         help="who ran the probe, kept with the run saved in --db (default: your login, %(default)s)")
+    _explain_missing_ranges(parser)
 
 
 def settings(args: argparse.Namespace) -> dict:
