@@ -66,6 +66,9 @@ SCAN_FIGURE_WIDTH = 430
 #: pixels between rows of probe crossing labels: the i-th curve's label sits below the level line (even i) or
 #: above it (odd i), in row i // 2 counted outwards, so labels of curves crossing close together never overprint
 CROSSING_LABEL_ROW = 16
+#: size (px) of a probe crossing's "x" marker, and the clear pixels between it and its label: the label was
+#: shifted 6 px right and 3 px down of the marker's centre, inside the marker's 6.5 px half-width, so "8.85" touched it
+CROSSING_MARKER_SIZE, CROSSING_LABEL_GAP = 13, 4
 #: legend name of the probe curves' ground truth (``probe_curve``)
 TRUTH_CURVE = "ground truth (generator's visible counts)"
 #: legend under the plot area, so it never collides with the title
@@ -723,12 +726,14 @@ def probe_curve(curve: pd.DataFrame, x: str, xlabel: str, level: float = 0.5, ti
             named = xcs[:1] if model == TRUTH_CURVE else xcs
             name = f"{model}: crosses {level:g}"
             fig.add_trace(go.Scatter(x=xcs, y=[level] * len(xcs), mode="markers", name=name,
-                                     marker=dict(symbol="x", size=13, color=col, line=dict(width=2)), showlegend=False,
+                                     marker=dict(symbol="x", size=CROSSING_MARKER_SIZE, color=col, line=dict(width=2)),
+                                     showlegend=False,
                                      hovertemplate=f"{model} crosses {level:g} at {xlabel} %{{x:.2f}}<extra></extra>"))
             above = i % 2 == 1
+            clear = CROSSING_MARKER_SIZE / 2 + CROSSING_LABEL_GAP  # from the marker's centre to its label
             fig.add_annotation(x=xcs[0], y=level, name=name, text=", ".join(f"{v:.2f}" for v in named),
-                               showarrow=False, xanchor="left", xshift=6, yanchor="bottom" if above else "top",
-                               yshift=(1 if above else -1) * (3 + CROSSING_LABEL_ROW * (i // 2)),
+                               showarrow=False, xanchor="left", xshift=clear, yanchor="bottom" if above else "top",
+                               yshift=(1 if above else -1) * (clear + CROSSING_LABEL_ROW * (i // 2)),
                                font=dict(color=col))
     fig.add_hline(y=level, line_dash="dash", line_color="#666")
     if rule_x is not None:

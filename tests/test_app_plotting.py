@@ -142,6 +142,18 @@ def test_probe_curve_marks_every_crossing():
     assert [a.text for a in _crossing_labels(fig)] == ["2.00, 6.00, 10.00"]  # one label lists them
 
 
+def test_probe_curve_crossing_labels_keep_clear_of_their_markers():
+    # seen at 1024 px: "8.85" and "9.00" touched their crossing markers (shifted 6 px right and 3 px off the
+    # line, inside the 13 px marker's 6.5 px half-width)
+    x = [8, 12]
+    curve = pd.concat([pd.DataFrame({"n_mycn": x, "mean_pred": [0.0, 0.75], "model": "a call"}),
+                       pd.DataFrame({"n_mycn": x, "mean_pred": [0.2, 0.7], "model": "b prob"})])
+    fig = P.probe_curve(curve, "n_mycn", "MYCN")
+    for mark, label in zip(_crossing_marks(fig), _crossing_labels(fig)):
+        half = mark.marker.size / 2
+        assert label.xshift >= half + 3 and abs(label.yshift) >= half + 3
+
+
 def test_probe_curve_labels_of_two_curves_crossing_close_together_do_not_overprint():
     # seen in a browser: mean call crossing at 9.67 and mean P at 10.03 printed as "9.6710.03"
     x = [8, 12]
