@@ -35,6 +35,9 @@ MAX_GALLERY = 48
 #: nuclei per map by default (a fixed random subset of larger maps, chosen by the store's query): two WebGL
 #: scatters of 30,000 each took 2.4-5.5 s per visit in headless Chromium on a store of a million nuclei (BENCHMARKS.md)
 MAX_POINTS = 10_000
+#: column weights of the Samples | Max points row: Max points beside three selectboxes (weight 1.2 of 7.2) was
+#: 82 px wide at 1024 px, under the 120 px below which Streamlit drops a number input's -/+ buttons
+SAMPLES_ROW = (3, 1)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -191,16 +194,17 @@ def main() -> None:
     left_default = common.default_model(have, kinds)
     right_default = next((m for m in have if kinds.get(m) == "resnet" and m != left_default),
                          next((m for m in have if m != left_default), left_default))
-    c1, c2, c3, c4 = st.columns([2, 2, 2, 1.2])
+    c1, c2, c3 = st.columns(3)
     left = c1.selectbox("Left map", have, index=have.index(left_default), key="emb_left_model")
     right = c2.selectbox("Right map", have, index=have.index(right_default), key="emb_right_model")
     how = c3.selectbox("Colour by", list(COLOUR_BY), key="emb_colour",  # the box is too narrow for more
                        help="  \n".join(f"**{k}**: {v}" for k, v in COLOUR_BY.items()))
-    max_points = c4.number_input("Max points", 1000, 500_000, MAX_POINTS, 5000, key="emb_max",
-                                 help="at most this many nuclei per map (a fixed random subset beyond that), for a "
-                                      "responsive browser")
     smp = common.samples(db, common.rev("data"))
-    only = st.multiselect("Samples", smp["name"].tolist(), key="emb_samples", placeholder="all samples")
+    c_samples, c_max = st.columns(SAMPLES_ROW)
+    only = c_samples.multiselect("Samples", smp["name"].tolist(), key="emb_samples", placeholder="all samples")
+    max_points = c_max.number_input("Max points", 1000, 500_000, MAX_POINTS, 5000, key="emb_max",
+                                    help="at most this many nuclei per map (a fixed random subset beyond that), "
+                                         "for a responsive browser")
     find = st.text_input("Highlight nucleus ids", key="emb_find", placeholder="e.g. 1204, 1310")
     typed, bad = parse_ids(find)
     if bad:

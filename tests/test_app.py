@@ -2739,6 +2739,27 @@ def test_embeddings_page_reads_and_draws_at_most_max_points(scaled_store, tmp_pa
     assert "at most 1,000 nuclei: a fixed random subset of the 12,000" in texts(at)
 
 
+#: the main column's width (px) at a 1024 px wide window in Chromium with the sidebar open (measured), the gap
+#: between columns and the width below which Streamlit drops a number input's -/+ buttons (7.5rem)
+MAIN_WIDTH_1024, COLUMN_GAP, NUMBER_INPUT_CONTROLS_MIN = 562, 16, 120
+
+
+def test_embeddings_max_points_keeps_its_step_buttons_at_1024_px(umap_store_copy):
+    # at 1024 px the Max points box, a 1.2 of 7.2 column beside three selectboxes, was 82 px wide: no -/+
+    at = open_page("embeddings")
+    column = next(c for c in at.columns if any(n.key == "emb_max" for n in c.number_input))
+
+    def parent(node, child):
+        kids = list(getattr(node, "children", {}).values())
+        if any(k is child for k in kids):
+            return node
+        return next((p for p in (parent(k, child) for k in kids) if p is not None), None)
+
+    row = list(parent(at.main, column).children.values())
+    width = column.weight / sum(c.weight for c in row) * (MAIN_WIDTH_1024 - COLUMN_GAP * (len(row) - 1))
+    assert width >= NUMBER_INPUT_CONTROLS_MIN + 10, width
+
+
 def test_embeddings_page_draws_at_most_10000_points_per_map_by_default(scaled_store, tmp_path, monkeypatch):
     # two WebGL scatters of 30,000 nuclei each took 2-3.5 s to draw on every visit of the page
     private_store_copy(scaled_store, tmp_path, monkeypatch)
