@@ -627,16 +627,23 @@ def main() -> None:
     from store.uncertainty import describe
 
     passes = common.uncertainty_passes(db, common.rev("data"), common.rev("models"))
+    status = [status_text(r) for _, r in models.iterrows()]
     view = pd.DataFrame({
-        "Model": models["name"], "Status": [status_text(r) for _, r in models.iterrows()],
+        "Model": models["name"], "Status": [s.split(" ", 1)[0] for s in status],  # "retired": when and by below
         "Kind": models["kind"], "Preset": models["preset"],
-        "Uncertainty": [describe(m, passes.get(n, [])) for n, m in zip(models["name"], models["uncertainty_method"])],
-        "Patch px": models["patch_size"], "Checksum": models["checksum"].str[:12] + "…",
-        "Predictions": models["n_predictions"], "Scans": models["n_scans"],
-        "Registered": models["registered_at"], "Folder": models["folder"],
+        "Predictions": models["n_predictions"], "Scans": models["n_scans"], "Registered": models["registered_at"],
     })
     st.dataframe(view, hide_index=True, key="models_table", placeholder="–",
                  column_config={"Registered": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    with st.expander("More about each model: status, uncertainty, patch size, checksum, folder",
+                     icon=":material/table_view:"):
+        st.dataframe(pd.DataFrame({
+            "Model": models["name"], "Status": status,
+            "Uncertainty": [describe(m, passes.get(n, []))
+                            for n, m in zip(models["name"], models["uncertainty_method"])],
+            "Patch px": models["patch_size"], "Checksum": models["checksum"].str[:12] + "…",
+            "Folder": models["folder"],
+        }), hide_index=True, key="models_table_more", placeholder="–")
     event_log_section(db)
 
     names = models["name"].tolist()

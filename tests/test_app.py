@@ -1692,6 +1692,15 @@ def test_models_page_lists_models_with_metrics(store_copy):
     assert start and start[0].disabled  # no curated labels yet
 
 
+def test_models_table_fits_1024_px_and_keeps_every_column_below(store_copy):
+    # at 1024 px the table of 11 columns scrolled sideways, hiding Patch px .. Folder
+    at = open_page("models")
+    main, more = frame_with(at, "Predictions"), frame_with(at, "Folder")
+    assert list(main.columns) == ["Model", "Status", "Kind", "Preset", "Predictions", "Scans", "Registered"]
+    assert list(more.columns) == ["Model", "Status", "Uncertainty", "Patch px", "Checksum", "Folder"]
+    assert more["Model"].tolist() == main["Model"].tolist()
+
+
 def test_models_page_shows_the_validation_figures_once_under_validation(store_copy, tmp_path):
     # training writes sensitivity, specificity, class counts and temperature at the top of metrics.json and again
     # under "validation": the Metrics tab's "summary" showed them unnamed, read as test figures (genuine_cpu's
@@ -1948,7 +1957,8 @@ def test_models_page_retires_and_reinstates_a_model_with_the_reviewers_name(stor
     at.button(key="models_retire").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Model kept retired by Dr. Test" in m.value for m in at.success)
-    assert frame_with(at, "Status").set_index("Model").at["kept", "Status"].endswith(" by Dr. Test")
+    assert frame_with(at, "Status").set_index("Model").at["kept", "Status"] == "retired"  # when and by: below
+    assert frame_with(at, "Uncertainty").set_index("Model").at["kept", "Status"].endswith(" by Dr. Test")
     assert frame_with(at, "Action").iloc[0][["Action", "Model or scan", "By"]].tolist() == [
         "retire model", "kept", "Dr. Test"]
     assert at.button(key="models_retire").label == "Reinstate model"
