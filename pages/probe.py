@@ -127,6 +127,10 @@ def call_and_probability(curve: pd.DataFrame) -> pd.DataFrame:
                       curve.assign(model="mean calibrated P(MNA)", mean_pred=curve["mean_prob"], sem=0.0)])
 
 
+#: the saved runs' columns shown by default: all ten scrolled sideways at 1024 px, hiding NMI, range, background
+RUN_COLUMNS = ["run", "model", "when (UTC)", "experiment", "range"]
+
+
 def run_range(params: dict) -> str:
     """A saved run's conditions from its params: "MYCN 0-35 step 1, σ 3.5 px" (count experiment) or
     "σ 0.5-6 px in 12, 2 MYCN" (size experiment); "?" for what the params do not record."""
@@ -311,7 +315,9 @@ def previous_runs(db: str) -> None:
                              "NMI": [p.get("n_nmi") for p in runs["params"]],
                              "range": [run_range(p) for p in runs["params"]],
                              "background": [p.get("background", "?") for p in runs["params"]]})
-        st.dataframe(view, hide_index=True, key="probe_runs", placeholder="–",
+        every = st.toggle("Every column (by, probes, N, NMI, background)", key="probe_runs_every",
+                          help="the columns beyond these scroll sideways in a narrow window (1024 px)")
+        st.dataframe(view if every else view[RUN_COLUMNS], hide_index=True, key="probe_runs", placeholder="–",
                      column_config={"N": st.column_config.NumberColumn(help="probes per condition"),
                                     "NMI": st.column_config.NumberColumn(help="NMI signals per nucleus")})
         run_id = st.selectbox("Show run", runs["id"].tolist(), key=SHOW_RUN_KEY)

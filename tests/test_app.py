@@ -1294,7 +1294,12 @@ def test_probe_form_disables_the_controls_the_chosen_experiment_does_not_use(stu
 def test_saved_probe_runs_tell_runs_apart_and_plot_call_and_probability(stub_probe_model):
     _, model, _ = stub_probe_model
     at = run_probe_page(model, counts=(0, 4), step=4, nmi=1, fixed_size=2.5)
+    runs = frame_with(at, "run")  # at 1024 px all ten columns scrolled sideways, hiding NMI, range, background
+    assert list(runs.columns) == ["run", "model", "when (UTC)", "experiment", "range"]
+    at.toggle(key="probe_runs_every").set_value(True).run()
     runs = frame_with(at, "run")
+    assert list(runs.columns) == ["run", "model", "when (UTC)", "by", "probes", "experiment", "N", "NMI", "range",
+                                  "background"]
     assert runs[["N", "NMI", "range"]].values.tolist() == [[3, 1, "MYCN 0-4 step 4, σ 2.5 px"]]
     spec = json.loads(next(c for c in at.get("plotly_chart") if "probe_saved_curve" in c.proto.id).proto.spec)
     lines = [t["name"] for t in spec["data"] if t.get("mode") == "lines+markers"]
