@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from store.location import add_by_option, add_db_argument, default_db_path, store_exists
+from store.location import add_by_option, add_db_argument, default_db_path, new_store_name_refusal, store_exists
 
 KINDS = ("case", "cell-line", "mixture", "probe")
 #: splits of a ``genuine synth benchmark`` folder (``genuine_core.synth.benchmark.SPLITS``; kept here so
@@ -104,10 +104,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--mc-samples must be in [0, {MAX_MC_SAMPLES}], got {mc}")
     progress = not args.quiet
     loader = lambda p: load_model(p, mc_samples=mc)  # noqa: E731
-    # given model folders are loaded before the store is opened: a bad one leaves no new, empty store behind
-    given = resolve_models(None, args.models, loader=loader) if args.models else None
     path = Path(args.db or default_db_path())
     new_store = not store_exists(path)  # missing, or an empty file (e.g. `touch`)
+    refusal = new_store_name_refusal(path, "--db" if args.db else "$GENUINE_DB") if new_store else None
+    if refusal and not path.is_dir():  # a folder: Store names it
+        raise InputError(refusal)
+    # given model folders are loaded before the store is opened: a bad one leaves no new, empty store behind
+    given = resolve_models(None, args.models, loader=loader) if args.models else None
     try:
         store = Store(path, busy_timeout=args.wait)
     except StoreBusy as exc:

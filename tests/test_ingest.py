@@ -318,6 +318,23 @@ def test_cli_ingest_that_stores_nothing_leaves_no_new_store_and_names_none(tmp_p
     assert "created" not in capsys.readouterr().out and not db.exists()
 
 
+def test_cli_ingest_into_a_new_store_named_like_no_store_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    """`--db x.txt` used to create a DuckDB store called x.txt; a new store's name now ends as a store's does
+    (as `genuine demo --out`), while an existing store opens whatever its name."""
+    from genuine_core.cli import main
+
+    models = _cli_models(tmp_path, monkeypatch)
+    scans_ = write_toy_scans(tmp_path / "scans", 1, make_toy_scan)
+    db = tmp_path / "x.txt"
+    assert main(["ingest", str(scans_[0]), "--sample", "S", "--models", str(models), "--db", str(db), "--quiet"]) == 2
+    assert f"--db {db}: a store file's name ends in .duckdb (or .db, .ddb), e.g. {tmp_path / 'x.duckdb'}" in \
+        capsys.readouterr().err
+    assert not db.exists()
+    monkeypatch.setenv("GENUINE_DB", str(tmp_path / "store"))
+    assert main(["ingest", str(scans_[0]), "--sample", "S", "--models", str(models), "--quiet"]) == 2
+    assert "$GENUINE_DB" in capsys.readouterr().err and not (tmp_path / "store").exists()
+
+
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, lambda: RuntimeError("Query interrupted")],
                          ids=["python", "duckdb"])  # Ctrl-C during a DuckDB query reaches Python as the latter
 def test_cli_ingest_interrupt_says_how_many_were_stored(tmp_path, capsys, monkeypatch, interrupt):
