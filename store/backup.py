@@ -85,8 +85,7 @@ def backup_store(path: str | Path, dest: str | Path, with_models: bool = True, w
                 copied, not_copied = copy_model_folders(registered, files_folder(path),
                                                         files_folder(partial / path.name))
             if with_scans:
-                scans_copied, scans_not_copied = copy_scan_files(scans, files_folder(path),
-                                                                 files_folder(partial / path.name))
+                scans_copied, scans_not_copied = copy_scan_files(scans, files_folder(partial / path.name))
             if strict and (not_copied or scans_not_copied):
                 raise StoreError(_strict_message(path, not_copied, scans_not_copied))
             partial.rename(dest)

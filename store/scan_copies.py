@@ -28,12 +28,12 @@ def copy_name(path: str | Path, sha256: str) -> str:
     return safe if safe.startswith(prefix) else prefix + safe[:100]
 
 
-def copy_scan_files(scans: list[tuple[int, str, str]], store_files: Path, into: Path) -> tuple[dict, dict]:
-    """Copy each scan's file that lies outside ``store_files`` into ``into/scans/`` and check the copy's sha256.
+def copy_scan_files(scans: list[tuple[int, str, str]], into: Path) -> tuple[dict, dict]:
+    """Copy each scan's file into ``into/scans/`` and check the copy's sha256.
 
     Args:
-        scans: ``(scan id, recorded path, sha256)`` of the scans that record a path.
-        store_files: the store's own ``<name>_files`` folder (copied already: its uploads are not copied again).
+        scans: ``(scan id, recorded path, sha256)`` of the scans ingested by path, their files outside the store's
+            own ``<name>_files`` folder (its uploads come with that folder).
         into: the copy's ``<name>_files`` folder.
 
     Returns:
@@ -45,11 +45,8 @@ def copy_scan_files(scans: list[tuple[int, str, str]], store_files: Path, into: 
         OSError: a copy failed (the caller removes the partial backup).
     """
     copied, skipped = {}, {}
-    inside = store_files.resolve()
     for sid, path, sha in scans:
         src = Path(path)
-        if src.resolve().is_relative_to(inside):  # an upload: copied with the folder
-            continue
         if not src.is_file():
             skipped[sid] = f"its file {path} is missing"
             continue
