@@ -538,14 +538,14 @@ def _owned_file(store: Store, path: str | None, sha256: str = "") -> Path | None
 
     Files anywhere else (the user's scans, benchmark folders) are never the store's to delete.
     """
-    from store.scan_copies import SCANS_DIR, kept_copy
+    from store.scan_copies import SCANS_DIR
 
     if not path:
         return None
     p = Path(path).resolve()
     if p.is_file() and any(p.is_relative_to((store.folder / d).resolve()) for d in ("uploads", SCANS_DIR)):
         return p
-    return kept_upload(store, path, sha256) or kept_copy(store.folder, path, sha256)
+    return _kept_in_store(store, path, sha256)
 
 
 def kept_upload(store: Store, path: str | None, sha256: str) -> Path | None:
@@ -558,14 +558,20 @@ def kept_upload(store: Store, path: str | None, sha256: str) -> Path | None:
     return mine.resolve() if mine.name.startswith(sha256[:12]) and mine.is_file() else None
 
 
-def found_scan_file(store: Store, path: str | None, sha256: str) -> Path | None:
-    """A scan's file: at its recorded ``path``, else an upload in this store's uploads folder (:func:`kept_upload`),
-    else a backup's copy in this store's ``<name>_files/scans/`` (``store.scan_copies.kept_copy``); None if none."""
+def _kept_in_store(store: Store, path: str | None, sha256: str) -> Path | None:
+    """This store's own copy of a scan file recorded elsewhere: an upload in its uploads folder
+    (:func:`kept_upload`), else a backup's copy in its ``<name>_files/scans/`` (``store.scan_copies.kept_copy``)."""
     from store.scan_copies import kept_copy
 
+    return kept_upload(store, path, sha256) or kept_copy(store.folder, path, sha256)
+
+
+def found_scan_file(store: Store, path: str | None, sha256: str) -> Path | None:
+    """A scan's file: at its recorded ``path``, else this store's own copy of it (:func:`_kept_in_store`); None
+    if none."""
     if path and Path(path).is_file():
         return Path(path)
-    return kept_upload(store, path, sha256) or kept_copy(store.folder, path, sha256)
+    return _kept_in_store(store, path, sha256)
 
 
 def missing_scan_files(store: Store) -> pd.DataFrame:
