@@ -182,8 +182,7 @@ def blind() -> bool:
 def blind_to(db: str, nucleus_id: int) -> bool:
     """True when other reviewers' decisions on this nucleus are hidden now: blind review, and the reviewer has no
     standing decision on it."""
-    return blind() and int(nucleus_id) not in decided_by_me(db, common.rev("labels"), common.reviewer(),
-                                                            (int(nucleus_id),))
+    return blind() and int(nucleus_id) in hidden_nuclei(db, (nucleus_id,))
 
 
 def _blind_changed() -> None:
